@@ -1,0 +1,212 @@
+//! Readings: `GET/POST /v1/readings` (ingest) and
+//! `GET /v1/devices/ID/readings` (query).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderName;
+use hyper::Request;
+
+use crate::app::App;
+use crate::auth::{authorize, Action, Principal};
+use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
+use crate::error::WireError;
+use crate::http::{authenticate, declared_too_large, media_type, read_body, Reply};
+use crate::store::query::{read_series, SeriesQuery};
+use crate::store::DeviceRecord;
+
+/// Bodies larger than this are parsed on a blocking thread, so a 30 MB
+/// CSV does not stall the runtime's workers.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// `GET /v1/readings?device=ID&token=TOK&N1=23.5[&time=T]`, the same as a
+/// form `POST`, or a `text/csv` `POST`. Replies `ok,<stored>,<pending>`
+/// once the readings are fsynced.
+pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let now = timefmt::now_micros();
+    let limits = &app.config.limits;
+    if declared_too_large(&req, limits.max_body_bytes) {
+        return Err(WireError::new(
+            413,
+            "too_large",
+            format!("the body is larger than {} bytes; send it in parts", limits.max_body_bytes),
+        ));
+    }
+    let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let media = media_type(&req);
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, limits.max_body_bytes, Duration::from_secs(limits.body_timeout_secs)).await?;
+    let mut csv = None;
+    if !body.is_empty() {
+        match media.as_deref() {
+            Some("text/csv" | "application/csv") => csv = Some(body),
+            Some("application/x-www-form-urlencoded") | None => pairs.extend(form::parse_pairs(&body)?),
+            Some(other) => {
+                return Err(WireError::new(
+                    415,
+                    "unsupported_media_type",
+                    format!("'{}' bodies are not accepted; send text/csv or a form", codec::names::clip(other)),
+                ))
+            }
+        }
+    }
+    let params = codec::parse_params(&pairs, now, &app.limits)?;
+    let who = authenticate(
+        &parts.headers,
+        params.credentials.device.as_deref(),
+        params.credentials.token.as_deref(),
+        &app.directory,
+    )?;
+    let default_device: Option<Arc<DeviceRecord>> = match &who {
+        Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
+        Principal::Device(d) => Some(d.clone()),
+        Principal::User(_) => match params.credentials.device.as_deref() {
+            Some(id) => Some(visible_device(app, &who, id, Action::WriteReadings)?),
+            None => None,
+        },
+    };
+    if let Some(d) = &default_device {
+        authorize(&who, Action::WriteReadings, Some(d))?;
+    }
+    let need_default = || {
+        default_device.as_ref().map(|d| d.num).ok_or_else(|| {
+            WireError::bad_request("missing_device", "say which device: device=ID or a device column")
+        })
+    };
+
+    let mut readings: Vec<(u32, Reading)> = Vec::new();
+    if !params.readings.is_empty() {
+        let num = need_default()?;
+        readings.extend(params.readings.into_iter().map(|r| (num, r)));
+    }
+    if let Some(body) = csv {
+        let lim = app.limits;
+        let parsed = if body.len() > INLINE_PARSE_BYTES {
+            tokio::task::spawn_blocking(move || csvbody::parse_csv(&body, now, &lim))
+                .await
+                .map_err(|_| WireError::new(500, "internal", "parser failed"))??
+        } else {
+            csvbody::parse_csv(&body, now, &lim)?
+        };
+        if parsed.devices.is_empty() {
+            let num = need_default()?;
+            readings.reserve(parsed.readings.len());
+            readings.extend(parsed.readings.into_iter().map(|(_, r)| (num, r)));
+        } else {
+            let mut nums = Vec::with_capacity(parsed.devices.len());
+            for id in &parsed.devices {
+                let d = visible_device(app, &who, id, Action::WriteReadings)?;
+                authorize(&who, Action::WriteReadings, Some(&d))?;
+                nums.push(d.num);
+            }
+            readings.reserve(parsed.readings.len());
+            readings.extend(
+                parsed
+                    .readings
+                    .into_iter()
+                    .map(|(i, r)| (nums[i.unwrap_or(0) as usize], r)),
+            );
+        }
+    }
+
+    let accepted = readings.len();
+    let outcome = if readings.is_empty() {
+        // A request with no values is a heartbeat: nothing to store.
+        0
+    } else {
+        let rx = app
+            .ingest
+            .try_submit(readings)
+            .map_err(|_| WireError::overloaded("the server is busy; retry shortly"))?;
+        match rx.await {
+            Ok(Ok(o)) => o.accepted,
+            Ok(Err(e)) => return Err(WireError::from(e.as_ref())),
+            Err(_) => return Err(WireError::overloaded("the server is shutting down")),
+        }
+    };
+    debug_assert_eq!(outcome, accepted);
+    Ok(Reply::csv(format!("ok,{accepted},0\n")))
+}
+
+/// Look a device up for a caller; a device the caller may not see is
+/// reported exactly like one that does not exist.
+fn visible_device(app: &App, who: &Principal, id: &str, action: Action) -> Result<Arc<DeviceRecord>, WireError> {
+    let unknown = || WireError::new(404, "unknown_device", format!("no device '{}'", codec::names::clip(id)));
+    let d = app.directory.device(id).ok_or_else(unknown)?;
+    authorize(who, action, Some(&d))?;
+    Ok(d)
+}
+
+/// `GET /v1/devices/ID/readings?sensors=N1,L2&from=T&to=T&limit=N`: a
+/// header row `time,N1,L2` and one row per distinct time, oldest first,
+/// with empty fields where a sensor has no value at that time. When the
+/// limit cut the result, the `Overlord-Next-From` header gives the `from`
+/// that continues it.
+pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let mut q = SeriesQuery {
+        device: 0,
+        sensors: Vec::new(),
+        from: 0,
+        to: i64::MAX,
+        limit: app.config.limits.query_default_rows,
+    };
+    let (mut device, mut token) = (None, None);
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in &pairs {
+        if seen.contains(&name.as_str()) {
+            return Err(WireError::bad_request("duplicate_field", format!("{name}: given more than once")));
+        }
+        seen.push(name);
+        let time = |v: &str| {
+            timefmt::parse_instant(v).map_err(|why| {
+                WireError::bad_request("bad_time", format!("{name}: '{}' is not a time ({why})", codec::names::clip(v)))
+            })
+        };
+        match name.as_str() {
+            "device" => device = Some(value.as_str()),
+            "token" => token = Some(value.as_str()),
+            "from" => q.from = time(value)?,
+            "to" => q.to = time(value)?,
+            "limit" => {
+                let max = app.config.limits.query_max_rows;
+                q.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| WireError::bad_request("bad_limit", format!("limit must be 1..{max}")))?;
+            }
+            "sensors" => {
+                for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let sensor = SensorId::parse(s)?;
+                    if q.sensors.contains(&sensor) {
+                        return Err(WireError::bad_request("duplicate_field", format!("sensors: {sensor} given twice")));
+                    }
+                    q.sensors.push(sensor);
+                }
+            }
+            other => {
+                return Err(WireError::bad_request(
+                    "bad_parameter",
+                    format!("unknown parameter '{}'; use sensors, from, to, limit", codec::names::clip(other)),
+                ))
+            }
+        }
+    }
+    let who = authenticate(req.headers(), Some(device.unwrap_or(id)), token, &app.directory)?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let d = visible_device(app, &who, id, Action::ReadReadings)?;
+    q.device = d.num;
+    let db_app = app.clone();
+    let result = tokio::task::spawn_blocking(move || read_series(db_app.store.db(), &q))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    let mut reply = Reply::csv(result.text);
+    if let Some(next) = result.next_from {
+        reply = reply.with_header(HeaderName::from_static("overlord-next-from"), timefmt::format_time(next));
+    }
+    Ok(reply)
+}

@@ -1,0 +1,330 @@
+//! Who is calling, and may they do this?
+//!
+//! Secrets: device and user tokens are 128 random bits shown once as 32
+//! hex characters; only their SHA-256 digests are stored, and digests are
+//! compared in constant time. (argon2 is for human passwords, which cost
+//! ~16 ms to check; a token is already uniformly random, so a fast digest
+//! is as strong and keeps a board's request cheap.) An unknown device id
+//! is compared against a dummy digest so it takes as long as a wrong
+//! token.
+//!
+//! Every handler asks [`authorize`] — the one choke point — before it
+//! touches a resource.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::WireError;
+use crate::store::records::TokenHash;
+use crate::store::{DeviceRecord, Role, UserRecord};
+
+/// A new random token: 128 bits as 32 lower-case hex characters.
+pub fn generate_token() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source failed");
+    hex(&b)
+}
+
+/// A short random id for a device created without one: `d` + 12 hex.
+pub fn generate_id() -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).expect("the OS random source failed");
+    format!("d{}", hex(&b))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of a token.
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Constant-time equality of two digests.
+pub fn ct_eq(a: &TokenHash, b: &TokenHash) -> bool {
+    let mut d = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        d |= x ^ y;
+    }
+    std::hint::black_box(d) == 0
+}
+
+/// Does `token` match the current or the previous digest?
+pub fn token_matches(token: &str, current: &TokenHash, previous: Option<&TokenHash>) -> bool {
+    let h = hash_token(token);
+    let a = ct_eq(&h, current);
+    let b = previous.is_some_and(|p| ct_eq(&h, p));
+    a | b
+}
+
+/// A device id is an opaque URL-safe token: 1–64 of `A-Z a-z 0-9 . _ ~ -`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A user (any role) by API token.
+    User(Arc<UserRecord>),
+    /// A device by its token.
+    Device(Arc<DeviceRecord>),
+    /// No credentials.
+    Anonymous,
+}
+
+impl Principal {
+    /// For the request log: who, without secrets.
+    pub fn label(&self) -> String {
+        match self {
+            Principal::User(u) => format!("user:{}", u.name),
+            Principal::Device(d) => format!("device:{}", d.id),
+            Principal::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// What the caller wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Store readings for a device.
+    WriteReadings,
+    /// Query a device's readings.
+    ReadReadings,
+    /// See a device's record.
+    ViewDevice,
+    /// Create devices.
+    CreateDevice,
+    /// Rotate a device's token.
+    RotateDevice,
+    /// Read `/metrics`.
+    ReadMetrics,
+}
+
+/// The one authorisation decision: may `who` do `action` (on `device`)?
+///
+/// - Administrators may do everything.
+/// - A user may create devices and do everything to the devices they own.
+/// - A device may write and read its own readings and see itself.
+/// - Anonymous callers may do nothing here (`401`).
+pub fn authorize(who: &Principal, action: Action, device: Option<&DeviceRecord>) -> Result<(), WireError> {
+    let allowed = match who {
+        Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
+        Principal::User(u) if u.role == Role::Administrator => true,
+        Principal::User(u) => match action {
+            Action::CreateDevice => true,
+            Action::ReadMetrics => false,
+            _ => device.is_some_and(|d| d.owner == u.name),
+        },
+        Principal::Device(me) => match action {
+            Action::WriteReadings | Action::ReadReadings | Action::ViewDevice => {
+                device.is_some_and(|d| d.num == me.num)
+            }
+            _ => false,
+        },
+    };
+    if allowed {
+        return Ok(());
+    }
+    // A caller that may not even see the device learns nothing about it.
+    let may_see = match (who, device) {
+        (Principal::User(u), Some(d)) => d.owner == u.name,
+        (Principal::Device(me), Some(d)) => d.num == me.num,
+        _ => true,
+    };
+    match device {
+        Some(d) if !may_see => Err(WireError::new(404, "unknown_device", format!("no device '{}'", d.id))),
+        _ => Err(WireError::forbidden("not allowed for this caller")),
+    }
+}
+
+/// Decode `Authorization: Basic base64(id:secret)`.
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    let rest = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic "))?;
+    let raw = base64_decode(rest.trim())?;
+    let s = String::from_utf8(raw).ok()?;
+    let (id, secret) = s.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&b| b != b'=').collect();
+    if bytes.len() % 4 == 1 || bytes.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The in-memory directory of devices and users, loaded from the store on
+/// start and updated after every committed change. Authentication reads
+/// only this, so it never waits for the disk.
+#[derive(Default)]
+pub struct Directory {
+    devices: RwLock<HashMap<String, Arc<DeviceRecord>>>,
+    users: RwLock<HashMap<String, Arc<UserRecord>>>,
+    user_tokens: RwLock<HashMap<TokenHash, String>>,
+}
+
+const DUMMY: TokenHash = [0x5a; 32];
+
+impl Directory {
+    /// Build from stored records.
+    pub fn new(devices: Vec<DeviceRecord>, users: Vec<UserRecord>) -> Directory {
+        let d = Directory::default();
+        for r in devices {
+            d.put_device(r);
+        }
+        for u in users {
+            d.put_user(u);
+        }
+        d
+    }
+
+    /// Insert or replace a device.
+    pub fn put_device(&self, r: DeviceRecord) {
+        self.devices.write().insert(r.id.clone(), Arc::new(r));
+    }
+
+    /// Insert or replace a user (and their token index).
+    pub fn put_user(&self, u: UserRecord) {
+        let mut tokens = self.user_tokens.write();
+        tokens.retain(|_, name| *name != u.name);
+        tokens.insert(u.token, u.name.clone());
+        if let Some(p) = u.prev_token {
+            tokens.insert(p, u.name.clone());
+        }
+        self.users.write().insert(u.name.clone(), Arc::new(u));
+    }
+
+    /// A device by id.
+    pub fn device(&self, id: &str) -> Option<Arc<DeviceRecord>> {
+        self.devices.read().get(id).cloned()
+    }
+
+    /// Every device, sorted by id.
+    pub fn devices(&self) -> Vec<Arc<DeviceRecord>> {
+        let mut v: Vec<_> = self.devices.read().values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// A user by name.
+    pub fn user(&self, name: &str) -> Option<Arc<UserRecord>> {
+        self.users.read().get(name).cloned()
+    }
+
+    /// Check a device's id and token.
+    pub fn authenticate_device(&self, id: &str, token: &str) -> Option<Arc<DeviceRecord>> {
+        let dev = self.device(id);
+        let ok = match &dev {
+            Some(d) => token_matches(token, &d.token, d.prev_token.as_ref()),
+            None => {
+                std::hint::black_box(token_matches(token, &DUMMY, None));
+                false
+            }
+        };
+        if ok {
+            dev
+        } else {
+            None
+        }
+    }
+
+    /// Check a user's API token (Bearer).
+    pub fn authenticate_bearer(&self, token: &str) -> Option<Arc<UserRecord>> {
+        let h = hash_token(token);
+        let name = self.user_tokens.read().get(&h).cloned()?;
+        let u = self.user(&name)?;
+        token_matches(token, &u.token, u.prev_token.as_ref()).then_some(u)
+    }
+
+    /// Check `name:token` from Basic auth: a device id first, then a user.
+    pub fn authenticate_basic(&self, id: &str, token: &str) -> Option<Principal> {
+        if let Some(d) = self.authenticate_device(id, token) {
+            return Some(Principal::Device(d));
+        }
+        let u = self.user(id)?;
+        token_matches(token, &u.token, u.prev_token.as_ref()).then_some(Principal::User(u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_bit_hex_and_distinct() {
+        let a = generate_token();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, generate_token());
+    }
+
+    #[test]
+    fn basic_header() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("Basic ZGV2MTp0b2s=", Some(("dev1", "tok"))),
+            ("Basic ZGV2MTp0b2s", Some(("dev1", "tok"))),
+            ("Basic ZGV2MTp0b2s6eA==", Some(("dev1", "tok:x"))),
+            ("Basic ZGV2MQ==", None),
+            ("Basic !!!!", None),
+            ("Bearer abc", None),
+            ("Basic ", None),
+        ];
+        for (h, want) in cases {
+            let got = parse_basic(h);
+            let want = want.map(|(a, b)| (a.to_string(), b.to_string()));
+            assert_eq!(got, want, "{h}");
+        }
+    }
+
+    #[test]
+    fn ids() {
+        for ok in ["greenhouse-3", "a", "A.b_c~d", &"x".repeat(64)] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "ä", &"x".repeat(65), "a%20"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn previous_token_still_matches() {
+        let (a, b) = (hash_token("new"), hash_token("old"));
+        assert!(token_matches("new", &a, Some(&b)));
+        assert!(token_matches("old", &a, Some(&b)));
+        assert!(!token_matches("other", &a, Some(&b)));
+    }
+}

@@ -1,0 +1,230 @@
+//! `text/csv` bodies (`API.md` §3).
+//!
+//! The header row names `time` (optional for a single row), an optional
+//! `device` column (for a principal that may write several devices), and
+//! sensor columns. An empty field means "no value for this sensor at this
+//! time". Errors carry the CSV line and column.
+
+use super::{timefmt, CodecError, Limits, Micros, Reading, SensorId, Value};
+
+/// A parsed CSV body.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CsvReadings {
+    /// Distinct values of the `device` column, in order of first use; empty
+    /// when the body has no `device` column.
+    pub devices: Vec<String>,
+    /// Each reading with the index into `devices` of its row's device
+    /// (`None` when there is no `device` column).
+    pub readings: Vec<(Option<u32>, Reading)>,
+    /// Data rows in the body.
+    pub rows: usize,
+}
+
+enum Column {
+    Time,
+    Device,
+    Sensor(SensorId),
+}
+
+/// Parse a whole CSV body. `now` stands for `time` in a single-row body
+/// without a `time` column.
+pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReadings, CodecError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(false)
+        .from_reader(body);
+    let mut record = csv::ByteRecord::new();
+
+    // Header row.
+    if !read(&mut rdr, &mut record)? {
+        return Err(CodecError::new("bad_csv", "empty body: expected a header row").at(1, None));
+    }
+    let header_line = record.position().map_or(1, |p| p.line());
+    let mut columns = Vec::with_capacity(record.len());
+    let (mut time_col, mut device_col) = (None, None);
+    for (i, raw) in record.iter().enumerate() {
+        let col = i + 1;
+        let name = std::str::from_utf8(raw)
+            .map_err(|_| CodecError::new("bad_csv", "header is not UTF-8").at(header_line, Some(col)))?
+            .trim();
+        let at = |e: CodecError| e.at(header_line, Some(col));
+        let c = if name.eq_ignore_ascii_case("time") {
+            Column::Time
+        } else if name.eq_ignore_ascii_case("device") {
+            Column::Device
+        } else {
+            Column::Sensor(SensorId::parse(name).map_err(at)?)
+        };
+        let dup = columns.iter().any(|(_, old): &(String, Column)| match (old, &c) {
+            (Column::Time, Column::Time) | (Column::Device, Column::Device) => true,
+            (Column::Sensor(a), Column::Sensor(b)) => a == b,
+            _ => false,
+        });
+        if dup {
+            return Err(at(CodecError::new("duplicate_field", "column given twice").named(name)));
+        }
+        match c {
+            Column::Time => time_col = Some(i),
+            Column::Device => device_col = Some(i),
+            Column::Sensor(_) => {}
+        }
+        columns.push((name.to_string(), c));
+    }
+
+    let mut out = CsvReadings::default();
+    let mut first_line = None;
+    while read(&mut rdr, &mut record)? {
+        let line = record.position().map_or(0, |p| p.line());
+        out.rows += 1;
+        if out.rows == 2 && time_col.is_none() {
+            return Err(CodecError::new(
+                "missing_time",
+                "a body with more than one row needs a time column",
+            )
+            .at(first_line.unwrap_or(line), None));
+        }
+        first_line.get_or_insert(line);
+        let field = |i: usize| -> Result<&str, CodecError> {
+            std::str::from_utf8(&record[i]).map_err(|_| {
+                CodecError::new("bad_encoding", "not valid UTF-8")
+                    .named(&columns[i].0)
+                    .at(line, Some(i + 1))
+            })
+        };
+        let time = match time_col {
+            Some(i) => timefmt::parse_time(field(i)?, now, limits)
+                .map_err(|e| e.named("time").at(line, Some(i + 1)))?,
+            None => now,
+        };
+        let device = match device_col {
+            Some(i) => {
+                let id = field(i)?.trim();
+                if id.is_empty() {
+                    return Err(CodecError::new("unknown_device", "empty device id")
+                        .named("device")
+                        .at(line, Some(i + 1)));
+                }
+                Some(match out.devices.iter().rposition(|d| d == id) {
+                    Some(k) => k as u32,
+                    None => {
+                        out.devices.push(id.to_string());
+                        (out.devices.len() - 1) as u32
+                    }
+                })
+            }
+            None => None,
+        };
+        for (i, (name, col)) in columns.iter().enumerate() {
+            let Column::Sensor(sensor) = col else { continue };
+            let text = field(i)?;
+            if text.is_empty() {
+                continue;
+            }
+            let value = Value::parse(sensor.kind, text, limits)
+                .map_err(|e| e.named(name).at(line, Some(i + 1)))?;
+            out.readings.push((
+                device,
+                Reading {
+                    sensor: *sensor,
+                    time,
+                    value,
+                },
+            ));
+        }
+    }
+    if out.rows == 0 {
+        return Err(CodecError::new("bad_csv", "a header row but no data rows").at(header_line, None));
+    }
+    Ok(out)
+}
+
+fn read(rdr: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord) -> Result<bool, CodecError> {
+    rdr.read_byte_record(record).map_err(|e| {
+        let line = e.position().map_or(0, |p| p.line());
+        let msg = match e.kind() {
+            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                format!("expected {expected_len} fields like the header, found {len}")
+            }
+            _ => "malformed CSV".to_string(),
+        };
+        CodecError::new("bad_csv", msg).at(line, None)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Micros = 1_795_428_000_000_000;
+
+    fn parse(body: &str) -> Result<CsvReadings, CodecError> {
+        parse_csv(body.as_bytes(), NOW, &Limits::default())
+    }
+
+    /// `(body, readings or error code, error line)`: one case per line.
+    #[test]
+    fn bodies() {
+        let cases: &[(&[u8], Result<usize, (&str, u64)>)] = &[
+            (b"time,N1,I2,S3\n2026-11-23T10:00:00Z,21.5,3,door open\n2026-11-23T10:01:00Z,21.7,,\n", Ok(4)),
+            (b"N1,L2\n21.5,1\n", Ok(2)),
+            (b"N1,L2\r\n21.5,1\r\n", Ok(2)),
+            (b"time,N1\r\n1795428000,1\n1795428060,2\r\n", Ok(2)),
+            (b"\xEF\xBB\xBFtime,N1\n1795428000,1\n", Ok(1)),
+            (b"time,S1\n1795428000,\"a, \"\"quoted\"\"\nvalue\"\n1795428060,x\n", Ok(2)),
+            (b"time,N1\n1795428000,1\n\n1795428060,2\n", Ok(2)),
+            (b"Time,n1\n1795428000,1\n", Ok(1)),
+            (b"time,N1\n1795428000,\n", Ok(0)),
+            (b"", Err(("bad_csv", 1))),
+            (b"\xEF\xBB\xBF", Err(("bad_csv", 1))),
+            (b"time,N1\n", Err(("bad_csv", 1))),
+            (b"N1\n1\n2\n", Err(("missing_time", 2))),
+            (b"time,N1,N1\n1795428000,1,2\n", Err(("duplicate_field", 1))),
+            (b"time,N1,time\n1795428000,1,2\n", Err(("duplicate_field", 1))),
+            (b"time,X1\n1795428000,1\n", Err(("bad_sensor_name", 1))),
+            (b"time,,N1\n1795428000,1,2\n", Err(("bad_sensor_name", 1))),
+            (b"time,N1\n1795428000,NaN\n", Err(("bad_value", 2))),
+            (b"time,I1\n1795428000,1\n1795428060,99999999999999999999\n", Err(("bad_value", 3))),
+            (b"time,N1\n1795428000,1,2\n", Err(("bad_csv", 2))),
+            (b"time,N1\n1795428000\n", Err(("bad_csv", 2))),
+            (b"time,S1\n1795428000,\xff\xfe\n", Err(("bad_encoding", 2))),
+            (b"time,N1\nnot-a-time,1\n", Err(("bad_time", 2))),
+            (b"time,N1\n,1\n", Err(("bad_time", 2))),
+            (b"time,N1\n99999999999,1\n", Err(("bad_time", 2))),
+            (b"t\xffme,N1\n1,2\n", Err(("bad_csv", 1))),
+        ];
+        for (body, want) in cases {
+            let got = parse_csv(body, NOW, &Limits::default());
+            let got = got
+                .map(|r| r.readings.len())
+                .map_err(|e| (e.code, e.at.line.unwrap_or(0)));
+            assert_eq!(got, *want, "body {:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn positions_are_reported() {
+        let e = parse("time,N1,I2\n1795428000,1,2\n1795428060,1,x\n").unwrap_err();
+        assert_eq!(e.to_string(), "line 3 column 3: I2: 'x' is not a 64-bit integer");
+    }
+
+    #[test]
+    fn quoted_text_with_newline_survives() {
+        let r = parse("time,S1\n1795428000,\"two\nlines\"\n").unwrap();
+        assert_eq!(r.readings[0].1.value, Value::Str("two\nlines".into()));
+    }
+
+    #[test]
+    fn device_column_is_indexed() {
+        let r = parse("time,device,N1\n1795428000,a,1\n1795428000,b,2\n1795428060,a,3\n").unwrap();
+        assert_eq!(r.devices, vec!["a", "b"]);
+        let devs: Vec<_> = r.readings.iter().map(|(d, _)| *d).collect();
+        assert_eq!(devs, vec![Some(0), Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn ten_megabyte_line_is_a_bad_value_not_a_crash() {
+        let body = format!("time,S1\n1795428000,{}\n", "x".repeat(10 << 20));
+        assert_eq!(parse(&body).unwrap_err().code, "bad_value");
+    }
+}

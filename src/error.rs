@@ -1,0 +1,116 @@
+//! The one place a failure becomes a wire reply: a 4xx/5xx status and a
+//! body of exactly one CSV line, `error,<code>,<detail>`.
+
+use crate::codec::{names::write_csv_text, CodecError};
+use crate::store::StoreError;
+
+/// A rejected request, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable lower-case token.
+    pub code: &'static str,
+    /// What and where, for a person.
+    pub detail: String,
+    /// Seconds for `Retry-After` (503/429).
+    pub retry_after: Option<u32>,
+    /// Methods for the `Allow` header of a `405`.
+    pub allow: Option<&'static str>,
+}
+
+impl WireError {
+    /// Any status and code.
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
+        WireError {
+            status,
+            code,
+            detail: detail.into(),
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// `400` with a code.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(400, code, detail)
+    }
+
+    /// `401 unauthorized`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", detail)
+    }
+
+    /// `403 forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", detail)
+    }
+
+    /// `503 overloaded` with `Retry-After`.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(503, "overloaded", detail);
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// The body line: `error,<code>,<detail>\n`, the detail quoted per
+    /// RFC 4180 if it needs to be.
+    pub fn body(&self) -> String {
+        let mut s = String::with_capacity(16 + self.detail.len());
+        s.push_str("error,");
+        s.push_str(self.code);
+        s.push(',');
+        let detail: String = self
+            .detail
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        write_csv_text(&detail, &mut s);
+        s.push('\n');
+        s
+    }
+}
+
+impl From<CodecError> for WireError {
+    fn from(e: CodecError) -> Self {
+        let status = match e.code {
+            "unknown_device" => 404,
+            _ => 400,
+        };
+        WireError::new(status, e.code, e.to_string())
+    }
+}
+
+impl From<&StoreError> for WireError {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::DiskFull => WireError::new(507, "disk_full", "the server's disk is full; nothing was stored"),
+            StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
+            StoreError::InUse => WireError::new(500, "storage", "data file in use"),
+            StoreError::Corrupt(_) | StoreError::Io(_) => {
+                WireError::new(500, "storage", "storage failure; nothing was stored")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for WireError {
+    fn from(e: StoreError) -> Self {
+        WireError::from(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_with_quoting() {
+        assert_eq!(WireError::bad_request("bad_value", "N1: x").body(), "error,bad_value,N1: x\n");
+        assert_eq!(
+            WireError::bad_request("bad_csv", "line 2, column 3").body(),
+            "error,bad_csv,\"line 2, column 3\"\n"
+        );
+        assert_eq!(WireError::bad_request("x", "a\nb").body(), "error,x,a b\n");
+    }
+}

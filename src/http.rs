@@ -1,0 +1,149 @@
+//! HTTP plumbing shared by the handlers: the reply type, reading a bounded
+//! body, and finding the caller's credentials.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, Request, Response, StatusCode, Version};
+
+use crate::auth::{parse_basic, Directory, Principal};
+use crate::error::WireError;
+
+/// `Content-Type` of every CSV reply.
+pub const CSV: &str = "text/csv; charset=utf-8";
+
+/// A handler's answer before it becomes a hyper response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body; `Content-Length` is always its length.
+    pub body: Bytes,
+    /// Extra headers.
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl Reply {
+    /// `200` with a CSV body.
+    pub fn csv(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            content_type: CSV,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Change the status.
+    pub fn with_status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
+    /// Add a header.
+    pub fn with_header(mut self, name: header::HeaderName, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl From<WireError> for Reply {
+    fn from(e: WireError) -> Reply {
+        let mut r = Reply::csv(e.body()).with_status(e.status);
+        if let Some(s) = e.retry_after {
+            r = r.with_header(header::RETRY_AFTER, s.to_string());
+        }
+        if let Some(a) = e.allow {
+            r = r.with_header(header::ALLOW, a.to_string());
+        }
+        if e.status == 401 {
+            r = r.with_header(header::WWW_AUTHENTICATE, "Basic realm=\"overlord\"".into());
+        }
+        r
+    }
+}
+
+/// Build the hyper response. HTTP/1.0 requests get an HTTP/1.0 status
+/// line; hyper then closes the connection after the reply.
+pub fn into_response(r: Reply, version: Version) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(r.body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if version == Version::HTTP_10 {
+        *resp.version_mut() = Version::HTTP_10;
+    }
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    for (name, value) in r.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.append(name, v);
+        }
+    }
+    resp
+}
+
+/// Read the whole body, at most `max` bytes, within `timeout`.
+pub async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Bytes, WireError> {
+    let limited = Limited::new(body, max);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(WireError::new(408, "timeout", "the request body did not arrive in time")),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(WireError::new(
+                    413,
+                    "too_large",
+                    format!("the body is larger than {max} bytes; send it in parts"),
+                ))
+            } else {
+                Err(WireError::bad_request("bad_body", "the request body could not be read"))
+            }
+        }
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Is the declared body larger than `max`? (Refuse before reading it.)
+pub fn declared_too_large<B>(req: &Request<B>, max: usize) -> bool {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+}
+
+/// The media type of the request, lower case, without parameters.
+pub fn media_type<B>(req: &Request<B>) -> Option<String> {
+    let v = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let t = v.split(';').next()?.trim().to_ascii_lowercase();
+    (!t.is_empty()).then_some(t)
+}
+
+/// Who is calling: `device=`/`token=` parameters win, then the
+/// `Authorization` header (`Basic id:token` for a device or a user,
+/// `Bearer token` for a user). Presented but wrong credentials are `401`;
+/// none at all is [`Principal::Anonymous`].
+pub fn authenticate(
+    headers: &HeaderMap,
+    device: Option<&str>,
+    token: Option<&str>,
+    directory: &Directory,
+) -> Result<Principal, WireError> {
+    let bad = || WireError::unauthorized("wrong or unknown id or token");
+    if let Some(token) = token {
+        let id = device.ok_or_else(|| WireError::unauthorized("token given without device"))?;
+        return directory.authenticate_device(id, token).map(Principal::Device).ok_or_else(bad);
+    }
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Principal::Anonymous);
+    };
+    let auth = auth.to_str().map_err(|_| bad())?;
+    if let Some(t) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) {
+        return directory.authenticate_bearer(t.trim()).map(Principal::User).ok_or_else(bad);
+    }
+    let (id, secret) = parse_basic(auth).ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
+    directory.authenticate_basic(&id, &secret).ok_or_else(bad)
+}

@@ -1,0 +1,401 @@
+//! Durable ingest with group commit.
+//!
+//! Handlers never touch redb. They hand a request's readings to
+//! [`IngestHandle::try_submit`], which puts them on a bounded queue (full:
+//! the caller answers `503 overloaded` and nothing is written). One writer
+//! thread owns every write to the readings tables. It takes whatever is
+//! waiting, writes it all in one redb write transaction with immediate
+//! durability (one fsync), and only then answers each waiting request. A
+//! request's readings are all in that transaction or, if it fails, none
+//! are: `200 ok` means fsynced.
+//!
+//! In the same transaction the writer appends the batch's new readings to
+//! `digest_log`; after the commit it hands the batch to the digest pool.
+//! Digest results come back to the writer, which applies them and removes
+//! the log row in one later transaction. On start, rows still in the log
+//! are handed to the digest again before anything new (crash safety of
+//! the hand-off).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
+use redb::{Durability, ReadableDatabase, ReadableTable};
+use tokio::sync::oneshot;
+
+use crate::codec::{timefmt, Reading};
+use crate::digest::{Digest, PartDone};
+use crate::metrics::Metrics;
+use crate::store::digest_log::DigestBatch;
+use crate::store::{chunk, query::minute, Store, StoreError, DIGEST_LOG, LAST_SEEN, READINGS, SENSORS};
+
+/// Most readings one group commit takes before it commits (more wait for
+/// the next one). Bounds the transaction's memory and the reply latency.
+pub const MAX_READINGS_PER_COMMIT: usize = 2_000_000;
+
+/// What a stored request reports back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Readings of the request that are now stored (new and retries).
+    pub accepted: usize,
+    /// Of those, how many were not stored before.
+    pub new: usize,
+}
+
+/// The reply a submitter waits for.
+pub type IngestReply = oneshot::Receiver<Result<IngestOutcome, Arc<StoreError>>>;
+
+struct Job {
+    readings: Vec<(u32, Reading)>,
+    reply: oneshot::Sender<Result<IngestOutcome, Arc<StoreError>>>,
+}
+
+/// The submitting side, cloned into every handler.
+#[derive(Clone)]
+pub struct IngestHandle {
+    tx: Sender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+/// The queue to the writer is full: answer `503` with `Retry-After`.
+#[derive(Debug)]
+pub struct Overloaded;
+
+impl IngestHandle {
+    /// Queue a request's readings (device number, reading) for the next
+    /// group commit. Never blocks.
+    pub fn try_submit(&self, readings: Vec<(u32, Reading)>) -> Result<IngestReply, Overloaded> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { readings, reply }) {
+            Ok(()) => {
+                self.metrics.ingest_queue_depth.set(self.tx.len() as u64);
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.ingest_rejected.inc();
+                Err(Overloaded)
+            }
+        }
+    }
+}
+
+/// The running writer thread.
+pub struct Writer {
+    thread: JoinHandle<()>,
+    stop: Sender<()>,
+}
+
+impl Writer {
+    /// Stop the writer: it commits every request already queued (their
+    /// clients get their replies), refuses later ones (`503`), makes the
+    /// digest's results durable, and exits. Blocks until it has.
+    pub fn shutdown(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Start the writer thread. `queue` bounds the requests waiting for it.
+pub fn start(
+    store: Arc<Store>,
+    digest: Digest,
+    metrics: Arc<Metrics>,
+    queue: usize,
+) -> Result<(IngestHandle, Writer), StoreError> {
+    let (tx, rx) = crossbeam_channel::bounded(queue.max(1));
+    let (stop, stop_rx) = crossbeam_channel::bounded(0);
+    let mut w = WriterState {
+        store,
+        digest,
+        metrics: metrics.clone(),
+        outstanding: HashMap::new(),
+        effects: Vec::new(),
+        next_seq: 0,
+    };
+    w.replay()?;
+    let thread = std::thread::Builder::new()
+        .name("overlord-writer".into())
+        .spawn(move || w.run(rx, stop_rx))
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok((IngestHandle { tx, metrics }, Writer { thread, stop }))
+}
+
+struct WriterState {
+    store: Arc<Store>,
+    digest: Digest,
+    metrics: Arc<Metrics>,
+    /// Digest-log seq → parts the digest has not reported yet.
+    outstanding: HashMap<u64, usize>,
+    /// Digest results not yet committed.
+    effects: Vec<PartDone>,
+    next_seq: u64,
+}
+
+impl WriterState {
+    /// Hand every undigested batch in the log to the digest, oldest first.
+    fn replay(&mut self) -> Result<(), StoreError> {
+        let txn = self.store.db().begin_read()?;
+        let log = txn.open_table(DIGEST_LOG)?;
+        let mut n = 0;
+        for row in log.iter()? {
+            let (k, v) = row?;
+            let batch = DigestBatch::decode(k.value(), v.value())?;
+            self.next_seq = batch.seq + 1;
+            self.dispatch(batch);
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(batches = n, "replaying undigested batches");
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, batch: DigestBatch) {
+        let seq = batch.seq;
+        let parts = self.digest.dispatch(batch);
+        if parts > 0 {
+            self.outstanding.insert(seq, parts);
+        }
+    }
+
+    fn run(mut self, jobs: Receiver<Job>, stop: Receiver<()>) {
+        let done = self.digest.done_receiver();
+        let mut open = true;
+        while open {
+            let mut batch = Vec::new();
+            select! {
+                recv(jobs) -> j => match j {
+                    Ok(j) => batch.push(j),
+                    Err(_) => open = false,
+                },
+                recv(done) -> d => if let Ok(d) = d { self.effects.push(d) },
+                recv(stop) -> _ => open = false,
+            }
+            if !open {
+                // Take everything already queued; later submissions fail
+                // because the receiver is dropped below.
+                batch.extend(jobs.try_iter());
+            }
+            let mut readings: usize = batch.iter().map(|j| j.readings.len()).sum();
+            while open && readings < MAX_READINGS_PER_COMMIT {
+                match jobs.try_recv() {
+                    Ok(j) => {
+                        readings += j.readings.len();
+                        batch.push(j);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.effects.extend(done.try_iter());
+            self.metrics.ingest_queue_depth.set(jobs.len() as u64);
+            self.commit(batch);
+        }
+        drop(jobs);
+        // Shutdown: every handle is gone and the queue is drained. Give the
+        // digest a bounded time to finish, then make its results durable.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.outstanding.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done.recv_timeout(left) {
+                Ok(d) => self.effects.push(d),
+                Err(_) => break,
+            }
+            self.effects.extend(done.try_iter());
+            if self.effects.len() > 1024 {
+                self.commit(Vec::new());
+            }
+        }
+        self.commit(Vec::new());
+    }
+
+    /// One group commit: the jobs' readings, the digest-log row for them,
+    /// and any digest results, in one transaction.
+    fn commit(&mut self, jobs: Vec<Job>) {
+        if jobs.is_empty() && self.effects.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let now = timefmt::now_micros();
+        let seq = self.next_seq;
+        let has_jobs = !jobs.is_empty();
+        let result = self.write(&jobs, seq, now);
+        let elapsed = started.elapsed();
+        match result {
+            Ok((outcomes, batch, parts)) => {
+                self.count_off(parts);
+                self.metrics.commits.inc();
+                self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
+                self.metrics.commit_requests.observe(jobs.len() as f64);
+                self.effects.clear();
+                let mut stored = 0;
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    stored += outcome.new as u64;
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                self.metrics.readings_stored.add(stored);
+                if let Some(batch) = batch {
+                    self.next_seq = seq + 1;
+                    self.dispatch(batch);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = jobs.len(), "group commit failed");
+                self.metrics.commit_errors.inc();
+                let e = Arc::new(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                if !has_jobs {
+                    // Only digest results failed to commit: keep them for
+                    // the next try, but do not spin on a broken disk.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        jobs: &[Job],
+        seq: u64,
+        now: i64,
+    ) -> Result<(Vec<IngestOutcome>, Option<DigestBatch>, Vec<(u64, usize)>), StoreError> {
+        let mut txn = self.store.db().begin_write()?;
+        if jobs.is_empty() {
+            // Digest results only: they are re-derived from the log after a
+            // crash, so they need not wait for an fsync of their own.
+            txn.set_durability(Durability::None)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+        }
+        let mut outcomes: Vec<IngestOutcome> = jobs
+            .iter()
+            .map(|j| IngestOutcome {
+                accepted: j.readings.len(),
+                new: 0,
+            })
+            .collect();
+        // Every reading of every job, addressed by (job, index in job).
+        let all: Vec<(usize, &(u32, Reading))> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(ji, j)| j.readings.iter().map(move |r| (ji, r)))
+            .collect();
+        let mut fresh = vec![false; all.len()];
+        {
+            // Sort by storage key; the position in `all` breaks ties so the
+            // first of two identical readings is the one kept.
+            let mut order: Vec<(u32, u32, u32, u32, u32)> = all
+                .iter()
+                .enumerate()
+                .map(|(i, (_, (dev, r)))| {
+                    let m = minute(r.time);
+                    let off = (r.time - i64::from(m) * chunk::MINUTE_US) as u32;
+                    (*dev, r.sensor.code(), m, off, i as u32)
+                })
+                .collect();
+            order.sort_unstable();
+            let mut table = txn.open_table(READINGS)?;
+            let mut sensors = txn.open_table(SENSORS)?;
+            let mut buf = Vec::new();
+            let mut incoming: Vec<(u32, &crate::codec::Value)> = Vec::new();
+            let mut idx: Vec<usize> = Vec::new();
+            let mut sensor_new: u64 = 0;
+            let mut i = 0;
+            while i < order.len() {
+                let (dev, code, m, _, _) = order[i];
+                let mut j = i;
+                incoming.clear();
+                idx.clear();
+                while j < order.len() && order[j].0 == dev && order[j].1 == code && order[j].2 == m {
+                    let k = order[j].4 as usize;
+                    incoming.push((order[j].3, &all[k].1 .1.value));
+                    idx.push(k);
+                    j += 1;
+                }
+                let kind = all[idx[0]].1 .1.sensor.kind;
+                buf.clear();
+                {
+                    let existing = table.get((dev, code, m))?;
+                    chunk::merge(existing.as_ref().map(|g| g.value()), kind, &incoming, &mut buf, |n| {
+                        fresh[idx[n]] = true;
+                        sensor_new += 1;
+                    })?;
+                }
+                table.insert((dev, code, m), buf.as_slice())?;
+                let sensor_done = j == order.len() || order[j].0 != dev || order[j].1 != code;
+                if sensor_done && sensor_new > 0 {
+                    let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
+                    sensors.insert((dev, code), before + sensor_new)?;
+                    sensor_new = 0;
+                }
+                i = j;
+            }
+        }
+        let mut new_readings = Vec::new();
+        for (k, (ji, r)) in all.iter().enumerate() {
+            if fresh[k] {
+                outcomes[*ji].new += 1;
+                new_readings.push((*r).clone());
+            }
+        }
+        let batch = if new_readings.is_empty() {
+            None
+        } else {
+            let batch = DigestBatch {
+                seq,
+                committed_at: now,
+                readings: new_readings,
+            };
+            txn.open_table(DIGEST_LOG)?
+                .insert(seq, batch.encode().as_slice())?;
+            Some(batch)
+        };
+        let parts = self.apply_effects(&txn)?;
+        txn.commit()?;
+        Ok((outcomes, batch, parts))
+    }
+
+    /// Record digest results and drop log rows the digest has finished.
+    /// Returns how many parts of each batch these results complete; the
+    /// caller counts them off `outstanding` once the commit succeeded.
+    fn apply_effects(&self, txn: &redb::WriteTransaction) -> Result<Vec<(u64, usize)>, StoreError> {
+        let mut parts: Vec<(u64, usize)> = Vec::new();
+        if self.effects.is_empty() {
+            return Ok(parts);
+        }
+        let mut last_seen = txn.open_table(LAST_SEEN)?;
+        let mut log = txn.open_table(DIGEST_LOG)?;
+        for part in &self.effects {
+            for &(dev, t) in &part.last_seen {
+                let old = last_seen.get(dev)?.map_or(i64::MIN, |g| g.value());
+                if t > old {
+                    last_seen.insert(dev, t)?;
+                }
+            }
+            match parts.iter_mut().find(|(s, _)| *s == part.seq) {
+                Some((_, n)) => *n += 1,
+                None => parts.push((part.seq, 1)),
+            }
+        }
+        for &(seq, n) in &parts {
+            if self.outstanding.get(&seq) == Some(&n) {
+                log.remove(seq)?;
+            }
+        }
+        Ok(parts)
+    }
+
+    fn count_off(&mut self, parts: Vec<(u64, usize)>) {
+        for (seq, n) in parts {
+            if let Some(left) = self.outstanding.get_mut(&seq) {
+                *left = left.saturating_sub(n);
+                if *left == 0 {
+                    self.outstanding.remove(&seq);
+                }
+            }
+        }
+    }
+}

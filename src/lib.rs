@@ -1,0 +1,46 @@
+//! Overlord: an IoT device server. Devices send readings as flat CSV over
+//! plain HTTP; one process keeps them in one redb file.
+//!
+//! # Layout
+//!
+//! A request's path through the code, in order:
+//!
+//! - [`server`]: the accept loop (connection cap, header timeout,
+//!   HTTP/1.0 and bare-LF clients, graceful shutdown). `server::run` is
+//!   used by `main` and by the tests alike.
+//! - [`api`]: the router and one handler module per noun (`readings`,
+//!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
+//!   and credential lookup.
+//! - [`auth`]: tokens, the in-memory [`auth::Directory`] and
+//!   [`auth::authorize`], the one authorisation choke point.
+//! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
+//!   names, values and times. No I/O.
+//! - [`ingest`]: the bounded queue and the writer thread that group-commits
+//!   readings (one fsync per batch) before any `200` is sent.
+//! - [`store`]: the redb tables, the chunk encoding and the read path.
+//! - [`digest`]: the thread pool that processes committed readings in
+//!   per-device order; [`presence`] is what it keeps today.
+//! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
+//! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up,
+//!   settings, counters, and management logic shared by CLI and HTTP.
+//!
+//! `ARCHITECTURE.md` at the repository root has the data path, the code map
+//! and the invariants.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod codec;
+pub mod config;
+pub mod devices;
+pub mod digest;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod presence;
+pub mod server;
+pub mod store;
+pub mod users;

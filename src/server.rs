@@ -1,0 +1,126 @@
+//! The accept loop: connection cap, HTTP/1 settings, graceful shutdown.
+//!
+//! `run` is what `main` and the tests both start. It takes a bound
+//! listener, an opened server and a shutdown future; when the future
+//! completes it stops accepting, lets in-flight requests finish (bounded
+//! by `shutdown_grace_secs`), then stops the writer, which commits every
+//! queued request before it exits. Nothing acknowledged is lost: a reply
+//! `200` is only sent after its readings are fsynced.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::app::Opened;
+use crate::error::WireError;
+
+/// Largest request head (request line and headers) in bytes; larger heads
+/// get `431`.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Serve until `shutdown` completes, then shut down gracefully.
+pub async fn run(listener: TcpListener, opened: Opened, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let Opened { app, writer, .. } = opened;
+    let limits = app.config.limits.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_timeout_secs.max(1)))
+        .half_close(true)
+        .title_case_headers(true)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            app.metrics.connections_refused.inc();
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let app2 = app.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| crate::api::handle(app2.clone(), req)),
+        );
+        let conn = graceful.watch(conn);
+        let metrics = app.metrics.clone();
+        metrics.connections.add(1);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            metrics.connections.add(-1);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    let grace = Duration::from_secs(limits.shutdown_grace_secs);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    drop(app);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Answer a connection over the cap with `503` and close it.
+async fn refuse(mut stream: TcpStream) {
+    let body = WireError::overloaded("too many connections; retry shortly").body();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/csv; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,251 @@
+//! The chunk: every reading of one (device, sensor) within one UTC minute,
+//! stored as one redb value under the key `(device, sensor, minute)`.
+//!
+//! Layout (all integers LEB128, signed ones zigzag):
+//!
+//! ```text
+//! unit:u8  count:varint  { offset_delta:varint  value }*count
+//! ```
+//!
+//! - Entries are sorted by their offset within the minute and unique: the
+//!   offset is the reading's identity within its chunk.
+//! - `unit` is the coarsest of 0 = µs, 1 = ms, 2 = s that divides every
+//!   offset, so readings on whole seconds cost one byte of time each.
+//! - Values depend on the sensor kind (known from the key): `I` the zigzag
+//!   delta from the previous integer; `N` a scaled decimal
+//!   `zigzag(mantissa) << 4 | scale` when the float is exactly a decimal
+//!   with at most 9 fraction digits (so `21.5` is two bytes), else
+//!   `15 | raw:8 bytes LE` (the tag is a byte-long varint `0x0f`);
+//!   `D` zigzag micros; `L` one byte; `S`/`B` length-prefixed bytes.
+
+use super::varint::{self, Corrupt, Reader};
+use crate::codec::{SensorKind, Value};
+
+/// Microseconds in a minute: offsets are below this.
+pub const MINUTE_US: i64 = 60_000_000;
+
+/// One entry: offset within the minute (µs) and the value.
+pub type Entry = (u32, Value);
+
+/// Append one value in its kind's encoding. `prev_int` carries the delta
+/// base for `I` values.
+pub fn put_value(out: &mut Vec<u8>, value: &Value, prev_int: &mut i64) {
+    match value {
+        Value::Int(i) => {
+            varint::put_i64(out, i.wrapping_sub(*prev_int));
+            *prev_int = *i;
+        }
+        Value::Num(f) => put_num(out, *f),
+        Value::Date(t) => varint::put_i64(out, *t),
+        Value::Bool(b) => out.push(u8::from(*b)),
+        Value::Str(s) => varint::put_bytes(out, s.as_bytes()),
+        Value::Bytes(b) => varint::put_bytes(out, b),
+    }
+}
+
+/// Read one value of `kind`.
+pub fn get_value(r: &mut Reader<'_>, kind: SensorKind, prev_int: &mut i64) -> Result<Value, Corrupt> {
+    Ok(match kind {
+        SensorKind::Int => {
+            let v = prev_int.wrapping_add(r.i64()?);
+            *prev_int = v;
+            Value::Int(v)
+        }
+        SensorKind::Num => Value::Num(get_num(r)?),
+        SensorKind::Date => Value::Date(r.i64()?),
+        SensorKind::Bool => Value::Bool(match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Corrupt),
+        }),
+        SensorKind::Str => {
+            let s = std::str::from_utf8(r.bytes()?).map_err(|_| Corrupt)?;
+            Value::Str(s.into())
+        }
+        SensorKind::Bytes => Value::Bytes(r.bytes()?.into()),
+    })
+}
+
+const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+const RAW_TAG: u64 = 15;
+
+fn put_num(out: &mut Vec<u8>, f: f64) {
+    for (scale, p) in POW10.iter().enumerate() {
+        let m = (f * p).round();
+        if m.abs() < 9.0e15 && m / p == f && !(f == 0.0 && f.is_sign_negative()) {
+            let z = ((m as i64) << 1) ^ ((m as i64) >> 63);
+            varint::put_u64(out, ((z as u64) << 4) | scale as u64);
+            return;
+        }
+    }
+    varint::put_u64(out, RAW_TAG);
+    out.extend_from_slice(&f.to_le_bytes());
+}
+
+fn get_num(r: &mut Reader<'_>) -> Result<f64, Corrupt> {
+    let tag = r.u64()?;
+    let scale = (tag & 15) as usize;
+    if scale as u64 == RAW_TAG {
+        let raw: [u8; 8] = r.take(8)?.try_into().map_err(|_| Corrupt)?;
+        return Ok(f64::from_le_bytes(raw));
+    }
+    let z = tag >> 4;
+    let m = ((z >> 1) as i64) ^ -((z & 1) as i64);
+    let p = *POW10.get(scale).ok_or(Corrupt)?;
+    Ok(m as f64 / p)
+}
+
+/// Encode sorted, unique entries.
+pub fn encode(entries: &[Entry], out: &mut Vec<u8>) {
+    let unit = if entries.iter().all(|(o, _)| o % 1_000_000 == 0) {
+        2
+    } else if entries.iter().all(|(o, _)| o % 1_000 == 0) {
+        1
+    } else {
+        0
+    };
+    let div = [1, 1_000, 1_000_000][unit as usize];
+    out.push(unit);
+    varint::put_u64(out, entries.len() as u64);
+    let mut prev_off = 0u32;
+    let mut prev_int = 0i64;
+    for (off, value) in entries {
+        debug_assert!(*off >= prev_off);
+        varint::put_u64(out, u64::from((off - prev_off) / div));
+        prev_off = *off;
+        put_value(out, value, &mut prev_int);
+    }
+}
+
+/// Decode a chunk of `kind`, calling `f(offset, value)` in offset order.
+pub fn decode(bytes: &[u8], kind: SensorKind, mut f: impl FnMut(u32, Value)) -> Result<(), Corrupt> {
+    let mut r = Reader::new(bytes);
+    let div = match r.u8()? {
+        0 => 1,
+        1 => 1_000,
+        2 => 1_000_000,
+        _ => return Err(Corrupt),
+    };
+    let count = r.u64()?;
+    let mut off = 0u64;
+    let mut prev_int = 0i64;
+    for _ in 0..count {
+        off = r
+            .u64()?
+            .checked_mul(div)
+            .and_then(|d| d.checked_add(off))
+            .ok_or(Corrupt)?;
+        if off >= MINUTE_US as u64 {
+            return Err(Corrupt);
+        }
+        let v = get_value(&mut r, kind, &mut prev_int)?;
+        f(off as u32, v);
+    }
+    if !r.is_empty() {
+        return Err(Corrupt);
+    }
+    Ok(())
+}
+
+/// Merge `incoming` (sorted by offset; equal offsets keep arrival order)
+/// into the chunk `existing`. A reading whose offset is already present is
+/// a retry and is dropped, as is a later duplicate within `incoming`: the
+/// first stored value stands. Returns the new encoding and calls `fresh`
+/// with the index in `incoming` of every entry that was actually added.
+pub fn merge(
+    existing: Option<&[u8]>,
+    kind: SensorKind,
+    incoming: &[(u32, &Value)],
+    out: &mut Vec<u8>,
+    mut fresh: impl FnMut(usize),
+) -> Result<(), Corrupt> {
+    let mut old: Vec<Entry> = Vec::new();
+    if let Some(bytes) = existing {
+        decode(bytes, kind, |o, v| old.push((o, v)))?;
+    }
+    let mut merged: Vec<Entry> = Vec::with_capacity(old.len() + incoming.len());
+    let mut old_iter = old.into_iter().peekable();
+    let mut last: Option<u32> = None;
+    for (i, (off, value)) in incoming.iter().enumerate() {
+        while let Some((o, _)) = old_iter.peek() {
+            if *o < *off {
+                merged.push(old_iter.next().expect("peeked"));
+            } else {
+                break;
+            }
+        }
+        let in_old = old_iter.peek().is_some_and(|(o, _)| o == off);
+        if in_old || last == Some(*off) {
+            continue;
+        }
+        last = Some(*off);
+        merged.push((*off, (*value).clone()));
+        fresh(i);
+    }
+    merged.extend(old_iter);
+    encode(&merged, out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(kind: SensorKind, entries: Vec<Entry>) -> usize {
+        let mut out = Vec::new();
+        encode(&entries, &mut out);
+        let mut back = Vec::new();
+        decode(&out, kind, |o, v| back.push((o, v))).unwrap();
+        assert_eq!(back, entries);
+        out.len()
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let nums = [0.0, -0.0, 21.5, -21.7, 0.1, 1e-9, 1.5e-10, 123456.789, f64::MAX, f64::MIN_POSITIVE, 9.1e15, 1e300];
+        let entries: Vec<Entry> = nums.iter().enumerate().map(|(i, f)| (i as u32, Value::Num(*f))).collect();
+        let mut out = Vec::new();
+        encode(&entries, &mut out);
+        let mut back = Vec::new();
+        decode(&out, SensorKind::Num, |o, v| back.push((o, v))).unwrap();
+        for ((_, a), (_, b)) in entries.iter().zip(&back) {
+            let (Value::Num(a), Value::Num(b)) = (a, b) else { panic!() };
+            assert_eq!(a.to_bits(), b.to_bits(), "{a} came back as {b}");
+        }
+        roundtrip(SensorKind::Int, vec![(0, Value::Int(i64::MIN)), (1, Value::Int(i64::MAX)), (2, Value::Int(-1))]);
+        roundtrip(SensorKind::Bool, vec![(0, Value::Bool(true)), (59_999_999, Value::Bool(false))]);
+        roundtrip(SensorKind::Str, vec![(5, Value::Str("door open".into()))]);
+        roundtrip(SensorKind::Bytes, vec![(5, Value::Bytes(vec![0, 1, 255].into()))]);
+        roundtrip(SensorKind::Date, vec![(5, Value::Date(-3)), (6, Value::Date(1 << 60))]);
+    }
+
+    #[test]
+    fn whole_second_readings_are_small() {
+        // Six readings ten seconds apart, values like a thermometer's.
+        let entries: Vec<Entry> = (0..6).map(|i| (i * 10_000_000, Value::Num(21.5 + f64::from(i) / 10.0))).collect();
+        let len = roundtrip(SensorKind::Num, entries);
+        assert!(len <= 2 + 6 * 3, "{len} bytes for six readings");
+    }
+
+    #[test]
+    fn merge_keeps_first_value_and_reports_fresh() {
+        let mut first = Vec::new();
+        encode(&[(10, Value::Int(1)), (30, Value::Int(3))], &mut first);
+        let (a, b, c, d) = (Value::Int(100), Value::Int(2), Value::Int(4), Value::Int(5));
+        let incoming = [(10, &a), (20, &b), (40, &c), (40, &d)];
+        let mut out = Vec::new();
+        let mut fresh = Vec::new();
+        merge(Some(&first), SensorKind::Int, &incoming, &mut out, |i| fresh.push(i)).unwrap();
+        assert_eq!(fresh, vec![1, 2]);
+        let mut back = Vec::new();
+        decode(&out, SensorKind::Int, |o, v| back.push((o, v))).unwrap();
+        assert_eq!(back, vec![(10, Value::Int(1)), (20, Value::Int(2)), (30, Value::Int(3)), (40, Value::Int(4))]);
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        for bytes in [&b""[..], &[9], &[0, 5, 1], &[2, 1, 100, 0], &[0, 1, 0, 2], &[0, 1, 0]] {
+            assert_eq!(decode(bytes, SensorKind::Bool, |_, _| {}), Err(Corrupt), "{bytes:?}");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The store: one redb file holding everything Overlord keeps.
+//!
+//! Tables are declared once here; the key layouts and the reasons for them
+//! are in `docs/storage.md`.
+//!
+//! | table | key | value | written by |
+//! |---|---|---|---|
+//! | `readings` | `(device, sensor, minute)` | a [`chunk`] | writer thread |
+//! | `sensors` | `(device, sensor)` | readings stored | writer thread |
+//! | `digest_log` | batch seq | committed, undigested readings | writer thread |
+//! | `last_seen` | device | UTC µs of last contact | writer thread |
+//! | `devices` | device id | [`records::DeviceRecord`] | admin ops |
+//! | `users` | user name | [`records::UserRecord`] | admin ops |
+//! | `meta` | name | counter | admin ops (`next_device`) |
+//!
+//! Admin ops are rare management writes (create a device, rotate a token).
+//! They open their own write transaction from a blocking thread; redb runs
+//! one write transaction at a time, so they simply wait for the writer's
+//! current group commit.
+
+pub mod chunk;
+pub mod digest_log;
+pub mod query;
+pub mod records;
+pub mod varint;
+
+use std::fmt;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use records::{DeviceRecord, Role, UserRecord};
+
+/// `(device number, sensor code, unix minute)` → chunk of readings.
+pub const READINGS: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("readings");
+/// `(device number, sensor code)` → number of readings stored.
+pub const SENSORS: TableDefinition<(u32, u32), u64> = TableDefinition::new("sensors");
+/// Batch sequence → readings committed but not yet digested.
+pub const DIGEST_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("digest_log");
+/// Device number → UTC µs of the device's last contact.
+pub const LAST_SEEN: TableDefinition<u32, i64> = TableDefinition::new("last_seen");
+/// Device id → encoded [`DeviceRecord`].
+pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// User name → encoded [`UserRecord`].
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Named counters.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// What went wrong in the store. Mapped to a wire reply in one place
+/// (`crate::error`).
+#[derive(Debug)]
+pub enum StoreError {
+    /// The disk is full (ENOSPC): `507 disk_full`.
+    DiskFull,
+    /// Any other I/O or storage failure: `500 storage`.
+    Io(String),
+    /// Stored bytes did not decode.
+    Corrupt(String),
+    /// The data file is locked by another process (a running server).
+    InUse,
+    /// A uniqueness rule was broken (e.g. a device id that exists).
+    Conflict(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::DiskFull => f.write_str("disk full"),
+            StoreError::Io(e) => write!(f, "storage error: {e}"),
+            StoreError::Corrupt(e) => write!(f, "data file damaged: {e}"),
+            StoreError::InUse => f.write_str("the data file is in use by another process"),
+            StoreError::Conflict(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        match e {
+            redb::StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::DiskFull
+            }
+            redb::StorageError::Corrupted(s) => StoreError::Corrupt(s),
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                match redb::Error::from(e) {
+                    redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::DiskFull,
+                    redb::Error::Corrupted(s) => StoreError::Corrupt(s),
+                    redb::Error::DatabaseAlreadyOpen => StoreError::InUse,
+                    other => StoreError::Io(other.to_string()),
+                }
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError
+);
+
+impl From<varint::Corrupt> for StoreError {
+    fn from(_: varint::Corrupt) -> Self {
+        StoreError::Corrupt("a stored value does not decode".into())
+    }
+}
+
+/// The open data file.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Open (or create) the data file and make sure every table exists.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::builder().create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            other => StoreError::from(other),
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(READINGS)?;
+        txn.open_table(SENSORS)?;
+        txn.open_table(DIGEST_LOG)?;
+        txn.open_table(LAST_SEEN)?;
+        txn.open_table(DEVICES)?;
+        txn.open_table(USERS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// The redb handle, for the writer thread and queries.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Every device record.
+    pub fn load_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(DeviceRecord::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every user record.
+    pub fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(UserRecord::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Last contact per device, as persisted by the digest.
+    pub fn load_last_seen(&self) -> Result<Vec<(u32, i64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LAST_SEEN)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Create a device: allocate its number and store the record. Fails
+    /// with `Conflict` if the id exists. Blocking: call off the runtime.
+    pub fn create_device(&self, mut rec: DeviceRecord) -> Result<DeviceRecord, StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut devices = txn.open_table(DEVICES)?;
+            if devices.get(rec.id.as_str())?.is_some() {
+                return Err(StoreError::Conflict(format!("device '{}' exists", rec.id)));
+            }
+            let mut meta = txn.open_table(META)?;
+            let next = meta.get("next_device")?.map_or(1, |v| v.value());
+            rec.num = u32::try_from(next)
+                .map_err(|_| StoreError::Conflict("device numbers exhausted".into()))?;
+            meta.insert("next_device", next + 1)?;
+            devices.insert(rec.id.as_str(), rec.encode().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(rec)
+    }
+
+    /// Replace a device record (same id and number). Blocking.
+    pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DEVICES)?
+            .insert(rec.id.as_str(), rec.encode().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Insert or replace a user record. Blocking.
+    pub fn put_user(&self, rec: &UserRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(USERS)?
+            .insert(rec.name.as_str(), rec.encode().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Size of the data file in bytes.
+    pub fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+}

@@ -1,0 +1,130 @@
+//! The read path: readings of chosen sensors of one device over a time
+//! range, as CSV rows `time,S1,S2,...` with one row per distinct time and
+//! an empty field where a sensor has no value at that time.
+//!
+//! Each sensor is one range scan over `readings` from the key
+//! `(device, sensor, minute(from))` to `(device, sensor, minute(to))`; the
+//! sensors' sorted streams are then merged by time.
+
+use redb::ReadableDatabase;
+
+use super::{chunk, StoreError, READINGS, SENSORS};
+use crate::codec::{timefmt, Micros, SensorId, Value};
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    /// Device number.
+    pub device: u32,
+    /// Columns, in order. Empty means every sensor the device has.
+    pub sensors: Vec<SensorId>,
+    /// Inclusive start, UTC µs (≥ 0).
+    pub from: Micros,
+    /// Inclusive end, UTC µs.
+    pub to: Micros,
+    /// At most this many rows (distinct times).
+    pub limit: usize,
+}
+
+/// The CSV text and how many data rows it has.
+#[derive(Debug)]
+pub struct SeriesCsv {
+    /// Header row and data rows, `\n`-terminated.
+    pub text: String,
+    /// Data rows.
+    pub rows: usize,
+    /// When `limit` cut the result: the `from` that continues it (the last
+    /// row's time plus one microsecond).
+    pub next_from: Option<Micros>,
+}
+
+/// Run a query against the latest committed state. Blocking.
+pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(READINGS)?;
+    let sensors = if q.sensors.is_empty() {
+        let t = txn.open_table(SENSORS)?;
+        let mut all = Vec::new();
+        for row in t.range((q.device, 0)..=(q.device, u32::MAX))? {
+            let (k, _) = row?;
+            all.extend(SensorId::from_code(k.value().1));
+        }
+        all
+    } else {
+        q.sensors.clone()
+    };
+
+    let from = q.from.max(0);
+    let to = q.to;
+    // One sorted stream per sensor; each needs at most `limit + 1` entries
+    // for the merged result to have `limit + 1` distinct times.
+    let mut series: Vec<Vec<(Micros, Value)>> = Vec::with_capacity(sensors.len());
+    if from <= to {
+        let (m0, m1) = (minute(from), minute(to));
+        for s in &sensors {
+            let mut out = Vec::new();
+            let want = q.limit.saturating_add(1);
+            for row in table.range((q.device, s.code(), m0)..=(q.device, s.code(), m1))? {
+                let (k, v) = row?;
+                let base = i64::from(k.value().2) * chunk::MINUTE_US;
+                chunk::decode(v.value(), s.kind, |off, value| {
+                    let t = base + i64::from(off);
+                    if t >= from && t <= to && out.len() < want {
+                        out.push((t, value));
+                    }
+                })?;
+                if out.len() >= want {
+                    break;
+                }
+            }
+            series.push(out);
+        }
+    }
+
+    let mut text = String::with_capacity(64 + series.iter().map(Vec::len).sum::<usize>() * 32);
+    text.push_str("time");
+    for s in &sensors {
+        text.push(',');
+        text.push_str(&s.to_string());
+    }
+    text.push('\n');
+    let mut heads = vec![0usize; series.len()];
+    let mut rows = 0;
+    let mut last = None;
+    let mut next_from = None;
+    loop {
+        let next = series
+            .iter()
+            .zip(&heads)
+            .filter_map(|(s, &h)| s.get(h).map(|(t, _)| *t))
+            .min();
+        let Some(t) = next else { break };
+        if rows == q.limit {
+            next_from = last.map(|t: Micros| t + 1);
+            break;
+        }
+        last = Some(t);
+        timefmt::write_time(t, &mut text);
+        for (s, h) in series.iter().zip(heads.iter_mut()) {
+            text.push(',');
+            if let Some((ts, v)) = s.get(*h) {
+                if *ts == t {
+                    v.write_csv(&mut text);
+                    *h += 1;
+                }
+            }
+        }
+        text.push('\n');
+        rows += 1;
+    }
+    Ok(SeriesCsv {
+        text,
+        rows,
+        next_from,
+    })
+}
+
+/// The minute key of a time (times are never negative in the store).
+pub fn minute(t: Micros) -> u32 {
+    u32::try_from(t.max(0) / chunk::MINUTE_US).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,167 @@
+//! Device and user records as stored in the `devices` and `users` tables.
+//!
+//! Encoding: a version byte, then fields in a fixed order, each a
+//! length-prefixed byte string or a varint. Fields are only ever appended;
+//! a decoder that finds the record ending early uses defaults for the rest.
+
+use super::varint::{self, Corrupt, Reader};
+use crate::codec::Micros;
+
+/// A SHA-256 digest of a secret token.
+pub type TokenHash = [u8; 32];
+
+/// A device as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    /// Internal number, used in storage keys (allocated on create).
+    pub num: u32,
+    /// The opaque, URL-safe id the device authenticates with.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Owning user.
+    pub owner: String,
+    /// Digest of the current token.
+    pub token: TokenHash,
+    /// Digest of the previous token, valid until the next rotation.
+    pub prev_token: Option<TokenHash>,
+    /// When it was created.
+    pub created: Micros,
+}
+
+/// What a user may do, coarsely; claims refine it (issue "users, roles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Administrator,
+    /// Their own devices and what they were granted.
+    User,
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Digest of the current API token.
+    pub token: TokenHash,
+    /// Digest of the previous API token.
+    pub prev_token: Option<TokenHash>,
+    /// When it was created.
+    pub created: Micros,
+}
+
+const VERSION: u8 = 1;
+
+fn put_hash(out: &mut Vec<u8>, h: Option<&TokenHash>) {
+    varint::put_bytes(out, h.map_or(&[][..], |h| &h[..]));
+}
+
+fn get_hash(r: &mut Reader<'_>) -> Result<Option<TokenHash>, Corrupt> {
+    let b = r.bytes()?;
+    if b.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(b.try_into().map_err(|_| Corrupt)?))
+}
+
+fn get_str(r: &mut Reader<'_>) -> Result<String, Corrupt> {
+    String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)
+}
+
+impl DeviceRecord {
+    /// Encode for the `devices` table.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        varint::put_u64(&mut out, u64::from(self.num));
+        varint::put_bytes(&mut out, self.id.as_bytes());
+        varint::put_bytes(&mut out, self.name.as_bytes());
+        varint::put_bytes(&mut out, self.owner.as_bytes());
+        put_hash(&mut out, Some(&self.token));
+        put_hash(&mut out, self.prev_token.as_ref());
+        varint::put_i64(&mut out, self.created);
+        out
+    }
+
+    /// Decode from the `devices` table.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corrupt> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        Ok(DeviceRecord {
+            num: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            id: get_str(&mut r)?,
+            name: get_str(&mut r)?,
+            owner: get_str(&mut r)?,
+            token: get_hash(&mut r)?.ok_or(Corrupt)?,
+            prev_token: get_hash(&mut r)?,
+            created: r.i64()?,
+        })
+    }
+}
+
+impl UserRecord {
+    /// Encode for the `users` table.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        varint::put_bytes(&mut out, self.name.as_bytes());
+        out.push(match self.role {
+            Role::Administrator => 0,
+            Role::User => 1,
+        });
+        put_hash(&mut out, Some(&self.token));
+        put_hash(&mut out, self.prev_token.as_ref());
+        varint::put_i64(&mut out, self.created);
+        out
+    }
+
+    /// Decode from the `users` table.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corrupt> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        Ok(UserRecord {
+            name: get_str(&mut r)?,
+            role: match r.u8()? {
+                0 => Role::Administrator,
+                1 => Role::User,
+                _ => return Err(Corrupt),
+            },
+            token: get_hash(&mut r)?.ok_or(Corrupt)?,
+            prev_token: get_hash(&mut r)?,
+            created: r.i64()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let d = DeviceRecord {
+            num: 7,
+            id: "greenhouse-3".into(),
+            name: "Greenhouse, north".into(),
+            owner: "admin".into(),
+            token: [1; 32],
+            prev_token: Some([2; 32]),
+            created: 123,
+        };
+        assert_eq!(DeviceRecord::decode(&d.encode()), Ok(d.clone()));
+        let u = UserRecord {
+            name: "ann".into(),
+            role: Role::User,
+            token: [3; 32],
+            prev_token: None,
+            created: 5,
+        };
+        assert_eq!(UserRecord::decode(&u.encode()), Ok(u));
+        assert_eq!(DeviceRecord::decode(&d.encode()[..10]), Err(Corrupt));
+    }
+}
