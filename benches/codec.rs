@@ -9,7 +9,14 @@ const NOW: i64 = 1_795_428_000_000_000;
 fn csv_body(rows: usize) -> Vec<u8> {
     let mut s = String::from("time,N1,N2,I3,L4\n");
     for i in 0..rows {
-        s.push_str(&format!("{},{}.5,-{}.25,{},{}\n", 1_795_000_000 + i, i % 100, i % 7, i, i % 2));
+        s.push_str(&format!(
+            "{},{}.5,-{}.25,{},{}\n",
+            1_795_000_000 + i,
+            i % 100,
+            i % 7,
+            i,
+            i % 2
+        ));
     }
     s.into_bytes()
 }
@@ -22,7 +29,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| csvbody::parse_csv(&body, NOW, &Limits::default()).unwrap())
     });
     g.throughput(Throughput::Elements(1));
-    let q = b"device=greenhouse-3&token=0123456789abcdef0123456789abcdef&N1=23.5&L2=1&time=1795428000";
+    let q =
+        b"device=greenhouse-3&token=0123456789abcdef0123456789abcdef&N1=23.5&L2=1&time=1795428000";
     g.bench_function("query_string", |b| {
         b.iter(|| parse_params(&form::parse_pairs(q).unwrap(), NOW, &Limits::default()).unwrap())
     });

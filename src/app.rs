@@ -69,7 +69,12 @@ pub fn open(config: Config) -> Result<Opened, StoreError> {
         presence.clone(),
         metrics.clone(),
     );
-    let (ingest, writer) = ingest::start(store.clone(), digest, metrics.clone(), config.limits.ingest_queue)?;
+    let (ingest, writer) = ingest::start(
+        store.clone(),
+        digest,
+        metrics.clone(),
+        config.limits.ingest_queue,
+    )?;
     let app = Arc::new(App {
         limits: config.codec_limits(),
         config,

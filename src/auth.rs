@@ -115,7 +115,11 @@ pub enum Action {
 /// - A user may create devices and do everything to the devices they own.
 /// - A device may write and read its own readings and see itself.
 /// - Anonymous callers may do nothing here (`401`).
-pub fn authorize(who: &Principal, action: Action, device: Option<&DeviceRecord>) -> Result<(), WireError> {
+pub fn authorize(
+    who: &Principal,
+    action: Action,
+    device: Option<&DeviceRecord>,
+) -> Result<(), WireError> {
     let allowed = match who {
         Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
         Principal::User(u) if u.role == Role::Administrator => true,
@@ -141,14 +145,20 @@ pub fn authorize(who: &Principal, action: Action, device: Option<&DeviceRecord>)
         _ => true,
     };
     match device {
-        Some(d) if !may_see => Err(WireError::new(404, "unknown_device", format!("no device '{}'", d.id))),
+        Some(d) if !may_see => Err(WireError::new(
+            404,
+            "unknown_device",
+            format!("no device '{}'", d.id),
+        )),
         _ => Err(WireError::forbidden("not allowed for this caller")),
     }
 }
 
 /// Decode `Authorization: Basic base64(id:secret)`.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
-    let rest = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic "))?;
+    let rest = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
     let raw = base64_decode(rest.trim())?;
     let s = String::from_utf8(raw).ok()?;
     let (id, secret) = s.split_once(':')?;

@@ -89,7 +89,10 @@ impl Default for Limits {
 
 impl Default for DigestConfig {
     fn default() -> Self {
-        DigestConfig { workers: 2, queue: 256 }
+        DigestConfig {
+            workers: 2,
+            queue: 256,
+        }
     }
 }
 

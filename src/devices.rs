@@ -30,7 +30,10 @@ pub fn create(
     };
     let name = name.unwrap_or(&id).to_string();
     if name.len() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(WireError::bad_request("bad_name", "a name is at most 200 bytes of printable text"));
+        return Err(WireError::bad_request(
+            "bad_name",
+            "a name is at most 200 bytes of printable text",
+        ));
     }
     let token = auth::generate_token();
     let rec = DeviceRecord {
@@ -52,7 +55,11 @@ pub fn create(
 
 /// Give a device a new token; the previous one stays valid until the next
 /// rotation, so a fleet can be updated without downtime. Blocking.
-pub fn rotate(store: &Store, directory: &Directory, rec: &DeviceRecord) -> Result<String, WireError> {
+pub fn rotate(
+    store: &Store,
+    directory: &Directory,
+    rec: &DeviceRecord,
+) -> Result<String, WireError> {
     let token = auth::generate_token();
     let mut new = rec.clone();
     new.prev_token = Some(rec.token);

@@ -53,7 +53,12 @@ pub struct Digest {
 
 impl Digest {
     /// Start `workers` threads, each with a queue of `queue` parts.
-    pub fn start(workers: usize, queue: usize, presence: Arc<Presence>, metrics: Arc<Metrics>) -> Digest {
+    pub fn start(
+        workers: usize,
+        queue: usize,
+        presence: Arc<Presence>,
+        metrics: Arc<Metrics>,
+    ) -> Digest {
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut queues = Vec::new();
         let mut threads = Vec::new();
@@ -69,7 +74,11 @@ impl Digest {
             queues.push(tx);
             threads.push(t);
         }
-        Digest { queues, done, threads }
+        Digest {
+            queues,
+            done,
+            threads,
+        }
     }
 
     /// The results channel, read by the writer.
@@ -112,7 +121,12 @@ impl Drop for Digest {
     }
 }
 
-fn worker(rx: Receiver<Part>, done: Sender<PartDone>, presence: Arc<Presence>, metrics: Arc<Metrics>) {
+fn worker(
+    rx: Receiver<Part>,
+    done: Sender<PartDone>,
+    presence: Arc<Presence>,
+    metrics: Arc<Metrics>,
+) {
     for part in rx {
         let mut seen: Vec<(u32, Micros)> = Vec::new();
         for (dev, _reading) in &part.readings {

@@ -84,7 +84,11 @@ impl From<CodecError> for WireError {
 impl From<&StoreError> for WireError {
     fn from(e: &StoreError) -> Self {
         match e {
-            StoreError::DiskFull => WireError::new(507, "disk_full", "the server's disk is full; nothing was stored"),
+            StoreError::DiskFull => WireError::new(
+                507,
+                "disk_full",
+                "the server's disk is full; nothing was stored",
+            ),
             StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
             StoreError::InUse => WireError::new(500, "storage", "data file in use"),
             StoreError::Corrupt(_) | StoreError::Io(_) => {
@@ -106,7 +110,10 @@ mod tests {
 
     #[test]
     fn one_line_with_quoting() {
-        assert_eq!(WireError::bad_request("bad_value", "N1: x").body(), "error,bad_value,N1: x\n");
+        assert_eq!(
+            WireError::bad_request("bad_value", "N1: x").body(),
+            "error,bad_value,N1: x\n"
+        );
         assert_eq!(
             WireError::bad_request("bad_csv", "line 2, column 3").body(),
             "error,bad_csv,\"line 2, column 3\"\n"

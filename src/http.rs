@@ -72,12 +72,16 @@ impl From<WireError> for Reply {
 /// line; hyper then closes the connection after the reply.
 pub fn into_response(r: Reply, version: Version) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(r.body));
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if version == Version::HTTP_10 {
         *resp.version_mut() = Version::HTTP_10;
     }
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(r.content_type),
+    );
     for (name, value) in r.headers {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.append(name, v);
@@ -90,16 +94,25 @@ pub fn into_response(r: Reply, version: Version) -> Response<Full<Bytes>> {
 pub async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Bytes, WireError> {
     let limited = Limited::new(body, max);
     match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(WireError::new(408, "timeout", "the request body did not arrive in time")),
+        Err(_) => Err(WireError::new(
+            408,
+            "timeout",
+            "the request body did not arrive in time",
+        )),
         Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(WireError::new(
                     413,
                     "too_large",
                     format!("the body is larger than {max} bytes; send it in parts"),
                 ))
             } else {
-                Err(WireError::bad_request("bad_body", "the request body could not be read"))
+                Err(WireError::bad_request(
+                    "bad_body",
+                    "the request body could not be read",
+                ))
             }
         }
         Ok(Ok(c)) => Ok(c.to_bytes()),
@@ -135,15 +148,25 @@ pub fn authenticate(
     let bad = || WireError::unauthorized("wrong or unknown id or token");
     if let Some(token) = token {
         let id = device.ok_or_else(|| WireError::unauthorized("token given without device"))?;
-        return directory.authenticate_device(id, token).map(Principal::Device).ok_or_else(bad);
+        return directory
+            .authenticate_device(id, token)
+            .map(Principal::Device)
+            .ok_or_else(bad);
     }
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
         return Ok(Principal::Anonymous);
     };
     let auth = auth.to_str().map_err(|_| bad())?;
-    if let Some(t) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) {
-        return directory.authenticate_bearer(t.trim()).map(Principal::User).ok_or_else(bad);
+    if let Some(t) = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+    {
+        return directory
+            .authenticate_bearer(t.trim())
+            .map(Principal::User)
+            .ok_or_else(bad);
     }
-    let (id, secret) = parse_basic(auth).ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
+    let (id, secret) = parse_basic(auth)
+        .ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
     directory.authenticate_basic(&id, &secret).ok_or_else(bad)
 }

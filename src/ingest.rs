@@ -29,7 +29,9 @@ use crate::codec::{timefmt, Reading};
 use crate::digest::{Digest, PartDone};
 use crate::metrics::Metrics;
 use crate::store::digest_log::DigestBatch;
-use crate::store::{chunk, query::minute, Store, StoreError, DIGEST_LOG, LAST_SEEN, READINGS, SENSORS};
+use crate::store::{
+    chunk, query::minute, Store, StoreError, DIGEST_LOG, LAST_SEEN, READINGS, SENSORS,
+};
 
 /// Most readings one group commit takes before it commits (more wait for
 /// the next one). Bounds the transaction's memory and the reply latency.
@@ -122,6 +124,10 @@ pub fn start(
     Ok((IngestHandle { tx, metrics }, Writer { thread, stop }))
 }
 
+/// What one transaction wrote: each job's outcome, the batch for the
+/// digest (if anything was new), and the digest parts it completed.
+type Written = (Vec<IngestOutcome>, Option<DigestBatch>, Vec<(u64, usize)>);
+
 struct WriterState {
     store: Arc<Store>,
     digest: Digest,
@@ -191,11 +197,11 @@ impl WriterState {
             }
             self.effects.extend(done.try_iter());
             self.metrics.ingest_queue_depth.set(jobs.len() as u64);
-            self.commit(batch);
+            self.commit(batch, false);
         }
         drop(jobs);
-        // Shutdown: every handle is gone and the queue is drained. Give the
-        // digest a bounded time to finish, then make its results durable.
+        // Shutdown: no more requests. Give the digest a bounded time to
+        // finish, then make its results durable.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.outstanding.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -204,24 +210,23 @@ impl WriterState {
                 Err(_) => break,
             }
             self.effects.extend(done.try_iter());
-            if self.effects.len() > 1024 {
-                self.commit(Vec::new());
-            }
+            self.commit(Vec::new(), true);
         }
-        self.commit(Vec::new());
+        self.commit(Vec::new(), true);
     }
 
     /// One group commit: the jobs' readings, the digest-log row for them,
     /// and any digest results, in one transaction.
-    fn commit(&mut self, jobs: Vec<Job>) {
-        if jobs.is_empty() && self.effects.is_empty() {
+    /// Effects-only commits skip the fsync unless `durable` is set.
+    fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
+        if jobs.is_empty() && self.effects.is_empty() && !durable {
             return;
         }
         let started = Instant::now();
         let now = timefmt::now_micros();
         let seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
-        let result = self.write(&jobs, seq, now);
+        let result = self.write(&jobs, seq, now, durable);
         let elapsed = started.elapsed();
         match result {
             Ok((outcomes, batch, parts)) => {
@@ -262,9 +267,10 @@ impl WriterState {
         jobs: &[Job],
         seq: u64,
         now: i64,
-    ) -> Result<(Vec<IngestOutcome>, Option<DigestBatch>, Vec<(u64, usize)>), StoreError> {
+        durable: bool,
+    ) -> Result<Written, StoreError> {
         let mut txn = self.store.db().begin_write()?;
-        if jobs.is_empty() {
+        if jobs.is_empty() && !durable {
             // Digest results only: they are re-derived from the log after a
             // crash, so they need not wait for an fsync of their own.
             txn.set_durability(Durability::None)
@@ -309,7 +315,8 @@ impl WriterState {
                 let mut j = i;
                 incoming.clear();
                 idx.clear();
-                while j < order.len() && order[j].0 == dev && order[j].1 == code && order[j].2 == m {
+                while j < order.len() && order[j].0 == dev && order[j].1 == code && order[j].2 == m
+                {
                     let k = order[j].4 as usize;
                     incoming.push((order[j].3, &all[k].1 .1.value));
                     idx.push(k);
@@ -319,10 +326,16 @@ impl WriterState {
                 buf.clear();
                 {
                     let existing = table.get((dev, code, m))?;
-                    chunk::merge(existing.as_ref().map(|g| g.value()), kind, &incoming, &mut buf, |n| {
-                        fresh[idx[n]] = true;
-                        sensor_new += 1;
-                    })?;
+                    chunk::merge(
+                        existing.as_ref().map(|g| g.value()),
+                        kind,
+                        &incoming,
+                        &mut buf,
+                        |n| {
+                            fresh[idx[n]] = true;
+                            sensor_new += 1;
+                        },
+                    )?;
                 }
                 table.insert((dev, code, m), buf.as_slice())?;
                 let sensor_done = j == order.len() || order[j].0 != dev || order[j].1 != code;

@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 use overlord::{app, auth::Directory, config::Config, devices, server, store, users};
 
 #[derive(Parser)]
-#[command(version, about = "Overlord IoT device server: flat CSV over plain HTTP")]
+#[command(
+    version,
+    about = "Overlord IoT device server: flat CSV over plain HTTP"
+)]
 struct Cli {
     /// Configuration file (default: ./overlord.toml, else the embedded default).
     #[arg(long, global = true)]
@@ -96,6 +99,7 @@ fn serve(config: Config) -> Result<(), String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let listen = config.listen.clone();
     let data_file = config.data_file.clone();
@@ -151,13 +155,17 @@ fn device(config: Config, cmd: DeviceCmd) -> Result<(), String> {
             if directory.user(&owner).is_none() {
                 return Err(format!("no user '{owner}'"));
             }
-            let (rec, token) = devices::create(&store, &directory, &owner, id.as_deref(), name.as_deref())
-                .map_err(|e| e.detail)?;
+            let (rec, token) =
+                devices::create(&store, &directory, &owner, id.as_deref(), name.as_deref())
+                    .map_err(|e| e.detail)?;
             println!("id,token\n{},{token}", rec.id);
         }
         DeviceCmd::List => {
-            let seen: std::collections::HashMap<u32, i64> =
-                store.load_last_seen().map_err(|e| e.to_string())?.into_iter().collect();
+            let seen: std::collections::HashMap<u32, i64> = store
+                .load_last_seen()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
             let mut out = String::from(devices::LIST_HEADER);
             for d in directory.devices() {
                 devices::write_row(&d, seen.get(&d.num).copied(), &mut out);
@@ -165,7 +173,9 @@ fn device(config: Config, cmd: DeviceCmd) -> Result<(), String> {
             print!("{out}");
         }
         DeviceCmd::Token { id } => {
-            let d = directory.device(&id).ok_or_else(|| format!("no device '{id}'"))?;
+            let d = directory
+                .device(&id)
+                .ok_or_else(|| format!("no device '{id}'"))?;
             let token = devices::rotate(&store, &directory, &d).map_err(|e| e.detail)?;
             println!("id,token\n{id},{token}");
         }
@@ -177,7 +187,11 @@ fn user(config: Config, cmd: UserCmd) -> Result<(), String> {
     let store = open_store(&config)?;
     match cmd {
         UserCmd::Token { name, admin } => {
-            let role = if admin { store::Role::Administrator } else { store::Role::User };
+            let role = if admin {
+                store::Role::Administrator
+            } else {
+                store::Role::User
+            };
             let (_, token) = users::issue_token(&store, &name, role).map_err(|e| e.to_string())?;
             println!("user,token\n{name},{token}");
         }

@@ -92,8 +92,12 @@ impl Histogram {
     }
 }
 
-const SECONDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const SIZES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+];
 
 /// Every metric the server keeps.
 pub struct Metrics {
@@ -159,21 +163,87 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64, kind: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
-        counter("overlord_http_responses_2xx_total", "Replies with a 2xx or 3xx status.", self.http_2xx.get(), "counter");
-        counter("overlord_http_responses_4xx_total", "Replies with a 4xx status.", self.http_4xx.get(), "counter");
-        counter("overlord_http_responses_5xx_total", "Replies with a 5xx status.", self.http_5xx.get(), "counter");
-        counter("overlord_connections_open", "Open client connections.", self.connections.get(), "gauge");
-        counter("overlord_connections_refused_total", "Connections refused at max_connections.", self.connections_refused.get(), "counter");
-        counter("overlord_readings_stored_total", "New readings committed (retries excluded).", self.readings_stored.get(), "counter");
-        counter("overlord_readings_digested_total", "Readings processed by the digest.", self.readings_digested.get(), "counter");
-        counter("overlord_ingest_rejected_total", "Requests refused with 503 because the ingest queue was full.", self.ingest_rejected.get(), "counter");
-        counter("overlord_ingest_queue_depth", "Requests waiting for the writer.", self.ingest_queue_depth.get(), "gauge");
-        counter("overlord_commits_total", "Group commits.", self.commits.get(), "counter");
-        counter("overlord_commit_errors_total", "Failed group commits.", self.commit_errors.get(), "counter");
-        self.commit_seconds.render("overlord_commit_seconds", "Time per group commit including fsync.", &mut out);
-        self.commit_requests.render("overlord_commit_requests", "Requests per group commit.", &mut out);
+        counter(
+            "overlord_http_responses_2xx_total",
+            "Replies with a 2xx or 3xx status.",
+            self.http_2xx.get(),
+            "counter",
+        );
+        counter(
+            "overlord_http_responses_4xx_total",
+            "Replies with a 4xx status.",
+            self.http_4xx.get(),
+            "counter",
+        );
+        counter(
+            "overlord_http_responses_5xx_total",
+            "Replies with a 5xx status.",
+            self.http_5xx.get(),
+            "counter",
+        );
+        counter(
+            "overlord_connections_open",
+            "Open client connections.",
+            self.connections.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_connections_refused_total",
+            "Connections refused at max_connections.",
+            self.connections_refused.get(),
+            "counter",
+        );
+        counter(
+            "overlord_readings_stored_total",
+            "New readings committed (retries excluded).",
+            self.readings_stored.get(),
+            "counter",
+        );
+        counter(
+            "overlord_readings_digested_total",
+            "Readings processed by the digest.",
+            self.readings_digested.get(),
+            "counter",
+        );
+        counter(
+            "overlord_ingest_rejected_total",
+            "Requests refused with 503 because the ingest queue was full.",
+            self.ingest_rejected.get(),
+            "counter",
+        );
+        counter(
+            "overlord_ingest_queue_depth",
+            "Requests waiting for the writer.",
+            self.ingest_queue_depth.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_commits_total",
+            "Group commits.",
+            self.commits.get(),
+            "counter",
+        );
+        counter(
+            "overlord_commit_errors_total",
+            "Failed group commits.",
+            self.commit_errors.get(),
+            "counter",
+        );
+        self.commit_seconds.render(
+            "overlord_commit_seconds",
+            "Time per group commit including fsync.",
+            &mut out,
+        );
+        self.commit_requests.render(
+            "overlord_commit_requests",
+            "Requests per group commit.",
+            &mut out,
+        );
         out
     }
 }

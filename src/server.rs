@@ -27,7 +27,11 @@ use crate::error::WireError;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Serve until `shutdown` completes, then shut down gracefully.
-pub async fn run(listener: TcpListener, opened: Opened, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    opened: Opened,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let Opened { app, writer, .. } = opened;
     let limits = app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -77,7 +81,10 @@ pub async fn run(listener: TcpListener, opened: Opened, shutdown: impl Future<Ou
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     drop(app);

@@ -10,7 +10,11 @@ pub const FIRST_ADMIN: &str = "admin";
 /// Issue a new API token for `name` (creating the user with `role` if it
 /// does not exist). The previous token stays valid until the next
 /// rotation. Returns the new token, to be shown once. Blocking.
-pub fn issue_token(store: &Store, name: &str, role: Role) -> Result<(UserRecord, String), StoreError> {
+pub fn issue_token(
+    store: &Store,
+    name: &str,
+    role: Role,
+) -> Result<(UserRecord, String), StoreError> {
     let token = auth::generate_token();
     let existing = store.load_users()?.into_iter().find(|u| u.name == name);
     let rec = match existing {

@@ -48,10 +48,22 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let media = media_type(&req);
-    let body = read_body(req.into_body(), MAX_FORM, Duration::from_secs(app.config.limits.body_timeout_secs)).await?;
+    let body = read_body(
+        req.into_body(),
+        MAX_FORM,
+        Duration::from_secs(app.config.limits.body_timeout_secs),
+    )
+    .await?;
     if !body.is_empty() {
-        if !matches!(media.as_deref(), None | Some("application/x-www-form-urlencoded")) {
-            return Err(WireError::new(415, "unsupported_media_type", "send a form: id=...&name=..."));
+        if !matches!(
+            media.as_deref(),
+            None | Some("application/x-www-form-urlencoded")
+        ) {
+            return Err(WireError::new(
+                415,
+                "unsupported_media_type",
+                "send a form: id=...&name=...",
+            ));
         }
         pairs.extend(form::parse_pairs(&body)?);
     }
@@ -64,18 +76,30 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             other => {
                 return Err(WireError::bad_request(
                     "bad_parameter",
-                    format!("unknown field '{}'; use id, name", crate::codec::names::clip(other)),
+                    format!(
+                        "unknown field '{}'; use id, name",
+                        crate::codec::names::clip(other)
+                    ),
                 ))
             }
         };
         if slot.replace(v.clone()).is_some() {
-            return Err(WireError::bad_request("duplicate_field", format!("{k}: given more than once")));
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                format!("{k}: given more than once"),
+            ));
         }
     }
     let app2 = app.clone();
     let owner = user.name.clone();
     let (rec, token) = tokio::task::spawn_blocking(move || {
-        devices::create(&app2.store, &app2.directory, &owner, id.as_deref(), name.as_deref())
+        devices::create(
+            &app2.store,
+            &app2.directory,
+            &owner,
+            id.as_deref(),
+            name.as_deref(),
+        )
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "create failed"))??;
@@ -87,13 +111,20 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 /// keeps working until the next rotation.
 pub async fn rotate(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let who = caller(app, &req).await?;
-    let unknown = || WireError::new(404, "unknown_device", format!("no device '{}'", crate::codec::names::clip(id)));
+    let unknown = || {
+        WireError::new(
+            404,
+            "unknown_device",
+            format!("no device '{}'", crate::codec::names::clip(id)),
+        )
+    };
     let d = app.directory.device(id).ok_or_else(unknown)?;
     authorize(&who, Action::RotateDevice, Some(&d))?;
     let app2 = app.clone();
-    let token = tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "rotate failed"))??;
+    let token =
+        tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "rotate failed"))??;
     tracing::info!(target: "overlord::audit", by = %who.label(), device = %id, "device token rotated");
     Ok(Reply::csv(format!("id,token\n{id},{token}\n")))
 }

@@ -26,7 +26,10 @@ use crate::http::{into_response, Reply};
 
 /// Serve one request: route it, turn any error into its one-line reply,
 /// and log one line without secrets (the query string is never logged).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let version = req.version();
@@ -75,10 +78,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
             let id = id.to_string();
             devices::rotate(app, req, &id).await
         }
-        ["healthz"] | ["metrics"] | ["v1", "devices", _, "readings"] => Err(not_allowed("GET, HEAD")),
+        ["healthz"] | ["metrics"] | ["v1", "devices", _, "readings"] => {
+            Err(not_allowed("GET, HEAD"))
+        }
         ["v1", "readings"] | ["v1", "devices"] => Err(not_allowed("GET, HEAD, POST")),
         ["v1", "devices", _, "token"] => Err(not_allowed("POST")),
-        _ => Err(WireError::new(404, "not_found", format!("no such endpoint: {}", clip_path(&path)))),
+        _ => Err(WireError::new(
+            404,
+            "not_found",
+            format!("no such endpoint: {}", clip_path(&path)),
+        )),
     }
 }
 

@@ -30,23 +30,36 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         return Err(WireError::new(
             413,
             "too_large",
-            format!("the body is larger than {} bytes; send it in parts", limits.max_body_bytes),
+            format!(
+                "the body is larger than {} bytes; send it in parts",
+                limits.max_body_bytes
+            ),
         ));
     }
     let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let media = media_type(&req);
     let (parts, body) = req.into_parts();
-    let body = read_body(body, limits.max_body_bytes, Duration::from_secs(limits.body_timeout_secs)).await?;
+    let body = read_body(
+        body,
+        limits.max_body_bytes,
+        Duration::from_secs(limits.body_timeout_secs),
+    )
+    .await?;
     let mut csv = None;
     if !body.is_empty() {
         match media.as_deref() {
             Some("text/csv" | "application/csv") => csv = Some(body),
-            Some("application/x-www-form-urlencoded") | None => pairs.extend(form::parse_pairs(&body)?),
+            Some("application/x-www-form-urlencoded") | None => {
+                pairs.extend(form::parse_pairs(&body)?)
+            }
             Some(other) => {
                 return Err(WireError::new(
                     415,
                     "unsupported_media_type",
-                    format!("'{}' bodies are not accepted; send text/csv or a form", codec::names::clip(other)),
+                    format!(
+                        "'{}' bodies are not accepted; send text/csv or a form",
+                        codec::names::clip(other)
+                    ),
                 ))
             }
         }
@@ -71,7 +84,10 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
     let need_default = || {
         default_device.as_ref().map(|d| d.num).ok_or_else(|| {
-            WireError::bad_request("missing_device", "say which device: device=ID or a device column")
+            WireError::bad_request(
+                "missing_device",
+                "say which device: device=ID or a device column",
+            )
         })
     };
 
@@ -131,8 +147,19 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 
 /// Look a device up for a caller; a device the caller may not see is
 /// reported exactly like one that does not exist.
-fn visible_device(app: &App, who: &Principal, id: &str, action: Action) -> Result<Arc<DeviceRecord>, WireError> {
-    let unknown = || WireError::new(404, "unknown_device", format!("no device '{}'", codec::names::clip(id)));
+fn visible_device(
+    app: &App,
+    who: &Principal,
+    id: &str,
+    action: Action,
+) -> Result<Arc<DeviceRecord>, WireError> {
+    let unknown = || {
+        WireError::new(
+            404,
+            "unknown_device",
+            format!("no device '{}'", codec::names::clip(id)),
+        )
+    };
     let d = app.directory.device(id).ok_or_else(unknown)?;
     authorize(who, action, Some(&d))?;
     Ok(d)
@@ -156,12 +183,18 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in &pairs {
         if seen.contains(&name.as_str()) {
-            return Err(WireError::bad_request("duplicate_field", format!("{name}: given more than once")));
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                format!("{name}: given more than once"),
+            ));
         }
         seen.push(name);
         let time = |v: &str| {
             timefmt::parse_instant(v).map_err(|why| {
-                WireError::bad_request("bad_time", format!("{name}: '{}' is not a time ({why})", codec::names::clip(v)))
+                WireError::bad_request(
+                    "bad_time",
+                    format!("{name}: '{}' is not a time ({why})", codec::names::clip(v)),
+                )
             })
         };
         match name.as_str() {
@@ -175,13 +208,18 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| WireError::bad_request("bad_limit", format!("limit must be 1..{max}")))?;
+                    .ok_or_else(|| {
+                        WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))
+                    })?;
             }
             "sensors" => {
                 for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let sensor = SensorId::parse(s)?;
                     if q.sensors.contains(&sensor) {
-                        return Err(WireError::bad_request("duplicate_field", format!("sensors: {sensor} given twice")));
+                        return Err(WireError::bad_request(
+                            "duplicate_field",
+                            format!("sensors: {sensor} given twice"),
+                        ));
                     }
                     q.sensors.push(sensor);
                 }
@@ -189,12 +227,20 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
             other => {
                 return Err(WireError::bad_request(
                     "bad_parameter",
-                    format!("unknown parameter '{}'; use sensors, from, to, limit", codec::names::clip(other)),
+                    format!(
+                        "unknown parameter '{}'; use sensors, from, to, limit",
+                        codec::names::clip(other)
+                    ),
                 ))
             }
         }
     }
-    let who = authenticate(req.headers(), Some(device.unwrap_or(id)), token, &app.directory)?;
+    let who = authenticate(
+        req.headers(),
+        Some(device.unwrap_or(id)),
+        token,
+        &app.directory,
+    )?;
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
@@ -206,7 +252,10 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
         .map_err(|_| WireError::new(500, "internal", "query failed"))??;
     let mut reply = Reply::csv(result.text);
     if let Some(next) = result.next_from {
-        reply = reply.with_header(HeaderName::from_static("overlord-next-from"), timefmt::format_time(next));
+        reply = reply.with_header(
+            HeaderName::from_static("overlord-next-from"),
+            timefmt::format_time(next),
+        );
     }
     Ok(reply)
 }

@@ -46,7 +46,9 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
     for (i, raw) in record.iter().enumerate() {
         let col = i + 1;
         let name = std::str::from_utf8(raw)
-            .map_err(|_| CodecError::new("bad_csv", "header is not UTF-8").at(header_line, Some(col)))?
+            .map_err(|_| {
+                CodecError::new("bad_csv", "header is not UTF-8").at(header_line, Some(col))
+            })?
             .trim();
         let at = |e: CodecError| e.at(header_line, Some(col));
         let c = if name.eq_ignore_ascii_case("time") {
@@ -56,13 +58,17 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
         } else {
             Column::Sensor(SensorId::parse(name).map_err(at)?)
         };
-        let dup = columns.iter().any(|(_, old): &(String, Column)| match (old, &c) {
-            (Column::Time, Column::Time) | (Column::Device, Column::Device) => true,
-            (Column::Sensor(a), Column::Sensor(b)) => a == b,
-            _ => false,
-        });
+        let dup = columns
+            .iter()
+            .any(|(_, old): &(String, Column)| match (old, &c) {
+                (Column::Time, Column::Time) | (Column::Device, Column::Device) => true,
+                (Column::Sensor(a), Column::Sensor(b)) => a == b,
+                _ => false,
+            });
         if dup {
-            return Err(at(CodecError::new("duplicate_field", "column given twice").named(name)));
+            return Err(at(
+                CodecError::new("duplicate_field", "column given twice").named(name)
+            ));
         }
         match c {
             Column::Time => time_col = Some(i),
@@ -116,7 +122,9 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
             None => None,
         };
         for (i, (name, col)) in columns.iter().enumerate() {
-            let Column::Sensor(sensor) = col else { continue };
+            let Column::Sensor(sensor) = col else {
+                continue;
+            };
             let text = field(i)?;
             if text.is_empty() {
                 continue;
@@ -134,7 +142,9 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
         }
     }
     if out.rows == 0 {
-        return Err(CodecError::new("bad_csv", "a header row but no data rows").at(header_line, None));
+        return Err(
+            CodecError::new("bad_csv", "a header row but no data rows").at(header_line, None)
+        );
     }
     Ok(out)
 }
@@ -143,7 +153,9 @@ fn read(rdr: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord) -> Result<bo
     rdr.read_byte_record(record).map_err(|e| {
         let line = e.position().map_or(0, |p| p.line());
         let msg = match e.kind() {
-            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            } => {
                 format!("expected {expected_len} fields like the header, found {len}")
             }
             _ => "malformed CSV".to_string(),
@@ -165,7 +177,8 @@ mod tests {
     /// `(body, readings or error code, error line)`: one case per line.
     #[test]
     fn bodies() {
-        let cases: &[(&[u8], Result<usize, (&str, u64)>)] = &[
+        type Want = Result<usize, (&'static str, u64)>;
+        let cases: &[(&[u8], Want)] = &[
             (b"time,N1,I2,S3\n2026-11-23T10:00:00Z,21.5,3,door open\n2026-11-23T10:01:00Z,21.7,,\n", Ok(4)),
             (b"N1,L2\n21.5,1\n", Ok(2)),
             (b"N1,L2\r\n21.5,1\r\n", Ok(2)),
@@ -205,7 +218,10 @@ mod tests {
     #[test]
     fn positions_are_reported() {
         let e = parse("time,N1,I2\n1795428000,1,2\n1795428060,1,x\n").unwrap_err();
-        assert_eq!(e.to_string(), "line 3 column 3: I2: 'x' is not a 64-bit integer");
+        assert_eq!(
+            e.to_string(),
+            "line 3 column 3: I2: 'x' is not a 64-bit integer"
+        );
     }
 
     #[test]

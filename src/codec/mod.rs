@@ -236,6 +236,9 @@ mod tests {
     #[test]
     fn errors_name_their_field() {
         let e = parse_params(&pairs("N1=1&L7=maybe"), NOW, &Limits::default()).unwrap_err();
-        assert_eq!(e.to_string(), "L7: 'maybe' is not a boolean (true/false/1/0)");
+        assert_eq!(
+            e.to_string(),
+            "L7: 'maybe' is not a boolean (true/false/1/0)"
+        );
     }
 }

@@ -262,9 +262,8 @@ impl Value {
 /// Append `text` as one RFC 4180 field: quoted if it holds a comma, a quote,
 /// a line break or leading/trailing spaces; inner quotes doubled.
 pub fn write_csv_text(text: &str, out: &mut String) {
-    let needs = text.contains([',', '"', '\n', '\r'])
-        || text.starts_with(' ')
-        || text.ends_with(' ');
+    let needs =
+        text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ');
     if !needs {
         out.push_str(text);
         return;
@@ -281,7 +280,7 @@ pub fn write_csv_text(text: &str, out: &mut String) {
 
 fn decode_hex(t: &str) -> Option<Vec<u8>> {
     let b = t.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
@@ -316,7 +315,9 @@ mod tests {
     use super::*;
 
     fn name(s: &str) -> Result<String, &'static str> {
-        SensorId::parse(s).map(|x| x.to_string()).map_err(|e| e.code)
+        SensorId::parse(s)
+            .map(|x| x.to_string())
+            .map_err(|e| e.code)
     }
 
     #[test]
@@ -384,7 +385,11 @@ mod tests {
             (Bytes, "0", Err("bad_value")),
             (Bytes, "zz", Err("bad_value")),
             (Date, "0", Ok(Value::Date(0))),
-            (Date, "2026-11-23T10:00:00Z", Ok(Value::Date(1_795_428_000_000_000))),
+            (
+                Date,
+                "2026-11-23T10:00:00Z",
+                Ok(Value::Date(1_795_428_000_000_000)),
+            ),
             (Date, "soon", Err("bad_value")),
             (Str, "door open", Ok(Value::Str("door open".into()))),
             (Str, " kept ", Ok(Value::Str(" kept ".into()))),
@@ -420,7 +425,8 @@ mod tests {
 
     #[test]
     fn errors_do_not_echo_huge_values() {
-        let e = Value::parse(SensorKind::Int, &"9".repeat(100_000), &Limits::default()).unwrap_err();
+        let e =
+            Value::parse(SensorKind::Int, &"9".repeat(100_000), &Limits::default()).unwrap_err();
         assert!(e.message.len() < 100, "{}", e.message);
     }
 }

@@ -38,7 +38,7 @@ pub fn parse_time(text: &str, now: Micros, limits: &Limits) -> Result<Micros, Co
         return Err(CodecError::new(
             "bad_time",
             format!(
-                "time {} is more than {} s ahead of the server clock",
+                "{} is more than {} s ahead of the server clock",
                 format_time(t),
                 limits.max_future_skew / 1_000_000
             ),
@@ -76,13 +76,13 @@ fn parse_rfc3339(t: &str) -> Result<Micros, &'static str> {
     // In a query string an unencoded `+01:00` arrives as ` 01:00`: put the
     // plus back when the space stands exactly where an offset sign goes.
     let fixed;
-    let t = if t.len() >= 6 && t.as_bytes()[t.len() - 6] == b' ' && t.as_bytes()[t.len() - 3] == b':'
-    {
-        fixed = format!("{}+{}", &t[..t.len() - 6], &t[t.len() - 5..]);
-        fixed.as_str()
-    } else {
-        t
-    };
+    let t =
+        if t.len() >= 6 && t.as_bytes()[t.len() - 6] == b' ' && t.as_bytes()[t.len() - 3] == b':' {
+            fixed = format!("{}+{}", &t[..t.len() - 6], &t[t.len() - 5..]);
+            fixed.as_str()
+        } else {
+            t
+        };
     let dt = time::OffsetDateTime::parse(t, &Rfc3339).map_err(|_| "not RFC 3339")?;
     let nanos = dt.unix_timestamp_nanos();
     i64::try_from(nanos.div_euclid(1000)).map_err(|_| "time out of range")
@@ -111,7 +111,13 @@ pub fn write_time(t: Micros, out: &mut String) {
     } else {
         out.push_str(&y.to_string());
     }
-    for (sep, v) in [(b'-', m), (b'-', d), (b'T', sod / 3600), (b':', sod / 60 % 60), (b':', sod % 60)] {
+    for (sep, v) in [
+        (b'-', m),
+        (b'-', d),
+        (b'T', sod / 3600),
+        (b':', sod / 60 % 60),
+        (b':', sod % 60),
+    ] {
         buf[n] = sep;
         n += 1;
         put(v, 2, &mut buf, &mut n);
@@ -121,7 +127,7 @@ pub fn write_time(t: Micros, out: &mut String) {
         n += 1;
         let mut digits = 6;
         let mut f = micros;
-        while f % 10 == 0 {
+        while f.is_multiple_of(10) {
             f /= 10;
             digits -= 1;
         }
@@ -202,8 +208,16 @@ mod tests {
         let lim = Limits::default();
         assert_eq!(parse_time("1795428000", T, &lim), Ok(T));
         assert_eq!(parse_time("1795428300", T, &lim), Ok(T + 300_000_000));
-        assert_eq!(parse_time("1795428301", T, &lim).unwrap_err().code, "bad_time");
-        assert_eq!(parse_time("1969-12-31T23:59:59Z", T, &lim).unwrap_err().code, "bad_time");
+        assert_eq!(
+            parse_time("1795428301", T, &lim).unwrap_err().code,
+            "bad_time"
+        );
+        assert_eq!(
+            parse_time("1969-12-31T23:59:59Z", T, &lim)
+                .unwrap_err()
+                .code,
+            "bad_time"
+        );
     }
 
     #[test]

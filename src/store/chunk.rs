@@ -44,7 +44,11 @@ pub fn put_value(out: &mut Vec<u8>, value: &Value, prev_int: &mut i64) {
 }
 
 /// Read one value of `kind`.
-pub fn get_value(r: &mut Reader<'_>, kind: SensorKind, prev_int: &mut i64) -> Result<Value, Corrupt> {
+pub fn get_value(
+    r: &mut Reader<'_>,
+    kind: SensorKind,
+    prev_int: &mut i64,
+) -> Result<Value, Corrupt> {
     Ok(match kind {
         SensorKind::Int => {
             let v = prev_int.wrapping_add(r.i64()?);
@@ -118,7 +122,11 @@ pub fn encode(entries: &[Entry], out: &mut Vec<u8>) {
 }
 
 /// Decode a chunk of `kind`, calling `f(offset, value)` in offset order.
-pub fn decode(bytes: &[u8], kind: SensorKind, mut f: impl FnMut(u32, Value)) -> Result<(), Corrupt> {
+pub fn decode(
+    bytes: &[u8],
+    kind: SensorKind,
+    mut f: impl FnMut(u32, Value),
+) -> Result<(), Corrupt> {
     let mut r = Reader::new(bytes);
     let div = match r.u8()? {
         0 => 1,
@@ -202,27 +210,64 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let nums = [0.0, -0.0, 21.5, -21.7, 0.1, 1e-9, 1.5e-10, 123456.789, f64::MAX, f64::MIN_POSITIVE, 9.1e15, 1e300];
-        let entries: Vec<Entry> = nums.iter().enumerate().map(|(i, f)| (i as u32, Value::Num(*f))).collect();
+        let nums = [
+            0.0,
+            -0.0,
+            21.5,
+            -21.7,
+            0.1,
+            1e-9,
+            1.5e-10,
+            123456.789,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            9.1e15,
+            1e300,
+        ];
+        let entries: Vec<Entry> = nums
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i as u32, Value::Num(*f)))
+            .collect();
         let mut out = Vec::new();
         encode(&entries, &mut out);
         let mut back = Vec::new();
         decode(&out, SensorKind::Num, |o, v| back.push((o, v))).unwrap();
         for ((_, a), (_, b)) in entries.iter().zip(&back) {
-            let (Value::Num(a), Value::Num(b)) = (a, b) else { panic!() };
+            let (Value::Num(a), Value::Num(b)) = (a, b) else {
+                panic!()
+            };
             assert_eq!(a.to_bits(), b.to_bits(), "{a} came back as {b}");
         }
-        roundtrip(SensorKind::Int, vec![(0, Value::Int(i64::MIN)), (1, Value::Int(i64::MAX)), (2, Value::Int(-1))]);
-        roundtrip(SensorKind::Bool, vec![(0, Value::Bool(true)), (59_999_999, Value::Bool(false))]);
+        roundtrip(
+            SensorKind::Int,
+            vec![
+                (0, Value::Int(i64::MIN)),
+                (1, Value::Int(i64::MAX)),
+                (2, Value::Int(-1)),
+            ],
+        );
+        roundtrip(
+            SensorKind::Bool,
+            vec![(0, Value::Bool(true)), (59_999_999, Value::Bool(false))],
+        );
         roundtrip(SensorKind::Str, vec![(5, Value::Str("door open".into()))]);
-        roundtrip(SensorKind::Bytes, vec![(5, Value::Bytes(vec![0, 1, 255].into()))]);
-        roundtrip(SensorKind::Date, vec![(5, Value::Date(-3)), (6, Value::Date(1 << 60))]);
+        roundtrip(
+            SensorKind::Bytes,
+            vec![(5, Value::Bytes(vec![0, 1, 255].into()))],
+        );
+        roundtrip(
+            SensorKind::Date,
+            vec![(5, Value::Date(-3)), (6, Value::Date(1 << 60))],
+        );
     }
 
     #[test]
     fn whole_second_readings_are_small() {
         // Six readings ten seconds apart, values like a thermometer's.
-        let entries: Vec<Entry> = (0..6).map(|i| (i * 10_000_000, Value::Num(21.5 + f64::from(i) / 10.0))).collect();
+        let entries: Vec<Entry> = (0..6)
+            .map(|i| (i * 10_000_000, Value::Num(21.5 + f64::from(i) / 10.0)))
+            .collect();
         let len = roundtrip(SensorKind::Num, entries);
         assert!(len <= 2 + 6 * 3, "{len} bytes for six readings");
     }
@@ -235,17 +280,39 @@ mod tests {
         let incoming = [(10, &a), (20, &b), (40, &c), (40, &d)];
         let mut out = Vec::new();
         let mut fresh = Vec::new();
-        merge(Some(&first), SensorKind::Int, &incoming, &mut out, |i| fresh.push(i)).unwrap();
+        merge(Some(&first), SensorKind::Int, &incoming, &mut out, |i| {
+            fresh.push(i)
+        })
+        .unwrap();
         assert_eq!(fresh, vec![1, 2]);
         let mut back = Vec::new();
         decode(&out, SensorKind::Int, |o, v| back.push((o, v))).unwrap();
-        assert_eq!(back, vec![(10, Value::Int(1)), (20, Value::Int(2)), (30, Value::Int(3)), (40, Value::Int(4))]);
+        assert_eq!(
+            back,
+            vec![
+                (10, Value::Int(1)),
+                (20, Value::Int(2)),
+                (30, Value::Int(3)),
+                (40, Value::Int(4))
+            ]
+        );
     }
 
     #[test]
     fn garbage_is_corrupt_not_a_panic() {
-        for bytes in [&b""[..], &[9], &[0, 5, 1], &[2, 1, 100, 0], &[0, 1, 0, 2], &[0, 1, 0]] {
-            assert_eq!(decode(bytes, SensorKind::Bool, |_, _| {}), Err(Corrupt), "{bytes:?}");
+        for bytes in [
+            &b""[..],
+            &[9],
+            &[0, 5, 1],
+            &[2, 1, 100, 0],
+            &[0, 1, 0, 2],
+            &[0, 1, 0],
+        ] {
+            assert_eq!(
+                decode(bytes, SensorKind::Bool, |_, _| {}),
+                Err(Corrupt),
+                "{bytes:?}"
+            );
         }
     }
 }

@@ -50,7 +50,14 @@ impl DigestBatch {
             let sensor = SensorId::from_code(code).ok_or(Corrupt)?;
             let time = r.i64()?;
             let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
-            readings.push((device, Reading { sensor, time, value }));
+            readings.push((
+                device,
+                Reading {
+                    sensor,
+                    time,
+                    value,
+                },
+            ));
         }
         Ok(DigestBatch {
             seq,
@@ -71,9 +78,30 @@ mod tests {
             seq: 9,
             committed_at: 1_795_428_000_000_000,
             readings: vec![
-                (1, Reading { sensor: SensorId::parse("N1").unwrap(), time: 5, value: Value::Num(21.5) }),
-                (2, Reading { sensor: SensorId::parse("I7").unwrap(), time: 6, value: Value::Int(-9) }),
-                (2, Reading { sensor: SensorId::parse("S2").unwrap(), time: 7, value: Value::Str("hi".into()) }),
+                (
+                    1,
+                    Reading {
+                        sensor: SensorId::parse("N1").unwrap(),
+                        time: 5,
+                        value: Value::Num(21.5),
+                    },
+                ),
+                (
+                    2,
+                    Reading {
+                        sensor: SensorId::parse("I7").unwrap(),
+                        time: 6,
+                        value: Value::Int(-9),
+                    },
+                ),
+                (
+                    2,
+                    Reading {
+                        sensor: SensorId::parse("S2").unwrap(),
+                        time: 7,
+                        value: Value::Str("hi".into()),
+                    },
+                ),
             ],
         };
         assert_eq!(DigestBatch::decode(9, &b.encode()), Ok(b));

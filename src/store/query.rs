@@ -49,6 +49,8 @@ pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, St
             let (k, _) = row?;
             all.extend(SensorId::from_code(k.value().1));
         }
+        // Name order (B, D, I, L, N, S; then number), as a person reads it.
+        all.sort_by_key(|s| (s.kind.letter(), s.number));
         all
     } else {
         q.sensors.clone()

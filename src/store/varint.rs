@@ -123,6 +123,9 @@ mod tests {
         assert_eq!(Reader::new(&[0x80]).u64(), Err(Corrupt));
         assert_eq!(Reader::new(&[0xff; 11]).u64(), Err(Corrupt));
         assert_eq!(Reader::new(&[0x05, 1]).bytes(), Err(Corrupt));
-        assert_eq!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).u64(), Ok(u64::MAX));
+        assert_eq!(
+            Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).u64(),
+            Ok(u64::MAX)
+        );
     }
 }

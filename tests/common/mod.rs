@@ -1,0 +1,283 @@
+//! Test harness: a real server on 127.0.0.1:0 in its own runtime thread,
+//! a temp data dir removed on drop, and a raw-bytes HTTP client.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use overlord::config::Config;
+
+/// A running in-process server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// The administrator's API token (from the first start in this dir).
+    pub admin: String,
+    pub dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Default test config: small limits so the bounds are reachable.
+pub fn config(dir: &Path) -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".into(),
+        data_file: dir.join("overlord.redb"),
+        ..Config::default()
+    };
+    c.limits.max_body_bytes = 1 << 20;
+    c.limits.shutdown_grace_secs = 5;
+    c
+}
+
+impl TestServer {
+    /// Start on a fresh temp dir.
+    pub fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    /// Start on a fresh temp dir with a tweaked config.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut c = config(tmp.path());
+        tweak(&mut c);
+        let mut s = Self::start_config(c, None);
+        s.dir = tmp.path().to_path_buf();
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start with `config`; `admin` is the token from an earlier start.
+    pub fn start_config(config: Config, admin: Option<String>) -> TestServer {
+        let dir = config.data_file.parent().unwrap().to_path_buf();
+        let opened = overlord::app::open(config).expect("open");
+        let admin = opened.admin_token.clone().or(admin).expect("admin token");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                overlord::server::run(listener, opened, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server address");
+        TestServer {
+            addr,
+            admin,
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+            _tmp: None,
+        }
+    }
+
+    /// Stop gracefully and keep the temp dir for a restart.
+    pub fn stop(mut self) -> (tempfile::TempDir, String) {
+        self.shutdown();
+        (
+            self._tmp.take().expect("owned temp dir"),
+            self.admin.clone(),
+        )
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Restart on a kept temp dir.
+    pub fn restart(
+        tmp: tempfile::TempDir,
+        admin: String,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let mut c = config(tmp.path());
+        tweak(&mut c);
+        let mut s = Self::start_config(c, Some(admin));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Send raw bytes, read until the server closes, parse the reply.
+    pub fn raw(&self, bytes: &[u8]) -> Reply {
+        raw(self.addr, bytes)
+    }
+
+    /// `GET path` over HTTP/1.1 with `Connection: close`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.raw(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+    }
+
+    /// `GET path` as the administrator.
+    pub fn get_admin(&self, path: &str) -> Reply {
+        self.raw(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                self.admin
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// `POST path` with a body and optional extra header lines.
+    pub fn post(&self, path: &str, content_type: &str, body: &[u8], extra: &str) -> Reply {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        self.raw(&req)
+    }
+
+    /// Create a device as the administrator; returns its token.
+    pub fn create_device(&self, id: &str) -> String {
+        let r = self.post(
+            "/v1/devices",
+            "application/x-www-form-urlencoded",
+            format!("id={id}").as_bytes(),
+            &format!("Authorization: Bearer {}\r\n", self.admin),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let line = r.body.lines().nth(1).expect("id,token row").to_string();
+        let (got_id, token) = line.split_once(',').unwrap();
+        assert_eq!(got_id, id);
+        token.to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A parsed reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub status_line: String,
+    pub status: u16,
+    /// Header lines exactly as sent (name case preserved).
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// A header value by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `<code>` of an `error,<code>,<detail>` body.
+    pub fn error_code(&self) -> &str {
+        let mut it = self.body.splitn(3, ',');
+        assert_eq!(
+            it.next(),
+            Some("error"),
+            "not an error line: {:?}",
+            self.body
+        );
+        it.next().unwrap_or("")
+    }
+}
+
+/// Send raw bytes to `addr`, half-close, read to EOF, parse.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(bytes).expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read reply");
+    parse(&buf)
+}
+
+/// Parse one HTTP/1.x reply.
+pub fn parse(buf: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_string();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_string(), v.trim().to_string())
+        })
+        .collect();
+    let r = Reply {
+        status_line,
+        status,
+        headers,
+        body: body.to_string(),
+    };
+    let len: usize = r
+        .header("Content-Length")
+        .expect("Content-Length on every reply")
+        .parse()
+        .unwrap();
+    assert_eq!(len, r.body.len(), "Content-Length matches the body");
+    assert!(r.header("Transfer-Encoding").is_none(), "never chunked");
+    r
+}
+
+/// Percent-encode a query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Unix seconds for "an hour ago", a safe past base for test readings.
+pub fn hour_ago() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 3600
+}
+
+/// Format unix seconds as RFC 3339 UTC, as the server writes times.
+pub fn rfc3339(secs: i64) -> String {
+    overlord::codec::timefmt::format_time(secs * 1_000_000)
+}
+
+/// Send raw bytes and return the status code if the server answered with
+/// a status line at all (it may also just close a broken connection).
+pub fn raw_status(addr: SocketAddr, bytes: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok())
+}
