@@ -3,14 +3,21 @@
 
 use std::sync::Arc;
 
+use redb::{ReadableDatabase, ReadableTable};
+use tokio::sync::{watch, Semaphore};
+
 use crate::auth::Directory;
+use crate::catalog::Catalog;
 use crate::codec::{self, timefmt};
 use crate::config::Config;
 use crate::digest::Digest;
 use crate::ingest::{self, IngestHandle, Writer};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::store::{Role, Store, StoreError, UserRecord};
+use crate::store::{
+    AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, ALERT_STATE, CHANNELS,
+    CHANNEL_MEMBERS,
+};
 use crate::users;
 
 /// Shared state of a running server; every handler gets an `Arc<App>`.
@@ -29,6 +36,12 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The queue to the writer thread.
     pub ingest: IngestHandle,
+    /// Channels, members and alerts, in memory.
+    pub catalog: Arc<Catalog>,
+    /// Changes after every commit that added channel items.
+    pub channel_events: watch::Receiver<u64>,
+    /// Slots for channel long-polls.
+    pub long_polls: Arc<Semaphore>,
 }
 
 /// An opened server, not yet listening.
@@ -63,18 +76,27 @@ pub fn open(config: Config) -> Result<Opened, StoreError> {
     let directory = Arc::new(Directory::new(store.load_devices()?, users_list));
     let presence = Arc::new(Presence::from_stored(store.load_last_seen()?));
     let metrics = Arc::new(Metrics::default());
+    let catalog = Arc::new(load_catalog(&store)?);
     let digest = Digest::start(
         config.digest.workers,
         config.digest.queue,
+        catalog.clone(),
         presence.clone(),
         metrics.clone(),
     );
+    let (events_tx, channel_events) = watch::channel(0u64);
     let (ingest, writer) = ingest::start(
         store.clone(),
         digest,
         metrics.clone(),
-        config.limits.ingest_queue,
+        ingest::WriterContext {
+            queue: config.limits.ingest_queue,
+            max_inbox: config.limits.max_inbox,
+            catalog: catalog.clone(),
+            channel_events: events_tx,
+        },
     )?;
+    let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));
     let app = Arc::new(App {
         limits: config.codec_limits(),
         config,
@@ -83,10 +105,32 @@ pub fn open(config: Config) -> Result<Opened, StoreError> {
         presence,
         metrics,
         ingest,
+        catalog,
+        channel_events,
+        long_polls,
     });
     Ok(Opened {
         app,
         writer,
         admin_token,
     })
+}
+
+/// Load channels, members, alerts and alert states.
+fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
+    let channels = store.load_all(CHANNELS, ChannelRecord::decode)?;
+    let alerts = store.load_all(ALERTS, AlertRecord::decode)?;
+    let txn = store.db().begin_read()?;
+    let mut members = Vec::new();
+    for row in txn.open_table(CHANNEL_MEMBERS)?.iter()? {
+        members.push(row?.0.value());
+    }
+    let mut fired = Vec::new();
+    for row in txn.open_table(ALERT_STATE)?.iter()? {
+        let (k, v) = row?;
+        if v.value() == 1 {
+            fired.push(k.value());
+        }
+    }
+    Ok(Catalog::new(channels, members, alerts, &fired))
 }

@@ -105,50 +105,88 @@ pub enum Action {
     CreateDevice,
     /// Rotate a device's token.
     RotateDevice,
-    /// Read `/metrics`.
-    ReadMetrics,
+    /// Read a device's inbox.
+    ReadInbox,
+    /// Acknowledge (remove) rows of a device's inbox.
+    AckInbox,
+    /// Put a message or command in a device's inbox.
+    SendToDevice,
+    /// Create channels or alerts.
+    CreateOwned,
+    /// Change or delete a channel or alert, or send to a channel.
+    ManageOwned,
+    /// Read a channel's items or an alert's events.
+    ReadOwned,
+    /// See the digest's dead letters.
+    ViewDeadLetters,
 }
 
-/// The one authorisation decision: may `who` do `action` (on `device`)?
+/// What the action is on.
+#[derive(Debug, Clone, Copy)]
+pub enum Resource<'a> {
+    /// Nothing in particular (creating, listing).
+    None,
+    /// A device.
+    Device(&'a DeviceRecord),
+    /// A channel or an alert, by its owner.
+    Owned {
+        /// What it is, for the error text: `channel` or `alert`.
+        kind: &'static str,
+        /// Its name.
+        name: &'a str,
+        /// Its owner.
+        owner: &'a str,
+    },
+}
+
+/// The one authorisation decision: may `who` do `action` on `res`?
 ///
 /// - Administrators may do everything.
-/// - A user may create devices and do everything to the devices they own.
-/// - A device may write and read its own readings and see itself.
+/// - A user may create devices, channels and alerts, and do everything to
+///   what they own (devices, channels, alerts); dead letters are for
+///   administrators.
+/// - A device may write and read its own readings, see itself, and read
+///   and acknowledge its own inbox.
 /// - Anonymous callers may do nothing here (`401`).
-pub fn authorize(
-    who: &Principal,
-    action: Action,
-    device: Option<&DeviceRecord>,
-) -> Result<(), WireError> {
+///
+/// A denial on something the caller may not even see is `404` with the
+/// same code as a missing thing (`unknown_device`, `unknown_channel`,
+/// `unknown_alert`), so existence does not leak; otherwise `403`.
+pub fn authorize(who: &Principal, action: Action, res: Resource<'_>) -> Result<(), WireError> {
+    use Action::*;
+    let owns = |name: &str| match res {
+        Resource::Device(d) => d.owner == name,
+        Resource::Owned { owner, .. } => owner == name,
+        Resource::None => true,
+    };
     let allowed = match who {
         Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
         Principal::User(u) if u.role == Role::Administrator => true,
         Principal::User(u) => match action {
-            Action::CreateDevice => true,
-            Action::ReadMetrics => false,
-            _ => device.is_some_and(|d| d.owner == u.name),
+            CreateDevice | CreateOwned => true,
+            ViewDeadLetters => false,
+            _ => !matches!(res, Resource::None) && owns(&u.name),
         },
-        Principal::Device(me) => match action {
-            Action::WriteReadings | Action::ReadReadings | Action::ViewDevice => {
-                device.is_some_and(|d| d.num == me.num)
-            }
+        Principal::Device(me) => match (action, res) {
+            (WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox, Resource::Device(d)) => d.num == me.num,
             _ => false,
         },
     };
     if allowed {
         return Ok(());
     }
-    // A caller that may not even see the device learns nothing about it.
-    let may_see = match (who, device) {
-        (Principal::User(u), Some(d)) => d.owner == u.name,
-        (Principal::Device(me), Some(d)) => d.num == me.num,
+    let may_see = match (who, res) {
+        (Principal::User(u), Resource::Device(_) | Resource::Owned { .. }) => owns(&u.name),
+        (Principal::Device(me), Resource::Device(d)) => d.num == me.num,
+        (Principal::Device(_), Resource::Owned { .. }) => false,
         _ => true,
     };
-    match device {
-        Some(d) if !may_see => Err(WireError::new(
+    match res {
+        Resource::Device(d) if !may_see => Err(WireError::new(404, "unknown_device", format!("no device '{}'", d.id))),
+        Resource::Owned { kind, name, .. } if !may_see => Err(WireError::new(
             404,
-            "unknown_device",
-            format!("no device '{}'", d.id),
+            if kind == "channel" { "unknown_channel" } else { "unknown_alert" },
+            format!("no {kind} '{name}'"),
         )),
         _ => Err(WireError::forbidden("not allowed for this caller")),
     }
@@ -203,6 +241,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[derive(Default)]
 pub struct Directory {
     devices: RwLock<HashMap<String, Arc<DeviceRecord>>>,
+    by_num: RwLock<HashMap<u32, Arc<DeviceRecord>>>,
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
     user_tokens: RwLock<HashMap<TokenHash, String>>,
 }
@@ -224,7 +263,14 @@ impl Directory {
 
     /// Insert or replace a device.
     pub fn put_device(&self, r: DeviceRecord) {
-        self.devices.write().insert(r.id.clone(), Arc::new(r));
+        let r = Arc::new(r);
+        self.by_num.write().insert(r.num, r.clone());
+        self.devices.write().insert(r.id.clone(), r);
+    }
+
+    /// A device by its internal number.
+    pub fn device_by_num(&self, num: u32) -> Option<Arc<DeviceRecord>> {
+        self.by_num.read().get(&num).cloned()
     }
 
     /// Insert or replace a user (and their token index).

@@ -47,6 +47,16 @@ pub struct Limits {
     pub query_max_rows: usize,
     /// Seconds shutdown waits for in-flight requests.
     pub shutdown_grace_secs: u64,
+    /// Rows a device inbox may hold.
+    pub max_inbox: u64,
+    /// Pending inbox rows appended to a readings reply.
+    pub reply_inbox_rows: usize,
+    /// Items a new channel keeps unless it says otherwise.
+    pub channel_retention: u64,
+    /// Longest `wait` of a channel long-poll, in seconds.
+    pub max_wait_secs: u64,
+    /// Long-polls waiting at once; more get `503`.
+    pub max_long_polls: usize,
 }
 
 /// `[digest]`
@@ -83,6 +93,11 @@ impl Default for Limits {
             query_default_rows: 100_000,
             query_max_rows: 1_000_000,
             shutdown_grace_secs: 10,
+            max_inbox: 100,
+            reply_inbox_rows: 3,
+            channel_retention: 100_000,
+            max_wait_secs: 60,
+            max_long_polls: 256,
         }
     }
 }

@@ -4,26 +4,41 @@
 //! splits it by device onto a fixed pool of threads (device number modulo
 //! the pool size), each behind a bounded crossbeam queue. So one device's
 //! readings are always digested by the same thread, in commit order
-//! (batch by batch, and within a batch in request order, rows in body
-//! order), while different devices run in parallel.
+//! (batch by batch; within a batch in request order, rows in body order,
+//! columns left to right), while different devices run in parallel.
 //!
-//! A thread's results for its part of a batch go back to the writer as a
-//! [`PartDone`]; the writer commits them and, once every part of a batch is
-//! in, removes the batch from `digest_log` in the same transaction. Today
-//! the digest records each device's last contact; channels, alerts and
-//! the inbox build on this hand-off.
+//! For each reading a thread computes, from the [`Catalog`]:
+//! - an item for every channel the (device, sensor) is a member of;
+//! - for every alert on the (device, sensor), the transition the value
+//!   causes (see [`crate::alerts`]); a firing records an event, queues an
+//!   inbox row for the alert's device and an item for its channel;
+//! - the device's last contact.
+//!
+//! The thread does not write: its results go back to the writer as a
+//! [`PartDone`]. The writer applies whole batches in digest-log order and
+//! removes each batch's log row in the same transaction, so after a crash
+//! the remaining rows are digested again against exactly the state their
+//! predecessors left: every reading reaches its channels and alerts
+//! exactly once.
+//!
+//! A part whose processing panics is reported as failed; the writer puts
+//! the batch in `dead_letters` with the reason, and the device's queue goes
+//! on.
 //!
 //! Bounds: each queue holds `[digest] queue` parts; when one is full the
 //! writer waits, so ingest backs up into its own bounded queue and clients
-//! get `503`. The results channel is unbounded in type but holds at most
-//! one message per part in flight, which the queues bound.
+//! get `503`. The results channel holds at most one message per part in
+//! flight, which the queues bound.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::alerts::{self, Transition};
+use crate::catalog::Catalog;
 use crate::codec::{Micros, Reading};
+use crate::inbox;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::digest_log::DigestBatch;
@@ -35,13 +50,47 @@ struct Part {
     readings: Vec<(u32, Reading)>,
 }
 
+/// A reading headed for a channel.
+#[derive(Debug, Clone)]
+pub struct ChannelAppend {
+    /// Channel number.
+    pub channel: u32,
+    /// Device number.
+    pub device: u32,
+    /// The reading.
+    pub reading: Reading,
+}
+
+/// An alert that fired.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    /// Alert id.
+    pub alert: u32,
+    /// Device number of the reading.
+    pub device: u32,
+    /// The reading that fired it.
+    pub reading: Reading,
+    /// The text sent.
+    pub text: String,
+    /// Inbox row for this device, if the alert tells one.
+    pub inbox: Option<(u32, inbox::Row)>,
+}
+
 /// What a thread made of its part, for the writer to commit.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PartDone {
     /// The batch (digest-log key).
     pub seq: u64,
     /// Devices heard from and when.
     pub last_seen: Vec<(u32, Micros)>,
+    /// Channel items, in order.
+    pub appends: Vec<ChannelAppend>,
+    /// Alert state changes `(alert id, fired)`, in order.
+    pub alert_states: Vec<(u32, bool)>,
+    /// Firings, in order.
+    pub firings: Vec<Firing>,
+    /// Why processing failed (the batch goes to `dead_letters`).
+    pub failed: Option<String>,
 }
 
 /// The digest pool.
@@ -56,6 +105,7 @@ impl Digest {
     pub fn start(
         workers: usize,
         queue: usize,
+        catalog: Arc<Catalog>,
         presence: Arc<Presence>,
         metrics: Arc<Metrics>,
     ) -> Digest {
@@ -65,20 +115,15 @@ impl Digest {
         for i in 0..workers.max(1) {
             let (tx, rx) = crossbeam_channel::bounded::<Part>(queue.max(1));
             let done_tx = done_tx.clone();
-            let presence = presence.clone();
-            let metrics = metrics.clone();
+            let ctx = (catalog.clone(), presence.clone(), metrics.clone());
             let t = std::thread::Builder::new()
                 .name(format!("overlord-digest-{i}"))
-                .spawn(move || worker(rx, done_tx, presence, metrics))
+                .spawn(move || worker(rx, done_tx, ctx.0, ctx.1, ctx.2))
                 .expect("spawn digest thread");
             queues.push(tx);
             threads.push(t);
         }
-        Digest {
-            queues,
-            done,
-            threads,
-        }
+        Digest { queues, done, threads }
     }
 
     /// The results channel, read by the writer.
@@ -124,23 +169,107 @@ impl Drop for Digest {
 fn worker(
     rx: Receiver<Part>,
     done: Sender<PartDone>,
+    catalog: Arc<Catalog>,
     presence: Arc<Presence>,
     metrics: Arc<Metrics>,
 ) {
     for part in rx {
-        let mut seen: Vec<(u32, Micros)> = Vec::new();
-        for (dev, _reading) in &part.readings {
-            if seen.last().map(|(d, _)| d) != Some(dev) && !seen.iter().any(|(d, _)| d == dev) {
-                seen.push((*dev, part.committed_at));
+        let seq = part.seq;
+        let n = part.readings.len() as u64;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| digest_part(&catalog, part)));
+        let out = match result {
+            Ok(out) => {
+                for &(dev, t) in &out.last_seen {
+                    presence.saw(dev, t);
+                }
+                out
+            }
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| e.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "digest panicked".into());
+                tracing::error!(seq, reason = %why, "digest failed; batch goes to dead_letters");
+                PartDone {
+                    seq,
+                    failed: Some(why),
+                    ..PartDone::default()
+                }
+            }
+        };
+        metrics.readings_digested.add(n);
+        if done.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Compute everything one part causes. Pure apart from the alert states
+/// in the catalog, which only this thread changes for its devices.
+fn digest_part(catalog: &Catalog, part: Part) -> PartDone {
+    let mut out = PartDone {
+        seq: part.seq,
+        ..PartDone::default()
+    };
+    for (dev, r) in part.readings {
+        if !out.last_seen.iter().any(|(d, _)| *d == dev) {
+            out.last_seen.push((dev, part.committed_at));
+        }
+        let code = r.sensor.code();
+        if let Some(v) = alerts::numeric(&r.value) {
+            for a in catalog.alerts_for(dev, code) {
+                match alerts::evaluate(&a.rec, a.fired(), v) {
+                    Transition::Stay => {}
+                    Transition::Rearm => {
+                        a.set_fired(false);
+                        out.alert_states.push((a.rec.id, false));
+                    }
+                    Transition::Fire => {
+                        a.set_fired(true);
+                        out.alert_states.push((a.rec.id, true));
+                        let text = alerts::describe(&a.rec, v);
+                        let inbox = a.rec.to_device.map(|d| {
+                            (
+                                d,
+                                inbox::Row {
+                                    kind: inbox::Kind::Alert,
+                                    time: r.time,
+                                    from: format!("alert:{}", a.rec.name),
+                                    sensor: r.sensor.to_string(),
+                                    value: text.clone(),
+                                },
+                            )
+                        });
+                        if let Some(ch) = a.rec.to_channel {
+                            out.appends.push(ChannelAppend {
+                                channel: ch,
+                                device: dev,
+                                reading: Reading {
+                                    sensor: r.sensor,
+                                    time: r.time,
+                                    value: r.value.clone(),
+                                },
+                            });
+                        }
+                        out.firings.push(Firing {
+                            alert: a.rec.id,
+                            device: dev,
+                            reading: r.clone(),
+                            text,
+                            inbox,
+                        });
+                    }
+                }
             }
         }
-        for &(dev, t) in &seen {
-            presence.saw(dev, t);
+        for ch in catalog.channels_for(dev, code) {
+            out.appends.push(ChannelAppend {
+                channel: ch,
+                device: dev,
+                reading: r.clone(),
+            });
         }
-        metrics.readings_digested.add(part.readings.len() as u64);
-        let _ = done.send(PartDone {
-            seq: part.seq,
-            last_seen: seen,
-        });
     }
+    out
 }

@@ -170,3 +170,87 @@ pub fn authenticate(
         .ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
     directory.authenticate_basic(&id, &secret).ok_or_else(bad)
 }
+
+/// Largest management form body.
+pub const MAX_FORM: usize = 16 * 1024;
+
+/// The fields of a management request: query parameters and, for a form
+/// body, its fields. Unknown names are `bad_parameter`, repeated ones
+/// `duplicate_field`.
+#[derive(Debug)]
+pub struct Form {
+    /// The request's headers (for credentials).
+    pub headers: HeaderMap,
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    /// Read and check the fields of `req` against `allowed`.
+    pub async fn read(req: Request<hyper::body::Incoming>, allowed: &[&str], timeout: Duration) -> Result<Form, WireError> {
+        let mut fields = crate::codec::form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+        let media = media_type(&req);
+        let (parts, body) = req.into_parts();
+        let body = read_body(body, MAX_FORM, timeout).await?;
+        if !body.is_empty() {
+            if !matches!(media.as_deref(), None | Some("application/x-www-form-urlencoded")) {
+                return Err(WireError::new(
+                    415,
+                    "unsupported_media_type",
+                    "send form fields (application/x-www-form-urlencoded)",
+                ));
+            }
+            fields.extend(crate::codec::form::parse_pairs(&body)?);
+        }
+        for (i, (k, _)) in fields.iter().enumerate() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(WireError::bad_request(
+                    "bad_parameter",
+                    format!(
+                        "unknown field '{}'; use {}",
+                        crate::codec::names::clip(k),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            if fields[..i].iter().any(|(o, _)| o == k) {
+                return Err(WireError::bad_request("duplicate_field", format!("{k}: given more than once")));
+            }
+        }
+        Ok(Form {
+            headers: parts.headers,
+            fields,
+        })
+    }
+
+    /// A field's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A field that must be there.
+    pub fn require(&self, name: &str) -> Result<&str, WireError> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| WireError::bad_request("missing_field", format!("{name} is required")))
+    }
+
+    /// An optional number field.
+    pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, WireError> {
+        match self.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                WireError::bad_request("bad_value", format!("{name}: '{}' is not a number", crate::codec::names::clip(v)))
+            }),
+        }
+    }
+
+    /// Who is calling (device parameters, Basic or Bearer); `401` when
+    /// nobody is.
+    pub fn caller(&self, directory: &Directory) -> Result<Principal, WireError> {
+        let who = authenticate(&self.headers, self.get("device"), self.get("token"), directory)?;
+        if matches!(who, Principal::Anonymous) {
+            return Err(WireError::unauthorized("credentials required"));
+        }
+        Ok(who)
+    }
+}

@@ -16,21 +16,24 @@
 //! are handed to the digest again before anything new (crash safety of
 //! the hand-off).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
 use redb::{Durability, ReadableDatabase, ReadableTable};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use crate::catalog::Catalog;
 use crate::codec::{timefmt, Reading};
+use crate::{alerts, channels, inbox};
 use crate::digest::{Digest, PartDone};
 use crate::metrics::Metrics;
 use crate::store::digest_log::DigestBatch;
 use crate::store::{
-    chunk, query::minute, Store, StoreError, DIGEST_LOG, LAST_SEEN, READINGS, SENSORS,
+    chunk, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS, DIGEST_LOG, LAST_SEEN,
+    META, READINGS, SENSORS,
 };
 
 /// Most readings one group commit takes before it commits (more wait for
@@ -38,12 +41,15 @@ use crate::store::{
 pub const MAX_READINGS_PER_COMMIT: usize = 2_000_000;
 
 /// What a stored request reports back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestOutcome {
     /// Readings of the request that are now stored (new and retries).
     pub accepted: usize,
     /// Of those, how many were not stored before.
     pub new: usize,
+    /// The sending device's inbox after the commit: pending rows and the
+    /// first few of them (see [`IngestHandle::try_submit`]).
+    pub inbox: inbox::Pending,
 }
 
 /// The reply a submitter waits for.
@@ -51,6 +57,8 @@ pub type IngestReply = oneshot::Receiver<Result<IngestOutcome, Arc<StoreError>>>
 
 struct Job {
     readings: Vec<(u32, Reading)>,
+    /// Device whose inbox the reply carries, and how many rows.
+    inbox_for: Option<(u32, usize)>,
     reply: oneshot::Sender<Result<IngestOutcome, Arc<StoreError>>>,
 }
 
@@ -67,10 +75,20 @@ pub struct Overloaded;
 
 impl IngestHandle {
     /// Queue a request's readings (device number, reading) for the next
-    /// group commit. Never blocks.
-    pub fn try_submit(&self, readings: Vec<(u32, Reading)>) -> Result<IngestReply, Overloaded> {
+    /// group commit. Never blocks. With `inbox_for = Some((device, n))`
+    /// the outcome also carries that device's pending inbox count and
+    /// first `n` rows, read right after the commit.
+    pub fn try_submit(
+        &self,
+        readings: Vec<(u32, Reading)>,
+        inbox_for: Option<(u32, usize)>,
+    ) -> Result<IngestReply, Overloaded> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { readings, reply }) {
+        match self.tx.try_send(Job {
+            readings,
+            inbox_for,
+            reply,
+        }) {
             Ok(()) => {
                 self.metrics.ingest_queue_depth.set(self.tx.len() as u64);
                 Ok(rx)
@@ -99,22 +117,41 @@ impl Writer {
     }
 }
 
+/// What the writer needs besides the store and the digest.
+pub struct WriterContext {
+    /// Requests waiting for the writer.
+    pub queue: usize,
+    /// Rows an inbox may hold.
+    pub max_inbox: u64,
+    /// Channel retention comes from here.
+    pub catalog: Arc<Catalog>,
+    /// Bumped after every commit that added channel items (long-polls).
+    pub channel_events: watch::Sender<u64>,
+}
+
 /// Start the writer thread. `queue` bounds the requests waiting for it.
 pub fn start(
     store: Arc<Store>,
     digest: Digest,
     metrics: Arc<Metrics>,
-    queue: usize,
+    ctx: WriterContext,
 ) -> Result<(IngestHandle, Writer), StoreError> {
-    let (tx, rx) = crossbeam_channel::bounded(queue.max(1));
+    let (tx, rx) = crossbeam_channel::bounded(ctx.queue.max(1));
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
+    let next_seq = {
+        let txn = store.db().begin_read()?;
+        let meta = txn.open_table(META)?;
+        let v = meta.get(NEXT_BATCH)?.map_or(0, |g| g.value());
+        v
+    };
     let mut w = WriterState {
         store,
         digest,
         metrics: metrics.clone(),
-        outstanding: HashMap::new(),
-        effects: Vec::new(),
-        next_seq: 0,
+        ctx,
+        outstanding: BTreeMap::new(),
+        ready: Vec::new(),
+        next_seq,
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -124,18 +161,28 @@ pub fn start(
     Ok((IngestHandle { tx, metrics }, Writer { thread, stop }))
 }
 
+/// `meta` key of the next digest-log sequence number.
+const NEXT_BATCH: &str = "next_batch";
+
 /// What one transaction wrote: each job's outcome, the batch for the
-/// digest (if anything was new), and the digest parts it completed.
-type Written = (Vec<IngestOutcome>, Option<DigestBatch>, Vec<(u64, usize)>);
+/// digest (if anything was new), and whether channels got items.
+type Written = (Vec<IngestOutcome>, Option<DigestBatch>, bool);
+
+/// A dispatched batch whose parts are not all back.
+struct Pending {
+    remaining: usize,
+    parts: Vec<PartDone>,
+}
 
 struct WriterState {
     store: Arc<Store>,
     digest: Digest,
     metrics: Arc<Metrics>,
-    /// Digest-log seq → parts the digest has not reported yet.
-    outstanding: HashMap<u64, usize>,
-    /// Digest results not yet committed.
-    effects: Vec<PartDone>,
+    ctx: WriterContext,
+    /// Dispatched batches by digest-log seq, oldest first.
+    outstanding: BTreeMap<u64, Pending>,
+    /// Complete batches, in seq order, whose results are not committed.
+    ready: Vec<(u64, Vec<PartDone>)>,
     next_seq: u64,
 }
 
@@ -148,7 +195,7 @@ impl WriterState {
         for row in log.iter()? {
             let (k, v) = row?;
             let batch = DigestBatch::decode(k.value(), v.value())?;
-            self.next_seq = batch.seq + 1;
+            self.next_seq = self.next_seq.max(batch.seq + 1);
             self.dispatch(batch);
             n += 1;
         }
@@ -162,7 +209,30 @@ impl WriterState {
         let seq = batch.seq;
         let parts = self.digest.dispatch(batch);
         if parts > 0 {
-            self.outstanding.insert(seq, parts);
+            self.outstanding.insert(
+                seq,
+                Pending {
+                    remaining: parts,
+                    parts: Vec::with_capacity(parts),
+                },
+            );
+        }
+    }
+
+    /// A part is back: file it, and move every complete batch at the head
+    /// of the line to `ready`. Results are applied strictly in seq order,
+    /// so the durable state is always that of a prefix of the log.
+    fn received(&mut self, d: PartDone) {
+        if let Some(p) = self.outstanding.get_mut(&d.seq) {
+            p.remaining = p.remaining.saturating_sub(1);
+            p.parts.push(d);
+        }
+        while let Some(entry) = self.outstanding.first_entry() {
+            if entry.get().remaining > 0 {
+                break;
+            }
+            let (seq, p) = entry.remove_entry();
+            self.ready.push((seq, p.parts));
         }
     }
 
@@ -176,7 +246,7 @@ impl WriterState {
                     Ok(j) => batch.push(j),
                     Err(_) => open = false,
                 },
-                recv(done) -> d => if let Ok(d) = d { self.effects.push(d) },
+                recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
             }
             if !open {
@@ -195,8 +265,11 @@ impl WriterState {
                     Err(TryRecvError::Disconnected) => open = false,
                 }
             }
-            self.effects.extend(done.try_iter());
+            for d in done.try_iter() {
+                self.received(d);
+            }
             self.metrics.ingest_queue_depth.set(jobs.len() as u64);
+            self.metrics.digest_backlog.set(self.outstanding.len() as u64);
             self.commit(batch, false);
         }
         drop(jobs);
@@ -206,20 +279,20 @@ impl WriterState {
         while !self.outstanding.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match done.recv_timeout(left) {
-                Ok(d) => self.effects.push(d),
+                Ok(d) => self.received(d),
                 Err(_) => break,
             }
-            self.effects.extend(done.try_iter());
+            for d in done.try_iter() {
+                self.received(d);
+            }
             self.commit(Vec::new(), true);
         }
         self.commit(Vec::new(), true);
     }
 
-    /// One group commit: the jobs' readings, the digest-log row for them,
-    /// and any digest results, in one transaction.
     /// Effects-only commits skip the fsync unless `durable` is set.
     fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
-        if jobs.is_empty() && self.effects.is_empty() && !durable {
+        if jobs.is_empty() && self.ready.is_empty() && !durable {
             return;
         }
         let started = Instant::now();
@@ -229,12 +302,16 @@ impl WriterState {
         let result = self.write(&jobs, seq, now, durable);
         let elapsed = started.elapsed();
         match result {
-            Ok((outcomes, batch, parts)) => {
-                self.count_off(parts);
+            Ok((outcomes, batch, appended)) => {
+                self.ready.clear();
+                if appended {
+                    self.ctx.channel_events.send_modify(|n| *n += 1);
+                }
                 self.metrics.commits.inc();
                 self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
                 self.metrics.commit_requests.observe(jobs.len() as f64);
-                self.effects.clear();
+                let mut outcomes = outcomes;
+                self.read_inboxes(&jobs, &mut outcomes);
                 let mut stored = 0;
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     stored += outcome.new as u64;
@@ -254,8 +331,8 @@ impl WriterState {
                     let _ = job.reply.send(Err(e.clone()));
                 }
                 if !has_jobs {
-                    // Only digest results failed to commit: keep them for
-                    // the next try, but do not spin on a broken disk.
+                    // Only digest results failed to commit: they stay in
+                    // `ready` for the next try; do not spin on a broken disk.
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -280,7 +357,7 @@ impl WriterState {
             .iter()
             .map(|j| IngestOutcome {
                 accepted: j.readings.len(),
-                new: 0,
+                ..IngestOutcome::default()
             })
             .collect();
         // Every reading of every job, addressed by (job, index in job).
@@ -364,51 +441,99 @@ impl WriterState {
             };
             txn.open_table(DIGEST_LOG)?
                 .insert(seq, batch.encode().as_slice())?;
+            txn.open_table(META)?.insert(NEXT_BATCH, seq + 1)?;
             Some(batch)
         };
-        let parts = self.apply_effects(&txn)?;
+        let appended = self.apply_ready(&txn, now)?;
         txn.commit()?;
-        Ok((outcomes, batch, parts))
+        Ok((outcomes, batch, appended))
     }
 
-    /// Record digest results and drop log rows the digest has finished.
-    /// Returns how many parts of each batch these results complete; the
-    /// caller counts them off `outstanding` once the commit succeeded.
-    fn apply_effects(&self, txn: &redb::WriteTransaction) -> Result<Vec<(u64, usize)>, StoreError> {
-        let mut parts: Vec<(u64, usize)> = Vec::new();
-        if self.effects.is_empty() {
-            return Ok(parts);
+    /// Fill in the inbox part of each outcome that asked for it. A read
+    /// error leaves it empty: the readings are stored either way.
+    fn read_inboxes(&self, jobs: &[Job], outcomes: &mut [IngestOutcome]) {
+        if jobs.iter().all(|j| j.inbox_for.is_none()) {
+            return;
+        }
+        let Ok(txn) = self.store.db().begin_read() else { return };
+        for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
+            if let Some((dev, n)) = job.inbox_for {
+                if let Ok(p) = inbox::pending_in(&txn, dev, n) {
+                    out.inbox = p;
+                }
+            }
+        }
+    }
+
+    /// Commit the results of every ready batch, in seq order, and remove
+    /// their digest-log rows. Returns whether any channel got items.
+    fn apply_ready(&self, txn: &redb::WriteTransaction, now: i64) -> Result<bool, StoreError> {
+        let mut appended = false;
+        if self.ready.is_empty() {
+            return Ok(appended);
         }
         let mut last_seen = txn.open_table(LAST_SEEN)?;
+        let mut states = txn.open_table(ALERT_STATE)?;
+        let mut events = txn.open_table(ALERT_EVENTS)?;
         let mut log = txn.open_table(DIGEST_LOG)?;
-        for part in &self.effects {
-            for &(dev, t) in &part.last_seen {
-                let old = last_seen.get(dev)?.map_or(i64::MIN, |g| g.value());
-                if t > old {
-                    last_seen.insert(dev, t)?;
+        let mut dead = txn.open_table(DEAD_LETTERS)?;
+        for (seq, parts) in &self.ready {
+            let mut failures = Vec::new();
+            for part in parts {
+                for &(dev, t) in &part.last_seen {
+                    let old = last_seen.get(dev)?.map_or(i64::MIN, |g| g.value());
+                    if t > old {
+                        last_seen.insert(dev, t)?;
+                    }
+                }
+                for a in &part.appends {
+                    // A channel deleted meanwhile gets nothing.
+                    let Some(ch) = self.ctx.catalog.channel_by_num(a.channel) else { continue };
+                    let item = channels::Item {
+                        added: now,
+                        time: a.reading.time,
+                        device: a.device,
+                        sensor: a.reading.sensor,
+                        value: a.reading.value.clone(),
+                    };
+                    channels::append(txn, ch.num, &item, ch.retention)?;
+                    appended = true;
+                }
+                for &(id, fired) in &part.alert_states {
+                    states.insert(id, u8::from(fired))?;
+                }
+                for f in &part.firings {
+                    let delivery = match &f.inbox {
+                        None => String::new(),
+                        Some((dev, row)) => match inbox::push(txn, *dev, std::slice::from_ref(row), self.ctx.max_inbox)? {
+                            Ok(seqs) => format!("inbox:{}", seqs[0]),
+                            Err(_) => "inbox_full".to_string(),
+                        },
+                    };
+                    let n = events
+                        .range((f.alert, 0)..=(f.alert, u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map_or(1, |(k, _)| k.value().1 + 1);
+                    let ev = alerts::Event {
+                        time: f.reading.time,
+                        device: f.device,
+                        sensor: f.reading.sensor,
+                        value: f.reading.value.clone(),
+                        text: f.text.clone(),
+                        delivery,
+                    };
+                    events.insert((f.alert, n), ev.encode().as_slice())?;
+                }
+                if let Some(why) = &part.failed {
+                    failures.push(why.as_str());
                 }
             }
-            match parts.iter_mut().find(|(s, _)| *s == part.seq) {
-                Some((_, n)) => *n += 1,
-                None => parts.push((part.seq, 1)),
+            if !failures.is_empty() {
+                dead.insert(*seq, failures.join("; ").as_bytes())?;
             }
+            log.remove(*seq)?;
         }
-        for &(seq, n) in &parts {
-            if self.outstanding.get(&seq) == Some(&n) {
-                log.remove(seq)?;
-            }
-        }
-        Ok(parts)
-    }
-
-    fn count_off(&mut self, parts: Vec<(u64, usize)>) {
-        for (seq, n) in parts {
-            if let Some(left) = self.outstanding.get_mut(&seq) {
-                *left = left.saturating_sub(n);
-                if *left == 0 {
-                    self.outstanding.remove(&seq);
-                }
-            }
-        }
+        Ok(appended)
     }
 }

@@ -29,15 +29,19 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod catalog;
+pub mod channels;
 pub mod codec;
 pub mod config;
 pub mod devices;
 pub mod digest;
 pub mod error;
 pub mod http;
+pub mod inbox;
 pub mod ingest;
 pub mod metrics;
 pub mod presence;

@@ -119,6 +119,10 @@ pub struct Metrics {
     pub ingest_rejected: Counter,
     /// Requests waiting for the writer.
     pub ingest_queue_depth: Gauge,
+    /// Batches dispatched to the digest and not yet committed back.
+    pub digest_backlog: Gauge,
+    /// Long-polls waiting now.
+    pub long_polls: Gauge,
     /// Group commits.
     pub commits: Counter,
     /// Failed group commits.
@@ -141,6 +145,8 @@ impl Default for Metrics {
             readings_digested: Counter::default(),
             ingest_rejected: Counter::default(),
             ingest_queue_depth: Gauge::default(),
+            digest_backlog: Gauge::default(),
+            long_polls: Gauge::default(),
             commits: Counter::default(),
             commit_errors: Counter::default(),
             commit_seconds: Histogram::new(SECONDS),

@@ -9,9 +9,10 @@ use hyper::header::HeaderName;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{authorize, Action, Principal};
+use crate::auth::{authorize, Action, Principal, Resource};
 use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
 use crate::error::WireError;
+use crate::inbox;
 use crate::http::{authenticate, declared_too_large, media_type, read_body, Reply};
 use crate::store::query::{read_series, SeriesQuery};
 use crate::store::DeviceRecord;
@@ -22,7 +23,8 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 
 /// `GET /v1/readings?device=ID&token=TOK&N1=23.5[&time=T]`, the same as a
 /// form `POST`, or a `text/csv` `POST`. Replies `ok,<stored>,<pending>`
-/// once the readings are fsynced.
+/// once the readings are fsynced, followed (for a device) by up to
+/// `reply_inbox_rows` pending inbox rows `seq,kind,time,from,sensor,value`.
 pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let now = timefmt::now_micros();
     let limits = &app.config.limits;
@@ -80,7 +82,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         },
     };
     if let Some(d) = &default_device {
-        authorize(&who, Action::WriteReadings, Some(d))?;
+        authorize(&who, Action::WriteReadings, Resource::Device(d))?;
     }
     let need_default = || {
         default_device.as_ref().map(|d| d.num).ok_or_else(|| {
@@ -113,7 +115,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             let mut nums = Vec::with_capacity(parsed.devices.len());
             for id in &parsed.devices {
                 let d = visible_device(app, &who, id, Action::WriteReadings)?;
-                authorize(&who, Action::WriteReadings, Some(&d))?;
+                authorize(&who, Action::WriteReadings, Resource::Device(&d))?;
                 nums.push(d.num);
             }
             readings.reserve(parsed.readings.len());
@@ -127,22 +129,39 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
 
     let accepted = readings.len();
-    let outcome = if readings.is_empty() {
+    // A device gets its pending inbox rows with every reply.
+    let rows = app.config.limits.reply_inbox_rows;
+    let inbox_for = match &who {
+        Principal::Device(d) => Some((d.num, rows)),
+        _ => None,
+    };
+    let (pending, pending_rows) = if readings.is_empty() {
         // A request with no values is a heartbeat: nothing to store.
-        0
+        match inbox_for {
+            Some((dev, n)) => {
+                let app2 = app.clone();
+                tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), dev, n))
+                    .await
+                    .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
+            }
+            None => (0, Vec::new()),
+        }
     } else {
         let rx = app
             .ingest
-            .try_submit(readings)
+            .try_submit(readings, inbox_for)
             .map_err(|_| WireError::overloaded("the server is busy; retry shortly"))?;
         match rx.await {
-            Ok(Ok(o)) => o.accepted,
+            Ok(Ok(o)) => o.inbox,
             Ok(Err(e)) => return Err(WireError::from(e.as_ref())),
             Err(_) => return Err(WireError::overloaded("the server is shutting down")),
         }
     };
-    debug_assert_eq!(outcome, accepted);
-    Ok(Reply::csv(format!("ok,{accepted},0\n")))
+    let mut out = format!("ok,{accepted},{pending}\n");
+    for (seq, row) in &pending_rows {
+        row.write_csv(*seq, &mut out);
+    }
+    Ok(Reply::csv(out))
 }
 
 /// Look a device up for a caller; a device the caller may not see is
@@ -161,7 +180,7 @@ fn visible_device(
         )
     };
     let d = app.directory.device(id).ok_or_else(unknown)?;
-    authorize(who, action, Some(&d))?;
+    authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
 

@@ -11,7 +11,13 @@
 //! | `last_seen` | device | UTC µs of last contact | writer thread |
 //! | `devices` | device id | [`records::DeviceRecord`] | admin ops |
 //! | `users` | user name | [`records::UserRecord`] | admin ops |
-//! | `meta` | name | counter | admin ops (`next_device`) |
+//! | `meta` | name | counter | admin ops (`next_device`, `next_channel`, `next_alert`) |
+//! | `channels`, `channel_members` | name; (channel, device, sensor) | record; () | admin ops |
+//! | `channel_meta`, `channel_items` | channel; (channel, index) | (first, next); item | writer thread |
+//! | `alerts` | name | [`records::AlertRecord`] | admin ops |
+//! | `alert_state`, `alert_events` | alert; (alert, n) | fired?; event | writer thread |
+//! | `inbox`, `inbox_meta` | (device, seq); device | row; (next seq, pending) | writer thread and admin ops |
+//! | `dead_letters` | batch seq | reason | writer thread |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs
@@ -29,7 +35,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{DeviceRecord, Role, UserRecord};
+pub use records::{AlertRecord, ChannelRecord, DeviceRecord, Role, UserRecord};
 
 /// `(device number, sensor code, unix minute)` → chunk of readings.
 pub const READINGS: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("readings");
@@ -45,6 +51,26 @@ pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices"
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// Named counters.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Channel name → encoded [`ChannelRecord`].
+pub const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
+/// `(channel, device, sensor)` → nothing: membership.
+pub const CHANNEL_MEMBERS: TableDefinition<(u32, u32, u32), ()> = TableDefinition::new("channel_members");
+/// Channel number → `(first index kept, next index)`.
+pub const CHANNEL_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("channel_meta");
+/// `(channel, index)` → encoded item (see `channels::Item`).
+pub const CHANNEL_ITEMS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("channel_items");
+/// Alert name → encoded [`AlertRecord`].
+pub const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
+/// Alert id → 1 while fired (in the alarm range), 0 while armed.
+pub const ALERT_STATE: TableDefinition<u32, u8> = TableDefinition::new("alert_state");
+/// `(alert id, event number)` → encoded firing event.
+pub const ALERT_EVENTS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("alert_events");
+/// `(device, seq)` → encoded inbox row.
+pub const INBOX: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inbox");
+/// Device → `(next seq, rows pending)`.
+pub const INBOX_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("inbox_meta");
+/// Digest-log seq of a batch the digest could not process → the reason.
+pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
 /// What went wrong in the store. Mapped to a wire reply in one place
 /// (`crate::error`).
@@ -136,6 +162,16 @@ impl Store {
         txn.open_table(DEVICES)?;
         txn.open_table(USERS)?;
         txn.open_table(META)?;
+        txn.open_table(CHANNELS)?;
+        txn.open_table(CHANNEL_MEMBERS)?;
+        txn.open_table(CHANNEL_META)?;
+        txn.open_table(CHANNEL_ITEMS)?;
+        txn.open_table(ALERTS)?;
+        txn.open_table(ALERT_STATE)?;
+        txn.open_table(ALERT_EVENTS)?;
+        txn.open_table(INBOX)?;
+        txn.open_table(INBOX_META)?;
+        txn.open_table(DEAD_LETTERS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -217,6 +253,30 @@ impl Store {
             .insert(rec.name.as_str(), rec.encode().as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Allocate the next number of a named counter (starting at 1) in `txn`.
+    pub fn next_number(txn: &redb::WriteTransaction, name: &str) -> Result<u32, StoreError> {
+        let mut meta = txn.open_table(META)?;
+        let next = meta.get(name)?.map_or(1, |v| v.value());
+        meta.insert(name, next + 1)?;
+        u32::try_from(next).map_err(|_| StoreError::Conflict(format!("{name} exhausted")))
+    }
+
+    /// Every record of a name-keyed table, decoded.
+    pub fn load_all<T>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        decode: impl Fn(&[u8]) -> Result<T, varint::Corrupt>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 
     /// Size of the data file in bytes.

@@ -165,3 +165,173 @@ mod tests {
         assert_eq!(DeviceRecord::decode(&d.encode()[..10]), Err(Corrupt));
     }
 }
+
+/// A channel as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRecord {
+    /// Internal number used in keys.
+    pub num: u32,
+    /// Unique, URL-safe name.
+    pub name: String,
+    /// Owning user.
+    pub owner: String,
+    /// Items kept; older ones are removed as new ones arrive.
+    pub retention: u64,
+    /// When it was created.
+    pub created: Micros,
+}
+
+impl ChannelRecord {
+    /// Encode for the `channels` table.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        varint::put_u64(&mut out, u64::from(self.num));
+        varint::put_bytes(&mut out, self.name.as_bytes());
+        varint::put_bytes(&mut out, self.owner.as_bytes());
+        varint::put_u64(&mut out, self.retention);
+        varint::put_i64(&mut out, self.created);
+        out
+    }
+
+    /// Decode from the `channels` table.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corrupt> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        Ok(ChannelRecord {
+            num: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            name: get_str(&mut r)?,
+            owner: get_str(&mut r)?,
+            retention: r.u64()?,
+            created: r.i64()?,
+        })
+    }
+}
+
+/// An alert on one numeric sensor of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// Internal number used in keys.
+    pub id: u32,
+    /// Unique, URL-safe name (rows say `alert:<name>`).
+    pub name: String,
+    /// Owning user.
+    pub owner: String,
+    /// Device number watched.
+    pub device: u32,
+    /// Sensor code watched (`I` or `N`).
+    pub sensor: u32,
+    /// Values below this are in alarm.
+    pub min: Option<f64>,
+    /// Values above this are in alarm.
+    pub max: Option<f64>,
+    /// Re-arm only once the value is this far inside the normal range.
+    pub hysteresis: f64,
+    /// Text sent when it fires.
+    pub message: String,
+    /// Device whose inbox is told (usually the watched one), if any.
+    pub to_device: Option<u32>,
+    /// Channel that gets an item when it fires, if any.
+    pub to_channel: Option<u32>,
+    /// When it was created.
+    pub created: Micros,
+}
+
+fn put_opt_f64(out: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(f) => {
+            out.push(1);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn get_opt_f64(r: &mut Reader<'_>) -> Result<Option<f64>, Corrupt> {
+    Ok(match r.u8()? {
+        0 => None,
+        1 => Some(f64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Corrupt)?)),
+        _ => return Err(Corrupt),
+    })
+}
+
+fn put_opt_u32(out: &mut Vec<u8>, v: Option<u32>) {
+    varint::put_u64(out, v.map_or(0, |x| u64::from(x) + 1));
+}
+
+fn get_opt_u32(r: &mut Reader<'_>) -> Result<Option<u32>, Corrupt> {
+    let v = r.u64()?;
+    if v == 0 {
+        return Ok(None);
+    }
+    u32::try_from(v - 1).map(Some).map_err(|_| Corrupt)
+}
+
+impl AlertRecord {
+    /// Encode for the `alerts` table.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        varint::put_u64(&mut out, u64::from(self.id));
+        varint::put_bytes(&mut out, self.name.as_bytes());
+        varint::put_bytes(&mut out, self.owner.as_bytes());
+        varint::put_u64(&mut out, u64::from(self.device));
+        varint::put_u64(&mut out, u64::from(self.sensor));
+        put_opt_f64(&mut out, self.min);
+        put_opt_f64(&mut out, self.max);
+        out.extend_from_slice(&self.hysteresis.to_le_bytes());
+        varint::put_bytes(&mut out, self.message.as_bytes());
+        put_opt_u32(&mut out, self.to_device);
+        put_opt_u32(&mut out, self.to_channel);
+        varint::put_i64(&mut out, self.created);
+        out
+    }
+
+    /// Decode from the `alerts` table.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corrupt> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        Ok(AlertRecord {
+            id: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            name: get_str(&mut r)?,
+            owner: get_str(&mut r)?,
+            device: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            sensor: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            min: get_opt_f64(&mut r)?,
+            max: get_opt_f64(&mut r)?,
+            hysteresis: f64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Corrupt)?),
+            message: get_str(&mut r)?,
+            to_device: get_opt_u32(&mut r)?,
+            to_channel: get_opt_u32(&mut r)?,
+            created: r.i64()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn channel_and_alert_round_trip() {
+        let c = ChannelRecord { num: 3, name: "greenhouse".into(), owner: "ann".into(), retention: 1000, created: 9 };
+        assert_eq!(ChannelRecord::decode(&c.encode()), Ok(c));
+        let a = AlertRecord {
+            id: 4,
+            name: "too-hot".into(),
+            owner: "ann".into(),
+            device: 7,
+            sensor: 0x0300_0001,
+            min: Some(40.0),
+            max: None,
+            hysteresis: 0.5,
+            message: "It's too hot!".into(),
+            to_device: Some(7),
+            to_channel: None,
+            created: 11,
+        };
+        assert_eq!(AlertRecord::decode(&a.encode()), Ok(a));
+    }
+}

@@ -1,0 +1,199 @@
+//! Alerts: a min/max threshold on one numeric sensor of one device.
+//!
+//! The normal range is `min <= value <= max` (either bound optional,
+//! both inclusive). An alert **fires on the transition** from armed into
+//! the alarm range (below `min` or above `max`) and then stays quiet while
+//! the value stays in alarm. It **re-arms** when the value is back inside
+//! the normal range by at least `hysteresis` (`min + h <= v <= max - h`),
+//! so a value stuck at 101 fires once, and a value wobbling around a
+//! bound does not flood the inbox. A new alert starts armed.
+
+use crate::codec::{timefmt, Micros, SensorId, Value};
+use crate::store::chunk;
+use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::AlertRecord;
+
+/// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The reading's time.
+    pub time: Micros,
+    /// Device number.
+    pub device: u32,
+    /// Sensor.
+    pub sensor: SensorId,
+    /// The value that fired it.
+    pub value: Value,
+    /// The text sent.
+    pub text: String,
+    /// `inbox:<seq>` when delivered to an inbox, `inbox_full` when that
+    /// inbox was full (the event is kept either way), empty otherwise.
+    pub delivery: String,
+}
+
+/// CSV header of event listings.
+pub const EVENTS_HEADER: &str = "n,time,device,sensor,value,text,delivery\n";
+
+impl Event {
+    /// Encode for `alert_events`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint::put_i64(&mut out, self.time);
+        varint::put_u64(&mut out, u64::from(self.device));
+        varint::put_u64(&mut out, u64::from(self.sensor.code()));
+        chunk::put_value(&mut out, &self.value, &mut 0);
+        varint::put_bytes(&mut out, self.text.as_bytes());
+        varint::put_bytes(&mut out, self.delivery.as_bytes());
+        out
+    }
+
+    /// Decode from `alert_events`.
+    pub fn decode(bytes: &[u8]) -> Result<Event, Corrupt> {
+        let mut r = Reader::new(bytes);
+        let time = r.i64()?;
+        let device = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
+        let sensor = SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
+        let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
+        let s = |r: &mut Reader<'_>| String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt);
+        Ok(Event {
+            time,
+            device,
+            sensor,
+            value,
+            text: s(&mut r)?,
+            delivery: s(&mut r)?,
+        })
+    }
+
+    /// Append one CSV row (`device_id` resolved by the caller).
+    pub fn write_csv(&self, n: u64, device_id: &str, out: &mut String) {
+        use crate::codec::names::write_csv_text;
+        out.push_str(&n.to_string());
+        out.push(',');
+        timefmt::write_time(self.time, out);
+        out.push(',');
+        write_csv_text(device_id, out);
+        out.push(',');
+        out.push_str(&self.sensor.to_string());
+        out.push(',');
+        self.value.write_csv(out);
+        out.push(',');
+        write_csv_text(&self.text, out);
+        out.push(',');
+        write_csv_text(&self.delivery, out);
+        out.push('\n');
+    }
+}
+
+/// What a value does to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changes.
+    Stay,
+    /// Armed → fired: tell the targets.
+    Fire,
+    /// Fired → armed.
+    Rearm,
+}
+
+/// The numeric value of a reading an alert can watch (`I`, `N`).
+pub fn numeric(v: &Value) -> Option<f64> {
+    match v {
+        Value::Num(f) => Some(*f),
+        Value::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// Is `v` in the alarm range?
+pub fn in_alarm(a: &AlertRecord, v: f64) -> bool {
+    a.min.is_some_and(|m| v < m) || a.max.is_some_and(|m| v > m)
+}
+
+/// The transition `v` causes for an alert that is `fired` (or armed).
+pub fn evaluate(a: &AlertRecord, fired: bool, v: f64) -> Transition {
+    if !fired {
+        return if in_alarm(a, v) { Transition::Fire } else { Transition::Stay };
+    }
+    let h = a.hysteresis;
+    let back = a.min.is_none_or(|m| v >= m + h) && a.max.is_none_or(|m| v <= m - h);
+    if back {
+        Transition::Rearm
+    } else {
+        Transition::Stay
+    }
+}
+
+/// The text a firing sends: the message and why, e.g.
+/// `It's too hot! (101.2 > 100)`.
+pub fn describe(a: &AlertRecord, v: f64) -> String {
+    match (a.min, a.max) {
+        (Some(m), _) if v < m => format!("{} ({v} < {m})", a.message),
+        (_, Some(m)) if v > m => format!("{} ({v} > {m})", a.message),
+        _ => a.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(min: Option<f64>, max: Option<f64>, h: f64) -> AlertRecord {
+        AlertRecord {
+            id: 1,
+            name: "a".into(),
+            owner: "o".into(),
+            device: 1,
+            sensor: 1,
+            min,
+            max,
+            hysteresis: h,
+            message: "It's too hot!".into(),
+            to_device: None,
+            to_channel: None,
+            created: 0,
+        }
+    }
+
+    fn fires(a: &AlertRecord, series: &[f64]) -> usize {
+        let mut fired = false;
+        let mut n = 0;
+        for &v in series {
+            match evaluate(a, fired, v) {
+                Transition::Fire => {
+                    fired = true;
+                    n += 1;
+                }
+                Transition::Rearm => fired = false,
+                Transition::Stay => {}
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn edge_and_rearm_table() {
+        let band = alert(Some(40.0), Some(100.0), 0.0);
+        let cases: &[(&[f64], usize)] = &[
+            (&[50.0, 101.0, 102.0, 99.0, 50.0, 105.0], 2),
+            (&[101.0; 360], 1),
+            (&[100.0, 40.0, 70.0], 0),
+            (&[39.9, 100.1], 1),
+            (&[39.0, 50.0, 101.0], 2),
+            (&[], 0),
+        ];
+        for (series, want) in cases {
+            assert_eq!(fires(&band, series), *want, "{series:?}");
+        }
+        // With hysteresis 2, 99.5 does not re-arm; 97 does.
+        let h = alert(None, Some(100.0), 2.0);
+        assert_eq!(fires(&h, &[101.0, 99.5, 101.0, 97.0, 101.0]), 2);
+    }
+
+    #[test]
+    fn text_says_why() {
+        let a = alert(Some(40.0), Some(100.0), 0.0);
+        assert_eq!(describe(&a, 101.2), "It's too hot! (101.2 > 100)");
+        assert_eq!(describe(&a, 3.0), "It's too hot! (3 < 40)");
+    }
+}

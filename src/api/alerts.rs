@@ -1,0 +1,246 @@
+//! Alerts over HTTP: create, list, delete, and the firing history; and
+//! the digest's dead letters for administrators.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::alerts::{Event, EVENTS_HEADER};
+use crate::api::channels::channel_for;
+use crate::api::inbox::device_for;
+use crate::app::App;
+use crate::auth::{authorize, valid_id, Action, Principal, Resource};
+use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorKind, SensorId};
+use crate::error::WireError;
+use crate::http::{Form, Reply};
+use crate::store::{AlertRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS};
+
+fn timeout(app: &App) -> Duration {
+    Duration::from_secs(app.config.limits.body_timeout_secs)
+}
+
+fn alert_for(app: &App, who: &Principal, name: &str, action: Action) -> Result<Arc<crate::catalog::AlertEntry>, WireError> {
+    let a = app
+        .catalog
+        .alert(name)
+        .ok_or_else(|| WireError::new(404, "unknown_alert", format!("no alert '{}'", clip(name))))?;
+    authorize(
+        who,
+        action,
+        Resource::Owned {
+            kind: "alert",
+            name: &a.rec.name,
+            owner: &a.rec.owner,
+        },
+    )?;
+    Ok(a)
+}
+
+fn finite(form: &Form, name: &str) -> Result<Option<f64>, WireError> {
+    match form.number::<f64>(name)? {
+        Some(v) if !v.is_finite() => Err(WireError::bad_request("bad_value", format!("{name} must be a finite number"))),
+        v => Ok(v),
+    }
+}
+
+/// `POST /v1/alerts` with `name`, `device`, `sensor` (`I` or `N`), `min`
+/// and/or `max` (inclusive normal range), optional `hysteresis`,
+/// `message`, `to_device` (inbox told; default the watched device, `none`
+/// for no inbox) and `to_channel`. `201 name`.
+pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let allowed = ["name", "device", "sensor", "min", "max", "hysteresis", "message", "to_device", "to_channel"];
+    let form = Form::read(req, &allowed, timeout(app)).await?;
+    let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
+    authorize(&who, Action::CreateOwned, Resource::None)?;
+    let Principal::User(user) = &who else {
+        return Err(WireError::forbidden("alerts are created by users"));
+    };
+    let name = form.require("name")?.to_string();
+    if !valid_id(&name) {
+        return Err(WireError::bad_request("bad_name", "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -"));
+    }
+    let d = device_for(app, &who, form.require("device")?, Action::ReadReadings)?;
+    let sensor = SensorId::parse(form.require("sensor")?)?;
+    if !matches!(sensor.kind, SensorKind::Int | SensorKind::Num) {
+        return Err(WireError::bad_request("bad_sensor_name", format!("{sensor}: alerts watch I or N sensors")));
+    }
+    let (min, max) = (finite(&form, "min")?, finite(&form, "max")?);
+    if min.is_none() && max.is_none() {
+        return Err(WireError::bad_request("missing_field", "give min, max or both"));
+    }
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            return Err(WireError::bad_request("bad_value", "min is above max"));
+        }
+    }
+    let hysteresis = finite(&form, "hysteresis")?.unwrap_or(0.0);
+    if hysteresis < 0.0 {
+        return Err(WireError::bad_request("bad_value", "hysteresis must be 0 or more"));
+    }
+    let message = form.get("message").unwrap_or(&name).to_string();
+    if message.len() > app.limits.max_value_bytes || message.contains('\0') {
+        return Err(WireError::bad_request("bad_value", "message is too long"));
+    }
+    let to_device = match form.get("to_device") {
+        Some("none") => None,
+        Some(id) if !id.is_empty() => Some(device_for(app, &who, id, Action::SendToDevice)?.num),
+        _ => Some(d.num),
+    };
+    let to_channel = match form.get("to_channel").filter(|s| !s.is_empty()) {
+        Some(ch) => Some(channel_for(app, &who, ch, Action::ManageOwned)?.num),
+        None => None,
+    };
+    let rec = AlertRecord {
+        id: 0,
+        name,
+        owner: user.name.clone(),
+        device: d.num,
+        sensor: sensor.code(),
+        min,
+        max,
+        hysteresis,
+        message,
+        to_device,
+        to_channel,
+        created: timefmt::now_micros(),
+    };
+    let app2 = app.clone();
+    let rec = tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        let mut rec = rec;
+        {
+            let mut t = txn.open_table(ALERTS)?;
+            if t.get(rec.name.as_str())?.is_some() {
+                return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
+            }
+            rec.id = Store::next_number(&txn, "next_alert")?;
+            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        }
+        txn.commit()?;
+        app2.catalog.put_alert(rec.clone(), false);
+        Ok(rec)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "create failed"))?
+    .map_err(|e| match e {
+        StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
+        other => WireError::from(other),
+    })?;
+    tracing::info!(target: "overlord::audit", by = %who.label(), alert = %rec.name, "alert created");
+    Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
+}
+
+/// CSV header of alert listings.
+pub const LIST_HEADER: &str = "name,owner,device,sensor,min,max,hysteresis,message,to_device,to_channel,state\n";
+
+/// `GET /v1/alerts`: every alert the caller may read, with `state`
+/// `armed` or `fired`.
+pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let mut out = String::from(LIST_HEADER);
+    let dev = |n: u32| app.directory.device_by_num(n).map(|d| d.id.clone()).unwrap_or_default();
+    for a in app.catalog.alerts() {
+        let r = &a.rec;
+        if authorize(&who, Action::ReadOwned, Resource::Owned { kind: "alert", name: &r.name, owner: &r.owner }).is_err() {
+            continue;
+        }
+        let num = |v: Option<f64>| v.map(|f| f.to_string()).unwrap_or_default();
+        write_csv_text(&r.name, &mut out);
+        out.push(',');
+        write_csv_text(&r.owner, &mut out);
+        out.push(',');
+        write_csv_text(&dev(r.device), &mut out);
+        out.push(',');
+        out.push_str(&SensorId::from_code(r.sensor).map(|s| s.to_string()).unwrap_or_default());
+        out.push_str(&format!(",{},{},{},", num(r.min), num(r.max), r.hysteresis));
+        write_csv_text(&r.message, &mut out);
+        out.push(',');
+        write_csv_text(&r.to_device.map(dev).unwrap_or_default(), &mut out);
+        out.push(',');
+        let ch = r.to_channel.and_then(|c| app.catalog.channel_by_num(c)).map(|c| c.name.clone()).unwrap_or_default();
+        write_csv_text(&ch, &mut out);
+        out.push_str(if a.fired() { ",fired\n" } else { ",armed\n" });
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `DELETE /v1/alerts/NAME`.
+pub async fn delete(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let a = alert_for(app, &who, name, Action::ManageOwned)?;
+    let app2 = app.clone();
+    let (id, name) = (a.rec.id, a.rec.name.clone());
+    tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        txn.open_table(ALERTS)?.remove(name.as_str())?;
+        txn.open_table(ALERT_STATE)?.remove(id)?;
+        txn.commit()?;
+        app2.catalog.remove_alert(&name);
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), alert = %a.rec.name, "alert deleted");
+    Ok(Reply::csv("ok\n"))
+}
+
+/// `GET /v1/alerts/NAME/events[?after=N][&limit=N]`: the firings,
+/// `n,time,device,sensor,value,text,delivery`.
+pub async fn events(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["after", "limit"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let a = alert_for(app, &who, name, Action::ReadOwned)?;
+    let after = form.number::<u64>("after")?.unwrap_or(0);
+    let limit = form.number::<usize>("limit")?.unwrap_or(1000).clamp(1, app.config.limits.query_max_rows);
+    let app2 = app.clone();
+    let id = a.rec.id;
+    let rows = tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_read()?;
+        let t = txn.open_table(ALERT_EVENTS)?;
+        let mut rows = Vec::new();
+        if after < u64::MAX {
+            for r in t.range((id, after + 1)..=(id, u64::MAX))?.take(limit) {
+                let (k, v) = r?;
+                rows.push((k.value().1, Event::decode(v.value())?));
+            }
+        }
+        Ok::<_, StoreError>(rows)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    let mut out = String::from(EVENTS_HEADER);
+    for (n, e) in &rows {
+        let dev = app.directory.device_by_num(e.device).map(|d| d.id.clone()).unwrap_or_default();
+        e.write_csv(*n, &dev, &mut out);
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `GET /v1/dead-letters` (administrators): `seq,reason` for every batch
+/// the digest could not process.
+pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    authorize(&who, Action::ViewDeadLetters, Resource::None)?;
+    let app2 = app.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_read()?;
+        let t = txn.open_table(DEAD_LETTERS)?;
+        let mut out = String::from("seq,reason\n");
+        for r in t.iter()? {
+            let (k, v) = r?;
+            out.push_str(&format!("{},", k.value()));
+            write_csv_text(&String::from_utf8_lossy(v.value()), &mut out);
+            out.push('\n');
+        }
+        Ok::<_, StoreError>(out)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    Ok(Reply::csv(out))
+}

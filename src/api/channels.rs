@@ -1,0 +1,294 @@
+//! Channels over HTTP: create and list, members, items (with long-poll),
+//! and messages to every member device.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::Request;
+use redb::ReadableTable;
+
+use crate::api::inbox::{deliver, device_for, row_from};
+use crate::app::App;
+use crate::auth::{authorize, valid_id, Action, Principal, Resource};
+use crate::channels::{self, Item};
+use crate::codec::{names::clip, timefmt, SensorId};
+use crate::error::WireError;
+use crate::http::{Form, Reply};
+use crate::store::{ChannelRecord, Store, StoreError, CHANNELS, CHANNEL_MEMBERS};
+
+fn timeout(app: &App) -> Duration {
+    Duration::from_secs(app.config.limits.body_timeout_secs)
+}
+
+/// A channel by name for `action`.
+pub fn channel_for(app: &App, who: &Principal, name: &str, action: Action) -> Result<Arc<ChannelRecord>, WireError> {
+    let missing = || WireError::new(404, "unknown_channel", format!("no channel '{}'", clip(name)));
+    let ch = app.catalog.channel(name).ok_or_else(missing)?;
+    authorize(
+        who,
+        action,
+        Resource::Owned {
+            kind: "channel",
+            name: &ch.name,
+            owner: &ch.owner,
+        },
+    )?;
+    Ok(ch)
+}
+
+/// `POST /v1/channels` with `name` and optional `retention` (items kept):
+/// `201 name,retention`.
+pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["name", "retention"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    authorize(&who, Action::CreateOwned, Resource::None)?;
+    let Principal::User(user) = &who else {
+        return Err(WireError::forbidden("channels are created by users"));
+    };
+    let name = form.require("name")?.to_string();
+    if !valid_id(&name) {
+        return Err(WireError::bad_request("bad_name", "a channel name is 1-64 of A-Z a-z 0-9 . _ ~ -"));
+    }
+    let retention = form.number::<u64>("retention")?.unwrap_or(app.config.limits.channel_retention);
+    if retention == 0 {
+        return Err(WireError::bad_request("bad_value", "retention must be at least 1"));
+    }
+    let rec = ChannelRecord {
+        num: 0,
+        name,
+        owner: user.name.clone(),
+        retention,
+        created: timefmt::now_micros(),
+    };
+    let app2 = app.clone();
+    let rec = tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        let mut rec = rec;
+        {
+            let mut t = txn.open_table(CHANNELS)?;
+            if t.get(rec.name.as_str())?.is_some() {
+                return Err(StoreError::Conflict(format!("channel '{}' exists", rec.name)));
+            }
+            rec.num = Store::next_number(&txn, "next_channel")?;
+            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        }
+        txn.commit()?;
+        app2.catalog.put_channel(rec.clone());
+        Ok(rec)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "create failed"))?
+    .map_err(|e| match e {
+        StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
+        other => WireError::from(other),
+    })?;
+    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %rec.name, "channel created");
+    Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
+}
+
+/// `GET /v1/channels`: `name,owner,retention,first,next,members` for every
+/// channel the caller may read.
+pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let visible: Vec<_> = app
+        .catalog
+        .channels()
+        .into_iter()
+        .filter(|c| {
+            authorize(&who, Action::ReadOwned, Resource::Owned { kind: "channel", name: &c.name, owner: &c.owner }).is_ok()
+        })
+        .collect();
+    let app2 = app.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = String::from("name,owner,retention,first,next,members\n");
+        for c in &visible {
+            let (first, next) = channels::bounds(app2.store.db(), c.num)?;
+            let members = app2.catalog.members_of(c.num).len();
+            out.push_str(&format!("{},{},{},{first},{next},{members}\n", c.name, c.owner, c.retention));
+        }
+        Ok::<_, StoreError>(out)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "list failed"))??;
+    Ok(Reply::csv(out))
+}
+
+/// `GET /v1/channels/CH/members`: `device,sensor`.
+pub async fn members(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let ch = channel_for(app, &who, name, Action::ReadOwned)?;
+    let mut out = String::from("device,sensor\n");
+    for (dev, code) in app.catalog.members_of(ch.num) {
+        if let (Some(d), Some(s)) = (app.directory.device_by_num(dev), SensorId::from_code(code)) {
+            crate::codec::names::write_csv_text(&d.id, &mut out);
+            out.push_str(&format!(",{s}\n"));
+        }
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `POST /v1/channels/CH/members` (`device`, `sensor`) adds a member;
+/// `DELETE` with the same fields removes it. The caller must own the
+/// channel and be allowed to read the device.
+pub async fn change_member(app: &Arc<App>, req: Request<Incoming>, name: &str, add: bool) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "sensor"], timeout(app)).await?;
+    // `device` here names the member, so the caller is found from headers.
+    let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let ch = channel_for(app, &who, name, Action::ManageOwned)?;
+    let d = device_for(app, &who, form.require("device")?, Action::ReadReadings)?;
+    let sensor = SensorId::parse(form.require("sensor")?)?;
+    let key = (ch.num, d.num, sensor.code());
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        {
+            let mut t = txn.open_table(CHANNEL_MEMBERS)?;
+            if add {
+                t.insert(key, ())?;
+            } else {
+                t.remove(key)?;
+            }
+        }
+        txn.commit()?;
+        if add {
+            app2.catalog.add_member(key.0, key.1, key.2);
+        } else {
+            app2.catalog.remove_member(key.0, key.1, key.2);
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "member change failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, device = %d.id, %sensor, add, "channel member changed");
+    Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
+}
+
+/// `GET /v1/channels/CH/items?after=IDX[&limit=N][&wait=S]` or
+/// `?since=TIME[&limit=N]`: rows `index,time,device,sensor,value`.
+///
+/// With `wait`, the reply comes as soon as at least one item exists after
+/// `after`, or header-only when the wait ends. `wait` is capped at
+/// `max_wait_secs`; at most `max_long_polls` wait at once (more: `503`).
+pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "token", "after", "since", "limit", "wait"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let ch = channel_for(app, &who, name, Action::ReadOwned)?;
+    let limit = match form.number::<usize>("limit")? {
+        None => 1000,
+        Some(n) if (1..=app.config.limits.query_max_rows).contains(&n) => n,
+        Some(_) => {
+            return Err(WireError::bad_request(
+                "bad_limit",
+                format!("limit must be 1..{}", app.config.limits.query_max_rows),
+            ))
+        }
+    };
+    let wait = form.number::<f64>("wait")?.unwrap_or(0.0);
+    if !(0.0..=1e9).contains(&wait) {
+        return Err(WireError::bad_request("bad_value", "wait is seconds, 0 or more"));
+    }
+    let wait = Duration::from_secs_f64(wait.min(app.config.limits.max_wait_secs as f64));
+    let after = match (form.number::<u64>("after")?, form.get("since")) {
+        (Some(_), Some(_)) => return Err(WireError::bad_request("bad_parameter", "give after or since, not both")),
+        (Some(a), None) => a,
+        (None, Some(s)) => {
+            let since = timefmt::parse_instant(s)
+                .map_err(|why| WireError::bad_request("bad_time", format!("since: '{}' is not a time ({why})", clip(s))))?;
+            let app2 = app.clone();
+            let num = ch.num;
+            tokio::task::spawn_blocking(move || channels::after_for_since(app2.store.db(), num, since))
+                .await
+                .map_err(|_| WireError::new(500, "internal", "read failed"))??
+        }
+        (None, None) => 0,
+    };
+
+    let _slot = if wait.is_zero() {
+        None
+    } else {
+        let permit = app
+            .long_polls
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WireError::overloaded("too many long-polls waiting; retry shortly"))?;
+        app.metrics.long_polls.add(1);
+        Some(LongPoll(permit, app.clone()))
+    };
+    let deadline = Instant::now() + wait;
+    let mut events = app.channel_events.clone();
+    loop {
+        // Mark the current state seen before reading, so an append that
+        // lands after the read wakes us.
+        events.borrow_and_update();
+        let app2 = app.clone();
+        let num = ch.num;
+        let got = tokio::task::spawn_blocking(move || channels::read_after(app2.store.db(), num, after, limit))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !got.is_empty() || left.is_zero() {
+            return Ok(Reply::csv(render(app, &got)));
+        }
+        if tokio::time::timeout(left, events.changed()).await.is_err() {
+            return Ok(Reply::csv(channels::HEADER));
+        }
+    }
+}
+
+struct LongPoll(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit, Arc<App>);
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        self.1.metrics.long_polls.add(-1);
+    }
+}
+
+fn render(app: &App, items: &[(u64, Item)]) -> String {
+    let mut out = String::with_capacity(channels::HEADER.len() + items.len() * 48);
+    out.push_str(channels::HEADER);
+    for (idx, it) in items {
+        out.push_str(&idx.to_string());
+        out.push(',');
+        timefmt::write_time(it.time, &mut out);
+        out.push(',');
+        match app.directory.device_by_num(it.device) {
+            Some(d) => crate::codec::names::write_csv_text(&d.id, &mut out),
+            None => out.push_str(&format!("#{}", it.device)),
+        }
+        out.push(',');
+        out.push_str(&it.sensor.to_string());
+        out.push(',');
+        it.value.write_csv(&mut out);
+        out.push('\n');
+    }
+    out
+}
+
+/// `POST /v1/channels/CH/messages` with `kind`, `sensor`, `value`: the
+/// same row to every device on the channel, all or none
+/// (`inbox_full` names the first full one); `ok,<devices>`.
+pub async fn message(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["kind", "sensor", "value"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let ch = channel_for(app, &who, name, Action::ManageOwned)?;
+    let row = row_from(app, &form, format!("channel:{}", ch.name))?;
+    let mut targets: Vec<(u32, String)> = Vec::new();
+    for (dev, _) in app.catalog.members_of(ch.num) {
+        if targets.iter().any(|(d, _)| *d == dev) {
+            continue;
+        }
+        if let Some(d) = app.directory.device_by_num(dev) {
+            authorize(&who, Action::SendToDevice, Resource::Device(&d))?;
+            targets.push((dev, d.id.clone()));
+        }
+    }
+    let n = deliver(app, targets, row).await?.len();
+    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, devices = n, "channel message queued");
+    Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
+}

@@ -1,0 +1,191 @@
+//! The device inbox over HTTP.
+//!
+//! Device side: `GET /v1/inbox`, `GET|POST /v1/inbox/ack?upto=SEQ`.
+//! User side: `GET /v1/devices/ID/inbox` (watch a device's queue) and
+//! `POST /v1/devices/ID/inbox` (send a message or a command).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::app::App;
+use crate::auth::{authorize, Action, Principal, Resource};
+use crate::codec::{names::clip, timefmt, SensorId, Value};
+use crate::error::WireError;
+use crate::http::{Form, Reply};
+use crate::inbox::{self, Kind, Row};
+use crate::store::DeviceRecord;
+
+fn timeout(app: &App) -> Duration {
+    Duration::from_secs(app.config.limits.body_timeout_secs)
+}
+
+/// The device a device-side request is about: the calling device.
+fn me(who: &Principal) -> Result<Arc<DeviceRecord>, WireError> {
+    match who {
+        Principal::Device(d) => Ok(d.clone()),
+        _ => Err(WireError::bad_request(
+            "missing_device",
+            "this is the device's own inbox: authenticate as the device",
+        )),
+    }
+}
+
+/// Look up a device by id for `action`.
+pub fn device_for(app: &App, who: &Principal, id: &str, action: Action) -> Result<Arc<DeviceRecord>, WireError> {
+    let d = app
+        .directory
+        .device(id)
+        .ok_or_else(|| WireError::new(404, "unknown_device", format!("no device '{}'", clip(id))))?;
+    authorize(who, action, Resource::Device(&d))?;
+    Ok(d)
+}
+
+async fn list_rows(app: &Arc<App>, device: u32, limit: usize) -> Result<Reply, WireError> {
+    let app2 = app.clone();
+    let (_, rows) = tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), device, limit))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    let mut out = String::from(inbox::HEADER);
+    for (seq, row) in &rows {
+        row.write_csv(*seq, &mut out);
+    }
+    Ok(Reply::csv(out))
+}
+
+fn limit(app: &App, form: &Form) -> Result<usize, WireError> {
+    let max = app.config.limits.max_inbox as usize;
+    match form.number::<usize>("limit")? {
+        None => Ok(max),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))),
+    }
+}
+
+/// `GET /v1/inbox?device=ID&token=TOK[&limit=N]`: the device's pending
+/// rows, oldest first.
+pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let d = me(&who)?;
+    authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
+    list_rows(app, d.num, limit(app, &form)?).await
+}
+
+/// `GET|POST /v1/inbox/ack?device=ID&token=TOK&upto=SEQ`: remove every
+/// row with `seq <= upto`; `ok,<removed>,<remaining>`.
+pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "token", "upto"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let d = me(&who)?;
+    authorize(&who, Action::AckInbox, Resource::Device(&d))?;
+    let upto: u64 = form
+        .number("upto")?
+        .ok_or_else(|| WireError::bad_request("missing_field", "upto is required"))?;
+    let app2 = app.clone();
+    let num = d.num;
+    let (removed, remaining) = tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        let r = inbox::ack(&txn, num, upto)?;
+        txn.commit()?;
+        Ok::<_, crate::store::StoreError>(r)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "ack failed"))??;
+    Ok(Reply::csv(format!("ok,{removed},{remaining}\n")))
+}
+
+/// `GET /v1/devices/ID/inbox`: a device's pending rows, for its owner.
+pub async fn view(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["limit"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let d = device_for(app, &who, id, Action::SendToDevice)?;
+    list_rows(app, d.num, limit(app, &form)?).await
+}
+
+/// Build a message or command row from `kind`, `sensor`, `value`.
+pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> {
+    let kind = match form.get("kind").unwrap_or("message") {
+        "message" => Kind::Message,
+        "command" => Kind::Command,
+        other => {
+            return Err(WireError::bad_request(
+                "bad_kind",
+                format!("kind '{}' is not message or command", clip(other)),
+            ))
+        }
+    };
+    let value = form.get("value").unwrap_or("");
+    let (sensor, value) = match (kind, form.get("sensor").filter(|s| !s.is_empty())) {
+        (Kind::Command, None) => {
+            return Err(WireError::bad_request("missing_field", "a command needs sensor and value"))
+        }
+        (_, Some(s)) => {
+            let id = SensorId::parse(s)?;
+            let v = Value::parse(id.kind, value, &app.limits).map_err(|e| e.named(s))?;
+            let mut text = String::new();
+            v.write_csv(&mut text);
+            if let Value::Str(s) = &v {
+                text = s.to_string();
+            }
+            (id.to_string(), text)
+        }
+        (_, None) => {
+            if value.is_empty() || value.len() > app.limits.max_value_bytes || value.contains('\0') {
+                return Err(WireError::bad_request(
+                    "bad_value",
+                    format!("a message is 1..{} bytes of text", app.limits.max_value_bytes),
+                ));
+            }
+            (String::new(), value.to_string())
+        }
+    };
+    Ok(Row {
+        kind,
+        time: timefmt::now_micros(),
+        from,
+        sensor,
+        value,
+    })
+}
+
+/// Put rows into inboxes, all or none: `Ok(seqs)` or `inbox_full`.
+pub async fn deliver(app: &Arc<App>, targets: Vec<(u32, String)>, row: Row) -> Result<Vec<u64>, WireError> {
+    let app2 = app.clone();
+    let max = app.config.limits.max_inbox;
+    tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        let mut seqs = Vec::with_capacity(targets.len());
+        for (num, id) in &targets {
+            match inbox::push(&txn, *num, std::slice::from_ref(&row), max)? {
+                Ok(s) => seqs.push(s[0]),
+                Err(inbox::Full(len, max)) => {
+                    // Dropping the transaction aborts it: nothing is queued.
+                    return Ok(Err(WireError::new(
+                        409,
+                        "inbox_full",
+                        format!("device '{id}' has {len} of {max} rows unacknowledged"),
+                    )));
+                }
+            }
+        }
+        txn.commit()?;
+        Ok::<_, crate::store::StoreError>(Ok(seqs))
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "delivery failed"))??
+}
+
+/// `POST /v1/devices/ID/inbox` with `kind=message|command`, `sensor`,
+/// `value`: queue it for the device; `ok,<seq>`.
+pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["kind", "sensor", "value"], timeout(app)).await?;
+    let who = form.caller(&app.directory)?;
+    let d = device_for(app, &who, id, Action::SendToDevice)?;
+    let row = row_from(app, &form, who.label())?;
+    let seqs = deliver(app, vec![(d.num, d.id.clone())], row).await?;
+    tracing::info!(target: "overlord::audit", by = %who.label(), device = %d.id, seq = seqs[0], "inbox row queued");
+    Ok(Reply::csv(format!("ok,{}\n", seqs[0])).with_status(201))
+}

@@ -1,0 +1,176 @@
+//! The in-memory catalog of channels, channel members and alerts: what
+//! the digest consults for every reading. Loaded from the store on start;
+//! management requests update it after their transaction commits.
+//!
+//! An alert's armed/fired state lives here as well, owned by the digest
+//! thread of the alert's device (alerts watch one device, and a device is
+//! always digested by the same thread). The writer persists each change
+//! in `alert_state`, in digest-log order, and it is loaded from there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::store::{AlertRecord, ChannelRecord};
+
+/// An alert and its live state.
+#[derive(Debug)]
+pub struct AlertEntry {
+    /// The definition.
+    pub rec: AlertRecord,
+    fired: AtomicBool,
+}
+
+impl AlertEntry {
+    /// Is it in the alarm range (fired, not yet re-armed)?
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// Record a transition.
+    pub fn set_fired(&self, v: bool) {
+        self.fired.store(v, Ordering::Release);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    channels: HashMap<String, Arc<ChannelRecord>>,
+    channel_by_num: HashMap<u32, Arc<ChannelRecord>>,
+    /// (device, sensor) → channels it feeds.
+    members: HashMap<(u32, u32), Vec<u32>>,
+    alerts: HashMap<String, Arc<AlertEntry>>,
+    /// (device, sensor) → alerts on it.
+    watching: HashMap<(u32, u32), Vec<Arc<AlertEntry>>>,
+}
+
+/// Channels and alerts, in memory.
+#[derive(Default)]
+pub struct Catalog {
+    inner: RwLock<Inner>,
+}
+
+impl Catalog {
+    /// Build from stored records: channels, members `(channel, device,
+    /// sensor)`, alerts and the ids of alerts that are fired.
+    pub fn new(
+        channels: Vec<ChannelRecord>,
+        members: Vec<(u32, u32, u32)>,
+        alerts: Vec<AlertRecord>,
+        fired: &[u32],
+    ) -> Catalog {
+        let c = Catalog::default();
+        for ch in channels {
+            c.put_channel(ch);
+        }
+        for (ch, d, s) in members {
+            c.add_member(ch, d, s);
+        }
+        for a in alerts {
+            let is_fired = fired.contains(&a.id);
+            c.put_alert(a, is_fired);
+        }
+        c
+    }
+
+    /// Insert a channel.
+    pub fn put_channel(&self, ch: ChannelRecord) {
+        let ch = Arc::new(ch);
+        let mut g = self.inner.write();
+        g.channel_by_num.insert(ch.num, ch.clone());
+        g.channels.insert(ch.name.clone(), ch);
+    }
+
+    /// A channel by name.
+    pub fn channel(&self, name: &str) -> Option<Arc<ChannelRecord>> {
+        self.inner.read().channels.get(name).cloned()
+    }
+
+    /// A channel by number.
+    pub fn channel_by_num(&self, num: u32) -> Option<Arc<ChannelRecord>> {
+        self.inner.read().channel_by_num.get(&num).cloned()
+    }
+
+    /// Every channel, by name.
+    pub fn channels(&self) -> Vec<Arc<ChannelRecord>> {
+        let mut v: Vec<_> = self.inner.read().channels.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Add a member.
+    pub fn add_member(&self, channel: u32, device: u32, sensor: u32) {
+        let mut g = self.inner.write();
+        let v = g.members.entry((device, sensor)).or_default();
+        if !v.contains(&channel) {
+            v.push(channel);
+        }
+    }
+
+    /// Remove a member.
+    pub fn remove_member(&self, channel: u32, device: u32, sensor: u32) {
+        let mut g = self.inner.write();
+        if let Some(v) = g.members.get_mut(&(device, sensor)) {
+            v.retain(|c| *c != channel);
+        }
+    }
+
+    /// Members of a channel as `(device, sensor)`, sorted.
+    pub fn members_of(&self, channel: u32) -> Vec<(u32, u32)> {
+        let g = self.inner.read();
+        let mut v: Vec<_> = g
+            .members
+            .iter()
+            .filter(|(_, chs)| chs.contains(&channel))
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Channels a (device, sensor) feeds.
+    pub fn channels_for(&self, device: u32, sensor: u32) -> Vec<u32> {
+        self.inner.read().members.get(&(device, sensor)).cloned().unwrap_or_default()
+    }
+
+    /// Insert or replace an alert.
+    pub fn put_alert(&self, a: AlertRecord, fired: bool) {
+        let e = Arc::new(AlertEntry {
+            rec: a,
+            fired: AtomicBool::new(fired),
+        });
+        let mut g = self.inner.write();
+        let key = (e.rec.device, e.rec.sensor);
+        g.watching.entry(key).or_default().push(e.clone());
+        g.alerts.insert(e.rec.name.clone(), e);
+    }
+
+    /// Remove an alert.
+    pub fn remove_alert(&self, name: &str) {
+        let mut g = self.inner.write();
+        if let Some(e) = g.alerts.remove(name) {
+            if let Some(v) = g.watching.get_mut(&(e.rec.device, e.rec.sensor)) {
+                v.retain(|x| x.rec.id != e.rec.id);
+            }
+        }
+    }
+
+    /// An alert by name.
+    pub fn alert(&self, name: &str) -> Option<Arc<AlertEntry>> {
+        self.inner.read().alerts.get(name).cloned()
+    }
+
+    /// Every alert, by name.
+    pub fn alerts(&self) -> Vec<Arc<AlertEntry>> {
+        let mut v: Vec<_> = self.inner.read().alerts.values().cloned().collect();
+        v.sort_by(|a, b| a.rec.name.cmp(&b.rec.name));
+        v
+    }
+
+    /// Alerts watching a (device, sensor).
+    pub fn alerts_for(&self, device: u32, sensor: u32) -> Vec<Arc<AlertEntry>> {
+        self.inner.read().watching.get(&(device, sensor)).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,142 @@
+//! Channels: named, ordered streams of readings of chosen (device,
+//! sensor) pairs.
+//!
+//! Each item has an index that increases by one per item and is never
+//! reused; `channel_meta` keeps `(first kept, next)`. The writer thread
+//! appends items (in digest-log order) and trims the oldest beyond the
+//! channel's `retention`. A reader resumes with `after=<last index seen>`
+//! and so misses nothing and sees nothing twice, as long as it keeps up
+//! with retention; `since=TIME` starts at the first item *added* at or
+//! after TIME (found by binary search: add times never decrease with the
+//! index).
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::codec::{Micros, SensorId, Value};
+use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::{chunk, StoreError, CHANNEL_ITEMS, CHANNEL_META};
+
+/// CSV header of channel items.
+pub const HEADER: &str = "index,time,device,sensor,value\n";
+
+/// One item of a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// When the writer appended it (UTC µs).
+    pub added: Micros,
+    /// The reading's time.
+    pub time: Micros,
+    /// Device number.
+    pub device: u32,
+    /// Sensor.
+    pub sensor: SensorId,
+    /// Value.
+    pub value: Value,
+}
+
+impl Item {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        varint::put_i64(&mut out, self.added);
+        varint::put_i64(&mut out, self.time);
+        varint::put_u64(&mut out, u64::from(self.device));
+        varint::put_u64(&mut out, u64::from(self.sensor.code()));
+        chunk::put_value(&mut out, &self.value, &mut 0);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Item, Corrupt> {
+        let mut r = Reader::new(bytes);
+        let added = r.i64()?;
+        let time = r.i64()?;
+        let device = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
+        let sensor = SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
+        let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
+        Ok(Item {
+            added,
+            time,
+            device,
+            sensor,
+            value,
+        })
+    }
+}
+
+/// Append an item; trim to `retention`. Returns its index. Writer only.
+pub fn append(txn: &WriteTransaction, channel: u32, item: &Item, retention: u64) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(CHANNEL_META)?;
+    let (mut first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
+    let mut items = txn.open_table(CHANNEL_ITEMS)?;
+    items.insert((channel, next), item.encode().as_slice())?;
+    while next + 1 - first > retention.max(1) {
+        items.remove((channel, first))?;
+        first += 1;
+    }
+    meta.insert(channel, (first, next + 1))?;
+    Ok(next)
+}
+
+/// `(first kept, next)` indexes of a channel.
+pub fn bounds(db: &redb::Database, channel: u32) -> Result<(u64, u64), StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(CHANNEL_META)?;
+    Ok(meta.get(channel)?.map_or((1, 1), |g| g.value()))
+}
+
+/// Items with index > `after`, at most `limit`.
+pub fn read_after(db: &redb::Database, channel: u32, after: u64, limit: usize) -> Result<Vec<(u64, Item)>, StoreError> {
+    let txn = db.begin_read()?;
+    let items = txn.open_table(CHANNEL_ITEMS)?;
+    let mut out = Vec::new();
+    if limit == 0 || after == u64::MAX {
+        return Ok(out);
+    }
+    for r in items.range((channel, after + 1)..=(channel, u64::MAX))? {
+        let (k, v) = r?;
+        out.push((k.value().1, Item::decode(v.value())?));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The `after` that starts at the first item added at or after `since`.
+pub fn after_for_since(db: &redb::Database, channel: u32, since: Micros) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(CHANNEL_META)?;
+    let (first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
+    let items = txn.open_table(CHANNEL_ITEMS)?;
+    // Smallest index in [first, next) with added >= since.
+    let (mut lo, mut hi) = (first, next);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let added = match items.get((channel, mid))? {
+            Some(g) => Item::decode(g.value())?.added,
+            None => Micros::MIN, // trimmed meanwhile: treat as old
+        };
+        if added >= since {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip() {
+        let i = Item {
+            added: 5,
+            time: 3,
+            device: 9,
+            sensor: SensorId::parse("S2").unwrap(),
+            value: Value::Str("x".into()),
+        };
+        assert_eq!(Item::decode(&i.encode()), Ok(i));
+    }
+}

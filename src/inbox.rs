@@ -1,0 +1,216 @@
+//! The per-device inbox: messages, alerts and commands, kept until the
+//! device confirms them.
+//!
+//! Each device has an ordered inbox. `seq` increases per device and is
+//! never reused (the next seq is kept in `inbox_meta` even when the inbox
+//! is empty). `ack upto` removes every row with `seq <= upto`. An inbox
+//! holds at most [`crate::config::Limits::max_inbox`] rows; a sender that
+//! would overflow it gets `inbox_full` and nothing older is ever dropped.
+//!
+//! These functions take a transaction; callers are the writer thread
+//! (alerts from the digest) and management requests on blocking threads
+//! (messages, commands, acks). redb runs one write transaction at a time,
+//! so `inbox_meta` is always read and written under that lock.
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::codec::names::write_csv_text;
+use crate::codec::{timefmt, Micros};
+use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::{StoreError, INBOX, INBOX_META};
+
+/// What a row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text from a user or a channel.
+    Message,
+    /// An alert that fired.
+    Alert,
+    /// `sensor,value` the device should apply.
+    Command,
+}
+
+impl Kind {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Alert => "alert",
+            Kind::Command => "command",
+        }
+    }
+
+    /// Parse the word on the wire.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "message" => Kind::Message,
+            "alert" => Kind::Alert,
+            "command" => Kind::Command,
+            _ => return None,
+        })
+    }
+}
+
+/// One inbox row (without its seq).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Kind.
+    pub kind: Kind,
+    /// When it was created (for alerts: the reading's time).
+    pub time: Micros,
+    /// Who sent it: `user:ann`, `alert:too-hot`, `channel:greenhouse`.
+    pub from: String,
+    /// The sensor it concerns (may be empty for a message).
+    pub sensor: String,
+    /// The text or the value.
+    pub value: String,
+}
+
+/// The CSV header of inbox listings.
+pub const HEADER: &str = "seq,kind,time,from,sensor,value\n";
+
+impl Row {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![match self.kind {
+            Kind::Message => 0,
+            Kind::Alert => 1,
+            Kind::Command => 2,
+        }];
+        varint::put_i64(&mut out, self.time);
+        varint::put_bytes(&mut out, self.from.as_bytes());
+        varint::put_bytes(&mut out, self.sensor.as_bytes());
+        varint::put_bytes(&mut out, self.value.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Row, Corrupt> {
+        let mut r = Reader::new(bytes);
+        let kind = match r.u8()? {
+            0 => Kind::Message,
+            1 => Kind::Alert,
+            2 => Kind::Command,
+            _ => return Err(Corrupt),
+        };
+        let time = r.i64()?;
+        let s = |r: &mut Reader<'_>| String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt);
+        Ok(Row {
+            kind,
+            time,
+            from: s(&mut r)?,
+            sensor: s(&mut r)?,
+            value: s(&mut r)?,
+        })
+    }
+
+    /// Append `seq,kind,time,from,sensor,value\n`.
+    pub fn write_csv(&self, seq: u64, out: &mut String) {
+        out.push_str(&seq.to_string());
+        out.push(',');
+        out.push_str(self.kind.as_str());
+        out.push(',');
+        timefmt::write_time(self.time, out);
+        out.push(',');
+        write_csv_text(&self.from, out);
+        out.push(',');
+        write_csv_text(&self.sensor, out);
+        out.push(',');
+        write_csv_text(&self.value, out);
+        out.push('\n');
+    }
+}
+
+/// The inbox would overflow: `(pending now, bound)`.
+#[derive(Debug)]
+pub struct Full(pub u64, pub u64);
+
+/// Add rows to one device's inbox, all or none. Returns their seqs.
+pub fn push(
+    txn: &WriteTransaction,
+    device: u32,
+    rows: &[Row],
+    max: u64,
+) -> Result<Result<Vec<u64>, Full>, StoreError> {
+    let mut meta = txn.open_table(INBOX_META)?;
+    let (next, len) = meta.get(device)?.map_or((1, 0), |g| g.value());
+    if len + rows.len() as u64 > max {
+        return Ok(Err(Full(len, max)));
+    }
+    let mut inbox = txn.open_table(INBOX)?;
+    let mut seqs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let seq = next + i as u64;
+        inbox.insert((device, seq), row.encode().as_slice())?;
+        seqs.push(seq);
+    }
+    meta.insert(device, (next + rows.len() as u64, len + rows.len() as u64))?;
+    Ok(Ok(seqs))
+}
+
+/// Remove every row with `seq <= upto`. Returns `(removed, remaining)`.
+pub fn ack(txn: &WriteTransaction, device: u32, upto: u64) -> Result<(u64, u64), StoreError> {
+    let mut meta = txn.open_table(INBOX_META)?;
+    let Some((next, len)) = meta.get(device)?.map(|g| g.value()) else {
+        return Ok((0, 0));
+    };
+    let mut inbox = txn.open_table(INBOX)?;
+    let mut removed = 0u64;
+    {
+        let doomed: Vec<u64> = inbox
+            .range((device, 0)..=(device, upto))?
+            .map(|r| r.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for seq in doomed {
+            inbox.remove((device, seq))?;
+            removed += 1;
+        }
+    }
+    let remaining = len.saturating_sub(removed);
+    meta.insert(device, (next, remaining))?;
+    Ok((removed, remaining))
+}
+
+/// Pending count and the first `limit` rows, oldest first.
+pub fn pending(db: &redb::Database, device: u32, limit: usize) -> Result<Pending, StoreError> {
+    pending_in(&db.begin_read()?, device, limit)
+}
+
+/// Pending count and rows (oldest first) of one inbox.
+pub type Pending = (u64, Vec<(u64, Row)>);
+
+/// [`pending`] within an open read transaction.
+pub fn pending_in(txn: &redb::ReadTransaction, device: u32, limit: usize) -> Result<Pending, StoreError> {
+    let meta = txn.open_table(INBOX_META)?;
+    let len = meta.get(device)?.map_or(0, |g| g.value().1);
+    let inbox = txn.open_table(INBOX)?;
+    let mut rows = Vec::new();
+    if limit > 0 && len > 0 {
+        for r in inbox.range((device, 0)..=(device, u64::MAX))? {
+            let (k, v) = r?;
+            rows.push((k.value().1, Row::decode(v.value())?));
+            if rows.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok((len, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_csv() {
+        let r = Row {
+            kind: Kind::Alert,
+            time: 1_795_428_000_000_000,
+            from: "alert:too-hot".into(),
+            sensor: "N1".into(),
+            value: "It's too hot! (101.2 > 100)".into(),
+        };
+        let mut s = String::new();
+        r.write_csv(41, &mut s);
+        assert_eq!(s, "41,alert,2026-11-23T10:00:00Z,alert:too-hot,N1,It's too hot! (101.2 > 100)\n");
+        assert_eq!(Row::decode(&r.encode()), Ok(r));
+    }
+}
