@@ -52,7 +52,8 @@ impl Event {
         let mut r = Reader::new(bytes);
         let time = r.i64()?;
         let device = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
-        let sensor = SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
+        let sensor =
+            SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
         let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
         let s = |r: &mut Reader<'_>| String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt);
         Ok(Event {
@@ -113,7 +114,11 @@ pub fn in_alarm(a: &AlertRecord, v: f64) -> bool {
 /// The transition `v` causes for an alert that is `fired` (or armed).
 pub fn evaluate(a: &AlertRecord, fired: bool, v: f64) -> Transition {
     if !fired {
-        return if in_alarm(a, v) { Transition::Fire } else { Transition::Stay };
+        return if in_alarm(a, v) {
+            Transition::Fire
+        } else {
+            Transition::Stay
+        };
     }
     let h = a.hysteresis;
     let back = a.min.is_none_or(|m| v >= m + h) && a.max.is_none_or(|m| v <= m - h);

@@ -168,7 +168,10 @@ pub fn authorize(who: &Principal, action: Action, res: Resource<'_>) -> Result<(
             _ => !matches!(res, Resource::None) && owns(&u.name),
         },
         Principal::Device(me) => match (action, res) {
-            (WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox, Resource::Device(d)) => d.num == me.num,
+            (
+                WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
+                Resource::Device(d),
+            ) => d.num == me.num,
             _ => false,
         },
     };
@@ -182,10 +185,18 @@ pub fn authorize(who: &Principal, action: Action, res: Resource<'_>) -> Result<(
         _ => true,
     };
     match res {
-        Resource::Device(d) if !may_see => Err(WireError::new(404, "unknown_device", format!("no device '{}'", d.id))),
+        Resource::Device(d) if !may_see => Err(WireError::new(
+            404,
+            "unknown_device",
+            format!("no device '{}'", d.id),
+        )),
         Resource::Owned { kind, name, .. } if !may_see => Err(WireError::new(
             404,
-            if kind == "channel" { "unknown_channel" } else { "unknown_alert" },
+            if kind == "channel" {
+                "unknown_channel"
+            } else {
+                "unknown_alert"
+            },
             format!("no {kind} '{name}'"),
         )),
         _ => Err(WireError::forbidden("not allowed for this caller")),

@@ -132,7 +132,12 @@ impl Catalog {
 
     /// Channels a (device, sensor) feeds.
     pub fn channels_for(&self, device: u32, sensor: u32) -> Vec<u32> {
-        self.inner.read().members.get(&(device, sensor)).cloned().unwrap_or_default()
+        self.inner
+            .read()
+            .members
+            .get(&(device, sensor))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Insert or replace an alert.
@@ -171,6 +176,11 @@ impl Catalog {
 
     /// Alerts watching a (device, sensor).
     pub fn alerts_for(&self, device: u32, sensor: u32) -> Vec<Arc<AlertEntry>> {
-        self.inner.read().watching.get(&(device, sensor)).cloned().unwrap_or_default()
+        self.inner
+            .read()
+            .watching
+            .get(&(device, sensor))
+            .cloned()
+            .unwrap_or_default()
     }
 }

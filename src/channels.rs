@@ -50,7 +50,8 @@ impl Item {
         let added = r.i64()?;
         let time = r.i64()?;
         let device = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
-        let sensor = SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
+        let sensor =
+            SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
         let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
         Ok(Item {
             added,
@@ -63,7 +64,12 @@ impl Item {
 }
 
 /// Append an item; trim to `retention`. Returns its index. Writer only.
-pub fn append(txn: &WriteTransaction, channel: u32, item: &Item, retention: u64) -> Result<u64, StoreError> {
+pub fn append(
+    txn: &WriteTransaction,
+    channel: u32,
+    item: &Item,
+    retention: u64,
+) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(CHANNEL_META)?;
     let (mut first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
     let mut items = txn.open_table(CHANNEL_ITEMS)?;
@@ -84,7 +90,12 @@ pub fn bounds(db: &redb::Database, channel: u32) -> Result<(u64, u64), StoreErro
 }
 
 /// Items with index > `after`, at most `limit`.
-pub fn read_after(db: &redb::Database, channel: u32, after: u64, limit: usize) -> Result<Vec<(u64, Item)>, StoreError> {
+pub fn read_after(
+    db: &redb::Database,
+    channel: u32,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Item)>, StoreError> {
     let txn = db.begin_read()?;
     let items = txn.open_table(CHANNEL_ITEMS)?;
     let mut out = Vec::new();
@@ -102,7 +113,11 @@ pub fn read_after(db: &redb::Database, channel: u32, after: u64, limit: usize) -
 }
 
 /// The `after` that starts at the first item added at or after `since`.
-pub fn after_for_since(db: &redb::Database, channel: u32, since: Micros) -> Result<u64, StoreError> {
+pub fn after_for_since(
+    db: &redb::Database,
+    channel: u32,
+    since: Micros,
+) -> Result<u64, StoreError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(CHANNEL_META)?;
     let (first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());

@@ -123,7 +123,11 @@ impl Digest {
             queues.push(tx);
             threads.push(t);
         }
-        Digest { queues, done, threads }
+        Digest {
+            queues,
+            done,
+            threads,
+        }
     }
 
     /// The results channel, read by the writer.
@@ -176,7 +180,8 @@ fn worker(
     for part in rx {
         let seq = part.seq;
         let n = part.readings.len() as u64;
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| digest_part(&catalog, part)));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| digest_part(&catalog, part)));
         let out = match result {
             Ok(out) => {
                 for &(dev, t) in &out.last_seen {

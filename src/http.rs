@@ -186,13 +186,21 @@ pub struct Form {
 
 impl Form {
     /// Read and check the fields of `req` against `allowed`.
-    pub async fn read(req: Request<hyper::body::Incoming>, allowed: &[&str], timeout: Duration) -> Result<Form, WireError> {
-        let mut fields = crate::codec::form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    pub async fn read(
+        req: Request<hyper::body::Incoming>,
+        allowed: &[&str],
+        timeout: Duration,
+    ) -> Result<Form, WireError> {
+        let mut fields =
+            crate::codec::form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
         let media = media_type(&req);
         let (parts, body) = req.into_parts();
         let body = read_body(body, MAX_FORM, timeout).await?;
         if !body.is_empty() {
-            if !matches!(media.as_deref(), None | Some("application/x-www-form-urlencoded")) {
+            if !matches!(
+                media.as_deref(),
+                None | Some("application/x-www-form-urlencoded")
+            ) {
                 return Err(WireError::new(
                     415,
                     "unsupported_media_type",
@@ -213,7 +221,10 @@ impl Form {
                 ));
             }
             if fields[..i].iter().any(|(o, _)| o == k) {
-                return Err(WireError::bad_request("duplicate_field", format!("{k}: given more than once")));
+                return Err(WireError::bad_request(
+                    "duplicate_field",
+                    format!("{k}: given more than once"),
+                ));
             }
         }
         Ok(Form {
@@ -224,7 +235,10 @@ impl Form {
 
     /// A field's value.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A field that must be there.
@@ -239,7 +253,10 @@ impl Form {
         match self.get(name).filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                WireError::bad_request("bad_value", format!("{name}: '{}' is not a number", crate::codec::names::clip(v)))
+                WireError::bad_request(
+                    "bad_value",
+                    format!("{name}: '{}' is not a number", crate::codec::names::clip(v)),
+                )
             }),
         }
     }
@@ -247,7 +264,12 @@ impl Form {
     /// Who is calling (device parameters, Basic or Bearer); `401` when
     /// nobody is.
     pub fn caller(&self, directory: &Directory) -> Result<Principal, WireError> {
-        let who = authenticate(&self.headers, self.get("device"), self.get("token"), directory)?;
+        let who = authenticate(
+            &self.headers,
+            self.get("device"),
+            self.get("token"),
+            directory,
+        )?;
         if matches!(who, Principal::Anonymous) {
             return Err(WireError::unauthorized("credentials required"));
         }

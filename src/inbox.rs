@@ -178,7 +178,11 @@ pub fn pending(db: &redb::Database, device: u32, limit: usize) -> Result<Pending
 pub type Pending = (u64, Vec<(u64, Row)>);
 
 /// [`pending`] within an open read transaction.
-pub fn pending_in(txn: &redb::ReadTransaction, device: u32, limit: usize) -> Result<Pending, StoreError> {
+pub fn pending_in(
+    txn: &redb::ReadTransaction,
+    device: u32,
+    limit: usize,
+) -> Result<Pending, StoreError> {
     let meta = txn.open_table(INBOX_META)?;
     let len = meta.get(device)?.map_or(0, |g| g.value().1);
     let inbox = txn.open_table(INBOX)?;
@@ -210,7 +214,10 @@ mod tests {
         };
         let mut s = String::new();
         r.write_csv(41, &mut s);
-        assert_eq!(s, "41,alert,2026-11-23T10:00:00Z,alert:too-hot,N1,It's too hot! (101.2 > 100)\n");
+        assert_eq!(
+            s,
+            "41,alert,2026-11-23T10:00:00Z,alert:too-hot,N1,It's too hot! (101.2 > 100)\n"
+        );
         assert_eq!(Row::decode(&r.encode()), Ok(r));
     }
 }

@@ -27,14 +27,14 @@ use tokio::sync::{oneshot, watch};
 
 use crate::catalog::Catalog;
 use crate::codec::{timefmt, Reading};
-use crate::{alerts, channels, inbox};
 use crate::digest::{Digest, PartDone};
 use crate::metrics::Metrics;
 use crate::store::digest_log::DigestBatch;
 use crate::store::{
-    chunk, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS, DIGEST_LOG, LAST_SEEN,
-    META, READINGS, SENSORS,
+    chunk, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS, DIGEST_LOG,
+    LAST_SEEN, META, READINGS, SENSORS,
 };
+use crate::{alerts, channels, inbox};
 
 /// Most readings one group commit takes before it commits (more wait for
 /// the next one). Bounds the transaction's memory and the reply latency.
@@ -269,7 +269,9 @@ impl WriterState {
                 self.received(d);
             }
             self.metrics.ingest_queue_depth.set(jobs.len() as u64);
-            self.metrics.digest_backlog.set(self.outstanding.len() as u64);
+            self.metrics
+                .digest_backlog
+                .set(self.outstanding.len() as u64);
             self.commit(batch, false);
         }
         drop(jobs);
@@ -455,7 +457,9 @@ impl WriterState {
         if jobs.iter().all(|j| j.inbox_for.is_none()) {
             return;
         }
-        let Ok(txn) = self.store.db().begin_read() else { return };
+        let Ok(txn) = self.store.db().begin_read() else {
+            return;
+        };
         for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
             if let Some((dev, n)) = job.inbox_for {
                 if let Ok(p) = inbox::pending_in(&txn, dev, n) {
@@ -488,7 +492,9 @@ impl WriterState {
                 }
                 for a in &part.appends {
                     // A channel deleted meanwhile gets nothing.
-                    let Some(ch) = self.ctx.catalog.channel_by_num(a.channel) else { continue };
+                    let Some(ch) = self.ctx.catalog.channel_by_num(a.channel) else {
+                        continue;
+                    };
                     let item = channels::Item {
                         added: now,
                         time: a.reading.time,
@@ -505,7 +511,12 @@ impl WriterState {
                 for f in &part.firings {
                     let delivery = match &f.inbox {
                         None => String::new(),
-                        Some((dev, row)) => match inbox::push(txn, *dev, std::slice::from_ref(row), self.ctx.max_inbox)? {
+                        Some((dev, row)) => match inbox::push(
+                            txn,
+                            *dev,
+                            std::slice::from_ref(row),
+                            self.ctx.max_inbox,
+                        )? {
                             Ok(seqs) => format!("inbox:{}", seqs[0]),
                             Err(_) => "inbox_full".to_string(),
                         },

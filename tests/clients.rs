@@ -16,7 +16,10 @@ fn have(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{tool} must be installed in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} must be installed in CI"
+        );
         eprintln!("note: {tool} not installed; skipping its check");
     }
     found
@@ -24,7 +27,11 @@ fn have(tool: &str) -> bool {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run client");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -37,7 +44,10 @@ fn curl_wget_and_busybox_wget_send_and_read_back() {
     let mut expected = vec!["time,N1".to_string()];
     if have("curl") {
         let url = format!("{base}/v1/readings?device=cron&token={tok}&N1=1.5&time={t}");
-        assert_eq!(run(Command::new("curl").args(["-sS", "--fail", &url])), "ok,1,0\n");
+        assert_eq!(
+            run(Command::new("curl").args(["-sS", "--fail", &url])),
+            "ok,1,0\n"
+        );
         // curl --data-binary with a CSV file, and -u for Basic auth.
         let dir = tempfile::tempdir().unwrap();
         let day = dir.path().join("day.csv");
@@ -54,10 +64,17 @@ fn curl_wget_and_busybox_wget_send_and_read_back() {
             &format!("{base}/v1/readings"),
         ]));
         assert_eq!(out, "ok,2,0\n");
-        expected.extend([format!("{},1.5", rfc3339(t)), format!("{},2.5", rfc3339(t + 1)), format!("{},3.5", rfc3339(t + 2))]);
+        expected.extend([
+            format!("{},1.5", rfc3339(t)),
+            format!("{},2.5", rfc3339(t + 1)),
+            format!("{},3.5", rfc3339(t + 2)),
+        ]);
     }
     if have("wget") {
-        let url = format!("{base}/v1/readings?device=cron&token={tok}&N1=4.5&time={}", t + 3);
+        let url = format!(
+            "{base}/v1/readings?device=cron&token={tok}&N1=4.5&time={}",
+            t + 3
+        );
         assert_eq!(run(Command::new("wget").args(["-qO-", &url])), "ok,1,0\n");
         expected.push(format!("{},4.5", rfc3339(t + 3)));
     }

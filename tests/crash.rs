@@ -75,83 +75,114 @@ fn http(addr: SocketAddr, req: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-#[test]
-fn sigkill_under_load_loses_no_acknowledged_reading() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut p = start(tmp.path());
-    let admin = p.admin.clone().expect("first start shows the admin token");
-    let created = http(
+/// Run `THREADS` clients that send one reading per HTTP/1.0 connection
+/// (reading number `k`, value `value(k)`, time `base + k`) until the
+/// server dies, then kill it with SIGKILL after `ms`. Returns the
+/// acknowledged reading numbers and values.
+fn load_then_kill(
+    p: &mut Proc,
+    token: &str,
+    base: i64,
+    first: i64,
+    ms: u64,
+    value: fn(i64) -> i64,
+) -> BTreeMap<i64, i64> {
+    const THREADS: i64 = 4;
+    let acked: Arc<Mutex<BTreeMap<i64, i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for th in 0..THREADS {
+        let (acked, stop, token, addr) = (acked.clone(), stop.clone(), token.to_string(), p.addr);
+        threads.push(std::thread::spawn(move || {
+            let mut k = first + th;
+            // Bounded: at most 2,000 requests per thread per cycle.
+            for _ in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let req = format!(
+                    "GET /v1/readings?device=crash&token={token}&I1={}&time={} HTTP/1.0\r\n\r\n",
+                    value(k),
+                    base + k
+                );
+                match http(addr, &req) {
+                    Ok(r) if r.starts_with("HTTP/1.0 200") && r.contains("\r\n\r\nok,1,") => {
+                        acked.lock().unwrap().insert(k, value(k));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break, // the server is gone
+                }
+                k += THREADS;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+fn admin_req(p: &Proc, admin: &str, method: &str, path: &str, form: &str) -> String {
+    let r = http(
         p.addr,
-        &format!("POST /v1/devices HTTP/1.0\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\nid=crash"),
+        &format!(
+            "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
     )
     .unwrap();
-    let token = created
-        .lines()
+    r.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+fn create_device(p: &Proc, admin: &str) -> String {
+    let body = admin_req(p, admin, "POST", "/v1/devices", "id=crash");
+    body.lines()
         .last()
         .unwrap()
         .split_once(',')
         .unwrap()
         .1
-        .to_string();
+        .to_string()
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = start(tmp.path());
+    let admin = p.admin.clone().expect("first start shows the admin token");
+    let token = create_device(&p, &admin);
     let base = common::hour_ago() - 86_400;
-    // Acknowledged reading number -> value sent.
-    let acked: Arc<Mutex<BTreeMap<i64, i64>>> = Arc::default();
-    let mut next: i64 = 0;
-    const CYCLES: usize = 4;
-    const THREADS: i64 = 4;
-    for cycle in 0..CYCLES {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for th in 0..THREADS {
-            let (acked, stop, token, addr) = (acked.clone(), stop.clone(), token.clone(), p.addr);
-            let first = next + th;
-            threads.push(std::thread::spawn(move || {
-                let mut k = first;
-                // Bounded: at most 2,000 requests per thread per cycle.
-                for _ in 0..2_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let req = format!(
-                        "GET /v1/readings?device=crash&token={token}&I1={}&time={} HTTP/1.0\r\n\r\n",
-                        k * 7,
-                        base + k
-                    );
-                    match http(addr, &req) {
-                        Ok(r) if r.starts_with("HTTP/1.0 200") && r.ends_with("ok,1,0\n") => {
-                            acked.lock().unwrap().insert(k, k * 7);
-                        }
-                        Ok(_) => {}
-                        Err(_) => break, // the server is gone
-                    }
-                    k += THREADS;
-                }
-            }));
-        }
-        std::thread::sleep(Duration::from_millis(300 + 100 * cycle as u64));
-        p.child.kill().unwrap(); // SIGKILL
-        p.child.wait().unwrap();
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().unwrap();
-        }
-        next += THREADS * 2_000;
+    let mut acked = BTreeMap::new();
+    for cycle in 0..4 {
+        acked.extend(load_then_kill(
+            &mut p,
+            &token,
+            base,
+            cycle * 8_000,
+            300 + 100 * cycle as u64,
+            |k| k * 7,
+        ));
         p = start(tmp.path());
         assert!(p.admin.is_none(), "restart must not create a second admin");
     }
-    let acked = acked.lock().unwrap().clone();
     assert!(
         acked.len() > 20,
         "the load got some acknowledgements: {}",
         acked.len()
     );
 
-    let reply = http(
-        p.addr,
-        &format!("GET /v1/devices/crash/readings?sensors=I1&limit=1000000 HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n"),
-    )
-    .unwrap();
-    let body = reply.split_once("\r\n\r\n").unwrap().1;
+    let body = admin_req(
+        &p,
+        &admin,
+        "GET",
+        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
+        "",
+    );
     let mut stored: BTreeMap<String, i64> = BTreeMap::new();
     for line in body.lines().skip(1) {
         let (t, v) = line.split_once(',').unwrap();
@@ -168,14 +199,114 @@ fn sigkill_under_load_loses_no_acknowledged_reading() {
     }
     // The digest hand-off survived the kills too: the device's last
     // contact was recorded (replayed from the digest log if need be).
-    let list = http(
-        p.addr,
-        &format!("GET /v1/devices HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n"),
-    )
-    .unwrap();
+    let list = admin_req(&p, &admin, "GET", "/v1/devices", "");
     let row = list
         .lines()
         .find(|l| l.starts_with("crash,"))
         .expect("device listed");
     assert!(!row.ends_with(','), "last_seen recorded: {row}");
+}
+
+/// The reading that breaks the alert's threshold; every other is normal.
+const HOT: i64 = 37;
+
+fn hot_once(k: i64) -> i64 {
+    if k == HOT {
+        150
+    } else {
+        50 + k % 40
+    }
+}
+
+#[test]
+fn sigkill_after_acks_fans_out_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = start(tmp.path());
+    let admin = p.admin.clone().unwrap();
+    let token = create_device(&p, &admin);
+    admin_req(&p, &admin, "POST", "/v1/channels", "name=stream");
+    admin_req(
+        &p,
+        &admin,
+        "POST",
+        "/v1/channels/stream/members",
+        "device=crash&sensor=I1",
+    );
+    admin_req(
+        &p,
+        &admin,
+        "POST",
+        "/v1/alerts",
+        "name=hot&device=crash&sensor=I1&max=100",
+    );
+    let base = common::hour_ago() - 86_400;
+    let mut acked = BTreeMap::new();
+    for cycle in 0..3 {
+        acked.extend(load_then_kill(
+            &mut p,
+            &token,
+            base,
+            cycle * 8_000,
+            250 + 100 * cycle as u64,
+            hot_once,
+        ));
+        p = start(tmp.path());
+    }
+    assert!(
+        acked.len() > 20,
+        "the load got some acknowledgements: {}",
+        acked.len()
+    );
+    // Wait (bounded) for the digest to replay what it had not finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut rows: Vec<String>;
+    loop {
+        let body = admin_req(
+            &p,
+            &admin,
+            "GET",
+            "/v1/channels/stream/items?after=0&limit=1000000",
+            "",
+        );
+        rows = body.lines().skip(1).map(String::from).collect();
+        let seen: std::collections::BTreeSet<String> = rows
+            .iter()
+            .map(|r| r.split(',').nth(1).unwrap().to_string())
+            .collect();
+        let all_in = acked
+            .keys()
+            .all(|k| seen.contains(&common::rfc3339(base + k)));
+        if all_in || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut by_time: BTreeMap<String, i64> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(
+            f[0].parse::<usize>().unwrap(),
+            i + 1,
+            "channel indexes are dense: {row}"
+        );
+        let prev = by_time.insert(f[1].to_string(), f[4].parse().unwrap());
+        assert!(prev.is_none(), "reading at {} on the channel twice", f[1]);
+    }
+    for (k, v) in &acked {
+        let t = common::rfc3339(base + k);
+        assert_eq!(
+            by_time.get(&t),
+            Some(v),
+            "acknowledged reading {k} missing from the channel"
+        );
+    }
+    let events = admin_req(&p, &admin, "GET", "/v1/alerts/hot/events", "");
+    let fired = events.lines().count() - 1;
+    assert!(fired <= 1, "one excursion fires at most once: {events}");
+    if acked.contains_key(&HOT) {
+        assert_eq!(
+            fired, 1,
+            "the acknowledged hot reading fired the alert: {events}"
+        );
+    }
 }

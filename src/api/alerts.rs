@@ -13,20 +13,26 @@ use crate::api::channels::channel_for;
 use crate::api::inbox::device_for;
 use crate::app::App;
 use crate::auth::{authorize, valid_id, Action, Principal, Resource};
-use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorKind, SensorId};
+use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{AlertRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS};
+use crate::store::{
+    AlertRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS,
+};
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
 }
 
-fn alert_for(app: &App, who: &Principal, name: &str, action: Action) -> Result<Arc<crate::catalog::AlertEntry>, WireError> {
-    let a = app
-        .catalog
-        .alert(name)
-        .ok_or_else(|| WireError::new(404, "unknown_alert", format!("no alert '{}'", clip(name))))?;
+fn alert_for(
+    app: &App,
+    who: &Principal,
+    name: &str,
+    action: Action,
+) -> Result<Arc<crate::catalog::AlertEntry>, WireError> {
+    let a = app.catalog.alert(name).ok_or_else(|| {
+        WireError::new(404, "unknown_alert", format!("no alert '{}'", clip(name)))
+    })?;
     authorize(
         who,
         action,
@@ -41,7 +47,10 @@ fn alert_for(app: &App, who: &Principal, name: &str, action: Action) -> Result<A
 
 fn finite(form: &Form, name: &str) -> Result<Option<f64>, WireError> {
     match form.number::<f64>(name)? {
-        Some(v) if !v.is_finite() => Err(WireError::bad_request("bad_value", format!("{name} must be a finite number"))),
+        Some(v) if !v.is_finite() => Err(WireError::bad_request(
+            "bad_value",
+            format!("{name} must be a finite number"),
+        )),
         v => Ok(v),
     }
 }
@@ -51,7 +60,17 @@ fn finite(form: &Form, name: &str) -> Result<Option<f64>, WireError> {
 /// `message`, `to_device` (inbox told; default the watched device, `none`
 /// for no inbox) and `to_channel`. `201 name`.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let allowed = ["name", "device", "sensor", "min", "max", "hysteresis", "message", "to_device", "to_channel"];
+    let allowed = [
+        "name",
+        "device",
+        "sensor",
+        "min",
+        "max",
+        "hysteresis",
+        "message",
+        "to_device",
+        "to_channel",
+    ];
     let form = Form::read(req, &allowed, timeout(app)).await?;
     let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
     authorize(&who, Action::CreateOwned, Resource::None)?;
@@ -60,16 +79,25 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let name = form.require("name")?.to_string();
     if !valid_id(&name) {
-        return Err(WireError::bad_request("bad_name", "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -"));
+        return Err(WireError::bad_request(
+            "bad_name",
+            "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -",
+        ));
     }
     let d = device_for(app, &who, form.require("device")?, Action::ReadReadings)?;
     let sensor = SensorId::parse(form.require("sensor")?)?;
     if !matches!(sensor.kind, SensorKind::Int | SensorKind::Num) {
-        return Err(WireError::bad_request("bad_sensor_name", format!("{sensor}: alerts watch I or N sensors")));
+        return Err(WireError::bad_request(
+            "bad_sensor_name",
+            format!("{sensor}: alerts watch I or N sensors"),
+        ));
     }
     let (min, max) = (finite(&form, "min")?, finite(&form, "max")?);
     if min.is_none() && max.is_none() {
-        return Err(WireError::bad_request("missing_field", "give min, max or both"));
+        return Err(WireError::bad_request(
+            "missing_field",
+            "give min, max or both",
+        ));
     }
     if let (Some(lo), Some(hi)) = (min, max) {
         if lo > hi {
@@ -78,7 +106,10 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
     let hysteresis = finite(&form, "hysteresis")?.unwrap_or(0.0);
     if hysteresis < 0.0 {
-        return Err(WireError::bad_request("bad_value", "hysteresis must be 0 or more"));
+        return Err(WireError::bad_request(
+            "bad_value",
+            "hysteresis must be 0 or more",
+        ));
     }
     let message = form.get("message").unwrap_or(&name).to_string();
     if message.len() > app.limits.max_value_bytes || message.contains('\0') {
@@ -134,7 +165,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 }
 
 /// CSV header of alert listings.
-pub const LIST_HEADER: &str = "name,owner,device,sensor,min,max,hysteresis,message,to_device,to_channel,state\n";
+pub const LIST_HEADER: &str =
+    "name,owner,device,sensor,min,max,hysteresis,message,to_device,to_channel,state\n";
 
 /// `GET /v1/alerts`: every alert the caller may read, with `state`
 /// `armed` or `fired`.
@@ -142,10 +174,25 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let form = Form::read(req, &[], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let mut out = String::from(LIST_HEADER);
-    let dev = |n: u32| app.directory.device_by_num(n).map(|d| d.id.clone()).unwrap_or_default();
+    let dev = |n: u32| {
+        app.directory
+            .device_by_num(n)
+            .map(|d| d.id.clone())
+            .unwrap_or_default()
+    };
     for a in app.catalog.alerts() {
         let r = &a.rec;
-        if authorize(&who, Action::ReadOwned, Resource::Owned { kind: "alert", name: &r.name, owner: &r.owner }).is_err() {
+        if authorize(
+            &who,
+            Action::ReadOwned,
+            Resource::Owned {
+                kind: "alert",
+                name: &r.name,
+                owner: &r.owner,
+            },
+        )
+        .is_err()
+        {
             continue;
         }
         let num = |v: Option<f64>| v.map(|f| f.to_string()).unwrap_or_default();
@@ -155,13 +202,21 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         out.push(',');
         write_csv_text(&dev(r.device), &mut out);
         out.push(',');
-        out.push_str(&SensorId::from_code(r.sensor).map(|s| s.to_string()).unwrap_or_default());
+        out.push_str(
+            &SensorId::from_code(r.sensor)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        );
         out.push_str(&format!(",{},{},{},", num(r.min), num(r.max), r.hysteresis));
         write_csv_text(&r.message, &mut out);
         out.push(',');
         write_csv_text(&r.to_device.map(dev).unwrap_or_default(), &mut out);
         out.push(',');
-        let ch = r.to_channel.and_then(|c| app.catalog.channel_by_num(c)).map(|c| c.name.clone()).unwrap_or_default();
+        let ch = r
+            .to_channel
+            .and_then(|c| app.catalog.channel_by_num(c))
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
         write_csv_text(&ch, &mut out);
         out.push_str(if a.fired() { ",fired\n" } else { ",armed\n" });
     }
@@ -169,7 +224,11 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 }
 
 /// `DELETE /v1/alerts/NAME`.
-pub async fn delete(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+pub async fn delete(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
     let form = Form::read(req, &[], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let a = alert_for(app, &who, name, Action::ManageOwned)?;
@@ -191,12 +250,19 @@ pub async fn delete(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Resul
 
 /// `GET /v1/alerts/NAME/events[?after=N][&limit=N]`: the firings,
 /// `n,time,device,sensor,value,text,delivery`.
-pub async fn events(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+pub async fn events(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
     let form = Form::read(req, &["after", "limit"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let a = alert_for(app, &who, name, Action::ReadOwned)?;
     let after = form.number::<u64>("after")?.unwrap_or(0);
-    let limit = form.number::<usize>("limit")?.unwrap_or(1000).clamp(1, app.config.limits.query_max_rows);
+    let limit = form
+        .number::<usize>("limit")?
+        .unwrap_or(1000)
+        .clamp(1, app.config.limits.query_max_rows);
     let app2 = app.clone();
     let id = a.rec.id;
     let rows = tokio::task::spawn_blocking(move || {
@@ -215,7 +281,11 @@ pub async fn events(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Resul
     .map_err(|_| WireError::new(500, "internal", "read failed"))??;
     let mut out = String::from(EVENTS_HEADER);
     for (n, e) in &rows {
-        let dev = app.directory.device_by_num(e.device).map(|d| d.id.clone()).unwrap_or_default();
+        let dev = app
+            .directory
+            .device_by_num(e.device)
+            .map(|d| d.id.clone())
+            .unwrap_or_default();
         e.write_csv(*n, &dev, &mut out);
     }
     Ok(Reply::csv(out))

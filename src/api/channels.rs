@@ -22,8 +22,19 @@ fn timeout(app: &App) -> Duration {
 }
 
 /// A channel by name for `action`.
-pub fn channel_for(app: &App, who: &Principal, name: &str, action: Action) -> Result<Arc<ChannelRecord>, WireError> {
-    let missing = || WireError::new(404, "unknown_channel", format!("no channel '{}'", clip(name)));
+pub fn channel_for(
+    app: &App,
+    who: &Principal,
+    name: &str,
+    action: Action,
+) -> Result<Arc<ChannelRecord>, WireError> {
+    let missing = || {
+        WireError::new(
+            404,
+            "unknown_channel",
+            format!("no channel '{}'", clip(name)),
+        )
+    };
     let ch = app.catalog.channel(name).ok_or_else(missing)?;
     authorize(
         who,
@@ -48,11 +59,19 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let name = form.require("name")?.to_string();
     if !valid_id(&name) {
-        return Err(WireError::bad_request("bad_name", "a channel name is 1-64 of A-Z a-z 0-9 . _ ~ -"));
+        return Err(WireError::bad_request(
+            "bad_name",
+            "a channel name is 1-64 of A-Z a-z 0-9 . _ ~ -",
+        ));
     }
-    let retention = form.number::<u64>("retention")?.unwrap_or(app.config.limits.channel_retention);
+    let retention = form
+        .number::<u64>("retention")?
+        .unwrap_or(app.config.limits.channel_retention);
     if retention == 0 {
-        return Err(WireError::bad_request("bad_value", "retention must be at least 1"));
+        return Err(WireError::bad_request(
+            "bad_value",
+            "retention must be at least 1",
+        ));
     }
     let rec = ChannelRecord {
         num: 0,
@@ -68,7 +87,10 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         {
             let mut t = txn.open_table(CHANNELS)?;
             if t.get(rec.name.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!("channel '{}' exists", rec.name)));
+                return Err(StoreError::Conflict(format!(
+                    "channel '{}' exists",
+                    rec.name
+                )));
             }
             rec.num = Store::next_number(&txn, "next_channel")?;
             t.insert(rec.name.as_str(), rec.encode().as_slice())?;
@@ -97,7 +119,16 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .channels()
         .into_iter()
         .filter(|c| {
-            authorize(&who, Action::ReadOwned, Resource::Owned { kind: "channel", name: &c.name, owner: &c.owner }).is_ok()
+            authorize(
+                &who,
+                Action::ReadOwned,
+                Resource::Owned {
+                    kind: "channel",
+                    name: &c.name,
+                    owner: &c.owner,
+                },
+            )
+            .is_ok()
         })
         .collect();
     let app2 = app.clone();
@@ -106,7 +137,10 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         for c in &visible {
             let (first, next) = channels::bounds(app2.store.db(), c.num)?;
             let members = app2.catalog.members_of(c.num).len();
-            out.push_str(&format!("{},{},{},{first},{next},{members}\n", c.name, c.owner, c.retention));
+            out.push_str(&format!(
+                "{},{},{},{first},{next},{members}\n",
+                c.name, c.owner, c.retention
+            ));
         }
         Ok::<_, StoreError>(out)
     })
@@ -116,7 +150,11 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 }
 
 /// `GET /v1/channels/CH/members`: `device,sensor`.
-pub async fn members(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+pub async fn members(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
     let form = Form::read(req, &[], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
@@ -133,7 +171,12 @@ pub async fn members(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Resu
 /// `POST /v1/channels/CH/members` (`device`, `sensor`) adds a member;
 /// `DELETE` with the same fields removes it. The caller must own the
 /// channel and be allowed to read the device.
-pub async fn change_member(app: &Arc<App>, req: Request<Incoming>, name: &str, add: bool) -> Result<Reply, WireError> {
+pub async fn change_member(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+    add: bool,
+) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "sensor"], timeout(app)).await?;
     // `device` here names the member, so the caller is found from headers.
     let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
@@ -176,7 +219,12 @@ pub async fn change_member(app: &Arc<App>, req: Request<Incoming>, name: &str, a
 /// `after`, or header-only when the wait ends. `wait` is capped at
 /// `max_wait_secs`; at most `max_long_polls` wait at once (more: `503`).
 pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["device", "token", "after", "since", "limit", "wait"], timeout(app)).await?;
+    let form = Form::read(
+        req,
+        &["device", "token", "after", "since", "limit", "wait"],
+        timeout(app),
+    )
+    .await?;
     let who = form.caller(&app.directory)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
     let limit = match form.number::<usize>("limit")? {
@@ -191,20 +239,34 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     };
     let wait = form.number::<f64>("wait")?.unwrap_or(0.0);
     if !(0.0..=1e9).contains(&wait) {
-        return Err(WireError::bad_request("bad_value", "wait is seconds, 0 or more"));
+        return Err(WireError::bad_request(
+            "bad_value",
+            "wait is seconds, 0 or more",
+        ));
     }
     let wait = Duration::from_secs_f64(wait.min(app.config.limits.max_wait_secs as f64));
     let after = match (form.number::<u64>("after")?, form.get("since")) {
-        (Some(_), Some(_)) => return Err(WireError::bad_request("bad_parameter", "give after or since, not both")),
+        (Some(_), Some(_)) => {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "give after or since, not both",
+            ))
+        }
         (Some(a), None) => a,
         (None, Some(s)) => {
-            let since = timefmt::parse_instant(s)
-                .map_err(|why| WireError::bad_request("bad_time", format!("since: '{}' is not a time ({why})", clip(s))))?;
+            let since = timefmt::parse_instant(s).map_err(|why| {
+                WireError::bad_request(
+                    "bad_time",
+                    format!("since: '{}' is not a time ({why})", clip(s)),
+                )
+            })?;
             let app2 = app.clone();
             let num = ch.num;
-            tokio::task::spawn_blocking(move || channels::after_for_since(app2.store.db(), num, since))
-                .await
-                .map_err(|_| WireError::new(500, "internal", "read failed"))??
+            tokio::task::spawn_blocking(move || {
+                channels::after_for_since(app2.store.db(), num, since)
+            })
+            .await
+            .map_err(|_| WireError::new(500, "internal", "read failed"))??
         }
         (None, None) => 0,
     };
@@ -228,9 +290,11 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         events.borrow_and_update();
         let app2 = app.clone();
         let num = ch.num;
-        let got = tokio::task::spawn_blocking(move || channels::read_after(app2.store.db(), num, after, limit))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+        let got = tokio::task::spawn_blocking(move || {
+            channels::read_after(app2.store.db(), num, after, limit)
+        })
+        .await
+        .map_err(|_| WireError::new(500, "internal", "read failed"))??;
         let left = deadline.saturating_duration_since(Instant::now());
         if !got.is_empty() || left.is_zero() {
             return Ok(Reply::csv(render(app, &got)));
@@ -241,7 +305,10 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     }
 }
 
-struct LongPoll(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit, Arc<App>);
+struct LongPoll(
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+    Arc<App>,
+);
 
 impl Drop for LongPoll {
     fn drop(&mut self) {
@@ -273,7 +340,11 @@ fn render(app: &App, items: &[(u64, Item)]) -> String {
 /// `POST /v1/channels/CH/messages` with `kind`, `sensor`, `value`: the
 /// same row to every device on the channel, all or none
 /// (`inbox_full` names the first full one); `ok,<devices>`.
-pub async fn message(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+pub async fn message(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
     let form = Form::read(req, &["kind", "sensor", "value"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let ch = channel_for(app, &who, name, Action::ManageOwned)?;

@@ -34,20 +34,25 @@ fn me(who: &Principal) -> Result<Arc<DeviceRecord>, WireError> {
 }
 
 /// Look up a device by id for `action`.
-pub fn device_for(app: &App, who: &Principal, id: &str, action: Action) -> Result<Arc<DeviceRecord>, WireError> {
-    let d = app
-        .directory
-        .device(id)
-        .ok_or_else(|| WireError::new(404, "unknown_device", format!("no device '{}'", clip(id))))?;
+pub fn device_for(
+    app: &App,
+    who: &Principal,
+    id: &str,
+    action: Action,
+) -> Result<Arc<DeviceRecord>, WireError> {
+    let d = app.directory.device(id).ok_or_else(|| {
+        WireError::new(404, "unknown_device", format!("no device '{}'", clip(id)))
+    })?;
     authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
 
 async fn list_rows(app: &Arc<App>, device: u32, limit: usize) -> Result<Reply, WireError> {
     let app2 = app.clone();
-    let (_, rows) = tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), device, limit))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    let (_, rows) =
+        tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), device, limit))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
     let mut out = String::from(inbox::HEADER);
     for (seq, row) in &rows {
         row.write_csv(*seq, &mut out);
@@ -60,7 +65,10 @@ fn limit(app: &App, form: &Form) -> Result<usize, WireError> {
     match form.number::<usize>("limit")? {
         None => Ok(max),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))),
+        Some(_) => Err(WireError::bad_request(
+            "bad_limit",
+            format!("limit must be 1..{max}"),
+        )),
     }
 }
 
@@ -120,7 +128,10 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
     let value = form.get("value").unwrap_or("");
     let (sensor, value) = match (kind, form.get("sensor").filter(|s| !s.is_empty())) {
         (Kind::Command, None) => {
-            return Err(WireError::bad_request("missing_field", "a command needs sensor and value"))
+            return Err(WireError::bad_request(
+                "missing_field",
+                "a command needs sensor and value",
+            ))
         }
         (_, Some(s)) => {
             let id = SensorId::parse(s)?;
@@ -133,10 +144,14 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
             (id.to_string(), text)
         }
         (_, None) => {
-            if value.is_empty() || value.len() > app.limits.max_value_bytes || value.contains('\0') {
+            if value.is_empty() || value.len() > app.limits.max_value_bytes || value.contains('\0')
+            {
                 return Err(WireError::bad_request(
                     "bad_value",
-                    format!("a message is 1..{} bytes of text", app.limits.max_value_bytes),
+                    format!(
+                        "a message is 1..{} bytes of text",
+                        app.limits.max_value_bytes
+                    ),
                 ));
             }
             (String::new(), value.to_string())
@@ -152,7 +167,11 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
 }
 
 /// Put rows into inboxes, all or none: `Ok(seqs)` or `inbox_full`.
-pub async fn deliver(app: &Arc<App>, targets: Vec<(u32, String)>, row: Row) -> Result<Vec<u64>, WireError> {
+pub async fn deliver(
+    app: &Arc<App>,
+    targets: Vec<(u32, String)>,
+    row: Row,
+) -> Result<Vec<u64>, WireError> {
     let app2 = app.clone();
     let max = app.config.limits.max_inbox;
     tokio::task::spawn_blocking(move || {

@@ -88,8 +88,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         ["v1", "channels"] if get => channels::list(app, req).await,
         ["v1", "channels"] if post => channels::create(app, req).await,
         ["v1", "channels", ch, "members"] if get => channels::members(app, req, &owned(ch)).await,
-        ["v1", "channels", ch, "members"] if post => channels::change_member(app, req, &owned(ch), true).await,
-        ["v1", "channels", ch, "members"] if delete => channels::change_member(app, req, &owned(ch), false).await,
+        ["v1", "channels", ch, "members"] if post => {
+            channels::change_member(app, req, &owned(ch), true).await
+        }
+        ["v1", "channels", ch, "members"] if delete => {
+            channels::change_member(app, req, &owned(ch), false).await
+        }
         ["v1", "channels", ch, "items"] if get => channels::items(app, req, &owned(ch)).await,
         ["v1", "channels", ch, "messages"] if post => channels::message(app, req, &owned(ch)).await,
         ["v1", "alerts"] if get => alerts::list(app, req).await,
@@ -104,13 +108,22 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         | ["v1", "channels", _, "items"]
         | ["v1", "alerts", _, "events"]
         | ["v1", "dead-letters"] => Err(not_allowed("GET, HEAD")),
-        ["v1", "readings"] | ["v1", "inbox", "ack"] | ["v1", "devices"] | ["v1", "devices", _, "inbox"] | ["v1", "channels"] | ["v1", "alerts"] => {
-            Err(not_allowed("GET, HEAD, POST"))
-        }
+        ["v1", "readings"]
+        | ["v1", "inbox", "ack"]
+        | ["v1", "devices"]
+        | ["v1", "devices", _, "inbox"]
+        | ["v1", "channels"]
+        | ["v1", "alerts"] => Err(not_allowed("GET, HEAD, POST")),
         ["v1", "channels", _, "members"] => Err(not_allowed("GET, HEAD, POST, DELETE")),
-        ["v1", "devices", _, "token"] | ["v1", "channels", _, "messages"] => Err(not_allowed("POST")),
+        ["v1", "devices", _, "token"] | ["v1", "channels", _, "messages"] => {
+            Err(not_allowed("POST"))
+        }
         ["v1", "alerts", _] => Err(not_allowed("DELETE")),
-        _ => Err(WireError::new(404, "not_found", format!("no such endpoint: {}", clip_path(&path)))),
+        _ => Err(WireError::new(
+            404,
+            "not_found",
+            format!("no such endpoint: {}", clip_path(&path)),
+        )),
     }
 }
 

@@ -12,8 +12,8 @@ use crate::app::App;
 use crate::auth::{authorize, Action, Principal, Resource};
 use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
 use crate::error::WireError;
-use crate::inbox;
 use crate::http::{authenticate, declared_too_large, media_type, read_body, Reply};
+use crate::inbox;
 use crate::store::query::{read_series, SeriesQuery};
 use crate::store::DeviceRecord;
 

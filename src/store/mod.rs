@@ -54,7 +54,8 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Channel name → encoded [`ChannelRecord`].
 pub const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
 /// `(channel, device, sensor)` → nothing: membership.
-pub const CHANNEL_MEMBERS: TableDefinition<(u32, u32, u32), ()> = TableDefinition::new("channel_members");
+pub const CHANNEL_MEMBERS: TableDefinition<(u32, u32, u32), ()> =
+    TableDefinition::new("channel_members");
 /// Channel number → `(first index kept, next index)`.
 pub const CHANNEL_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("channel_meta");
 /// `(channel, index)` → encoded item (see `channels::Item`).

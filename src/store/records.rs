@@ -251,7 +251,9 @@ fn put_opt_f64(out: &mut Vec<u8>, v: Option<f64>) {
 fn get_opt_f64(r: &mut Reader<'_>) -> Result<Option<f64>, Corrupt> {
     Ok(match r.u8()? {
         0 => None,
-        1 => Some(f64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Corrupt)?)),
+        1 => Some(f64::from_le_bytes(
+            r.take(8)?.try_into().map_err(|_| Corrupt)?,
+        )),
         _ => return Err(Corrupt),
     })
 }
@@ -316,7 +318,13 @@ mod more_tests {
 
     #[test]
     fn channel_and_alert_round_trip() {
-        let c = ChannelRecord { num: 3, name: "greenhouse".into(), owner: "ann".into(), retention: 1000, created: 9 };
+        let c = ChannelRecord {
+            num: 3,
+            name: "greenhouse".into(),
+            owner: "ann".into(),
+            retention: 1000,
+            created: 9,
+        };
         assert_eq!(ChannelRecord::decode(&c.encode()), Ok(c));
         let a = AlertRecord {
             id: 4,

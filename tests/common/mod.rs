@@ -281,3 +281,30 @@ pub fn raw_status(addr: SocketAddr, bytes: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(&buf);
     text.split(' ').nth(1).and_then(|c| c.parse().ok())
 }
+
+impl TestServer {
+    /// `method path` as the administrator with a form body.
+    pub fn admin_form(&self, method: &str, path: &str, form: &str) -> Reply {
+        self.raw(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                self.admin,
+                form.len()
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Poll `path` as the administrator until `done(body)` or 20 s pass
+    /// (a generous bound: the digest is asynchronous but quick).
+    pub fn admin_until(&self, path: &str, done: impl Fn(&str) -> bool) -> Reply {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.get_admin(path);
+            if done(&r.body) || std::time::Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The digest fan-out over HTTP: channels (with long-poll), alerts that
+//! fire on the edge and re-arm, and the per-device inbox.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{hour_ago, rfc3339, TestServer};
+
+fn send(s: &TestServer, dev: &str, tok: &str, query: &str) -> String {
+    let r = s.get(&format!("/v1/readings?device={dev}&token={tok}&{query}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+fn items(s: &TestServer, ch: &str, after: u64, limit: usize) -> Vec<String> {
+    let r = s.get_admin(&format!(
+        "/v1/channels/{ch}/items?after={after}&limit={limit}"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut lines = r.body.lines();
+    assert_eq!(lines.next(), Some("index,time,device,sensor,value"));
+    lines.map(String::from).collect()
+}
+
+fn index_of(row: &str) -> u64 {
+    row.split(',').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn channel_readers_resume_without_gaps_or_duplicates() {
+    let s = TestServer::start();
+    let a = s.create_device("a");
+    let b = s.create_device("b");
+    assert_eq!(
+        s.admin_form("POST", "/v1/channels", "name=farm").status,
+        201
+    );
+    assert_eq!(
+        s.admin_form("POST", "/v1/channels/farm/members", "device=a&sensor=N1")
+            .status,
+        201
+    );
+    assert_eq!(
+        s.admin_form("POST", "/v1/channels/farm/members", "device=b&sensor=I2")
+            .status,
+        201
+    );
+    let t = hour_ago();
+    // 40 readings from two devices; a.N2 is not a member and must not appear.
+    for i in 0..20 {
+        send(&s, "a", &a, &format!("N1={i}.5&N2=9&time={}", t + i));
+        send(&s, "b", &b, &format!("I2={i}&time={}", t + i));
+    }
+    let all = s.admin_until("/v1/channels/farm/items?after=0&limit=1000", |b| {
+        b.lines().count() == 41
+    });
+    let all: Vec<String> = all.body.lines().skip(1).map(String::from).collect();
+    assert_eq!(all.len(), 40);
+    let idx: Vec<u64> = all.iter().map(|r| index_of(r)).collect();
+    assert_eq!(idx, (1..=40).collect::<Vec<_>>(), "dense indexes from 1");
+    assert!(all.iter().all(|r| !r.contains(",N2,")));
+    // Sends were sequential, so the channel's order is theirs.
+    assert_eq!(all[0], format!("1,{},a,N1,0.5", rfc3339(t)));
+    assert_eq!(all[1], format!("2,{},b,I2,0", rfc3339(t)));
+    assert_eq!(all[39], format!("40,{},b,I2,19", rfc3339(t + 19)));
+
+    // Reader 1 reads in pages of 7; reader 2 reads 10, "disconnects",
+    // and resumes from the last index it saw.
+    let mut r1 = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = items(&s, "farm", after, 7);
+        if page.is_empty() {
+            break;
+        }
+        after = index_of(page.last().unwrap());
+        r1.extend(page);
+    }
+    let mut r2 = items(&s, "farm", 0, 10);
+    let last = index_of(r2.last().unwrap());
+    r2.extend(items(&s, "farm", last, 1000));
+    assert_eq!(r1, all);
+    assert_eq!(r2, all);
+    // A retried reading is not fanned out again.
+    send(&s, "a", &a, &format!("N1=0.5&time={t}"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(items(&s, "farm", 40, 10), Vec::<String>::new());
+}
+
+#[test]
+fn long_poll_wakes_on_a_reading_and_times_out_empty() {
+    let s = TestServer::start();
+    let a = s.create_device("a");
+    s.admin_form("POST", "/v1/channels", "name=live");
+    s.admin_form("POST", "/v1/channels/live/members", "device=a&sensor=N1");
+    // Nothing comes: header only, after about the wait.
+    let started = Instant::now();
+    let r = s.get_admin("/v1/channels/live/items?after=0&wait=1");
+    assert_eq!(r.body, "index,time,device,sensor,value\n");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // A reading arrives while a poller waits 30 s: it wakes long before.
+    let addr = s.addr;
+    let admin = s.admin.clone();
+    let poller = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = common::raw(
+            addr,
+            format!("GET /v1/channels/live/items?after=0&wait=30 HTTP/1.1\r\nAuthorization: Bearer {admin}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    send(&s, "a", &a, "N1=7.25");
+    let (r, waited) = poller.join().unwrap();
+    assert!(waited < Duration::from_secs(10), "woke after {waited:?}");
+    let rows: Vec<&str> = r.body.lines().collect();
+    assert_eq!(rows.len(), 2, "{}", r.body);
+    assert!(
+        rows[1].starts_with("1,") && rows[1].ends_with(",a,N1,7.25"),
+        "{}",
+        rows[1]
+    );
+}
+
+#[test]
+fn alert_fires_on_the_edge_and_rearms() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh");
+    let r = s.admin_form(
+        "POST",
+        "/v1/alerts",
+        "name=too-hot&device=gh&sensor=N1&min=40&max=100&message=It%27s+too+hot%21",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = hour_ago();
+    for (i, v) in [50.0, 101.2, 102.0, 99.0, 50.0, 105.0].iter().enumerate() {
+        send(&s, "gh", &tok, &format!("N1={v}&time={}", t + i as i64));
+    }
+    let ev = s.admin_until("/v1/alerts/too-hot/events", |b| b.lines().count() >= 3);
+    let rows: Vec<&str> = ev.body.lines().collect();
+    assert_eq!(rows[0], "n,time,device,sensor,value,text,delivery");
+    assert_eq!(rows.len(), 3, "fires exactly twice: {}", ev.body);
+    assert_eq!(
+        rows[1],
+        format!(
+            "1,{},gh,N1,101.2,It's too hot! (101.2 > 100),inbox:1",
+            rfc3339(t + 1)
+        )
+    );
+    assert_eq!(
+        rows[2],
+        format!(
+            "2,{},gh,N1,105,It's too hot! (105 > 100),inbox:2",
+            rfc3339(t + 5)
+        )
+    );
+    // The device reads both from its inbox.
+    let inbox = s.get(&format!("/v1/inbox?device=gh&token={tok}"));
+    assert_eq!(
+        inbox.body,
+        format!(
+            "seq,kind,time,from,sensor,value\n1,alert,{},alert:too-hot,N1,It's too hot! (101.2 > 100)\n2,alert,{},alert:too-hot,N1,It's too hot! (105 > 100)\n",
+            rfc3339(t + 1),
+            rfc3339(t + 5)
+        )
+    );
+    // A value stuck in alarm does not flood.
+    for i in 0..20 {
+        send(&s, "gh", &tok, &format!("N1=150&time={}", t + 10 + i));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        s.get_admin("/v1/alerts/too-hot/events")
+            .body
+            .lines()
+            .count(),
+        3
+    );
+    assert!(s.get_admin("/v1/alerts").body.contains(",fired\n"));
+}
+
+#[test]
+fn inbox_order_ack_restart_and_bound() {
+    let s = TestServer::start_with(|c| c.limits.max_inbox = 3);
+    let tok = s.create_device("dev");
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/dev/inbox",
+        "kind=command&sensor=L1&value=1",
+    );
+    assert_eq!((r.status, r.body.as_str()), (201, "ok,1\n"));
+    assert_eq!(
+        s.admin_form(
+            "POST",
+            "/v1/devices/dev/inbox",
+            "kind=message&value=hello%2C+board"
+        )
+        .body,
+        "ok,2\n"
+    );
+    assert_eq!(
+        s.admin_form(
+            "POST",
+            "/v1/devices/dev/inbox",
+            "kind=command&sensor=N2&value=21.50"
+        )
+        .body,
+        "ok,3\n"
+    );
+    // Full: the sender is refused, nothing older is dropped.
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/dev/inbox",
+        "kind=message&value=one+more",
+    );
+    assert_eq!((r.status, r.error_code()), (409, "inbox_full"));
+    // A command's value must fit its sensor's type.
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/dev/inbox",
+        "kind=command&sensor=L1&value=maybe",
+    );
+    assert_eq!((r.status, r.error_code()), (400, "bad_value"));
+    // The readings reply carries the pending count and the first rows.
+    let reply = send(&s, "dev", &tok, &format!("N1=1&time={}", hour_ago()));
+    let lines: Vec<&str> = reply.lines().collect();
+    assert_eq!(lines[0], "ok,1,3");
+    assert!(
+        lines[1].starts_with("1,command,") && lines[1].ends_with(",user:admin,L1,true"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("2,message,") && lines[2].ends_with(",user:admin,,\"hello, board\""),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].ends_with(",user:admin,N2,21.5"), "{}", lines[3]);
+    // Ack the first two; the third stays, across a restart.
+    assert_eq!(
+        s.get(&format!("/v1/inbox/ack?device=dev&token={tok}&upto=2"))
+            .body,
+        "ok,2,1\n"
+    );
+    let (tmp, admin) = s.stop();
+    let s = TestServer::restart(tmp, admin, |c| c.limits.max_inbox = 3);
+    let inbox = s.get(&format!("/v1/inbox?device=dev&token={tok}"));
+    let rows: Vec<&str> = inbox.body.lines().collect();
+    assert_eq!(rows.len(), 2, "{}", inbox.body);
+    assert!(rows[1].starts_with("3,command,"));
+    // Seqs are never reused.
+    assert_eq!(
+        s.admin_form("POST", "/v1/devices/dev/inbox", "kind=message&value=x")
+            .body,
+        "ok,4\n"
+    );
+    assert_eq!(
+        s.get(&format!("/v1/inbox/ack?device=dev&token={tok}&upto=99"))
+            .body,
+        "ok,2,0\n"
+    );
+    assert_eq!(
+        s.get(&format!("/v1/inbox?device=dev&token={tok}")).body,
+        "seq,kind,time,from,sensor,value\n"
+    );
+}
+
+#[test]
+fn channel_message_reaches_every_member_device() {
+    let s = TestServer::start();
+    let a = s.create_device("a");
+    let b = s.create_device("b");
+    s.admin_form("POST", "/v1/channels", "name=all");
+    s.admin_form("POST", "/v1/channels/all/members", "device=a&sensor=N1");
+    s.admin_form("POST", "/v1/channels/all/members", "device=a&sensor=N2");
+    s.admin_form("POST", "/v1/channels/all/members", "device=b&sensor=N1");
+    let r = s.admin_form(
+        "POST",
+        "/v1/channels/all/messages",
+        "kind=command&sensor=L3&value=false",
+    );
+    assert_eq!((r.status, r.body.as_str()), (201, "ok,2\n"));
+    for (d, t) in [("a", &a), ("b", &b)] {
+        let inbox = s.get(&format!("/v1/inbox?device={d}&token={t}"));
+        let rows: Vec<&str> = inbox.body.lines().collect();
+        assert_eq!(
+            rows.len(),
+            2,
+            "one row per device, not per member sensor: {}",
+            inbox.body
+        );
+        assert!(
+            rows[1].starts_with("1,command,") && rows[1].ends_with(",channel:all,L3,false"),
+            "{}",
+            rows[1]
+        );
+    }
+}
