@@ -10,7 +10,7 @@ use crate::auth::Directory;
 use crate::catalog::Catalog;
 use crate::codec::{self, timefmt};
 use crate::config::Config;
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestHook};
 use crate::ingest::{self, IngestHandle, Writer};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -57,6 +57,11 @@ pub struct Opened {
 
 /// Open the data file and start the writer and digest threads.
 pub fn open(config: Config) -> Result<Opened, StoreError> {
+    open_with(config, None)
+}
+
+/// [`open`] with a digest fault-injection hook (tests).
+pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Opened, StoreError> {
     let store = Arc::new(Store::open(&config.data_file)?);
     let mut users_list = store.load_users()?;
     let mut admin_token = None;
@@ -83,6 +88,7 @@ pub fn open(config: Config) -> Result<Opened, StoreError> {
         catalog.clone(),
         presence.clone(),
         metrics.clone(),
+        digest_hook,
     );
     let (events_tx, channel_events) = watch::channel(0u64);
     let (ingest, writer) = ingest::start(

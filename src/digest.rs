@@ -43,6 +43,11 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::digest_log::DigestBatch;
 
+/// A fault-injection seam: called for every reading before it is
+/// digested. Tests use it to make a batch fail (panic) and check that it
+/// lands in `dead_letters` without blocking the device's queue.
+pub type DigestHook = Arc<dyn Fn(u32, &Reading) + Send + Sync>;
+
 /// One thread's share of a batch.
 struct Part {
     seq: u64,
@@ -108,6 +113,7 @@ impl Digest {
         catalog: Arc<Catalog>,
         presence: Arc<Presence>,
         metrics: Arc<Metrics>,
+        hook: Option<DigestHook>,
     ) -> Digest {
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut queues = Vec::new();
@@ -115,10 +121,15 @@ impl Digest {
         for i in 0..workers.max(1) {
             let (tx, rx) = crossbeam_channel::bounded::<Part>(queue.max(1));
             let done_tx = done_tx.clone();
-            let ctx = (catalog.clone(), presence.clone(), metrics.clone());
+            let ctx = Ctx {
+                catalog: catalog.clone(),
+                presence: presence.clone(),
+                metrics: metrics.clone(),
+                hook: hook.clone(),
+            };
             let t = std::thread::Builder::new()
                 .name(format!("overlord-digest-{i}"))
-                .spawn(move || worker(rx, done_tx, ctx.0, ctx.1, ctx.2))
+                .spawn(move || worker(rx, done_tx, ctx))
                 .expect("spawn digest thread");
             queues.push(tx);
             threads.push(t);
@@ -170,18 +181,26 @@ impl Drop for Digest {
     }
 }
 
-fn worker(
-    rx: Receiver<Part>,
-    done: Sender<PartDone>,
+struct Ctx {
     catalog: Arc<Catalog>,
     presence: Arc<Presence>,
     metrics: Arc<Metrics>,
-) {
+    hook: Option<DigestHook>,
+}
+
+fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
+    let Ctx {
+        catalog,
+        presence,
+        metrics,
+        hook,
+    } = ctx;
     for part in rx {
         let seq = part.seq;
         let n = part.readings.len() as u64;
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| digest_part(&catalog, part)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            digest_part(&catalog, hook.as_ref(), part)
+        }));
         let out = match result {
             Ok(out) => {
                 for &(dev, t) in &out.last_seen {
@@ -212,12 +231,15 @@ fn worker(
 
 /// Compute everything one part causes. Pure apart from the alert states
 /// in the catalog, which only this thread changes for its devices.
-fn digest_part(catalog: &Catalog, part: Part) -> PartDone {
+fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> PartDone {
     let mut out = PartDone {
         seq: part.seq,
         ..PartDone::default()
     };
     for (dev, r) in part.readings {
+        if let Some(h) = hook {
+            h(dev, &r);
+        }
         if !out.last_seen.iter().any(|(d, _)| *d == dev) {
             out.last_seen.push((dev, part.committed_at));
         }

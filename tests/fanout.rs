@@ -301,3 +301,40 @@ fn channel_message_reaches_every_member_device() {
         );
     }
 }
+
+#[test]
+fn a_poison_batch_goes_to_dead_letters_and_the_queue_moves_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook: overlord::digest::DigestHook = std::sync::Arc::new(|_, r| {
+        if r.value == overlord::codec::Value::Num(666.0) {
+            panic!("poisoned reading");
+        }
+    });
+    let s = TestServer::start_hooked(common::config(tmp.path()), None, Some(hook));
+    let tok = s.create_device("p");
+    s.admin_form("POST", "/v1/channels", "name=c");
+    s.admin_form("POST", "/v1/channels/c/members", "device=p&sensor=N1");
+    let t = hour_ago();
+    // The poisoned reading is stored (it was acknowledged)...
+    send(&s, "p", &tok, &format!("N1=666&time={t}"));
+    send(&s, "p", &tok, &format!("N1=1&time={}", t + 1));
+    // ...its batch is a dead letter, and the next reading still flows.
+    let dead = s.admin_until("/v1/dead-letters", |b| b.lines().count() == 2);
+    let rows: Vec<&str> = dead.body.lines().collect();
+    assert_eq!(rows.len(), 2, "{}", dead.body);
+    assert!(rows[1].ends_with(",poisoned reading"), "{}", rows[1]);
+    let items = s.admin_until("/v1/channels/c/items", |b| b.lines().count() == 2);
+    assert!(items.body.ends_with(",p,N1,1\n"), "{}", items.body);
+    let q = s.get(&format!("/v1/devices/p/readings?token={tok}&sensors=N1"));
+    assert_eq!(
+        q.body.lines().count(),
+        3,
+        "both readings are stored: {}",
+        q.body
+    );
+    // Only administrators see dead letters.
+    let r = s.get(&format!("/v1/dead-letters?device=p&token={tok}"));
+    assert_eq!(r.status, 403);
+    drop(s);
+    drop(tmp);
+}

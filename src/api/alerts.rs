@@ -171,7 +171,7 @@ pub const LIST_HEADER: &str =
 /// `GET /v1/alerts`: every alert the caller may read, with `state`
 /// `armed` or `fired`.
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &[], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let mut out = String::from(LIST_HEADER);
     let dev = |n: u32| {
@@ -229,7 +229,7 @@ pub async fn delete(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Reply, WireError> {
-    let form = Form::read(req, &[], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let a = alert_for(app, &who, name, Action::ManageOwned)?;
     let app2 = app.clone();
@@ -255,7 +255,7 @@ pub async fn events(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["after", "limit"], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token", "after", "limit"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let a = alert_for(app, &who, name, Action::ReadOwned)?;
     let after = form.number::<u64>("after")?.unwrap_or(0);
@@ -294,7 +294,7 @@ pub async fn events(
 /// `GET /v1/dead-letters` (administrators): `seq,reason` for every batch
 /// the digest could not process.
 pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &[], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();

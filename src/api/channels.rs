@@ -51,7 +51,7 @@ pub fn channel_for(
 /// `POST /v1/channels` with `name` and optional `retention` (items kept):
 /// `201 name,retention`.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["name", "retention"], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token", "name", "retention"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     authorize(&who, Action::CreateOwned, Resource::None)?;
     let Principal::User(user) = &who else {
@@ -112,7 +112,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 /// `GET /v1/channels`: `name,owner,retention,first,next,members` for every
 /// channel the caller may read.
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &[], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let visible: Vec<_> = app
         .catalog
@@ -155,7 +155,7 @@ pub async fn members(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Reply, WireError> {
-    let form = Form::read(req, &[], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
     let mut out = String::from("device,sensor\n");
@@ -345,7 +345,12 @@ pub async fn message(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["kind", "sensor", "value"], timeout(app)).await?;
+    let form = Form::read(
+        req,
+        &["device", "token", "kind", "sensor", "value"],
+        timeout(app),
+    )
+    .await?;
     let who = form.caller(&app.directory)?;
     let ch = channel_for(app, &who, name, Action::ManageOwned)?;
     let row = row_from(app, &form, format!("channel:{}", ch.name))?;

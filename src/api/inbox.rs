@@ -107,7 +107,7 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
 
 /// `GET /v1/devices/ID/inbox`: a device's pending rows, for its owner.
 pub async fn view(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["limit"], timeout(app)).await?;
+    let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let d = device_for(app, &who, id, Action::SendToDevice)?;
     list_rows(app, d.num, limit(app, &form)?).await
@@ -200,7 +200,12 @@ pub async fn deliver(
 /// `POST /v1/devices/ID/inbox` with `kind=message|command`, `sensor`,
 /// `value`: queue it for the device; `ok,<seq>`.
 pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["kind", "sensor", "value"], timeout(app)).await?;
+    let form = Form::read(
+        req,
+        &["device", "token", "kind", "sensor", "value"],
+        timeout(app),
+    )
+    .await?;
     let who = form.caller(&app.directory)?;
     let d = device_for(app, &who, id, Action::SendToDevice)?;
     let row = row_from(app, &form, who.label())?;

@@ -52,8 +52,17 @@ impl TestServer {
 
     /// Start with `config`; `admin` is the token from an earlier start.
     pub fn start_config(config: Config, admin: Option<String>) -> TestServer {
+        Self::start_hooked(config, admin, None)
+    }
+
+    /// Start with a digest fault-injection hook.
+    pub fn start_hooked(
+        config: Config,
+        admin: Option<String>,
+        hook: Option<overlord::digest::DigestHook>,
+    ) -> TestServer {
         let dir = config.data_file.parent().unwrap().to_path_buf();
-        let opened = overlord::app::open(config).expect("open");
+        let opened = overlord::app::open_with(config, hook).expect("open");
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
