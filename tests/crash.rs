@@ -310,3 +310,81 @@ fn sigkill_after_acks_fans_out_exactly_once() {
         );
     }
 }
+
+#[test]
+fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = start(tmp.path());
+    let admin = p.admin.clone().unwrap();
+    let token = create_device(&p, &admin);
+    let base = common::hour_ago() - 86_400;
+    // Load for a moment, then SIGTERM instead of SIGKILL.
+    let acked: Arc<Mutex<BTreeMap<i64, i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for th in 0..4i64 {
+        let (acked, stop, token, addr) = (acked.clone(), stop.clone(), token.clone(), p.addr);
+        threads.push(std::thread::spawn(move || {
+            let mut k = th;
+            for _ in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let req = format!(
+                    "GET /v1/readings?device=crash&token={token}&I1={k}&time={} HTTP/1.0\r\n\r\n",
+                    base + k
+                );
+                match http(addr, &req) {
+                    Ok(r) if r.starts_with("HTTP/1.0 200") => {
+                        acked.lock().unwrap().insert(k, k);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                k += 4;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // It exits by itself, well within the grace period, with status 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(code.success(), "exit status {code:?}");
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    let p = start(tmp.path());
+    let body = admin_req(
+        &p,
+        &admin,
+        "GET",
+        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
+        "",
+    );
+    let rows = body.lines().count() - 1;
+    for k in acked.keys() {
+        assert!(
+            body.contains(&format!("{},{k}\n", common::rfc3339(base + k))),
+            "acknowledged {k} lost"
+        );
+    }
+    assert!(rows >= acked.len());
+}

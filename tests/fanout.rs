@@ -338,3 +338,52 @@ fn a_poison_batch_goes_to_dead_letters_and_the_queue_moves_on() {
     drop(s);
     drop(tmp);
 }
+
+#[test]
+fn a_board_gets_its_command_in_the_reply_and_acks_it_over_raw_tcp() {
+    use std::io::{Read, Write};
+    let s = TestServer::start();
+    let tok = s.create_device("board");
+    s.admin_form(
+        "POST",
+        "/v1/devices/board/inbox",
+        "kind=command&sensor=L1&value=true",
+    );
+    let exchange = |req: String| -> String {
+        let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let mut n = 0;
+        loop {
+            let k = sock.read(&mut buf[n..]).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+            assert!(n < 512, "reply fits the board's buffer");
+        }
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let reply = exchange(format!(
+        "GET /v1/readings?device=board&token={tok}&N1=20.5 HTTP/1.0\n\n"
+    ));
+    let body = reply.split_once("\r\n\r\n").unwrap().1;
+    let mut lines = body.lines();
+    assert_eq!(lines.next(), Some("ok,1,1"));
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        (row[0], row[1], row[3], row[4], row[5]),
+        ("1", "command", "user:admin", "L1", "true")
+    );
+    let ack = exchange(format!(
+        "GET /v1/inbox/ack?device=board&token={tok}&upto={} HTTP/1.0\n\n",
+        row[0]
+    ));
+    assert!(ack.ends_with("\r\n\r\nok,1,0\n"), "{ack}");
+    let reply = exchange(format!(
+        "GET /v1/readings?device=board&token={tok}&N1=20.6 HTTP/1.0\n\n"
+    ));
+    assert!(reply.ends_with("\r\n\r\nok,1,0\n"), "{reply}");
+}
