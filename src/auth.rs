@@ -119,6 +119,10 @@ pub enum Action {
     ReadOwned,
     /// See the digest's dead letters.
     ViewDeadLetters,
+    /// Create users, rotate or revoke others' credentials.
+    ManageUsers,
+    /// Revoke a device's tokens.
+    RevokeDevice,
 }
 
 /// What the action is on.
@@ -130,8 +134,10 @@ pub enum Resource<'a> {
     Device(&'a DeviceRecord),
     /// A channel or an alert, by its owner.
     Owned {
-        /// What it is, for the error text: `channel` or `alert`.
-        kind: &'static str,
+        /// What it is: [`KIND_CHANNEL`] or [`KIND_ALERT`].
+        kind: u8,
+        /// Its number.
+        num: u32,
         /// Its name.
         name: &'a str,
         /// Its owner.
@@ -139,67 +145,191 @@ pub enum Resource<'a> {
     },
 }
 
-/// The one authorisation decision: may `who` do `action` on `res`?
-///
-/// - Administrators may do everything.
-/// - A user may create devices, channels and alerts, and do everything to
-///   what they own (devices, channels, alerts); dead letters are for
-///   administrators.
-/// - A device may write and read its own readings, see itself, and read
-///   and acknowledge its own inbox.
-/// - Anonymous callers may do nothing here (`401`).
-///
-/// A denial on something the caller may not even see is `404` with the
-/// same code as a missing thing (`unknown_device`, `unknown_channel`,
-/// `unknown_alert`), so existence does not leak; otherwise `403`.
-pub fn authorize(who: &Principal, action: Action, res: Resource<'_>) -> Result<(), WireError> {
-    use Action::*;
-    let owns = |name: &str| match res {
-        Resource::Device(d) => d.owner == name,
-        Resource::Owned { owner, .. } => owner == name,
-        Resource::None => true,
-    };
-    let allowed = match who {
-        Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
-        Principal::User(u) if u.role == Role::Administrator => true,
-        Principal::User(u) => match action {
-            CreateDevice | CreateOwned => true,
-            ViewDeadLetters => false,
-            _ => !matches!(res, Resource::None) && owns(&u.name),
-        },
-        Principal::Device(me) => match (action, res) {
-            (
-                WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
-                Resource::Device(d),
-            ) => d.num == me.num,
-            _ => false,
-        },
-    };
-    if allowed {
-        return Ok(());
+/// Grant kinds (the first part of a `grants` key): a device.
+pub const KIND_DEVICE: u8 = 1;
+/// A channel.
+pub const KIND_CHANNEL: u8 = 2;
+/// An alert (alerts are not granted; the kind names them in errors).
+pub const KIND_ALERT: u8 = 3;
+
+/// A grant lets a user, a device or `anonymous` read a device or channel,
+/// or control it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// See it: query readings, list members, read channel items, see an
+    /// inbox.
+    Read = 1,
+    /// Read, plus send messages and commands (to a device, or to a
+    /// channel's devices) and change a channel's members.
+    Control = 2,
+}
+
+impl Level {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Read => "read",
+            Level::Control => "control",
+        }
     }
-    let may_see = match (who, res) {
-        (Principal::User(u), Resource::Device(_) | Resource::Owned { .. }) => owns(&u.name),
-        (Principal::Device(me), Resource::Device(d)) => d.num == me.num,
-        (Principal::Device(_), Resource::Owned { .. }) => false,
-        _ => true,
-    };
-    match res {
-        Resource::Device(d) if !may_see => Err(WireError::new(
-            404,
-            "unknown_device",
-            format!("no device '{}'", d.id),
-        )),
-        Resource::Owned { kind, name, .. } if !may_see => Err(WireError::new(
-            404,
-            if kind == "channel" {
-                "unknown_channel"
-            } else {
-                "unknown_alert"
+
+    /// Parse the word on the wire.
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "read" => Some(Level::Read),
+            "control" => Some(Level::Control),
+            _ => None,
+        }
+    }
+
+    /// From its stored byte.
+    pub fn from_u8(v: u8) -> Option<Level> {
+        match v {
+            1 => Some(Level::Read),
+            2 => Some(Level::Control),
+            _ => None,
+        }
+    }
+}
+
+impl Action {
+    /// The grant level that allows this action to a non-owner, if any.
+    fn grantable(self) -> Option<Level> {
+        use Action::*;
+        match self {
+            ReadReadings | ViewDevice | ReadOwned | ReadInbox => Some(Level::Read),
+            SendToDevice | ManageOwned => Some(Level::Control),
+            _ => None,
+        }
+    }
+}
+
+impl Directory {
+    /// The one authorisation decision: may `who` do `action` on `res`?
+    ///
+    /// - Administrators may do everything.
+    /// - A user may create devices, channels and alerts, and do everything
+    ///   to what they own; dead letters and user management are for
+    ///   administrators.
+    /// - A device may write and read its own readings, see itself, and read
+    ///   and acknowledge its own inbox.
+    /// - Anyone (a user, a device, or `anonymous` for a public channel) may
+    ///   do what a grant on the device or channel allows: `read` or
+    ///   `control` ([`Level`]). Alerts are not granted.
+    /// - Anonymous callers without a grant get `401`.
+    ///
+    /// A denial on something the caller may not even see is `404` with the
+    /// same code as a missing thing (`unknown_device`, `unknown_channel`,
+    /// `unknown_alert`), so existence does not leak; otherwise `403`.
+    pub fn authorize(
+        &self,
+        who: &Principal,
+        action: Action,
+        res: Resource<'_>,
+    ) -> Result<(), WireError> {
+        use Action::*;
+        let owns = |name: &str| match res {
+            Resource::Device(d) => d.owner == name,
+            Resource::Owned { owner, .. } => owner == name,
+            Resource::None => false,
+        };
+        let granted = self.level_for(who, res);
+        let by_grant = action
+            .grantable()
+            .is_some_and(|need| granted.is_some_and(|g| g >= need));
+        let allowed = match who {
+            Principal::Anonymous if !by_grant => {
+                return Err(WireError::unauthorized("credentials required"))
+            }
+            Principal::Anonymous => true,
+            Principal::User(u) if u.role == Role::Administrator => true,
+            Principal::User(u) => match action {
+                CreateDevice | CreateOwned => true,
+                ViewDeadLetters | ManageUsers => false,
+                _ => owns(&u.name) || by_grant,
             },
-            format!("no {kind} '{name}'"),
-        )),
-        _ => Err(WireError::forbidden("not allowed for this caller")),
+            Principal::Device(me) => match (action, res) {
+                (
+                    WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
+                    Resource::Device(d),
+                ) if d.num == me.num => true,
+                _ => by_grant,
+            },
+        };
+        if allowed {
+            return Ok(());
+        }
+        let may_see = match (who, res) {
+            (_, Resource::None) => true,
+            (Principal::User(u), _) if owns(&u.name) => true,
+            (Principal::Device(me), Resource::Device(d)) if d.num == me.num => true,
+            _ => granted.is_some(),
+        };
+        match res {
+            Resource::Device(d) if !may_see => Err(WireError::new(
+                404,
+                "unknown_device",
+                format!("no device '{}'", d.id),
+            )),
+            Resource::Owned { kind, name, .. } if !may_see => {
+                let (code, what) = if kind == KIND_CHANNEL {
+                    ("unknown_channel", "channel")
+                } else {
+                    ("unknown_alert", "alert")
+                };
+                Err(WireError::new(404, code, format!("no {what} '{name}'")))
+            }
+            _ => Err(WireError::forbidden("not allowed for this caller")),
+        }
+    }
+
+    fn level_for(&self, who: &Principal, res: Resource<'_>) -> Option<Level> {
+        let key = match res {
+            Resource::Device(d) => (KIND_DEVICE, d.num),
+            Resource::Owned {
+                kind: KIND_CHANNEL,
+                num,
+                ..
+            } => (KIND_CHANNEL, num),
+            _ => return None,
+        };
+        let g = self.grants.read();
+        let list = g.get(&key)?;
+        let me = who.label();
+        list.iter()
+            .filter(|(p, _)| *p == me || p == "anonymous")
+            .filter_map(|(_, l)| Level::from_u8(*l))
+            .max()
+    }
+
+    /// Record a grant (replacing an earlier level for the same grantee).
+    pub fn put_grant(&self, kind: u8, num: u32, grantee: &str, level: Level) {
+        let mut g = self.grants.write();
+        let list = g.entry((kind, num)).or_default();
+        list.retain(|(p, _)| p != grantee);
+        list.push((grantee.to_string(), level as u8));
+    }
+
+    /// Remove a grant.
+    pub fn remove_grant(&self, kind: u8, num: u32, grantee: &str) {
+        if let Some(list) = self.grants.write().get_mut(&(kind, num)) {
+            list.retain(|(p, _)| p != grantee);
+        }
+    }
+
+    /// Grants on one device or channel: `(grantee, level)`, sorted.
+    pub fn grants_on(&self, kind: u8, num: u32) -> Vec<(String, Level)> {
+        let g = self.grants.read();
+        let mut v: Vec<(String, Level)> = g
+            .get(&(kind, num))
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(p, lv)| Some((p.clone(), Level::from_u8(*lv)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 }
 
@@ -251,6 +381,8 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// only this, so it never waits for the disk.
 #[derive(Default)]
 pub struct Directory {
+    /// (kind, number) → (grantee label, level).
+    grants: RwLock<HashMap<(u8, u32), Vec<(String, u8)>>>,
     devices: RwLock<HashMap<String, Arc<DeviceRecord>>>,
     by_num: RwLock<HashMap<u32, Arc<DeviceRecord>>>,
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
@@ -393,5 +525,27 @@ mod tests {
         assert!(token_matches("new", &a, Some(&b)));
         assert!(token_matches("old", &a, Some(&b)));
         assert!(!token_matches("other", &a, Some(&b)));
+    }
+}
+
+impl<'a> Resource<'a> {
+    /// A channel as a resource.
+    pub fn channel(c: &'a crate::store::ChannelRecord) -> Self {
+        Resource::Owned {
+            kind: KIND_CHANNEL,
+            num: c.num,
+            name: &c.name,
+            owner: &c.owner,
+        }
+    }
+
+    /// An alert as a resource.
+    pub fn alert(a: &'a crate::store::AlertRecord) -> Self {
+        Resource::Owned {
+            kind: KIND_ALERT,
+            num: a.id,
+            name: &a.name,
+            owner: &a.owner,
+        }
     }
 }

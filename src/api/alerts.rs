@@ -12,7 +12,7 @@ use crate::alerts::{Event, EVENTS_HEADER};
 use crate::api::channels::channel_for;
 use crate::api::inbox::device_for;
 use crate::app::App;
-use crate::auth::{authorize, valid_id, Action, Principal, Resource};
+use crate::auth::{valid_id, Action, Principal, Resource};
 use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -33,15 +33,8 @@ fn alert_for(
     let a = app.catalog.alert(name).ok_or_else(|| {
         WireError::new(404, "unknown_alert", format!("no alert '{}'", clip(name)))
     })?;
-    authorize(
-        who,
-        action,
-        Resource::Owned {
-            kind: "alert",
-            name: &a.rec.name,
-            owner: &a.rec.owner,
-        },
-    )?;
+    app.directory
+        .authorize(who, action, Resource::alert(&a.rec))?;
     Ok(a)
 }
 
@@ -73,7 +66,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     ];
     let form = Form::read(req, &allowed, timeout(app)).await?;
     let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
-    authorize(&who, Action::CreateOwned, Resource::None)?;
+    app.directory
+        .authorize(&who, Action::CreateOwned, Resource::None)?;
     let Principal::User(user) = &who else {
         return Err(WireError::forbidden("alerts are created by users"));
     };
@@ -182,16 +176,10 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     };
     for a in app.catalog.alerts() {
         let r = &a.rec;
-        if authorize(
-            &who,
-            Action::ReadOwned,
-            Resource::Owned {
-                kind: "alert",
-                name: &r.name,
-                owner: &r.owner,
-            },
-        )
-        .is_err()
+        if app
+            .directory
+            .authorize(&who, Action::ReadOwned, Resource::alert(r))
+            .is_err()
         {
             continue;
         }
@@ -296,7 +284,8 @@ pub async fn events(
 pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
-    authorize(&who, Action::ViewDeadLetters, Resource::None)?;
+    app.directory
+        .authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();
     let out = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db().begin_read()?;

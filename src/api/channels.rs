@@ -10,7 +10,7 @@ use redb::ReadableTable;
 
 use crate::api::inbox::{deliver, device_for, row_from};
 use crate::app::App;
-use crate::auth::{authorize, valid_id, Action, Principal, Resource};
+use crate::auth::{valid_id, Action, Principal, Resource};
 use crate::channels::{self, Item};
 use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
@@ -36,15 +36,8 @@ pub fn channel_for(
         )
     };
     let ch = app.catalog.channel(name).ok_or_else(missing)?;
-    authorize(
-        who,
-        action,
-        Resource::Owned {
-            kind: "channel",
-            name: &ch.name,
-            owner: &ch.owner,
-        },
-    )?;
+    app.directory
+        .authorize(who, action, Resource::channel(&ch))?;
     Ok(ch)
 }
 
@@ -53,7 +46,8 @@ pub fn channel_for(
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "name", "retention"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
-    authorize(&who, Action::CreateOwned, Resource::None)?;
+    app.directory
+        .authorize(&who, Action::CreateOwned, Resource::None)?;
     let Principal::User(user) = &who else {
         return Err(WireError::forbidden("channels are created by users"));
     };
@@ -119,16 +113,9 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .channels()
         .into_iter()
         .filter(|c| {
-            authorize(
-                &who,
-                Action::ReadOwned,
-                Resource::Owned {
-                    kind: "channel",
-                    name: &c.name,
-                    owner: &c.owner,
-                },
-            )
-            .is_ok()
+            app.directory
+                .authorize(&who, Action::ReadOwned, Resource::channel(&c))
+                .is_ok()
         })
         .collect();
     let app2 = app.clone();
@@ -360,7 +347,8 @@ pub async fn message(
             continue;
         }
         if let Some(d) = app.directory.device_by_num(dev) {
-            authorize(&who, Action::SendToDevice, Resource::Device(&d))?;
+            app.directory
+                .authorize(&who, Action::SendToDevice, Resource::Device(&d))?;
             targets.push((dev, d.id.clone()));
         }
     }

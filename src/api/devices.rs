@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{authorize, Action, Principal, Resource};
+use crate::auth::{Action, Principal, Resource};
 use crate::codec::form;
 use crate::devices;
 use crate::error::WireError;
@@ -31,7 +31,11 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let who = caller(app, &req).await?;
     let mut out = String::from(devices::LIST_HEADER);
     for d in app.directory.devices() {
-        if authorize(&who, Action::ViewDevice, Resource::Device(&d)).is_ok() {
+        if app
+            .directory
+            .authorize(&who, Action::ViewDevice, Resource::Device(&d))
+            .is_ok()
+        {
             devices::write_row(&d, app.presence.last_seen(d.num), &mut out);
         }
     }
@@ -42,7 +46,8 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 /// (optional): `201` and `id,token` — the token is shown only here.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let who = caller(app, &req).await?;
-    authorize(&who, Action::CreateDevice, Resource::None)?;
+    app.directory
+        .authorize(&who, Action::CreateDevice, Resource::None)?;
     let Principal::User(user) = &who else {
         return Err(WireError::forbidden("devices are created by users"));
     };
@@ -119,7 +124,8 @@ pub async fn rotate(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         )
     };
     let d = app.directory.device(id).ok_or_else(unknown)?;
-    authorize(&who, Action::RotateDevice, Resource::Device(&d))?;
+    app.directory
+        .authorize(&who, Action::RotateDevice, Resource::Device(&d))?;
     let app2 = app.clone();
     let token =
         tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{authorize, Action, Principal, Resource};
+use crate::auth::{Action, Principal, Resource};
 use crate::codec::{names::clip, timefmt, SensorId, Value};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -43,7 +43,7 @@ pub fn device_for(
     let d = app.directory.device(id).ok_or_else(|| {
         WireError::new(404, "unknown_device", format!("no device '{}'", clip(id)))
     })?;
-    authorize(who, action, Resource::Device(&d))?;
+    app.directory.authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
 
@@ -78,7 +78,8 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let d = me(&who)?;
-    authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
+    app.directory
+        .authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
     list_rows(app, d.num, limit(app, &form)?).await
 }
 
@@ -88,7 +89,8 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
     let form = Form::read(req, &["device", "token", "upto"], timeout(app)).await?;
     let who = form.caller(&app.directory)?;
     let d = me(&who)?;
-    authorize(&who, Action::AckInbox, Resource::Device(&d))?;
+    app.directory
+        .authorize(&who, Action::AckInbox, Resource::Device(&d))?;
     let upto: u64 = form
         .number("upto")?
         .ok_or_else(|| WireError::bad_request("missing_field", "upto is required"))?;

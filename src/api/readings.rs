@@ -9,7 +9,7 @@ use hyper::header::HeaderName;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{authorize, Action, Principal, Resource};
+use crate::auth::{Action, Principal, Resource};
 use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
 use crate::error::WireError;
 use crate::http::{authenticate, declared_too_large, media_type, read_body, Reply};
@@ -82,7 +82,8 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         },
     };
     if let Some(d) = &default_device {
-        authorize(&who, Action::WriteReadings, Resource::Device(d))?;
+        app.directory
+            .authorize(&who, Action::WriteReadings, Resource::Device(d))?;
     }
     let need_default = || {
         default_device.as_ref().map(|d| d.num).ok_or_else(|| {
@@ -115,7 +116,8 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             let mut nums = Vec::with_capacity(parsed.devices.len());
             for id in &parsed.devices {
                 let d = visible_device(app, &who, id, Action::WriteReadings)?;
-                authorize(&who, Action::WriteReadings, Resource::Device(&d))?;
+                app.directory
+                    .authorize(&who, Action::WriteReadings, Resource::Device(&d))?;
                 nums.push(d.num);
             }
             readings.reserve(parsed.readings.len());
@@ -180,7 +182,7 @@ fn visible_device(
         )
     };
     let d = app.directory.device(id).ok_or_else(unknown)?;
-    authorize(who, action, Resource::Device(&d))?;
+    app.directory.authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
 
