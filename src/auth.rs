@@ -382,12 +382,15 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[derive(Default)]
 pub struct Directory {
     /// (kind, number) → (grantee label, level).
-    grants: RwLock<HashMap<(u8, u32), Vec<(String, u8)>>>,
+    grants: RwLock<HashMap<(u8, u32), Vec<Grantee>>>,
     devices: RwLock<HashMap<String, Arc<DeviceRecord>>>,
     by_num: RwLock<HashMap<u32, Arc<DeviceRecord>>>,
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
     user_tokens: RwLock<HashMap<TokenHash, String>>,
 }
+
+/// A grantee's label (`user:ann`, `device:gh3`, `anonymous`) and level.
+type Grantee = (String, u8);
 
 const DUMMY: TokenHash = [0x5a; 32];
 
@@ -479,6 +482,28 @@ impl Directory {
     }
 }
 
+impl<'a> Resource<'a> {
+    /// A channel as a resource.
+    pub fn channel(c: &'a crate::store::ChannelRecord) -> Self {
+        Resource::Owned {
+            kind: KIND_CHANNEL,
+            num: c.num,
+            name: &c.name,
+            owner: &c.owner,
+        }
+    }
+
+    /// An alert as a resource.
+    pub fn alert(a: &'a crate::store::AlertRecord) -> Self {
+        Resource::Owned {
+            kind: KIND_ALERT,
+            num: a.id,
+            name: &a.name,
+            owner: &a.owner,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,27 +550,5 @@ mod tests {
         assert!(token_matches("new", &a, Some(&b)));
         assert!(token_matches("old", &a, Some(&b)));
         assert!(!token_matches("other", &a, Some(&b)));
-    }
-}
-
-impl<'a> Resource<'a> {
-    /// A channel as a resource.
-    pub fn channel(c: &'a crate::store::ChannelRecord) -> Self {
-        Resource::Owned {
-            kind: KIND_CHANNEL,
-            num: c.num,
-            name: &c.name,
-            owner: &c.owner,
-        }
-    }
-
-    /// An alert as a resource.
-    pub fn alert(a: &'a crate::store::AlertRecord) -> Self {
-        Resource::Owned {
-            kind: KIND_ALERT,
-            num: a.id,
-            name: &a.name,
-            owner: &a.owner,
-        }
     }
 }

@@ -114,7 +114,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .into_iter()
         .filter(|c| {
             app.directory
-                .authorize(&who, Action::ReadOwned, Resource::channel(&c))
+                .authorize(&who, Action::ReadOwned, Resource::channel(c))
                 .is_ok()
         })
         .collect();
