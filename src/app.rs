@@ -2,6 +2,7 @@
 //! in-memory directory, presence, the digest pool and the writer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{watch, Semaphore};
@@ -18,6 +19,7 @@ use crate::store::{
     AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, ALERT_STATE, CHANNELS,
     CHANNEL_MEMBERS,
 };
+use crate::throttle::{RateLimit, Throttle};
 use crate::users;
 
 /// Shared state of a running server; every handler gets an `Arc<App>`.
@@ -42,6 +44,10 @@ pub struct App {
     pub channel_events: watch::Receiver<u64>,
     /// Slots for channel long-polls.
     pub long_polls: Arc<Semaphore>,
+    /// Failed-credential counters.
+    pub throttle: Throttle,
+    /// Per-device readings request limit.
+    pub device_rate: RateLimit,
 }
 
 /// An opened server, not yet listening.
@@ -73,6 +79,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             token: crate::auth::hash_token(&token),
             prev_token: None,
             created: timefmt::now_micros(),
+            password: None,
         };
         store.put_user(&admin)?;
         users_list.push(admin);
@@ -103,6 +110,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
         },
     )?;
     let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));
+    let config_limits = config.limits.clone();
     let app = Arc::new(App {
         limits: config.codec_limits(),
         config,
@@ -114,6 +122,14 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
         catalog,
         channel_events,
         long_polls,
+        throttle: Throttle::new(
+            config_limits.auth_failures_per_minute,
+            Duration::from_secs(60),
+        ),
+        device_rate: RateLimit::new(
+            config_limits.device_requests_per_sec,
+            config_limits.device_burst,
+        ),
     });
     Ok(Opened {
         app,

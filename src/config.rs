@@ -57,6 +57,15 @@ pub struct Limits {
     pub max_wait_secs: u64,
     /// Long-polls waiting at once; more get `503`.
     pub max_long_polls: usize,
+    /// Failed credentials per source address or id per minute before
+    /// `429` (0: off).
+    pub auth_failures_per_minute: u32,
+    /// Readings requests per second per device (0: unlimited).
+    pub device_requests_per_sec: f64,
+    /// Burst of readings requests per device.
+    pub device_burst: f64,
+    /// Seconds a dashboard login session lasts.
+    pub session_secs: u64,
 }
 
 /// `[digest]`
@@ -98,6 +107,10 @@ impl Default for Limits {
             channel_retention: 100_000,
             max_wait_secs: 60,
             max_long_polls: 256,
+            auth_failures_per_minute: 20,
+            device_requests_per_sec: 50.0,
+            device_burst: 200.0,
+            session_secs: 86_400,
         }
     }
 }

@@ -9,7 +9,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Request, Response, StatusCode, Version};
 
-use crate::auth::{parse_basic, Directory, Principal};
+use std::net::IpAddr;
+
+use crate::app::App;
+use crate::auth::{parse_basic, Principal};
 use crate::error::WireError;
 
 /// `Content-Type` of every CSV reply.
@@ -135,40 +138,86 @@ pub fn media_type<B>(req: &Request<B>) -> Option<String> {
     (!t.is_empty()).then_some(t)
 }
 
+/// The client's address, put into each request's extensions by the
+/// router so authentication can throttle per source.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+/// The peer address of a request, if known.
+pub fn peer_of(ext: &hyper::http::Extensions) -> Option<IpAddr> {
+    ext.get::<Peer>().map(|p| p.0)
+}
+
 /// Who is calling: `device=`/`token=` parameters win, then the
 /// `Authorization` header (`Basic id:token` for a device or a user,
-/// `Bearer token` for a user). Presented but wrong credentials are `401`;
-/// none at all is [`Principal::Anonymous`].
+/// `Bearer token` for a user's API or session token). Presented but wrong
+/// credentials are `401`; none at all is [`Principal::Anonymous`].
+///
+/// Failures count against the source address and the id named (see
+/// [`crate::throttle`]); a throttled source or id gets `429
+/// rate_limited` with `Retry-After`, even with the right secret.
 pub fn authenticate(
+    app: &App,
     headers: &HeaderMap,
+    peer: Option<IpAddr>,
     device: Option<&str>,
     token: Option<&str>,
-    directory: &Directory,
 ) -> Result<Principal, WireError> {
-    let bad = || WireError::unauthorized("wrong or unknown id or token");
-    if let Some(token) = token {
-        let id = device.ok_or_else(|| WireError::unauthorized("token given without device"))?;
-        return directory
-            .authenticate_device(id, token)
-            .map(Principal::Device)
-            .ok_or_else(bad);
+    enum Presented {
+        Device(String, String),
+        Basic(String, String),
+        Bearer(String),
     }
-    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+    let presented = if let Some(token) = token {
+        let id = device.ok_or_else(|| WireError::unauthorized("token given without device"))?;
+        Presented::Device(id.to_string(), token.to_string())
+    } else if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let auth = auth
+            .to_str()
+            .map_err(|_| WireError::unauthorized("unsupported Authorization header"))?;
+        if let Some(t) = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+        {
+            Presented::Bearer(t.trim().to_string())
+        } else {
+            let (id, secret) = parse_basic(auth)
+                .ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
+            Presented::Basic(id, secret)
+        }
+    } else {
         return Ok(Principal::Anonymous);
     };
-    let auth = auth.to_str().map_err(|_| bad())?;
-    if let Some(t) = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))
-    {
-        return directory
-            .authenticate_bearer(t.trim())
-            .map(Principal::User)
-            .ok_or_else(bad);
+    let src_key = peer.map(|ip| format!("src:{ip}"));
+    let id_key = match &presented {
+        Presented::Device(id, _) | Presented::Basic(id, _) => Some(format!("id:{id}")),
+        Presented::Bearer(_) => None,
+    };
+    for key in src_key.iter().chain(id_key.iter()) {
+        if let Err(secs) = app.throttle.check(key) {
+            let mut e = WireError::new(
+                429,
+                "rate_limited",
+                "too many failed attempts; wait and retry",
+            );
+            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+            return Err(e);
+        }
     }
-    let (id, secret) = parse_basic(auth)
-        .ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
-    directory.authenticate_basic(&id, &secret).ok_or_else(bad)
+    let dir = &app.directory;
+    let found = match &presented {
+        Presented::Device(id, t) => dir.authenticate_device(id, t).map(Principal::Device),
+        Presented::Basic(id, t) => dir.authenticate_basic(id, t),
+        Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
+    };
+    found.ok_or_else(|| {
+        for key in src_key.iter().chain(id_key.iter()) {
+            if app.throttle.fail(key) {
+                tracing::warn!(target: "overlord::auth", key = %key, "failed credentials: throttled for the rest of the window");
+            }
+        }
+        WireError::unauthorized("wrong or unknown id or token")
+    })
 }
 
 /// Largest management form body.
@@ -181,6 +230,8 @@ pub const MAX_FORM: usize = 16 * 1024;
 pub struct Form {
     /// The request's headers (for credentials).
     pub headers: HeaderMap,
+    /// The client's address.
+    pub peer: Option<IpAddr>,
     fields: Vec<(String, String)>,
 }
 
@@ -228,6 +279,7 @@ impl Form {
             }
         }
         Ok(Form {
+            peer: peer_of(&parts.extensions),
             headers: parts.headers,
             fields,
         })
@@ -261,15 +313,27 @@ impl Form {
         }
     }
 
-    /// Who is calling (device parameters, Basic or Bearer); `401` when
-    /// nobody is.
-    pub fn caller(&self, directory: &Directory) -> Result<Principal, WireError> {
-        let who = authenticate(
+    /// Who is calling (device parameters, Basic or Bearer), possibly
+    /// [`Principal::Anonymous`].
+    pub fn principal(&self, app: &App) -> Result<Principal, WireError> {
+        authenticate(
+            app,
             &self.headers,
+            self.peer,
             self.get("device"),
             self.get("token"),
-            directory,
-        )?;
+        )
+    }
+
+    /// Who is calling from the headers alone (when `device` is a field
+    /// naming something else), possibly anonymous.
+    pub fn header_principal(&self, app: &App) -> Result<Principal, WireError> {
+        authenticate(app, &self.headers, self.peer, None, None)
+    }
+
+    /// [`Form::principal`], but `401` for nobody.
+    pub fn caller(&self, app: &App) -> Result<Principal, WireError> {
+        let who = self.principal(app)?;
         if matches!(who, Principal::Anonymous) {
             return Err(WireError::unauthorized("credentials required"));
         }

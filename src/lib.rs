@@ -47,4 +47,5 @@ pub mod metrics;
 pub mod presence;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod users;

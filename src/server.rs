@@ -46,7 +46,7 @@ pub async fn run(
         .max_buf_size(MAX_HEAD_BYTES.max(8192));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -67,7 +67,10 @@ pub async fn run(
         let app2 = app.clone();
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| crate::api::handle(app2.clone(), req)),
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(crate::http::Peer(peer.ip()));
+                crate::api::handle(app2.clone(), req)
+            }),
         );
         let conn = graceful.watch(conn);
         let metrics = app.metrics.clone();

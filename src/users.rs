@@ -29,6 +29,7 @@ pub fn issue_token(
             token: auth::hash_token(&token),
             prev_token: None,
             created: timefmt::now_micros(),
+            password: None,
         },
     };
     store.put_user(&rec)?;

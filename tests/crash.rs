@@ -27,7 +27,7 @@ fn start(dir: &std::path::Path) -> Proc {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\ndevice_requests_per_sec = 0.0\n",
             dir.join("o.redb").display()
         ),
     )

@@ -65,7 +65,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         "to_channel",
     ];
     let form = Form::read(req, &allowed, timeout(app)).await?;
-    let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
+    let who = form.header_principal(app)?;
     app.directory
         .authorize(&who, Action::CreateOwned, Resource::None)?;
     let Principal::User(user) = &who else {
@@ -166,7 +166,7 @@ pub const LIST_HEADER: &str =
 /// `armed` or `fired`.
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let mut out = String::from(LIST_HEADER);
     let dev = |n: u32| {
         app.directory
@@ -218,7 +218,7 @@ pub async fn delete(
     name: &str,
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let a = alert_for(app, &who, name, Action::ManageOwned)?;
     let app2 = app.clone();
     let (id, name) = (a.rec.id, a.rec.name.clone());
@@ -244,7 +244,7 @@ pub async fn events(
     name: &str,
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "after", "limit"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let a = alert_for(app, &who, name, Action::ReadOwned)?;
     let after = form.number::<u64>("after")?.unwrap_or(0);
     let limit = form
@@ -283,7 +283,7 @@ pub async fn events(
 /// the digest could not process.
 pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     app.directory
         .authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();

@@ -45,7 +45,7 @@ pub fn channel_for(
 /// `201 name,retention`.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "name", "retention"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     app.directory
         .authorize(&who, Action::CreateOwned, Resource::None)?;
     let Principal::User(user) = &who else {
@@ -107,7 +107,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 /// channel the caller may read.
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let visible: Vec<_> = app
         .catalog
         .channels()
@@ -143,7 +143,7 @@ pub async fn members(
     name: &str,
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
     let mut out = String::from("device,sensor\n");
     for (dev, code) in app.catalog.members_of(ch.num) {
@@ -166,7 +166,7 @@ pub async fn change_member(
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "sensor"], timeout(app)).await?;
     // `device` here names the member, so the caller is found from headers.
-    let who = crate::http::authenticate(&form.headers, None, None, &app.directory)?;
+    let who = form.header_principal(app)?;
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
@@ -212,7 +212,7 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         timeout(app),
     )
     .await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
     let limit = match form.number::<usize>("limit")? {
         None => 1000,
@@ -338,7 +338,7 @@ pub async fn message(
         timeout(app),
     )
     .await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let ch = channel_for(app, &who, name, Action::ManageOwned)?;
     let row = row_from(app, &form, format!("channel:{}", ch.name))?;
     let mut targets: Vec<(u32, String)> = Vec::new();

@@ -12,13 +12,13 @@ use crate::auth::{Action, Principal, Resource};
 use crate::codec::form;
 use crate::devices;
 use crate::error::WireError;
-use crate::http::{authenticate, media_type, read_body, Reply};
+use crate::http::{authenticate, media_type, peer_of, read_body, Reply};
 
 /// Management requests are small; a larger body is refused.
 const MAX_FORM: usize = 16 * 1024;
 
 async fn caller(app: &App, req: &Request<Incoming>) -> Result<Principal, WireError> {
-    let who = authenticate(req.headers(), None, None, &app.directory)?;
+    let who = authenticate(app, req.headers(), peer_of(req.extensions()), None, None)?;
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }

@@ -76,7 +76,7 @@ fn limit(app: &App, form: &Form) -> Result<usize, WireError> {
 /// rows, oldest first.
 pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let d = me(&who)?;
     app.directory
         .authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
@@ -87,7 +87,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 /// row with `seq <= upto`; `ok,<removed>,<remaining>`.
 pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "upto"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let d = me(&who)?;
     app.directory
         .authorize(&who, Action::AckInbox, Resource::Device(&d))?;
@@ -110,7 +110,7 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
 /// `GET /v1/devices/ID/inbox`: a device's pending rows, for its owner.
 pub async fn view(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let d = device_for(app, &who, id, Action::SendToDevice)?;
     list_rows(app, d.num, limit(app, &form)?).await
 }
@@ -208,7 +208,7 @@ pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Re
         timeout(app),
     )
     .await?;
-    let who = form.caller(&app.directory)?;
+    let who = form.caller(app)?;
     let d = device_for(app, &who, id, Action::SendToDevice)?;
     let row = row_from(app, &form, who.label())?;
     let seqs = deliver(app, vec![(d.num, d.id.clone())], row).await?;

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
 use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
 use crate::error::WireError;
-use crate::http::{authenticate, declared_too_large, media_type, read_body, Reply};
+use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
 use crate::store::query::{read_series, SeriesQuery};
 use crate::store::DeviceRecord;
@@ -68,10 +68,11 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
     let params = codec::parse_params(&pairs, now, &app.limits)?;
     let who = authenticate(
+        app,
         &parts.headers,
+        peer_of(&parts.extensions),
         params.credentials.device.as_deref(),
         params.credentials.token.as_deref(),
-        &app.directory,
     )?;
     let default_device: Option<Arc<DeviceRecord>> = match &who {
         Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
@@ -130,6 +131,21 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         }
     }
 
+    // The per-device request limit, for every device this request writes.
+    let mut written: Vec<u32> = readings.iter().map(|(d, _)| *d).collect();
+    written.sort_unstable();
+    written.dedup();
+    for dev in written {
+        if let Err(secs) = app.device_rate.take(dev) {
+            let mut e = WireError::new(
+                429,
+                "rate_limited",
+                "too many requests for this device; send batches as CSV, or wait",
+            );
+            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+            return Err(e);
+        }
+    }
     let accepted = readings.len();
     // A device gets its pending inbox rows with every reply.
     let rows = app.config.limits.reply_inbox_rows;
@@ -257,10 +273,11 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
         }
     }
     let who = authenticate(
+        app,
         req.headers(),
+        peer_of(req.extensions()),
         Some(device.unwrap_or(id)),
         token,
-        &app.directory,
     )?;
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));

@@ -18,6 +18,7 @@
 //! | `alert_state`, `alert_events` | alert; (alert, n) | fired?; event | writer thread |
 //! | `inbox`, `inbox_meta` | (device, seq); device | row; (next seq, pending) | writer thread and admin ops |
 //! | `dead_letters` | batch seq | reason | writer thread |
+//! | `grants` | (kind, number, grantee) | level | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs
@@ -70,6 +71,8 @@ pub const ALERT_EVENTS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::ne
 pub const INBOX: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inbox");
 /// Device → `(next seq, rows pending)`.
 pub const INBOX_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("inbox_meta");
+/// `(kind, number, grantee)` → level: see `auth::Level`.
+pub const GRANTS: TableDefinition<(u8, u32, &str), u8> = TableDefinition::new("grants");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
@@ -173,6 +176,7 @@ impl Store {
         txn.open_table(INBOX)?;
         txn.open_table(INBOX_META)?;
         txn.open_table(DEAD_LETTERS)?;
+        txn.open_table(GRANTS)?;
         txn.commit()?;
         Ok(Store { db })
     }

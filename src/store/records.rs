@@ -51,6 +51,8 @@ pub struct UserRecord {
     pub prev_token: Option<TokenHash>,
     /// When it was created.
     pub created: Micros,
+    /// argon2id hash (PHC string) of the password, if one is set.
+    pub password: Option<String>,
 }
 
 const VERSION: u8 = 1;
@@ -115,6 +117,7 @@ impl UserRecord {
         put_hash(&mut out, Some(&self.token));
         put_hash(&mut out, self.prev_token.as_ref());
         varint::put_i64(&mut out, self.created);
+        varint::put_bytes(&mut out, self.password.as_deref().unwrap_or("").as_bytes());
         out
     }
 
@@ -134,6 +137,12 @@ impl UserRecord {
             token: get_hash(&mut r)?.ok_or(Corrupt)?,
             prev_token: get_hash(&mut r)?,
             created: r.i64()?,
+            // Appended field: absent in records written before it existed.
+            password: if r.is_empty() {
+                None
+            } else {
+                Some(get_str(&mut r)?).filter(|p| !p.is_empty())
+            },
         })
     }
 }
@@ -160,6 +169,7 @@ mod tests {
             token: [3; 32],
             prev_token: None,
             created: 5,
+            password: Some("$argon2id$v=19$...".into()),
         };
         assert_eq!(UserRecord::decode(&u.encode()), Ok(u));
         assert_eq!(DeviceRecord::decode(&d.encode()[..10]), Err(Corrupt));
