@@ -86,6 +86,11 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
         admin_token = Some(token);
     }
     let directory = Arc::new(Directory::new(store.load_devices()?, users_list));
+    for (kind, num, who, level) in store.load_grants()? {
+        if let Some(l) = crate::auth::Level::from_u8(level) {
+            directory.put_grant(kind, num, &who, l);
+        }
+    }
     let presence = Arc::new(Presence::from_stored(store.load_last_seen()?));
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(load_catalog(&store)?);

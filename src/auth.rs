@@ -123,6 +123,10 @@ pub enum Action {
     ManageUsers,
     /// Revoke a device's tokens.
     RevokeDevice,
+    /// Rotate or revoke a user's token, set their password.
+    ManageCredentials,
+    /// Grant or withdraw access to a device or channel.
+    Grant,
 }
 
 /// What the action is on.
@@ -132,6 +136,8 @@ pub enum Resource<'a> {
     None,
     /// A device.
     Device(&'a DeviceRecord),
+    /// A user, by name (their own credentials).
+    User(&'a str),
     /// A channel or an alert, by its owner.
     Owned {
         /// What it is: [`KIND_CHANNEL`] or [`KIND_ALERT`].
@@ -231,6 +237,7 @@ impl Directory {
         let owns = |name: &str| match res {
             Resource::Device(d) => d.owner == name,
             Resource::Owned { owner, .. } => owner == name,
+            Resource::User(u) => u == name,
             Resource::None => false,
         };
         let granted = self.level_for(who, res);
@@ -260,7 +267,7 @@ impl Directory {
             return Ok(());
         }
         let may_see = match (who, res) {
-            (_, Resource::None) => true,
+            (_, Resource::None | Resource::User(_)) => true,
             (Principal::User(u), _) if owns(&u.name) => true,
             (Principal::Device(me), Resource::Device(d)) if d.num == me.num => true,
             _ => granted.is_some(),
@@ -387,7 +394,13 @@ pub struct Directory {
     by_num: RwLock<HashMap<u32, Arc<DeviceRecord>>>,
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
     user_tokens: RwLock<HashMap<TokenHash, String>>,
+    /// Login sessions: token digest → (user, expiry). In memory only: a
+    /// restart logs everyone out.
+    sessions: parking_lot::Mutex<HashMap<TokenHash, (String, std::time::Instant)>>,
 }
+
+/// Most login sessions kept; the oldest go first.
+pub const MAX_SESSIONS: usize = 10_000;
 
 /// A grantee's label (`user:ann`, `device:gh3`, `anonymous`) and level.
 type Grantee = (String, u8);
@@ -464,12 +477,49 @@ impl Directory {
         }
     }
 
-    /// Check a user's API token (Bearer).
+    /// Check a user's API token or login session token (Bearer).
     pub fn authenticate_bearer(&self, token: &str) -> Option<Arc<UserRecord>> {
         let h = hash_token(token);
-        let name = self.user_tokens.read().get(&h).cloned()?;
-        let u = self.user(&name)?;
-        token_matches(token, &u.token, u.prev_token.as_ref()).then_some(u)
+        let by_token = self.user_tokens.read().get(&h).cloned();
+        if let Some(name) = by_token {
+            let u = self.user(&name)?;
+            return token_matches(token, &u.token, u.prev_token.as_ref()).then_some(u);
+        }
+        let now = std::time::Instant::now();
+        let mut sessions = self.sessions.lock();
+        let (name, expires) = sessions.get(&h).cloned()?;
+        if now >= expires {
+            sessions.remove(&h);
+            return None;
+        }
+        drop(sessions);
+        self.user(&name)
+    }
+
+    /// Start a login session for `user`; returns its token.
+    pub fn new_session(&self, user: &str, ttl: std::time::Duration) -> String {
+        let token = generate_token();
+        let now = std::time::Instant::now();
+        let mut sessions = self.sessions.lock();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, (_, exp)| *exp > now);
+            if sessions.len() >= MAX_SESSIONS {
+                if let Some(k) = sessions
+                    .iter()
+                    .min_by_key(|(_, (_, e))| *e)
+                    .map(|(k, _)| *k)
+                {
+                    sessions.remove(&k);
+                }
+            }
+        }
+        sessions.insert(hash_token(&token), (user.to_string(), now + ttl));
+        token
+    }
+
+    /// End every session of `user` (on revoke).
+    pub fn end_sessions(&self, user: &str) {
+        self.sessions.lock().retain(|_, (u, _)| u != user);
     }
 
     /// Check `name:token` from Basic auth: a device id first, then a user.

@@ -16,7 +16,7 @@ pub struct WireError {
     /// Seconds for `Retry-After` (503/429).
     pub retry_after: Option<u32>,
     /// Methods for the `Allow` header of a `405`.
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
 }
 
 impl WireError {

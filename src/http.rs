@@ -61,8 +61,8 @@ impl From<WireError> for Reply {
         if let Some(s) = e.retry_after {
             r = r.with_header(header::RETRY_AFTER, s.to_string());
         }
-        if let Some(a) = e.allow {
-            r = r.with_header(header::ALLOW, a.to_string());
+        if let Some(a) = &e.allow {
+            r = r.with_header(header::ALLOW, a.clone());
         }
         if e.status == 401 {
             r = r.with_header(header::WWW_AUTHENTICATE, "Basic realm=\"overlord\"".into());

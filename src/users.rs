@@ -35,3 +35,101 @@ pub fn issue_token(
     store.put_user(&rec)?;
     Ok((rec, token))
 }
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 8;
+
+/// argon2id hash of a password (PHC string). Slow on purpose (~16 ms at
+/// the crate's defaults): call it off the async runtime.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source failed");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
+/// Check a password against its stored hash (constant time inside argon2).
+/// Slow: call it off the async runtime.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// Create a user; fails with `Conflict` if the name exists. Returns the
+/// record and its first API token (shown once). Blocking.
+pub fn create(
+    store: &Store,
+    name: &str,
+    role: Role,
+    password: Option<&str>,
+) -> Result<(UserRecord, String), StoreError> {
+    if store.load_users()?.iter().any(|u| u.name == name) {
+        return Err(StoreError::Conflict(format!("user '{name}' exists")));
+    }
+    let token = auth::generate_token();
+    let rec = UserRecord {
+        name: name.to_string(),
+        role,
+        token: auth::hash_token(&token),
+        prev_token: None,
+        created: timefmt::now_micros(),
+        password: password.map(hash_password),
+    };
+    store.put_user(&rec)?;
+    Ok((rec, token))
+}
+
+/// Set (or, with `None`, remove) a user's password. Blocking.
+pub fn set_password(
+    store: &Store,
+    name: &str,
+    password: Option<&str>,
+) -> Result<UserRecord, StoreError> {
+    let mut u = find(store, name)?;
+    u.password = password.map(hash_password);
+    store.put_user(&u)?;
+    Ok(u)
+}
+
+/// Revoke every credential of a user: both API tokens (replaced by the
+/// digest of a token nobody was shown) and the password. A new token is
+/// issued with [`issue_token`]. Blocking.
+pub fn revoke(store: &Store, name: &str) -> Result<UserRecord, StoreError> {
+    let mut u = find(store, name)?;
+    u.token = auth::hash_token(&auth::generate_token());
+    u.prev_token = None;
+    u.password = None;
+    store.put_user(&u)?;
+    Ok(u)
+}
+
+fn find(store: &Store, name: &str) -> Result<UserRecord, StoreError> {
+    store
+        .load_users()?
+        .into_iter()
+        .find(|u| u.name == name)
+        .ok_or_else(|| StoreError::Conflict(format!("no user '{name}'")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_and_salts_differ() {
+        let a = hash_password("correct horse");
+        assert!(a.starts_with("$argon2id$"));
+        assert!(verify_password(&a, "correct horse"));
+        assert!(!verify_password(&a, "correct horsE"));
+        assert!(!verify_password("not a hash", "x"));
+        assert_ne!(a, hash_password("correct horse"));
+    }
+}

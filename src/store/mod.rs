@@ -284,6 +284,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Every grant: `(kind, number, grantee, level)`.
+    pub fn load_grants(&self) -> Result<Vec<(u8, u32, String, u8)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(GRANTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (kind, num, who) = k.value();
+            out.push((kind, num, who.to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
     /// Size of the data file in bytes.
     pub fn file_len(path: &Path) -> u64 {
         std::fs::metadata(path).map_or(0, |m| m.len())

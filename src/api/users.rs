@@ -1,0 +1,360 @@
+//! Users, login sessions, grants, and revoking credentials.
+//!
+//! - `POST /v1/users`, `GET /v1/users` (administrators)
+//! - `POST /v1/users/NAME/token|password|revoke` (the user or an administrator)
+//! - `POST /v1/login` (name and password → a session token)
+//! - `POST|DELETE|GET /v1/grants` (the owner of the device or channel)
+//! - `POST /v1/devices/ID/revoke` (the device's owner)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::api::channels::channel_for;
+use crate::api::inbox::device_for;
+use crate::app::App;
+use crate::auth::{self, valid_id, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE};
+use crate::codec::{names::clip, names::write_csv_text, timefmt};
+use crate::error::WireError;
+use crate::http::{Form, Reply};
+use crate::store::{Role, StoreError, GRANTS};
+use crate::users;
+
+fn timeout(app: &App) -> Duration {
+    Duration::from_secs(app.config.limits.body_timeout_secs)
+}
+
+fn internal(what: &'static str) -> impl Fn(tokio::task::JoinError) -> WireError {
+    move |_| WireError::new(500, "internal", what)
+}
+
+fn password_field(form: &Form) -> Result<Option<String>, WireError> {
+    match form.get("password") {
+        None | Some("") => Ok(None),
+        Some(p) if p.len() < users::MIN_PASSWORD || p.len() > 1024 => Err(WireError::bad_request(
+            "bad_password",
+            format!("a password is {}..1024 bytes", users::MIN_PASSWORD),
+        )),
+        Some(p) => Ok(Some(p.to_string())),
+    }
+}
+
+fn user_error(e: StoreError) -> WireError {
+    match e {
+        StoreError::Conflict(m) if m.starts_with("no user") => {
+            WireError::new(404, "unknown_user", m)
+        }
+        StoreError::Conflict(m) => WireError::new(409, "user_exists", m),
+        other => WireError::from(other),
+    }
+}
+
+/// `POST /v1/users` with `name`, `role` (`user` or `admin`) and optional
+/// `password`: `201 user,token`.
+pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["name", "role", "password"], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    app.directory
+        .authorize(&who, Action::ManageUsers, Resource::None)?;
+    let name = form.require("name")?.to_string();
+    if !valid_id(&name) || name == "anonymous" {
+        return Err(WireError::bad_request(
+            "bad_name",
+            "a user name is 1-64 of A-Z a-z 0-9 . _ ~ -",
+        ));
+    }
+    let role = match form.get("role").unwrap_or("user") {
+        "user" => Role::User,
+        "admin" => Role::Administrator,
+        other => {
+            return Err(WireError::bad_request(
+                "bad_role",
+                format!("role '{}' is not user or admin", clip(other)),
+            ))
+        }
+    };
+    let password = password_field(&form)?;
+    let app2 = app.clone();
+    let (rec, token) = tokio::task::spawn_blocking(move || {
+        users::create(&app2.store, &name, role, password.as_deref())
+    })
+    .await
+    .map_err(internal("create failed"))?
+    .map_err(user_error)?;
+    app.directory.put_user(rec.clone());
+    tracing::info!(target: "overlord::audit", by = %who.label(), user = %rec.name, "user created");
+    Ok(Reply::csv(format!("user,token\n{},{token}\n", rec.name)).with_status(201))
+}
+
+/// `GET /v1/users`: `name,role,created,password` (whether one is set).
+pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    app.directory
+        .authorize(&who, Action::ManageUsers, Resource::None)?;
+    let app2 = app.clone();
+    let mut list = tokio::task::spawn_blocking(move || app2.store.load_users())
+        .await
+        .map_err(internal("list failed"))??;
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::from("name,role,created,password\n");
+    for u in list {
+        write_csv_text(&u.name, &mut out);
+        out.push_str(if u.role == Role::Administrator {
+            ",admin,"
+        } else {
+            ",user,"
+        });
+        timefmt::write_time(u.created, &mut out);
+        out.push_str(if u.password.is_some() {
+            ",yes\n"
+        } else {
+            ",no\n"
+        });
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `POST /v1/users/NAME/token`: a new API token (`user,token`); the
+/// previous one keeps working until the next rotation.
+/// `POST /v1/users/NAME/password` with `password` (empty removes it).
+/// `POST /v1/users/NAME/revoke`: both tokens and the password stop
+/// working, and every login session ends.
+pub async fn credentials(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+    what: &str,
+) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["password"], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    app.directory
+        .authorize(&who, Action::ManageCredentials, Resource::User(name))?;
+    if app.directory.user(name).is_none() {
+        return Err(WireError::new(
+            404,
+            "unknown_user",
+            format!("no user '{}'", clip(name)),
+        ));
+    }
+    let password = password_field(&form)?;
+    let app2 = app.clone();
+    let name2 = name.to_string();
+    let what2 = what.to_string();
+    let (rec, body) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        Ok(match what2.as_str() {
+            "token" => {
+                let role = app2.directory.user(&name2).map_or(Role::User, |u| u.role);
+                let (rec, token) = users::issue_token(&app2.store, &name2, role)?;
+                (rec, format!("user,token\n{name2},{token}\n"))
+            }
+            "password" => (
+                users::set_password(&app2.store, &name2, password.as_deref())?,
+                "ok\n".into(),
+            ),
+            _ => (users::revoke(&app2.store, &name2)?, "ok\n".into()),
+        })
+    })
+    .await
+    .map_err(internal("update failed"))?
+    .map_err(user_error)?;
+    app.directory.put_user(rec);
+    if what == "revoke" {
+        app.directory.end_sessions(name);
+    }
+    tracing::info!(target: "overlord::audit", by = %who.label(), user = %name, change = %what, "user credentials changed");
+    Ok(Reply::csv(body))
+}
+
+/// `POST /v1/login` with `name` and `password`: `user,token` where the
+/// token is a session token (Bearer) valid for `session_secs`. Wrong
+/// passwords count towards throttling like wrong tokens.
+pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["name", "password"], timeout(app)).await?;
+    let name = form.require("name")?.to_string();
+    let password = form.require("password")?.to_string();
+    let keys: Vec<String> = form
+        .peer
+        .map(|ip| format!("src:{ip}"))
+        .into_iter()
+        .chain([format!("id:{name}")])
+        .collect();
+    for k in &keys {
+        if let Err(secs) = app.throttle.check(k) {
+            let mut e = WireError::new(
+                429,
+                "rate_limited",
+                "too many failed attempts; wait and retry",
+            );
+            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+            return Err(e);
+        }
+    }
+    let user = app.directory.user(&name);
+    let hash = user.as_ref().and_then(|u| u.password.clone());
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => users::verify_password(&h, &password),
+        None => {
+            // Same cost for an unknown user or one without a password.
+            let _ = users::verify_password(dummy_hash(), &password);
+            false
+        }
+    })
+    .await
+    .map_err(internal("login failed"))?;
+    if !ok {
+        for k in &keys {
+            if app.throttle.fail(k) {
+                tracing::warn!(target: "overlord::auth", key = %k, "failed logins: throttled for the rest of the window");
+            }
+        }
+        return Err(WireError::unauthorized("wrong name or password"));
+    }
+    let token = app
+        .directory
+        .new_session(&name, Duration::from_secs(app.config.limits.session_secs));
+    tracing::info!(target: "overlord::audit", user = %name, "login");
+    Ok(Reply::csv(format!("user,token\n{name},{token}\n")))
+}
+
+/// A real argon2id hash of a random password, verified against when the
+/// user is unknown (or has no password) so that takes as long as a wrong
+/// password. Made once, on first use.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| users::hash_password(&auth::generate_token()))
+}
+
+/// Which device or channel a grant is on: `device:ID` or `channel:NAME`.
+fn grant_target(app: &App, who: &Principal, res: &str) -> Result<(u8, u32), WireError> {
+    let bad = || WireError::bad_request("bad_resource", "resource is device:ID or channel:NAME");
+    let (kind, name) = res.split_once(':').ok_or_else(bad)?;
+    match kind {
+        "device" => {
+            let d = device_for(app, who, name, Action::Grant)?;
+            Ok((KIND_DEVICE, d.num))
+        }
+        "channel" => {
+            let c = channel_for(app, who, name, Action::Grant)?;
+            Ok((KIND_CHANNEL, c.num))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A grantee must exist: `user:NAME`, `device:ID` or `anonymous`.
+fn grantee(app: &App, to: &str) -> Result<String, WireError> {
+    let ok = match to.split_once(':') {
+        _ if to == "anonymous" => true,
+        Some(("user", n)) => app.directory.user(n).is_some(),
+        Some(("device", id)) => app.directory.device(id).is_some(),
+        _ => false,
+    };
+    if ok {
+        Ok(to.to_string())
+    } else {
+        Err(WireError::bad_request(
+            "bad_grantee",
+            format!(
+                "'{}' is not an existing user:NAME, device:ID or anonymous",
+                clip(to)
+            ),
+        ))
+    }
+}
+
+/// `POST /v1/grants` with `resource` (`device:ID`, `channel:NAME`), `to`
+/// (`user:NAME`, `device:ID`, `anonymous`) and `level` (`read`,
+/// `control`); `DELETE` with `resource` and `to` withdraws it. Only the
+/// owner (or an administrator) grants.
+pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["resource", "to", "level"], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let res = form.require("resource")?.to_string();
+    let (kind, num) = grant_target(app, &who, &res)?;
+    let to = grantee(app, form.require("to")?)?;
+    let level = if add {
+        Level::parse(form.get("level").unwrap_or("read"))
+            .ok_or_else(|| WireError::bad_request("bad_level", "level is read or control"))?
+    } else {
+        Level::Read
+    };
+    let app2 = app.clone();
+    let to2 = to.clone();
+    tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        {
+            let mut t = txn.open_table(GRANTS)?;
+            if add {
+                t.insert((kind, num, to2.as_str()), level as u8)?;
+            } else {
+                t.remove((kind, num, to2.as_str()))?;
+            }
+        }
+        txn.commit()?;
+        if add {
+            app2.directory.put_grant(kind, num, &to2, level);
+        } else {
+            app2.directory.remove_grant(kind, num, &to2);
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map_err(internal("grant failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), resource = %res, to = %to, level = level.as_str(), add, "grant changed");
+    Ok(Reply::csv(format!("ok,{res},{to}\n")).with_status(if add { 201 } else { 200 }))
+}
+
+/// `GET /v1/grants?resource=device:ID`: `resource,to,level`.
+pub async fn list_grants(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["resource"], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let res = form.require("resource")?.to_string();
+    let (kind, num) = grant_target(app, &who, &res)?;
+    let mut out = String::from("resource,to,level\n");
+    for (to, level) in app.directory.grants_on(kind, num) {
+        write_csv_text(&res, &mut out);
+        out.push(',');
+        write_csv_text(&to, &mut out);
+        out.push(',');
+        out.push_str(level.as_str());
+        out.push('\n');
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `POST /v1/devices/ID/revoke`: both of the device's tokens stop working
+/// at once (issue a new one with `POST /v1/devices/ID/token`).
+pub async fn revoke_device(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Reply, WireError> {
+    let form = Form::read(req, &[], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let d = device_for(app, &who, id, Action::RevokeDevice)?;
+    let mut new = (*d).clone();
+    new.token = auth::hash_token(&auth::generate_token());
+    new.prev_token = None;
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        app2.store.put_device(&new)?;
+        app2.directory.put_device(new);
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map_err(internal("revoke failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), device = %id, "device tokens revoked");
+    Ok(Reply::csv("ok\n"))
+}
