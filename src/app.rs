@@ -128,8 +128,8 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
         channel_events,
         long_polls,
         throttle: Throttle::new(
-            config_limits.auth_failures_per_minute,
-            Duration::from_secs(60),
+            config_limits.auth_failures_per_window,
+            Duration::from_secs(config_limits.auth_window_secs.max(1)),
         ),
         device_rate: RateLimit::new(
             config_limits.device_requests_per_sec,

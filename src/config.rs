@@ -57,9 +57,11 @@ pub struct Limits {
     pub max_wait_secs: u64,
     /// Long-polls waiting at once; more get `503`.
     pub max_long_polls: usize,
-    /// Failed credentials per source address or id per minute before
+    /// Failed credentials per source address or id per window before
     /// `429` (0: off).
-    pub auth_failures_per_minute: u32,
+    pub auth_failures_per_window: u32,
+    /// The throttling window in seconds.
+    pub auth_window_secs: u64,
     /// Readings requests per second per device (0: unlimited).
     pub device_requests_per_sec: f64,
     /// Burst of readings requests per device.
@@ -107,7 +109,8 @@ impl Default for Limits {
             channel_retention: 100_000,
             max_wait_secs: 60,
             max_long_polls: 256,
-            auth_failures_per_minute: 20,
+            auth_failures_per_window: 20,
+            auth_window_secs: 60,
             device_requests_per_sec: 50.0,
             device_burst: 200.0,
             session_secs: 86_400,

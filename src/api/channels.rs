@@ -143,7 +143,7 @@ pub async fn members(
     name: &str,
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
-    let who = form.caller(app)?;
+    let who = form.principal(app)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
     let mut out = String::from("device,sensor\n");
     for (dev, code) in app.catalog.members_of(ch.num) {
@@ -199,6 +199,9 @@ pub async fn change_member(
     Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
 }
 
+/// Anyone with read access may follow a channel, including anonymous
+/// callers when it was made public (a `read` grant to `anonymous`).
+///
 /// `GET /v1/channels/CH/items?after=IDX[&limit=N][&wait=S]` or
 /// `?since=TIME[&limit=N]`: rows `index,time,device,sensor,value`.
 ///
@@ -212,7 +215,7 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         timeout(app),
     )
     .await?;
-    let who = form.caller(app)?;
+    let who = form.principal(app)?;
     let ch = channel_for(app, &who, name, Action::ReadOwned)?;
     let limit = match form.number::<usize>("limit")? {
         None => 1000,

@@ -76,7 +76,12 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     )?;
     let default_device: Option<Arc<DeviceRecord>> = match &who {
         Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
-        Principal::Device(d) => Some(d.clone()),
+        // A device writes for itself; naming another device is checked
+        // like any other access to it.
+        Principal::Device(d) => match params.credentials.device.as_deref() {
+            Some(id) if id != d.id => Some(visible_device(app, &who, id, Action::WriteReadings)?),
+            _ => Some(d.clone()),
+        },
         Principal::User(_) => match params.credentials.device.as_deref() {
             Some(id) => Some(visible_device(app, &who, id, Action::WriteReadings)?),
             None => None,

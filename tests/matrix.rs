@@ -1,0 +1,368 @@
+//! The permission matrix: every endpoint × every kind of caller, with the
+//! status each must get. Generated from the router's own endpoint table:
+//! an endpoint without a row here fails the test, so none can be added
+//! without deciding who may use it. (`docs/permissions.md` is this table
+//! in prose.)
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{hour_ago, TestServer};
+use overlord::api::{Endpoint, ENDPOINTS};
+
+/// Callers, in column order.
+const ROLES: [&str; 7] = [
+    "admin", "owner", "grantee", "other", "device", "odevice", "anon",
+];
+
+/// Expected statuses per endpoint, in [`ROLES`] order.
+fn expectations() -> HashMap<Endpoint, [u16; 7]> {
+    use Endpoint::*;
+    HashMap::from([
+        //                      admin owner grant other dev  odev anon
+        (Healthz, [200, 200, 200, 200, 200, 200, 200]),
+        (Metrics, [200, 200, 200, 200, 200, 200, 200]),
+        (ReadingsGet, [200, 200, 403, 404, 200, 404, 401]),
+        (ReadingsPost, [200, 200, 403, 404, 200, 404, 401]),
+        (InboxRead, [400, 400, 400, 400, 200, 200, 401]),
+        (InboxAck, [400, 400, 400, 400, 200, 200, 401]),
+        (DeviceList, [200, 200, 200, 200, 200, 200, 401]),
+        (DeviceCreate, [201, 201, 201, 201, 403, 403, 401]),
+        (DeviceReadings, [200, 200, 200, 404, 200, 404, 401]),
+        (DeviceToken, [200, 200, 403, 404, 403, 404, 401]),
+        (DeviceRevoke, [200, 200, 403, 404, 403, 404, 401]),
+        (DeviceInboxView, [200, 200, 200, 404, 403, 404, 401]),
+        (DeviceInboxSend, [201, 201, 201, 404, 403, 404, 401]),
+        (ChannelList, [200, 200, 200, 200, 200, 200, 401]),
+        (ChannelCreate, [201, 201, 201, 201, 403, 403, 401]),
+        (ChannelMembers, [200, 200, 200, 404, 404, 404, 401]),
+        (ChannelMemberAdd, [201, 201, 201, 404, 404, 404, 401]),
+        (ChannelMemberRemove, [200, 200, 200, 404, 404, 404, 401]),
+        (ChannelItems, [200, 200, 200, 404, 404, 404, 401]),
+        (ChannelMessage, [201, 201, 201, 404, 404, 404, 401]),
+        (AlertList, [200, 200, 200, 200, 200, 200, 401]),
+        (AlertCreate, [201, 201, 201, 404, 403, 403, 401]),
+        (AlertDelete, [200, 200, 404, 404, 404, 404, 401]),
+        (AlertEvents, [200, 200, 404, 404, 404, 404, 401]),
+        (DeadLetters, [200, 403, 403, 403, 403, 403, 401]),
+        (UserList, [200, 403, 403, 403, 403, 403, 401]),
+        (UserCreate, [201, 403, 403, 403, 403, 403, 401]),
+        (UserToken, [200, 200, 403, 403, 403, 403, 401]),
+        (UserPassword, [200, 200, 403, 403, 403, 403, 401]),
+        (UserRevoke, [200, 200, 403, 403, 403, 403, 401]),
+        (Login, [200, 200, 200, 200, 200, 200, 200]),
+        (GrantList, [200, 200, 403, 404, 403, 404, 401]),
+        (GrantAdd, [201, 201, 403, 404, 404, 404, 401]),
+        (GrantRemove, [200, 200, 403, 404, 404, 404, 401]),
+    ])
+}
+
+/// A server with: users owner, grantee, other; device `own` (owner's) and
+/// `odev` (other's); channel `ch` (owner's, member own/N1); alert `al`
+/// (owner's, on own/N1); grantee has `control` on own and ch.
+struct World {
+    s: TestServer,
+    auth: HashMap<&'static str, String>,
+}
+
+fn bearer(t: &str) -> String {
+    format!("Authorization: Bearer {t}\r\n")
+}
+
+fn basic(id: &str, t: &str) -> String {
+    let raw = format!("{id}:{t}");
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = raw.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    format!("Authorization: Basic {out}\r\n")
+}
+
+fn token_of(body: &str) -> String {
+    body.lines()
+        .nth(1)
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string()
+}
+
+fn world(with_password: bool) -> World {
+    let s = TestServer::start_with(|c| {
+        c.limits.device_requests_per_sec = 0.0;
+        c.limits.auth_failures_per_window = 0;
+    });
+    let admin = s.admin.clone();
+    let mut user = |name: &str| {
+        let r = s.admin_form("POST", "/v1/users", &format!("name={name}"));
+        assert_eq!(r.status, 201, "{}", r.body);
+        token_of(&r.body)
+    };
+    let (owner, grantee, other) = (user("owner"), user("grantee"), user("other"));
+    let req = |who: &str, method: &str, path: &str, form: &str| {
+        s.raw(
+            format!(
+                "{method} {path} HTTP/1.1\r\n{who}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let own = token_of(&req(&bearer(&owner), "POST", "/v1/devices", "id=own").body);
+    let odev = token_of(&req(&bearer(&other), "POST", "/v1/devices", "id=odev").body);
+    for (path, form) in [
+        ("/v1/channels", "name=ch"),
+        ("/v1/channels/ch/members", "device=own&sensor=N1"),
+        ("/v1/alerts", "name=al&device=own&sensor=N1&max=100"),
+        (
+            "/v1/grants",
+            "resource=device:own&to=user:grantee&level=control",
+        ),
+        (
+            "/v1/grants",
+            "resource=channel:ch&to=user:grantee&level=control",
+        ),
+    ] {
+        let r = req(&bearer(&owner), "POST", path, form);
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+    }
+    if with_password {
+        let r = req(
+            &bearer(&owner),
+            "POST",
+            "/v1/users/owner/password",
+            "password=correct+horse",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let auth = HashMap::from([
+        ("admin", bearer(&admin)),
+        ("owner", bearer(&owner)),
+        ("grantee", bearer(&grantee)),
+        ("other", bearer(&other)),
+        ("device", basic("own", &own)),
+        ("odevice", basic("odev", &odev)),
+        ("anon", String::new()),
+    ]);
+    World { s, auth }
+}
+
+/// The request each endpoint is exercised with: (method, path, body type, body).
+fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, String) {
+    use Endpoint::*;
+    let form = "application/x-www-form-urlencoded";
+    let t = hour_ago();
+    match ep {
+        Healthz => ("GET", "/healthz".into(), form, String::new()),
+        Metrics => ("GET", "/metrics".into(), form, String::new()),
+        ReadingsGet => (
+            "GET",
+            format!("/v1/readings?device=own&N1=1&time={t}"),
+            form,
+            String::new(),
+        ),
+        ReadingsPost => (
+            "POST",
+            "/v1/readings?device=own".into(),
+            "text/csv",
+            format!("time,N1\n{t},1\n"),
+        ),
+        InboxRead => ("GET", "/v1/inbox".into(), form, String::new()),
+        InboxAck => ("GET", "/v1/inbox/ack?upto=1".into(), form, String::new()),
+        DeviceList => ("GET", "/v1/devices".into(), form, String::new()),
+        DeviceCreate => ("POST", "/v1/devices".into(), form, format!("id=new-{role}")),
+        DeviceReadings => (
+            "GET",
+            "/v1/devices/own/readings".into(),
+            form,
+            String::new(),
+        ),
+        DeviceToken => ("POST", "/v1/devices/own/token".into(), form, String::new()),
+        DeviceRevoke => ("POST", "/v1/devices/own/revoke".into(), form, String::new()),
+        DeviceInboxView => ("GET", "/v1/devices/own/inbox".into(), form, String::new()),
+        DeviceInboxSend => (
+            "POST",
+            "/v1/devices/own/inbox".into(),
+            form,
+            "kind=message&value=hi".into(),
+        ),
+        ChannelList => ("GET", "/v1/channels".into(), form, String::new()),
+        ChannelCreate => (
+            "POST",
+            "/v1/channels".into(),
+            form,
+            format!("name=c-{role}"),
+        ),
+        ChannelMembers => ("GET", "/v1/channels/ch/members".into(), form, String::new()),
+        ChannelMemberAdd => (
+            "POST",
+            "/v1/channels/ch/members".into(),
+            form,
+            "device=own&sensor=N2".into(),
+        ),
+        ChannelMemberRemove => (
+            "DELETE",
+            "/v1/channels/ch/members?device=own&sensor=N1".into(),
+            form,
+            String::new(),
+        ),
+        ChannelItems => ("GET", "/v1/channels/ch/items".into(), form, String::new()),
+        ChannelMessage => (
+            "POST",
+            "/v1/channels/ch/messages".into(),
+            form,
+            "kind=message&value=hi".into(),
+        ),
+        AlertList => ("GET", "/v1/alerts".into(), form, String::new()),
+        AlertCreate => (
+            "POST",
+            "/v1/alerts".into(),
+            form,
+            format!("name=a-{role}&device=own&sensor=N1&max=5"),
+        ),
+        AlertDelete => ("DELETE", "/v1/alerts/al".into(), form, String::new()),
+        AlertEvents => ("GET", "/v1/alerts/al/events".into(), form, String::new()),
+        DeadLetters => ("GET", "/v1/dead-letters".into(), form, String::new()),
+        UserList => ("GET", "/v1/users".into(), form, String::new()),
+        UserCreate => ("POST", "/v1/users".into(), form, format!("name=u-{role}")),
+        UserToken => ("POST", "/v1/users/owner/token".into(), form, String::new()),
+        UserPassword => (
+            "POST",
+            "/v1/users/owner/password".into(),
+            form,
+            "password=another+one".into(),
+        ),
+        UserRevoke => ("POST", "/v1/users/owner/revoke".into(), form, String::new()),
+        Login => (
+            "POST",
+            "/v1/login".into(),
+            form,
+            "name=owner&password=correct+horse".into(),
+        ),
+        GrantList => (
+            "GET",
+            "/v1/grants?resource=device:own".into(),
+            form,
+            String::new(),
+        ),
+        GrantAdd => (
+            "POST",
+            "/v1/grants".into(),
+            form,
+            "resource=channel:ch&to=user:other&level=read".into(),
+        ),
+        GrantRemove => (
+            "DELETE",
+            "/v1/grants?resource=channel:ch&to=user:grantee".into(),
+            form,
+            String::new(),
+        ),
+    }
+}
+
+#[test]
+fn every_endpoint_for_every_caller() {
+    let expect = expectations();
+    let mut failures = Vec::new();
+    let mut seen = Vec::new();
+    for (_, _, ep) in ENDPOINTS {
+        if seen.contains(ep) {
+            continue;
+        }
+        seen.push(*ep);
+        let row = expect
+            .get(ep)
+            .unwrap_or_else(|| panic!("{ep:?} has no row in the permission matrix"));
+        for (i, role) in ROLES.iter().enumerate() {
+            // A fresh world per cell: no cell sees another's changes.
+            let w = world(*ep == Endpoint::Login);
+            let (method, path, ctype, body) = request(*ep, role);
+            let r = w.s.raw(
+                format!(
+                    "{method} {path} HTTP/1.1\r\nHost: t\r\n{}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    w.auth[role],
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            if r.status != row[i] {
+                failures.push(format!(
+                    "{ep:?} as {role}: expected {}, got {} {}",
+                    row[i],
+                    r.status,
+                    r.body.trim()
+                ));
+            }
+            if r.status >= 400 {
+                assert!(r.body.starts_with("error,"), "{ep:?} as {role}: {}", r.body);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        seen.len(),
+        expect.len(),
+        "rows for endpoints that no longer exist"
+    );
+}
+
+#[test]
+fn a_public_channel_is_readable_anonymously() {
+    let w = world(false);
+    let owner = &w.auth["owner"];
+    let send = |extra: &str, method: &str, path: &str, form: &str| {
+        w.s.raw(
+            format!(
+                "{method} {path} HTTP/1.1\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(send("", "GET", "/v1/channels/ch/items", "").status, 401);
+    assert_eq!(
+        send(
+            owner,
+            "POST",
+            "/v1/grants",
+            "resource=channel:ch&to=anonymous&level=read"
+        )
+        .status,
+        201
+    );
+    assert_eq!(send("", "GET", "/v1/channels/ch/items", "").status, 200);
+    // Read does not mean control.
+    assert_eq!(
+        send("", "POST", "/v1/channels/ch/messages", "value=hi").status,
+        401
+    );
+    assert_eq!(
+        send(
+            owner,
+            "DELETE",
+            "/v1/grants?resource=channel:ch&to=anonymous",
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(send("", "GET", "/v1/channels/ch/items", "").status, 401);
+}

@@ -1,0 +1,238 @@
+//! Credentials over HTTP: user token rotation and revocation, passwords
+//! and login sessions, brute-force throttling that lifts by itself, and
+//! the per-device request limit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{hour_ago, TestServer};
+
+fn token_of(body: &str) -> String {
+    body.lines()
+        .nth(1)
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string()
+}
+
+fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> common::Reply {
+    s.raw(
+        format!(
+            "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
+    let s = TestServer::start();
+    let t0 = token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let ok = |t: &str| as_user(&s, t, "GET", "/v1/devices", "").status;
+    assert_eq!(ok(&t0), 200);
+    let t1 = token_of(&as_user(&s, &t0, "POST", "/v1/users/ann/token", "").body);
+    assert_eq!(
+        (ok(&t0), ok(&t1)),
+        (200, 200),
+        "old token works after one rotation"
+    );
+    let t2 = token_of(&as_user(&s, &t1, "POST", "/v1/users/ann/token", "").body);
+    assert_eq!(
+        (ok(&t0), ok(&t1), ok(&t2)),
+        (401, 200, 200),
+        "and stops after the next"
+    );
+    // Revocation ends both tokens and every session at once.
+    assert_eq!(
+        as_user(
+            &s,
+            &t2,
+            "POST",
+            "/v1/users/ann/password",
+            "password=correct+horse"
+        )
+        .status,
+        200
+    );
+    let login = s.post(
+        "/v1/login",
+        "application/x-www-form-urlencoded",
+        b"name=ann&password=correct+horse",
+        "",
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    let session = token_of(&login.body);
+    assert_eq!(ok(&session), 200, "a session token works as Bearer");
+    assert_eq!(s.admin_form("POST", "/v1/users/ann/revoke", "").status, 200);
+    assert_eq!((ok(&t1), ok(&t2), ok(&session)), (401, 401, 401));
+    let again = s.post(
+        "/v1/login",
+        "application/x-www-form-urlencoded",
+        b"name=ann&password=correct+horse",
+        "",
+    );
+    assert_eq!(again.status, 401, "the password is revoked too");
+    // The administrator issues a fresh token.
+    let t3 = token_of(&s.admin_form("POST", "/v1/users/ann/token", "").body);
+    assert_eq!(ok(&t3), 200);
+}
+
+#[test]
+fn wrong_passwords_and_unknown_users_look_the_same() {
+    let s = TestServer::start();
+    s.admin_form("POST", "/v1/users", "name=bob&password=long+enough+pw");
+    let login = |body: &[u8]| s.post("/v1/login", "application/x-www-form-urlencoded", body, "");
+    let wrong = login(b"name=bob&password=wrong+password");
+    let unknown = login(b"name=nobody&password=wrong+password");
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(login(b"name=bob&password=long+enough+pw").status, 200);
+    let short = s.admin_form("POST", "/v1/users", "name=carl&password=short");
+    assert_eq!((short.status, short.error_code()), (400, "bad_password"));
+}
+
+#[test]
+fn guessing_tokens_is_throttled_and_the_throttle_lifts() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_failures_per_window = 5;
+        c.limits.auth_window_secs = 2;
+    });
+    let tok = s.create_device("d");
+    let try_tok = |t: &str| {
+        s.get(&format!(
+            "/v1/readings?device=d&token={t}&N1=1&time={}",
+            hour_ago()
+        ))
+    };
+    for _ in 0..5 {
+        assert_eq!(try_tok("00000000000000000000000000000000").status, 401);
+    }
+    // Throttled now, even with the right token: guessing gains nothing.
+    let r = try_tok(&tok);
+    assert_eq!((r.status, r.error_code()), (429, "rate_limited"));
+    let wait: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // It lifts by itself (bounded wait, no exact timing asserted).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let r = try_tok(&tok);
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429);
+        assert!(Instant::now() < deadline, "the throttle never lifted");
+    }
+}
+
+#[test]
+fn a_device_over_its_request_rate_gets_429_and_csv_batches_still_get_in() {
+    let s = TestServer::start_with(|c| {
+        c.limits.device_requests_per_sec = 0.5;
+        c.limits.device_burst = 3.0;
+    });
+    let tok = s.create_device("d");
+    let t = hour_ago();
+    for i in 0..3 {
+        assert_eq!(
+            s.get(&format!(
+                "/v1/readings?device=d&token={tok}&N1={i}&time={}",
+                t + i
+            ))
+            .status,
+            200
+        );
+    }
+    let r = s.get(&format!(
+        "/v1/readings?device=d&token={tok}&N1=9&time={}",
+        t + 9
+    ));
+    assert_eq!((r.status, r.error_code()), (429, "rate_limited"));
+    assert!(r.header("Retry-After").is_some());
+    // Nothing of the refused request was stored.
+    let q = s.get(&format!("/v1/devices/d/readings?token={tok}&sensors=N1"));
+    assert_eq!(q.body.lines().count(), 4);
+    // After a wait, one CSV request carries a whole backlog.
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut body = String::from("time,N1\n");
+    for i in 100..1100 {
+        body.push_str(&format!("{},{i}\n", t - 5000 + i));
+    }
+    let r = s.post(
+        &format!("/v1/readings?device=d&token={tok}"),
+        "text/csv",
+        body.as_bytes(),
+        "",
+    );
+    assert_eq!(r.body, "ok,1000,0\n");
+}
+
+#[test]
+fn grants_and_revoked_devices() {
+    let s = TestServer::start();
+    let ann = token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let bob = token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
+    let dev = token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=anns").body);
+    let read = |t: &str| as_user(&s, t, "GET", "/v1/devices/anns/readings", "").status;
+    assert_eq!(read(&bob), 404, "invisible before the grant");
+    assert_eq!(
+        as_user(
+            &s,
+            &ann,
+            "POST",
+            "/v1/grants",
+            "resource=device:anns&to=user:bob&level=read"
+        )
+        .status,
+        201
+    );
+    assert_eq!(read(&bob), 200);
+    let send = as_user(&s, &bob, "POST", "/v1/devices/anns/inbox", "value=hi");
+    assert_eq!(send.status, 403, "read is not control");
+    let grants = as_user(&s, &ann, "GET", "/v1/grants?resource=device:anns", "");
+    assert_eq!(
+        grants.body,
+        "resource,to,level\ndevice:anns,user:bob,read\n"
+    );
+    assert_eq!(
+        as_user(
+            &s,
+            &ann,
+            "DELETE",
+            "/v1/grants?resource=device:anns&to=user:bob",
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(read(&bob), 404);
+    // Revoking a device's tokens stops it at once.
+    let send = |t: &str| {
+        s.get(&format!("/v1/readings?device=anns&token={t}&N1=1"))
+            .status
+    };
+    assert_eq!(send(&dev), 200);
+    assert_eq!(
+        as_user(&s, &ann, "POST", "/v1/devices/anns/revoke", "").status,
+        200
+    );
+    assert_eq!(send(&dev), 401);
+    // Grants survive a restart.
+    as_user(
+        &s,
+        &ann,
+        "POST",
+        "/v1/grants",
+        "resource=device:anns&to=user:bob&level=control",
+    );
+    let (tmp, admin) = s.stop();
+    let s = TestServer::restart(tmp, admin, |_| {});
+    assert_eq!(
+        as_user(&s, &bob, "POST", "/v1/devices/anns/inbox", "value=hi").status,
+        201
+    );
+}
