@@ -106,7 +106,7 @@ fn world(with_password: bool) -> World {
         c.limits.auth_failures_per_window = 0;
     });
     let admin = s.admin.clone();
-    let mut user = |name: &str| {
+    let user = |name: &str| {
         let r = s.admin_form("POST", "/v1/users", &format!("name={name}"));
         assert_eq!(r.status, 201, "{}", r.body);
         token_of(&r.body)
