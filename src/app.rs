@@ -71,7 +71,14 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
     let store = Arc::new(Store::open(&config.data_file)?);
     let mut users_list = store.load_users()?;
     let mut admin_token = None;
-    if users_list.is_empty() {
+    // First start (or a data file whose only users came from the CLI):
+    // make sure there is an administrator to manage the server with.
+    let has_admin = users_list.iter().any(|u| u.role == Role::Administrator);
+    let name_free = !users_list.iter().any(|u| u.name == users::FIRST_ADMIN);
+    if !has_admin && !name_free {
+        tracing::warn!("no administrator: create one with `overlord user token NAME --admin`");
+    }
+    if !has_admin && name_free {
         let token = crate::auth::generate_token();
         let admin = UserRecord {
             name: users::FIRST_ADMIN.into(),

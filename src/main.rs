@@ -67,6 +67,17 @@ enum UserCmd {
         #[arg(long)]
         admin: bool,
     },
+    /// Set a user's password (for the dashboard login), read as one line
+    /// from standard input so it stays out of the shell history.
+    Password {
+        /// User name.
+        name: String,
+    },
+    /// Revoke every credential of a user (tokens, password, sessions).
+    Revoke {
+        /// User name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,6 +205,25 @@ fn user(config: Config, cmd: UserCmd) -> Result<(), String> {
             };
             let (_, token) = users::issue_token(&store, &name, role).map_err(|e| e.to_string())?;
             println!("user,token\n{name},{token}");
+        }
+        UserCmd::Password { name } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.len() < users::MIN_PASSWORD {
+                return Err(format!(
+                    "a password is at least {} bytes",
+                    users::MIN_PASSWORD
+                ));
+            }
+            users::set_password(&store, &name, Some(pw)).map_err(|e| e.to_string())?;
+            println!("ok");
+        }
+        UserCmd::Revoke { name } => {
+            users::revoke(&store, &name).map_err(|e| e.to_string())?;
+            println!("ok");
         }
     }
     Ok(())

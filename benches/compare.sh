@@ -1,0 +1,549 @@
+#!/usr/bin/env bash
+# Overlord against nginx, VictoriaMetrics and InfluxDB on this machine, in
+# one run (see BENCHMARKS.md for what each workload means and one run's
+# figures).
+#
+#   sudo bash benches/compare.sh            # from the repository root
+#
+# Everything runs on loopback only (127.0.0.1), every loop is bounded, all
+# state lives in one `mktemp -d` directory removed on exit, and every
+# server started here is stopped by its pid. As root the script installs
+# the peers from Debian packages; a peer that does not install or start is
+# reported as 'skipped'.
+#
+# Knobs (environment):
+#   DAY_STEPS=8640   readings per series in the bytes-on-disk day (8640 = one
+#                    every 10 s for 24 h; lower it for a proportional slice)
+#   P1_N=20000 P1_C=32 P1_ROUNDS=3 WRK_SECS=8 P2_ROUNDS=2
+#   SKIP_INSTALL=1   do not run apt-get (tools must already be there)
+#   NO_HYPERFINE=1   time P3 with curl alone
+
+set -u -o pipefail
+
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+
+DAY_STEPS=${DAY_STEPS:-8640}
+P1_N=${P1_N:-20000}
+P1_C=${P1_C:-32}
+WRK_SECS=${WRK_SECS:-8}
+P2_ROUNDS=${P2_ROUNDS:-2}
+P1_ROUNDS=${P1_ROUNDS:-3}
+DEVICES=1000
+P2_ROWS=100000
+P2_POSTS=10
+
+log() { printf '\n=== %s\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+
+# ---------------------------------------------------------------- install
+if [ "${SKIP_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
+    log "installing tools (apt-get)"
+    apt-get update -qq >/dev/null 2>&1 || note "apt-get update failed; trying the install anyway"
+    # The required tools first, then each peer on its own so one failure
+    # does not take the others with it.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk apache2-utils hyperfine curl >/dev/null 2>&1 \
+        || note "some load tools failed to install"
+    for pkg in nginx-light victoria-metrics influxdb; do
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
+            || note "$pkg: install failed (skipped)"
+    done
+fi
+for tool in curl ab; do
+    command -v "$tool" >/dev/null || { echo "compare.sh: '$tool' is required" >&2; exit 1; }
+done
+HAVE_NGINX=0; command -v nginx >/dev/null && HAVE_NGINX=1
+HAVE_VM=0; command -v victoria-metrics >/dev/null && HAVE_VM=1
+HAVE_INFLUX=0; command -v influxd >/dev/null && HAVE_INFLUX=1
+HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
+HAVE_HF=0; command -v hyperfine >/dev/null && [ "${NO_HYPERFINE:-0}" != 1 ] && HAVE_HF=1
+
+# ---------------------------------------------------------------- build
+log "building overlord and the load tool (release)"
+cargo build --release --quiet --bin overlord --example load || exit 1
+OVERLORD="$ROOT/target/release/overlord"
+LOAD="$ROOT/target/release/examples/load"
+
+# ---------------------------------------------------------------- temp + cleanup
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stop one server started here; wait (bounded) until it is gone.
+stop_pid() {
+    local p=$1 i
+    kill -TERM "$p" 2>/dev/null
+    for i in $(seq 1 300); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+}
+
+# A free loopback port at or above $1 (bounded search).
+free_port() {
+    local p=$1 i
+    for i in $(seq 0 200); do
+        if ! ss -Hltn "sport = :$((p + i))" 2>/dev/null | grep -q .; then
+            echo $((p + i)); return 0
+        fi
+    done
+    return 1
+}
+
+# Wait until a URL answers (any HTTP status), at most ~20 s.
+wait_http() {
+    local i
+    for i in $(seq 1 200); do
+        curl -s -o /dev/null -m 1 "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Per-thread-name CPU ticks of a process: "name ticks" lines.
+thread_ticks() {
+    awk '{ n=$2; gsub(/[()]/, "", n); t[n] += $14 + $15 } END { for (k in t) print k, t[k] }' \
+        /proc/"$1"/task/*/stat 2>/dev/null | sort
+}
+# CPU seconds per thread name between two thread_ticks files, and % of wall.
+thread_report() {
+    local before=$1 after=$2 wall=$3 hz
+    hz=$(getconf CLK_TCK)
+    join -a2 -e0 -o 0,1.2,2.2 "$before" "$after" | awk -v hz="$hz" -v wall="$wall" \
+        '{ s = ($3 - $2) / hz; if (s > 0) printf "    thread %-18s %6.2f s CPU  (%5.1f%% of one core over %.2f s)\n", $1, s, 100 * s / wall, wall }'
+}
+
+# Overlord's group-commit counters: "commit_seconds_sum commits requests_sum".
+ov_commits() {
+    curl -s -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/metrics" | awk '
+        $1 == "overlord_commit_seconds_sum" { s = $2 }
+        $1 == "overlord_commit_seconds_count" { c = $2 }
+        $1 == "overlord_commit_requests_sum" { r = $2 }
+        END { print s + 0, c + 0, r + 0 }'
+}
+# What the writer did between two ov_commits lines, over WALL seconds.
+commit_report() {
+    echo "$1 $2 $3" | awk '{ s = $4 - $1; c = $5 - $2; r = $6 - $3; if (c > 0)
+        printf "    writer: %d group commits, %.1f requests each, %.3f ms each, busy %.2f s of %.2f s\n", c, r / c, 1000 * s / c, s, $7 }'
+}
+
+vmhwm() { awk '/^VmHWM/ { print $2 }' /proc/"$1"/status 2>/dev/null; }
+reset_hwm() { echo 5 > /proc/"$1"/clear_refs 2>/dev/null; }
+
+now_s() { date +%s; }
+ms_now() { date +%s%N | cut -b1-13; }
+
+# ---------------------------------------------------------------- machine
+log "machine"
+CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+note "nproc: $(nproc); CPU: $CPU_MODEL; memory: $(free -g | awk '/^Mem:/ { print $2 }') GiB"
+note "kernel: $(uname -sr)"
+note "load average at start: $(uptime | sed 's/.*load average: //') (other work on the machine skews every figure)"
+DEV=$(findmnt -no SOURCE -T "$TMP" 2>/dev/null | head -1)
+DEVNAME=$(basename "${DEV:-unknown}")
+ROTA=$(lsblk -dno ROTA "$DEV" 2>/dev/null | tr -d ' ' || echo '?')
+note "temp dir filesystem: $(findmnt -no FSTYPE -T "$TMP" 2>/dev/null) on $DEVNAME (rotational=$ROTA)"
+SYNC=$(dd if=/dev/zero of="$TMP/dsync" bs=4k count=1000 oflag=dsync 2>&1 | awk '/copied/ { print $(NF-3) }')
+rm -f "$TMP/dsync"
+note "1000 x 4 KiB O_DSYNC writes: ${SYNC} s ($(awk -v s="$SYNC" 'BEGIN { printf "%.3f", s }') ms each)"
+log "versions"
+note "overlord $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), $(rustc --version)"
+note "$(ab -V | head -1)"
+[ $HAVE_WRK = 1 ] && note "$(wrk -v 2>&1 | head -1)"
+[ $HAVE_HF = 1 ] && note "$(hyperfine --version)"
+[ $HAVE_NGINX = 1 ] && note "$(nginx -v 2>&1)" || note "nginx: skipped"
+[ $HAVE_VM = 1 ] && note "victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)" || note "victoria-metrics: skipped"
+[ $HAVE_INFLUX = 1 ] && note "$(influxd version 2>&1 | head -1)" || note "influxdb: skipped"
+
+# ---------------------------------------------------------------- servers
+# start_overlord DIR PORT -> sets OV_PID OV_ADDR OV_TOKEN
+start_overlord() {
+    local dir=$1 port=$2 i
+    mkdir -p "$dir"
+    cat > "$dir/overlord.toml" <<EOF
+listen = "127.0.0.1:$port"
+data_file = "$dir/o.redb"
+[limits]
+max_connections = 4096
+EOF
+    "$OVERLORD" --config "$dir/overlord.toml" > "$dir/stdout" 2> "$dir/stderr" &
+    OV_PID=$!; PIDS+=("$OV_PID")
+    for i in $(seq 1 200); do grep -q '^listening on' "$dir/stdout" 2>/dev/null && break; sleep 0.1; done
+    OV_ADDR="127.0.0.1:$port"
+    OV_TOKEN=$(sed -n 's/^admin token: //p' "$dir/stdout")
+    [ -n "$OV_TOKEN" ] || { echo "overlord did not start:"; cat "$dir/stderr"; exit 1; }
+}
+
+# start_vm DIR PORT -> VM_PID VM_ADDR (VM_PID empty when skipped)
+start_vm() {
+    local dir=$1 port=$2
+    VM_PID=""; VM_ADDR="127.0.0.1:$port"
+    [ $HAVE_VM = 1 ] || return 0
+    mkdir -p "$dir"
+    victoria-metrics -storageDataPath="$dir/data" -httpListenAddr="$VM_ADDR" -retentionPeriod=100y \
+        -loggerLevel=ERROR > "$dir/log" 2>&1 &
+    VM_PID=$!; PIDS+=("$VM_PID")
+    wait_http "http://$VM_ADDR/health" || { note "victoria-metrics did not start (skipped)"; VM_PID=""; }
+}
+
+# start_influx DIR PORT -> IF_PID IF_ADDR (IF_PID empty when skipped)
+start_influx() {
+    local dir=$1 port=$2
+    IF_PID=""; IF_ADDR="127.0.0.1:$port"
+    [ $HAVE_INFLUX = 1 ] || return 0
+    mkdir -p "$dir"
+    local rpc; rpc=$(free_port $((port + 1)))
+    # Reporting off (no outside traffic); the cache is written to TSM and
+    # fully compacted soon after writes stop, so the on-disk size is the
+    # compacted one.
+    cat > "$dir/influxdb.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "5s"
+  compact-full-write-cold-duration = "10s"
+[http]
+  bind-address = "$IF_ADDR"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+EOF
+    influxd -config "$dir/influxdb.conf" > "$dir/log" 2>&1 &
+    IF_PID=$!; PIDS+=("$IF_PID")
+    if wait_http "http://$IF_ADDR/ping"; then
+        curl -s -XPOST "http://$IF_ADDR/query" --data-urlencode 'q=CREATE DATABASE bench' > /dev/null
+    else
+        note "influxd did not start (skipped)"; IF_PID=""
+    fi
+}
+
+# start_nginx DIR PORT -> NG_PID NG_ADDR
+start_nginx() {
+    local dir=$1 port=$2
+    NG_PID=""; NG_ADDR="127.0.0.1:$port"
+    [ $HAVE_NGINX = 1 ] || return 0
+    mkdir -p "$dir/www/v1" "$dir/logs" "$dir/body"
+    printf 'ok,1,0\n' > "$dir/www/v1/readings"
+    # The same reply body as Overlord's, as a static file, at the same path.
+    cat > "$dir/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/csv;
+    client_body_temp_path $dir/body;
+    server {
+        listen $NG_ADDR;
+        root $dir/www;
+    }
+}
+EOF
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" > "$dir/out" 2>&1 &
+    NG_PID=$!; PIDS+=("$NG_PID")
+    wait_http "http://$NG_ADDR/v1/readings" || { note "nginx did not start (skipped)"; NG_PID=""; }
+}
+
+RES="$TMP/results"; : > "$RES"
+put() { echo "$1=$2" >> "$RES"; }
+get() { awk -F= -v k="$1" '$1 == k { v = $2 } END { print v }' "$RES"; }
+
+log "starting servers"
+start_nginx "$TMP/nginx" "$(free_port 28180)"
+start_overlord "$TMP/ov" "$(free_port 28190)"
+start_vm "$TMP/vm" "$(free_port 28200)"
+start_influx "$TMP/influx" "$(free_port 28210)"
+note "overlord pid $OV_PID on $OV_ADDR; nginx ${NG_PID:-skipped}; victoria-metrics ${VM_PID:-skipped}; influxd ${IF_PID:-skipped}"
+
+R=$(curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=dev1')
+DEV_TOKEN=$(echo "$R" | awk -F, 'NR == 2 { print $2 }')
+[ -n "$DEV_TOKEN" ] || { echo "could not create dev1: $R"; exit 1; }
+note "creating $DEVICES devices over HTTP: $("$LOAD" devices --addr "$OV_ADDR" --token "$OV_TOKEN" --count $DEVICES --prefix d)"
+curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=p3dev0000' > /dev/null
+
+# ---------------------------------------------------------------- P1
+# ab_run NAME URL [ab options...] -> prints and records req/s
+ab_run() {
+    local name=$1 url=$2; shift 2
+    local out rps failed non2xx
+    out=$(ab -q -n "$P1_N" -c "$P1_C" "$@" "$url" 2>&1)
+    rps=$(echo "$out" | awk '/^Requests per second/ { print $4 }')
+    failed=$(echo "$out" | awk '/^Failed requests/ { print $3 }')
+    non2xx=$(echo "$out" | awk '/^Non-2xx responses/ { print $3 }')
+    p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
+    p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
+    if [ -z "$rps" ]; then
+        note "$(printf '%-30s failed: %s' "$name" "$(echo "$out" | tail -2 | tr '\n' ' ')")"
+        return
+    fi
+    note "$(printf '%-30s %9.0f req/s  p50 %s ms  p99 %s ms  failed %s  non-2xx %s' "$name" "$rps" "$p50" "$p99" "${failed:-0}" "${non2xx:-0}")"
+    if [ "${failed:-0}" = 0 ] && [ "${non2xx:-0}" = 0 ]; then echo "$rps" >> "$TMP/p1.$name"; fi
+}
+best() { [ -s "$TMP/$1" ] && sort -g "$TMP/$1" | tail -1; }
+
+P1_PATH="/v1/readings?device=dev1&token=$DEV_TOKEN&N1=21.5"
+printf 'dev1,21.5\n' > "$TMP/vm_one.csv"
+printf 'm,device=dev1 N1=21.5\n' > "$TMP/influx_one.txt"
+# A fixed time whose minute no other request touches: every request is the
+# same reading (stored once), so this isolates HTTP + group commit.
+FIXED_T=$(( ($(now_s) / 60 - 120) * 60 + 7 ))
+
+log "P1: one reading per new connection, ab -n $P1_N -c $P1_C (HTTP/1.0), $P1_ROUNDS rounds interleaved, best of each"
+ab_run warmup-overlord "http://$OV_ADDR$P1_PATH&time=$((FIXED_T - 3600))" > /dev/null
+for round in $(seq 1 "$P1_ROUNDS"); do
+    note "round $round"
+    [ -n "$NG_PID" ] && ab_run nginx "http://$NG_ADDR$P1_PATH"
+    thread_ticks "$OV_PID" > "$TMP/tt.before"; c0=$(ov_commits); t0=$(ms_now)
+    ab_run overlord "http://$OV_ADDR$P1_PATH"
+    t1=$(ms_now); c1=$(ov_commits); thread_ticks "$OV_PID" > "$TMP/tt.after"
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')
+    if [ "$round" = 1 ]; then
+        thread_report "$TMP/tt.before" "$TMP/tt.after" "$wall"
+        commit_report "$c0" "$c1" "$wall"
+    fi
+    c0=$(ov_commits); t0=$(ms_now)
+    ab_run overlord-fixed-time "http://$OV_ADDR$P1_PATH&time=$FIXED_T"
+    t1=$(ms_now); c1=$(ov_commits)
+    [ "$round" = 1 ] && commit_report "$c0" "$c1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')"
+    [ -n "$VM_PID" ] && ab_run victoria-metrics "http://$VM_ADDR/api/v1/import/csv?format=1:label:device,2:metric:N1" -p "$TMP/vm_one.csv" -T text/csv
+    [ -n "$IF_PID" ] && ab_run influxdb "http://$IF_ADDR/write?db=bench" -p "$TMP/influx_one.txt" -T text/plain
+done
+for n in nginx overlord overlord-fixed-time victoria-metrics influxdb; do put "p1.$n" "$(best "p1.$n")"; done
+
+# ---------------------------------------------------------------- wrk
+if [ $HAVE_WRK = 1 ]; then
+    log "P1 keep-alive: wrk -t1 -c$P1_C -d${WRK_SECS}s (HTTP/1.1 keep-alive)"
+    cat > "$TMP/vm.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = "dev1,21.5\n"
+wrk.headers["Content-Type"] = "text/csv"
+EOF
+    cat > "$TMP/influx.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = "m,device=dev1 N1=21.5\n"
+wrk.headers["Content-Type"] = "text/plain"
+EOF
+    wrk_run() {
+        local name=$1; shift
+        local out rps errs
+        out=$(wrk -t1 -c"$P1_C" -d"${WRK_SECS}s" --latency "$@" 2>&1)
+        rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
+        errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr -s ' ' | tr '\n' ' ')
+        p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
+        p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
+        note "$(printf '%-30s %9.0f req/s  p50 %s  p99 %s  %s' "$name" "${rps:-0}" "$p50" "$p99" "$errs")"
+        [ -z "$errs" ] && put "wrk.$name" "$rps"
+    }
+    [ -n "$NG_PID" ] && wrk_run nginx "http://$NG_ADDR$P1_PATH"
+    c0=$(ov_commits)
+    wrk_run overlord "http://$OV_ADDR$P1_PATH"
+    c1=$(ov_commits); commit_report "$c0" "$c1" "$WRK_SECS"
+    c0=$(ov_commits)
+    wrk_run overlord-fixed-time "http://$OV_ADDR$P1_PATH&time=$((FIXED_T + 60))"
+    c1=$(ov_commits); commit_report "$c0" "$c1" "$WRK_SECS"
+    [ -n "$VM_PID" ] && wrk_run victoria-metrics -s "$TMP/vm.lua" "http://$VM_ADDR/api/v1/import/csv?format=1:label:device,2:metric:N1"
+    [ -n "$IF_PID" ] && wrk_run influxdb -s "$TMP/influx.lua" "http://$IF_ADDR/write?db=bench"
+else
+    log "P1 keep-alive: wrk skipped"
+fi
+
+# ---------------------------------------------------------------- P2
+log "P2: $P2_POSTS POSTs x $P2_ROWS CSV rows (4 sensors) over $DEVICES devices, one connection; $P2_ROUNDS rounds"
+BASE_DAY=$(( $(now_s) / 86400 * 86400 ))
+# ingest_run NAME FORMAT ADDR START [extra load args] -> prints the load line
+ingest_run() {
+    local name=$1 fmt=$2 addr=$3 start=$4; shift 4
+    local out
+    out=$("$LOAD" ingest --addr "$addr" --format "$fmt" --devices $DEVICES --prefix d --sensors 4 \
+        --start "$start" --step 10 --steps $((P2_ROWS * P2_POSTS / DEVICES)) --rows-per-post $P2_ROWS --pregen "$@" 2>&1)
+    note "$(printf '%-18s %s' "$name" "$out")"
+    echo "$out" | sed -n 's/.* rows_per_sec=\([0-9]*\).*/\1/p' >> "$TMP/p2.$name"
+}
+reset_hwm "$OV_PID"; [ -n "$VM_PID" ] && reset_hwm "$VM_PID"; [ -n "$IF_PID" ] && reset_hwm "$IF_PID"
+RSS_BASE_OV=$(vmhwm "$OV_PID")
+for round in $(seq 1 "$P2_ROUNDS"); do
+    # Each round its own day, 4 to 8 days ago, the same data for every server.
+    start=$((BASE_DAY - (3 + round) * 86400))
+    thread_ticks "$OV_PID" > "$TMP/tt.before"; c0=$(ov_commits); t0=$(ms_now)
+    ingest_run overlord overlord "$OV_ADDR" "$start" --token "$OV_TOKEN"
+    t1=$(ms_now); c1=$(ov_commits); thread_ticks "$OV_PID" > "$TMP/tt.after"
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')
+    if [ "$round" = 1 ]; then
+        thread_report "$TMP/tt.before" "$TMP/tt.after" "$wall"
+        commit_report "$c0" "$c1" "$wall"
+    fi
+    [ -n "$VM_PID" ] && ingest_run victoria-metrics vm "$VM_ADDR" "$start"
+    [ -n "$IF_PID" ] && ingest_run influxdb influx "$IF_ADDR" "$start"
+done
+start=$((BASE_DAY - 9 * 86400))
+ingest_run overlord-2conns overlord "$OV_ADDR" "$start" --token "$OV_TOKEN" --conns 2
+for n in overlord overlord-2conns victoria-metrics influxdb; do put "p2.$n" "$(best "p2.$n")"; done
+put rss.overlord "$(vmhwm "$OV_PID")"
+[ -n "$VM_PID" ] && put rss.victoria-metrics "$(vmhwm "$VM_PID")"
+[ -n "$IF_PID" ] && put rss.influxdb "$(vmhwm "$IF_PID")"
+note "peak RSS (VmHWM) during P2: overlord $(get rss.overlord) KiB (was $RSS_BASE_OV KiB before), victoria-metrics $(get rss.victoria-metrics) KiB, influxdb $(get rss.influxdb) KiB"
+
+# ---------------------------------------------------------------- P3
+log "P3: read back 86,400 rows of one sensor (one device, 1 s apart, 3 days ago)"
+P3_START=$((BASE_DAY - 3 * 86400))
+P3_END=$((P3_START + 86399))
+note "insert: $("$LOAD" ingest --addr "$OV_ADDR" --format overlord --token "$OV_TOKEN" --devices 1 --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200)"
+OV_Q="http://$OV_ADDR/v1/devices/p3dev0000/readings?sensors=N1&from=$P3_START&to=$P3_END&limit=100000"
+HF_CMDS=(-n overlord "curl -sf -o /dev/null -H 'Authorization: Bearer $OV_TOKEN' '$OV_Q'")
+rows=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "$OV_Q" | tail -n +2 | wc -l)
+note "overlord returns $rows rows (plus a header)"
+if [ -n "$VM_PID" ]; then
+    "$LOAD" ingest --addr "$VM_ADDR" --format vm --devices 1 --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200 > /dev/null
+    curl -s -XPOST "http://$VM_ADDR/internal/force_flush" > /dev/null
+    VM_Q="http://$VM_ADDR/api/v1/export/csv?format=__timestamp__:unix_s,__value__&match%5B%5D=N1%7Bdevice%3D%22p3dev0000%22%7D&start=$P3_START&end=$P3_END"
+    for _ in $(seq 1 50); do
+        rows=$(curl -s "$VM_Q" | wc -l); [ "$rows" -ge 86400 ] && break; sleep 0.2
+    done
+    note "victoria-metrics returns $rows rows"
+    HF_CMDS+=(-n victoria-metrics "curl -sf -o /dev/null '$VM_Q'")
+fi
+if [ -n "$IF_PID" ]; then
+    "$LOAD" ingest --addr "$IF_ADDR" --format influx --devices 1 --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200 > /dev/null
+    IF_QS="db=bench&epoch=s&q=$(printf 'SELECT N1 FROM m WHERE device = '"'"'p3dev0000'"'"' AND time >= %ss AND time <= %ss' $P3_START $P3_END | sed 's/ /%20/g; s/=/%3D/g; s/>/%3E/g; s/</%3C/g; s/'"'"'/%27/g')"
+    IF_Q="http://$IF_ADDR/query?$IF_QS"
+    rows=$(curl -s -H 'Accept: application/csv' "$IF_Q" | tail -n +2 | wc -l)
+    note "influxdb returns $rows rows (plus a header), CSV via Accept: application/csv"
+    HF_CMDS+=(-n influxdb "curl -sf -o /dev/null -H 'Accept: application/csv' '$IF_Q'")
+fi
+if [ $HAVE_HF = 1 ]; then
+    hyperfine -N --warmup 3 --runs 30 --style basic --export-csv "$TMP/p3.csv" "${HF_CMDS[@]}" 2>&1 | grep -E 'Time|Range|^Benchmark' | sed 's/^/    /'
+    # command,mean,stddev,median,user,system,min,max (seconds)
+    while IFS=, read -r cmd mean _ median _; do
+        [ "$cmd" = command ] && continue
+        put "p3.$cmd" "$(awk -v m="$median" 'BEGIN { printf "%.2f", m * 1000 }')"
+    done < "$TMP/p3.csv"
+else
+    note "hyperfine missing: median of 30 runs of curl's time_total"
+    p3_fetch() {
+        case $1 in
+            overlord) curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OV_TOKEN" "$OV_Q" ;;
+            victoria-metrics) curl -sf -o /dev/null -w '%{time_total}\n' "$VM_Q" ;;
+            influxdb) curl -sf -o /dev/null -w '%{time_total}\n' -H 'Accept: application/csv' "$IF_Q" ;;
+        esac
+    }
+    for i in $(seq 0 3 $((${#HF_CMDS[@]} - 1))); do
+        name=${HF_CMDS[$((i + 1))]}
+        t=$(for _ in $(seq 1 30); do p3_fetch "$name"; done | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", a[int((NR + 1) / 2)] * 1000 }')
+        note "$name median $t ms"; put "p3.$name" "$t"
+    done
+fi
+
+log "stopping the P1-P3 servers"
+stop_pid "$OV_PID"
+[ -n "$NG_PID" ] && stop_pid "$NG_PID"
+[ -n "$VM_PID" ] && stop_pid "$VM_PID"
+[ -n "$IF_PID" ] && stop_pid "$IF_PID"
+
+# ---------------------------------------------------------------- day
+DAY_READINGS=$((DEVICES * 4 * DAY_STEPS))
+log "bytes on disk: $DEVICES devices x 4 sensors x $DAY_STEPS readings 10 s apart = $DAY_READINGS readings"
+DAY_START=$((BASE_DAY - 2 * 86400))
+start_overlord "$TMP/ov-day" "$(free_port 28230)"
+"$LOAD" devices --addr "$OV_ADDR" --token "$OV_TOKEN" --count $DEVICES --prefix d > /dev/null
+size_empty=$(stat -c %s "$TMP/ov-day/o.redb")
+c0=$(ov_commits); t0=$(ms_now)
+out=$("$LOAD" ingest --addr "$OV_ADDR" --format overlord --token "$OV_TOKEN" --devices $DEVICES --prefix d --sensors 4 \
+    --start $DAY_START --step 10 --steps "$DAY_STEPS" --rows-per-post $P2_ROWS --conns 2)
+t1=$(ms_now); c1=$(ov_commits)
+note "overlord ingest: $out"
+commit_report "$c0" "$c1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')"
+note "overlord RSS after the day: VmHWM $(vmhwm "$OV_PID") KiB"
+stop_pid "$OV_PID"
+size=$(stat -c %s "$TMP/ov-day/o.redb"); alloc=$(( $(stat -c %b "$TMP/ov-day/o.redb") * $(stat -c %B "$TMP/ov-day/o.redb") ))
+note "overlord data file: $size bytes (allocated $alloc; $size_empty with only the devices)"
+put day.overlord "$size"; put day.overlord.alloc "$alloc"
+
+start_vm "$TMP/vm-day" "$(free_port 28240)"
+if [ -n "$VM_PID" ]; then
+    out=$("$LOAD" ingest --addr "$VM_ADDR" --format vm --devices $DEVICES --prefix d --sensors 4 \
+        --start $DAY_START --step 10 --steps "$DAY_STEPS" --rows-per-post $P2_ROWS --conns 2)
+    note "victoria-metrics ingest: $out"
+    curl -s -XPOST "http://$VM_ADDR/internal/force_flush" > /dev/null
+    sleep 2
+    stop_pid "$VM_PID"
+    # data + indexdb; the cache folder (rebuildable) is left out.
+    size=$(du -sb "$TMP/vm-day/data/data" "$TMP/vm-day/data/indexdb" | awk '{ s += $1 } END { print s }')
+    note "victoria-metrics data + indexdb: $size bytes"
+    put day.victoria-metrics "$size"
+fi
+
+start_influx "$TMP/influx-day" "$(free_port 28250)"
+if [ -n "$IF_PID" ]; then
+    out=$("$LOAD" ingest --addr "$IF_ADDR" --format influx --devices $DEVICES --prefix d --sensors 4 \
+        --start $DAY_START --step 10 --steps "$DAY_STEPS" --rows-per-post $P2_ROWS --conns 2)
+    note "influxdb ingest: $out"
+    # Wait (at most 60 s) for the cache to be written to TSM and the WAL to empty.
+    for _ in $(seq 1 60); do
+        [ "$(du -sb "$TMP/influx-day/wal" | awk '{ print $1 }')" -lt 1048576 ] && break
+        sleep 1
+    done
+    sleep 12   # full compaction after 10 s cold
+    stop_pid "$IF_PID"
+    size=$(du -sb "$TMP/influx-day/data" "$TMP/influx-day/wal" | awk '{ s += $1 } END { print s }')
+    note "influxdb data + wal: $size bytes"
+    put day.influxdb "$size"
+fi
+
+# ---------------------------------------------------------------- summary
+log "summary (ratio > 1 means Overlord is better)"
+note "load average at the end: $(uptime | sed 's/.*load average: //')"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "skipped" }'; }
+row() { printf '  %-46s %14s %14s %8s\n' "$1" "$2" "$3" "$4"; }
+fmt() { [ -n "$1" ] && printf "$2" "$1" || echo skipped; }
+row "measure" "overlord" "peer" "ratio"
+row "----------------------------------------------" "--------" "----" "-----"
+OV=$(get p1.overlord)
+row "P1 ab req/s vs nginx static (goal >= 0.95)" "$(fmt "$OV" %.0f)" "$(fmt "$(get p1.nginx)" %.0f)" "$(ratio "$OV" "$(get p1.nginx)")"
+row "P1 ab req/s vs victoria-metrics csv import" "$(fmt "$OV" %.0f)" "$(fmt "$(get p1.victoria-metrics)" %.0f)" "$(ratio "$OV" "$(get p1.victoria-metrics)")"
+row "P1 ab req/s vs influxdb /write" "$(fmt "$OV" %.0f)" "$(fmt "$(get p1.influxdb)" %.0f)" "$(ratio "$OV" "$(get p1.influxdb)")"
+OVF=$(get p1.overlord-fixed-time)
+row "P1 ab, fixed time (diagnostic) vs nginx" "$(fmt "$OVF" %.0f)" "$(fmt "$(get p1.nginx)" %.0f)" "$(ratio "$OVF" "$(get p1.nginx)")"
+OW=$(get wrk.overlord)
+row "wrk keep-alive req/s vs nginx" "$(fmt "$OW" %.0f)" "$(fmt "$(get wrk.nginx)" %.0f)" "$(ratio "$OW" "$(get wrk.nginx)")"
+row "wrk keep-alive req/s vs victoria-metrics" "$(fmt "$OW" %.0f)" "$(fmt "$(get wrk.victoria-metrics)" %.0f)" "$(ratio "$OW" "$(get wrk.victoria-metrics)")"
+row "wrk keep-alive req/s vs influxdb" "$(fmt "$OW" %.0f)" "$(fmt "$(get wrk.influxdb)" %.0f)" "$(ratio "$OW" "$(get wrk.influxdb)")"
+row "wrk, fixed time (diagnostic) vs nginx" "$(fmt "$(get wrk.overlord-fixed-time)" %.0f)" "$(fmt "$(get wrk.nginx)" %.0f)" "$(ratio "$(get wrk.overlord-fixed-time)" "$(get wrk.nginx)")"
+O2=$(get p2.overlord)
+row "P2 rows/s vs goal 1,000,000" "$(fmt "$O2" %.0f)" "1000000" "$(ratio "$O2" 1000000)"
+row "P2 rows/s vs victoria-metrics csv import" "$(fmt "$O2" %.0f)" "$(fmt "$(get p2.victoria-metrics)" %.0f)" "$(ratio "$O2" "$(get p2.victoria-metrics)")"
+row "P2 rows/s vs influxdb line protocol" "$(fmt "$O2" %.0f)" "$(fmt "$(get p2.influxdb)" %.0f)" "$(ratio "$O2" "$(get p2.influxdb)")"
+row "P2 rows/s, 2 connections, vs goal" "$(fmt "$(get p2.overlord-2conns)" %.0f)" "1000000" "$(ratio "$(get p2.overlord-2conns)" 1000000)"
+RO=$(get rss.overlord)
+row "P2 peak RSS KiB vs victoria-metrics" "$(fmt "$RO" %s)" "$(fmt "$(get rss.victoria-metrics)" %s)" "$(ratio "$(get rss.victoria-metrics)" "$RO")"
+row "P2 peak RSS KiB vs influxdb" "$(fmt "$RO" %s)" "$(fmt "$(get rss.influxdb)" %s)" "$(ratio "$(get rss.influxdb)" "$RO")"
+Q=$(get p3.overlord)
+row "P3 86,400-row query, median ms, vs v-m" "$(fmt "$Q" %s)" "$(fmt "$(get p3.victoria-metrics)" %s)" "$(ratio "$(get p3.victoria-metrics)" "$Q")"
+row "P3 86,400-row query, median ms, vs influxdb" "$(fmt "$Q" %s)" "$(fmt "$(get p3.influxdb)" %s)" "$(ratio "$(get p3.influxdb)" "$Q")"
+bpr() { [ -n "$1" ] && awk -v s="$1" -v n="$DAY_READINGS" 'BEGIN { printf "%.2f", s / n }'; }
+BO=$(bpr "$(get day.overlord)")
+row "bytes/reading on disk vs victoria-metrics" "$BO" "$(fmt "$(bpr "$(get day.victoria-metrics)")" %s)" "$(ratio "$(bpr "$(get day.victoria-metrics)")" "$BO")"
+row "bytes/reading on disk vs influxdb" "$BO" "$(fmt "$(bpr "$(get day.influxdb)")" %s)" "$(ratio "$(bpr "$(get day.influxdb)")" "$BO")"
+row "overlord bytes/reading (allocated blocks)" "$(bpr "$(get day.overlord.alloc)")" "" ""

@@ -1,0 +1,126 @@
+//! The CLI works on the data file while the server is stopped, and refuses
+//! clearly while it runs.
+
+use std::process::Command;
+
+fn overlord(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let cfg = dir.join("o.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
+            dir.join("o.redb").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_overlord"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn users_and_devices_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, out, err) = overlord(tmp.path(), &["user", "token", "ann"], None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("user,token\nann,"), "{out}");
+    let (ok, _, err) = overlord(
+        tmp.path(),
+        &["user", "password", "ann"],
+        Some("a good password\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = overlord(tmp.path(), &["user", "password", "ann"], Some("short\n"));
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, out, err) = overlord(
+        tmp.path(),
+        &[
+            "device",
+            "create",
+            "--id",
+            "gh3",
+            "--name",
+            "Greenhouse 3",
+            "--owner",
+            "ann",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let token = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string();
+    assert_eq!(token.len(), 32);
+    let (ok, out, _) = overlord(tmp.path(), &["device", "list"], None);
+    assert!(ok);
+    assert!(
+        out.starts_with("id,name,owner,created,last_seen\ngh3,Greenhouse 3,ann,"),
+        "{out}"
+    );
+    let (ok, _, err) = overlord(
+        tmp.path(),
+        &["device", "create", "--id", "gh3", "--owner", "ann"],
+        None,
+    );
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = overlord(
+        tmp.path(),
+        &["device", "create", "--id", "bad id", "--owner", "ann"],
+        None,
+    );
+    assert!(!ok && err.contains("1-64"), "{err}");
+    // The first serve still creates an administrator, since the CLI made
+    // none; it is killed once it has said so.
+    let cfg = tmp.path().join("o.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_overlord"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("OVERLORD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let lines: Vec<String> = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("listening on"))
+        .collect();
+    // While it runs, the CLI refuses with a clear message.
+    let (ok, _, err) = overlord(tmp.path(), &["device", "list"], None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.starts_with("admin token: ")),
+        "{lines:?}"
+    );
+    assert!(!ok && err.contains("in use by a running server"), "{err}");
+}
