@@ -41,7 +41,7 @@ impl Item {
         varint::put_i64(&mut out, self.time);
         varint::put_u64(&mut out, u64::from(self.device));
         varint::put_u64(&mut out, u64::from(self.sensor.code()));
-        chunk::put_value(&mut out, &self.value, &mut 0);
+        chunk::put_value(&mut out, &self.value, &mut chunk::Prev::default());
         out
     }
 
@@ -52,7 +52,7 @@ impl Item {
         let device = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
         let sensor =
             SensorId::from_code(u32::try_from(r.u64()?).map_err(|_| Corrupt)?).ok_or(Corrupt)?;
-        let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
+        let value = chunk::get_value(&mut r, sensor.kind, &mut chunk::Prev::default())?;
         Ok(Item {
             added,
             time,

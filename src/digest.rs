@@ -236,11 +236,12 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
         seq: part.seq,
         ..PartDone::default()
     };
+    let mut seen = std::collections::HashSet::new();
     for (dev, r) in part.readings {
         if let Some(h) = hook {
             h(dev, &r);
         }
-        if !out.last_seen.iter().any(|(d, _)| *d == dev) {
+        if seen.insert(dev) {
             out.last_seen.push((dev, part.committed_at));
         }
         let code = r.sensor.code();

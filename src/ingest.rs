@@ -31,8 +31,8 @@ use crate::digest::{Digest, PartDone};
 use crate::metrics::Metrics;
 use crate::store::digest_log::DigestBatch;
 use crate::store::{
-    chunk, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS, DIGEST_LOG,
-    LAST_SEEN, META, READINGS, SENSORS,
+    chunk, parts, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS,
+    DIGEST_LOG, LAST_SEEN, META, READINGS, SENSORS,
 };
 use crate::{alerts, channels, inbox};
 
@@ -402,21 +402,10 @@ impl WriterState {
                     j += 1;
                 }
                 let kind = all[idx[0]].1 .1.sensor.kind;
-                buf.clear();
-                {
-                    let existing = table.get((dev, code, m))?;
-                    chunk::merge(
-                        existing.as_ref().map(|g| g.value()),
-                        kind,
-                        &incoming,
-                        &mut buf,
-                        |n| {
-                            fresh[idx[n]] = true;
-                            sensor_new += 1;
-                        },
-                    )?;
-                }
-                table.insert((dev, code, m), buf.as_slice())?;
+                parts::write_minute(&mut table, dev, code, m, kind, &incoming, &mut buf, |n| {
+                    fresh[idx[n]] = true;
+                    sensor_new += 1;
+                })?;
                 let sensor_done = j == order.len() || order[j].0 != dev || order[j].1 != code;
                 if sensor_done && sensor_new > 0 {
                     let before = sensors.get((dev, code))?.map_or(0, |g| g.value());

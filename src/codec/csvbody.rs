@@ -79,6 +79,7 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
     }
 
     let mut out = CsvReadings::default();
+    let mut device_index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut first_line = None;
     while read(&mut rdr, &mut record)? {
         let line = record.position().map_or(0, |p| p.line());
@@ -111,11 +112,13 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
                         .named("device")
                         .at(line, Some(i + 1)));
                 }
-                Some(match out.devices.iter().rposition(|d| d == id) {
-                    Some(k) => k as u32,
+                Some(match device_index.get(id) {
+                    Some(k) => *k,
                     None => {
+                        let k = out.devices.len() as u32;
                         out.devices.push(id.to_string());
-                        (out.devices.len() - 1) as u32
+                        device_index.insert(id.to_string(), k);
+                        k
                     }
                 })
             }

@@ -1,5 +1,11 @@
-//! The chunk: every reading of one (device, sensor) within one UTC minute,
-//! stored as one redb value under the key `(device, sensor, minute)`.
+//! The chunk: readings of one (device, sensor) within one UTC minute,
+//! stored as one redb value under the key `(device, sensor, minute, part)`.
+//!
+//! A minute is usually one part. A minute that fills up with more than
+//! [`PART_ENTRIES`] readings (a fast sensor, or one reading per request
+//! stamped with receive time) continues in part 1, 2, ...: parts are
+//! disjoint and ordered by offset, so writing one reading rewrites at most
+//! one bounded part instead of a minute that grows without limit.
 //!
 //! Layout (all integers LEB128, signed ones zigzag):
 //!
@@ -12,10 +18,12 @@
 //! - `unit` is the coarsest of 0 = µs, 1 = ms, 2 = s that divides every
 //!   offset, so readings on whole seconds cost one byte of time each.
 //! - Values depend on the sensor kind (known from the key): `I` the zigzag
-//!   delta from the previous integer; `N` a scaled decimal
-//!   `zigzag(mantissa) << 4 | scale` when the float is exactly a decimal
-//!   with at most 9 fraction digits (so `21.5` is two bytes), else
-//!   `15 | raw:8 bytes LE` (the tag is a byte-long varint `0x0f`);
+//!   delta from the previous integer; `N` one varint tag: when the value
+//!   is an exact decimal at the previous `N` value's scale,
+//!   `zigzag(mantissa - previous mantissa) << 1` (so a thermometer going
+//!   21.5, 21.6 costs one byte a value); otherwise, for an exact decimal
+//!   with at most 9 fraction digits, `(zigzag(mantissa) << 4 | scale) << 1
+//!   | 1` (`21.5` alone is two bytes); else `31` and 8 raw bytes LE;
 //!   `D` zigzag micros; `L` one byte; `S`/`B` length-prefixed bytes.
 
 use super::varint::{self, Corrupt, Reader};
@@ -24,18 +32,42 @@ use crate::codec::{SensorKind, Value};
 /// Microseconds in a minute: offsets are below this.
 pub const MINUTE_US: i64 = 60_000_000;
 
+/// Readings per part before a minute continues in the next part.
+pub const PART_ENTRIES: usize = 512;
+
 /// One entry: offset within the minute (µs) and the value.
 pub type Entry = (u32, Value);
 
-/// Append one value in its kind's encoding. `prev_int` carries the delta
-/// base for `I` values.
-pub fn put_value(out: &mut Vec<u8>, value: &Value, prev_int: &mut i64) {
+/// The delta base carried from one value to the next within a chunk. A
+/// lone value (digest log, channel item) starts from `Prev::default()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Prev {
+    int: i64,
+    mantissa: i64,
+    /// Scale of the previous `N` value; `NO_SCALE` when there is none.
+    scale: u8,
+}
+
+const NO_SCALE: u8 = 0xff;
+
+impl Default for Prev {
+    fn default() -> Prev {
+        Prev {
+            int: 0,
+            mantissa: 0,
+            scale: NO_SCALE,
+        }
+    }
+}
+
+/// Append one value in its kind's encoding, updating the delta base.
+pub fn put_value(out: &mut Vec<u8>, value: &Value, prev: &mut Prev) {
     match value {
         Value::Int(i) => {
-            varint::put_i64(out, i.wrapping_sub(*prev_int));
-            *prev_int = *i;
+            varint::put_i64(out, i.wrapping_sub(prev.int));
+            prev.int = *i;
         }
-        Value::Num(f) => put_num(out, *f),
+        Value::Num(f) => put_num(out, *f, prev),
         Value::Date(t) => varint::put_i64(out, *t),
         Value::Bool(b) => out.push(u8::from(*b)),
         Value::Str(s) => varint::put_bytes(out, s.as_bytes()),
@@ -44,18 +76,14 @@ pub fn put_value(out: &mut Vec<u8>, value: &Value, prev_int: &mut i64) {
 }
 
 /// Read one value of `kind`.
-pub fn get_value(
-    r: &mut Reader<'_>,
-    kind: SensorKind,
-    prev_int: &mut i64,
-) -> Result<Value, Corrupt> {
+pub fn get_value(r: &mut Reader<'_>, kind: SensorKind, prev: &mut Prev) -> Result<Value, Corrupt> {
     Ok(match kind {
         SensorKind::Int => {
-            let v = prev_int.wrapping_add(r.i64()?);
-            *prev_int = v;
+            let v = prev.int.wrapping_add(r.i64()?);
+            prev.int = v;
             Value::Int(v)
         }
-        SensorKind::Num => Value::Num(get_num(r)?),
+        SensorKind::Num => Value::Num(get_num(r, prev)?),
         SensorKind::Date => Value::Date(r.i64()?),
         SensorKind::Bool => Value::Bool(match r.u8()? {
             0 => false,
@@ -73,30 +101,66 @@ pub fn get_value(
 const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 const RAW_TAG: u64 = 15;
 
-fn put_num(out: &mut Vec<u8>, f: f64) {
-    for (scale, p) in POW10.iter().enumerate() {
-        let m = (f * p).round();
-        if m.abs() < 9.0e15 && m / p == f && !(f == 0.0 && f.is_sign_negative()) {
-            let z = ((m as i64) << 1) ^ ((m as i64) >> 63);
-            varint::put_u64(out, ((z as u64) << 4) | scale as u64);
+/// The decimal `f = m / 10^scale` at `scale`, if exact.
+fn mantissa_at(f: f64, scale: usize) -> Option<i64> {
+    let p = POW10[scale];
+    let m = (f * p).round();
+    (m.abs() < 9.0e15 && m / p == f && !(f == 0.0 && f.is_sign_negative())).then_some(m as i64)
+}
+
+fn put_num(out: &mut Vec<u8>, f: f64, prev: &mut Prev) {
+    // Same scale as the previous value: store the mantissa's delta.
+    if prev.scale != NO_SCALE {
+        if let Some(m) = mantissa_at(f, usize::from(prev.scale)) {
+            // Two mantissas below 9e15 differ by less than 2^55.
+            varint::put_u64(out, zigzag(m - prev.mantissa) << 1);
+            prev.mantissa = m;
             return;
         }
     }
-    varint::put_u64(out, RAW_TAG);
+    for scale in 0..POW10.len() {
+        if let Some(m) = mantissa_at(f, scale) {
+            varint::put_u64(out, (((zigzag(m) << 4) | scale as u64) << 1) | 1);
+            prev.mantissa = m;
+            prev.scale = scale as u8;
+            return;
+        }
+    }
+    varint::put_u64(out, (RAW_TAG << 1) | 1);
     out.extend_from_slice(&f.to_le_bytes());
+    prev.scale = NO_SCALE;
 }
 
-fn get_num(r: &mut Reader<'_>) -> Result<f64, Corrupt> {
+fn zigzag(m: i64) -> u64 {
+    ((m << 1) ^ (m >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+fn get_num(r: &mut Reader<'_>, prev: &mut Prev) -> Result<f64, Corrupt> {
     let tag = r.u64()?;
-    let scale = (tag & 15) as usize;
-    if scale as u64 == RAW_TAG {
+    if tag & 1 == 0 {
+        // A delta at the previous value's scale.
+        let p = *POW10.get(usize::from(prev.scale)).ok_or(Corrupt)?;
+        prev.mantissa = prev
+            .mantissa
+            .checked_add(unzigzag(tag >> 1))
+            .ok_or(Corrupt)?;
+        return Ok(prev.mantissa as f64 / p);
+    }
+    let tag = tag >> 1;
+    let scale = (tag & 15) as u8;
+    if u64::from(scale) == RAW_TAG {
         let raw: [u8; 8] = r.take(8)?.try_into().map_err(|_| Corrupt)?;
+        prev.scale = NO_SCALE;
         return Ok(f64::from_le_bytes(raw));
     }
-    let z = tag >> 4;
-    let m = ((z >> 1) as i64) ^ -((z & 1) as i64);
-    let p = *POW10.get(scale).ok_or(Corrupt)?;
-    Ok(m as f64 / p)
+    let p = *POW10.get(usize::from(scale)).ok_or(Corrupt)?;
+    prev.mantissa = unzigzag(tag >> 4);
+    prev.scale = scale;
+    Ok(prev.mantissa as f64 / p)
 }
 
 /// Encode sorted, unique entries.
@@ -112,12 +176,12 @@ pub fn encode(entries: &[Entry], out: &mut Vec<u8>) {
     out.push(unit);
     varint::put_u64(out, entries.len() as u64);
     let mut prev_off = 0u32;
-    let mut prev_int = 0i64;
+    let mut prev = Prev::default();
     for (off, value) in entries {
         debug_assert!(*off >= prev_off);
         varint::put_u64(out, u64::from((off - prev_off) / div));
         prev_off = *off;
-        put_value(out, value, &mut prev_int);
+        put_value(out, value, &mut prev);
     }
 }
 
@@ -136,7 +200,7 @@ pub fn decode(
     };
     let count = r.u64()?;
     let mut off = 0u64;
-    let mut prev_int = 0i64;
+    let mut prev = Prev::default();
     for _ in 0..count {
         off = r
             .u64()?
@@ -146,13 +210,33 @@ pub fn decode(
         if off >= MINUTE_US as u64 {
             return Err(Corrupt);
         }
-        let v = get_value(&mut r, kind, &mut prev_int)?;
+        let v = get_value(&mut r, kind, &mut prev)?;
         f(off as u32, v);
     }
     if !r.is_empty() {
         return Err(Corrupt);
     }
     Ok(())
+}
+
+/// The offset of a chunk's first entry (`None` for an empty chunk),
+/// without decoding the rest.
+pub fn first_offset(bytes: &[u8]) -> Result<Option<u32>, Corrupt> {
+    let mut r = Reader::new(bytes);
+    let div: u64 = match r.u8()? {
+        0 => 1,
+        1 => 1_000,
+        2 => 1_000_000,
+        _ => return Err(Corrupt),
+    };
+    if r.u64()? == 0 {
+        return Ok(None);
+    }
+    let off = r.u64()?.checked_mul(div).ok_or(Corrupt)?;
+    if off >= MINUTE_US as u64 {
+        return Err(Corrupt);
+    }
+    Ok(Some(off as u32))
 }
 
 /// Merge `incoming` (sorted by offset; equal offsets keep arrival order)
@@ -165,12 +249,23 @@ pub fn merge(
     kind: SensorKind,
     incoming: &[(u32, &Value)],
     out: &mut Vec<u8>,
-    mut fresh: impl FnMut(usize),
+    fresh: impl FnMut(usize),
 ) -> Result<(), Corrupt> {
     let mut old: Vec<Entry> = Vec::new();
     if let Some(bytes) = existing {
         decode(bytes, kind, |o, v| old.push((o, v)))?;
     }
+    encode(&merge_entries(old, incoming, fresh), out);
+    Ok(())
+}
+
+/// [`merge`] on decoded entries, returning the merged entries instead of
+/// their encoding, so the caller can split them into parts.
+pub fn merge_entries(
+    old: Vec<Entry>,
+    incoming: &[(u32, &Value)],
+    mut fresh: impl FnMut(usize),
+) -> Vec<Entry> {
     let mut merged: Vec<Entry> = Vec::with_capacity(old.len() + incoming.len());
     let mut old_iter = old.into_iter().peekable();
     let mut last: Option<u32> = None;
@@ -191,8 +286,7 @@ pub fn merge(
         fresh(i);
     }
     merged.extend(old_iter);
-    encode(&merged, out);
-    Ok(())
+    merged
 }
 
 #[cfg(test)]
@@ -270,6 +364,51 @@ mod tests {
             .collect();
         let len = roundtrip(SensorKind::Num, entries);
         assert!(len <= 2 + 6 * 3, "{len} bytes for six readings");
+    }
+
+    #[test]
+    fn slowly_changing_decimals_cost_a_byte() {
+        // A random-walk pressure with 2 decimals: each value after the
+        // first is a small delta at the same scale.
+        let vals = [1013.27, 1013.25, 1013.31, 1013.3, 1013.4, 1012.0, 1013.27];
+        let entries: Vec<Entry> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i as u32 * 1_000_000, Value::Num(*f)))
+            .collect();
+        let len = roundtrip(SensorKind::Num, entries);
+        // unit + count + 7 one-byte offsets + 4 bytes for the first value +
+        // four one-byte deltas and two (-140, +127) of two bytes.
+        assert_eq!(len, 2 + 7 + 4 + 4 + 2 * 2, "{len} bytes");
+        // Mixed scales and raw values in between still round-trip exactly.
+        let mixed = [1.5, 1.25, f64::MAX, 1.25, 3.0, -0.0, 0.1, 1e-9, 2.0];
+        let entries: Vec<Entry> = mixed
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i as u32, Value::Num(*f)))
+            .collect();
+        let mut out = Vec::new();
+        encode(&entries, &mut out);
+        let mut back = Vec::new();
+        decode(&out, SensorKind::Num, |_, v| back.push(v)).unwrap();
+        for (f, v) in mixed.iter().zip(&back) {
+            let Value::Num(b) = v else { panic!() };
+            assert_eq!(f.to_bits(), b.to_bits(), "{f} came back as {b}");
+        }
+    }
+
+    #[test]
+    fn first_offset_reads_only_the_head() {
+        let mut out = Vec::new();
+        encode(
+            &[(3_000_000, Value::Int(1)), (4_000_000, Value::Int(2))],
+            &mut out,
+        );
+        assert_eq!(first_offset(&out), Ok(Some(3_000_000)));
+        out.clear();
+        encode(&[], &mut out);
+        assert_eq!(first_offset(&out), Ok(None));
+        assert_eq!(first_offset(&[7, 1, 0]), Err(Corrupt));
     }
 
     #[test]

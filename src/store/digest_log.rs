@@ -33,7 +33,7 @@ impl DigestBatch {
             varint::put_u64(&mut out, u64::from(*device));
             varint::put_u64(&mut out, u64::from(r.sensor.code()));
             varint::put_i64(&mut out, r.time);
-            chunk::put_value(&mut out, &r.value, &mut 0);
+            chunk::put_value(&mut out, &r.value, &mut chunk::Prev::default());
         }
         out
     }
@@ -49,7 +49,7 @@ impl DigestBatch {
             let code = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
             let sensor = SensorId::from_code(code).ok_or(Corrupt)?;
             let time = r.i64()?;
-            let value = chunk::get_value(&mut r, sensor.kind, &mut 0)?;
+            let value = chunk::get_value(&mut r, sensor.kind, &mut chunk::Prev::default())?;
             readings.push((
                 device,
                 Reading {

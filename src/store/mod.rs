@@ -5,7 +5,7 @@
 //!
 //! | table | key | value | written by |
 //! |---|---|---|---|
-//! | `readings` | `(device, sensor, minute)` | a [`chunk`] | writer thread |
+//! | `readings` | `(device, sensor, minute, part)` | a [`chunk`] | writer thread |
 //! | `sensors` | `(device, sensor)` | readings stored | writer thread |
 //! | `digest_log` | batch seq | committed, undigested readings | writer thread |
 //! | `last_seen` | device | UTC µs of last contact | writer thread |
@@ -27,6 +27,7 @@
 
 pub mod chunk;
 pub mod digest_log;
+pub mod parts;
 pub mod query;
 pub mod records;
 pub mod varint;
@@ -38,8 +39,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use records::{AlertRecord, ChannelRecord, DeviceRecord, Role, UserRecord};
 
-/// `(device number, sensor code, unix minute)` → chunk of readings.
-pub const READINGS: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("readings");
+/// `(device number, sensor code, unix minute, part)` → chunk of readings
+/// (see [`parts`] for how a minute is split).
+pub const READINGS: TableDefinition<parts::PartKey, &[u8]> = TableDefinition::new("readings");
 /// `(device number, sensor code)` → number of readings stored.
 pub const SENSORS: TableDefinition<(u32, u32), u64> = TableDefinition::new("sensors");
 /// Batch sequence → readings committed but not yet digested.

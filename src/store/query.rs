@@ -3,7 +3,7 @@
 //! an empty field where a sensor has no value at that time.
 //!
 //! Each sensor is one range scan over `readings` from the key
-//! `(device, sensor, minute(from))` to `(device, sensor, minute(to))`; the
+//! `(device, sensor, minute(from), 0)` to `(device, sensor, minute(to), max)`; the
 //! sensors' sorted streams are then merged by time.
 
 use redb::ReadableDatabase;
@@ -66,7 +66,9 @@ pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, St
         for s in &sensors {
             let mut out = Vec::new();
             let want = q.limit.saturating_add(1);
-            for row in table.range((q.device, s.code(), m0)..=(q.device, s.code(), m1))? {
+            for row in
+                table.range((q.device, s.code(), m0, 0)..=(q.device, s.code(), m1, u16::MAX))?
+            {
                 let (k, v) = row?;
                 let base = i64::from(k.value().2) * chunk::MINUTE_US;
                 chunk::decode(v.value(), s.kind, |off, value| {
