@@ -14,8 +14,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -35,7 +34,10 @@ pub async fn run(
     let Opened { app, writer, .. } = opened;
     let limits = app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Graceful shutdown: `stop` tells every connection to finish its
+    // request in flight and close; each holds a permit until it is gone, so
+    // taking back every permit means every connection has finished.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -65,18 +67,29 @@ pub async fn run(
             continue;
         };
         let app2 = app.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(crate::http::Peer(peer.ip()));
-                crate::api::handle(app2.clone(), req)
-            }),
-        );
-        let conn = graceful.watch(conn);
+        let stop = stop_rx.clone();
+        let builder = builder.clone();
         let metrics = app.metrics.clone();
         metrics.connections.add(1);
         tokio::spawn(async move {
-            let _ = conn.await;
+            let mut stream = stream;
+            let conn = builder.serve_connection(
+                TokioIo::new(&mut stream),
+                service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(crate::http::Peer(peer.ip()));
+                    crate::api::handle(app2.clone(), req)
+                }),
+            );
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopped(stop) => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            linger(&mut stream).await;
             metrics.connections.add(-1);
             drop(permit);
         });
@@ -84,7 +97,9 @@ pub async fn run(
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, permits.acquire_many(all))
         .await
         .is_err()
     {
@@ -96,6 +111,43 @@ pub async fn run(
         .map_err(std::io::Error::other)?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Completes once `rx` holds `true` (never if the sender is gone first).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Lingering close, as nginx does: after the last reply, close our side
+/// and read and discard what the client is still sending (a body we
+/// refused with `413`, say) before the socket is dropped. Closing a socket
+/// with unread input makes the kernel send a reset, which can destroy the
+/// reply before the client reads it. Bounded: stops at EOF, after
+/// `LINGER_IDLE` without input, after `LINGER_MAX` in all, or after
+/// `LINGER_BYTES`.
+async fn linger(stream: &mut TcpStream) {
+    const LINGER_IDLE: Duration = Duration::from_millis(500);
+    const LINGER_MAX: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 16 << 20;
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut total = 0usize;
+        while total < LINGER_BYTES {
+            match tokio::time::timeout(LINGER_IDLE, stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_MAX, drain).await;
 }
 
 /// Answer a connection over the cap with `503` and close it.
