@@ -98,7 +98,12 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             directory.put_grant(kind, num, &who, l);
         }
     }
-    let presence = Arc::new(Presence::from_stored(store.load_last_seen()?));
+    let presence = Arc::new(Presence::new(
+        directory.clone(),
+        config.presence.offline_after_secs,
+        store.load_last_seen()?,
+        store.load_presence()?,
+    ));
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(load_catalog(&store)?);
     let digest = Digest::start(
@@ -119,6 +124,9 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             max_inbox: config.limits.max_inbox,
             catalog: catalog.clone(),
             channel_events: events_tx,
+            presence: presence.clone(),
+            directory: directory.clone(),
+            presence_events_kept: config.presence.events_kept,
         },
     )?;
     let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));

@@ -105,6 +105,8 @@ pub enum Action {
     CreateDevice,
     /// Rotate a device's token.
     RotateDevice,
+    /// Change a device's metadata (name, location, parent, ...).
+    EditDevice,
     /// Read a device's inbox.
     ReadInbox,
     /// Acknowledge (remove) rows of a device's inbox.
@@ -218,7 +220,8 @@ impl Directory {
     ///   to what they own; dead letters and user management are for
     ///   administrators.
     /// - A device may write and read its own readings, see itself, and read
-    ///   and acknowledge its own inbox.
+    ///   and acknowledge its own inbox. A gateway device may also register
+    ///   devices below it and write, read and see those.
     /// - Anyone (a user, a device, or `anonymous` for a public channel) may
     ///   do what a grant on the device or channel allows: `read` or
     ///   `control` ([`Level`]). Alerts are not granted.
@@ -260,6 +263,14 @@ impl Directory {
                     WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
                     Resource::Device(d),
                 ) if d.num == me.num => true,
+                // A gateway registers devices below it, and writes, reads
+                // and sees them (their inbox rows come to its own inbox).
+                (CreateDevice, Resource::None) if me.meta.gateway => true,
+                (WriteReadings | ReadReadings | ViewDevice, Resource::Device(d))
+                    if me.meta.gateway && d.meta.parent == Some(me.num) =>
+                {
+                    true
+                }
                 _ => by_grant,
             },
         };
@@ -270,6 +281,7 @@ impl Directory {
             (_, Resource::None | Resource::User(_)) => true,
             (Principal::User(u), _) if owns(&u.name) => true,
             (Principal::Device(me), Resource::Device(d)) if d.num == me.num => true,
+            (Principal::Device(me), Resource::Device(d)) if d.meta.parent == Some(me.num) => true,
             _ => granted.is_some(),
         };
         match res {

@@ -21,6 +21,28 @@ pub struct Config {
     pub limits: Limits,
     /// The digest pool.
     pub digest: DigestConfig,
+    /// Device presence.
+    pub presence: PresenceConfig,
+}
+
+/// `[presence]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Seconds of silence before a device is offline, unless the device
+    /// sets its own.
+    pub offline_after_secs: u32,
+    /// Presence events kept (oldest removed first).
+    pub events_kept: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            offline_after_secs: 300,
+            events_kept: 100_000,
+        }
+    }
 }
 
 /// `[limits]`
@@ -87,6 +109,7 @@ impl Default for Config {
             data_file: "overlord.redb".into(),
             limits: Limits::default(),
             digest: DigestConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

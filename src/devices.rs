@@ -1,56 +1,291 @@
 //! Devices: create, rotate a token, list. Shared by the CLI and the HTTP
 //! handlers so both follow the same rules.
 
+use std::sync::Arc;
+
 use crate::auth::{self, Directory};
-use crate::codec::{names::write_csv_text, timefmt};
+use crate::codec::names::{clip, write_csv_text};
+use crate::codec::timefmt;
 use crate::error::WireError;
-use crate::store::{DeviceRecord, Store, StoreError};
+use crate::presence::{Presence, State};
+use crate::store::{DeviceMeta, DeviceRecord, Store, StoreError};
 
 /// Longest device name.
 pub const MAX_NAME: usize = 200;
 
-/// Create a device owned by `owner`. `id` is generated when absent.
-/// Returns the record and its token (shown once). Blocking.
+/// Create a device owned by `owner`. `id` is generated when absent;
+/// `fields` are metadata as in [`FIELDS`]. Returns the record and its
+/// token (shown once). Blocking.
 pub fn create(
     store: &Store,
     directory: &Directory,
     owner: &str,
     id: Option<&str>,
-    name: Option<&str>,
+    fields: &[(String, String)],
+) -> Result<(DeviceRecord, String), WireError> {
+    let (rec, token) = new_record(directory, owner, id, fields)?;
+    let rec = store.create_device(rec).map_err(conflict)?;
+    directory.put_device(rec.clone());
+    Ok((rec, token))
+}
+
+fn conflict(e: StoreError) -> WireError {
+    match e {
+        StoreError::Conflict(m) => WireError::new(409, "device_exists", m),
+        other => WireError::from(other),
+    }
+}
+
+/// A new record (number 0 until stored) and its token.
+fn new_record(
+    directory: &Directory,
+    owner: &str,
+    id: Option<&str>,
+    fields: &[(String, String)],
 ) -> Result<(DeviceRecord, String), WireError> {
     let id = match id {
         Some(id) if !auth::valid_id(id) => {
             return Err(WireError::bad_request(
                 "bad_id",
-                "a device id is 1-64 of A-Z a-z 0-9 . _ ~ -",
+                format!("'{}': a device id is 1-64 of A-Z a-z 0-9 . _ ~ -", clip(id)),
             ))
         }
         Some(id) => id.to_string(),
         None => auth::generate_id(),
     };
-    let name = name.unwrap_or(&id).to_string();
-    if name.len() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(WireError::bad_request(
-            "bad_name",
-            "a name is at most 200 bytes of printable text",
-        ));
-    }
     let token = auth::generate_token();
-    let rec = DeviceRecord {
+    let mut rec = DeviceRecord {
         num: 0,
+        name: id.clone(),
         id,
-        name,
         owner: owner.to_string(),
         token: auth::hash_token(&token),
         prev_token: None,
         created: timefmt::now_micros(),
+        meta: DeviceMeta::default(),
     };
-    let rec = store.create_device(rec).map_err(|e| match e {
-        StoreError::Conflict(m) => WireError::new(409, "device_exists", m),
-        other => WireError::from(other),
-    })?;
-    directory.put_device(rec.clone());
+    for (k, v) in fields {
+        set_field(directory, &mut rec, k, v)?;
+    }
     Ok((rec, token))
+}
+
+/// One row of a bulk registration: the id and its metadata fields.
+pub type NewDevice = (String, Vec<(String, String)>);
+
+/// Register many devices at once, all or none, in one transaction.
+///
+/// With `gateway`, every device is placed below it (its `parent` is the
+/// gateway whatever the row says), and a device that already exists
+/// below this gateway is left as it is and listed without a token, so a
+/// gateway can register its devices again on every boot. Any other
+/// existing id is `409 device_exists`. Returns `(record, Some(token))`
+/// for every new device. Blocking.
+pub fn create_many(
+    store: &Store,
+    directory: &Directory,
+    owner: &str,
+    rows: Vec<NewDevice>,
+    gateway: Option<&DeviceRecord>,
+) -> Result<Vec<(DeviceRecord, Option<String>)>, WireError> {
+    let mut out: Vec<(DeviceRecord, Option<String>)> = Vec::with_capacity(rows.len());
+    let mut fresh = Vec::new();
+    let mut tokens = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (id, mut fields) in rows {
+        if !seen.insert(id.clone()) {
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                format!("device '{}' is listed twice", clip(&id)),
+            ));
+        }
+        if let Some(gw) = gateway {
+            fields.retain(|(k, _)| k != "parent" && k != "gateway");
+            fields.push(("parent".into(), gw.id.clone()));
+            if let Some(existing) = directory.device(&id) {
+                if existing.meta.parent == Some(gw.num) {
+                    out.push(((*existing).clone(), None));
+                    continue;
+                }
+                return Err(WireError::new(
+                    409,
+                    "device_exists",
+                    format!(
+                        "device '{}' exists and is not below this gateway",
+                        clip(&id)
+                    ),
+                ));
+            }
+        }
+        let (rec, token) = new_record(directory, owner, Some(&id), &fields)?;
+        fresh.push(rec);
+        tokens.push(token);
+    }
+    let stored = store.create_devices(fresh).map_err(conflict)?;
+    for (rec, token) in stored.into_iter().zip(tokens) {
+        directory.put_device(rec.clone());
+        out.push((rec, Some(token)));
+    }
+    Ok(out)
+}
+
+/// Change metadata `fields` of a device and store it. Blocking.
+pub fn update(
+    store: &Store,
+    directory: &Directory,
+    rec: &DeviceRecord,
+    fields: &[(String, String)],
+) -> Result<DeviceRecord, WireError> {
+    let mut new = rec.clone();
+    for (k, v) in fields {
+        set_field(directory, &mut new, k, v)?;
+    }
+    store.put_device(&new)?;
+    directory.put_device(new.clone());
+    Ok(new)
+}
+
+/// The metadata fields a device has, as named in forms, CSV imports and
+/// listings.
+pub const FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "location",
+    "latitude",
+    "longitude",
+    "kind",
+    "parent",
+    "gateway",
+    "tags",
+    "offline_after",
+];
+
+/// Longest description or location.
+pub const MAX_TEXT: usize = 1000;
+/// Most tags, and longest tag.
+pub const MAX_TAGS: usize = 32;
+
+fn text(field: &str, v: &str, max: usize) -> Result<String, WireError> {
+    if v.len() > max || v.chars().any(char::is_control) {
+        return Err(WireError::bad_request(
+            "bad_value",
+            format!("{field}: at most {max} bytes of printable text"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn coordinate(field: &str, v: &str, limit: f64) -> Result<Option<f64>, WireError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.abs() <= limit => Ok(Some(f)),
+        _ => Err(WireError::bad_request(
+            "bad_value",
+            format!("{field}: a number of degrees in -{limit}..{limit}"),
+        )),
+    }
+}
+
+/// Set one metadata field from its text form (empty clears it).
+pub fn set_field(
+    directory: &Directory,
+    rec: &mut DeviceRecord,
+    field: &str,
+    v: &str,
+) -> Result<(), WireError> {
+    let m = &mut rec.meta;
+    match field {
+        "name" => {
+            if v.is_empty() {
+                return Err(WireError::bad_request("bad_name", "a name cannot be empty"));
+            }
+            rec.name = text("name", v, MAX_NAME).map_err(|_| {
+                WireError::bad_request("bad_name", "a name is at most 200 bytes of printable text")
+            })?;
+        }
+        "description" => m.description = text(field, v, MAX_TEXT)?,
+        "location" => m.location = text(field, v, MAX_TEXT)?,
+        "kind" => m.kind = text(field, v, 64)?,
+        "latitude" => m.latitude = coordinate(field, v, 90.0)?,
+        "longitude" => m.longitude = coordinate(field, v, 180.0)?,
+        "gateway" => {
+            m.gateway = match v {
+                "true" | "1" => true,
+                "false" | "0" | "" => false,
+                _ => {
+                    return Err(WireError::bad_request(
+                        "bad_value",
+                        "gateway: true or false",
+                    ))
+                }
+            }
+        }
+        "tags" => {
+            let tags: Vec<String> = v
+                .split(';')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            if tags.len() > MAX_TAGS
+                || tags
+                    .iter()
+                    .any(|t| t.len() > 64 || t.chars().any(char::is_control))
+            {
+                return Err(WireError::bad_request(
+                    "bad_value",
+                    "tags: at most 32, separated by ';', each at most 64 bytes",
+                ));
+            }
+            m.tags = tags;
+        }
+        "offline_after" => {
+            m.offline_after = if v.is_empty() {
+                None
+            } else {
+                match v.parse::<u32>() {
+                    Ok(s) if (1..=31_536_000).contains(&s) => Some(s),
+                    _ => {
+                        return Err(WireError::bad_request(
+                            "bad_value",
+                            "offline_after: seconds, 1..31536000",
+                        ))
+                    }
+                }
+            }
+        }
+        "parent" => {
+            m.parent = if v.is_empty() {
+                None
+            } else {
+                let p = directory.device(v).ok_or_else(|| {
+                    WireError::new(404, "unknown_device", format!("no device '{}'", clip(v)))
+                })?;
+                if !p.meta.gateway {
+                    return Err(WireError::bad_request(
+                        "bad_parent",
+                        format!("'{}' is not a gateway (set gateway=true on it)", p.id),
+                    ));
+                }
+                if p.id == rec.id || (rec.num != 0 && p.meta.parent == Some(rec.num)) {
+                    return Err(WireError::bad_request(
+                        "bad_parent",
+                        "a device cannot sit below itself",
+                    ));
+                }
+                Some(p.num)
+            }
+        }
+        other => {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                format!("unknown field '{}'; use {}", clip(other), FIELDS.join(", ")),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// Give a device a new token; the previous one stays valid until the next
@@ -70,10 +305,10 @@ pub fn rotate(
 }
 
 /// CSV header of [`write_row`].
-pub const LIST_HEADER: &str = "id,name,owner,created,last_seen\n";
+pub const LIST_HEADER: &str = "id,name,owner,created,last_seen,state,parent,gateway,kind,latitude,longitude,location,tags,offline_after,description\n";
 
-/// One device as a CSV row.
-pub fn write_row(d: &DeviceRecord, last_seen: Option<i64>, out: &mut String) {
+/// One device as a CSV row (see [`LIST_HEADER`]).
+pub fn write_row(d: &DeviceRecord, directory: &Directory, presence: &Presence, out: &mut String) {
     write_csv_text(&d.id, out);
     out.push(',');
     write_csv_text(&d.name, out);
@@ -82,8 +317,110 @@ pub fn write_row(d: &DeviceRecord, last_seen: Option<i64>, out: &mut String) {
     out.push(',');
     timefmt::write_time(d.created, out);
     out.push(',');
-    if let Some(t) = last_seen {
+    if let Some(t) = presence.last_seen(d.num) {
         timefmt::write_time(t, out);
     }
+    out.push(',');
+    out.push_str(presence.state(d.num).as_str());
+    out.push(',');
+    if let Some(p) = d.meta.parent.and_then(|p| directory.device_by_num(p)) {
+        write_csv_text(&p.id, out);
+    }
+    out.push(',');
+    out.push_str(if d.meta.gateway { "true" } else { "false" });
+    out.push(',');
+    write_csv_text(&d.meta.kind, out);
+    out.push(',');
+    if let Some(f) = d.meta.latitude {
+        out.push_str(&f.to_string());
+    }
+    out.push(',');
+    if let Some(f) = d.meta.longitude {
+        out.push_str(&f.to_string());
+    }
+    out.push(',');
+    write_csv_text(&d.meta.location, out);
+    out.push(',');
+    write_csv_text(&d.meta.tags.join(";"), out);
+    out.push(',');
+    if let Some(s) = d.meta.offline_after {
+        out.push_str(&s.to_string());
+    }
+    out.push(',');
+    write_csv_text(&d.meta.description, out);
     out.push('\n');
+}
+
+/// Filters of a device listing.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// Only devices in this state.
+    pub state: Option<State>,
+    /// Only devices directly below this gateway.
+    pub parent: Option<u32>,
+    /// Only devices with this tag.
+    pub tag: Option<String>,
+    /// Only devices whose id, name, location or tags contain this text
+    /// (case-insensitive).
+    pub search: Option<String>,
+}
+
+impl Filter {
+    /// Does `d` pass?
+    pub fn matches(&self, d: &DeviceRecord, presence: &Presence) -> bool {
+        if self.state.is_some_and(|s| presence.state(d.num) != s) {
+            return false;
+        }
+        if self.parent.is_some() && d.meta.parent != self.parent {
+            return false;
+        }
+        if let Some(t) = &self.tag {
+            if !d.meta.tags.iter().any(|x| x == t) {
+                return false;
+            }
+        }
+        if let Some(q) = &self.search {
+            let q = q.to_lowercase();
+            let hit = |s: &str| s.to_lowercase().contains(&q);
+            if !(hit(&d.id)
+                || hit(&d.name)
+                || hit(&d.meta.location)
+                || d.meta.tags.iter().any(|t| hit(t)))
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Devices in tree order: every device with no (visible) parent, each
+/// followed by the devices below it, depth first, ids sorted at each
+/// level. Returns `(depth, device)`; devices below a parent the caller
+/// cannot see are shown at the top level.
+pub fn tree(devices: &[Arc<DeviceRecord>]) -> Vec<(usize, Arc<DeviceRecord>)> {
+    use std::collections::{HashMap, HashSet};
+    let visible: HashSet<u32> = devices.iter().map(|d| d.num).collect();
+    let mut children: HashMap<u32, Vec<Arc<DeviceRecord>>> = HashMap::new();
+    let mut roots = Vec::new();
+    for d in devices {
+        match d.meta.parent.filter(|p| visible.contains(p) && *p != d.num) {
+            Some(p) => children.entry(p).or_default().push(d.clone()),
+            None => roots.push(d.clone()),
+        }
+    }
+    let mut out = Vec::with_capacity(devices.len());
+    let mut stack: Vec<(usize, Arc<DeviceRecord>)> =
+        roots.into_iter().rev().map(|d| (0, d)).collect();
+    let mut done = HashSet::new();
+    while let Some((depth, d)) = stack.pop() {
+        if !done.insert(d.num) {
+            continue; // a cycle cannot be created, but never loop on one
+        }
+        if let Some(kids) = children.get(&d.num) {
+            stack.extend(kids.iter().rev().map(|k| (depth + 1, k.clone())));
+        }
+        out.push((depth, d));
+    }
+    out
 }

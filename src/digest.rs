@@ -266,6 +266,7 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
                                     from: format!("alert:{}", a.rec.name),
                                     sensor: r.sensor.to_string(),
                                     value: text.clone(),
+                                    device: String::new(),
                                 },
                             )
                         });

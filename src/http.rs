@@ -210,6 +210,10 @@ pub fn authenticate(
         Presented::Basic(id, t) => dir.authenticate_basic(id, t),
         Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
     };
+    if let Some(Principal::Device(d)) = &found {
+        // Any authenticated request is contact (presence).
+        app.presence.saw(d.num, crate::codec::timefmt::now_micros());
+    }
     found.ok_or_else(|| {
         for key in src_key.iter().chain(id_key.iter()) {
             if app.throttle.fail(key) {
@@ -283,6 +287,11 @@ impl Form {
             headers: parts.headers,
             fields,
         })
+    }
+
+    /// Every field, in order.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
     }
 
     /// A field's value.

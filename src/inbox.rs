@@ -64,10 +64,30 @@ pub struct Row {
     pub sensor: String,
     /// The text or the value.
     pub value: String,
+    /// In a gateway's inbox: the id of the device below it that the row
+    /// is for (empty: the gateway itself).
+    pub device: String,
 }
 
 /// The CSV header of inbox listings.
 pub const HEADER: &str = "seq,kind,time,from,sensor,value\n";
+
+/// The CSV header of a gateway's inbox: one more column, the device below
+/// the gateway a row is for.
+pub const GATEWAY_HEADER: &str = "seq,kind,time,from,sensor,value,device\n";
+
+/// Where rows for `dev` go: a device behind a gateway gets its rows
+/// through the gateway's inbox, marked with its id; any other device
+/// has its own. Returns `(inbox device number, device column)`.
+pub fn route(directory: &crate::auth::Directory, dev: u32) -> (u32, String) {
+    let Some(d) = directory.device_by_num(dev) else {
+        return (dev, String::new());
+    };
+    match d.meta.parent.and_then(|p| directory.device_by_num(p)) {
+        Some(gw) if gw.meta.gateway => (gw.num, d.id.clone()),
+        _ => (dev, String::new()),
+    }
+}
 
 impl Row {
     fn encode(&self) -> Vec<u8> {
@@ -80,6 +100,7 @@ impl Row {
         varint::put_bytes(&mut out, self.from.as_bytes());
         varint::put_bytes(&mut out, self.sensor.as_bytes());
         varint::put_bytes(&mut out, self.value.as_bytes());
+        varint::put_bytes(&mut out, self.device.as_bytes());
         out
     }
 
@@ -99,11 +120,18 @@ impl Row {
             from: s(&mut r)?,
             sensor: s(&mut r)?,
             value: s(&mut r)?,
+            // Appended: absent in rows written before gateways.
+            device: if r.is_empty() {
+                String::new()
+            } else {
+                s(&mut r)?
+            },
         })
     }
 
-    /// Append `seq,kind,time,from,sensor,value\n`.
-    pub fn write_csv(&self, seq: u64, out: &mut String) {
+    /// Append `seq,kind,time,from,sensor,value\n`, with `,device` before
+    /// the newline when `gateway` (see [`GATEWAY_HEADER`]).
+    pub fn write_csv(&self, seq: u64, gateway: bool, out: &mut String) {
         out.push_str(&seq.to_string());
         out.push(',');
         out.push_str(self.kind.as_str());
@@ -115,6 +143,10 @@ impl Row {
         write_csv_text(&self.sensor, out);
         out.push(',');
         write_csv_text(&self.value, out);
+        if gateway {
+            out.push(',');
+            write_csv_text(&self.device, out);
+        }
         out.push('\n');
     }
 }
@@ -211,9 +243,10 @@ mod tests {
             from: "alert:too-hot".into(),
             sensor: "N1".into(),
             value: "It's too hot! (101.2 > 100)".into(),
+            device: String::new(),
         };
         let mut s = String::new();
-        r.write_csv(41, &mut s);
+        r.write_csv(41, false, &mut s);
         assert_eq!(
             s,
             "41,alert,2026-11-23T10:00:00Z,alert:too-hot,N1,It's too hot! (101.2 > 100)\n"

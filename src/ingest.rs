@@ -25,14 +25,16 @@ use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, watch};
 
+use crate::auth::Directory;
 use crate::catalog::Catalog;
 use crate::codec::{timefmt, Reading};
 use crate::digest::{Digest, PartDone};
 use crate::metrics::Metrics;
+use crate::presence::{self, Change, Presence};
 use crate::store::digest_log::DigestBatch;
 use crate::store::{
     chunk, parts, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS,
-    DIGEST_LOG, LAST_SEEN, META, READINGS, SENSORS,
+    DIGEST_LOG, LAST_SEEN, META, PRESENCE, PRESENCE_EVENTS, PRESENCE_NOTIFY, READINGS, SENSORS,
 };
 use crate::{alerts, channels, inbox};
 
@@ -127,7 +129,16 @@ pub struct WriterContext {
     pub catalog: Arc<Catalog>,
     /// Bumped after every commit that added channel items (long-polls).
     pub channel_events: watch::Sender<u64>,
+    /// Device presence: swept by the writer, its changes stored here.
+    pub presence: Arc<Presence>,
+    /// Owners and gateways, for presence notices and inbox routing.
+    pub directory: Arc<Directory>,
+    /// Presence events kept; older ones are removed as new ones arrive.
+    pub presence_events_kept: u64,
 }
+
+/// How often the writer sweeps presence when nothing else wakes it.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
 pub fn start(
@@ -239,6 +250,7 @@ impl WriterState {
     fn run(mut self, jobs: Receiver<Job>, stop: Receiver<()>) {
         let done = self.digest.done_receiver();
         let mut open = true;
+        let mut last_sweep = Instant::now();
         while open {
             let mut batch = Vec::new();
             select! {
@@ -248,6 +260,7 @@ impl WriterState {
                 },
                 recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
+                default(SWEEP_EVERY) => {}
             }
             if !open {
                 // Take everything already queued; later submissions fail
@@ -272,6 +285,10 @@ impl WriterState {
             self.metrics
                 .digest_backlog
                 .set(self.outstanding.len() as u64);
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                self.ctx.presence.sweep(timefmt::now_micros());
+                last_sweep = Instant::now();
+            }
             self.commit(batch, false);
         }
         drop(jobs);
@@ -294,14 +311,19 @@ impl WriterState {
 
     /// Effects-only commits skip the fsync unless `durable` is set.
     fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
-        if jobs.is_empty() && self.ready.is_empty() && !durable {
+        if jobs.is_empty() && self.ready.is_empty() && !durable && !self.ctx.presence.has_changes()
+        {
             return;
         }
         let started = Instant::now();
         let now = timefmt::now_micros();
         let seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
-        let result = self.write(&jobs, seq, now, durable);
+        let changes = self.ctx.presence.take_changes();
+        let result = self.write(&jobs, seq, now, durable, &changes);
+        if result.is_err() {
+            self.ctx.presence.requeue(changes);
+        }
         let elapsed = started.elapsed();
         match result {
             Ok((outcomes, batch, appended)) => {
@@ -347,6 +369,7 @@ impl WriterState {
         seq: u64,
         now: i64,
         durable: bool,
+        changes: &[Change],
     ) -> Result<Written, StoreError> {
         let mut txn = self.store.db().begin_write()?;
         if jobs.is_empty() && !durable {
@@ -435,7 +458,8 @@ impl WriterState {
             txn.open_table(META)?.insert(NEXT_BATCH, seq + 1)?;
             Some(batch)
         };
-        let appended = self.apply_ready(&txn, now)?;
+        let mut appended = self.apply_ready(&txn, now)?;
+        appended |= self.apply_presence(&txn, changes, now)?;
         txn.commit()?;
         Ok((outcomes, batch, appended))
     }
@@ -456,6 +480,102 @@ impl WriterState {
                 }
             }
         }
+    }
+
+    /// Queue `row` for device `dev`, through its gateway if it has one.
+    fn push_routed(
+        &self,
+        txn: &redb::WriteTransaction,
+        dev: u32,
+        row: &inbox::Row,
+    ) -> Result<Result<Vec<u64>, inbox::Full>, StoreError> {
+        let (inbox_of, below) = inbox::route(&self.ctx.directory, dev);
+        let row = inbox::Row {
+            device: below,
+            ..row.clone()
+        };
+        inbox::push(
+            txn,
+            inbox_of,
+            std::slice::from_ref(&row),
+            self.ctx.max_inbox,
+        )
+    }
+
+    /// Store presence changes: the state, an event, and the owner's
+    /// notices (an inbox row for their chosen device, an item on their
+    /// chosen channel). Returns whether a channel got an item.
+    fn apply_presence(
+        &self,
+        txn: &redb::WriteTransaction,
+        changes: &[Change],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        let mut appended = false;
+        let mut next = txn
+            .open_table(META)?
+            .get(presence::NEXT_EVENT)?
+            .map_or(1, |g| g.value());
+        for c in changes {
+            txn.open_table(PRESENCE)?.insert(
+                c.device,
+                (u8::from(c.online) | (u8::from(c.damped) << 1), c.at),
+            )?;
+            let mut delivery = Vec::new();
+            let dev = self.ctx.directory.device_by_num(c.device);
+            let notify = match &dev {
+                Some(d) => txn
+                    .open_table(PRESENCE_NOTIFY)?
+                    .get(d.owner.as_str())?
+                    .map(|g| (g.value().0.to_string(), g.value().1.to_string())),
+                None => None,
+            };
+            if let (Some(d), Some((to_device, to_channel))) = (&dev, notify) {
+                let word = if c.online { "online" } else { "offline" };
+                if let Some(target) = self.ctx.directory.device(&to_device) {
+                    let row = inbox::Row {
+                        kind: inbox::Kind::Message,
+                        time: c.at,
+                        from: format!("presence:{}", d.id),
+                        sensor: String::new(),
+                        value: word.to_string(),
+                        device: String::new(),
+                    };
+                    delivery.push(match self.push_routed(txn, target.num, &row)? {
+                        Ok(seqs) => format!("inbox:{}", seqs[0]),
+                        Err(_) => "inbox_full".to_string(),
+                    });
+                }
+                if let Some(ch) = self.ctx.catalog.channel(&to_channel) {
+                    let item = channels::Item {
+                        added: now,
+                        time: c.at,
+                        device: c.device,
+                        sensor: presence::CHANNEL_SENSOR,
+                        value: crate::codec::Value::Str(word.into()),
+                    };
+                    channels::append(txn, ch.num, &item, ch.retention)?;
+                    appended = true;
+                    delivery.push(format!("channel:{}", ch.name));
+                }
+            }
+            let ev = presence::Event {
+                time: c.at,
+                device: c.device,
+                online: c.online,
+                last_seen: c.last_seen,
+                delivery: delivery.join(" "),
+            };
+            txn.open_table(PRESENCE_EVENTS)?
+                .insert(next, ev.encode().as_slice())?;
+            next += 1;
+        }
+        txn.open_table(META)?.insert(presence::NEXT_EVENT, next)?;
+        presence::trim_events(txn, self.ctx.presence_events_kept)?;
+        Ok(appended)
     }
 
     /// Commit the results of every ready batch, in seq order, and remove
@@ -500,12 +620,7 @@ impl WriterState {
                 for f in &part.firings {
                     let delivery = match &f.inbox {
                         None => String::new(),
-                        Some((dev, row)) => match inbox::push(
-                            txn,
-                            *dev,
-                            std::slice::from_ref(row),
-                            self.ctx.max_inbox,
-                        )? {
+                        Some((dev, row)) => match self.push_routed(txn, *dev, row)? {
                             Ok(seqs) => format!("inbox:{}", seqs[0]),
                             Err(_) => "inbox_full".to_string(),
                         },

@@ -1,39 +1,549 @@
-//! Device presence: when each device was last heard from.
+//! Device presence: last contact, online/offline, and the sweep.
 //!
-//! The digest updates it after each committed batch; the writer persists
-//! it in `last_seen`, and it is loaded from there on start.
+//! **Contact.** The digest reports every device whose readings it
+//! processed (at the batch's commit time), and a device's own inbox
+//! requests count too. [`Presence::saw`] records it; a device that was
+//! offline (or never heard from) comes **online** right there.
+//!
+//! **Offline.** A device is offline once it has been silent for its
+//! `offline_after` (per device, or `[presence] offline_after_secs`). The
+//! sweep does not scan every device: each online device has one entry in
+//! a min-heap keyed by the time it would be due, computed when it came
+//! online. When an entry comes due the sweep looks at the device's latest
+//! contact; if it was heard from since, the entry is pushed back to its new
+//! due time (one heap operation per device per `offline_after`, however
+//! many readings it sent). So a sweep costs `O(due entries × log n)`, not
+//! `O(devices)`.
+//!
+//! **No flapping.** A device that comes back less than `offline_after`
+//! after it went offline was at the edge (it reports about as often as its
+//! `offline_after`). It is then *damped*: it needs twice the silence,
+//! `2 × offline_after`, to go offline again. Damping ends when it comes
+//! back after a real outage (offline for at least `offline_after`). So a
+//! device at the edge produces at most one offline/online pair, not a
+//! stream.
+//!
+//! **Gateways.** While a device's parent gateway is offline, the device
+//! is shown `unreachable` and is not marked offline on its own: its
+//! silence is the gateway's. It is checked again every `offline_after`.
+//!
+//! **Durability.** Changes queue here; the writer thread takes them
+//! ([`Presence::take_changes`]) and in one transaction stores the new
+//! state in `presence`, appends an event to `presence_events` and tells
+//! the owner. On start the state is loaded back: a device stored online
+//! whose last contact is older than `offline_after` comes due at once and
+//! is reported offline once; one stored offline stays offline without a
+//! new event.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::Mutex;
+use redb::{ReadableDatabase, ReadableTable};
 
-use crate::codec::Micros;
+use crate::auth::Directory;
+use crate::codec::names::write_csv_text;
+use crate::codec::{timefmt, Micros, SensorId, SensorKind};
+use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::{StoreError, META, PRESENCE_EVENTS};
 
-/// Last contact per device number.
-#[derive(Default)]
-pub struct Presence {
-    last_seen: RwLock<HashMap<u32, Micros>>,
+const US: i64 = 1_000_000;
+
+/// `meta` key: index of the next presence event (events start at 1).
+pub const NEXT_EVENT: &str = "next_presence_event";
+/// `meta` key: index of the oldest presence event kept.
+pub const FIRST_EVENT: &str = "first_presence_event";
+
+/// On a channel, a presence change is an item of this sensor (`S0`) whose
+/// value is `online` or `offline`.
+pub const CHANNEL_SENSOR: SensorId = SensorId {
+    kind: SensorKind::Str,
+    number: 0,
+};
+
+/// A recorded presence change, listed at `GET /v1/presence/events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When it changed.
+    pub time: Micros,
+    /// Device number.
+    pub device: u32,
+    /// Came online (`true`) or went offline.
+    pub online: bool,
+    /// Last contact when it changed.
+    pub last_seen: Micros,
+    /// Where the owner was told: `inbox:<seq>`, `inbox_full`,
+    /// `channel:<name>`, space-separated; empty when nowhere.
+    pub delivery: String,
 }
 
-impl Presence {
-    /// Start from persisted values.
-    pub fn from_stored(rows: Vec<(u32, Micros)>) -> Presence {
-        Presence {
-            last_seen: RwLock::new(rows.into_iter().collect()),
+/// CSV header of event listings.
+pub const EVENTS_HEADER: &str = "index,time,device,state,last_seen,delivery\n";
+
+impl Event {
+    /// Encode for `presence_events`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint::put_i64(&mut out, self.time);
+        varint::put_u64(&mut out, u64::from(self.device));
+        out.push(u8::from(self.online));
+        varint::put_i64(&mut out, self.last_seen);
+        varint::put_bytes(&mut out, self.delivery.as_bytes());
+        out
+    }
+
+    /// Decode from `presence_events`.
+    pub fn decode(bytes: &[u8]) -> Result<Event, Corrupt> {
+        let mut r = Reader::new(bytes);
+        Ok(Event {
+            time: r.i64()?,
+            device: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            online: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(Corrupt),
+            },
+            last_seen: r.i64()?,
+            delivery: String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)?,
+        })
+    }
+
+    /// Append `index,time,device,state,last_seen,delivery\n`.
+    pub fn write_csv(&self, index: u64, device_id: &str, out: &mut String) {
+        out.push_str(&index.to_string());
+        out.push(',');
+        timefmt::write_time(self.time, out);
+        out.push(',');
+        write_csv_text(device_id, out);
+        out.push(',');
+        out.push_str(if self.online { "online" } else { "offline" });
+        out.push(',');
+        timefmt::write_time(self.last_seen, out);
+        out.push(',');
+        write_csv_text(&self.delivery, out);
+        out.push('\n');
+    }
+}
+
+/// Events with index > `after` (or, with `since`, from the first event at
+/// or after that time), at most `limit`, oldest first. Blocking.
+pub fn read_events(
+    db: &redb::Database,
+    after: u64,
+    since: Option<Micros>,
+    limit: usize,
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(PRESENCE_EVENTS)?;
+    let mut out = Vec::new();
+    if limit == 0 || after == u64::MAX {
+        return Ok(out);
+    }
+    for row in t.range(after + 1..)? {
+        let (k, v) = row?;
+        let ev = Event::decode(v.value())?;
+        if since.is_some_and(|s| ev.time < s) {
+            continue;
+        }
+        out.push((k.value(), ev));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Drop the oldest events so at most `keep` remain. Called by the writer
+/// in the transaction that added events.
+pub fn trim_events(txn: &redb::WriteTransaction, keep: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let next = meta.get(NEXT_EVENT)?.map_or(1, |g| g.value());
+    let first = meta.get(FIRST_EVENT)?.map_or(1, |g| g.value());
+    let keep_from = next.saturating_sub(keep.max(1)).max(first);
+    if keep_from > first {
+        let mut t = txn.open_table(PRESENCE_EVENTS)?;
+        for i in first..keep_from {
+            t.remove(i)?;
+        }
+        meta.insert(FIRST_EVENT, keep_from)?;
+    }
+    Ok(())
+}
+
+/// What a device is, as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Never heard from.
+    Unknown,
+    /// Heard from within its `offline_after`.
+    Online,
+    /// Silent past its `offline_after`.
+    Offline,
+    /// Its gateway is offline.
+    Unreachable,
+}
+
+impl State {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Online => "online",
+            State::Offline => "offline",
+            State::Unreachable => "unreachable",
         }
     }
 
-    /// Record a contact (keeps the latest).
-    pub fn saw(&self, device: u32, at: Micros) {
-        let mut m = self.last_seen.write();
-        let e = m.entry(device).or_insert(at);
-        if at > *e {
-            *e = at;
+    /// Parse the word on the wire.
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "unknown" => State::Unknown,
+            "online" => State::Online,
+            "offline" => State::Offline,
+            "unreachable" => State::Unreachable,
+            _ => return None,
+        })
+    }
+}
+
+/// One transition, waiting for the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Device number.
+    pub device: u32,
+    /// Came online (`true`) or went offline.
+    pub online: bool,
+    /// When.
+    pub at: Micros,
+    /// Last contact at that moment.
+    pub last_seen: Micros,
+    /// Damped after this change (stored with the state).
+    pub damped: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    last_seen: Micros,
+    online: bool,
+    damped: bool,
+    /// When the current state began.
+    since: Micros,
+    /// Bumped whenever the device comes online, so heap entries from an
+    /// earlier online period are recognised as stale.
+    generation: u32,
+}
+
+#[derive(Default)]
+struct Inner {
+    devices: HashMap<u32, Entry>,
+    /// (due, device, generation), earliest first.
+    heap: BinaryHeap<Reverse<(Micros, u32, u32)>>,
+    pending: Vec<Change>,
+}
+
+/// Presence of every device.
+pub struct Presence {
+    directory: Arc<Directory>,
+    default_after: u32,
+    inner: Mutex<Inner>,
+}
+
+impl Presence {
+    /// Start from the stored last contacts and states. `default_after` is
+    /// the configured `offline_after` in seconds.
+    pub fn new(
+        directory: Arc<Directory>,
+        default_after: u32,
+        last_seen: Vec<(u32, Micros)>,
+        states: Vec<(u32, u8, Micros)>,
+    ) -> Presence {
+        let p = Presence {
+            directory,
+            default_after: default_after.max(1),
+            inner: Mutex::new(Inner::default()),
+        };
+        {
+            let mut g = p.inner.lock();
+            for (dev, t) in last_seen {
+                g.devices.insert(
+                    dev,
+                    Entry {
+                        last_seen: t,
+                        online: true,
+                        damped: false,
+                        since: t,
+                        generation: 0,
+                    },
+                );
+            }
+            for (dev, flags, since) in states {
+                let e = g.devices.entry(dev).or_insert(Entry {
+                    last_seen: since,
+                    online: true,
+                    damped: false,
+                    since,
+                    generation: 0,
+                });
+                e.online = flags & 1 != 0;
+                e.damped = flags & 2 != 0;
+                e.since = since;
+            }
+            let devs: Vec<(u32, Entry)> = g.devices.iter().map(|(d, e)| (*d, *e)).collect();
+            for (dev, e) in devs {
+                if e.online {
+                    let due = p.due(dev, &e);
+                    g.heap.push(Reverse((due, dev, e.generation)));
+                } else if e.last_seen > e.since {
+                    // Heard from after it went offline (a replayed batch).
+                    p.come_online(&mut g, dev, e.last_seen);
+                }
+            }
         }
+        p
+    }
+
+    fn after_us(&self, dev: u32) -> i64 {
+        let secs = self
+            .directory
+            .device_by_num(dev)
+            .and_then(|d| d.meta.offline_after)
+            .unwrap_or(self.default_after);
+        i64::from(secs.max(1)) * US
+    }
+
+    fn due(&self, dev: u32, e: &Entry) -> Micros {
+        let after = self.after_us(dev) * if e.damped { 2 } else { 1 };
+        e.last_seen.saturating_add(after)
+    }
+
+    fn come_online(&self, g: &mut Inner, dev: u32, at: Micros) {
+        let after = self.after_us(dev);
+        let Some(e) = g.devices.get_mut(&dev) else {
+            return;
+        };
+        // Back after less than offline_after: at the edge, so damp it.
+        e.damped = at.saturating_sub(e.since) < after;
+        e.online = true;
+        e.since = at;
+        e.generation = e.generation.wrapping_add(1);
+        let e = *e;
+        g.pending.push(Change {
+            device: dev,
+            online: true,
+            at,
+            last_seen: e.last_seen,
+            damped: e.damped,
+        });
+        let due = self.due(dev, &e);
+        g.heap.push(Reverse((due, dev, e.generation)));
+    }
+
+    /// Record a contact at `at`.
+    pub fn saw(&self, dev: u32, at: Micros) {
+        let mut g = self.inner.lock();
+        match g.devices.get_mut(&dev) {
+            Some(e) => {
+                if at > e.last_seen {
+                    e.last_seen = at;
+                }
+                if !e.online {
+                    self.come_online(&mut g, dev, at);
+                }
+            }
+            None => {
+                g.devices.insert(
+                    dev,
+                    Entry {
+                        last_seen: at,
+                        online: false,
+                        damped: false,
+                        // Never seen: not damped when it arrives.
+                        since: i64::MIN / 2,
+                        generation: 0,
+                    },
+                );
+                self.come_online(&mut g, dev, at);
+            }
+        }
+    }
+
+    /// Mark every device that is due at `now` offline. Returns how many
+    /// heap entries were looked at.
+    pub fn sweep(&self, now: Micros) -> usize {
+        let mut g = self.inner.lock();
+        let mut looked = 0;
+        while let Some(&Reverse((due, dev, generation))) = g.heap.peek() {
+            if due > now {
+                break;
+            }
+            g.heap.pop();
+            looked += 1;
+            let Some(e) = g.devices.get(&dev).copied() else {
+                continue;
+            };
+            if !e.online || e.generation != generation {
+                continue; // stale entry
+            }
+            let due = self.due(dev, &e);
+            if due > now {
+                g.heap.push(Reverse((due, dev, generation)));
+                continue;
+            }
+            if self.parent_offline(&g, dev) {
+                // Unreachable, not failed: look again later.
+                let again = now.saturating_add(self.after_us(dev));
+                g.heap.push(Reverse((again, dev, generation)));
+                continue;
+            }
+            if let Some(e) = g.devices.get_mut(&dev) {
+                e.online = false;
+                e.since = now;
+            }
+            g.pending.push(Change {
+                device: dev,
+                online: false,
+                at: now,
+                last_seen: e.last_seen,
+                damped: e.damped,
+            });
+        }
+        looked
+    }
+
+    fn parent_offline(&self, g: &Inner, dev: u32) -> bool {
+        self.directory
+            .device_by_num(dev)
+            .and_then(|d| d.meta.parent)
+            .and_then(|p| g.devices.get(&p))
+            .is_some_and(|p| !p.online)
+    }
+
+    /// Changes not yet stored, oldest first.
+    pub fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut self.inner.lock().pending)
+    }
+
+    /// Put back changes whose commit failed, ahead of newer ones.
+    pub fn requeue(&self, mut changes: Vec<Change>) {
+        let mut g = self.inner.lock();
+        changes.append(&mut g.pending);
+        g.pending = changes;
+    }
+
+    /// Whether changes are waiting for the writer.
+    pub fn has_changes(&self) -> bool {
+        !self.inner.lock().pending.is_empty()
     }
 
     /// Last contact, if any.
     pub fn last_seen(&self, device: u32) -> Option<Micros> {
-        self.last_seen.read().get(&device).copied()
+        self.inner.lock().devices.get(&device).map(|e| e.last_seen)
+    }
+
+    /// The state shown for a device.
+    pub fn state(&self, device: u32) -> State {
+        let g = self.inner.lock();
+        if self.parent_offline(&g, device) {
+            return State::Unreachable;
+        }
+        match g.devices.get(&device) {
+            None => State::Unknown,
+            Some(e) if e.online => State::Online,
+            Some(_) => State::Offline,
+        }
+    }
+
+    /// Devices online and offline (for metrics).
+    pub fn counts(&self) -> (u64, u64) {
+        let g = self.inner.lock();
+        let online = g.devices.values().filter(|e| e.online).count() as u64;
+        (online, g.devices.len() as u64 - online)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = US;
+
+    fn presence(after: u32) -> Presence {
+        Presence::new(Arc::new(Directory::default()), after, vec![], vec![])
+    }
+
+    fn kinds(p: &Presence) -> Vec<bool> {
+        p.take_changes().iter().map(|c| c.online).collect()
+    }
+
+    #[test]
+    fn offline_once_online_once() {
+        let p = presence(60);
+        p.saw(1, 0);
+        assert_eq!(kinds(&p), vec![true]);
+        for t in (0..600).step_by(7) {
+            p.sweep(t * S);
+        }
+        // Silent since 0: offline once, at the first sweep past 60 s.
+        let c = p.take_changes();
+        assert_eq!(c.len(), 1);
+        assert!(!c[0].online && c[0].at >= 60 * S && c[0].at < 67 * S);
+        assert_eq!(p.state(1), State::Offline);
+        p.saw(1, 700 * S);
+        p.saw(1, 701 * S);
+        assert_eq!(kinds(&p), vec![true]);
+        assert_eq!(p.state(1), State::Online);
+    }
+
+    #[test]
+    fn regular_contact_keeps_a_device_online_cheaply() {
+        let p = presence(60);
+        p.saw(1, 0);
+        p.take_changes();
+        let mut looked = 0;
+        for t in 0..600 {
+            p.saw(1, t * S);
+            looked += p.sweep(t * S);
+        }
+        assert!(p.take_changes().is_empty());
+        // One heap entry pushed back about once per offline_after.
+        assert!(looked <= 12, "{looked} heap entries looked at");
+    }
+
+    #[test]
+    fn a_device_at_the_edge_flaps_at_most_once() {
+        let p = presence(60);
+        // Reports every 61 s (just past offline_after), swept every second.
+        let mut changes = Vec::new();
+        let mut next = 0;
+        for t in 0..3_600 {
+            if t == next {
+                p.saw(1, t * S);
+                next += 61;
+            }
+            p.sweep(t * S);
+            changes.extend(kinds(&p));
+        }
+        assert_eq!(changes, vec![true, false, true], "{changes:?}");
+        // A real outage still goes offline (after twice the silence).
+        for t in 3_600..3_800 {
+            p.sweep(t * S);
+        }
+        assert_eq!(kinds(&p), vec![false]);
+    }
+
+    #[test]
+    fn restart_reports_a_silent_device_once() {
+        let d = Arc::new(Directory::default());
+        // Stored online, last heard 10 minutes before the restart.
+        let p = Presence::new(d.clone(), 60, vec![(1, 0)], vec![(1, 1, 0)]);
+        p.sweep(600 * S);
+        p.sweep(601 * S);
+        assert_eq!(kinds(&p), vec![false]);
+        // Stored offline: no new event after another restart.
+        let p = Presence::new(d, 60, vec![(1, 0)], vec![(1, 0, 600 * S)]);
+        p.sweep(1_000 * S);
+        assert!(p.take_changes().is_empty());
+        assert_eq!(p.state(1), State::Offline);
     }
 }

@@ -82,9 +82,60 @@ fn users_and_devices_from_the_command_line() {
     let (ok, out, _) = overlord(tmp.path(), &["device", "list"], None);
     assert!(ok);
     assert!(
-        out.starts_with("id,name,owner,created,last_seen\ngh3,Greenhouse 3,ann,"),
+        out.starts_with("id,name,owner,created,last_seen,state,parent,gateway,kind,latitude,longitude,location,tags,offline_after,description\ngh3,Greenhouse 3,ann,"),
         "{out}"
     );
+    assert!(out.contains(",,unknown,,false,"), "never heard from: {out}");
+    // Metadata from the command line, and a bulk import with a gateway.
+    let (ok, _, err) = overlord(
+        tmp.path(),
+        &[
+            "device",
+            "set",
+            "gh3",
+            "location=north wall",
+            "latitude=52.5",
+            "gateway=true",
+            "tags=glass;north",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let csv = tmp.path().join("import.csv");
+    std::fs::write(
+        &csv,
+        "id,name,parent,offline_after\nt1,Thermo 1,gh3,90\nt2,Thermo 2,gh3,\n",
+    )
+    .unwrap();
+    let (ok, out, err) = overlord(
+        tmp.path(),
+        &["device", "import", csv.to_str().unwrap(), "--owner", "ann"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (ok, _, err) = overlord(
+        tmp.path(),
+        &["device", "import", csv.to_str().unwrap(), "--owner", "ann"],
+        None,
+    );
+    assert!(
+        !ok && err.contains("device_exists"),
+        "all or none, and no duplicates: {err}"
+    );
+    let (ok, out, _) = overlord(tmp.path(), &["device", "list"], None);
+    assert!(ok);
+    assert!(out.contains("gh3,Greenhouse 3,ann,"), "{out}");
+    assert!(
+        out.contains(",true,,52.5,,north wall,glass;north,,"),
+        "{out}"
+    );
+    assert!(
+        out.contains("t1,Thermo 1,ann,") && out.contains(",gh3,false,,,,,,90,"),
+        "{out}"
+    );
+    let (ok, _, err) = overlord(tmp.path(), &["device", "set", "t2", "latitude=91"], None);
+    assert!(!ok && err.contains("bad_value"), "{err}");
     let (ok, _, err) = overlord(
         tmp.path(),
         &["device", "create", "--id", "gh3", "--owner", "ann"],

@@ -297,7 +297,7 @@ fn devices_see_only_themselves() {
     let list = s.get_admin("/v1/devices");
     assert!(
         list.body
-            .starts_with("id,name,owner,created,last_seen\na,a,admin,"),
+            .starts_with("id,name,owner,created,last_seen,state,parent,gateway,kind,latitude,longitude,location,tags,offline_after,description\na,a,admin,"),
         "{}",
         list.body
     );

@@ -1,5 +1,13 @@
-//! Devices: `GET /v1/devices` (list), `POST /v1/devices` (create),
-//! `POST /v1/devices/ID/token` (rotate the token).
+//! Devices over HTTP.
+//!
+//! - `GET /v1/devices[?state=&parent=&tag=&q=]`: the devices the caller may
+//!   see, with metadata and presence ([`devices::LIST_HEADER`]).
+//! - `GET /v1/devices/tree`: the same devices as a gateway tree.
+//! - `POST /v1/devices`: create one (form) or many (`text/csv` body with
+//!   an `id` column); a gateway device registers devices below itself.
+//! - `GET /v1/devices/ID`, `POST /v1/devices/ID`: show, edit metadata.
+//! - `POST /v1/devices/ID/token`: rotate the token.
+//! - `GET /v1/presence/events`, `GET|POST /v1/presence/notify`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,107 +17,495 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
-use crate::codec::form;
+use crate::codec::{form, names::clip, timefmt};
 use crate::devices;
 use crate::error::WireError;
-use crate::http::{authenticate, media_type, peer_of, read_body, Reply};
+use crate::http::{authenticate, media_type, peer_of, read_body, Form, Reply};
+use crate::presence::{self, State};
+use crate::store::{DeviceRecord, PRESENCE_NOTIFY};
 
 /// Management requests are small; a larger body is refused.
 const MAX_FORM: usize = 16 * 1024;
+/// Most devices one bulk registration may carry.
+pub const MAX_IMPORT_ROWS: usize = 10_000;
+
+fn timeout(app: &App) -> Duration {
+    Duration::from_secs(app.config.limits.body_timeout_secs)
+}
 
 async fn caller(app: &App, req: &Request<Incoming>) -> Result<Principal, WireError> {
-    let who = authenticate(app, req.headers(), peer_of(req.extensions()), None, None)?;
+    let q = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let who = authenticate(
+        app,
+        req.headers(),
+        peer_of(req.extensions()),
+        get("device"),
+        get("token"),
+    )?;
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
     Ok(who)
 }
 
-/// `GET /v1/devices`: `id,name,owner,created,last_seen` for every device
-/// the caller may see.
+fn unknown(id: &str) -> WireError {
+    WireError::new(404, "unknown_device", format!("no device '{}'", clip(id)))
+}
+
+/// Look a device up for `action`; one the caller may not see is reported
+/// exactly like one that does not exist.
+fn device_for(
+    app: &App,
+    who: &Principal,
+    id: &str,
+    action: Action,
+) -> Result<Arc<DeviceRecord>, WireError> {
+    let d = app.directory.device(id).ok_or_else(|| unknown(id))?;
+    app.directory.authorize(who, action, Resource::Device(&d))?;
+    Ok(d)
+}
+
+fn visible(app: &App, who: &Principal) -> Vec<Arc<DeviceRecord>> {
+    app.directory
+        .devices()
+        .into_iter()
+        .filter(|d| {
+            app.directory
+                .authorize(who, Action::ViewDevice, Resource::Device(d))
+                .is_ok()
+        })
+        .collect()
+}
+
+/// `GET /v1/devices`: every device the caller may see, filtered by
+/// `state` (online, offline, unreachable, unknown), `parent` (a gateway
+/// id), `tag` and `q` (text in id, name, location or tags).
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let who = caller(app, &req).await?;
+    let form = Form::read(
+        req,
+        &["device", "token", "state", "parent", "tag", "q"],
+        timeout(app),
+    )
+    .await?;
+    let who = form.caller(app)?;
+    let mut filter = devices::Filter::default();
+    if let Some(s) = form.get("state") {
+        filter.state = Some(State::parse(s).ok_or_else(|| {
+            WireError::bad_request(
+                "bad_value",
+                "state: online, offline, unreachable or unknown",
+            )
+        })?);
+    }
+    if let Some(p) = form.get("parent") {
+        filter.parent = Some(device_for(app, &who, p, Action::ViewDevice)?.num);
+    }
+    filter.tag = form.get("tag").map(str::to_string);
+    filter.search = form.get("q").filter(|q| !q.is_empty()).map(str::to_string);
     let mut out = String::from(devices::LIST_HEADER);
-    for d in app.directory.devices() {
-        if app
-            .directory
-            .authorize(&who, Action::ViewDevice, Resource::Device(&d))
-            .is_ok()
-        {
-            devices::write_row(&d, app.presence.last_seen(d.num), &mut out);
+    for d in visible(app, &who) {
+        if filter.matches(&d, &app.presence) {
+            devices::write_row(&d, &app.directory, &app.presence, &mut out);
         }
     }
     Ok(Reply::csv(out))
 }
 
-/// `POST /v1/devices` with form fields `id` (optional) and `name`
-/// (optional): `201` and `id,token` — the token is shown only here.
+/// `GET /v1/devices/tree`: `depth,id,parent,state,name`, every gateway
+/// followed by the devices below it.
+pub async fn tree(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let who = caller(app, &req).await?;
+    let mut out = String::from("depth,id,parent,state,name\n");
+    for (depth, d) in devices::tree(&visible(app, &who)) {
+        out.push_str(&depth.to_string());
+        out.push(',');
+        crate::codec::names::write_csv_text(&d.id, &mut out);
+        out.push(',');
+        if let Some(p) = d.meta.parent.and_then(|p| app.directory.device_by_num(p)) {
+            crate::codec::names::write_csv_text(&p.id, &mut out);
+        }
+        out.push(',');
+        out.push_str(app.presence.state(d.num).as_str());
+        out.push(',');
+        crate::codec::names::write_csv_text(&d.name, &mut out);
+        out.push('\n');
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `GET /v1/devices/ID`: the device's row of the listing.
+pub async fn show(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let who = caller(app, &req).await?;
+    let d = device_for(app, &who, id, Action::ViewDevice)?;
+    let mut out = String::from(devices::LIST_HEADER);
+    devices::write_row(&d, &app.directory, &app.presence, &mut out);
+    Ok(Reply::csv(out))
+}
+
+/// `POST /v1/devices/ID` with any of the metadata fields
+/// ([`devices::FIELDS`]); an empty value clears a field. Replies with the
+/// updated row.
+pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let mut allowed = vec!["device", "token"];
+    allowed.extend_from_slice(devices::FIELDS);
+    let form = Form::read(req, &allowed, timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    let who = match who {
+        Principal::Anonymous => form.caller(app)?,
+        w => w,
+    };
+    let d = device_for(app, &who, id, Action::EditDevice)?;
+    let fields: Vec<(String, String)> = form
+        .fields()
+        .iter()
+        .filter(|(k, _)| k != "device" && k != "token")
+        .cloned()
+        .collect();
+    if fields.is_empty() {
+        return Err(WireError::bad_request(
+            "missing_field",
+            format!("give at least one of {}", devices::FIELDS.join(", ")),
+        ));
+    }
+    check_parent(app, &who, &fields)?;
+    let app2 = app.clone();
+    let new = tokio::task::spawn_blocking(move || {
+        devices::update(&app2.store, &app2.directory, &d, &fields)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "update failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), device = %new.id, "device edited");
+    let mut out = String::from(devices::LIST_HEADER);
+    devices::write_row(&new, &app.directory, &app.presence, &mut out);
+    Ok(Reply::csv(out))
+}
+
+/// Placing a device below a gateway needs the right to edit the gateway.
+fn check_parent(app: &App, who: &Principal, fields: &[(String, String)]) -> Result<(), WireError> {
+    for (k, v) in fields {
+        if k == "parent" && !v.is_empty() {
+            device_for(app, who, v, Action::EditDevice)?;
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/devices`: create devices.
+///
+/// - A form (`id`, optional, and metadata fields): one device; `201` and
+///   `id,token`.
+/// - A `text/csv` body whose header has `id` and any metadata fields: up to
+///   [`MAX_IMPORT_ROWS`] devices, all or none; `201` and an `id,token` row
+///   each.
+///
+/// A gateway device may do the same with its own credentials: the devices
+/// are placed below it and owned by its owner, and devices already below
+/// it are listed with an empty token instead of failing.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let who = caller(app, &req).await?;
     app.directory
         .authorize(&who, Action::CreateDevice, Resource::None)?;
-    let Principal::User(user) = &who else {
-        return Err(WireError::forbidden("devices are created by users"));
+    let (owner, gateway) = match &who {
+        Principal::User(u) => (u.name.clone(), None),
+        Principal::Device(d) => (d.owner.clone(), Some(d.clone())),
+        Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
     };
-    let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let media = media_type(&req);
-    let body = read_body(
-        req.into_body(),
-        MAX_FORM,
-        Duration::from_secs(app.config.limits.body_timeout_secs),
-    )
-    .await?;
-    if !body.is_empty() {
-        if !matches!(
-            media.as_deref(),
-            None | Some("application/x-www-form-urlencoded")
-        ) {
+    let is_csv = media.as_deref() == Some("text/csv");
+    let mut query = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    query.retain(|(k, _)| k != "device" && k != "token");
+    let max = if is_csv {
+        app.config.limits.max_body_bytes
+    } else {
+        MAX_FORM
+    };
+    let body = read_body(req.into_body(), max, timeout(app)).await?;
+    let rows: Vec<devices::NewDevice> = if is_csv {
+        if !query.is_empty() {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "with a CSV body, give every field as a column",
+            ));
+        }
+        parse_import(&body)?
+    } else {
+        if !body.is_empty()
+            && !matches!(
+                media.as_deref(),
+                None | Some("application/x-www-form-urlencoded")
+            )
+        {
             return Err(WireError::new(
                 415,
                 "unsupported_media_type",
-                "send a form: id=...&name=...",
+                "send a form (id=...&name=...) or text/csv with an id column",
             ));
         }
+        let mut pairs = query;
         pairs.extend(form::parse_pairs(&body)?);
-    }
-    let mut id = None;
-    let mut name = None;
-    for (k, v) in &pairs {
-        let slot = match k.as_str() {
-            "id" => &mut id,
-            "name" => &mut name,
-            other => {
+        pairs.retain(|(k, _)| k != "device" && k != "token");
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(o, _)| o == k) {
+                return Err(WireError::bad_request(
+                    "duplicate_field",
+                    format!("{k}: given more than once"),
+                ));
+            }
+            if k != "id" && !devices::FIELDS.contains(&k.as_str()) {
                 return Err(WireError::bad_request(
                     "bad_parameter",
                     format!(
-                        "unknown field '{}'; use id, name",
-                        crate::codec::names::clip(other)
+                        "unknown field '{}'; use id, {}",
+                        clip(k),
+                        devices::FIELDS.join(", ")
                     ),
-                ))
+                ));
             }
-        };
-        if slot.replace(v.clone()).is_some() {
-            return Err(WireError::bad_request(
-                "duplicate_field",
-                format!("{k}: given more than once"),
-            ));
+        }
+        let id = pairs
+            .iter()
+            .find(|(k, _)| k == "id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(crate::auth::generate_id);
+        pairs.retain(|(k, _)| k != "id");
+        vec![(id, pairs)]
+    };
+    if gateway.is_none() {
+        for (_, fields) in &rows {
+            check_parent(app, &who, fields)?;
         }
     }
     let app2 = app.clone();
-    let owner = user.name.clone();
-    let (rec, token) = tokio::task::spawn_blocking(move || {
-        devices::create(
+    let made = tokio::task::spawn_blocking(move || {
+        devices::create_many(
             &app2.store,
             &app2.directory,
             &owner,
-            id.as_deref(),
-            name.as_deref(),
+            rows,
+            gateway.as_deref(),
         )
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "create failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %rec.id, "device created");
-    Ok(Reply::csv(format!("id,token\n{},{token}\n", rec.id)).with_status(201))
+    let mut out = String::from("id,token\n");
+    for (rec, token) in &made {
+        if token.is_some() {
+            tracing::info!(target: "overlord::audit", by = %who.label(), device = %rec.id, "device created");
+        }
+        out.push_str(&rec.id);
+        out.push(',');
+        out.push_str(token.as_deref().unwrap_or(""));
+        out.push('\n');
+    }
+    let status = if made.iter().any(|(_, t)| t.is_some()) {
+        201
+    } else {
+        200
+    };
+    Ok(Reply::csv(out).with_status(status))
+}
+
+/// Rows of a CSV device import: a header with `id` and metadata fields.
+pub fn parse_import(body: &[u8]) -> Result<Vec<devices::NewDevice>, WireError> {
+    let bad =
+        |line: u64, why: String| WireError::bad_request("bad_csv", format!("line {line}: {why}"));
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(false)
+        .from_reader(body);
+    let mut rec = csv::StringRecord::new();
+    let header: Vec<String> = match rdr.read_record(&mut rec) {
+        Ok(true) => rec.iter().map(|h| h.trim().to_string()).collect(),
+        Ok(false) => return Err(bad(1, "empty body".into())),
+        Err(e) => return Err(bad(1, e.to_string())),
+    };
+    if !header.iter().any(|h| h == "id") {
+        return Err(bad(1, "the header needs an id column".into()));
+    }
+    for (i, h) in header.iter().enumerate() {
+        if h != "id" && !devices::FIELDS.contains(&h.as_str()) {
+            return Err(bad(
+                1,
+                format!(
+                    "unknown column '{}'; use id, {}",
+                    clip(h),
+                    devices::FIELDS.join(", ")
+                ),
+            ));
+        }
+        if header[..i].contains(h) {
+            return Err(bad(1, format!("column '{}' given twice", clip(h))));
+        }
+    }
+    let mut rows = Vec::new();
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                return Err(bad(line, e.to_string()));
+            }
+        }
+        if rows.len() == MAX_IMPORT_ROWS {
+            return Err(WireError::new(
+                413,
+                "too_large",
+                format!("at most {MAX_IMPORT_ROWS} devices per request"),
+            ));
+        }
+        let mut id = String::new();
+        let mut fields = Vec::new();
+        for (h, v) in header.iter().zip(rec.iter()) {
+            if h == "id" {
+                id = v.trim().to_string();
+            } else {
+                fields.push((h.clone(), v.to_string()));
+            }
+        }
+        if id.is_empty() {
+            let line = rec.position().map_or(0, |p| p.line());
+            return Err(bad(line, "empty id".into()));
+        }
+        rows.push((id, fields));
+    }
+    if rows.is_empty() {
+        return Err(bad(2, "no devices".into()));
+    }
+    Ok(rows)
+}
+
+/// `GET /v1/presence/events?after=IDX|since=TIME[&limit=N]`:
+/// `index,time,device,state,last_seen,delivery` for the devices the caller
+/// may see, oldest first. A reader resumes from the last index it saw.
+pub async fn presence_events(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(
+        req,
+        &["device", "token", "after", "since", "limit"],
+        timeout(app),
+    )
+    .await?;
+    let who = form.caller(app)?;
+    let after = form.number::<u64>("after")?.unwrap_or(0);
+    let since = match form.get("since").filter(|s| !s.is_empty()) {
+        Some(t) => Some(
+            timefmt::parse_time(t, timefmt::now_micros(), &app.limits)
+                .map_err(|e| WireError::from(e.named("since")))?,
+        ),
+        None => None,
+    };
+    let max = app.config.limits.query_max_rows;
+    let limit = match form.number::<usize>("limit")? {
+        None => 1000.min(max),
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            return Err(WireError::bad_request(
+                "bad_limit",
+                format!("limit must be 1..{max}"),
+            ))
+        }
+    };
+    let app2 = app.clone();
+    let events = tokio::task::spawn_blocking(move || {
+        presence::read_events(app2.store.db(), after, since, limit.saturating_mul(4))
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    let mut out = String::from(presence::EVENTS_HEADER);
+    let mut n = 0;
+    for (i, ev) in &events {
+        if n == limit {
+            break;
+        }
+        let Some(d) = app.directory.device_by_num(ev.device) else {
+            continue;
+        };
+        if app
+            .directory
+            .authorize(&who, Action::ViewDevice, Resource::Device(&d))
+            .is_err()
+        {
+            continue;
+        }
+        ev.write_csv(*i, &d.id, &mut out);
+        n += 1;
+    }
+    Ok(Reply::csv(out))
+}
+
+/// `GET /v1/presence/notify`: where the caller is told about their
+/// devices going offline and online: `device,channel`.
+/// `POST /v1/presence/notify` with `device` (an inbox) and/or `channel`
+/// (empty clears) sets it.
+pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let post = req.method() == hyper::Method::POST;
+    let form = Form::read(req, &["notify_device", "channel"], timeout(app)).await?;
+    let who = form.header_principal(app)?;
+    let Principal::User(user) = &who else {
+        return Err(match who {
+            Principal::Anonymous => WireError::unauthorized("credentials required"),
+            _ => WireError::forbidden("presence notices are set by users"),
+        });
+    };
+    let name = user.name.clone();
+    let app2 = app.clone();
+    if !post {
+        let (d, c) = tokio::task::spawn_blocking(move || {
+            let txn = redb::ReadableDatabase::begin_read(app2.store.db())?;
+            let t = txn.open_table(PRESENCE_NOTIFY)?;
+            let v = t
+                .get(name.as_str())?
+                .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
+            Ok::<_, crate::store::StoreError>(v.unwrap_or_default())
+        })
+        .await
+        .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+        return Ok(Reply::csv(notify_csv(&d, &c)));
+    }
+    let dev = form.get("notify_device").unwrap_or("").to_string();
+    let ch = form.get("channel").unwrap_or("").to_string();
+    if !dev.is_empty() {
+        device_for(app, &who, &dev, Action::SendToDevice)?;
+    }
+    if !ch.is_empty() {
+        let c = app.catalog.channel(&ch).ok_or_else(|| {
+            WireError::new(
+                404,
+                "unknown_channel",
+                format!("no channel '{}'", clip(&ch)),
+            )
+        })?;
+        app.directory
+            .authorize(&who, Action::ManageOwned, Resource::channel(&c))?;
+    }
+    let (d2, c2) = (dev.clone(), ch.clone());
+    tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_write()?;
+        {
+            let mut t = txn.open_table(PRESENCE_NOTIFY)?;
+            if d2.is_empty() && c2.is_empty() {
+                t.remove(name.as_str())?;
+            } else {
+                t.insert(name.as_str(), (d2.as_str(), c2.as_str()))?;
+            }
+        }
+        txn.commit()?;
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "write failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), "presence notices set");
+    Ok(Reply::csv(notify_csv(&dev, &ch)))
+}
+
+fn notify_csv(device: &str, channel: &str) -> String {
+    let mut out = String::from("notify_device,channel\n");
+    crate::codec::names::write_csv_text(device, &mut out);
+    out.push(',');
+    crate::codec::names::write_csv_text(channel, &mut out);
+    out.push('\n');
+    out
 }
 
 /// `POST /v1/devices/ID/token`: a new token (`id,token`); the previous one

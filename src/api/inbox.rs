@@ -53,9 +53,17 @@ async fn list_rows(app: &Arc<App>, device: u32, limit: usize) -> Result<Reply, W
         tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), device, limit))
             .await
             .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
-    let mut out = String::from(inbox::HEADER);
+    let gateway = app
+        .directory
+        .device_by_num(device)
+        .is_some_and(|d| d.meta.gateway);
+    let mut out = String::from(if gateway {
+        inbox::GATEWAY_HEADER
+    } else {
+        inbox::HEADER
+    });
     for (seq, row) in &rows {
-        row.write_csv(*seq, &mut out);
+        row.write_csv(*seq, gateway, &mut out);
     }
     Ok(Reply::csv(out))
 }
@@ -165,6 +173,7 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
         from,
         sensor,
         value,
+        device: String::new(),
     })
 }
 
@@ -180,7 +189,13 @@ pub async fn deliver(
         let txn = app2.store.db().begin_write()?;
         let mut seqs = Vec::with_capacity(targets.len());
         for (num, id) in &targets {
-            match inbox::push(&txn, *num, std::slice::from_ref(&row), max)? {
+            // A device behind a gateway gets its rows through the gateway.
+            let (inbox_of, below) = inbox::route(&app2.directory, *num);
+            let row = inbox::Row {
+                device: below,
+                ..row.clone()
+            };
+            match inbox::push(&txn, inbox_of, std::slice::from_ref(&row), max)? {
                 Ok(s) => seqs.push(s[0]),
                 Err(inbox::Full(len, max)) => {
                     // Dropping the transaction aborts it: nothing is queued.

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `GET/POST /v1/readings` | [`readings::ingest`] |
 //! | `GET /v1/devices/ID/readings` | [`readings::query`] |
-//! | `GET/POST /v1/devices`, `POST /v1/devices/ID/token` | [`devices`] |
+//! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
+//! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET /v1/inbox`, `/v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
@@ -80,6 +81,12 @@ pub enum Endpoint {
     InboxAck,
     DeviceList,
     DeviceCreate,
+    DeviceTree,
+    DeviceShow,
+    DeviceUpdate,
+    PresenceEvents,
+    PresenceNotify,
+    PresenceNotifySet,
     DeviceReadings,
     DeviceToken,
     DeviceRevoke,
@@ -120,6 +127,12 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/inbox/ack", Endpoint::InboxAck),
     ("GET", "/v1/devices", Endpoint::DeviceList),
     ("POST", "/v1/devices", Endpoint::DeviceCreate),
+    ("GET", "/v1/devices/tree", Endpoint::DeviceTree),
+    ("GET", "/v1/devices/:id", Endpoint::DeviceShow),
+    ("POST", "/v1/devices/:id", Endpoint::DeviceUpdate),
+    ("GET", "/v1/presence/events", Endpoint::PresenceEvents),
+    ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
+    ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
     ("GET", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
     ("POST", "/v1/devices/:id/token", Endpoint::DeviceToken),
     ("POST", "/v1/devices/:id/revoke", Endpoint::DeviceRevoke),
@@ -195,7 +208,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
     for (meth, pattern, ep) in ENDPOINTS {
         if let Some(param) = matches(pattern, &segs) {
             allow.push(meth);
-            if *meth == method {
+            // The first row that matches wins (`/v1/devices/tree` before
+            // `/v1/devices/:id`).
+            if *meth == method && found.is_none() {
                 found = Some((*ep, param.unwrap_or_default()));
             }
         }
@@ -211,6 +226,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         if allow.contains(&"GET") {
             allow.push("HEAD");
         }
+        allow.sort_unstable();
         allow.dedup();
         let mut e = WireError::new(
             405,
@@ -229,6 +245,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         InboxAck => inbox::ack(app, req).await,
         DeviceList => devices::list(app, req).await,
         DeviceCreate => devices::create(app, req).await,
+        DeviceTree => devices::tree(app, req).await,
+        DeviceShow => devices::show(app, req, &p).await,
+        DeviceUpdate => devices::update(app, req, &p).await,
+        PresenceEvents => devices::presence_events(app, req).await,
+        PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
         DeviceReadings => readings::query(app, req, &p).await,
         DeviceToken => devices::rotate(app, req, &p).await,
         DeviceRevoke => users::revoke_device(app, req, &p).await,

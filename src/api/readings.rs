@@ -181,8 +181,9 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         }
     };
     let mut out = format!("ok,{accepted},{pending}\n");
+    let gateway = matches!(&who, Principal::Device(d) if d.meta.gateway);
     for (seq, row) in &pending_rows {
-        row.write_csv(*seq, &mut out);
+        row.write_csv(*seq, gateway, &mut out);
     }
     Ok(Reply::csv(out))
 }

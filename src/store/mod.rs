@@ -19,6 +19,9 @@
 //! | `inbox`, `inbox_meta` | (device, seq); device | row; (next seq, pending) | writer thread and admin ops |
 //! | `dead_letters` | batch seq | reason | writer thread |
 //! | `grants` | (kind, number, grantee) | level | admin ops |
+//! | `presence` | device | (flags, since) | writer thread |
+//! | `presence_events` | index | event | writer thread |
+//! | `presence_notify` | owner | (device, channel) | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs
@@ -37,7 +40,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{AlertRecord, ChannelRecord, DeviceRecord, Role, UserRecord};
+pub use records::{AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, Role, UserRecord};
 
 /// `(device number, sensor code, unix minute, part)` → chunk of readings
 /// (see [`parts`] for how a minute is split).
@@ -48,6 +51,17 @@ pub const SENSORS: TableDefinition<(u32, u32), u64> = TableDefinition::new("sens
 pub const DIGEST_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("digest_log");
 /// Device number → UTC µs of the device's last contact.
 pub const LAST_SEEN: TableDefinition<u32, i64> = TableDefinition::new("last_seen");
+/// Device number → presence: `(flags, since µs)`; flags bit 0 online,
+/// bit 1 damped (see [`crate::presence`]).
+pub const PRESENCE: TableDefinition<u32, (u8, i64)> = TableDefinition::new("presence");
+/// Presence event index → encoded event (time, device, online, last seen,
+/// delivery).
+pub const PRESENCE_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("presence_events");
+/// Owner → where presence changes of their devices are told:
+/// `(device id, channel name)`, either may be empty.
+pub const PRESENCE_NOTIFY: TableDefinition<&str, (&str, &str)> =
+    TableDefinition::new("presence_notify");
+
 /// Device id → encoded [`DeviceRecord`].
 pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 /// User name → encoded [`UserRecord`].
@@ -179,6 +193,9 @@ impl Store {
         txn.open_table(INBOX_META)?;
         txn.open_table(DEAD_LETTERS)?;
         txn.open_table(GRANTS)?;
+        txn.open_table(PRESENCE)?;
+        txn.open_table(PRESENCE_EVENTS)?;
+        txn.open_table(PRESENCE_NOTIFY)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -186,6 +203,19 @@ impl Store {
     /// The redb handle, for the writer thread and queries.
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// Every stored presence state: `(device, flags, since)`.
+    pub fn load_presence(&self) -> Result<Vec<(u32, u8, i64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PRESENCE)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (flags, since) = v.value();
+            out.push((k.value(), flags, since));
+        }
+        Ok(out)
     }
 
     /// Every device record.
@@ -226,22 +256,35 @@ impl Store {
 
     /// Create a device: allocate its number and store the record. Fails
     /// with `Conflict` if the id exists. Blocking: call off the runtime.
-    pub fn create_device(&self, mut rec: DeviceRecord) -> Result<DeviceRecord, StoreError> {
+    pub fn create_device(&self, rec: DeviceRecord) -> Result<DeviceRecord, StoreError> {
+        let mut v = self.create_devices(vec![rec])?;
+        Ok(v.remove(0))
+    }
+
+    /// Create several devices in one transaction, all or none (an id that
+    /// exists is a `Conflict`). Numbers are allocated here. Blocking.
+    pub fn create_devices(
+        &self,
+        mut recs: Vec<DeviceRecord>,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut devices = txn.open_table(DEVICES)?;
-            if devices.get(rec.id.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!("device '{}' exists", rec.id)));
-            }
             let mut meta = txn.open_table(META)?;
-            let next = meta.get("next_device")?.map_or(1, |v| v.value());
-            rec.num = u32::try_from(next)
-                .map_err(|_| StoreError::Conflict("device numbers exhausted".into()))?;
-            meta.insert("next_device", next + 1)?;
-            devices.insert(rec.id.as_str(), rec.encode().as_slice())?;
+            let mut next = meta.get("next_device")?.map_or(1, |v| v.value());
+            for rec in &mut recs {
+                if devices.get(rec.id.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(format!("device '{}' exists", rec.id)));
+                }
+                rec.num = u32::try_from(next)
+                    .map_err(|_| StoreError::Conflict("device numbers exhausted".into()))?;
+                next += 1;
+                devices.insert(rec.id.as_str(), rec.encode().as_slice())?;
+            }
+            meta.insert("next_device", next)?;
         }
         txn.commit()?;
-        Ok(rec)
+        Ok(recs)
     }
 
     /// Replace a device record (same id and number). Blocking.

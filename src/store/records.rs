@@ -27,6 +27,83 @@ pub struct DeviceRecord {
     pub prev_token: Option<TokenHash>,
     /// When it was created.
     pub created: Micros,
+    /// Descriptive metadata, parent gateway and presence settings.
+    pub meta: DeviceMeta,
+}
+
+/// What a device is and where, editable over HTTP and the CLI.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceMeta {
+    /// Free text.
+    pub description: String,
+    /// Where it is, as text ("greenhouse 3, north wall").
+    pub location: String,
+    /// Degrees north, -90..=90.
+    pub latitude: Option<f64>,
+    /// Degrees east, -180..=180.
+    pub longitude: Option<f64>,
+    /// What it is ("plug", "thermometer"); free text.
+    pub kind: String,
+    /// Number of the gateway device it sits behind.
+    pub parent: Option<u32>,
+    /// May register devices below it and send and receive for them.
+    pub gateway: bool,
+    /// Labels for search.
+    pub tags: Vec<String>,
+    /// Seconds of silence before it counts as offline (`None`: the
+    /// configured default).
+    pub offline_after: Option<u32>,
+}
+
+impl DeviceMeta {
+    fn encode(&self, out: &mut Vec<u8>) {
+        varint::put_bytes(out, self.description.as_bytes());
+        varint::put_bytes(out, self.location.as_bytes());
+        put_opt_f64(out, self.latitude);
+        put_opt_f64(out, self.longitude);
+        varint::put_bytes(out, self.kind.as_bytes());
+        put_opt_u32(out, self.parent);
+        out.push(u8::from(self.gateway));
+        varint::put_u64(out, self.tags.len() as u64);
+        for t in &self.tags {
+            varint::put_bytes(out, t.as_bytes());
+        }
+        put_opt_u32(out, self.offline_after);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<DeviceMeta, Corrupt> {
+        let description = get_str(r)?;
+        let location = get_str(r)?;
+        let latitude = get_opt_f64(r)?;
+        let longitude = get_opt_f64(r)?;
+        let kind = get_str(r)?;
+        let parent = get_opt_u32(r)?;
+        let gateway = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Corrupt),
+        };
+        let n = r.u64()?;
+        if n > 1024 {
+            return Err(Corrupt);
+        }
+        let mut tags = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            tags.push(get_str(r)?);
+        }
+        let offline_after = get_opt_u32(r)?;
+        Ok(DeviceMeta {
+            description,
+            location,
+            latitude,
+            longitude,
+            kind,
+            parent,
+            gateway,
+            tags,
+            offline_after,
+        })
+    }
 }
 
 /// What a user may do, coarsely; claims refine it (issue "users, roles").
@@ -84,6 +161,7 @@ impl DeviceRecord {
         put_hash(&mut out, Some(&self.token));
         put_hash(&mut out, self.prev_token.as_ref());
         varint::put_i64(&mut out, self.created);
+        self.meta.encode(&mut out);
         out
     }
 
@@ -101,6 +179,12 @@ impl DeviceRecord {
             token: get_hash(&mut r)?.ok_or(Corrupt)?,
             prev_token: get_hash(&mut r)?,
             created: r.i64()?,
+            // Appended: absent in records written before it existed.
+            meta: if r.is_empty() {
+                DeviceMeta::default()
+            } else {
+                DeviceMeta::decode(&mut r)?
+            },
         })
     }
 }
@@ -161,8 +245,26 @@ mod tests {
             token: [1; 32],
             prev_token: Some([2; 32]),
             created: 123,
+            meta: DeviceMeta::default(),
         };
         assert_eq!(DeviceRecord::decode(&d.encode()), Ok(d.clone()));
+        let mut g = d.clone();
+        g.meta = DeviceMeta {
+            description: "plug computer".into(),
+            location: "shed".into(),
+            latitude: Some(52.5),
+            longitude: Some(-13.25),
+            kind: "plug".into(),
+            parent: Some(0),
+            gateway: true,
+            tags: vec!["north".into(), "solar".into()],
+            offline_after: Some(90),
+        };
+        assert_eq!(DeviceRecord::decode(&g.encode()), Ok(g.clone()));
+        // A record from before the metadata existed still reads.
+        // Default metadata is nine one-byte fields at the end.
+        let old = d.encode();
+        assert_eq!(DeviceRecord::decode(&old[..old.len() - 9]), Ok(d.clone()));
         let u = UserRecord {
             name: "ann".into(),
             role: Role::User,
