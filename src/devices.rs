@@ -160,6 +160,9 @@ pub const FIELDS: &[&str] = &[
     "offline_after",
 ];
 
+/// Gateways nest at most this deep.
+pub const MAX_DEPTH: usize = 8;
+
 /// Longest description or location.
 pub const MAX_TEXT: usize = 1000;
 /// Most tags, and longest tag.
@@ -269,10 +272,22 @@ pub fn set_field(
                         format!("'{}' is not a gateway (set gateway=true on it)", p.id),
                     ));
                 }
-                if p.id == rec.id || (rec.num != 0 && p.meta.parent == Some(rec.num)) {
+                // No cycles: walk up from the new parent.
+                let mut up = Some(p.clone());
+                for _ in 0..=MAX_DEPTH {
+                    let Some(a) = up else { break };
+                    if a.id == rec.id {
+                        return Err(WireError::bad_request(
+                            "bad_parent",
+                            "a device cannot sit below itself",
+                        ));
+                    }
+                    up = a.meta.parent.and_then(|n| directory.device_by_num(n));
+                }
+                if up.is_some() {
                     return Err(WireError::bad_request(
                         "bad_parent",
-                        "a device cannot sit below itself",
+                        format!("gateways nest at most {MAX_DEPTH} deep"),
                     ));
                 }
                 Some(p.num)

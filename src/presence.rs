@@ -50,6 +50,9 @@ use crate::store::{StoreError, META, PRESENCE_EVENTS};
 
 const US: i64 = 1_000_000;
 
+/// Gateways below gateways are followed this deep, no deeper.
+const MAX_DEPTH: u32 = 8;
+
 /// `meta` key: index of the next presence event (events start at 1).
 pub const NEXT_EVENT: &str = "next_presence_event";
 /// `meta` key: index of the oldest presence event kept.
@@ -390,7 +393,7 @@ impl Presence {
                 g.heap.push(Reverse((due, dev, generation)));
                 continue;
             }
-            if self.parent_offline(&g, dev) {
+            if self.parent_down(&mut g, dev, now, 0) {
                 // Unreachable, not failed: look again later.
                 let again = now.saturating_add(self.after_us(dev));
                 g.heap.push(Reverse((again, dev, generation)));
@@ -409,6 +412,45 @@ impl Presence {
             });
         }
         looked
+    }
+
+    /// Is `dev`'s parent gateway offline at `now`? A parent that is due
+    /// but not yet swept goes offline first, right here, so a gateway and
+    /// the devices behind it falling silent together is reported as the
+    /// gateway's outage, whatever order the heap yields them in.
+    fn parent_down(&self, g: &mut Inner, dev: u32, now: Micros, depth: u32) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        let Some(p) = self
+            .directory
+            .device_by_num(dev)
+            .and_then(|d| d.meta.parent)
+        else {
+            return false;
+        };
+        let Some(pe) = g.devices.get(&p).copied() else {
+            return false;
+        };
+        if !pe.online {
+            return true;
+        }
+        if self.due(p, &pe) > now || self.parent_down(g, p, now, depth + 1) {
+            // Online; or itself unreachable behind its own gateway.
+            return false;
+        }
+        if let Some(e) = g.devices.get_mut(&p) {
+            e.online = false;
+            e.since = now;
+        }
+        g.pending.push(Change {
+            device: p,
+            online: false,
+            at: now,
+            last_seen: pe.last_seen,
+            damped: pe.damped,
+        });
+        true
     }
 
     fn parent_offline(&self, g: &Inner, dev: u32) -> bool {
