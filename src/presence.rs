@@ -174,6 +174,12 @@ pub fn trim_events(txn: &redb::WriteTransaction, keep: u64) -> Result<(), StoreE
     Ok(())
 }
 
+/// When an online device with this entry is due to go offline.
+fn due_at(after_us: i64, e: &Entry) -> Micros {
+    let after = after_us * if e.damped { 2 } else { 1 };
+    e.last_seen.saturating_add(after)
+}
+
 /// What a device is, as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -307,17 +313,18 @@ impl Presence {
     }
 
     fn after_us(&self, dev: u32) -> i64 {
-        let secs = self
-            .directory
-            .device_by_num(dev)
+        self.after_of(self.directory.device_by_num(dev).as_deref())
+    }
+
+    fn after_of(&self, rec: Option<&crate::store::DeviceRecord>) -> i64 {
+        let secs = rec
             .and_then(|d| d.meta.offline_after)
             .unwrap_or(self.default_after);
         i64::from(secs.max(1)) * US
     }
 
     fn due(&self, dev: u32, e: &Entry) -> Micros {
-        let after = self.after_us(dev) * if e.damped { 2 } else { 1 };
-        e.last_seen.saturating_add(after)
+        due_at(self.after_us(dev), e)
     }
 
     fn come_online(&self, g: &mut Inner, dev: u32, at: Micros) {
@@ -388,14 +395,16 @@ impl Presence {
             if !e.online || e.generation != generation {
                 continue; // stale entry
             }
-            let due = self.due(dev, &e);
+            let rec = self.directory.device_by_num(dev);
+            let after = self.after_of(rec.as_deref());
+            let due = due_at(after, &e);
             if due > now {
                 g.heap.push(Reverse((due, dev, generation)));
                 continue;
             }
             if self.parent_down(&mut g, dev, now, 0) {
                 // Unreachable, not failed: look again later.
-                let again = now.saturating_add(self.after_us(dev));
+                let again = now.saturating_add(after);
                 g.heap.push(Reverse((again, dev, generation)));
                 continue;
             }
