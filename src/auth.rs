@@ -125,8 +125,12 @@ pub enum Action {
     RevokeDevice,
     /// Rotate or revoke a user's token, set their password.
     ManageCredentials,
-    /// Grant or withdraw access to a device or channel.
+    /// Grant or withdraw access to a device, channel or file.
     Grant,
+    /// Download a file by its password: the caller presented the file's
+    /// current or previous download password, checked with
+    /// [`token_matches`] just before. Allows reading that file only.
+    ReadFileByPassword,
 }
 
 /// What the action is on.
@@ -138,9 +142,9 @@ pub enum Resource<'a> {
     Device(&'a DeviceRecord),
     /// A user, by name (their own credentials).
     User(&'a str),
-    /// A channel or an alert, by its owner.
+    /// A channel, an alert or a file, by its owner.
     Owned {
-        /// What it is: [`KIND_CHANNEL`] or [`KIND_ALERT`].
+        /// What it is: [`KIND_CHANNEL`], [`KIND_ALERT`] or [`KIND_FILE`].
         kind: u8,
         /// Its number.
         num: u32,
@@ -157,6 +161,8 @@ pub const KIND_DEVICE: u8 = 1;
 pub const KIND_CHANNEL: u8 = 2;
 /// An alert (alerts are not granted; the kind names them in errors).
 pub const KIND_ALERT: u8 = 3;
+/// A file for devices (`/v1/files/NAME`).
+pub const KIND_FILE: u8 = 4;
 
 /// A grant lets a user, a device or `anonymous` read a device or channel,
 /// or control it.
@@ -223,6 +229,8 @@ impl Directory {
     ///   do what a grant on the device or channel allows: `read` or
     ///   `control` ([`Level`]). Alerts are not granted.
     /// - Anonymous callers without a grant get `401`.
+    /// - Files: a device may read the files of the user who owns it; a
+    ///   file's password ([`Action::ReadFileByPassword`]) reads that file.
     ///
     /// A denial on something the caller may not even see is `404` with the
     /// same code as a missing thing (`unknown_device`, `unknown_channel`,
@@ -234,6 +242,14 @@ impl Directory {
         res: Resource<'_>,
     ) -> Result<(), WireError> {
         use Action::*;
+        if action == ReadFileByPassword {
+            return match res {
+                Resource::Owned {
+                    kind: KIND_FILE, ..
+                } => Ok(()),
+                _ => Err(WireError::forbidden("a file password opens only its file")),
+            };
+        }
         let owns = |name: &str| match res {
             Resource::Device(d) => d.owner == name,
             Resource::Owned { owner, .. } => owner == name,
@@ -260,6 +276,14 @@ impl Directory {
                     WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
                     Resource::Device(d),
                 ) if d.num == me.num => true,
+                (
+                    ReadOwned,
+                    Resource::Owned {
+                        kind: KIND_FILE,
+                        owner,
+                        ..
+                    },
+                ) if owner == me.owner => true,
                 _ => by_grant,
             },
         };
@@ -270,6 +294,14 @@ impl Directory {
             (_, Resource::None | Resource::User(_)) => true,
             (Principal::User(u), _) if owns(&u.name) => true,
             (Principal::Device(me), Resource::Device(d)) if d.num == me.num => true,
+            (
+                Principal::Device(me),
+                Resource::Owned {
+                    kind: KIND_FILE,
+                    owner,
+                    ..
+                },
+            ) if owner == me.owner => true,
             _ => granted.is_some(),
         };
         match res {
@@ -279,10 +311,10 @@ impl Directory {
                 format!("no device '{}'", d.id),
             )),
             Resource::Owned { kind, name, .. } if !may_see => {
-                let (code, what) = if kind == KIND_CHANNEL {
-                    ("unknown_channel", "channel")
-                } else {
-                    ("unknown_alert", "alert")
+                let (code, what) = match kind {
+                    KIND_CHANNEL => ("unknown_channel", "channel"),
+                    KIND_FILE => ("unknown_file", "file"),
+                    _ => ("unknown_alert", "alert"),
                 };
                 Err(WireError::new(404, code, format!("no {what} '{name}'")))
             }
@@ -294,10 +326,10 @@ impl Directory {
         let key = match res {
             Resource::Device(d) => (KIND_DEVICE, d.num),
             Resource::Owned {
-                kind: KIND_CHANNEL,
+                kind: kind @ (KIND_CHANNEL | KIND_FILE),
                 num,
                 ..
-            } => (KIND_CHANNEL, num),
+            } => (kind, num),
             _ => return None,
         };
         let g = self.grants.read();
@@ -540,6 +572,16 @@ impl<'a> Resource<'a> {
             num: c.num,
             name: &c.name,
             owner: &c.owner,
+        }
+    }
+
+    /// A file as a resource.
+    pub fn file(f: &'a crate::store::FileRecord) -> Self {
+        Resource::Owned {
+            kind: KIND_FILE,
+            num: f.num,
+            name: &f.name,
+            owner: &f.owner,
         }
     }
 

@@ -19,6 +19,7 @@
 //! | `inbox`, `inbox_meta` | (device, seq); device | row; (next seq, pending) | writer thread and admin ops |
 //! | `dead_letters` | batch seq | reason | writer thread |
 //! | `grants` | (kind, number, grantee) | level | admin ops |
+//! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs
@@ -36,7 +37,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{AlertRecord, ChannelRecord, DeviceRecord, Role, UserRecord};
+pub use records::{AlertRecord, ChannelRecord, DeviceRecord, FileRecord, Role, UserRecord};
 
 /// `(device number, sensor code, unix minute)` → chunk of readings.
 pub const READINGS: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("readings");
@@ -73,6 +74,9 @@ pub const INBOX: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inbo
 pub const INBOX_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("inbox_meta");
 /// `(kind, number, grantee)` → level: see `auth::Level`.
 pub const GRANTS: TableDefinition<(u8, u32, &str), u8> = TableDefinition::new("grants");
+/// File name → encoded [`FileRecord`]; the content is the file named by
+/// its SHA-256 in the files directory (see `crate::files`).
+pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
@@ -177,6 +181,7 @@ impl Store {
         txn.open_table(INBOX_META)?;
         txn.open_table(DEAD_LETTERS)?;
         txn.open_table(GRANTS)?;
+        txn.open_table(FILES)?;
         txn.commit()?;
         Ok(Store { db })
     }
