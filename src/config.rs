@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(c.digest.workers, 3);
         let none: [(&str, &str); 0] = [];
         assert_eq!(
-            Config::from_toml_and_env("", none).unwrap().limits.max_body_bytes,
+            Config::from_toml_and_env("", none)
+                .unwrap()
+                .limits
+                .max_body_bytes,
             32 << 20
         );
     }

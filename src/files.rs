@@ -398,9 +398,10 @@ pub fn parse_range(value: &str, len: u64) -> Ranged {
 /// Does an `If-None-Match` value match `etag` (weak comparison, `*`)?
 pub fn none_match(value: &str, etag: &str) -> bool {
     let bare = etag.trim_start_matches("W/");
-    value.split(',').map(str::trim).any(|t| {
-        t == "*" || t.trim_start_matches("W/") == bare
-    })
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == bare)
 }
 
 #[cfg(test)]
@@ -409,7 +410,13 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["fw.bin", "fw-1.2.3.bin", "a", "A_b~c+d", &"x".repeat(MAX_NAME)] {
+        for ok in [
+            "fw.bin",
+            "fw-1.2.3.bin",
+            "a",
+            "A_b~c+d",
+            &"x".repeat(MAX_NAME),
+        ] {
             assert!(valid_name(ok), "{ok}");
         }
         for bad in [

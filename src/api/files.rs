@@ -68,7 +68,11 @@ fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, WireError
             other => {
                 return Err(WireError::bad_request(
                     "bad_parameter",
-                    format!("unknown parameter '{}'; use {}", clip(other), allowed.join(", ")),
+                    format!(
+                        "unknown parameter '{}'; use {}",
+                        clip(other),
+                        allowed.join(", ")
+                    ),
                 ))
             }
         };
@@ -408,7 +412,11 @@ fn file_for(
 }
 
 /// `DELETE /v1/files/NAME`: `ok,NAME`.
-pub async fn delete(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+pub async fn delete(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
     let p = params(&req, &["device", "token"])?;
     let who = caller(app, &req, &p)?;
     file_for(app, &who, name, Action::ManageOwned)?;
