@@ -81,7 +81,10 @@ fn sixty_four_mib_streams_both_ways_in_bounded_memory() {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains(&format!("Content-Length: {SIZE}\r\n")), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {SIZE}\r\n")),
+        "{head}"
+    );
     assert!(!head.contains("Transfer-Encoding"), "{head}");
     let mut got = Sha256::new();
     let mut n = 0usize;
@@ -98,7 +101,10 @@ fn sixty_four_mib_streams_both_ways_in_bounded_memory() {
 
     if let (Some(a), Some(b)) = (before, peak_kib()) {
         let grew = b.saturating_sub(a);
-        println!("peak memory grew by {grew} KiB for a {} KiB file", SIZE >> 10);
+        println!(
+            "peak memory grew by {grew} KiB for a {} KiB file",
+            SIZE >> 10
+        );
         assert!(
             grew < (SIZE as u64 >> 10) / 2,
             "peak memory grew by {grew} KiB: the file was buffered"
