@@ -29,7 +29,8 @@ fi
 case "$client" in
   curl)    reply=$(curl -sS --max-time 30 "$url") ;;
   wget)    reply=$(wget -q -T 30 -O - "$url") ;;
-  busybox) reply=$(busybox wget -q -T 30 -O - "$url") ;;
+  # (no -T: busybox 1.35 wget crashes with it)
+  busybox) reply=$(busybox wget -q -O - "$url") ;;
   *)       echo "cron.sh: no HTTP client (curl, wget or busybox)" >&2; exit 2 ;;
 esac
 status=$?

@@ -49,7 +49,8 @@ fi
 case "$client" in
   curl)    reply=$(curl -sS --max-time 60 -H 'Content-Type: text/csv' --data-binary "@$sending" "$url" 2>&1) ;;
   wget)    reply=$(wget -q -T 60 -O - --header 'Content-Type: text/csv' --post-file "$sending" "$url" 2>&1) ;;
-  busybox) reply=$(busybox wget -q -T 60 -O - --header 'Content-Type: text/csv' --post-file "$sending" "$url" 2>&1) ;;
+  # (no -T: busybox 1.35 wget crashes with it)
+  busybox) reply=$(busybox wget -q -O - --header 'Content-Type: text/csv' --post-file "$sending" "$url" 2>&1) ;;
   *)       reply="no HTTP client" ;;
 esac
 

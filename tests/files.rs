@@ -638,17 +638,19 @@ fn curl_and_wget_resume_a_cut_download() {
     let tools: [Tool; 3] = [
         ("curl", "--version", |url, out| {
             let mut c = Command::new("curl");
-            c.args(["-sS", "-f", "-C", "-", "-o"]).arg(out).arg(url);
+            c.args(["-sS", "-f", "-w", "%{http_code}", "-C", "-", "-o"])
+                .arg(out)
+                .arg(url);
             c
         }),
         ("wget", "--version", |url, out| {
             let mut c = Command::new("wget");
-            c.args(["-q", "-c", "-O"]).arg(out).arg(url);
+            c.args(["-q", "-S", "-c", "-O"]).arg(out).arg(url);
             c
         }),
         ("busybox", "--help", |url, out| {
             let mut c = Command::new("busybox");
-            c.args(["wget", "-q", "-c", "-O"]).arg(out).arg(url);
+            c.args(["wget", "-q", "-S", "-c", "-O"]).arg(out).arg(url);
             c
         }),
     ];
@@ -669,6 +671,13 @@ fn curl_and_wget_resume_a_cut_download() {
         let got = std::fs::read(&out).unwrap();
         assert_eq!(got.len(), v.len(), "{tool}: length");
         assert!(got == v, "{tool}: resumed bytes differ");
+        // It really resumed: the server answered the second half with 206.
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(said.contains("206"), "{tool} did not get a 206: {said}");
         ran += 1;
     }
     assert!(
