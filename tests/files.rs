@@ -284,6 +284,21 @@ fn upload_download_round_trip_with_manifest() {
         assert_eq!((r.status, r.code().as_str()), (404, "unknown_file"));
     }
     assert_eq!(get(&s, "/v1/files/fw.bin", "").status, 401);
+    // Credentials are checked before existence.
+    assert_eq!(
+        get(&s, "/v1/files/nope?device=ad&token=wrong", "").status,
+        401
+    );
+    assert_eq!(get(&s, "/v1/files/nope", &basic("ad", &ad)).status, 404);
+    // A Basic id that is a device is the device, even if a file has its name.
+    assert_eq!(
+        put(&s, &bearer(&ann), "PUT", "ad", b"same name").status,
+        201
+    );
+    assert_eq!(
+        get(&s, "/v1/files/ad", &basic("ad", &ad)).body,
+        b"same name"
+    );
     assert_eq!(put(&s, &bearer(&bob), "PUT", "fw.bin", b"evil").status, 404);
     assert_eq!(
         put(&s, &basic("ad", &ad), "PUT", "fw.bin", b"evil").status,
@@ -329,15 +344,14 @@ fn upload_download_round_trip_with_manifest() {
     assert_eq!((r.status, r.text().as_str()), (200, "ok,fw.bin\n"));
     assert_eq!(get(&s, "/v1/files/fw.bin", &bearer(&ann)).status, 404);
     assert_eq!(del(&bearer(&ann), "fw.bin").status, 404);
-    let blobs: Vec<String> = std::fs::read_dir(s.dir.join("overlord.redb.files"))
+    let mut blobs: Vec<String> = std::fs::read_dir(s.dir.join("overlord.redb.files"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        blobs,
-        vec![sha_hex(b"")],
-        "only the empty file's blob is left"
-    );
+    blobs.sort();
+    let mut want = vec![sha_hex(b""), sha_hex(b"same name")];
+    want.sort();
+    assert_eq!(blobs, want, "only the remaining files' blobs are left");
 }
 
 #[test]

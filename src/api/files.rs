@@ -120,14 +120,16 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 }
 
 /// A file password presented as `?password=` or as Basic `NAME:PASSWORD`
-/// (or `:PASSWORD`).
-fn presented_password(headers: &HeaderMap, name: &str, p: &Params) -> Option<String> {
+/// (or `:PASSWORD`). A Basic id that is a device or user is their
+/// credential, not a file password.
+fn presented_password(app: &App, headers: &HeaderMap, name: &str, p: &Params) -> Option<String> {
     if let Some(pw) = &p.password {
         return Some(pw.clone());
     }
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (id, secret) = parse_basic(auth)?;
-    (id.is_empty() || id == name).then_some(secret)
+    let someone = app.directory.device(&id).is_some() || app.directory.user(&id).is_some();
+    ((id.is_empty() || id == name) && !someone).then_some(secret)
 }
 
 /// Check a file password; failures count against the source and the file
@@ -176,15 +178,16 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     files::check_name(name)?;
     let p = params(&req, &["device", "token", "password"])?;
     let head = req.method() == Method::HEAD;
-    let f = app.files.get(name).ok_or_else(|| unknown(name))?;
-    match presented_password(req.headers(), name, &p) {
+    let f = match presented_password(app, req.headers(), name, &p) {
         Some(pw) => {
+            let f = app.files.get(name).ok_or_else(|| unknown(name))?;
             check_password(app, &req, &f, &pw)?;
             app.directory.authorize(
                 &Principal::Anonymous,
                 Action::ReadFileByPassword,
                 Resource::file(&f),
             )?;
+            f
         }
         None => {
             let who = authenticate(
@@ -194,10 +197,12 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 p.device.as_deref(),
                 p.token.as_deref(),
             )?;
+            let f = app.files.get(name).ok_or_else(|| unknown(name))?;
             app.directory
                 .authorize(&who, Action::ReadOwned, Resource::file(&f))?;
+            f
         }
-    }
+    };
     // Open the content; a replace that committed since the lookup may
     // have removed the old blob: then serve the new record.
     let mut f = f;
