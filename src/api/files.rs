@@ -27,8 +27,8 @@ const OCTET: &str = "application/octet-stream";
 /// Header of the manifest and of an upload's reply.
 pub const MANIFEST_HEADER: &str = "name,size,sha256,updated\n";
 
-/// Chunks queued between the body reader and the disk writer of an upload.
-const UPLOAD_QUEUE: usize = 8;
+/// Bytes of an upload read off the socket before they are written out.
+const UPLOAD_BATCH: usize = 256 * 1024;
 
 fn internal(what: &'static str) -> impl Fn(tokio::task::JoinError) -> WireError {
     move |_| WireError::new(500, "internal", what)
@@ -293,8 +293,8 @@ fn octet(body: Bytes) -> Reply {
 }
 
 /// `PUT` or `POST /v1/files/NAME` with the raw content as the body: store
-/// it (streamed to disk and hashed on a blocking thread, fsynced before
-/// the reply). `201` when new, `200` when replaced, with the manifest
+/// it (streamed to disk and hashed in batches on the blocking pool,
+/// fsynced before the reply). `201` when new, `200` when replaced, with the manifest
 /// row. Each chunk must arrive within `body_timeout_secs`; more than
 /// `max_file_bytes` is `413`.
 pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
@@ -327,24 +327,19 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
         return Err(too_large());
     }
     let idle = Duration::from_secs(app.config.limits.body_timeout_secs);
-    // The disk side: a blocking thread writes and hashes what the
-    // runtime side reads off the socket, through a short queue.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(UPLOAD_QUEUE);
     let app2 = app.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut up = app2.files.begin_upload()?;
-        while let Some(msg) = rx.blocking_recv() {
-            match msg {
-                Some(chunk) => up.write(&chunk)?,
-                None => return up.finish().map(Some),
-            }
-        }
-        // The sender gave up (bad body, too large): drop the temp file.
-        Ok(None)
-    });
+    let up = tokio::task::spawn_blocking(move || app2.files.begin_upload())
+        .await
+        .map_err(internal("upload failed"))??;
+    // Read up to UPLOAD_BATCH bytes off the socket, then write and hash
+    // them on the blocking pool (the upload moves there and back), so no
+    // thread waits on a slow client and memory stays bounded.
+    let mut up = Some(up);
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
     let mut body = req.into_body();
     let mut size = 0u64;
-    let read: Result<(), WireError> = async {
+    let result: Result<(), WireError> = async {
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
@@ -354,36 +349,53 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                         "the upload stalled longer than body_timeout_secs",
                     ))
                 }
-                Ok(None) => return Ok(()),
                 Ok(Some(Err(_))) => {
                     return Err(WireError::bad_request(
                         "bad_body",
                         "the request body could not be read",
                     ))
                 }
-                Ok(Some(Ok(f))) => f,
+                Ok(Some(Ok(f))) => Some(f),
+                Ok(None) => None,
             };
-            let Ok(chunk) = frame.into_data() else {
-                continue;
-            };
-            size += chunk.len() as u64;
-            if size > max {
-                return Err(too_large());
+            let end = frame.is_none();
+            if let Some(chunk) = frame.and_then(|f| f.into_data().ok()) {
+                size += chunk.len() as u64;
+                if size > max {
+                    return Err(too_large());
+                }
+                batched += chunk.len();
+                batch.push(chunk);
             }
-            if tx.send(Some(chunk)).await.is_err() {
-                // The writer failed; its error is reported below.
+            if batched >= UPLOAD_BATCH || (end && !batch.is_empty()) {
+                let chunks = std::mem::take(&mut batch);
+                batched = 0;
+                let mut u = up.take().expect("the upload is here between writes");
+                let (u, r) = tokio::task::spawn_blocking(move || {
+                    let r = chunks.iter().try_for_each(|c| u.write(c));
+                    (u, r)
+                })
+                .await
+                .map_err(internal("upload failed"))?;
+                up = Some(u);
+                r?;
+            }
+            if end {
                 return Ok(());
             }
         }
     }
     .await;
-    if read.is_ok() {
-        let _ = tx.send(None).await;
+    let up = up.take();
+    if let Err(e) = result {
+        // Removing the temp file is disk work too.
+        tokio::task::spawn_blocking(move || drop(up));
+        return Err(e);
     }
-    drop(tx);
-    let written = writer.await.map_err(internal("upload failed"))?;
-    read?;
-    let done = written?.ok_or_else(|| WireError::new(500, "storage", "the upload failed"))?;
+    let up = up.ok_or_else(|| WireError::new(500, "internal", "upload lost"))?;
+    let done = tokio::task::spawn_blocking(move || up.finish())
+        .await
+        .map_err(internal("upload failed"))??;
     let app2 = app.clone();
     let name2 = name.to_string();
     let who2 = who.clone();
