@@ -145,11 +145,9 @@ fn world(with_password: bool) -> World {
     ] {
         let r = req(&bearer(&owner), "POST", path, form);
         assert_eq!(r.status, 201, "{path}: {}", r.body);
-        if path == "/v1/alerts" {
-            let r = req(&bearer(&owner), "PUT", "/v1/files/fw", "firmware");
-            assert_eq!(r.status, 201, "{}", r.body);
-        }
     }
+    let r = req(&bearer(&owner), "PUT", "/v1/files/fw", "firmware");
+    assert_eq!(r.status, 201, "{}", r.body);
     let r = req(
         &bearer(&owner),
         "POST",
