@@ -48,6 +48,8 @@ pub struct App {
     pub throttle: Throttle,
     /// Per-device readings request limit.
     pub device_rate: RateLimit,
+    /// Files for devices: the files directory and its index.
+    pub files: Arc<crate::files::Files>,
 }
 
 /// An opened server, not yet listening.
@@ -98,6 +100,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             directory.put_grant(kind, num, &who, l);
         }
     }
+    let files = Arc::new(crate::files::Files::open(config.files_dir(), &store)?);
     let presence = Arc::new(Presence::new(
         directory.clone(),
         config.presence.offline_after_secs,
@@ -150,6 +153,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             config_limits.device_requests_per_sec,
             config_limits.device_burst,
         ),
+        files,
     });
     Ok(Opened {
         app,

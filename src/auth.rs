@@ -127,8 +127,12 @@ pub enum Action {
     RevokeDevice,
     /// Rotate or revoke a user's token, set their password.
     ManageCredentials,
-    /// Grant or withdraw access to a device or channel.
+    /// Grant or withdraw access to a device, channel or file.
     Grant,
+    /// Download a file by its password: the caller presented the file's
+    /// current or previous download password, checked with
+    /// [`token_matches`] just before. Allows reading that file only.
+    ReadFileByPassword,
 }
 
 /// What the action is on.
@@ -140,9 +144,9 @@ pub enum Resource<'a> {
     Device(&'a DeviceRecord),
     /// A user, by name (their own credentials).
     User(&'a str),
-    /// A channel or an alert, by its owner.
+    /// A channel, an alert or a file, by its owner.
     Owned {
-        /// What it is: [`KIND_CHANNEL`] or [`KIND_ALERT`].
+        /// What it is: [`KIND_CHANNEL`], [`KIND_ALERT`] or [`KIND_FILE`].
         kind: u8,
         /// Its number.
         num: u32,
@@ -159,6 +163,8 @@ pub const KIND_DEVICE: u8 = 1;
 pub const KIND_CHANNEL: u8 = 2;
 /// An alert (alerts are not granted; the kind names them in errors).
 pub const KIND_ALERT: u8 = 3;
+/// A file for devices (`/v1/files/NAME`).
+pub const KIND_FILE: u8 = 4;
 
 /// A grant lets a user, a device or `anonymous` read a device or channel,
 /// or control it.
@@ -226,6 +232,8 @@ impl Directory {
     ///   do what a grant on the device or channel allows: `read` or
     ///   `control` ([`Level`]). Alerts are not granted.
     /// - Anonymous callers without a grant get `401`.
+    /// - Files: a device may read the files of the user who owns it; a
+    ///   file's password ([`Action::ReadFileByPassword`]) reads that file.
     ///
     /// A denial on something the caller may not even see is `404` with the
     /// same code as a missing thing (`unknown_device`, `unknown_channel`,
@@ -237,6 +245,14 @@ impl Directory {
         res: Resource<'_>,
     ) -> Result<(), WireError> {
         use Action::*;
+        if action == ReadFileByPassword {
+            return match res {
+                Resource::Owned {
+                    kind: KIND_FILE, ..
+                } => Ok(()),
+                _ => Err(WireError::forbidden("a file password opens only its file")),
+            };
+        }
         let owns = |name: &str| match res {
             Resource::Device(d) => d.owner == name,
             Resource::Owned { owner, .. } => owner == name,
@@ -271,6 +287,14 @@ impl Directory {
                 {
                     true
                 }
+                (
+                    ReadOwned,
+                    Resource::Owned {
+                        kind: KIND_FILE,
+                        owner,
+                        ..
+                    },
+                ) if owner == me.owner => true,
                 _ => by_grant,
             },
         };
@@ -282,6 +306,14 @@ impl Directory {
             (Principal::User(u), _) if owns(&u.name) => true,
             (Principal::Device(me), Resource::Device(d)) if d.num == me.num => true,
             (Principal::Device(me), Resource::Device(d)) if d.meta.parent == Some(me.num) => true,
+            (
+                Principal::Device(me),
+                Resource::Owned {
+                    kind: KIND_FILE,
+                    owner,
+                    ..
+                },
+            ) if owner == me.owner => true,
             _ => granted.is_some(),
         };
         match res {
@@ -291,10 +323,10 @@ impl Directory {
                 format!("no device '{}'", d.id),
             )),
             Resource::Owned { kind, name, .. } if !may_see => {
-                let (code, what) = if kind == KIND_CHANNEL {
-                    ("unknown_channel", "channel")
-                } else {
-                    ("unknown_alert", "alert")
+                let (code, what) = match kind {
+                    KIND_CHANNEL => ("unknown_channel", "channel"),
+                    KIND_FILE => ("unknown_file", "file"),
+                    _ => ("unknown_alert", "alert"),
                 };
                 Err(WireError::new(404, code, format!("no {what} '{name}'")))
             }
@@ -306,10 +338,10 @@ impl Directory {
         let key = match res {
             Resource::Device(d) => (KIND_DEVICE, d.num),
             Resource::Owned {
-                kind: KIND_CHANNEL,
+                kind: kind @ (KIND_CHANNEL | KIND_FILE),
                 num,
                 ..
-            } => (KIND_CHANNEL, num),
+            } => (kind, num),
             _ => return None,
         };
         let g = self.grants.read();
@@ -552,6 +584,16 @@ impl<'a> Resource<'a> {
             num: c.num,
             name: &c.name,
             owner: &c.owner,
+        }
+    }
+
+    /// A file as a resource.
+    pub fn file(f: &'a crate::store::FileRecord) -> Self {
+        Resource::Owned {
+            kind: KIND_FILE,
+            num: f.num,
+            name: &f.name,
+            owner: &f.owner,
         }
     }
 

@@ -1,4 +1,14 @@
-//! Configuration: `overlord.toml`, embedded in the binary as the default.
+//! Configuration: `overlord.toml`, embedded in the binary as the default,
+//! then `OVERLORD_*` environment variables on top.
+//!
+//! Environment overrides: `OVERLORD_<KEY>` sets a top-level key and
+//! `OVERLORD_<SECTION>__<KEY>` (two underscores) a key of a section, names
+//! upper-cased: `OVERLORD_LISTEN=127.0.0.1:9000`,
+//! `OVERLORD_DATA_FILE=/var/lib/overlord/data.redb`,
+//! `OVERLORD_LIMITS__MAX_BODY_BYTES=1048576`, `OVERLORD_DIGEST__WORKERS=4`.
+//! The value is read as the key's type (number, boolean or text). An
+//! `OVERLORD_` variable naming no key is an error, so a typo does not go
+//! unnoticed; `OVERLORD_LOG` (the log filter) is not a config key.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +27,9 @@ pub struct Config {
     pub listen: String,
     /// The data file (relative paths are relative to the working directory).
     pub data_file: PathBuf,
+    /// Where uploaded files are kept; absent: `<data file>.files` beside
+    /// the data file (see [`Config::files_dir`]).
+    pub files_dir: Option<PathBuf>,
     /// Bounds on clients and queues.
     pub limits: Limits,
     /// The digest pool.
@@ -90,6 +103,8 @@ pub struct Limits {
     pub device_burst: f64,
     /// Seconds a dashboard login session lasts.
     pub session_secs: u64,
+    /// Largest file upload (`/v1/files/NAME`) in bytes.
+    pub max_file_bytes: u64,
 }
 
 /// `[digest]`
@@ -107,6 +122,7 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:8080".into(),
             data_file: "overlord.redb".into(),
+            files_dir: None,
             limits: Limits::default(),
             digest: DigestConfig::default(),
             presence: PresenceConfig::default(),
@@ -137,6 +153,7 @@ impl Default for Limits {
             device_requests_per_sec: 50.0,
             device_burst: 200.0,
             session_secs: 86_400,
+            max_file_bytes: 4 << 30,
         }
     }
 }
@@ -156,7 +173,8 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Load `path`, or `./overlord.toml` if it exists, or the embedded default.
+    /// Load `path`, or `./overlord.toml` if it exists, or the embedded
+    /// default; then apply the `OVERLORD_*` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, String> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
@@ -165,7 +183,57 @@ impl Config {
                 Err(_) => DEFAULT_TOML.to_string(),
             },
         };
-        Config::from_toml(&text)
+        Config::from_toml_and_env(&text, std::env::vars_os())
+    }
+
+    /// Parse TOML text, then apply `OVERLORD_*` overrides from `vars`
+    /// (the process environment in [`Config::load`]; a list in tests).
+    pub fn from_toml_and_env<K, V>(
+        text: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Config, String>
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let defaults: toml::Table = toml::from_str(DEFAULT_TOML).map_err(|e| e.to_string())?;
+        for (k, v) in vars {
+            let Some(k) = k.as_ref().to_str() else {
+                continue;
+            };
+            let Some(key) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if ENV_NOT_CONFIG.contains(&key) {
+                continue;
+            }
+            let v = v
+                .as_ref()
+                .to_str()
+                .ok_or_else(|| format!("{k}: not valid UTF-8"))?;
+            apply_env(&mut table, &defaults, k, key, v)?;
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())
+    }
+
+    /// Where uploaded files live: `files_dir`, or `<data file>.files`
+    /// beside the data file.
+    pub fn files_dir(&self) -> PathBuf {
+        match &self.files_dir {
+            Some(d) => d.clone(),
+            None => {
+                let mut name = self
+                    .data_file
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| "overlord".into());
+                name.push(".files");
+                self.data_file.with_file_name(name)
+            }
+        }
     }
 
     /// The codec's view of the limits.
@@ -176,6 +244,66 @@ impl Config {
         }
     }
 }
+
+/// Prefix of the environment overrides.
+pub const ENV_PREFIX: &str = "OVERLORD_";
+
+/// `OVERLORD_*` variables that are not config keys.
+const ENV_NOT_CONFIG: &[&str] = &["LOG"];
+
+/// Set one key from `OVERLORD_<KEY>` or `OVERLORD_<SECTION>__<KEY>`; the
+/// value takes the type the key has in the embedded default.
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    var: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    let lower = key.to_ascii_lowercase();
+    let (section, name) = match lower.split_once("__") {
+        Some((s, n)) => (Some(s), n),
+        None => (None, lower.as_str()),
+    };
+    let default = match section {
+        Some(s) => defaults
+            .get(s)
+            .and_then(|t| t.as_table())
+            .and_then(|t| t.get(name)),
+        None => defaults.get(name).filter(|v| !v.is_table()),
+    };
+    // Keys with no default value (optional paths) are text.
+    let optional_text = section.is_none() && OPTIONAL_TEXT_KEYS.contains(&name);
+    if default.is_none() && !optional_text {
+        return Err(format!("{var}: no such configuration key"));
+    }
+    let bad = |what: &str| format!("{var}: '{value}' is not {what}");
+    let parsed = match default {
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(value.trim().parse().map_err(|_| bad("an integer"))?)
+        }
+        Some(toml::Value::Float(_)) => {
+            toml::Value::Float(value.trim().parse().map_err(|_| bad("a number"))?)
+        }
+        Some(toml::Value::Boolean(_)) => {
+            toml::Value::Boolean(value.trim().parse().map_err(|_| bad("true or false"))?)
+        }
+        _ => toml::Value::String(value.to_string()),
+    };
+    let target = match section {
+        Some(s) => table
+            .entry(s)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{var}: [{s}] is not a section"))?,
+        None => table,
+    };
+    target.insert(name.to_string(), parsed);
+    Ok(())
+}
+
+/// Top-level keys that are absent from the default (optional) and text.
+const OPTIONAL_TEXT_KEYS: &[&str] = &["files_dir"];
 
 #[cfg(test)]
 mod tests {
@@ -190,6 +318,58 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
         assert_eq!(c.limits.ingest_queue, d.limits.ingest_queue);
         assert_eq!(c.digest.workers, d.digest.workers);
+    }
+
+    #[test]
+    fn environment_overrides_keys_by_type() {
+        let env = [
+            ("OVERLORD_LISTEN", "127.0.0.1:9000"),
+            ("OVERLORD_DATA_FILE", "/srv/o.redb"),
+            ("OVERLORD_FILES_DIR", "/srv/files"),
+            ("OVERLORD_LIMITS__MAX_BODY_BYTES", "1024"),
+            ("OVERLORD_LIMITS__DEVICE_REQUESTS_PER_SEC", "2.5"),
+            ("OVERLORD_DIGEST__WORKERS", "3"),
+            ("OVERLORD_LOG", "debug"),
+            ("PATH", "/bin"),
+        ];
+        let c = Config::from_toml_and_env("[limits]\nmax_inbox = 7\n", env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.data_file, PathBuf::from("/srv/o.redb"));
+        assert_eq!(c.files_dir(), PathBuf::from("/srv/files"));
+        assert_eq!(c.limits.max_body_bytes, 1024);
+        assert_eq!(c.limits.device_requests_per_sec, 2.5);
+        assert_eq!(c.limits.max_inbox, 7, "the file's keys stay");
+        assert_eq!(c.digest.workers, 3);
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(
+            Config::from_toml_and_env("", none)
+                .unwrap()
+                .limits
+                .max_body_bytes,
+            32 << 20
+        );
+    }
+
+    #[test]
+    fn bad_environment_overrides_are_errors() {
+        for (k, v) in [
+            ("OVERLORD_LISTN", "x"),
+            ("OVERLORD_LIMITS__NOPE", "1"),
+            ("OVERLORD_LIMITS__MAX_BODY_BYTES", "lots"),
+            ("OVERLORD_NOPE__WORKERS", "1"),
+        ] {
+            let err = Config::from_toml_and_env("", [(k, v)]).unwrap_err();
+            assert!(err.contains(k) || err.contains("invalid"), "{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn files_dir_defaults_beside_the_data_file() {
+        let c = Config {
+            data_file: "/var/lib/o/data.redb".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.files_dir(), PathBuf::from("/var/lib/o/data.redb.files"));
     }
 
     #[test]

@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Request, Response, StatusCode, Version};
 
@@ -29,6 +34,102 @@ pub struct Reply {
     pub body: Bytes,
     /// Extra headers.
     pub headers: Vec<(header::HeaderName, String)>,
+    /// A body streamed from disk instead of `body` (file downloads);
+    /// `Content-Length` is then its length.
+    pub stream: Option<FileBody>,
+}
+
+/// The response body type of every reply: a whole buffer or a file
+/// streamed from disk in chunks.
+pub type ResponseBody = BoxBody<Bytes, io::Error>;
+
+/// Chunk read from disk per frame of a streamed body.
+pub const FILE_CHUNK: usize = 64 * 1024;
+
+/// `len` bytes of an open file, read in [`FILE_CHUNK`]s as hyper asks for
+/// them. `tokio::fs::File` runs each read on the blocking pool, so the
+/// async workers never wait for the disk, and at most one chunk per
+/// response is in memory.
+pub struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: Vec<u8>,
+}
+
+impl FileBody {
+    /// Stream `len` bytes of `file` from its current position.
+    pub fn new(file: std::fs::File, len: u64) -> FileBody {
+        FileBody {
+            file: tokio::fs::File::from_std(file),
+            remaining: len,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes still to send.
+    pub fn len(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Nothing left to send?
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+impl std::fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBody")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        use tokio::io::{AsyncRead, ReadBuf};
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this.remaining.min(FILE_CHUNK as u64) as usize;
+        if this.buf.len() < want {
+            this.buf.resize(want, 0);
+        }
+        let mut rb = ReadBuf::new(&mut this.buf[..want]);
+        match Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    // The file shrank under us: end the response short
+                    // rather than send bytes that are not there.
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file ended early",
+                    ))));
+                }
+                this.remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(rb.filled())))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 impl Reply {
@@ -39,6 +140,15 @@ impl Reply {
             content_type: CSV,
             body: body.into(),
             headers: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// Bytes of the body (streamed or not).
+    pub fn body_len(&self) -> u64 {
+        match &self.stream {
+            Some(s) => s.len(),
+            None => self.body.len() as u64,
         }
     }
 
@@ -73,8 +183,13 @@ impl From<WireError> for Reply {
 
 /// Build the hyper response. HTTP/1.0 requests get an HTTP/1.0 status
 /// line; hyper then closes the connection after the reply.
-pub fn into_response(r: Reply, version: Version) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(r.body));
+pub fn into_response(r: Reply, version: Version) -> Response<ResponseBody> {
+    let len = r.body_len();
+    let body = match r.stream {
+        Some(s) => s.boxed(),
+        None => Full::new(r.body).map_err(|never| match never {}).boxed(),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() =
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if version == Version::HTTP_10 {
@@ -89,6 +204,11 @@ pub fn into_response(r: Reply, version: Version) -> Response<Full<Bytes>> {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.append(name, v);
         }
+    }
+    // Always explicit, so a streamed body is never sent chunked (and a
+    // `HEAD` reply announces the length of what a `GET` would send).
+    if !h.contains_key(header::CONTENT_LENGTH) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     resp
 }

@@ -20,6 +20,8 @@
 //! - [`store`]: the redb tables, the chunk encoding and the read path.
 //! - [`digest`]: the thread pool that processes committed readings in
 //!   per-device order; [`presence`] is what it keeps today.
+//! - [`files`]: files for devices: names, the files directory, durable
+//!   uploads, byte ranges (handlers in `api::files`).
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up,
 //!   settings, counters, and management logic shared by CLI and HTTP.
@@ -40,6 +42,7 @@ pub mod config;
 pub mod devices;
 pub mod digest;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod inbox;
 pub mod ingest;

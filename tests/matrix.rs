@@ -61,12 +61,19 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (GrantList, [200, 200, 403, 404, 403, 404, 401]),
         (GrantAdd, [201, 201, 403, 404, 404, 404, 401]),
         (GrantRemove, [200, 200, 403, 404, 404, 404, 401]),
+        // `fw` is owner's; grantee has `control`; `device` is owner's.
+        (FileList, [200, 200, 200, 200, 200, 200, 401]),
+        (FileGet, [200, 200, 200, 404, 200, 404, 401]),
+        (FilePut, [200, 200, 200, 404, 403, 404, 401]),
+        (FileDelete, [200, 200, 200, 404, 403, 404, 401]),
+        (FilePassword, [200, 200, 200, 404, 403, 404, 401]),
     ])
 }
 
 /// A server with: users owner, grantee, other; device `own` (owner's) and
 /// `odev` (other's); channel `ch` (owner's, member own/N1); alert `al`
-/// (owner's, on own/N1); grantee has `control` on own and ch.
+/// (owner's, on own/N1); file `fw` (owner's); grantee has `control` on
+/// own, ch and fw.
 struct World {
     s: TestServer,
     auth: HashMap<&'static str, String>,
@@ -145,6 +152,15 @@ fn world(with_password: bool) -> World {
         let r = req(&bearer(&owner), "POST", path, form);
         assert_eq!(r.status, 201, "{path}: {}", r.body);
     }
+    let r = req(&bearer(&owner), "PUT", "/v1/files/fw", "firmware");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = req(
+        &bearer(&owner),
+        "POST",
+        "/v1/grants",
+        "resource=file:fw&to=user:grantee&level=control",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     if with_password {
         let r = req(
             &bearer(&owner),
@@ -292,6 +308,16 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             form,
             String::new(),
         ),
+        FileList => ("GET", "/v1/files".into(), form, String::new()),
+        FileGet => ("GET", "/v1/files/fw".into(), form, String::new()),
+        FilePut => (
+            "PUT",
+            "/v1/files/fw".into(),
+            "application/octet-stream",
+            "firmware v2".into(),
+        ),
+        FileDelete => ("DELETE", "/v1/files/fw".into(), form, String::new()),
+        FilePassword => ("POST", "/v1/files/fw/password".into(), form, String::new()),
     }
 }
 

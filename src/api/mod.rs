@@ -9,11 +9,13 @@
 //! | `GET /v1/inbox`, `/v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
+//! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics` | [`ops`] |
 
 pub mod alerts;
 pub mod channels;
 pub mod devices;
+pub mod files;
 pub mod inbox;
 pub mod ops;
 pub mod readings;
@@ -23,21 +25,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use crate::app::App;
 use crate::error::WireError;
-use crate::http::{into_response, Reply};
+use crate::http::{into_response, Reply, ResponseBody};
 
 /// Serve one request: route it, turn any error into its one-line reply,
 /// and log one line without secrets (the query string is never logged).
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let version = req.version();
@@ -53,7 +53,7 @@ pub async fn handle(
         method = %method,
         path = %clip_path(&path),
         status,
-        bytes = reply.body.len(),
+        bytes = reply.body_len(),
         micros = started.elapsed().as_micros() as u64,
     );
     Ok(into_response(reply, version))
@@ -113,6 +113,11 @@ pub enum Endpoint {
     GrantList,
     GrantAdd,
     GrantRemove,
+    FileList,
+    FileGet,
+    FilePut,
+    FileDelete,
+    FilePassword,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -171,6 +176,12 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/grants", Endpoint::GrantList),
     ("POST", "/v1/grants", Endpoint::GrantAdd),
     ("DELETE", "/v1/grants", Endpoint::GrantRemove),
+    ("GET", "/v1/files", Endpoint::FileList),
+    ("GET", "/v1/files/:name", Endpoint::FileGet),
+    ("PUT", "/v1/files/:name", Endpoint::FilePut),
+    ("POST", "/v1/files/:name", Endpoint::FilePut),
+    ("DELETE", "/v1/files/:name", Endpoint::FileDelete),
+    ("POST", "/v1/files/:name/password", Endpoint::FilePassword),
 ];
 
 /// Match a path against a pattern; `Some(value of the :name segment)`.
@@ -276,5 +287,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         GrantList => users::list_grants(app, req).await,
         GrantAdd => users::change(app, req, true).await,
         GrantRemove => users::change(app, req, false).await,
+        FileList => files::list(app, req).await,
+        FileGet => files::get(app, req, &p).await,
+        FilePut => files::put(app, req, &p).await,
+        FileDelete => files::delete(app, req, &p).await,
+        FilePassword => files::rotate_password(app, req, &p).await,
     }
 }

@@ -15,7 +15,9 @@ use hyper::Request;
 use crate::api::channels::channel_for;
 use crate::api::inbox::device_for;
 use crate::app::App;
-use crate::auth::{self, valid_id, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE};
+use crate::auth::{
+    self, valid_id, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE, KIND_FILE,
+};
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -227,9 +229,15 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| users::hash_password(&auth::generate_token()))
 }
 
-/// Which device or channel a grant is on: `device:ID` or `channel:NAME`.
+/// Which device, channel or file a grant is on: `device:ID`,
+/// `channel:NAME` or `file:NAME`.
 fn grant_target(app: &App, who: &Principal, res: &str) -> Result<(u8, u32), WireError> {
-    let bad = || WireError::bad_request("bad_resource", "resource is device:ID or channel:NAME");
+    let bad = || {
+        WireError::bad_request(
+            "bad_resource",
+            "resource is device:ID, channel:NAME or file:NAME",
+        )
+    };
     let (kind, name) = res.split_once(':').ok_or_else(bad)?;
     match kind {
         "device" => {
@@ -239,6 +247,15 @@ fn grant_target(app: &App, who: &Principal, res: &str) -> Result<(u8, u32), Wire
         "channel" => {
             let c = channel_for(app, who, name, Action::Grant)?;
             Ok((KIND_CHANNEL, c.num))
+        }
+        "file" => {
+            crate::files::check_name(name)?;
+            let f = app.files.get(name).ok_or_else(|| {
+                WireError::new(404, "unknown_file", format!("no file '{}'", clip(name)))
+            })?;
+            app.directory
+                .authorize(who, Action::Grant, Resource::file(&f))?;
+            Ok((KIND_FILE, f.num))
         }
         _ => Err(bad()),
     }

@@ -22,6 +22,7 @@
 //! | `presence` | device | (flags, since) | writer thread |
 //! | `presence_events` | index | event | writer thread |
 //! | `presence_notify` | owner | (device, channel) | admin ops |
+//! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs
@@ -40,7 +41,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, Role, UserRecord};
+pub use records::{
+    AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, FileRecord, Role, UserRecord,
+};
 
 /// `(device number, sensor code, unix minute, part)` → chunk of readings
 /// (see [`parts`] for how a minute is split).
@@ -89,6 +92,9 @@ pub const INBOX: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inbo
 pub const INBOX_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("inbox_meta");
 /// `(kind, number, grantee)` → level: see `auth::Level`.
 pub const GRANTS: TableDefinition<(u8, u32, &str), u8> = TableDefinition::new("grants");
+/// File name → encoded [`FileRecord`]; the content is the file named by
+/// its SHA-256 in the files directory (see `crate::files`).
+pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
@@ -196,6 +202,7 @@ impl Store {
         txn.open_table(PRESENCE)?;
         txn.open_table(PRESENCE_EVENTS)?;
         txn.open_table(PRESENCE_NOTIFY)?;
+        txn.open_table(FILES)?;
         txn.commit()?;
         Ok(Store { db })
     }

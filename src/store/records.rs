@@ -321,6 +321,61 @@ impl ChannelRecord {
     }
 }
 
+/// A file for devices (firmware, scripts) as stored in the `files` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRecord {
+    /// Internal number (grants are keyed by it).
+    pub num: u32,
+    /// Unique name (see `files::valid_name`).
+    pub name: String,
+    /// Uploading user.
+    pub owner: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the content; also its name in the files directory.
+    pub sha256: [u8; 32],
+    /// When the content was last replaced.
+    pub updated: Micros,
+    /// Digest of the current download password, if one was issued.
+    pub password: Option<TokenHash>,
+    /// Digest of the previous password, valid until the next rotation.
+    pub prev_password: Option<TokenHash>,
+}
+
+impl FileRecord {
+    /// Encode for the `files` table.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        varint::put_u64(&mut out, u64::from(self.num));
+        varint::put_bytes(&mut out, self.name.as_bytes());
+        varint::put_bytes(&mut out, self.owner.as_bytes());
+        varint::put_u64(&mut out, self.size);
+        varint::put_bytes(&mut out, &self.sha256);
+        varint::put_i64(&mut out, self.updated);
+        put_hash(&mut out, self.password.as_ref());
+        put_hash(&mut out, self.prev_password.as_ref());
+        out
+    }
+
+    /// Decode from the `files` table.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corrupt> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        Ok(FileRecord {
+            num: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            name: get_str(&mut r)?,
+            owner: get_str(&mut r)?,
+            size: r.u64()?,
+            sha256: r.bytes()?.try_into().map_err(|_| Corrupt)?,
+            updated: r.i64()?,
+            password: get_hash(&mut r)?,
+            prev_password: get_hash(&mut r)?,
+        })
+    }
+}
+
 /// An alert on one numeric sensor of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRecord {
@@ -453,5 +508,23 @@ mod more_tests {
             created: 11,
         };
         assert_eq!(AlertRecord::decode(&a.encode()), Ok(a));
+    }
+
+    #[test]
+    fn file_round_trip() {
+        let mut f = FileRecord {
+            num: 2,
+            name: "fw-1.2.bin".into(),
+            owner: "ann".into(),
+            size: 1 << 33,
+            sha256: [9; 32],
+            updated: 77,
+            password: Some([4; 32]),
+            prev_password: None,
+        };
+        assert_eq!(FileRecord::decode(&f.encode()), Ok(f.clone()));
+        f.password = None;
+        assert_eq!(FileRecord::decode(&f.encode()), Ok(f.clone()));
+        assert_eq!(FileRecord::decode(&f.encode()[..12]), Err(Corrupt));
     }
 }

@@ -1,0 +1,479 @@
+//! Files for devices: `GET /v1/files` (manifest), `GET/HEAD/PUT/POST/DELETE
+//! /v1/files/NAME`, `POST /v1/files/NAME/password` (rotate the download
+//! password). Storage and ranges are in [`crate::files`].
+
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request};
+
+use crate::app::App;
+use crate::auth::{self, parse_basic, Action, Principal, Resource};
+use crate::codec::names::{clip, write_csv_text};
+use crate::codec::{form, timefmt};
+use crate::error::WireError;
+use crate::files::{self, Ranged};
+use crate::http::{authenticate, declared_too_large, peer_of, FileBody, Reply};
+use crate::store::FileRecord;
+
+/// `Content-Type` of a download.
+const OCTET: &str = "application/octet-stream";
+
+/// Header of the manifest and of an upload's reply.
+pub const MANIFEST_HEADER: &str = "name,size,sha256,updated\n";
+
+/// Bytes of an upload read off the socket before they are written out.
+const UPLOAD_BATCH: usize = 256 * 1024;
+
+fn internal(what: &'static str) -> impl Fn(tokio::task::JoinError) -> WireError {
+    move |_| WireError::new(500, "internal", what)
+}
+
+fn unknown(name: &str) -> WireError {
+    WireError::new(404, "unknown_file", format!("no file '{}'", clip(name)))
+}
+
+fn write_row(f: &FileRecord, out: &mut String) {
+    write_csv_text(&f.name, out);
+    out.push(',');
+    out.push_str(&f.size.to_string());
+    out.push(',');
+    out.push_str(&files::hex(&f.sha256));
+    out.push(',');
+    timefmt::write_time(f.updated, out);
+    out.push('\n');
+}
+
+/// Query parameters of a file request; unknown or repeated ones are `400`.
+#[derive(Default)]
+struct Params {
+    device: Option<String>,
+    token: Option<String>,
+    password: Option<String>,
+}
+
+fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, WireError> {
+    let pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let mut p = Params::default();
+    for (k, v) in pairs {
+        let slot = match k.as_str() {
+            "device" if allowed.contains(&"device") => &mut p.device,
+            "token" if allowed.contains(&"token") => &mut p.token,
+            "password" if allowed.contains(&"password") => &mut p.password,
+            other => {
+                return Err(WireError::bad_request(
+                    "bad_parameter",
+                    format!(
+                        "unknown parameter '{}'; use {}",
+                        clip(other),
+                        allowed.join(", ")
+                    ),
+                ))
+            }
+        };
+        if slot.replace(v).is_some() {
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                format!("{k}: given more than once"),
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// A user or device from the headers or `device=&token=`; `401` for nobody.
+fn caller(app: &App, req: &Request<Incoming>, p: &Params) -> Result<Principal, WireError> {
+    let who = authenticate(
+        app,
+        req.headers(),
+        peer_of(req.extensions()),
+        p.device.as_deref(),
+        p.token.as_deref(),
+    )?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    Ok(who)
+}
+
+/// `GET /v1/files`: `name,size,sha256,updated` for every file the caller
+/// may read, by name.
+pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let p = params(&req, &["device", "token"])?;
+    let who = caller(app, &req, &p)?;
+    let mut out = String::from(MANIFEST_HEADER);
+    for f in app.files.all() {
+        if app
+            .directory
+            .authorize(&who, Action::ReadOwned, Resource::file(&f))
+            .is_ok()
+        {
+            write_row(&f, &mut out);
+        }
+    }
+    Ok(Reply::csv(out))
+}
+
+/// A file password presented as `?password=` or as Basic `NAME:PASSWORD`
+/// (or `:PASSWORD`). A Basic id that is a device or user is their
+/// credential, not a file password.
+fn presented_password(app: &App, headers: &HeaderMap, name: &str, p: &Params) -> Option<String> {
+    if let Some(pw) = &p.password {
+        return Some(pw.clone());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (id, secret) = parse_basic(auth)?;
+    let someone = app.directory.device(&id).is_some() || app.directory.user(&id).is_some();
+    ((id.is_empty() || id == name) && !someone).then_some(secret)
+}
+
+/// Check a file password; failures count against the source and the file
+/// like any other wrong secret.
+fn check_password(
+    app: &App,
+    req: &Request<Incoming>,
+    f: &FileRecord,
+    password: &str,
+) -> Result<(), WireError> {
+    let keys = [
+        peer_of(req.extensions()).map(|ip| format!("src:{ip}")),
+        Some(format!("file:{}", f.name)),
+    ];
+    for key in keys.iter().flatten() {
+        if let Err(secs) = app.throttle.check(key) {
+            let mut e = WireError::new(
+                429,
+                "rate_limited",
+                "too many failed attempts; wait and retry",
+            );
+            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+            return Err(e);
+        }
+    }
+    let ok = match &f.password {
+        Some(cur) => auth::token_matches(password, cur, f.prev_password.as_ref()),
+        None => {
+            std::hint::black_box(auth::token_matches(password, &[0x5a; 32], None));
+            false
+        }
+    };
+    if ok {
+        return Ok(());
+    }
+    for key in keys.iter().flatten() {
+        app.throttle.fail(key);
+    }
+    Err(WireError::unauthorized("wrong file password"))
+}
+
+/// `GET` / `HEAD /v1/files/NAME`: the content, by a device of the file's
+/// owner, a user who may read it, or the file's password. `Range` (one
+/// range; several are answered in full), `If-Range`, `If-None-Match`.
+pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    files::check_name(name)?;
+    let p = params(&req, &["device", "token", "password"])?;
+    let head = req.method() == Method::HEAD;
+    let f = match presented_password(app, req.headers(), name, &p) {
+        Some(pw) => {
+            let f = app.files.get(name).ok_or_else(|| unknown(name))?;
+            check_password(app, &req, &f, &pw)?;
+            app.directory.authorize(
+                &Principal::Anonymous,
+                Action::ReadFileByPassword,
+                Resource::file(&f),
+            )?;
+            f
+        }
+        None => {
+            let who = authenticate(
+                app,
+                req.headers(),
+                peer_of(req.extensions()),
+                p.device.as_deref(),
+                p.token.as_deref(),
+            )?;
+            let f = app.files.get(name).ok_or_else(|| unknown(name))?;
+            app.directory
+                .authorize(&who, Action::ReadOwned, Resource::file(&f))?;
+            f
+        }
+    };
+    // Open the content; a replace that committed since the lookup may
+    // have removed the old blob: then serve the new record.
+    let mut f = f;
+    let mut opened = None;
+    for _ in 0..3 {
+        if head {
+            break;
+        }
+        let path = app.files.blob_path(&f.sha256);
+        let r = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(internal("open failed"))?;
+        match r {
+            Ok(file) => {
+                opened = Some(file);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                f = app.files.get(name).ok_or_else(|| unknown(name))?;
+            }
+            Err(_) => return Err(WireError::new(500, "storage", "the file could not be read")),
+        }
+    }
+    if !head && opened.is_none() {
+        return Err(WireError::new(500, "storage", "the file could not be read"));
+    }
+    let etag = files::etag(&f);
+    let headers = req.headers();
+    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    let base = |r: Reply| {
+        r.with_header(header::ACCEPT_RANGES, "bytes".into())
+            .with_header(header::ETAG, etag.clone())
+    };
+    if text(header::IF_NONE_MATCH).is_some_and(|v| files::none_match(v, &etag)) {
+        return Ok(base(octet(Bytes::new()).with_status(304)));
+    }
+    let len = f.size;
+    let mut ranged = match text(header::RANGE) {
+        Some(r) => files::parse_range(r, len),
+        None => Ranged::Full,
+    };
+    // If-Range: the range only if the client's copy is this content.
+    if text(header::IF_RANGE).is_some_and(|v| v.trim() != etag) {
+        ranged = Ranged::Full;
+    }
+    let (status, start, count) = match ranged {
+        Ranged::Full => (200, 0, len),
+        Ranged::Part(a, b) => (206, a, b - a + 1),
+        Ranged::Unsatisfiable => {
+            let body = WireError::new(
+                416,
+                "bad_range",
+                format!("the range is outside the file's {len} bytes"),
+            )
+            .body();
+            return Ok(base(Reply::csv(body).with_status(416))
+                .with_header(header::CONTENT_RANGE, format!("bytes */{len}")));
+        }
+    };
+    let mut reply = base(octet(Bytes::new()).with_status(status));
+    if status == 206 {
+        reply = reply.with_header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    match opened {
+        None => Ok(reply.with_header(header::CONTENT_LENGTH, count.to_string())),
+        Some(file) => {
+            let file = tokio::task::spawn_blocking(move || {
+                let mut file = file;
+                file.seek(SeekFrom::Start(start)).map(|_| file)
+            })
+            .await
+            .map_err(internal("seek failed"))?
+            .map_err(|_| WireError::new(500, "storage", "the file could not be read"))?;
+            reply.stream = Some(FileBody::new(file, count));
+            Ok(reply)
+        }
+    }
+}
+
+fn octet(body: Bytes) -> Reply {
+    Reply {
+        content_type: OCTET,
+        ..Reply::csv(body)
+    }
+}
+
+/// `PUT` or `POST /v1/files/NAME` with the raw content as the body: store
+/// it (streamed to disk and hashed in batches on the blocking pool,
+/// fsynced before the reply). `201` when new, `200` when replaced, with the manifest
+/// row. Each chunk must arrive within `body_timeout_secs`; more than
+/// `max_file_bytes` is `413`.
+pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    files::check_name(name)?;
+    let p = params(&req, &["device", "token"])?;
+    let who = caller(app, &req, &p)?;
+    let existing = app.files.get(name);
+    match &existing {
+        Some(f) => app
+            .directory
+            .authorize(&who, Action::ManageOwned, Resource::file(f))?,
+        None => app
+            .directory
+            .authorize(&who, Action::CreateOwned, Resource::None)?,
+    }
+    let owner = match (&who, &existing) {
+        (Principal::User(u), None) => u.name.clone(),
+        (_, Some(f)) => f.owner.clone(),
+        _ => return Err(WireError::forbidden("files are uploaded by users")),
+    };
+    let max = app.config.limits.max_file_bytes;
+    let too_large = || {
+        WireError::new(
+            413,
+            "too_large",
+            format!("the file is larger than {max} bytes (max_file_bytes)"),
+        )
+    };
+    if declared_too_large(&req, usize::try_from(max).unwrap_or(usize::MAX)) {
+        return Err(too_large());
+    }
+    let idle = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let app2 = app.clone();
+    let up = tokio::task::spawn_blocking(move || app2.files.begin_upload())
+        .await
+        .map_err(internal("upload failed"))??;
+    // Read up to UPLOAD_BATCH bytes off the socket, then write and hash
+    // them on the blocking pool (the upload moves there and back), so no
+    // thread waits on a slow client and memory stays bounded.
+    let mut up = Some(up);
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    let mut body = req.into_body();
+    let mut size = 0u64;
+    let result: Result<(), WireError> = async {
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    return Err(WireError::new(
+                        408,
+                        "timeout",
+                        "the upload stalled longer than body_timeout_secs",
+                    ))
+                }
+                Ok(Some(Err(_))) => {
+                    return Err(WireError::bad_request(
+                        "bad_body",
+                        "the request body could not be read",
+                    ))
+                }
+                Ok(Some(Ok(f))) => Some(f),
+                Ok(None) => None,
+            };
+            let end = frame.is_none();
+            if let Some(chunk) = frame.and_then(|f| f.into_data().ok()) {
+                size += chunk.len() as u64;
+                if size > max {
+                    return Err(too_large());
+                }
+                batched += chunk.len();
+                batch.push(chunk);
+            }
+            if batched >= UPLOAD_BATCH || (end && !batch.is_empty()) {
+                let chunks = std::mem::take(&mut batch);
+                batched = 0;
+                let mut u = up.take().expect("the upload is here between writes");
+                let (u, r) = tokio::task::spawn_blocking(move || {
+                    let r = chunks.iter().try_for_each(|c| u.write(c));
+                    (u, r)
+                })
+                .await
+                .map_err(internal("upload failed"))?;
+                up = Some(u);
+                r?;
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    let up = up.take();
+    if let Err(e) = result {
+        // Removing the temp file is disk work too.
+        tokio::task::spawn_blocking(move || drop(up));
+        return Err(e);
+    }
+    let up = up.ok_or_else(|| WireError::new(500, "internal", "upload lost"))?;
+    let done = tokio::task::spawn_blocking(move || up.finish())
+        .await
+        .map_err(internal("upload failed"))??;
+    let app2 = app.clone();
+    let name2 = name.to_string();
+    let who2 = who.clone();
+    let (rec, created) = tokio::task::spawn_blocking(move || {
+        let dir = &app2.directory;
+        app2.files
+            .commit_upload(&app2.store, &name2, &owner, done, |now| match now {
+                Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f)),
+                None => dir.authorize(&who2, Action::CreateOwned, Resource::None),
+            })
+    })
+    .await
+    .map_err(internal("upload failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, size = rec.size, created, "file stored");
+    let mut out = String::from(MANIFEST_HEADER);
+    write_row(&rec, &mut out);
+    Ok(Reply::csv(out).with_status(if created { 201 } else { 200 }))
+}
+
+/// The file `name` for a management `action`, or `404 unknown_file`.
+fn file_for(
+    app: &App,
+    who: &Principal,
+    name: &str,
+    action: Action,
+) -> Result<Arc<FileRecord>, WireError> {
+    files::check_name(name)?;
+    let f = app.files.get(name).ok_or_else(|| unknown(name))?;
+    app.directory.authorize(who, action, Resource::file(&f))?;
+    Ok(f)
+}
+
+/// `DELETE /v1/files/NAME`: `ok,NAME`.
+pub async fn delete(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
+    let p = params(&req, &["device", "token"])?;
+    let who = caller(app, &req, &p)?;
+    file_for(app, &who, name, Action::ManageOwned)?;
+    let app2 = app.clone();
+    let name2 = name.to_string();
+    let gone = tokio::task::spawn_blocking(move || app2.files.delete(&app2.store, &name2))
+        .await
+        .map_err(internal("delete failed"))??;
+    if !gone {
+        return Err(unknown(name));
+    }
+    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file deleted");
+    let mut out = String::from("ok,");
+    write_csv_text(name, &mut out);
+    out.push('\n');
+    Ok(Reply::csv(out))
+}
+
+/// `POST /v1/files/NAME/password`: a new download password
+/// (`name,password`), shown only here; the previous one keeps working
+/// until the next rotation.
+pub async fn rotate_password(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
+    let p = params(&req, &["device", "token"])?;
+    let who = caller(app, &req, &p)?;
+    file_for(app, &who, name, Action::ManageOwned)?;
+    let app2 = app.clone();
+    let name2 = name.to_string();
+    let pw = tokio::task::spawn_blocking(move || app2.files.rotate_password(&app2.store, &name2))
+        .await
+        .map_err(internal("rotate failed"))??
+        .ok_or_else(|| unknown(name))?;
+    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file password rotated");
+    let mut out = String::from("name,password\n");
+    write_csv_text(name, &mut out);
+    out.push(',');
+    out.push_str(&pw);
+    out.push('\n');
+    Ok(Reply::csv(out))
+}
