@@ -414,3 +414,37 @@ fn a_public_channel_is_readable_anonymously() {
     );
     assert_eq!(send("", "GET", "/v1/channels/ch/items", "").status, 401);
 }
+
+/// `docs/permissions.md` carries this matrix as a table; it must match.
+#[test]
+fn the_permissions_doc_is_this_matrix() {
+    let expect = expectations();
+    let mut want = Vec::new();
+    let mut seen = Vec::new();
+    for (_, _, ep) in ENDPOINTS {
+        if seen.contains(ep) {
+            continue;
+        }
+        seen.push(*ep);
+        let routes: Vec<String> = ENDPOINTS
+            .iter()
+            .filter(|(_, _, e)| e == ep)
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        let cells: Vec<String> = expect[ep].iter().map(u16::to_string).collect();
+        want.push(format!(
+            "| `{}` | {} |",
+            routes.join("`, `"),
+            cells.join(" | ")
+        ));
+    }
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/permissions.md"))
+        .expect("docs/permissions.md");
+    let have: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    assert_eq!(
+        have,
+        want,
+        "docs/permissions.md is out of date; its table should be:\n{}",
+        want.join("\n")
+    );
+}
