@@ -459,6 +459,13 @@ else
     done
 fi
 
+# ---------------------------------------------------------------- P6
+log "P6: ack-to-delivery latency through a channel long-poll, 10,000 readings/s for ${P6_SECS:-10} s"
+out=$("$LOAD" latency --addr "$OV_ADDR" --token "$OV_TOKEN" --rate 10000 --batch 100 --secs "${P6_SECS:-10}" 2>&1) || true
+note "$out"
+put p6.p99 "$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
+put p6.p50 "$(echo "$out" | sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p')"
+
 log "stopping the P1-P3 servers"
 stop_pid "$OV_PID"
 [ -n "$NG_PID" ] && stop_pid "$NG_PID"
@@ -545,6 +552,7 @@ row "P2 peak RSS KiB vs influxdb" "$(fmt "$RO" %s)" "$(fmt "$(get rss.influxdb)"
 Q=$(get p3.overlord)
 row "P3 86,400-row query, median ms, vs v-m" "$(fmt "$Q" %s)" "$(fmt "$(get p3.victoria-metrics)" %s)" "$(ratio "$(get p3.victoria-metrics)" "$Q")"
 row "P3 86,400-row query, median ms, vs influxdb" "$(fmt "$Q" %s)" "$(fmt "$(get p3.influxdb)" %s)" "$(ratio "$(get p3.influxdb)" "$Q")"
+row "P6 ack-to-delivery p99 ms vs goal 50 ms" "$(fmt "$(get p6.p99)" %s)" "50" "$(ratio 50 "$(get p6.p99)")"
 bpr() { [ -n "$1" ] && awk -v s="$1" -v n="$DAY_READINGS" 'BEGIN { printf "%.2f", s / n }'; }
 BO=$(bpr "$(get day.overlord)")
 row "bytes/reading on disk vs victoria-metrics" "$BO" "$(fmt "$(bpr "$(get day.victoria-metrics)")" %s)" "$(ratio "$(bpr "$(get day.victoria-metrics)")" "$BO")"

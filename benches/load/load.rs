@@ -13,6 +13,8 @@
 //!                  --devices 1000 --prefix d --sensors 4 --start UNIX
 //!                  --step 10 --steps 100 --rows-per-post 100000
 //!                  [--conns 1] [--pregen]
+//!     load latency --addr 127.0.0.1:P --token ADMIN [--rate 10000]
+//!                  [--batch 100] [--secs 10]
 //!
 //! `ingest` sends `devices * steps` rows (one row = one device at one
 //! time with `sensors` values), `rows-per-post` rows per request, time
@@ -52,6 +54,7 @@ fn main() {
         match cmd.as_str() {
             "devices" => devices(&opts).await,
             "ingest" => ingest(&opts).await,
+            "latency" => latency(&opts).await,
             other => Err(format!("unknown command '{other}'")),
         }
     });
@@ -558,5 +561,173 @@ async fn ingest(o: &Opts) -> Res<()> {
         rows as f64 / secs,
         (rows * sensors) as f64 / secs
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// `latency` (benchmark P6): ack-to-delivery time through a channel.
+//
+// Sets up device `p6dev` and channel `p6` following its N1 (re-using them
+// if they exist), starts a long-poll reader on the channel, then sends
+// `rate` readings a second for `secs` seconds in requests of `batch`
+// readings. Reading k has the value k and its own microsecond. For every
+// reading it takes the time the sender got its `200` and the time the
+// reader got the item, and prints the distribution of the difference
+// (0 when the item came before the ack). Bounded: stops after `secs` of
+// sending plus at most 30 s of waiting for the last items.
+
+async fn latency(o: &Opts) -> Res<()> {
+    let addr = o.str("addr")?;
+    let token = o.str("token")?;
+    let rate = o.num("rate", Some(10_000))?.clamp(1, 1_000_000) as usize;
+    let batch = o.num("batch", Some(100))?.clamp(1, 100_000) as usize;
+    let secs = o.num("secs", Some(10))?.clamp(1, 600) as usize;
+    let auth = format!("Bearer {token}");
+    let form = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let mut c = Conn::new(&addr);
+    for (path, body) in [
+        ("/v1/devices", "id=p6dev".to_string()),
+        (
+            "/v1/channels",
+            format!("name=p6&retention={}", rate * secs * 2),
+        ),
+        (
+            "/v1/channels/p6/members",
+            "device=p6dev&sensor=N1".to_string(),
+        ),
+    ] {
+        let r = c.request("POST", path, &form, body.as_bytes()).await?;
+        if r.status >= 300 && r.status != 409 {
+            return Err(format!(
+                "{path}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    // Start after whatever the channel holds already.
+    let r = c
+        .request(
+            "GET",
+            "/v1/channels/p6/items?after=0&limit=1000000",
+            &form,
+            b"",
+        )
+        .await?;
+    let mut after: u64 = String::from_utf8_lossy(&r.body)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+
+    let total = rate * secs;
+    let reader_addr = addr.clone();
+    let reader_auth = auth.clone();
+    let reader = tokio::spawn(async move {
+        let mut c = Conn::new(&reader_addr);
+        let mut got: HashMap<usize, Instant> = HashMap::with_capacity(total);
+        let deadline = Instant::now() + Duration::from_secs(secs as u64 + 30);
+        while got.len() < total && Instant::now() < deadline {
+            let path = format!("/v1/channels/p6/items?after={after}&limit=100000&wait=5");
+            let r = c
+                .request("GET", &path, &[("Authorization", &reader_auth)], b"")
+                .await?;
+            let now = Instant::now();
+            if r.status != 200 {
+                return Err(format!(
+                    "reader: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            for line in String::from_utf8_lossy(&r.body).lines().skip(1) {
+                let mut f = line.split(',');
+                let idx: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(after);
+                after = after.max(idx);
+                if let Some(k) = f.nth(3).and_then(|v| v.parse::<usize>().ok()) {
+                    got.entry(k).or_insert(now);
+                }
+            }
+        }
+        Ok::<_, String>(got)
+    });
+
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_micros() as i64
+        - 3_600_000_000;
+    let mut acked: Vec<Instant> = Vec::with_capacity(total);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut body = String::new();
+    let mut k = 0;
+    while k < total {
+        tick.tick().await;
+        body.clear();
+        body.push_str("time,N1\n");
+        let n = batch.min(total - k);
+        for j in k..k + n {
+            let t = base + j as i64;
+            let _ = writeln!(
+                body,
+                "{}.{:06},{j}",
+                t.div_euclid(1_000_000),
+                t.rem_euclid(1_000_000)
+            );
+        }
+        let r = c
+            .request(
+                "POST",
+                "/v1/readings?device=p6dev",
+                &[("Authorization", &auth), ("Content-Type", "text/csv")],
+                body.as_bytes(),
+            )
+            .await?;
+        if r.status != 200 {
+            return Err(format!(
+                "send: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        let now = Instant::now();
+        acked.extend(std::iter::repeat_n(now, n));
+        k += n;
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    let got = reader.await.map_err(|e| e.to_string())??;
+    let mut lat: Vec<f64> = (0..total)
+        .filter_map(|k| {
+            got.get(&k)
+                .map(|r| r.saturating_duration_since(acked[k]).as_secs_f64() * 1e3)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "readings={total} delivered={} sent_per_sec={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        lat.len(),
+        total as f64 / send_secs,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0)
+    );
+    if lat.len() != total {
+        return Err(format!(
+            "{} readings never reached the channel",
+            total - lat.len()
+        ));
+    }
     Ok(())
 }
