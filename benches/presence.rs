@@ -43,6 +43,33 @@ fn slice(t: i64) -> std::ops::Range<u32> {
     from..(from + per).min(DEVICES)
 }
 
+/// Run `iters` virtual seconds: `record(state, t)` records the second's
+/// contacts (untimed), then `work(state, t)` is timed.
+fn per_second<S>(
+    iters: u64,
+    t: &mut i64,
+    state: &mut S,
+    record: impl Fn(&mut S, i64),
+    work: impl Fn(&S, i64),
+) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        *t += 1;
+        record(state, *t);
+        let start = Instant::now();
+        work(state, *t);
+        spent += start.elapsed();
+    }
+    spent
+}
+
+/// Record the contacts of second `t` in a plain map.
+fn record_plain(last: &mut (HashMap<u32, i64>, Arc<Directory>), t: i64) {
+    for d in slice(t) {
+        last.0.insert(d, t * S);
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let dir = directory();
     let p = Presence::new(dir.clone(), 300, vec![], vec![]);
@@ -51,55 +78,43 @@ fn bench(c: &mut Criterion) {
     }
     p.take_changes();
     let mut g = c.benchmark_group("presence_100k");
-    let mut t = 0i64;
     // Contacts are recorded outside the timed part: only the sweep counts.
+    let mut t = 0i64;
+    let mut heap = &p;
     g.bench_function("heap_sweep_per_second", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                t += 1;
-                for d in slice(t) {
-                    p.saw(d, t * S);
-                }
-                let start = Instant::now();
-                std::hint::black_box(p.sweep(t * S));
-                spent += start.elapsed();
-            }
-            spent
+            per_second(
+                iters,
+                &mut t,
+                &mut heap,
+                |p, t| slice(t).for_each(|d| p.saw(d, t * S)),
+                |p, t| {
+                    std::hint::black_box(p.sweep(t * S));
+                },
+            )
         })
     });
     assert!(p.take_changes().is_empty(), "nobody went offline");
 
-    // The reference: a full scan every second.
-    let mut last: HashMap<u32, i64> = (0..DEVICES).map(|d| (d, 0)).collect();
+    // The reference: a full scan every second...
+    let mut plain = (
+        (0..DEVICES).map(|d| (d, 0)).collect::<HashMap<u32, i64>>(),
+        dir,
+    );
     let mut t = 0i64;
     g.bench_function("full_scan_per_second", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                t += 1;
-                for d in slice(t) {
-                    last.insert(d, t * S);
-                }
-                let start = Instant::now();
+            per_second(iters, &mut t, &mut plain, record_plain, |(last, _), t| {
                 let due = last.values().filter(|&&v| v + 300 * S <= t * S).count();
                 std::hint::black_box(due);
-                spent += start.elapsed();
-            }
-            spent
+            })
         })
     });
-    // The same scan, looking up each device's own offline_after as the
-    // real rule must (a device may set its own).
+    // ...and the same scan looking up each device's own offline_after, as
+    // the real rule must (a device may set its own).
     g.bench_function("full_scan_with_lookups_per_second", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                t += 1;
-                for d in slice(t) {
-                    last.insert(d, t * S);
-                }
-                let start = Instant::now();
+            per_second(iters, &mut t, &mut plain, record_plain, |(last, dir), t| {
                 let due = last
                     .iter()
                     .filter(|(d, v)| {
@@ -111,9 +126,7 @@ fn bench(c: &mut Criterion) {
                     })
                     .count();
                 std::hint::black_box(due);
-                spent += start.elapsed();
-            }
-            spent
+            })
         })
     });
     g.finish();

@@ -174,6 +174,23 @@ pub fn trim_events(txn: &redb::WriteTransaction, keep: u64) -> Result<(), StoreE
     Ok(())
 }
 
+/// Mark `dev` offline at `now` and queue the change.
+fn go_offline(g: &mut Inner, dev: u32, now: Micros) {
+    let Some(e) = g.devices.get_mut(&dev) else {
+        return;
+    };
+    e.online = false;
+    e.since = now;
+    let change = Change {
+        device: dev,
+        online: false,
+        at: now,
+        last_seen: e.last_seen,
+        damped: e.damped,
+    };
+    g.pending.push(change);
+}
+
 /// When an online device with this entry is due to go offline.
 fn due_at(after_us: i64, e: &Entry) -> Micros {
     let after = after_us * if e.damped { 2 } else { 1 };
@@ -408,17 +425,7 @@ impl Presence {
                 g.heap.push(Reverse((again, dev, generation)));
                 continue;
             }
-            if let Some(e) = g.devices.get_mut(&dev) {
-                e.online = false;
-                e.since = now;
-            }
-            g.pending.push(Change {
-                device: dev,
-                online: false,
-                at: now,
-                last_seen: e.last_seen,
-                damped: e.damped,
-            });
+            go_offline(&mut g, dev, now);
         }
         looked
     }
@@ -448,17 +455,7 @@ impl Presence {
             // Online; or itself unreachable behind its own gateway.
             return false;
         }
-        if let Some(e) = g.devices.get_mut(&p) {
-            e.online = false;
-            e.since = now;
-        }
-        g.pending.push(Change {
-            device: p,
-            online: false,
-            at: now,
-            last_seen: pe.last_seen,
-            damped: pe.damped,
-        });
+        go_offline(g, p, now);
         true
     }
 

@@ -302,6 +302,25 @@ mod tests {
         out.len()
     }
 
+    /// Encode `nums` as one chunk and check every value comes back bit
+    /// for bit.
+    fn assert_nums_round_trip(nums: &[f64]) {
+        let entries: Vec<Entry> = nums
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i as u32, Value::Num(*f)))
+            .collect();
+        let mut out = Vec::new();
+        encode(&entries, &mut out);
+        let mut back = Vec::new();
+        decode(&out, SensorKind::Num, |_, v| back.push(v)).unwrap();
+        assert_eq!(back.len(), nums.len());
+        for (f, v) in nums.iter().zip(&back) {
+            let Value::Num(b) = v else { panic!() };
+            assert_eq!(f.to_bits(), b.to_bits(), "{f} came back as {b}");
+        }
+    }
+
     #[test]
     fn values_round_trip() {
         let nums = [
@@ -318,21 +337,7 @@ mod tests {
             9.1e15,
             1e300,
         ];
-        let entries: Vec<Entry> = nums
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (i as u32, Value::Num(*f)))
-            .collect();
-        let mut out = Vec::new();
-        encode(&entries, &mut out);
-        let mut back = Vec::new();
-        decode(&out, SensorKind::Num, |o, v| back.push((o, v))).unwrap();
-        for ((_, a), (_, b)) in entries.iter().zip(&back) {
-            let (Value::Num(a), Value::Num(b)) = (a, b) else {
-                panic!()
-            };
-            assert_eq!(a.to_bits(), b.to_bits(), "{a} came back as {b}");
-        }
+        assert_nums_round_trip(&nums);
         roundtrip(
             SensorKind::Int,
             vec![
@@ -381,20 +386,7 @@ mod tests {
         // four one-byte deltas and two (-140, +127) of two bytes.
         assert_eq!(len, 2 + 7 + 4 + 4 + 2 * 2, "{len} bytes");
         // Mixed scales and raw values in between still round-trip exactly.
-        let mixed = [1.5, 1.25, f64::MAX, 1.25, 3.0, -0.0, 0.1, 1e-9, 2.0];
-        let entries: Vec<Entry> = mixed
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (i as u32, Value::Num(*f)))
-            .collect();
-        let mut out = Vec::new();
-        encode(&entries, &mut out);
-        let mut back = Vec::new();
-        decode(&out, SensorKind::Num, |_, v| back.push(v)).unwrap();
-        for (f, v) in mixed.iter().zip(&back) {
-            let Value::Num(b) = v else { panic!() };
-            assert_eq!(f.to_bits(), b.to_bits(), "{f} came back as {b}");
-        }
+        assert_nums_round_trip(&[1.5, 1.25, f64::MAX, 1.25, 3.0, -0.0, 0.1, 1e-9, 2.0]);
     }
 
     #[test]
