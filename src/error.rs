@@ -53,6 +53,13 @@ impl WireError {
         e
     }
 
+    /// `429 rate_limited` with `Retry-After: secs`.
+    pub fn rate_limited(detail: impl Into<String>, secs: u64) -> Self {
+        let mut e = Self::new(429, "rate_limited", detail);
+        e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
+        e
+    }
+
     /// The body line: `error,<code>,<detail>\n`, the detail quoted per
     /// RFC 4180 if it needs to be.
     pub fn body(&self) -> String {

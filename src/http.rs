@@ -315,13 +315,10 @@ pub fn authenticate(
     };
     for key in src_key.iter().chain(id_key.iter()) {
         if let Err(secs) = app.throttle.check(key) {
-            let mut e = WireError::new(
-                429,
-                "rate_limited",
+            return Err(WireError::rate_limited(
                 "too many failed attempts; wait and retry",
-            );
-            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
-            return Err(e);
+                secs,
+            ));
         }
     }
     let dir = &app.directory;

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{basic, TestServer};
 use sha2::{Digest, Sha256};
 
 /// A binary reply (the common client reads text).
@@ -100,25 +100,6 @@ fn send(addr: SocketAddr, head: &str, body: &[u8], head_only: bool) -> Bin {
 
 fn bearer(t: &str) -> String {
     format!("Authorization: Bearer {t}\r\n")
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let raw = format!("{id}:{secret}");
-    let mut out = String::new();
-    for c in raw.as_bytes().chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    format!("Authorization: Basic {out}\r\n")
 }
 
 /// Deterministic pseudo-random bytes.

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{hour_ago, TestServer};
+use common::{basic, hour_ago, TestServer};
 use overlord::api::{Endpoint, ENDPOINTS};
 
 /// Callers, in column order.
@@ -81,26 +81,6 @@ struct World {
 
 fn bearer(t: &str) -> String {
     format!("Authorization: Bearer {t}\r\n")
-}
-
-fn basic(id: &str, t: &str) -> String {
-    let raw = format!("{id}:{t}");
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = raw.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    format!("Authorization: Basic {out}\r\n")
 }
 
 fn token_of(body: &str) -> String {

@@ -146,13 +146,10 @@ fn check_password(
     ];
     for key in keys.iter().flatten() {
         if let Err(secs) = app.throttle.check(key) {
-            let mut e = WireError::new(
-                429,
-                "rate_limited",
+            return Err(WireError::rate_limited(
                 "too many failed attempts; wait and retry",
-            );
-            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
-            return Err(e);
+                secs,
+            ));
         }
     }
     let ok = match &f.password {

@@ -142,13 +142,10 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     written.dedup();
     for dev in written {
         if let Err(secs) = app.device_rate.take(dev) {
-            let mut e = WireError::new(
-                429,
-                "rate_limited",
+            return Err(WireError::rate_limited(
                 "too many requests for this device; send batches as CSV, or wait",
-            );
-            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
-            return Err(e);
+                secs,
+            ));
         }
     }
     let accepted = readings.len();

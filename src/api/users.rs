@@ -185,13 +185,10 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
         .collect();
     for k in &keys {
         if let Err(secs) = app.throttle.check(k) {
-            let mut e = WireError::new(
-                429,
-                "rate_limited",
+            return Err(WireError::rate_limited(
                 "too many failed attempts; wait and retry",
-            );
-            e.retry_after = Some(secs.min(u64::from(u32::MAX)) as u32);
-            return Err(e);
+                secs,
+            ));
         }
     }
     let user = app.directory.user(&name);

@@ -317,3 +317,23 @@ impl TestServer {
         }
     }
 }
+
+/// An `Authorization: Basic` header line for `id:secret`.
+pub fn basic(id: &str, secret: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{id}:{secret}");
+    let mut out = String::new();
+    for c in raw.as_bytes().chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    format!("Authorization: Basic {out}\r\n")
+}
