@@ -129,6 +129,8 @@ pub enum Action {
     ManageCredentials,
     /// Grant or withdraw access to a device, channel or file.
     Grant,
+    /// Server operations (a backup of the whole data file).
+    Administer,
     /// Download a file by its password: the caller presented the file's
     /// current or previous download password, checked with
     /// [`token_matches`] just before. Allows reading that file only.
@@ -271,7 +273,7 @@ impl Directory {
             Principal::User(u) if u.role == Role::Administrator => true,
             Principal::User(u) => match action {
                 CreateDevice | CreateOwned => true,
-                ViewDeadLetters | ManageUsers => false,
+                ViewDeadLetters | ManageUsers | Administer => false,
                 _ => owns(&u.name) || by_grant,
             },
             Principal::Device(me) => match (action, res) {

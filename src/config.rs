@@ -36,6 +36,31 @@ pub struct Config {
     pub digest: DigestConfig,
     /// Device presence.
     pub presence: PresenceConfig,
+    /// How long readings are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days readings are kept unless a device or sensor says otherwise
+    /// (0: forever).
+    pub keep_days: u32,
+    /// Seconds between retention passes.
+    pub sweep_secs: u64,
+    /// Reading chunks (one sensor-minute part) removed per commit.
+    pub chunks_per_commit: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_days: 0,
+            sweep_secs: 3600,
+            chunks_per_commit: 1000,
+        }
+    }
 }
 
 /// `[presence]`
@@ -126,6 +151,7 @@ impl Default for Config {
             limits: Limits::default(),
             digest: DigestConfig::default(),
             presence: PresenceConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
