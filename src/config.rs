@@ -8,7 +8,8 @@
 //! `OVERLORD_LIMITS__MAX_BODY_BYTES=1048576`, `OVERLORD_DIGEST__WORKERS=4`.
 //! The value is read as the key's type (number, boolean or text). An
 //! `OVERLORD_` variable naming no key is an error, so a typo does not go
-//! unnoticed; `OVERLORD_LOG` (the log filter) is not a config key.
+//! unnoticed; `OVERLORD_LOG` (the log filter) and `OVERLORD_TOKEN` (the API
+//! token `overlord backup --url` sends) are not config keys.
 
 use std::path::{Path, PathBuf};
 
@@ -275,7 +276,7 @@ impl Config {
 pub const ENV_PREFIX: &str = "OVERLORD_";
 
 /// `OVERLORD_*` variables that are not config keys.
-const ENV_NOT_CONFIG: &[&str] = &["LOG"];
+const ENV_NOT_CONFIG: &[&str] = &["LOG", "TOKEN"];
 
 /// Set one key from `OVERLORD_<KEY>` or `OVERLORD_<SECTION>__<KEY>`; the
 /// value takes the type the key has in the embedded default.

@@ -377,12 +377,13 @@ impl WriterState {
                 }
                 let mut outcomes = outcomes;
                 self.read_inboxes(&jobs, &mut outcomes);
-                let mut stored = 0;
+                // Counted before the replies, so a client that scrapes
+                // `/metrics` after its `200` sees its readings.
+                let stored: usize = outcomes.iter().map(|o| o.new).sum();
+                self.metrics.readings_stored.add(stored as u64);
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    stored += outcome.new as u64;
                     let _ = job.reply.send(Ok(outcome));
                 }
-                self.metrics.readings_stored.add(stored);
                 if let Some(batch) = batch {
                     self.next_seq = seq + 1;
                     self.dispatch(batch);
