@@ -225,7 +225,7 @@ impl Directory {
     ///
     /// - Administrators may do everything.
     /// - A user may create devices, channels and alerts, and do everything
-    ///   to what they own; dead letters and user management are for
+    ///   to what they own; dead letters, user management and backups are for
     ///   administrators.
     /// - A device may write and read its own readings, see itself, and read
     ///   and acknowledge its own inbox. A gateway device may also register
