@@ -83,7 +83,7 @@ fn copy<K: Key + 'static, V: Value + 'static>(
         let (k, v) = row?;
         to.insert(k.value(), v.value())?;
         *done += 1;
-        if *done % 4096 == 0 {
+        if (*done).is_multiple_of(4096) {
             progress(*done);
         }
     }

@@ -35,6 +35,9 @@ const DAY_US: i64 = 86_400_000_000;
 /// Longest keep-for a setting may give (100 years).
 pub const MAX_DAYS: u32 = 36_500;
 
+/// Stored overrides: `((device, sensor code or 0), days)`.
+pub type Overrides = Vec<((u32, u32), u32)>;
+
 /// The retention policy in memory (the `retention` table is its durable
 /// copy), shared by the HTTP handlers and the writer.
 pub struct Retention {
@@ -47,10 +50,7 @@ pub struct Retention {
 
 impl Retention {
     /// The policy from the config and the stored overrides.
-    pub fn new(
-        cfg: &crate::config::RetentionConfig,
-        overrides: Vec<((u32, u32), u32)>,
-    ) -> Retention {
+    pub fn new(cfg: &crate::config::RetentionConfig, overrides: Overrides) -> Retention {
         Retention {
             default_days: cfg.keep_days,
             sweep: Duration::from_secs(cfg.sweep_secs.max(1)),
@@ -61,7 +61,7 @@ impl Retention {
     }
 
     /// Load the stored overrides. Blocking.
-    pub fn load(store: &Store) -> Result<Vec<((u32, u32), u32)>, StoreError> {
+    pub fn load(store: &Store) -> Result<Overrides, StoreError> {
         let txn = store.db().begin_read()?;
         let t = txn.open_table(RETENTION)?;
         let mut out = Vec::new();
