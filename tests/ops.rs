@@ -534,3 +534,14 @@ fn offline_cli_export_import_compact_backup_restore() {
     let (_, still, _) = cli(&other, &["export", "--device", "gh1"], &[], None);
     assert_eq!(still, exported);
 }
+
+#[test]
+fn every_endpoint_has_its_own_metrics_slot() {
+    let names = overlord::api::endpoint_names();
+    let slots: BTreeSet<usize> = names.iter().map(|(i, _)| *i).collect();
+    assert_eq!(slots.len(), names.len());
+    // The last slot is `none` (no endpoint matched).
+    assert!(slots
+        .iter()
+        .all(|i| *i < overlord::metrics::ROUTE_SLOTS - 1));
+}
