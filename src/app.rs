@@ -50,6 +50,8 @@ pub struct App {
     pub device_rate: RateLimit,
     /// Files for devices: the files directory and its index.
     pub files: Arc<crate::files::Files>,
+    /// How long readings are kept (the writer enforces it).
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 /// An opened server, not yet listening.
@@ -117,6 +119,10 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
         metrics.clone(),
         digest_hook,
     );
+    let retention = Arc::new(crate::retention::Retention::new(
+        &config.retention,
+        crate::retention::Retention::load(&store)?,
+    ));
     let (events_tx, channel_events) = watch::channel(0u64);
     let (ingest, writer) = ingest::start(
         store.clone(),
@@ -130,6 +136,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             presence: presence.clone(),
             directory: directory.clone(),
             presence_events_kept: config.presence.events_kept,
+            retention: retention.clone(),
         },
     )?;
     let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));
@@ -154,6 +161,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
             config_limits.device_burst,
         ),
         files,
+        retention,
     });
     Ok(Opened {
         app,

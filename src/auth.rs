@@ -129,6 +129,8 @@ pub enum Action {
     ManageCredentials,
     /// Grant or withdraw access to a device, channel or file.
     Grant,
+    /// Server operations (a backup of the whole data file).
+    Administer,
     /// Download a file by its password: the caller presented the file's
     /// current or previous download password, checked with
     /// [`token_matches`] just before. Allows reading that file only.
@@ -223,7 +225,7 @@ impl Directory {
     ///
     /// - Administrators may do everything.
     /// - A user may create devices, channels and alerts, and do everything
-    ///   to what they own; dead letters and user management are for
+    ///   to what they own; dead letters, user management and backups are for
     ///   administrators.
     /// - A device may write and read its own readings, see itself, and read
     ///   and acknowledge its own inbox. A gateway device may also register
@@ -271,7 +273,7 @@ impl Directory {
             Principal::User(u) if u.role == Role::Administrator => true,
             Principal::User(u) => match action {
                 CreateDevice | CreateOwned => true,
-                ViewDeadLetters | ManageUsers => false,
+                ViewDeadLetters | ManageUsers | Administer => false,
                 _ => owns(&u.name) || by_grant,
             },
             Principal::Device(me) => match (action, res) {

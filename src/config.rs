@@ -8,7 +8,8 @@
 //! `OVERLORD_LIMITS__MAX_BODY_BYTES=1048576`, `OVERLORD_DIGEST__WORKERS=4`.
 //! The value is read as the key's type (number, boolean or text). An
 //! `OVERLORD_` variable naming no key is an error, so a typo does not go
-//! unnoticed; `OVERLORD_LOG` (the log filter) is not a config key.
+//! unnoticed; `OVERLORD_LOG` (the log filter) and `OVERLORD_TOKEN` (the API
+//! token `overlord backup --url` sends) are not config keys.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,31 @@ pub struct Config {
     pub digest: DigestConfig,
     /// Device presence.
     pub presence: PresenceConfig,
+    /// How long readings are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days readings are kept unless a device or sensor says otherwise
+    /// (0: forever).
+    pub keep_days: u32,
+    /// Seconds between retention passes.
+    pub sweep_secs: u64,
+    /// Reading chunks (one sensor-minute part) removed per commit.
+    pub chunks_per_commit: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_days: 0,
+            sweep_secs: 3600,
+            chunks_per_commit: 1000,
+        }
+    }
 }
 
 /// `[presence]`
@@ -126,6 +152,7 @@ impl Default for Config {
             limits: Limits::default(),
             digest: DigestConfig::default(),
             presence: PresenceConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -249,7 +276,7 @@ impl Config {
 pub const ENV_PREFIX: &str = "OVERLORD_";
 
 /// `OVERLORD_*` variables that are not config keys.
-const ENV_NOT_CONFIG: &[&str] = &["LOG"];
+const ENV_NOT_CONFIG: &[&str] = &["LOG", "TOKEN"];
 
 /// Set one key from `OVERLORD_<KEY>` or `OVERLORD_<SECTION>__<KEY>`; the
 /// value takes the type the key has in the embedded default.

@@ -146,6 +146,11 @@ impl Digest {
         self.done.clone()
     }
 
+    /// Parts waiting in the digest threads' queues.
+    pub fn queued(&self) -> usize {
+        self.queues.iter().map(Sender::len).sum()
+    }
+
     /// Split a committed batch by device and queue the parts (waiting when a
     /// queue is full). Returns the number of parts queued.
     pub fn dispatch(&self, batch: DigestBatch) -> usize {

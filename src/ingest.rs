@@ -135,6 +135,9 @@ pub struct WriterContext {
     pub directory: Arc<Directory>,
     /// Presence events kept; older ones are removed as new ones arrive.
     pub presence_events_kept: u64,
+    /// Retention policy; the writer removes expired readings a bounded
+    /// batch per transaction (`crate::retention`).
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 /// How often the writer sweeps presence when nothing else wakes it.
@@ -163,6 +166,7 @@ pub fn start(
         outstanding: BTreeMap::new(),
         ready: Vec::new(),
         next_seq,
+        sweeper: crate::retention::Sweeper::default(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -181,6 +185,7 @@ type Written = (Vec<IngestOutcome>, Option<DigestBatch>, bool);
 
 /// A dispatched batch whose parts are not all back.
 struct Pending {
+    committed_at: i64,
     remaining: usize,
     parts: Vec<PartDone>,
 }
@@ -195,6 +200,8 @@ struct WriterState {
     /// Complete batches, in seq order, whose results are not committed.
     ready: Vec<(u64, Vec<PartDone>)>,
     next_seq: u64,
+    /// The retention pass in progress, if any.
+    sweeper: crate::retention::Sweeper,
 }
 
 impl WriterState {
@@ -218,11 +225,13 @@ impl WriterState {
 
     fn dispatch(&mut self, batch: DigestBatch) {
         let seq = batch.seq;
+        let committed_at = batch.committed_at;
         let parts = self.digest.dispatch(batch);
         if parts > 0 {
             self.outstanding.insert(
                 seq,
                 Pending {
+                    committed_at,
                     remaining: parts,
                     parts: Vec::with_capacity(parts),
                 },
@@ -260,7 +269,8 @@ impl WriterState {
                 },
                 recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
-                default(SWEEP_EVERY) => {}
+                // A retention pass in progress continues between commits.
+                default(if self.sweeper.running() { Duration::ZERO } else { SWEEP_EVERY }) => {}
             }
             if !open {
                 // Take everything already queued; later submissions fail
@@ -282,9 +292,7 @@ impl WriterState {
                 self.received(d);
             }
             self.metrics.ingest_queue_depth.set(jobs.len() as u64);
-            self.metrics
-                .digest_backlog
-                .set(self.outstanding.len() as u64);
+            self.note_backlog();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 self.ctx.presence.sweep(timefmt::now_micros());
                 last_sweep = Instant::now();
@@ -309,9 +317,30 @@ impl WriterState {
         self.commit(Vec::new(), true);
     }
 
+    /// Digest lag for `/metrics`: batches outstanding, parts queued, and
+    /// the commit time of the oldest outstanding batch.
+    fn note_backlog(&self) {
+        self.metrics
+            .digest_backlog
+            .set(self.outstanding.len() as u64);
+        self.metrics
+            .digest_queue_depth
+            .set(self.digest.queued() as u64);
+        let oldest = self
+            .outstanding
+            .first_key_value()
+            .map_or(0, |(_, p)| p.committed_at.max(1) as u64);
+        self.metrics.digest_oldest_us.set(oldest);
+    }
+
     /// Effects-only commits skip the fsync unless `durable` is set.
     fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
-        if jobs.is_empty() && self.ready.is_empty() && !durable && !self.ctx.presence.has_changes()
+        let sweep = self.sweeper.wants_work(&self.ctx.retention);
+        if jobs.is_empty()
+            && self.ready.is_empty()
+            && !durable
+            && !self.ctx.presence.has_changes()
+            && !sweep
         {
             return;
         }
@@ -328,24 +357,38 @@ impl WriterState {
         match result {
             Ok((outcomes, batch, appended)) => {
                 self.ready.clear();
+                self.metrics
+                    .retention_chunks_deleted
+                    .add(self.sweeper.last.0);
+                self.metrics
+                    .retention_readings_deleted
+                    .add(self.sweeper.last.1);
                 if appended {
                     self.ctx.channel_events.send_modify(|n| *n += 1);
                 }
                 self.metrics.commits.inc();
                 self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
-                self.metrics.commit_requests.observe(jobs.len() as f64);
+                let accepted: usize = jobs.iter().map(|j| j.readings.len()).sum();
+                self.metrics.readings_accepted.add(accepted as u64);
+                if has_jobs {
+                    // Group-commit size: only commits that carried requests.
+                    self.metrics.commit_requests.observe(jobs.len() as f64);
+                    self.metrics.commit_readings.observe(accepted as f64);
+                }
                 let mut outcomes = outcomes;
                 self.read_inboxes(&jobs, &mut outcomes);
-                let mut stored = 0;
+                // Counted before the replies, so a client that scrapes
+                // `/metrics` after its `200` sees its readings.
+                let stored: usize = outcomes.iter().map(|o| o.new).sum();
+                self.metrics.readings_stored.add(stored as u64);
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    stored += outcome.new as u64;
                     let _ = job.reply.send(Ok(outcome));
                 }
-                self.metrics.readings_stored.add(stored);
                 if let Some(batch) = batch {
                     self.next_seq = seq + 1;
                     self.dispatch(batch);
                 }
+                self.note_backlog();
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = jobs.len(), "group commit failed");
@@ -364,7 +407,7 @@ impl WriterState {
     }
 
     fn write(
-        &self,
+        &mut self,
         jobs: &[Job],
         seq: u64,
         now: i64,
@@ -460,6 +503,12 @@ impl WriterState {
         };
         let mut appended = self.apply_ready(&txn, now)?;
         appended |= self.apply_presence(&txn, changes, now)?;
+        if let Err(e) = self.sweeper.step(&txn, &self.ctx.retention, now) {
+            // Retention must never stop ingest: give up this pass (the
+            // next one retries); a broken disk fails the commit anyway.
+            tracing::warn!(error = %e, "retention pass abandoned");
+            self.sweeper.abandon(&self.ctx.retention);
+        }
         txn.commit()?;
         Ok((outcomes, batch, appended))
     }

@@ -22,6 +22,9 @@
 //!   per-device order; [`presence`] is what it keeps today.
 //! - [`files`]: files for devices: names, the files directory, durable
 //!   uploads, byte ranges (handlers in `api::files`).
+//! - [`retention`]: keep-for policies and the sweep the writer runs;
+//!   [`ops`]: consistent backup copies, restore, export, import, compact
+//!   (CLI and `GET /v1/admin/backup`).
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up,
 //!   settings, counters, and management logic shared by CLI and HTTP.
@@ -47,7 +50,9 @@ pub mod http;
 pub mod inbox;
 pub mod ingest;
 pub mod metrics;
+pub mod ops;
 pub mod presence;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod throttle;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use overlord::app::Opened;
 use overlord::{app, auth::Directory, config::Config, devices, server, store, users};
 
 #[derive(Parser)]
@@ -31,6 +33,52 @@ enum Command {
     /// Manage users in the data file.
     #[command(subcommand)]
     User(UserCmd),
+    /// Write a consistent copy of the data file to FILE. With --url, a
+    /// running server makes it (GET /v1/admin/backup, administrator token
+    /// in OVERLORD_TOKEN); without, the server must be stopped.
+    Backup {
+        /// Where the copy goes (must not exist).
+        file: PathBuf,
+        /// A running server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Replace the data file with a backup (server stopped). The old file
+    /// is kept as `<data file>.pre-restore`.
+    Restore {
+        /// The backup.
+        file: PathBuf,
+    },
+    /// Write one device's readings as CSV (as `GET /v1/devices/ID/readings`
+    /// answers), server stopped.
+    Export {
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// Sensors, comma-separated (default: all the device has).
+        #[arg(long)]
+        sensors: Option<String>,
+        /// From this time (RFC 3339 or unix seconds), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// To this time, inclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Store readings from a CSV file (`-`: stdin) with the validation of
+    /// `POST /v1/readings`, server stopped (running: POST the file there).
+    Import {
+        /// The CSV file: `time` and sensor columns, optionally `device`.
+        file: PathBuf,
+        /// The device, unless the file has a `device` column.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Compact the data file (server stopped); prints the sizes.
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +163,17 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Device(cmd) => device(config, cmd),
         Command::User(cmd) => user(config, cmd),
+        Command::Backup { file, url } => backup(&config, &file, url.as_deref()),
+        Command::Restore { file } => restore(&config, &file),
+        Command::Export {
+            device,
+            sensors,
+            from,
+            to,
+            out,
+        } => export(&config, &device, sensors, from, to, out),
+        Command::Import { file, device } => import(config, &file, device.as_deref()),
+        Command::Compact => compact(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -296,5 +355,359 @@ fn user(config: Config, cmd: UserCmd) -> Result<(), String> {
             println!("ok");
         }
     }
+    Ok(())
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal (so
+/// scripts and logs get no control characters). `len` 0: a spinner.
+fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = if len == 0 {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::new(len)
+    };
+    let template = if len == 0 {
+        format!("{{spinner}} {what} {{pos}} {{per_sec}} {{elapsed}}")
+    } else {
+        format!("{what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}")
+    };
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn store_err(path: &std::path::Path, e: store::StoreError) -> String {
+    match e {
+        store::StoreError::InUse => format!(
+            "{} is in use by a running server; stop it first",
+            path.display()
+        ),
+        other => format!("{}: {other}", path.display()),
+    }
+}
+
+fn backup(config: &Config, file: &std::path::Path, url: Option<&str>) -> Result<(), String> {
+    if file.exists() {
+        return Err(format!("{} exists; give a new file name", file.display()));
+    }
+    let Some(url) = url else {
+        let rows = {
+            let counted = store::Store::open(&config.data_file)
+                .and_then(|s| {
+                    let t = redb::ReadableDatabase::begin_read(s.db())?;
+                    overlord::ops::count_rows(&t)
+                })
+                .map_err(|e| match e {
+                    store::StoreError::InUse => format!(
+                        "{} is in use by a running server; use --url to have it make the backup",
+                        config.data_file.display()
+                    ),
+                    other => format!("{}: {other}", config.data_file.display()),
+                })?;
+            let bar = progress(counted, "rows");
+            let n = overlord::ops::backup_file(&config.data_file, file, &|n| bar.set_position(n))
+                .map_err(|e| store_err(&config.data_file, e))?;
+            bar.finish_and_clear();
+            n
+        };
+        println!("ok,{rows},{}", store::Store::file_len(file));
+        return Ok(());
+    };
+    let token = std::env::var("OVERLORD_TOKEN")
+        .map_err(|_| "set OVERLORD_TOKEN to an administrator's API token".to_string())?;
+    let tmp = overlord::ops::temp_beside(file, "download");
+    let result = download(url, "/v1/admin/backup", &token, &tmp).and_then(|len| {
+        overlord::ops::verify(&tmp)
+            .map_err(|e| format!("the downloaded copy does not open: {e}"))?;
+        std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))?;
+        overlord::ops::sync_dir_of(file).map_err(|e| e.to_string())?;
+        Ok(len)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    println!("ok,{}", result?);
+    Ok(())
+}
+
+/// `GET path` from `url` (`http://host:port`) with a Bearer token, the
+/// body written to `dest` and fsynced. Returns its length. Plain HTTP/1.1
+/// over a socket: the server always sends `Content-Length`.
+fn download(url: &str, path: &str, token: &str, dest: &std::path::Path) -> Result<u64, String> {
+    use std::io::{BufRead, BufReader, Read};
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("'{url}': give an http:// address (put TLS in front of both ends)"))?
+        .trim_end_matches('/');
+    let stream = std::net::TcpStream::connect(host).map_err(|e| format!("{host}: {e}"))?;
+    let mut w = stream.try_clone().map_err(|e| e.to_string())?;
+    write!(
+        w,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP reply: {}", line.trim()))?;
+    let mut len = None;
+    loop {
+        line.clear();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse::<u64>().ok();
+            }
+        }
+    }
+    let len = len.ok_or("the reply has no Content-Length")?;
+    if status != 200 {
+        let mut body = String::new();
+        let _ = r.take(len.min(4096)).read_to_string(&mut body);
+        return Err(format!("the server answered {status}: {}", body.trim()));
+    }
+    let mut out = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    let bar = progress(len, "bytes");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    while done < len {
+        let n = r.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("the connection ended after {done} of {len} bytes"));
+        }
+        let n = n.min((len - done) as usize);
+        out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        done += n as u64;
+        bar.set_position(done);
+    }
+    out.sync_all().map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    Ok(len)
+}
+
+fn restore(config: &Config, file: &std::path::Path) -> Result<(), String> {
+    let len = store::Store::file_len(file);
+    let bar = progress(len, "bytes");
+    let kept =
+        overlord::ops::restore(file, &config.data_file, &|n| bar.set_position(n)).map_err(|e| {
+            match e {
+                store::StoreError::InUse => format!(
+                    "{} is in use by a running server; stop it first",
+                    config.data_file.display()
+                ),
+                other => format!("{}: {other}", file.display()),
+            }
+        })?;
+    bar.finish_and_clear();
+    match kept {
+        Some(k) => println!("ok,{len},{}", k.display()),
+        None => println!("ok,{len},"),
+    }
+    Ok(())
+}
+
+fn export(
+    config: &Config,
+    device: &str,
+    sensors: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<(), String> {
+    use overlord::codec::{timefmt, SensorId};
+    use overlord::store::query::{read_series, SeriesQuery};
+    let store = open_store(config)?;
+    let d = store
+        .load_devices()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|d| d.id == device)
+        .ok_or_else(|| format!("no device '{device}'"))?;
+    let time = |v: Option<String>, dflt: i64| -> Result<i64, String> {
+        match v {
+            None => Ok(dflt),
+            Some(v) => {
+                timefmt::parse_instant(&v).map_err(|why| format!("'{v}' is not a time ({why})"))
+            }
+        }
+    };
+    let mut q = SeriesQuery {
+        device: d.num,
+        sensors: Vec::new(),
+        from: time(from, 0)?,
+        to: time(to, i64::MAX)?,
+        limit: 100_000,
+    };
+    // Fix the columns once, so every page has the same header.
+    let cols = match sensors {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                SensorId::parse(s).map_err(|e| {
+                    overlord::error::WireError::from(e)
+                        .body()
+                        .trim_end()
+                        .to_string()
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    q.sensors = cols;
+    let mut w: Box<dyn Write> = match &out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = progress(0, "rows");
+    let mut first = true;
+    let mut rows = 0u64;
+    loop {
+        let page = read_series(store.db(), &q).map_err(|e| e.to_string())?;
+        if first && q.sensors.is_empty() {
+            // Columns from the first page's header: later pages use them.
+            let header = page.text.lines().next().unwrap_or("time");
+            q.sensors = header
+                .split(',')
+                .skip(1)
+                .filter_map(|s| SensorId::parse(s).ok())
+                .collect();
+        }
+        let text = if first {
+            page.text.as_str()
+        } else {
+            page.text.split_once('\n').map_or("", |(_, rest)| rest)
+        };
+        w.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        first = false;
+        rows += page.rows as u64;
+        bar.set_position(rows);
+        match page.next_from {
+            Some(next) => q.from = next,
+            None => break,
+        }
+    }
+    w.flush().map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    eprintln!("overlord: exported {rows} rows");
+    Ok(())
+}
+
+fn import(config: Config, file: &std::path::Path, device: Option<&str>) -> Result<(), String> {
+    use overlord::codec::{csvbody, timefmt};
+    let body = if file.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| e.to_string())?;
+        b
+    } else {
+        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    // The same parser and limits as `POST /v1/readings` (but no body-size
+    // limit: the file is local). Nothing is stored unless all of it parses.
+    let limits = config.codec_limits();
+    let parsed = csvbody::parse_csv(&body, timefmt::now_micros(), &limits).map_err(|e| {
+        overlord::error::WireError::from(e)
+            .body()
+            .trim_end()
+            .to_string()
+    })?;
+    drop(body);
+    let data_file = config.data_file.clone();
+    let opened = overlord::app::open(config).map_err(|e| store_err(&data_file, e))?;
+    let result = (|| {
+        let dir = &opened.app.directory;
+        let num = |id: &str| {
+            dir.device(id)
+                .map(|d| d.num)
+                .ok_or_else(|| format!("no device '{id}'"))
+        };
+        let nums: Vec<u32> = parsed
+            .devices
+            .iter()
+            .map(|id| num(id))
+            .collect::<Result<_, _>>()?;
+        let default = match device {
+            Some(id) => Some(num(id)?),
+            None => None,
+        };
+        if nums.is_empty() && default.is_none() {
+            return Err("say which device: --device ID or a device column".to_string());
+        }
+        let readings: Vec<(u32, overlord::codec::Reading)> = parsed
+            .readings
+            .into_iter()
+            .map(|(i, r)| (i.map_or(default.unwrap_or(0), |i| nums[i as usize]), r))
+            .collect();
+        let total = readings.len() as u64;
+        let bar = progress(total, "readings");
+        let (mut accepted, mut new) = (0u64, 0u64);
+        let mut it = readings.into_iter().peekable();
+        while it.peek().is_some() {
+            // Jobs of a bounded size through the writer, as HTTP would
+            // send them: each committed (fsynced) before the next.
+            let job: Vec<_> = it.by_ref().take(50_000).collect();
+            // One job at a time, so the queue is never full.
+            let rx = opened
+                .app
+                .ingest
+                .try_submit(job, None)
+                .map_err(|_| "the writer is not taking readings".to_string())?;
+            let o = rx
+                .blocking_recv()
+                .map_err(|_| "the writer stopped".to_string())?
+                .map_err(|e| e.to_string())?;
+            accepted += o.accepted as u64;
+            new += o.new as u64;
+            bar.set_position(accepted);
+        }
+        bar.finish_and_clear();
+        Ok((accepted, new))
+    })();
+    if let Some(token) = &opened.admin_token {
+        eprintln!(
+            "overlord: created the administrator '{}'; its API token is shown only now: {token}",
+            users::FIRST_ADMIN
+        );
+    }
+    let Opened { writer, app, .. } = opened;
+    drop(app);
+    writer.shutdown();
+    let (accepted, new) = result?;
+    println!("ok,{accepted},{new}");
+    Ok(())
+}
+
+fn compact(config: &Config) -> Result<(), String> {
+    let (before, after) = overlord::ops::compact(&config.data_file).map_err(|e| match e {
+        store::StoreError::InUse => format!(
+            "{} is in use by a running server; stop it first",
+            config.data_file.display()
+        ),
+        other => format!("{}: {other}", config.data_file.display()),
+    })?;
+    println!("before,after\n{before},{after}");
     Ok(())
 }

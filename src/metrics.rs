@@ -98,6 +98,41 @@ const SECONDS: &[f64] = &[
 const SIZES: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
 ];
+const READINGS: &[f64] = &[
+    1.0,
+    10.0,
+    100.0,
+    1_000.0,
+    10_000.0,
+    100_000.0,
+    1_000_000.0,
+    2_000_000.0,
+];
+
+/// Route slots for per-endpoint counters: one per `api::Endpoint`
+/// variant (by discriminant) and the last for requests that matched no
+/// endpoint (404/405). The label set is bounded by the router's table,
+/// never by the paths clients send.
+pub const ROUTE_SLOTS: usize = 128;
+
+/// Values read at scrape time rather than kept as counters.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// `api::Endpoint` names by discriminant, for the route label.
+    pub routes: Vec<(usize, String)>,
+    /// Devices online / offline (`Presence::counts`).
+    pub online: u64,
+    /// See `online`.
+    pub offline: u64,
+    /// Inbox rows waiting for their device, over every inbox.
+    pub inbox_rows: u64,
+    /// Inboxes with at least one row waiting.
+    pub inboxes_pending: u64,
+    /// Inboxes at `max_inbox` (senders get `inbox_full`).
+    pub inboxes_full: u64,
+    /// Unix µs now, for ages.
+    pub now: i64,
+}
 
 /// Every metric the server keeps.
 pub struct Metrics {
@@ -131,6 +166,20 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Requests per group commit.
     pub commit_requests: Histogram,
+    /// Readings per group commit (new and retries).
+    pub commit_readings: Histogram,
+    /// Readings accepted by group commits (new and retries).
+    pub readings_accepted: Counter,
+    /// Digest parts queued to the digest threads, not yet taken.
+    pub digest_queue_depth: Gauge,
+    /// Commit time (unix µs) of the oldest batch not yet digested; 0: none.
+    pub digest_oldest_us: Gauge,
+    /// Reading chunks removed by retention.
+    pub retention_chunks_deleted: Counter,
+    /// Readings removed by retention.
+    pub retention_readings_deleted: Counter,
+    /// Requests by endpoint slot and status class (2xx/3xx, 4xx, 5xx).
+    routes: Vec<[Counter; 3]>,
 }
 
 impl Default for Metrics {
@@ -151,6 +200,13 @@ impl Default for Metrics {
             commit_errors: Counter::default(),
             commit_seconds: Histogram::new(SECONDS),
             commit_requests: Histogram::new(SIZES),
+            commit_readings: Histogram::new(READINGS),
+            readings_accepted: Counter::default(),
+            digest_queue_depth: Gauge::default(),
+            digest_oldest_us: Gauge::default(),
+            retention_chunks_deleted: Counter::default(),
+            retention_readings_deleted: Counter::default(),
+            routes: (0..ROUTE_SLOTS).map(|_| Default::default()).collect(),
         }
     }
 }
@@ -165,8 +221,20 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// Count a reply by endpoint slot (`None`: no endpoint matched) and
+    /// status class.
+    pub fn count_route(&self, route: Option<usize>, status: u16) {
+        let slot = route.unwrap_or(ROUTE_SLOTS - 1).min(ROUTE_SLOTS - 1);
+        let class = match status {
+            200..=399 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.routes[slot][class].inc();
+    }
+
+    /// Prometheus text exposition, with the scrape-time values of `snap`.
+    pub fn render(&self, snap: &Snapshot) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64, kind: &str| {
             let _ = writeln!(
@@ -240,6 +308,82 @@ impl Metrics {
             self.commit_errors.get(),
             "counter",
         );
+        counter(
+            "overlord_ingest_readings_total",
+            "Readings accepted by group commits (new and retries).",
+            self.readings_accepted.get(),
+            "counter",
+        );
+        counter(
+            "overlord_digest_backlog_batches",
+            "Committed batches not yet digested (in the digest or waiting for earlier ones).",
+            self.digest_backlog.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_digest_queue_depth",
+            "Digest parts queued to the digest threads and not yet taken.",
+            self.digest_queue_depth.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_long_polls_waiting",
+            "Channel long-polls waiting now.",
+            self.long_polls.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_devices_online",
+            "Devices online.",
+            snap.online,
+            "gauge",
+        );
+        counter(
+            "overlord_devices_offline",
+            "Devices offline or never heard from.",
+            snap.offline,
+            "gauge",
+        );
+        counter(
+            "overlord_inbox_rows_pending",
+            "Inbox rows waiting for their device, over every inbox.",
+            snap.inbox_rows,
+            "gauge",
+        );
+        counter(
+            "overlord_inboxes_pending",
+            "Inboxes with at least one row waiting.",
+            snap.inboxes_pending,
+            "gauge",
+        );
+        counter(
+            "overlord_inboxes_full",
+            "Inboxes at max_inbox (senders get inbox_full).",
+            snap.inboxes_full,
+            "gauge",
+        );
+        counter(
+            "overlord_retention_chunks_deleted_total",
+            "Reading chunks (one sensor-minute part) removed by retention.",
+            self.retention_chunks_deleted.get(),
+            "counter",
+        );
+        counter(
+            "overlord_retention_readings_deleted_total",
+            "Readings removed by retention.",
+            self.retention_readings_deleted.get(),
+            "counter",
+        );
+        let oldest = self.digest_oldest_us.get();
+        let age = if oldest == 0 {
+            0.0
+        } else {
+            (snap.now.saturating_sub(oldest as i64)).max(0) as f64 / 1e6
+        };
+        let _ = writeln!(
+            out,
+            "# HELP overlord_digest_oldest_age_seconds Age of the oldest committed batch not yet digested (0: none).\n# TYPE overlord_digest_oldest_age_seconds gauge\noverlord_digest_oldest_age_seconds {age}"
+        );
         self.commit_seconds.render(
             "overlord_commit_seconds",
             "Time per group commit including fsync.",
@@ -250,6 +394,30 @@ impl Metrics {
             "Requests per group commit.",
             &mut out,
         );
+        self.commit_readings.render(
+            "overlord_commit_readings",
+            "Readings per group commit.",
+            &mut out,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP overlord_http_requests_total Replies by endpoint and status class.\n# TYPE overlord_http_requests_total counter"
+        );
+        let mut routes: Vec<(usize, &str)> =
+            snap.routes.iter().map(|(i, n)| (*i, n.as_str())).collect();
+        routes.push((ROUTE_SLOTS - 1, "none"));
+        for (slot, name) in routes {
+            let Some(counts) = self.routes.get(slot) else {
+                continue;
+            };
+            for (class, label) in ["2xx", "4xx", "5xx"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "overlord_http_requests_total{{route=\"{name}\",status=\"{label}\"}} {}",
+                    counts[class].get()
+                );
+            }
+        }
         out
     }
 }

@@ -67,6 +67,9 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (FilePut, [200, 200, 200, 404, 403, 404, 401]),
         (FileDelete, [200, 200, 200, 404, 403, 404, 401]),
         (FilePassword, [200, 200, 200, 404, 403, 404, 401]),
+        (RetentionShow, [200, 200, 200, 404, 200, 404, 401]),
+        (RetentionSet, [200, 200, 403, 404, 403, 404, 401]),
+        (AdminBackup, [200, 403, 403, 403, 403, 403, 401]),
     ])
 }
 
@@ -298,6 +301,19 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
         ),
         FileDelete => ("DELETE", "/v1/files/fw".into(), form, String::new()),
         FilePassword => ("POST", "/v1/files/fw/password".into(), form, String::new()),
+        RetentionShow => (
+            "GET",
+            "/v1/devices/own/retention".into(),
+            form,
+            String::new(),
+        ),
+        RetentionSet => (
+            "POST",
+            "/v1/devices/own/retention".into(),
+            form,
+            "keep_days=30".into(),
+        ),
+        AdminBackup => ("GET", "/v1/admin/backup".into(), form, String::new()),
     }
 }
 

@@ -10,7 +10,7 @@
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
-//! | `GET /healthz`, `GET /metrics` | [`ops`] |
+//! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
 
 pub mod alerts;
 pub mod channels;
@@ -42,12 +42,15 @@ pub async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let path = req.uri().path().to_string();
-    let reply = match route(&app, req).await {
+    let mut endpoint = None;
+    let reply = match route(&app, req, &mut endpoint).await {
         Ok(r) => r,
         Err(e) => Reply::from(e),
     };
     let status = reply.status;
     app.metrics.count_status(status);
+    app.metrics
+        .count_route(endpoint.map(|e| e as usize), status);
     tracing::info!(
         target: "overlord::request",
         method = %method,
@@ -118,6 +121,9 @@ pub enum Endpoint {
     FilePut,
     FileDelete,
     FilePassword,
+    RetentionShow,
+    RetentionSet,
+    AdminBackup,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -182,6 +188,9 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/files/:name", Endpoint::FilePut),
     ("DELETE", "/v1/files/:name", Endpoint::FileDelete),
     ("POST", "/v1/files/:name/password", Endpoint::FilePassword),
+    ("GET", "/v1/devices/:id/retention", Endpoint::RetentionShow),
+    ("POST", "/v1/devices/:id/retention", Endpoint::RetentionSet),
+    ("GET", "/v1/admin/backup", Endpoint::AdminBackup),
 ];
 
 /// Match a path against a pattern; `Some(value of the :name segment)`.
@@ -204,7 +213,24 @@ fn matches(pattern: &str, segs: &[&str]) -> Option<Option<String>> {
     Some(param)
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+/// Every endpoint once, with its name, for the `route` label of
+/// `/metrics` (slot = the variant's discriminant).
+pub fn endpoint_names() -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for (_, _, ep) in ENDPOINTS {
+        let slot = *ep as usize;
+        if !out.iter().any(|(s, _)| *s == slot) {
+            out.push((slot, format!("{ep:?}")));
+        }
+    }
+    out
+}
+
+async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    endpoint: &mut Option<Endpoint>,
+) -> Result<Reply, WireError> {
     let path = req.uri().path().to_string();
     let trimmed = if path.len() > 1 {
         path.trim_end_matches('/')
@@ -247,10 +273,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         e.allow = Some(allow.join(", "));
         return Err(e);
     };
+    *endpoint = Some(ep);
     use Endpoint::*;
     match ep {
         Healthz => Ok(ops::healthz()),
-        Metrics => Ok(ops::metrics(app)),
+        Metrics => ops::metrics(app).await,
         ReadingsGet | ReadingsPost => readings::ingest(app, req).await,
         InboxRead => inbox::read(app, req).await,
         InboxAck => inbox::ack(app, req).await,
@@ -292,5 +319,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         FilePut => files::put(app, req, &p).await,
         FileDelete => files::delete(app, req, &p).await,
         FilePassword => files::rotate_password(app, req, &p).await,
+        RetentionShow => ops::retention_show(app, req, &p).await,
+        RetentionSet => ops::retention_set(app, req, &p).await,
+        AdminBackup => ops::backup(app, req).await,
     }
 }

@@ -1,7 +1,15 @@
-//! Operations endpoints: `/healthz` and `/metrics`.
+//! Operations endpoints: `/healthz`, `/metrics` and the administrator's
+//! `GET /v1/admin/backup`.
+
+use std::sync::Arc;
+
+use redb::ReadableDatabase;
 
 use crate::app::App;
+use crate::error::WireError;
 use crate::http::Reply;
+use crate::metrics::Snapshot;
+use crate::store::StoreError;
 
 /// `GET /healthz` → `ok`. Answers while the server accepts requests.
 pub fn healthz() -> Reply {
@@ -9,9 +17,175 @@ pub fn healthz() -> Reply {
 }
 
 /// `GET /metrics` in Prometheus text format. Public: it holds counts,
-/// never ids or secrets.
-pub fn metrics(app: &App) -> Reply {
-    let mut r = Reply::csv(app.metrics.render());
+/// never ids or secrets. The scrape-time values (presence counts, inbox
+/// totals: one scan of `inbox_meta`) are read on a blocking thread.
+pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
+    let app2 = app.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let (online, offline) = app2.presence.counts();
+        let (inbox_rows, inboxes_pending, inboxes_full) =
+            crate::inbox::totals(app2.store.db(), app2.config.limits.max_inbox)?;
+        let snap = Snapshot {
+            routes: super::endpoint_names(),
+            online,
+            offline,
+            inbox_rows,
+            inboxes_pending,
+            inboxes_full,
+            now: crate::codec::timefmt::now_micros(),
+        };
+        Ok::<_, StoreError>(app2.metrics.render(&snap))
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "metrics failed"))??;
+    let mut r = Reply::csv(text);
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r
+    Ok(r)
+}
+
+/// `GET /v1/admin/backup` (administrators): a consistent copy of the data
+/// file, taken while the server keeps serving. A read transaction pins
+/// the last commit; a blocking thread copies it into a fresh redb file
+/// beside the data file, which is then unlinked and streamed from the open
+/// handle (`Content-Length` known, never buffered whole).
+pub async fn backup(
+    app: &Arc<App>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Reply, WireError> {
+    let timeout = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = crate::http::Form::read(req, &[], timeout).await?;
+    let who = form.caller(app)?;
+    app.directory.authorize(
+        &who,
+        crate::auth::Action::Administer,
+        crate::auth::Resource::None,
+    )?;
+    let app2 = app.clone();
+    let (file, len, rows) = tokio::task::spawn_blocking(move || {
+        let txn = app2.store.db().begin_read()?;
+        let tmp = crate::ops::temp_beside(&app2.config.data_file, "backup");
+        let copied = crate::ops::backup_copy(&txn, &tmp, &|_| {});
+        drop(txn);
+        let opened = copied.and_then(|rows| {
+            let f = std::fs::File::open(&tmp).map_err(|e| StoreError::Io(e.to_string()))?;
+            let len = f
+                .metadata()
+                .map_err(|e| StoreError::Io(e.to_string()))?
+                .len();
+            Ok((f, len, rows))
+        });
+        // Unlinked at once: the open handle keeps the bytes until the
+        // response is sent, and nothing is left behind.
+        let _ = std::fs::remove_file(&tmp);
+        opened
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "backup failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), bytes = len, rows, "backup taken");
+    let mut r = Reply::csv(bytes::Bytes::new());
+    r.content_type = "application/octet-stream";
+    r.stream = Some(crate::http::FileBody::new(file, len));
+    Ok(r.with_header(
+        hyper::header::CONTENT_DISPOSITION,
+        "attachment; filename=\"overlord-backup.redb\"".into(),
+    ))
+}
+
+/// The retention settings of a device as CSV: `sensor,keep_days`, the
+/// device-wide setting as sensor `*`, then the default as `default`.
+fn retention_csv(app: &App, device: u32) -> String {
+    let mut out = String::from("sensor,keep_days\n");
+    for (code, days) in app.retention.device_overrides(device) {
+        match crate::codec::SensorId::from_code(code) {
+            Some(s) if code != 0 => out.push_str(&format!("{s},{days}\n")),
+            _ => out.push_str(&format!("*,{days}\n")),
+        }
+    }
+    out.push_str(&format!("default,{}\n", app.retention.default_days()));
+    out
+}
+
+fn device_for(
+    app: &App,
+    who: &crate::auth::Principal,
+    id: &str,
+    action: crate::auth::Action,
+) -> Result<Arc<crate::store::DeviceRecord>, WireError> {
+    let d = app.directory.device(id).ok_or_else(|| {
+        WireError::new(
+            404,
+            "unknown_device",
+            format!("no device '{}'", crate::codec::names::clip(id)),
+        )
+    })?;
+    app.directory
+        .authorize(who, action, crate::auth::Resource::Device(&d))?;
+    Ok(d)
+}
+
+/// `GET /v1/devices/ID/retention`: how long the device's readings are
+/// kept (see [`retention_csv`]).
+pub async fn retention_show(
+    app: &Arc<App>,
+    req: hyper::Request<hyper::body::Incoming>,
+    id: &str,
+) -> Result<Reply, WireError> {
+    let timeout = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = crate::http::Form::read(req, &["device", "token"], timeout).await?;
+    let who = form.header_principal(app)?;
+    let who = match who {
+        crate::auth::Principal::Anonymous => form.caller(app)?,
+        w => w,
+    };
+    let d = device_for(app, &who, id, crate::auth::Action::ViewDevice)?;
+    Ok(Reply::csv(retention_csv(app, d.num)))
+}
+
+/// `POST /v1/devices/ID/retention` with `keep_days=N` (0: forever; empty:
+/// back to the default) and optionally `sensor=N1` (else the whole
+/// device). Replies with the device's settings.
+pub async fn retention_set(
+    app: &Arc<App>,
+    req: hyper::Request<hyper::body::Incoming>,
+    id: &str,
+) -> Result<Reply, WireError> {
+    let timeout = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = crate::http::Form::read(req, &["sensor", "keep_days"], timeout).await?;
+    let who = form.caller(app)?;
+    let d = device_for(app, &who, id, crate::auth::Action::EditDevice)?;
+    let sensor = match form.get("sensor").map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(crate::codec::SensorId::parse(s)?),
+        None => None,
+    };
+    let Some(raw) = form.get("keep_days") else {
+        return Err(WireError::bad_request(
+            "missing_field",
+            "keep_days is required (days; 0 keeps forever; empty goes back to the default)",
+        ));
+    };
+    let days = match raw.trim() {
+        "" => None,
+        v => Some(
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n <= crate::retention::MAX_DAYS)
+                .ok_or_else(|| {
+                    WireError::bad_request(
+                        "bad_value",
+                        format!(
+                            "keep_days: '{}' is not a number of days 0..{}",
+                            crate::codec::names::clip(v),
+                            crate::retention::MAX_DAYS
+                        ),
+                    )
+                })?,
+        ),
+    };
+    let app2 = app.clone();
+    let num = d.num;
+    tokio::task::spawn_blocking(move || app2.retention.set(&app2.store, num, sensor, days))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "retention change failed"))??;
+    tracing::info!(target: "overlord::audit", by = %who.label(), device = %d.id, ?days, "retention set");
+    Ok(Reply::csv(retention_csv(app, d.num)))
 }

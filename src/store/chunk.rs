@@ -219,6 +219,13 @@ pub fn decode(
     Ok(())
 }
 
+/// How many readings a chunk holds, without decoding them.
+pub fn count(bytes: &[u8]) -> Result<u64, Corrupt> {
+    let mut r = Reader::new(bytes);
+    r.u8()?;
+    r.u64()
+}
+
 /// The offset of a chunk's first entry (`None` for an empty chunk),
 /// without decoding the rest.
 pub fn first_offset(bytes: &[u8]) -> Result<Option<u32>, Corrupt> {

@@ -22,6 +22,7 @@
 //! | `presence` | device | (flags, since) | writer thread |
 //! | `presence_events` | index | event | writer thread |
 //! | `presence_notify` | owner | (device, channel) | admin ops |
+//! | `retention` | (device, sensor code or 0) | keep days (0: forever) | admin ops |
 //! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
@@ -95,6 +96,9 @@ pub const GRANTS: TableDefinition<(u8, u32, &str), u8> = TableDefinition::new("g
 /// File name → encoded [`FileRecord`]; the content is the file named by
 /// its SHA-256 in the files directory (see `crate::files`).
 pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+/// `(device, sensor code)` → days its readings are kept (0: forever);
+/// sensor 0 is the device's own setting (see `crate::retention`).
+pub const RETENTION: TableDefinition<(u32, u32), u32> = TableDefinition::new("retention");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
@@ -203,6 +207,7 @@ impl Store {
         txn.open_table(PRESENCE_EVENTS)?;
         txn.open_table(PRESENCE_NOTIFY)?;
         txn.open_table(FILES)?;
+        txn.open_table(RETENTION)?;
         txn.commit()?;
         Ok(Store { db })
     }

@@ -1,0 +1,274 @@
+//! Operations on whole data files: a consistent backup copy, restore,
+//! compaction. Shared by the CLI (server stopped) and
+//! `GET /v1/admin/backup` (server running).
+//!
+//! **Backup design.** redb lets one process open the file, so a running
+//! server makes the copy itself: [`backup_copy`] opens a read transaction
+//! (a consistent snapshot of the last commit; the writer keeps committing
+//! meanwhile) and copies every table row by row into a fresh redb file,
+//! on a blocking thread. The copy is a normal redb file, compact and
+//! immediately usable as a data file. The CLI either asks the server for
+//! it over HTTP or, with the server stopped, calls the same function on
+//! the data file. Tables are copied by their typed definitions; a table
+//! in the source that the copy does not know is an error, so a new table
+//! cannot be silently left out of backups.
+//!
+//! File contents uploaded with `/v1/files` live in the files directory,
+//! not in redb, and are not part of the copy (see `docs/api.md`).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
+};
+
+use crate::store::{self, StoreError};
+
+/// Calls `$m!(TABLE, ...)` with every table of `crate::store`. A table
+/// added there must be added here: [`backup_copy`] refuses a source with
+/// a table it does not copy.
+macro_rules! every_table {
+    ($m:ident) => {
+        $m!(
+            READINGS,
+            SENSORS,
+            DIGEST_LOG,
+            LAST_SEEN,
+            PRESENCE,
+            PRESENCE_EVENTS,
+            PRESENCE_NOTIFY,
+            DEVICES,
+            USERS,
+            META,
+            CHANNELS,
+            CHANNEL_MEMBERS,
+            CHANNEL_META,
+            CHANNEL_ITEMS,
+            ALERTS,
+            ALERT_STATE,
+            ALERT_EVENTS,
+            INBOX,
+            INBOX_META,
+            GRANTS,
+            FILES,
+            DEAD_LETTERS,
+            RETENTION
+        )
+    };
+}
+
+/// Rows copied so far, for a progress bar.
+pub type Progress<'a> = &'a dyn Fn(u64);
+
+fn copy<K: Key + 'static, V: Value + 'static>(
+    src: &ReadTransaction,
+    dst: &WriteTransaction,
+    def: TableDefinition<K, V>,
+    names: &mut Vec<String>,
+    done: &mut u64,
+    progress: Progress<'_>,
+) -> Result<(), StoreError> {
+    names.push(def.name().to_string());
+    let from = match src.open_table(def) {
+        Ok(t) => t,
+        // An older data file without this table: nothing to copy.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut to = dst.open_table(def)?;
+    for row in from.iter()? {
+        let (k, v) = row?;
+        to.insert(k.value(), v.value())?;
+        *done += 1;
+        if (*done).is_multiple_of(4096) {
+            progress(*done);
+        }
+    }
+    Ok(())
+}
+
+/// Rows in every table of the snapshot (for a progress bar's length).
+pub fn count_rows(src: &ReadTransaction) -> Result<u64, StoreError> {
+    let mut n = 0;
+    macro_rules! count {
+        ($($t:ident),*) => {$(
+            if let Ok(t) = src.open_table(store::$t) {
+                n += t.len()?;
+            }
+        )*};
+    }
+    every_table!(count);
+    Ok(n)
+}
+
+/// Copy the snapshot `src` into a new redb file at `dest` (which must not
+/// exist), fsynced. Returns the rows copied. Blocking.
+pub fn backup_copy(
+    src: &ReadTransaction,
+    dest: &Path,
+    progress: Progress<'_>,
+) -> Result<u64, StoreError> {
+    // `create_new`: never overwrite an existing file.
+    File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(io)?;
+    let db = Database::create(dest).map_err(StoreError::from)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    let mut names = Vec::new();
+    let mut done = 0;
+    macro_rules! copy_all {
+        ($($t:ident),*) => {$(
+            copy(src, &txn, store::$t, &mut names, &mut done, progress)?;
+        )*};
+    }
+    every_table!(copy_all);
+    for t in src.list_tables()? {
+        if !names.iter().any(|n| n == t.name()) {
+            return Err(StoreError::Io(format!(
+                "table '{}' is not covered by the backup (src/ops.rs)",
+                t.name()
+            )));
+        }
+    }
+    txn.commit()?;
+    progress(done);
+    Ok(done)
+}
+
+/// A temp file name beside `path`: `<path>.<tag>-<pid>-<n>.tmp`.
+pub fn temp_beside(path: &Path, tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{tag}-{}-{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    path.with_file_name(name)
+}
+
+/// Make a rename in `path`'s directory durable.
+pub fn sync_dir_of(path: &Path) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+/// A backup of the data file at `data` (server stopped) into `dest`:
+/// copied to a temp file beside `dest`, then renamed. Returns the rows.
+pub fn backup_file(data: &Path, dest: &Path, progress: Progress<'_>) -> Result<u64, StoreError> {
+    let store = store::Store::open(data)?;
+    let txn = store.db().begin_read()?;
+    let tmp = temp_beside(dest, "backup");
+    let result = backup_copy(&txn, &tmp, progress).and_then(|n| {
+        std::fs::rename(&tmp, dest).map_err(io)?;
+        sync_dir_of(dest)?;
+        Ok(n)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Check that `file` is an Overlord data file: redb opens it and it has
+/// the `readings` and `users` tables. Blocking.
+pub fn verify(file: &Path) -> Result<(), StoreError> {
+    let db = Database::open(file).map_err(StoreError::from)?;
+    let txn = db.begin_read()?;
+    let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+    for need in ["readings", "users", "devices"] {
+        if !names.iter().any(|n| n == need) {
+            return Err(StoreError::Corrupt(format!(
+                "not an Overlord data file (no '{need}' table)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replace the data file at `data` with the backup `from` (server
+/// stopped): verify `from`, make sure `data` is not open, copy to a temp
+/// file beside `data`, fsync, keep the old file as `<data>.pre-restore`
+/// (a hard link, so the data file never goes missing), and rename the
+/// copy over it. Returns the path the old file is kept at, if there was
+/// one. `progress` gets bytes copied.
+pub fn restore(
+    from: &Path,
+    data: &Path,
+    progress: Progress<'_>,
+) -> Result<Option<PathBuf>, StoreError> {
+    verify(from)?;
+    if data.exists() {
+        // Fails with InUse while a server has it open.
+        drop(Database::open(data).map_err(StoreError::from)?);
+    }
+    let tmp = temp_beside(data, "restore");
+    let result = (|| {
+        let mut src = File::open(from).map_err(io)?;
+        let mut dst = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut src, &mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n]).map_err(io)?;
+            done += n as u64;
+            progress(done);
+        }
+        dst.sync_all().map_err(io)?;
+        drop(dst);
+        let kept = if data.exists() {
+            let mut name = data.file_name().unwrap_or_default().to_os_string();
+            name.push(".pre-restore");
+            let kept = data.with_file_name(name);
+            let _ = std::fs::remove_file(&kept);
+            std::fs::hard_link(data, &kept).map_err(io)?;
+            Some(kept)
+        } else {
+            None
+        };
+        std::fs::rename(&tmp, data).map_err(io)?;
+        sync_dir_of(data)?;
+        Ok(kept)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Compact the data file (server stopped): `(bytes before, bytes after)`.
+pub fn compact(data: &Path) -> Result<(u64, u64), StoreError> {
+    let before = store::Store::file_len(data);
+    let mut db = Database::open(data).map_err(StoreError::from)?;
+    db.compact()
+        .map_err(|e| StoreError::Io(format!("compaction failed: {e}")))?;
+    drop(db);
+    Ok((before, store::Store::file_len(data)))
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        StoreError::DiskFull
+    } else {
+        StoreError::Io(e.to_string())
+    }
+}
