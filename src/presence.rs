@@ -366,6 +366,22 @@ impl Presence {
         g.heap.push(Reverse((due, dev, e.generation)));
     }
 
+    /// A device's `offline_after` or parent changed: compute its due time
+    /// afresh (the old heap entry becomes stale).
+    pub fn reschedule(&self, dev: u32) {
+        let mut g = self.inner.lock();
+        let Some(e) = g.devices.get_mut(&dev) else {
+            return;
+        };
+        if !e.online {
+            return;
+        }
+        e.generation = e.generation.wrapping_add(1);
+        let e = *e;
+        let due = self.due(dev, &e);
+        g.heap.push(Reverse((due, dev, e.generation)));
+    }
+
     /// Record a contact at `at`.
     pub fn saw(&self, dev: u32, at: Micros) {
         let mut g = self.inner.lock();

@@ -135,9 +135,10 @@ fn offline_once_online_once_and_the_owner_is_told_once_each() {
 
 #[test]
 fn a_gateway_registers_writes_for_and_relays_to_its_devices() {
+    // A minute by default, so nothing goes offline before the end.
     let s = TestServer::start_with(|c| {
         c.limits.device_requests_per_sec = 0.0;
-        c.presence.offline_after_secs = 1;
+        c.presence.offline_after_secs = 60;
     });
     let r = s.admin_form(
         "POST",
@@ -220,7 +221,14 @@ fn a_gateway_registers_writes_for_and_relays_to_its_devices() {
     );
     assert_eq!(r.status, 404, "{}", r.body);
 
-    // The tree and the parent filter.
+    // The tree and the parent filter (presence follows the digest, which
+    // runs after the reply: wait until all four are online).
+    wait_for(&s, "/v1/devices/tree", "all online", |b| {
+        ["0,gw,", "1,c1,", "1,c2,", "1,c3,"].iter().all(|d| {
+            b.lines()
+                .any(|l| l.starts_with(d) && l.contains(",online,"))
+        })
+    });
     let r = s.get_admin("/v1/devices/tree");
     assert_eq!(
         r.body
@@ -265,8 +273,14 @@ fn a_gateway_registers_writes_for_and_relays_to_its_devices() {
     let r = s.get(&format!("/v1/inbox/ack?{auth}&upto=1"));
     assert_eq!(r.body, "ok,1,0\n");
 
-    // The gateway falls silent with its devices: one outage, the gateway's;
-    // the devices below it are unreachable, not individually offline.
+    // The gateway falls silent with its devices, all with a 1 s
+    // offline_after (set now, which reschedules them): one outage, the
+    // gateway's; the devices below it are unreachable, not individually
+    // offline.
+    for d in ["gw", "c1", "c2", "c3"] {
+        let r = s.admin_form("POST", &format!("/v1/devices/{d}"), "offline_after=1");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     wait_for(
         &s,
         "/v1/devices?state=unreachable",

@@ -175,6 +175,8 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "update failed"))??;
+    // A new offline_after or parent changes when it is due.
+    app.presence.reschedule(new.num);
     tracing::info!(target: "overlord::audit", by = %who.label(), device = %new.id, "device edited");
     let mut out = String::from(devices::LIST_HEADER);
     devices::write_row(&new, &app.directory, &app.presence, &mut out);
