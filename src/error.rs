@@ -87,13 +87,15 @@ impl From<&StoreError> for WireError {
             StoreError::DiskFull => WireError::new(
                 507,
                 "disk_full",
-                "the server's disk is full; nothing was stored",
+                "the server's disk is full; not acknowledged, retry later",
             ),
             StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
             StoreError::InUse => WireError::new(500, "storage", "data file in use"),
-            StoreError::Corrupt(_) | StoreError::Io(_) => {
-                WireError::new(500, "storage", "storage failure; nothing was stored")
-            }
+            StoreError::Corrupt(_) | StoreError::Io(_) => WireError::new(
+                500,
+                "storage",
+                "storage failure; not acknowledged, retry later",
+            ),
         }
     }
 }

@@ -139,7 +139,7 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::bounded(ctx.queue.max(1));
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
     let next_seq = {
-        let txn = store.db().begin_read()?;
+        let txn = store.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let v = meta.get(NEXT_BATCH)?.map_or(0, |g| g.value());
         v
@@ -189,7 +189,7 @@ struct WriterState {
 impl WriterState {
     /// Hand every undigested batch in the log to the digest, oldest first.
     fn replay(&mut self) -> Result<(), StoreError> {
-        let txn = self.store.db().begin_read()?;
+        let txn = self.store.db()?.begin_read()?;
         let log = txn.open_table(DIGEST_LOG)?;
         let mut n = 0;
         for row in log.iter()? {
@@ -299,9 +299,27 @@ impl WriterState {
         }
         let started = Instant::now();
         let now = timefmt::now_micros();
-        let seq = self.next_seq;
+        let mut seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
-        let result = self.write(&jobs, seq, now, durable);
+        let mut result = self.write(&jobs, seq, now, durable);
+        if let Err(e) = &result {
+            // redb refuses everything after a failed write or fsync until
+            // the file is reopened: do that, then try the batch once more
+            // (if the disk is still failing, the reopen fails and the batch
+            // is refused with the first error).
+            tracing::warn!(error = %e, "commit failed; reopening the data file");
+            match self.recover() {
+                Ok(()) => {
+                    seq = self.next_seq;
+                    result = self.write(&jobs, seq, now, durable);
+                    if result.is_err() {
+                        let _ = self.recover();
+                    }
+                }
+                // The reply says what the disk says now.
+                Err(e) => result = Err(e),
+            }
+        }
         let elapsed = started.elapsed();
         match result {
             Ok((outcomes, batch, appended)) => {
@@ -341,6 +359,45 @@ impl WriterState {
         }
     }
 
+    /// After a failed commit: reopen the data file, then reconcile with
+    /// what is durable. A commit reported as failed may still have reached
+    /// the disk (an fsync can fail after the data was written): digest-log
+    /// rows at or past `next_seq` are such a commit's batch and go to the
+    /// digest now, and `ready` results whose log rows are gone were
+    /// applied by it and must not be applied again. Retried readings that
+    /// turn out stored are acknowledged as retries.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.store.reopen() {
+            tracing::error!(error = %e, "data file could not be reopened; refusing writes");
+            return Err(e);
+        }
+        self.resync().inspect_err(|e| {
+            tracing::error!(error = %e, "reading the reopened data file failed");
+        })
+    }
+
+    fn resync(&mut self) -> Result<(), StoreError> {
+        let txn = self.store.db()?.begin_read()?;
+        let log = txn.open_table(DIGEST_LOG)?;
+        let mut keep = Vec::with_capacity(self.ready.len());
+        for r in self.ready.drain(..) {
+            if log.get(r.0)?.is_some() {
+                keep.push(r);
+            }
+        }
+        self.ready = keep;
+        let mut ghosts = Vec::new();
+        for row in log.range(self.next_seq..)? {
+            let (k, v) = row?;
+            ghosts.push(DigestBatch::decode(k.value(), v.value())?);
+        }
+        for batch in ghosts {
+            self.next_seq = self.next_seq.max(batch.seq + 1);
+            self.dispatch(batch);
+        }
+        Ok(())
+    }
+
     fn write(
         &self,
         jobs: &[Job],
@@ -348,7 +405,7 @@ impl WriterState {
         now: i64,
         durable: bool,
     ) -> Result<Written, StoreError> {
-        let mut txn = self.store.db().begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         if jobs.is_empty() && !durable {
             // Digest results only: they are re-derived from the log after a
             // crash, so they need not wait for an fsync of their own.
@@ -457,7 +514,11 @@ impl WriterState {
         if jobs.iter().all(|j| j.inbox_for.is_none()) {
             return;
         }
-        let Ok(txn) = self.store.db().begin_read() else {
+        let Ok(txn) = self
+            .store
+            .db()
+            .and_then(|db| db.begin_read().map_err(StoreError::from))
+        else {
             return;
         };
         for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {

@@ -61,8 +61,32 @@ impl TestServer {
         admin: Option<String>,
         hook: Option<overlord::digest::DigestHook>,
     ) -> TestServer {
+        Self::start_full(config, admin, hook, None)
+    }
+
+    /// Start on a fresh temp dir with the data file behind the
+    /// fault-injecting storage backend switched by `disk`.
+    pub fn start_disk(
+        disk: overlord::store::faults::DiskFaults,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut c = config(tmp.path());
+        tweak(&mut c);
+        let mut s = Self::start_full(c, None, None, Some(disk));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start with every seam: a digest hook and a disk-fault switch.
+    pub fn start_full(
+        config: Config,
+        admin: Option<String>,
+        hook: Option<overlord::digest::DigestHook>,
+        disk: Option<overlord::store::faults::DiskFaults>,
+    ) -> TestServer {
         let dir = config.data_file.parent().unwrap().to_path_buf();
-        let opened = overlord::app::open_with(config, hook).expect("open");
+        let opened = overlord::app::open_with_disk(config, hook, disk).expect("open");
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,151 @@
+//! The storage seam for disk-fault tests.
+//!
+//! [`FaultyBackend`] is redb's own [`FileBackend`] behind a switch: while a
+//! [`DiskFaults`] handle says so, every write, resize and sync fails with
+//! `ENOSPC` ([`DiskFault::NoSpace`]) or `EIO` ([`DiskFault::Io`]); reads
+//! and locks always pass through. The handle is a plain shared value that
+//! only Rust code holding it can flip (`app::open_with_disk`); nothing in
+//! the config or on the network reaches it. A server opened without a
+//! handle uses the plain `FileBackend`, exactly as before.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use redb::backends::FileBackend;
+use redb::{BackendError, Database, DatabaseError, StorageBackend};
+
+/// What the failing disk reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFault {
+    /// `ENOSPC`: no space left on device.
+    NoSpace,
+    /// `EIO`: input/output error.
+    Io,
+}
+
+/// A switch shared between a test and the backend of a running store.
+#[derive(Debug, Clone, Default)]
+pub struct DiskFaults(Arc<AtomicU8>);
+
+impl DiskFaults {
+    /// A handle with no fault set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From now on fail writes and syncs with `fault`; `None` heals the disk.
+    pub fn set(&self, fault: Option<DiskFault>) {
+        let v = match fault {
+            None => 0,
+            Some(DiskFault::NoSpace) => 1,
+            Some(DiskFault::Io) => 2,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    /// The fault in force, if any.
+    pub fn current(&self) -> Option<DiskFault> {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Some(DiskFault::NoSpace),
+            2 => Some(DiskFault::Io),
+            _ => None,
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.current() {
+            None => Ok(()),
+            Some(DiskFault::NoSpace) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected fault: no space left on device (ENOSPC)",
+            )),
+            Some(DiskFault::Io) => {
+                Err(io::Error::other("injected fault: input/output error (EIO)"))
+            }
+        }
+    }
+}
+
+/// redb's file backend with switchable write and sync failures.
+#[derive(Debug)]
+pub struct FaultyBackend {
+    inner: FileBackend,
+    faults: DiskFaults,
+}
+
+/// Open (or create) `path` as redb's `Builder::create` does, through a
+/// [`FaultyBackend`].
+pub fn create(path: &Path, faults: &DiskFaults) -> Result<Database, DatabaseError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = FaultyBackend {
+        inner: FileBackend::new(file)?,
+        faults: faults.clone(),
+    };
+    Database::builder().create_with_backend(backend)
+}
+
+impl StorageBackend for FaultyBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.faults.check()?;
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.faults.check()?;
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.faults.check()?;
+        self.inner.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}
