@@ -2,8 +2,8 @@
 //!
 //! [`FaultyBackend`] is redb's own [`FileBackend`] behind a switch: while a
 //! [`DiskFaults`] handle says so, every write, resize and sync fails with
-//! `ENOSPC` ([`DiskFault::NoSpace`]) or `EIO` ([`DiskFault::Io`]); reads
-//! and locks always pass through. The handle is a plain shared value that
+//! `ENOSPC` ([`DiskFault::NoSpace`]) or `EIO` ([`DiskFault::Io`]), and
+//! every fsync can be slowed down; reads and locks always pass through. The handle is a plain shared value that
 //! only Rust code holding it can flip (`app::open_with_disk`); nothing in
 //! the config or on the network reaches it. A server opened without a
 //! handle uses the plain `FileBackend`, exactly as before.
@@ -12,8 +12,9 @@ use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, DatabaseError, StorageBackend};
@@ -29,7 +30,7 @@ pub enum DiskFault {
 
 /// A switch shared between a test and the backend of a running store.
 #[derive(Debug, Clone, Default)]
-pub struct DiskFaults(Arc<AtomicU8>);
+pub struct DiskFaults(Arc<AtomicU8>, Arc<AtomicU64>);
 
 impl DiskFaults {
     /// A handle with no fault set.
@@ -45,6 +46,13 @@ impl DiskFaults {
             Some(DiskFault::Io) => 2,
         };
         self.0.store(v, Ordering::SeqCst);
+    }
+
+    /// From now on every fsync takes `delay` longer (a slow disk: the
+    /// writer falls behind and the ingest queue fills). Zero: no delay.
+    pub fn set_sync_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.1.store(us, Ordering::SeqCst);
     }
 
     /// The fault in force, if any.
@@ -108,6 +116,10 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
+        let delay = self.faults.1.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
         self.faults.check()?;
         self.inner.sync_data()
     }
