@@ -341,3 +341,39 @@ impl TestServer {
         }
     }
 }
+
+/// Parse the first HTTP/1.x reply in `buf` (more may follow it, e.g. after
+/// pipelined or smuggled requests): `Content-Length` is required, never
+/// chunked, and the body is exactly that long.
+pub fn parse_first(buf: &[u8]) -> Reply {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(buf)));
+    let head = std::str::from_utf8(&buf[..end]).expect("UTF-8 head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_string();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line");
+            (n.to_string(), v.trim().to_string())
+        })
+        .collect();
+    let mut r = Reply {
+        status_line,
+        status,
+        headers,
+        body: String::new(),
+    };
+    let len: usize = r
+        .header("Content-Length")
+        .expect("Content-Length on every reply")
+        .parse()
+        .unwrap();
+    assert!(r.header("Transfer-Encoding").is_none(), "never chunked");
+    let rest = &buf[end + 4..];
+    assert!(rest.len() >= len, "body shorter than Content-Length");
+    r.body = String::from_utf8_lossy(&rest[..len]).into_owned();
+    r
+}
