@@ -302,11 +302,11 @@ impl WriterState {
         let mut seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
         let mut result = self.write(&jobs, seq, now, durable);
-        if let Err(e) = &result {
+        if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
             // redb refuses everything after a failed write or fsync until
             // the file is reopened: do that, then try the batch once more
             // (if the disk is still failing, the reopen fails and the batch
-            // is refused with the first error).
+            // is refused with what the disk says now).
             tracing::warn!(error = %e, "commit failed; reopening the data file");
             match self.recover() {
                 Ok(()) => {

@@ -2,7 +2,8 @@
 //!
 //! [`FaultyBackend`] is redb's own [`FileBackend`] behind a switch: while a
 //! [`DiskFaults`] handle says so, every write, resize and sync fails with
-//! `ENOSPC` ([`DiskFault::NoSpace`]) or `EIO` ([`DiskFault::Io`]), and
+//! `ENOSPC` ([`DiskFault::NoSpace`]) or `EIO` ([`DiskFault::Io`]), or only
+//! syncs fail ([`DiskFault::SyncIo`]), and
 //! every fsync can be slowed down; reads and locks always pass through. The handle is a plain shared value that
 //! only Rust code holding it can flip (`app::open_with_disk`); nothing in
 //! the config or on the network reaches it. A server opened without a
@@ -26,6 +27,9 @@ pub enum DiskFault {
     NoSpace,
     /// `EIO`: input/output error.
     Io,
+    /// `EIO` from fsync only: writes reach the page cache, so a commit
+    /// whose fsync failed may be visible after a reopen (a "ghost").
+    SyncIo,
 }
 
 /// A switch shared between a test and the backend of a running store.
@@ -44,6 +48,7 @@ impl DiskFaults {
             None => 0,
             Some(DiskFault::NoSpace) => 1,
             Some(DiskFault::Io) => 2,
+            Some(DiskFault::SyncIo) => 3,
         };
         self.0.store(v, Ordering::SeqCst);
     }
@@ -60,18 +65,20 @@ impl DiskFaults {
         match self.0.load(Ordering::SeqCst) {
             1 => Some(DiskFault::NoSpace),
             2 => Some(DiskFault::Io),
+            3 => Some(DiskFault::SyncIo),
             _ => None,
         }
     }
 
-    fn check(&self) -> io::Result<()> {
+    fn check(&self, sync: bool) -> io::Result<()> {
         match self.current() {
             None => Ok(()),
+            Some(DiskFault::SyncIo) if !sync => Ok(()),
             Some(DiskFault::NoSpace) => Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 "injected fault: no space left on device (ENOSPC)",
             )),
-            Some(DiskFault::Io) => {
+            Some(DiskFault::Io | DiskFault::SyncIo) => {
                 Err(io::Error::other("injected fault: input/output error (EIO)"))
             }
         }
@@ -111,7 +118,7 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.faults.check()?;
+        self.faults.check(false)?;
         self.inner.set_len(len)
     }
 
@@ -120,12 +127,12 @@ impl StorageBackend for FaultyBackend {
         if delay > 0 {
             std::thread::sleep(Duration::from_micros(delay));
         }
-        self.faults.check()?;
+        self.faults.check(true)?;
         self.inner.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.faults.check()?;
+        self.faults.check(false)?;
         self.inner.write(offset, data)
     }
 
