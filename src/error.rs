@@ -87,14 +87,14 @@ impl From<&StoreError> for WireError {
             StoreError::DiskFull => WireError::new(
                 507,
                 "disk_full",
-                "the server's disk is full; not acknowledged, retry later",
+                "the server's disk is full; retry later",
             ),
             StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
             StoreError::InUse => WireError::new(500, "storage", "data file in use"),
             StoreError::Corrupt(_) | StoreError::Io(_) => WireError::new(
                 500,
                 "storage",
-                "storage failure; not acknowledged, retry later",
+                "storage failure; retry later",
             ),
         }
     }

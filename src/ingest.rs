@@ -40,6 +40,10 @@ use crate::{alerts, channels, inbox};
 /// the next one). Bounds the transaction's memory and the reply latency.
 pub const MAX_READINGS_PER_COMMIT: usize = 2_000_000;
 
+/// How often the writer retries opening a data file that a storage
+/// failure left closed, when no request makes it try sooner.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
 /// What a stored request reports back.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestOutcome {
@@ -248,6 +252,13 @@ impl WriterState {
                 },
                 recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
+                // Wake up now and then: a data file left closed by a
+                // failed reopen is retried even when no write comes, so
+                // queries recover once the disk heals.
+                default(REOPEN_RETRY) => {}
+            }
+            if open && batch.is_empty() && self.store.is_closed() {
+                let _ = self.recover();
             }
             if !open {
                 // Take everything already queued; later submissions fail

@@ -146,9 +146,33 @@ fn disk_faults_are_refused_with_5xx_and_the_server_recovers_without_restart() {
             "{fault:?}: device created on a failing disk: {r:?}"
         );
 
-        // The disk heals: the very next write is stored, by the same
-        // server, and the next ones too.
+        // Queries during the fault either fail (5xx) or tell the truth.
+        let q = s.get(&format!(
+            "/v1/devices/d/readings?token={tok}&sensors=I1&limit=100000"
+        ));
+        assert!(q.status == 200 || q.status >= 500, "{q:?}");
+        if q.status == 200 {
+            assert_all_acked_present(&s, &c);
+        }
+
+        // The disk heals. Without any write, the writer reopens the file
+        // by itself (it retries every second): queries work again.
         disk.set(None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let q = s.get(&format!("/v1/devices/d/readings?token={tok}&sensors=I1"));
+            if q.status == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queries never recovered: {q:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_all_acked_present(&s, &c);
+        // The very next write is stored, by the same server, and the next
+        // ones too.
         for i in 0..10 {
             let r = if i % 3 == 2 {
                 c.send_csv(&s)

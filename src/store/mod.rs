@@ -236,6 +236,12 @@ impl Store {
         }
     }
 
+    /// Whether a storage failure left the data file closed (the writer
+    /// retries [`Store::reopen`]).
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.slot.read(), Slot::Closed(_))
+    }
+
     /// Close the data file and open it again, which is what redb requires
     /// after a failed write or fsync. redb's recovery on open brings the
     /// file back to its last committed transaction. Called by the writer
