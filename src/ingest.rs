@@ -370,43 +370,59 @@ impl WriterState {
         }
     }
 
-    /// After a failed commit: reopen the data file, then reconcile with
-    /// what is durable. A commit reported as failed may still have reached
-    /// the disk (an fsync can fail after the data was written): digest-log
-    /// rows at or past `next_seq` are such a commit's batch and go to the
-    /// digest now, and `ready` results whose log rows are gone were
-    /// applied by it and must not be applied again. Retried readings that
-    /// turn out stored are acknowledged as retries.
+    /// After a failed commit: reopen the data file and carry on from what
+    /// is durable, exactly as a restart would. The reopened file may hold
+    /// less than the writer assumed (effects-only commits are not fsynced,
+    /// and redb drops them with the old handle) or more (an fsync can fail
+    /// after the data landed, a "ghost" commit). So digest work in flight
+    /// is waited for and dropped, alert states are reloaded from the
+    /// store, and every batch still in the digest log is digested again in
+    /// order. Readings of a ghost commit that are sent again are
+    /// acknowledged as retries.
     fn recover(&mut self) -> Result<(), StoreError> {
+        // In-flight parts were computed against in-memory alert states
+        // that may be ahead of the file; they must all be back before the
+        // log is dispatched again (a late part would be taken for a part
+        // of the new dispatch).
+        let done = self.digest.done_receiver();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.outstanding.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done.recv_timeout(left) {
+                Ok(d) => self.received(d),
+                Err(_) => {
+                    return Err(StoreError::Io(
+                        "the digest did not drain; data file not reopened".into(),
+                    ))
+                }
+            }
+        }
         if let Err(e) = self.store.reopen() {
             tracing::error!(error = %e, "data file could not be reopened; refusing writes");
             return Err(e);
         }
+        self.ready.clear();
         self.resync().inspect_err(|e| {
             tracing::error!(error = %e, "reading the reopened data file failed");
         })
     }
 
+    /// Reload what the digest depends on from the store, then replay the
+    /// digest log (see [`WriterState::recover`]).
     fn resync(&mut self) -> Result<(), StoreError> {
-        let txn = self.store.db()?.begin_read()?;
-        let log = txn.open_table(DIGEST_LOG)?;
-        let mut keep = Vec::with_capacity(self.ready.len());
-        for r in self.ready.drain(..) {
-            if log.get(r.0)?.is_some() {
-                keep.push(r);
+        {
+            let txn = self.store.db()?.begin_read()?;
+            let states = txn.open_table(ALERT_STATE)?;
+            for a in self.ctx.catalog.alerts() {
+                let fired = states.get(a.rec.id)?.is_some_and(|g| g.value() == 1);
+                a.set_fired(fired);
+            }
+            let meta = txn.open_table(META)?;
+            if let Some(n) = meta.get(NEXT_BATCH)? {
+                self.next_seq = self.next_seq.max(n.value());
             }
         }
-        self.ready = keep;
-        let mut ghosts = Vec::new();
-        for row in log.range(self.next_seq..)? {
-            let (k, v) = row?;
-            ghosts.push(DigestBatch::decode(k.value(), v.value())?);
-        }
-        for batch in ghosts {
-            self.next_seq = self.next_seq.max(batch.seq + 1);
-            self.dispatch(batch);
-        }
-        Ok(())
+        self.replay()
     }
 
     fn write(

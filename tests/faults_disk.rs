@@ -271,9 +271,19 @@ fn a_fault_that_starts_mid_stream_loses_nothing_acknowledged() {
 
 #[test]
 fn a_failed_fsync_whose_data_landed_is_reconciled_and_digested_once() {
+    digested_once_across(DiskFault::SyncIo);
+}
+
+#[test]
+fn digest_results_lost_with_the_old_handle_are_digested_again() {
+    digested_once_across(DiskFault::Io);
+}
+
+fn digested_once_across(fault: DiskFault) {
     // Only fsync fails: writes reach the page cache, so a commit answered
-    // `500` can be visible after the writer reopens the file. Whatever is
-    // stored must then reach its channel exactly once, acknowledged or not.
+    // `500` can be visible after the writer reopens the file, while digest
+    // results committed without an fsync are gone. Whatever is stored must
+    // reach its channel exactly once, acknowledged or not.
     let disk = DiskFaults::new();
     let s = TestServer::start_disk(disk.clone(), |c| c.limits.device_requests_per_sec = 0.0);
     let tok = s.create_device("d");
@@ -283,6 +293,14 @@ fn a_failed_fsync_whose_data_landed_is_reconciled_and_digested_once() {
             .status,
         201
     );
+    // Readings are 0, 7, 14, 21, ...: the alert fires once, at 21, and
+    // the value stays in alarm after that.
+    let r = s.admin_form(
+        "POST",
+        "/v1/alerts",
+        "name=high&device=d&sensor=I1&min=0&max=20&message=high",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     let mut c = Client {
         tok: tok.clone(),
         base: common::hour_ago() - 3600,
@@ -290,10 +308,23 @@ fn a_failed_fsync_whose_data_landed_is_reconciled_and_digested_once() {
         refused: Vec::new(),
         next: 0,
     };
+    let fired_once = |s: &TestServer| {
+        let ev = s.get_admin("/v1/alerts/high/events");
+        let rows: Vec<&str> = ev.body.lines().skip(1).collect();
+        assert_eq!(rows.len(), 1, "fires exactly once: {}", ev.body);
+        assert!(rows[0].contains(",d,I1,21,"), "{}", ev.body);
+    };
     for _ in 0..5 {
         assert_eq!(c.send(&s).status, 200);
     }
-    disk.set(Some(DiskFault::SyncIo));
+    // Let the digest's results land first: the writer applies them in an
+    // effects-only commit, which is not fsynced, so the reopen below
+    // loses it and the writer must digest those batches again.
+    let r = s.admin_until("/v1/channels/c/items?after=0&limit=1000", |b| {
+        b.lines().count() == 6
+    });
+    assert_eq!(r.body.lines().count(), 6, "{}", r.body);
+    disk.set(Some(fault));
     for i in 0..6 {
         let r = if i % 2 == 1 {
             c.send_csv(&s)
@@ -348,10 +379,12 @@ fn a_failed_fsync_whose_data_landed_is_reconciled_and_digested_once() {
         b.lines().count() > want + 1
     });
     assert_eq!(again.body.lines().count(), want + 2, "{}", again.body);
+    fired_once(&s);
 
     let (tmp, admin) = s.stop();
     let s = TestServer::restart(tmp, admin, |_| {});
     assert_all_acked_present(&s, &c);
     let after = s.get_admin("/v1/channels/c/items?after=0&limit=1000");
     assert_eq!(after.body.lines().count(), want + 2, "{}", after.body);
+    fired_once(&s);
 }
