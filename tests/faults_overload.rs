@@ -7,8 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,9 +37,10 @@ fn overload_is_refused_with_retry_after_and_nothing_acknowledged_is_lost() {
     // (device, reading number) -> value, for every 200.
     let acked = Mutex::new(BTreeMap::new());
     let statuses = Mutex::new(BTreeMap::<u16, usize>::new());
+    let refusals = Mutex::new(BTreeMap::<&str, usize>::new());
     std::thread::scope(|scope| {
         for c in 0..CLIENTS {
-            let (s, toks, acked, statuses) = (&s, &toks, &acked, &statuses);
+            let (s, toks, acked, statuses, refusals) = (&s, &toks, &acked, &statuses, &refusals);
             scope.spawn(move || {
                 let d = c % devices;
                 for i in 0..REQUESTS {
@@ -52,14 +51,9 @@ fn overload_is_refused_with_retry_after_and_nothing_acknowledged_is_lost() {
                         k * 3,
                         base + k
                     );
-                    // A generous bound that only a hang reaches.
-                    let mut conn = TcpStream::connect(s.addr).expect("connect");
-                    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                    conn.write_all(req.as_bytes()).unwrap();
-                    let mut buf = Vec::new();
-                    conn.read_to_end(&mut buf)
-                        .expect("every request ends with a reply, not a hang");
-                    let r = common::parse(&buf);
+                    // A reply (read under a generous timeout that only a
+                    // hang reaches), whatever it is.
+                    let r = common::raw(s.addr, req.as_bytes());
                     match r.status {
                         200 => {
                             acked.lock().unwrap().insert((d, k), k * 3);
@@ -79,13 +73,24 @@ fn overload_is_refused_with_retry_after_and_nothing_acknowledged_is_lost() {
                         other => panic!("unexpected {other}: {}", r.body),
                     }
                     *statuses.lock().unwrap().entry(r.status).or_default() += 1;
+                    if r.status == 503 {
+                        // Which bound refused it: the ingest queue or the
+                        // connection cap.
+                        let why = if r.body.contains("busy") { "queue" } else { "cap" };
+                        *refusals.lock().unwrap().entry(why).or_default() += 1;
+                    }
                 }
             });
         }
     });
     let statuses = statuses.into_inner().unwrap();
     let acked = acked.into_inner().unwrap();
-    eprintln!("statuses: {statuses:?}");
+    let refusals = refusals.into_inner().unwrap();
+    eprintln!("statuses: {statuses:?}, 503 from: {refusals:?}");
+    assert!(
+        refusals.get("queue").copied().unwrap_or(0) > 0,
+        "the ingest queue never refused: {refusals:?}"
+    );
     let total: usize = statuses.values().sum();
     assert_eq!(total, CLIENTS * REQUESTS as usize);
     assert!(
