@@ -15,6 +15,7 @@ use crate::digest::{Digest, DigestHook};
 use crate::ingest::{self, IngestHandle, Writer};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::store::faults::DiskFaults;
 use crate::store::{
     AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, ALERT_STATE, CHANNELS,
     CHANNEL_MEMBERS,
@@ -72,7 +73,19 @@ pub fn open(config: Config) -> Result<Opened, StoreError> {
 
 /// [`open`] with a digest fault-injection hook (tests).
 pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Opened, StoreError> {
-    let store = Arc::new(Store::open(&config.data_file)?);
+    open_with_disk(config, digest_hook, None)
+}
+
+/// [`open_with`], and with `disk` the data file goes through the
+/// fault-injecting storage backend that `disk` switches (disk-fault
+/// tests; see `store::faults`). Only Rust code holding the handle can
+/// inject a fault; nothing in the config or on the network reaches it.
+pub fn open_with_disk(
+    config: Config,
+    digest_hook: Option<DigestHook>,
+    disk: Option<DiskFaults>,
+) -> Result<Opened, StoreError> {
+    let store = Arc::new(Store::open_with_faults(&config.data_file, disk)?);
     let mut users_list = store.load_users()?;
     let mut admin_token = None;
     // First start (or a data file whose only users came from the CLI):
@@ -174,7 +187,7 @@ pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Open
 fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
     let channels = store.load_all(CHANNELS, ChannelRecord::decode)?;
     let alerts = store.load_all(ALERTS, AlertRecord::decode)?;
-    let txn = store.db().begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let mut members = Vec::new();
     for row in txn.open_table(CHANNEL_MEMBERS)?.iter()? {
         members.push(row?.0.value());

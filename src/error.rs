@@ -91,15 +91,13 @@ impl From<CodecError> for WireError {
 impl From<&StoreError> for WireError {
     fn from(e: &StoreError) -> Self {
         match e {
-            StoreError::DiskFull => WireError::new(
-                507,
-                "disk_full",
-                "the server's disk is full; nothing was stored",
-            ),
+            StoreError::DiskFull => {
+                WireError::new(507, "disk_full", "the server's disk is full; retry later")
+            }
             StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
             StoreError::InUse => WireError::new(500, "storage", "data file in use"),
             StoreError::Corrupt(_) | StoreError::Io(_) => {
-                WireError::new(500, "storage", "storage failure; nothing was stored")
+                WireError::new(500, "storage", "storage failure; retry later")
             }
         }
     }

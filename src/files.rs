@@ -105,7 +105,7 @@ impl Files {
     pub fn open(dir: PathBuf, store: &Store) -> Result<Files, StoreError> {
         fs::create_dir_all(&dir).map_err(io_err)?;
         let mut index = BTreeMap::new();
-        let txn = store.db().begin_read()?;
+        let txn = store.db()?.begin_read()?;
         for row in txn.open_table(FILES)?.iter()? {
             let (_, v) = row?;
             let f = FileRecord::decode(v.value())?;
@@ -185,7 +185,7 @@ impl Files {
             return Err(io_err(e).into());
         }
         let updated = timefmt::now_micros();
-        let txn = store.db().begin_write().map_err(StoreError::from)?;
+        let txn = store.db()?.begin_write().map_err(StoreError::from)?;
         let rec = {
             let rec = match &old {
                 Some(o) => FileRecord {
@@ -230,7 +230,7 @@ impl Files {
         let Some(old) = self.get(name) else {
             return Ok(false);
         };
-        let txn = store.db().begin_write()?;
+        let txn = store.db()?.begin_write()?;
         txn.open_table(FILES)?.remove(name)?;
         txn.commit()?;
         self.index.write().remove(name);
@@ -252,7 +252,7 @@ impl Files {
             password: Some(crate::auth::hash_token(&password)),
             ..(*old).clone()
         };
-        let txn = store.db().begin_write()?;
+        let txn = store.db()?.begin_write()?;
         txn.open_table(FILES)?
             .insert(name, rec.encode().as_slice())?;
         txn.commit()?;

@@ -42,6 +42,10 @@ use crate::{alerts, channels, inbox};
 /// the next one). Bounds the transaction's memory and the reply latency.
 pub const MAX_READINGS_PER_COMMIT: usize = 2_000_000;
 
+/// How often the writer retries opening a data file that a storage
+/// failure left closed, when no request makes it try sooner.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
 /// What a stored request reports back.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestOutcome {
@@ -153,7 +157,7 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::bounded(ctx.queue.max(1));
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
     let next_seq = {
-        let txn = store.db().begin_read()?;
+        let txn = store.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let v = meta.get(NEXT_BATCH)?.map_or(0, |g| g.value());
         v
@@ -207,7 +211,7 @@ struct WriterState {
 impl WriterState {
     /// Hand every undigested batch in the log to the digest, oldest first.
     fn replay(&mut self) -> Result<(), StoreError> {
-        let txn = self.store.db().begin_read()?;
+        let txn = self.store.db()?.begin_read()?;
         let log = txn.open_table(DIGEST_LOG)?;
         let mut n = 0;
         for row in log.iter()? {
@@ -270,7 +274,13 @@ impl WriterState {
                 recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
                 // A retention pass in progress continues between commits.
-                default(if self.sweeper.running() { Duration::ZERO } else { SWEEP_EVERY }) => {}
+                default(if self.sweeper.running() { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
+            }
+            // The tick also retries a data file left closed by a failed
+            // reopen, even when no write comes, so queries recover once the
+            // disk heals.
+            if open && batch.is_empty() && self.store.is_closed() {
+                let _ = self.recover();
             }
             if !open {
                 // Take everything already queued; later submissions fail
@@ -346,10 +356,28 @@ impl WriterState {
         }
         let started = Instant::now();
         let now = timefmt::now_micros();
-        let seq = self.next_seq;
+        let mut seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
         let changes = self.ctx.presence.take_changes();
-        let result = self.write(&jobs, seq, now, durable, &changes);
+        let mut result = self.write(&jobs, seq, now, durable, &changes);
+        if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
+            // redb refuses everything after a failed write or fsync until
+            // the file is reopened: do that, then try the batch once more
+            // (if the disk is still failing, the reopen fails and the batch
+            // is refused with what the disk says now).
+            tracing::warn!(error = %e, "commit failed; reopening the data file");
+            match self.recover() {
+                Ok(()) => {
+                    seq = self.next_seq;
+                    result = self.write(&jobs, seq, now, durable, &changes);
+                    if result.is_err() {
+                        let _ = self.recover();
+                    }
+                }
+                // The reply says what the disk says now.
+                Err(e) => result = Err(e),
+            }
+        }
         if result.is_err() {
             self.ctx.presence.requeue(changes);
         }
@@ -406,6 +434,61 @@ impl WriterState {
         }
     }
 
+    /// After a failed commit: reopen the data file and carry on from what
+    /// is durable, exactly as a restart would. The reopened file may hold
+    /// less than the writer assumed (effects-only commits are not fsynced,
+    /// and redb drops them with the old handle) or more (an fsync can fail
+    /// after the data landed, a "ghost" commit). So digest work in flight
+    /// is waited for and dropped, alert states are reloaded from the
+    /// store, and every batch still in the digest log is digested again in
+    /// order. Readings of a ghost commit that are sent again are
+    /// acknowledged as retries.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        // In-flight parts were computed against in-memory alert states
+        // that may be ahead of the file; they must all be back before the
+        // log is dispatched again (a late part would be taken for a part
+        // of the new dispatch).
+        let done = self.digest.done_receiver();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.outstanding.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done.recv_timeout(left) {
+                Ok(d) => self.received(d),
+                Err(_) => {
+                    return Err(StoreError::Io(
+                        "the digest did not drain; data file not reopened".into(),
+                    ))
+                }
+            }
+        }
+        if let Err(e) = self.store.reopen() {
+            tracing::error!(error = %e, "data file could not be reopened; refusing writes");
+            return Err(e);
+        }
+        self.ready.clear();
+        self.resync().inspect_err(|e| {
+            tracing::error!(error = %e, "reading the reopened data file failed");
+        })
+    }
+
+    /// Reload what the digest depends on from the store, then replay the
+    /// digest log (see [`WriterState::recover`]).
+    fn resync(&mut self) -> Result<(), StoreError> {
+        {
+            let txn = self.store.db()?.begin_read()?;
+            let states = txn.open_table(ALERT_STATE)?;
+            for a in self.ctx.catalog.alerts() {
+                let fired = states.get(a.rec.id)?.is_some_and(|g| g.value() == 1);
+                a.set_fired(fired);
+            }
+            let meta = txn.open_table(META)?;
+            if let Some(n) = meta.get(NEXT_BATCH)? {
+                self.next_seq = self.next_seq.max(n.value());
+            }
+        }
+        self.replay()
+    }
+
     fn write(
         &mut self,
         jobs: &[Job],
@@ -414,7 +497,7 @@ impl WriterState {
         durable: bool,
         changes: &[Change],
     ) -> Result<Written, StoreError> {
-        let mut txn = self.store.db().begin_write()?;
+        let mut txn = self.store.db()?.begin_write()?;
         if jobs.is_empty() && !durable {
             // Digest results only: they are re-derived from the log after a
             // crash, so they need not wait for an fsync of their own.
@@ -519,7 +602,11 @@ impl WriterState {
         if jobs.iter().all(|j| j.inbox_for.is_none()) {
             return;
         }
-        let Ok(txn) = self.store.db().begin_read() else {
+        let Ok(txn) = self
+            .store
+            .db()
+            .and_then(|db| db.begin_read().map_err(StoreError::from))
+        else {
             return;
         };
         for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {

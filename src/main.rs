@@ -398,7 +398,7 @@ fn backup(config: &Config, file: &std::path::Path, url: Option<&str>) -> Result<
         let rows = {
             let counted = store::Store::open(&config.data_file)
                 .and_then(|s| {
-                    let t = redb::ReadableDatabase::begin_read(s.db())?;
+                    let t = redb::ReadableDatabase::begin_read(&*s.db()?)?;
                     overlord::ops::count_rows(&t)
                 })
                 .map_err(|e| match e {
@@ -586,7 +586,10 @@ fn export(
     let mut first = true;
     let mut rows = 0u64;
     loop {
-        let page = read_series(store.db(), &q).map_err(|e| e.to_string())?;
+        let page = store
+            .db()
+            .and_then(|db| read_series(&db, &q))
+            .map_err(|e| e.to_string())?;
         if first && q.sensors.is_empty() {
             // Columns from the first page's header: later pages use them.
             let header = page.text.lines().next().unwrap_or("time");

@@ -169,7 +169,7 @@ pub fn sync_dir_of(path: &Path) -> Result<(), StoreError> {
 /// copied to a temp file beside `dest`, then renamed. Returns the rows.
 pub fn backup_file(data: &Path, dest: &Path, progress: Progress<'_>) -> Result<u64, StoreError> {
     let store = store::Store::open(data)?;
-    let txn = store.db().begin_read()?;
+    let txn = store.db()?.begin_read()?;
     let tmp = temp_beside(dest, "backup");
     let result = backup_copy(&txn, &tmp, progress).and_then(|n| {
         std::fs::rename(&tmp, dest).map_err(io)?;

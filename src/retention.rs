@@ -62,7 +62,7 @@ impl Retention {
 
     /// Load the stored overrides. Blocking.
     pub fn load(store: &Store) -> Result<Overrides, StoreError> {
-        let txn = store.db().begin_read()?;
+        let txn = store.db()?.begin_read()?;
         let t = txn.open_table(RETENTION)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -106,7 +106,7 @@ impl Retention {
         days: Option<u32>,
     ) -> Result<(), StoreError> {
         let key = (device, sensor.map_or(0, SensorId::code));
-        let txn = store.db().begin_write()?;
+        let txn = store.db()?.begin_write()?;
         {
             let mut t = txn.open_table(RETENTION)?;
             match days {

@@ -134,7 +134,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         let mut rec = rec;
         {
             let mut t = txn.open_table(ALERTS)?;
@@ -223,7 +223,7 @@ pub async fn delete(
     let app2 = app.clone();
     let (id, name) = (a.rec.id, a.rec.name.clone());
     tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         txn.open_table(ALERTS)?.remove(name.as_str())?;
         txn.open_table(ALERT_STATE)?.remove(id)?;
         txn.commit()?;
@@ -254,7 +254,7 @@ pub async fn events(
     let app2 = app.clone();
     let id = a.rec.id;
     let rows = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_read()?;
+        let txn = app2.store.db()?.begin_read()?;
         let t = txn.open_table(ALERT_EVENTS)?;
         let mut rows = Vec::new();
         if after < u64::MAX {
@@ -288,7 +288,7 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
         .authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();
     let out = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_read()?;
+        let txn = app2.store.db()?.begin_read()?;
         let t = txn.open_table(DEAD_LETTERS)?;
         let mut out = String::from("seq,reason\n");
         for r in t.iter()? {

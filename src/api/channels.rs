@@ -76,7 +76,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         let mut rec = rec;
         {
             let mut t = txn.open_table(CHANNELS)?;
@@ -122,7 +122,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let out = tokio::task::spawn_blocking(move || {
         let mut out = String::from("name,owner,retention,first,next,members\n");
         for c in &visible {
-            let (first, next) = channels::bounds(app2.store.db(), c.num)?;
+            let (first, next) = channels::bounds(&*app2.store.db()?, c.num)?;
             let members = app2.catalog.members_of(c.num).len();
             out.push_str(&format!(
                 "{},{},{},{first},{next},{members}\n",
@@ -176,7 +176,7 @@ pub async fn change_member(
     let key = (ch.num, d.num, sensor.code());
     let app2 = app.clone();
     tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         {
             let mut t = txn.open_table(CHANNEL_MEMBERS)?;
             if add {
@@ -253,7 +253,7 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
             let app2 = app.clone();
             let num = ch.num;
             tokio::task::spawn_blocking(move || {
-                channels::after_for_since(app2.store.db(), num, since)
+                channels::after_for_since(&*app2.store.db()?, num, since)
             })
             .await
             .map_err(|_| WireError::new(500, "internal", "read failed"))??
@@ -281,7 +281,7 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         let app2 = app.clone();
         let num = ch.num;
         let got = tokio::task::spawn_blocking(move || {
-            channels::read_after(app2.store.db(), num, after, limit)
+            channels::read_after(&*app2.store.db()?, num, after, limit)
         })
         .await
         .map_err(|_| WireError::new(500, "internal", "read failed"))??;

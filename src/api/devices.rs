@@ -410,7 +410,7 @@ pub async fn presence_events(app: &Arc<App>, req: Request<Incoming>) -> Result<R
     };
     let app2 = app.clone();
     let events = tokio::task::spawn_blocking(move || {
-        presence::read_events(app2.store.db(), after, since, limit.saturating_mul(4))
+        presence::read_events(&*app2.store.db()?, after, since, limit.saturating_mul(4))
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "read failed"))??;
@@ -454,7 +454,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let app2 = app.clone();
     if !post {
         let (d, c) = tokio::task::spawn_blocking(move || {
-            let txn = redb::ReadableDatabase::begin_read(app2.store.db())?;
+            let txn = redb::ReadableDatabase::begin_read(&*app2.store.db()?)?;
             let t = txn.open_table(PRESENCE_NOTIFY)?;
             let v = t
                 .get(name.as_str())?
@@ -483,7 +483,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
     let (d2, c2) = (dev.clone(), ch.clone());
     tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         {
             let mut t = txn.open_table(PRESENCE_NOTIFY)?;
             if d2.is_empty() && c2.is_empty() {

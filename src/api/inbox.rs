@@ -50,7 +50,7 @@ pub fn device_for(
 async fn list_rows(app: &Arc<App>, device: u32, limit: usize) -> Result<Reply, WireError> {
     let app2 = app.clone();
     let (_, rows) =
-        tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), device, limit))
+        tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, device, limit))
             .await
             .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
     let gateway = app
@@ -105,7 +105,7 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
     let app2 = app.clone();
     let num = d.num;
     let (removed, remaining) = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         let r = inbox::ack(&txn, num, upto)?;
         txn.commit()?;
         Ok::<_, crate::store::StoreError>(r)
@@ -186,7 +186,7 @@ pub async fn deliver(
     let app2 = app.clone();
     let max = app.config.limits.max_inbox;
     tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         let mut seqs = Vec::with_capacity(targets.len());
         for (num, id) in &targets {
             // A device behind a gateway gets its rows through the gateway.

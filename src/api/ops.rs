@@ -24,7 +24,7 @@ pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
     let text = tokio::task::spawn_blocking(move || {
         let (online, offline) = app2.presence.counts();
         let (inbox_rows, inboxes_pending, inboxes_full) =
-            crate::inbox::totals(app2.store.db(), app2.config.limits.max_inbox)?;
+            crate::inbox::totals(&*app2.store.db()?, app2.config.limits.max_inbox)?;
         let snap = Snapshot {
             routes: super::endpoint_names(),
             online,
@@ -62,7 +62,7 @@ pub async fn backup(
     )?;
     let app2 = app.clone();
     let (file, len, rows) = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_read()?;
+        let txn = app2.store.db()?.begin_read()?;
         let tmp = crate::ops::temp_beside(&app2.config.data_file, "backup");
         let copied = crate::ops::backup_copy(&txn, &tmp, &|_| {});
         drop(txn);

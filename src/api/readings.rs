@@ -160,7 +160,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         match inbox_for {
             Some((dev, n)) => {
                 let app2 = app.clone();
-                tokio::task::spawn_blocking(move || inbox::pending(app2.store.db(), dev, n))
+                tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, dev, n))
                     .await
                     .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
             }
@@ -288,7 +288,7 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     q.device = d.num;
     let db_app = app.clone();
-    let result = tokio::task::spawn_blocking(move || read_series(db_app.store.db(), &q))
+    let result = tokio::task::spawn_blocking(move || read_series(&*db_app.store.db()?, &q))
         .await
         .map_err(|_| WireError::new(500, "internal", "query failed"))??;
     let mut reply = Reply::csv(result.text);

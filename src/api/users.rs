@@ -301,7 +301,7 @@ pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result
     let app2 = app.clone();
     let to2 = to.clone();
     tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db().begin_write()?;
+        let txn = app2.store.db()?.begin_write()?;
         {
             let mut t = txn.open_table(GRANTS)?;
             if add {

@@ -214,7 +214,16 @@ impl Value {
                 }
                 Value::Num(v)
             }
-            SensorKind::Date => Value::Date(timefmt::parse_instant(t).map_err(|_| bad())?),
+            SensorKind::Date => {
+                // Only times RFC 3339 can write back (four-digit years):
+                // unix seconds such as 444444444444 (year 16053) parse, but
+                // would be written as a time no client could read.
+                let v = timefmt::parse_instant(t).map_err(|_| bad())?;
+                if !(MIN_DATE..=MAX_DATE).contains(&v) {
+                    return Err(bad());
+                }
+                Value::Date(v)
+            }
             SensorKind::Bool => match t.to_ascii_lowercase().as_str() {
                 "true" | "1" => Value::Bool(true),
                 "false" | "0" => Value::Bool(false),
@@ -258,6 +267,12 @@ impl Value {
         }
     }
 }
+
+/// 0000-01-01T00:00:00Z: the earliest `D` value (RFC 3339 years have four
+/// digits).
+pub const MIN_DATE: Micros = -62_167_219_200_000_000;
+/// 9999-12-31T23:59:59.999999Z: the latest `D` value.
+pub const MAX_DATE: Micros = 253_402_300_799_999_999;
 
 /// Append `text` as one RFC 4180 field: quoted if it holds a comma, a quote,
 /// a line break or leading/trailing spaces; inner quotes doubled.
@@ -313,6 +328,29 @@ pub(crate) fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (found by the `value` fuzz target): a `D` value past
+    /// year 9999 was accepted and written back as `16053-...`, which no
+    /// RFC 3339 reader accepts. Both ends of the range round-trip.
+    #[test]
+    fn date_values_stay_writable() {
+        let l = Limits::default();
+        assert_eq!(
+            Value::parse(SensorKind::Date, "444444444444", &l).map_err(|e| e.code),
+            Err("bad_value")
+        );
+        assert!(Value::parse(SensorKind::Date, "0000-01-01T00:00:00+00:01", &l).is_err());
+        for text in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "253402300799",
+        ] {
+            let v = Value::parse(SensorKind::Date, text, &l).unwrap();
+            let mut w = String::new();
+            v.write_csv(&mut w);
+            assert_eq!(Value::parse(SensorKind::Date, &w, &l).unwrap(), v, "{text}");
+        }
+    }
 
     fn name(s: &str) -> Result<String, &'static str> {
         SensorId::parse(s)

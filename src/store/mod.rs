@@ -32,15 +32,21 @@
 
 pub mod chunk;
 pub mod digest_log;
+pub mod faults;
 pub mod parts;
 pub mod query;
 pub mod records;
 pub mod varint;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use faults::DiskFaults;
 
 pub use records::{
     AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, FileRecord, Role, UserRecord,
@@ -173,17 +179,50 @@ impl From<varint::Corrupt> for StoreError {
 }
 
 /// The open data file.
+///
+/// The redb handle can be replaced while the server runs: redb fails every
+/// operation after one failed write or fsync (`PreviousIo`) until the file
+/// is closed and opened again, so the writer thread calls
+/// [`Store::reopen`] after a failed commit. While the file cannot be
+/// opened again (the disk is still failing), [`Store::db`] answers with the
+/// error that kept it closed, and every write is refused with a `5xx`.
 pub struct Store {
-    db: Database,
+    slot: RwLock<Slot>,
+    path: PathBuf,
+    faults: Option<DiskFaults>,
+}
+
+enum Slot {
+    Open(Arc<Database>),
+    /// Closed after a failure; the error that kept it from reopening.
+    Closed(ClosedBy),
+}
+
+#[derive(Clone)]
+enum ClosedBy {
+    DiskFull,
+    Io(String),
+}
+
+impl From<&StoreError> for ClosedBy {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::DiskFull => ClosedBy::DiskFull,
+            other => ClosedBy::Io(other.to_string()),
+        }
+    }
 }
 
 impl Store {
     /// Open (or create) the data file and make sure every table exists.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::builder().create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
-            other => StoreError::from(other),
-        })?;
+        Self::open_with_faults(path, None)
+    }
+
+    /// [`Store::open`] through the fault-injecting backend when `faults`
+    /// is given (disk-fault tests; see [`faults`]).
+    pub fn open_with_faults(path: &Path, faults: Option<DiskFaults>) -> Result<Store, StoreError> {
+        let db = open_db(path, faults.as_ref())?;
         let txn = db.begin_write()?;
         txn.open_table(READINGS)?;
         txn.open_table(SENSORS)?;
@@ -209,17 +248,90 @@ impl Store {
         txn.open_table(FILES)?;
         txn.open_table(RETENTION)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            slot: RwLock::new(Slot::Open(Arc::new(db))),
+            path: path.to_path_buf(),
+            faults,
+        })
     }
 
-    /// The redb handle, for the writer thread and queries.
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// The redb handle, for the writer thread and queries. Fails while the
+    /// file is closed after a storage failure it could not be reopened from.
+    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+        match &*self.slot.read() {
+            Slot::Open(db) => Ok(db.clone()),
+            Slot::Closed(ClosedBy::DiskFull) => Err(StoreError::DiskFull),
+            Slot::Closed(ClosedBy::Io(e)) => Err(StoreError::Io(format!(
+                "data file closed after a storage failure: {e}"
+            ))),
+        }
+    }
+
+    /// Whether a storage failure left the data file closed (the writer
+    /// retries [`Store::reopen`]).
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.slot.read(), Slot::Closed(_))
+    }
+
+    /// Close the data file and open it again, which is what redb requires
+    /// after a failed write or fsync. redb's recovery on open brings the
+    /// file back to its last committed transaction. Called by the writer
+    /// thread only. Waits (bounded) for other users of the old handle to
+    /// let go of it. On failure the store stays closed ([`Store::db`] fails)
+    /// until a later call succeeds.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.slot.write();
+        if let Slot::Open(db) =
+            std::mem::replace(&mut *slot, Slot::Closed(ClosedBy::Io("reopening".into())))
+        {
+            // Queries and management requests hold clones only for the
+            // length of one transaction.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut db = db;
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if Instant::now() < deadline => {
+                        db = still_shared;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(still_shared) => {
+                        *slot = Slot::Open(still_shared);
+                        return Err(StoreError::Io("data file busy; not reopened".into()));
+                    }
+                }
+            }
+        }
+        // A write transaction of the old handle that was still running
+        // keeps the file locked until it ends; it fails fast now.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let result = loop {
+            match open_db(&self.path, self.faults.as_ref()) {
+                Err(StoreError::InUse) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(db) => {
+                *slot = Slot::Open(Arc::new(db));
+                tracing::warn!("data file reopened after a storage failure");
+                Ok(())
+            }
+            Err(e) => {
+                *slot = Slot::Closed(ClosedBy::from(&e));
+                Err(e)
+            }
+        }
     }
 
     /// Every stored presence state: `(device, flags, since)`.
     pub fn load_presence(&self) -> Result<Vec<(u32, u8, i64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(PRESENCE)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -232,7 +344,7 @@ impl Store {
 
     /// Every device record.
     pub fn load_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(DEVICES)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -244,7 +356,7 @@ impl Store {
 
     /// Every user record.
     pub fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USERS)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -256,7 +368,7 @@ impl Store {
 
     /// Last contact per device, as persisted by the digest.
     pub fn load_last_seen(&self) -> Result<Vec<(u32, i64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(LAST_SEEN)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -279,7 +391,7 @@ impl Store {
         &self,
         mut recs: Vec<DeviceRecord>,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut devices = txn.open_table(DEVICES)?;
             let mut meta = txn.open_table(META)?;
@@ -301,7 +413,7 @@ impl Store {
 
     /// Replace a device record (same id and number). Blocking.
     pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(DEVICES)?
             .insert(rec.id.as_str(), rec.encode().as_slice())?;
         txn.commit()?;
@@ -310,7 +422,7 @@ impl Store {
 
     /// Insert or replace a user record. Blocking.
     pub fn put_user(&self, rec: &UserRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(USERS)?
             .insert(rec.name.as_str(), rec.encode().as_slice())?;
         txn.commit()?;
@@ -331,7 +443,7 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         decode: impl Fn(&[u8]) -> Result<T, varint::Corrupt>,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(table)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -343,7 +455,7 @@ impl Store {
 
     /// Every grant: `(kind, number, grantee, level)`.
     pub fn load_grants(&self) -> Result<Vec<(u8, u32, String, u8)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(GRANTS)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -358,4 +470,16 @@ impl Store {
     pub fn file_len(path: &Path) -> u64 {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
+}
+
+/// Open the redb file, through the fault seam when `faults` is given.
+fn open_db(path: &Path, faults: Option<&DiskFaults>) -> Result<Database, StoreError> {
+    let opened = match faults {
+        None => Database::builder().create(path),
+        Some(f) => faults::create(path, f),
+    };
+    opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+        other => StoreError::from(other),
+    })
 }

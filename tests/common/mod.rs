@@ -61,8 +61,32 @@ impl TestServer {
         admin: Option<String>,
         hook: Option<overlord::digest::DigestHook>,
     ) -> TestServer {
+        Self::start_full(config, admin, hook, None)
+    }
+
+    /// Start on a fresh temp dir with the data file behind the
+    /// fault-injecting storage backend switched by `disk`.
+    pub fn start_disk(
+        disk: overlord::store::faults::DiskFaults,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut c = config(tmp.path());
+        tweak(&mut c);
+        let mut s = Self::start_full(c, None, None, Some(disk));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start with every seam: a digest hook and a disk-fault switch.
+    pub fn start_full(
+        config: Config,
+        admin: Option<String>,
+        hook: Option<overlord::digest::DigestHook>,
+        disk: Option<overlord::store::faults::DiskFaults>,
+    ) -> TestServer {
         let dir = config.data_file.parent().unwrap().to_path_buf();
-        let opened = overlord::app::open_with(config, hook).expect("open");
+        let opened = overlord::app::open_with_disk(config, hook, disk).expect("open");
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -212,13 +236,32 @@ impl Reply {
     }
 }
 
-/// Send raw bytes to `addr`, half-close, read to EOF, parse.
+/// Send raw bytes to `addr`, read to EOF, parse.
+///
+/// A server may answer before it has read the whole request (`413` on a
+/// declared length over the limit) and close: the rest of our write then
+/// fails (EPIPE/ECONNRESET) and the close may arrive as a reset after the
+/// reply. Both are fine; the reply is what is checked.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
+    use std::io::ErrorKind;
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(bytes).expect("write");
+    if let Err(e) = s.write_all(bytes) {
+        assert!(
+            matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset),
+            "write: {e}"
+        );
+    }
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read reply");
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && !buf.is_empty() => break,
+            Err(e) => panic!("read reply: {e}"),
+        }
+    }
     parse(&buf)
 }
 
@@ -341,4 +384,40 @@ pub fn basic(id: &str, secret: &str) -> String {
         }
     }
     format!("Authorization: Basic {out}\r\n")
+}
+
+/// Parse the first HTTP/1.x reply in `buf` (more may follow it, e.g. after
+/// pipelined or smuggled requests): `Content-Length` is required, never
+/// chunked, and the body is exactly that long.
+pub fn parse_first(buf: &[u8]) -> Reply {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(buf)));
+    let head = std::str::from_utf8(&buf[..end]).expect("UTF-8 head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_string();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line");
+            (n.to_string(), v.trim().to_string())
+        })
+        .collect();
+    let mut r = Reply {
+        status_line,
+        status,
+        headers,
+        body: String::new(),
+    };
+    let len: usize = r
+        .header("Content-Length")
+        .expect("Content-Length on every reply")
+        .parse()
+        .unwrap();
+    assert!(r.header("Transfer-Encoding").is_none(), "never chunked");
+    let rest = &buf[end + 4..];
+    assert!(rest.len() >= len, "body shorter than Content-Length");
+    r.body = String::from_utf8_lossy(&rest[..len]).into_owned();
+    r
 }
