@@ -35,12 +35,13 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
         .flexible(false)
         .from_reader(body);
     let mut record = csv::ByteRecord::new();
+    let mut lines = LineCounter::default();
 
     // Header row.
-    if !read(&mut rdr, &mut record)? {
+    if !read(&mut rdr, &mut record, body, &mut lines)? {
         return Err(CodecError::new("bad_csv", "empty body: expected a header row").at(1, None));
     }
-    let header_line = record.position().map_or(1, |p| p.line());
+    let header_line = lines.line_of(body, record.position()).max(1);
     let mut columns = Vec::with_capacity(record.len());
     let (mut time_col, mut device_col) = (None, None);
     for (i, raw) in record.iter().enumerate() {
@@ -81,8 +82,8 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
     let mut out = CsvReadings::default();
     let mut device_index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut first_line = None;
-    while read(&mut rdr, &mut record)? {
-        let line = record.position().map_or(0, |p| p.line());
+    while read(&mut rdr, &mut record, body, &mut lines)? {
+        let line = lines.line_of(body, record.position());
         out.rows += 1;
         if out.rows == 2 && time_col.is_none() {
             return Err(CodecError::new(
@@ -152,9 +153,42 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
     Ok(out)
 }
 
-fn read(rdr: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord) -> Result<bool, CodecError> {
+/// Line numbers from byte offsets. The csv crate counts a line when it
+/// consumes its `\n`, so with CRLF endings a record's position can still
+/// be on the previous line's `\n`; counting newlines ourselves gives the
+/// same numbers for LF and CRLF bodies. Incremental: each byte is looked
+/// at once over the whole body.
+#[derive(Default)]
+struct LineCounter {
+    upto: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    fn line_of(&mut self, body: &[u8], pos: Option<&csv::Position>) -> u64 {
+        let Some(pos) = pos else { return 0 };
+        let at = (pos.byte() as usize).min(body.len());
+        if at >= self.upto {
+            self.newlines += memchr::memchr_iter(b'\n', &body[self.upto..at]).count() as u64;
+            self.upto = at;
+        } else {
+            self.upto = at;
+            self.newlines = memchr::memchr_iter(b'\n', &body[..at]).count() as u64;
+        }
+        // Still on the `\n` that ends the previous line: the record
+        // starts after it.
+        self.newlines + 1 + u64::from(body.get(at) == Some(&b'\n'))
+    }
+}
+
+fn read(
+    rdr: &mut csv::Reader<&[u8]>,
+    record: &mut csv::ByteRecord,
+    body: &[u8],
+    lines: &mut LineCounter,
+) -> Result<bool, CodecError> {
     rdr.read_byte_record(record).map_err(|e| {
-        let line = e.position().map_or(0, |p| p.line());
+        let line = lines.line_of(body, e.position());
         let msg = match e.kind() {
             csv::ErrorKind::UnequalLengths {
                 expected_len, len, ..
@@ -225,6 +259,15 @@ mod tests {
             e.to_string(),
             "line 3 column 3: I2: 'x' is not a 64-bit integer"
         );
+    }
+
+    #[test]
+    fn positions_count_crlf_lines_like_lf_lines() {
+        for nl in ["\n", "\r\n"] {
+            let body = format!("time,S1{nl}1795428000,a{nl}1795428001,b\0{nl}");
+            let e = parse(&body).unwrap_err();
+            assert!(e.to_string().starts_with("line 3 "), "{nl:?}: {e}");
+        }
     }
 
     #[test]
