@@ -85,7 +85,11 @@ pub fn open_with_disk(
     digest_hook: Option<DigestHook>,
     disk: Option<DiskFaults>,
 ) -> Result<Opened, StoreError> {
-    let store = Arc::new(Store::open_with_faults(&config.data_file, disk)?);
+    let store = Arc::new(Store::open_tuned(
+        &config.data_file,
+        disk,
+        config.cache_mb.saturating_mul(1 << 20),
+    )?);
     let mut users_list = store.load_users()?;
     let mut admin_token = None;
     // First start (or a data file whose only users came from the CLI):

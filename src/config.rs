@@ -28,6 +28,9 @@ pub struct Config {
     pub listen: String,
     /// The data file (relative paths are relative to the working directory).
     pub data_file: PathBuf,
+    /// redb's page cache in MiB: bounds the store's memory (reads, and a
+    /// large commit's dirty pages).
+    pub cache_mb: usize,
     /// Where uploaded files are kept; absent: `<data file>.files` beside
     /// the data file (see [`Config::files_dir`]).
     pub files_dir: Option<PathBuf>,
@@ -148,6 +151,7 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:8080".into(),
             data_file: "overlord.redb".into(),
+            cache_mb: 64,
             files_dir: None,
             limits: Limits::default(),
             digest: DigestConfig::default(),

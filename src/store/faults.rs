@@ -94,7 +94,11 @@ pub struct FaultyBackend {
 
 /// Open (or create) `path` as redb's `Builder::create` does, through a
 /// [`FaultyBackend`].
-pub fn create(path: &Path, faults: &DiskFaults) -> Result<Database, DatabaseError> {
+pub fn create(
+    path: &Path,
+    faults: &DiskFaults,
+    builder: redb::Builder,
+) -> Result<Database, DatabaseError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -105,7 +109,7 @@ pub fn create(path: &Path, faults: &DiskFaults) -> Result<Database, DatabaseErro
         inner: FileBackend::new(file)?,
         faults: faults.clone(),
     };
-    Database::builder().create_with_backend(backend)
+    builder.create_with_backend(backend)
 }
 
 impl StorageBackend for FaultyBackend {

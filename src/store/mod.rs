@@ -190,7 +190,11 @@ pub struct Store {
     slot: RwLock<Slot>,
     path: PathBuf,
     faults: Option<DiskFaults>,
+    cache_bytes: usize,
 }
+
+/// redb's page cache when nothing else is configured (`cache_mb`).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 enum Slot {
     Open(Arc<Database>),
@@ -222,7 +226,18 @@ impl Store {
     /// [`Store::open`] through the fault-injecting backend when `faults`
     /// is given (disk-fault tests; see [`faults`]).
     pub fn open_with_faults(path: &Path, faults: Option<DiskFaults>) -> Result<Store, StoreError> {
-        let db = open_db(path, faults.as_ref())?;
+        Self::open_tuned(path, faults, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open_with_faults`] with redb's page cache bounded to
+    /// `cache_bytes` (the server's `cache_mb`): it bounds the memory the
+    /// store uses for reads and for a large transaction's dirty pages.
+    pub fn open_tuned(
+        path: &Path,
+        faults: Option<DiskFaults>,
+        cache_bytes: usize,
+    ) -> Result<Store, StoreError> {
+        let db = open_db(path, faults.as_ref(), cache_bytes)?;
         let txn = db.begin_write()?;
         txn.open_table(READINGS)?;
         txn.open_table(SENSORS)?;
@@ -252,6 +267,7 @@ impl Store {
             slot: RwLock::new(Slot::Open(Arc::new(db))),
             path: path.to_path_buf(),
             faults,
+            cache_bytes,
         })
     }
 
@@ -309,7 +325,7 @@ impl Store {
         // keeps the file locked until it ends; it fails fast now.
         let deadline = Instant::now() + Duration::from_secs(5);
         let result = loop {
-            match open_db(&self.path, self.faults.as_ref()) {
+            match open_db(&self.path, self.faults.as_ref(), self.cache_bytes) {
                 Err(StoreError::InUse) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -473,10 +489,16 @@ impl Store {
 }
 
 /// Open the redb file, through the fault seam when `faults` is given.
-fn open_db(path: &Path, faults: Option<&DiskFaults>) -> Result<Database, StoreError> {
+fn open_db(
+    path: &Path,
+    faults: Option<&DiskFaults>,
+    cache_bytes: usize,
+) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes.max(1 << 20));
     let opened = match faults {
-        None => Database::builder().create(path),
-        Some(f) => faults::create(path, f),
+        None => builder.create(path),
+        Some(f) => faults::create(path, f, builder),
     };
     opened.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
