@@ -63,6 +63,8 @@ pub type IngestReply = oneshot::Receiver<Result<IngestOutcome, Arc<StoreError>>>
 
 struct Job {
     readings: Vec<(u32, Reading)>,
+    /// The readings' storage keys, sorted ([`Prepared`]).
+    keys: Vec<SortKey>,
     /// Device whose inbox the reply carries, and how many rows.
     inbox_for: Option<(u32, usize)>,
     reply: oneshot::Sender<Result<IngestOutcome, Arc<StoreError>>>,
@@ -79,19 +81,71 @@ pub struct IngestHandle {
 #[derive(Debug)]
 pub struct Overloaded;
 
+/// `(device, sensor code, minute, offset in the minute, index in the
+/// request)`: the order readings are merged into storage in. The index
+/// breaks ties, so the first of two identical readings is the one kept.
+pub type SortKey = (u32, u32, u32, u32, u32);
+
+/// A request's readings with their storage keys computed and sorted, so
+/// that the writer — the one serial stage — does not spend its time
+/// sorting. Large requests prepare on a blocking thread.
+pub struct Prepared {
+    readings: Vec<(u32, Reading)>,
+    keys: Vec<SortKey>,
+}
+
+impl Prepared {
+    /// Compute and sort the keys (O(n log n); call off the async runtime
+    /// for large requests).
+    pub fn new(readings: Vec<(u32, Reading)>) -> Prepared {
+        let mut keys: Vec<SortKey> = readings
+            .iter()
+            .enumerate()
+            .map(|(i, (dev, r))| {
+                let m = minute(r.time);
+                let off = (r.time - i64::from(m) * chunk::MINUTE_US) as u32;
+                (*dev, r.sensor.code(), m, off, i as u32)
+            })
+            .collect();
+        keys.sort_unstable();
+        Prepared { readings, keys }
+    }
+
+    /// How many readings.
+    pub fn len(&self) -> usize {
+        self.readings.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+    }
+}
+
 impl IngestHandle {
     /// Queue a request's readings (device number, reading) for the next
     /// group commit. Never blocks. With `inbox_for = Some((device, n))`
     /// the outcome also carries that device's pending inbox count and
-    /// first `n` rows, read right after the commit.
+    /// first `n` rows, read right after the commit. Sorts on the calling
+    /// thread: for large requests use [`IngestHandle::try_submit_prepared`].
     pub fn try_submit(
         &self,
         readings: Vec<(u32, Reading)>,
         inbox_for: Option<(u32, usize)>,
     ) -> Result<IngestReply, Overloaded> {
+        self.try_submit_prepared(Prepared::new(readings), inbox_for)
+    }
+
+    /// [`IngestHandle::try_submit`] for readings already prepared.
+    pub fn try_submit_prepared(
+        &self,
+        prepared: Prepared,
+        inbox_for: Option<(u32, usize)>,
+    ) -> Result<IngestReply, Overloaded> {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job {
-            readings,
+            readings: prepared.readings,
+            keys: prepared.keys,
             inbox_for,
             reply,
         }) {
@@ -519,18 +573,23 @@ impl WriterState {
             .collect();
         let mut fresh = vec![false; all.len()];
         {
-            // Sort by storage key; the position in `all` breaks ties so the
-            // first of two identical readings is the one kept.
-            let mut order: Vec<(u32, u32, u32, u32, u32)> = all
-                .iter()
-                .enumerate()
-                .map(|(i, (_, (dev, r)))| {
-                    let m = minute(r.time);
-                    let off = (r.time - i64::from(m) * chunk::MINUTE_US) as u32;
-                    (*dev, r.sensor.code(), m, off, i as u32)
-                })
-                .collect();
-            order.sort_unstable();
+            // Every job's keys were sorted when it was prepared; with
+            // several jobs, renumber into `all` and merge the sorted runs
+            // (the stable sort finds and merges them in O(n log jobs)).
+            let merged: Vec<SortKey>;
+            let order: &[SortKey] = if jobs.len() == 1 {
+                &jobs[0].keys
+            } else {
+                let mut base = 0u32;
+                let mut keys = Vec::with_capacity(all.len());
+                for j in jobs {
+                    keys.extend(j.keys.iter().map(|k| (k.0, k.1, k.2, k.3, k.4 + base)));
+                    base += j.readings.len() as u32;
+                }
+                keys.sort();
+                merged = keys;
+                &merged
+            };
             let mut table = txn.open_table(READINGS)?;
             let mut sensors = txn.open_table(SENSORS)?;
             let mut buf = Vec::new();

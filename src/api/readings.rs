@@ -14,6 +14,10 @@ use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
 use crate::error::WireError;
 use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
+use crate::ingest::Prepared;
+
+/// Requests with more readings than this are sorted on a blocking thread.
+const INLINE_PREPARE: usize = 4096;
 use crate::store::query::{read_series, SeriesQuery};
 use crate::store::DeviceRecord;
 
@@ -167,9 +171,18 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             None => (0, Vec::new()),
         }
     } else {
+        // Sorting a large request's keys is blocking work: do it off the
+        // runtime, before the writer sees it.
+        let prepared = if readings.len() > INLINE_PREPARE {
+            tokio::task::spawn_blocking(move || Prepared::new(readings))
+                .await
+                .map_err(|_| WireError::new(500, "internal", "prepare failed"))?
+        } else {
+            Prepared::new(readings)
+        };
         let rx = app
             .ingest
-            .try_submit(readings, inbox_for)
+            .try_submit_prepared(prepared, inbox_for)
             .map_err(|_| WireError::overloaded("the server is busy; retry shortly"))?;
         match rx.await {
             Ok(Ok(o)) => o.inbox,

@@ -41,26 +41,43 @@ pub fn write_minute(
     buf: &mut Vec<u8>,
     mut fresh: impl FnMut(usize),
 ) -> Result<(), StoreError> {
+    // The last part, decoded: one B-tree lookup serves both the routing
+    // (its first offset) and the merge (its entries).
     let last = match table
         .range((dev, code, m, 0)..=(dev, code, m, u16::MAX))?
         .next_back()
     {
         Some(row) => {
             let (k, v) = row?;
-            let lo = chunk::first_offset(v.value())?.unwrap_or(0);
-            Some((k.value().3, lo))
+            let mut entries = Vec::new();
+            chunk::decode(v.value(), kind, |o, val| entries.push((o, val)))?;
+            Some((k.value().3, entries))
         }
         None => None,
     };
-    let Some((last_part, last_lo)) = last else {
+    let Some((last_part, last_entries)) = last else {
         let merged = chunk::merge_entries(Vec::new(), incoming, &mut fresh);
         return put_split(table, (dev, code, m), 0, &merged, buf);
     };
+    let last_lo = last_entries.first().map_or(0, |(o, _)| *o);
 
     // Readings before the last part's first offset belong to earlier parts.
     let split = incoming.partition_point(|(o, _)| *o < last_lo);
     let (early, tail) = incoming.split_at(split);
-    if !early.is_empty() {
+    if tail.is_empty() {
+        return write_early(
+            table,
+            (dev, code, m),
+            last_part,
+            kind,
+            early,
+            buf,
+            &mut fresh,
+        );
+    }
+    let old = if early.is_empty() {
+        last_entries
+    } else {
         write_early(
             table,
             (dev, code, m),
@@ -70,11 +87,9 @@ pub fn write_minute(
             buf,
             &mut fresh,
         )?;
-    }
-    if tail.is_empty() {
-        return Ok(());
-    }
-    let old = read_part(table, (dev, code, m, last_part), kind)?;
+        // The early readings may have landed in the last part itself.
+        read_part(table, (dev, code, m, last_part), kind)?
+    };
     let (old_len, old_max) = (old.len(), old.last().map(|(o, _)| *o));
     let merged = chunk::merge_entries(old, tail, |i| fresh(split + i));
     if merged.len() == old_len {
