@@ -2,7 +2,8 @@
 //! were acknowledged; the server process is killed with SIGKILL while the
 //! load runs, restarted on the same data file, and every acknowledged
 //! reading must be there exactly once, with the right value. Bounded: a
-//! few cycles of well under a second of load each.
+//! few cycles of well under a second of load each (`CRASH_CYCLES`
+//! sets how many; 100 is the long version).
 
 #![cfg(unix)]
 
@@ -158,13 +159,20 @@ fn sigkill_under_load_loses_no_acknowledged_reading() {
     let token = create_device(&p, &admin);
     let base = common::hour_ago() - 86_400;
     let mut acked = BTreeMap::new();
-    for cycle in 0..4 {
+    // 4 kill cycles in CI; `CRASH_CYCLES=100 cargo test --test
+    // crash` is the long version.
+    let cycles: i64 = std::env::var("CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .clamp(1, 1000);
+    for cycle in 0..cycles {
         acked.extend(load_then_kill(
             &mut p,
             &token,
             base,
             cycle * 8_000,
-            300 + 100 * cycle as u64,
+            300 + 100 * (cycle % 5) as u64,
             |k| k * 7,
         ));
         p = start(tmp.path());
