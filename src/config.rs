@@ -55,6 +55,10 @@ pub struct RetentionConfig {
     pub sweep_secs: u64,
     /// Reading chunks (one sensor-minute part) removed per commit.
     pub chunks_per_commit: usize,
+    /// Days the per-minute aggregates (count, min, max, sum) of removed
+    /// `N` and `I` readings are kept, counted from the minute (0: no
+    /// aggregates are made).
+    pub aggregate_keep_days: u32,
 }
 
 impl Default for RetentionConfig {
@@ -63,6 +67,7 @@ impl Default for RetentionConfig {
             keep_days: 0,
             sweep_secs: 3600,
             chunks_per_commit: 1000,
+            aggregate_keep_days: 0,
         }
     }
 }

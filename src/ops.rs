@@ -55,7 +55,8 @@ macro_rules! every_table {
             GRANTS,
             FILES,
             DEAD_LETTERS,
-            RETENTION
+            RETENTION,
+            AGGREGATES
         )
     };
 }

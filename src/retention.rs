@@ -18,6 +18,20 @@
 //! without an fsync of their own (lost in a crash, they are simply redone
 //! by the next pass). Removal works on whole minutes: a reading is
 //! removed at the latest one minute plus one pass after it expires.
+//!
+//! **Aggregates.** With `[retention] aggregate_keep_days` above 0, the
+//! sweep first folds the chunks of an `N` or `I` sensor it is about to
+//! remove into one row per minute of the `aggregates` table (count, min,
+//! max, sum; see [`crate::store::aggregates`]), merged with the row the
+//! minute may have already (a minute removed over two steps, or late
+//! readings of a minute removed before), **in the same transaction** as
+//! the removal: either both happen or neither. All reads and decodes of
+//! a sensor come before its writes, so a damaged row abandons the pass
+//! without leaving a minute half-counted. Aggregates of minutes older
+//! than `aggregate_keep_days` are removed by the same bounded steps (they
+//! count against `chunks_per_commit`), and a minute already older than
+//! that is not aggregated at all. `S`, `B`, `L` and `D` readings are
+//! removed without an aggregate.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +41,11 @@ use parking_lot::RwLock;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::codec::{Micros, SensorId};
-use crate::store::{chunk, query::minute, Store, StoreError, READINGS, RETENTION, SENSORS};
+use crate::error::WireError;
+use crate::store::aggregates::{aggregated, fold_chunk, Agg};
+use crate::store::{
+    chunk, query::minute, Store, StoreError, AGGREGATES, READINGS, RETENTION, SENSORS,
+};
 
 /// Microseconds in a day.
 const DAY_US: i64 = 86_400_000_000;
@@ -42,6 +60,7 @@ pub type Overrides = Vec<((u32, u32), u32)>;
 /// copy), shared by the HTTP handlers and the writer.
 pub struct Retention {
     default_days: u32,
+    aggregate_days: u32,
     sweep: Duration,
     per_commit: usize,
     overrides: RwLock<BTreeMap<(u32, u32), u32>>,
@@ -53,6 +72,7 @@ impl Retention {
     pub fn new(cfg: &crate::config::RetentionConfig, overrides: Overrides) -> Retention {
         Retention {
             default_days: cfg.keep_days,
+            aggregate_days: cfg.aggregate_keep_days.min(MAX_DAYS),
             sweep: Duration::from_secs(cfg.sweep_secs.max(1)),
             per_commit: cfg.chunks_per_commit.max(1),
             overrides: RwLock::new(overrides.into_iter().collect()),
@@ -84,6 +104,37 @@ impl Retention {
     /// The configured default (`[retention] keep_days`).
     pub fn default_days(&self) -> u32 {
         self.default_days
+    }
+
+    /// Days minute aggregates are kept (`[retention] aggregate_keep_days`;
+    /// 0: none are made).
+    pub fn aggregate_days(&self) -> u32 {
+        self.aggregate_days
+    }
+
+    /// Every stored override: `((device, sensor code or 0), days)`.
+    pub fn all_overrides(&self) -> Overrides {
+        self.overrides
+            .read()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    /// The settings of a device as CSV `sensor,keep_days`: the
+    /// device-wide setting as sensor `*`, then its sensors', then the
+    /// configured default as `default`. (`GET /v1/devices/ID/retention`
+    /// and `overlord retention set` answer this.)
+    pub fn settings_csv(&self, device: u32) -> String {
+        let mut out = String::from("sensor,keep_days\n");
+        for (code, days) in self.device_overrides(device) {
+            match SensorId::from_code(code) {
+                Some(s) if code != 0 => out.push_str(&format!("{s},{days}\n")),
+                _ => out.push_str(&format!("*,{days}\n")),
+            }
+        }
+        out.push_str(&format!("default,{}\n", self.default_days));
+        out
     }
 
     /// The overrides of one device: `(sensor code or 0, days)`.
@@ -129,10 +180,40 @@ impl Retention {
         Ok(())
     }
 
-    /// Whether anything could expire at all.
+    /// Whether anything could expire at all (readings, or aggregates).
     fn any(&self) -> bool {
-        self.default_days > 0 || self.overrides.read().values().any(|d| *d > 0)
+        self.default_days > 0
+            || self.aggregate_days > 0
+            || self.overrides.read().values().any(|d| *d > 0)
     }
+}
+
+/// A keep-for setting as given to `POST /v1/devices/ID/retention` and
+/// `overlord retention set`: days `0..=MAX_DAYS` (0: forever), or empty
+/// for "back to the default" (`None`).
+pub fn parse_days(raw: &str) -> Result<Option<u32>, WireError> {
+    match raw.trim() {
+        "" => Ok(None),
+        v => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= MAX_DAYS)
+            .map(Some)
+            .ok_or_else(|| {
+                WireError::bad_request(
+                    "bad_value",
+                    format!(
+                        "keep_days: '{}' is not a number of days 0..{MAX_DAYS}",
+                        crate::codec::names::clip(v),
+                    ),
+                )
+            }),
+    }
+}
+
+/// `days` before `now`, as a minute key.
+fn cutoff(now: Micros, days: u32) -> u32 {
+    minute(now.saturating_sub(i64::from(days).saturating_mul(DAY_US)))
 }
 
 /// The writer's side of the sweep: where the current pass is and when
@@ -143,6 +224,8 @@ pub struct Sweeper {
     next_pass: Instant,
     /// Removed by the last [`Sweeper::step`]: (chunks, readings).
     pub last: (u64, u64),
+    /// Aggregate rows written and removed by the last [`Sweeper::step`].
+    pub aggregates: (u64, u64),
 }
 
 impl Default for Sweeper {
@@ -151,6 +234,7 @@ impl Default for Sweeper {
             cursor: None,
             next_pass: Instant::now(),
             last: (0, 0),
+            aggregates: (0, 0),
         }
     }
 }
@@ -177,6 +261,7 @@ impl Sweeper {
     pub fn abandon(&mut self, policy: &Retention) {
         self.cursor = None;
         self.last = (0, 0);
+        self.aggregates = (0, 0);
         self.next_pass = Instant::now() + policy.sweep;
     }
 
@@ -194,6 +279,7 @@ impl Sweeper {
         now: Micros,
     ) -> Result<(), StoreError> {
         self.last = (0, 0);
+        self.aggregates = (0, 0);
         let Some(start) = self.cursor else {
             return Ok(());
         };
@@ -208,29 +294,79 @@ impl Sweeper {
             .map(|r| r.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?;
         let mut readings = txn.open_table(READINGS)?;
-        let mut removed_chunks = 0usize;
+        let mut aggregates = txn.open_table(AGGREGATES)?;
+        // Minutes before this have no aggregate (0: aggregates are off).
+        let agg_cutoff = (policy.aggregate_days > 0).then(|| cutoff(now, policy.aggregate_days));
+        // Rows removed so far (reading chunks and expired aggregates).
+        let mut used = 0usize;
         let mut next = None;
         for (i, &(dev, code)) in todo.iter().enumerate() {
             if i == visit {
                 next = Some((dev, code));
                 break;
             }
+            if let Some(acut) = agg_cutoff {
+                let old: Vec<(u32, u32, u32)> = aggregates
+                    .range((dev, code, 0)..(dev, code, acut))?
+                    .take(budget - used)
+                    .map(|r| r.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for k in &old {
+                    aggregates.remove(*k)?;
+                }
+                used += old.len();
+                self.aggregates.1 += old.len() as u64;
+                if used >= budget {
+                    next = Some((dev, code));
+                    break;
+                }
+            }
             let days = policy.keep_days(dev, code);
             if days == 0 {
                 continue;
             }
-            let cutoff = minute(now.saturating_sub(i64::from(days) * DAY_US));
-            let left = budget - removed_chunks;
+            let cut = cutoff(now, days);
+            let kind = SensorId::from_code(code)
+                .map(|s| s.kind)
+                .filter(|k| aggregated(*k));
+            // Reads and decodes first: the chunks to remove and their
+            // minutes' aggregates (merged with what is stored).
             let mut keys = Vec::new();
             let mut gone = 0u64;
+            let mut minutes: Vec<(u32, Agg)> = Vec::new();
             for row in readings
-                .range((dev, code, 0, 0)..(dev, code, cutoff, 0))?
-                .take(left)
+                .range((dev, code, 0, 0)..(dev, code, cut, 0))?
+                .take(budget - used)
             {
                 let (k, v) = row?;
+                let key = k.value();
                 gone += chunk::count(v.value())?;
-                keys.push(k.value());
+                if let (Some(kind), Some(acut)) = (kind, agg_cutoff) {
+                    if key.2 >= acut {
+                        let mut one = None;
+                        fold_chunk(v.value(), kind, &mut one)?;
+                        if let Some(one) = one {
+                            match minutes.last_mut() {
+                                Some((m, a)) if *m == key.2 => a.merge(&one),
+                                _ => minutes.push((key.2, one)),
+                            }
+                        }
+                    }
+                }
+                keys.push(key);
             }
+            for (m, a) in &mut minutes {
+                if let Some(stored) = aggregates.get((dev, code, *m))? {
+                    let mut merged = Agg::decode(stored.value())?;
+                    merged.merge(a);
+                    *a = merged;
+                }
+            }
+            // Then the writes, in this transaction: aggregates, removal.
+            for (m, a) in &minutes {
+                aggregates.insert((dev, code, *m), a.encode().as_slice())?;
+            }
+            self.aggregates.0 += minutes.len() as u64;
             for k in &keys {
                 readings.remove(*k)?;
             }
@@ -238,10 +374,10 @@ impl Sweeper {
                 let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
                 sensors.insert((dev, code), before.saturating_sub(gone))?;
             }
-            removed_chunks += keys.len();
+            used += keys.len();
             self.last.0 += keys.len() as u64;
             self.last.1 += gone;
-            if removed_chunks >= budget {
+            if used >= budget {
                 // This sensor may have more: resume at it.
                 next = Some((dev, code));
                 break;

@@ -91,20 +91,6 @@ pub async fn backup(
     ))
 }
 
-/// The retention settings of a device as CSV: `sensor,keep_days`, the
-/// device-wide setting as sensor `*`, then the default as `default`.
-fn retention_csv(app: &App, device: u32) -> String {
-    let mut out = String::from("sensor,keep_days\n");
-    for (code, days) in app.retention.device_overrides(device) {
-        match crate::codec::SensorId::from_code(code) {
-            Some(s) if code != 0 => out.push_str(&format!("{s},{days}\n")),
-            _ => out.push_str(&format!("*,{days}\n")),
-        }
-    }
-    out.push_str(&format!("default,{}\n", app.retention.default_days()));
-    out
-}
-
 fn device_for(
     app: &App,
     who: &crate::auth::Principal,
@@ -124,7 +110,7 @@ fn device_for(
 }
 
 /// `GET /v1/devices/ID/retention`: how long the device's readings are
-/// kept (see [`retention_csv`]).
+/// kept (see [`crate::retention::Retention::settings_csv`]).
 pub async fn retention_show(
     app: &Arc<App>,
     req: hyper::Request<hyper::body::Incoming>,
@@ -138,7 +124,7 @@ pub async fn retention_show(
         w => w,
     };
     let d = device_for(app, &who, id, crate::auth::Action::ViewDevice)?;
-    Ok(Reply::csv(retention_csv(app, d.num)))
+    Ok(Reply::csv(app.retention.settings_csv(d.num)))
 }
 
 /// `POST /v1/devices/ID/retention` with `keep_days=N` (0: forever; empty:
@@ -163,29 +149,12 @@ pub async fn retention_set(
             "keep_days is required (days; 0 keeps forever; empty goes back to the default)",
         ));
     };
-    let days = match raw.trim() {
-        "" => None,
-        v => Some(
-            v.parse::<u32>()
-                .ok()
-                .filter(|n| *n <= crate::retention::MAX_DAYS)
-                .ok_or_else(|| {
-                    WireError::bad_request(
-                        "bad_value",
-                        format!(
-                            "keep_days: '{}' is not a number of days 0..{}",
-                            crate::codec::names::clip(v),
-                            crate::retention::MAX_DAYS
-                        ),
-                    )
-                })?,
-        ),
-    };
+    let days = crate::retention::parse_days(raw)?;
     let app2 = app.clone();
     let num = d.num;
     tokio::task::spawn_blocking(move || app2.retention.set(&app2.store, num, sensor, days))
         .await
         .map_err(|_| WireError::new(500, "internal", "retention change failed"))??;
     tracing::info!(target: "overlord::audit", by = %who.label(), device = %d.id, ?days, "retention set");
-    Ok(Reply::csv(retention_csv(app, d.num)))
+    Ok(Reply::csv(app.retention.settings_csv(d.num)))
 }

@@ -23,6 +23,7 @@
 //! | `presence_events` | index | event | writer thread |
 //! | `presence_notify` | owner | (device, channel) | admin ops |
 //! | `retention` | (device, sensor code or 0) | keep days (0: forever) | admin ops |
+//! | `aggregates` | (device, sensor, minute) | [`aggregates::Agg`] of a removed minute | writer thread (retention sweep) |
 //! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
@@ -30,6 +31,7 @@
 //! one write transaction at a time, so they simply wait for the writer's
 //! current group commit.
 
+pub mod aggregates;
 pub mod chunk;
 pub mod digest_log;
 pub mod faults;
@@ -105,6 +107,10 @@ pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 /// `(device, sensor code)` → days its readings are kept (0: forever);
 /// sensor 0 is the device's own setting (see `crate::retention`).
 pub const RETENTION: TableDefinition<(u32, u32), u32> = TableDefinition::new("retention");
+/// `(device, sensor code, unix minute)` → encoded [`aggregates::Agg`]:
+/// count, min, max and sum of a minute of an `N` or `I` sensor whose
+/// readings the retention sweep removed (`[retention] aggregate_keep_days`).
+pub const AGGREGATES: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("aggregates");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
@@ -262,6 +268,7 @@ impl Store {
         txn.open_table(PRESENCE_NOTIFY)?;
         txn.open_table(FILES)?;
         txn.open_table(RETENTION)?;
+        txn.open_table(AGGREGATES)?;
         txn.commit()?;
         Ok(Store {
             slot: RwLock::new(Slot::Open(Arc::new(db))),
