@@ -36,6 +36,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (PresenceNotify, [200, 200, 200, 200, 403, 403, 401]),
         (PresenceNotifySet, [200, 200, 200, 404, 403, 403, 401]),
         (DeviceReadings, [200, 200, 200, 404, 200, 404, 401]),
+        (DeviceAggregates, [200, 200, 200, 404, 200, 404, 401]),
         (DeviceToken, [200, 200, 403, 404, 403, 404, 401]),
         (DeviceRevoke, [200, 200, 403, 404, 403, 404, 401]),
         (DeviceInboxView, [200, 200, 200, 404, 403, 404, 401]),
@@ -208,6 +209,12 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
         DeviceReadings => (
             "GET",
             "/v1/devices/own/readings".into(),
+            form,
+            String::new(),
+        ),
+        DeviceAggregates => (
+            "GET",
+            "/v1/devices/own/aggregates".into(),
             form,
             String::new(),
         ),

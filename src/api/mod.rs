@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET/POST /v1/readings` | [`readings::ingest`] |
 //! | `GET /v1/devices/ID/readings` | [`readings::query`] |
+//! | `GET /v1/devices/ID/aggregates` | [`readings::aggregates`] |
 //! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET /v1/inbox`, `/v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
@@ -91,6 +92,7 @@ pub enum Endpoint {
     PresenceNotify,
     PresenceNotifySet,
     DeviceReadings,
+    DeviceAggregates,
     DeviceToken,
     DeviceRevoke,
     DeviceInboxView,
@@ -145,6 +147,11 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
     ("GET", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
+    (
+        "GET",
+        "/v1/devices/:id/aggregates",
+        Endpoint::DeviceAggregates,
+    ),
     ("POST", "/v1/devices/:id/token", Endpoint::DeviceToken),
     ("POST", "/v1/devices/:id/revoke", Endpoint::DeviceRevoke),
     ("GET", "/v1/devices/:id/inbox", Endpoint::DeviceInboxView),
@@ -289,6 +296,7 @@ async fn route(
         PresenceEvents => devices::presence_events(app, req).await,
         PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
         DeviceReadings => readings::query(app, req, &p).await,
+        DeviceAggregates => readings::aggregates(app, req, &p).await,
         DeviceToken => devices::rotate(app, req, &p).await,
         DeviceRevoke => users::revoke_device(app, req, &p).await,
         DeviceInboxView => inbox::view(app, req, &p).await,

@@ -1,5 +1,6 @@
-//! Readings: `GET/POST /v1/readings` (ingest) and
-//! `GET /v1/devices/ID/readings` (query).
+//! Readings: `GET/POST /v1/readings` (ingest),
+//! `GET /v1/devices/ID/readings` (query) and `GET /v1/devices/ID/aggregates`
+//! (what retention kept of removed minutes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,6 +225,62 @@ fn visible_device(
 /// limit cut the result, the `Overlord-Next-From` header gives the `from`
 /// that continues it.
 pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let q = series_params(app, &req, id)?;
+    let db_app = app.clone();
+    let result = tokio::task::spawn_blocking(move || read_series(&*db_app.store.db()?, &q))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    Ok(series_reply(result))
+}
+
+/// `GET /v1/devices/ID/aggregates?sensors=N1,I2&from=T&to=T&limit=N`:
+/// the per-minute aggregates the retention sweep kept of removed `N` and
+/// `I` readings (`[retention] aggregate_keep_days`), as a header row
+/// `time,N1_count,N1_min,N1_max,N1_mean,...` and one row per minute
+/// (its start), oldest first; empty fields where a sensor has no
+/// aggregate for the minute. Parameters, credentials and paging
+/// (`Overlord-Next-From`) are those of the readings query; no sensors
+/// means every `N` and `I` sensor of the device.
+pub async fn aggregates(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Reply, WireError> {
+    let q = series_params(app, &req, id)?;
+    if let Some(s) = q
+        .sensors
+        .iter()
+        .find(|s| !crate::store::aggregates::aggregated(s.kind))
+    {
+        return Err(WireError::bad_request(
+            "bad_sensor",
+            format!("sensors: {s} has no aggregates; only N and I sensors are aggregated"),
+        ));
+    }
+    let db_app = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        crate::store::aggregates::read_aggregates(&*db_app.store.db()?, &q)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    Ok(series_reply(result))
+}
+
+fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
+    let mut reply = Reply::csv(result.text);
+    if let Some(next) = result.next_from {
+        reply = reply.with_header(
+            HeaderName::from_static("overlord-next-from"),
+            timefmt::format_time(next),
+        );
+    }
+    reply
+}
+
+/// The parameters of a series query (`sensors`, `from`, `to`, `limit`,
+/// optional `device`/`token` credentials) of device `id`, with the caller
+/// authenticated and allowed [`Action::ReadReadings`] on it.
+fn series_params(app: &App, req: &Request<Incoming>, id: &str) -> Result<SeriesQuery, WireError> {
     let pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let mut q = SeriesQuery {
         device: 0,
@@ -300,16 +357,5 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
     }
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     q.device = d.num;
-    let db_app = app.clone();
-    let result = tokio::task::spawn_blocking(move || read_series(&*db_app.store.db()?, &q))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
-    let mut reply = Reply::csv(result.text);
-    if let Some(next) = result.next_from {
-        reply = reply.with_header(
-            HeaderName::from_static("overlord-next-from"),
-            timefmt::format_time(next),
-        );
-    }
-    Ok(reply)
+    Ok(q)
 }
