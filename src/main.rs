@@ -79,6 +79,27 @@ enum Command {
     },
     /// Compact the data file (server stopped); prints the sizes.
     Compact,
+    /// How long readings are kept, per device or sensor (server stopped;
+    /// running: `POST /v1/devices/ID/retention`).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+#[derive(Subcommand)]
+enum RetentionCmd {
+    /// `overlord retention set DEVICE [SENSOR] DAYS`: keep the device's
+    /// (or one sensor's) readings DAYS days; 0 keeps them forever,
+    /// `default` goes back to the default. Prints the device's settings.
+    Set {
+        /// Device id.
+        device: String,
+        /// `[SENSOR] DAYS`.
+        #[arg(required = true, num_args = 1..=2, value_name = "[SENSOR] DAYS")]
+        args: Vec<String>,
+    },
+    /// Every setting as CSV `device,sensor,keep_days` (sensor `*`: the
+    /// whole device); the last row `*,*,DAYS` is the configured default.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +195,7 @@ fn main() -> ExitCode {
         } => export(&config, &device, sensors, from, to, out),
         Command::Import { file, device } => import(config, &file, device.as_deref()),
         Command::Compact => compact(&config),
+        Command::Retention(cmd) => retention(&config, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -307,6 +329,59 @@ fn device(config: Config, cmd: DeviceCmd) -> Result<(), String> {
                 .ok_or_else(|| format!("no device '{id}'"))?;
             let token = devices::rotate(&store, &directory, &d).map_err(|e| e.detail)?;
             println!("id,token\n{id},{token}");
+        }
+    }
+    Ok(())
+}
+
+fn retention(config: &Config, cmd: RetentionCmd) -> Result<(), String> {
+    use overlord::retention::{parse_days, Retention};
+    let store = open_store(config)?;
+    let policy = Retention::new(
+        &config.retention,
+        Retention::load(&store).map_err(|e| e.to_string())?,
+    );
+    let devices = store.load_devices().map_err(|e| e.to_string())?;
+    let wire = |e: overlord::error::WireError| e.body().trim_end().to_string();
+    match cmd {
+        RetentionCmd::Set { device, args } => {
+            let d = devices
+                .iter()
+                .find(|d| d.id == device)
+                .ok_or_else(|| format!("no device '{device}'"))?;
+            let (sensor, days) = match args.as_slice() {
+                [days] => (None, days),
+                [sensor, days] => (
+                    Some(overlord::codec::SensorId::parse(sensor).map_err(|e| wire(e.into()))?),
+                    days,
+                ),
+                _ => return Err("expected [SENSOR] DAYS".into()),
+            };
+            let days = if days == "default" {
+                None
+            } else if days.trim().is_empty() {
+                return Err("DAYS: a number of days, 0 (forever) or 'default'".into());
+            } else {
+                parse_days(days).map_err(wire)?
+            };
+            policy
+                .set(&store, d.num, sensor, days)
+                .map_err(|e| e.to_string())?;
+            print!("{}", policy.settings_csv(d.num));
+        }
+        RetentionCmd::List => {
+            let ids: std::collections::HashMap<u32, &str> =
+                devices.iter().map(|d| (d.num, d.id.as_str())).collect();
+            let mut out = String::from("device,sensor,keep_days\n");
+            for ((num, code), days) in policy.all_overrides() {
+                let id = ids.get(&num).copied().unwrap_or("?");
+                match overlord::codec::SensorId::from_code(code) {
+                    Some(s) if code != 0 => out.push_str(&format!("{id},{s},{days}\n")),
+                    _ => out.push_str(&format!("{id},*,{days}\n")),
+                }
+            }
+            out.push_str(&format!("*,*,{}\n", policy.default_days()));
+            print!("{out}");
         }
     }
     Ok(())
