@@ -94,7 +94,12 @@ enum RetentionCmd {
         /// Device id.
         device: String,
         /// `[SENSOR] DAYS`.
-        #[arg(required = true, num_args = 1..=2, value_name = "[SENSOR] DAYS")]
+        #[arg(
+            required = true,
+            num_args = 1..=2,
+            allow_hyphen_values = true,
+            value_name = "[SENSOR] DAYS"
+        )]
         args: Vec<String>,
     },
     /// Every setting as CSV `device,sensor,keep_days` (sensor `*`: the

@@ -175,3 +175,51 @@ fn users_and_devices_from_the_command_line() {
     );
     assert!(!ok && err.contains("in use by a running server"), "{err}");
 }
+
+#[test]
+fn retention_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, _, err) = overlord(tmp.path(), &["user", "token", "ann"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = overlord(
+        tmp.path(),
+        &["device", "create", "--id", "gh3", "--owner", "ann"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let run = |args: &[&str]| overlord(tmp.path(), args, None);
+    let (ok, out, err) = run(&["retention", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "device,sensor,keep_days\n*,*,0\n");
+    // The device, then one of its sensors; the reply is the HTTP one.
+    let (ok, out, err) = run(&["retention", "set", "gh3", "30"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "sensor,keep_days\n*,30\ndefault,0\n");
+    let (ok, out, err) = run(&["retention", "set", "gh3", "n2", "0"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "sensor,keep_days\n*,30\nN2,0\ndefault,0\n");
+    let (ok, out, _) = run(&["retention", "list"]);
+    assert!(ok);
+    assert_eq!(out, "device,sensor,keep_days\ngh3,*,30\ngh3,N2,0\n*,*,0\n");
+    // The rules of POST /v1/devices/ID/retention; nothing changes.
+    for (args, why) in [
+        (&["retention", "set", "gh3", "abc"][..], "bad_value"),
+        (&["retention", "set", "gh3", "-1"], "bad_value"),
+        (&["retention", "set", "gh3", "99999999"], "bad_value"),
+        (&["retention", "set", "gh3", ""], "DAYS"),
+        (&["retention", "set", "gh3", "X1", "1"], "bad_sensor_name"),
+        (&["retention", "set", "nope", "1"], "no device 'nope'"),
+    ] {
+        let (ok, _, err) = run(args);
+        assert!(!ok && err.contains(why), "{args:?}: {err}");
+    }
+    let (ok, _, err) = run(&["retention", "set", "gh3", "N1", "2", "3"]);
+    assert!(!ok && !err.is_empty(), "too many arguments");
+    // `default` removes a setting.
+    let (ok, out, err) = run(&["retention", "set", "gh3", "default"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "sensor,keep_days\nN2,0\ndefault,0\n");
+    let (ok, out, _) = run(&["retention", "list"]);
+    assert!(ok);
+    assert_eq!(out, "device,sensor,keep_days\ngh3,N2,0\n*,*,0\n");
+}
