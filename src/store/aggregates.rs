@@ -22,7 +22,7 @@ use redb::ReadableDatabase;
 use super::query::{minute, SeriesCsv, SeriesQuery};
 use super::varint::{self, Corrupt, Reader};
 use super::{chunk, StoreError, AGGREGATES, SENSORS};
-use crate::codec::{timefmt, SensorId, SensorKind, Value};
+use crate::codec::{SensorId, SensorKind, Value};
 
 /// The aggregate of one minute of one sensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -290,34 +290,11 @@ pub fn read_aggregates(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv
         }
     }
     text.push('\n');
-    let mut heads = vec![0usize; series.len()];
-    let (mut rows, mut last, mut next_from) = (0, None, None);
-    loop {
-        let next = series
-            .iter()
-            .zip(&heads)
-            .filter_map(|(s, &h)| s.get(h).map(|(t, _)| *t))
-            .min();
-        let Some(t) = next else { break };
-        if rows == q.limit {
-            next_from = last.map(|t: i64| t + 1);
-            break;
-        }
-        last = Some(t);
-        timefmt::write_time(t, &mut text);
-        for (s, h) in series.iter().zip(heads.iter_mut()) {
-            text.push(',');
-            match s.get(*h) {
-                Some((ts, a)) if *ts == t => {
-                    a.write_csv(&mut text);
-                    *h += 1;
-                }
-                _ => text.push_str(",,,"),
-            }
-        }
-        text.push('\n');
-        rows += 1;
-    }
+    let (rows, next_from) =
+        super::query::merge_rows(&series, q.limit, &mut text, |a, out| match a {
+            Some(a) => a.write_csv(out),
+            None => out.push_str(",,,"),
+        });
     Ok(SeriesCsv {
         text,
         rows,

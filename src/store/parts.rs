@@ -64,17 +64,6 @@ pub fn write_minute(
     // Readings before the last part's first offset belong to earlier parts.
     let split = incoming.partition_point(|(o, _)| *o < last_lo);
     let (early, tail) = incoming.split_at(split);
-    if tail.is_empty() {
-        return write_early(
-            table,
-            (dev, code, m),
-            last_part,
-            kind,
-            early,
-            buf,
-            &mut fresh,
-        );
-    }
     let old = if early.is_empty() {
         last_entries
     } else {
@@ -87,6 +76,9 @@ pub fn write_minute(
             buf,
             &mut fresh,
         )?;
+        if tail.is_empty() {
+            return Ok(());
+        }
         // The early readings may have landed in the last part itself.
         read_part(table, (dev, code, m, last_part), kind)?
     };

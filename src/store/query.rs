@@ -92,10 +92,31 @@ pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, St
         text.push_str(&s.to_string());
     }
     text.push('\n');
+    let (rows, next_from) = merge_rows(&series, q.limit, &mut text, |v, out| {
+        if let Some(v) = v {
+            v.write_csv(out);
+        }
+    });
+    Ok(SeriesCsv {
+        text,
+        rows,
+        next_from,
+    })
+}
+
+/// Merge per-sensor streams (each sorted by time) into CSV rows, one per
+/// distinct time, at most `limit`: `time` then, for each stream, a comma
+/// and `cell(value at that time or None)`. Returns the rows written and,
+/// when `limit` cut the result, the `from` that continues it (the last
+/// row's time plus one microsecond).
+pub fn merge_rows<T>(
+    series: &[Vec<(Micros, T)>],
+    limit: usize,
+    text: &mut String,
+    mut cell: impl FnMut(Option<&T>, &mut String),
+) -> (usize, Option<Micros>) {
     let mut heads = vec![0usize; series.len()];
-    let mut rows = 0;
-    let mut last = None;
-    let mut next_from = None;
+    let (mut rows, mut last, mut next_from) = (0, None, None);
     loop {
         let next = series
             .iter()
@@ -103,29 +124,26 @@ pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, St
             .filter_map(|(s, &h)| s.get(h).map(|(t, _)| *t))
             .min();
         let Some(t) = next else { break };
-        if rows == q.limit {
+        if rows == limit {
             next_from = last.map(|t: Micros| t + 1);
             break;
         }
         last = Some(t);
-        timefmt::write_time(t, &mut text);
+        timefmt::write_time(t, text);
         for (s, h) in series.iter().zip(heads.iter_mut()) {
             text.push(',');
-            if let Some((ts, v)) = s.get(*h) {
-                if *ts == t {
-                    v.write_csv(&mut text);
+            match s.get(*h) {
+                Some((ts, v)) if *ts == t => {
+                    cell(Some(v), text);
                     *h += 1;
                 }
+                _ => cell(None, text),
             }
         }
         text.push('\n');
         rows += 1;
     }
-    Ok(SeriesCsv {
-        text,
-        rows,
-        next_from,
-    })
+    (rows, next_from)
 }
 
 /// The minute key of a time (times are never negative in the store).
