@@ -425,20 +425,36 @@ fn file_for(
     Ok(f)
 }
 
+/// A management step on file `name` by its owner (or a `control`
+/// grantee): authorise, then run `op` on a blocking thread.
+async fn manage<T: Send + 'static>(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+    name: &str,
+    what: &'static str,
+    op: impl FnOnce(&App, &str) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<(Principal, T), WireError> {
+    let p = params(req, &["device", "token"])?;
+    let who = caller(app, req, &p)?;
+    file_for(app, &who, name, Action::ManageOwned)?;
+    let app2 = app.clone();
+    let name2 = name.to_string();
+    let out = tokio::task::spawn_blocking(move || op(&app2, &name2))
+        .await
+        .map_err(internal(what))??;
+    Ok((who, out))
+}
+
 /// `DELETE /v1/files/NAME`: `ok,NAME`.
 pub async fn delete(
     app: &Arc<App>,
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Reply, WireError> {
-    let p = params(&req, &["device", "token"])?;
-    let who = caller(app, &req, &p)?;
-    file_for(app, &who, name, Action::ManageOwned)?;
-    let app2 = app.clone();
-    let name2 = name.to_string();
-    let gone = tokio::task::spawn_blocking(move || app2.files.delete(&app2.store, &name2))
-        .await
-        .map_err(internal("delete failed"))??;
+    let (who, gone) = manage(app, &req, name, "delete failed", |app, name| {
+        app.files.delete(&app.store, name)
+    })
+    .await?;
     if !gone {
         return Err(unknown(name));
     }
@@ -457,15 +473,11 @@ pub async fn rotate_password(
     req: Request<Incoming>,
     name: &str,
 ) -> Result<Reply, WireError> {
-    let p = params(&req, &["device", "token"])?;
-    let who = caller(app, &req, &p)?;
-    file_for(app, &who, name, Action::ManageOwned)?;
-    let app2 = app.clone();
-    let name2 = name.to_string();
-    let pw = tokio::task::spawn_blocking(move || app2.files.rotate_password(&app2.store, &name2))
-        .await
-        .map_err(internal("rotate failed"))??
-        .ok_or_else(|| unknown(name))?;
+    let (who, pw) = manage(app, &req, name, "rotate failed", |app, name| {
+        app.files.rotate_password(&app.store, name)
+    })
+    .await?;
+    let pw = pw.ok_or_else(|| unknown(name))?;
     tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file password rotated");
     let mut out = String::from("name,password\n");
     write_csv_text(name, &mut out);
