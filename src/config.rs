@@ -36,6 +36,20 @@ pub struct Config {
     pub digest: DigestConfig,
     /// Device presence.
     pub presence: PresenceConfig,
+    /// The browser dashboard.
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Mark the session cookie `Secure` (set this when the server is
+    /// reached over HTTPS, e.g. behind a TLS-terminating proxy).
+    pub secure_cookie: bool,
+    /// A map tile server, `{z}/{x}/{y}` in the URL (empty: none; the map
+    /// then shows the world outline shipped in the binary).
+    pub tile_url: String,
 }
 
 /// `[presence]`
@@ -126,6 +140,7 @@ impl Default for Config {
             limits: Limits::default(),
             digest: DigestConfig::default(),
             presence: PresenceConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }

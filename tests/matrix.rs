@@ -67,6 +67,12 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (FilePut, [200, 200, 200, 404, 403, 404, 401]),
         (FileDelete, [200, 200, 200, 404, 403, 404, 401]),
         (FilePassword, [200, 200, 200, 404, 403, 404, 401]),
+        (Logout, [200, 200, 200, 200, 403, 403, 401]),
+        (Session, [200, 200, 200, 200, 403, 403, 401]),
+        (DeviceSensors, [200, 200, 200, 404, 200, 404, 401]),
+        // The dashboard's files are public; its data comes from the API.
+        (Dashboard, [200, 200, 200, 200, 200, 200, 200]),
+        (DashboardAsset, [200, 200, 200, 200, 200, 200, 200]),
     ])
 }
 
@@ -318,6 +324,11 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
         ),
         FileDelete => ("DELETE", "/v1/files/fw".into(), form, String::new()),
         FilePassword => ("POST", "/v1/files/fw/password".into(), form, String::new()),
+        Logout => ("POST", "/v1/logout".into(), form, String::new()),
+        Session => ("GET", "/v1/session".into(), form, String::new()),
+        DeviceSensors => ("GET", "/v1/devices/own/sensors".into(), form, String::new()),
+        Dashboard => ("GET", "/".into(), form, String::new()),
+        DashboardAsset => ("GET", "/ui/app.js".into(), form, String::new()),
     }
 }
 

@@ -11,9 +11,17 @@
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics` | [`ops`] |
+//! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
+//! | `GET /v1/devices/ID/sensors` | [`readings::latest`] |
+//! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
+//!
+//! Requests authenticated by the dashboard's session cookie must carry the
+//! session's CSRF token in `X-Overlord-CSRF` when they change anything
+//! ([`changes_state`]); the router checks that before any handler runs.
 
 pub mod alerts;
 pub mod channels;
+pub mod dashboard;
 pub mod devices;
 pub mod files;
 pub mod inbox;
@@ -118,6 +126,11 @@ pub enum Endpoint {
     FilePut,
     FileDelete,
     FilePassword,
+    Logout,
+    Session,
+    DeviceSensors,
+    Dashboard,
+    DashboardAsset,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -182,7 +195,59 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/files/:name", Endpoint::FilePut),
     ("DELETE", "/v1/files/:name", Endpoint::FileDelete),
     ("POST", "/v1/files/:name/password", Endpoint::FilePassword),
+    ("POST", "/v1/logout", Endpoint::Logout),
+    ("GET", "/v1/session", Endpoint::Session),
+    ("GET", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
+    ("GET", "/", Endpoint::Dashboard),
+    ("GET", "/ui/:file", Endpoint::DashboardAsset),
 ];
+
+/// Does this request change anything? Every method but `GET`/`HEAD`, and
+/// the two device `GET`s that write (readings by query string, inbox
+/// acknowledgement). `POST /v1/login` is not guarded: it needs no session.
+pub fn changes_state(method: &Method, ep: Endpoint) -> bool {
+    if ep == Endpoint::Login {
+        return false;
+    }
+    !matches!(*method, Method::GET | Method::HEAD)
+        || matches!(ep, Endpoint::ReadingsGet | Endpoint::InboxAck)
+}
+
+/// The CSRF defence: a state-changing request that would be authenticated
+/// by the session cookie (it has the cookie and no `Authorization`
+/// header) must carry the session's CSRF token in
+/// `X-Overlord-CSRF` (`403 csrf`). A cross-site page can make a browser
+/// send the cookie (were it not `SameSite=Strict`) but cannot read the
+/// token or set the header.
+fn check_csrf<B>(req: &Request<B>, ep: Endpoint) -> Result<(), WireError> {
+    if !changes_state(req.method(), ep) || req.headers().contains_key(hyper::header::AUTHORIZATION)
+    {
+        return Ok(());
+    }
+    let Some(session) = crate::http::session_cookie(req.headers()) else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(crate::http::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if given.is_empty() {
+        return Err(WireError::new(
+            403,
+            "csrf",
+            "a request with the session cookie that changes something needs the X-Overlord-CSRF header (GET /v1/session gives it)",
+        ));
+    }
+    if !crate::auth::csrf_matches(session, given) {
+        return Err(WireError::new(
+            403,
+            "csrf",
+            "X-Overlord-CSRF does not match the session",
+        ));
+    }
+    Ok(())
+}
 
 /// Match a path against a pattern; `Some(value of the :name segment)`.
 fn matches(pattern: &str, segs: &[&str]) -> Option<Option<String>> {
@@ -247,6 +312,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         e.allow = Some(allow.join(", "));
         return Err(e);
     };
+    check_csrf(&req, ep)?;
     use Endpoint::*;
     match ep {
         Healthz => Ok(ops::healthz()),
@@ -292,5 +358,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireErro
         FilePut => files::put(app, req, &p).await,
         FileDelete => files::delete(app, req, &p).await,
         FilePassword => files::rotate_password(app, req, &p).await,
+        Logout => users::logout(app, req).await,
+        Session => users::session(app, req).await,
+        DeviceSensors => readings::latest(app, req, &p).await,
+        Dashboard => Ok(dashboard::asset(app, &req, "index.html")),
+        DashboardAsset => Ok(dashboard::asset(app, &req, &p)),
     }
 }

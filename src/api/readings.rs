@@ -10,11 +10,13 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
-use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
+use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
-use crate::store::query::{read_series, SeriesQuery};
+use crate::store::query::{
+    latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
+};
 use crate::store::DeviceRecord;
 
 /// Bodies larger than this are parsed on a blocking thread, so a 30 MB
@@ -223,6 +225,7 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
         limit: app.config.limits.query_default_rows,
     };
     let (mut device, mut token) = (None, None);
+    let mut buckets: Option<usize> = None;
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in &pairs {
         if seen.contains(&name.as_str()) {
@@ -255,6 +258,20 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
                         WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))
                     })?;
             }
+            "buckets" => {
+                buckets = Some(
+                    value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_BUCKETS).contains(n))
+                        .ok_or_else(|| {
+                            WireError::bad_request(
+                                "bad_buckets",
+                                format!("buckets must be 1..{MAX_BUCKETS}"),
+                            )
+                        })?,
+                );
+            }
             "sensors" => {
                 for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let sensor = SensorId::parse(s)?;
@@ -271,7 +288,7 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
                 return Err(WireError::bad_request(
                     "bad_parameter",
                     format!(
-                        "unknown parameter '{}'; use sensors, from, to, limit",
+                        "unknown parameter '{}'; use sensors, from, to, limit, buckets",
                         codec::names::clip(other)
                     ),
                 ))
@@ -290,6 +307,14 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
     }
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     q.device = d.num;
+    if let Some(n) = buckets {
+        let bq = bucket_query(q, &seen, n)?;
+        let db_app = app.clone();
+        let text = tokio::task::spawn_blocking(move || read_buckets(db_app.store.db(), &bq))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+        return Ok(Reply::csv(text));
+    }
     let db_app = app.clone();
     let result = tokio::task::spawn_blocking(move || read_series(db_app.store.db(), &q))
         .await
@@ -302,4 +327,86 @@ pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<R
         );
     }
     Ok(reply)
+}
+
+/// Check a `buckets=N` query: it needs `from`, `to` and numeric sensors
+/// (`I`, `N`, `L`), and takes no `limit` (the answer has at most N rows).
+fn bucket_query(q: SeriesQuery, seen: &[&str], n: usize) -> Result<BucketQuery, WireError> {
+    for need in ["from", "to", "sensors"] {
+        if !seen.contains(&need) {
+            return Err(WireError::bad_request(
+                "missing_field",
+                format!("buckets needs {need}"),
+            ));
+        }
+    }
+    if seen.contains(&"limit") {
+        return Err(WireError::bad_request(
+            "bad_parameter",
+            "limit and buckets exclude each other",
+        ));
+    }
+    if q.sensors.is_empty() {
+        return Err(WireError::bad_request(
+            "missing_field",
+            "buckets needs at least one sensor",
+        ));
+    }
+    if let Some(s) = q
+        .sensors
+        .iter()
+        .find(|s| !matches!(s.kind, SensorKind::Int | SensorKind::Num | SensorKind::Bool))
+    {
+        return Err(WireError::bad_request(
+            "bad_sensor",
+            format!("{s}: buckets take numeric sensors (I, N, L)"),
+        ));
+    }
+    if q.from > q.to {
+        return Err(WireError::bad_request("bad_time", "from is after to"));
+    }
+    Ok(BucketQuery {
+        device: q.device,
+        sensors: q.sensors,
+        from: q.from,
+        to: q.to,
+        buckets: n,
+    })
+}
+
+/// `GET /v1/devices/ID/sensors`: `sensor,time,value`, the latest reading
+/// of each of the device's sensors (the dashboard's tree shows them).
+pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let form = crate::http::Form::read(
+        req,
+        &["device", "token"],
+        Duration::from_secs(app.config.limits.body_timeout_secs),
+    )
+    .await?;
+    let who = authenticate(
+        app,
+        &form.headers,
+        form.peer,
+        Some(form.get("device").unwrap_or(id)),
+        form.get("token"),
+    )?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let d = visible_device(app, &who, id, Action::ReadReadings)?;
+    let db_app = app.clone();
+    let num = d.num;
+    let rows = tokio::task::spawn_blocking(move || read_latest(db_app.store.db(), num))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    let mut out = String::from("sensor,time,value\n");
+    for (s, t, v) in rows {
+        out.push_str(&s.to_string());
+        out.push(',');
+        timefmt::write_time(t, &mut out);
+        out.push(',');
+        v.write_csv(&mut out);
+        out.push('\n');
+    }
+    Ok(Reply::csv(out))
 }
