@@ -103,6 +103,7 @@ pub fn asset(app: &App, req: &Request<Incoming>, name: &str) -> Reply {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
     let mut r = if fresh {
+        // hyper sends a 304 without a body or Content-Length.
         Reply::csv(bytes::Bytes::new()).with_status(304)
     } else {
         Reply::csv(bytes::Bytes::from_static(bytes))
