@@ -60,8 +60,10 @@
     }
   }
   async function api(method, path, form) {
-    const opts = { method, headers: {}, credentials: "same-origin" };
-    if (method !== "GET") opts.headers["X-Overlord-CSRF"] = state.csrf;
+    // X-Overlord-CSRF goes with every request: the token proves the page
+    // is ours on changes, and its presence tells the server not to answer
+    // 401 with a Basic challenge (the browser's own password dialog).
+    const opts = { method, headers: { "X-Overlord-CSRF": state.csrf }, credentials: "same-origin" };
     if (form) {
       opts.headers["Content-Type"] = "application/x-www-form-urlencoded";
       opts.body = new URLSearchParams(form).toString();
@@ -317,6 +319,7 @@
   // ---- Map --------------------------------------------------------------------
   // Web Mercator, so optional tiles ({z}/{x}/{y}) line up with the outline.
   const map = { zoom: 0, cx: 128, cy: 128, fitted: false, hits: [], tiles: new Map() };
+  state.map = map;
   function project(lon, lat) {
     const s = Math.sin((Math.max(-85, Math.min(85, lat)) * Math.PI) / 180);
     return [((lon + 180) / 360) * 256, (0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)) * 256];

@@ -81,6 +81,17 @@ fn the_cookie_authenticates_and_the_session_gives_its_csrf_token() {
     // A user's API token is not accepted as a cookie.
     let r = with_cookie(&s, "GET", "/v1/devices", "", "", &s.admin);
     assert_eq!((r.status, r.error_code()), (401, "unauthorized"));
+    // The dashboard's requests get no Basic challenge (no browser dialog);
+    // everyone else's do.
+    let r = s.raw(
+        b"GET /v1/devices HTTP/1.1\r\nHost: t\r\nX-Overlord-CSRF: \r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((r.status, r.header("WWW-Authenticate")), (401, None));
+    let r = s.get("/v1/devices");
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some("Basic realm=\"overlord\"")
+    );
     // Nor is a made-up session.
     let r = with_cookie(
         &s,

@@ -50,10 +50,20 @@ pub async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let path = req.uri().path().to_string();
-    let reply = match route(&app, req).await {
+    // The dashboard sends `X-Overlord-CSRF` on every request (empty before
+    // it has a session). Its 401s come without `WWW-Authenticate: Basic`,
+    // or the browser would pop up its own password dialog (and a headless
+    // one would wait for it forever) instead of the page's login form.
+    let from_dashboard = req.headers().contains_key(crate::http::CSRF_HEADER);
+    let mut reply = match route(&app, req).await {
         Ok(r) => r,
         Err(e) => Reply::from(e),
     };
+    if from_dashboard && reply.status == 401 {
+        reply
+            .headers
+            .retain(|(name, _)| name != hyper::header::WWW_AUTHENTICATE);
+    }
     let status = reply.status;
     app.metrics.count_status(status);
     tracing::info!(
