@@ -294,7 +294,10 @@
     if ($("send-sensor").value) form.sensor = $("send-sensor").value;
     try {
       const r = parseCsv((await api("POST", `/v1/devices/${q(id)}/inbox`, form)).text)[0];
-      sent.unshift({ device: id, seq: r[1], kind: form.kind, sensor: form.sensor || "", value: form.value, status: "queued" });
+      // Rows for a device behind a gateway wait in the gateway's inbox.
+      const d = state.byId.get(id), gw = d && d.parent && state.byId.get(d.parent);
+      const inbox = gw && gw.gateway === "true" ? gw.id : id;
+      sent.unshift({ device: id, inbox, seq: r[1], kind: form.kind, sensor: form.sensor || "", value: form.value, status: "queued" });
       $("send-value").value = "";
       renderSent();
     } catch (e) { sent.unshift({ device: id, seq: "", kind: form.kind, sensor: form.sensor || "", value: form.value, status: "refused: " + e.message }); renderSent(); }
@@ -306,14 +309,14 @@
   // A row stays in the inbox until the device acknowledges it; gone means
   // acknowledged.
   async function refreshSent() {
-    const devices = [...new Set(sent.filter((s) => s.status === "queued").map((s) => s.device))];
-    for (const id of devices) {
+    const inboxes = [...new Set(sent.filter((s) => s.status === "queued").map((s) => s.inbox))];
+    for (const id of inboxes) {
       try {
         const pending = new Set(records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text).map((r) => r.seq));
-        for (const s of sent) if (s.device === id && s.status === "queued" && !pending.has(s.seq)) s.status = "acknowledged";
+        for (const s of sent) if (s.inbox === id && s.status === "queued" && !pending.has(s.seq)) s.status = "acknowledged";
       } catch (e) { /* next round */ }
     }
-    if (devices.length) renderSent();
+    if (inboxes.length) renderSent();
   }
 
   // ---- Map --------------------------------------------------------------------
