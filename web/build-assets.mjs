@@ -20,7 +20,21 @@ for (const f of land.features ?? [land]) {
   const polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
   for (const poly of polys) {
     for (const ring of poly) {
-      rings.push(ring.flatMap(([x, y]) => [Math.round(x * 10) / 10, Math.round(y * 10) / 10]));
+      // A ring that crosses the antimeridian (Fiji, Chukotka) jumps by
+      // 360°; unwrap it so it is drawn as one shape, not a line across the
+      // world. Antarctica really spans 360° and is kept as it is.
+      let prev = null;
+      const unwrapped = ring.map(([x, y]) => {
+        if (prev !== null) {
+          while (x - prev > 180) x -= 360;
+          while (x - prev < -180) x += 360;
+        }
+        prev = x;
+        return [x, y];
+      });
+      const xs = unwrapped.map((p) => p[0]);
+      const use = Math.max(...xs) - Math.min(...xs) < 350 ? unwrapped : ring;
+      rings.push(use.flatMap(([x, y]) => [Math.round(x * 10) / 10, Math.round(y * 10) / 10]));
     }
   }
 }
