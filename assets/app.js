@@ -94,6 +94,7 @@
     state.timers.push(setInterval(pollPresence, 3000));
     state.timers.push(setInterval(loadDevices, 30000));
     state.timers.push(setInterval(refreshSent, 1000));
+    state.timers.push(setInterval(refreshSensors, 5000));
     pollPresence();
     showView(state.view);
   }
@@ -242,6 +243,12 @@
         body.replaceChildren(...rows.map((r) => tr([r.sensor, r.time, r.value])));
       }
     } catch (e) { /* shown as no sensors */ }
+  }
+  // Last values of the devices open in the tree, every 5 s (at most 10).
+  async function refreshSensors() {
+    const ids = [...state.expanded].slice(-10);
+    for (const id of ids) await loadSensors(id);
+    if (ids.length) buildTree(); // sensor rows are part of the tree's rows
   }
   function tr(cells, cls) {
     const row = document.createElement("tr");

@@ -1,5 +1,6 @@
 //! The dashboard end to end in real headless Chromium (`web/e2e.mjs`,
-//! playwright-core): log in, see the tree, open the map, draw a chart of
+//! playwright-core): log in, see the tree (and a device come online in it
+//! without a reload), open the map, draw a chart of
 //! seeded readings, send a command that a simulated device acknowledges,
 //! log out. Screenshots go to `target/dashboard/`.
 //!
@@ -124,6 +125,15 @@ fn log_in_tree_map_chart_command_log_out() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let token = token_of(&r.body);
+    // A device not heard from yet (the page sees it come online).
+    let r = s.post(
+        "/v1/devices",
+        FORM,
+        b"id=gh2&name=Greenhouse+2&latitude=40.4&longitude=-3.7",
+        &bearer,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token2 = token_of(&r.body);
     // An hour of readings, one a minute: a sine wave.
     let t0 = hour_ago();
     let mut csv = String::from("time,N1\n");
@@ -200,6 +210,8 @@ fn log_in_tree_map_chart_command_log_out() {
         &[
             ("OVERLORD_DEVICE", "gh1".into()),
             ("OVERLORD_GATEWAY", "gw1".into()),
+            ("OVERLORD_DEVICE2", "gh2".into()),
+            ("OVERLORD_DEVICE2_TOKEN", token2),
         ],
     );
     stop.store(true, Ordering::Relaxed);

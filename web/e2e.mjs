@@ -136,6 +136,19 @@ try {
     await devRow.waitFor();
     check((await page.locator("#tree .row.device").count()) >= 1, "search by tag finds the device");
     await page.fill("#search", "");
+    // Live: a device that was never heard from reports; its dot turns green
+    // and its new value appears, without reloading the page.
+    const dev2 = env("OVERLORD_DEVICE2"), tok2 = env("OVERLORD_DEVICE2_TOKEN");
+    const row2 = page.locator(`#tree .row.device[data-id="${dev2}"]`);
+    check(await row2.locator(".dot.unknown").count() === 1, "a device never heard from is grey");
+    await row2.click();
+    const r = await fetch(`${URL_}/v1/readings?device=${dev2}&token=${tok2}&N7=42.5`);
+    check(r.status === 200, "the second device sends a reading");
+    await page.waitForSelector(`#tree .row.device[data-id="${dev2}"] .dot.online`, { timeout: 10000 });
+    check(true, "the tree shows it online without a reload");
+    await page.waitForFunction(() => [...document.querySelectorAll("#tree .row.sensor")].some((e) => e.textContent.startsWith("N7 = 42.5")), null, { timeout: 10000 });
+    check(true, "and its new value");
+    await devRow.click();
     await page.screenshot({ path: `${OUT}/1-tree.png` });
 
     // 3. The map: world outline and the device as a green dot; click it.
