@@ -8,11 +8,21 @@ use common::{hour_ago, rfc3339, TestServer};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
+/// `POST /v1/login` as the dashboard sends it (with `X-Overlord-CSRF`).
+fn dash_login(s: &TestServer) -> common::Reply {
+    s.post(
+        "/v1/login",
+        FORM,
+        b"name=ann&password=correct+horse",
+        "X-Overlord-CSRF: \r\n",
+    )
+}
+
 /// A user `ann` with a password, logged in: (cookie value, CSRF token).
 fn logged_in(s: &TestServer) -> (String, String) {
     let r = s.admin_form("POST", "/v1/users", "name=ann&password=correct+horse");
     assert_eq!(r.status, 201, "{}", r.body);
-    let login = s.post("/v1/login", FORM, b"name=ann&password=correct+horse", "");
+    let login = dash_login(&s);
     assert_eq!(login.status, 200, "{}", login.body);
     let cookie = login.header("Set-Cookie").expect("a session cookie");
     let value = cookie
@@ -50,7 +60,7 @@ fn with_cookie(
 fn login_sets_an_http_only_same_site_cookie() {
     let s = TestServer::start();
     s.admin_form("POST", "/v1/users", "name=ann&password=correct+horse");
-    let login = s.post("/v1/login", FORM, b"name=ann&password=correct+horse", "");
+    let login = dash_login(&s);
     let c = login.header("Set-Cookie").unwrap();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=86400"] {
         assert!(c.contains(part), "{c} lacks {part}");
@@ -60,10 +70,16 @@ fn login_sets_an_http_only_same_site_cookie() {
         login.body.starts_with("user,token\nann,"),
         "the body is unchanged"
     );
+    // A login without the dashboard's header (a script, or another site's
+    // form: login CSRF) gets the token in the body and no cookie.
+    let script = s.post("/v1/login", FORM, b"name=ann&password=correct+horse", "");
+    assert_eq!(script.status, 200);
+    assert_eq!(script.header("Set-Cookie"), None);
+    assert_eq!(script.header("Overlord-Csrf"), None);
 
     let s = TestServer::start_with(|c| c.dashboard.secure_cookie = true);
     s.admin_form("POST", "/v1/users", "name=ann&password=correct+horse");
-    let login = s.post("/v1/login", FORM, b"name=ann&password=correct+horse", "");
+    let login = dash_login(&s);
     assert!(login.header("Set-Cookie").unwrap().ends_with("; Secure"));
 }
 

@@ -220,9 +220,17 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
         .directory
         .new_session(&name, Duration::from_secs(app.config.limits.session_secs));
     tracing::info!(target: "overlord::audit", user = %name, "login");
+    let reply = Reply::csv(format!("user,token\n{name},{token}\n"));
+    // The cookie only for the dashboard's own request (it sends
+    // `X-Overlord-CSRF`, which a cross-site HTML form cannot): another
+    // site's form must not log a browser into an account of its choosing
+    // (login CSRF). Scripts use the token in the body.
+    if !form.headers.contains_key(crate::http::CSRF_HEADER) {
+        return Ok(reply);
+    }
     let csrf = auth::csrf_for(&token);
     let cookie = session_cookie_header(app, &token, app.config.limits.session_secs);
-    Ok(Reply::csv(format!("user,token\n{name},{token}\n"))
+    Ok(reply
         .with_header(hyper::header::SET_COOKIE, cookie)
         .with_header(
             hyper::header::HeaderName::from_static("overlord-csrf"),
