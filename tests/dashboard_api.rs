@@ -22,7 +22,7 @@ fn dash_login(s: &TestServer) -> common::Reply {
 fn logged_in(s: &TestServer) -> (String, String) {
     let r = s.admin_form("POST", "/v1/users", "name=ann&password=correct+horse");
     assert_eq!(r.status, 201, "{}", r.body);
-    let login = dash_login(&s);
+    let login = dash_login(s);
     assert_eq!(login.status, 200, "{}", login.body);
     let cookie = login.header("Set-Cookie").expect("a session cookie");
     let value = cookie
