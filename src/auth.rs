@@ -386,6 +386,22 @@ impl Directory {
     }
 }
 
+/// The CSRF token of a login session: derived from the session token
+/// (SHA-256 of a fixed label and the token, 32 hex characters), so it is
+/// never stored, can be asked for again (`GET /v1/session`) and tells
+/// nothing about the session token itself.
+pub fn csrf_for(session_token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"overlord-csrf\0");
+    h.update(session_token.as_bytes());
+    hex(&h.finalize()[..16])
+}
+
+/// Does `given` match the CSRF token of `session_token`? Constant time.
+pub fn csrf_matches(session_token: &str, given: &str) -> bool {
+    ct_eq(&hash_token(&csrf_for(session_token)), &hash_token(given))
+}
+
 /// Decode `Authorization: Basic base64(id:secret)`.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
     let rest = header
@@ -531,6 +547,18 @@ impl Directory {
             let u = self.user(&name)?;
             return token_matches(token, &u.token, u.prev_token.as_ref()).then_some(u);
         }
+        self.authenticate_session(token)
+    }
+
+    /// End the login session `token` (logout); did it exist?
+    pub fn end_session(&self, token: &str) -> bool {
+        self.sessions.lock().remove(&hash_token(token)).is_some()
+    }
+
+    /// Check a login session token only (the dashboard's cookie: an API
+    /// token is never accepted from a cookie).
+    pub fn authenticate_session(&self, token: &str) -> Option<Arc<UserRecord>> {
+        let h = hash_token(token);
         let now = std::time::Instant::now();
         let mut sessions = self.sessions.lock();
         let (name, expires) = sessions.get(&h).cloned()?;
@@ -648,6 +676,17 @@ mod tests {
         for bad in ["", "a b", "a/b", "ä", &"x".repeat(65), "a%20"] {
             assert!(!valid_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn csrf_token_is_bound_to_its_session() {
+        let (a, b) = (generate_token(), generate_token());
+        let ca = csrf_for(&a);
+        assert_eq!(ca.len(), 32);
+        assert_ne!(ca, a);
+        assert!(csrf_matches(&a, &ca));
+        assert!(!csrf_matches(&b, &ca));
+        assert!(!csrf_matches(&a, ""));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// How long readings are kept.
     pub retention: RetentionConfig,
+    /// The browser dashboard.
+    pub dashboard: DashboardConfig,
 }
 
 /// `[retention]`
@@ -70,6 +72,18 @@ impl Default for RetentionConfig {
             aggregate_keep_days: 0,
         }
     }
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Mark the session cookie `Secure` (set this when the server is
+    /// reached over HTTPS, e.g. behind a TLS-terminating proxy).
+    pub secure_cookie: bool,
+    /// A map tile server, `{z}/{x}/{y}` in the URL (empty: none; the map
+    /// then shows the world outline shipped in the binary).
+    pub tile_url: String,
 }
 
 /// `[presence]`
@@ -162,6 +176,7 @@ impl Default for Config {
             digest: DigestConfig::default(),
             presence: PresenceConfig::default(),
             retention: RetentionConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }

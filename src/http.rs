@@ -268,9 +268,30 @@ pub fn peer_of(ext: &hyper::http::Extensions) -> Option<IpAddr> {
     ext.get::<Peer>().map(|p| p.0)
 }
 
+/// Name of the dashboard's session cookie (set by `POST /v1/login`).
+pub const SESSION_COOKIE: &str = "overlord_session";
+
+/// Header that carries the session's CSRF token on state-changing
+/// requests authenticated by the session cookie.
+pub const CSRF_HEADER: &str = "x-overlord-csrf";
+
+/// The value of the [`SESSION_COOKIE`] in the request's `Cookie` headers.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
 /// Who is calling: `device=`/`token=` parameters win, then the
 /// `Authorization` header (`Basic id:token` for a device or a user,
-/// `Bearer token` for a user's API or session token). Presented but wrong
+/// `Bearer token` for a user's API or session token), then the
+/// dashboard's session cookie (a session token only). Presented but wrong
 /// credentials are `401`; none at all is [`Principal::Anonymous`].
 ///
 /// Failures count against the source address and the id named (see
@@ -287,6 +308,7 @@ pub fn authenticate(
         Device(String, String),
         Basic(String, String),
         Bearer(String),
+        Cookie(String),
     }
     let presented = if let Some(token) = token {
         let id = device.ok_or_else(|| WireError::unauthorized("token given without device"))?;
@@ -305,13 +327,25 @@ pub fn authenticate(
                 .ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
             Presented::Basic(id, secret)
         }
+    } else if let Some(t) = session_cookie(headers) {
+        Presented::Cookie(t.to_string())
     } else {
         return Ok(Principal::Anonymous);
     };
+    if let Presented::Cookie(t) = &presented {
+        // A stale cookie is not a guess (the token is 128 random bits), so
+        // it is not counted against the source: a browser left open on an
+        // expired session must still be able to log in again.
+        return app
+            .directory
+            .authenticate_session(t)
+            .map(Principal::User)
+            .ok_or_else(|| WireError::unauthorized("the session has ended; log in again"));
+    }
     let src_key = peer.map(|ip| format!("src:{ip}"));
     let id_key = match &presented {
         Presented::Device(id, _) | Presented::Basic(id, _) => Some(format!("id:{id}")),
-        Presented::Bearer(_) => None,
+        Presented::Bearer(_) | Presented::Cookie(_) => None,
     };
     for key in src_key.iter().chain(id_key.iter()) {
         if let Err(secs) = app.throttle.check(key) {
@@ -326,6 +360,7 @@ pub fn authenticate(
         Presented::Device(id, t) => dir.authenticate_device(id, t).map(Principal::Device),
         Presented::Basic(id, t) => dir.authenticate_basic(id, t),
         Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
+        Presented::Cookie(_) => None,
     };
     if let Some(Principal::Device(d)) = &found {
         // Any authenticated request is contact (presence).

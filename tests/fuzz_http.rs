@@ -1,7 +1,7 @@
 //! Raw-HTTP fuzzing of a live server: random byte mutations of valid
 //! requests (flips, insertions, deletions, duplicated and truncated runs,
 //! stray CR/LF/NUL/space/colon) over loopback, a bounded number of cases
-//! from a fixed seed (`OVERLORD_FUZZ_SEED` and `OVERLORD_FUZZ_CASES`
+//! from a fixed seed (`FUZZ_SEED` and `FUZZ_CASES`
 //! override it).
 //!
 //! What every case must get:
@@ -250,11 +250,11 @@ fn mutated_requests_get_well_formed_replies_and_the_server_survives() {
         );
     }
 
-    let seed = std::env::var("OVERLORD_FUZZ_SEED")
+    let seed = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5EED_0F0E_u64);
-    let cases: usize = std::env::var("OVERLORD_FUZZ_CASES")
+    let cases: usize = std::env::var("FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1500);

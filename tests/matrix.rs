@@ -71,6 +71,12 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (RetentionShow, [200, 200, 200, 404, 200, 404, 401]),
         (RetentionSet, [200, 200, 403, 404, 403, 404, 401]),
         (AdminBackup, [200, 403, 403, 403, 403, 403, 401]),
+        (Logout, [200, 200, 200, 200, 403, 403, 401]),
+        (Session, [200, 200, 200, 200, 403, 403, 401]),
+        (DeviceSensors, [200, 200, 200, 404, 200, 404, 401]),
+        // The dashboard's files are public; its data comes from the API.
+        (Dashboard, [200, 200, 200, 200, 200, 200, 200]),
+        (DashboardAsset, [200, 200, 200, 200, 200, 200, 200]),
     ])
 }
 
@@ -321,6 +327,11 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             "keep_days=30".into(),
         ),
         AdminBackup => ("GET", "/v1/admin/backup".into(), form, String::new()),
+        Logout => ("POST", "/v1/logout".into(), form, String::new()),
+        Session => ("GET", "/v1/session".into(), form, String::new()),
+        DeviceSensors => ("GET", "/v1/devices/own/sensors".into(), form, String::new()),
+        Dashboard => ("GET", "/".into(), form, String::new()),
+        DashboardAsset => ("GET", "/ui/app.js".into(), form, String::new()),
     }
 }
 

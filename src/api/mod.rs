@@ -12,9 +12,17 @@
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
+//! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
+//! | `GET /v1/devices/ID/sensors` | [`readings::latest`] |
+//! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
+//!
+//! Requests authenticated by the dashboard's session cookie must carry the
+//! session's CSRF token in `X-Overlord-CSRF` when they change anything
+//! ([`changes_state`]); the router checks that before any handler runs.
 
 pub mod alerts;
 pub mod channels;
+pub mod dashboard;
 pub mod devices;
 pub mod files;
 pub mod inbox;
@@ -43,11 +51,21 @@ pub async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let path = req.uri().path().to_string();
+    // The dashboard sends `X-Overlord-CSRF` on every request (empty before
+    // it has a session). Its 401s come without `WWW-Authenticate: Basic`,
+    // or the browser would pop up its own password dialog (and a headless
+    // one would wait for it forever) instead of the page's login form.
+    let from_dashboard = req.headers().contains_key(crate::http::CSRF_HEADER);
     let mut endpoint = None;
-    let reply = match route(&app, req, &mut endpoint).await {
+    let mut reply = match route(&app, req, &mut endpoint).await {
         Ok(r) => r,
         Err(e) => Reply::from(e),
     };
+    if from_dashboard && reply.status == 401 {
+        reply
+            .headers
+            .retain(|(name, _)| name != hyper::header::WWW_AUTHENTICATE);
+    }
     let status = reply.status;
     app.metrics.count_status(status);
     app.metrics
@@ -126,6 +144,11 @@ pub enum Endpoint {
     RetentionShow,
     RetentionSet,
     AdminBackup,
+    Logout,
+    Session,
+    DeviceSensors,
+    Dashboard,
+    DashboardAsset,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -198,7 +221,59 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/devices/:id/retention", Endpoint::RetentionShow),
     ("POST", "/v1/devices/:id/retention", Endpoint::RetentionSet),
     ("GET", "/v1/admin/backup", Endpoint::AdminBackup),
+    ("POST", "/v1/logout", Endpoint::Logout),
+    ("GET", "/v1/session", Endpoint::Session),
+    ("GET", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
+    ("GET", "/", Endpoint::Dashboard),
+    ("GET", "/ui/:file", Endpoint::DashboardAsset),
 ];
+
+/// Does this request change anything? Every method but `GET`/`HEAD`, and
+/// the two device `GET`s that write (readings by query string, inbox
+/// acknowledgement). `POST /v1/login` is not guarded: it needs no session.
+pub fn changes_state(method: &Method, ep: Endpoint) -> bool {
+    if ep == Endpoint::Login {
+        return false;
+    }
+    !matches!(*method, Method::GET | Method::HEAD)
+        || matches!(ep, Endpoint::ReadingsGet | Endpoint::InboxAck)
+}
+
+/// The CSRF defence: a state-changing request that would be authenticated
+/// by the session cookie (it has the cookie and no `Authorization`
+/// header) must carry the session's CSRF token in
+/// `X-Overlord-CSRF` (`403 csrf`). A cross-site page can make a browser
+/// send the cookie (were it not `SameSite=Strict`) but cannot read the
+/// token or set the header.
+fn check_csrf<B>(req: &Request<B>, ep: Endpoint) -> Result<(), WireError> {
+    if !changes_state(req.method(), ep) || req.headers().contains_key(hyper::header::AUTHORIZATION)
+    {
+        return Ok(());
+    }
+    let Some(session) = crate::http::session_cookie(req.headers()) else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(crate::http::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if given.is_empty() {
+        return Err(WireError::new(
+            403,
+            "csrf",
+            "a request with the session cookie that changes something needs the X-Overlord-CSRF header (GET /v1/session gives it)",
+        ));
+    }
+    if !crate::auth::csrf_matches(session, given) {
+        return Err(WireError::new(
+            403,
+            "csrf",
+            "X-Overlord-CSRF does not match the session",
+        ));
+    }
+    Ok(())
+}
 
 /// Match a path against a pattern; `Some(value of the :name segment)`.
 fn matches(pattern: &str, segs: &[&str]) -> Option<Option<String>> {
@@ -281,6 +356,7 @@ async fn route(
         return Err(e);
     };
     *endpoint = Some(ep);
+    check_csrf(&req, ep)?;
     use Endpoint::*;
     match ep {
         Healthz => Ok(ops::healthz()),
@@ -330,5 +406,10 @@ async fn route(
         RetentionShow => ops::retention_show(app, req, &p).await,
         RetentionSet => ops::retention_set(app, req, &p).await,
         AdminBackup => ops::backup(app, req).await,
+        Logout => users::logout(app, req).await,
+        Session => users::session(app, req).await,
+        DeviceSensors => readings::latest(app, req, &p).await,
+        Dashboard => Ok(dashboard::asset(app, &req, "index.html")),
+        DashboardAsset => Ok(dashboard::asset(app, &req, &p)),
     }
 }

@@ -11,15 +11,17 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
-use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId};
+use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
 use crate::ingest::Prepared;
+use crate::store::query::{
+    latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
+};
 
 /// Requests with more readings than this are sorted on a blocking thread.
 const INLINE_PREPARE: usize = 4096;
-use crate::store::query::{read_series, SeriesQuery};
 use crate::store::DeviceRecord;
 
 /// Bodies larger than this are parsed on a blocking thread, so a 30 MB
@@ -224,8 +226,19 @@ fn visible_device(
 /// with empty fields where a sensor has no value at that time. When the
 /// limit cut the result, the `Overlord-Next-From` header gives the `from`
 /// that continues it.
+///
+/// With `buckets=N` (and `from`, `to`, numeric sensors) the answer is at
+/// most N rows of `time,S_min,S_max,...`, one per slice of the range, for
+/// charts of ranges too long to draw point by point.
 pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let q = series_params(app, &req, id)?;
+    let (q, bq) = series_params(app, &req, id)?;
+    if let Some(bq) = bq {
+        let db_app = app.clone();
+        let text = tokio::task::spawn_blocking(move || read_buckets(&*db_app.store.db()?, &bq))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+        return Ok(Reply::csv(text));
+    }
     let db_app = app.clone();
     let result = tokio::task::spawn_blocking(move || read_series(&*db_app.store.db()?, &q))
         .await
@@ -246,7 +259,13 @@ pub async fn aggregates(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Reply, WireError> {
-    let q = series_params(app, &req, id)?;
+    let (q, bq) = series_params(app, &req, id)?;
+    if bq.is_some() {
+        return Err(WireError::bad_request(
+            "bad_parameter",
+            "buckets is for readings; aggregates are per minute already",
+        ));
+    }
     if let Some(s) = q
         .sensors
         .iter()
@@ -280,7 +299,12 @@ fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
 /// The parameters of a series query (`sensors`, `from`, `to`, `limit`,
 /// optional `device`/`token` credentials) of device `id`, with the caller
 /// authenticated and allowed [`Action::ReadReadings`] on it.
-fn series_params(app: &App, req: &Request<Incoming>, id: &str) -> Result<SeriesQuery, WireError> {
+/// With `buckets=N` it also returns the bucketed form of the query.
+fn series_params(
+    app: &App,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<(SeriesQuery, Option<BucketQuery>), WireError> {
     let pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let mut q = SeriesQuery {
         device: 0,
@@ -290,6 +314,7 @@ fn series_params(app: &App, req: &Request<Incoming>, id: &str) -> Result<SeriesQ
         limit: app.config.limits.query_default_rows,
     };
     let (mut device, mut token) = (None, None);
+    let mut buckets: Option<usize> = None;
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in &pairs {
         if seen.contains(&name.as_str()) {
@@ -322,6 +347,20 @@ fn series_params(app: &App, req: &Request<Incoming>, id: &str) -> Result<SeriesQ
                         WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))
                     })?;
             }
+            "buckets" => {
+                buckets = Some(
+                    value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_BUCKETS).contains(n))
+                        .ok_or_else(|| {
+                            WireError::bad_request(
+                                "bad_buckets",
+                                format!("buckets must be 1..{MAX_BUCKETS}"),
+                            )
+                        })?,
+                );
+            }
             "sensors" => {
                 for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let sensor = SensorId::parse(s)?;
@@ -338,7 +377,7 @@ fn series_params(app: &App, req: &Request<Incoming>, id: &str) -> Result<SeriesQ
                 return Err(WireError::bad_request(
                     "bad_parameter",
                     format!(
-                        "unknown parameter '{}'; use sensors, from, to, limit",
+                        "unknown parameter '{}'; use sensors, from, to, limit, buckets",
                         codec::names::clip(other)
                     ),
                 ))
@@ -357,5 +396,91 @@ fn series_params(app: &App, req: &Request<Incoming>, id: &str) -> Result<SeriesQ
     }
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     q.device = d.num;
-    Ok(q)
+    let bq = match buckets {
+        Some(n) => Some(bucket_query(q.clone(), &seen, n)?),
+        None => None,
+    };
+    Ok((q, bq))
+}
+
+/// Check a `buckets=N` query: it needs `from`, `to` and numeric sensors
+/// (`I`, `N`, `L`), and takes no `limit` (the answer has at most N rows).
+fn bucket_query(q: SeriesQuery, seen: &[&str], n: usize) -> Result<BucketQuery, WireError> {
+    for need in ["from", "to", "sensors"] {
+        if !seen.contains(&need) {
+            return Err(WireError::bad_request(
+                "missing_field",
+                format!("buckets needs {need}"),
+            ));
+        }
+    }
+    if seen.contains(&"limit") {
+        return Err(WireError::bad_request(
+            "bad_parameter",
+            "limit and buckets exclude each other",
+        ));
+    }
+    if q.sensors.is_empty() {
+        return Err(WireError::bad_request(
+            "missing_field",
+            "buckets needs at least one sensor",
+        ));
+    }
+    if let Some(s) = q
+        .sensors
+        .iter()
+        .find(|s| !matches!(s.kind, SensorKind::Int | SensorKind::Num | SensorKind::Bool))
+    {
+        return Err(WireError::bad_request(
+            "bad_sensor",
+            format!("{s}: buckets take numeric sensors (I, N, L)"),
+        ));
+    }
+    if q.from > q.to {
+        return Err(WireError::bad_request("bad_time", "from is after to"));
+    }
+    Ok(BucketQuery {
+        device: q.device,
+        sensors: q.sensors,
+        from: q.from,
+        to: q.to,
+        buckets: n,
+    })
+}
+
+/// `GET /v1/devices/ID/sensors`: `sensor,time,value`, the latest reading
+/// of each of the device's sensors (the dashboard's tree shows them).
+pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let form = crate::http::Form::read(
+        req,
+        &["device", "token"],
+        Duration::from_secs(app.config.limits.body_timeout_secs),
+    )
+    .await?;
+    let who = authenticate(
+        app,
+        &form.headers,
+        form.peer,
+        Some(form.get("device").unwrap_or(id)),
+        form.get("token"),
+    )?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    let d = visible_device(app, &who, id, Action::ReadReadings)?;
+    let db_app = app.clone();
+    let num = d.num;
+    let rows = tokio::task::spawn_blocking(move || read_latest(&*db_app.store.db()?, num))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    let mut out = String::from("sensor,time,value\n");
+    for (s, t, v) in rows {
+        out.push_str(&s.to_string());
+        out.push(',');
+        timefmt::write_time(t, &mut out);
+        out.push(',');
+        v.write_csv(&mut out);
+        out.push('\n');
+    }
+    Ok(Reply::csv(out))
 }

@@ -2,7 +2,9 @@
 //!
 //! - `POST /v1/users`, `GET /v1/users` (administrators)
 //! - `POST /v1/users/NAME/token|password|revoke` (the user or an administrator)
-//! - `POST /v1/login` (name and password → a session token)
+//! - `POST /v1/login` (name and password → a session token, also set as
+//!   the dashboard's `HttpOnly; SameSite=Strict` cookie), `POST
+//!   /v1/logout`, `GET /v1/session` (the session's CSRF token)
 //! - `POST|DELETE|GET /v1/grants` (the owner of the device or channel)
 //! - `POST /v1/devices/ID/revoke` (the device's owner)
 
@@ -215,7 +217,100 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
         .directory
         .new_session(&name, Duration::from_secs(app.config.limits.session_secs));
     tracing::info!(target: "overlord::audit", user = %name, "login");
-    Ok(Reply::csv(format!("user,token\n{name},{token}\n")))
+    let reply = Reply::csv(format!("user,token\n{name},{token}\n"));
+    // The cookie only for the dashboard's own request (it sends
+    // `X-Overlord-CSRF`, which a cross-site HTML form cannot): another
+    // site's form must not log a browser into an account of its choosing
+    // (login CSRF). Scripts use the token in the body.
+    if !form.headers.contains_key(crate::http::CSRF_HEADER) {
+        return Ok(reply);
+    }
+    let csrf = auth::csrf_for(&token);
+    let cookie = session_cookie_header(app, &token, app.config.limits.session_secs);
+    Ok(reply
+        .with_header(hyper::header::SET_COOKIE, cookie)
+        .with_header(
+            hyper::header::HeaderName::from_static("overlord-csrf"),
+            csrf,
+        ))
+}
+
+/// `Set-Cookie` for the session: `HttpOnly` (scripts cannot read it),
+/// `SameSite=Strict` (no other site's page makes the browser send it),
+/// `Path=/`, and `Secure` when `[dashboard] secure_cookie` is set. An
+/// empty token with `max_age` 0 clears it.
+fn session_cookie_header(app: &App, token: &str, max_age: u64) -> String {
+    let secure = if app.config.dashboard.secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        crate::http::SESSION_COOKIE
+    )
+}
+
+/// `POST /v1/logout`: ends the login session presented (the session cookie
+/// or a Bearer session token) and clears the cookie: `ok,<sessions
+/// ended>`. A user's API token is not ended by this (revoke it instead).
+pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
+    let who = form.caller(app)?;
+    let Principal::User(u) = who else {
+        return Err(WireError::forbidden("a device has no login session"));
+    };
+    let mut ended = 0;
+    if let Some(t) = crate::http::session_cookie(&form.headers) {
+        ended += usize::from(app.directory.end_session(t));
+    }
+    if let Some(t) = form
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        if app.directory.authenticate_session(t.trim()).is_some() {
+            ended += usize::from(app.directory.end_session(t.trim()));
+        }
+    }
+    tracing::info!(target: "overlord::audit", user = %u.name, "logout");
+    Ok(Reply::csv(format!("ok,{ended}\n"))
+        .with_header(hyper::header::SET_COOKIE, session_cookie_header(app, "", 0)))
+}
+
+/// `GET /v1/session`: `user,role,csrf,tile_url` for the caller. `csrf` is the
+/// session's CSRF token when the caller came with the session cookie
+/// (the dashboard asks for it after a reload), else empty.
+pub async fn session(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "token"], timeout(app)).await?;
+    let who = form.caller(app)?;
+    let Principal::User(u) = who else {
+        return Err(WireError::forbidden("a device has no login session"));
+    };
+    let csrf = match (
+        crate::http::session_cookie(&form.headers),
+        form.headers.contains_key(hyper::header::AUTHORIZATION),
+    ) {
+        (Some(t), false) => auth::csrf_for(t),
+        _ => String::new(),
+    };
+    let mut out = String::from("user,role,csrf,tile_url\n");
+    write_csv_text(&u.name, &mut out);
+    out.push(',');
+    out.push_str(if u.role == Role::Administrator {
+        "admin"
+    } else {
+        "user"
+    });
+    out.push(',');
+    out.push_str(&csrf);
+    out.push(',');
+    if crate::api::dashboard::tile_origin(&app.config.dashboard.tile_url).is_some() {
+        write_csv_text(&app.config.dashboard.tile_url, &mut out);
+    }
+    out.push('\n');
+    Ok(Reply::csv(out))
 }
 
 /// A real argon2id hash of a random password, verified against when the

@@ -146,6 +146,139 @@ pub fn merge_rows<T>(
     (rows, next_from)
 }
 
+/// Most buckets a downsampled query may ask for (a wide screen's pixels).
+pub const MAX_BUCKETS: usize = 4096;
+
+/// A downsampled query: `[from, to]` cut into `buckets` equal slices, and
+/// per slice and sensor the smallest and largest value (what a chart
+/// needs to draw every peak at one slice per pixel).
+#[derive(Debug, Clone)]
+pub struct BucketQuery {
+    /// Device number.
+    pub device: u32,
+    /// Numeric sensors (`I`, `N`, `L`), in column order.
+    pub sensors: Vec<SensorId>,
+    /// Inclusive start, UTC µs (≥ 0).
+    pub from: Micros,
+    /// Inclusive end, UTC µs.
+    pub to: Micros,
+    /// Number of slices, 1..=[`MAX_BUCKETS`].
+    pub buckets: usize,
+}
+
+/// A value as a number for min/max, if its sensor type has one.
+fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Num(n) => Some(*n),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+/// Run a downsampled query: CSV `time,N1_min,N1_max,...` with one row per
+/// slice that has any value, `time` being the slice's start. Blocking;
+/// reads every reading in the range once and keeps only `buckets × sensors`
+/// pairs in memory.
+pub fn read_buckets(db: &redb::Database, q: &BucketQuery) -> Result<String, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(READINGS)?;
+    let from = q.from.max(0);
+    let to = q.to;
+    let n = q.buckets.clamp(1, MAX_BUCKETS);
+    let span = i128::from(to) - i128::from(from) + 1;
+    let mut acc: Vec<Vec<Option<(f64, f64)>>> = vec![vec![None; n]; q.sensors.len()];
+    if span > 0 {
+        let (m0, m1) = (minute(from), minute(to));
+        for (s, slots) in q.sensors.iter().zip(acc.iter_mut()) {
+            for row in
+                table.range((q.device, s.code(), m0, 0)..=(q.device, s.code(), m1, u16::MAX))?
+            {
+                let (k, v) = row?;
+                let base = i64::from(k.value().2) * chunk::MINUTE_US;
+                chunk::decode(v.value(), s.kind, |off, value| {
+                    let t = base + i64::from(off);
+                    if t < from || t > to {
+                        return;
+                    }
+                    let Some(x) = as_number(&value) else { return };
+                    let i = ((i128::from(t - from) * n as i128) / span) as usize;
+                    let slot = &mut slots[i.min(n - 1)];
+                    *slot = Some(match *slot {
+                        None => (x, x),
+                        Some((lo, hi)) => (lo.min(x), hi.max(x)),
+                    });
+                })?;
+            }
+        }
+    }
+    let mut text = String::from("time");
+    for s in &q.sensors {
+        text.push_str(&format!(",{s}_min,{s}_max"));
+    }
+    text.push('\n');
+    for i in 0..n {
+        if acc.iter().all(|slots| slots[i].is_none()) {
+            continue;
+        }
+        let start = i128::from(from) + span * i as i128 / n as i128;
+        timefmt::write_time(start as Micros, &mut text);
+        for slots in &acc {
+            match slots[i] {
+                Some((lo, hi)) => text.push_str(&format!(",{lo},{hi}")),
+                None => text.push_str(",,"),
+            }
+        }
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The latest reading of every sensor of a device: `(sensor, time,
+/// value)`, in name order. Blocking; one reverse seek per sensor.
+pub fn latest(
+    db: &redb::Database,
+    device: u32,
+) -> Result<Vec<(SensorId, Micros, Value)>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(READINGS)?;
+    let t = txn.open_table(SENSORS)?;
+    let mut sensors = Vec::new();
+    for row in t.range((device, 0)..=(device, u32::MAX))? {
+        let (k, _) = row?;
+        sensors.extend(SensorId::from_code(k.value().1));
+    }
+    sensors.sort_by_key(|s| (s.kind.letter(), s.number));
+    let mut out = Vec::with_capacity(sensors.len());
+    for s in sensors {
+        let mut best: Option<(Micros, Value)> = None;
+        let mut last_minute = None;
+        for row in table
+            .range((device, s.code(), 0, 0)..=(device, s.code(), u32::MAX, u16::MAX))?
+            .rev()
+        {
+            let (k, v) = row?;
+            let m = k.value().2;
+            // Every part of the newest minute; older minutes cannot win.
+            if last_minute.is_some_and(|l| l != m) {
+                break;
+            }
+            last_minute = Some(m);
+            let base = i64::from(m) * chunk::MINUTE_US;
+            chunk::decode(v.value(), s.kind, |off, value| {
+                let t = base + i64::from(off);
+                if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                    best = Some((t, value));
+                }
+            })?;
+        }
+        if let Some((t, v)) = best {
+            out.push((s, t, v));
+        }
+    }
+    Ok(out)
+}
+
 /// The minute key of a time (times are never negative in the store).
 pub fn minute(t: Micros) -> u32 {
     u32::try_from(t.max(0) / chunk::MINUTE_US).unwrap_or(u32::MAX)

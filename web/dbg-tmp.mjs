@@ -1,0 +1,10 @@
+import { chromium } from "playwright-core";
+const b = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox","--disable-gpu","--disable-background-networking"] });
+const p = await b.newPage();
+p.on("console", m => console.log("console", m.type(), m.text()));
+p.on("pageerror", e => console.log("pageerror", String(e)));
+p.on("response", r => console.log("resp", r.status(), r.url()));
+await p.goto("http://127.0.0.1:18099/");
+await p.waitForTimeout(1500);
+console.log(await p.evaluate(async () => { const r = await fetch("/v1/session"); return [r.status, await r.text(), document.getElementById("login").hidden]; }));
+await b.close();
