@@ -266,6 +266,18 @@ fn a_gateway_registers_writes_for_and_relays_to_its_devices() {
         row.starts_with("1,command,") && row.ends_with(",user:admin,L1,true,c2"),
         "{row}"
     );
+    // Watching c2's queue shows the row waiting in the gateway's inbox.
+    let r = s.get_admin("/v1/devices/c2/inbox");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body
+            .starts_with("seq,kind,time,from,sensor,value,device\n1,command,")
+            && r.body.ends_with(",L1,true,c2\n")
+            && r.body.lines().count() == 2,
+        "{}",
+        r.body
+    );
+    assert_eq!(s.get_admin("/v1/devices/c1/inbox").body.lines().count(), 1);
     // The readings reply carries it too, with the device column.
     let r = s.get(&format!("/v1/readings?{auth}&N1=1&time={}", hour_ago()));
     assert!(r.body.starts_with("ok,1,1\n1,command,"), "{}", r.body);

@@ -47,12 +47,30 @@ pub fn device_for(
     Ok(d)
 }
 
-async fn list_rows(app: &Arc<App>, device: u32, limit: usize) -> Result<Reply, WireError> {
+/// The pending rows of `device`'s inbox, at most `limit`; with `below`,
+/// only the rows for that device behind the gateway `device`.
+async fn list_rows(
+    app: &Arc<App>,
+    device: u32,
+    limit: usize,
+    below: Option<String>,
+) -> Result<Reply, WireError> {
     let app2 = app.clone();
-    let (_, rows) =
-        tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, device, limit))
+    // An inbox holds at most `max_inbox` rows: reading them all to filter
+    // is bounded.
+    let read = if below.is_some() {
+        app.config.limits.max_inbox as usize
+    } else {
+        limit
+    };
+    let (_, mut rows) =
+        tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, device, read))
             .await
             .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    if let Some(b) = &below {
+        rows.retain(|(_, r)| &r.device == b);
+        rows.truncate(limit);
+    }
     let gateway = app
         .directory
         .device_by_num(device)
@@ -88,7 +106,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let d = me(&who)?;
     app.directory
         .authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
-    list_rows(app, d.num, limit(app, &form)?).await
+    list_rows(app, d.num, limit(app, &form)?, None).await
 }
 
 /// `GET|POST /v1/inbox/ack?device=ID&token=TOK&upto=SEQ`: remove every
@@ -120,7 +138,11 @@ pub async fn view(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Re
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(app)?;
     let d = device_for(app, &who, id, Action::SendToDevice)?;
-    list_rows(app, d.num, limit(app, &form)?).await
+    // A device behind a gateway has its rows in the gateway's inbox
+    // (seq numbers are the gateway's, as the gateway acknowledges them).
+    let (inbox_of, below) = inbox::route(&app.directory, d.num);
+    let below = (inbox_of != d.num).then_some(below);
+    list_rows(app, inbox_of, limit(app, &form)?, below).await
 }
 
 /// Build a message or command row from `kind`, `sensor`, `value`.
