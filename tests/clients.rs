@@ -9,22 +9,6 @@ use std::process::Command;
 
 use common::{hour_ago, rfc3339, TestServer};
 
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} must be installed in CI"
-        );
-        eprintln!("note: {tool} not installed; skipping its check");
-    }
-    found
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run client");
     assert!(
@@ -42,7 +26,7 @@ fn curl_wget_and_busybox_wget_send_and_read_back() {
     let base = format!("http://{}", s.addr);
     let t = hour_ago();
     let mut expected = vec!["time,N1".to_string()];
-    if have("curl") {
+    if common::have("curl") {
         let url = format!("{base}/v1/readings?device=cron&token={tok}&N1=1.5&time={t}");
         assert_eq!(
             run(Command::new("curl").args(["-sS", "--fail", &url])),
@@ -70,7 +54,7 @@ fn curl_wget_and_busybox_wget_send_and_read_back() {
             format!("{},3.5", rfc3339(t + 2)),
         ]);
     }
-    if have("wget") {
+    if common::have("wget") {
         let url = format!(
             "{base}/v1/readings?device=cron&token={tok}&N1=4.5&time={}",
             t + 3
@@ -78,7 +62,7 @@ fn curl_wget_and_busybox_wget_send_and_read_back() {
         assert_eq!(run(Command::new("wget").args(["-qO-", &url])), "ok,1,0\n");
         expected.push(format!("{},4.5", rfc3339(t + 3)));
     }
-    if have("busybox") {
+    if common::have("busybox") {
         // busybox wget --post-data sends a form.
         let out = run(Command::new("busybox").args([
             "wget",

@@ -66,14 +66,6 @@ fn out_dir() -> PathBuf {
     target.join("dashboard")
 }
 
-fn token_of(body: &str) -> String {
-    let row = body
-        .lines()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no row: {body}"));
-    row.split_once(',').unwrap().1.to_string()
-}
-
 /// A user `ann` with a password and her API token.
 fn user(s: &TestServer) -> String {
     let r = s.admin_form(
@@ -82,7 +74,7 @@ fn user(s: &TestServer) -> String {
         &format!("name=ann&password={}", common::enc(PASSWORD)),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    token_of(&r.body)
+    common::token_of(&r.body)
 }
 
 fn run_node(s: &TestServer, envs: &[(&str, String)]) -> std::process::Output {
@@ -124,7 +116,7 @@ fn log_in_tree_map_chart_command_log_out() {
         &bearer,
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let token = token_of(&r.body);
+    let token = common::token_of(&r.body);
     // A device not heard from yet (the page sees it come online).
     let r = s.post(
         "/v1/devices",
@@ -133,7 +125,7 @@ fn log_in_tree_map_chart_command_log_out() {
         &bearer,
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let token2 = token_of(&r.body);
+    let token2 = common::token_of(&r.body);
     // An hour of readings, one a minute: a sine wave.
     let t0 = hour_ago();
     let mut csv = String::from("time,N1\n");
@@ -149,7 +141,7 @@ fn log_in_tree_map_chart_command_log_out() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     // The gateway checks in too, so both are online.
-    let gw_token = token_of(&s.admin_form("POST", "/v1/devices/gw1/token", "").body);
+    let gw_token = common::token_of(&s.admin_form("POST", "/v1/devices/gw1/token", "").body);
     let r = s.get(&format!("/v1/readings?device=gw1&token={gw_token}"));
     assert_eq!(r.status, 200, "{}", r.body);
 

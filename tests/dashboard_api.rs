@@ -155,15 +155,7 @@ fn state_changes_by_cookie_need_the_csrf_header() {
     // With the token it works.
     let r = with_cookie(&s, "POST", "/v1/devices", "id=gh1", &good, &cookie);
     assert_eq!(r.status, 201, "{}", r.body);
-    let token = r
-        .body
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string();
+    let token = common::token_of(&r.body);
     // The device GETs that write are guarded too.
     let t = hour_ago();
     let path = format!("/v1/readings?device=gh1&N1=1&time={t}");

@@ -11,22 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::{hour_ago, TestServer};
 
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} must be installed in CI"
-        );
-        println!("note: {tool} is not installed; skipping what needs it");
-    }
-    found
-}
-
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples")
@@ -60,7 +44,7 @@ fn command(s: &TestServer, dev: &str, value: &str) {
 
 #[test]
 fn board_c_sends_reads_and_acknowledges_its_inbox() {
-    if !have("cc") {
+    if !common::have("cc") {
         return;
     }
     let s = TestServer::start();
@@ -127,7 +111,7 @@ fn board_c_sends_reads_and_acknowledges_its_inbox() {
 
 #[test]
 fn cron_sh_sends_with_each_client() {
-    if !have("sh") {
+    if !common::have("sh") {
         return;
     }
     let s = TestServer::start();
@@ -135,7 +119,7 @@ fn cron_sh_sends_with_each_client() {
     let t = hour_ago();
     let mut sent = 0;
     for (i, client) in ["curl", "wget", "busybox"].iter().enumerate() {
-        if !have(client) {
+        if !common::have(client) {
             continue;
         }
         let out = ok(
@@ -169,7 +153,7 @@ fn cron_sh_sends_with_each_client() {
 
 #[test]
 fn offline_buffer_sh_spools_while_the_server_is_down() {
-    if !have("sh") || !have("curl") {
+    if !common::have("sh") || !common::have("curl") {
         return;
     }
     let s = TestServer::start();
@@ -219,7 +203,7 @@ fn offline_buffer_sh_spools_while_the_server_is_down() {
 
 #[test]
 fn follow_channel_py_long_polls_and_resumes() {
-    if !have("python3") {
+    if !common::have("python3") {
         return;
     }
     let s = TestServer::start();

@@ -134,14 +134,7 @@ fn world() -> (TestServer, String, String, String, String) {
     let user = |name: &str| {
         let r = s.admin_form("POST", "/v1/users", &format!("name={name}"));
         assert_eq!(r.status, 201, "{}", r.body);
-        r.body
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split_once(',')
-            .unwrap()
-            .1
-            .to_string()
+        common::token_of(&r.body)
     };
     let (ann, bob) = (user("ann"), user("bob"));
     let device = |owner: &str, id: &str| {
@@ -448,13 +441,7 @@ fn password_rotation_keeps_the_previous_one() {
         assert_eq!(r.status, 200, "{}", r.text());
         let t = r.text();
         assert_eq!(t.lines().next(), Some("name,password"));
-        t.lines()
-            .nth(1)
-            .unwrap()
-            .split_once(',')
-            .unwrap()
-            .1
-            .to_string()
+        common::token_of(&t)
     };
     let by_query = |pw: &str| get(&s, &format!("/v1/files/cook.sh?password={pw}"), "").status;
     let by_basic = |pw: &str| get(&s, "/v1/files/cook.sh", &basic("cook.sh", pw)).status;

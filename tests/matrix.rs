@@ -93,16 +93,6 @@ fn bearer(t: &str) -> String {
     format!("Authorization: Bearer {t}\r\n")
 }
 
-fn token_of(body: &str) -> String {
-    body.lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string()
-}
-
 fn world(with_password: bool) -> World {
     let s = TestServer::start_with(|c| {
         c.limits.device_requests_per_sec = 0.0;
@@ -112,7 +102,7 @@ fn world(with_password: bool) -> World {
     let user = |name: &str| {
         let r = s.admin_form("POST", "/v1/users", &format!("name={name}"));
         assert_eq!(r.status, 201, "{}", r.body);
-        token_of(&r.body)
+        common::token_of(&r.body)
     };
     let (owner, grantee, other) = (user("owner"), user("grantee"), user("other"));
     let req = |who: &str, method: &str, path: &str, form: &str| {
@@ -124,8 +114,8 @@ fn world(with_password: bool) -> World {
             .as_bytes(),
         )
     };
-    let own = token_of(&req(&bearer(&owner), "POST", "/v1/devices", "id=own").body);
-    let odev = token_of(&req(&bearer(&other), "POST", "/v1/devices", "id=odev").body);
+    let own = common::token_of(&req(&bearer(&owner), "POST", "/v1/devices", "id=own").body);
+    let odev = common::token_of(&req(&bearer(&other), "POST", "/v1/devices", "id=odev").body);
     for (path, form) in [
         ("/v1/channels", "name=ch"),
         ("/v1/channels/ch/members", "device=own&sensor=N1"),

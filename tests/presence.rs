@@ -146,15 +146,7 @@ fn a_gateway_registers_writes_for_and_relays_to_its_devices() {
         "id=gw&name=Plug+1&gateway=true&latitude=52.52&longitude=13.4&location=shed",
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let gw = r
-        .body
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string();
+    let gw = common::token_of(&r.body);
     let auth = format!("device=gw&token={gw}");
     // A plain device may not register devices.
     let plain = s.create_device("plain");

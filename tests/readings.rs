@@ -315,14 +315,7 @@ fn token_rotation_keeps_the_previous_token_until_the_next() {
             &format!("Authorization: Bearer {}\r\n", s.admin),
         );
         assert_eq!(r.status, 200, "{}", r.body);
-        r.body
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split_once(',')
-            .unwrap()
-            .1
-            .to_string()
+        common::token_of(&r.body)
     };
     let send = |tok: &str| {
         s.get(&format!("/v1/readings?device=r&token={tok}&N1=1"))

@@ -8,16 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{hour_ago, TestServer};
 
-fn token_of(body: &str) -> String {
-    body.lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string()
-}
-
 fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> common::Reply {
     s.raw(
         format!(
@@ -31,16 +21,16 @@ fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> c
 #[test]
 fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
     let s = TestServer::start();
-    let t0 = token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let t0 = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
     let ok = |t: &str| as_user(&s, t, "GET", "/v1/devices", "").status;
     assert_eq!(ok(&t0), 200);
-    let t1 = token_of(&as_user(&s, &t0, "POST", "/v1/users/ann/token", "").body);
+    let t1 = common::token_of(&as_user(&s, &t0, "POST", "/v1/users/ann/token", "").body);
     assert_eq!(
         (ok(&t0), ok(&t1)),
         (200, 200),
         "old token works after one rotation"
     );
-    let t2 = token_of(&as_user(&s, &t1, "POST", "/v1/users/ann/token", "").body);
+    let t2 = common::token_of(&as_user(&s, &t1, "POST", "/v1/users/ann/token", "").body);
     assert_eq!(
         (ok(&t0), ok(&t1), ok(&t2)),
         (401, 200, 200),
@@ -65,7 +55,7 @@ fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
         "",
     );
     assert_eq!(login.status, 200, "{}", login.body);
-    let session = token_of(&login.body);
+    let session = common::token_of(&login.body);
     assert_eq!(ok(&session), 200, "a session token works as Bearer");
     assert_eq!(s.admin_form("POST", "/v1/users/ann/revoke", "").status, 200);
     assert_eq!((ok(&t1), ok(&t2), ok(&session)), (401, 401, 401));
@@ -77,7 +67,7 @@ fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
     );
     assert_eq!(again.status, 401, "the password is revoked too");
     // The administrator issues a fresh token.
-    let t3 = token_of(&s.admin_form("POST", "/v1/users/ann/token", "").body);
+    let t3 = common::token_of(&s.admin_form("POST", "/v1/users/ann/token", "").body);
     assert_eq!(ok(&t3), 200);
 }
 
@@ -174,9 +164,9 @@ fn a_device_over_its_request_rate_gets_429_and_csv_batches_still_get_in() {
 #[test]
 fn grants_and_revoked_devices() {
     let s = TestServer::start();
-    let ann = token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
-    let bob = token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
-    let dev = token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=anns").body);
+    let ann = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let bob = common::token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
+    let dev = common::token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=anns").body);
     let read = |t: &str| as_user(&s, t, "GET", "/v1/devices/anns/readings", "").status;
     assert_eq!(read(&bob), 404, "invisible before the grant");
     assert_eq!(

@@ -421,3 +421,32 @@ pub fn parse_first(buf: &[u8]) -> Reply {
     r.body = String::from_utf8_lossy(&rest[..len]).into_owned();
     r
 }
+
+/// The token in a `...,token` reply's second line (`id,token`,
+/// `user,token`).
+pub fn token_of(body: &str) -> String {
+    body.lines()
+        .nth(1)
+        .and_then(|l| l.split_once(','))
+        .unwrap_or_else(|| panic!("no id,token row in {body:?}"))
+        .1
+        .to_string()
+}
+
+/// Whether `tool` is installed; in CI a missing tool is a failure, not a
+/// skip.
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} must be installed in CI"
+        );
+        println!("note: {tool} is not installed; skipping what needs it");
+    }
+    found
+}
