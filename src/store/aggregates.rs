@@ -21,8 +21,8 @@ use redb::ReadableDatabase;
 
 use super::query::{minute, SeriesCsv, SeriesQuery};
 use super::varint::{self, Corrupt, Reader};
-use super::{chunk, StoreError, AGGREGATES, SENSORS};
-use crate::codec::{SensorId, SensorKind, Value};
+use super::{chunk, StoreError, AGGREGATES};
+use crate::codec::{SensorKind, Value};
 
 /// The aggregate of one minute of one sensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -247,13 +247,8 @@ pub fn read_aggregates(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv
     let txn = db.begin_read()?;
     let table = txn.open_table(AGGREGATES)?;
     let sensors = if q.sensors.is_empty() {
-        let t = txn.open_table(SENSORS)?;
-        let mut all = Vec::new();
-        for row in t.range((q.device, 0)..=(q.device, u32::MAX))? {
-            let (k, _) = row?;
-            all.extend(SensorId::from_code(k.value().1).filter(|s| aggregated(s.kind)));
-        }
-        all.sort_by_key(|s| (s.kind.letter(), s.number));
+        let mut all = super::query::device_sensors(&txn, q.device)?;
+        all.retain(|s| aggregated(s.kind));
         all
     } else {
         q.sensors.clone()

@@ -38,20 +38,28 @@ pub struct SeriesCsv {
     pub next_from: Option<Micros>,
 }
 
+/// Every sensor `device` has readings of, in name order (B, D, I, L, N, S;
+/// then number), as a person reads it.
+pub fn device_sensors(
+    txn: &redb::ReadTransaction,
+    device: u32,
+) -> Result<Vec<SensorId>, StoreError> {
+    let t = txn.open_table(SENSORS)?;
+    let mut all = Vec::new();
+    for row in t.range((device, 0)..=(device, u32::MAX))? {
+        let (k, _) = row?;
+        all.extend(SensorId::from_code(k.value().1));
+    }
+    all.sort_by_key(|s| (s.kind.letter(), s.number));
+    Ok(all)
+}
+
 /// Run a query against the latest committed state. Blocking.
 pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(READINGS)?;
     let sensors = if q.sensors.is_empty() {
-        let t = txn.open_table(SENSORS)?;
-        let mut all = Vec::new();
-        for row in t.range((q.device, 0)..=(q.device, u32::MAX))? {
-            let (k, _) = row?;
-            all.extend(SensorId::from_code(k.value().1));
-        }
-        // Name order (B, D, I, L, N, S; then number), as a person reads it.
-        all.sort_by_key(|s| (s.kind.letter(), s.number));
-        all
+        device_sensors(&txn, q.device)?
     } else {
         q.sensors.clone()
     };
@@ -242,13 +250,7 @@ pub fn latest(
 ) -> Result<Vec<(SensorId, Micros, Value)>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(READINGS)?;
-    let t = txn.open_table(SENSORS)?;
-    let mut sensors = Vec::new();
-    for row in t.range((device, 0)..=(device, u32::MAX))? {
-        let (k, _) = row?;
-        sensors.extend(SensorId::from_code(k.value().1));
-    }
-    sensors.sort_by_key(|s| (s.kind.letter(), s.number));
+    let sensors = device_sensors(&txn, device)?;
     let mut out = Vec::with_capacity(sensors.len());
     for s in sensors {
         let mut best: Option<(Micros, Value)> = None;
