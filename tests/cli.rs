@@ -1,44 +1,13 @@
 //! The CLI works on the data file while the server is stopped, and refuses
 //! clearly while it runs.
 
+mod common;
+
 use std::process::Command;
 
+/// The binary with a config in `dir`; `(ok, stdout, stderr)`.
 fn overlord(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::Write;
-    let cfg = dir.join("o.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
-            dir.join("o.redb").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_overlord"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cli(&dir.join("o.redb"), args, &[], stdin.map(str::as_bytes))
 }
 
 #[test]

@@ -5,13 +5,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{hour_ago, rfc3339, TestServer};
+use common::{cli, hour_ago, rfc3339, TestServer};
 
 /// Metric samples by full name including labels.
 fn scrape(s: &TestServer) -> BTreeMap<String, f64> {
@@ -123,47 +121,6 @@ fn metrics_follow_the_traffic() {
         m(&again, "overlord_readings_stored_total"),
         m(&after, "overlord_readings_stored_total")
     );
-}
-
-/// Run the binary with a config naming `data`; `(ok, stdout, stderr)`.
-fn cli(
-    data: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&[u8]>,
-) -> (bool, String, String) {
-    use std::io::Write;
-    let cfg = data.with_extension("toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_overlord"));
-    cmd.arg("--config").arg(&cfg).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
