@@ -21,9 +21,8 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 
 use common::TestServer;
 
@@ -200,26 +199,12 @@ fn check_responses(mut buf: &[u8], case: &[u8]) -> usize {
     n
 }
 
-/// Send, half-close, read until the server closes. `None` on a hang.
+/// [`common::exchange`], with `None` on a hang.
 fn exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    // The server may close before reading everything (an error reply to a
-    // broken head): a failed write is fine, the reply is what counts.
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(Shutdown::Write);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => return Some(buf),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Some(buf),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return None
-            }
-            Err(e) => panic!("read: {e}"),
-        }
+    match common::exchange(addr, bytes) {
+        Ok(buf) => Some(buf),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("read: {e}"),
     }
 }
 

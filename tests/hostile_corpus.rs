@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use common::TestServer;
 
@@ -43,23 +41,9 @@ fn expand(raw: &[u8], tok: &str, admin: &str, t: i64) -> Vec<u8> {
     out
 }
 
-/// Send, half-close, read to the end (a reset after the reply counts as
-/// the end). Panics on a hang.
+/// [`common::exchange`]; panics on a hang.
 fn exchange(addr: SocketAddr, bytes: &[u8], what: &str) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(Shutdown::Write);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => return buf,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return buf,
-            Err(e) => panic!("{what}: no reply and no close: {e}"),
-        }
-    }
+    common::exchange(addr, bytes).unwrap_or_else(|e| panic!("{what}: no reply and no close: {e}"))
 }
 
 #[test]

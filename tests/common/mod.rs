@@ -491,3 +491,25 @@ pub fn cli(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Send `bytes`, half-close, and read until the server closes; a reset
+/// counts as the close. A failed write is fine (the server may answer a
+/// broken head before reading it all): the reply is what counts. `Err` on
+/// a read that times out (15 s) or fails otherwise.
+pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::ErrorKind;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(buf),
+            Err(e) => return Err(e),
+        }
+    }
+}
