@@ -33,8 +33,9 @@ use crate::metrics::Metrics;
 use crate::presence::{self, Change, Presence};
 use crate::store::digest_log::DigestBatch;
 use crate::store::{
-    chunk, parts, query::minute, Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS,
-    DIGEST_LOG, LAST_SEEN, META, PRESENCE, PRESENCE_EVENTS, PRESENCE_NOTIFY, READINGS, SENSORS,
+    parts::{self, minute},
+    Store, StoreError, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS, DIGEST_LOG, LAST_SEEN, META,
+    PRESENCE, PRESENCE_EVENTS, PRESENCE_NOTIFY, READINGS, SENSORS,
 };
 use crate::{alerts, channels, inbox};
 
@@ -103,7 +104,7 @@ impl Prepared {
             .enumerate()
             .map(|(i, (dev, r))| {
                 let m = minute(r.time);
-                let off = (r.time - i64::from(m) * chunk::MINUTE_US) as u32;
+                let off = (r.time - i64::from(m) * crate::store::chunk::MINUTE_US) as u32;
                 (*dev, r.sensor.code(), m, off, i as u32)
             })
             .collect();
@@ -593,32 +594,31 @@ impl WriterState {
             let mut table = txn.open_table(READINGS)?;
             let mut sensors = txn.open_table(SENSORS)?;
             let mut buf = Vec::new();
-            let mut incoming: Vec<(u32, &crate::codec::Value)> = Vec::new();
+            let mut incoming: Vec<(i64, &crate::codec::Value)> = Vec::new();
             let mut idx: Vec<usize> = Vec::new();
-            let mut sensor_new: u64 = 0;
             let mut i = 0;
             while i < order.len() {
-                let (dev, code, m, _, _) = order[i];
+                // One (device, sensor) at a time, its readings in time order.
+                let (dev, code, _, _, _) = order[i];
                 let mut j = i;
                 incoming.clear();
                 idx.clear();
-                while j < order.len() && order[j].0 == dev && order[j].1 == code && order[j].2 == m
-                {
+                while j < order.len() && order[j].0 == dev && order[j].1 == code {
                     let k = order[j].4 as usize;
-                    incoming.push((order[j].3, &all[k].1 .1.value));
+                    let r = &all[k].1 .1;
+                    incoming.push((r.time, &r.value));
                     idx.push(k);
                     j += 1;
                 }
                 let kind = all[idx[0]].1 .1.sensor.kind;
-                parts::write_minute(&mut table, dev, code, m, kind, &incoming, &mut buf, |n| {
+                let mut sensor_new: u64 = 0;
+                parts::write_series(&mut table, dev, code, kind, &incoming, &mut buf, |n| {
                     fresh[idx[n]] = true;
                     sensor_new += 1;
                 })?;
-                let sensor_done = j == order.len() || order[j].0 != dev || order[j].1 != code;
-                if sensor_done && sensor_new > 0 {
+                if sensor_new > 0 {
                     let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
                     sensors.insert((dev, code), before + sensor_new)?;
-                    sensor_new = 0;
                 }
                 i = j;
             }

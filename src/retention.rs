@@ -11,8 +11,9 @@
 //! Enforcement runs **on the writer thread**, the only writer of
 //! readings: every `sweep_secs` (or at once after a policy change) a pass
 //! walks `sensors` in key order and, in each transaction the writer
-//! commits, removes at most `chunks_per_commit` reading chunks of whole
-//! minutes older than `now - keep`. So a pass never holds a long write
+//! commits, removes (or, for the one the cut falls inside, trims) at
+//! most `chunks_per_commit` reading chunks, so that every whole minute
+//! older than `now - keep` goes. So a pass never holds a long write
 //! transaction, and ingest commits keep interleaving with it; while a pass
 //! is running the writer commits deletion-only transactions back to back
 //! without an fsync of their own (lost in a crash, they are simply redone
@@ -20,7 +21,7 @@
 //! removed at the latest one minute plus one pass after it expires.
 //!
 //! **Aggregates.** With `[retention] aggregate_keep_days` above 0, the
-//! sweep first folds the chunks of an `N` or `I` sensor it is about to
+//! sweep first folds the readings of an `N` or `I` sensor it is about to
 //! remove into one row per minute of the `aggregates` table (count, min,
 //! max, sum; see [`crate::store::aggregates`]), merged with the row the
 //! minute may have already (a minute removed over two steps, or late
@@ -42,9 +43,10 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::codec::{Micros, SensorId};
 use crate::error::WireError;
-use crate::store::aggregates::{aggregated, fold_chunk, Agg};
+use crate::store::aggregates::{aggregated, Agg};
+use crate::store::parts::PartKey;
 use crate::store::{
-    chunk, query::minute, Store, StoreError, AGGREGATES, READINGS, RETENTION, SENSORS,
+    chunk, parts::minute, Store, StoreError, AGGREGATES, READINGS, RETENTION, SENSORS,
 };
 
 /// Microseconds in a day.
@@ -326,12 +328,14 @@ impl Sweeper {
                 continue;
             }
             let cut = cutoff(now, days);
-            let kind = SensorId::from_code(code)
-                .map(|s| s.kind)
-                .filter(|k| aggregated(*k));
-            // Reads and decodes first: the chunks to remove and their
-            // minutes' aggregates (merged with what is stored).
+            let sensor_kind = SensorId::from_code(code).map(|s| s.kind);
+            let kind = sensor_kind.filter(|k| aggregated(*k));
+            // Reads and decodes first: the chunks to remove or trim (a
+            // chunk spans up to an hour, so the one at the cut may keep
+            // some readings) and their minutes' aggregates (merged with
+            // what is stored).
             let mut keys = Vec::new();
+            let mut trimmed: Vec<(PartKey, Vec<u8>)> = Vec::new();
             let mut gone = 0u64;
             let mut minutes: Vec<(u32, Agg)> = Vec::new();
             for row in readings
@@ -340,20 +344,50 @@ impl Sweeper {
             {
                 let (k, v) = row?;
                 let key = k.value();
-                gone += chunk::count(v.value())?;
-                if let (Some(kind), Some(acut)) = (kind, agg_cutoff) {
-                    if key.2 >= acut {
-                        let mut one = None;
-                        fold_chunk(v.value(), kind, &mut one)?;
-                        if let Some(one) = one {
-                            match minutes.last_mut() {
-                                Some((m, a)) if *m == key.2 => a.merge(&one),
-                                _ => minutes.push((key.2, one)),
-                            }
+                let whole = key.2.saturating_add(chunk::SPAN_MINUTES) <= cut;
+                let Some(sensor_kind) = sensor_kind.filter(|_| !whole || kind.is_some()) else {
+                    if !whole {
+                        break; // not a sensor this build knows: whole chunks only
+                    }
+                    gone += chunk::count(v.value())?;
+                    keys.push(key);
+                    continue;
+                };
+                if whole && agg_cutoff.is_none() {
+                    gone += chunk::count(v.value())?;
+                    keys.push(key);
+                    continue;
+                }
+                let mut entries = Vec::new();
+                chunk::decode(v.value(), sensor_kind, |o, val| entries.push((o, val)))?;
+                let minute_of = |o: u32| key.2.saturating_add(o / chunk::MINUTE_US as u32);
+                // Entries are in time order: the expired ones come first.
+                let keep_from = entries.partition_point(|(o, _)| minute_of(*o) < cut);
+                if keep_from == 0 {
+                    break; // this chunk and every later one are kept
+                }
+                if let (Some(_), Some(acut)) = (kind, agg_cutoff) {
+                    for (o, val) in &entries[..keep_from] {
+                        let m = minute_of(*o);
+                        if m < acut {
+                            continue;
+                        }
+                        let Some(one) = Agg::of(val) else { continue };
+                        match minutes.last_mut() {
+                            Some((lm, a)) if *lm == m => a.merge(&one),
+                            _ => minutes.push((m, one)),
                         }
                     }
                 }
-                keys.push(key);
+                gone += keep_from as u64;
+                if keep_from == entries.len() {
+                    keys.push(key);
+                } else {
+                    let mut buf = Vec::new();
+                    chunk::encode(&entries[keep_from..], &mut buf);
+                    trimmed.push((key, buf));
+                    break; // later chunks are newer still
+                }
             }
             for (m, a) in &mut minutes {
                 if let Some(stored) = aggregates.get((dev, code, *m))? {
@@ -370,11 +404,14 @@ impl Sweeper {
             for k in &keys {
                 readings.remove(*k)?;
             }
+            for (k, bytes) in &trimmed {
+                readings.insert(*k, bytes.as_slice())?;
+            }
             if gone > 0 {
                 let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
                 sensors.insert((dev, code), before.saturating_sub(gone))?;
             }
-            used += keys.len();
+            used += keys.len() + trimmed.len();
             self.last.0 += keys.len() as u64;
             self.last.1 += gone;
             if used >= budget {

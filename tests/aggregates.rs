@@ -229,3 +229,67 @@ fn aggregates_go_after_aggregate_keep_days_and_none_are_made_when_off() {
         "only the aggregate made while they were on"
     );
 }
+
+/// A chunk spans up to an hour, so the retention cut can fall inside one:
+/// the sweep then keeps the chunk's newer readings and removes (and
+/// aggregates) exactly the minutes before the cut.
+#[test]
+fn the_cut_inside_a_chunk_keeps_its_newer_readings() {
+    let s = TestServer::start_with(|c| {
+        c.limits.device_requests_per_sec = 0.0;
+        c.retention.sweep_secs = 1;
+        c.retention.aggregate_keep_days = 10;
+    });
+    let token = s.create_device("gh1");
+    let t0 = hour_ago() + 3600;
+    // One reading a minute for an hour around "a day ago" (the cut of
+    // keep_days = 1): at most two chunks, the cut inside one of them.
+    let first = minute_of(t0 - 86_400 - 1800);
+    let mut body = String::from("time,N1\n");
+    for k in 0..61i64 {
+        body.push_str(&format!("{},{k}\n", first + k * 60));
+    }
+    post(&s, &token, &body);
+    let r = s.admin_form("POST", "/v1/devices/gh1/retention", "keep_days=1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Wait until the minutes before the cut as of t0 are gone.
+    let cut0 = minute_of(t0 - 86_400);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept = rows(&s, "/v1/devices/gh1/readings?sensors=N1");
+        let oldest = kept
+            .first()
+            .map(|l| l.split(',').next().unwrap().to_string());
+        if oldest.as_deref() >= Some(rfc3339(cut0).as_str()) || Instant::now() > deadline {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let t1 = hour_ago() + 3600;
+    // Kept: whole minutes from the cut on (the cut moved on by at most
+    // t1 - t0), in order, and every one of them.
+    let cut1 = minute_of(t1 - 86_400);
+    let times: Vec<String> = kept
+        .iter()
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert!(times.first() >= Some(&rfc3339(cut0)), "{times:?}");
+    let newest_cut = rfc3339(cut1);
+    let must_keep = (0..61i64)
+        .map(|k| first + k * 60)
+        .filter(|t| rfc3339(*t) >= newest_cut)
+        .count();
+    assert!(kept.len() >= must_keep, "{} < {must_keep}", kept.len());
+    assert!(kept.len() < 61, "nothing removed");
+    assert_eq!(times.last(), Some(&rfc3339(first + 60 * 60)));
+    // What went is aggregated minute by minute, nothing twice or lost.
+    let aggs = until_rows(&s, "/v1/devices/gh1/aggregates?sensors=N1", 61 - kept.len());
+    assert_eq!(aggs.len() + kept.len(), 61, "{aggs:?}");
+    for (k, line) in aggs.iter().enumerate() {
+        assert_eq!(
+            line,
+            &format!("{},1,{k},{k},{k}", rfc3339(first + k as i64 * 60)),
+            "{aggs:?}"
+        );
+    }
+}

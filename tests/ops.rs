@@ -248,10 +248,11 @@ fn retention_removes_old_readings_while_ingest_goes_on() {
     let token = s.create_device("gh1");
     let now = hour_ago() + 3600;
     let old = now - 3 * 86_400;
-    // 10 minutes of old readings (N1 and N2), and 5 recent ones.
+    // 10 hours of old readings (N1 and N2): a chunk spans at most an
+    // hour, so 10 chunks for the sweep's steps of 3; and 5 recent ones.
     let mut body = String::from("time,N1,N2\n");
     for k in 0..10 {
-        body.push_str(&format!("{},{k},{k}\n", old + k * 60));
+        body.push_str(&format!("{},{k},{k}\n", old + k * 3600));
     }
     for k in 0..5 {
         body.push_str(&format!("{},{},{}\n", now - 600 + k * 60, 100 + k, 100 + k));

@@ -19,7 +19,8 @@
 
 use redb::ReadableDatabase;
 
-use super::query::{minute, SeriesCsv, SeriesQuery};
+use super::parts::minute;
+use super::query::{SeriesCsv, SeriesQuery};
 use super::varint::{self, Corrupt, Reader};
 use super::{chunk, StoreError, AGGREGATES};
 use crate::codec::{SensorKind, Value};
@@ -223,18 +224,6 @@ impl Agg {
             } => write!(out, "{count},{min},{max},{}", sum / count.max(1) as f64),
         };
     }
-}
-
-/// Fold one stored chunk of readings of `kind` into `agg`.
-pub fn fold_chunk(bytes: &[u8], kind: SensorKind, agg: &mut Option<Agg>) -> Result<(), Corrupt> {
-    chunk::decode(bytes, kind, |_, value| {
-        if let Some(one) = Agg::of(&value) {
-            match agg {
-                Some(a) => a.merge(&one),
-                None => *agg = Some(one),
-            }
-        }
-    })
 }
 
 /// The aggregates of chosen sensors of one device over a time range, as

@@ -1,11 +1,9 @@
-//! The chunk: readings of one (device, sensor) within one UTC minute,
-//! stored as one redb value under the key `(device, sensor, minute, part)`.
-//!
-//! A minute is usually one part. A minute that fills up with more than
-//! [`PART_ENTRIES`] readings (a fast sensor, or one reading per request
-//! stamped with receive time) continues in part 1, 2, ...: parts are
-//! disjoint and ordered by offset, so writing one reading rewrites at most
-//! one bounded part instead of a minute that grows without limit.
+//! The chunk: consecutive readings of one (device, sensor), stored as one
+//! redb value under the key `(device, sensor, minute, part)`. `minute` is
+//! the chunk's base: every reading in it lies within [`SPAN_MINUTES`]
+//! minutes from the start of that minute, and its offset from there is
+//! what the chunk stores. Which chunk a reading goes to is the business of
+//! [`super::parts`]; this module only encodes and decodes one.
 //!
 //! Layout (all integers LEB128, signed ones zigzag):
 //!
@@ -29,13 +27,20 @@
 use super::varint::{self, Corrupt, Reader};
 use crate::codec::{SensorKind, Value};
 
-/// Microseconds in a minute: offsets are below this.
+/// Microseconds in a minute (the unit of the key's `minute`).
 pub const MINUTE_US: i64 = 60_000_000;
 
-/// Readings per part before a minute continues in the next part.
+/// Minutes one chunk may span, counted from its key's minute.
+pub const SPAN_MINUTES: u32 = 60;
+
+/// Microseconds one chunk may span: offsets are below this (and so fit
+/// a `u32`, whose limit is about 71.6 minutes).
+pub const SPAN_US: i64 = SPAN_MINUTES as i64 * MINUTE_US;
+
+/// Readings per chunk before the last chunk of a minute is split.
 pub const PART_ENTRIES: usize = 512;
 
-/// One entry: offset within the minute (µs) and the value.
+/// One entry: offset from the chunk's base minute (µs) and the value.
 pub type Entry = (u32, Value);
 
 /// The delta base carried from one value to the next within a chunk. A
@@ -207,7 +212,7 @@ pub fn decode(
             .checked_mul(div)
             .and_then(|d| d.checked_add(off))
             .ok_or(Corrupt)?;
-        if off >= MINUTE_US as u64 {
+        if off >= SPAN_US as u64 {
             return Err(Corrupt);
         }
         let v = get_value(&mut r, kind, &mut prev)?;
@@ -240,7 +245,7 @@ pub fn first_offset(bytes: &[u8]) -> Result<Option<u32>, Corrupt> {
         return Ok(None);
     }
     let off = r.u64()?.checked_mul(div).ok_or(Corrupt)?;
-    if off >= MINUTE_US as u64 {
+    if off >= SPAN_US as u64 {
         return Err(Corrupt);
     }
     Ok(Some(off as u32))
@@ -442,7 +447,7 @@ mod tests {
             &b""[..],
             &[9],
             &[0, 5, 1],
-            &[2, 1, 100, 0],
+            &[2, 1, 0xa0, 0x1f, 0], // 4,000 s: beyond a chunk's hour
             &[0, 1, 0, 2],
             &[0, 1, 0],
         ] {

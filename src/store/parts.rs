@@ -1,105 +1,214 @@
-//! Writing readings into the parts of a minute.
+//! Writing readings into the chunks of one (device, sensor).
 //!
-//! A minute of one (device, sensor) is stored under the keys
-//! `(device, sensor, minute, part)`, part 0, 1, 2, ... Invariants:
+//! A sensor's readings are stored as chunks under the keys
+//! `(device, sensor, minute, part)`. A chunk's key `minute` is its *base*:
+//! every reading in it lies in the window of [`SPAN_MINUTES`] minutes that
+//! starts there, stored as its offset from the base. A sensor reporting
+//! every 10 s fills one chunk an hour (360 readings); a faster one fills
+//! [`PART_ENTRIES`] readings, and the chunk continues in the next part of
+//! the same base, so writing one reading rewrites one bounded chunk. The
+//! *start* of a chunk is the time of its first reading.
 //!
-//! - parts are disjoint and ordered: every offset in part `p` is below
-//!   every offset in part `p + 1`, so a range scan over the key yields the
-//!   minute's readings in time order;
-//! - a reading's home is the last part whose first offset is at or below
-//!   its offset (part 0 for anything earlier than every part), so a retry
-//!   always meets its first copy and is recognised;
-//! - only the last part is split: once it holds more than
-//!   [`chunk::PART_ENTRIES`] readings the excess moves to new parts.
-//!   Earlier parts only grow by late readings that belong inside them,
-//!   which is rare (a clock that runs backwards within a minute).
+//! Invariants, for the chunks of one sensor in key order:
 //!
-//! So the common write — readings later than everything stored — decodes
-//! and re-encodes at most one bounded part, however many readings the
-//! minute already has.
+//! 1. they are disjoint and ordered: every reading of a chunk is earlier
+//!    than every reading of the next one, so a range scan over the keys
+//!    yields readings in time order;
+//! 2. every reading of chunk `(m, p)` is in `[m, m + SPAN_MINUTES)`
+//!    minutes (offsets fit the chunk encoding);
+//! 3. a reading's *home* is a function of the stored chunks and its time
+//!    alone (see [`locate`]), and once stored a reading stays in its home:
+//!    writing other readings never moves the home of a stored one to a
+//!    different chunk than the one holding it. So a retried reading always
+//!    meets its first copy and is stored once.
+//!
+//! The home of time `t`: the last chunk starting at or before `t`, if
+//! `t` is inside that chunk's window; else the next chunk, if its base
+//! minute is at or before `t`'s minute (`t` goes to its front); else a new
+//! chunk based at `t`'s minute (no stored chunk has that base then).
+//!
+//! Only the last part of a base minute is ever split; earlier parts grow
+//! only by late readings that belong inside them, which is rare.
+//!
+//! So the common write — readings later than everything stored — costs a
+//! lookup or two and the rewrite of one bounded chunk per (device, sensor),
+//! however many readings the request has for it.
 
 use redb::{ReadableTable, Table};
 
-use super::chunk::{self, Entry, PART_ENTRIES};
+use super::chunk::{self, Entry, MINUTE_US, PART_ENTRIES, SPAN_US};
 use super::StoreError;
-use crate::codec::{SensorKind, Value};
+use crate::codec::{Micros, SensorKind, Value};
 
-/// The key of one part.
+/// The key of one chunk.
 pub type PartKey = (u32, u32, u32, u16);
 
-/// Merge `incoming` (sorted by offset, ties in arrival order) into the
-/// minute `(dev, code, m)`; `fresh(i)` is called for every index of
-/// `incoming` that was stored (not a retry or a duplicate).
-#[allow(clippy::too_many_arguments)]
-pub fn write_minute(
-    table: &mut Table<'_, PartKey, &'static [u8]>,
+/// The readings table as the writer has it open.
+pub type ReadingsTable<'t> = Table<'t, PartKey, &'static [u8]>;
+
+/// The base time of a key minute.
+fn base(minute: u32) -> Micros {
+    i64::from(minute) * MINUTE_US
+}
+
+/// The minute key of a time (times are never negative in the store).
+pub fn minute(t: Micros) -> u32 {
+    u32::try_from(t.max(0) / MINUTE_US).unwrap_or(u32::MAX)
+}
+
+/// The first key minute whose chunks can hold readings at or after the
+/// start of `minute`: where a time-range scan begins.
+pub fn scan_start(minute: u32) -> u32 {
+    minute.saturating_sub(chunk::SPAN_MINUTES - 1)
+}
+
+/// Where the readings from some time on go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Home {
+    /// Into this stored chunk.
+    Stored((u32, u16)),
+    /// Into a new chunk based at this minute (part 0).
+    New(u32),
+}
+
+/// The home of time `t` (see the module doc) and the time before which
+/// later readings share it.
+fn locate(
+    table: &ReadingsTable<'_>,
     dev: u32,
     code: u32,
-    m: u32,
+    t: Micros,
+) -> Result<(Home, Micros), StoreError> {
+    let m = minute(t);
+    // Walk back from the last chunk based at or before `t`'s minute to the
+    // first that starts at or before `t`; the ones passed start after it.
+    let mut floor = None;
+    let mut next: Option<((u32, u16), Micros)> = None;
+    for row in table
+        .range((dev, code, 0, 0)..=(dev, code, m, u16::MAX))?
+        .rev()
+    {
+        let (k, v) = row?;
+        let (_, _, km, kp) = k.value();
+        let start = base(km) + i64::from(chunk::first_offset(v.value())?.unwrap_or(0));
+        if start <= t {
+            floor = Some((km, kp));
+            break;
+        }
+        next = Some(((km, kp), start));
+    }
+    if next.is_none() && m < u32::MAX {
+        if let Some(row) = table
+            .range((dev, code, m + 1, 0)..=(dev, code, u32::MAX, u16::MAX))?
+            .next()
+        {
+            let (k, v) = row?;
+            let (_, _, km, kp) = k.value();
+            let start = base(km) + i64::from(chunk::first_offset(v.value())?.unwrap_or(0));
+            next = Some(((km, kp), start));
+        }
+    }
+    let next_start = next.map_or(Micros::MAX, |(_, s)| s);
+    if let Some((fm, fp)) = floor {
+        let end = base(fm) + SPAN_US;
+        if t < end {
+            return Ok((Home::Stored((fm, fp)), end.min(next_start)));
+        }
+    }
+    match next {
+        Some(((nm, np), start)) if nm <= m => Ok((Home::Stored((nm, np)), start)),
+        _ => Ok((Home::New(m), (base(m) + SPAN_US).min(next_start))),
+    }
+}
+
+/// Merge `incoming` (sorted by time, ties in arrival order) into the
+/// chunks of `(dev, code)`; `fresh(i)` is called for every index of
+/// `incoming` that was stored (not a retry or a duplicate).
+pub fn write_series(
+    table: &mut ReadingsTable<'_>,
+    dev: u32,
+    code: u32,
     kind: SensorKind,
-    incoming: &[(u32, &Value)],
+    incoming: &[(Micros, &Value)],
     buf: &mut Vec<u8>,
     mut fresh: impl FnMut(usize),
 ) -> Result<(), StoreError> {
-    // The last part, decoded: one B-tree lookup serves both the routing
-    // (its first offset) and the merge (its entries).
-    let last = match table
-        .range((dev, code, m, 0)..=(dev, code, m, u16::MAX))?
-        .next_back()
-    {
-        Some(row) => {
-            let (k, v) = row?;
-            let mut entries = Vec::new();
-            chunk::decode(v.value(), kind, |o, val| entries.push((o, val)))?;
-            Some((k.value().3, entries))
+    let mut i = 0;
+    while i < incoming.len() {
+        let (home, limit) = locate(table, dev, code, incoming[i].0)?;
+        let n = incoming[i..].partition_point(|(t, _)| *t < limit).max(1);
+        let run = &incoming[i..i + n];
+        let at = i;
+        match home {
+            Home::New(m) => {
+                let rel = relative(run, m);
+                let merged = chunk::merge_entries(Vec::new(), &rel, |x| fresh(at + x));
+                put_split(table, (dev, code, m), 0, &merged, buf)?;
+            }
+            Home::Stored((m, p)) => {
+                merge_into(table, (dev, code, m, p), kind, run, buf, |x| fresh(at + x))?;
+            }
         }
-        None => None,
-    };
-    let Some((last_part, last_entries)) = last else {
-        let merged = chunk::merge_entries(Vec::new(), incoming, &mut fresh);
-        return put_split(table, (dev, code, m), 0, &merged, buf);
-    };
-    let last_lo = last_entries.first().map_or(0, |(o, _)| *o);
+        i += n;
+    }
+    Ok(())
+}
 
-    // Readings before the last part's first offset belong to earlier parts.
-    let split = incoming.partition_point(|(o, _)| *o < last_lo);
-    let (early, tail) = incoming.split_at(split);
-    let old = if early.is_empty() {
-        last_entries
-    } else {
-        write_early(
-            table,
-            (dev, code, m),
-            last_part,
-            kind,
-            early,
-            buf,
-            &mut fresh,
-        )?;
-        if tail.is_empty() {
-            return Ok(());
-        }
-        // The early readings may have landed in the last part itself.
-        read_part(table, (dev, code, m, last_part), kind)?
-    };
+/// Times as offsets from the base minute `m` (every time is inside the
+/// window: [`locate`] bounded the run).
+fn relative<'v>(run: &[(Micros, &'v Value)], m: u32) -> Vec<(u32, &'v Value)> {
+    let b = base(m);
+    run.iter()
+        .map(|(t, v)| {
+            debug_assert!(*t >= b && *t - b < SPAN_US);
+            ((*t - b) as u32, *v)
+        })
+        .collect()
+}
+
+/// Merge `run` into the stored chunk `key`, splitting it when it is the
+/// last part of its base minute and has grown past [`PART_ENTRIES`].
+fn merge_into(
+    table: &mut ReadingsTable<'_>,
+    key: PartKey,
+    kind: SensorKind,
+    run: &[(Micros, &Value)],
+    buf: &mut Vec<u8>,
+    fresh: impl FnMut(usize),
+) -> Result<(), StoreError> {
+    let (dev, code, m, p) = key;
+    let mut old: Vec<Entry> = Vec::new();
+    if let Some(v) = table.get(key)? {
+        chunk::decode(v.value(), kind, |o, val| old.push((o, val)))?;
+    }
     let (old_len, old_max) = (old.len(), old.last().map(|(o, _)| *o));
-    let merged = chunk::merge_entries(old, tail, |i| fresh(split + i));
+    let rel = relative(run, m);
+    let merged = chunk::merge_entries(old, &rel, fresh);
     if merged.len() == old_len {
         return Ok(()); // every reading was a retry
     }
-    if old_len >= PART_ENTRIES && merged.get(old_len - 1).map(|(o, _)| *o) == old_max {
-        // Everything new is after a full part: leave it, start the next.
-        if let Some(next) = last_part.checked_add(1) {
-            return put_split(table, (dev, code, m), next, &merged[old_len..], buf);
-        }
+    let last_of_minute = p == u16::MAX
+        || table
+            .range((dev, code, m, p + 1)..=(dev, code, m, u16::MAX))?
+            .next()
+            .is_none();
+    if !last_of_minute || merged.len() <= PART_ENTRIES {
+        buf.clear();
+        chunk::encode(&merged, buf);
+        table.insert(key, buf.as_slice())?;
+        return Ok(());
     }
-    put_split(table, (dev, code, m), last_part, &merged, buf)
+    if old_len >= PART_ENTRIES && merged.get(old_len - 1).map(|(o, _)| *o) == old_max {
+        // Everything new is after a full chunk: leave it, start the next.
+        return put_split(table, (dev, code, m), p + 1, &merged[old_len..], buf);
+    }
+    put_split(table, (dev, code, m), p, &merged, buf)
 }
 
 /// Write `entries` as parts `first`, `first + 1`, ... of at most
 /// [`PART_ENTRIES`] each (the very last possible part takes the rest).
 fn put_split(
-    table: &mut Table<'_, PartKey, &'static [u8]>,
+    table: &mut ReadingsTable<'_>,
     (dev, code, m): (u32, u32, u32),
     first: u16,
     entries: &[Entry],
@@ -122,64 +231,30 @@ fn put_split(
     Ok(())
 }
 
-fn read_part(
-    table: &Table<'_, PartKey, &'static [u8]>,
-    key: PartKey,
+/// Every reading of `(dev, code)` with its time, in key order, and the
+/// keys: for tests and checks of the invariants.
+#[cfg(test)]
+fn read_sensor(
+    table: &impl ReadableTable<PartKey, &'static [u8]>,
+    dev: u32,
+    code: u32,
     kind: SensorKind,
-) -> Result<Vec<Entry>, StoreError> {
-    let mut old = Vec::new();
-    if let Some(v) = table.get(key)? {
-        chunk::decode(v.value(), kind, |o, v| old.push((o, v)))?;
+) -> Vec<(PartKey, Vec<(Micros, Value)>)> {
+    let mut out = Vec::new();
+    for row in table
+        .range((dev, code, 0, 0)..=(dev, code, u32::MAX, u16::MAX))
+        .unwrap()
+    {
+        let (k, v) = row.unwrap();
+        let key = k.value();
+        let mut entries = Vec::new();
+        chunk::decode(v.value(), kind, |o, val| {
+            entries.push((base(key.2) + i64::from(o), val))
+        })
+        .unwrap();
+        out.push((key, entries));
     }
-    Ok(old)
-}
-
-/// The rare path: readings that land before the last part's first offset.
-/// Each goes to its home part (see the module doc); parts are not split.
-#[allow(clippy::too_many_arguments)]
-fn write_early(
-    table: &mut Table<'_, PartKey, &'static [u8]>,
-    (dev, code, m): (u32, u32, u32),
-    last_part: u16,
-    kind: SensorKind,
-    early: &[(u32, &Value)],
-    buf: &mut Vec<u8>,
-    fresh: &mut impl FnMut(usize),
-) -> Result<(), StoreError> {
-    // First offsets of the parts before the last, ascending.
-    let mut heads: Vec<(u16, u32)> = Vec::new();
-    for row in table.range((dev, code, m, 0)..(dev, code, m, last_part))? {
-        let (k, v) = row?;
-        if let Some(lo) = chunk::first_offset(v.value())? {
-            heads.push((k.value().3, lo));
-        }
-    }
-    if heads.is_empty() {
-        // Only the last part exists: it is everyone's home.
-        heads.push((last_part, 0));
-    }
-    let home = |off: u32| {
-        let i = heads.partition_point(|(_, lo)| *lo <= off);
-        heads[i.saturating_sub(1)].0
-    };
-    let mut i = 0;
-    while i < early.len() {
-        let part = home(early[i].0);
-        let mut j = i + 1;
-        while j < early.len() && home(early[j].0) == part {
-            j += 1;
-        }
-        let old = read_part(table, (dev, code, m, part), kind)?;
-        let old_len = old.len();
-        let merged = chunk::merge_entries(old, &early[i..j], |n| fresh(i + n));
-        if merged.len() != old_len {
-            buf.clear();
-            chunk::encode(&merged, buf);
-            table.insert((dev, code, m, part), buf.as_slice())?;
-        }
-        i = j;
-    }
-    Ok(())
+    out
 }
 
 #[cfg(test)]
@@ -188,23 +263,28 @@ mod tests {
     use crate::store::READINGS;
     use redb::ReadableDatabase;
 
-    /// Write `offs` one call at a time (as single-reading requests do) and
-    /// return how many were fresh.
-    fn write(db: &redb::Database, offs: &[u32]) -> usize {
+    const DEV: u32 = 1;
+    const CODE: u32 = 2;
+
+    /// Write `times` (value = time) in one call per slice of `batch`, as
+    /// requests of that many readings do; return how many were fresh.
+    fn write(db: &redb::Database, times: &[Micros], batch: usize) -> usize {
         let mut n = 0;
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(READINGS).unwrap();
             let mut buf = Vec::new();
-            for off in offs {
-                let v = Value::Int(i64::from(*off));
-                write_minute(
+            for part in times.chunks(batch.max(1)) {
+                let vals: Vec<Value> = part.iter().map(|t| Value::Int(*t)).collect();
+                let mut incoming: Vec<(Micros, &Value)> =
+                    part.iter().copied().zip(vals.iter()).collect();
+                incoming.sort_by_key(|(t, _)| *t);
+                write_series(
                     &mut t,
-                    1,
-                    2,
-                    3,
+                    DEV,
+                    CODE,
                     SensorKind::Int,
-                    &[(*off, &v)],
+                    &incoming,
                     &mut buf,
                     |_| n += 1,
                 )
@@ -215,48 +295,121 @@ mod tests {
         n
     }
 
-    /// Every part's entries in key order, and the number of parts.
-    fn read_all(db: &redb::Database) -> (Vec<u32>, usize) {
+    /// Every reading back, checking the invariants on the way.
+    fn read_checked(db: &redb::Database) -> (Vec<Micros>, usize) {
         let txn = db.begin_read().unwrap();
         let t = txn.open_table(READINGS).unwrap();
-        let mut offs = Vec::new();
-        let mut parts = 0;
-        for row in t.range((1, 2, 3, 0)..=(1, 2, 3, u16::MAX)).unwrap() {
-            let (_, v) = row.unwrap();
-            parts += 1;
-            chunk::decode(v.value(), SensorKind::Int, |o, val| {
-                assert_eq!(val, Value::Int(i64::from(o)));
-                offs.push(o);
-            })
-            .unwrap();
+        let chunks = read_sensor(&t, DEV, CODE, SensorKind::Int);
+        let mut all = Vec::new();
+        for ((_, _, m, _), entries) in &chunks {
+            assert!(!entries.is_empty());
+            for (time, val) in entries {
+                assert_eq!(*val, Value::Int(*time));
+                assert!(*time >= base(*m) && *time < base(*m) + SPAN_US, "window");
+                if let Some(prev) = all.last() {
+                    assert!(time > prev, "chunks disjoint and ordered");
+                }
+                all.push(*time);
+            }
         }
-        (offs, parts)
+        (all, chunks.len())
+    }
+
+    fn db() -> (tempfile::TempDir, redb::Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("p.redb")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_ten_second_sensor_fills_one_chunk_an_hour() {
+        let (_dir, db) = db();
+        let t0 = 1_700_000_000 * 1_000_000 / MINUTE_US * MINUTE_US;
+        // Six hours, one reading every 10 s, sent 100 at a time.
+        let times: Vec<Micros> = (0..6 * 360).map(|i| t0 + i * 10_000_000).collect();
+        assert_eq!(write(&db, &times, 100), times.len());
+        let (back, chunks) = read_checked(&db);
+        assert_eq!(back, times);
+        assert_eq!(chunks, 6);
+        // Retried in other batch sizes: nothing stored twice.
+        assert_eq!(write(&db, &times, 7), 0);
+        assert_eq!(write(&db, &times, 1), 0);
+        assert_eq!(read_checked(&db).0, times);
     }
 
     #[test]
     fn a_busy_minute_splits_into_bounded_ordered_parts() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = redb::Database::create(dir.path().join("p.redb")).unwrap();
-        // 2,000 receive-time readings, 10 µs apart, in arrival order.
-        let offs: Vec<u32> = (0..2000).map(|i| 1_000 + i * 10).collect();
-        assert_eq!(write(&db, &offs), 2000);
-        let (back, parts) = read_all(&db);
-        assert_eq!(back, offs);
-        assert_eq!(parts, 2000_usize.div_ceil(PART_ENTRIES));
-        // Retries of every one of them, in any order, store nothing.
-        let mut again = offs.clone();
+        let (_dir, db) = db();
+        let t0 = 1_700_000_000 * 1_000_000 / MINUTE_US * MINUTE_US;
+        // 2,000 receive-time readings 10 µs apart, one per request.
+        let times: Vec<Micros> = (0..2000).map(|i| t0 + 1_000 + i * 10).collect();
+        assert_eq!(write(&db, &times, 1), 2000);
+        let (back, chunks) = read_checked(&db);
+        assert_eq!(back, times);
+        assert_eq!(chunks, 2000_usize.div_ceil(PART_ENTRIES));
+        let mut again = times.clone();
         again.reverse();
-        assert_eq!(write(&db, &again), 0);
-        // Late readings land in their home part; order stays global.
-        let late = [0, 1_005, 6_005, 19_995, 25_000];
-        assert_eq!(write(&db, &late), late.len());
-        let (back, parts2) = read_all(&db);
-        let mut want = offs.clone();
+        assert_eq!(write(&db, &again, 1), 0);
+        // Late readings land in their home; order stays global.
+        let late = [t0, t0 + 1_005, t0 + 6_005, t0 + 19_995, t0 + 25_000];
+        assert_eq!(write(&db, &late, 1), late.len());
+        let (back, _) = read_checked(&db);
+        let mut want = times.clone();
         want.extend(late);
         want.sort_unstable();
         assert_eq!(back, want);
-        assert!(parts2 >= parts, "{parts2} parts");
-        // A retry of a late reading is still recognised.
-        assert_eq!(write(&db, &late), 0);
+        assert_eq!(write(&db, &late, 1), 0);
+    }
+
+    /// A small deterministic generator (no crate needed for a test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    #[test]
+    fn any_order_and_batching_stores_each_time_once() {
+        // Times scattered over a day with clusters (busy minutes), sent in
+        // shuffled batches of random sizes, twice over: every time is
+        // stored exactly once and the invariants hold after every round.
+        for seed in 1..=12u64 {
+            let (_dir, db) = db();
+            let mut rng = Lcg(seed);
+            let t0 = 1_700_000_000 * 1_000_000 / MINUTE_US * MINUTE_US;
+            let mut times: Vec<Micros> = Vec::new();
+            for _ in 0..1500 {
+                let t = match rng.next(3) {
+                    0 => t0 + rng.next(86_400) as i64 * 1_000_000,
+                    1 => t0 + 7_200_000_000 + rng.next(3_000) as i64,
+                    _ => t0 + rng.next(86_400_000_000) as i64,
+                };
+                times.push(t);
+            }
+            let mut want = times.clone();
+            want.sort_unstable();
+            want.dedup();
+            for round in 0..2 {
+                let mut order = times.clone();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.next(i as u64 + 1) as usize);
+                }
+                let mut stored = 0;
+                let mut rest = &order[..];
+                while !rest.is_empty() {
+                    let n = (1 + rng.next(300) as usize).min(rest.len());
+                    stored += write(&db, &rest[..n], n);
+                    rest = &rest[n..];
+                }
+                let expect = if round == 0 { want.len() } else { 0 };
+                assert_eq!(stored, expect, "seed {seed} round {round}");
+                assert_eq!(read_checked(&db).0, want, "seed {seed} round {round}");
+            }
+        }
     }
 }

@@ -3,11 +3,14 @@
 //! an empty field where a sensor has no value at that time.
 //!
 //! Each sensor is one range scan over `readings` from the key
-//! `(device, sensor, minute(from), 0)` to `(device, sensor, minute(to), max)`; the
-//! sensors' sorted streams are then merged by time.
+//! `(device, sensor, minute(from) - 59, 0)` (a chunk spans up to an hour
+//! from its base minute, see [`super::parts`]) to
+//! `(device, sensor, minute(to), max)`; the sensors' sorted streams are
+//! then merged by time.
 
 use redb::ReadableDatabase;
 
+use super::parts::{minute, scan_start};
 use super::{chunk, StoreError, READINGS, SENSORS};
 use crate::codec::{timefmt, Micros, SensorId, Value};
 
@@ -70,7 +73,7 @@ pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, St
     // for the merged result to have `limit + 1` distinct times.
     let mut series: Vec<Vec<(Micros, Value)>> = Vec::with_capacity(sensors.len());
     if from <= to {
-        let (m0, m1) = (minute(from), minute(to));
+        let (m0, m1) = (scan_start(minute(from)), minute(to));
         for s in &sensors {
             let mut out = Vec::new();
             let want = q.limit.saturating_add(1);
@@ -197,7 +200,7 @@ pub fn read_buckets(db: &redb::Database, q: &BucketQuery) -> Result<String, Stor
     let span = i128::from(to) - i128::from(from) + 1;
     let mut acc: Vec<Vec<Option<(f64, f64)>>> = vec![vec![None; n]; q.sensors.len()];
     if span > 0 {
-        let (m0, m1) = (minute(from), minute(to));
+        let (m0, m1) = (scan_start(minute(from)), minute(to));
         for (s, slots) in q.sensors.iter().zip(acc.iter_mut()) {
             for row in
                 table.range((q.device, s.code(), m0, 0)..=(q.device, s.code(), m1, u16::MAX))?
@@ -261,7 +264,8 @@ pub fn latest(
         {
             let (k, v) = row?;
             let m = k.value().2;
-            // Every part of the newest minute; older minutes cannot win.
+            // Every part of the newest base minute; chunks are ordered in
+            // time, so older ones cannot win.
             if last_minute.is_some_and(|l| l != m) {
                 break;
             }
@@ -279,9 +283,4 @@ pub fn latest(
         }
     }
     Ok(out)
-}
-
-/// The minute key of a time (times are never negative in the store).
-pub fn minute(t: Micros) -> u32 {
-    u32::try_from(t.max(0) / chunk::MINUTE_US).unwrap_or(u32::MAX)
 }
