@@ -224,6 +224,76 @@ pub fn decode(
     Ok(())
 }
 
+/// Append `incoming` (sorted by offset, ties in arrival order) to the
+/// chunk `bytes` when every one of them is after its last entry and on
+/// its time unit — the common write: readings newer than what is stored.
+/// Then the stored entries are only walked (for the delta base), not
+/// merged and re-encoded. Writes the new chunk to `out`, calls `fresh`
+/// for every index stored (a repeat of the same offset within `incoming`
+/// is not) and returns the chunk's new entry count; `None` (with `out`
+/// untouched) when the fast path does not apply.
+pub fn append(
+    bytes: &[u8],
+    kind: SensorKind,
+    incoming: &[(u32, &Value)],
+    out: &mut Vec<u8>,
+    mut fresh: impl FnMut(usize),
+) -> Result<Option<usize>, Corrupt> {
+    let mut r = Reader::new(bytes);
+    let unit = r.u8()?;
+    let div: u32 = match unit {
+        0 => 1,
+        1 => 1_000,
+        2 => 1_000_000,
+        _ => return Err(Corrupt),
+    };
+    if incoming.iter().any(|(o, _)| o % div != 0) {
+        return Ok(None);
+    }
+    let count = r.u64()?;
+    let body = bytes.len() - r.remaining();
+    let mut off = 0u64;
+    let mut prev = Prev::default();
+    for _ in 0..count {
+        off = r
+            .u64()?
+            .checked_mul(u64::from(div))
+            .and_then(|d| d.checked_add(off))
+            .ok_or(Corrupt)?;
+        if off >= SPAN_US as u64 {
+            return Err(Corrupt);
+        }
+        get_value(&mut r, kind, &mut prev)?;
+    }
+    if !r.is_empty() {
+        return Err(Corrupt);
+    }
+    if count > 0 && incoming.first().is_some_and(|(o, _)| u64::from(*o) <= off) {
+        return Ok(None);
+    }
+    let mut tail = Vec::with_capacity(incoming.len() * 3);
+    let mut last = (count > 0).then_some(off as u32);
+    let mut added = 0usize;
+    for (i, (o, value)) in incoming.iter().enumerate() {
+        if last == Some(*o) {
+            continue; // the same reading twice in one write: the first stands
+        }
+        let prev_off = last.unwrap_or(0);
+        varint::put_u64(&mut tail, u64::from((o - prev_off) / div));
+        put_value(&mut tail, value, &mut prev);
+        last = Some(*o);
+        added += 1;
+        fresh(i);
+    }
+    let total = count as usize + added;
+    out.clear();
+    out.push(unit);
+    varint::put_u64(out, total as u64);
+    out.extend_from_slice(&bytes[body..]);
+    out.extend_from_slice(&tail);
+    Ok(Some(total))
+}
+
 /// How many readings a chunk holds, without decoding them.
 pub fn count(bytes: &[u8]) -> Result<u64, Corrupt> {
     let mut r = Reader::new(bytes);
@@ -413,6 +483,56 @@ mod tests {
         encode(&[], &mut out);
         assert_eq!(first_offset(&out), Ok(None));
         assert_eq!(first_offset(&[7, 1, 0]), Err(Corrupt));
+    }
+
+    #[test]
+    fn append_equals_a_full_merge_or_declines() {
+        let decode_all = |b: &[u8], kind| {
+            let mut v = Vec::new();
+            decode(b, kind, |o, x| v.push((o, x))).unwrap();
+            v
+        };
+        let nums = |offs: &[u32], base: f64| -> Vec<Entry> {
+            offs.iter()
+                .enumerate()
+                .map(|(i, o)| (*o, Value::Num(base + i as f64 / 10.0)))
+                .collect()
+        };
+        let old = nums(&[1_000_000, 11_000_000, 21_000_000], 20.5);
+        let mut stored = Vec::new();
+        encode(&old, &mut stored);
+        let new = nums(&[31_000_000, 31_000_000, 3_599_000_000], 30.1);
+        let incoming: Vec<(u32, &Value)> = new.iter().map(|(o, v)| (*o, v)).collect();
+        let mut out = Vec::new();
+        let mut fresh = Vec::new();
+        let n = append(&stored, SensorKind::Num, &incoming, &mut out, |i| {
+            fresh.push(i)
+        })
+        .unwrap();
+        assert_eq!(n, Some(5));
+        assert_eq!(fresh, [0, 2], "the repeat of the same offset is not stored");
+        let mut want = Vec::new();
+        encode(&merge_entries(old.clone(), &incoming, |_| {}), &mut want);
+        assert_eq!(
+            decode_all(&out, SensorKind::Num),
+            decode_all(&want, SensorKind::Num)
+        );
+        // Declines, leaving `out` alone: not after the last entry, or off
+        // the chunk's unit (whole seconds here).
+        for offs in [[21_000_000u32], [31_500_000]] {
+            let one = nums(&offs, 1.0);
+            let inc: Vec<(u32, &Value)> = one.iter().map(|(o, v)| (*o, v)).collect();
+            let mut out = vec![7];
+            assert_eq!(
+                append(&stored, SensorKind::Num, &inc, &mut out, |_| ()),
+                Ok(None)
+            );
+            assert_eq!(out, [7]);
+        }
+        assert_eq!(
+            append(&[9, 0], SensorKind::Num, &incoming, &mut out, |_| ()),
+            Err(Corrupt)
+        );
     }
 
     #[test]

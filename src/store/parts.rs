@@ -177,12 +177,31 @@ fn merge_into(
     fresh: impl FnMut(usize),
 ) -> Result<(), StoreError> {
     let (dev, code, m, p) = key;
+    let rel = relative(run, m);
     let mut old: Vec<Entry> = Vec::new();
-    if let Some(v) = table.get(key)? {
-        chunk::decode(v.value(), kind, |o, val| old.push((o, val)))?;
+    let mut fresh = fresh;
+    let mut appended = Vec::new();
+    let fast = match table.get(key)? {
+        Some(v) => {
+            let bytes = v.value();
+            // The common case: everything new is after what is stored and
+            // the chunk stays within its bound: append, no merge.
+            let total = chunk::append(bytes, kind, &rel, buf, |i| appended.push(i))?;
+            let fast = total.is_some_and(|n| n <= PART_ENTRIES);
+            if !fast {
+                appended.clear();
+                chunk::decode(bytes, kind, |o, val| old.push((o, val)))?;
+            }
+            fast
+        }
+        None => false,
+    };
+    if fast {
+        table.insert(key, buf.as_slice())?;
+        appended.into_iter().for_each(&mut fresh);
+        return Ok(());
     }
     let (old_len, old_max) = (old.len(), old.last().map(|(o, _)| *o));
-    let rel = relative(run, m);
     let merged = chunk::merge_entries(old, &rel, fresh);
     if merged.len() == old_len {
         return Ok(()); // every reading was a retry

@@ -44,6 +44,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// How many bytes are left to read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     /// One byte.
     #[inline]
     pub fn u8(&mut self) -> Result<u8, Corrupt> {
