@@ -130,6 +130,15 @@ impl Catalog {
         v
     }
 
+    /// Whether a channel or an alert follows `(device, sensor)`: its new
+    /// readings go to the digest.
+    pub fn follows(&self, device: u32, sensor: u32) -> bool {
+        let inner = self.inner.read();
+        let key = (device, sensor);
+        inner.members.get(&key).is_some_and(|v| !v.is_empty())
+            || inner.watching.get(&key).is_some_and(|v| !v.is_empty())
+    }
+
     /// Channels a (device, sensor) feeds.
     pub fn channels_for(&self, device: u32, sensor: u32) -> Vec<u32> {
         self.inner

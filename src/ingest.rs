@@ -632,7 +632,12 @@ impl WriterState {
             .enumerate()
             .flat_map(|(ji, j)| j.readings.iter().map(move |r| (ji, r)))
             .collect();
-        let mut fresh = vec![false; all.len()];
+        // Per reading: a retry, new, or new and followed.
+        const RETRY: u8 = 0;
+        const NEW: u8 = 1;
+        const FOLLOWED: u8 = 2;
+        let mut fresh = vec![RETRY; all.len()];
+        let mut contacts: Vec<u32> = Vec::new();
         {
             // Every job's keys were sorted when it was prepared; with
             // several jobs, renumber into `all` and merge the sorted runs
@@ -671,11 +676,21 @@ impl WriterState {
                     j += 1;
                 }
                 let kind = all[idx[0]].1 .1.sensor.kind;
+                // Followed by a channel or an alert: its new readings go
+                // to the digest (looked up once per sensor, not reading).
+                let mark = if self.ctx.catalog.follows(dev, code) {
+                    FOLLOWED
+                } else {
+                    NEW
+                };
                 let mut sensor_new: u64 = 0;
                 parts::write_series(&mut table, dev, code, kind, &incoming, &mut buf, |n| {
-                    fresh[idx[n]] = true;
+                    fresh[idx[n]] = mark;
                     sensor_new += 1;
                 })?;
+                if sensor_new > 0 && contacts.last() != Some(&dev) {
+                    contacts.push(dev); // groups come in device order
+                }
                 if sensor_new > 0 {
                     let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
                     sensors.insert((dev, code), before + sensor_new)?;
@@ -685,18 +700,21 @@ impl WriterState {
         }
         let mut new_readings = Vec::new();
         for (k, (ji, r)) in all.iter().enumerate() {
-            if fresh[k] {
+            if fresh[k] != RETRY {
                 outcomes[*ji].new += 1;
+            }
+            if fresh[k] == FOLLOWED {
                 new_readings.push((*r).clone());
             }
         }
-        let batch = if new_readings.is_empty() {
+        let batch = if contacts.is_empty() {
             None
         } else {
             let batch = DigestBatch {
                 seq,
                 committed_at: now,
                 readings: new_readings,
+                contacts,
             };
             txn.open_table(DIGEST_LOG)?
                 .insert(seq, batch.encode().as_slice())?;

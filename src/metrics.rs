@@ -280,7 +280,7 @@ impl Metrics {
         );
         counter(
             "overlord_readings_digested_total",
-            "Readings processed by the digest.",
+            "Readings processed by the digest (those a channel or an alert follows).",
             self.readings_digested.get(),
             "counter",
         );

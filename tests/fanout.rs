@@ -387,3 +387,63 @@ fn a_board_gets_its_command_in_the_reply_and_acks_it_over_raw_tcp() {
     ));
     assert!(reply.ends_with("\r\n\r\nok,1,0\n"), "{reply}");
 }
+
+/// The digest gets the new readings of followed sensors only (a bulk
+/// upload nobody follows is not logged twice), every device's contact
+/// still counts, and a sensor followed later is followed from then on.
+#[test]
+fn only_followed_readings_are_digested_and_a_later_channel_follows_from_then() {
+    let s = TestServer::start();
+    let tok = s.create_device("f");
+    s.admin_form("POST", "/v1/channels", "name=c");
+    s.admin_form("POST", "/v1/channels/c/members", "device=f&sensor=N1");
+    let metric = |name: &str| -> f64 {
+        let body = s.get("/metrics").body;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    let t = hour_ago();
+    // Sent by the administrator for the device (a `device` column), so
+    // the device itself never connects: its last contact can only come
+    // from the digest.
+    let mut csv = String::from("time,device,N1,N2\n");
+    for i in 0..10 {
+        csv.push_str(&format!("{},f,{i},{i}\n", t + i));
+    }
+    let r = s.post(
+        "/v1/readings",
+        "text/csv",
+        csv.as_bytes(),
+        &format!("Authorization: Bearer {}\r\n", s.admin),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.admin_until("/v1/channels/c/items?limit=100", |b| {
+        b.lines().count() == 11
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("overlord_readings_digested_total ") < 10.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric("overlord_readings_stored_total "), 20.0);
+    assert_eq!(
+        metric("overlord_readings_digested_total "),
+        10.0,
+        "N2 is not followed"
+    );
+    // The device's contact counts (only N1 was digested).
+    let contact = |b: &str| {
+        b.lines()
+            .find(|l| l.starts_with("f,"))
+            .is_some_and(|l| !l.split(',').nth(4).unwrap_or("").is_empty())
+    };
+    let list = s.admin_until("/v1/devices", contact);
+    assert!(contact(&list.body), "last_seen of f: {}", list.body);
+    // Follow N2 now: the next N2 reading reaches the channel.
+    s.admin_form("POST", "/v1/channels/c/members", "device=f&sensor=N2");
+    send(&s, "f", &tok, &format!("N2=42&time={}", t + 100));
+    let items = s.admin_until("/v1/channels/c/items?limit=100", |b| {
+        b.lines().count() == 12
+    });
+    assert!(items.body.ends_with(",f,N2,42\n"), "{}", items.body);
+}
