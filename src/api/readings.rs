@@ -108,8 +108,11 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
 
     let mut readings: Vec<(u32, Reading)> = Vec::new();
+    // Every device this request writes (for the per-device limit).
+    let mut written: Vec<u32> = Vec::new();
     if !params.readings.is_empty() {
         let num = need_default()?;
+        written.push(num);
         readings.extend(params.readings.into_iter().map(|r| (num, r)));
     }
     if let Some(body) = csv {
@@ -123,6 +126,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         };
         if parsed.devices.is_empty() {
             let num = need_default()?;
+            written.push(num);
             readings.reserve(parsed.readings.len());
             readings.extend(parsed.readings.into_iter().map(|(_, r)| (num, r)));
         } else {
@@ -133,6 +137,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
                     .authorize(&who, Action::WriteReadings, Resource::Device(&d))?;
                 nums.push(d.num);
             }
+            written.extend_from_slice(&nums);
             readings.reserve(parsed.readings.len());
             readings.extend(
                 parsed
@@ -143,8 +148,8 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         }
     }
 
-    // The per-device request limit, for every device this request writes.
-    let mut written: Vec<u32> = readings.iter().map(|(d, _)| *d).collect();
+    // The per-device request limit, for every device this request writes
+    // (each once: the device column's distinct ids, not its rows).
     written.sort_unstable();
     written.dedup();
     for dev in written {
