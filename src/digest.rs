@@ -8,14 +8,15 @@
 //! columns left to right), while different devices run in parallel.
 //!
 //! A batch carries the new readings that a channel or an alert followed
-//! when they were committed, and the devices heard from (see
-//! [`crate::store::digest_log`]). For each reading a thread computes,
-//! from the [`Catalog`]:
+//! when they were committed (see [`crate::store::digest_log`]). For each
+//! reading a thread computes, from the [`Catalog`]:
 //! - an item for every channel the (device, sensor) is a member of;
 //! - for every alert on the (device, sensor), the transition the value
 //!   causes (see [`crate::alerts`]); a firing records an event, queues an
 //!   inbox row for the alert's device and an item for its channel;
-//! - the device's last contact.
+//! - the device's last contact (the writer already recorded it with the
+//!   readings; kept so that a log row from an older version, whose writer
+//!   did not, still counts).
 //!
 //! The thread does not write: its results go back to the writer as a
 //! [`PartDone`]. The writer applies whole batches in digest-log order and
@@ -56,8 +57,6 @@ struct Part {
     seq: u64,
     committed_at: Micros,
     readings: Vec<(u32, Reading)>,
-    /// This thread's devices of the batch's contacts.
-    contacts: Vec<u32>,
 }
 
 /// A reading headed for a channel.
@@ -160,25 +159,19 @@ impl Digest {
     /// queue is full). Returns the number of parts queued.
     pub fn dispatch(&self, batch: DigestBatch) -> usize {
         let n = self.queues.len();
-        // Per thread: (readings, contacts).
-        type Share = (Vec<(u32, Reading)>, Vec<u32>);
-        let mut parts: Vec<Share> = (0..n).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut parts: Vec<Vec<(u32, Reading)>> = (0..n).map(|_| Vec::new()).collect();
         for (dev, r) in batch.readings {
-            parts[dev as usize % n].0.push((dev, r));
-        }
-        for dev in batch.contacts {
-            parts[dev as usize % n].1.push(dev);
+            parts[dev as usize % n].push((dev, r));
         }
         let mut queued = 0;
-        for (q, (readings, contacts)) in self.queues.iter().zip(parts) {
-            if readings.is_empty() && contacts.is_empty() {
+        for (q, readings) in self.queues.iter().zip(parts) {
+            if readings.is_empty() {
                 continue;
             }
             let part = Part {
                 seq: batch.seq,
                 committed_at: batch.committed_at,
                 readings,
-                contacts,
             };
             if q.send(part).is_ok() {
                 queued += 1;
@@ -252,14 +245,13 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
         seq: part.seq,
         ..PartDone::default()
     };
-    out.last_seen = part
-        .contacts
-        .iter()
-        .map(|d| (*d, part.committed_at))
-        .collect();
+    let mut seen = std::collections::HashSet::new();
     for (dev, r) in part.readings {
         if let Some(h) = hook {
             h(dev, &r);
+        }
+        if seen.insert(dev) {
+            out.last_seen.push((dev, part.committed_at));
         }
         let code = r.sensor.code();
         if let Some(v) = alerts::numeric(&r.value) {

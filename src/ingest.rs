@@ -299,8 +299,9 @@ pub fn start(
 const NEXT_BATCH: &str = "next_batch";
 
 /// What one transaction wrote: each job's outcome, the batch for the
-/// digest (if anything was new), and whether channels got items.
-type Written = (Vec<IngestOutcome>, Option<DigestBatch>, bool);
+/// digest (if a followed sensor got anything new), whether channels got
+/// items, and the devices heard from.
+type Written = (Vec<IngestOutcome>, Option<DigestBatch>, bool, Vec<u32>);
 
 /// A dispatched batch whose parts are not all back.
 struct Pending {
@@ -498,8 +499,11 @@ impl WriterState {
         }
         let elapsed = started.elapsed();
         match result {
-            Ok((outcomes, batch, appended)) => {
+            Ok((outcomes, batch, appended, contacts)) => {
                 self.ready.clear();
+                for dev in contacts {
+                    self.ctx.presence.saw(dev, now);
+                }
                 self.metrics
                     .retention_chunks_deleted
                     .add(self.sweeper.last.0);
@@ -707,14 +711,23 @@ impl WriterState {
                 new_readings.push((*r).clone());
             }
         }
-        let batch = if contacts.is_empty() {
+        // Every device with a new reading was heard from now: recorded in
+        // this transaction (no digest round trip for a batch nobody follows).
+        if !contacts.is_empty() {
+            let mut last_seen = txn.open_table(LAST_SEEN)?;
+            for dev in &contacts {
+                if last_seen.get(*dev)?.is_none_or(|g| g.value() < now) {
+                    last_seen.insert(*dev, now)?;
+                }
+            }
+        }
+        let batch = if new_readings.is_empty() {
             None
         } else {
             let batch = DigestBatch {
                 seq,
                 committed_at: now,
                 readings: new_readings,
-                contacts,
             };
             txn.open_table(DIGEST_LOG)?
                 .insert(seq, batch.encode().as_slice())?;
@@ -730,7 +743,7 @@ impl WriterState {
             self.sweeper.abandon(&self.ctx.retention);
         }
         txn.commit()?;
-        Ok((outcomes, batch, appended))
+        Ok((outcomes, batch, appended, contacts))
     }
 
     /// Fill in the inbox part of each outcome that asked for it. A read

@@ -7,15 +7,12 @@
 //!
 //! The row holds what the digest needs, not every reading: the new
 //! readings of the (device, sensor)s that a channel or an alert follows at
-//! commit time, and every device that sent a new reading (its last
-//! contact). A bulk upload nobody follows logs a few bytes per device
-//! instead of a second copy of its readings.
+//! commit time (the writer records the devices' last contact itself, in
+//! the readings' transaction). A bulk upload nobody follows is not logged
+//! a second time, and a commit with nothing followed has no row at all.
 //!
 //! Row layout: `committed_at:zigzag count:varint { device:varint
-//! sensor:varint time:zigzag value }*count contacts:varint { device:varint
-//! }*contacts` (values as in [`super::chunk`]). A row without the contacts
-//! (written before they existed) has as contacts the devices of its
-//! readings.
+//! sensor:varint time:zigzag value }*count` (values as in [`super::chunk`]).
 
 use super::chunk;
 use super::varint::{self, Corrupt, Reader};
@@ -31,8 +28,6 @@ pub struct DigestBatch {
     /// New readings (retries already removed) that a channel or an alert
     /// follows, in commit order.
     pub readings: Vec<(u32, Reading)>,
-    /// Every device with a new reading in the batch, once each.
-    pub contacts: Vec<u32>,
 }
 
 impl DigestBatch {
@@ -46,10 +41,6 @@ impl DigestBatch {
             varint::put_u64(&mut out, u64::from(r.sensor.code()));
             varint::put_i64(&mut out, r.time);
             chunk::put_value(&mut out, &r.value, &mut chunk::Prev::default());
-        }
-        varint::put_u64(&mut out, self.contacts.len() as u64);
-        for device in &self.contacts {
-            varint::put_u64(&mut out, u64::from(*device));
         }
         out
     }
@@ -75,27 +66,10 @@ impl DigestBatch {
                 },
             ));
         }
-        let mut contacts = Vec::new();
-        if r.is_empty() {
-            for (device, _) in &readings {
-                if !contacts.contains(device) {
-                    contacts.push(*device);
-                }
-            }
-        } else {
-            let n = r.u64()?;
-            for _ in 0..n {
-                contacts.push(u32::try_from(r.u64()?).map_err(|_| Corrupt)?);
-            }
-            if !r.is_empty() {
-                return Err(Corrupt);
-            }
-        }
         Ok(DigestBatch {
             seq,
             committed_at,
             readings,
-            contacts,
         })
     }
 }
@@ -136,14 +110,7 @@ mod tests {
                     },
                 ),
             ],
-            contacts: vec![2, 1, 3],
         };
-        assert_eq!(DigestBatch::decode(9, &b.encode()), Ok(b.clone()));
-        // A row from before contacts were logged: its readings' devices.
-        let mut old = b.encode();
-        old.truncate(old.len() - 4);
-        let back = DigestBatch::decode(9, &old).unwrap();
-        assert_eq!(back.contacts, [1, 2]);
-        assert_eq!(back.readings, b.readings);
+        assert_eq!(DigestBatch::decode(9, &b.encode()), Ok(b));
     }
 }
