@@ -26,6 +26,9 @@
 //! **Gateways.** While a device's parent gateway is offline, the device
 //! is shown `unreachable` and is not marked offline on its own: its
 //! silence is the gateway's. It is checked again every `offline_after`.
+//! A device due while its gateway has been silent since the device's own
+//! deadline is decided at the gateway's deadline, so a gateway and its
+//! devices falling silent together is always the gateway's outage.
 //!
 //! **Durability.** Changes queue here; the writer thread takes them
 //! ([`Presence::take_changes`]) and in one transaction stores the new
@@ -441,9 +444,32 @@ impl Presence {
                 g.heap.push(Reverse((again, dev, generation)));
                 continue;
             }
+            if let Some(at) = self.parent_undecided(&g, dev, due, now) {
+                // Its gateway has been silent since before this device's
+                // deadline too: decide when the gateway's comes.
+                g.heap.push(Reverse((at, dev, generation)));
+                continue;
+            }
             go_offline(&mut g, dev, now);
         }
         looked
+    }
+
+    /// `dev` is due at `due` and its parent gateway is online: if the
+    /// gateway has not been heard from since `due` either, the two may be
+    /// falling silent together (a device's data come through its gateway,
+    /// so the device's last contact is always a little older than the
+    /// gateway's). Then the gateway's own deadline, when later than `now`,
+    /// is when to decide: by then the gateway has spoken (the device
+    /// failed on its own) or is offline (the device is unreachable).
+    fn parent_undecided(&self, g: &Inner, dev: u32, due: Micros, now: Micros) -> Option<Micros> {
+        let p = self.directory.device_by_num(dev)?.meta.parent?;
+        let pe = g.devices.get(&p)?;
+        if !pe.online || pe.last_seen >= due {
+            return None;
+        }
+        let at = self.due(p, pe);
+        (at > now).then_some(at)
     }
 
     /// Is `dev`'s parent gateway offline at `now`? A parent that is due
@@ -529,6 +555,7 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::records::{DeviceMeta, DeviceRecord};
 
     const S: i64 = US;
 
@@ -594,6 +621,64 @@ mod tests {
             p.sweep(t * S);
         }
         assert_eq!(kinds(&p), vec![false]);
+    }
+
+    #[test]
+    fn a_device_falling_silent_with_its_gateway_is_unreachable_not_offline() {
+        let d = Arc::new(Directory::default());
+        let device = |num: u32, meta: DeviceMeta| DeviceRecord {
+            num,
+            id: format!("d{num}"),
+            name: String::new(),
+            owner: "admin".into(),
+            token: [0; 32],
+            prev_token: None,
+            created: 0,
+            meta,
+        };
+        d.put_device(device(
+            1,
+            DeviceMeta {
+                gateway: true,
+                ..DeviceMeta::default()
+            },
+        ));
+        d.put_device(device(
+            2,
+            DeviceMeta {
+                parent: Some(1),
+                ..DeviceMeta::default()
+            },
+        ));
+        let p = Presence::new(d, 60, vec![], vec![]);
+        // The child's last reading came through the gateway, which spoke
+        // once more 2 ms later; then both fall silent. A sweep between the
+        // two deadlines must not call the child offline on its own.
+        p.saw(2, 100 * S);
+        p.saw(1, 100 * S + 2_000);
+        p.take_changes();
+        p.sweep(160 * S + 1_000);
+        assert!(p.take_changes().is_empty());
+        p.sweep(161 * S);
+        let c = p.take_changes();
+        assert_eq!(
+            c.iter().map(|c| (c.device, c.online)).collect::<Vec<_>>(),
+            [(1, false)]
+        );
+        assert_eq!(p.state(2), State::Unreachable);
+        // A gateway that keeps talking: the child's silence is its own.
+        p.saw(1, 200 * S);
+        p.saw(2, 200 * S);
+        p.take_changes();
+        for t in 200..300 {
+            p.saw(1, t * S);
+            p.sweep(t * S);
+        }
+        let c = p.take_changes();
+        assert_eq!(
+            c.iter().map(|c| (c.device, c.online)).collect::<Vec<_>>(),
+            [(2, false)]
+        );
     }
 
     #[test]
