@@ -247,8 +247,13 @@ fn serve(config: Config) -> Result<(), String> {
         let _ = out.flush();
         drop(out);
         tracing::info!(%addr, data_file = %data_file.display(), "overlord started");
-        server::run(listener, opened, server::shutdown_signal())
+        // The accept loop runs on a runtime worker, not on this thread:
+        // a connection task spawned from a worker starts on that worker
+        // (tokio's LIFO slot) instead of waking another thread for every
+        // connection.
+        tokio::spawn(server::run(listener, opened, server::shutdown_signal()))
             .await
+            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     })
 }

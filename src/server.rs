@@ -8,9 +8,11 @@
 //! `200` is only sent after its readings are fsynced.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -71,11 +73,18 @@ pub async fn run(
         let builder = builder.clone();
         let metrics = app.metrics.clone();
         metrics.connections.add(1);
+        // Set once a request on this connection had a body: a reply may
+        // have gone out before all of it was read (a `413`, say).
+        let had_body = Arc::new(AtomicBool::new(false));
+        let had_body2 = had_body.clone();
         tokio::spawn(async move {
             let mut stream = stream;
             let conn = builder.serve_connection(
                 TokioIo::new(&mut stream),
                 service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if !req.body().is_end_stream() {
+                        had_body2.store(true, Ordering::Relaxed);
+                    }
                     req.extensions_mut().insert(crate::http::Peer(peer.ip()));
                     crate::api::handle(app2.clone(), req)
                 }),
@@ -89,7 +98,7 @@ pub async fn run(
                     let _ = conn.await;
                 }
             }
-            linger(&mut stream).await;
+            close(&mut stream, had_body.load(Ordering::Relaxed)).await;
             metrics.connections.add(-1);
             drop(permit);
         });
@@ -125,12 +134,29 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Lingering close, as nginx does: after the last reply, close our side
-/// and read and discard what the client is still sending (a body we
-/// refused with `413`, say) before the socket is dropped. Closing a socket
-/// with unread input makes the kernel send a reset, which can destroy the
-/// reply before the client reads it. Bounded: stops at EOF, after
-/// `LINGER_IDLE` without input, after `LINGER_MAX` in all, or after
+/// Close a connection after its last reply. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy the reply before
+/// the client reads it; so, as nginx does, linger (see [`linger`]) when
+/// the client may still be sending: a request had a body (the reply may
+/// have gone out before all of it was read) or input is waiting. A
+/// connection of bodiless requests with nothing waiting — a board's or
+/// a script's `GET` — just closes, without the wait for the client's FIN.
+async fn close(stream: &mut TcpStream, had_body: bool) {
+    let mut probe = [0u8; 1];
+    let waiting = !matches!(
+        stream.try_read(&mut probe),
+        Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    if had_body || waiting {
+        linger(stream).await;
+    } else {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Lingering close: close our side and read and discard what the client
+/// is still sending before the socket is dropped. Bounded: stops at EOF,
+/// after `LINGER_IDLE` without input, after `LINGER_MAX` in all, or after
 /// `LINGER_BYTES`.
 async fn linger(stream: &mut TcpStream) {
     const LINGER_IDLE: Duration = Duration::from_millis(500);
