@@ -2,6 +2,7 @@
 //! `GET /v1/devices/ID/readings` (query) and `GET /v1/devices/ID/aggregates`
 //! (what retention kept of removed minutes).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,32 @@ use crate::store::DeviceRecord;
 /// Bodies larger than this are parsed on a blocking thread, so a 30 MB
 /// CSV does not stall the runtime's workers.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// Second threads parsing halves of large CSV bodies
+/// ([`csvbody::parse_csv_split`]) right now: at most one per core, so
+/// many large uploads at once never mean many extra threads.
+static SPLIT_HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A claim on one of [`SPLIT_HELPERS`], given back on drop.
+struct SplitHelper;
+
+impl SplitHelper {
+    fn try_take() -> Option<SplitHelper> {
+        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        SPLIT_HELPERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SplitHelper)
+    }
+}
+
+impl Drop for SplitHelper {
+    fn drop(&mut self) {
+        SPLIT_HELPERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// `GET /v1/readings?device=ID&token=TOK&N1=23.5[&time=T]`, the same as a
 /// form `POST`, or a `text/csv` `POST`. Replies `ok,<stored>,<pending>`
@@ -118,9 +145,12 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     if let Some(body) = csv {
         let lim = app.limits;
         let parsed = if body.len() > INLINE_PARSE_BYTES {
-            tokio::task::spawn_blocking(move || csvbody::parse_csv(&body, now, &lim))
-                .await
-                .map_err(|_| WireError::new(500, "internal", "parser failed"))??
+            tokio::task::spawn_blocking(move || {
+                let helper = SplitHelper::try_take();
+                csvbody::parse_csv_split(&body, now, &lim, helper.is_some())
+            })
+            .await
+            .map_err(|_| WireError::new(500, "internal", "parser failed"))??
         } else {
             csvbody::parse_csv(&body, now, &lim)?
         };

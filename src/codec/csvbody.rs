@@ -30,6 +30,116 @@ enum Column {
 /// without a `time` column.
 pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReadings, CodecError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    parse_part(body, now, limits, true)
+}
+
+/// Bodies at least this big may be parsed in two halves at once.
+pub const SPLIT_BYTES: usize = 1 << 20;
+
+/// [`parse_csv`], with a large body parsed in two halves at once when
+/// `parallel` (the caller has a thread to spare): this thread takes the
+/// first half, a scoped thread the second. The result, errors and their
+/// line numbers included, is exactly [`parse_csv`]'s. Only bodies of
+/// [`SPLIT_BYTES`] or more with a `time` column and no quote character
+/// are split (a quoted field may hold a line break, so a line might not
+/// be a row); anything else is parsed whole.
+pub fn parse_csv_split(
+    body: &[u8],
+    now: Micros,
+    limits: &Limits,
+    parallel: bool,
+) -> Result<CsvReadings, CodecError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let Some((head, first, second)) = split_point(body).filter(|_| parallel) else {
+        return parse_part(body, now, limits, true);
+    };
+    // The second half is parsed as its own body: the header, then its rows.
+    let mut tail = Vec::with_capacity(head + second.len());
+    tail.extend_from_slice(&body[..head]);
+    tail.extend_from_slice(second);
+    let (a, b) = std::thread::scope(|sc| {
+        let other = sc.spawn(|| parse_part(&tail, now, limits, false));
+        let a = parse_part(first, now, limits, false);
+        let b = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (a, b)
+    });
+    let mut a = a?;
+    let b = b.map_err(|mut e| {
+        // Line L of the second half is line L - 1 + (lines of the first).
+        let lines_before = memchr::memchr_iter(b'\n', first).count() as u64;
+        if let Some(line) = e.at.line.as_mut() {
+            *line = *line + lines_before - 1;
+        }
+        e
+    })?;
+    let mut index: std::collections::HashMap<&str, u32> = a
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i as u32))
+        .collect();
+    let mut map = Vec::with_capacity(b.devices.len());
+    let mut added = Vec::new();
+    for d in &b.devices {
+        map.push(match index.get(d.as_str()) {
+            Some(k) => *k,
+            None => {
+                let k = (a.devices.len() + added.len()) as u32;
+                index.insert(d.as_str(), k);
+                added.push(d.clone());
+                k
+            }
+        });
+    }
+    drop(index);
+    a.devices.extend(added);
+    a.rows += b.rows;
+    if a.rows == 0 {
+        // Nothing but blank lines below the header (line 1: see `split_point`).
+        return Err(CodecError::new("bad_csv", "a header row but no data rows").at(1, None));
+    }
+    a.readings.reserve(b.readings.len());
+    a.readings.extend(
+        b.readings
+            .into_iter()
+            .map(|(d, r)| (d.map(|i| map[i as usize]), r)),
+    );
+    Ok(a)
+}
+
+/// Where to cut `body` (BOM already removed) in two: the header's length,
+/// the first half (header and rows) and the second half's rows; `None`
+/// when it must be parsed whole. The header is the first line (it names
+/// `time`, so it is not blank), and the cut is just after a line break.
+fn split_point(body: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+    if body.len() < SPLIT_BYTES || memchr::memchr(b'"', body).is_some() {
+        return None;
+    }
+    let head = memchr::memchr(b'\n', body)? + 1;
+    let has_time = body[..head]
+        .split(|b| *b == b',')
+        .any(|f| f.trim_ascii().eq_ignore_ascii_case(b"time"));
+    if !has_time {
+        return None;
+    }
+    let mid = head + (body.len() - head) / 2;
+    let cut = mid + memchr::memchr(b'\n', &body[mid..])? + 1;
+    if cut >= body.len() {
+        return None;
+    }
+    Some((head, &body[..cut], &body[cut..]))
+}
+
+/// Parse `body` (BOM removed). `whole`: it is the whole body, so it must
+/// have a data row; a half of a split body need not.
+fn parse_part(
+    body: &[u8],
+    now: Micros,
+    limits: &Limits,
+    whole: bool,
+) -> Result<CsvReadings, CodecError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(false)
@@ -145,7 +255,7 @@ pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReading
             ));
         }
     }
-    if out.rows == 0 {
+    if out.rows == 0 && whole {
         return Err(
             CodecError::new("bad_csv", "a header row but no data rows").at(header_line, None)
         );
@@ -209,6 +319,75 @@ mod tests {
 
     fn parse(body: &str) -> Result<CsvReadings, CodecError> {
         parse_csv(body.as_bytes(), NOW, &Limits::default())
+    }
+
+    /// A body of `rows` rows over 7 devices, just over [`SPLIT_BYTES`].
+    fn big(eol: &str, device: bool) -> String {
+        let mut b = String::from(if device {
+            "time,device,N1,I2"
+        } else {
+            "time,N1,I2"
+        });
+        b.push_str(eol);
+        let mut i = 0u64;
+        while b.len() <= SPLIT_BYTES + 4096 {
+            let t = 1_795_000_000 + i;
+            if device {
+                b.push_str(&format!("{t},dev{},{}.5,{i}{eol}", i % 7, i % 100));
+            } else {
+                b.push_str(&format!("{t},{}.5,{i}{eol}", i % 100));
+            }
+            if i % 1000 == 999 {
+                b.push_str(eol); // a blank line now and then
+            }
+            i += 1;
+        }
+        b
+    }
+
+    #[test]
+    fn a_split_parse_is_exactly_the_whole_parse() {
+        let lim = Limits::default();
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for (eol, device) in [("\n", false), ("\r\n", true), ("\n", true)] {
+            bodies.push(big(eol, device).into_bytes());
+        }
+        // BOM; a device first seen in the second half.
+        let mut b = b"\xEF\xBB\xBF".to_vec();
+        b.extend_from_slice(big("\n", true).as_bytes());
+        b.extend_from_slice(b"1795300000,late-device,1,1\n");
+        bodies.push(b);
+        // Errors early, late, and on the line right after the cut.
+        let base = big("\n", false).into_bytes();
+        let (_, first, _) = split_point(&base).unwrap();
+        let cut = first.len();
+        for at in [40, base.len() - 10, cut + 3] {
+            let mut b = base.clone();
+            b[at] = b'x';
+            bodies.push(b);
+        }
+        // Two errors, one in each half: the first one is reported.
+        let mut b = base.clone();
+        b[60] = b'x';
+        b[base.len() - 10] = b'x';
+        bodies.push(b);
+        for (k, body) in bodies.iter().enumerate() {
+            let whole = parse_csv(body, NOW, &lim);
+            assert_eq!(whole.is_err(), k >= 4, "case {k}: {whole:?}");
+            assert!(
+                split_point(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).is_some(),
+                "case {k} is split"
+            );
+            assert_eq!(parse_csv_split(body, NOW, &lim, true), whole, "case {k}");
+            assert_eq!(parse_csv_split(body, NOW, &lim, false), whole, "case {k}");
+        }
+        // Not split: small, quoted, or no time column.
+        assert!(split_point(b"time,N1\n1,2\n").is_none());
+        let mut quoted = base.clone();
+        quoted[30] = b'"';
+        assert!(split_point(&quoted).is_none());
+        let no_time = big("\n", false).replacen("time,", "N9,", 1);
+        assert!(split_point(no_time.as_bytes()).is_none());
     }
 
     /// `(body, readings or error code, error line)`: one case per line.
