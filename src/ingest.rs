@@ -695,9 +695,10 @@ impl WriterState {
                 if sensor_new > 0 && contacts.last() != Some(&dev) {
                     contacts.push(dev); // groups come in device order
                 }
-                if sensor_new > 0 {
-                    let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
-                    sensors.insert((dev, code), before + sensor_new)?;
+                // A sensor's first reading makes it known (one write per
+                // sensor ever, not per commit).
+                if sensor_new > 0 && sensors.get((dev, code))?.is_none() {
+                    sensors.insert((dev, code), now.max(0) as u64)?;
                 }
                 i = j;
             }

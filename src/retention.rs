@@ -289,7 +289,7 @@ impl Sweeper {
         // Sensors looked at per step, so a step is bounded even when
         // nothing is due.
         let visit = budget.saturating_mul(4);
-        let mut sensors = txn.open_table(SENSORS)?;
+        let sensors = txn.open_table(SENSORS)?;
         let todo: Vec<(u32, u32)> = sensors
             .range(start..)?
             .take(visit + 1)
@@ -406,10 +406,6 @@ impl Sweeper {
             }
             for (k, bytes) in &trimmed {
                 readings.insert(*k, bytes.as_slice())?;
-            }
-            if gone > 0 {
-                let before = sensors.get((dev, code))?.map_or(0, |g| g.value());
-                sensors.insert((dev, code), before.saturating_sub(gone))?;
             }
             used += keys.len() + trimmed.len();
             self.last.0 += keys.len() as u64;

@@ -54,10 +54,11 @@ pub use records::{
     AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, FileRecord, Role, UserRecord,
 };
 
-/// `(device number, sensor code, unix minute, part)` → chunk of readings
-/// (see [`parts`] for how a minute is split).
+/// `(device number, sensor code, base minute, part)` → chunk of readings
+/// (see [`parts`] for which chunk a reading goes to).
 pub const READINGS: TableDefinition<parts::PartKey, &[u8]> = TableDefinition::new("readings");
-/// `(device number, sensor code)` → number of readings stored.
+/// `(device number, sensor code)` → µs of the commit that stored its first
+/// reading: the sensors a device has (written once per sensor).
 pub const SENSORS: TableDefinition<(u32, u32), u64> = TableDefinition::new("sensors");
 /// Batch sequence → readings committed but not yet digested.
 pub const DIGEST_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("digest_log");
