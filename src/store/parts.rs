@@ -80,6 +80,25 @@ fn locate(
     t: Micros,
 ) -> Result<(Home, Micros), StoreError> {
     let m = minute(t);
+    // The common case first: `t` is at or after the start of the sensor's
+    // last chunk (new readings arriving in order). One lookup, no chunk
+    // after it.
+    if let Some(row) = table
+        .range((dev, code, 0, 0)..=(dev, code, u32::MAX, u16::MAX))?
+        .next_back()
+    {
+        let (k, v) = row?;
+        let (_, _, km, kp) = k.value();
+        let start = base(km) + i64::from(chunk::first_offset(v.value())?.unwrap_or(0));
+        if start <= t {
+            let end = base(km) + SPAN_US;
+            return Ok(if t < end {
+                (Home::Stored((km, kp)), end)
+            } else {
+                (Home::New(m), base(m) + SPAN_US)
+            });
+        }
+    }
     // Walk back from the last chunk based at or before `t`'s minute to the
     // first that starts at or before `t`; the ones passed start after it.
     let mut floor = None;
