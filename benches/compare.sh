@@ -494,6 +494,14 @@ stop_pid "$OV_PID"
 size=$(stat -c %s "$TMP/ov-day/o.redb"); alloc=$(( $(stat -c %b "$TMP/ov-day/o.redb") * $(stat -c %B "$TMP/ov-day/o.redb") ))
 note "overlord data file: $size bytes (allocated $alloc; $size_empty with only the devices)"
 put day.overlord "$size"; put day.overlord.alloc "$alloc"
+# Diagnostic: what `overlord compact` (server stopped) gives back.
+if "$OVERLORD" --config "$TMP/ov-day/overlord.toml" compact > "$TMP/ov-day/compact.out" 2>&1; then
+    compacted=$(stat -c %s "$TMP/ov-day/o.redb")
+    note "overlord data file after 'overlord compact': $compacted bytes"
+    put day.overlord.compacted "$compacted"
+else
+    note "overlord compact failed: $(tail -1 "$TMP/ov-day/compact.out")"
+fi
 
 start_vm "$TMP/vm-day" "$(free_port 28240)"
 if [ -n "$VM_PID" ]; then
@@ -564,3 +572,4 @@ BO=$(bpr "$(get day.overlord)")
 row "bytes/reading on disk vs victoria-metrics" "$BO" "$(fmt "$(bpr "$(get day.victoria-metrics)")" %s)" "$(ratio "$(bpr "$(get day.victoria-metrics)")" "$BO")"
 row "bytes/reading on disk vs influxdb" "$BO" "$(fmt "$(bpr "$(get day.influxdb)")" %s)" "$(ratio "$(bpr "$(get day.influxdb)")" "$BO")"
 row "overlord bytes/reading (allocated blocks)" "$(bpr "$(get day.overlord.alloc)")" "" ""
+row "overlord bytes/reading after overlord compact" "$(bpr "$(get day.overlord.compacted)")" "" ""
