@@ -58,11 +58,19 @@ pub fn parse_csv_split(
     tail.extend_from_slice(&body[..head]);
     tail.extend_from_slice(second);
     let (a, b) = std::thread::scope(|sc| {
-        let other = sc.spawn(|| parse_part(&tail, now, limits, false));
+        // A thread that cannot be started (the system is out of them)
+        // means this one parses both halves.
+        let other = std::thread::Builder::new()
+            .name("overlord-csv".into())
+            .spawn_scoped(sc, || parse_part(&tail, now, limits, false))
+            .ok();
         let a = parse_part(first, now, limits, false);
-        let b = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let b = match other {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => parse_part(&tail, now, limits, false),
+        };
         (a, b)
     });
     let mut a = a?;
