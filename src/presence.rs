@@ -463,13 +463,19 @@ impl Presence {
     /// is when to decide: by then the gateway has spoken (the device
     /// failed on its own) or is offline (the device is unreachable).
     fn parent_undecided(&self, g: &Inner, dev: u32, due: Micros, now: Micros) -> Option<Micros> {
-        let p = self.directory.device_by_num(dev)?.meta.parent?;
-        let pe = g.devices.get(&p)?;
+        let (p, pe) = self.parent(g, dev)?;
         if !pe.online || pe.last_seen >= due {
             return None;
         }
-        let at = self.due(p, pe);
+        let at = self.due(p, &pe);
         (at > now).then_some(at)
+    }
+
+    /// `dev`'s parent gateway, if it has one we have heard of: its number
+    /// and its entry.
+    fn parent(&self, g: &Inner, dev: u32) -> Option<(u32, Entry)> {
+        let p = self.directory.device_by_num(dev)?.meta.parent?;
+        Some((p, *g.devices.get(&p)?))
     }
 
     /// Is `dev`'s parent gateway offline at `now`? A parent that is due
@@ -480,14 +486,7 @@ impl Presence {
         if depth > MAX_DEPTH {
             return false;
         }
-        let Some(p) = self
-            .directory
-            .device_by_num(dev)
-            .and_then(|d| d.meta.parent)
-        else {
-            return false;
-        };
-        let Some(pe) = g.devices.get(&p).copied() else {
+        let Some((p, pe)) = self.parent(g, dev) else {
             return false;
         };
         if !pe.online {
@@ -502,11 +501,7 @@ impl Presence {
     }
 
     fn parent_offline(&self, g: &Inner, dev: u32) -> bool {
-        self.directory
-            .device_by_num(dev)
-            .and_then(|d| d.meta.parent)
-            .and_then(|p| g.devices.get(&p))
-            .is_some_and(|p| !p.online)
+        self.parent(g, dev).is_some_and(|(_, p)| !p.online)
     }
 
     /// Changes not yet stored, oldest first.
