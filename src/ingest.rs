@@ -107,6 +107,13 @@ pub struct Overloaded;
 /// breaks ties, so the first of two identical readings is the one kept.
 pub type SortKey = (u32, u32, u32, u32, u32);
 
+/// The storage key of reading `i` of a request.
+fn sort_key(i: usize, (dev, r): &(u32, Reading)) -> SortKey {
+    let m = minute(r.time);
+    let off = (r.time - i64::from(m) * crate::store::chunk::MINUTE_US) as u32;
+    (*dev, r.sensor.code(), m, off, i as u32)
+}
+
 /// A request's readings with their storage keys computed and sorted, so
 /// that the writer — the one serial stage — does not spend its time
 /// sorting. Large requests prepare on a blocking thread.
@@ -122,11 +129,6 @@ impl Prepared {
     /// sort and sorts only a group that is not already in time order:
     /// O(n) for the usual request instead of a full sort.
     pub fn new(readings: Vec<(u32, Reading)>) -> Prepared {
-        let key = |i: usize, (dev, r): &(u32, Reading)| -> SortKey {
-            let m = minute(r.time);
-            let off = (r.time - i64::from(m) * crate::store::chunk::MINUTE_US) as u32;
-            (*dev, r.sensor.code(), m, off, i as u32)
-        };
         // Group numbers in first-seen order.
         let mut ids: HashMap<(u32, u32), u32, BuildHasherDefault<PairHasher>> = HashMap::default();
         let mut groups: Vec<(u32, u32)> = Vec::new();
@@ -160,7 +162,7 @@ impl Prepared {
         let mut keys: Vec<SortKey> = vec![(0, 0, 0, 0, 0); readings.len()];
         for (i, (g, r)) in gid.iter().zip(&readings).enumerate() {
             let slot = &mut start[*g as usize];
-            keys[*slot] = key(i, r);
+            keys[*slot] = sort_key(i, r);
             *slot += 1;
         }
         for (s, n) in runs {
@@ -983,11 +985,7 @@ mod tests {
             let mut want: Vec<SortKey> = readings
                 .iter()
                 .enumerate()
-                .map(|(i, (dev, r))| {
-                    let m = minute(r.time);
-                    let off = (r.time - i64::from(m) * crate::store::chunk::MINUTE_US) as u32;
-                    (*dev, r.sensor.code(), m, off, i as u32)
-                })
+                .map(|(i, r)| sort_key(i, r))
                 .collect();
             want.sort();
             assert_eq!(p.keys, want, "case {case}");

@@ -344,20 +344,17 @@ impl Sweeper {
             {
                 let (k, v) = row?;
                 let key = k.value();
+                // A chunk whose whole window is before the cut goes without
+                // a decode, unless its minutes are to be aggregated.
                 let whole = key.2.saturating_add(chunk::SPAN_MINUTES) <= cut;
-                let Some(sensor_kind) = sensor_kind.filter(|_| !whole || kind.is_some()) else {
-                    if !whole {
-                        break; // not a sensor this build knows: whole chunks only
-                    }
-                    gone += chunk::count(v.value())?;
-                    keys.push(key);
-                    continue;
-                };
-                if whole && agg_cutoff.is_none() {
+                if whole && (kind.is_none() || agg_cutoff.is_none()) {
                     gone += chunk::count(v.value())?;
                     keys.push(key);
                     continue;
                 }
+                let Some(sensor_kind) = sensor_kind else {
+                    break; // not a sensor this build knows: whole chunks only
+                };
                 let mut entries = Vec::new();
                 chunk::decode(v.value(), sensor_kind, |o, val| entries.push((o, val)))?;
                 let minute_of = |o: u32| key.2.saturating_add(o / chunk::MINUTE_US as u32);

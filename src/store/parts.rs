@@ -51,6 +51,12 @@ fn base(minute: u32) -> Micros {
     i64::from(minute) * MINUTE_US
 }
 
+/// The start of the chunk based at `minute` with the encoding `bytes`:
+/// the time of its first reading.
+fn start_of(minute: u32, bytes: &[u8]) -> Result<Micros, StoreError> {
+    Ok(base(minute) + i64::from(chunk::first_offset(bytes)?.unwrap_or(0)))
+}
+
 /// The minute key of a time (times are never negative in the store).
 pub fn minute(t: Micros) -> u32 {
     u32::try_from(t.max(0) / MINUTE_US).unwrap_or(u32::MAX)
@@ -89,7 +95,7 @@ fn locate(
     {
         let (k, v) = row?;
         let (_, _, km, kp) = k.value();
-        let start = base(km) + i64::from(chunk::first_offset(v.value())?.unwrap_or(0));
+        let start = start_of(km, v.value())?;
         if start <= t {
             let end = base(km) + SPAN_US;
             return Ok(if t < end {
@@ -109,7 +115,7 @@ fn locate(
     {
         let (k, v) = row?;
         let (_, _, km, kp) = k.value();
-        let start = base(km) + i64::from(chunk::first_offset(v.value())?.unwrap_or(0));
+        let start = start_of(km, v.value())?;
         if start <= t {
             floor = Some((km, kp));
             break;
@@ -123,7 +129,7 @@ fn locate(
         {
             let (k, v) = row?;
             let (_, _, km, kp) = k.value();
-            let start = base(km) + i64::from(chunk::first_offset(v.value())?.unwrap_or(0));
+            let start = start_of(km, v.value())?;
             next = Some(((km, kp), start));
         }
     }
