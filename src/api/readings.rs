@@ -39,7 +39,8 @@ struct SplitHelper;
 
 impl SplitHelper {
     fn try_take() -> Option<SplitHelper> {
-        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let max = *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         SPLIT_HELPERS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
