@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{hour_ago, rfc3339, TestServer};
+use common::{hour_ago, m, rfc3339, scrape_until, TestServer};
 
 fn send(s: &TestServer, dev: &str, tok: &str, query: &str) -> String {
     let r = s.get(&format!("/v1/readings?device={dev}&token={tok}&{query}"));
@@ -397,16 +397,10 @@ fn only_followed_readings_are_digested_and_a_later_channel_follows_from_then() {
     let tok = s.create_device("f");
     s.admin_form("POST", "/v1/channels", "name=c");
     s.admin_form("POST", "/v1/channels/c/members", "device=f&sensor=N1");
-    let metric = |name: &str| -> f64 {
-        let body = s.get("/metrics").body;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {body}"))
-    };
     let t = hour_ago();
     // Sent by the administrator for the device (a `device` column), so
     // the device itself never connects: its last contact can only come
-    // from the digest.
+    // from the readings' commit.
     let mut csv = String::from("time,device,N1,N2\n");
     for i in 0..10 {
         csv.push_str(&format!("{},f,{i},{i}\n", t + i));
@@ -421,13 +415,10 @@ fn only_followed_readings_are_digested_and_a_later_channel_follows_from_then() {
     s.admin_until("/v1/channels/c/items?limit=100", |b| {
         b.lines().count() == 11
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric("overlord_readings_digested_total ") < 10.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(metric("overlord_readings_stored_total "), 20.0);
+    let met = scrape_until(&s, |met| m(met, "overlord_readings_digested_total") >= 10.0);
+    assert_eq!(m(&met, "overlord_readings_stored_total"), 20.0);
     assert_eq!(
-        metric("overlord_readings_digested_total "),
+        m(&met, "overlord_readings_digested_total"),
         10.0,
         "N2 is not followed"
     );

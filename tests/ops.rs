@@ -4,51 +4,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cli, hour_ago, rfc3339, TestServer};
-
-/// Metric samples by full name including labels.
-fn scrape(s: &TestServer) -> BTreeMap<String, f64> {
-    let r = s.get("/metrics");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
-    r.body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
-}
-
-fn m(map: &BTreeMap<String, f64>, key: &str) -> f64 {
-    *map.get(key)
-        .unwrap_or_else(|| panic!("no metric {key} in {map:#?}"))
-}
+use common::{cli, hour_ago, m, rfc3339, scrape, scrape_until, TestServer};
 
 fn route(name: &str, class: &str) -> String {
     format!("overlord_http_requests_total{{route=\"{name}\",status=\"{class}\"}}")
-}
-
-/// Poll `/metrics` until `done` holds (the digest and presence are
-/// asynchronous); 20 s at most.
-fn scrape_until(
-    s: &TestServer,
-    done: impl Fn(&BTreeMap<String, f64>) -> bool,
-) -> BTreeMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = scrape(s);
-        if done(&got) || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use overlord::config::Config;
 
@@ -511,5 +512,41 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
             Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(buf),
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Metric samples by full name including labels.
+pub fn scrape(s: &TestServer) -> BTreeMap<String, f64> {
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+pub fn m(map: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *map.get(key)
+        .unwrap_or_else(|| panic!("no metric {key} in {map:#?}"))
+}
+
+/// Poll `/metrics` until `done` holds (the digest and presence are
+/// asynchronous); 20 s at most.
+pub fn scrape_until(
+    s: &TestServer,
+    done: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = scrape(s);
+        if done(&got) || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
