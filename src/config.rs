@@ -153,6 +153,9 @@ pub struct Limits {
     pub session_secs: u64,
     /// Largest file upload (`/v1/files/NAME`) in bytes.
     pub max_file_bytes: u64,
+    /// Most fields in one request's query string plus form body, and most
+    /// columns in a CSV header (`400 too_many_fields` above it).
+    pub max_fields: usize,
 }
 
 /// `[digest]`
@@ -205,6 +208,7 @@ impl Default for Limits {
             device_burst: 200.0,
             session_secs: 86_400,
             max_file_bytes: 4 << 30,
+            max_fields: crate::codec::DEFAULT_MAX_FIELDS,
         }
     }
 }
@@ -292,6 +296,7 @@ impl Config {
         CodecLimits {
             max_value_bytes: self.limits.max_value_bytes,
             max_future_skew: (self.limits.max_future_skew_secs as i64).saturating_mul(1_000_000),
+            max_fields: self.limits.max_fields.max(1),
         }
     }
 }
@@ -368,6 +373,7 @@ mod tests {
         assert_eq!(c.data_file, d.data_file);
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
         assert_eq!(c.limits.ingest_queue, d.limits.ingest_queue);
+        assert_eq!(c.limits.max_fields, d.limits.max_fields);
         assert_eq!(c.digest.workers, d.digest.workers);
     }
 

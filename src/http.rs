@@ -416,7 +416,13 @@ impl Form {
             }
             fields.extend(crate::codec::form::parse_pairs(&body)?);
         }
-        for (i, (k, _)) in fields.iter().enumerate() {
+        if fields.len() > crate::codec::DEFAULT_MAX_FIELDS {
+            return Err(crate::codec::too_many_fields(crate::codec::DEFAULT_MAX_FIELDS).into());
+        }
+        // Every name is one of `allowed`, so a set of them finds a repeat
+        // in O(1), not by a scan of every earlier field.
+        let mut seen = std::collections::HashSet::with_capacity(allowed.len());
+        for (k, _) in fields.iter() {
             if !allowed.contains(&k.as_str()) {
                 return Err(WireError::bad_request(
                     "bad_parameter",
@@ -427,7 +433,7 @@ impl Form {
                     ),
                 ));
             }
-            if fields[..i].iter().any(|(o, _)| o == k) {
+            if !seen.insert(k.as_str()) {
                 return Err(WireError::bad_request(
                     "duplicate_field",
                     format!("{k}: given more than once"),

@@ -41,7 +41,7 @@ fn cases(t: i64) -> Vec<Case> {
         ("time garbage", get("N1=1&time=yesterday"), 400, "bad_time"),
         ("time far future", get(&format!("N1=1&time={}", t + 86_400 * 365)), 400, "bad_time"),
         ("time before 1970", get("N1=1&time=1969-12-31T23:59:59Z"), 400, "bad_time"),
-        ("empty body", csv(b""), 200, ""),
+        ("empty body", csv(b""), 400, "bad_csv"),
         ("header only", csv(b"time,N1\n"), 400, "bad_csv"),
         ("BOM only", csv(b"\xEF\xBB\xBF"), 400, "bad_csv"),
         ("multi-row without time", csv(b"N1\n1\n2\n"), 400, "missing_time"),

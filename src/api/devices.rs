@@ -247,8 +247,9 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         let mut pairs = query;
         pairs.extend(form::parse_pairs(&body)?);
         pairs.retain(|(k, _)| k != "device" && k != "token");
-        for (i, (k, _)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(o, _)| o == k) {
+        let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+        for (k, _) in pairs.iter() {
+            if !seen.insert(k.as_str()) {
                 return Err(WireError::bad_request(
                     "duplicate_field",
                     format!("{k}: given more than once"),

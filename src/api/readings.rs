@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderName;
 use hyper::Request;
@@ -92,8 +93,12 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             ),
         ));
     }
-    let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let pairs = form::parse_pairs_max(
+        req.uri().query().unwrap_or("").as_bytes(),
+        app.limits.max_fields,
+    )?;
     let media = media_type(&req);
+    let is_post = req.method() == hyper::Method::POST;
     let (parts, body) = req.into_parts();
     let body = read_body(
         body,
@@ -102,25 +107,43 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     )
     .await?;
     let mut csv = None;
-    if !body.is_empty() {
-        match media.as_deref() {
-            Some("text/csv" | "application/csv") => csv = Some(body),
-            Some("application/x-www-form-urlencoded") | None => {
-                pairs.extend(form::parse_pairs(&body)?)
-            }
-            Some(other) => {
-                return Err(WireError::new(
-                    415,
-                    "unsupported_media_type",
-                    format!(
-                        "'{}' bodies are not accepted; send text/csv or a form",
-                        codec::names::clip(other)
-                    ),
-                ))
-            }
+    let mut form_body = None;
+    match media.as_deref() {
+        // A CSV `POST` with an empty body is `bad_csv` (the CSV parser
+        // says so), never a heartbeat: an empty body from a script whose
+        // file is missing must not look like success.
+        Some("text/csv" | "application/csv") if is_post || !body.is_empty() => csv = Some(body),
+        _ if body.is_empty() => {}
+        Some("application/x-www-form-urlencoded") | None => form_body = Some(body),
+        Some(other) => {
+            return Err(WireError::new(
+                415,
+                "unsupported_media_type",
+                format!(
+                    "'{}' bodies are not accepted; send text/csv or a form",
+                    codec::names::clip(other)
+                ),
+            ))
         }
     }
-    let params = codec::parse_params(&pairs, now, &app.limits)?;
+    let lim = app.limits;
+    let parse_form = move |mut pairs: Vec<(String, String)>, body: Option<Bytes>| {
+        if let Some(body) = body {
+            pairs.extend(form::parse_pairs_max(&body, lim.max_fields)?);
+        }
+        codec::parse_params(&pairs, now, &lim)
+    };
+    // Like a large CSV body, a large form is parsed on a blocking thread.
+    let params = if form_body
+        .as_ref()
+        .is_some_and(|b| b.len() > INLINE_PARSE_BYTES)
+    {
+        tokio::task::spawn_blocking(move || parse_form(pairs, form_body))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "parser failed"))??
+    } else {
+        parse_form(pairs, form_body)?
+    };
     let who = authenticate(
         app,
         &parts.headers,
@@ -163,7 +186,6 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         readings.extend(params.readings.into_iter().map(|r| (num, r)));
     }
     if let Some(body) = csv {
-        let lim = app.limits;
         let parsed = if body.len() > INLINE_PARSE_BYTES {
             tokio::task::spawn_blocking(move || {
                 let helper = SplitHelper::try_take();

@@ -160,8 +160,14 @@ fn parse_part(
         return Err(CodecError::new("bad_csv", "empty body: expected a header row").at(1, None));
     }
     let header_line = lines.line_of(body, record.position()).max(1);
+    if record.len() > limits.max_fields {
+        return Err(super::too_many_fields(limits.max_fields).at(header_line, None));
+    }
     let mut columns = Vec::with_capacity(record.len());
     let (mut time_col, mut device_col) = (None, None);
+    // Sensors seen so far, in a hash set: the duplicate check is O(1) per
+    // column, not a scan of every earlier one.
+    let mut sensors = std::collections::HashSet::with_capacity(record.len());
     for (i, raw) in record.iter().enumerate() {
         let col = i + 1;
         let name = std::str::from_utf8(raw)
@@ -177,22 +183,15 @@ fn parse_part(
         } else {
             Column::Sensor(SensorId::parse(name).map_err(at)?)
         };
-        let dup = columns
-            .iter()
-            .any(|(_, old): &(String, Column)| match (old, &c) {
-                (Column::Time, Column::Time) | (Column::Device, Column::Device) => true,
-                (Column::Sensor(a), Column::Sensor(b)) => a == b,
-                _ => false,
-            });
+        let dup = match &c {
+            Column::Time => time_col.replace(i).is_some(),
+            Column::Device => device_col.replace(i).is_some(),
+            Column::Sensor(s) => !sensors.insert(*s),
+        };
         if dup {
             return Err(at(
                 CodecError::new("duplicate_field", "column given twice").named(name)
             ));
-        }
-        match c {
-            Column::Time => time_col = Some(i),
-            Column::Device => device_col = Some(i),
-            Column::Sensor(_) => {}
         }
         columns.push((name.to_string(), c));
     }
@@ -429,6 +428,7 @@ mod tests {
             (b"time,N1\n,1\n", Err(("bad_time", 2))),
             (b"time,N1\n99999999999,1\n", Err(("bad_time", 2))),
             (b"t\xffme,N1\n1,2\n", Err(("bad_csv", 1))),
+            (b"time,device,N1,device\n1795428000,a,1,a\n", Err(("duplicate_field", 1))),
         ];
         for (body, want) in cases {
             let got = parse_csv(body, NOW, &Limits::default());
@@ -469,6 +469,19 @@ mod tests {
         assert_eq!(r.devices, vec!["a", "b"]);
         let devs: Vec<_> = r.readings.iter().map(|(d, _)| *d).collect();
         assert_eq!(devs, vec![Some(0), Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn a_header_over_max_fields_is_refused() {
+        let lim = Limits {
+            max_fields: 3,
+            ..Limits::default()
+        };
+        let ok = parse_csv(b"time,N1,N2\n1795428000,1,2\n", NOW, &lim).unwrap();
+        assert_eq!(ok.readings.len(), 2);
+        let e = parse_csv(b"time,N1,N2,N3\n1795428000,1,2,3\n", NOW, &lim).unwrap_err();
+        assert_eq!((e.code, e.at.line), ("too_many_fields", Some(1)));
+        assert!(e.to_string().contains("more than 3 fields"), "{e}");
     }
 
     #[test]

@@ -4,14 +4,25 @@
 //! skipped, a segment without `=` has an empty value, `+` is a space, and a
 //! broken `%` escape or a name/value that is not UTF-8 is `bad_encoding`.
 
-use super::CodecError;
+use super::{too_many_fields, CodecError, DEFAULT_MAX_FIELDS};
 
-/// Split and decode `name=value` pairs, keeping their order.
+/// Split and decode `name=value` pairs, keeping their order; at most
+/// [`DEFAULT_MAX_FIELDS`] of them (see [`parse_pairs_max`]).
 pub fn parse_pairs(input: &[u8]) -> Result<Vec<(String, String)>, CodecError> {
+    parse_pairs_max(input, DEFAULT_MAX_FIELDS)
+}
+
+/// [`parse_pairs`] with at most `max` pairs: the next one is
+/// `too_many_fields`, found before it is decoded, so a body of a million
+/// `a&a&...` costs no more than `max` pairs do.
+pub fn parse_pairs_max(input: &[u8], max: usize) -> Result<Vec<(String, String)>, CodecError> {
     let mut out = Vec::new();
     for seg in input.split(|&b| b == b'&') {
         if seg.is_empty() {
             continue;
+        }
+        if out.len() >= max {
+            return Err(too_many_fields(max));
         }
         let (name, value) = match seg.iter().position(|&b| b == b'=') {
             Some(i) => (&seg[..i], &seg[i + 1..]),
@@ -90,5 +101,24 @@ mod tests {
             });
             assert_eq!(got, want, "input {:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn pairs_stop_at_the_cap() {
+        assert_eq!(parse_pairs_max(b"a=1&b=2", 2).unwrap().len(), 2);
+        assert_eq!(parse_pairs_max(b"a=1&&b=2&", 2).unwrap().len(), 2);
+        let e = parse_pairs_max(b"a=1&b=2&c", 2).unwrap_err();
+        assert_eq!(e.code, "too_many_fields");
+        assert!(e.message.contains("more than 2 fields"), "{e}");
+        // The cap is found before a broken pair past it is decoded.
+        assert_eq!(
+            parse_pairs_max(b"a&b&%zz", 2).unwrap_err().code,
+            "too_many_fields"
+        );
+        let many = "N1=1&".repeat(DEFAULT_MAX_FIELDS + 1);
+        assert_eq!(
+            parse_pairs(many.as_bytes()).unwrap_err().code,
+            "too_many_fields"
+        );
     }
 }

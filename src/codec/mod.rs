@@ -13,6 +13,7 @@ pub mod form;
 pub mod names;
 pub mod timefmt;
 
+use std::collections::HashSet;
 use std::fmt;
 
 pub use names::{SensorId, SensorKind, Value};
@@ -38,6 +39,10 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// Latest acceptable reading time is `now + max_future_skew`.
     pub max_future_skew: Micros,
+    /// Most fields (parameters) in one query string or form body, and most
+    /// columns in a CSV header: more is `too_many_fields`, so no request
+    /// can make the server hold (or compare) an unbounded number of names.
+    pub max_fields: usize,
 }
 
 impl Default for Limits {
@@ -45,8 +50,20 @@ impl Default for Limits {
         Limits {
             max_value_bytes: 1024,
             max_future_skew: 300 * 1_000_000,
+            max_fields: DEFAULT_MAX_FIELDS,
         }
     }
+}
+
+/// The default of [`Limits::max_fields`] (`[limits] max_fields`).
+pub const DEFAULT_MAX_FIELDS: usize = 1024;
+
+/// The `too_many_fields` error for more than `max` fields or columns.
+pub fn too_many_fields(max: usize) -> CodecError {
+    CodecError::new(
+        "too_many_fields",
+        format!("more than {max} fields in one request; send fewer, or CSV rows"),
+    )
 }
 
 /// Where in the request a codec error is.
@@ -147,16 +164,21 @@ pub fn parse_params(
     now: Micros,
     limits: &Limits,
 ) -> Result<ParamReadings, CodecError> {
+    if pairs.len() > limits.max_fields {
+        return Err(too_many_fields(limits.max_fields));
+    }
     let mut out = ParamReadings::default();
     let mut time: Option<Micros> = None;
-    let mut seen: Vec<&str> = Vec::with_capacity(pairs.len());
+    // Hash sets, not a scan of every earlier name: a request's fields are
+    // checked in O(n), whatever their number.
+    let mut seen: HashSet<String> = HashSet::with_capacity(pairs.len());
+    let mut sensors: HashSet<SensorId> = HashSet::new();
     let mut values: Vec<(SensorId, &str, &str)> = Vec::new();
     for (name, value) in pairs {
         let lname = name.to_ascii_lowercase();
-        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        if !seen.insert(lname.clone()) {
             return Err(CodecError::new("duplicate_field", "given more than once").named(name));
         }
-        seen.push(name);
         match lname.as_str() {
             "device" => out.credentials.device = Some(value.clone()),
             "token" => out.credentials.token = Some(value.clone()),
@@ -165,7 +187,7 @@ pub fn parse_params(
             }
             _ => {
                 let sensor = SensorId::parse(name)?;
-                if values.iter().any(|(s, _, _)| *s == sensor) {
+                if !sensors.insert(sensor) {
                     return Err(
                         CodecError::new("duplicate_field", "given more than once").named(name)
                     );
