@@ -175,6 +175,8 @@ listen = "127.0.0.1:$port"
 data_file = "$dir/o.redb"
 [limits]
 max_connections = 4096
+# Every benchmark client is on this host: no per-source connection cap.
+max_connections_per_source = 0
 # P1 sends every request as the one device dev1: lift the per-device
 # request limit (default 50/s) so the benchmark measures the server.
 device_requests_per_sec = 0.0

@@ -112,6 +112,9 @@ impl Default for PresenceConfig {
 pub struct Limits {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one source address (an IPv6 /64);
+    /// 0: no limit but `max_connections`.
+    pub max_connections_per_source: usize,
     /// Seconds to send a request head.
     pub header_timeout_secs: u64,
     /// Seconds to send a request body.
@@ -188,6 +191,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_source: 256,
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             max_body_bytes: 32 << 20,

@@ -268,7 +268,7 @@ impl Metrics {
         );
         counter(
             "overlord_connections_refused_total",
-            "Connections refused at max_connections.",
+            "Connections refused at max_connections or max_connections_per_source.",
             self.connections_refused.get(),
             "counter",
         );

@@ -7,7 +7,9 @@
 //! queued request before it exits. Nothing acknowledged is lost: a reply
 //! `200` is only sent after its readings are fsynced.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,15 @@ pub async fn run(
     let Opened { app, writer, .. } = opened;
     let limits = app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // `max_connections_per_source = 0` turns both off (behind a proxy
+    // every client has the proxy's address).
+    let sources = Sources::new(
+        limits.max_connections_per_source,
+        match limits.max_connections_per_source {
+            0 => 0,
+            _ => reserved_slots(limits.max_connections.max(1)),
+        },
+    );
     // Graceful shutdown: `stop` tells every connection to finish its
     // request in flight and close; each holds a permit until it is gone, so
     // taking back every permit means every connection has finished.
@@ -63,6 +74,13 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Only this loop takes permits, so what it sees free stays free
+        // until it takes one.
+        let Some(source) = sources.admit(peer.ip(), permits.available_permits()) else {
+            app.metrics.connections_refused.inc();
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             app.metrics.connections_refused.inc();
             tokio::spawn(refuse(stream));
@@ -100,6 +118,7 @@ pub async fn run(
             }
             close(&mut stream, had_body.load(Ordering::Relaxed)).await;
             metrics.connections.add(-1);
+            drop(source);
             drop(permit);
         });
     }
@@ -120,6 +139,84 @@ pub async fn run(
         .map_err(std::io::Error::other)?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Connection slots kept for sources that hold no connection yet: 1 in
+/// 32 of `max_connections`, at least 1. While any are free, a client that
+/// opens its first connection (a monitor's `GET /healthz`) still gets in,
+/// however many slots a few busy sources took.
+pub fn reserved_slots(max_connections: usize) -> usize {
+    (max_connections / 32).max(1)
+}
+
+/// Open connections per source, so one source cannot take every slot
+/// (`[limits] max_connections_per_source`). A source is an IPv4 address,
+/// or the /64 prefix of an IPv6 address (one host's share of a network
+/// that hands each host a /64). Entries exist only while the source has a
+/// connection open, so the map holds at most `max_connections` of them.
+#[derive(Clone)]
+struct Sources {
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    /// Most connections per source (0: no limit).
+    per_source: usize,
+    /// See [`reserved_slots`].
+    reserved: usize,
+}
+
+/// A source's claim on one of its connections, given back on drop.
+struct SourceSlot {
+    sources: Sources,
+    key: IpAddr,
+}
+
+impl Sources {
+    fn new(per_source: usize, reserved: usize) -> Sources {
+        Sources {
+            open: Arc::default(),
+            per_source,
+            reserved,
+        }
+    }
+
+    /// The key `ip` is counted under.
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        }
+    }
+
+    /// Admit a connection from `ip` when `free` global slots are left, or
+    /// `None` when its source holds `per_source` connections already, or
+    /// holds any and only the reserved slots are left.
+    fn admit(&self, ip: IpAddr, free: usize) -> Option<SourceSlot> {
+        let key = Self::key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let held = open.get(&key).copied().unwrap_or(0);
+        if (self.per_source > 0 && held >= self.per_source) || (held > 0 && free <= self.reserved) {
+            return None;
+        }
+        *open.entry(key).or_insert(0) += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Completes once `rx` holds `true` (never if the sender is gone first).
@@ -210,5 +307,35 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_capped_and_the_reserve_is_for_new_ones() {
+        let s = Sources::new(2, 1);
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let a1 = s.admit(ip("10.0.0.1"), 10).expect("first");
+        let a2 = s.admit(ip("10.0.0.1"), 9).expect("second");
+        assert!(s.admit(ip("10.0.0.1"), 8).is_none(), "over the cap");
+        // The same host as IPv4-mapped IPv6 is the same source.
+        assert!(s.admit(ip("::ffff:10.0.0.1"), 8).is_none());
+        // One /64 is one source.
+        let _b = s.admit(ip("2001:db8:1:2::1"), 8).expect("v6");
+        let _b2 = s.admit(ip("2001:db8:1:2:ffff::9"), 7).expect("same /64");
+        assert!(s.admit(ip("2001:db8:1:2::77"), 6).is_none());
+        assert!(s.admit(ip("2001:db8:1:3::1"), 6).is_some(), "another /64");
+        // Only the reserve left: a source with a connection open waits, a
+        // new one gets in.
+        assert!(s.admit(ip("10.0.0.2"), 1).is_some());
+        drop(a1);
+        assert!(s.admit(ip("10.0.0.1"), 1).is_none(), "holds one");
+        assert!(s.admit(ip("10.0.0.1"), 2).is_some(), "freed and room");
+        // Entries go when their connections do.
+        drop(a2);
+        assert!(s.open.lock().unwrap().get(&ip("10.0.0.1")).is_none());
     }
 }
