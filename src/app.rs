@@ -53,6 +53,9 @@ pub struct App {
     pub files: Arc<crate::files::Files>,
     /// How long readings are kept (the writer enforces it).
     pub retention: Arc<crate::retention::Retention>,
+    /// Bytes of request bodies and parsed readings in flight, across all
+    /// requests (`[limits] body_budget_bytes`).
+    pub body_budget: Arc<crate::budget::Budget>,
 }
 
 /// An opened server, not yet listening.
@@ -158,6 +161,7 @@ pub fn open_with_disk(
     )?;
     let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));
     let config_limits = config.limits.clone();
+    let body_budget = crate::budget::Budget::new(config.limits.body_budget_bytes, metrics.clone());
     let app = Arc::new(App {
         limits: config.codec_limits(),
         config,
@@ -179,6 +183,7 @@ pub fn open_with_disk(
         ),
         files,
         retention,
+        body_budget,
     });
     Ok(Opened {
         app,

@@ -121,6 +121,13 @@ pub struct Limits {
     pub body_timeout_secs: u64,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Largest readings body read before the caller is known: a request
+    /// with no credentials in its query string or headers (they may be in
+    /// a form body) gets `401` above it.
+    pub max_unauthenticated_body_bytes: usize,
+    /// Bytes of request bodies (and the readings parsed from them) held
+    /// across all requests at once; a request over it gets `503`.
+    pub body_budget_bytes: usize,
     /// Longest `S`/`B` value in bytes.
     pub max_value_bytes: usize,
     /// Seconds a reading may be ahead of the server clock.
@@ -195,6 +202,8 @@ impl Default for Limits {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             max_body_bytes: 32 << 20,
+            max_unauthenticated_body_bytes: 64 << 10,
+            body_budget_bytes: 256 << 20,
             max_value_bytes: 1024,
             max_future_skew_secs: 300,
             ingest_queue: 4096,
@@ -378,6 +387,15 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
         assert_eq!(c.limits.ingest_queue, d.limits.ingest_queue);
         assert_eq!(c.limits.max_fields, d.limits.max_fields);
+        assert_eq!(
+            c.limits.max_unauthenticated_body_bytes,
+            d.limits.max_unauthenticated_body_bytes
+        );
+        assert_eq!(c.limits.body_budget_bytes, d.limits.body_budget_bytes);
+        assert_eq!(
+            c.limits.max_connections_per_source,
+            d.limits.max_connections_per_source
+        );
         assert_eq!(c.digest.workers, d.digest.workers);
     }
 

@@ -9,15 +9,17 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Request, Response, StatusCode, Version};
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::auth::{parse_basic, Principal};
+use crate::budget::{Budget, Charge};
 use crate::error::WireError;
 
 /// `Content-Type` of every CSV reply.
@@ -213,32 +215,106 @@ pub fn into_response(r: Reply, version: Version) -> Response<ResponseBody> {
     resp
 }
 
-/// Read the whole body, at most `max` bytes, within `timeout`.
-pub async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Bytes, WireError> {
-    let limited = Limited::new(body, max);
-    match tokio::time::timeout(timeout, limited.collect()).await {
+/// The server's [`Budget`] of request bytes in flight, put into each
+/// request's extensions by the accept loop so that [`read_body`] charges
+/// every endpoint's body to it.
+#[derive(Debug, Clone)]
+pub struct BodyBudget(pub Arc<Budget>);
+
+/// A request body read whole, with its charge on the [`Budget`]: the
+/// bytes count as in flight for as long as this (or the [`Charge`] taken
+/// from it with [`BodyBytes::into_parts`]) lives.
+#[derive(Debug)]
+pub struct BodyBytes {
+    bytes: Bytes,
+    charge: Option<Charge>,
+}
+
+impl BodyBytes {
+    /// The bytes and the charge that must outlive their use.
+    pub fn into_parts(self) -> (Bytes, Option<Charge>) {
+        (self.bytes, self.charge)
+    }
+}
+
+impl std::ops::Deref for BodyBytes {
+    type Target = Bytes;
+
+    fn deref(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+/// Read the whole body, at most `max` bytes, within `timeout`, charging
+/// it to the server's [`BodyBudget`] (from `ext`) as it arrives: a body
+/// that would take the bytes in flight over `body_budget_bytes` is `503
+/// overloaded` with `Retry-After`, at once. With a `Content-Length` the
+/// buffer is allocated once and charged as it fills; without one it is
+/// charged by what it has allocated.
+pub async fn read_body(
+    ext: &hyper::http::Extensions,
+    body: Incoming,
+    max: usize,
+    timeout: Duration,
+) -> Result<BodyBytes, WireError> {
+    let too_large = || {
+        WireError::new(
+            413,
+            "too_large",
+            format!("the body is larger than {max} bytes; send it in parts"),
+        )
+    };
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let charge = ext.get::<BodyBudget>().map(|b| b.0.charge());
+    let read = async {
+        let mut body = body;
+        let mut buf: Vec<u8> = Vec::new();
+        if let Some(n) = declared {
+            buf.reserve_exact(n as usize);
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                WireError::bad_request("bad_body", "the request body could not be read")
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + data.len() > max {
+                return Err(too_large());
+            }
+            if buf.capacity() - buf.len() < data.len() {
+                buf.reserve(data.len());
+            }
+            let held = if declared.is_some() {
+                buf.len() + data.len()
+            } else {
+                buf.capacity()
+            };
+            if let Some(c) = &charge {
+                if held > c.bytes() && !c.resize(held) {
+                    return Err(WireError::overloaded(
+                        "too much request data in flight; retry shortly",
+                    ));
+                }
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(WireError::new(
             408,
             "timeout",
             "the request body did not arrive in time",
         )),
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(WireError::new(
-                    413,
-                    "too_large",
-                    format!("the body is larger than {max} bytes; send it in parts"),
-                ))
-            } else {
-                Err(WireError::bad_request(
-                    "bad_body",
-                    "the request body could not be read",
-                ))
-            }
-        }
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(buf)) => Ok(BodyBytes {
+            bytes: Bytes::from(buf),
+            charge,
+        }),
     }
 }
 
@@ -402,7 +478,7 @@ impl Form {
             crate::codec::form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
         let media = media_type(&req);
         let (parts, body) = req.into_parts();
-        let body = read_body(body, MAX_FORM, timeout).await?;
+        let body = read_body(&parts.extensions, body, MAX_FORM, timeout).await?;
         if !body.is_empty() {
             if !matches!(
                 media.as_deref(),

@@ -10,7 +10,8 @@
 //!   used by `main` and by the tests alike.
 //! - [`api`]: the router and one handler module per noun (`readings`,
 //!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
-//!   and credential lookup.
+//!   and credential lookup; [`budget`] bounds the bytes of request data
+//!   held across all requests at once.
 //! - [`auth`]: tokens, the in-memory [`auth::Directory`] and
 //!   [`auth::authorize`], the one authorisation choke point.
 //! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
@@ -38,6 +39,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod catalog;
 pub mod channels;
 pub mod codec;

@@ -146,6 +146,9 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections refused at the cap.
     pub connections_refused: Counter,
+    /// Bytes of request bodies (and readings parsed from them) held now;
+    /// see `crate::budget`.
+    pub body_bytes_in_flight: Gauge,
     /// New readings committed.
     pub readings_stored: Counter,
     /// Readings the digest has processed.
@@ -190,6 +193,7 @@ impl Default for Metrics {
             http_5xx: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            body_bytes_in_flight: Gauge::default(),
             readings_stored: Counter::default(),
             readings_digested: Counter::default(),
             ingest_rejected: Counter::default(),
@@ -271,6 +275,12 @@ impl Metrics {
             "Connections refused at max_connections or max_connections_per_source.",
             self.connections_refused.get(),
             "counter",
+        );
+        counter(
+            "overlord_body_bytes_in_flight",
+            "Bytes of request bodies and their parsed readings held now (at most body_budget_bytes).",
+            self.body_bytes_in_flight.get(),
+            "gauge",
         );
         counter(
             "overlord_readings_stored_total",

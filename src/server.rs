@@ -104,6 +104,8 @@ pub async fn run(
                         had_body2.store(true, Ordering::Relaxed);
                     }
                     req.extensions_mut().insert(crate::http::Peer(peer.ip()));
+                    req.extensions_mut()
+                        .insert(crate::http::BodyBudget(app2.body_budget.clone()));
                     crate::api::handle(app2.clone(), req)
                 }),
             );

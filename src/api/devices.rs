@@ -222,7 +222,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     } else {
         MAX_FORM
     };
-    let body = read_body(req.into_body(), max, timeout(app)).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.extensions, body, max, timeout(app)).await?;
     let rows: Vec<devices::NewDevice> = if is_csv {
         if !query.is_empty() {
             return Err(WireError::bad_request(

@@ -100,12 +100,61 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let media = media_type(&req);
     let is_post = req.method() == hyper::Method::POST;
     let (parts, body) = req.into_parts();
+    let peer = peer_of(&parts.extensions);
+    // Credentials outside the body (`device` and `token` in the query, or
+    // an `Authorization` header or session cookie) are checked before the
+    // body is read: a wrong token costs the server no body, and a body is
+    // only read in full for a known caller. Without them (a form body may
+    // carry them, as busybox wget sends it) only a small body is read.
+    let query_cred = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (q_device, q_token) = (query_cred("device"), query_cred("token"));
+    let outside = match &q_token {
+        Some(_) => q_device.is_some(),
+        None => {
+            parts.headers.contains_key(hyper::header::AUTHORIZATION)
+                || crate::http::session_cookie(&parts.headers).is_some()
+        }
+    };
+    let early = match outside {
+        true => Some(authenticate(
+            app,
+            &parts.headers,
+            peer,
+            q_device.as_deref(),
+            q_token.as_deref(),
+        )?),
+        false => None,
+    };
+    let max_body = match early {
+        Some(_) => limits.max_body_bytes,
+        None => limits
+            .max_unauthenticated_body_bytes
+            .min(limits.max_body_bytes),
+    };
+    let credentials_first = || {
+        WireError::unauthorized(format!(
+            "send credentials in the query or an Authorization header with a body over {max_body} bytes"
+        ))
+    };
     let body = read_body(
+        &parts.extensions,
         body,
-        limits.max_body_bytes,
+        max_body,
         Duration::from_secs(limits.body_timeout_secs),
     )
-    .await?;
+    .await
+    .map_err(|e| match (&early, e.code) {
+        (None, "too_large") => credentials_first(),
+        _ => e,
+    })?;
+    // Held until the reply: the body's bytes count as in flight while it
+    // (and what is parsed from it, which is never larger) is in memory.
+    let (body, _body_charge) = body.into_parts();
     let mut csv = None;
     let mut form_body = None;
     match media.as_deref() {
@@ -144,13 +193,19 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     } else {
         parse_form(pairs, form_body)?
     };
-    let who = authenticate(
-        app,
-        &parts.headers,
-        peer_of(&parts.extensions),
-        params.credentials.device.as_deref(),
-        params.credentials.token.as_deref(),
-    )?;
+    // The caller checked before the body stands, unless the body brought
+    // a token of its own (only possible when the query had none): then the
+    // parameters win, as everywhere (see `authenticate`).
+    let who = match early {
+        Some(who) if params.credentials.token == q_token => who,
+        _ => authenticate(
+            app,
+            &parts.headers,
+            peer,
+            params.credentials.device.as_deref(),
+            params.credentials.token.as_deref(),
+        )?,
+    };
     let default_device: Option<Arc<DeviceRecord>> = match &who {
         Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
         // A device writes for itself; naming another device is checked
@@ -185,17 +240,49 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         written.push(num);
         readings.extend(params.readings.into_iter().map(|r| (num, r)));
     }
+    // What the parsed readings hold, charged to the budget as they grow
+    // (a CSV of tiny values has ~28 bytes of readings per byte of body).
+    let readings_charge = Arc::new(app.body_budget.charge());
     if let Some(body) = csv {
-        let parsed = if body.len() > INLINE_PARSE_BYTES {
+        let body_len = body.len();
+        let charge = readings_charge.clone();
+        // The largest growth the budget refused, to tell "never fits"
+        // (413) from "not now" (503).
+        let refused = Arc::new(AtomicUsize::new(0));
+        let refused2 = refused.clone();
+        let parse = move |parallel: bool| {
+            let grow = |n: usize| {
+                charge.grow(n) || {
+                    refused2.fetch_max(n, Ordering::Relaxed);
+                    false
+                }
+            };
+            csvbody::parse_csv_charged(&body, now, &lim, parallel, &grow)
+        };
+        let parsed = if body_len > INLINE_PARSE_BYTES {
             tokio::task::spawn_blocking(move || {
                 let helper = SplitHelper::try_take();
-                csvbody::parse_csv_split(&body, now, &lim, helper.is_some())
+                parse(helper.is_some())
             })
             .await
-            .map_err(|_| WireError::new(500, "internal", "parser failed"))??
+            .map_err(|_| WireError::new(500, "internal", "parser failed"))?
         } else {
-            csvbody::parse_csv(&body, now, &lim)?
+            parse(false)
         };
+        let parsed = match parsed {
+            Err(e) if e.code == csvbody::OVER_BUDGET => {
+                let mine = body_len + readings_charge.bytes() + refused.load(Ordering::Relaxed);
+                return Err(over_budget(app, mine));
+            }
+            other => other?,
+        };
+        // Now exactly what the readings hold, and what sorting their keys
+        // will add (`Prepared`).
+        let held = parsed.readings.capacity() * csvbody::READING_BYTES
+            + parsed.readings.len() * PREPARE_BYTES;
+        if !readings_charge.resize(held) {
+            return Err(over_budget(app, body_len + held));
+        }
         if parsed.devices.is_empty() {
             let num = need_default()?;
             written.push(num);
@@ -271,6 +358,27 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         row.write_csv(*seq, gateway, &mut out);
     }
     Ok(Reply::csv(out))
+}
+
+/// Bytes per reading that [`Prepared::new`] adds while it sorts keys.
+const PREPARE_BYTES: usize = std::mem::size_of::<crate::ingest::SortKey>() + 4;
+
+/// The reply when a request's readings do not fit the memory budget:
+/// `413` when they would not fit even alone (`mine`: what this request
+/// needs, at least), else `503` with `Retry-After`.
+fn over_budget(app: &App, mine: usize) -> WireError {
+    let limit = app.body_budget.limit();
+    if mine > limit {
+        WireError::new(
+            413,
+            "too_large",
+            format!(
+                "the readings of this body need more than body_budget_bytes ({limit} bytes) of memory; send it in parts"
+            ),
+        )
+    } else {
+        WireError::overloaded("too much request data in flight; retry shortly")
+    }
 }
 
 /// Look a device up for a caller; a device the caller may not see is

@@ -30,8 +30,22 @@ enum Column {
 /// without a `time` column.
 pub fn parse_csv(body: &[u8], now: Micros, limits: &Limits) -> Result<CsvReadings, CodecError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    parse_part(body, now, limits, true)
+    parse_part(body, now, limits, true, &|_| true)
 }
+
+/// Bytes of memory per parsed reading in [`CsvReadings::readings`]: what a
+/// caller charges against its memory budget through the `grow` hook of
+/// [`parse_csv_charged`].
+pub const READING_BYTES: usize = std::mem::size_of::<(Option<u32>, Reading)>();
+
+/// Asked before the readings vector grows, with the bytes it would add;
+/// `false` stops the parse with `over_budget`. It must be callable from
+/// two threads at once (a split parse).
+pub type Grow<'a> = &'a (dyn Fn(usize) -> bool + Sync);
+
+/// The error when `grow` refused: the body's readings do not fit the
+/// memory the caller has for them.
+pub const OVER_BUDGET: &str = "over_budget";
 
 /// Bodies at least this big may be parsed in two halves at once.
 pub const SPLIT_BYTES: usize = 1 << 20;
@@ -49,9 +63,23 @@ pub fn parse_csv_split(
     limits: &Limits,
     parallel: bool,
 ) -> Result<CsvReadings, CodecError> {
+    parse_csv_charged(body, now, limits, parallel, &|_| true)
+}
+
+/// [`parse_csv_split`], asking `grow` before the readings take more
+/// memory (see [`Grow`]), so parsing a body of tiny values (`1,1,1,...`,
+/// some 28 bytes of readings per 2 bytes of body) cannot take more memory
+/// than the caller allows.
+pub fn parse_csv_charged(
+    body: &[u8],
+    now: Micros,
+    limits: &Limits,
+    parallel: bool,
+    grow: Grow<'_>,
+) -> Result<CsvReadings, CodecError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let Some((head, first, second)) = split_point(body).filter(|_| parallel) else {
-        return parse_part(body, now, limits, true);
+        return parse_part(body, now, limits, true, grow);
     };
     // The second half is parsed as its own body: the header, then its rows.
     let mut tail = Vec::with_capacity(head + second.len());
@@ -62,14 +90,14 @@ pub fn parse_csv_split(
         // means this one parses both halves.
         let other = std::thread::Builder::new()
             .name("overlord-csv".into())
-            .spawn_scoped(sc, || parse_part(&tail, now, limits, false))
+            .spawn_scoped(sc, || parse_part(&tail, now, limits, false, grow))
             .ok();
-        let a = parse_part(first, now, limits, false);
+        let a = parse_part(first, now, limits, false, grow);
         let b = match other {
             Some(t) => t
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => parse_part(&tail, now, limits, false),
+            None => parse_part(&tail, now, limits, false, grow),
         };
         (a, b)
     });
@@ -108,7 +136,11 @@ pub fn parse_csv_split(
         // Nothing but blank lines below the header (line 1: see `split_point`).
         return Err(CodecError::new("bad_csv", "a header row but no data rows").at(1, None));
     }
-    a.readings.reserve(b.readings.len());
+    let extra = (a.readings.len() + b.readings.len()).saturating_sub(a.readings.capacity());
+    if !grow(extra * READING_BYTES) {
+        return Err(over_budget());
+    }
+    a.readings.reserve_exact(b.readings.len());
     a.readings.extend(
         b.readings
             .into_iter()
@@ -142,11 +174,19 @@ fn split_point(body: &[u8]) -> Option<(usize, &[u8], &[u8])> {
 
 /// Parse `body` (BOM removed). `whole`: it is the whole body, so it must
 /// have a data row; a half of a split body need not.
+fn over_budget() -> CodecError {
+    CodecError::new(
+        OVER_BUDGET,
+        "not enough memory for the readings of this body",
+    )
+}
+
 fn parse_part(
     body: &[u8],
     now: Micros,
     limits: &Limits,
     whole: bool,
+    grow: Grow<'_>,
 ) -> Result<CsvReadings, CodecError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -252,6 +292,15 @@ fn parse_part(
             }
             let value = Value::parse(sensor.kind, text, limits)
                 .map_err(|e| e.named(name).at(line, Some(i + 1)))?;
+            if out.readings.len() == out.readings.capacity() {
+                // Grow by what there is (at least 1,024, at most 2^20
+                // readings at a time), after `grow` said yes.
+                let extra = out.readings.capacity().clamp(1024, 1 << 20);
+                if !grow(extra * READING_BYTES) {
+                    return Err(over_budget().at(line, None));
+                }
+                out.readings.reserve_exact(extra);
+            }
             out.readings.push((
                 device,
                 Reading {
@@ -469,6 +518,36 @@ mod tests {
         assert_eq!(r.devices, vec!["a", "b"]);
         let devs: Vec<_> = r.readings.iter().map(|(d, _)| *d).collect();
         assert_eq!(devs, vec![Some(0), Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn readings_grow_only_as_far_as_grow_allows() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut body = String::from("time,I1,I2,I3,I4\n");
+        for t in 0..2000 {
+            body.push_str(&format!("{},1,2,3,4\n", 1_795_000_000 + t));
+        }
+        let asked = AtomicUsize::new(0);
+        let all = parse_csv_charged(body.as_bytes(), NOW, &Limits::default(), false, &|n| {
+            asked.fetch_add(n, Ordering::Relaxed);
+            true
+        })
+        .unwrap();
+        assert_eq!(all.readings.len(), 8000);
+        let asked = asked.into_inner();
+        assert_eq!(
+            asked,
+            all.readings.capacity() * READING_BYTES,
+            "every byte asked for"
+        );
+        // A budget for fewer readings than the body has stops the parse.
+        let total = AtomicUsize::new(0);
+        let e = parse_csv_charged(body.as_bytes(), NOW, &Limits::default(), false, &|n| {
+            total.fetch_add(n, Ordering::Relaxed) + n <= 4096 * READING_BYTES
+        })
+        .map(|r| r.readings.len())
+        .unwrap_err();
+        assert_eq!(e.code, OVER_BUDGET);
     }
 
     #[test]
