@@ -201,9 +201,22 @@ fn reply_before_body(s: &TestServer, head: &str, part: &[u8]) -> std::io::Result
     c.write_all(head.as_bytes())?;
     c.write_all(part)?;
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Read until the whole reply is in (its head and `Content-Length`
+    // bytes of body), not until the server closes.
+    let complete = |buf: &[u8]| {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        len.is_some_and(|n| buf.len() >= end + 4 + n)
+    };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
+    while !complete(&buf) {
         match c.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
