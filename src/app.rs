@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::auth::Directory;
 use crate::catalog::Catalog;
@@ -43,8 +43,8 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     /// Changes after every commit that added channel items.
     pub channel_events: watch::Receiver<u64>,
-    /// Slots for channel long-polls.
-    pub long_polls: Arc<Semaphore>,
+    /// Slots for channel long-polls (in all and per caller).
+    pub long_polls: Arc<crate::longpoll::LongPolls>,
     /// Failed-credential counters.
     pub throttle: Throttle,
     /// Per-device readings request limit.
@@ -156,7 +156,11 @@ pub fn open_with_disk(
             retention: retention.clone(),
         },
     )?;
-    let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));
+    let long_polls = Arc::new(crate::longpoll::LongPolls::new(
+        config.limits.max_long_polls,
+        config.limits.max_long_polls_per_caller,
+        metrics.clone(),
+    ));
     let config_limits = config.limits.clone();
     let app = Arc::new(App {
         limits: config.codec_limits(),

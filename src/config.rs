@@ -140,6 +140,10 @@ pub struct Limits {
     pub max_wait_secs: u64,
     /// Long-polls waiting at once; more get `503`.
     pub max_long_polls: usize,
+    /// Long-polls one caller (a user, a device, or for anonymous callers
+    /// a source address) may have waiting at once; more get `429`. Keeps
+    /// one caller from taking every slot of `max_long_polls`.
+    pub max_long_polls_per_caller: usize,
     /// Failed credentials per source address or id per window before
     /// `429` (0: off).
     pub auth_failures_per_window: u32,
@@ -199,6 +203,7 @@ impl Default for Limits {
             channel_retention: 100_000,
             max_wait_secs: 60,
             max_long_polls: 256,
+            max_long_polls_per_caller: 16,
             auth_failures_per_window: 20,
             auth_window_secs: 60,
             device_requests_per_sec: 50.0,

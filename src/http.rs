@@ -263,6 +263,49 @@ pub fn media_type<B>(req: &Request<B>) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
 
+/// The client's socket, put into each request's extensions by the accept
+/// loop, so a long-poll can notice that its client went away.
+///
+/// hyper serves connections with half-close allowed (a board may shut
+/// its sending side and still read the reply), so it does not read past a
+/// complete request and never sees a client that closed while its
+/// request waits. [`ClientSocket::gone`] looks without consuming: it
+/// peeks at the socket. End of input (the client closed, or half-closed)
+/// or a reset means the client will send nothing more; a long-poll then
+/// answers at once with what it has, which frees its slot (a half-closed
+/// client still gets that reply). The descriptor stays valid while the
+/// request is handled: the connection owns the socket and outlives its
+/// requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket(pub std::os::fd::RawFd);
+
+impl ClientSocket {
+    /// Has the client closed its side (end of input) or reset?
+    pub fn gone(&self) -> bool {
+        use std::mem::ManuallyDrop;
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor belongs to the live connection this
+        // request came on (see above); `ManuallyDrop` keeps us from
+        // closing it, and `peek` neither reads it empty nor changes its
+        // flags (tokio made it non-blocking already).
+        let sock = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(self.0) });
+        let mut probe = [0u8; 1];
+        match sock.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
+
+/// The client socket of a request, if known.
+pub fn client_socket(ext: &hyper::http::Extensions) -> Option<ClientSocket> {
+    ext.get::<ClientSocket>().copied()
+}
+
 /// The peer address of a request, if known.
 pub fn peer_of(ext: &hyper::http::Extensions) -> Option<IpAddr> {
     ext.get::<Peer>().map(|p| p.0)

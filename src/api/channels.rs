@@ -207,8 +207,11 @@ pub async fn change_member(
 ///
 /// With `wait`, the reply comes as soon as at least one item exists after
 /// `after`, or header-only when the wait ends. `wait` is capped at
-/// `max_wait_secs`; at most `max_long_polls` wait at once (more: `503`).
+/// `max_wait_secs`; at most `max_long_polls` wait at once (more: `503`),
+/// `max_long_polls_per_caller` of them one caller's (more: `429`). A
+/// client that goes away ends its wait (see [`client_gone`]).
 pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let client = crate::http::client_socket(req.extensions());
     let form = Form::read(
         req,
         &["device", "token", "after", "since", "limit", "wait"],
@@ -264,13 +267,12 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     let _slot = if wait.is_zero() {
         None
     } else {
-        let permit = app
-            .long_polls
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| WireError::overloaded("too many long-polls waiting; retry shortly"))?;
-        app.metrics.long_polls.add(1);
-        Some(LongPoll(permit, app.clone()))
+        // Anonymous callers share their source address's share.
+        let key = match (&who, form.peer) {
+            (Principal::Anonymous, Some(ip)) => format!("src:{ip}"),
+            _ => who.label(),
+        };
+        Some(app.long_polls.take(key)?)
     };
     let deadline = Instant::now() + wait;
     let mut events = app.channel_events.clone();
@@ -289,22 +291,36 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         if !got.is_empty() || left.is_zero() {
             return Ok(Reply::csv(render(app, &got)));
         }
-        if tokio::time::timeout(left, events.changed()).await.is_err() {
-            return Ok(Reply::csv(channels::HEADER));
+        tokio::select! {
+            changed = events.changed() => {
+                if changed.is_err() {
+                    return Ok(Reply::csv(channels::HEADER));
+                }
+            }
+            () = tokio::time::sleep(left) => return Ok(Reply::csv(channels::HEADER)),
+            // The client closed (or half-closed): the wait ends now and
+            // the slot is free; a half-closed client reads this reply.
+            () = client_gone(client) => return Ok(Reply::csv(channels::HEADER)),
         }
     }
 }
 
-struct LongPoll(
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-    Arc<App>,
-);
-
-impl Drop for LongPoll {
-    fn drop(&mut self) {
-        self.1.metrics.long_polls.add(-1);
+/// Completes once the client has gone away: checked every
+/// [`GONE_CHECK`], one non-blocking peek each (never, without a socket).
+async fn client_gone(client: Option<crate::http::ClientSocket>) {
+    let Some(client) = client else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(GONE_CHECK).await;
+        if client.gone() {
+            return;
+        }
     }
 }
+
+/// How often a waiting long-poll looks whether its client is still there.
+const GONE_CHECK: Duration = Duration::from_millis(250);
 
 fn render(app: &App, items: &[(u64, Item)]) -> String {
     let mut out = String::with_capacity(channels::HEADER.len() + items.len() * 48);
