@@ -132,6 +132,7 @@ pub fn open_with_disk(
         config.digest.workers,
         config.digest.queue,
         catalog.clone(),
+        directory.clone(),
         presence.clone(),
         metrics.clone(),
         digest_hook,

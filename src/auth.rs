@@ -336,6 +336,45 @@ impl Directory {
         }
     }
 
+    /// May user `name` still do `action` on device `dev`?
+    ///
+    /// What a user set up once and the server carries out later — a
+    /// channel member or an alert fed by the digest, an alert's or a
+    /// presence notice's inbox row — is checked again, here, every time it
+    /// is carried out: withdrawing a grant stops it at once, with no need
+    /// to find and delete what the grantee built on it. A user or device
+    /// that no longer exists may nothing.
+    pub fn user_may_device(&self, name: &str, action: Action, dev: u32) -> bool {
+        let (Some(u), Some(d)) = (self.user(name), self.device_by_num(dev)) else {
+            return false;
+        };
+        // The common cases without building a label: administrators and
+        // owners may do everything to a device.
+        if u.role == Role::Administrator || d.owner == u.name {
+            return true;
+        }
+        self.authorize(&Principal::User(u), action, Resource::Device(&d))
+            .is_ok()
+    }
+
+    /// May user `name` still do `action` on channel `ch`? (See
+    /// [`Directory::user_may_device`].)
+    pub fn user_may_channel(
+        &self,
+        name: &str,
+        action: Action,
+        ch: &crate::store::ChannelRecord,
+    ) -> bool {
+        let Some(u) = self.user(name) else {
+            return false;
+        };
+        if u.role == Role::Administrator || ch.owner == u.name {
+            return true;
+        }
+        self.authorize(&Principal::User(u), action, Resource::channel(ch))
+            .is_ok()
+    }
+
     fn level_for(&self, who: &Principal, res: Resource<'_>) -> Option<Level> {
         let key = match res {
             Resource::Device(d) => (KIND_DEVICE, d.num),
