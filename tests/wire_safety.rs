@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{m, scrape_until, TestServer};
+use common::{basic, enc, m, scrape_until, TestServer};
 
 /// Column `name` of every data row of a CSV body (no quoted fields).
 fn column(body: &str, name: &str) -> Vec<String> {
@@ -99,4 +99,133 @@ fn device_gauges_equal_the_states_the_api_shows() {
         .sum();
     assert_eq!(sum, 6.0);
     assert_eq!(api_states(&s), want);
+}
+
+// ---------------------------------------------------------------------
+// Item 20: every device operation as GET and as a form POST; credentials
+// that disagree are refused, never mixed.
+// ---------------------------------------------------------------------
+
+/// Queue a message for `dev` as the administrator; its seq.
+fn message(s: &TestServer, dev: &str, value: &str) -> u64 {
+    let r = s.admin_form(
+        "POST",
+        &format!("/v1/devices/{dev}/inbox"),
+        &format!("kind=message&value={}", enc(value)),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body.trim().strip_prefix("ok,").unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_inbox_is_read_with_a_form_post_over_http_1_0() {
+    let s = TestServer::start();
+    let tok = s.create_device("a");
+    let seq = message(&s, "a", "hello");
+    // As a board sends it: HTTP/1.0, the token in the body, not the URL.
+    let body = format!("device=a&token={tok}&limit=5");
+    let r = s.raw(
+        format!(
+            "POST /v1/inbox HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.status_line.starts_with("HTTP/1.0 200"),
+        "{}",
+        r.status_line
+    );
+    let lines: Vec<&str> = r.body.lines().collect();
+    assert_eq!(lines[0], "seq,kind,time,from,sensor,value");
+    assert_eq!(lines.len(), 2, "{}", r.body);
+    assert!(lines[1].starts_with(&format!("{seq},message,")));
+    assert!(lines[1].ends_with(",user:admin,,hello"), "{}", r.body);
+    // The same answer as the GET; a wrong token in the body is 401.
+    let g = s.get(&format!("/v1/inbox?device=a&token={tok}&limit=5"));
+    assert_eq!(g.body, r.body);
+    let r = s.post(
+        "/v1/inbox",
+        "application/x-www-form-urlencoded",
+        b"device=a&token=wrong",
+        "",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.error_code(), "unauthorized");
+    // And the acknowledgement as a form POST too.
+    let r = s.post(
+        "/v1/inbox/ack",
+        "application/x-www-form-urlencoded",
+        format!("device=a&token={tok}&upto={seq}").as_bytes(),
+        "",
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "ok,1,0\n"));
+}
+
+#[test]
+fn credentials_that_disagree_are_refused_not_mixed() {
+    let s = TestServer::start();
+    let ta = s.create_device("a");
+    let tb = s.create_device("b");
+    message(&s, "a", "for a");
+    message(&s, "b", "for b");
+    // `device=a` in the query, Basic for b: neither a's inbox (no token
+    // for a) nor b's (the request names a) - refused.
+    for path in ["/v1/inbox?device=a", "/v1/inbox/ack?device=a&upto=99"] {
+        let r = s.raw(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+                basic("b", &tb)
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 401, "{path}: {}", r.body);
+        assert_eq!(r.error_code(), "unauthorized");
+        assert_eq!(r.body.lines().count(), 1);
+    }
+    // The same as a form body.
+    let r = s.post(
+        "/v1/inbox/ack",
+        "application/x-www-form-urlencoded",
+        b"device=a&upto=99",
+        &basic("b", &tb),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Nothing was acknowledged in either inbox.
+    for (id, tok) in [("a", &ta), ("b", &tb)] {
+        let r = s.get(&format!("/v1/inbox?device={id}&token={tok}"));
+        assert_eq!(r.body.lines().count(), 2, "{id}: {}", r.body);
+        assert!(r.body.ends_with(&format!(",for {id}\n")), "{}", r.body);
+    }
+    // The documented precedence: device=/token= win over Authorization
+    // (here another device's), and are used whole.
+    let r = s.raw(
+        format!(
+            "GET /v1/inbox?device=a&token={ta} HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            basic("b", &tb)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.ends_with(",for a\n"), "{}", r.body);
+    // Basic for b and device=b agree: fine.
+    let r = s.raw(
+        format!(
+            "GET /v1/inbox?device=b HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            basic("b", &tb)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.ends_with(",for b\n"), "{}", r.body);
+    // A token without its device is never paired with Basic's id.
+    let r = s.raw(
+        format!(
+            "GET /v1/inbox?token={ta} HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            basic("a", "wrong")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
 }

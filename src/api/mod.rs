@@ -7,7 +7,7 @@
 //! | `GET /v1/devices/ID/aggregates` | [`readings::aggregates`] |
 //! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
-//! | `GET /v1/inbox`, `/v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
+//! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
@@ -159,6 +159,9 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/readings", Endpoint::ReadingsGet),
     ("POST", "/v1/readings", Endpoint::ReadingsPost),
     ("GET", "/v1/inbox", Endpoint::InboxRead),
+    // Every device operation also takes a form POST (contract §0), so a
+    // token can travel in the body instead of the URL.
+    ("POST", "/v1/inbox", Endpoint::InboxRead),
     ("GET", "/v1/inbox/ack", Endpoint::InboxAck),
     ("POST", "/v1/inbox/ack", Endpoint::InboxAck),
     ("GET", "/v1/devices", Endpoint::DeviceList),
