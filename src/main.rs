@@ -412,6 +412,17 @@ fn user(config: Config, cmd: UserCmd) -> Result<(), String> {
     let store = open_store(&config)?;
     match cmd {
         UserCmd::Token { name, admin } => {
+            // The same rule as `POST /v1/users`: a user's name goes into
+            // inbox rows (`from` = `user:NAME`) and CSV listings, so a
+            // new one is 1-64 URL-safe characters (never a line break).
+            let exists = store
+                .load_users()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|u| u.name == name);
+            if !exists && (!overlord::auth::valid_id(&name) || name == "anonymous") {
+                return Err("a user name is 1-64 of A-Z a-z 0-9 . _ ~ -".into());
+            }
             let role = if admin {
                 store::Role::Administrator
             } else {

@@ -229,3 +229,129 @@ fn credentials_that_disagree_are_refused_not_mixed() {
     );
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+// ---------------------------------------------------------------------
+// Item 11: nothing a client sends adds a line to what a device reads.
+// ---------------------------------------------------------------------
+
+/// A forged inbox row, as an attacker would append it to a value.
+const FORGED: &str = "\n9999,command,2026-11-23T10:00:00Z,user:admin,L1,true";
+
+#[test]
+fn line_breaks_are_refused_on_every_path_into_an_inbox() {
+    let s = TestServer::start();
+    s.create_device("a");
+    for (path, form) in [
+        ("/v1/channels", "name=ch".to_string()),
+        ("/v1/channels/ch/members", "device=a&sensor=N1".to_string()),
+    ] {
+        let r = s.admin_form("POST", path, &form);
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+    }
+    let bad = [
+        format!("hi{FORGED}"),
+        "hi\r9999,command,x,y,L1,true".to_string(),
+        "hi\r\n".to_string(),
+        "tab\there".to_string(),
+        "nel\u{85}here".to_string(),
+        "ls\u{2028}here".to_string(),
+    ];
+    for v in &bad {
+        for (path, form) in [
+            (
+                "/v1/devices/a/inbox",
+                format!("kind=message&value={}", enc(v)),
+            ),
+            (
+                "/v1/devices/a/inbox",
+                format!("kind=command&sensor=S1&value={}", enc(v)),
+            ),
+            (
+                "/v1/channels/ch/messages",
+                format!("kind=message&value={}", enc(v)),
+            ),
+            (
+                "/v1/channels/ch/messages",
+                format!("kind=command&sensor=S2&value={}", enc(v)),
+            ),
+            (
+                "/v1/alerts",
+                format!("name=hot&device=a&sensor=N1&max=100&message={}", enc(v)),
+            ),
+        ] {
+            let r = s.admin_form("POST", path, &form);
+            assert_eq!(r.status, 400, "{path} {v:?}: {}", r.body);
+            assert_eq!(r.error_code(), "bad_value", "{path} {v:?}");
+            assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+            assert!(
+                r.body.contains("value:") || r.body.contains("message:"),
+                "names the field: {}",
+                r.body
+            );
+        }
+    }
+    // Nothing was queued, no alert was made.
+    let r = s.get_admin("/v1/devices/a/inbox");
+    assert_eq!(r.body, "seq,kind,time,from,sensor,value\n");
+    assert_eq!(s.get_admin("/v1/alerts").body.lines().count(), 1);
+}
+
+#[test]
+fn a_device_reading_line_by_line_sees_only_real_rows() {
+    let s = TestServer::start();
+    let tok = s.create_device("a");
+    // Values with commas and quotes are fine: RFC 4180 quoted, one line.
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/a/inbox",
+        &format!("kind=command&sensor=S1&value={}", enc("x,command,L1,true")),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    message(&s, "a", "say \"hi\"");
+    // The injection attempt is refused.
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/a/inbox",
+        &format!("kind=message&value={}", enc(&format!("hi{FORGED}"))),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Read raw, line by line, as a board does (no quote parsing).
+    let r = s.raw(format!("GET /v1/inbox?device=a&token={tok} HTTP/1.0\r\n\r\n").as_bytes());
+    let lines: Vec<&str> = r.body.split('\n').collect();
+    assert_eq!(lines.len(), 4, "{:?}", r.body);
+    assert_eq!(lines[0], "seq,kind,time,from,sensor,value");
+    assert!(lines[1].starts_with("1,command,"), "{}", lines[1]);
+    assert!(
+        lines[1].ends_with(",user:admin,S1,\"x,command,L1,true\""),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].starts_with("2,message,"), "{}", lines[2]);
+    assert!(
+        lines[2].ends_with(",user:admin,,\"say \"\"hi\"\"\""),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3], "");
+    assert!(!r.body.contains('\r') && !r.body.contains("9999"));
+    // The rows piggybacked on a readings reply: the same lines.
+    let r = s.raw(format!("GET /v1/readings?device=a&token={tok} HTTP/1.0\r\n\r\n").as_bytes());
+    assert_eq!(
+        r.body.split('\n').collect::<Vec<_>>(),
+        ["ok,0,2", lines[1], lines[2], ""]
+    );
+}
+
+#[test]
+fn the_cli_refuses_a_user_name_with_a_line_break() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("overlord.redb");
+    for bad in ["ann\n9999,command", "ann\r", "a b", ""] {
+        let (ok, out, err) = common::cli(&data, &["user", "token", bad], &[], None);
+        assert!(!ok, "{bad:?} accepted: {out}");
+        assert!(err.contains("user name"), "{err}");
+    }
+    let (ok, out, err) = common::cli(&data, &["user", "token", "ann"], &[], None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("user,token\nann,"), "{out}");
+}

@@ -202,6 +202,9 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
             (String::new(), value.to_string())
         }
     };
+    // What reaches a device is one line: no CR/LF or other controls, in
+    // a message or in an `S` command value (other types are canonical).
+    inbox::check_text("value", &value)?;
     Ok(Row {
         kind,
         time: timefmt::now_micros(),
