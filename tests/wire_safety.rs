@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{basic, enc, m, scrape_until, TestServer};
+use common::{basic, enc, hour_ago, m, scrape_until, TestServer};
 
 /// Column `name` of every data row of a CSV body (no quoted fields).
 fn column(body: &str, name: &str) -> Vec<String> {
@@ -354,4 +354,190 @@ fn the_cli_refuses_a_user_name_with_a_line_break() {
     let (ok, out, err) = common::cli(&data, &["user", "token", "ann"], &[], None);
     assert!(ok, "{err}");
     assert!(out.starts_with("user,token\nann,"), "{out}");
+}
+
+// ---------------------------------------------------------------------
+// Item 13: spreadsheet-safe CSV on request; names without bidi overrides.
+// ---------------------------------------------------------------------
+
+#[test]
+fn safe_csv_defuses_formulas_and_keeps_numbers() {
+    let s = TestServer::start();
+    let link = "=HYPERLINK(\"http://evil\",\"x\")";
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices",
+        &format!(
+            "id=d&name={}&description={}&location={}&latitude=-33.9&kind=%2Bcmd",
+            enc(link),
+            enc("@SUM(1)"),
+            enc("-2+3")
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tok = common::token_of(&r.body);
+    for (path, form) in [
+        ("/v1/channels", "name=ch"),
+        ("/v1/channels/ch/members", "device=d&sensor=S3"),
+    ] {
+        assert_eq!(s.admin_form("POST", path, form).status, 201);
+    }
+    let t = hour_ago();
+    let r = s.get(&format!(
+        "/v1/readings?device=d&token={tok}&N1=-3.5&I2=-7&S3={}&time={t}",
+        enc("=1+1")
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let when = common::rfc3339(t);
+
+    // Plain: verbatim (what a program wants).
+    let q = "/v1/devices/d/readings?sensors=N1,I2,S3";
+    let plain = s.get_admin(q);
+    assert_eq!(plain.body, format!("time,N1,I2,S3\n{when},-3.5,-7,=1+1\n"));
+    // safe=1: the text gets a ', the numbers stay numbers.
+    let safe = s.get_admin(&format!("{q}&safe=1"));
+    assert_eq!(safe.status, 200, "{}", safe.body);
+    assert_eq!(safe.body, format!("time,N1,I2,S3\n{when},-3.5,-7,'=1+1\n"));
+    assert_eq!(s.get_admin(&format!("{q}&safe=0")).body, plain.body);
+    // Anywhere in the query, and on every CSV read endpoint.
+    let r = s.get_admin("/v1/devices/d/readings?safe=1&sensors=S3");
+    assert_eq!(r.body, format!("time,S3\n{when},'=1+1\n"));
+    let items = s.admin_until("/v1/channels/ch/items?safe=1", |b| b.lines().count() == 2);
+    assert!(items.body.ends_with(",d,S3,'=1+1\n"), "{}", items.body);
+    let r = s.get_admin("/v1/devices/d/sensors?safe=1");
+    assert!(r.body.contains(",'=1+1\n"), "{}", r.body);
+    assert!(
+        r.body.contains(",-3.5\n") && r.body.contains(",-7\n"),
+        "{}",
+        r.body
+    );
+    let list = s.get_admin("/v1/devices?safe=1");
+    assert_eq!(list.status, 200, "{}", list.body);
+    let row = list.body.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("d,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",admin,"),
+        "{row}"
+    );
+    for want in [",'+cmd,", ",-33.9,", ",'-2+3,", ",'@SUM(1)"] {
+        assert!(row.contains(want), "{want} in {row}");
+    }
+    let plain = s.get_admin("/v1/devices");
+    assert!(plain.body.contains(",+cmd,-33.9,,-2+3,"), "{}", plain.body);
+    // A bad value of safe is refused like any bad parameter.
+    for q in ["safe=2", "safe=1&safe=1"] {
+        let r = s.get_admin(&format!("/v1/devices?{q}"));
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert_eq!(r.body.lines().count(), 1);
+    }
+
+    // The offline export, with --safe, writes the same as safe=1.
+    let (tmp, _admin) = s.stop();
+    let data = tmp.path().join("overlord.redb");
+    let (ok, out, err) = common::cli(
+        &data,
+        &["export", "--device", "d", "--sensors", "N1,I2,S3", "--safe"],
+        &[],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("time,N1,I2,S3\n{when},-3.5,-7,'=1+1\n"));
+    let (ok, out, err) = common::cli(
+        &data,
+        &["export", "--device", "d", "--sensors", "S3"],
+        &[],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("time,S3\n{when},=1+1\n"));
+}
+
+#[test]
+fn names_refuse_bidirectional_overrides() {
+    let s = TestServer::start();
+    s.create_device("d");
+    for bidi in ["\u{202E}", "\u{202A}", "\u{2066}", "\u{2069}"] {
+        let evil = format!("invoice{bidi}fdp.exe");
+        for (method, path, form, code) in [
+            (
+                "POST",
+                "/v1/devices",
+                format!("id=x&name={}", enc(&evil)),
+                "bad_name",
+            ),
+            (
+                "POST",
+                "/v1/devices/d",
+                format!("name={}", enc(&evil)),
+                "bad_name",
+            ),
+            (
+                "POST",
+                "/v1/devices/d",
+                format!("description={}", enc(&evil)),
+                "bad_value",
+            ),
+            (
+                "POST",
+                "/v1/devices/d",
+                format!("location={}", enc(&evil)),
+                "bad_value",
+            ),
+            (
+                "POST",
+                "/v1/devices/d",
+                format!("kind={}", enc(&evil)),
+                "bad_value",
+            ),
+            (
+                "POST",
+                "/v1/devices/d",
+                format!("tags=a;{}", enc(&evil)),
+                "bad_value",
+            ),
+            (
+                "POST",
+                "/v1/users",
+                format!("name={}", enc(&evil)),
+                "bad_name",
+            ),
+            (
+                "POST",
+                "/v1/channels",
+                format!("name={}", enc(&evil)),
+                "bad_name",
+            ),
+            (
+                "POST",
+                "/v1/alerts",
+                format!("name={}&device=d&sensor=N1&max=1", enc(&evil)),
+                "bad_name",
+            ),
+        ] {
+            let r = s.admin_form(method, path, &form);
+            assert_eq!(r.status, 400, "{path} {form}: {}", r.body);
+            assert_eq!(r.error_code(), code, "{path} {form}");
+        }
+        let r = s.post(
+            &format!("/v1/files/{}", enc(&evil)),
+            "application/octet-stream",
+            b"x",
+            &format!("Authorization: Bearer {}\r\n", s.admin),
+        );
+        assert_eq!((r.status, r.error_code()), (400, "bad_name"), "{}", r.body);
+        // A bulk import is checked the same way.
+        let csv = format!("id,name\nx,{evil}\n");
+        let r = s.post(
+            "/v1/devices",
+            "text/csv",
+            csv.as_bytes(),
+            &format!("Authorization: Bearer {}\r\n", s.admin),
+        );
+        assert_eq!((r.status, r.error_code()), (400, "bad_name"), "{}", r.body);
+    }
+    // Nothing was created or changed; right-to-left text itself is fine.
+    let r = s.admin_form("POST", "/v1/devices/d", &format!("name={}", enc("חממה 3")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = s.get_admin("/v1/devices");
+    assert_eq!(list.body.lines().count(), 2, "{}", list.body);
+    assert!(list.body.contains("d,חממה 3,"), "{}", list.body);
 }
