@@ -541,3 +541,41 @@ fn names_refuse_bidirectional_overrides() {
     assert_eq!(list.body.lines().count(), 2, "{}", list.body);
     assert!(list.body.contains("d,חממה 3,"), "{}", list.body);
 }
+
+#[test]
+fn a_device_queries_itself_with_a_form_post() {
+    let s = TestServer::start();
+    let tok = s.create_device("q");
+    let t = hour_ago();
+    let r = s.get(&format!(
+        "/v1/readings?device=q&token={tok}&N1=1.5&time={t}"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (path, fields) in [
+        ("/v1/devices/q/readings", "sensors=N1"),
+        ("/v1/devices/q/aggregates", "sensors=N1"),
+        ("/v1/devices/q/sensors", ""),
+    ] {
+        let get = s.get(&format!("{path}?device=q&token={tok}&{fields}"));
+        assert_eq!(get.status, 200, "{path}: {}", get.body);
+        let body = format!("device=q&token={tok}&{fields}");
+        let post = s.post(
+            path,
+            "application/x-www-form-urlencoded",
+            body.as_bytes(),
+            "",
+        );
+        assert_eq!(post.status, 200, "{path}: {}", post.body);
+        assert_eq!(post.body, get.body, "{path}");
+        // The token in the body counts like the one in the URL.
+        let bad = s.post(
+            path,
+            "application/x-www-form-urlencoded",
+            format!("device=q&token=wrong&{fields}").as_bytes(),
+            "",
+        );
+        assert_eq!(bad.status, 401, "{path}: {}", bad.body);
+    }
+    let r = s.get_admin("/v1/devices/q/readings?sensors=N1");
+    assert!(r.body.ends_with(",1.5\n"), "{}", r.body);
+}

@@ -253,8 +253,14 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
     ("GET", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
+    ("POST", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
     (
         "GET",
+        "/v1/devices/:id/aggregates",
+        Endpoint::DeviceAggregates,
+    ),
+    (
+        "POST",
         "/v1/devices/:id/aggregates",
         Endpoint::DeviceAggregates,
     ),
@@ -307,6 +313,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/logout", Endpoint::Logout),
     ("GET", "/v1/session", Endpoint::Session),
     ("GET", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
+    ("POST", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
     ("GET", "/", Endpoint::Dashboard),
     ("GET", "/ui/:file", Endpoint::DashboardAsset),
 ];
