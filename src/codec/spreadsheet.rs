@@ -118,4 +118,58 @@ mod tests {
             assert_eq!(&make_safe(input), want, "{input:?}");
         }
     }
+
+    /// A plain RFC 4180 reader (char by char), to check `make_safe` by
+    /// another route than its own.
+    fn read_csv(text: &str) -> Vec<Vec<String>> {
+        let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+        let (mut quoted, mut chars) = (false, text.chars().peekable());
+        while let Some(c) = chars.next() {
+            match (quoted, c) {
+                (true, '"') if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                (true, '"') => quoted = false,
+                (true, c) => field.push(c),
+                (false, '"') => quoted = true,
+                (false, ',') => row.push(std::mem::take(&mut field)),
+                (false, '\n') => {
+                    row.push(std::mem::take(&mut field));
+                    rows.push(std::mem::take(&mut row));
+                }
+                (false, c) => field.push(c),
+            }
+        }
+        rows
+    }
+
+    proptest::proptest! {
+        /// Every field comes back as it was, or with a `'` before it when
+        /// it could run as a formula; the table keeps its shape.
+        #[test]
+        fn only_risky_fields_change(rows in proptest::collection::vec(
+            proptest::collection::vec("[-=+@0-9a-z.,\"\n\t e]{0,8}", 1..5), 0..6)) {
+            let mut csv = String::new();
+            for row in &rows {
+                for (i, f) in row.iter().enumerate() {
+                    if i > 0 {
+                        csv.push(',');
+                    }
+                    write_csv_text(f, &mut csv);
+                }
+                csv.push('\n');
+            }
+            let got = read_csv(&make_safe(&csv));
+            let want: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|f| if is_risky(f) { format!("'{f}") } else { f.clone() })
+                        .collect()
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
