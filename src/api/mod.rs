@@ -3,8 +3,8 @@
 //! | route | module |
 //! |---|---|
 //! | `GET/POST /v1/readings` | [`readings::ingest`] |
-//! | `GET /v1/devices/ID/readings` | [`readings::query`] |
-//! | `GET /v1/devices/ID/aggregates` | [`readings::aggregates`] |
+//! | `GET/POST /v1/devices/ID/readings` | [`readings::query`] |
+//! | `GET/POST /v1/devices/ID/aggregates` | [`readings::aggregates`] |
 //! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
@@ -13,8 +13,11 @@
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
-//! | `GET /v1/devices/ID/sensors` | [`readings::latest`] |
+//! | `GET/POST /v1/devices/ID/sensors` | [`readings::latest`] |
 //! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
+//!
+//! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
+//! reply (`take_safe`, `codec::spreadsheet`).
 //!
 //! Requests authenticated by the dashboard's session cookie must carry the
 //! session's CSRF token in `X-Overlord-CSRF` when they change anything
@@ -127,10 +130,15 @@ fn take_safe<B>(req: &mut Request<B>) -> Result<bool, WireError> {
         pq.push('?');
         pq.push_str(&kept.join("&"));
     }
+    // `pq` is the request's own (valid) target minus one pair, so these
+    // cannot fail; if they did, the request would go on unchanged and
+    // its handler would refuse `safe` as an unknown parameter.
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = pq.parse().ok();
-    if let Ok(uri) = hyper::Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = hyper::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
     }
     Ok(safe)
 }
