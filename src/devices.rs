@@ -168,11 +168,25 @@ pub const MAX_TEXT: usize = 1000;
 /// Most tags, and longest tag.
 pub const MAX_TAGS: usize = 32;
 
+/// Is `c` a Unicode bidirectional override or isolate (U+202A–U+202E,
+/// U+2066–U+2069)? In a name or description they reorder how the text
+/// *around* it is shown (in a list, a spreadsheet, a terminal), so a name
+/// could display as something else than it is ("Trojan Source").
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn text(field: &str, v: &str, max: usize) -> Result<String, WireError> {
     if v.len() > max || v.chars().any(char::is_control) {
         return Err(WireError::bad_request(
             "bad_value",
             format!("{field}: at most {max} bytes of printable text"),
+        ));
+    }
+    if v.chars().any(is_bidi_control) {
+        return Err(WireError::bad_request(
+            "bad_value",
+            format!("{field}: bidirectional override/isolate characters (U+202A-U+202E, U+2066-U+2069) are not allowed"),
         ));
     }
     Ok(v.to_string())
@@ -205,7 +219,10 @@ pub fn set_field(
                 return Err(WireError::bad_request("bad_name", "a name cannot be empty"));
             }
             rec.name = text("name", v, MAX_NAME).map_err(|_| {
-                WireError::bad_request("bad_name", "a name is at most 200 bytes of printable text")
+                WireError::bad_request(
+                    "bad_name",
+                    "a name is at most 200 bytes of printable text, without bidirectional overrides",
+                )
             })?;
         }
         "description" => m.description = text(field, v, MAX_TEXT)?,
@@ -233,13 +250,13 @@ pub fn set_field(
                 .map(str::to_string)
                 .collect();
             if tags.len() > MAX_TAGS
-                || tags
-                    .iter()
-                    .any(|t| t.len() > 64 || t.chars().any(char::is_control))
+                || tags.iter().any(|t| {
+                    t.len() > 64 || t.chars().any(|c| c.is_control() || is_bidi_control(c))
+                })
             {
                 return Err(WireError::bad_request(
                     "bad_value",
-                    "tags: at most 32, separated by ';', each at most 64 bytes",
+                    "tags: at most 32, separated by ';', each at most 64 bytes of printable text",
                 ));
             }
             m.tags = tags;

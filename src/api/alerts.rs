@@ -109,6 +109,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     if message.len() > app.limits.max_value_bytes || message.contains('\0') {
         return Err(WireError::bad_request("bad_value", "message is too long"));
     }
+    // The message goes into the target device's inbox as one line.
+    crate::inbox::check_text("message", &message)?;
     let to_device = match form.get("to_device") {
         Some("none") => None,
         Some(id) if !id.is_empty() => Some(device_for(app, &who, id, Action::SendToDevice)?.num),

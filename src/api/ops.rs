@@ -22,13 +22,12 @@ pub fn healthz() -> Reply {
 pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
     let app2 = app.clone();
     let text = tokio::task::spawn_blocking(move || {
-        let (online, offline) = app2.presence.counts();
+        let devices = app2.presence.state_counts();
         let (inbox_rows, inboxes_pending, inboxes_full) =
             crate::inbox::totals(&*app2.store.db()?, app2.config.limits.max_inbox)?;
         let snap = Snapshot {
             routes: super::endpoint_names(),
-            online,
-            offline,
+            devices,
             inbox_rows,
             inboxes_pending,
             inboxes_full,
