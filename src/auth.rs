@@ -456,9 +456,25 @@ pub struct Directory {
     by_num: RwLock<HashMap<u32, Arc<DeviceRecord>>>,
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
     user_tokens: RwLock<HashMap<TokenHash, String>>,
-    /// Login sessions: token digest → (user, expiry). In memory only: a
-    /// restart logs everyone out.
-    sessions: parking_lot::Mutex<HashMap<TokenHash, (String, std::time::Instant)>>,
+    /// Login sessions: token digest → (user, expiry, the user's
+    /// [`credential_stamp`] at login). In memory only: a restart logs
+    /// everyone out.
+    sessions: parking_lot::Mutex<HashMap<TokenHash, Session>>,
+}
+
+/// A login session: user, expiry, [`credential_stamp`] at login.
+type Session = (String, std::time::Instant, TokenHash);
+
+/// A digest of a user's credentials (API token digest and password
+/// hash). A session remembers the stamp of the credentials it was opened
+/// with and ends as soon as they differ: a new password, a rotated token
+/// or a revoke ends every session, whichever path made the change, and a
+/// login racing with the change cannot outlive it.
+pub fn credential_stamp(u: &UserRecord) -> TokenHash {
+    let mut h = Sha256::new();
+    h.update(u.token);
+    h.update(u.password.as_deref().unwrap_or("").as_bytes());
+    h.finalize().into()
 }
 
 /// Most login sessions kept; the oldest go first.
@@ -556,44 +572,59 @@ impl Directory {
     }
 
     /// Check a login session token only (the dashboard's cookie: an API
-    /// token is never accepted from a cookie).
+    /// token is never accepted from a cookie). A session whose user's
+    /// credentials changed since the login ([`credential_stamp`]) has
+    /// ended.
     pub fn authenticate_session(&self, token: &str) -> Option<Arc<UserRecord>> {
         let h = hash_token(token);
         let now = std::time::Instant::now();
         let mut sessions = self.sessions.lock();
-        let (name, expires) = sessions.get(&h).cloned()?;
-        if now >= expires {
+        let (name, expires, stamp) = sessions.get(&h).cloned()?;
+        let user = self
+            .user(&name)
+            .filter(|u| ct_eq(&credential_stamp(u), &stamp));
+        if now >= expires || user.is_none() {
             sessions.remove(&h);
             return None;
         }
-        drop(sessions);
-        self.user(&name)
+        user
     }
 
-    /// Start a login session for `user`; returns its token.
-    pub fn new_session(&self, user: &str, ttl: std::time::Duration) -> String {
+    /// Is `token` a live login session's token (not an API token)?
+    pub fn is_session(&self, token: &str) -> bool {
+        self.authenticate_session(token).is_some()
+    }
+
+    /// Start a login session for `user`, as it was when its password was
+    /// checked; returns its token.
+    pub fn new_session(&self, user: &UserRecord, ttl: std::time::Duration) -> String {
         let token = generate_token();
         let now = std::time::Instant::now();
         let mut sessions = self.sessions.lock();
         if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, (_, exp)| *exp > now);
+            sessions.retain(|_, (_, exp, _)| *exp > now);
             if sessions.len() >= MAX_SESSIONS {
                 if let Some(k) = sessions
                     .iter()
-                    .min_by_key(|(_, (_, e))| *e)
+                    .min_by_key(|(_, (_, e, _))| *e)
                     .map(|(k, _)| *k)
                 {
                     sessions.remove(&k);
                 }
             }
         }
-        sessions.insert(hash_token(&token), (user.to_string(), now + ttl));
+        sessions.insert(
+            hash_token(&token),
+            (user.name.clone(), now + ttl, credential_stamp(user)),
+        );
         token
     }
 
-    /// End every session of `user` (on revoke).
+    /// End every session of `user` (after any change of their
+    /// credentials; [`credential_stamp`] ends them anyway, this frees the
+    /// memory at once).
     pub fn end_sessions(&self, user: &str) {
-        self.sessions.lock().retain(|_, (u, _)| u != user);
+        self.sessions.lock().retain(|_, (u, _, _)| u != user);
     }
 
     /// Check `name:token` from Basic auth: a device id first, then a user.

@@ -13,6 +13,7 @@ use crate::api::channels::channel_for;
 use crate::api::inbox::device_for;
 use crate::app::App;
 use crate::auth::{valid_id, Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -154,7 +155,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
         other => WireError::from(other),
     })?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), alert = %rec.name, "alert created");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
     Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
 }
 
@@ -232,7 +233,7 @@ pub async fn delete(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), alert = %a.rec.name, "alert deleted");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&a.rec.name), "alert deleted");
     Ok(Reply::csv("ok\n"))
 }
 

@@ -12,6 +12,7 @@ use crate::api::inbox::{deliver, device_for, row_from};
 use crate::app::App;
 use crate::auth::{valid_id, Action, Principal, Resource};
 use crate::channels::{self, Item};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -99,7 +100,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
         other => WireError::from(other),
     })?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %rec.name, "channel created");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&rec.name), "channel created");
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }
 
@@ -195,7 +196,7 @@ pub async fn change_member(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "member change failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, device = %d.id, %sensor, add, "channel member changed");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), device = %log_safe(&d.id), %sensor, add, "channel member changed");
     Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
 }
 
@@ -356,6 +357,6 @@ pub async fn message(
         }
     }
     let n = deliver(app, targets, row).await?.len();
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, devices = n, "channel message queued");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), devices = n, "channel message queued");
     Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
 }

@@ -17,6 +17,7 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::{form, names::clip, timefmt};
 use crate::devices;
 use crate::error::WireError;
@@ -177,7 +178,7 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     .map_err(|_| WireError::new(500, "internal", "update failed"))??;
     // A new offline_after or parent changes when it is due.
     app.presence.reschedule(new.num);
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %new.id, "device edited");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&new.id), "device edited");
     let mut out = String::from(devices::LIST_HEADER);
     devices::write_row(&new, &app.directory, &app.presence, &mut out);
     Ok(Reply::csv(out))
@@ -293,7 +294,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let mut out = String::from("id,token\n");
     for (rec, token) in &made {
         if token.is_some() {
-            tracing::info!(target: "overlord::audit", by = %who.label(), device = %rec.id, "device created");
+            tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&rec.id), "device created");
         }
         out.push_str(&rec.id);
         out.push(',');
@@ -497,7 +498,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "write failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), "presence notices set");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), "presence notices set");
     Ok(Reply::csv(notify_csv(&dev, &ch)))
 }
 
@@ -529,6 +530,6 @@ pub async fn rotate(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))
             .await
             .map_err(|_| WireError::new(500, "internal", "rotate failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %id, "device token rotated");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(id), "device token rotated");
     Ok(Reply::csv(format!("id,token\n{id},{token}\n")))
 }

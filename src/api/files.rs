@@ -14,6 +14,7 @@ use hyper::{Method, Request};
 
 use crate::app::App;
 use crate::auth::{self, parse_basic, Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::names::{clip, write_csv_text};
 use crate::codec::{form, timefmt};
 use crate::error::WireError;
@@ -132,26 +133,22 @@ fn presented_password(app: &App, headers: &HeaderMap, name: &str, p: &Params) ->
     ((id.is_empty() || id == name) && !someone).then_some(secret)
 }
 
-/// Check a file password; failures count against the source and the file
-/// like any other wrong secret.
+/// Check a file password; failures count against the source and the
+/// (source, file) pair like any other wrong token (see
+/// [`crate::throttle`]): a wrong guess from one address never locks
+/// the file's password out for the others. A file password is a random
+/// token checked by its SHA-256 digest, not argon2, so it needs no slot
+/// of the password-check limit.
 fn check_password(
     app: &App,
     req: &Request<Incoming>,
     f: &FileRecord,
     password: &str,
 ) -> Result<(), WireError> {
-    let keys = [
-        peer_of(req.extensions()).map(|ip| format!("src:{ip}")),
-        Some(format!("file:{}", f.name)),
-    ];
-    for key in keys.iter().flatten() {
-        if let Err(secs) = app.throttle.check(key) {
-            return Err(WireError::rate_limited(
-                "too many failed attempts; wait and retry",
-                secs,
-            ));
-        }
-    }
+    let keys = crate::throttle::Keys::token(peer_of(req.extensions()), "file", Some(&f.name));
+    let attempt = app.throttle.begin(&keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
     let ok = match &f.password {
         Some(cur) => auth::token_matches(password, cur, f.prev_password.as_ref()),
         None => {
@@ -160,11 +157,10 @@ fn check_password(
         }
     };
     if ok {
+        attempt.succeeded();
         return Ok(());
     }
-    for key in keys.iter().flatten() {
-        app.throttle.fail(key);
-    }
+    attempt.failed();
     Err(WireError::unauthorized("wrong file password"))
 }
 
@@ -406,7 +402,7 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     })
     .await
     .map_err(internal("upload failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, size = rec.size, created, "file stored");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), size = rec.size, created, "file stored");
     let mut out = String::from(MANIFEST_HEADER);
     write_row(&rec, &mut out);
     Ok(Reply::csv(out).with_status(if created { 201 } else { 200 }))
@@ -458,7 +454,7 @@ pub async fn delete(
     if !gone {
         return Err(unknown(name));
     }
-    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file deleted");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), "file deleted");
     let mut out = String::from("ok,");
     write_csv_text(name, &mut out);
     out.push('\n');
@@ -478,7 +474,7 @@ pub async fn rotate_password(
     })
     .await?;
     let pw = pw.ok_or_else(|| unknown(name))?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file password rotated");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), "file password rotated");
     let mut out = String::from("name,password\n");
     write_csv_text(name, &mut out);
     out.push(',');

@@ -1,0 +1,556 @@
+//! Hostile and careless clients against accounts: sessions after a
+//! credential change, login floods, lock-outs by other addresses,
+//! anonymous grants and per-user quotas.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{hour_ago, token_of, Reply, TestServer};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Send `bytes` to the server from the loopback address `src` (any
+/// 127.x.y.z works on loopback), read to the close, parse.
+fn raw_from(src: [u8; 4], addr: SocketAddr, bytes: &[u8]) -> Reply {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(src)), 0))
+            .unwrap();
+        sock.connect(addr).await.expect("connect")
+    });
+    let mut s = stream.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    common::parse(&buf)
+}
+
+fn get_from(src: [u8; 4], s: &TestServer, path: &str) -> Reply {
+    raw_from(
+        src,
+        s.addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post_from(src: [u8; 4], s: &TestServer, path: &str, form: &str, extra: &str) -> Reply {
+    raw_from(
+        src,
+        s.addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+    )
+}
+
+/// `method path` with `Authorization: Bearer tok` and a form body.
+fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> Reply {
+    s.raw(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+    )
+}
+
+fn login(s: &TestServer, name: &str, password: &str) -> Reply {
+    s.post(
+        "/v1/login",
+        FORM,
+        format!("name={name}&password={password}").as_bytes(),
+        "",
+    )
+}
+
+/// A user with a password; returns their API token.
+fn user(s: &TestServer, name: &str, password: &str) -> String {
+    let r = s.admin_form(
+        "POST",
+        "/v1/users",
+        &format!("name={name}&password={password}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    token_of(&r.body)
+}
+
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+const HOLDER: [u8; 4] = [127, 0, 0, 1];
+
+// ---- item: sessions end when credentials change ----
+
+#[test]
+fn a_password_change_or_token_rotation_ends_every_session() {
+    let s = TestServer::start();
+    let api = user(&s, "ann", "correct+horse");
+    let alive = |t: &str| as_user(&s, t, "GET", "/v1/session", "").status;
+
+    // A new password (set with the API token) ends the session.
+    let s1 = token_of(&login(&s, "ann", "correct+horse").body);
+    assert_eq!(alive(&s1), 200);
+    let r = as_user(
+        &s,
+        &api,
+        "POST",
+        "/v1/users/ann/password",
+        "password=battery+staple",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(alive(&s1), 401, "the session ended with the old password");
+
+    // Rotating the token (twice) ends it too.
+    let s2 = token_of(&login(&s, "ann", "battery+staple").body);
+    assert_eq!(alive(&s2), 200);
+    let t1 = token_of(&as_user(&s, &api, "POST", "/v1/users/ann/token", "").body);
+    assert_eq!(alive(&s2), 401, "the session ended with the token rotation");
+    let s3 = token_of(&login(&s, "ann", "battery+staple").body);
+    let _t2 = token_of(&as_user(&s, &t1, "POST", "/v1/users/ann/token", "").body);
+    assert_eq!(alive(&s3), 401);
+
+    // An administrator's change ends them as well.
+    let s4 = token_of(&login(&s, "ann", "battery+staple").body);
+    let r = s.admin_form("POST", "/v1/users/ann/password", "password=third+password");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(alive(&s4), 401);
+}
+
+#[test]
+fn a_session_needs_the_current_password_to_change_credentials() {
+    let s = TestServer::start();
+    user(&s, "ann", "correct+horse");
+    let session = token_of(&login(&s, "ann", "correct+horse").body);
+
+    // Neither a new password nor a new API token without `current`.
+    for (path, form) in [
+        ("/v1/users/ann/password", "password=stolen+session"),
+        ("/v1/users/ann/token", ""),
+        ("/v1/users/ann/revoke", ""),
+    ] {
+        let r = as_user(&s, &session, "POST", path, form);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (403, "password_required"),
+            "{path}"
+        );
+    }
+    let r = as_user(
+        &s,
+        &session,
+        "POST",
+        "/v1/users/ann/token",
+        "current=wrong+guess+1",
+    );
+    assert_eq!((r.status, r.error_code()), (403, "wrong_password"));
+    assert_eq!(login(&s, "ann", "stolen+session").status, 401, "unchanged");
+    assert_eq!(login(&s, "ann", "correct+horse").status, 200, "unchanged");
+
+    // With it, the change is made (and ends the session that made it).
+    let r = as_user(
+        &s,
+        &session,
+        "POST",
+        "/v1/users/ann/password",
+        "password=battery+staple&current=correct+horse",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(login(&s, "ann", "battery+staple").status, 200);
+    assert_eq!(as_user(&s, &session, "GET", "/v1/session", "").status, 401);
+
+    // The same rule through the dashboard's cookie.
+    let dash = s.post(
+        "/v1/login",
+        FORM,
+        b"name=ann&password=battery+staple",
+        "X-Overlord-CSRF: \r\n",
+    );
+    assert_eq!(dash.status, 200, "{}", dash.body);
+    let cookie = dash
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = dash.header("Overlord-Csrf").unwrap().to_string();
+    let r = s.post(
+        "/v1/users/ann/token",
+        FORM,
+        b"",
+        &format!("Cookie: {cookie}\r\nX-Overlord-CSRF: {csrf}\r\n"),
+    );
+    assert_eq!((r.status, r.error_code()), (403, "password_required"));
+
+    // An administrator acting on another user needs no `current` (from a
+    // session either).
+    let admin_pw = s.admin_form(
+        "POST",
+        "/v1/users/admin/password",
+        "password=admin+password",
+    );
+    assert_eq!(admin_pw.status, 200, "{}", admin_pw.body);
+    let admin_session = token_of(&login(&s, "admin", "admin+password").body);
+    let r = as_user(
+        &s,
+        &admin_session,
+        "POST",
+        "/v1/users/ann/password",
+        "password=reset+by+admin",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(login(&s, "ann", "reset+by+admin").status, 200);
+}
+
+// ---- item: login floods ----
+
+#[test]
+fn concurrent_wrong_logins_are_counted_before_they_are_checked() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_failures_per_window = 5;
+        c.limits.auth_window_secs = 600;
+    });
+    user(&s, "ann", "correct+horse");
+    const N: usize = 40;
+    let barrier = Arc::new(Barrier::new(N));
+    let addr = s.addr;
+    let replies: Vec<Reply> = (0..N)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                common::raw(
+                    addr,
+                    format!(
+                        "POST /v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: 32\r\nConnection: close\r\n\r\nname=ann&password=wrong+password"
+                    )
+                    .as_bytes(),
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let mut checked = 0;
+    for r in &replies {
+        match r.status {
+            401 => checked += 1,
+            429 | 503 => {
+                assert!(matches!(r.error_code(), "rate_limited" | "overloaded"));
+                assert!(r.header("Retry-After").is_some(), "{r:?}");
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert!(
+        checked <= 5,
+        "{checked} wrong passwords were checked; the limit is 5 per window"
+    );
+    // The holder, elsewhere, still logs in.
+    let r = post_from(
+        [127, 0, 0, 3],
+        &s,
+        "/v1/login",
+        "name=ann&password=correct+horse",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn password_checks_beyond_the_slots_get_503_not_a_queue() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_failures_per_window = 0;
+        c.limits.password_checks = 1;
+    });
+    user(&s, "ann", "correct+horse");
+    const N: usize = 24;
+    let mut saw_503 = false;
+    // Bounded: a few rounds of N simultaneous logins (each takes an
+    // argon2 check of several ms on one slot).
+    for _ in 0..5 {
+        let barrier = Arc::new(Barrier::new(N));
+        let addr = s.addr;
+        let handles: Vec<_> = (0..N)
+            .map(|_| {
+                let b = barrier.clone();
+                std::thread::spawn(move || {
+                    b.wait();
+                    common::raw(
+                        addr,
+                        format!(
+                            "POST /v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: 32\r\nConnection: close\r\n\r\nname=ann&password=wrong+password"
+                        )
+                        .as_bytes(),
+                    )
+                })
+            })
+            .collect();
+        for h in handles {
+            let r = h.join().unwrap();
+            match r.status {
+                401 => {}
+                503 => {
+                    assert_eq!(r.error_code(), "overloaded");
+                    assert_eq!(r.header("Retry-After"), Some("1"));
+                    saw_503 = true;
+                }
+                other => panic!("unexpected {other}: {}", r.body),
+            }
+        }
+        if saw_503 {
+            break;
+        }
+    }
+    assert!(
+        saw_503,
+        "simultaneous password checks beyond the slot all ran"
+    );
+    assert_eq!(
+        login(&s, "ann", "correct+horse").status,
+        200,
+        "service is normal after"
+    );
+}
+
+// ---- item: nobody can lock out somebody else ----
+
+#[test]
+fn wrong_tokens_from_one_address_do_not_lock_out_the_device() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_failures_per_window = 5;
+        c.limits.auth_window_secs = 600;
+    });
+    let tok = s.create_device("bdev");
+    let other = s.create_device("cdev");
+    let t = hour_ago();
+    let path = |dev: &str, tok: &str, i: i64| {
+        format!("/v1/readings?device={dev}&token={tok}&N1=1&time={}", t + i)
+    };
+    let mut refused = 0;
+    for i in 0..30 {
+        let r = get_from(
+            ATTACKER,
+            &s,
+            &path("bdev", "00000000000000000000000000000000", i),
+        );
+        match r.status {
+            401 => {}
+            429 => {
+                assert_eq!(r.error_code(), "rate_limited");
+                assert!(r.header("Retry-After").is_some());
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!(refused, 25, "the guessing address is throttled after 5");
+    // The device itself, from its own address, is not locked out.
+    let r = get_from(HOLDER, &s, &path("bdev", &tok, 100));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The guesser gains nothing even with the right token...
+    let r = get_from(ATTACKER, &s, &path("bdev", &tok, 101));
+    assert_eq!((r.status, r.error_code()), (429, "rate_limited"));
+    // ...while another device behind the guesser's address (a NAT) still
+    // gets in with its right token (at a reduced rate).
+    let r = get_from(ATTACKER, &s, &path("cdev", &other, 102));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn wrong_passwords_from_one_address_do_not_lock_out_the_user() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_failures_per_window = 5;
+        c.limits.auth_window_secs = 600;
+    });
+    user(&s, "ann", "correct+horse");
+    let mut refused = 0;
+    for _ in 0..30 {
+        let r = post_from(
+            ATTACKER,
+            &s,
+            "/v1/login",
+            "name=ann&password=wrong+guess",
+            "",
+        );
+        match r.status {
+            401 => {}
+            429 => refused += 1,
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!(refused, 25);
+    let r = post_from(
+        HOLDER,
+        &s,
+        "/v1/login",
+        "name=ann&password=correct+horse",
+        "",
+    );
+    assert_eq!(
+        r.status, 200,
+        "the user logs in from their own address: {}",
+        r.body
+    );
+    let r = post_from(
+        ATTACKER,
+        &s,
+        "/v1/login",
+        "name=ann&password=correct+horse",
+        "",
+    );
+    assert_eq!((r.status, r.error_code()), (429, "rate_limited"));
+}
+
+#[test]
+fn wrong_file_passwords_from_one_address_do_not_lock_out_the_file() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_failures_per_window = 5;
+        c.limits.auth_window_secs = 600;
+    });
+    let r = s.raw(
+        format!(
+            "PUT /v1/files/fw.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            s.admin
+        )
+        .as_bytes(),
+    );
+    assert!(r.status == 200 || r.status == 201, "{}", r.body);
+    let r = s.admin_form("POST", "/v1/files/fw.bin/password", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pw = token_of(&r.body);
+    for _ in 0..10 {
+        let r = get_from(
+            ATTACKER,
+            &s,
+            "/v1/files/fw.bin?password=00000000000000000000000000000000",
+        );
+        assert!(matches!(r.status, 401 | 429), "{}", r.body);
+    }
+    let r = get_from(ATTACKER, &s, &format!("/v1/files/fw.bin?password={pw}"));
+    assert_eq!(r.status, 429);
+    let r = get_from(HOLDER, &s, &format!("/v1/files/fw.bin?password={pw}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+}
+
+// ---- item: nothing a client sends forges a log line ----
+
+/// The server binary with its log (stderr) going to a file; killed on drop.
+struct Logged {
+    child: std::process::Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_logged(dir: &std::path::Path) -> Logged {
+    use std::io::BufRead;
+    let cfg = dir.join("overlord.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\nauth_failures_per_window = 2\n",
+            dir.join("o.redb").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("stderr.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_overlord"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("OVERLORD_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start overlord");
+    let mut p = Logged {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        log,
+    };
+    let out = p.child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        if let Some(a) = line.strip_prefix("listening on ") {
+            p.addr = a.parse().unwrap();
+            return p;
+        }
+    }
+    panic!("the server exited before listening");
+}
+
+#[test]
+fn client_chosen_ids_cannot_forge_log_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = start_logged(tmp.path());
+    let forged = "x\n2026-12-03T00:00:00Z  INFO FORGED: user=admin login\x1b[2J";
+    let id = common::enc(forged);
+    for _ in 0..3 {
+        let r = raw_from(
+            [127, 0, 0, 4],
+            p.addr,
+            format!("GET /v1/readings?device={id}&token=0&N1=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(matches!(r.status, 401 | 429), "{}", r.body);
+        let body = format!("name={id}&password=wrong+password");
+        let r = raw_from(
+            [127, 0, 0, 5],
+            p.addr,
+            format!(
+                "POST /v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert!(matches!(r.status, 401 | 429), "{}", r.body);
+        // A path with an encoded newline is logged too (the request log).
+        let r = common::raw(
+            p.addr,
+            b"GET /v1/devices/a%0AFORGED%1B HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 401);
+    }
+    // The throttling lines name the device id (one key) and the user
+    // name (two keys) when the limit is reached. They are written before
+    // the replies went out; still, poll (bounded) for the first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read(&p.log).unwrap();
+        let text = String::from_utf8_lossy(&log);
+        if text.contains("INFO FORGED") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = String::from_utf8_lossy(&log).into_owned();
+    assert!(text.contains("INFO FORGED"), "{text}");
+    assert!(!log.contains(&0x1b), "an ESC byte reached the log:\n{text}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-12-03T00:00:00Z"),
+            "a forged line: {line:?}\n{text}"
+        );
+    }
+    assert_eq!(
+        text.matches("\\n2026-12-03T00:00:00Z  INFO FORGED: user=admin login\\x1b[2J")
+            .count(),
+        3,
+        "{text}"
+    );
+}
