@@ -208,7 +208,20 @@ impl Level {
     }
 }
 
+/// The grantee that makes a device, channel or file public.
+pub const ANONYMOUS: &str = "anonymous";
+
 impl Action {
+    /// May a grant to `anonymous` (a public device, channel or file) allow
+    /// this? Only reading what is published: a device's record and
+    /// readings (not its inbox), a channel's items and members, a file.
+    fn public(self) -> bool {
+        matches!(
+            self,
+            Action::ReadReadings | Action::ViewDevice | Action::ReadOwned
+        )
+    }
+
     /// The grant level that allows this action to a non-owner, if any.
     fn grantable(self) -> Option<Level> {
         use Action::*;
@@ -230,9 +243,13 @@ impl Directory {
     /// - A device may write and read its own readings, see itself, and read
     ///   and acknowledge its own inbox. A gateway device may also register
     ///   devices below it and write, read and see those.
-    /// - Anyone (a user, a device, or `anonymous` for a public channel) may
-    ///   do what a grant on the device or channel allows: `read` or
-    ///   `control` ([`Level`]). Alerts are not granted.
+    /// - Anyone (a user or a device) may do what a grant on the device,
+    ///   channel or file allows: `read` or `control` ([`Level`]). Alerts
+    ///   are not granted.
+    /// - A `read` grant to `anonymous` makes a device, channel or file
+    ///   public: every caller, with or without credentials, may read it
+    ///   ([`Action::public`]: a device's record and readings, not its
+    ///   inbox; a channel's items; a file), and nothing more.
     /// - Anonymous callers without a grant get `401`.
     /// - Files: a device may read the files of the user who owns it; a
     ///   file's password ([`Action::ReadFileByPassword`]) reads that file.
@@ -261,10 +278,12 @@ impl Directory {
             Resource::User(u) => u == name,
             Resource::None => false,
         };
-        let granted = self.level_for(who, res);
-        let by_grant = action
-            .grantable()
-            .is_some_and(|need| granted.is_some_and(|g| g >= need));
+        let (personal, public) = self.level_for(who, res);
+        let granted = personal.max(public);
+        let by_grant = action.grantable().is_some_and(|need| {
+            personal.is_some_and(|g| g >= need)
+                || (action.public() && public.is_some_and(|g| g >= need))
+        });
         let allowed = match who {
             Principal::Anonymous if !by_grant => {
                 return Err(WireError::unauthorized("credentials required"))
@@ -336,7 +355,11 @@ impl Directory {
         }
     }
 
-    fn level_for(&self, who: &Principal, res: Resource<'_>) -> Option<Level> {
+    /// The grants on `res` that apply to `who`: (its own, the public
+    /// one). A grant to `anonymous` makes the thing public: it applies to
+    /// every caller, with or without credentials, but only for the
+    /// [`Action::public`] reads, whatever level it was stored with.
+    fn level_for(&self, who: &Principal, res: Resource<'_>) -> (Option<Level>, Option<Level>) {
         let key = match res {
             Resource::Device(d) => (KIND_DEVICE, d.num),
             Resource::Owned {
@@ -344,15 +367,26 @@ impl Directory {
                 num,
                 ..
             } => (kind, num),
-            _ => return None,
+            _ => return (None, None),
         };
         let g = self.grants.read();
-        let list = g.get(&key)?;
+        let Some(list) = g.get(&key) else {
+            return (None, None);
+        };
         let me = who.label();
-        list.iter()
-            .filter(|(p, _)| *p == me || p == "anonymous")
-            .filter_map(|(_, l)| Level::from_u8(*l))
-            .max()
+        let level = |want: &str| {
+            list.iter()
+                .filter(|(p, _)| p == want)
+                .filter_map(|(_, l)| Level::from_u8(*l))
+                .max()
+        };
+        let public = level(ANONYMOUS).map(|_| Level::Read);
+        let personal = if matches!(who, Principal::Anonymous) {
+            None
+        } else {
+            level(&me)
+        };
+        (personal, public)
     }
 
     /// Record a grant (replacing an earlier level for the same grantee).

@@ -554,3 +554,89 @@ fn client_chosen_ids_cannot_forge_log_lines() {
         "{text}"
     );
 }
+
+// ---- item: an anonymous grant means public read, nothing more ----
+
+#[test]
+fn an_anonymous_grant_makes_a_device_publicly_readable_and_nothing_more() {
+    let s = TestServer::start();
+    let ann = user(&s, "ann", "correct+horse");
+    let bob = user(&s, "bob", "correct+horse");
+    let r = as_user(&s, &ann, "POST", "/v1/devices", "id=pub");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tok = token_of(&r.body);
+    let r = s.get(&format!(
+        "/v1/readings?device=pub&token={tok}&N1=21.5&time={}",
+        hour_ago()
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reads = [
+        "/v1/devices/pub/readings",
+        "/v1/devices/pub/sensors",
+        "/v1/devices/pub",
+    ];
+    let status = |who: Option<&str>, path: &str| match who {
+        Some(t) => as_user(&s, t, "GET", path, "").status,
+        None => s.get(path).status,
+    };
+
+    // Private: nobody without credentials, no other user.
+    for p in reads {
+        assert_eq!(status(None, p), 401, "{p}");
+        assert_eq!(status(Some(&bob), p), 404, "{p}");
+    }
+    // `anonymous` may only be granted read.
+    let grant = |form: &str| as_user(&s, &ann, "POST", "/v1/grants", form);
+    let r = grant("resource=device:pub&to=anonymous&level=control");
+    assert_eq!((r.status, r.error_code()), (400, "bad_level"));
+    let r = grant("resource=device:pub&to=anonymous&level=read");
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Public: anyone reads its record and readings...
+    let r = s.get("/v1/devices/pub/readings?sensors=N1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("21.5"), "{}", r.body);
+    let r = s.get("/v1/devices/pub/sensors");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("N1"), "{}", r.body);
+    let r = s.get("/v1/devices/pub");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.lines().nth(1).unwrap().starts_with("pub,"),
+        "{}",
+        r.body
+    );
+    for p in reads {
+        assert_eq!(status(Some(&bob), p), 200, "public means everyone: {p}");
+    }
+    // ...and nothing more: not its inbox, not sending to it, not editing.
+    assert_eq!(s.get("/v1/devices/pub/inbox").status, 401);
+    assert_eq!(status(Some(&bob), "/v1/devices/pub/inbox"), 403);
+    let r = as_user(
+        &s,
+        &bob,
+        "POST",
+        "/v1/devices/pub/inbox",
+        "sensor=L1&value=true",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = as_user(&s, &bob, "POST", "/v1/devices/pub", "name=mine");
+    assert_eq!(r.status, 403, "{}", r.body);
+    // A device that does not exist stays indistinguishable for anonymous.
+    assert_eq!(s.get("/v1/devices/nope/readings").status, 401);
+    assert_eq!(s.get("/v1/devices/nope").status, 401);
+
+    // Withdrawn: private again.
+    let r = as_user(
+        &s,
+        &ann,
+        "DELETE",
+        "/v1/grants",
+        "resource=device:pub&to=anonymous",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for p in reads {
+        assert_eq!(status(None, p), 401, "{p}");
+        assert_eq!(status(Some(&bob), p), 404, "{p}");
+    }
+}

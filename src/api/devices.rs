@@ -35,19 +35,25 @@ fn timeout(app: &App) -> Duration {
 }
 
 async fn caller(app: &App, req: &Request<Incoming>) -> Result<Principal, WireError> {
+    let who = caller_or_anonymous(app, req).await?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    Ok(who)
+}
+
+/// The caller, possibly [`Principal::Anonymous`] (for what a public
+/// device shows to anyone).
+async fn caller_or_anonymous(app: &App, req: &Request<Incoming>) -> Result<Principal, WireError> {
     let q = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let who = authenticate(
+    authenticate(
         app,
         req.headers(),
         peer_of(req.extensions()),
         get("device"),
         get("token"),
-    )?;
-    if matches!(who, Principal::Anonymous) {
-        return Err(WireError::unauthorized("credentials required"));
-    }
-    Ok(who)
+    )
 }
 
 fn unknown(id: &str) -> WireError {
@@ -62,7 +68,13 @@ fn device_for(
     id: &str,
     action: Action,
 ) -> Result<Arc<DeviceRecord>, WireError> {
-    let d = app.directory.device(id).ok_or_else(|| unknown(id))?;
+    let Some(d) = app.directory.device(id) else {
+        // Anonymous callers learn nothing about which devices exist.
+        if matches!(who, Principal::Anonymous) {
+            return Err(WireError::unauthorized("credentials required"));
+        }
+        return Err(unknown(id));
+    };
     app.directory.authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
@@ -135,9 +147,10 @@ pub async fn tree(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     Ok(Reply::csv(out))
 }
 
-/// `GET /v1/devices/ID`: the device's row of the listing.
+/// `GET /v1/devices/ID`: the device's row of the listing (to anyone, for
+/// a public device).
 pub async fn show(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let who = caller(app, &req).await?;
+    let who = caller_or_anonymous(app, &req).await?;
     let d = device_for(app, &who, id, Action::ViewDevice)?;
     let mut out = String::from(devices::LIST_HEADER);
     devices::write_row(&d, &app.directory, &app.presence, &mut out);

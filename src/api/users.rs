@@ -475,6 +475,14 @@ pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result
     } else {
         Level::Read
     };
+    // `anonymous` means "everyone": a device, channel or file may be
+    // made public for reading, never controlled by anyone at all.
+    if add && to == auth::ANONYMOUS && level != Level::Read {
+        return Err(WireError::bad_request(
+            "bad_level",
+            "anonymous (everyone) may only be granted read",
+        ));
+    }
     let app2 = app.clone();
     let to2 = to.clone();
     tokio::task::spawn_blocking(move || {
