@@ -567,6 +567,15 @@ impl Directory {
         v
     }
 
+    /// How many devices `owner` owns (for `[quotas] devices_per_user`).
+    pub fn count_owned_devices(&self, owner: &str) -> u64 {
+        self.devices
+            .read()
+            .values()
+            .filter(|d| d.owner == owner)
+            .count() as u64
+    }
+
     /// A user by name.
     pub fn user(&self, name: &str) -> Option<Arc<UserRecord>> {
         self.users.read().get(name).cloned()

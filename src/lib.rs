@@ -52,6 +52,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
+pub mod quotas;
 pub mod retention;
 pub mod server;
 pub mod store;

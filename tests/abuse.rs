@@ -640,3 +640,156 @@ fn an_anonymous_grant_makes_a_device_publicly_readable_and_nothing_more() {
         assert_eq!(status(Some(&bob), p), 404, "{p}");
     }
 }
+
+// ---- item: per-user quotas ----
+
+fn quota_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.limits.device_requests_per_sec = 0.0;
+        c.quotas.devices_per_user = 3;
+        c.quotas.channels_per_user = 2;
+        c.quotas.alerts_per_user = 2;
+        c.quotas.file_bytes_per_user = 10;
+    })
+}
+
+fn assert_quota(r: &Reply, what: &str) {
+    assert_eq!(
+        (r.status, r.error_code()),
+        (403, "quota_exceeded"),
+        "{what}: {}",
+        r.body
+    );
+    assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+}
+
+#[test]
+fn device_quota_counts_bulk_gateway_and_concurrent_creations() {
+    let s = quota_server();
+    let ann = user(&s, "ann", "correct+horse");
+    let r = as_user(&s, &ann, "POST", "/v1/devices", "id=gw&gateway=true");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gw = token_of(&r.body);
+    // A bulk import that would go over is refused whole.
+    let csv = "id\nb1\nb2\nb3\n";
+    let bulk = |body: &str| {
+        s.raw(
+            format!(
+                "POST /v1/devices HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ann}\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    assert_quota(&bulk(csv), "bulk over the quota");
+    assert_eq!(
+        as_user(&s, &ann, "GET", "/v1/devices/b1", "").status,
+        404,
+        "nothing created"
+    );
+    assert_eq!(bulk("id\nb1\nb2\n").status, 201);
+    // Full: neither the user nor the user's gateway may add more.
+    assert_quota(&as_user(&s, &ann, "POST", "/v1/devices", "id=d4"), "form");
+    let r = s.post("/v1/devices", FORM, b"id=child", &common::basic("gw", &gw));
+    assert_quota(&r, "gateway registration counts against its owner");
+    // Administrators are exempt.
+    for i in 0..5 {
+        s.create_device(&format!("adm{i}"));
+    }
+
+    // Concurrent creations cannot overshoot.
+    let bob = user(&s, "bob", "correct+horse");
+    let addr = s.addr;
+    let barrier = Arc::new(Barrier::new(10));
+    let made = (0..10)
+        .map(|i| {
+            let (b, bob) = (barrier.clone(), bob.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                let form = format!("id=bob{i}");
+                common::raw(
+                    addr,
+                    format!(
+                        "POST /v1/devices HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {bob}\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                        form.len()
+                    )
+                    .as_bytes(),
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|r| {
+            assert!(matches!(r.status, 201 | 403), "{}", r.body);
+            r.status == 201
+        })
+        .count();
+    assert_eq!(made, 3);
+    let listed = as_user(&s, &bob, "GET", "/v1/devices", "");
+    assert_eq!(listed.body.lines().count(), 1 + 3, "{}", listed.body);
+}
+
+#[test]
+fn channel_alert_and_file_quotas() {
+    let s = quota_server();
+    let ann = user(&s, "ann", "correct+horse");
+    let r = as_user(&s, &ann, "POST", "/v1/devices", "id=d1");
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    for ch in ["c1", "c2"] {
+        let r = as_user(&s, &ann, "POST", "/v1/channels", &format!("name={ch}"));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_quota(
+        &as_user(&s, &ann, "POST", "/v1/channels", "name=c3"),
+        "channels",
+    );
+    assert_eq!(
+        s.admin_form("POST", "/v1/channels", "name=c4").status,
+        201,
+        "admin exempt"
+    );
+
+    for a in ["a1", "a2"] {
+        let r = as_user(
+            &s,
+            &ann,
+            "POST",
+            "/v1/alerts",
+            &format!("name={a}&device=d1&sensor=N1&max=10"),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_quota(
+        &as_user(
+            &s,
+            &ann,
+            "POST",
+            "/v1/alerts",
+            "name=a3&device=d1&sensor=N1&max=10",
+        ),
+        "alerts",
+    );
+
+    let put = |name: &str, body: &str| {
+        s.raw(
+            format!(
+                "PUT /v1/files/{name} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ann}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(put("f1", "123456").status, 201);
+    assert_quota(&put("f2", "123456"), "6 + 6 bytes over 10");
+    assert_eq!(
+        put("f1", "123456789").status,
+        200,
+        "a replaced file's bytes are freed"
+    );
+    assert_quota(&put("f3", "12"), "9 + 2 bytes over 10");
+    assert_eq!(put("f3", "1").status, 201);
+    let list = as_user(&s, &ann, "GET", "/v1/files", "");
+    assert_eq!(list.body.lines().count(), 1 + 2, "{}", list.body);
+}

@@ -133,28 +133,45 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         to_channel,
         created: timefmt::now_micros(),
     };
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &user.name,
+        app.config.quotas.alerts_per_user,
+    );
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let mut rec = rec;
-        {
-            let mut t = txn.open_table(ALERTS)?;
-            if t.get(rec.name.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
+        // Count and create under the quota lock, until the catalog holds
+        // the new alert.
+        let _quota = crate::quotas::guard();
+        let have = app2
+            .catalog
+            .alerts()
+            .iter()
+            .filter(|a| a.rec.owner == rec.owner)
+            .count() as u64;
+        crate::quotas::check("alerts", "alerts_per_user", quota, have, 1)?;
+        let stored = (|| {
+            let txn = app2.store.db()?.begin_write()?;
+            let mut rec = rec;
+            {
+                let mut t = txn.open_table(ALERTS)?;
+                if t.get(rec.name.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
+                }
+                rec.id = Store::next_number(&txn, "next_alert")?;
+                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
             }
-            rec.id = Store::next_number(&txn, "next_alert")?;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-        }
-        txn.commit()?;
-        app2.catalog.put_alert(rec.clone(), false);
-        Ok(rec)
+            txn.commit()?;
+            app2.catalog.put_alert(rec.clone(), false);
+            Ok(rec)
+        })();
+        stored.map_err(|e| match e {
+            StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
+            other => WireError::from(other),
+        })
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))?
-    .map_err(|e| match e {
-        StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
-        other => WireError::from(other),
-    })?;
+    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
     Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
 }

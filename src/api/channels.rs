@@ -75,31 +75,48 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         retention,
         created: timefmt::now_micros(),
     };
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &user.name,
+        app.config.quotas.channels_per_user,
+    );
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let mut rec = rec;
-        {
-            let mut t = txn.open_table(CHANNELS)?;
-            if t.get(rec.name.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "channel '{}' exists",
-                    rec.name
-                )));
+        // Count and create under the quota lock, until the catalog holds
+        // the new channel.
+        let _quota = crate::quotas::guard();
+        let have = app2
+            .catalog
+            .channels()
+            .iter()
+            .filter(|c| c.owner == rec.owner)
+            .count() as u64;
+        crate::quotas::check("channels", "channels_per_user", quota, have, 1)?;
+        let stored = (|| {
+            let txn = app2.store.db()?.begin_write()?;
+            let mut rec = rec;
+            {
+                let mut t = txn.open_table(CHANNELS)?;
+                if t.get(rec.name.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "channel '{}' exists",
+                        rec.name
+                    )));
+                }
+                rec.num = Store::next_number(&txn, "next_channel")?;
+                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
             }
-            rec.num = Store::next_number(&txn, "next_channel")?;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-        }
-        txn.commit()?;
-        app2.catalog.put_channel(rec.clone());
-        Ok(rec)
+            txn.commit()?;
+            app2.catalog.put_channel(rec.clone());
+            Ok(rec)
+        })();
+        stored.map_err(|e| match e {
+            StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
+            other => WireError::from(other),
+        })
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))?
-    .map_err(|e| match e {
-        StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
-        other => WireError::from(other),
-    })?;
+    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&rec.name), "channel created");
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }

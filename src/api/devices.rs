@@ -292,6 +292,9 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             check_parent(app, &who, fields)?;
         }
     }
+    // Devices a gateway registers are its owner's, and count against
+    // the owner's quota.
+    let quota = crate::quotas::applies(&app.directory, &owner, app.config.quotas.devices_per_user);
     let app2 = app.clone();
     let made = tokio::task::spawn_blocking(move || {
         devices::create_many(
@@ -300,6 +303,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             &owner,
             rows,
             gateway.as_deref(),
+            quota,
         )
     })
     .await

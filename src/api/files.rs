@@ -319,6 +319,21 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     if declared_too_large(&req, usize::try_from(max).unwrap_or(usize::MAX)) {
         return Err(too_large());
     }
+    // `[quotas] file_bytes_per_user`: what the owner's other files leave
+    // (a replaced file's old size is freed). Checked as the body streams
+    // in, to stop a large upload early, and again at the commit.
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &owner,
+        app.config.quotas.file_bytes_per_user,
+    );
+    let over_quota = |have: u64, adding: u64| {
+        crate::quotas::check("file bytes", "file_bytes_per_user", quota, have, adding)
+    };
+    let others = owned_bytes(app, &owner, name);
+    if let Some(n) = declared_len(&req) {
+        over_quota(others, n)?;
+    }
     let idle = Duration::from_secs(app.config.limits.body_timeout_secs);
     let app2 = app.clone();
     let up = tokio::task::spawn_blocking(move || app2.files.begin_upload())
@@ -357,6 +372,7 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 if size > max {
                     return Err(too_large());
                 }
+                over_quota(others, size)?;
                 batched += chunk.len();
                 batch.push(chunk);
             }
@@ -392,12 +408,25 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     let app2 = app.clone();
     let name2 = name.to_string();
     let who2 = who.clone();
+    let new_size = done.size;
     let (rec, created) = tokio::task::spawn_blocking(move || {
         let dir = &app2.directory;
+        let owner2 = owner.clone();
+        // Under the files lock: no other upload commits between this
+        // count and this commit.
         app2.files
-            .commit_upload(&app2.store, &name2, &owner, done, |now| match now {
-                Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f)),
-                None => dir.authorize(&who2, Action::CreateOwned, Resource::None),
+            .commit_upload(&app2.store, &name2, &owner, done, |now| {
+                match now {
+                    Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f))?,
+                    None => dir.authorize(&who2, Action::CreateOwned, Resource::None)?,
+                }
+                crate::quotas::check(
+                    "file bytes",
+                    "file_bytes_per_user",
+                    quota,
+                    owned_bytes(&app2, &owner2, &name2),
+                    new_size,
+                )
             })
     })
     .await
@@ -406,6 +435,28 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     let mut out = String::from(MANIFEST_HEADER);
     write_row(&rec, &mut out);
     Ok(Reply::csv(out).with_status(if created { 201 } else { 200 }))
+}
+
+/// Bytes of the files `owner` owns, except the one named `except` (the
+/// file an upload replaces).
+fn owned_bytes(app: &App, owner: &str, except: &str) -> u64 {
+    app.files
+        .all()
+        .iter()
+        .filter(|f| f.owner == owner && f.name != except)
+        .map(|f| f.size)
+        .sum()
+}
+
+/// The declared `Content-Length` of a request, if any.
+fn declared_len<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The file `name` for a management `action`, or `404 unknown_file`.
