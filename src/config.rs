@@ -169,8 +169,9 @@ pub struct Limits {
     pub max_wait_secs: u64,
     /// Long-polls waiting at once; more get `503`.
     pub max_long_polls: usize,
-    /// Failed credentials per source address or id per window before
-    /// `429` (0: off).
+    /// Failed credentials per window: per (source address, id) before
+    /// `429`, per source address (and per login name) before checks are
+    /// slowed to one a second (0: off). See `crate::throttle`.
     pub auth_failures_per_window: u32,
     /// The throttling window in seconds.
     pub auth_window_secs: u64,

@@ -62,7 +62,10 @@ impl Keys {
     /// (`dev`, `file`, ...); `id` is `None` for a bare Bearer token.
     pub fn token(peer: Option<IpAddr>, kind: &str, id: Option<&str>) -> Keys {
         Keys {
-            pair: peer.zip(id).map(|(ip, id)| format!("{kind}:{ip}:{id}")),
+            // `@`, `#` and `/` keep the three kinds of key apart whatever
+            // id a client names (an address never holds a `/`), so no
+            // name can be chosen to hit someone else's counter.
+            pair: peer.zip(id).map(|(ip, id)| format!("{kind}@{ip}/{id}")),
             source: peer.map(|ip| format!("src:{ip}")),
             id: None,
         }
@@ -72,7 +75,7 @@ impl Keys {
     /// password given to change credentials).
     pub fn password(peer: Option<IpAddr>, name: &str) -> Keys {
         Keys {
-            id: Some(format!("login:{name}")),
+            id: Some(format!("login#{name}")),
             ..Keys::token(peer, "login", Some(name))
         }
     }
@@ -270,6 +273,24 @@ mod tests {
         assert!(t.begin(&other).is_err(), "...then waits for the next slot");
         std::thread::sleep(Duration::from_millis(350));
         assert!(t.begin(&bad).is_ok(), "the window ends by itself");
+    }
+
+    #[test]
+    fn no_chosen_name_hits_another_key() {
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        let ann = Keys::password(ip, "ann");
+        for name in [
+            "127.0.0.1:ann",
+            "127.0.0.1/ann",
+            "login@127.0.0.1/ann",
+            "login#ann",
+            "src:127.0.0.1",
+        ] {
+            let k = Keys::password(Some(IpAddr::from([10, 0, 0, 1])), name);
+            for a in ann.all() {
+                assert!(k.all().all(|b| a != b), "{name}: {a}");
+            }
+        }
     }
 
     #[test]

@@ -375,6 +375,17 @@ fn wrong_passwords_from_one_address_do_not_lock_out_the_user() {
         c.limits.auth_window_secs = 600;
     });
     user(&s, "ann", "correct+horse");
+    // A name chosen to look like another counter's key hits nothing.
+    for _ in 0..6 {
+        let r = post_from(
+            [127, 0, 0, 3],
+            &s,
+            "/v1/login",
+            "name=127.0.0.1%3Aann&password=wrong+guess",
+            "",
+        );
+        assert!(matches!(r.status, 401 | 429), "{}", r.body);
+    }
     let mut refused = 0;
     for _ in 0..30 {
         let r = post_from(
