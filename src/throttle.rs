@@ -65,7 +65,9 @@ impl Keys {
             // `@`, `#` and `/` keep the three kinds of key apart whatever
             // id a client names (an address never holds a `/`), so no
             // name can be chosen to hit someone else's counter.
-            pair: peer.zip(id).map(|(ip, id)| format!("{kind}@{ip}/{id}")),
+            pair: peer
+                .zip(id)
+                .map(|(ip, id)| format!("{kind}@{ip}/{}", bounded(id))),
             source: peer.map(|ip| format!("src:{ip}")),
             id: None,
         }
@@ -75,7 +77,7 @@ impl Keys {
     /// password given to change credentials).
     pub fn password(peer: Option<IpAddr>, name: &str) -> Keys {
         Keys {
-            id: Some(format!("login#{name}")),
+            id: Some(format!("login#{}", bounded(name))),
             ..Keys::token(peer, "login", Some(name))
         }
     }
@@ -83,6 +85,24 @@ impl Keys {
     fn all(&self) -> impl Iterator<Item = &String> {
         self.pair.iter().chain(&self.source).chain(&self.id)
     }
+}
+
+/// Longest id kept whole in a key; ids, user and file names are at
+/// most 128 bytes.
+const MAX_ID: usize = 128;
+
+/// `id`, or for one longer than any valid id its first [`MAX_ID`] bytes
+/// and `…` (no valid id holds it, so no valid id's key is hit), so a
+/// client naming huge ids cannot make the keys of the bounded table huge.
+fn bounded(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= MAX_ID {
+        return id.into();
+    }
+    let mut end = MAX_ID;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\u{2026}", &id[..end]).into()
 }
 
 struct Entry {
@@ -291,6 +311,13 @@ mod tests {
                 assert!(k.all().all(|b| a != b), "{name}: {a}");
             }
         }
+    }
+
+    #[test]
+    fn keys_stay_short_whatever_id_is_named() {
+        let huge = "x".repeat(16 * 1024);
+        let k = Keys::password(Some(IpAddr::from([127, 0, 0, 1])), &huge);
+        assert!(k.all().all(|key| key.len() < 200));
     }
 
     #[test]
