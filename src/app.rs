@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Directory;
 use crate::catalog::Catalog;
@@ -47,6 +47,9 @@ pub struct App {
     pub long_polls: Arc<crate::longpoll::LongPolls>,
     /// Failed-credential counters.
     pub throttle: Throttle,
+    /// Slots for password (argon2) checks and hashes: taken with a
+    /// try-acquire, so a flood of logins is refused (`503`), not queued.
+    pub password_checks: Arc<Semaphore>,
     /// Per-device readings request limit.
     pub device_rate: RateLimit,
     /// Files for devices: the files directory and its index.
@@ -178,6 +181,10 @@ pub fn open_with_disk(
             config_limits.auth_failures_per_window,
             Duration::from_secs(config_limits.auth_window_secs.max(1)),
         ),
+        password_checks: Arc::new(Semaphore::new(match config_limits.password_checks {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        })),
         device_rate: RateLimit::new(
             config_limits.device_requests_per_sec,
             config_limits.device_burst,

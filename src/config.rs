@@ -44,6 +44,35 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The browser dashboard.
     pub dashboard: DashboardConfig,
+    /// Per-user limits on what an ordinary user may create.
+    pub quotas: QuotaConfig,
+}
+
+/// `[quotas]`: what one ordinary user may own, so one tenant cannot fill
+/// the disk or the memory for all. Administrators are exempt; 0 means
+/// unlimited. Over a quota, creating is `403 quota_exceeded`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Devices a user owns (including those their gateways register).
+    pub devices_per_user: u64,
+    /// Channels a user owns.
+    pub channels_per_user: u64,
+    /// Alerts a user owns.
+    pub alerts_per_user: u64,
+    /// Total bytes of the files a user owns.
+    pub file_bytes_per_user: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            devices_per_user: 10_000,
+            channels_per_user: 1000,
+            alerts_per_user: 1000,
+            file_bytes_per_user: 10 << 30,
+        }
+    }
 }
 
 /// `[retention]`
@@ -144,8 +173,9 @@ pub struct Limits {
     /// a source address) may have waiting at once; more get `429`. Keeps
     /// one caller from taking every slot of `max_long_polls`.
     pub max_long_polls_per_caller: usize,
-    /// Failed credentials per source address or id per window before
-    /// `429` (0: off).
+    /// Failed credentials per window: per (source address, id) before
+    /// `429`, per source address (and per login name) before checks are
+    /// slowed to one a second (0: off). See `crate::throttle`.
     pub auth_failures_per_window: u32,
     /// The throttling window in seconds.
     pub auth_window_secs: u64,
@@ -157,6 +187,9 @@ pub struct Limits {
     pub session_secs: u64,
     /// Largest file upload (`/v1/files/NAME`) in bytes.
     pub max_file_bytes: u64,
+    /// Password (argon2) checks and hashes running at once; more get `503
+    /// overloaded` with `Retry-After: 1` (0: one per CPU core).
+    pub password_checks: usize,
 }
 
 /// `[digest]`
@@ -181,6 +214,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             retention: RetentionConfig::default(),
             dashboard: DashboardConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -210,6 +244,7 @@ impl Default for Limits {
             device_burst: 200.0,
             session_secs: 86_400,
             max_file_bytes: 4 << 30,
+            password_checks: 0,
         }
     }
 }
@@ -374,6 +409,11 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
         assert_eq!(c.limits.ingest_queue, d.limits.ingest_queue);
         assert_eq!(c.digest.workers, d.digest.workers);
+        assert_eq!(c.limits.password_checks, d.limits.password_checks);
+        assert_eq!(c.quotas.devices_per_user, d.quotas.devices_per_user);
+        assert_eq!(c.quotas.channels_per_user, d.quotas.channels_per_user);
+        assert_eq!(c.quotas.alerts_per_user, d.quotas.alerts_per_user);
+        assert_eq!(c.quotas.file_bytes_per_user, d.quotas.file_bytes_per_user);
     }
 
     #[test]

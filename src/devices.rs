@@ -79,15 +79,21 @@ pub type NewDevice = (String, Vec<(String, String)>);
 /// gateway whatever the row says), and a device that already exists
 /// below this gateway is left as it is and listed without a token, so a
 /// gateway can register its devices again on every boot. Any other
-/// existing id is `409 device_exists`. Returns `(record, Some(token))`
-/// for every new device. Blocking.
+/// existing id is `409 device_exists`. With `quota` > 0 the owner may
+/// own at most that many devices afterwards (`403 quota_exceeded`; see
+/// [`crate::quotas`]). Returns `(record, Some(token))` for every new
+/// device. Blocking.
 pub fn create_many(
     store: &Store,
     directory: &Directory,
     owner: &str,
     rows: Vec<NewDevice>,
     gateway: Option<&DeviceRecord>,
+    quota: u64,
 ) -> Result<Vec<(DeviceRecord, Option<String>)>, WireError> {
+    // Count and create under the quota lock, until the directory holds
+    // the new devices, so concurrent creations cannot overshoot.
+    let _quota = crate::quotas::guard();
     let mut out: Vec<(DeviceRecord, Option<String>)> = Vec::with_capacity(rows.len());
     let mut fresh = Vec::new();
     let mut tokens = Vec::new();
@@ -121,6 +127,13 @@ pub fn create_many(
         fresh.push(rec);
         tokens.push(token);
     }
+    crate::quotas::check(
+        "devices",
+        "devices_per_user",
+        quota,
+        directory.count_owned_devices(owner),
+        fresh.len() as u64,
+    )?;
     let stored = store.create_devices(fresh).map_err(conflict)?;
     for (rec, token) in stored.into_iter().zip(tokens) {
         directory.put_device(rec.clone());

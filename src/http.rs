@@ -337,9 +337,11 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// dashboard's session cookie (a session token only). Presented but wrong
 /// credentials are `401`; none at all is [`Principal::Anonymous`].
 ///
-/// Failures count against the source address and the id named (see
-/// [`crate::throttle`]); a throttled source or id gets `429
-/// rate_limited` with `Retry-After`, even with the right secret.
+/// Failures count against the source address and the (source, id named)
+/// pair (see [`crate::throttle`]): a throttled pair gets `429
+/// rate_limited` with `Retry-After`, even with the right secret; a
+/// throttled source is checked at a reduced rate. Failures from other
+/// addresses never refuse a right secret.
 pub fn authenticate(
     app: &App,
     headers: &HeaderMap,
@@ -385,19 +387,17 @@ pub fn authenticate(
             .map(Principal::User)
             .ok_or_else(|| WireError::unauthorized("the session has ended; log in again"));
     }
-    let src_key = peer.map(|ip| format!("src:{ip}"));
-    let id_key = match &presented {
-        Presented::Device(id, _) | Presented::Basic(id, _) => Some(format!("id:{id}")),
-        Presented::Bearer(_) | Presented::Cookie(_) => None,
-    };
-    for key in src_key.iter().chain(id_key.iter()) {
-        if let Err(secs) = app.throttle.check(key) {
-            return Err(WireError::rate_limited(
-                "too many failed attempts; wait and retry",
-                secs,
-            ));
+    let keys = match &presented {
+        Presented::Device(id, _) | Presented::Basic(id, _) => {
+            crate::throttle::Keys::token(peer, "id", Some(id))
         }
-    }
+        Presented::Bearer(_) | Presented::Cookie(_) => {
+            crate::throttle::Keys::token(peer, "id", None)
+        }
+    };
+    let attempt = app.throttle.begin(&keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
     let dir = &app.directory;
     let found = match &presented {
         Presented::Device(id, t) => dir.authenticate_device(id, t).map(Principal::Device),
@@ -405,18 +405,16 @@ pub fn authenticate(
         Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
         Presented::Cookie(_) => None,
     };
-    if let Some(Principal::Device(d)) = &found {
+    let Some(found) = found else {
+        attempt.failed();
+        return Err(WireError::unauthorized("wrong or unknown id or token"));
+    };
+    attempt.succeeded();
+    if let Principal::Device(d) = &found {
         // Any authenticated request is contact (presence).
         app.presence.saw(d.num, crate::codec::timefmt::now_micros());
     }
-    found.ok_or_else(|| {
-        for key in src_key.iter().chain(id_key.iter()) {
-            if app.throttle.fail(key) {
-                tracing::warn!(target: "overlord::auth", key = %key, "failed credentials: throttled for the rest of the window");
-            }
-        }
-        WireError::unauthorized("wrong or unknown id or token")
-    })
+    Ok(found)
 }
 
 /// Largest management form body.

@@ -54,6 +54,7 @@ pub mod longpoll;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
+pub mod quotas;
 pub mod retention;
 pub mod server;
 pub mod store;

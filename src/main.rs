@@ -331,7 +331,7 @@ fn device(config: Config, cmd: DeviceCmd) -> Result<(), String> {
                 std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?
             };
             let rows = overlord::api::devices::parse_import(&body).map_err(|e| e.body())?;
-            let made = devices::create_many(&store, &directory, &owner, rows, None)
+            let made = devices::create_many(&store, &directory, &owner, rows, None, 0)
                 .map_err(|e| e.body())?;
             println!("id,token");
             for (rec, token) in made {

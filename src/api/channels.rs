@@ -12,6 +12,7 @@ use crate::api::inbox::{deliver, device_for, row_from};
 use crate::app::App;
 use crate::auth::{valid_id, Action, Principal, Resource};
 use crate::channels::{self, Item};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -74,32 +75,49 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         retention,
         created: timefmt::now_micros(),
     };
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &user.name,
+        app.config.quotas.channels_per_user,
+    );
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let mut rec = rec;
-        {
-            let mut t = txn.open_table(CHANNELS)?;
-            if t.get(rec.name.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "channel '{}' exists",
-                    rec.name
-                )));
+        // Count and create under the quota lock, until the catalog holds
+        // the new channel.
+        let _quota = crate::quotas::guard();
+        let have = app2
+            .catalog
+            .channels()
+            .iter()
+            .filter(|c| c.owner == rec.owner)
+            .count() as u64;
+        crate::quotas::check("channels", "channels_per_user", quota, have, 1)?;
+        let stored = (|| {
+            let txn = app2.store.db()?.begin_write()?;
+            let mut rec = rec;
+            {
+                let mut t = txn.open_table(CHANNELS)?;
+                if t.get(rec.name.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "channel '{}' exists",
+                        rec.name
+                    )));
+                }
+                rec.num = Store::next_number(&txn, "next_channel")?;
+                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
             }
-            rec.num = Store::next_number(&txn, "next_channel")?;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-        }
-        txn.commit()?;
-        app2.catalog.put_channel(rec.clone());
-        Ok(rec)
+            txn.commit()?;
+            app2.catalog.put_channel(rec.clone());
+            Ok(rec)
+        })();
+        stored.map_err(|e| match e {
+            StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
+            other => WireError::from(other),
+        })
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))?
-    .map_err(|e| match e {
-        StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
-        other => WireError::from(other),
-    })?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %rec.name, "channel created");
+    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&rec.name), "channel created");
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }
 
@@ -195,7 +213,7 @@ pub async fn change_member(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "member change failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, device = %d.id, %sensor, add, "channel member changed");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), device = %log_safe(&d.id), %sensor, add, "channel member changed");
     Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
 }
 
@@ -372,6 +390,6 @@ pub async fn message(
         }
     }
     let n = deliver(app, targets, row).await?.len();
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, devices = n, "channel message queued");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), devices = n, "channel message queued");
     Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
 }

@@ -12,6 +12,7 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId, Value};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -265,6 +266,6 @@ pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Re
     let d = device_for(app, &who, id, Action::SendToDevice)?;
     let row = row_from(app, &form, who.label())?;
     let seqs = deliver(app, vec![(d.num, d.id.clone())], row).await?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %d.id, seq = seqs[0], "inbox row queued");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), seq = seqs[0], "inbox row queued");
     Ok(Reply::csv(format!("ok,{}\n", seqs[0])).with_status(201))
 }

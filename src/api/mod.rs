@@ -81,7 +81,7 @@ pub async fn handle(
     tracing::info!(
         target: "overlord::request",
         method = %method,
-        path = %clip_path(&path),
+        path = %crate::codec::names::log_safe(&path),
         status,
         bytes = reply.body_len(),
         micros = started.elapsed().as_micros() as u64,

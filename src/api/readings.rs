@@ -267,7 +267,13 @@ fn visible_device(
             format!("no device '{}'", codec::names::clip(id)),
         )
     };
-    let d = app.directory.device(id).ok_or_else(unknown)?;
+    let Some(d) = app.directory.device(id) else {
+        // Anonymous callers learn nothing about which devices exist.
+        if matches!(who, Principal::Anonymous) {
+            return Err(WireError::unauthorized("credentials required"));
+        }
+        return Err(unknown());
+    };
     app.directory.authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
@@ -466,9 +472,8 @@ async fn series_params(
         Some(device.unwrap_or(id)),
         token,
     )?;
-    if matches!(who, Principal::Anonymous) {
-        return Err(WireError::unauthorized("credentials required"));
-    }
+    // No credentials: a public device (a `read` grant to `anonymous`),
+    // else `401` (from `authorize`).
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     q.device = d.num;
     let bq = match buckets {
@@ -539,9 +544,8 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         Some(form.get("device").unwrap_or(id)),
         form.get("token"),
     )?;
-    if matches!(who, Principal::Anonymous) {
-        return Err(WireError::unauthorized("credentials required"));
-    }
+    // No credentials: a public device (a `read` grant to `anonymous`),
+    // else `401` (from `authorize`).
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     let db_app = app.clone();
     let num = d.num;
