@@ -16,6 +16,8 @@
 #                    every 10 s for 24 h; lower it for a proportional slice)
 #   P1_N=20000 P1_C=32 P1_ROUNDS=3 WRK_SECS=8 P2_ROUNDS=2
 #   SKIP_INSTALL=1   do not run apt-get (tools must already be there)
+#   OVERLORD_BIN=... measure that overlord binary instead of building this
+#                    tree (LOAD_BIN: its load tool; default beside it)
 #   NO_HYPERFINE=1   time P3 with curl alone
 
 set -u -o pipefail
@@ -59,10 +61,19 @@ HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
 HAVE_HF=0; command -v hyperfine >/dev/null && [ "${NO_HYPERFINE:-0}" != 1 ] && HAVE_HF=1
 
 # ---------------------------------------------------------------- build
-log "building overlord and the load tool (release)"
-cargo build --release --quiet --bin overlord --example load || exit 1
-OVERLORD="$ROOT/target/release/overlord"
-LOAD="$ROOT/target/release/examples/load"
+if [ -n "${OVERLORD_BIN:-}" ]; then
+    # Measure another build (an older commit's, say) against the same
+    # peers: OVERLORD_BIN=/path/to/overlord, and its load tool beside it
+    # in examples/ unless LOAD_BIN says where.
+    OVERLORD="$OVERLORD_BIN"
+    LOAD="${LOAD_BIN:-$(dirname "$OVERLORD_BIN")/examples/load}"
+    log "using $OVERLORD (OVERLORD_BIN) and $LOAD"
+else
+    log "building overlord and the load tool (release)"
+    cargo build --release --quiet --bin overlord --example load || exit 1
+    OVERLORD="$ROOT/target/release/overlord"
+    LOAD="$ROOT/target/release/examples/load"
+fi
 
 # ---------------------------------------------------------------- temp + cleanup
 TMP=$(mktemp -d)

@@ -14,6 +14,12 @@
  * A row is confirmed only after it was acted on, so a reply lost on the
  * way costs a repeat, never a lost command.
  *
+ * Rows are CSV (RFC 4180): a value may hold commas and quotes, so a row
+ * is split with split_row(), never on every comma. The server never sends
+ * a line break inside a value (it refuses them), so one line is one row.
+ * A row longer than the buffer (values go up to 1 KiB) is not acted on,
+ * only reported and confirmed, so it cannot block the inbox.
+ *
  * Build and run:
  *   cc -std=c99 -Wall -o board examples/board.c
  *   ./board 127.0.0.1 8080 gh3 TOKEN N1=21.5 L2=1
@@ -30,8 +36,10 @@
 
 #define BUF_SIZE 512
 #define MAX_ROUNDS 20 /* inbox pages per wake-up, so a flood cannot keep us awake */
+#define MAX_FIELDS 8  /* seq,kind,time,from,sensor,value[,device] */
 
 static char buf[BUF_SIZE]; /* the only buffer: request, then each reply line */
+static int cut;            /* the last line read did not fit in buf */
 
 static const char *host, *port, *device, *token;
 
@@ -56,17 +64,53 @@ static int open_socket(void) {
 
 /* Read one line into buf, without its \r\n. Byte by byte, as a board
  * reads client.read(). A line longer than the buffer is cut (the rest is
- * skipped). Returns its length, or -1 at the end of the reply. */
+ * skipped) and `cut` is set. Returns its length, or -1 at the end of the
+ * reply. */
 static int read_line(int fd) {
     int n = 0, got = 0;
     char c;
+    cut = 0;
     while (read(fd, &c, 1) == 1) {
         got = 1;
         if (c == '\n') break;
-        if (c != '\r' && n < BUF_SIZE - 1) buf[n++] = c;
+        if (c == '\r') continue;
+        if (n < BUF_SIZE - 1)
+            buf[n++] = c;
+        else
+            cut = 1;
     }
     buf[n] = '\0';
     return got ? n : -1;
+}
+
+/* Split the row in buf into fields, in place, undoing RFC 4180 quoting:
+ * "a,b" is one field a,b and "say ""hi""" is say "hi". Returns the number
+ * of fields, or -1 for a row that is not well-formed CSV. */
+static int split_row(char **field, int max) {
+    char *r = buf, *w = buf; /* read and write positions, w <= r */
+    int n = 0;
+    for (;;) {
+        if (n == max) return -1;
+        field[n++] = w;
+        if (*r == '"') {
+            for (r++;; r++) {
+                if (*r == '\0') return -1;                 /* no closing quote */
+                if (*r == '"' && r[1] != '"') break;
+                if (*r == '"') r++;                         /* "" is one " */
+                *w++ = *r;
+            }
+            r++;                                            /* the closing quote */
+            if (*r != ',' && *r != '\0') return -1;
+        } else {
+            while (*r != ',' && *r != '\0') *w++ = *r++;
+        }
+        if (*r == '\0') {
+            *w = '\0';
+            return n;
+        }
+        *w++ = '\0';
+        r++;
+    }
 }
 
 /* Send "GET path" and read the head. Returns the socket positioned at the
@@ -90,11 +134,23 @@ static int get(const char *path, int *status) {
     return fd;
 }
 
-/* One inbox row "seq,kind,time,from,sensor,value": act on it (print it)
- * and return its seq. */
+/* One inbox row "seq,kind,time,from,sensor,value": act on it and return
+ * its seq (0: not a row). Here acting is printing the row, and for a
+ * command "set SENSOR=VALUE" (on a board: switch the relay...). */
 static long act_on_row(void) {
+    char *f[MAX_FIELDS];
     long seq = strtol(buf, NULL, 10);
-    if (seq > 0) printf("inbox %s\n", buf);
+    if (seq <= 0) return 0;
+    if (cut) {
+        printf("skipped %ld: longer than the buffer\n", seq);
+        return seq;
+    }
+    printf("inbox %s\n", buf);
+    if (split_row(f, MAX_FIELDS) < 6) {
+        printf("skipped %ld: not an inbox row\n", seq);
+        return seq;
+    }
+    if (strcmp(f[1], "command") == 0) printf("set %s=%s\n", f[4], f[5]);
     return seq;
 }
 

@@ -43,10 +43,13 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     /// Changes after every commit that added channel items.
     pub channel_events: watch::Receiver<u64>,
-    /// Slots for channel long-polls.
-    pub long_polls: Arc<Semaphore>,
+    /// Slots for channel long-polls (in all and per caller).
+    pub long_polls: Arc<crate::longpoll::LongPolls>,
     /// Failed-credential counters.
     pub throttle: Throttle,
+    /// Slots for password (argon2) checks and hashes: taken with a
+    /// try-acquire, so a flood of logins is refused (`503`), not queued.
+    pub password_checks: Arc<Semaphore>,
     /// Per-device readings request limit.
     pub device_rate: RateLimit,
     /// Files for devices: the files directory and its index.
@@ -135,6 +138,7 @@ pub fn open_with_disk(
         config.digest.workers,
         config.digest.queue,
         catalog.clone(),
+        directory.clone(),
         presence.clone(),
         metrics.clone(),
         digest_hook,
@@ -159,7 +163,11 @@ pub fn open_with_disk(
             retention: retention.clone(),
         },
     )?;
-    let long_polls = Arc::new(Semaphore::new(config.limits.max_long_polls.max(1)));
+    let long_polls = Arc::new(crate::longpoll::LongPolls::new(
+        config.limits.max_long_polls,
+        config.limits.max_long_polls_per_caller,
+        metrics.clone(),
+    ));
     let config_limits = config.limits.clone();
     let body_budget = crate::budget::Budget::new(config.limits.body_budget_bytes, metrics.clone());
     let app = Arc::new(App {
@@ -177,6 +185,10 @@ pub fn open_with_disk(
             config_limits.auth_failures_per_window,
             Duration::from_secs(config_limits.auth_window_secs.max(1)),
         ),
+        password_checks: Arc::new(Semaphore::new(match config_limits.password_checks {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        })),
         device_rate: RateLimit::new(
             config_limits.device_requests_per_sec,
             config_limits.device_burst,

@@ -208,7 +208,20 @@ impl Level {
     }
 }
 
+/// The grantee that makes a device, channel or file public.
+pub const ANONYMOUS: &str = "anonymous";
+
 impl Action {
+    /// May a grant to `anonymous` (a public device, channel or file) allow
+    /// this? Only reading what is published: a device's record and
+    /// readings (not its inbox), a channel's items and members, a file.
+    fn public(self) -> bool {
+        matches!(
+            self,
+            Action::ReadReadings | Action::ViewDevice | Action::ReadOwned
+        )
+    }
+
     /// The grant level that allows this action to a non-owner, if any.
     fn grantable(self) -> Option<Level> {
         use Action::*;
@@ -230,9 +243,13 @@ impl Directory {
     /// - A device may write and read its own readings, see itself, and read
     ///   and acknowledge its own inbox. A gateway device may also register
     ///   devices below it and write, read and see those.
-    /// - Anyone (a user, a device, or `anonymous` for a public channel) may
-    ///   do what a grant on the device or channel allows: `read` or
-    ///   `control` ([`Level`]). Alerts are not granted.
+    /// - Anyone (a user or a device) may do what a grant on the device,
+    ///   channel or file allows: `read` or `control` ([`Level`]). Alerts
+    ///   are not granted.
+    /// - A `read` grant to `anonymous` makes a device, channel or file
+    ///   public: every caller, with or without credentials, may read it
+    ///   ([`Action::public`]: a device's record and readings, not its
+    ///   inbox; a channel's items; a file), and nothing more.
     /// - Anonymous callers without a grant get `401`.
     /// - Files: a device may read the files of the user who owns it; a
     ///   file's password ([`Action::ReadFileByPassword`]) reads that file.
@@ -261,10 +278,12 @@ impl Directory {
             Resource::User(u) => u == name,
             Resource::None => false,
         };
-        let granted = self.level_for(who, res);
-        let by_grant = action
-            .grantable()
-            .is_some_and(|need| granted.is_some_and(|g| g >= need));
+        let (personal, public) = self.level_for(who, res);
+        let granted = personal.max(public);
+        let by_grant = action.grantable().is_some_and(|need| {
+            personal.is_some_and(|g| g >= need)
+                || (action.public() && public.is_some_and(|g| g >= need))
+        });
         let allowed = match who {
             Principal::Anonymous if !by_grant => {
                 return Err(WireError::unauthorized("credentials required"))
@@ -336,7 +355,50 @@ impl Directory {
         }
     }
 
-    fn level_for(&self, who: &Principal, res: Resource<'_>) -> Option<Level> {
+    /// May user `name` still do `action` on device `dev`?
+    ///
+    /// What a user set up once and the server carries out later — a
+    /// channel member or an alert fed by the digest, an alert's or a
+    /// presence notice's inbox row — is checked again, here, every time it
+    /// is carried out: withdrawing a grant stops it at once, with no need
+    /// to find and delete what the grantee built on it. A user or device
+    /// that no longer exists may nothing.
+    pub fn user_may_device(&self, name: &str, action: Action, dev: u32) -> bool {
+        let (Some(u), Some(d)) = (self.user(name), self.device_by_num(dev)) else {
+            return false;
+        };
+        // The common cases without building a label: administrators and
+        // owners may do everything to a device.
+        if u.role == Role::Administrator || d.owner == u.name {
+            return true;
+        }
+        self.authorize(&Principal::User(u), action, Resource::Device(&d))
+            .is_ok()
+    }
+
+    /// May user `name` still do `action` on channel `ch`? (See
+    /// [`Directory::user_may_device`].)
+    pub fn user_may_channel(
+        &self,
+        name: &str,
+        action: Action,
+        ch: &crate::store::ChannelRecord,
+    ) -> bool {
+        let Some(u) = self.user(name) else {
+            return false;
+        };
+        if u.role == Role::Administrator || ch.owner == u.name {
+            return true;
+        }
+        self.authorize(&Principal::User(u), action, Resource::channel(ch))
+            .is_ok()
+    }
+
+    /// The grants on `res` that apply to `who`: (its own, the public
+    /// one). A grant to `anonymous` makes the thing public: it applies to
+    /// every caller, with or without credentials, but only for the
+    /// [`Action::public`] reads, whatever level it was stored with.
+    fn level_for(&self, who: &Principal, res: Resource<'_>) -> (Option<Level>, Option<Level>) {
         let key = match res {
             Resource::Device(d) => (KIND_DEVICE, d.num),
             Resource::Owned {
@@ -344,15 +406,26 @@ impl Directory {
                 num,
                 ..
             } => (kind, num),
-            _ => return None,
+            _ => return (None, None),
         };
         let g = self.grants.read();
-        let list = g.get(&key)?;
+        let Some(list) = g.get(&key) else {
+            return (None, None);
+        };
         let me = who.label();
-        list.iter()
-            .filter(|(p, _)| *p == me || p == "anonymous")
-            .filter_map(|(_, l)| Level::from_u8(*l))
-            .max()
+        let level = |want: &str| {
+            list.iter()
+                .filter(|(p, _)| p == want)
+                .filter_map(|(_, l)| Level::from_u8(*l))
+                .max()
+        };
+        let public = level(ANONYMOUS).map(|_| Level::Read);
+        let personal = if matches!(who, Principal::Anonymous) {
+            None
+        } else {
+            level(&me)
+        };
+        (personal, public)
     }
 
     /// Record a grant (replacing an earlier level for the same grantee).
@@ -456,9 +529,25 @@ pub struct Directory {
     by_num: RwLock<HashMap<u32, Arc<DeviceRecord>>>,
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
     user_tokens: RwLock<HashMap<TokenHash, String>>,
-    /// Login sessions: token digest → (user, expiry). In memory only: a
-    /// restart logs everyone out.
-    sessions: parking_lot::Mutex<HashMap<TokenHash, (String, std::time::Instant)>>,
+    /// Login sessions: token digest → (user, expiry, the user's
+    /// [`credential_stamp`] at login). In memory only: a restart logs
+    /// everyone out.
+    sessions: parking_lot::Mutex<HashMap<TokenHash, Session>>,
+}
+
+/// A login session: user, expiry, [`credential_stamp`] at login.
+type Session = (String, std::time::Instant, TokenHash);
+
+/// A digest of a user's credentials (API token digest and password
+/// hash). A session remembers the stamp of the credentials it was opened
+/// with and ends as soon as they differ: a new password, a rotated token
+/// or a revoke ends every session, whichever path made the change, and a
+/// login racing with the change cannot outlive it.
+pub fn credential_stamp(u: &UserRecord) -> TokenHash {
+    let mut h = Sha256::new();
+    h.update(u.token);
+    h.update(u.password.as_deref().unwrap_or("").as_bytes());
+    h.finalize().into()
 }
 
 /// Most login sessions kept; the oldest go first.
@@ -517,6 +606,15 @@ impl Directory {
         v
     }
 
+    /// How many devices `owner` owns (for `[quotas] devices_per_user`).
+    pub fn count_owned_devices(&self, owner: &str) -> u64 {
+        self.devices
+            .read()
+            .values()
+            .filter(|d| d.owner == owner)
+            .count() as u64
+    }
+
     /// A user by name.
     pub fn user(&self, name: &str) -> Option<Arc<UserRecord>> {
         self.users.read().get(name).cloned()
@@ -556,44 +654,59 @@ impl Directory {
     }
 
     /// Check a login session token only (the dashboard's cookie: an API
-    /// token is never accepted from a cookie).
+    /// token is never accepted from a cookie). A session whose user's
+    /// credentials changed since the login ([`credential_stamp`]) has
+    /// ended.
     pub fn authenticate_session(&self, token: &str) -> Option<Arc<UserRecord>> {
         let h = hash_token(token);
         let now = std::time::Instant::now();
         let mut sessions = self.sessions.lock();
-        let (name, expires) = sessions.get(&h).cloned()?;
-        if now >= expires {
+        let (name, expires, stamp) = sessions.get(&h).cloned()?;
+        let user = self
+            .user(&name)
+            .filter(|u| ct_eq(&credential_stamp(u), &stamp));
+        if now >= expires || user.is_none() {
             sessions.remove(&h);
             return None;
         }
-        drop(sessions);
-        self.user(&name)
+        user
     }
 
-    /// Start a login session for `user`; returns its token.
-    pub fn new_session(&self, user: &str, ttl: std::time::Duration) -> String {
+    /// Is `token` a live login session's token (not an API token)?
+    pub fn is_session(&self, token: &str) -> bool {
+        self.authenticate_session(token).is_some()
+    }
+
+    /// Start a login session for `user`, as it was when its password was
+    /// checked; returns its token.
+    pub fn new_session(&self, user: &UserRecord, ttl: std::time::Duration) -> String {
         let token = generate_token();
         let now = std::time::Instant::now();
         let mut sessions = self.sessions.lock();
         if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, (_, exp)| *exp > now);
+            sessions.retain(|_, (_, exp, _)| *exp > now);
             if sessions.len() >= MAX_SESSIONS {
                 if let Some(k) = sessions
                     .iter()
-                    .min_by_key(|(_, (_, e))| *e)
+                    .min_by_key(|(_, (_, e, _))| *e)
                     .map(|(k, _)| *k)
                 {
                     sessions.remove(&k);
                 }
             }
         }
-        sessions.insert(hash_token(&token), (user.to_string(), now + ttl));
+        sessions.insert(
+            hash_token(&token),
+            (user.name.clone(), now + ttl, credential_stamp(user)),
+        );
         token
     }
 
-    /// End every session of `user` (on revoke).
+    /// End every session of `user` (after any change of their
+    /// credentials; [`credential_stamp`] ends them anyway, this frees the
+    /// memory at once).
     pub fn end_sessions(&self, user: &str) {
-        self.sessions.lock().retain(|_, (u, _)| u != user);
+        self.sessions.lock().retain(|_, (u, _, _)| u != user);
     }
 
     /// Check `name:token` from Basic auth: a device id first, then a user.

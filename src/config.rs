@@ -44,6 +44,35 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The browser dashboard.
     pub dashboard: DashboardConfig,
+    /// Per-user limits on what an ordinary user may create.
+    pub quotas: QuotaConfig,
+}
+
+/// `[quotas]`: what one ordinary user may own, so one tenant cannot fill
+/// the disk or the memory for all. Administrators are exempt; 0 means
+/// unlimited. Over a quota, creating is `403 quota_exceeded`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Devices a user owns (including those their gateways register).
+    pub devices_per_user: u64,
+    /// Channels a user owns.
+    pub channels_per_user: u64,
+    /// Alerts a user owns.
+    pub alerts_per_user: u64,
+    /// Total bytes of the files a user owns.
+    pub file_bytes_per_user: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            devices_per_user: 10_000,
+            channels_per_user: 1000,
+            alerts_per_user: 1000,
+            file_bytes_per_user: 10 << 30,
+        }
+    }
 }
 
 /// `[retention]`
@@ -150,8 +179,13 @@ pub struct Limits {
     pub max_wait_secs: u64,
     /// Long-polls waiting at once; more get `503`.
     pub max_long_polls: usize,
-    /// Failed credentials per source address or id per window before
-    /// `429` (0: off).
+    /// Long-polls one caller (a user, a device, or for anonymous callers
+    /// a source address) may have waiting at once; more get `429`. Keeps
+    /// one caller from taking every slot of `max_long_polls`.
+    pub max_long_polls_per_caller: usize,
+    /// Failed credentials per window: per (source address, id) before
+    /// `429`, per source address (and per login name) before checks are
+    /// slowed to one a second (0: off). See `crate::throttle`.
     pub auth_failures_per_window: u32,
     /// The throttling window in seconds.
     pub auth_window_secs: u64,
@@ -166,6 +200,9 @@ pub struct Limits {
     /// Most fields in one request's query string plus form body, and most
     /// columns in a CSV header (`400 too_many_fields` above it).
     pub max_fields: usize,
+    /// Password (argon2) checks and hashes running at once; more get `503
+    /// overloaded` with `Retry-After: 1` (0: one per CPU core).
+    pub password_checks: usize,
 }
 
 /// `[digest]`
@@ -190,6 +227,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             retention: RetentionConfig::default(),
             dashboard: DashboardConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -215,6 +253,7 @@ impl Default for Limits {
             channel_retention: 100_000,
             max_wait_secs: 60,
             max_long_polls: 256,
+            max_long_polls_per_caller: 16,
             auth_failures_per_window: 20,
             auth_window_secs: 60,
             device_requests_per_sec: 50.0,
@@ -222,6 +261,7 @@ impl Default for Limits {
             session_secs: 86_400,
             max_file_bytes: 4 << 30,
             max_fields: crate::codec::DEFAULT_MAX_FIELDS,
+            password_checks: 0,
         }
     }
 }
@@ -397,6 +437,11 @@ mod tests {
             d.limits.max_connections_per_source
         );
         assert_eq!(c.digest.workers, d.digest.workers);
+        assert_eq!(c.limits.password_checks, d.limits.password_checks);
+        assert_eq!(c.quotas.devices_per_user, d.quotas.devices_per_user);
+        assert_eq!(c.quotas.channels_per_user, d.quotas.channels_per_user);
+        assert_eq!(c.quotas.alerts_per_user, d.quotas.alerts_per_user);
+        assert_eq!(c.quotas.file_bytes_per_user, d.quotas.file_bytes_per_user);
     }
 
     #[test]

@@ -79,15 +79,21 @@ pub type NewDevice = (String, Vec<(String, String)>);
 /// gateway whatever the row says), and a device that already exists
 /// below this gateway is left as it is and listed without a token, so a
 /// gateway can register its devices again on every boot. Any other
-/// existing id is `409 device_exists`. Returns `(record, Some(token))`
-/// for every new device. Blocking.
+/// existing id is `409 device_exists`. With `quota` > 0 the owner may
+/// own at most that many devices afterwards (`403 quota_exceeded`; see
+/// [`crate::quotas`]). Returns `(record, Some(token))` for every new
+/// device. Blocking.
 pub fn create_many(
     store: &Store,
     directory: &Directory,
     owner: &str,
     rows: Vec<NewDevice>,
     gateway: Option<&DeviceRecord>,
+    quota: u64,
 ) -> Result<Vec<(DeviceRecord, Option<String>)>, WireError> {
+    // Count and create under the quota lock, until the directory holds
+    // the new devices, so concurrent creations cannot overshoot.
+    let _quota = crate::quotas::guard();
     let mut out: Vec<(DeviceRecord, Option<String>)> = Vec::with_capacity(rows.len());
     let mut fresh = Vec::new();
     let mut tokens = Vec::new();
@@ -121,6 +127,13 @@ pub fn create_many(
         fresh.push(rec);
         tokens.push(token);
     }
+    crate::quotas::check(
+        "devices",
+        "devices_per_user",
+        quota,
+        directory.count_owned_devices(owner),
+        fresh.len() as u64,
+    )?;
     let stored = store.create_devices(fresh).map_err(conflict)?;
     for (rec, token) in stored.into_iter().zip(tokens) {
         directory.put_device(rec.clone());
@@ -168,11 +181,25 @@ pub const MAX_TEXT: usize = 1000;
 /// Most tags, and longest tag.
 pub const MAX_TAGS: usize = 32;
 
+/// Is `c` a Unicode bidirectional override or isolate (U+202A–U+202E,
+/// U+2066–U+2069)? In a name or description they reorder how the text
+/// *around* it is shown (in a list, a spreadsheet, a terminal), so a name
+/// could display as something else than it is ("Trojan Source").
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn text(field: &str, v: &str, max: usize) -> Result<String, WireError> {
     if v.len() > max || v.chars().any(char::is_control) {
         return Err(WireError::bad_request(
             "bad_value",
             format!("{field}: at most {max} bytes of printable text"),
+        ));
+    }
+    if v.chars().any(is_bidi_control) {
+        return Err(WireError::bad_request(
+            "bad_value",
+            format!("{field}: bidirectional override/isolate characters (U+202A-U+202E, U+2066-U+2069) are not allowed"),
         ));
     }
     Ok(v.to_string())
@@ -205,7 +232,10 @@ pub fn set_field(
                 return Err(WireError::bad_request("bad_name", "a name cannot be empty"));
             }
             rec.name = text("name", v, MAX_NAME).map_err(|_| {
-                WireError::bad_request("bad_name", "a name is at most 200 bytes of printable text")
+                WireError::bad_request(
+                    "bad_name",
+                    "a name is at most 200 bytes of printable text, without bidirectional overrides",
+                )
             })?;
         }
         "description" => m.description = text(field, v, MAX_TEXT)?,
@@ -233,13 +263,13 @@ pub fn set_field(
                 .map(str::to_string)
                 .collect();
             if tags.len() > MAX_TAGS
-                || tags
-                    .iter()
-                    .any(|t| t.len() > 64 || t.chars().any(char::is_control))
+                || tags.iter().any(|t| {
+                    t.len() > 64 || t.chars().any(|c| c.is_control() || is_bidi_control(c))
+                })
             {
                 return Err(WireError::bad_request(
                     "bad_value",
-                    "tags: at most 32, separated by ';', each at most 64 bytes",
+                    "tags: at most 32, separated by ';', each at most 64 bytes of printable text",
                 ));
             }
             m.tags = tags;

@@ -40,6 +40,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::alerts::{self, Transition};
+use crate::auth::{Action, Directory};
 use crate::catalog::Catalog;
 use crate::codec::{Micros, Reading};
 use crate::inbox;
@@ -115,6 +116,7 @@ impl Digest {
         workers: usize,
         queue: usize,
         catalog: Arc<Catalog>,
+        directory: Arc<Directory>,
         presence: Arc<Presence>,
         metrics: Arc<Metrics>,
         hook: Option<DigestHook>,
@@ -127,6 +129,7 @@ impl Digest {
             let done_tx = done_tx.clone();
             let ctx = Ctx {
                 catalog: catalog.clone(),
+                directory: directory.clone(),
                 presence: presence.clone(),
                 metrics: metrics.clone(),
                 hook: hook.clone(),
@@ -192,6 +195,7 @@ impl Drop for Digest {
 
 struct Ctx {
     catalog: Arc<Catalog>,
+    directory: Arc<Directory>,
     presence: Arc<Presence>,
     metrics: Arc<Metrics>,
     hook: Option<DigestHook>,
@@ -200,6 +204,7 @@ struct Ctx {
 fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
     let Ctx {
         catalog,
+        directory,
         presence,
         metrics,
         hook,
@@ -208,7 +213,7 @@ fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
         let seq = part.seq;
         let n = part.readings.len() as u64;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            digest_part(&catalog, hook.as_ref(), part)
+            digest_part(&catalog, &directory, hook.as_ref(), part)
         }));
         let out = match result {
             Ok(out) => {
@@ -240,7 +245,19 @@ fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
 
 /// Compute everything one part causes. Pure apart from the alert states
 /// in the catalog, which only this thread changes for its devices.
-fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> PartDone {
+///
+/// Access is checked here, for every reading, against the grants as they
+/// are now (see [`Directory::user_may_device`]): a channel gets a
+/// member's reading only while its owner may read the device; an alert
+/// is evaluated only while its owner may read its device, tells its
+/// device only while the owner may send to it, and its channel only while
+/// the owner may manage that channel.
+fn digest_part(
+    catalog: &Catalog,
+    directory: &Directory,
+    hook: Option<&DigestHook>,
+    part: Part,
+) -> PartDone {
     let mut out = PartDone {
         seq: part.seq,
         ..PartDone::default()
@@ -256,6 +273,9 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
         let code = r.sensor.code();
         if let Some(v) = alerts::numeric(&r.value) {
             for a in catalog.alerts_for(dev, code) {
+                if !directory.user_may_device(&a.rec.owner, Action::ReadReadings, dev) {
+                    continue;
+                }
                 match alerts::evaluate(&a.rec, a.fired(), v) {
                     Transition::Stay => {}
                     Transition::Rearm => {
@@ -266,7 +286,10 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
                         a.set_fired(true);
                         out.alert_states.push((a.rec.id, true));
                         let text = alerts::describe(&a.rec, v);
-                        let inbox = a.rec.to_device.map(|d| {
+                        let inbox = a.rec.to_device.filter(|&d| {
+                            directory.user_may_device(&a.rec.owner, Action::SendToDevice, d)
+                        });
+                        let inbox = inbox.map(|d| {
                             (
                                 d,
                                 inbox::Row {
@@ -279,7 +302,12 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
                                 },
                             )
                         });
-                        if let Some(ch) = a.rec.to_channel {
+                        let to_channel = a.rec.to_channel.filter(|&ch| {
+                            catalog.channel_by_num(ch).is_some_and(|c| {
+                                directory.user_may_channel(&a.rec.owner, Action::ManageOwned, &c)
+                            })
+                        });
+                        if let Some(ch) = to_channel {
                             out.appends.push(ChannelAppend {
                                 channel: ch,
                                 device: dev,
@@ -302,6 +330,12 @@ fn digest_part(catalog: &Catalog, hook: Option<&DigestHook>, part: Part) -> Part
             }
         }
         for ch in catalog.channels_for(dev, code) {
+            let owner_may_read = catalog
+                .channel_by_num(ch)
+                .is_some_and(|c| directory.user_may_device(&c.owner, Action::ReadReadings, dev));
+            if !owner_may_read {
+                continue;
+            }
             out.appends.push(ChannelAppend {
                 channel: ch,
                 device: dev,

@@ -339,6 +339,49 @@ pub fn media_type<B>(req: &Request<B>) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
 
+/// The client's socket, put into each request's extensions by the accept
+/// loop, so a long-poll can notice that its client went away.
+///
+/// hyper serves connections with half-close allowed (a board may shut
+/// its sending side and still read the reply), so it does not read past a
+/// complete request and never sees a client that closed while its
+/// request waits. [`ClientSocket::gone`] looks without consuming: it
+/// peeks at the socket. End of input (the client closed, or half-closed)
+/// or a reset means the client will send nothing more; a long-poll then
+/// answers at once with what it has, which frees its slot (a half-closed
+/// client still gets that reply). The descriptor stays valid while the
+/// request is handled: the connection owns the socket and outlives its
+/// requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket(pub std::os::fd::RawFd);
+
+impl ClientSocket {
+    /// Has the client closed its side (end of input) or reset?
+    pub fn gone(&self) -> bool {
+        use std::mem::ManuallyDrop;
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor belongs to the live connection this
+        // request came on (see above); `ManuallyDrop` keeps us from
+        // closing it, and `peek` neither reads it empty nor changes its
+        // flags (tokio made it non-blocking already).
+        let sock = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(self.0) });
+        let mut probe = [0u8; 1];
+        match sock.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
+
+/// The client socket of a request, if known.
+pub fn client_socket(ext: &hyper::http::Extensions) -> Option<ClientSocket> {
+    ext.get::<ClientSocket>().copied()
+}
+
 /// The peer address of a request, if known.
 pub fn peer_of(ext: &hyper::http::Extensions) -> Option<IpAddr> {
     ext.get::<Peer>().map(|p| p.0)
@@ -370,9 +413,11 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// dashboard's session cookie (a session token only). Presented but wrong
 /// credentials are `401`; none at all is [`Principal::Anonymous`].
 ///
-/// Failures count against the source address and the id named (see
-/// [`crate::throttle`]); a throttled source or id gets `429
-/// rate_limited` with `Retry-After`, even with the right secret.
+/// Failures count against the source address and the (source, id named)
+/// pair (see [`crate::throttle`]): a throttled pair gets `429
+/// rate_limited` with `Retry-After`, even with the right secret; a
+/// throttled source is checked at a reduced rate. Failures from other
+/// addresses never refuse a right secret.
 pub fn authenticate(
     app: &App,
     headers: &HeaderMap,
@@ -418,19 +463,17 @@ pub fn authenticate(
             .map(Principal::User)
             .ok_or_else(|| WireError::unauthorized("the session has ended; log in again"));
     }
-    let src_key = peer.map(|ip| format!("src:{ip}"));
-    let id_key = match &presented {
-        Presented::Device(id, _) | Presented::Basic(id, _) => Some(format!("id:{id}")),
-        Presented::Bearer(_) | Presented::Cookie(_) => None,
-    };
-    for key in src_key.iter().chain(id_key.iter()) {
-        if let Err(secs) = app.throttle.check(key) {
-            return Err(WireError::rate_limited(
-                "too many failed attempts; wait and retry",
-                secs,
-            ));
+    let keys = match &presented {
+        Presented::Device(id, _) | Presented::Basic(id, _) => {
+            crate::throttle::Keys::token(peer, "id", Some(id))
         }
-    }
+        Presented::Bearer(_) | Presented::Cookie(_) => {
+            crate::throttle::Keys::token(peer, "id", None)
+        }
+    };
+    let attempt = app.throttle.begin(&keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
     let dir = &app.directory;
     let found = match &presented {
         Presented::Device(id, t) => dir.authenticate_device(id, t).map(Principal::Device),
@@ -438,18 +481,16 @@ pub fn authenticate(
         Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
         Presented::Cookie(_) => None,
     };
-    if let Some(Principal::Device(d)) = &found {
+    let Some(found) = found else {
+        attempt.failed();
+        return Err(WireError::unauthorized("wrong or unknown id or token"));
+    };
+    attempt.succeeded();
+    if let Principal::Device(d) = &found {
         // Any authenticated request is contact (presence).
         app.presence.saw(d.num, crate::codec::timefmt::now_micros());
     }
-    found.ok_or_else(|| {
-        for key in src_key.iter().chain(id_key.iter()) {
-            if app.throttle.fail(key) {
-                tracing::warn!(target: "overlord::auth", key = %key, "failed credentials: throttled for the rest of the window");
-            }
-        }
-        WireError::unauthorized("wrong or unknown id or token")
-    })
+    Ok(found)
 }
 
 /// Largest management form body.

@@ -69,6 +69,48 @@ pub struct Row {
     pub device: String,
 }
 
+/// Is `c` something a board's line reader could take for the end of a
+/// line, or another control character? CR, LF, every C0/C1 control
+/// (NEL U+0085 included), DEL, and the Unicode line and paragraph
+/// separators U+2028/U+2029.
+pub fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Refuse text bound for a device's inbox that could add a line to what
+/// the device reads: `400 bad_value` naming `field`. Boards read replies
+/// line by line and do not parse RFC 4180 quotes (contract §0), so
+/// quoting a value with a line break is not enough; such values are
+/// refused where they enter (messages, commands, alert messages).
+pub fn check_text(field: &str, text: &str) -> Result<(), crate::error::WireError> {
+    match text.chars().find(|c| breaks_lines(*c)) {
+        None => Ok(()),
+        Some(c) => Err(crate::error::WireError::bad_request(
+            "bad_value",
+            format!(
+                "{field}: contains the control character U+{:04X}; text sent to a device is one line without control characters",
+                u32::from(c)
+            ),
+        )),
+    }
+}
+
+/// Append one field of an inbox row: RFC 4180 text with every character
+/// of [`breaks_lines`] replaced by a space. Input is checked
+/// ([`check_text`]), so this only matters for rows stored before that
+/// check; it makes "one row is one line" hold for every row served.
+fn write_field(text: &str, out: &mut String) {
+    if text.chars().any(breaks_lines) {
+        let clean: String = text
+            .chars()
+            .map(|c| if breaks_lines(c) { ' ' } else { c })
+            .collect();
+        write_csv_text(&clean, out);
+    } else {
+        write_csv_text(text, out);
+    }
+}
+
 /// The CSV header of inbox listings.
 pub const HEADER: &str = "seq,kind,time,from,sensor,value\n";
 
@@ -130,7 +172,8 @@ impl Row {
     }
 
     /// Append `seq,kind,time,from,sensor,value\n`, with `,device` before
-    /// the newline when `gateway` (see [`GATEWAY_HEADER`]).
+    /// the newline when `gateway` (see [`GATEWAY_HEADER`]). Always exactly
+    /// one line (see [`write_field`]).
     pub fn write_csv(&self, seq: u64, gateway: bool, out: &mut String) {
         out.push_str(&seq.to_string());
         out.push(',');
@@ -138,14 +181,14 @@ impl Row {
         out.push(',');
         timefmt::write_time(self.time, out);
         out.push(',');
-        write_csv_text(&self.from, out);
+        write_field(&self.from, out);
         out.push(',');
-        write_csv_text(&self.sensor, out);
+        write_field(&self.sensor, out);
         out.push(',');
-        write_csv_text(&self.value, out);
+        write_field(&self.value, out);
         if gateway {
             out.push(',');
-            write_csv_text(&self.device, out);
+            write_field(&self.device, out);
         }
         out.push('\n');
     }
@@ -267,5 +310,27 @@ mod tests {
             "41,alert,2026-11-23T10:00:00Z,alert:too-hot,N1,It's too hot! (101.2 > 100)\n"
         );
         assert_eq!(Row::decode(&r.encode()), Ok(r));
+    }
+
+    /// A row stored before input was checked still goes out as one line.
+    #[test]
+    fn a_stored_line_break_never_reaches_the_wire() {
+        let r = Row {
+            kind: Kind::Message,
+            time: 1_795_428_000_000_000,
+            from: "user:ann".into(),
+            sensor: String::new(),
+            value: "hi\n9999,command,2026-11-23T10:00:00Z,user:x,L1,true\r\u{2028}".into(),
+            device: String::new(),
+        };
+        let mut s = String::new();
+        r.write_csv(7, false, &mut s);
+        assert_eq!(s.lines().count(), 1, "{s:?}");
+        assert_eq!(
+            s,
+            "7,message,2026-11-23T10:00:00Z,user:ann,,\"hi 9999,command,2026-11-23T10:00:00Z,user:x,L1,true  \"\n"
+        );
+        assert!(check_text("value", &r.value).is_err());
+        assert!(check_text("value", "Water the tomatoes, please").is_ok());
     }
 }

@@ -824,7 +824,13 @@ impl WriterState {
             };
             if let (Some(d), Some((to_device, to_channel))) = (&dev, notify) {
                 let word = if c.online { "online" } else { "offline" };
-                if let Some(target) = self.ctx.directory.device(&to_device) {
+                // The owner's access is checked as it is now (a withdrawn
+                // grant stops the notices at once).
+                let dir = &self.ctx.directory;
+                let target = dir.device(&to_device).filter(|t| {
+                    dir.user_may_device(&d.owner, crate::auth::Action::SendToDevice, t.num)
+                });
+                if let Some(target) = target {
                     let row = inbox::Row {
                         kind: inbox::Kind::Message,
                         time: c.at,
@@ -838,7 +844,10 @@ impl WriterState {
                         Err(_) => "inbox_full".to_string(),
                     });
                 }
-                if let Some(ch) = self.ctx.catalog.channel(&to_channel) {
+                let ch = self.ctx.catalog.channel(&to_channel).filter(|ch| {
+                    dir.user_may_channel(&d.owner, crate::auth::Action::ManageOwned, ch)
+                });
+                if let Some(ch) = ch {
                     let item = channels::Item {
                         added: now,
                         time: c.at,

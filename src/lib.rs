@@ -26,6 +26,7 @@
 //! - [`retention`]: keep-for policies and the sweep the writer runs;
 //!   [`ops`]: consistent backup copies, restore, export, import, compact
 //!   (CLI and `GET /v1/admin/backup`).
+//! - [`longpoll`]: slots for channel long-polls, in all and per caller.
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up,
 //!   settings, counters, and management logic shared by CLI and HTTP.
@@ -51,9 +52,11 @@ pub mod files;
 pub mod http;
 pub mod inbox;
 pub mod ingest;
+pub mod longpoll;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
+pub mod quotas;
 pub mod retention;
 pub mod server;
 pub mod store;

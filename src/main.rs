@@ -67,6 +67,10 @@ enum Command {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Spreadsheet-safe: a text field starting with = + - @ TAB or CR
+        /// (and not a plain number) gets a leading ' (as `safe=1`).
+        #[arg(long)]
+        safe: bool,
     },
     /// Store readings from a CSV file (`-`: stdin) with the validation of
     /// `POST /v1/readings`, server stopped (running: POST the file there).
@@ -197,7 +201,8 @@ fn main() -> ExitCode {
             from,
             to,
             out,
-        } => export(&config, &device, sensors, from, to, out),
+            safe,
+        } => export(&config, &device, sensors, from, to, out, safe),
         Command::Import { file, device } => import(config, &file, device.as_deref()),
         Command::Compact => compact(&config),
         Command::Retention(cmd) => retention(&config, cmd),
@@ -326,7 +331,7 @@ fn device(config: Config, cmd: DeviceCmd) -> Result<(), String> {
                 std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?
             };
             let rows = overlord::api::devices::parse_import(&body).map_err(|e| e.body())?;
-            let made = devices::create_many(&store, &directory, &owner, rows, None)
+            let made = devices::create_many(&store, &directory, &owner, rows, None, 0)
                 .map_err(|e| e.body())?;
             println!("id,token");
             for (rec, token) in made {
@@ -412,6 +417,17 @@ fn user(config: Config, cmd: UserCmd) -> Result<(), String> {
     let store = open_store(&config)?;
     match cmd {
         UserCmd::Token { name, admin } => {
+            // The same rule as `POST /v1/users`: a user's name goes into
+            // inbox rows (`from` = `user:NAME`) and CSV listings, so a
+            // new one is 1-64 URL-safe characters (never a line break).
+            let exists = store
+                .load_users()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|u| u.name == name);
+            if !exists && (!overlord::auth::valid_id(&name) || name == "anonymous") {
+                return Err("a user name is 1-64 of A-Z a-z 0-9 . _ ~ -".into());
+            }
             let role = if admin {
                 store::Role::Administrator
             } else {
@@ -614,6 +630,7 @@ fn export(
     from: Option<String>,
     to: Option<String>,
     out: Option<PathBuf>,
+    safe: bool,
 ) -> Result<(), String> {
     use overlord::codec::{timefmt, SensorId};
     use overlord::store::query::{read_series, SeriesQuery};
@@ -688,6 +705,13 @@ fn export(
             page.text.as_str()
         } else {
             page.text.split_once('\n').map_or("", |(_, rest)| rest)
+        };
+        let safe_text;
+        let text = if safe {
+            safe_text = overlord::codec::spreadsheet::make_safe(text);
+            safe_text.as_str()
+        } else {
+            text
         };
         w.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
         first = false;

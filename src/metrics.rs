@@ -120,10 +120,9 @@ pub const ROUTE_SLOTS: usize = 128;
 pub struct Snapshot {
     /// `api::Endpoint` names by discriminant, for the route label.
     pub routes: Vec<(usize, String)>,
-    /// Devices online / offline (`Presence::counts`).
-    pub online: u64,
-    /// See `online`.
-    pub offline: u64,
+    /// Devices per presence state (`Presence::state_counts`), the same
+    /// states `GET /v1/devices` shows.
+    pub devices: crate::presence::StateCounts,
     /// Inbox rows waiting for their device, over every inbox.
     pub inbox_rows: u64,
     /// Inboxes with at least one row waiting.
@@ -342,16 +341,30 @@ impl Metrics {
             self.long_polls.get(),
             "gauge",
         );
+        // One gauge per state of `GET /v1/devices`: every device is in
+        // exactly one, so they add up to the number of devices.
         counter(
             "overlord_devices_online",
-            "Devices online.",
-            snap.online,
+            "Devices online (state online in GET /v1/devices).",
+            snap.devices.online,
             "gauge",
         );
         counter(
             "overlord_devices_offline",
-            "Devices offline or never heard from.",
-            snap.offline,
+            "Devices silent past their offline_after (state offline).",
+            snap.devices.offline,
+            "gauge",
+        );
+        counter(
+            "overlord_devices_unreachable",
+            "Devices behind an offline gateway (state unreachable).",
+            snap.devices.unreachable,
+            "gauge",
+        );
+        counter(
+            "overlord_devices_unknown",
+            "Devices never heard from (state unknown).",
+            snap.devices.unknown,
             "gauge",
         );
         counter(

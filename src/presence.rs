@@ -236,6 +236,19 @@ impl State {
     }
 }
 
+/// Devices per [`State`] (see [`Presence::state_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// [`State::Online`].
+    pub online: u64,
+    /// [`State::Offline`].
+    pub offline: u64,
+    /// [`State::Unreachable`].
+    pub unreachable: u64,
+    /// [`State::Unknown`] (never heard from).
+    pub unknown: u64,
+}
+
 /// One transition, waiting for the writer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -529,7 +542,13 @@ impl Presence {
     /// The state shown for a device.
     pub fn state(&self, device: u32) -> State {
         let g = self.inner.lock();
-        if self.parent_offline(&g, device) {
+        self.state_in(&g, device)
+    }
+
+    /// [`Presence::state`] with the lock held: the one definition of a
+    /// device's state, used by the API and by the metrics alike.
+    fn state_in(&self, g: &Inner, device: u32) -> State {
+        if self.parent_offline(g, device) {
             return State::Unreachable;
         }
         match g.devices.get(&device) {
@@ -539,11 +558,25 @@ impl Presence {
         }
     }
 
-    /// Devices online and offline (for metrics).
-    pub fn counts(&self) -> (u64, u64) {
+    /// How many devices of the directory are in each state, for
+    /// `/metrics`. Every device is counted exactly once, by the same
+    /// [`Presence::state`] that `GET /v1/devices` shows, at one instant
+    /// (one lock), so the gauges add up to the device count and cannot
+    /// drift from the API. (Counting the presence map instead missed
+    /// never-heard-from devices and called unreachable ones online.)
+    pub fn state_counts(&self) -> StateCounts {
+        let devices = self.directory.devices();
         let g = self.inner.lock();
-        let online = g.devices.values().filter(|e| e.online).count() as u64;
-        (online, g.devices.len() as u64 - online)
+        let mut c = StateCounts::default();
+        for d in &devices {
+            *match self.state_in(&g, d.num) {
+                State::Online => &mut c.online,
+                State::Offline => &mut c.offline,
+                State::Unreachable => &mut c.unreachable,
+                State::Unknown => &mut c.unknown,
+            } += 1;
+        }
+        c
     }
 }
 

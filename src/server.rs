@@ -95,6 +95,7 @@ pub async fn run(
         // have gone out before all of it was read (a `413`, say).
         let had_body = Arc::new(AtomicBool::new(false));
         let had_body2 = had_body.clone();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         tokio::spawn(async move {
             let mut stream = stream;
             let conn = builder.serve_connection(
@@ -106,6 +107,7 @@ pub async fn run(
                     req.extensions_mut().insert(crate::http::Peer(peer.ip()));
                     req.extensions_mut()
                         .insert(crate::http::BodyBudget(app2.body_budget.clone()));
+                    req.extensions_mut().insert(crate::http::ClientSocket(fd));
                     crate::api::handle(app2.clone(), req)
                 }),
             );

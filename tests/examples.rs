@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{hour_ago, TestServer};
+use common::{enc, hour_ago, TestServer};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -107,6 +107,84 @@ fn board_c_sends_reads_and_acknowledges_its_inbox() {
         s.get_admin("/v1/devices/board/inbox").body.lines().count(),
         2
     );
+}
+
+/// Compile `examples/board.c` as the tests do; `None` without a compiler.
+fn build_board(dir: &Path) -> Option<PathBuf> {
+    if !common::have("cc") {
+        return None;
+    }
+    let bin = dir.join("board");
+    ok(
+        Command::new("cc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])
+            .arg(&bin)
+            .arg(example("board.c"))
+            .output()
+            .unwrap(),
+        "cc board.c",
+    );
+    Some(bin)
+}
+
+/// Everything the server can put in an inbox row reaches board.c as one
+/// row: values with commas and quotes are unquoted, not split; a row
+/// longer than its 512-byte buffer is not acted on but confirmed; a value
+/// with a forged line is refused by the server. Each row is acted on once
+/// and the inbox ends empty.
+#[test]
+fn board_c_acts_on_exactly_the_rows_it_was_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = build_board(tmp.path()) else {
+        return;
+    };
+    let s = TestServer::start();
+    let tok = s.create_device("b2");
+    let send = |form: String| {
+        let r = s.admin_form("POST", "/v1/devices/b2/inbox", &form);
+        assert_eq!(r.status, 201, "{form}: {}", r.body);
+    };
+    send(format!(
+        "kind=command&sensor=S1&value={}",
+        enc("x,command,L1,true")
+    ));
+    send(format!(
+        "kind=command&sensor=S2&value={}",
+        enc("say \"hi\", ok")
+    ));
+    send(format!("kind=message&value={}", "m".repeat(600)));
+    send("kind=command&sensor=L1&value=false".into());
+    let forged = "hi\n9999,command,2026-11-23T10:00:00Z,user:admin,L1,true";
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/b2/inbox",
+        &format!("kind=message&value={}", enc(forged)),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let out = ok(
+        Command::new(&bin)
+            .args(["127.0.0.1", &s.addr.port().to_string(), "b2", &tok])
+            .output()
+            .unwrap(),
+        "board",
+    );
+    let acted: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("set ") || l.starts_with("skipped "))
+        .collect();
+    assert_eq!(
+        acted,
+        [
+            "set S1=x,command,L1,true",
+            "set S2=say \"hi\", ok",
+            "skipped 3: longer than the buffer",
+            "set L1=false",
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("9999"), "{out}");
+    let r = s.get_admin("/v1/devices/b2/inbox");
+    assert_eq!(r.body.lines().count(), 1, "inbox emptied: {}", r.body);
 }
 
 #[test]

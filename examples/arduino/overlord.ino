@@ -21,14 +21,18 @@ const int RELAY_PIN = 5;
 
 #define BUF_SIZE 512
 #define MAX_ROUNDS 20
+#define MAX_FIELDS 8  // seq,kind,time,from,sensor,value[,device]
 
 static char buf[BUF_SIZE];
+static bool cut;  // the last line read did not fit in buf
 WiFiClient client;
 
 // Read one line into buf without its \r\n; -1 at the end of the reply.
+// A line longer than the buffer is cut (the rest skipped) and `cut` set.
 int read_line() {
   int n = 0;
   bool got = false;
+  cut = false;
   unsigned long until = millis() + 10000;
   while (client.connected() || client.available()) {
     if (!client.available()) {
@@ -39,10 +43,45 @@ int read_line() {
     char c = client.read();
     got = true;
     if (c == '\n') break;
-    if (c != '\r' && n < BUF_SIZE - 1) buf[n++] = c;
+    if (c == '\r') continue;
+    if (n < BUF_SIZE - 1)
+      buf[n++] = c;
+    else
+      cut = true;
   }
   buf[n] = '\0';
   return got ? n : -1;
+}
+
+// Split the row in buf into fields, in place, undoing RFC 4180 quoting
+// ("a,b" is one field; "" inside quotes is one "). Returns the number of
+// fields, or -1 for a row that is not well-formed CSV. Never split a row
+// on every comma: an S value may hold commas ("x,L1,true").
+int split_row(char **field, int max) {
+  char *r = buf, *w = buf;  // read and write positions, w <= r
+  int n = 0;
+  for (;;) {
+    if (n == max) return -1;
+    field[n++] = w;
+    if (*r == '"') {
+      for (r++;; r++) {
+        if (*r == '\0') return -1;
+        if (*r == '"' && r[1] != '"') break;
+        if (*r == '"') r++;
+        *w++ = *r;
+      }
+      r++;
+      if (*r != ',' && *r != '\0') return -1;
+    } else {
+      while (*r != ',' && *r != '\0') *w++ = *r++;
+    }
+    if (*r == '\0') {
+      *w = '\0';
+      return n;
+    }
+    *w++ = '\0';
+    r++;
+  }
 }
 
 // Send "GET path" over HTTP/1.0 and read the head; returns the status or 0.
@@ -61,19 +100,23 @@ int get(const char *path) {
 }
 
 // One inbox row "seq,kind,time,from,sensor,value": act on it.
+// A row too long for the buffer is not acted on, only confirmed (so it
+// cannot block the inbox).
 long act_on_row() {
+  char *f[MAX_FIELDS];
   long seq = strtol(buf, NULL, 10);
   if (seq <= 0) return 0;
+  if (cut) {
+    Serial.print("skipped (too long) ");
+    Serial.println(seq);
+    return seq;
+  }
   Serial.print("inbox ");
   Serial.println(buf);
   // A command for L1 switches the relay: "...,command,...,L1,true"
-  const char *kind = strchr(buf, ',');
-  if (kind && strncmp(kind + 1, "command,", 8) == 0) {
-    const char *value = strrchr(buf, ',');
-    const char *sensor = value;
-    while (sensor > buf && sensor[-1] != ',') sensor--;
-    if (strncmp(sensor, "L1,", 3) == 0) digitalWrite(RELAY_PIN, strcmp(value + 1, "true") == 0);
-  }
+  if (split_row(f, MAX_FIELDS) >= 6 && strcmp(f[1], "command") == 0 &&
+      strcmp(f[4], "L1") == 0)
+    digitalWrite(RELAY_PIN, strcmp(f[5], "true") == 0);
   return seq;
 }
 

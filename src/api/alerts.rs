@@ -13,6 +13,7 @@ use crate::api::channels::channel_for;
 use crate::api::inbox::device_for;
 use crate::app::App;
 use crate::auth::{valid_id, Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -109,6 +110,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     if message.len() > app.limits.max_value_bytes || message.contains('\0') {
         return Err(WireError::bad_request("bad_value", "message is too long"));
     }
+    // The message goes into the target device's inbox as one line.
+    crate::inbox::check_text("message", &message)?;
     let to_device = match form.get("to_device") {
         Some("none") => None,
         Some(id) if !id.is_empty() => Some(device_for(app, &who, id, Action::SendToDevice)?.num),
@@ -132,29 +135,46 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         to_channel,
         created: timefmt::now_micros(),
     };
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &user.name,
+        app.config.quotas.alerts_per_user,
+    );
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let mut rec = rec;
-        {
-            let mut t = txn.open_table(ALERTS)?;
-            if t.get(rec.name.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
+        // Count and create under the quota lock, until the catalog holds
+        // the new alert.
+        let _quota = crate::quotas::guard();
+        let have = app2
+            .catalog
+            .alerts()
+            .iter()
+            .filter(|a| a.rec.owner == rec.owner)
+            .count() as u64;
+        crate::quotas::check("alerts", "alerts_per_user", quota, have, 1)?;
+        let stored = (|| {
+            let txn = app2.store.db()?.begin_write()?;
+            let mut rec = rec;
+            {
+                let mut t = txn.open_table(ALERTS)?;
+                if t.get(rec.name.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
+                }
+                rec.id = Store::next_number(&txn, "next_alert")?;
+                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
             }
-            rec.id = Store::next_number(&txn, "next_alert")?;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-        }
-        txn.commit()?;
-        app2.catalog.put_alert(rec.clone(), false);
-        Ok(rec)
+            txn.commit()?;
+            app2.catalog.put_alert(rec.clone(), false);
+            Ok(rec)
+        })();
+        stored.map_err(|e| match e {
+            StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
+            other => WireError::from(other),
+        })
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))?
-    .map_err(|e| match e {
-        StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
-        other => WireError::from(other),
-    })?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), alert = %rec.name, "alert created");
+    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
     Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
 }
 
@@ -232,7 +252,7 @@ pub async fn delete(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), alert = %a.rec.name, "alert deleted");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&a.rec.name), "alert deleted");
     Ok(Reply::csv("ok\n"))
 }
 

@@ -12,6 +12,7 @@ use crate::api::inbox::{deliver, device_for, row_from};
 use crate::app::App;
 use crate::auth::{valid_id, Action, Principal, Resource};
 use crate::channels::{self, Item};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -74,32 +75,49 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         retention,
         created: timefmt::now_micros(),
     };
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &user.name,
+        app.config.quotas.channels_per_user,
+    );
     let app2 = app.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let mut rec = rec;
-        {
-            let mut t = txn.open_table(CHANNELS)?;
-            if t.get(rec.name.as_str())?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "channel '{}' exists",
-                    rec.name
-                )));
+        // Count and create under the quota lock, until the catalog holds
+        // the new channel.
+        let _quota = crate::quotas::guard();
+        let have = app2
+            .catalog
+            .channels()
+            .iter()
+            .filter(|c| c.owner == rec.owner)
+            .count() as u64;
+        crate::quotas::check("channels", "channels_per_user", quota, have, 1)?;
+        let stored = (|| {
+            let txn = app2.store.db()?.begin_write()?;
+            let mut rec = rec;
+            {
+                let mut t = txn.open_table(CHANNELS)?;
+                if t.get(rec.name.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "channel '{}' exists",
+                        rec.name
+                    )));
+                }
+                rec.num = Store::next_number(&txn, "next_channel")?;
+                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
             }
-            rec.num = Store::next_number(&txn, "next_channel")?;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-        }
-        txn.commit()?;
-        app2.catalog.put_channel(rec.clone());
-        Ok(rec)
+            txn.commit()?;
+            app2.catalog.put_channel(rec.clone());
+            Ok(rec)
+        })();
+        stored.map_err(|e| match e {
+            StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
+            other => WireError::from(other),
+        })
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))?
-    .map_err(|e| match e {
-        StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
-        other => WireError::from(other),
-    })?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %rec.name, "channel created");
+    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&rec.name), "channel created");
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }
 
@@ -195,7 +213,7 @@ pub async fn change_member(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "member change failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, device = %d.id, %sensor, add, "channel member changed");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), device = %log_safe(&d.id), %sensor, add, "channel member changed");
     Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
 }
 
@@ -207,8 +225,11 @@ pub async fn change_member(
 ///
 /// With `wait`, the reply comes as soon as at least one item exists after
 /// `after`, or header-only when the wait ends. `wait` is capped at
-/// `max_wait_secs`; at most `max_long_polls` wait at once (more: `503`).
+/// `max_wait_secs`; at most `max_long_polls` wait at once (more: `503`),
+/// `max_long_polls_per_caller` of them one caller's (more: `429`). A
+/// client that goes away ends its wait (see [`client_gone`]).
 pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let client = crate::http::client_socket(req.extensions());
     let form = Form::read(
         req,
         &["device", "token", "after", "since", "limit", "wait"],
@@ -264,13 +285,12 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     let _slot = if wait.is_zero() {
         None
     } else {
-        let permit = app
-            .long_polls
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| WireError::overloaded("too many long-polls waiting; retry shortly"))?;
-        app.metrics.long_polls.add(1);
-        Some(LongPoll(permit, app.clone()))
+        // Anonymous callers share their source address's share.
+        let key = match (&who, form.peer) {
+            (Principal::Anonymous, Some(ip)) => format!("src:{ip}"),
+            _ => who.label(),
+        };
+        Some(app.long_polls.take(key)?)
     };
     let deadline = Instant::now() + wait;
     let mut events = app.channel_events.clone();
@@ -289,22 +309,36 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         if !got.is_empty() || left.is_zero() {
             return Ok(Reply::csv(render(app, &got)));
         }
-        if tokio::time::timeout(left, events.changed()).await.is_err() {
-            return Ok(Reply::csv(channels::HEADER));
+        tokio::select! {
+            changed = events.changed() => {
+                if changed.is_err() {
+                    return Ok(Reply::csv(channels::HEADER));
+                }
+            }
+            () = tokio::time::sleep(left) => return Ok(Reply::csv(channels::HEADER)),
+            // The client closed (or half-closed): the wait ends now and
+            // the slot is free; a half-closed client reads this reply.
+            () = client_gone(client) => return Ok(Reply::csv(channels::HEADER)),
         }
     }
 }
 
-struct LongPoll(
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-    Arc<App>,
-);
-
-impl Drop for LongPoll {
-    fn drop(&mut self) {
-        self.1.metrics.long_polls.add(-1);
+/// Completes once the client has gone away: checked every
+/// [`GONE_CHECK`], one non-blocking peek each (never, without a socket).
+async fn client_gone(client: Option<crate::http::ClientSocket>) {
+    let Some(client) = client else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(GONE_CHECK).await;
+        if client.gone() {
+            return;
+        }
     }
 }
+
+/// How often a waiting long-poll looks whether its client is still there.
+const GONE_CHECK: Duration = Duration::from_millis(250);
 
 fn render(app: &App, items: &[(u64, Item)]) -> String {
     let mut out = String::with_capacity(channels::HEADER.len() + items.len() * 48);
@@ -356,6 +390,6 @@ pub async fn message(
         }
     }
     let n = deliver(app, targets, row).await?.len();
-    tracing::info!(target: "overlord::audit", by = %who.label(), channel = %ch.name, devices = n, "channel message queued");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), devices = n, "channel message queued");
     Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
 }

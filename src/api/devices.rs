@@ -17,6 +17,7 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::{form, names::clip, timefmt};
 use crate::devices;
 use crate::error::WireError;
@@ -34,19 +35,25 @@ fn timeout(app: &App) -> Duration {
 }
 
 async fn caller(app: &App, req: &Request<Incoming>) -> Result<Principal, WireError> {
+    let who = caller_or_anonymous(app, req).await?;
+    if matches!(who, Principal::Anonymous) {
+        return Err(WireError::unauthorized("credentials required"));
+    }
+    Ok(who)
+}
+
+/// The caller, possibly [`Principal::Anonymous`] (for what a public
+/// device shows to anyone).
+async fn caller_or_anonymous(app: &App, req: &Request<Incoming>) -> Result<Principal, WireError> {
     let q = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let who = authenticate(
+    authenticate(
         app,
         req.headers(),
         peer_of(req.extensions()),
         get("device"),
         get("token"),
-    )?;
-    if matches!(who, Principal::Anonymous) {
-        return Err(WireError::unauthorized("credentials required"));
-    }
-    Ok(who)
+    )
 }
 
 fn unknown(id: &str) -> WireError {
@@ -61,7 +68,13 @@ fn device_for(
     id: &str,
     action: Action,
 ) -> Result<Arc<DeviceRecord>, WireError> {
-    let d = app.directory.device(id).ok_or_else(|| unknown(id))?;
+    let Some(d) = app.directory.device(id) else {
+        // Anonymous callers learn nothing about which devices exist.
+        if matches!(who, Principal::Anonymous) {
+            return Err(WireError::unauthorized("credentials required"));
+        }
+        return Err(unknown(id));
+    };
     app.directory.authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
@@ -134,9 +147,10 @@ pub async fn tree(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     Ok(Reply::csv(out))
 }
 
-/// `GET /v1/devices/ID`: the device's row of the listing.
+/// `GET /v1/devices/ID`: the device's row of the listing (to anyone, for
+/// a public device).
 pub async fn show(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let who = caller(app, &req).await?;
+    let who = caller_or_anonymous(app, &req).await?;
     let d = device_for(app, &who, id, Action::ViewDevice)?;
     let mut out = String::from(devices::LIST_HEADER);
     devices::write_row(&d, &app.directory, &app.presence, &mut out);
@@ -177,7 +191,7 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     .map_err(|_| WireError::new(500, "internal", "update failed"))??;
     // A new offline_after or parent changes when it is due.
     app.presence.reschedule(new.num);
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %new.id, "device edited");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&new.id), "device edited");
     let mut out = String::from(devices::LIST_HEADER);
     devices::write_row(&new, &app.directory, &app.presence, &mut out);
     Ok(Reply::csv(out))
@@ -280,6 +294,9 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             check_parent(app, &who, fields)?;
         }
     }
+    // Devices a gateway registers are its owner's, and count against
+    // the owner's quota.
+    let quota = crate::quotas::applies(&app.directory, &owner, app.config.quotas.devices_per_user);
     let app2 = app.clone();
     let made = tokio::task::spawn_blocking(move || {
         devices::create_many(
@@ -288,6 +305,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             &owner,
             rows,
             gateway.as_deref(),
+            quota,
         )
     })
     .await
@@ -295,7 +313,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let mut out = String::from("id,token\n");
     for (rec, token) in &made {
         if token.is_some() {
-            tracing::info!(target: "overlord::audit", by = %who.label(), device = %rec.id, "device created");
+            tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&rec.id), "device created");
         }
         out.push_str(&rec.id);
         out.push(',');
@@ -499,7 +517,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "write failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), "presence notices set");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), "presence notices set");
     Ok(Reply::csv(notify_csv(&dev, &ch)))
 }
 
@@ -531,6 +549,6 @@ pub async fn rotate(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))
             .await
             .map_err(|_| WireError::new(500, "internal", "rotate failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %id, "device token rotated");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(id), "device token rotated");
     Ok(Reply::csv(format!("id,token\n{id},{token}\n")))
 }

@@ -14,6 +14,7 @@ use hyper::{Method, Request};
 
 use crate::app::App;
 use crate::auth::{self, parse_basic, Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::names::{clip, write_csv_text};
 use crate::codec::{form, timefmt};
 use crate::error::WireError;
@@ -132,26 +133,22 @@ fn presented_password(app: &App, headers: &HeaderMap, name: &str, p: &Params) ->
     ((id.is_empty() || id == name) && !someone).then_some(secret)
 }
 
-/// Check a file password; failures count against the source and the file
-/// like any other wrong secret.
+/// Check a file password; failures count against the source and the
+/// (source, file) pair like any other wrong token (see
+/// [`crate::throttle`]): a wrong guess from one address never locks
+/// the file's password out for the others. A file password is a random
+/// token checked by its SHA-256 digest, not argon2, so it needs no slot
+/// of the password-check limit.
 fn check_password(
     app: &App,
     req: &Request<Incoming>,
     f: &FileRecord,
     password: &str,
 ) -> Result<(), WireError> {
-    let keys = [
-        peer_of(req.extensions()).map(|ip| format!("src:{ip}")),
-        Some(format!("file:{}", f.name)),
-    ];
-    for key in keys.iter().flatten() {
-        if let Err(secs) = app.throttle.check(key) {
-            return Err(WireError::rate_limited(
-                "too many failed attempts; wait and retry",
-                secs,
-            ));
-        }
-    }
+    let keys = crate::throttle::Keys::token(peer_of(req.extensions()), "file", Some(&f.name));
+    let attempt = app.throttle.begin(&keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
     let ok = match &f.password {
         Some(cur) => auth::token_matches(password, cur, f.prev_password.as_ref()),
         None => {
@@ -160,11 +157,10 @@ fn check_password(
         }
     };
     if ok {
+        attempt.succeeded();
         return Ok(());
     }
-    for key in keys.iter().flatten() {
-        app.throttle.fail(key);
-    }
+    attempt.failed();
     Err(WireError::unauthorized("wrong file password"))
 }
 
@@ -323,6 +319,21 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     if declared_too_large(&req, usize::try_from(max).unwrap_or(usize::MAX)) {
         return Err(too_large());
     }
+    // `[quotas] file_bytes_per_user`: what the owner's other files leave
+    // (a replaced file's old size is freed). Checked as the body streams
+    // in, to stop a large upload early, and again at the commit.
+    let quota = crate::quotas::applies(
+        &app.directory,
+        &owner,
+        app.config.quotas.file_bytes_per_user,
+    );
+    let over_quota = |have: u64, adding: u64| {
+        crate::quotas::check("file bytes", "file_bytes_per_user", quota, have, adding)
+    };
+    let others = owned_bytes(app, &owner, name);
+    if let Some(n) = declared_len(&req) {
+        over_quota(others, n)?;
+    }
     let idle = Duration::from_secs(app.config.limits.body_timeout_secs);
     let app2 = app.clone();
     let up = tokio::task::spawn_blocking(move || app2.files.begin_upload())
@@ -361,6 +372,7 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 if size > max {
                     return Err(too_large());
                 }
+                over_quota(others, size)?;
                 batched += chunk.len();
                 batch.push(chunk);
             }
@@ -396,20 +408,55 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     let app2 = app.clone();
     let name2 = name.to_string();
     let who2 = who.clone();
+    let new_size = done.size;
     let (rec, created) = tokio::task::spawn_blocking(move || {
         let dir = &app2.directory;
+        let owner2 = owner.clone();
+        // Under the files lock: no other upload commits between this
+        // count and this commit.
         app2.files
-            .commit_upload(&app2.store, &name2, &owner, done, |now| match now {
-                Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f)),
-                None => dir.authorize(&who2, Action::CreateOwned, Resource::None),
+            .commit_upload(&app2.store, &name2, &owner, done, |now| {
+                match now {
+                    Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f))?,
+                    None => dir.authorize(&who2, Action::CreateOwned, Resource::None)?,
+                }
+                crate::quotas::check(
+                    "file bytes",
+                    "file_bytes_per_user",
+                    quota,
+                    owned_bytes(&app2, &owner2, &name2),
+                    new_size,
+                )
             })
     })
     .await
     .map_err(internal("upload failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, size = rec.size, created, "file stored");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), size = rec.size, created, "file stored");
     let mut out = String::from(MANIFEST_HEADER);
     write_row(&rec, &mut out);
     Ok(Reply::csv(out).with_status(if created { 201 } else { 200 }))
+}
+
+/// Bytes of the files `owner` owns, except the one named `except` (the
+/// file an upload replaces).
+fn owned_bytes(app: &App, owner: &str, except: &str) -> u64 {
+    app.files
+        .all()
+        .iter()
+        .filter(|f| f.owner == owner && f.name != except)
+        .map(|f| f.size)
+        .sum()
+}
+
+/// The declared `Content-Length` of a request, if any.
+fn declared_len<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The file `name` for a management `action`, or `404 unknown_file`.
@@ -458,7 +505,7 @@ pub async fn delete(
     if !gone {
         return Err(unknown(name));
     }
-    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file deleted");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), "file deleted");
     let mut out = String::from("ok,");
     write_csv_text(name, &mut out);
     out.push('\n');
@@ -478,7 +525,7 @@ pub async fn rotate_password(
     })
     .await?;
     let pw = pw.ok_or_else(|| unknown(name))?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), file = %name, "file password rotated");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), "file password rotated");
     let mut out = String::from("name,password\n");
     write_csv_text(name, &mut out);
     out.push(',');

@@ -1,6 +1,6 @@
 //! The device inbox over HTTP.
 //!
-//! Device side: `GET /v1/inbox`, `GET|POST /v1/inbox/ack?upto=SEQ`.
+//! Device side: `GET|POST /v1/inbox`, `GET|POST /v1/inbox/ack?upto=SEQ`.
 //! User side: `GET /v1/devices/ID/inbox` (watch a device's queue) and
 //! `POST /v1/devices/ID/inbox` (send a message or a command).
 
@@ -12,6 +12,7 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId, Value};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -23,9 +24,22 @@ fn timeout(app: &App) -> Duration {
 }
 
 /// The device a device-side request is about: the calling device.
-fn me(who: &Principal) -> Result<Arc<DeviceRecord>, WireError> {
+///
+/// On these endpoints `device=` only ever names the caller. A `device=A`
+/// without `token=` next to `Authorization` for device B would otherwise
+/// be answered for B (the header wins when no token is given), so a board
+/// that mixes up its credentials would read or acknowledge another
+/// device's rows. Credentials that disagree are `401`, never mixed.
+fn me(who: &Principal, form: &Form) -> Result<Arc<DeviceRecord>, WireError> {
     match who {
-        Principal::Device(d) => Ok(d.clone()),
+        Principal::Device(d) => match form.get("device") {
+            Some(named) if named != d.id => Err(WireError::unauthorized(format!(
+                "device={} disagrees with the credentials given (device {}); send one set",
+                clip(named),
+                d.id
+            ))),
+            _ => Ok(d.clone()),
+        },
         _ => Err(WireError::bad_request(
             "missing_device",
             "this is the device's own inbox: authenticate as the device",
@@ -98,12 +112,12 @@ fn limit(app: &App, form: &Form) -> Result<usize, WireError> {
     }
 }
 
-/// `GET /v1/inbox?device=ID&token=TOK[&limit=N]`: the device's pending
-/// rows, oldest first.
+/// `GET /v1/inbox?device=ID&token=TOK[&limit=N]`, or the same fields as
+/// a form `POST`: the device's pending rows, oldest first.
 pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(app)?;
-    let d = me(&who)?;
+    let d = me(&who, &form)?;
     app.directory
         .authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
     list_rows(app, d.num, limit(app, &form)?, None).await
@@ -114,7 +128,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "upto"], timeout(app)).await?;
     let who = form.caller(app)?;
-    let d = me(&who)?;
+    let d = me(&who, &form)?;
     app.directory
         .authorize(&who, Action::AckInbox, Resource::Device(&d))?;
     let upto: u64 = form
@@ -189,6 +203,9 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
             (String::new(), value.to_string())
         }
     };
+    // What reaches a device is one line: no CR/LF or other controls, in
+    // a message or in an `S` command value (other types are canonical).
+    inbox::check_text("value", &value)?;
     Ok(Row {
         kind,
         time: timefmt::now_micros(),
@@ -249,6 +266,6 @@ pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Re
     let d = device_for(app, &who, id, Action::SendToDevice)?;
     let row = row_from(app, &form, who.label())?;
     let seqs = deliver(app, vec![(d.num, d.id.clone())], row).await?;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %d.id, seq = seqs[0], "inbox row queued");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), seq = seqs[0], "inbox row queued");
     Ok(Reply::csv(format!("ok,{}\n", seqs[0])).with_status(201))
 }

@@ -3,18 +3,21 @@
 //! | route | module |
 //! |---|---|
 //! | `GET/POST /v1/readings` | [`readings::ingest`] |
-//! | `GET /v1/devices/ID/readings` | [`readings::query`] |
-//! | `GET /v1/devices/ID/aggregates` | [`readings::aggregates`] |
+//! | `GET/POST /v1/devices/ID/readings` | [`readings::query`] |
+//! | `GET/POST /v1/devices/ID/aggregates` | [`readings::aggregates`] |
 //! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
-//! | `GET /v1/inbox`, `/v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
+//! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
-//! | `GET /v1/devices/ID/sensors` | [`readings::latest`] |
+//! | `GET/POST /v1/devices/ID/sensors` | [`readings::latest`] |
 //! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
+//!
+//! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
+//! reply (`take_safe`, `codec::spreadsheet`).
 //!
 //! Requests authenticated by the dashboard's session cookie must carry the
 //! session's CSRF token in `X-Overlord-CSRF` when they change anything
@@ -57,9 +60,14 @@ pub async fn handle(
     // one would wait for it forever) instead of the page's login form.
     let from_dashboard = req.headers().contains_key(crate::http::CSRF_HEADER);
     let mut endpoint = None;
-    let mut reply = match route(&app, req, &mut endpoint).await {
-        Ok(r) => r,
+    let mut req = req;
+    let mut reply = match take_safe(&mut req) {
         Err(e) => Reply::from(e),
+        Ok(safe) => match route(&app, req, &mut endpoint).await {
+            Ok(r) if safe => spreadsheet_safe(r).await,
+            Ok(r) => r,
+            Err(e) => Reply::from(e),
+        },
     };
     if from_dashboard && reply.status == 401 {
         reply
@@ -73,12 +81,92 @@ pub async fn handle(
     tracing::info!(
         target: "overlord::request",
         method = %method,
-        path = %clip_path(&path),
+        path = %crate::codec::names::log_safe(&path),
         status,
         bytes = reply.body_len(),
         micros = started.elapsed().as_micros() as u64,
     );
     Ok(into_response(reply, version))
+}
+
+/// Take the `safe` parameter out of the query string, so that every
+/// endpoint accepts it and none sees it: `safe=1` (or `true`) asks for the
+/// spreadsheet-safe form of a CSV reply (`codec::spreadsheet`), `safe=0`
+/// (or `false`, or empty) for the plain one.
+fn take_safe<B>(req: &mut Request<B>) -> Result<bool, WireError> {
+    let Some(query) = req.uri().query() else {
+        return Ok(false);
+    };
+    let mut safe = None;
+    let mut kept: Vec<&str> = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "safe" {
+            kept.push(pair);
+            continue;
+        }
+        if safe.is_some() {
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                "safe: given more than once",
+            ));
+        }
+        safe = Some(match value {
+            "1" | "true" => true,
+            "0" | "false" | "" => false,
+            _ => {
+                return Err(WireError::bad_request(
+                    "bad_parameter",
+                    "safe: 1 (spreadsheet-safe CSV) or 0",
+                ))
+            }
+        });
+    }
+    let Some(safe) = safe else {
+        return Ok(false);
+    };
+    let mut pq = req.uri().path().to_string();
+    if !kept.is_empty() {
+        pq.push('?');
+        pq.push_str(&kept.join("&"));
+    }
+    // `pq` is the request's own (valid) target minus one pair, so these
+    // cannot fail; if they did, the request would go on unchanged and
+    // its handler would refuse `safe` as an unknown parameter.
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = hyper::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    Ok(safe)
+}
+
+/// The spreadsheet-safe form of a successful CSV reply (see
+/// `codec::spreadsheet`); anything else is returned as it is. Bodies over
+/// 64 KiB are rewritten on a blocking thread, like large uploads are parsed.
+async fn spreadsheet_safe(mut r: Reply) -> Reply {
+    if r.status >= 300 || r.content_type != crate::http::CSV || r.stream.is_some() {
+        return r;
+    }
+    let Ok(text) = std::str::from_utf8(&r.body) else {
+        return r;
+    };
+    if r.body.len() <= 64 * 1024 {
+        r.body = crate::codec::spreadsheet::make_safe(text).into();
+        return r;
+    }
+    let body = r.body.clone();
+    let safe = tokio::task::spawn_blocking(move || {
+        crate::codec::spreadsheet::make_safe(std::str::from_utf8(&body).unwrap_or(""))
+    })
+    .await;
+    match safe {
+        Ok(s) => r.body = s.into(),
+        Err(_) => return Reply::from(WireError::new(500, "internal", "safe CSV failed")),
+    }
+    r
 }
 
 fn clip_path(p: &str) -> &str {
@@ -159,6 +247,9 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/readings", Endpoint::ReadingsGet),
     ("POST", "/v1/readings", Endpoint::ReadingsPost),
     ("GET", "/v1/inbox", Endpoint::InboxRead),
+    // Every device operation also takes a form POST (contract §0), so a
+    // token can travel in the body instead of the URL.
+    ("POST", "/v1/inbox", Endpoint::InboxRead),
     ("GET", "/v1/inbox/ack", Endpoint::InboxAck),
     ("POST", "/v1/inbox/ack", Endpoint::InboxAck),
     ("GET", "/v1/devices", Endpoint::DeviceList),
@@ -170,8 +261,14 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
     ("GET", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
+    ("POST", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
     (
         "GET",
+        "/v1/devices/:id/aggregates",
+        Endpoint::DeviceAggregates,
+    ),
+    (
+        "POST",
         "/v1/devices/:id/aggregates",
         Endpoint::DeviceAggregates,
     ),
@@ -224,6 +321,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/logout", Endpoint::Logout),
     ("GET", "/v1/session", Endpoint::Session),
     ("GET", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
+    ("POST", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
     ("GET", "/", Endpoint::Dashboard),
     ("GET", "/ui/:file", Endpoint::DashboardAsset),
 ];

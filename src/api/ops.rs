@@ -6,6 +6,7 @@ use std::sync::Arc;
 use redb::ReadableDatabase;
 
 use crate::app::App;
+use crate::codec::names::log_safe;
 use crate::error::WireError;
 use crate::http::Reply;
 use crate::metrics::Snapshot;
@@ -22,13 +23,12 @@ pub fn healthz() -> Reply {
 pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
     let app2 = app.clone();
     let text = tokio::task::spawn_blocking(move || {
-        let (online, offline) = app2.presence.counts();
+        let devices = app2.presence.state_counts();
         let (inbox_rows, inboxes_pending, inboxes_full) =
             crate::inbox::totals(&*app2.store.db()?, app2.config.limits.max_inbox)?;
         let snap = Snapshot {
             routes: super::endpoint_names(),
-            online,
-            offline,
+            devices,
             inbox_rows,
             inboxes_pending,
             inboxes_full,
@@ -81,7 +81,7 @@ pub async fn backup(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "backup failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), bytes = len, rows, "backup taken");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), bytes = len, rows, "backup taken");
     let mut r = Reply::csv(bytes::Bytes::new());
     r.content_type = "application/octet-stream";
     r.stream = Some(crate::http::FileBody::new(file, len));
@@ -155,6 +155,6 @@ pub async fn retention_set(
     tokio::task::spawn_blocking(move || app2.retention.set(&app2.store, num, sensor, days))
         .await
         .map_err(|_| WireError::new(500, "internal", "retention change failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %d.id, ?days, "retention set");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), ?days, "retention set");
     Ok(Reply::csv(app.retention.settings_csv(d.num)))
 }

@@ -1,6 +1,7 @@
 //! Readings: `GET/POST /v1/readings` (ingest),
-//! `GET /v1/devices/ID/readings` (query) and `GET /v1/devices/ID/aggregates`
-//! (what retention kept of removed minutes).
+//! `GET/POST /v1/devices/ID/readings` (query) and
+//! `GET/POST /v1/devices/ID/aggregates` (what retention kept of removed
+//! minutes); `GET/POST /v1/devices/ID/sensors` (latest values).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -396,7 +397,13 @@ fn visible_device(
             format!("no device '{}'", codec::names::clip(id)),
         )
     };
-    let d = app.directory.device(id).ok_or_else(unknown)?;
+    let Some(d) = app.directory.device(id) else {
+        // Anonymous callers learn nothing about which devices exist.
+        if matches!(who, Principal::Anonymous) {
+            return Err(WireError::unauthorized("credentials required"));
+        }
+        return Err(unknown());
+    };
     app.directory.authorize(who, action, Resource::Device(&d))?;
     Ok(d)
 }
@@ -411,7 +418,7 @@ fn visible_device(
 /// most N rows of `time,S_min,S_max,...`, one per slice of the range, for
 /// charts of ranges too long to draw point by point.
 pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let (q, bq) = series_params(app, &req, id)?;
+    let (q, bq) = series_params(app, req, id).await?;
     if let Some(bq) = bq {
         let db_app = app.clone();
         let text = tokio::task::spawn_blocking(move || read_buckets(&*db_app.store.db()?, &bq))
@@ -439,7 +446,7 @@ pub async fn aggregates(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Reply, WireError> {
-    let (q, bq) = series_params(app, &req, id)?;
+    let (q, bq) = series_params(app, req, id).await?;
     if bq.is_some() {
         return Err(WireError::bad_request(
             "bad_parameter",
@@ -480,12 +487,40 @@ fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
 /// optional `device`/`token` credentials) of device `id`, with the caller
 /// authenticated and allowed [`Action::ReadReadings`] on it.
 /// With `buckets=N` it also returns the bucketed form of the query.
-fn series_params(
+///
+/// The fields come from the query string and, for a form `POST`, from the
+/// body too, so a device can keep its token out of the URL (contract §0).
+async fn series_params(
     app: &App,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
     id: &str,
 ) -> Result<(SeriesQuery, Option<BucketQuery>), WireError> {
-    let pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let media = media_type(&req);
+    let (req, body) = req.into_parts();
+    let body = read_body(
+        &req.extensions,
+        body,
+        crate::http::MAX_FORM,
+        Duration::from_secs(app.config.limits.body_timeout_secs),
+    )
+    .await?;
+    if !body.is_empty() {
+        if !matches!(
+            media.as_deref(),
+            None | Some("application/x-www-form-urlencoded")
+        ) {
+            return Err(WireError::new(
+                415,
+                "unsupported_media_type",
+                "send form fields (application/x-www-form-urlencoded)",
+            ));
+        }
+        pairs.extend(form::parse_pairs(&body)?);
+    }
+    if pairs.len() > codec::DEFAULT_MAX_FIELDS {
+        return Err(codec::too_many_fields(codec::DEFAULT_MAX_FIELDS).into());
+    }
     let mut q = SeriesQuery {
         device: 0,
         sensors: Vec::new(),
@@ -566,14 +601,13 @@ fn series_params(
     }
     let who = authenticate(
         app,
-        req.headers(),
-        peer_of(req.extensions()),
+        &req.headers,
+        peer_of(&req.extensions),
         Some(device.unwrap_or(id)),
         token,
     )?;
-    if matches!(who, Principal::Anonymous) {
-        return Err(WireError::unauthorized("credentials required"));
-    }
+    // No credentials: a public device (a `read` grant to `anonymous`),
+    // else `401` (from `authorize`).
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     q.device = d.num;
     let bq = match buckets {
@@ -644,9 +678,8 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         Some(form.get("device").unwrap_or(id)),
         form.get("token"),
     )?;
-    if matches!(who, Principal::Anonymous) {
-        return Err(WireError::unauthorized("credentials required"));
-    }
+    // No credentials: a public device (a `read` grant to `anonymous`),
+    // else `401` (from `authorize`).
     let d = visible_device(app, &who, id, Action::ReadReadings)?;
     let db_app = app.clone();
     let num = d.num;

@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::auth::{
     self, valid_id, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE, KIND_FILE,
 };
+use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -81,14 +82,13 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let password = password_field(&form)?;
     let app2 = app.clone();
-    let (rec, token) = tokio::task::spawn_blocking(move || {
+    let (rec, token) = password_job(app, move || {
         users::create(&app2.store, &name, role, password.as_deref())
     })
-    .await
-    .map_err(internal("create failed"))?
+    .await?
     .map_err(user_error)?;
     app.directory.put_user(rec.clone());
-    tracing::info!(target: "overlord::audit", by = %who.label(), user = %rec.name, "user created");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), user = %log_safe(&rec.name), "user created");
     Ok(Reply::csv(format!("user,token\n{},{token}\n", rec.name)).with_status(201))
 }
 
@@ -125,14 +125,22 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 /// previous one keeps working until the next rotation.
 /// `POST /v1/users/NAME/password` with `password` (empty removes it).
 /// `POST /v1/users/NAME/revoke`: both tokens and the password stop
-/// working, and every login session ends.
+/// working.
+///
+/// Any of the three ends every login session of the user. A caller
+/// authenticated by a login session (cookie or Bearer session token) must
+/// also give `current`, its own current password, unless it is an
+/// administrator acting on another user: a stolen session must not be
+/// enough to take the account over (`403 password_required`; a wrong
+/// one is `403 wrong_password` and counts towards throttling like a
+/// failed login).
 pub async fn credentials(
     app: &Arc<App>,
     req: Request<Incoming>,
     name: &str,
     what: &str,
 ) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["password"], timeout(app)).await?;
+    let form = Form::read(req, &["password", "current"], timeout(app)).await?;
     let who = form.header_principal(app)?;
     app.directory
         .authorize(&who, Action::ManageCredentials, Resource::User(name))?;
@@ -144,10 +152,31 @@ pub async fn credentials(
         ));
     }
     let password = password_field(&form)?;
+    if let Principal::User(me) = &who {
+        let admin_on_other = me.role == Role::Administrator && me.name != name;
+        if came_by_session(app, &form.headers) && !admin_on_other {
+            let current = form
+                .get("current")
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    WireError::new(
+                        403,
+                        "password_required",
+                        "from a login session, give current= (your current password)",
+                    )
+                })?;
+            check_password(app, form.peer, &me.name, current)
+                .await
+                .map_err(|e| match e.status {
+                    401 => WireError::new(403, "wrong_password", "current: wrong password"),
+                    _ => e,
+                })?;
+        }
+    }
     let app2 = app.clone();
     let name2 = name.to_string();
     let what2 = what.to_string();
-    let (rec, body) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+    let job = move || -> Result<_, StoreError> {
         Ok(match what2.as_str() {
             "token" => {
                 let role = app2.directory.user(&name2).map_or(Role::User, |u| u.role);
@@ -160,42 +189,78 @@ pub async fn credentials(
             ),
             _ => (users::revoke(&app2.store, &name2)?, "ok\n".into()),
         })
-    })
-    .await
-    .map_err(internal("update failed"))?
+    };
+    // Setting a password hashes it with argon2: it takes a slot.
+    let (rec, body) = if what == "password" {
+        password_job(app, job).await?
+    } else {
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(internal("update failed"))?
+    }
     .map_err(user_error)?;
     app.directory.put_user(rec);
-    if what == "revoke" {
-        app.directory.end_sessions(name);
-    }
-    tracing::info!(target: "overlord::audit", by = %who.label(), user = %name, change = %what, "user credentials changed");
+    app.directory.end_sessions(name);
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), user = %log_safe(name), change = %log_safe(what), "user credentials changed");
     Ok(Reply::csv(body))
 }
 
-/// `POST /v1/login` with `name` and `password`: `user,token` where the
-/// token is a session token (Bearer) valid for `session_secs`. Wrong
-/// passwords count towards throttling like wrong tokens.
-pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["name", "password"], timeout(app)).await?;
-    let name = form.require("name")?.to_string();
-    let password = form.require("password")?.to_string();
-    let keys: Vec<String> = form
-        .peer
-        .map(|ip| format!("src:{ip}"))
-        .into_iter()
-        .chain([format!("id:{name}")])
-        .collect();
-    for k in &keys {
-        if let Err(secs) = app.throttle.check(k) {
-            return Err(WireError::rate_limited(
-                "too many failed attempts; wait and retry",
-                secs,
-            ));
-        }
+/// Did this request authenticate with a login session (the cookie, or a
+/// Bearer token that is a session's) rather than an API token? Mirrors
+/// the precedence of [`crate::http::authenticate`].
+fn came_by_session(app: &App, headers: &hyper::HeaderMap) -> bool {
+    match headers.get(hyper::header::AUTHORIZATION) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .is_some_and(|t| app.directory.is_session(t.trim())),
+        None => crate::http::session_cookie(headers).is_some(),
     }
-    let user = app.directory.user(&name);
+}
+
+/// Run an argon2 job (a password check or hash) on the blocking pool in
+/// one of the `[limits] password_checks` slots. The slot is taken with a
+/// try-acquire: when all are busy the request gets `503 overloaded` with
+/// `Retry-After: 1` at once, so a flood of logins neither queues without
+/// bound nor takes every core and the memory argon2 needs per check.
+pub(crate) async fn password_job<T: Send + 'static>(
+    app: &App,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WireError> {
+    let permit = app
+        .password_checks
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| WireError::overloaded("too many password checks at once; retry"))?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        job()
+    })
+    .await
+    .map_err(internal("password check failed"))
+}
+
+/// Check user `name`'s password, throttled (see [`crate::throttle`]):
+/// the attempt is counted as a failure before argon2 runs and un-counted
+/// when it was right. The user as checked, or `401`/`429`/`503`.
+async fn check_password(
+    app: &App,
+    peer: Option<std::net::IpAddr>,
+    name: &str,
+    password: &str,
+) -> Result<Arc<crate::store::UserRecord>, WireError> {
+    let keys = crate::throttle::Keys::password(peer, name);
+    let attempt = app.throttle.begin(&keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
+    let user = app.directory.user(name);
     let hash = user.as_ref().and_then(|u| u.password.clone());
-    let ok = tokio::task::spawn_blocking(move || match hash {
+    let password = password.to_string();
+    let checked = password_job(app, move || match hash {
         Some(h) => users::verify_password(&h, &password),
         None => {
             // Same cost for an unknown user or one without a password.
@@ -203,20 +268,37 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
             false
         }
     })
-    .await
-    .map_err(internal("login failed"))?;
-    if !ok {
-        for k in &keys {
-            if app.throttle.fail(k) {
-                tracing::warn!(target: "overlord::auth", key = %k, "failed logins: throttled for the rest of the window");
-            }
+    .await;
+    match (checked, user) {
+        (Ok(true), Some(u)) => {
+            attempt.succeeded();
+            Ok(u)
         }
-        return Err(WireError::unauthorized("wrong name or password"));
+        (Ok(_), _) => {
+            attempt.failed();
+            Err(WireError::unauthorized("wrong name or password"))
+        }
+        (Err(e), _) => {
+            // Not checked (no slot): not a failure.
+            attempt.succeeded();
+            Err(e)
+        }
     }
+}
+
+/// `POST /v1/login` with `name` and `password`: `user,token` where the
+/// token is a session token (Bearer) valid for `session_secs`. Wrong
+/// passwords count towards throttling like wrong tokens; the session
+/// ends when the user's credentials change.
+pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["name", "password"], timeout(app)).await?;
+    let name = form.require("name")?.to_string();
+    let password = form.require("password")?.to_string();
+    let user = check_password(app, form.peer, &name, &password).await?;
     let token = app
         .directory
-        .new_session(&name, Duration::from_secs(app.config.limits.session_secs));
-    tracing::info!(target: "overlord::audit", user = %name, "login");
+        .new_session(&user, Duration::from_secs(app.config.limits.session_secs));
+    tracing::info!(target: "overlord::audit", user = %log_safe(&name), "login");
     let reply = Reply::csv(format!("user,token\n{name},{token}\n"));
     // The cookie only for the dashboard's own request (it sends
     // `X-Overlord-CSRF`, which a cross-site HTML form cannot): another
@@ -274,7 +356,7 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             ended += usize::from(app.directory.end_session(t.trim()));
         }
     }
-    tracing::info!(target: "overlord::audit", user = %u.name, "logout");
+    tracing::info!(target: "overlord::audit", user = %log_safe(&u.name), "logout");
     Ok(Reply::csv(format!("ok,{ended}\n"))
         .with_header(hyper::header::SET_COOKIE, session_cookie_header(app, "", 0)))
 }
@@ -393,6 +475,14 @@ pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result
     } else {
         Level::Read
     };
+    // `anonymous` means "everyone": a device, channel or file may be
+    // made public for reading, never controlled by anyone at all.
+    if add && to == auth::ANONYMOUS && level != Level::Read {
+        return Err(WireError::bad_request(
+            "bad_level",
+            "anonymous (everyone) may only be granted read",
+        ));
+    }
     let app2 = app.clone();
     let to2 = to.clone();
     tokio::task::spawn_blocking(move || {
@@ -415,7 +505,7 @@ pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result
     })
     .await
     .map_err(internal("grant failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), resource = %res, to = %to, level = level.as_str(), add, "grant changed");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), resource = %log_safe(&res), to = %log_safe(&to), level = level.as_str(), add, "grant changed");
     Ok(Reply::csv(format!("ok,{res},{to}\n")).with_status(if add { 201 } else { 200 }))
 }
 
@@ -464,6 +554,6 @@ pub async fn revoke_device(
     })
     .await
     .map_err(internal("revoke failed"))??;
-    tracing::info!(target: "overlord::audit", by = %who.label(), device = %id, "device tokens revoked");
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(id), "device tokens revoked");
     Ok(Reply::csv("ok\n"))
 }

@@ -325,9 +325,68 @@ pub(crate) fn clip(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
+/// A client-chosen string made safe for a log line: [`log_safe`].
+pub struct LogSafe<'a>(&'a str);
+
+/// Most bytes of a client-chosen string written to a log.
+pub const LOG_MAX: usize = 200;
+
+/// Wrap a client-chosen string (an id, a name, a path, a throttling key)
+/// for a `tracing` field. Its `Display` writes it with every control
+/// character (CR, LF, ESC, NUL, DEL, the C1 range), backslash and double
+/// quote escaped as `\n`, `\x1b`, `\u{85}`, `\\`, `\"`, and clips it to
+/// [`LOG_MAX`] bytes with `...`, so nothing a client sends can start a
+/// forged log line, move a terminal's cursor or flood the log.
+pub fn log_safe(s: &str) -> LogSafe<'_> {
+    LogSafe(s)
+}
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let mut used = 0;
+        for c in self.0.chars() {
+            if used + c.len_utf8() > LOG_MAX {
+                return f.write_str("...");
+            }
+            used += c.len_utf8();
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => write!(f, "\\x{:02x}", c as u32)?,
+                c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                    write!(f, "\\u{{{:x}}}", c as u32)?
+                }
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_safe_escapes_controls_and_clips() {
+        let got = log_safe("a\nb\r\x1b[2J\"q\\\u{85}\u{2028}\0").to_string();
+        assert_eq!(got, "a\\nb\\r\\x1b[2J\\\"q\\\\\\u{85}\\u{2028}\\x00");
+        assert!(!got.chars().any(|c| c.is_control()));
+        assert_eq!(log_safe("greenhouse-3").to_string(), "greenhouse-3");
+        let long = "é".repeat(150);
+        let clipped = log_safe(&long).to_string();
+        assert!(clipped.ends_with("...") && clipped.len() <= LOG_MAX + 3);
+    }
 
     /// Regression (found by the `value` fuzz target): a `D` value past
     /// year 9999 was accepted and written back as `16053-...`, which no

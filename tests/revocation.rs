@@ -1,0 +1,265 @@
+//! Withdrawing a grant stops everything the grantee built on it, at once:
+//! channel members, alerts (their events, inbox rows and channel items)
+//! and presence notices into the granting user's device.
+
+mod common;
+
+use common::{hour_ago, token_of, TestServer};
+
+struct World {
+    s: TestServer,
+    /// `Authorization` lines.
+    ann: String,
+    bob: String,
+    /// bob's device, shared with ann.
+    bdev: String,
+}
+
+fn user(s: &TestServer, name: &str) -> String {
+    let r = s.admin_form("POST", "/v1/users", &format!("name={name}"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    format!("Authorization: Bearer {}\r\n", token_of(&r.body))
+}
+
+fn form(s: &TestServer, who: &str, method: &str, path: &str, body: &str) -> common::Reply {
+    let r = s.raw(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{who}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        r.status < 300,
+        "{method} {path} {body}: {} {}",
+        r.status,
+        r.body
+    );
+    r
+}
+
+/// Poll `path` as `who` until `done` holds (bounded).
+fn until(s: &TestServer, who: &str, path: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = form(s, who, "GET", path, "");
+        if done(&r.body) || std::time::Instant::now() > deadline {
+            return r.body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn world() -> World {
+    let s = TestServer::start();
+    let ann = user(&s, "ann");
+    let bob = user(&s, "bob");
+    let r = form(&s, &bob, "POST", "/v1/devices", "id=bdev");
+    let bdev = r
+        .body
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string();
+    // bob lets ann control (so also read) his device.
+    form(
+        &s,
+        &bob,
+        "POST",
+        "/v1/grants",
+        "resource=device:bdev&to=user:ann&level=control",
+    );
+    // What ann builds on it: a channel fed by bob's device, an alert on
+    // it that tells bob's device and ann's channel, and presence notices
+    // for her own devices into bob's device.
+    form(&s, &ann, "POST", "/v1/channels", "name=annch");
+    form(
+        &s,
+        &ann,
+        "POST",
+        "/v1/channels/annch/members",
+        "device=bdev&sensor=S1",
+    );
+    form(
+        &s,
+        &ann,
+        "POST",
+        "/v1/alerts",
+        "name=annhot&device=bdev&sensor=N1&max=10&message=hot&to_device=bdev&to_channel=annch",
+    );
+    form(
+        &s,
+        &ann,
+        "POST",
+        "/v1/presence/notify",
+        "notify_device=bdev",
+    );
+    // bob's own channel and alert on the same sensors: they keep working
+    // and serve as barriers (the digest handled a batch when they show it).
+    form(&s, &bob, "POST", "/v1/channels", "name=bobch");
+    form(
+        &s,
+        &bob,
+        "POST",
+        "/v1/channels/bobch/members",
+        "device=bdev&sensor=S1",
+    );
+    form(
+        &s,
+        &bob,
+        "POST",
+        "/v1/alerts",
+        "name=bobhot&device=bdev&sensor=N1&max=10&message=bobs&to_device=none",
+    );
+    World { s, ann, bob, bdev }
+}
+
+fn send(w: &World, t: i64, form_body: &str) {
+    let r = w.s.get(&format!(
+        "/v1/readings?device=bdev&token={}&time={t}&{form_body}",
+        w.bdev
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// ann's device `id` makes its first contact (a presence change, online).
+fn contact(w: &World, id: &str) {
+    let r = form(&w.s, &w.ann, "POST", "/v1/devices", &format!("id={id}"));
+    let tok = r
+        .body
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string();
+    let r = w.s.get(&format!("/v1/readings?device={id}&token={tok}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn inbox_rows(w: &World) -> Vec<String> {
+    form(&w.s, &w.bob, "GET", "/v1/devices/bdev/inbox", "")
+        .body
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn withdrawing_a_grant_stops_what_was_built_on_it() {
+    let w = world();
+    let t = hour_ago();
+    // With the grant: everything works.
+    send(&w, t, "S1=before&N1=20");
+    contact(&w, "adev1");
+    let items = until(&w.s, &w.ann, "/v1/channels/annch/items", |b| {
+        b.lines().count() == 3
+    });
+    assert!(items.contains(",bdev,S1,before\n"), "{items}");
+    assert!(items.contains(",bdev,N1,20\n"), "{items}");
+    until(&w.s, &w.bob, "/v1/devices/bdev/inbox", |b| {
+        b.contains("presence:adev1")
+    });
+    let rows = inbox_rows(&w);
+    assert!(rows.iter().any(|r| r.contains("alert:annhot")), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r.contains("presence:adev1")),
+        "{rows:?}"
+    );
+    let before = rows.len();
+
+    // bob withdraws it.
+    form(
+        &w.s,
+        &w.bob,
+        "DELETE",
+        "/v1/grants?resource=device:bdev&to=user:ann",
+        "",
+    );
+    // New readings: a string ann's channel would carry, and a re-arm and
+    // a new firing of ann's alert.
+    send(&w, t + 1, "S1=after&N1=5");
+    send(&w, t + 2, "N1=30");
+    contact(&w, "adev2");
+    // Barriers: bob's own channel has the string, bob's own alert fired a
+    // second time, the presence feed has adev2's change.
+    until(&w.s, &w.bob, "/v1/channels/bobch/items", |b| {
+        b.contains(",bdev,S1,after\n")
+    });
+    until(&w.s, &w.bob, "/v1/alerts/bobhot/events", |b| {
+        b.lines().count() == 3
+    });
+    let admin = format!("Authorization: Bearer {}\r\n", w.s.admin);
+    until(&w.s, &admin, "/v1/presence/events", |b| {
+        b.contains(",adev2,")
+    });
+
+    // ann's channel got nothing more, her alert fired no more, and bob's
+    // device got no row from her alert or her presence notices.
+    let items = form(&w.s, &w.ann, "GET", "/v1/channels/annch/items", "").body;
+    assert_eq!(items.lines().count(), 3, "{items}");
+    assert!(!items.contains("after"), "{items}");
+    assert!(!items.contains(",N1,30\n"), "{items}");
+    let events = form(&w.s, &w.ann, "GET", "/v1/alerts/annhot/events", "").body;
+    assert_eq!(events.lines().count(), 2, "one firing only: {events}");
+    let rows = inbox_rows(&w);
+    assert_eq!(rows.len(), before, "{rows:?}");
+    assert!(
+        !rows.iter().any(|r| r.contains("presence:adev2")),
+        "{rows:?}"
+    );
+
+    // Granted again, it works again (nothing was deleted).
+    form(
+        &w.s,
+        &w.bob,
+        "POST",
+        "/v1/grants",
+        "resource=device:bdev&to=user:ann&level=read",
+    );
+    send(&w, t + 3, "S1=again");
+    let items = until(&w.s, &w.ann, "/v1/channels/annch/items", |b| {
+        b.contains("again")
+    });
+    assert!(items.contains(",bdev,S1,again\n"), "{items}");
+}
+
+#[test]
+fn read_without_control_feeds_a_channel_but_sends_nothing_to_the_device() {
+    let w = world();
+    // Down from control to read.
+    form(
+        &w.s,
+        &w.bob,
+        "POST",
+        "/v1/grants",
+        "resource=device:bdev&to=user:ann&level=read",
+    );
+    let t = hour_ago();
+    send(&w, t, "S1=x&N1=20");
+    contact(&w, "adev1");
+    until(&w.s, &w.bob, "/v1/alerts/bobhot/events", |b| {
+        b.lines().count() == 2
+    });
+    let admin = format!("Authorization: Bearer {}\r\n", w.s.admin);
+    until(&w.s, &admin, "/v1/presence/events", |b| {
+        b.contains(",adev1,")
+    });
+    let items = until(&w.s, &w.ann, "/v1/channels/annch/items", |b| {
+        b.lines().count() == 3
+    });
+    // Read: her channel and her alert's events and channel item go on...
+    assert!(items.contains(",bdev,S1,x\n"), "{items}");
+    assert!(items.contains(",bdev,N1,20\n"), "{items}");
+    let events = form(&w.s, &w.ann, "GET", "/v1/alerts/annhot/events", "").body;
+    assert_eq!(events.lines().count(), 2, "{events}");
+    // ...but nothing goes into bob's device: that needs control.
+    let rows = inbox_rows(&w);
+    assert!(!rows.iter().any(|r| r.contains("alert:annhot")), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.contains("presence:")), "{rows:?}");
+}
