@@ -222,6 +222,17 @@ fn serve(config: Config) -> Result<(), String> {
         .init();
     let listen = config.listen.clone();
     let data_file = config.data_file.clone();
+    // Take the port before touching the data file: a second server started
+    // on a taken port must fail without creating a data file or an
+    // administrator token.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("overlord-http")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let opened = app::open(config).map_err(|e| format!("{}: {e}", data_file.display()))?;
     let mut out = std::io::stdout().lock();
     if let Some(token) = &opened.admin_token {
@@ -233,15 +244,7 @@ fn serve(config: Config) -> Result<(), String> {
             users::FIRST_ADMIN
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("overlord-http")
-        .build()
-        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let _ = writeln!(out, "listening on {addr}");
         let _ = out.flush();

@@ -502,6 +502,26 @@ fn open_db(
     faults: Option<&DiskFaults>,
     cache_bytes: usize,
 ) -> Result<Database, StoreError> {
+    // A new data file is created only where none exists. redb would take
+    // an existing empty file for a new database and the server would start
+    // afresh with a new administrator, silently hiding whatever happened to
+    // the real one (a truncation, a wrong mount, an interrupted copy).
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => {
+            return Err(StoreError::Corrupt(
+                "the file exists but is empty (0 bytes), so it is not an Overlord data \
+                 file; a new one is created only where none exists. Restore a backup \
+                 (`overlord restore FILE`), or remove the empty file to start afresh"
+                    .into(),
+            ))
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(StoreError::Corrupt("not a regular file".into()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::Io(format!("cannot read it: {e}"))),
+    }
     let mut builder = Database::builder();
     builder.set_cache_size(cache_bytes.max(1 << 20));
     let opened = match faults {
