@@ -107,9 +107,17 @@ impl From<&StoreError> for WireError {
             }
             StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
             StoreError::InUse => WireError::new(500, "storage", "data file in use"),
-            StoreError::Corrupt(_) | StoreError::Io(_) => {
-                WireError::new(500, "storage", "storage failure; retry later")
-            }
+            StoreError::Damaged(_) => WireError::new(
+                500,
+                "storage_damaged",
+                "the data file is damaged; writes are refused until it is restored",
+            ),
+            StoreError::Corrupt(_) => WireError::new(
+                500,
+                "storage_damaged",
+                "stored data does not read back: the data file is damaged",
+            ),
+            StoreError::Io(_) => WireError::new(500, "storage", "storage failure; retry later"),
         }
     }
 }

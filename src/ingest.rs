@@ -498,7 +498,7 @@ impl WriterState {
         let mut seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
         let changes = self.ctx.presence.take_changes();
-        let mut result = self.write(&jobs, seq, now, durable, &changes);
+        let mut result = self.write_guarded(&jobs, seq, now, durable, &changes);
         if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
             // redb refuses everything after a failed write or fsync until
             // the file is reopened: do that, then try the batch once more
@@ -508,7 +508,7 @@ impl WriterState {
             match self.recover() {
                 Ok(()) => {
                     seq = self.next_seq;
-                    result = self.write(&jobs, seq, now, durable, &changes);
+                    result = self.write_guarded(&jobs, seq, now, durable, &changes);
                     if result.is_err() {
                         let _ = self.recover();
                     }
@@ -629,6 +629,32 @@ impl WriterState {
             }
         }
         self.replay()
+    }
+
+    /// [`WriterState::write`], with a redb panic (a page of a damaged
+    /// file that does not decode) turned into [`StoreError::Damaged`]:
+    /// the writer thread lives on, the batch is refused, and the store
+    /// refuses every later write (see `store::Damage`).
+    fn write_guarded(
+        &mut self,
+        jobs: &[Job],
+        seq: u64,
+        now: i64,
+        durable: bool,
+        changes: &[Change],
+    ) -> Result<Written, StoreError> {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write(jobs, seq, now, durable, changes)
+        }));
+        result.unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the writer panicked".into());
+            self.store.mark_damaged(&why);
+            Err(StoreError::Damaged(why))
+        })
     }
 
     fn write(
