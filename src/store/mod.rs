@@ -35,6 +35,7 @@ pub mod aggregates;
 pub mod chunk;
 pub mod digest_log;
 pub mod faults;
+pub mod overlay;
 pub mod parts;
 pub mod query;
 pub mod records;
@@ -212,8 +213,10 @@ fn corrupt(why: String) -> StoreError {
 /// operation after one failed write or fsync (`PreviousIo`) until the file
 /// is closed and opened again, so the writer thread calls
 /// [`Store::reopen`] after a failed commit. While the file cannot be
-/// opened again (the disk is still failing), [`Store::db`] answers with the
-/// error that kept it closed, and every write is refused with a `5xx`.
+/// opened again (the disk is still failing), [`Store::db`] lends a
+/// read-only view of it ([`overlay`]) whose writes are refused with the
+/// error that kept it closed (a `5xx`), or, if not even that opens,
+/// answers with that error.
 pub struct Store {
     slot: RwLock<Slot>,
     path: PathBuf,
@@ -291,6 +294,9 @@ fn install_panic_hook() {
 pub struct Db {
     db: Database,
     damage: Arc<Damage>,
+    /// A read-only view ([`overlay`]) while the file cannot be opened for
+    /// writing: why, and every write is refused with it.
+    read_only: Option<ClosedBy>,
 }
 
 impl Deref for Db {
@@ -306,6 +312,9 @@ impl Db {
     pub fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
         if let Some(why) = self.damage.get() {
             return Err(StoreError::Damaged(why));
+        }
+        if let Some(why) = &self.read_only {
+            return Err(why.error());
         }
         Ok(self.db.begin_write()?)
     }
@@ -324,6 +333,17 @@ enum Slot {
 enum ClosedBy {
     DiskFull,
     Io(String),
+}
+
+impl ClosedBy {
+    fn error(&self) -> StoreError {
+        match self {
+            ClosedBy::DiskFull => StoreError::DiskFull,
+            ClosedBy::Io(e) => {
+                StoreError::Io(format!("data file closed after a storage failure: {e}"))
+            }
+        }
+    }
 }
 
 impl From<&StoreError> for ClosedBy {
@@ -398,6 +418,7 @@ impl Store {
             slot: RwLock::new(Slot::Open(Arc::new(Db {
                 db,
                 damage: Arc::default(),
+                read_only: None,
             }))),
             path: path.to_path_buf(),
             faults,
@@ -460,10 +481,7 @@ impl Store {
         IN_USE.with(|u| *u.borrow_mut() = Arc::downgrade(&self.damage));
         match &*self.slot.read() {
             Slot::Open(db) => Ok(db.clone()),
-            Slot::Closed(ClosedBy::DiskFull) => Err(StoreError::DiskFull),
-            Slot::Closed(ClosedBy::Io(e)) => Err(StoreError::Io(format!(
-                "data file closed after a storage failure: {e}"
-            ))),
+            Slot::Closed(why) => Err(why.error()),
         }
     }
 
@@ -481,7 +499,40 @@ impl Store {
     /// Whether a storage failure left the data file closed (the writer
     /// retries [`Store::reopen`]).
     pub fn is_closed(&self) -> bool {
-        matches!(*self.slot.read(), Slot::Closed(_))
+        match &*self.slot.read() {
+            Slot::Closed(_) => true,
+            Slot::Open(db) => db.read_only.is_some(),
+        }
+    }
+
+    /// From a read-only view: open the file for writing beside it (the
+    /// view holds no lock) and, once the queries using the view are done
+    /// (bounded), put the new handle in its place. Reads go on from the
+    /// view meanwhile; on failure it stays.
+    fn reopen_from_view(&self) -> Result<(), StoreError> {
+        let db = open_db(&self.path, self.faults.as_ref(), self.cache_bytes, false)?;
+        let mut slot = self.slot.write();
+        // A query still reading the view must finish before the new handle
+        // may reuse pages the view can see.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match &*slot {
+                Slot::Open(view) if Arc::strong_count(view) > 1 => {
+                    if Instant::now() >= deadline {
+                        return Err(StoreError::Io("data file busy; not reopened".into()));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                _ => break,
+            }
+        }
+        *slot = Slot::Open(Arc::new(Db {
+            db,
+            damage: self.damage.clone(),
+            read_only: None,
+        }));
+        tracing::warn!("data file reopened after a storage failure");
+        Ok(())
     }
 
     /// Close the data file and open it again, which is what redb requires
@@ -491,6 +542,10 @@ impl Store {
     /// let go of it. On failure the store stays closed ([`Store::db`] fails)
     /// until a later call succeeds.
     pub fn reopen(&self) -> Result<(), StoreError> {
+        let is_view = matches!(&*self.slot.read(), Slot::Open(db) if db.read_only.is_some());
+        if is_view {
+            return self.reopen_from_view();
+        }
         let mut slot = self.slot.write();
         if let Slot::Open(db) =
             std::mem::replace(&mut *slot, Slot::Closed(ClosedBy::Io("reopening".into())))
@@ -532,12 +587,30 @@ impl Store {
                 *slot = Slot::Open(Arc::new(Db {
                     db,
                     damage: self.damage.clone(),
+                    read_only: None,
                 }));
                 tracing::warn!("data file reopened after a storage failure");
                 Ok(())
             }
             Err(e) => {
-                *slot = Slot::Closed(ClosedBy::from(&e));
+                // Keep answering queries from what is durable: a read-only
+                // view whose repair runs in memory (see `overlay`).
+                *slot = match overlay::open(&self.path, self.cache_bytes) {
+                    Ok(view) => {
+                        tracing::warn!(
+                            "serving reads from a read-only view until the data file reopens"
+                        );
+                        Slot::Open(Arc::new(Db {
+                            db: view,
+                            damage: self.damage.clone(),
+                            read_only: Some(ClosedBy::from(&e)),
+                        }))
+                    }
+                    Err(v) => {
+                        tracing::warn!(error = %v, "no read-only view either");
+                        Slot::Closed(ClosedBy::from(&e))
+                    }
+                };
                 Err(e)
             }
         }
