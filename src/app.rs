@@ -91,10 +91,11 @@ pub fn open_with_disk(
     digest_hook: Option<DigestHook>,
     disk: Option<DiskFaults>,
 ) -> Result<Opened, StoreError> {
-    let store = Arc::new(Store::open_tuned(
+    let store = Arc::new(Store::open_verified(
         &config.data_file,
         disk,
         config.cache_mb.saturating_mul(1 << 20),
+        config.verify_on_start,
     )?);
     let mut users_list = store.load_users()?;
     let mut admin_token = None;

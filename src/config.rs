@@ -31,6 +31,11 @@ pub struct Config {
     /// redb's page cache in MiB: bounds the store's memory (reads, and a
     /// large commit's dirty pages).
     pub cache_mb: usize,
+    /// Verify the checksum of every page of the data file on every start,
+    /// not only after an unclean shutdown (when redb always does): damage
+    /// from outside (a bad disk, a stray write) stops the start with a
+    /// message instead of failing later queries. Reads the whole file.
+    pub verify_on_start: bool,
     /// Where uploaded files are kept; absent: `<data file>.files` beside
     /// the data file (see [`Config::files_dir`]).
     pub files_dir: Option<PathBuf>,
@@ -221,6 +226,7 @@ impl Default for Config {
             listen: "0.0.0.0:8080".into(),
             data_file: "overlord.redb".into(),
             cache_mb: 64,
+            verify_on_start: false,
             files_dir: None,
             limits: Limits::default(),
             digest: DigestConfig::default(),

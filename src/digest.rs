@@ -56,6 +56,8 @@ pub type DigestHook = Arc<dyn Fn(u32, &Reading) + Send + Sync>;
 /// One thread's share of a batch.
 struct Part {
     seq: u64,
+    /// Which of the batch's parts this is (the digest thread's number).
+    part: usize,
     committed_at: Micros,
     readings: Vec<(u32, Reading)>,
 }
@@ -91,6 +93,10 @@ pub struct Firing {
 pub struct PartDone {
     /// The batch (digest-log key).
     pub seq: u64,
+    /// Which of the batch's parts this is: the writer applies a batch's
+    /// parts in this order, not in the order the threads finished, so the
+    /// same batch always gives the same channel indexes and inbox seqs.
+    pub part: usize,
     /// Devices heard from and when.
     pub last_seen: Vec<(u32, Micros)>,
     /// Channel items, in order.
@@ -167,12 +173,13 @@ impl Digest {
             parts[dev as usize % n].push((dev, r));
         }
         let mut queued = 0;
-        for (q, readings) in self.queues.iter().zip(parts) {
+        for (i, (q, readings)) in self.queues.iter().zip(parts).enumerate() {
             if readings.is_empty() {
                 continue;
             }
             let part = Part {
                 seq: batch.seq,
+                part: i,
                 committed_at: batch.committed_at,
                 readings,
             };
@@ -211,6 +218,7 @@ fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
     } = ctx;
     for part in rx {
         let seq = part.seq;
+        let part_no = part.part;
         let n = part.readings.len() as u64;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             digest_part(&catalog, &directory, hook.as_ref(), part)
@@ -231,6 +239,7 @@ fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
                 tracing::error!(seq, reason = %why, "digest failed; batch goes to dead_letters");
                 PartDone {
                     seq,
+                    part: part_no,
                     failed: Some(why),
                     ..PartDone::default()
                 }
@@ -260,6 +269,7 @@ fn digest_part(
 ) -> PartDone {
     let mut out = PartDone {
         seq: part.seq,
+        part: part.part,
         ..PartDone::default()
     };
     let mut seen = std::collections::HashSet::new();

@@ -4,6 +4,11 @@
 use crate::codec::{names::write_csv_text, CodecError};
 use crate::store::StoreError;
 
+/// `Retry-After` of a `507 disk_full`: long enough not to hammer a server
+/// whose disk is full, short enough that buffered readings go out soon
+/// after an operator frees space.
+pub const DISK_FULL_RETRY_SECS: u32 = 5;
+
 /// A rejected request, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError {
@@ -13,7 +18,7 @@ pub struct WireError {
     pub code: &'static str,
     /// What and where, for a person.
     pub detail: String,
-    /// Seconds for `Retry-After` (503/429).
+    /// Seconds for `Retry-After` (503/429/507).
     pub retry_after: Option<u32>,
     /// Methods for the `Allow` header of a `405`.
     pub allow: Option<String>,
@@ -92,13 +97,27 @@ impl From<&StoreError> for WireError {
     fn from(e: &StoreError) -> Self {
         match e {
             StoreError::DiskFull => {
-                WireError::new(507, "disk_full", "the server's disk is full; retry later")
+                // Spoken back-pressure, like `503`: the writer stores again
+                // as soon as space is freed (it retries every second), so a
+                // client should resend later rather than give up.
+                let mut e =
+                    WireError::new(507, "disk_full", "the server's disk is full; retry later");
+                e.retry_after = Some(DISK_FULL_RETRY_SECS);
+                e
             }
             StoreError::Conflict(m) => WireError::new(409, "conflict", m.clone()),
             StoreError::InUse => WireError::new(500, "storage", "data file in use"),
-            StoreError::Corrupt(_) | StoreError::Io(_) => {
-                WireError::new(500, "storage", "storage failure; retry later")
-            }
+            StoreError::Damaged(_) => WireError::new(
+                500,
+                "storage_damaged",
+                "the data file is damaged; writes are refused until it is restored",
+            ),
+            StoreError::Corrupt(_) => WireError::new(
+                500,
+                "storage_damaged",
+                "stored data does not read back: the data file is damaged",
+            ),
+            StoreError::Io(_) => WireError::new(500, "storage", "storage failure; retry later"),
         }
     }
 }

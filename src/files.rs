@@ -185,7 +185,7 @@ impl Files {
             return Err(io_err(e).into());
         }
         let updated = timefmt::now_micros();
-        let txn = store.db()?.begin_write().map_err(StoreError::from)?;
+        let txn = store.db()?.begin_write()?;
         let rec = {
             let rec = match &old {
                 Some(o) => FileRecord {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, watch};
 
@@ -43,6 +43,11 @@ use crate::{alerts, channels, inbox};
 /// Most readings one group commit takes before it commits (more wait for
 /// the next one). Bounds the transaction's memory and the reply latency.
 pub const MAX_READINGS_PER_COMMIT: usize = 2_000_000;
+
+/// How long the writer waits for a request to carry digest results that
+/// are ready before it commits them on their own (with an fsync of their
+/// own). Bounds the delay a channel follower sees when ingest is idle.
+const EFFECTS_LINGER: Duration = Duration::from_millis(1);
 
 /// How often the writer retries opening a data file that a storage
 /// failure left closed, when no request makes it try sooner.
@@ -373,7 +378,11 @@ impl WriterState {
             if entry.get().remaining > 0 {
                 break;
             }
-            let (seq, p) = entry.remove_entry();
+            let (seq, mut p) = entry.remove_entry();
+            // The threads finish in any order; the results are applied in
+            // part order, so a batch digested again after a crash or a
+            // reopen gives the same indexes and seqs as the first time.
+            p.parts.sort_by_key(|d| d.part);
             self.ready.push((seq, p.parts));
         }
     }
@@ -418,6 +427,18 @@ impl WriterState {
             }
             for d in done.try_iter() {
                 self.received(d);
+            }
+            if open && batch.is_empty() && !self.ready.is_empty() {
+                // Digest results on their own need a commit that is
+                // fsynced before readers see them (see `write`). A request
+                // that arrives within EFFECTS_LINGER carries them in its
+                // own commit, fsynced anyway: one fsync instead of two
+                // for a client that sends request after request.
+                match jobs.recv_timeout(EFFECTS_LINGER) {
+                    Ok(j) => batch.push(j),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
             }
             self.metrics.ingest_queue_depth.set(jobs.len() as u64);
             self.note_backlog();
@@ -477,7 +498,7 @@ impl WriterState {
         let mut seq = self.next_seq;
         let has_jobs = !jobs.is_empty();
         let changes = self.ctx.presence.take_changes();
-        let mut result = self.write(&jobs, seq, now, durable, &changes);
+        let mut result = self.write_guarded(&jobs, seq, now, durable, &changes);
         if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
             // redb refuses everything after a failed write or fsync until
             // the file is reopened: do that, then try the batch once more
@@ -487,7 +508,7 @@ impl WriterState {
             match self.recover() {
                 Ok(()) => {
                     seq = self.next_seq;
-                    result = self.write(&jobs, seq, now, durable, &changes);
+                    result = self.write_guarded(&jobs, seq, now, durable, &changes);
                     if result.is_err() {
                         let _ = self.recover();
                     }
@@ -608,6 +629,32 @@ impl WriterState {
             }
         }
         self.replay()
+    }
+
+    /// [`WriterState::write`], with a redb panic (a page of a damaged
+    /// file that does not decode) turned into [`StoreError::Damaged`]:
+    /// the writer thread lives on, the batch is refused, and the store
+    /// refuses every later write (see `store::Damage`).
+    fn write_guarded(
+        &mut self,
+        jobs: &[Job],
+        seq: u64,
+        now: i64,
+        durable: bool,
+        changes: &[Change],
+    ) -> Result<Written, StoreError> {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write(jobs, seq, now, durable, changes)
+        }));
+        result.unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the writer panicked".into());
+            self.store.mark_damaged(&why);
+            Err(StoreError::Damaged(why))
+        })
     }
 
     fn write(
@@ -737,8 +784,23 @@ impl WriterState {
             txn.open_table(META)?.insert(NEXT_BATCH, seq + 1)?;
             Some(batch)
         };
+        let fired = self
+            .ready
+            .iter()
+            .any(|(_, parts)| parts.iter().any(|p| !p.firings.is_empty()));
         let mut appended = self.apply_ready(&txn, now)?;
         appended |= self.apply_presence(&txn, changes, now)?;
+        if jobs.is_empty() && !durable && (appended || fired || !changes.is_empty()) {
+            // Clients read these at once (channel items, inbox rows, alert
+            // and presence events), by index or seq: a crash must not
+            // renumber what a reader has seen, so they are fsynced before
+            // anyone is woken. This commit also makes every earlier
+            // non-durable one durable. (Under load the results ride in the
+            // next readings commit, which is durable anyway; see
+            // BENCHMARKS.md for what this costs when idle.)
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+        }
         if let Err(e) = self.sweeper.step(&txn, &self.ctx.retention, now) {
             // Retention must never stop ingest: give up this pass (the
             // next one retries); a broken disk fails the commit anyway.

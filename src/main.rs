@@ -81,6 +81,10 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Check the data file (server stopped): read every row of every table
+    /// and verify every page's checksum, on a copy beside it (the file is
+    /// not written). Prints `what,rows,state`; exits non-zero if damaged.
+    Check,
     /// Compact the data file (server stopped); prints the sizes.
     Compact,
     /// How long readings are kept, per device or sensor (server stopped;
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
             safe,
         } => export(&config, &device, sensors, from, to, out, safe),
         Command::Import { file, device } => import(config, &file, device.as_deref()),
+        Command::Check => check(&config),
         Command::Compact => compact(&config),
         Command::Retention(cmd) => retention(&config, cmd),
     };
@@ -227,6 +232,17 @@ fn serve(config: Config) -> Result<(), String> {
         .init();
     let listen = config.listen.clone();
     let data_file = config.data_file.clone();
+    // Take the port before touching the data file: a second server started
+    // on a taken port must fail without creating a data file or an
+    // administrator token.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("overlord-http")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let opened = app::open(config).map_err(|e| format!("{}: {e}", data_file.display()))?;
     let mut out = std::io::stdout().lock();
     if let Some(token) = &opened.admin_token {
@@ -238,15 +254,7 @@ fn serve(config: Config) -> Result<(), String> {
             users::FIRST_ADMIN
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("overlord-http")
-        .build()
-        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let _ = writeln!(out, "listening on {addr}");
         let _ = out.flush();
@@ -261,6 +269,45 @@ fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     })
+}
+
+fn check(config: &Config) -> Result<(), String> {
+    let path = &config.data_file;
+    if !path.exists() {
+        return Err(format!("{}: no such data file", path.display()));
+    }
+    // redb panics on some damaged pages; `check` catches and reports
+    // them, so keep the default hook's backtraces off the terminal.
+    std::panic::set_hook(Box::new(|_| {}));
+    // Refuse while a server has the file open (its copy could be torn);
+    // a read-only open tells without writing to the file.
+    let probe = std::panic::catch_unwind(|| redb::Builder::new().open_read_only(path));
+    if let Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) = probe {
+        return Err(format!(
+            "{} is in use by a running server; stop it first",
+            path.display()
+        ));
+    }
+    drop(probe);
+    let report = overlord::ops::check(path).map_err(|e| store_err(path, e))?;
+    let _ = std::panic::take_hook();
+    let mut out = String::from("what,rows,state\n");
+    for (what, rows, state) in &report.lines {
+        let mut line = format!("{what},{rows},");
+        overlord::codec::names::write_csv_text(state, &mut line);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    print!("{out}");
+    if report.damaged {
+        Err(format!(
+            "{} is damaged: stop using it; restore a backup (`overlord restore FILE`), or salvage what still reads with `overlord export` (see docs/storage.md, \"Damaged data\")",
+            path.display()
+        ))
+    } else {
+        println!("ok");
+        Ok(())
+    }
 }
 
 fn open_store(config: &Config) -> Result<store::Store, String> {
@@ -499,7 +546,7 @@ fn backup(config: &Config, file: &std::path::Path, url: Option<&str>) -> Result<
         let rows = {
             let counted = store::Store::open(&config.data_file)
                 .and_then(|s| {
-                    let t = redb::ReadableDatabase::begin_read(&*s.db()?)?;
+                    let t = redb::ReadableDatabase::begin_read(&**s.db()?)?;
                     overlord::ops::count_rows(&t)
                 })
                 .map_err(|e| match e {

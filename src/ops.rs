@@ -273,3 +273,137 @@ fn io(e: std::io::Error) -> StoreError {
         StoreError::Io(e.to_string())
     }
 }
+
+/// What [`check`] found: one `(what, rows, state)` line per table and for
+/// redb's own checksum verification, and whether anything is damaged.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// `(table or "integrity", rows read, "ok" or what is wrong)`.
+    pub lines: Vec<(String, u64, String)>,
+    /// Whether anything failed.
+    pub damaged: bool,
+}
+
+/// The message of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".into())
+}
+
+/// Read every row of one table, decoding keys and values. `Err`: rows
+/// read before the failure and what failed.
+fn read_table<K: Key + 'static, V: Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, (u64, String)> {
+    let t = match txn.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err((0, e.to_string())),
+    };
+    let mut n = 0u64;
+    let rows = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for row in t.iter().map_err(|e| e.to_string())? {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            std::hint::black_box((k.value(), v.value()));
+            n += 1;
+        }
+        Ok::<(), String>(())
+    }));
+    match rows {
+        Ok(Ok(())) => Ok(n),
+        Ok(Err(e)) => Err((n, e)),
+        Err(p) => Err((n, panic_text(&*p))),
+    }
+}
+
+/// `overlord check` (server stopped): is the data file at `path` whole?
+///
+/// The file itself is never written: it is copied beside itself (so the
+/// check needs that much free space) and the copy is opened, every row of
+/// every table is read and decoded, and redb's `check_integrity` verifies
+/// the checksum of every page. A redb panic (it panics on some pages that
+/// do not decode) is caught and reported as damage. Blocking.
+pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    let mut report = CheckReport::default();
+    if len == 0 {
+        report.damaged = true;
+        report
+            .lines
+            .push(("file".into(), 0, "empty (0 bytes): not a data file".into()));
+        return Ok(report);
+    }
+    let copy = temp_beside(path, "check");
+    let result = check_copy(path, &copy, &mut report);
+    let _ = std::fs::remove_file(&copy);
+    result.map(|()| report)
+}
+
+fn check_copy(path: &Path, copy: &Path, report: &mut CheckReport) -> Result<(), StoreError> {
+    std::fs::copy(path, copy).map_err(io)?;
+    let opened = std::panic::catch_unwind(|| Database::builder().open(copy));
+    let mut db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => {
+            report.damaged = true;
+            report
+                .lines
+                .push(("open".into(), 0, format!("damaged: does not open: {e}")));
+            return Ok(());
+        }
+        Err(p) => {
+            report.damaged = true;
+            report.lines.push((
+                "open".into(),
+                0,
+                format!("damaged: does not open: {}", panic_text(&*p)),
+            ));
+            return Ok(());
+        }
+    };
+    match db.begin_read() {
+        Ok(txn) => {
+            macro_rules! read_all {
+                ($($t:ident),*) => {$(
+                    let (rows, state) = match read_table(&txn, store::$t) {
+                        Ok(n) => (n, "ok".to_string()),
+                        Err((n, why)) => {
+                            report.damaged = true;
+                            (n, format!("damaged after {n} rows: {why}"))
+                        }
+                    };
+                    report.lines.push((store::$t.name().to_string(), rows, state));
+                )*};
+            }
+            every_table!(read_all);
+        }
+        Err(e) => {
+            report.damaged = true;
+            report
+                .lines
+                .push(("read".into(), 0, format!("damaged: cannot read: {e}")));
+        }
+    }
+    let state = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.check_integrity()
+    })) {
+        Ok(Ok(true)) => "ok".to_string(),
+        Ok(Ok(false)) => {
+            report.damaged = true;
+            "damaged: checksums do not match (redb could rebuild the copy, which may have lost commits)".into()
+        }
+        Ok(Err(e)) => {
+            report.damaged = true;
+            format!("damaged: {e}")
+        }
+        Err(p) => {
+            report.damaged = true;
+            format!("damaged: {}", panic_text(&*p))
+        }
+    };
+    report.lines.push(("integrity".into(), 0, state));
+    Ok(())
+}

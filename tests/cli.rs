@@ -192,3 +192,109 @@ fn retention_from_the_command_line() {
     assert!(ok);
     assert_eq!(out, "device,sensor,keep_days\ngh3,N2,0\n*,*,0\n");
 }
+
+/// Run `overlord --config CFG serve` until it exits or 20 s pass (then it
+/// is killed, and counts as "still running"). Returns `(exited with
+/// success, exited at all, stdout, stderr)`.
+fn serve_bounded(cfg: &std::path::Path) -> (bool, bool, String, String) {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_overlord"))
+        .arg("--config")
+        .arg(cfg)
+        .arg("serve")
+        .env("OVERLORD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes on threads so a chatty child never blocks.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.is_some_and(|s| s.success()),
+        status.is_some(),
+        out.join().unwrap(),
+        err.join().unwrap(),
+    )
+}
+
+#[test]
+fn an_empty_data_file_stops_the_server_instead_of_starting_afresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("o.redb");
+    std::fs::write(&data, b"").unwrap();
+    let cfg = tmp.path().join("o.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (ok, exited, out, err) = serve_bounded(&cfg);
+    assert!(
+        exited && !ok,
+        "the server must refuse to start: {out} {err}"
+    );
+    assert!(err.contains("empty"), "a clear message: {err}");
+    assert!(!out.contains("admin token"), "no new administrator: {out}");
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 0, "file unchanged");
+    // The management commands refuse it too.
+    let (ok, out, err) = overlord(tmp.path(), &["user", "token", "ann"], None);
+    assert!(!ok && err.contains("empty"), "{out} {err}");
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 0, "file unchanged");
+}
+
+#[test]
+fn a_taken_port_stops_the_server_before_it_creates_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let data = tmp.path().join("o.redb");
+    let cfg = tmp.path().join("o.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_file = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (ok, exited, out, err) = serve_bounded(&cfg);
+    drop(taken);
+    assert!(
+        exited && !ok,
+        "the server must refuse to start: {out} {err}"
+    );
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && err.to_lowercase().contains("address already in use"),
+        "a clear message: {err}"
+    );
+    assert!(!out.contains("admin token"), "no token printed: {out}");
+    assert!(!data.exists(), "no data file created");
+}

@@ -388,3 +388,69 @@ fn digested_once_across(fault: DiskFault) {
     assert_eq!(after.body.lines().count(), want + 2, "{}", after.body);
     fired_once(&s);
 }
+
+/// During a sustained ENOSPC with writers retrying, every `507` says when
+/// to come back (`Retry-After`), queries of the data stored before keep
+/// working (from a read-only view of the file), and once space is freed
+/// the retried readings are stored.
+#[test]
+fn a_full_disk_answers_507_with_retry_after_and_reads_go_on() {
+    let disk = DiskFaults::new();
+    let s = TestServer::start_disk(disk.clone(), |c| c.limits.device_requests_per_sec = 0.0);
+    let tok = s.create_device("d");
+    let mut c = Client {
+        tok: tok.clone(),
+        base: common::hour_ago() - 3600,
+        acked: BTreeMap::new(),
+        refused: Vec::new(),
+        next: 0,
+    };
+    for _ in 0..5 {
+        assert_eq!(c.send(&s).status, 200);
+    }
+    disk.set(Some(DiskFault::NoSpace));
+    let mut full = 0;
+    // Bounded: 40 writes, each followed by a query.
+    for i in 0..40 {
+        let r = if i % 2 == 0 {
+            c.send(&s)
+        } else {
+            c.send_csv(&s)
+        };
+        assert_ne!(r.status, 200, "write {i} acknowledged on a full disk");
+        if r.status == 507 {
+            full += 1;
+            assert_eq!(r.error_code(), "disk_full");
+            let secs: u32 = r
+                .header("Retry-After")
+                .unwrap_or_else(|| panic!("507 without Retry-After: {r:?}"))
+                .parse()
+                .expect("Retry-After in seconds");
+            assert!((1..=60).contains(&secs), "{secs}");
+        }
+        // Queries of what was stored before keep working meanwhile.
+        let q = s.get(&format!(
+            "/v1/devices/d/readings?token={tok}&sensors=I1&limit=100000"
+        ));
+        assert_eq!(q.status, 200, "query {i} during the fault: {q:?}");
+        assert_all_acked_present(&s, &c);
+    }
+    assert!(full > 30, "a full disk is told as such: {full} of 40");
+    disk.set(None);
+    // The same readings, sent again, are stored once the disk has room
+    // (the writer reopens the file by itself; bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s
+        .get(&format!("/v1/devices/d/readings?token={tok}&sensors=I1"))
+        .status
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.next = 5; // the refused readings again
+    for _ in 0..3 {
+        assert_eq!(c.send(&s).status, 200);
+    }
+    assert_all_acked_present(&s, &c);
+}

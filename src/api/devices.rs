@@ -474,7 +474,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let app2 = app.clone();
     if !post {
         let (d, c) = tokio::task::spawn_blocking(move || {
-            let txn = redb::ReadableDatabase::begin_read(&*app2.store.db()?)?;
+            let txn = redb::ReadableDatabase::begin_read(&**app2.store.db()?)?;
             let t = txn.open_table(PRESENCE_NOTIFY)?;
             let v = t
                 .get(name.as_str())?

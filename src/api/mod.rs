@@ -457,7 +457,7 @@ async fn route(
     check_csrf(&req, ep)?;
     use Endpoint::*;
     match ep {
-        Healthz => Ok(ops::healthz()),
+        Healthz => Ok(ops::healthz(&app.store)),
         Metrics => ops::metrics(app).await,
         ReadingsGet | ReadingsPost => readings::ingest(app, req).await,
         InboxRead => inbox::read(app, req).await,

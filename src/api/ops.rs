@@ -13,8 +13,13 @@ use crate::metrics::Snapshot;
 use crate::store::StoreError;
 
 /// `GET /healthz` → `ok`. Answers while the server accepts requests.
-pub fn healthz() -> Reply {
-    Reply::csv("ok\n")
+/// A data file known to be damaged is reported (`500 storage_damaged`):
+/// the server still answers, but refuses writes.
+pub fn healthz(store: &crate::store::Store) -> Reply {
+    match store.damaged() {
+        None => Reply::csv("ok\n"),
+        Some(why) => crate::error::WireError::from(crate::store::StoreError::Damaged(why)).into(),
+    }
 }
 
 /// `GET /metrics` in Prometheus text format. Public: it holds counts,

@@ -35,14 +35,17 @@ pub mod aggregates;
 pub mod chunk;
 pub mod digest_log;
 pub mod faults;
+pub mod overlay;
 pub mod parts;
 pub mod query;
 pub mod records;
 pub mod varint;
 
+use std::cell::RefCell;
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -125,6 +128,9 @@ pub enum StoreError {
     Io(String),
     /// Stored bytes did not decode.
     Corrupt(String),
+    /// The data file is known to be damaged (redb panicked reading it):
+    /// writes are refused, `500 storage_damaged`, until it is restored.
+    Damaged(String),
     /// The data file is locked by another process (a running server).
     InUse,
     /// A uniqueness rule was broken (e.g. a device id that exists).
@@ -137,6 +143,10 @@ impl fmt::Display for StoreError {
             StoreError::DiskFull => f.write_str("disk full"),
             StoreError::Io(e) => write!(f, "storage error: {e}"),
             StoreError::Corrupt(e) => write!(f, "data file damaged: {e}"),
+            StoreError::Damaged(e) => write!(
+                f,
+                "data file damaged ({e}); writes are refused: stop the server, run `overlord check`, restore a backup"
+            ),
             StoreError::InUse => f.write_str("the data file is in use by another process"),
             StoreError::Conflict(e) => f.write_str(e),
         }
@@ -151,7 +161,7 @@ impl From<redb::StorageError> for StoreError {
             redb::StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 StoreError::DiskFull
             }
-            redb::StorageError::Corrupted(s) => StoreError::Corrupt(s),
+            redb::StorageError::Corrupted(s) => corrupt(s),
             other => StoreError::Io(other.to_string()),
         }
     }
@@ -163,7 +173,7 @@ macro_rules! from_redb {
             fn from(e: $t) -> Self {
                 match redb::Error::from(e) {
                     redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::DiskFull,
-                    redb::Error::Corrupted(s) => StoreError::Corrupt(s),
+                    redb::Error::Corrupted(s) => corrupt(s),
                     redb::Error::DatabaseAlreadyOpen => StoreError::InUse,
                     other => StoreError::Io(other.to_string()),
                 }
@@ -181,8 +191,20 @@ from_redb!(
 
 impl From<varint::Corrupt> for StoreError {
     fn from(_: varint::Corrupt) -> Self {
-        StoreError::Corrupt("a stored value does not decode".into())
+        corrupt("a stored value does not decode".into())
     }
+}
+
+/// A read found damage (redb's `Corrupted`, or a stored value that does
+/// not decode): the store this thread is using is marked damaged, so that
+/// nothing more is acknowledged into it (see [`Damage`]).
+fn corrupt(why: String) -> StoreError {
+    IN_USE.with(|u| {
+        if let Some(d) = u.borrow().upgrade() {
+            d.mark(&why);
+        }
+    });
+    StoreError::Corrupt(why)
 }
 
 /// The open data file.
@@ -191,20 +213,118 @@ impl From<varint::Corrupt> for StoreError {
 /// operation after one failed write or fsync (`PreviousIo`) until the file
 /// is closed and opened again, so the writer thread calls
 /// [`Store::reopen`] after a failed commit. While the file cannot be
-/// opened again (the disk is still failing), [`Store::db`] answers with the
-/// error that kept it closed, and every write is refused with a `5xx`.
+/// opened again (the disk is still failing), [`Store::db`] lends a
+/// read-only view of it ([`overlay`]) whose writes are refused with the
+/// error that kept it closed (a `5xx`), or, if not even that opens,
+/// answers with that error.
 pub struct Store {
     slot: RwLock<Slot>,
     path: PathBuf,
     faults: Option<DiskFaults>,
     cache_bytes: usize,
+    damage: Arc<Damage>,
+}
+
+/// Whether the data file is known to be damaged, and why.
+///
+/// Set when redb panics while this store is in use (a page that does not
+/// decode: bytes changed outside redb). From then every write is refused
+/// with [`StoreError::Damaged`], so nothing more is acknowledged into a
+/// file whose next crash recovery may fail ("all roots are corrupted");
+/// reads go on where they can. Only a restart clears it, and a restart
+/// should follow `overlord check` and a restore.
+#[derive(Default)]
+pub struct Damage(parking_lot::Mutex<Option<String>>);
+
+impl Damage {
+    fn mark(&self, why: &str) {
+        let mut d = self.0.lock();
+        if d.is_none() {
+            tracing::error!(reason = %why, "data file damaged; refusing writes from now on");
+            *d = Some(why.to_string());
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().clone()
+    }
+}
+
+thread_local! {
+    /// The store this thread last took a handle of: a redb panic on this
+    /// thread marks it damaged (see [`install_panic_hook`]).
+    static IN_USE: RefCell<Weak<Damage>> = const { RefCell::new(Weak::new()) };
+}
+
+/// Install, once per process, a panic hook that marks the store a thread
+/// was using as damaged when redb panics on that thread (redb panics on
+/// a page that does not decode instead of returning an error). The
+/// previous hook still runs; the panic itself is caught where it lands
+/// (a blocking task's `JoinError`, the writer's `catch_unwind`).
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_redb = info.location().is_some_and(|l| {
+                let f = l.file();
+                f.contains("/redb-") || f.contains("\\redb-")
+            });
+            if in_redb {
+                let why = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "redb panicked".into());
+                IN_USE.with(|u| {
+                    if let Some(d) = u.borrow().upgrade() {
+                        d.mark(&why);
+                    }
+                });
+            }
+            prev(info);
+        }));
+    });
+}
+
+/// The redb handle as [`Store::db`] lends it: a [`Database`] whose
+/// `begin_write` is refused once the file is known to be damaged (the one
+/// choke point for every write, the writer's and management's alike).
+pub struct Db {
+    db: Database,
+    damage: Arc<Damage>,
+    /// A read-only view ([`overlay`]) while the file cannot be opened for
+    /// writing: why, and every write is refused with it.
+    read_only: Option<ClosedBy>,
+}
+
+impl Deref for Db {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl Db {
+    /// `Database::begin_write`, refused with [`StoreError::Damaged`] once
+    /// the file is known to be damaged.
+    pub fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        if let Some(why) = self.damage.get() {
+            return Err(StoreError::Damaged(why));
+        }
+        if let Some(why) = &self.read_only {
+            return Err(why.error());
+        }
+        Ok(self.db.begin_write()?)
+    }
 }
 
 /// redb's page cache when nothing else is configured (`cache_mb`).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 enum Slot {
-    Open(Arc<Database>),
+    Open(Arc<Db>),
     /// Closed after a failure; the error that kept it from reopening.
     Closed(ClosedBy),
 }
@@ -213,6 +333,17 @@ enum Slot {
 enum ClosedBy {
     DiskFull,
     Io(String),
+}
+
+impl ClosedBy {
+    fn error(&self) -> StoreError {
+        match self {
+            ClosedBy::DiskFull => StoreError::DiskFull,
+            ClosedBy::Io(e) => {
+                StoreError::Io(format!("data file closed after a storage failure: {e}"))
+            }
+        }
+    }
 }
 
 impl From<&StoreError> for ClosedBy {
@@ -244,7 +375,77 @@ impl Store {
         faults: Option<DiskFaults>,
         cache_bytes: usize,
     ) -> Result<Store, StoreError> {
-        let db = open_db(path, faults.as_ref(), cache_bytes)?;
+        Self::open_verified(path, faults, cache_bytes, false)
+    }
+
+    /// [`Store::open_tuned`]; with `verify` (`verify_on_start`) redb
+    /// checks the checksum of every page before the file is used, even
+    /// after a clean shutdown (after an unclean one it always does, as
+    /// part of its repair). Damage then stops the start instead of
+    /// surfacing in a later query.
+    pub fn open_verified(
+        path: &Path,
+        faults: Option<DiskFaults>,
+        cache_bytes: usize,
+        verify: bool,
+    ) -> Result<Store, StoreError> {
+        install_panic_hook();
+        // A file damaged outside redb can make redb panic while it opens
+        // (a clean shutdown is trusted, not verified): a clear error
+        // instead of a crash.
+        let opened = std::panic::catch_unwind(|| {
+            Self::open_checked(path, faults.as_ref(), cache_bytes, verify)
+        });
+        let db = match opened {
+            Ok(Err(StoreError::Corrupt(why))) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{why}; run `overlord check`, then restore a backup (docs/storage.md, \"Damaged data\")"
+                )))
+            }
+            Ok(r) => r?,
+            Err(p) => {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "redb panicked".into());
+                return Err(StoreError::Corrupt(format!(
+                    "{why}; run `overlord check`, then restore a backup (docs/storage.md, \"Damaged data\")"
+                )));
+            }
+        };
+        Ok(Store {
+            slot: RwLock::new(Slot::Open(Arc::new(Db {
+                db,
+                damage: Arc::default(),
+                read_only: None,
+            }))),
+            path: path.to_path_buf(),
+            faults,
+            cache_bytes,
+            damage: Arc::default(),
+        }
+        .share_damage())
+    }
+
+    /// Give the first handle the store's own damage flag.
+    fn share_damage(mut self) -> Self {
+        if let Slot::Open(db) = &mut *self.slot.get_mut() {
+            if let Some(db) = Arc::get_mut(db) {
+                db.damage = self.damage.clone();
+            }
+        }
+        self
+    }
+
+    /// Open the file and make sure every table exists.
+    fn open_checked(
+        path: &Path,
+        faults: Option<&DiskFaults>,
+        cache_bytes: usize,
+        verify: bool,
+    ) -> Result<Database, StoreError> {
+        let db = open_db(path, faults, cache_bytes, verify)?;
         let txn = db.begin_write()?;
         txn.open_table(READINGS)?;
         txn.open_table(SENSORS)?;
@@ -271,30 +472,67 @@ impl Store {
         txn.open_table(RETENTION)?;
         txn.open_table(AGGREGATES)?;
         txn.commit()?;
-        Ok(Store {
-            slot: RwLock::new(Slot::Open(Arc::new(db))),
-            path: path.to_path_buf(),
-            faults,
-            cache_bytes,
-        })
+        Ok(db)
     }
 
     /// The redb handle, for the writer thread and queries. Fails while the
     /// file is closed after a storage failure it could not be reopened from.
-    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+    pub fn db(&self) -> Result<Arc<Db>, StoreError> {
+        IN_USE.with(|u| *u.borrow_mut() = Arc::downgrade(&self.damage));
         match &*self.slot.read() {
             Slot::Open(db) => Ok(db.clone()),
-            Slot::Closed(ClosedBy::DiskFull) => Err(StoreError::DiskFull),
-            Slot::Closed(ClosedBy::Io(e)) => Err(StoreError::Io(format!(
-                "data file closed after a storage failure: {e}"
-            ))),
+            Slot::Closed(why) => Err(why.error()),
         }
+    }
+
+    /// Why the data file is known to be damaged, if it is (a redb panic
+    /// while it was in use). Writes are refused from then on.
+    pub fn damaged(&self) -> Option<String> {
+        self.damage.get()
+    }
+
+    /// Mark the data file damaged (a storage panic caught by a caller).
+    pub fn mark_damaged(&self, why: &str) {
+        self.damage.mark(why);
     }
 
     /// Whether a storage failure left the data file closed (the writer
     /// retries [`Store::reopen`]).
     pub fn is_closed(&self) -> bool {
-        matches!(*self.slot.read(), Slot::Closed(_))
+        match &*self.slot.read() {
+            Slot::Closed(_) => true,
+            Slot::Open(db) => db.read_only.is_some(),
+        }
+    }
+
+    /// From a read-only view: open the file for writing beside it (the
+    /// view holds no lock) and, once the queries using the view are done
+    /// (bounded), put the new handle in its place. Reads go on from the
+    /// view meanwhile; on failure it stays.
+    fn reopen_from_view(&self) -> Result<(), StoreError> {
+        let db = open_db(&self.path, self.faults.as_ref(), self.cache_bytes, false)?;
+        let mut slot = self.slot.write();
+        // A query still reading the view must finish before the new handle
+        // may reuse pages the view can see.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match &*slot {
+                Slot::Open(view) if Arc::strong_count(view) > 1 => {
+                    if Instant::now() >= deadline {
+                        return Err(StoreError::Io("data file busy; not reopened".into()));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                _ => break,
+            }
+        }
+        *slot = Slot::Open(Arc::new(Db {
+            db,
+            damage: self.damage.clone(),
+            read_only: None,
+        }));
+        tracing::warn!("data file reopened after a storage failure");
+        Ok(())
     }
 
     /// Close the data file and open it again, which is what redb requires
@@ -304,6 +542,10 @@ impl Store {
     /// let go of it. On failure the store stays closed ([`Store::db`] fails)
     /// until a later call succeeds.
     pub fn reopen(&self) -> Result<(), StoreError> {
+        let is_view = matches!(&*self.slot.read(), Slot::Open(db) if db.read_only.is_some());
+        if is_view {
+            return self.reopen_from_view();
+        }
         let mut slot = self.slot.write();
         if let Slot::Open(db) =
             std::mem::replace(&mut *slot, Slot::Closed(ClosedBy::Io("reopening".into())))
@@ -333,7 +575,7 @@ impl Store {
         // keeps the file locked until it ends; it fails fast now.
         let deadline = Instant::now() + Duration::from_secs(5);
         let result = loop {
-            match open_db(&self.path, self.faults.as_ref(), self.cache_bytes) {
+            match open_db(&self.path, self.faults.as_ref(), self.cache_bytes, false) {
                 Err(StoreError::InUse) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -342,12 +584,33 @@ impl Store {
         };
         match result {
             Ok(db) => {
-                *slot = Slot::Open(Arc::new(db));
+                *slot = Slot::Open(Arc::new(Db {
+                    db,
+                    damage: self.damage.clone(),
+                    read_only: None,
+                }));
                 tracing::warn!("data file reopened after a storage failure");
                 Ok(())
             }
             Err(e) => {
-                *slot = Slot::Closed(ClosedBy::from(&e));
+                // Keep answering queries from what is durable: a read-only
+                // view whose repair runs in memory (see `overlay`).
+                *slot = match overlay::open(&self.path, self.cache_bytes) {
+                    Ok(view) => {
+                        tracing::warn!(
+                            "serving reads from a read-only view until the data file reopens"
+                        );
+                        Slot::Open(Arc::new(Db {
+                            db: view,
+                            damage: self.damage.clone(),
+                            read_only: Some(ClosedBy::from(&e)),
+                        }))
+                    }
+                    Err(v) => {
+                        tracing::warn!(error = %v, "no read-only view either");
+                        Slot::Closed(ClosedBy::from(&e))
+                    }
+                };
                 Err(e)
             }
         }
@@ -501,9 +764,40 @@ fn open_db(
     path: &Path,
     faults: Option<&DiskFaults>,
     cache_bytes: usize,
+    verify: bool,
 ) -> Result<Database, StoreError> {
+    // A new data file is created only where none exists. redb would take
+    // an existing empty file for a new database and the server would start
+    // afresh with a new administrator, silently hiding whatever happened to
+    // the real one (a truncation, a wrong mount, an interrupted copy).
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => {
+            return Err(StoreError::Corrupt(
+                "the file exists but is empty (0 bytes), so it is not an Overlord data \
+                 file; a new one is created only where none exists. Restore a backup \
+                 (`overlord restore FILE`), or remove the empty file to start afresh"
+                    .into(),
+            ))
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(StoreError::Corrupt("not a regular file".into()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::Io(format!("cannot read it: {e}"))),
+    }
     let mut builder = Database::builder();
     builder.set_cache_size(cache_bytes.max(1 << 20));
+    builder.set_check_integrity_on_open(verify);
+    // redb repairs (and so verifies every page's checksum) only after an
+    // unclean shutdown; say so, since on a large file it takes a while.
+    builder.set_repair_callback(|session| {
+        if session.progress() == 0.0 {
+            tracing::warn!(
+                "data file not shut down cleanly (or verify_on_start): verifying every page and repairing"
+            );
+        }
+    });
     let opened = match faults {
         None => builder.create(path),
         Some(f) => faults::create(path, f, builder),
