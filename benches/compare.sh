@@ -16,8 +16,8 @@
 #                    every 10 s for 24 h; lower it for a proportional slice)
 #   P1_N=20000 P1_C=32 P1_ROUNDS=3 WRK_SECS=8 P2_ROUNDS=2
 #   SKIP_INSTALL=1   do not run apt-get (tools must already be there)
-#   OVERLORD_BIN=... measure that overlord binary instead of building this
-#                    tree (LOAD_BIN: its load tool; default beside it)
+#   BENCH_BIN=... measure that overlord binary instead of building this
+#                    tree (BENCH_LOAD_BIN: its load tool; default beside it)
 #   NO_HYPERFINE=1   time P3 with curl alone
 
 set -u -o pipefail
@@ -61,13 +61,13 @@ HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
 HAVE_HF=0; command -v hyperfine >/dev/null && [ "${NO_HYPERFINE:-0}" != 1 ] && HAVE_HF=1
 
 # ---------------------------------------------------------------- build
-if [ -n "${OVERLORD_BIN:-}" ]; then
+if [ -n "${BENCH_BIN:-}" ]; then
     # Measure another build (an older commit's, say) against the same
-    # peers: OVERLORD_BIN=/path/to/overlord, and its load tool beside it
-    # in examples/ unless LOAD_BIN says where.
-    OVERLORD="$OVERLORD_BIN"
-    LOAD="${LOAD_BIN:-$(dirname "$OVERLORD_BIN")/examples/load}"
-    log "using $OVERLORD (OVERLORD_BIN) and $LOAD"
+    # peers: BENCH_BIN=/path/to/overlord, and its load tool beside it
+    # in examples/ unless BENCH_LOAD_BIN says where.
+    OVERLORD="$BENCH_BIN"
+    LOAD="${BENCH_LOAD_BIN:-$(dirname "$BENCH_BIN")/examples/load}"
+    log "using $OVERLORD (BENCH_BIN) and $LOAD"
 else
     log "building overlord and the load tool (release)"
     cargo build --release --quiet --bin overlord --example load || exit 1
@@ -168,7 +168,7 @@ SYNC=$(dd if=/dev/zero of="$TMP/dsync" bs=4k count=1000 oflag=dsync 2>&1 | awk '
 rm -f "$TMP/dsync"
 note "1000 x 4 KiB O_DSYNC writes: ${SYNC} s ($(awk -v s="$SYNC" 'BEGIN { printf "%.3f", s }') ms each)"
 log "versions"
-note "overlord $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), $(rustc --version)"
+[ -n "${BENCH_BIN:-}" ] && note "overlord: $BENCH_BIN" || note "overlord $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), $(rustc --version)"
 note "$(ab -V | head -1)"
 [ $HAVE_WRK = 1 ] && note "$(wrk -v 2>&1 | head -1)"
 [ $HAVE_HF = 1 ] && note "$(hyperfine --version)"
@@ -179,15 +179,17 @@ note "$(ab -V | head -1)"
 # ---------------------------------------------------------------- servers
 # start_overlord DIR PORT -> sets OV_PID OV_ADDR OV_TOKEN
 start_overlord() {
-    local dir=$1 port=$2 i
+    local dir=$1 port=$2 i per_source=""
     mkdir -p "$dir"
+    # Every benchmark client is on this host: no per-source connection cap
+    # (a build older than the key, measured with BENCH_BIN, has none).
+    grep -qa 'max_connections_per_source' "$OVERLORD" && per_source="max_connections_per_source = 0"
     cat > "$dir/overlord.toml" <<EOF
 listen = "127.0.0.1:$port"
 data_file = "$dir/o.redb"
 [limits]
 max_connections = 4096
-# Every benchmark client is on this host: no per-source connection cap.
-max_connections_per_source = 0
+$per_source
 # P1 sends every request as the one device dev1: lift the per-device
 # request limit (default 50/s) so the benchmark measures the server.
 device_requests_per_sec = 0.0
