@@ -39,14 +39,7 @@ fn users_and_devices_from_the_command_line() {
         None,
     );
     assert!(ok, "{err}");
-    let token = out
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string();
+    let token = common::token_of(&out);
     assert_eq!(token.len(), 32);
     let (ok, out, _) = overlord(tmp.path(), &["device", "list"], None);
     assert!(ok);

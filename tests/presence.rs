@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{hour_ago, TestServer};
+use common::{column, hour_ago, TestServer};
 
 fn fast(c: &mut overlord::config::Config) {
     c.presence.offline_after_secs = 1;
@@ -24,19 +24,6 @@ fn wait_for(s: &TestServer, path: &str, what: &str, done: impl Fn(&str) -> bool)
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(done(&r.body), "timed out waiting for {what}: {}", r.body);
     r.body
-}
-
-/// Column `name` of every data row of a CSV body.
-fn column(body: &str, name: &str) -> Vec<String> {
-    let mut lines = body.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let i = header
-        .iter()
-        .position(|h| *h == name)
-        .unwrap_or_else(|| panic!("no column {name} in {body}"));
-    lines
-        .map(|l| l.split(',').nth(i).unwrap_or("").to_string())
-        .collect()
 }
 
 /// The presence events of device `id`: its states in order.

@@ -55,15 +55,7 @@ fn world() -> World {
     let ann = user(&s, "ann");
     let bob = user(&s, "bob");
     let r = form(&s, &bob, "POST", "/v1/devices", "id=bdev");
-    let bdev = r
-        .body
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string();
+    let bdev = token_of(&r.body);
     // bob lets ann control (so also read) his device.
     form(
         &s,
@@ -128,15 +120,7 @@ fn send(w: &World, t: i64, form_body: &str) {
 /// ann's device `id` makes its first contact (a presence change, online).
 fn contact(w: &World, id: &str) {
     let r = form(&w.s, &w.ann, "POST", "/v1/devices", &format!("id={id}"));
-    let tok = r
-        .body
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_once(',')
-        .unwrap()
-        .1
-        .to_string();
+    let tok = token_of(&r.body);
     let r = w.s.get(&format!("/v1/readings?device={id}&token={tok}"));
     assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -8,20 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{basic, enc, hour_ago, m, scrape_until, TestServer};
-
-/// Column `name` of every data row of a CSV body (no quoted fields).
-fn column(body: &str, name: &str) -> Vec<String> {
-    let mut lines = body.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let i = header
-        .iter()
-        .position(|h| *h == name)
-        .unwrap_or_else(|| panic!("no column {name} in {body}"));
-    lines
-        .map(|l| l.split(',').nth(i).unwrap_or("").to_string())
-        .collect()
-}
+use common::{basic, column, enc, hour_ago, m, scrape_until, TestServer};
 
 /// States shown by `GET /v1/devices`, counted.
 fn api_states(s: &TestServer) -> BTreeMap<String, usize> {

@@ -550,3 +550,16 @@ pub fn scrape_until(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Column `name` of every data row of a CSV body (no quoted fields).
+pub fn column(body: &str, name: &str) -> Vec<String> {
+    let mut lines = body.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let i = header
+        .iter()
+        .position(|h| *h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {body}"));
+    lines
+        .map(|l| l.split(',').nth(i).unwrap_or("").to_string())
+        .collect()
+}
