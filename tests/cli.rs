@@ -239,15 +239,7 @@ fn an_empty_data_file_stops_the_server_instead_of_starting_afresh() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("o.redb");
     std::fs::write(&data, b"").unwrap();
-    let cfg = tmp.path().join("o.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let cfg = common::config_file(&data);
     let (ok, exited, out, err) = serve_bounded(&cfg);
     assert!(
         exited && !ok,

@@ -452,14 +452,9 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
-/// Run the binary with a config naming `data`; `(ok, stdout, stderr)`.
-pub fn cli(
-    data: &std::path::Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&[u8]>,
-) -> (bool, String, String) {
-    use std::io::Write;
+/// Write `<data>.toml` beside `data`: a config naming that data file and
+/// an ephemeral loopback port. Returns its path.
+pub fn config_file(data: &std::path::Path) -> PathBuf {
     let cfg = data.with_extension("toml");
     std::fs::write(
         &cfg,
@@ -469,6 +464,18 @@ pub fn cli(
         ),
     )
     .unwrap();
+    cfg
+}
+
+/// Run the binary with a config naming `data`; `(ok, stdout, stderr)`.
+pub fn cli(
+    data: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&[u8]>,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let cfg = config_file(data);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_overlord"));
     cmd.arg("--config").arg(&cfg).args(args);
     for (k, v) in env {
