@@ -222,26 +222,7 @@ fn concurrent_wrong_logins_are_counted_before_they_are_checked() {
     });
     user(&s, "ann", "correct+horse");
     const N: usize = 40;
-    let barrier = Arc::new(Barrier::new(N));
-    let addr = s.addr;
-    let replies: Vec<Reply> = (0..N)
-        .map(|_| {
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                b.wait();
-                common::raw(
-                    addr,
-                    format!(
-                        "POST /v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: 32\r\nConnection: close\r\n\r\nname=ann&password=wrong+password"
-                    )
-                    .as_bytes(),
-                )
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .collect();
+    let replies = wrong_logins_at_once(&s, N);
     let mut checked = 0;
     for r in &replies {
         match r.status {
@@ -268,6 +249,28 @@ fn concurrent_wrong_logins_are_counted_before_they_are_checked() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// `n` wrong logins for `ann`, sent at once (released by a barrier).
+fn wrong_logins_at_once(s: &TestServer, n: usize) -> Vec<Reply> {
+    let barrier = Arc::new(Barrier::new(n));
+    let addr = s.addr;
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                common::raw(
+                    addr,
+                    format!(
+                        "POST /v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: 32\r\nConnection: close\r\n\r\nname=ann&password=wrong+password"
+                    )
+                    .as_bytes(),
+                )
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn password_checks_beyond_the_slots_get_503_not_a_queue() {
     let s = TestServer::start_with(|c| {
@@ -280,25 +283,7 @@ fn password_checks_beyond_the_slots_get_503_not_a_queue() {
     // Bounded: a few rounds of N simultaneous logins (each takes an
     // argon2 check of several ms on one slot).
     for _ in 0..5 {
-        let barrier = Arc::new(Barrier::new(N));
-        let addr = s.addr;
-        let handles: Vec<_> = (0..N)
-            .map(|_| {
-                let b = barrier.clone();
-                std::thread::spawn(move || {
-                    b.wait();
-                    common::raw(
-                        addr,
-                        format!(
-                            "POST /v1/login HTTP/1.1\r\nHost: t\r\nContent-Type: {FORM}\r\nContent-Length: 32\r\nConnection: close\r\n\r\nname=ann&password=wrong+password"
-                        )
-                        .as_bytes(),
-                    )
-                })
-            })
-            .collect();
-        for h in handles {
-            let r = h.join().unwrap();
+        for r in wrong_logins_at_once(&s, N) {
             match r.status {
                 401 => {}
                 503 => {
