@@ -25,6 +25,17 @@ struct Client {
 }
 
 impl Client {
+    /// A client for device `d` with token `tok`, from an hour ago.
+    fn new(tok: &str) -> Client {
+        Client {
+            tok: tok.to_string(),
+            base: common::hour_ago() - 3600,
+            acked: BTreeMap::new(),
+            refused: Vec::new(),
+            next: 0,
+        }
+    }
+
     /// One reading per request: `I1 = k * 7` at `base + k` seconds.
     fn send(&mut self, s: &TestServer) -> Reply {
         let k = self.next;
@@ -107,13 +118,7 @@ fn disk_faults_are_refused_with_5xx_and_the_server_recovers_without_restart() {
     let disk = DiskFaults::new();
     let s = TestServer::start_disk(disk.clone(), |c| c.limits.device_requests_per_sec = 0.0);
     let tok = s.create_device("d");
-    let mut c = Client {
-        tok: tok.clone(),
-        base: common::hour_ago() - 3600,
-        acked: BTreeMap::new(),
-        refused: Vec::new(),
-        next: 0,
-    };
+    let mut c = Client::new(&tok);
     for _ in 0..20 {
         assert_eq!(c.send(&s).status, 200);
     }
@@ -301,13 +306,7 @@ fn digested_once_across(fault: DiskFault) {
         "name=high&device=d&sensor=I1&min=0&max=20&message=high",
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let mut c = Client {
-        tok: tok.clone(),
-        base: common::hour_ago() - 3600,
-        acked: BTreeMap::new(),
-        refused: Vec::new(),
-        next: 0,
-    };
+    let mut c = Client::new(&tok);
     let fired_once = |s: &TestServer| {
         let ev = s.get_admin("/v1/alerts/high/events");
         let rows: Vec<&str> = ev.body.lines().skip(1).collect();
@@ -398,13 +397,7 @@ fn a_full_disk_answers_507_with_retry_after_and_reads_go_on() {
     let disk = DiskFaults::new();
     let s = TestServer::start_disk(disk.clone(), |c| c.limits.device_requests_per_sec = 0.0);
     let tok = s.create_device("d");
-    let mut c = Client {
-        tok: tok.clone(),
-        base: common::hour_ago() - 3600,
-        acked: BTreeMap::new(),
-        refused: Vec::new(),
-        next: 0,
-    };
+    let mut c = Client::new(&tok);
     for _ in 0..5 {
         assert_eq!(c.send(&s).status, 200);
     }
