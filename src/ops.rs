@@ -201,8 +201,9 @@ pub fn verify(file: &Path) -> Result<(), StoreError> {
 
 /// Replace the data file at `data` with the backup `from` (server
 /// stopped): verify `from`, make sure `data` is not open, copy to a temp
-/// file beside `data`, fsync, keep the old file as `<data>.pre-restore`
-/// (a hard link, so the data file never goes missing), and rename the
+/// file beside `data`, fsync, keep the old file as
+/// `<data>.pre-restore-<UTC time>` (a hard link, so the data file never
+/// goes missing; each restore keeps its own), and rename the
 /// copy over it. Returns the path the old file is kept at, if there was
 /// one. `progress` gets bytes copied.
 pub fn restore(
@@ -237,10 +238,7 @@ pub fn restore(
         dst.sync_all().map_err(io)?;
         drop(dst);
         let kept = if data.exists() {
-            let mut name = data.file_name().unwrap_or_default().to_os_string();
-            name.push(".pre-restore");
-            let kept = data.with_file_name(name);
-            let _ = std::fs::remove_file(&kept);
+            let kept = pre_restore_name(data);
             std::fs::hard_link(data, &kept).map_err(io)?;
             Some(kept)
         } else {
@@ -254,6 +252,37 @@ pub fn restore(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new name to keep the replaced data file under:
+/// `<data>.pre-restore-<UTC time>` (`20261203T064912Z`), with `-2`, `-3`,
+/// ... when a restore in the same second already took it, so a second
+/// restore never overwrites what the first one kept.
+fn pre_restore_name(data: &Path) -> PathBuf {
+    let mut stamp = String::new();
+    crate::codec::timefmt::write_time(crate::codec::timefmt::now_micros(), &mut stamp);
+    // `2026-12-03T06:49:12.123456Z` -> `20261203T064912Z`
+    let stamp: String = stamp
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('Z')
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect::<String>()
+        + "Z";
+    let base = data.file_name().unwrap_or_default().to_os_string();
+    (1u32..)
+        .map(|n| {
+            let mut name = base.clone();
+            name.push(format!(".pre-restore-{stamp}"));
+            if n > 1 {
+                name.push(format!("-{n}"));
+            }
+            data.with_file_name(name)
+        })
+        .find(|p| !p.exists())
+        .expect("an unused name")
 }
 
 /// Compact the data file (server stopped): `(bytes before, bytes after)`.

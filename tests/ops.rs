@@ -441,7 +441,22 @@ fn offline_cli_export_import_compact_backup_restore() {
     assert_ne!(differs, exported);
     let (ok, out, err) = cli(&other, &["restore", backup.to_str().unwrap()], &[], None);
     assert!(ok, "{err}");
-    assert!(out.contains("pre-restore"), "{out}");
+    let kept_first = out.trim().rsplit(',').next().unwrap().to_string();
+    assert!(kept_first.contains(".pre-restore-"), "{out}");
+    // A second restore keeps its own copy: the first one's is not
+    // overwritten, and it still holds the data it was taken of.
+    let (ok, out, err) = cli(&other, &["restore", backup.to_str().unwrap()], &[], None);
+    assert!(ok, "{err}");
+    let kept_second = out.trim().rsplit(',').next().unwrap().to_string();
+    assert!(kept_second.contains(".pre-restore-"), "{out}");
+    assert_ne!(kept_first, kept_second);
+    let (_, first_held, _) = cli(
+        std::path::Path::new(&kept_first),
+        &["export", "--device", "gh1"],
+        &[],
+        None,
+    );
+    assert_eq!(first_held, differs, "the first kept copy was overwritten");
     let (_, restored, _) = cli(&other, &["export", "--device", "gh1"], &[], None);
     assert_eq!(restored, exported);
     // Not a data file: refused, nothing replaced.
