@@ -28,8 +28,10 @@
 //!   (CLI and `GET /v1/admin/backup`).
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
-//! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up,
-//!   settings, counters, and management logic shared by CLI and HTTP.
+//! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
+//!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
+//!   seams), settings, counters, and management logic shared by CLI and
+//!   HTTP.
 //!
 //! `ARCHITECTURE.md` at the repository root has the data path, the code map
 //! and the invariants.

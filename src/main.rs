@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use overlord::app::Opened;
+use overlord::app::{OpenOptions, Opened};
 use overlord::{app, auth::Directory, config::Config, devices, server, store, users};
 
 #[derive(Parser)]
@@ -243,7 +243,8 @@ fn serve(config: Config) -> Result<(), String> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&listen))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let opened = app::open(config).map_err(|e| format!("{}: {e}", data_file.display()))?;
+    let opened =
+        app::open(OpenOptions::new(config)).map_err(|e| format!("{}: {e}", data_file.display()))?;
     let mut out = std::io::stdout().lock();
     if let Some(token) = &opened.admin_token {
         let _ = writeln!(
@@ -795,7 +796,7 @@ fn import(config: Config, file: &std::path::Path, device: Option<&str>) -> Resul
     })?;
     drop(body);
     let data_file = config.data_file.clone();
-    let opened = overlord::app::open(config).map_err(|e| store_err(&data_file, e))?;
+    let opened = app::open(OpenOptions::new(config)).map_err(|e| store_err(&data_file, e))?;
     let result = (|| {
         let dir = &opened.app.directory;
         let num = |id: &str| {
