@@ -72,25 +72,44 @@ pub struct Opened {
     pub admin_token: Option<String>,
 }
 
+/// What [`open`] opens: the configuration, and the seams only Rust code
+/// can set (tests). `OpenOptions::from(config)` is a plain start.
+pub struct OpenOptions {
+    /// The configuration to start with.
+    pub config: Config,
+    /// A digest fault-injection hook (tests; see `digest`).
+    pub digest_hook: Option<DigestHook>,
+    /// With it, the data file goes through the fault-injecting storage
+    /// backend that it switches (disk-fault tests; see `store::faults`).
+    /// Only Rust code holding the handle can inject a fault; nothing in
+    /// the config or on the network reaches it.
+    pub disk_faults: Option<DiskFaults>,
+}
+
+impl OpenOptions {
+    /// A plain start with `config`: no hook, the real disk.
+    pub fn new(config: Config) -> OpenOptions {
+        OpenOptions {
+            config,
+            digest_hook: None,
+            disk_faults: None,
+        }
+    }
+}
+
+impl From<Config> for OpenOptions {
+    fn from(config: Config) -> OpenOptions {
+        OpenOptions::new(config)
+    }
+}
+
 /// Open the data file and start the writer and digest threads.
-pub fn open(config: Config) -> Result<Opened, StoreError> {
-    open_with(config, None)
-}
-
-/// [`open`] with a digest fault-injection hook (tests).
-pub fn open_with(config: Config, digest_hook: Option<DigestHook>) -> Result<Opened, StoreError> {
-    open_with_disk(config, digest_hook, None)
-}
-
-/// [`open_with`], and with `disk` the data file goes through the
-/// fault-injecting storage backend that `disk` switches (disk-fault
-/// tests; see `store::faults`). Only Rust code holding the handle can
-/// inject a fault; nothing in the config or on the network reaches it.
-pub fn open_with_disk(
-    config: Config,
-    digest_hook: Option<DigestHook>,
-    disk: Option<DiskFaults>,
-) -> Result<Opened, StoreError> {
+pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
+    let OpenOptions {
+        config,
+        digest_hook,
+        disk_faults: disk,
+    } = options;
     let store = Arc::new(Store::open_verified(
         &config.data_file,
         disk,

@@ -7,7 +7,7 @@
 //!
 //! - [`server`]: the accept loop (connection cap, header timeout,
 //!   HTTP/1.0 and bare-LF clients, graceful shutdown). `server::run` is
-//!   used by `main` and by the tests alike.
+//!   used by `overlord serve` (`src/cli/serve.rs`) and by the tests alike.
 //! - [`api`]: the router and one handler module per noun (`readings`,
 //!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
 //!   and credential lookup; [`budget`] bounds the bytes of request data
@@ -24,12 +24,20 @@
 //! - [`files`]: files for devices: names, the files directory, durable
 //!   uploads, byte ranges (handlers in `api::files`).
 //! - [`retention`]: keep-for policies and the sweep the writer runs;
-//!   [`ops`]: consistent backup copies, restore, export, import, compact
-//!   (CLI and `GET /v1/admin/backup`).
+//!   [`ops`]: consistent backup copies, restore, check, compact (CLI and
+//!   `GET /v1/admin/backup`).
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
-//! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up,
-//!   settings, counters, and management logic shared by CLI and HTTP.
+//! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
+//!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
+//!   seams), settings, counters, and management logic shared by CLI and
+//!   HTTP.
+//!
+//! The `overlord` binary is `src/main.rs` (the clap command line and the
+//! dispatch) and `src/cli/`, one file per command group (`serve`,
+//! `device`, `user`, `retention`, `backup` and `restore`, `export` and
+//! `import`, `check`, `compact`). Every command that works with the
+//! server stopped opens the data file through `cli::offline`.
 //!
 //! `ARCHITECTURE.md` at the repository root has the data path, the code map
 //! and the invariants.

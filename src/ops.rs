@@ -166,13 +166,16 @@ pub fn sync_dir_of(path: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-/// A backup of the data file at `data` (server stopped) into `dest`:
-/// copied to a temp file beside `dest`, then renamed. Returns the rows.
-pub fn backup_file(data: &Path, dest: &Path, progress: Progress<'_>) -> Result<u64, StoreError> {
-    let store = store::Store::open(data)?;
-    let txn = store.db()?.begin_read()?;
+/// A backup of the snapshot `src` of a data file opened with the server
+/// stopped into `dest`: copied to a temp file beside `dest`, then
+/// renamed. Returns the rows.
+pub fn backup_file(
+    src: &ReadTransaction,
+    dest: &Path,
+    progress: Progress<'_>,
+) -> Result<u64, StoreError> {
     let tmp = temp_beside(dest, "backup");
-    let result = backup_copy(&txn, &tmp, progress).and_then(|n| {
+    let result = backup_copy(src, &tmp, progress).and_then(|n| {
         std::fs::rename(&tmp, dest).map_err(io)?;
         sync_dir_of(dest)?;
         Ok(n)

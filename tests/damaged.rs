@@ -169,7 +169,7 @@ fn verify_on_start_finds_damage_before_serving() {
     flip_at(&data, 50);
     let mut c = common::config(tmp.path());
     c.verify_on_start = true;
-    match overlord::app::open(c) {
+    match overlord::app::open(c.into()) {
         Ok(_) => panic!("a damaged file was opened with verify_on_start"),
         Err(e) => {
             let msg = e.to_string();
@@ -182,5 +182,5 @@ fn verify_on_start_finds_damage_before_serving() {
     // The same file without verification opens (the damage shows later,
     // as the test above shows).
     let c = common::config(tmp.path());
-    assert!(overlord::app::open(c).is_ok());
+    assert!(overlord::app::open(c.into()).is_ok());
 }

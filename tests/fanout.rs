@@ -310,7 +310,13 @@ fn a_poison_batch_goes_to_dead_letters_and_the_queue_moves_on() {
             panic!("poisoned reading");
         }
     });
-    let s = TestServer::start_hooked(common::config(tmp.path()), None, Some(hook));
+    let s = TestServer::open(
+        overlord::app::OpenOptions {
+            digest_hook: Some(hook),
+            ..overlord::app::OpenOptions::new(common::config(tmp.path()))
+        },
+        None,
+    );
     let tok = s.create_device("p");
     s.admin_form("POST", "/v1/channels", "name=c");
     s.admin_form("POST", "/v1/channels/c/members", "device=p&sensor=N1");

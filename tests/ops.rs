@@ -177,7 +177,7 @@ fn backup_while_ingesting_restores_every_acknowledged_reading() {
     let (ok, stdout, err) = cli(&data, &["restore", file.to_str().unwrap()], &[], None);
     assert!(ok, "{err}");
     assert!(stdout.starts_with("ok,"), "{stdout}");
-    let s2 = TestServer::start_config(common::config(fresh.path()), Some(admin));
+    let s2 = TestServer::open(common::config(fresh.path()).into(), Some(admin));
     let r = s2.get_admin(&format!(
         "/v1/devices/gh1/readings?sensors=N1&from={}&limit=1000000",
         rfc3339(base)

@@ -5,7 +5,7 @@
 //! `ENOSPC` ([`DiskFault::NoSpace`]) or `EIO` ([`DiskFault::Io`]), or only
 //! syncs fail ([`DiskFault::SyncIo`]), and
 //! every fsync can be slowed down; reads and locks always pass through. The handle is a plain shared value that
-//! only Rust code holding it can flip (`app::open_with_disk`); nothing in
+//! only Rust code holding it can flip (`app::OpenOptions::disk_faults`); nothing in
 //! the config or on the network reaches it. A server opened without a
 //! handle uses the plain `FileBackend`, exactly as before.
 

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use overlord::app::OpenOptions;
 use overlord::config::Config;
 
 /// A running in-process server.
@@ -45,24 +46,10 @@ impl TestServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut c = config(tmp.path());
         tweak(&mut c);
-        let mut s = Self::start_config(c, None);
+        let mut s = Self::open(OpenOptions::new(c), None);
         s.dir = tmp.path().to_path_buf();
         s._tmp = Some(tmp);
         s
-    }
-
-    /// Start with `config`; `admin` is the token from an earlier start.
-    pub fn start_config(config: Config, admin: Option<String>) -> TestServer {
-        Self::start_hooked(config, admin, None)
-    }
-
-    /// Start with a digest fault-injection hook.
-    pub fn start_hooked(
-        config: Config,
-        admin: Option<String>,
-        hook: Option<overlord::digest::DigestHook>,
-    ) -> TestServer {
-        Self::start_full(config, admin, hook, None)
     }
 
     /// Start on a fresh temp dir with the data file behind the
@@ -74,20 +61,23 @@ impl TestServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut c = config(tmp.path());
         tweak(&mut c);
-        let mut s = Self::start_full(c, None, None, Some(disk));
+        let mut s = Self::open(
+            OpenOptions {
+                disk_faults: Some(disk),
+                ..OpenOptions::new(c)
+            },
+            None,
+        );
         s._tmp = Some(tmp);
         s
     }
 
-    /// Start with every seam: a digest hook and a disk-fault switch.
-    pub fn start_full(
-        config: Config,
-        admin: Option<String>,
-        hook: Option<overlord::digest::DigestHook>,
-        disk: Option<overlord::store::faults::DiskFaults>,
-    ) -> TestServer {
-        let dir = config.data_file.parent().unwrap().to_path_buf();
-        let opened = overlord::app::open_with_disk(config, hook, disk).expect("open");
+    /// Start with `options` (what `app::open` takes: the config and any
+    /// test seams); `admin` is the token from an earlier start. Every
+    /// other constructor comes here.
+    pub fn open(options: OpenOptions, admin: Option<String>) -> TestServer {
+        let dir = options.config.data_file.parent().unwrap().to_path_buf();
+        let opened = overlord::app::open(options).expect("open");
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -146,7 +136,7 @@ impl TestServer {
     ) -> TestServer {
         let mut c = config(tmp.path());
         tweak(&mut c);
-        let mut s = Self::start_config(c, Some(admin));
+        let mut s = Self::open(OpenOptions::new(c), Some(admin));
         s._tmp = Some(tmp);
         s
     }

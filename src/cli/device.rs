@@ -1,0 +1,140 @@
+//! `overlord device ...`: create, list, change and import devices, and
+//! rotate their tokens, in the data file (server stopped). The rules are
+//! `overlord::devices`', shared with the HTTP API.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use overlord::auth::Directory;
+use overlord::config::Config;
+use overlord::store::Store;
+use overlord::{devices, users};
+
+use super::{offline, read_input, Advice};
+
+/// `overlord device ...`.
+#[derive(Subcommand)]
+pub enum DeviceCmd {
+    /// Create a device and print `id,token` (the token is shown only once).
+    Create {
+        /// Id (1-64 of A-Z a-z 0-9 . _ ~ -); generated when absent.
+        #[arg(long)]
+        id: Option<String>,
+        /// Human name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Owning user.
+        #[arg(long, default_value = users::FIRST_ADMIN)]
+        owner: String,
+        /// Metadata, `FIELD=VALUE` (description, location, latitude,
+        /// longitude, kind, parent, gateway, tags, offline_after); repeatable.
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        set: Vec<String>,
+    },
+    /// List devices as CSV (with metadata and stored presence).
+    List,
+    /// Change a device's metadata: `overlord device set ID FIELD=VALUE...`
+    /// (an empty value clears a field).
+    Set {
+        /// Device id.
+        id: String,
+        /// `FIELD=VALUE` pairs.
+        #[arg(required = true, value_name = "FIELD=VALUE")]
+        fields: Vec<String>,
+    },
+    /// Create devices from a CSV file with an `id` column and any metadata
+    /// columns (`-` reads stdin); prints `id,token` for each. All or none.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Owning user.
+        #[arg(long, default_value = users::FIRST_ADMIN)]
+        owner: String,
+    },
+    /// Give a device a new token; the previous one works until the next rotation.
+    Token {
+        /// Device id.
+        id: String,
+    },
+}
+
+/// Run one `device` subcommand on the data file (server stopped).
+pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
+    let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
+    let directory = Directory::new(
+        store.load_devices().map_err(|e| e.to_string())?,
+        store.load_users().map_err(|e| e.to_string())?,
+    );
+    match cmd {
+        DeviceCmd::Create {
+            id,
+            name,
+            owner,
+            set,
+        } => {
+            if directory.user(&owner).is_none() {
+                return Err(format!("no user '{owner}'"));
+            }
+            let mut fields = pairs(&set)?;
+            if let Some(n) = name {
+                fields.push(("name".into(), n));
+            }
+            let (rec, token) = devices::create(&store, &directory, &owner, id.as_deref(), &fields)
+                .map_err(|e| e.body())?;
+            println!("id,token\n{},{token}", rec.id);
+        }
+        DeviceCmd::List => {
+            let directory = std::sync::Arc::new(directory);
+            let presence = overlord::presence::Presence::new(
+                directory.clone(),
+                config.presence.offline_after_secs,
+                store.load_last_seen().map_err(|e| e.to_string())?,
+                store.load_presence().map_err(|e| e.to_string())?,
+            );
+            let mut out = String::from(devices::LIST_HEADER);
+            for d in directory.devices() {
+                devices::write_row(&d, &directory, &presence, &mut out);
+            }
+            print!("{out}");
+        }
+        DeviceCmd::Set { id, fields } => {
+            let d = directory
+                .device(&id)
+                .ok_or_else(|| format!("no device '{id}'"))?;
+            devices::update(&store, &directory, &d, &pairs(&fields)?).map_err(|e| e.body())?;
+            println!("ok");
+        }
+        DeviceCmd::Import { file, owner } => {
+            if directory.user(&owner).is_none() {
+                return Err(format!("no user '{owner}'"));
+            }
+            let body = read_input(&file)?;
+            let rows = overlord::api::devices::parse_import(&body).map_err(|e| e.body())?;
+            let made = devices::create_many(&store, &directory, &owner, rows, None, 0)
+                .map_err(|e| e.body())?;
+            println!("id,token");
+            for (rec, token) in made {
+                println!("{},{}", rec.id, token.unwrap_or_default());
+            }
+        }
+        DeviceCmd::Token { id } => {
+            let d = directory
+                .device(&id)
+                .ok_or_else(|| format!("no device '{id}'"))?;
+            let token = devices::rotate(&store, &directory, &d).map_err(|e| e.detail)?;
+            println!("id,token\n{id},{token}");
+        }
+    }
+    Ok(())
+}
+
+/// `FIELD=VALUE` arguments as pairs.
+fn pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("'{a}': expected FIELD=VALUE"))
+        })
+        .collect()
+}

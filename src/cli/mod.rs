@@ -1,0 +1,95 @@
+//! The subcommands of the `overlord` binary, one file per command group.
+//! `main.rs` parses the command line and calls in here; every command
+//! returns `Err(message)`, which `main` prints as `overlord: message`
+//! with a non-zero exit.
+//!
+//! Every command but `serve` and `backup --url` works on the data file
+//! with the server stopped, and opens it only through [`offline`]: the
+//! one place that says "in use by a running server".
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use overlord::error::WireError;
+use overlord::store::StoreError;
+
+pub mod backup;
+pub mod check;
+pub mod compact;
+pub mod device;
+pub mod export;
+pub mod retention;
+pub mod serve;
+pub mod user;
+
+/// What a command suggests when a running server has the data file.
+#[derive(Clone, Copy)]
+pub enum Advice {
+    /// Stop the server first.
+    Stop,
+    /// Stop the server, or do the same over the HTTP API.
+    StopOrHttp,
+    /// Let the running server make the backup (`backup --url`).
+    Url,
+}
+
+/// Run `op` on the data file at `data` with the server stopped: the one
+/// way an offline command opens it (`op` is `Store::open`, `app::open` or
+/// an `ops` step). While a server has the file, the error says so with
+/// `advice`; any other failure is `<data file>: <error>`.
+pub fn offline<T>(
+    data: &Path,
+    advice: Advice,
+    op: impl FnOnce(&Path) -> Result<T, StoreError>,
+) -> Result<T, String> {
+    op(data).map_err(|e| match e {
+        StoreError::InUse => {
+            let advice = match advice {
+                Advice::Stop => "stop it first",
+                Advice::StopOrHttp => "stop it first, or use the HTTP API (see API.md)",
+                Advice::Url => "use --url to have it make the backup",
+            };
+            format!("{} is in use by a running server; {advice}", data.display())
+        }
+        other => format!("{}: {other}", data.display()),
+    })
+}
+
+/// A wire error as a command's message: its `error,<code>,<detail>` line,
+/// as the HTTP API would answer (the CLI and HTTP reject alike).
+pub fn wire_text(e: impl Into<WireError>) -> String {
+    e.into().body().trim_end().to_string()
+}
+
+/// The bytes of `file`, or of standard input for `-`.
+pub fn read_input(file: &Path) -> Result<Vec<u8>, String> {
+    if file.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| e.to_string())?;
+        Ok(b)
+    } else {
+        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal (so
+/// scripts and logs get no control characters). `len` 0: a spinner.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = if len == 0 {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::new(len)
+    };
+    let template = if len == 0 {
+        format!("{{spinner}} {what} {{pos}} {{per_sec}} {{elapsed}}")
+    } else {
+        format!("{what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}")
+    };
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
