@@ -46,7 +46,7 @@ enum Command {
         url: Option<String>,
     },
     /// Replace the data file with a backup (server stopped). The old file
-    /// is kept as `<data file>.pre-restore`.
+    /// is kept as `<data file>.pre-restore-<UTC time>`.
     Restore {
         /// The backup.
         file: PathBuf,

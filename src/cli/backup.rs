@@ -117,7 +117,7 @@ fn download(url: &str, path: &str, token: &str, dest: &Path) -> Result<u64, Stri
 }
 
 /// `overlord restore FILE`: replace the data file with the backup `file`
-/// (server stopped); the old one is kept as `<data file>.pre-restore`.
+/// (server stopped); the old one is kept as `<data file>.pre-restore-<UTC time>`.
 /// Prints `ok,BYTES,KEPT`.
 pub fn restore(config: &Config, file: &Path) -> Result<(), String> {
     let len = Store::file_len(file);
