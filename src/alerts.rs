@@ -8,10 +8,12 @@
 //! so a value stuck at 101 fires once, and a value wobbling around a
 //! bound does not flood the inbox. A new alert starts armed.
 
+use redb::{ReadableTable, WriteTransaction};
+
 use crate::codec::{timefmt, Micros, SensorId, Value};
 use crate::store::chunk;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::AlertRecord;
+use crate::store::{AlertRecord, StoreError, ALERT_EVENTS, ALERT_STATE};
 
 /// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +86,39 @@ impl Event {
         write_csv_text(&self.delivery, out);
         out.push('\n');
     }
+}
+
+/// Store whether alert `id` is fired (`alert_state`: 1 fired, 0 armed).
+/// Writer only, with the digest's results.
+pub fn store_state(txn: &WriteTransaction, id: u32, fired: bool) -> Result<(), StoreError> {
+    txn.open_table(ALERT_STATE)?.insert(id, u8::from(fired))?;
+    Ok(())
+}
+
+/// The alerts stored as fired, read at start and after a reopen.
+pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
+    let mut fired = Vec::new();
+    for row in txn.open_table(ALERT_STATE)?.iter()? {
+        let (k, v) = row?;
+        if v.value() == 1 {
+            fired.push(k.value());
+        }
+    }
+    Ok(fired)
+}
+
+/// Append a firing to alert `alert`'s events, numbered one past its last
+/// (from 1). Returns its number. Writer only, in digest-log order, so a
+/// firing re-derived after a crash gets the same number.
+pub fn record_event(txn: &WriteTransaction, alert: u32, ev: &Event) -> Result<u64, StoreError> {
+    let mut events = txn.open_table(ALERT_EVENTS)?;
+    let n = events
+        .range((alert, 0)..=(alert, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(1, |(k, _)| k.value().1 + 1);
+    events.insert((alert, n), ev.encode().as_slice())?;
+    Ok(n)
 }
 
 /// What a value does to an alert.

@@ -12,16 +12,16 @@ use crate::catalog::Catalog;
 use crate::codec::{self, timefmt};
 use crate::config::Config;
 use crate::digest::{Digest, DigestHook};
-use crate::ingest::{self, IngestHandle, Writer};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::faults::DiskFaults;
 use crate::store::{
-    AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, ALERT_STATE, CHANNELS,
+    AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, CHANNELS,
     CHANNEL_MEMBERS,
 };
 use crate::throttle::{RateLimit, Throttle};
 use crate::users;
+use crate::writer::{self, IngestHandle, Writer};
 
 /// Shared state of a running server; every handler gets an `Arc<App>`.
 pub struct App {
@@ -168,11 +168,11 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         crate::retention::Retention::load(&store)?,
     ));
     let (events_tx, channel_events) = watch::channel(0u64);
-    let (ingest, writer) = ingest::start(
+    let (ingest, writer) = writer::start(
         store.clone(),
         digest,
         metrics.clone(),
-        ingest::WriterContext {
+        writer::WriterContext {
             queue: config.limits.ingest_queue,
             max_inbox: config.limits.max_inbox,
             catalog: catalog.clone(),
@@ -233,12 +233,6 @@ fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
     for row in txn.open_table(CHANNEL_MEMBERS)?.iter()? {
         members.push(row?.0.value());
     }
-    let mut fired = Vec::new();
-    for row in txn.open_table(ALERT_STATE)?.iter()? {
-        let (k, v) = row?;
-        if v.value() == 1 {
-            fired.push(k.value());
-        }
-    }
+    let fired = crate::alerts::fired_ids(&txn)?;
     Ok(Catalog::new(channels, members, alerts, &fired))
 }

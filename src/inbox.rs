@@ -8,8 +8,8 @@
 //! would overflow it gets `inbox_full` and nothing older is ever dropped.
 //!
 //! These functions take a transaction; callers are the writer thread
-//! (alerts from the digest) and management requests on blocking threads
-//! (messages, commands, acks). redb runs one write transaction at a time,
+//! (alert and presence notices, through [`crate::notify::deliver`]) and
+//! management requests on blocking threads (messages, commands, acks). redb runs one write transaction at a time,
 //! so `inbox_meta` is always read and written under that lock.
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
@@ -219,6 +219,38 @@ pub fn push(
     }
     meta.insert(device, (next + rows.len() as u64, len + rows.len() as u64))?;
     Ok(Ok(seqs))
+}
+
+/// What [`push_routed`] did.
+#[derive(Debug)]
+pub enum Pushed {
+    /// Queued, with these seqs.
+    Queued(Vec<u64>),
+    /// The inbox was full; nothing queued.
+    Full(Full),
+}
+
+/// Queue `row` for device `dev`, through its gateway if it has one
+/// ([`route`] fills in the row's `device` column). All or nothing, bounded
+/// by `max`.
+pub fn push_routed(
+    txn: &WriteTransaction,
+    directory: &crate::auth::Directory,
+    dev: u32,
+    row: &Row,
+    max: u64,
+) -> Result<Pushed, StoreError> {
+    let (inbox_of, below) = route(directory, dev);
+    let row = Row {
+        device: below,
+        ..row.clone()
+    };
+    Ok(
+        match push(txn, inbox_of, std::slice::from_ref(&row), max)? {
+            Ok(seqs) => Pushed::Queued(seqs),
+            Err(full) => Pushed::Full(full),
+        },
+    )
 }
 
 /// Remove every row with `seq <= upto`. Returns `(removed, remaining)`.

@@ -16,11 +16,19 @@
 //!   [`auth::authorize`], the one authorisation choke point.
 //! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
 //!   names, values and times. No I/O.
-//! - [`ingest`]: the bounded queue and the writer thread that group-commits
-//!   readings (one fsync per batch) before any `200` is sent.
+//! - [`writer`]: the bounded queue and the writer thread that group-commits
+//!   readings (one fsync per batch) before any `200` is sent, then applies
+//!   the digest's results in digest-log order. It schedules; each feature
+//!   stores its own part with functions taking the write transaction:
+//!   [`channels`] (items), [`alerts`] (state, events), [`inbox`] (rows,
+//!   routing through gateways), [`presence`] (`presence::store`: last
+//!   contact, state, events), [`dead_letters`], [`retention`] (the sweep's
+//!   steps). [`notify`] is the one way the writer tells an inbox and a
+//!   channel (alert firings, presence notices).
 //! - [`store`]: the redb tables, the chunk encoding and the read path.
 //! - [`digest`]: the thread pool that processes committed readings in
-//!   per-device order; [`presence`] is what it keeps today.
+//!   per-device order against the in-memory [`catalog`]; [`presence`]
+//!   keeps every device's last contact and state.
 //! - [`files`]: files for devices: names, the files directory, durable
 //!   uploads, byte ranges (handlers in `api::files`).
 //! - [`retention`]: keep-for policies and the sweep the writer runs;
@@ -53,15 +61,16 @@ pub mod catalog;
 pub mod channels;
 pub mod codec;
 pub mod config;
+pub mod dead_letters;
 pub mod devices;
 pub mod digest;
 pub mod error;
 pub mod files;
 pub mod http;
 pub mod inbox;
-pub mod ingest;
 pub mod longpoll;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod presence;
 pub mod quotas;
@@ -70,3 +79,4 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod users;
+pub mod writer;

@@ -33,7 +33,7 @@
 //! **Durability.** Changes queue here; the writer thread takes them
 //! ([`Presence::take_changes`]) and in one transaction stores the new
 //! state in `presence`, appends an event to `presence_events` and tells
-//! the owner. On start the state is loaded back: a device stored online
+//! the owner ([`store::record_changes`]). On start the state is loaded back: a device stored online
 //! whose last contact is older than `offline_after` comes due at once and
 //! is reported offline once; one stored offline stays offline without a
 //! new event.
@@ -43,139 +43,18 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use redb::{ReadableDatabase, ReadableTable};
 
 use crate::auth::Directory;
-use crate::codec::names::write_csv_text;
-use crate::codec::{timefmt, Micros, SensorId, SensorKind};
-use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, META, PRESENCE_EVENTS};
+use crate::codec::Micros;
+
+pub mod store;
+
+pub use store::{read_events, Event, Flags, CHANNEL_SENSOR, EVENTS_HEADER};
 
 const US: i64 = 1_000_000;
 
 /// Gateways below gateways are followed this deep, no deeper.
 const MAX_DEPTH: u32 = 8;
-
-/// `meta` key: index of the next presence event (events start at 1).
-pub const NEXT_EVENT: &str = "next_presence_event";
-/// `meta` key: index of the oldest presence event kept.
-pub const FIRST_EVENT: &str = "first_presence_event";
-
-/// On a channel, a presence change is an item of this sensor (`S0`) whose
-/// value is `online` or `offline`.
-pub const CHANNEL_SENSOR: SensorId = SensorId {
-    kind: SensorKind::Str,
-    number: 0,
-};
-
-/// A recorded presence change, listed at `GET /v1/presence/events`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    /// When it changed.
-    pub time: Micros,
-    /// Device number.
-    pub device: u32,
-    /// Came online (`true`) or went offline.
-    pub online: bool,
-    /// Last contact when it changed.
-    pub last_seen: Micros,
-    /// Where the owner was told: `inbox:<seq>`, `inbox_full`,
-    /// `channel:<name>`, space-separated; empty when nowhere.
-    pub delivery: String,
-}
-
-/// CSV header of event listings.
-pub const EVENTS_HEADER: &str = "index,time,device,state,last_seen,delivery\n";
-
-impl Event {
-    /// Encode for `presence_events`.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        varint::put_i64(&mut out, self.time);
-        varint::put_u64(&mut out, u64::from(self.device));
-        out.push(u8::from(self.online));
-        varint::put_i64(&mut out, self.last_seen);
-        varint::put_bytes(&mut out, self.delivery.as_bytes());
-        out
-    }
-
-    /// Decode from `presence_events`.
-    pub fn decode(bytes: &[u8]) -> Result<Event, Corrupt> {
-        let mut r = Reader::new(bytes);
-        Ok(Event {
-            time: r.i64()?,
-            device: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
-            online: match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err(Corrupt),
-            },
-            last_seen: r.i64()?,
-            delivery: String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)?,
-        })
-    }
-
-    /// Append `index,time,device,state,last_seen,delivery\n`.
-    pub fn write_csv(&self, index: u64, device_id: &str, out: &mut String) {
-        out.push_str(&index.to_string());
-        out.push(',');
-        timefmt::write_time(self.time, out);
-        out.push(',');
-        write_csv_text(device_id, out);
-        out.push(',');
-        out.push_str(if self.online { "online" } else { "offline" });
-        out.push(',');
-        timefmt::write_time(self.last_seen, out);
-        out.push(',');
-        write_csv_text(&self.delivery, out);
-        out.push('\n');
-    }
-}
-
-/// Events with index > `after` (or, with `since`, from the first event at
-/// or after that time), at most `limit`, oldest first. Blocking.
-pub fn read_events(
-    db: &redb::Database,
-    after: u64,
-    since: Option<Micros>,
-    limit: usize,
-) -> Result<Vec<(u64, Event)>, StoreError> {
-    let txn = db.begin_read()?;
-    let t = txn.open_table(PRESENCE_EVENTS)?;
-    let mut out = Vec::new();
-    if limit == 0 || after == u64::MAX {
-        return Ok(out);
-    }
-    for row in t.range(after + 1..)? {
-        let (k, v) = row?;
-        let ev = Event::decode(v.value())?;
-        if since.is_some_and(|s| ev.time < s) {
-            continue;
-        }
-        out.push((k.value(), ev));
-        if out.len() >= limit {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// Drop the oldest events so at most `keep` remain. Called by the writer
-/// in the transaction that added events.
-pub fn trim_events(txn: &redb::WriteTransaction, keep: u64) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let next = meta.get(NEXT_EVENT)?.map_or(1, |g| g.value());
-    let first = meta.get(FIRST_EVENT)?.map_or(1, |g| g.value());
-    let keep_from = next.saturating_sub(keep.max(1)).max(first);
-    if keep_from > first {
-        let mut t = txn.open_table(PRESENCE_EVENTS)?;
-        for i in first..keep_from {
-            t.remove(i)?;
-        }
-        meta.insert(FIRST_EVENT, keep_from)?;
-    }
-    Ok(())
-}
 
 /// Mark `dev` offline at `now` and queue the change.
 fn go_offline(g: &mut Inner, dev: u32, now: Micros) {
@@ -327,8 +206,9 @@ impl Presence {
                     since,
                     generation: 0,
                 });
-                e.online = flags & 1 != 0;
-                e.damped = flags & 2 != 0;
+                let flags = Flags::from_bits(flags);
+                e.online = flags.online;
+                e.damped = flags.damped;
                 e.since = since;
             }
             let devs: Vec<(u32, Entry)> = g.devices.iter().map(|(d, e)| (*d, *e)).collect();

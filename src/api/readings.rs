@@ -18,10 +18,10 @@ use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
-use crate::ingest::Prepared;
 use crate::store::query::{
     latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
 };
+use crate::writer::Prepared;
 
 /// Requests with more readings than this are sorted on a blocking thread.
 const INLINE_PREPARE: usize = 4096;
@@ -362,7 +362,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 }
 
 /// Bytes per reading that [`Prepared::new`] adds while it sorts keys.
-const PREPARE_BYTES: usize = std::mem::size_of::<crate::ingest::SortKey>() + 4;
+const PREPARE_BYTES: usize = std::mem::size_of::<crate::writer::SortKey>() + 4;
 
 /// The reply when a request's readings do not fit the memory budget:
 /// `413` when they would not fit even alone (`mine`: what this request

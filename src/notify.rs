@@ -1,0 +1,116 @@
+//! Notices the writer sends: one way to tell a device's inbox and a
+//! channel, for everything that notifies (alert firings, presence
+//! changes).
+//!
+//! Who may be told is decided by the caller (the digest for alerts, the
+//! presence store for presence changes), against the grants as they are
+//! now. [`deliver`] stores the notice in the writer's transaction — the
+//! inbox row through the device's gateway if it has one, the channel item
+//! trimmed to the channel's retention — and says where it went, in the
+//! words the event listings show ([`Delivery::describe`]).
+
+use redb::WriteTransaction;
+
+use crate::auth::Directory;
+use crate::channels;
+use crate::inbox::{self, Pushed};
+use crate::store::{ChannelRecord, StoreError};
+
+/// What happened to a notice's inbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxDelivery {
+    /// Queued with this seq (in the gateway's inbox for a device behind
+    /// one).
+    Queued(u64),
+    /// The inbox was full: nothing queued (the event is kept anyway).
+    Full,
+}
+
+/// Where a notice went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// The inbox row, if one was sent.
+    pub inbox: Option<InboxDelivery>,
+    /// The channel that got an item, if one did (its name).
+    pub channel: Option<String>,
+}
+
+impl Delivery {
+    /// As stored with the event: `inbox:<seq>` or `inbox_full`, then
+    /// `channel:<name>`, space-separated; empty when nowhere.
+    pub fn describe(&self) -> String {
+        let mut words = Vec::new();
+        match self.inbox {
+            Some(InboxDelivery::Queued(seq)) => words.push(format!("inbox:{seq}")),
+            Some(InboxDelivery::Full) => words.push("inbox_full".to_string()),
+            None => {}
+        }
+        if let Some(name) = &self.channel {
+            words.push(format!("channel:{name}"));
+        }
+        words.join(" ")
+    }
+
+    /// Whether a channel got an item (its long-polls are to be woken).
+    pub fn appended(&self) -> bool {
+        self.channel.is_some()
+    }
+}
+
+/// Where a notice goes: the inbox of device `inbox.0` and/or `channel`,
+/// both already checked against the sender's access.
+pub struct Notice<'a> {
+    /// The device to tell and the row (its `device` column is filled in
+    /// by the routing).
+    pub inbox: Option<(u32, &'a inbox::Row)>,
+    /// The channel to tell and the item.
+    pub channel: Option<(&'a ChannelRecord, channels::Item)>,
+}
+
+/// Store a notice in the writer's transaction: first the inbox row (all
+/// or nothing, bounded by `max_inbox`), then the channel item. Writer
+/// only, in digest-log order, so a notice re-derived after a crash gets
+/// the same seq and index.
+pub fn deliver(
+    txn: &WriteTransaction,
+    directory: &Directory,
+    max_inbox: u64,
+    notice: Notice<'_>,
+) -> Result<Delivery, StoreError> {
+    let mut delivery = Delivery::default();
+    if let Some((dev, row)) = notice.inbox {
+        delivery.inbox = Some(
+            match inbox::push_routed(txn, directory, dev, row, max_inbox)? {
+                Pushed::Queued(seqs) => InboxDelivery::Queued(seqs[0]),
+                Pushed::Full(_) => InboxDelivery::Full,
+            },
+        );
+    }
+    if let Some((ch, item)) = notice.channel {
+        channels::append(txn, ch.num, &item, ch.retention)?;
+        delivery.channel = Some(ch.name.clone());
+    }
+    Ok(delivery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_are_described_as_before() {
+        let none = Delivery::default();
+        assert_eq!(none.describe(), "");
+        let both = Delivery {
+            inbox: Some(InboxDelivery::Queued(7)),
+            channel: Some("g".into()),
+        };
+        assert_eq!(both.describe(), "inbox:7 channel:g");
+        let full = Delivery {
+            inbox: Some(InboxDelivery::Full),
+            channel: None,
+        };
+        assert_eq!(full.describe(), "inbox_full");
+        assert!(!full.appended() && both.appended());
+    }
+}

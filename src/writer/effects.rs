@@ -1,0 +1,112 @@
+//! Effects: the digest's results and presence changes, stored in the
+//! writer's transaction by the features that own them.
+//!
+//! Order is the invariant. Complete batches are applied in digest-log
+//! order, each batch's parts in part order (not the order the digest
+//! threads finished), and within a part: last contacts, channel items,
+//! alert states, then firings (inbox row, then the numbered event). Each
+//! batch's `digest_log` row is removed in the same transaction. So the
+//! durable state is always that of a prefix of the log, and a batch
+//! digested again after a crash or a reopen meets the same state and
+//! gets the same channel indexes, inbox seqs and event numbers. Presence
+//! changes come after the digest's results.
+
+use redb::WriteTransaction;
+
+use super::WriterState;
+use crate::digest::PartDone;
+use crate::presence::{self, Change};
+use crate::store::{StoreError, DIGEST_LOG};
+use crate::{alerts, channels, dead_letters, notify};
+
+impl WriterState {
+    /// Whether a ready batch has an alert firing (its event is read by
+    /// clients, so an effects-only commit with it is fsynced).
+    pub(super) fn ready_has_firings(&self) -> bool {
+        self.ready
+            .iter()
+            .any(|(_, parts)| parts.iter().any(|p| !p.firings.is_empty()))
+    }
+
+    /// Store every ready batch's results, then the presence `changes`.
+    /// `now` is the channel items' add time. Returns whether a channel got
+    /// items.
+    pub(super) fn apply_effects(
+        &self,
+        txn: &WriteTransaction,
+        changes: &[Change],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut appended = false;
+        for (seq, parts) in &self.ready {
+            let mut failures = Vec::new();
+            for part in parts {
+                appended |= self.apply_part(txn, part, now)?;
+                if let Some(why) = &part.failed {
+                    failures.push(why.as_str());
+                }
+            }
+            if !failures.is_empty() {
+                dead_letters::record(txn, *seq, &failures)?;
+            }
+            txn.open_table(DIGEST_LOG)?.remove(*seq)?;
+        }
+        let to = presence::store::Notices {
+            directory: &self.ctx.directory,
+            catalog: &self.ctx.catalog,
+            max_inbox: self.ctx.max_inbox,
+            events_kept: self.ctx.presence_events_kept,
+        };
+        appended |= presence::store::record_changes(txn, changes, now, &to)?;
+        Ok(appended)
+    }
+
+    /// Store one part's results, in order. Returns whether a channel got
+    /// items.
+    fn apply_part(
+        &self,
+        txn: &WriteTransaction,
+        part: &PartDone,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut appended = false;
+        if !part.last_seen.is_empty() {
+            presence::store::record_contacts(txn, part.last_seen.iter().copied())?;
+        }
+        for a in &part.appends {
+            // A channel deleted meanwhile gets nothing.
+            let Some(ch) = self.ctx.catalog.channel_by_num(a.channel) else {
+                continue;
+            };
+            let item = channels::Item {
+                added: now,
+                time: a.reading.time,
+                device: a.device,
+                sensor: a.reading.sensor,
+                value: a.reading.value.clone(),
+            };
+            channels::append(txn, ch.num, &item, ch.retention)?;
+            appended = true;
+        }
+        for &(id, fired) in &part.alert_states {
+            alerts::store_state(txn, id, fired)?;
+        }
+        for f in &part.firings {
+            let notice = notify::Notice {
+                inbox: f.inbox.as_ref().map(|(dev, row)| (*dev, row)),
+                channel: None,
+            };
+            let delivery = notify::deliver(txn, &self.ctx.directory, self.ctx.max_inbox, notice)?;
+            let ev = alerts::Event {
+                time: f.reading.time,
+                device: f.device,
+                sensor: f.reading.sensor,
+                value: f.reading.value.clone(),
+                text: f.text.clone(),
+                delivery: delivery.describe(),
+            };
+            alerts::record_event(txn, f.alert, &ev)?;
+        }
+        Ok(appended)
+    }
+}
