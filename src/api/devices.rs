@@ -16,12 +16,12 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{Action, Principal, Resource};
+use crate::auth::{authenticate, Action, Principal, Resource};
 use crate::codec::names::log_safe;
 use crate::codec::{form, names::clip, timefmt};
 use crate::devices;
 use crate::error::WireError;
-use crate::http::{authenticate, media_type, peer_of, read_body, Form, Reply};
+use crate::http::{media_type, peer_of, read_body, Form, Reply};
 use crate::presence::{self, State};
 use crate::store::{DeviceRecord, PRESENCE_NOTIFY};
 

@@ -13,13 +13,13 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request};
 
 use crate::app::App;
-use crate::auth::{self, parse_basic, Action, Principal, Resource};
+use crate::auth::{self, authenticate, parse_basic, Action, Principal, Resource};
 use crate::codec::names::log_safe;
 use crate::codec::names::{clip, write_csv_text};
 use crate::codec::{form, timefmt};
 use crate::error::WireError;
 use crate::files::{self, Ranged};
-use crate::http::{authenticate, declared_too_large, peer_of, FileBody, Reply};
+use crate::http::{declared_too_large, peer_of, FileBody, Reply};
 use crate::store::FileRecord;
 
 /// `Content-Type` of a download.

@@ -13,10 +13,10 @@ use hyper::header::HeaderName;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{Action, Principal, Resource};
+use crate::auth::{authenticate, Action, Principal, Resource};
 use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
 use crate::error::WireError;
-use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
+use crate::http::{declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
 use crate::ingest::Prepared;
 use crate::store::query::{
@@ -118,7 +118,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         Some(_) => q_device.is_some(),
         None => {
             parts.headers.contains_key(hyper::header::AUTHORIZATION)
-                || crate::http::session_cookie(&parts.headers).is_some()
+                || crate::auth::session_cookie(&parts.headers).is_some()
         }
     };
     let early = match outside {

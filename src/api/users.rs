@@ -154,7 +154,7 @@ pub async fn credentials(
     let password = password_field(&form)?;
     if let Principal::User(me) = &who {
         let admin_on_other = me.role == Role::Administrator && me.name != name;
-        if came_by_session(app, &form.headers) && !admin_on_other {
+        if auth::came_by_session(&app.directory, &form.headers) && !admin_on_other {
             let current = form
                 .get("current")
                 .filter(|c| !c.is_empty())
@@ -203,23 +203,6 @@ pub async fn credentials(
     app.directory.end_sessions(name);
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), user = %log_safe(name), change = %log_safe(what), "user credentials changed");
     Ok(Reply::csv(body))
-}
-
-/// Did this request authenticate with a login session (the cookie, or a
-/// Bearer token that is a session's) rather than an API token? Mirrors
-/// the precedence of [`crate::http::authenticate`].
-fn came_by_session(app: &App, headers: &hyper::HeaderMap) -> bool {
-    match headers.get(hyper::header::AUTHORIZATION) {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .is_some_and(|t| app.directory.is_session(t.trim())),
-        None => crate::http::session_cookie(headers).is_some(),
-    }
 }
 
 /// Run an argon2 job (a password check or hash) on the blocking pool in
@@ -304,33 +287,21 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
     // `X-Overlord-CSRF`, which a cross-site HTML form cannot): another
     // site's form must not log a browser into an account of its choosing
     // (login CSRF). Scripts use the token in the body.
-    if !form.headers.contains_key(crate::http::CSRF_HEADER) {
+    if !form.headers.contains_key(auth::CSRF_HEADER) {
         return Ok(reply);
     }
     let csrf = auth::csrf_for(&token);
-    let cookie = session_cookie_header(app, &token, app.config.limits.session_secs);
+    let cookie = auth::session_set_cookie(
+        &token,
+        app.config.limits.session_secs,
+        app.config.dashboard.secure_cookie,
+    );
     Ok(reply
         .with_header(hyper::header::SET_COOKIE, cookie)
         .with_header(
             hyper::header::HeaderName::from_static("overlord-csrf"),
             csrf,
         ))
-}
-
-/// `Set-Cookie` for the session: `HttpOnly` (scripts cannot read it),
-/// `SameSite=Strict` (no other site's page makes the browser send it),
-/// `Path=/`, and `Secure` when `[dashboard] secure_cookie` is set. An
-/// empty token with `max_age` 0 clears it.
-fn session_cookie_header(app: &App, token: &str, max_age: u64) -> String {
-    let secure = if app.config.dashboard.secure_cookie {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Strict{secure}",
-        crate::http::SESSION_COOKIE
-    )
 }
 
 /// `POST /v1/logout`: ends the login session presented (the session cookie
@@ -343,7 +314,7 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         return Err(WireError::forbidden("a device has no login session"));
     };
     let mut ended = 0;
-    if let Some(t) = crate::http::session_cookie(&form.headers) {
+    if let Some(t) = auth::session_cookie(&form.headers) {
         ended += usize::from(app.directory.end_session(t));
     }
     if let Some(t) = form
@@ -357,8 +328,10 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         }
     }
     tracing::info!(target: "overlord::audit", user = %log_safe(&u.name), "logout");
-    Ok(Reply::csv(format!("ok,{ended}\n"))
-        .with_header(hyper::header::SET_COOKIE, session_cookie_header(app, "", 0)))
+    Ok(Reply::csv(format!("ok,{ended}\n")).with_header(
+        hyper::header::SET_COOKIE,
+        auth::session_set_cookie("", 0, app.config.dashboard.secure_cookie),
+    ))
 }
 
 /// `GET /v1/session`: `user,role,csrf,tile_url` for the caller. `csrf` is the
@@ -371,7 +344,7 @@ pub async fn session(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wi
         return Err(WireError::forbidden("a device has no login session"));
     };
     let csrf = match (
-        crate::http::session_cookie(&form.headers),
+        auth::session_cookie(&form.headers),
         form.headers.contains_key(hyper::header::AUTHORIZATION),
     ) {
         (Some(t), false) => auth::csrf_for(t),
