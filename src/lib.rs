@@ -17,7 +17,8 @@
 //!   credentials ([`auth::authenticate`]) and [`auth::credentials`]
 //!   checks them (token digests, sessions, CSRF, Basic);
 //!   [`auth::policy`] has [`auth::Directory::authorize`], the one
-//!   authorisation choke point.
+//!   authorisation choke point, and [`auth::visible`], the one lookup of
+//!   a named device, channel, alert or file for a caller.
 //! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
 //!   names, values and times. No I/O.
 //! - [`ingest`]: the bounded queue and the writer thread that group-commits

@@ -14,17 +14,16 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::Request;
 
-use crate::api::channels::channel_for;
-use crate::api::inbox::device_for;
 use crate::app::App;
 use crate::auth::{
-    self, valid_id, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE, KIND_FILE,
+    self, valid_id, visible, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE,
+    KIND_FILE,
 };
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{Role, StoreError, GRANTS};
+use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError, GRANTS};
 use crate::users;
 
 fn timeout(app: &App) -> Duration {
@@ -388,20 +387,15 @@ fn grant_target(app: &App, who: &Principal, res: &str) -> Result<(u8, u32), Wire
     let (kind, name) = res.split_once(':').ok_or_else(bad)?;
     match kind {
         "device" => {
-            let d = device_for(app, who, name, Action::Grant)?;
+            let d = visible::<DeviceRecord>(app, who, Action::Grant, name)?;
             Ok((KIND_DEVICE, d.num))
         }
         "channel" => {
-            let c = channel_for(app, who, name, Action::Grant)?;
+            let c = visible::<ChannelRecord>(app, who, Action::Grant, name)?;
             Ok((KIND_CHANNEL, c.num))
         }
         "file" => {
-            crate::files::check_name(name)?;
-            let f = app.files.get(name).ok_or_else(|| {
-                WireError::new(404, "unknown_file", format!("no file '{}'", clip(name)))
-            })?;
-            app.directory
-                .authorize(who, Action::Grant, Resource::file(&f))?;
+            let f = visible::<FileRecord>(app, who, Action::Grant, name)?;
             Ok((KIND_FILE, f.num))
         }
         _ => Err(bad()),
@@ -515,7 +509,7 @@ pub async fn revoke_device(
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
-    let d = device_for(app, &who, id, Action::RevokeDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::RevokeDevice, id)?;
     let mut new = (*d).clone();
     new.token = auth::hash_token(&auth::generate_token());
     new.prev_token = None;

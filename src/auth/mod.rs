@@ -8,7 +8,8 @@
 //!   header; [`request`]: finding a request's credentials and turning
 //!   them into a [`Principal`] ([`authenticate`]).
 //! - [`policy`]: [`Directory::authorize`], the one choke point every
-//!   handler asks before it touches a resource.
+//!   handler asks before it touches a resource, and [`visible`], the one
+//!   lookup of a named device, channel, alert or file.
 
 pub mod credentials;
 pub mod policy;
@@ -20,7 +21,8 @@ pub use credentials::{
     token_matches, Principal, MAX_SESSIONS,
 };
 pub use policy::{
-    Action, Level, Resource, ANONYMOUS, KIND_ALERT, KIND_CHANNEL, KIND_DEVICE, KIND_FILE,
+    visible, Action, Level, Noun, Resource, ANONYMOUS, KIND_ALERT, KIND_CHANNEL, KIND_DEVICE,
+    KIND_FILE,
 };
 pub use registry::{generate_id, valid_id, Directory};
 pub use request::{

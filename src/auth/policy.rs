@@ -1,10 +1,17 @@
 //! The policy: may this caller do this? [`Directory::authorize`] is the one
-//! choke point every handler asks before it touches a resource.
+//! choke point every handler asks before it touches a resource, and
+//! [`visible`] the one lookup of a named device, channel, alert or file
+//! (one the caller may not see looks like one that does not exist).
 //! [`Directory::user_may_device`] and [`Directory::user_may_channel`]
 //! re-check, every time it is carried out, what a user set up once.
 
+use std::sync::Arc;
+
 use super::credentials::Principal;
 use super::registry::Directory;
+use crate::app::App;
+use crate::catalog::AlertEntry;
+use crate::codec::names::clip;
 use crate::error::WireError;
 use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role};
 
@@ -376,4 +383,84 @@ impl Directory {
         };
         (personal, public)
     }
+}
+
+/// Something a caller names in a request and may or may not be allowed
+/// to see: a device, a channel, an alert or a file. [`visible`] looks each
+/// of them up the same way.
+pub trait Noun: Sized {
+    /// What it is ([`KIND_DEVICE`], [`KIND_CHANNEL`], [`KIND_ALERT`],
+    /// [`KIND_FILE`]); names it in a `404`.
+    const KIND: u8;
+    /// Is a missing one `401` for a caller without credentials, like a
+    /// private one, rather than `404`? True for devices only: anonymous
+    /// callers learn nothing about which devices exist (docs/permissions.md,
+    /// "Public devices, channels and files").
+    const HIDDEN_FROM_ANONYMOUS: bool = false;
+    /// Find it by name (`Err` for a name that cannot be one).
+    fn find(app: &App, name: &str) -> Result<Option<Arc<Self>>, WireError>;
+    /// It as the resource of an [`Action`].
+    fn resource(&self) -> Resource<'_>;
+}
+
+impl Noun for DeviceRecord {
+    const KIND: u8 = KIND_DEVICE;
+    const HIDDEN_FROM_ANONYMOUS: bool = true;
+    fn find(app: &App, id: &str) -> Result<Option<Arc<Self>>, WireError> {
+        Ok(app.directory.device(id))
+    }
+    fn resource(&self) -> Resource<'_> {
+        Resource::Device(self)
+    }
+}
+
+impl Noun for ChannelRecord {
+    const KIND: u8 = KIND_CHANNEL;
+    fn find(app: &App, name: &str) -> Result<Option<Arc<Self>>, WireError> {
+        Ok(app.catalog.channel(name))
+    }
+    fn resource(&self) -> Resource<'_> {
+        Resource::channel(self)
+    }
+}
+
+impl Noun for AlertEntry {
+    const KIND: u8 = KIND_ALERT;
+    fn find(app: &App, name: &str) -> Result<Option<Arc<Self>>, WireError> {
+        Ok(app.catalog.alert(name))
+    }
+    fn resource(&self) -> Resource<'_> {
+        Resource::alert(&self.rec)
+    }
+}
+
+impl Noun for FileRecord {
+    const KIND: u8 = KIND_FILE;
+    fn find(app: &App, name: &str) -> Result<Option<Arc<Self>>, WireError> {
+        crate::files::check_name(name)?;
+        Ok(app.files.get(name))
+    }
+    fn resource(&self) -> Resource<'_> {
+        Resource::file(self)
+    }
+}
+
+/// The one lookup of a named device, channel, alert or file for `action`:
+/// it, if `who` may do `action` to it ([`Directory::authorize`]). One that
+/// does not exist is `404 unknown_<kind>`, and one the caller may not see
+/// is reported exactly like it, so existence does not leak.
+pub fn visible<T: Noun>(
+    app: &App,
+    who: &Principal,
+    action: Action,
+    name: &str,
+) -> Result<Arc<T>, WireError> {
+    let Some(found) = T::find(app, name)? else {
+        if T::HIDDEN_FROM_ANONYMOUS && matches!(who, Principal::Anonymous) {
+            return Err(WireError::unauthorized("credentials required"));
+        }
+        return Err(unknown(T::KIND, &clip(name)));
+    };
+    app.directory.authorize(who, action, found.resource())?;
+    Ok(found)
 }
