@@ -102,36 +102,25 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((id.to_string(), secret.to_string()))
 }
 
+/// Most base64 characters of a Basic header decoded (padding aside).
+const MAX_BASIC: usize = 4096;
+
+/// The base64 of a Basic header: the standard alphabet (RFC 7617) or the
+/// URL-safe one, padded or not, trailing bits ignored.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&b| b != b'=').collect();
-    if bytes.len() % 4 == 1 || bytes.len() > 4096 {
+    use base64::alphabet;
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::Engine as _;
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    if s.trim_end_matches('=').len() > MAX_BASIC {
         return None;
     }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
+    STANDARD.decode(s).or_else(|_| URL_SAFE.decode(s)).ok()
 }
 
 /// A login session: user, expiry, [`credential_stamp`] at login.
@@ -276,6 +265,18 @@ mod tests {
             ("Basic ZGV2MTp0b2s=", Some(("dev1", "tok"))),
             ("Basic ZGV2MTp0b2s", Some(("dev1", "tok"))),
             ("Basic ZGV2MTp0b2s6eA==", Some(("dev1", "tok:x"))),
+            ("basic ZGV2MTp0b2s=", Some(("dev1", "tok"))),
+            ("Basic  ZGV2MTp0b2s= ", Some(("dev1", "tok"))),
+            // The standard and the URL-safe alphabet, padded or not.
+            ("Basic ZDo+Pj4/", Some(("d", ">>>?"))),
+            ("Basic ZDo-Pj4_", Some(("d", ">>>?"))),
+            ("Basic ZDo/Pz4=", Some(("d", "??>"))),
+            ("Basic ZDo_Pz4", Some(("d", "??>"))),
+            ("Basic ZGV2MTp0b2sx", Some(("dev1", "tok1"))),
+            ("Basic ZGV2MTp0b2", Some(("dev1", "to"))),
+            // Not base64, or not `id:secret` in UTF-8.
+            ("Basic Z", None),
+            ("Basic ZDr7/w==", None),
             ("Basic ZGV2MQ==", None),
             ("Basic !!!!", None),
             ("Bearer abc", None),
@@ -286,6 +287,8 @@ mod tests {
             let want = want.map(|(a, b)| (a.to_string(), b.to_string()));
             assert_eq!(got, want, "{h}");
         }
+        let long = format!("Basic ZGV2MTp0b2s6{}", "A".repeat(MAX_BASIC));
+        assert_eq!(parse_basic(&long), None);
     }
 
     #[test]
