@@ -149,14 +149,11 @@ fn check_password(
     let attempt = app.throttle.begin(&keys).map_err(|secs| {
         WireError::rate_limited("too many failed attempts; wait and retry", secs)
     })?;
-    let ok = match &f.password {
-        Some(cur) => auth::token_matches(password, cur, f.prev_password.as_ref()),
-        None => {
-            std::hint::black_box(auth::token_matches(password, &[0x5a; 32], None));
-            false
-        }
-    };
-    if ok {
+    let stored = f
+        .password
+        .as_ref()
+        .map(|cur| (cur, f.prev_password.as_ref()));
+    if auth::secret_matches(password, stored) {
         attempt.succeeded();
         return Ok(());
     }

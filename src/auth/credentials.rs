@@ -53,6 +53,20 @@ pub fn token_matches(token: &str, current: &TokenHash, previous: Option<&TokenHa
     a | b
 }
 
+/// Does `token` match a stored secret: its current digest, or the
+/// previous one still honoured? With no secret stored (an unknown device,
+/// a file without a password) `token` is compared against a dummy digest
+/// anyway, so the answer takes as long as for a wrong token.
+pub fn secret_matches(token: &str, stored: Option<(&TokenHash, Option<&TokenHash>)>) -> bool {
+    match stored {
+        Some((current, previous)) => token_matches(token, current, previous),
+        None => {
+            std::hint::black_box(token_matches(token, &DUMMY, None));
+            false
+        }
+    }
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub enum Principal {
@@ -141,6 +155,7 @@ pub fn credential_stamp(u: &UserRecord) -> TokenHash {
 /// Most login sessions kept; the oldest go first.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// What a secret is compared against when there is none ([`secret_matches`]).
 const DUMMY: TokenHash = [0x5a; 32];
 
 /// Checking a presented id and secret against the directory.
@@ -148,14 +163,8 @@ impl Directory {
     /// Check a device's id and token.
     pub fn authenticate_device(&self, id: &str, token: &str) -> Option<Arc<DeviceRecord>> {
         let dev = self.device(id);
-        let ok = match &dev {
-            Some(d) => token_matches(token, &d.token, d.prev_token.as_ref()),
-            None => {
-                std::hint::black_box(token_matches(token, &DUMMY, None));
-                false
-            }
-        };
-        if ok {
+        let stored = dev.as_deref().map(|d| (&d.token, d.prev_token.as_ref()));
+        if secret_matches(token, stored) {
             dev
         } else {
             None

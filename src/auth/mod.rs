@@ -18,7 +18,7 @@ pub mod request;
 
 pub use credentials::{
     credential_stamp, csrf_for, csrf_matches, ct_eq, generate_token, hash_token, parse_basic,
-    token_matches, Principal, MAX_SESSIONS,
+    secret_matches, token_matches, Principal, MAX_SESSIONS,
 };
 pub use policy::{
     visible, Action, Level, Noun, Resource, ANONYMOUS, KIND_ALERT, KIND_CHANNEL, KIND_DEVICE,
