@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by the handlers: the reply type, reading a bounded
-//! body, and finding the caller's credentials.
+//! body, and management forms. (A request's credentials are found by
+//! [`crate::auth::authenticate`].)
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::auth::{parse_basic, Principal};
+use crate::auth::{authenticate, Principal};
 use crate::budget::{Budget, Charge};
 use crate::error::WireError;
 
@@ -385,112 +386,6 @@ pub fn client_socket(ext: &hyper::http::Extensions) -> Option<ClientSocket> {
 /// The peer address of a request, if known.
 pub fn peer_of(ext: &hyper::http::Extensions) -> Option<IpAddr> {
     ext.get::<Peer>().map(|p| p.0)
-}
-
-/// Name of the dashboard's session cookie (set by `POST /v1/login`).
-pub const SESSION_COOKIE: &str = "overlord_session";
-
-/// Header that carries the session's CSRF token on state-changing
-/// requests authenticated by the session cookie.
-pub const CSRF_HEADER: &str = "x-overlord-csrf";
-
-/// The value of the [`SESSION_COOKIE`] in the request's `Cookie` headers.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-/// Who is calling: `device=`/`token=` parameters win, then the
-/// `Authorization` header (`Basic id:token` for a device or a user,
-/// `Bearer token` for a user's API or session token), then the
-/// dashboard's session cookie (a session token only). Presented but wrong
-/// credentials are `401`; none at all is [`Principal::Anonymous`].
-///
-/// Failures count against the source address and the (source, id named)
-/// pair (see [`crate::throttle`]): a throttled pair gets `429
-/// rate_limited` with `Retry-After`, even with the right secret; a
-/// throttled source is checked at a reduced rate. Failures from other
-/// addresses never refuse a right secret.
-pub fn authenticate(
-    app: &App,
-    headers: &HeaderMap,
-    peer: Option<IpAddr>,
-    device: Option<&str>,
-    token: Option<&str>,
-) -> Result<Principal, WireError> {
-    enum Presented {
-        Device(String, String),
-        Basic(String, String),
-        Bearer(String),
-        Cookie(String),
-    }
-    let presented = if let Some(token) = token {
-        let id = device.ok_or_else(|| WireError::unauthorized("token given without device"))?;
-        Presented::Device(id.to_string(), token.to_string())
-    } else if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let auth = auth
-            .to_str()
-            .map_err(|_| WireError::unauthorized("unsupported Authorization header"))?;
-        if let Some(t) = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-        {
-            Presented::Bearer(t.trim().to_string())
-        } else {
-            let (id, secret) = parse_basic(auth)
-                .ok_or_else(|| WireError::unauthorized("unsupported Authorization header"))?;
-            Presented::Basic(id, secret)
-        }
-    } else if let Some(t) = session_cookie(headers) {
-        Presented::Cookie(t.to_string())
-    } else {
-        return Ok(Principal::Anonymous);
-    };
-    if let Presented::Cookie(t) = &presented {
-        // A stale cookie is not a guess (the token is 128 random bits), so
-        // it is not counted against the source: a browser left open on an
-        // expired session must still be able to log in again.
-        return app
-            .directory
-            .authenticate_session(t)
-            .map(Principal::User)
-            .ok_or_else(|| WireError::unauthorized("the session has ended; log in again"));
-    }
-    let keys = match &presented {
-        Presented::Device(id, _) | Presented::Basic(id, _) => {
-            crate::throttle::Keys::token(peer, "id", Some(id))
-        }
-        Presented::Bearer(_) | Presented::Cookie(_) => {
-            crate::throttle::Keys::token(peer, "id", None)
-        }
-    };
-    let attempt = app.throttle.begin(&keys).map_err(|secs| {
-        WireError::rate_limited("too many failed attempts; wait and retry", secs)
-    })?;
-    let dir = &app.directory;
-    let found = match &presented {
-        Presented::Device(id, t) => dir.authenticate_device(id, t).map(Principal::Device),
-        Presented::Basic(id, t) => dir.authenticate_basic(id, t),
-        Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
-        Presented::Cookie(_) => None,
-    };
-    let Some(found) = found else {
-        attempt.failed();
-        return Err(WireError::unauthorized("wrong or unknown id or token"));
-    };
-    attempt.succeeded();
-    if let Principal::Device(d) = &found {
-        // Any authenticated request is contact (presence).
-        app.presence.saw(d.num, crate::codec::timefmt::now_micros());
-    }
-    Ok(found)
 }
 
 /// Largest management form body.

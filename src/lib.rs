@@ -10,10 +10,15 @@
 //!   used by `overlord serve` (`src/cli/serve.rs`) and by the tests alike.
 //! - [`api`]: the router and one handler module per noun (`readings`,
 //!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
-//!   and credential lookup; [`budget`] bounds the bytes of request data
+//!   and management forms; [`budget`] bounds the bytes of request data
 //!   held across all requests at once.
-//! - [`auth`]: tokens, the in-memory [`auth::Directory`] and
-//!   [`auth::authorize`], the one authorisation choke point.
+//! - [`auth`]: who is calling and may they. [`auth::registry`] holds the
+//!   in-memory [`auth::Directory`]; [`auth::request`] finds a request's
+//!   credentials ([`auth::authenticate`]) and [`auth::credentials`]
+//!   checks them (token digests, sessions, CSRF, Basic);
+//!   [`auth::policy`] has [`auth::Directory::authorize`], the one
+//!   authorisation choke point, and [`auth::visible`], the one lookup of
+//!   a named device, channel, alert or file for a caller.
 //! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
 //!   names, values and times. No I/O.
 //! - [`writer`]: the bounded queue and the writer thread that group-commits

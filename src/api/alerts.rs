@@ -9,34 +9,20 @@ use hyper::Request;
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::alerts::{Event, EVENTS_HEADER};
-use crate::api::channels::channel_for;
-use crate::api::inbox::device_for;
 use crate::app::App;
-use crate::auth::{valid_id, Action, Principal, Resource};
+use crate::auth::{valid_id, visible, Action, Principal, Resource};
+use crate::catalog::AlertEntry;
 use crate::codec::names::log_safe;
-use crate::codec::{names::clip, names::write_csv_text, timefmt, SensorId, SensorKind};
+use crate::codec::{names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::store::{
-    AlertRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE, DEAD_LETTERS,
+    AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE,
+    DEAD_LETTERS,
 };
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
-}
-
-fn alert_for(
-    app: &App,
-    who: &Principal,
-    name: &str,
-    action: Action,
-) -> Result<Arc<crate::catalog::AlertEntry>, WireError> {
-    let a = app.catalog.alert(name).ok_or_else(|| {
-        WireError::new(404, "unknown_alert", format!("no alert '{}'", clip(name)))
-    })?;
-    app.directory
-        .authorize(who, action, Resource::alert(&a.rec))?;
-    Ok(a)
 }
 
 fn finite(form: &Form, name: &str) -> Result<Option<f64>, WireError> {
@@ -79,7 +65,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -",
         ));
     }
-    let d = device_for(app, &who, form.require("device")?, Action::ReadReadings)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, form.require("device")?)?;
     let sensor = SensorId::parse(form.require("sensor")?)?;
     if !matches!(sensor.kind, SensorKind::Int | SensorKind::Num) {
         return Err(WireError::bad_request(
@@ -114,11 +100,13 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     crate::inbox::check_text("message", &message)?;
     let to_device = match form.get("to_device") {
         Some("none") => None,
-        Some(id) if !id.is_empty() => Some(device_for(app, &who, id, Action::SendToDevice)?.num),
+        Some(id) if !id.is_empty() => {
+            Some(visible::<DeviceRecord>(app, &who, Action::SendToDevice, id)?.num)
+        }
         _ => Some(d.num),
     };
     let to_channel = match form.get("to_channel").filter(|s| !s.is_empty()) {
-        Some(ch) => Some(channel_for(app, &who, ch, Action::ManageOwned)?.num),
+        Some(ch) => Some(visible::<ChannelRecord>(app, &who, Action::ManageOwned, ch)?.num),
         None => None,
     };
     let rec = AlertRecord {
@@ -239,7 +227,7 @@ pub async fn delete(
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(app)?;
-    let a = alert_for(app, &who, name, Action::ManageOwned)?;
+    let a = visible::<AlertEntry>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let (id, name) = (a.rec.id, a.rec.name.clone());
     tokio::task::spawn_blocking(move || {
@@ -265,7 +253,7 @@ pub async fn events(
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "after", "limit"], timeout(app)).await?;
     let who = form.caller(app)?;
-    let a = alert_for(app, &who, name, Action::ReadOwned)?;
+    let a = visible::<AlertEntry>(app, &who, Action::ReadOwned, name)?;
     let after = form.number::<u64>("after")?.unwrap_or(0);
     let limit = form
         .number::<usize>("limit")?

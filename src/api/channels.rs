@@ -8,38 +8,18 @@ use hyper::body::Incoming;
 use hyper::Request;
 use redb::ReadableTable;
 
-use crate::api::inbox::{deliver, device_for, row_from};
+use crate::api::inbox::{deliver, row_from};
 use crate::app::App;
-use crate::auth::{valid_id, Action, Principal, Resource};
+use crate::auth::{valid_id, visible, Action, Principal, Resource};
 use crate::channels::{self, Item};
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{ChannelRecord, Store, StoreError, CHANNELS, CHANNEL_MEMBERS};
+use crate::store::{ChannelRecord, DeviceRecord, Store, StoreError, CHANNELS, CHANNEL_MEMBERS};
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
-}
-
-/// A channel by name for `action`.
-pub fn channel_for(
-    app: &App,
-    who: &Principal,
-    name: &str,
-    action: Action,
-) -> Result<Arc<ChannelRecord>, WireError> {
-    let missing = || {
-        WireError::new(
-            404,
-            "unknown_channel",
-            format!("no channel '{}'", clip(name)),
-        )
-    };
-    let ch = app.catalog.channel(name).ok_or_else(missing)?;
-    app.directory
-        .authorize(who, action, Resource::channel(&ch))?;
-    Ok(ch)
 }
 
 /// `POST /v1/channels` with `name` and optional `retention` (items kept):
@@ -162,7 +142,7 @@ pub async fn members(
 ) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.principal(app)?;
-    let ch = channel_for(app, &who, name, Action::ReadOwned)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
     let mut out = String::from("device,sensor\n");
     for (dev, code) in app.catalog.members_of(ch.num) {
         if let (Some(d), Some(s)) = (app.directory.device_by_num(dev), SensorId::from_code(code)) {
@@ -188,8 +168,8 @@ pub async fn change_member(
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
-    let ch = channel_for(app, &who, name, Action::ManageOwned)?;
-    let d = device_for(app, &who, form.require("device")?, Action::ReadReadings)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, form.require("device")?)?;
     let sensor = SensorId::parse(form.require("sensor")?)?;
     let key = (ch.num, d.num, sensor.code());
     let app2 = app.clone();
@@ -237,7 +217,7 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     )
     .await?;
     let who = form.principal(app)?;
-    let ch = channel_for(app, &who, name, Action::ReadOwned)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
     let limit = match form.number::<usize>("limit")? {
         None => 1000,
         Some(n) if (1..=app.config.limits.query_max_rows).contains(&n) => n,
@@ -376,7 +356,7 @@ pub async fn message(
     )
     .await?;
     let who = form.caller(app)?;
-    let ch = channel_for(app, &who, name, Action::ManageOwned)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
     let row = row_from(app, &form, format!("channel:{}", ch.name))?;
     let mut targets: Vec<(u32, String)> = Vec::new();
     for (dev, _) in app.catalog.members_of(ch.num) {

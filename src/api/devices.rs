@@ -16,14 +16,14 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{Action, Principal, Resource};
+use crate::auth::{authenticate, visible, Action, Principal, Resource};
 use crate::codec::names::log_safe;
 use crate::codec::{form, names::clip, timefmt};
 use crate::devices;
 use crate::error::WireError;
-use crate::http::{authenticate, media_type, peer_of, read_body, Form, Reply};
+use crate::http::{media_type, peer_of, read_body, Form, Reply};
 use crate::presence::{self, State};
-use crate::store::{DeviceRecord, PRESENCE_NOTIFY};
+use crate::store::{ChannelRecord, DeviceRecord, PRESENCE_NOTIFY};
 
 /// Management requests are small; a larger body is refused.
 const MAX_FORM: usize = 16 * 1024;
@@ -56,30 +56,8 @@ async fn caller_or_anonymous(app: &App, req: &Request<Incoming>) -> Result<Princ
     )
 }
 
-fn unknown(id: &str) -> WireError {
-    WireError::new(404, "unknown_device", format!("no device '{}'", clip(id)))
-}
-
-/// Look a device up for `action`; one the caller may not see is reported
-/// exactly like one that does not exist.
-fn device_for(
-    app: &App,
-    who: &Principal,
-    id: &str,
-    action: Action,
-) -> Result<Arc<DeviceRecord>, WireError> {
-    let Some(d) = app.directory.device(id) else {
-        // Anonymous callers learn nothing about which devices exist.
-        if matches!(who, Principal::Anonymous) {
-            return Err(WireError::unauthorized("credentials required"));
-        }
-        return Err(unknown(id));
-    };
-    app.directory.authorize(who, action, Resource::Device(&d))?;
-    Ok(d)
-}
-
-fn visible(app: &App, who: &Principal) -> Vec<Arc<DeviceRecord>> {
+/// Every device `who` may see, by id (the listings).
+fn visible_devices(app: &App, who: &Principal) -> Vec<Arc<DeviceRecord>> {
     app.directory
         .devices()
         .into_iter()
@@ -112,12 +90,12 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         })?);
     }
     if let Some(p) = form.get("parent") {
-        filter.parent = Some(device_for(app, &who, p, Action::ViewDevice)?.num);
+        filter.parent = Some(visible::<DeviceRecord>(app, &who, Action::ViewDevice, p)?.num);
     }
     filter.tag = form.get("tag").map(str::to_string);
     filter.search = form.get("q").filter(|q| !q.is_empty()).map(str::to_string);
     let mut out = String::from(devices::LIST_HEADER);
-    for d in visible(app, &who) {
+    for d in visible_devices(app, &who) {
         if filter.matches(&d, &app.presence) {
             devices::write_row(&d, &app.directory, &app.presence, &mut out);
         }
@@ -130,7 +108,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 pub async fn tree(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let who = caller(app, &req).await?;
     let mut out = String::from("depth,id,parent,state,name\n");
-    for (depth, d) in devices::tree(&visible(app, &who)) {
+    for (depth, d) in devices::tree(&visible_devices(app, &who)) {
         out.push_str(&depth.to_string());
         out.push(',');
         crate::codec::names::write_csv_text(&d.id, &mut out);
@@ -151,7 +129,7 @@ pub async fn tree(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
 /// a public device).
 pub async fn show(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let who = caller_or_anonymous(app, &req).await?;
-    let d = device_for(app, &who, id, Action::ViewDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::ViewDevice, id)?;
     let mut out = String::from(devices::LIST_HEADER);
     devices::write_row(&d, &app.directory, &app.presence, &mut out);
     Ok(Reply::csv(out))
@@ -169,7 +147,7 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         Principal::Anonymous => form.caller(app)?,
         w => w,
     };
-    let d = device_for(app, &who, id, Action::EditDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::EditDevice, id)?;
     let fields: Vec<(String, String)> = form
         .fields()
         .iter()
@@ -201,7 +179,7 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
 fn check_parent(app: &App, who: &Principal, fields: &[(String, String)]) -> Result<(), WireError> {
     for (k, v) in fields {
         if k == "parent" && !v.is_empty() {
-            device_for(app, who, v, Action::EditDevice)?;
+            visible::<DeviceRecord>(app, who, Action::EditDevice, v)?;
         }
     }
     Ok(())
@@ -488,18 +466,10 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let dev = form.get("notify_device").unwrap_or("").to_string();
     let ch = form.get("channel").unwrap_or("").to_string();
     if !dev.is_empty() {
-        device_for(app, &who, &dev, Action::SendToDevice)?;
+        visible::<DeviceRecord>(app, &who, Action::SendToDevice, &dev)?;
     }
     if !ch.is_empty() {
-        let c = app.catalog.channel(&ch).ok_or_else(|| {
-            WireError::new(
-                404,
-                "unknown_channel",
-                format!("no channel '{}'", clip(&ch)),
-            )
-        })?;
-        app.directory
-            .authorize(&who, Action::ManageOwned, Resource::channel(&c))?;
+        visible::<ChannelRecord>(app, &who, Action::ManageOwned, &ch)?;
     }
     let (d2, c2) = (dev.clone(), ch.clone());
     tokio::task::spawn_blocking(move || {
@@ -534,16 +504,7 @@ fn notify_csv(device: &str, channel: &str) -> String {
 /// keeps working until the next rotation.
 pub async fn rotate(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let who = caller(app, &req).await?;
-    let unknown = || {
-        WireError::new(
-            404,
-            "unknown_device",
-            format!("no device '{}'", crate::codec::names::clip(id)),
-        )
-    };
-    let d = app.directory.device(id).ok_or_else(unknown)?;
-    app.directory
-        .authorize(&who, Action::RotateDevice, Resource::Device(&d))?;
+    let d = visible::<DeviceRecord>(app, &who, Action::RotateDevice, id)?;
     let app2 = app.clone();
     let token =
         tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))

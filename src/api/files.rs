@@ -13,13 +13,13 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request};
 
 use crate::app::App;
-use crate::auth::{self, parse_basic, Action, Principal, Resource};
+use crate::auth::{self, authenticate, parse_basic, visible, Action, Principal, Resource};
 use crate::codec::names::log_safe;
 use crate::codec::names::{clip, write_csv_text};
 use crate::codec::{form, timefmt};
 use crate::error::WireError;
 use crate::files::{self, Ranged};
-use crate::http::{authenticate, declared_too_large, peer_of, FileBody, Reply};
+use crate::http::{declared_too_large, peer_of, FileBody, Reply};
 use crate::store::FileRecord;
 
 /// `Content-Type` of a download.
@@ -149,14 +149,11 @@ fn check_password(
     let attempt = app.throttle.begin(&keys).map_err(|secs| {
         WireError::rate_limited("too many failed attempts; wait and retry", secs)
     })?;
-    let ok = match &f.password {
-        Some(cur) => auth::token_matches(password, cur, f.prev_password.as_ref()),
-        None => {
-            std::hint::black_box(auth::token_matches(password, &[0x5a; 32], None));
-            false
-        }
-    };
-    if ok {
+    let stored = f
+        .password
+        .as_ref()
+        .map(|cur| (cur, f.prev_password.as_ref()));
+    if auth::secret_matches(password, stored) {
         attempt.succeeded();
         return Ok(());
     }
@@ -190,10 +187,7 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 p.device.as_deref(),
                 p.token.as_deref(),
             )?;
-            let f = app.files.get(name).ok_or_else(|| unknown(name))?;
-            app.directory
-                .authorize(&who, Action::ReadOwned, Resource::file(&f))?;
-            f
+            visible::<FileRecord>(app, &who, Action::ReadOwned, name)?
         }
     };
     // Open the content; a replace that committed since the lookup may
@@ -459,19 +453,6 @@ fn declared_len<B>(req: &Request<B>) -> Option<u64> {
         .ok()
 }
 
-/// The file `name` for a management `action`, or `404 unknown_file`.
-fn file_for(
-    app: &App,
-    who: &Principal,
-    name: &str,
-    action: Action,
-) -> Result<Arc<FileRecord>, WireError> {
-    files::check_name(name)?;
-    let f = app.files.get(name).ok_or_else(|| unknown(name))?;
-    app.directory.authorize(who, action, Resource::file(&f))?;
-    Ok(f)
-}
-
 /// A management step on file `name` by its owner (or a `control`
 /// grantee): authorise, then run `op` on a blocking thread.
 async fn manage<T: Send + 'static>(
@@ -483,7 +464,7 @@ async fn manage<T: Send + 'static>(
 ) -> Result<(Principal, T), WireError> {
     let p = params(req, &["device", "token"])?;
     let who = caller(app, req, &p)?;
-    file_for(app, &who, name, Action::ManageOwned)?;
+    visible::<FileRecord>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let name2 = name.to_string();
     let out = tokio::task::spawn_blocking(move || op(&app2, &name2))

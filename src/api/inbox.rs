@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{Action, Principal, Resource};
+use crate::auth::{visible, Action, Principal, Resource};
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId, Value};
 use crate::error::WireError;
@@ -45,20 +45,6 @@ fn me(who: &Principal, form: &Form) -> Result<Arc<DeviceRecord>, WireError> {
             "this is the device's own inbox: authenticate as the device",
         )),
     }
-}
-
-/// Look up a device by id for `action`.
-pub fn device_for(
-    app: &App,
-    who: &Principal,
-    id: &str,
-    action: Action,
-) -> Result<Arc<DeviceRecord>, WireError> {
-    let d = app.directory.device(id).ok_or_else(|| {
-        WireError::new(404, "unknown_device", format!("no device '{}'", clip(id)))
-    })?;
-    app.directory.authorize(who, action, Resource::Device(&d))?;
-    Ok(d)
 }
 
 /// The pending rows of `device`'s inbox, at most `limit`; with `below`,
@@ -151,7 +137,7 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
 pub async fn view(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(app)?;
-    let d = device_for(app, &who, id, Action::SendToDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::SendToDevice, id)?;
     // A device behind a gateway has its rows in the gateway's inbox
     // (seq numbers are the gateway's, as the gateway acknowledges them).
     let (inbox_of, below) = inbox::route(&app.directory, d.num);
@@ -263,7 +249,7 @@ pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Re
     )
     .await?;
     let who = form.caller(app)?;
-    let d = device_for(app, &who, id, Action::SendToDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::SendToDevice, id)?;
     let row = row_from(app, &form, who.label())?;
     let seqs = deliver(app, vec![(d.num, d.id.clone())], row).await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), seq = seqs[0], "inbox row queued");

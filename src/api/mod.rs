@@ -58,7 +58,7 @@ pub async fn handle(
     // it has a session). Its 401s come without `WWW-Authenticate: Basic`,
     // or the browser would pop up its own password dialog (and a headless
     // one would wait for it forever) instead of the page's login form.
-    let from_dashboard = req.headers().contains_key(crate::http::CSRF_HEADER);
+    let from_dashboard = req.headers().contains_key(crate::auth::CSRF_HEADER);
     let mut endpoint = None;
     let mut req = req;
     let mut reply = match take_safe(&mut req) {
@@ -348,12 +348,12 @@ fn check_csrf<B>(req: &Request<B>, ep: Endpoint) -> Result<(), WireError> {
     {
         return Ok(());
     }
-    let Some(session) = crate::http::session_cookie(req.headers()) else {
+    let Some(session) = crate::auth::session_cookie(req.headers()) else {
         return Ok(());
     };
     let given = req
         .headers()
-        .get(crate::http::CSRF_HEADER)
+        .get(crate::auth::CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if given.is_empty() {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use redb::ReadableDatabase;
 
 use crate::app::App;
+use crate::auth::{visible, Action};
 use crate::codec::names::log_safe;
 use crate::error::WireError;
 use crate::http::Reply;
 use crate::metrics::Snapshot;
-use crate::store::StoreError;
+use crate::store::{DeviceRecord, StoreError};
 
 /// `GET /healthz` → `ok`. Answers while the server accepts requests.
 /// A data file known to be damaged is reported (`500 storage_damaged`):
@@ -60,11 +61,8 @@ pub async fn backup(
     let timeout = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
     let form = crate::http::Form::read(req, &[], timeout).await?;
     let who = form.caller(app)?;
-    app.directory.authorize(
-        &who,
-        crate::auth::Action::Administer,
-        crate::auth::Resource::None,
-    )?;
+    app.directory
+        .authorize(&who, Action::Administer, crate::auth::Resource::None)?;
     let app2 = app.clone();
     let (file, len, rows) = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_read()?;
@@ -96,24 +94,6 @@ pub async fn backup(
     ))
 }
 
-fn device_for(
-    app: &App,
-    who: &crate::auth::Principal,
-    id: &str,
-    action: crate::auth::Action,
-) -> Result<Arc<crate::store::DeviceRecord>, WireError> {
-    let d = app.directory.device(id).ok_or_else(|| {
-        WireError::new(
-            404,
-            "unknown_device",
-            format!("no device '{}'", crate::codec::names::clip(id)),
-        )
-    })?;
-    app.directory
-        .authorize(who, action, crate::auth::Resource::Device(&d))?;
-    Ok(d)
-}
-
 /// `GET /v1/devices/ID/retention`: how long the device's readings are
 /// kept (see [`crate::retention::Retention::settings_csv`]).
 pub async fn retention_show(
@@ -128,7 +108,7 @@ pub async fn retention_show(
         crate::auth::Principal::Anonymous => form.caller(app)?,
         w => w,
     };
-    let d = device_for(app, &who, id, crate::auth::Action::ViewDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::ViewDevice, id)?;
     Ok(Reply::csv(app.retention.settings_csv(d.num)))
 }
 
@@ -143,7 +123,7 @@ pub async fn retention_set(
     let timeout = std::time::Duration::from_secs(app.config.limits.body_timeout_secs);
     let form = crate::http::Form::read(req, &["sensor", "keep_days"], timeout).await?;
     let who = form.caller(app)?;
-    let d = device_for(app, &who, id, crate::auth::Action::EditDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::EditDevice, id)?;
     let sensor = match form.get("sensor").map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => Some(crate::codec::SensorId::parse(s)?),
         None => None,

@@ -13,10 +13,10 @@ use hyper::header::HeaderName;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{Action, Principal, Resource};
+use crate::auth::{authenticate, visible, Action, Principal, Resource};
 use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
 use crate::error::WireError;
-use crate::http::{authenticate, declared_too_large, media_type, peer_of, read_body, Reply};
+use crate::http::{declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
 use crate::store::query::{
     latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
@@ -118,7 +118,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         Some(_) => q_device.is_some(),
         None => {
             parts.headers.contains_key(hyper::header::AUTHORIZATION)
-                || crate::http::session_cookie(&parts.headers).is_some()
+                || crate::auth::session_cookie(&parts.headers).is_some()
         }
     };
     let early = match outside {
@@ -212,11 +212,11 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         // A device writes for itself; naming another device is checked
         // like any other access to it.
         Principal::Device(d) => match params.credentials.device.as_deref() {
-            Some(id) if id != d.id => Some(visible_device(app, &who, id, Action::WriteReadings)?),
+            Some(id) if id != d.id => Some(visible(app, &who, Action::WriteReadings, id)?),
             _ => Some(d.clone()),
         },
         Principal::User(_) => match params.credentials.device.as_deref() {
-            Some(id) => Some(visible_device(app, &who, id, Action::WriteReadings)?),
+            Some(id) => Some(visible(app, &who, Action::WriteReadings, id)?),
             None => None,
         },
     };
@@ -291,7 +291,7 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         } else {
             let mut nums = Vec::with_capacity(parsed.devices.len());
             for id in &parsed.devices {
-                let d = visible_device(app, &who, id, Action::WriteReadings)?;
+                let d = visible::<DeviceRecord>(app, &who, Action::WriteReadings, id)?;
                 app.directory
                     .authorize(&who, Action::WriteReadings, Resource::Device(&d))?;
                 nums.push(d.num);
@@ -380,32 +380,6 @@ fn over_budget(app: &App, mine: usize) -> WireError {
     } else {
         WireError::overloaded("too much request data in flight; retry shortly")
     }
-}
-
-/// Look a device up for a caller; a device the caller may not see is
-/// reported exactly like one that does not exist.
-fn visible_device(
-    app: &App,
-    who: &Principal,
-    id: &str,
-    action: Action,
-) -> Result<Arc<DeviceRecord>, WireError> {
-    let unknown = || {
-        WireError::new(
-            404,
-            "unknown_device",
-            format!("no device '{}'", codec::names::clip(id)),
-        )
-    };
-    let Some(d) = app.directory.device(id) else {
-        // Anonymous callers learn nothing about which devices exist.
-        if matches!(who, Principal::Anonymous) {
-            return Err(WireError::unauthorized("credentials required"));
-        }
-        return Err(unknown());
-    };
-    app.directory.authorize(who, action, Resource::Device(&d))?;
-    Ok(d)
 }
 
 /// `GET /v1/devices/ID/readings?sensors=N1,L2&from=T&to=T&limit=N`: a
@@ -608,7 +582,7 @@ async fn series_params(
     )?;
     // No credentials: a public device (a `read` grant to `anonymous`),
     // else `401` (from `authorize`).
-    let d = visible_device(app, &who, id, Action::ReadReadings)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, id)?;
     q.device = d.num;
     let bq = match buckets {
         Some(n) => Some(bucket_query(q.clone(), &seen, n)?),
@@ -680,7 +654,7 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     )?;
     // No credentials: a public device (a `read` grant to `anonymous`),
     // else `401` (from `authorize`).
-    let d = visible_device(app, &who, id, Action::ReadReadings)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, id)?;
     let db_app = app.clone();
     let num = d.num;
     let rows = tokio::task::spawn_blocking(move || read_latest(&*db_app.store.db()?, num))

@@ -14,17 +14,16 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::Request;
 
-use crate::api::channels::channel_for;
-use crate::api::inbox::device_for;
 use crate::app::App;
 use crate::auth::{
-    self, valid_id, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE, KIND_FILE,
+    self, valid_id, visible, Action, Level, Principal, Resource, KIND_CHANNEL, KIND_DEVICE,
+    KIND_FILE,
 };
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{Role, StoreError, GRANTS};
+use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError, GRANTS};
 use crate::users;
 
 fn timeout(app: &App) -> Duration {
@@ -154,7 +153,7 @@ pub async fn credentials(
     let password = password_field(&form)?;
     if let Principal::User(me) = &who {
         let admin_on_other = me.role == Role::Administrator && me.name != name;
-        if came_by_session(app, &form.headers) && !admin_on_other {
+        if auth::came_by_session(&app.directory, &form.headers) && !admin_on_other {
             let current = form
                 .get("current")
                 .filter(|c| !c.is_empty())
@@ -203,23 +202,6 @@ pub async fn credentials(
     app.directory.end_sessions(name);
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), user = %log_safe(name), change = %log_safe(what), "user credentials changed");
     Ok(Reply::csv(body))
-}
-
-/// Did this request authenticate with a login session (the cookie, or a
-/// Bearer token that is a session's) rather than an API token? Mirrors
-/// the precedence of [`crate::http::authenticate`].
-fn came_by_session(app: &App, headers: &hyper::HeaderMap) -> bool {
-    match headers.get(hyper::header::AUTHORIZATION) {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .is_some_and(|t| app.directory.is_session(t.trim())),
-        None => crate::http::session_cookie(headers).is_some(),
-    }
 }
 
 /// Run an argon2 job (a password check or hash) on the blocking pool in
@@ -304,33 +286,21 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
     // `X-Overlord-CSRF`, which a cross-site HTML form cannot): another
     // site's form must not log a browser into an account of its choosing
     // (login CSRF). Scripts use the token in the body.
-    if !form.headers.contains_key(crate::http::CSRF_HEADER) {
+    if !form.headers.contains_key(auth::CSRF_HEADER) {
         return Ok(reply);
     }
     let csrf = auth::csrf_for(&token);
-    let cookie = session_cookie_header(app, &token, app.config.limits.session_secs);
+    let cookie = auth::session_set_cookie(
+        &token,
+        app.config.limits.session_secs,
+        app.config.dashboard.secure_cookie,
+    );
     Ok(reply
         .with_header(hyper::header::SET_COOKIE, cookie)
         .with_header(
             hyper::header::HeaderName::from_static("overlord-csrf"),
             csrf,
         ))
-}
-
-/// `Set-Cookie` for the session: `HttpOnly` (scripts cannot read it),
-/// `SameSite=Strict` (no other site's page makes the browser send it),
-/// `Path=/`, and `Secure` when `[dashboard] secure_cookie` is set. An
-/// empty token with `max_age` 0 clears it.
-fn session_cookie_header(app: &App, token: &str, max_age: u64) -> String {
-    let secure = if app.config.dashboard.secure_cookie {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Strict{secure}",
-        crate::http::SESSION_COOKIE
-    )
 }
 
 /// `POST /v1/logout`: ends the login session presented (the session cookie
@@ -343,7 +313,7 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         return Err(WireError::forbidden("a device has no login session"));
     };
     let mut ended = 0;
-    if let Some(t) = crate::http::session_cookie(&form.headers) {
+    if let Some(t) = auth::session_cookie(&form.headers) {
         ended += usize::from(app.directory.end_session(t));
     }
     if let Some(t) = form
@@ -357,8 +327,10 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         }
     }
     tracing::info!(target: "overlord::audit", user = %log_safe(&u.name), "logout");
-    Ok(Reply::csv(format!("ok,{ended}\n"))
-        .with_header(hyper::header::SET_COOKIE, session_cookie_header(app, "", 0)))
+    Ok(Reply::csv(format!("ok,{ended}\n")).with_header(
+        hyper::header::SET_COOKIE,
+        auth::session_set_cookie("", 0, app.config.dashboard.secure_cookie),
+    ))
 }
 
 /// `GET /v1/session`: `user,role,csrf,tile_url` for the caller. `csrf` is the
@@ -371,7 +343,7 @@ pub async fn session(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wi
         return Err(WireError::forbidden("a device has no login session"));
     };
     let csrf = match (
-        crate::http::session_cookie(&form.headers),
+        auth::session_cookie(&form.headers),
         form.headers.contains_key(hyper::header::AUTHORIZATION),
     ) {
         (Some(t), false) => auth::csrf_for(t),
@@ -415,20 +387,15 @@ fn grant_target(app: &App, who: &Principal, res: &str) -> Result<(u8, u32), Wire
     let (kind, name) = res.split_once(':').ok_or_else(bad)?;
     match kind {
         "device" => {
-            let d = device_for(app, who, name, Action::Grant)?;
+            let d = visible::<DeviceRecord>(app, who, Action::Grant, name)?;
             Ok((KIND_DEVICE, d.num))
         }
         "channel" => {
-            let c = channel_for(app, who, name, Action::Grant)?;
+            let c = visible::<ChannelRecord>(app, who, Action::Grant, name)?;
             Ok((KIND_CHANNEL, c.num))
         }
         "file" => {
-            crate::files::check_name(name)?;
-            let f = app.files.get(name).ok_or_else(|| {
-                WireError::new(404, "unknown_file", format!("no file '{}'", clip(name)))
-            })?;
-            app.directory
-                .authorize(who, Action::Grant, Resource::file(&f))?;
+            let f = visible::<FileRecord>(app, who, Action::Grant, name)?;
             Ok((KIND_FILE, f.num))
         }
         _ => Err(bad()),
@@ -542,7 +509,7 @@ pub async fn revoke_device(
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
-    let d = device_for(app, &who, id, Action::RevokeDevice)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::RevokeDevice, id)?;
     let mut new = (*d).clone();
     new.token = auth::hash_token(&auth::generate_token());
     new.prev_token = None;
