@@ -231,11 +231,7 @@ fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
                 out
             }
             Err(e) => {
-                let why = e
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| e.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "digest panicked".into());
+                let why = crate::error::panic_text(&*e, "digest panicked");
                 tracing::error!(seq, reason = %why, "digest failed; batch goes to dead_letters");
                 PartDone {
                     seq,

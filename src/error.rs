@@ -128,6 +128,15 @@ impl From<StoreError> for WireError {
     }
 }
 
+/// The message of a caught panic (`&str` or `String` payloads), or
+/// `fallback` for any other payload.
+pub fn panic_text(p: &(dyn std::any::Any + Send), fallback: &str) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

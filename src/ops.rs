@@ -318,10 +318,7 @@ pub struct CheckReport {
 
 /// The message of a caught panic.
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panicked".into())
+    crate::error::panic_text(p, "panicked")
 }
 
 /// Read every row of one table, decoding keys and values. `Err`: rows

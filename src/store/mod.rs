@@ -271,12 +271,7 @@ fn install_panic_hook() {
                 f.contains("/redb-") || f.contains("\\redb-")
             });
             if in_redb {
-                let why = info
-                    .payload()
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "redb panicked".into());
+                let why = crate::error::panic_text(info.payload(), "redb panicked");
                 IN_USE.with(|u| {
                     if let Some(d) = u.borrow().upgrade() {
                         d.mark(&why);
@@ -404,11 +399,7 @@ impl Store {
             }
             Ok(r) => r?,
             Err(p) => {
-                let why = p
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "redb panicked".into());
+                let why = crate::error::panic_text(&*p, "redb panicked");
                 return Err(StoreError::Corrupt(format!(
                     "{why}; run `overlord check`, then restore a backup (docs/storage.md, \"Damaged data\")"
                 )));

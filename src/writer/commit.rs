@@ -70,11 +70,7 @@ impl WriterState {
             self.write(jobs, seq, now, durable, changes)
         }));
         result.unwrap_or_else(|p| {
-            let why = p
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the writer panicked".into());
+            let why = crate::error::panic_text(&*p, "the writer panicked");
             self.store.mark_damaged(&why);
             Err(StoreError::Damaged(why))
         })
