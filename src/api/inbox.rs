@@ -215,14 +215,9 @@ pub async fn deliver(
         let mut seqs = Vec::with_capacity(targets.len());
         for (num, id) in &targets {
             // A device behind a gateway gets its rows through the gateway.
-            let (inbox_of, below) = inbox::route(&app2.directory, *num);
-            let row = inbox::Row {
-                device: below,
-                ..row.clone()
-            };
-            match inbox::push(&txn, inbox_of, std::slice::from_ref(&row), max)? {
-                Ok(s) => seqs.push(s[0]),
-                Err(inbox::Full(len, max)) => {
+            match inbox::push_routed(&txn, &app2.directory, *num, &row, max)? {
+                inbox::Pushed::Queued(s) => seqs.push(s[0]),
+                inbox::Pushed::Full(inbox::Full(len, max)) => {
                     // Dropping the transaction aborts it: nothing is queued.
                     return Ok(Err(WireError::new(
                         409,
