@@ -226,3 +226,34 @@ fn grants_and_revoked_devices() {
         201
     );
 }
+
+/// A session presented as `bearer TOKEN` (lower case, which
+/// authentication accepts) is ended by a logout sent the same way.
+#[test]
+fn logout_ends_a_session_whatever_the_case_of_bearer() {
+    let s = TestServer::start();
+    let r = s.admin_form("POST", "/v1/users", "name=ann&password=correct+horse");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.post(
+        "/v1/login",
+        "application/x-www-form-urlencoded",
+        b"name=ann&password=correct+horse",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = common::token_of(&r.body);
+    let with = |method: &str, path: &str| {
+        s.raw(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: bearer {session}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(with("GET", "/v1/session").status, 200);
+    let r = with("POST", "/v1/logout");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "ok,1\n");
+    let r = with("GET", "/v1/session");
+    assert_eq!(r.status, 401, "the session outlived its logout: {}", r.body);
+}

@@ -320,10 +320,12 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         .headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(auth::request::bearer)
     {
-        if app.directory.authenticate_session(t.trim()).is_some() {
-            ended += usize::from(app.directory.end_session(t.trim()));
+        // The same reading of the header as authentication's, so a
+        // session that logged in by `bearer` is ended by it too.
+        if app.directory.authenticate_session(t).is_some() {
+            ended += usize::from(app.directory.end_session(t));
         }
     }
     tracing::info!(target: "overlord::audit", user = %log_safe(&u.name), "logout");

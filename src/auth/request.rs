@@ -46,7 +46,7 @@ pub fn session_set_cookie(token: &str, max_age: u64, secure: bool) -> String {
 
 /// The token of an `Authorization: Bearer TOKEN` header value (`Bearer`
 /// or `bearer`), trimmed.
-fn bearer(auth: &str) -> Option<&str> {
+pub fn bearer(auth: &str) -> Option<&str> {
     auth.strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("bearer "))
         .map(str::trim)
