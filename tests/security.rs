@@ -257,3 +257,36 @@ fn logout_ends_a_session_whatever_the_case_of_bearer() {
     let r = with("GET", "/v1/session");
     assert_eq!(r.status, 401, "the session outlived its logout: {}", r.body);
 }
+
+/// An anonymous caller cannot tell a private channel, alert or file from
+/// one that does not exist: the same status and the same line for both.
+#[test]
+fn anonymous_callers_cannot_probe_which_names_exist() {
+    let s = TestServer::start();
+    s.create_device("d");
+    assert_eq!(s.admin_form("POST", "/v1/channels", "name=ch").status, 201);
+    let r = s.admin_form("POST", "/v1/alerts", "name=al&device=d&sensor=N1&max=1");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.raw(
+        format!(
+            "PUT /v1/files/fw.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            s.admin
+        )
+        .as_bytes(),
+    );
+    assert!(r.status < 300, "{}", r.body);
+    for (exists, missing) in [
+        ("/v1/channels/ch/items", "/v1/channels/nosuch/items"),
+        ("/v1/channels/ch/members", "/v1/channels/nosuch/members"),
+        ("/v1/alerts/al/events", "/v1/alerts/nosuch/events"),
+        ("/v1/files/fw.bin", "/v1/files/nosuch.bin"),
+    ] {
+        let (a, b) = (s.get(exists), s.get(missing));
+        assert_eq!(a.status, 401, "{exists}: {}", a.body);
+        assert_eq!(
+            (a.status, &a.body),
+            (b.status, &b.body),
+            "{exists} vs {missing}"
+        );
+    }
+}

@@ -393,10 +393,10 @@ pub trait Noun: Sized {
     /// [`KIND_FILE`]); names it in a `404`.
     const KIND: u8;
     /// Is a missing one `401` for a caller without credentials, like a
-    /// private one, rather than `404`? True for devices only: anonymous
-    /// callers learn nothing about which devices exist (docs/permissions.md,
-    /// "Public devices, channels and files").
-    const HIDDEN_FROM_ANONYMOUS: bool = false;
+    /// private one, rather than `404`? True for every noun: anonymous
+    /// callers learn nothing about which devices, channels, alerts or files
+    /// exist (docs/permissions.md, "Public devices, channels and files").
+    const HIDDEN_FROM_ANONYMOUS: bool = true;
     /// Find it by name (`Err` for a name that cannot be one).
     fn find(app: &App, name: &str) -> Result<Option<Arc<Self>>, WireError>;
     /// It as the resource of an [`Action`].
@@ -405,7 +405,6 @@ pub trait Noun: Sized {
 
 impl Noun for DeviceRecord {
     const KIND: u8 = KIND_DEVICE;
-    const HIDDEN_FROM_ANONYMOUS: bool = true;
     fn find(app: &App, id: &str) -> Result<Option<Arc<Self>>, WireError> {
         Ok(app.directory.device(id))
     }
