@@ -391,6 +391,37 @@ pub fn peer_of(ext: &hyper::http::Extensions) -> Option<IpAddr> {
 /// Largest management form body.
 pub const MAX_FORM: usize = 16 * 1024;
 
+/// The `name=value` pairs of a request — its query string, then the
+/// fields of a form body (at most [`MAX_FORM`] bytes; a body of another
+/// type is `415`) — at most `codec::DEFAULT_MAX_FIELDS` of them
+/// (`too_many_fields`), with the request's parts.
+pub async fn request_pairs(
+    req: Request<hyper::body::Incoming>,
+    timeout: Duration,
+) -> Result<(hyper::http::request::Parts, Vec<(String, String)>), WireError> {
+    let mut pairs = crate::codec::form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
+    let media = media_type(&req);
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.extensions, body, MAX_FORM, timeout).await?;
+    if !body.is_empty() {
+        if !matches!(
+            media.as_deref(),
+            None | Some("application/x-www-form-urlencoded")
+        ) {
+            return Err(WireError::new(
+                415,
+                "unsupported_media_type",
+                "send form fields (application/x-www-form-urlencoded)",
+            ));
+        }
+        pairs.extend(crate::codec::form::parse_pairs(&body)?);
+    }
+    if pairs.len() > crate::codec::DEFAULT_MAX_FIELDS {
+        return Err(crate::codec::too_many_fields(crate::codec::DEFAULT_MAX_FIELDS).into());
+    }
+    Ok((parts, pairs))
+}
+
 /// The fields of a management request: query parameters and, for a form
 /// body, its fields. Unknown names are `bad_parameter`, repeated ones
 /// `duplicate_field`.
@@ -410,27 +441,7 @@ impl Form {
         allowed: &[&str],
         timeout: Duration,
     ) -> Result<Form, WireError> {
-        let mut fields =
-            crate::codec::form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
-        let media = media_type(&req);
-        let (parts, body) = req.into_parts();
-        let body = read_body(&parts.extensions, body, MAX_FORM, timeout).await?;
-        if !body.is_empty() {
-            if !matches!(
-                media.as_deref(),
-                None | Some("application/x-www-form-urlencoded")
-            ) {
-                return Err(WireError::new(
-                    415,
-                    "unsupported_media_type",
-                    "send form fields (application/x-www-form-urlencoded)",
-                ));
-            }
-            fields.extend(crate::codec::form::parse_pairs(&body)?);
-        }
-        if fields.len() > crate::codec::DEFAULT_MAX_FIELDS {
-            return Err(crate::codec::too_many_fields(crate::codec::DEFAULT_MAX_FIELDS).into());
-        }
+        let (parts, fields) = request_pairs(req, timeout).await?;
         // Every name is one of `allowed`, so a set of them finds a repeat
         // in O(1), not by a scan of every earlier field.
         let mut seen = std::collections::HashSet::with_capacity(allowed.len());

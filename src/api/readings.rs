@@ -469,32 +469,11 @@ async fn series_params(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<(SeriesQuery, Option<BucketQuery>), WireError> {
-    let mut pairs = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
-    let media = media_type(&req);
-    let (req, body) = req.into_parts();
-    let body = read_body(
-        &req.extensions,
-        body,
-        crate::http::MAX_FORM,
+    let (req, pairs) = crate::http::request_pairs(
+        req,
         Duration::from_secs(app.config.limits.body_timeout_secs),
     )
     .await?;
-    if !body.is_empty() {
-        if !matches!(
-            media.as_deref(),
-            None | Some("application/x-www-form-urlencoded")
-        ) {
-            return Err(WireError::new(
-                415,
-                "unsupported_media_type",
-                "send form fields (application/x-www-form-urlencoded)",
-            ));
-        }
-        pairs.extend(form::parse_pairs(&body)?);
-    }
-    if pairs.len() > codec::DEFAULT_MAX_FIELDS {
-        return Err(codec::too_many_fields(codec::DEFAULT_MAX_FIELDS).into());
-    }
     let mut q = SeriesQuery {
         device: 0,
         sensors: Vec::new(),
@@ -504,15 +483,14 @@ async fn series_params(
     };
     let (mut device, mut token) = (None, None);
     let mut buckets: Option<usize> = None;
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     for (name, value) in &pairs {
-        if seen.contains(&name.as_str()) {
+        if !seen.insert(name.as_str()) {
             return Err(WireError::bad_request(
                 "duplicate_field",
                 format!("{name}: given more than once"),
             ));
         }
-        seen.push(name);
         let time = |v: &str| {
             timefmt::parse_instant(v).map_err(|why| {
                 WireError::bad_request(
@@ -593,7 +571,11 @@ async fn series_params(
 
 /// Check a `buckets=N` query: it needs `from`, `to` and numeric sensors
 /// (`I`, `N`, `L`), and takes no `limit` (the answer has at most N rows).
-fn bucket_query(q: SeriesQuery, seen: &[&str], n: usize) -> Result<BucketQuery, WireError> {
+fn bucket_query(
+    q: SeriesQuery,
+    seen: &std::collections::HashSet<&str>,
+    n: usize,
+) -> Result<BucketQuery, WireError> {
     for need in ["from", "to", "sensors"] {
         if !seen.contains(&need) {
             return Err(WireError::bad_request(
