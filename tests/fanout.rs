@@ -82,10 +82,20 @@ fn channel_readers_resume_without_gaps_or_duplicates() {
     r2.extend(items(&s, "farm", last, 1000));
     assert_eq!(r1, all);
     assert_eq!(r2, all);
-    // A retried reading is not fanned out again.
+    // A retried reading is not fanned out again. Barrier: a new reading
+    // of the same device sent after it; once its item is there, the retry
+    // (digested before it, in device order) was handled too.
     send(&s, "a", &a, &format!("N1=0.5&time={t}"));
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(items(&s, "farm", 40, 10), Vec::<String>::new());
+    send(&s, "a", &a, &format!("N1=7.5&time={}", t + 100));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while items(&s, "farm", 40, 10).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        items(&s, "farm", 40, 10),
+        vec![format!("41,{},a,N1,7.5", rfc3339(t + 100))],
+        "the retry made an item"
+    );
 }
 
 #[test]
@@ -173,15 +183,20 @@ fn alert_fires_on_the_edge_and_rearms() {
     for i in 0..20 {
         send(&s, "gh", &tok, &format!("N1=150&time={}", t + 10 + i));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        s.get_admin("/v1/alerts/too-hot/events")
-            .body
-            .lines()
-            .count(),
-        3
-    );
     assert!(s.get_admin("/v1/alerts").body.contains(",fired\n"));
+    // Barrier: a re-arm and one more firing, sent after them. When that
+    // firing (event 3) is there, the 20 stuck values were handled before
+    // it (one device is digested in order): event 3 must be it.
+    send(&s, "gh", &tok, &format!("N1=50&time={}", t + 40));
+    send(&s, "gh", &tok, &format!("N1=110&time={}", t + 41));
+    let ev = s.admin_until("/v1/alerts/too-hot/events", |b| b.lines().count() >= 4);
+    let rows: Vec<&str> = ev.body.lines().collect();
+    assert_eq!(rows.len(), 4, "the stuck value fired again: {}", ev.body);
+    assert!(
+        rows[3].starts_with(&format!("3,{},gh,N1,110,", rfc3339(t + 41))),
+        "{}",
+        ev.body
+    );
 }
 
 #[test]
