@@ -180,6 +180,8 @@ pub struct Metrics {
     pub retention_chunks_deleted: Counter,
     /// Readings removed by retention.
     pub retention_readings_deleted: Counter,
+    /// Retention passes finished (every sensor looked at once).
+    pub retention_passes: Counter,
     /// Requests by endpoint slot and status class (2xx/3xx, 4xx, 5xx).
     routes: Vec<[Counter; 3]>,
 }
@@ -209,6 +211,7 @@ impl Default for Metrics {
             digest_oldest_us: Gauge::default(),
             retention_chunks_deleted: Counter::default(),
             retention_readings_deleted: Counter::default(),
+            retention_passes: Counter::default(),
             routes: (0..ROUTE_SLOTS).map(|_| Default::default()).collect(),
         }
     }
@@ -395,6 +398,12 @@ impl Metrics {
             "overlord_retention_readings_deleted_total",
             "Readings removed by retention.",
             self.retention_readings_deleted.get(),
+            "counter",
+        );
+        counter(
+            "overlord_retention_passes_total",
+            "Retention passes finished (every sensor looked at once).",
+            self.retention_passes.get(),
             "counter",
         );
         let oldest = self.digest_oldest_us.get();

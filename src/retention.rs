@@ -226,6 +226,8 @@ pub struct Sweeper {
     next_pass: Instant,
     /// Removed by the last [`Sweeper::step`]: (chunks, readings).
     pub last: (u64, u64),
+    /// Did the last [`Sweeper::step`] finish a pass?
+    pub finished: bool,
     /// Aggregate rows written and removed by the last [`Sweeper::step`].
     pub aggregates: (u64, u64),
 }
@@ -236,6 +238,7 @@ impl Default for Sweeper {
             cursor: None,
             next_pass: Instant::now(),
             last: (0, 0),
+            finished: false,
             aggregates: (0, 0),
         }
     }
@@ -282,6 +285,7 @@ impl Sweeper {
     ) -> Result<(), StoreError> {
         self.last = (0, 0);
         self.aggregates = (0, 0);
+        self.finished = false;
         let Some(start) = self.cursor else {
             return Ok(());
         };
@@ -416,6 +420,7 @@ impl Sweeper {
         self.cursor = next;
         if next.is_none() {
             self.next_pass = Instant::now() + policy.sweep;
+            self.finished = true;
         }
         Ok(())
     }

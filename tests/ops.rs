@@ -308,8 +308,18 @@ fn retention_removes_old_readings_while_ingest_goes_on() {
     // Back to the default (forever): an old reading sent now stays.
     let r = s.admin_form("POST", "/v1/devices/gh1/retention", "keep_days=");
     assert_eq!(r.body, "sensor,keep_days\nN2,0\ndefault,0\n");
+    // Another device keeps a policy, so passes go on over every sensor.
+    s.create_device("other");
+    let r = s.admin_form("POST", "/v1/devices/other/retention", "keep_days=1");
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(post(&format!("time,N1\n{old},7\n")).status, 200);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Barrier: two more retention passes finish (the second one started
+    // after the reading was stored), then it must still be there.
+    let passes = m(&scrape(&s), "overlord_retention_passes_total");
+    let got = scrape_until(&s, |g| {
+        m(g, "overlord_retention_passes_total") >= passes + 2.0
+    });
+    assert!(m(&got, "overlord_retention_passes_total") >= passes + 2.0);
     assert_eq!(query("N1").len(), 6);
 }
 

@@ -196,6 +196,9 @@ impl WriterState {
         self.metrics
             .retention_readings_deleted
             .add(self.sweeper.last.1);
+        if self.sweeper.finished {
+            self.metrics.retention_passes.inc();
+        }
         if channel_items {
             self.ctx.channel_events.send_modify(|n| *n += 1);
         }
