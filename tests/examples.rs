@@ -53,16 +53,7 @@ fn board_c_sends_reads_and_acknowledges_its_inbox() {
         command(&s, "board", &v.to_string());
     }
     let tmp = tempfile::tempdir().unwrap();
-    let bin = tmp.path().join("board");
-    ok(
-        Command::new("cc")
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])
-            .arg(&bin)
-            .arg(example("board.c"))
-            .output()
-            .unwrap(),
-        "cc board.c",
-    );
+    let bin = build_board(tmp.path()).expect("cc is installed (checked above)");
     let t = hour_ago();
     let out = ok(
         Command::new(&bin)
