@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{hour_ago, token_of, Reply, TestServer};
+use common::{as_user, hour_ago, login, token_of, Reply, TestServer};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -52,26 +52,6 @@ fn post_from(src: [u8; 4], s: &TestServer, path: &str, form: &str, extra: &str) 
             form.len()
         )
         .as_bytes(),
-    )
-}
-
-/// `method path` with `Authorization: Bearer tok` and a form body.
-fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> Reply {
-    s.raw(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        )
-        .as_bytes(),
-    )
-}
-
-fn login(s: &TestServer, name: &str, password: &str) -> Reply {
-    s.post(
-        "/v1/login",
-        FORM,
-        format!("name={name}&password={password}").as_bytes(),
-        "",
     )
 }
 

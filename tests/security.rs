@@ -6,17 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{hour_ago, TestServer};
-
-fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> common::Reply {
-    s.raw(
-        format!(
-            "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        )
-        .as_bytes(),
-    )
-}
+use common::{as_user, hour_ago, TestServer};
 
 #[test]
 fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
@@ -48,12 +38,7 @@ fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
         .status,
         200
     );
-    let login = s.post(
-        "/v1/login",
-        "application/x-www-form-urlencoded",
-        b"name=ann&password=correct+horse",
-        "",
-    );
+    let login = common::login(&s, "ann", "correct+horse");
     assert_eq!(login.status, 200, "{}", login.body);
     let session = common::token_of(&login.body);
     assert_eq!(ok(&session), 200, "a session token works as Bearer");
@@ -75,12 +60,11 @@ fn user_tokens_rotate_with_one_step_of_grace_and_revoke_at_once() {
 fn wrong_passwords_and_unknown_users_look_the_same() {
     let s = TestServer::start();
     s.admin_form("POST", "/v1/users", "name=bob&password=long+enough+pw");
-    let login = |body: &[u8]| s.post("/v1/login", "application/x-www-form-urlencoded", body, "");
-    let wrong = login(b"name=bob&password=wrong+password");
-    let unknown = login(b"name=nobody&password=wrong+password");
+    let wrong = common::login(&s, "bob", "wrong+password");
+    let unknown = common::login(&s, "nobody", "wrong+password");
     assert_eq!((wrong.status, unknown.status), (401, 401));
     assert_eq!(wrong.body, unknown.body);
-    assert_eq!(login(b"name=bob&password=long+enough+pw").status, 200);
+    assert_eq!(common::login(&s, "bob", "long+enough+pw").status, 200);
     let short = s.admin_form("POST", "/v1/users", "name=carl&password=short");
     assert_eq!((short.status, short.error_code()), (400, "bad_password"));
 }
@@ -234,12 +218,7 @@ fn logout_ends_a_session_whatever_the_case_of_bearer() {
     let s = TestServer::start();
     let r = s.admin_form("POST", "/v1/users", "name=ann&password=correct+horse");
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = s.post(
-        "/v1/login",
-        "application/x-www-form-urlencoded",
-        b"name=ann&password=correct+horse",
-        "",
-    );
+    let r = common::login(&s, "ann", "correct+horse");
     assert_eq!(r.status, 200, "{}", r.body);
     let session = common::token_of(&r.body);
     let with = |method: &str, path: &str| {

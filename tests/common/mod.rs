@@ -560,3 +560,24 @@ pub fn column(body: &str, name: &str) -> Vec<String> {
         .map(|l| l.split(',').nth(i).unwrap_or("").to_string())
         .collect()
 }
+
+/// `method path` with `Authorization: Bearer tok` and a form body.
+pub fn as_user(s: &TestServer, tok: &str, method: &str, path: &str, form: &str) -> Reply {
+    s.raw(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+    )
+}
+
+/// `POST /v1/login` with a name and a (form-encoded) password.
+pub fn login(s: &TestServer, name: &str, password: &str) -> Reply {
+    s.post(
+        "/v1/login",
+        "application/x-www-form-urlencoded",
+        format!("name={name}&password={password}").as_bytes(),
+        "",
+    )
+}
