@@ -248,6 +248,19 @@ fn worker(rx: Receiver<Part>, done: Sender<PartDone>, ctx: Ctx) {
     }
 }
 
+/// The access questions [`digest_part`] asks (see its doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Check {
+    /// May a channel's owner read a member device? (channel, device)
+    ChannelReads,
+    /// May an alert's owner read its device? (alert, device)
+    AlertReads,
+    /// May an alert's owner send to its `to_device`? (alert, device)
+    AlertSends,
+    /// May an alert's owner manage its `to_channel`? (alert, channel)
+    AlertManages,
+}
+
 /// Compute everything one part causes. Pure apart from the alert states
 /// in the catalog, which only this thread changes for its devices.
 ///
@@ -269,6 +282,14 @@ fn digest_part(
         ..PartDone::default()
     };
     let mut seen = std::collections::HashSet::new();
+    // Access answers, asked once per part: (what, its id, the other id)
+    // -> allowed. A part's readings share a few devices, channels and
+    // alerts, so each question is asked once, not once per reading.
+    let mut access: std::collections::HashMap<(Check, u32, u32), bool> =
+        std::collections::HashMap::new();
+    let mut may = |key: (Check, u32, u32), ask: &dyn Fn() -> bool| -> bool {
+        *access.entry(key).or_insert_with(ask)
+    };
     for (dev, r) in part.readings {
         if let Some(h) = hook {
             h(dev, &r);
@@ -279,7 +300,8 @@ fn digest_part(
         let code = r.sensor.code();
         if let Some(v) = alerts::numeric(&r.value) {
             for a in catalog.alerts_for(dev, code) {
-                if !directory.user_may_device(&a.rec.owner, Action::ReadReadings, dev) {
+                let reads = || directory.user_may_device(&a.rec.owner, Action::ReadReadings, dev);
+                if !may((Check::AlertReads, a.rec.id, dev), &reads) {
                     continue;
                 }
                 match alerts::evaluate(&a.rec, a.fired(), v) {
@@ -293,7 +315,9 @@ fn digest_part(
                         out.alert_states.push((a.rec.id, true));
                         let text = alerts::describe(&a.rec, v);
                         let inbox = a.rec.to_device.filter(|&d| {
-                            directory.user_may_device(&a.rec.owner, Action::SendToDevice, d)
+                            let sends =
+                                || directory.user_may_device(&a.rec.owner, Action::SendToDevice, d);
+                            may((Check::AlertSends, a.rec.id, d), &sends)
                         });
                         let inbox = inbox.map(|d| {
                             (
@@ -309,9 +333,16 @@ fn digest_part(
                             )
                         });
                         let to_channel = a.rec.to_channel.filter(|&ch| {
-                            catalog.channel_by_num(ch).is_some_and(|c| {
-                                directory.user_may_channel(&a.rec.owner, Action::ManageOwned, &c)
-                            })
+                            let manages = || {
+                                catalog.channel_by_num(ch).is_some_and(|c| {
+                                    directory.user_may_channel(
+                                        &a.rec.owner,
+                                        Action::ManageOwned,
+                                        &c,
+                                    )
+                                })
+                            };
+                            may((Check::AlertManages, a.rec.id, ch), &manages)
                         });
                         if let Some(ch) = to_channel {
                             out.appends.push(ChannelAppend {
@@ -336,10 +367,12 @@ fn digest_part(
             }
         }
         for ch in catalog.channels_for(dev, code) {
-            let owner_may_read = catalog
-                .channel_by_num(ch)
-                .is_some_and(|c| directory.user_may_device(&c.owner, Action::ReadReadings, dev));
-            if !owner_may_read {
+            let owner_reads = || {
+                catalog
+                    .channel_by_num(ch)
+                    .is_some_and(|c| directory.user_may_device(&c.owner, Action::ReadReadings, dev))
+            };
+            if !may((Check::ChannelReads, ch, dev), &owner_reads) {
                 continue;
             }
             out.appends.push(ChannelAppend {
