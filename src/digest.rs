@@ -264,8 +264,8 @@ enum Check {
 /// Compute everything one part causes. Pure apart from the alert states
 /// in the catalog, which only this thread changes for its devices.
 ///
-/// Access is checked here, for every reading, against the grants as they
-/// are now (see [`Directory::user_may_device`]): a channel gets a
+/// Access is checked here, once per part for each question, against the
+/// grants as they are now (see [`Directory::user_may_device`]): a channel gets a
 /// member's reading only while its owner may read the device; an alert
 /// is evaluated only while its owner may read its device, tells its
 /// device only while the owner may send to it, and its channel only while
