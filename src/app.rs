@@ -181,6 +181,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             directory: directory.clone(),
             presence_events_kept: config.presence.events_kept,
             retention: retention.clone(),
+            seal_idle: std::time::Duration::from_secs(config.storage.seal_idle_secs),
+            seal_chunks_per_step: config.storage.seal_chunks_per_step,
         },
     )?;
     let long_polls = Arc::new(crate::longpoll::LongPolls::new(

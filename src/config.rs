@@ -47,6 +47,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// How long readings are kept.
     pub retention: RetentionConfig,
+    /// Sealing chunks into their compact form.
+    pub storage: StorageConfig,
     /// The browser dashboard.
     pub dashboard: DashboardConfig,
     /// Per-user limits on what an ordinary user may create.
@@ -104,6 +106,27 @@ impl Default for RetentionConfig {
             sweep_secs: 3600,
             chunks_per_commit: 1000,
             aggregate_keep_days: 0,
+        }
+    }
+}
+
+/// `[storage]`: sealing chunks into the compact form (`docs/storage.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Seconds without a write after which a sensor's last chunk, once
+    /// its hour is over, is sealed (earlier chunks are sealed without
+    /// waiting). 0 seals as eagerly as possible (tests).
+    pub seal_idle_secs: u64,
+    /// Chunks looked at or sealed per sealing transaction.
+    pub seal_chunks_per_step: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            seal_idle_secs: 30,
+            seal_chunks_per_step: 512,
         }
     }
 }
@@ -232,6 +255,7 @@ impl Default for Config {
             digest: DigestConfig::default(),
             presence: PresenceConfig::default(),
             retention: RetentionConfig::default(),
+            storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
             quotas: QuotaConfig::default(),
         }

@@ -182,6 +182,10 @@ pub struct Metrics {
     pub retention_readings_deleted: Counter,
     /// Retention passes finished (every sensor looked at once).
     pub retention_passes: Counter,
+    /// Hot chunks re-encoded into sealed ones.
+    pub chunks_sealed: Counter,
+    /// Sensors that may still have hot chunks to seal.
+    pub seal_pending: Gauge,
     /// Requests by endpoint slot and status class (2xx/3xx, 4xx, 5xx).
     routes: Vec<[Counter; 3]>,
 }
@@ -212,6 +216,8 @@ impl Default for Metrics {
             retention_chunks_deleted: Counter::default(),
             retention_readings_deleted: Counter::default(),
             retention_passes: Counter::default(),
+            chunks_sealed: Counter::default(),
+            seal_pending: Gauge::default(),
             routes: (0..ROUTE_SLOTS).map(|_| Default::default()).collect(),
         }
     }
@@ -405,6 +411,18 @@ impl Metrics {
             "Retention passes finished (every sensor looked at once).",
             self.retention_passes.get(),
             "counter",
+        );
+        counter(
+            "overlord_chunks_sealed_total",
+            "Hot chunks (parts) re-encoded into the compact sealed form.",
+            self.chunks_sealed.get(),
+            "counter",
+        );
+        counter(
+            "overlord_seal_pending_sensors",
+            "Sensors that may still have hot chunks to seal (0: all sealed but live ones).",
+            self.seal_pending.get(),
+            "gauge",
         );
         let oldest = self.digest_oldest_us.get();
         let age = if oldest == 0 {

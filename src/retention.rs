@@ -384,8 +384,9 @@ impl Sweeper {
                 if keep_from == entries.len() {
                     keys.push(key);
                 } else {
+                    // A sealed chunk stays sealed.
                     let mut buf = Vec::new();
-                    chunk::encode(&entries[keep_from..], &mut buf);
+                    chunk::encode_like(v.value(), &entries[keep_from..], sensor_kind, &mut buf);
                     trimmed.push((key, buf));
                     break; // later chunks are newer still
                 }

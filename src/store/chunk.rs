@@ -23,7 +23,12 @@
 //!   with at most 9 fraction digits, `(zigzag(mantissa) << 4 | scale) << 1
 //!   | 1` (`21.5` alone is two bytes); else `31` and 8 raw bytes LE;
 //!   `D` zigzag micros; `L` one byte; `S`/`B` length-prefixed bytes.
+//!
+//! That is the *hot* form, cheap to append to. A chunk that can no longer
+//! receive in-order appends is re-encoded once into the *sealed* form
+//! ([`super::sealed`], first byte `0x80`); every function here reads both.
 
+use super::sealed;
 use super::varint::{self, Corrupt, Reader};
 use crate::codec::{SensorKind, Value};
 
@@ -190,12 +195,16 @@ pub fn encode(entries: &[Entry], out: &mut Vec<u8>) {
     }
 }
 
-/// Decode a chunk of `kind`, calling `f(offset, value)` in offset order.
+/// Decode a chunk of `kind` (either form), calling `f(offset, value)` in
+/// offset order.
 pub fn decode(
     bytes: &[u8],
     kind: SensorKind,
     mut f: impl FnMut(u32, Value),
 ) -> Result<(), Corrupt> {
+    if sealed::is_sealed(bytes) {
+        return sealed::decode(bytes, kind, f);
+    }
     let mut r = Reader::new(bytes);
     let div = match r.u8()? {
         0 => 1,
@@ -231,7 +240,8 @@ pub fn decode(
 /// merged and re-encoded. Writes the new chunk to `out`, calls `fresh`
 /// for every index stored (a repeat of the same offset within `incoming`
 /// is not) and returns the chunk's new entry count; `None` (with `out`
-/// untouched) when the fast path does not apply.
+/// untouched) when the fast path does not apply (always for a sealed
+/// chunk: it is decoded, merged and sealed again).
 pub fn append(
     bytes: &[u8],
     kind: SensorKind,
@@ -239,6 +249,9 @@ pub fn append(
     out: &mut Vec<u8>,
     mut fresh: impl FnMut(usize),
 ) -> Result<Option<usize>, Corrupt> {
+    if sealed::is_sealed(bytes) {
+        return Ok(None);
+    }
     let mut r = Reader::new(bytes);
     let unit = r.u8()?;
     let div: u32 = match unit {
@@ -296,6 +309,9 @@ pub fn append(
 
 /// How many readings a chunk holds, without decoding them.
 pub fn count(bytes: &[u8]) -> Result<u64, Corrupt> {
+    if sealed::is_sealed(bytes) {
+        return Ok(sealed::head(bytes)?.0);
+    }
     let mut r = Reader::new(bytes);
     r.u8()?;
     r.u64()
@@ -304,6 +320,9 @@ pub fn count(bytes: &[u8]) -> Result<u64, Corrupt> {
 /// The offset of a chunk's first entry (`None` for an empty chunk),
 /// without decoding the rest.
 pub fn first_offset(bytes: &[u8]) -> Result<Option<u32>, Corrupt> {
+    if sealed::is_sealed(bytes) {
+        return Ok(Some(sealed::head(bytes)?.1));
+    }
     let mut r = Reader::new(bytes);
     let div: u64 = match r.u8()? {
         0 => 1,
@@ -319,6 +338,19 @@ pub fn first_offset(bytes: &[u8]) -> Result<Option<u32>, Corrupt> {
         return Err(Corrupt);
     }
     Ok(Some(off as u32))
+}
+
+/// Encode `entries` in the form of the chunk `like`: sealed if it was
+/// sealed (and `entries` is not empty), hot otherwise. What a rewrite of
+/// a stored chunk (a late reading, a retention trim) uses, so a sealed
+/// chunk stays sealed.
+pub fn encode_like(like: &[u8], entries: &[Entry], kind: SensorKind, out: &mut Vec<u8>) {
+    out.clear();
+    if sealed::is_sealed(like) && !entries.is_empty() {
+        sealed::encode(entries, kind, out);
+    } else {
+        encode(entries, out);
+    }
 }
 
 /// Merge `incoming` (sorted by offset; equal offsets keep arrival order)

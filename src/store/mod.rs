@@ -39,6 +39,8 @@ pub mod overlay;
 pub mod parts;
 pub mod query;
 pub mod records;
+pub mod seal;
+pub mod sealed;
 pub mod varint;
 
 use std::cell::RefCell;

@@ -37,6 +37,7 @@
 use redb::{ReadableTable, Table};
 
 use super::chunk::{self, Entry, MINUTE_US, PART_ENTRIES, SPAN_US};
+use super::sealed;
 use super::StoreError;
 use crate::codec::{Micros, SensorKind, Value};
 
@@ -47,7 +48,7 @@ pub type PartKey = (u32, u32, u32, u16);
 pub type ReadingsTable<'t> = Table<'t, PartKey, &'static [u8]>;
 
 /// The base time of a key minute.
-fn base(minute: u32) -> Micros {
+pub fn base(minute: u32) -> Micros {
     i64::from(minute) * MINUTE_US
 }
 
@@ -206,9 +207,11 @@ fn merge_into(
     let mut old: Vec<Entry> = Vec::new();
     let mut fresh = fresh;
     let mut appended = Vec::new();
+    let mut was_sealed = false;
     let fast = match table.get(key)? {
         Some(v) => {
             let bytes = v.value();
+            was_sealed = sealed::is_sealed(bytes);
             // The common case: everything new is after what is stored and
             // the chunk stays within its bound: append, no merge.
             let total = chunk::append(bytes, kind, &rel, buf, |i| appended.push(i))?;
@@ -230,6 +233,14 @@ fn merge_into(
     let merged = chunk::merge_entries(old, &rel, fresh);
     if merged.len() == old_len {
         return Ok(()); // every reading was a retry
+    }
+    if was_sealed {
+        // A late reading re-opens a sealed chunk: sealed again whole, as
+        // one part (it never grows past its window).
+        buf.clear();
+        sealed::encode(&merged, kind, buf);
+        table.insert(key, buf.as_slice())?;
+        return Ok(());
     }
     let last_of_minute = p == u16::MAX
         || table

@@ -196,6 +196,7 @@ impl WriterState {
         let mut buf = Vec::new();
         let mut incoming: Vec<(i64, &Value)> = Vec::new();
         let mut idx: Vec<usize> = Vec::new();
+        let mut touched: Vec<(u32, u32, u32)> = Vec::new();
         let mut i = 0;
         while i < order.len() {
             // One (device, sensor) at a time, its readings in time order.
@@ -223,6 +224,10 @@ impl WriterState {
                 fresh[idx[n]] = mark;
                 sensor_new += 1;
             })?;
+            if sensor_new > 0 {
+                // Sealing looks at it again (`store::seal`).
+                touched.push((dev, code, parts::minute(incoming[0].0)));
+            }
             if sensor_new > 0 && contacts.last() != Some(&dev) {
                 contacts.push(dev); // groups come in device order
             }
@@ -233,6 +238,7 @@ impl WriterState {
             }
             i = j;
         }
+        self.sealer.touched(&touched);
         Ok(contacts)
     }
 }

@@ -43,11 +43,12 @@ mod effects;
 mod queue;
 mod recover;
 mod run;
+mod seal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use redb::ReadableDatabase;
@@ -59,6 +60,7 @@ use crate::digest::{Digest, PartDone};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::digest_log::DigestBatch;
+use crate::store::seal::Sealer;
 use crate::store::{Store, StoreError, META};
 
 pub use queue::{IngestHandle, IngestOutcome, IngestReply, Overloaded, Prepared, SortKey};
@@ -117,6 +119,11 @@ pub struct WriterContext {
     /// Retention policy; the writer removes expired readings a bounded
     /// batch per transaction (`crate::retention`).
     pub retention: Arc<crate::retention::Retention>,
+    /// A sensor's last chunk is sealed after this long without a write
+    /// (`[storage] seal_idle_secs`).
+    pub seal_idle: Duration,
+    /// Chunks per sealing transaction.
+    pub seal_chunks_per_step: usize,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -134,6 +141,8 @@ pub fn start(
         let v = meta.get(NEXT_BATCH)?.map_or(0, |g| g.value());
         v
     };
+    let sealer = Sealer::new(ctx.seal_idle, ctx.seal_chunks_per_step);
+    sealer.load(&store.db()?.begin_read()?)?;
     let mut w = WriterState {
         store,
         digest,
@@ -143,6 +152,8 @@ pub fn start(
         ready: Vec::new(),
         next_seq,
         sweeper: crate::retention::Sweeper::default(),
+        sealer,
+        last_seal: Instant::now(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -172,6 +183,10 @@ struct WriterState {
     next_seq: u64,
     /// The retention pass in progress, if any.
     sweeper: crate::retention::Sweeper,
+    /// The sensors whose chunks may still be sealed (`seal.rs`).
+    sealer: Sealer,
+    /// When the last sealing step ran (or failed).
+    last_seal: Instant,
 }
 
 impl WriterState {

@@ -39,7 +39,8 @@ impl WriterState {
                 recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
                 // A retention pass in progress continues between commits.
-                default(if self.sweeper.running() { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
+                // So does sealing, while a sensor is due.
+                default(if self.sweeper.running() || self.seal_due(true) { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
             }
             // The tick also retries a data file left closed by a failed
             // reopen, even when no write comes, so queries recover once the
@@ -85,6 +86,10 @@ impl WriterState {
                 last_sweep = Instant::now();
             }
             self.commit(batch, false);
+            // Sealing, in its own transaction after the replies went out.
+            if open && self.seal_due(jobs.is_empty()) {
+                self.seal_step();
+            }
         }
         drop(jobs);
         self.drain(&done);

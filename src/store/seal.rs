@@ -1,0 +1,290 @@
+//! Sealing: re-encoding the chunks that can no longer receive in-order
+//! appends into the compact [`super::sealed`] form, a bounded batch at a
+//! time, in the writer's own transactions between group commits (never in
+//! a commit that answers a request).
+//!
+//! A sensor's chunks are grouped by base minute (a busy hour has several
+//! parts). A group is sealed into one part (`(minute, 0)`, the others
+//! removed) when it is not the sensor's last group (in-order readings go
+//! to a later chunk), or when it is the last and its window has ended and
+//! the sensor has not been written for [`Sealer::idle`]. A late reading
+//! into a sealed chunk decodes, merges and seals it again
+//! (`parts::merge_into`), so retries still meet their first copy.
+//!
+//! What to look at is kept in memory: every (device, sensor) written since
+//! it was last fully sealed, with the earliest minute written, in a queue
+//! ordered by when it is due. On start every sensor is due from minute 0,
+//! so chunks of older files, or left hot by a crash, are sealed over time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::chunk::{self, Entry, SPAN_US};
+use super::parts::{base, scan_start, PartKey, ReadingsTable};
+use super::{sealed, StoreError, READINGS};
+use crate::codec::{Micros, SensorId};
+
+/// One sensor waiting to be (fully) sealed.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The earliest key minute that may hold a hot chunk.
+    from: u32,
+    /// The last write to it.
+    last_write: Instant,
+}
+
+/// The sensors with chunks that may be hot, and the bounds of a step.
+#[derive(Debug)]
+pub struct Sealer {
+    state: Mutex<State>,
+    idle: Duration,
+    per_step: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: HashMap<(u32, u32), Pending>,
+    /// Sensors in `pending`, by when they are next looked at.
+    queue: VecDeque<((u32, u32), Instant)>,
+}
+
+/// What one [`Sealer::step`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SealStats {
+    /// Chunks (parts) re-encoded into sealed ones.
+    pub chunks_in: u64,
+    /// Sealed chunks written.
+    pub sealed: u64,
+    /// Bytes of the chunks re-encoded, and of what they became.
+    pub bytes_in: u64,
+    /// Bytes of the sealed chunks written.
+    pub bytes_out: u64,
+}
+
+/// Where one sensor stands after a look.
+enum Outcome {
+    /// Every chunk is sealed.
+    Done,
+    /// The step's budget ran out at this minute.
+    Budget(u32),
+    /// The last group is still open (its window or idle time not over).
+    Open(u32),
+}
+
+impl Sealer {
+    /// A sealer that seals a sensor's last chunk after `idle` without a
+    /// write, and re-encodes at most `per_step` chunks a step.
+    pub fn new(idle: Duration, per_step: usize) -> Sealer {
+        Sealer {
+            state: Mutex::new(State::default()),
+            idle,
+            per_step: per_step.max(1),
+        }
+    }
+
+    /// The idle time after which a sensor's last chunk is sealed.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note writes: `(device, sensor, earliest key minute written)`.
+    pub fn touched(&self, written: &[(u32, u32, u32)]) {
+        if written.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
+        for &(dev, code, minute) in written {
+            let State { pending, queue } = &mut *st;
+            pending
+                .entry((dev, code))
+                .and_modify(|p| {
+                    p.from = p.from.min(minute);
+                    p.last_write = now;
+                })
+                .or_insert_with(|| {
+                    queue.push_back(((dev, code), now + self.idle));
+                    Pending {
+                        from: minute,
+                        last_write: now,
+                    }
+                });
+        }
+    }
+
+    /// Every sensor of the data file is looked at from its first chunk:
+    /// what a start does (older files, chunks a crash left hot).
+    pub fn load(&self, txn: &redb::ReadTransaction) -> Result<(), StoreError> {
+        let sensors = txn.open_table(super::SENSORS)?;
+        let long_ago = Instant::now()
+            .checked_sub(self.idle)
+            .unwrap_or_else(Instant::now);
+        let now = Instant::now();
+        let mut st = self.lock();
+        for row in sensors.iter()? {
+            let (k, _) = row?;
+            let key = k.value();
+            if st.pending.contains_key(&key) {
+                continue;
+            }
+            st.pending.insert(
+                key,
+                Pending {
+                    from: 0,
+                    last_write: long_ago,
+                },
+            );
+            st.queue.push_back((key, now));
+        }
+        Ok(())
+    }
+
+    /// Sensors waiting to be fully sealed (`/metrics`).
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Is a sensor due to be looked at now?
+    pub fn due(&self) -> bool {
+        let now = Instant::now();
+        self.lock().queue.front().is_some_and(|(_, at)| *at <= now)
+    }
+
+    /// One bounded step in `txn`: look at the due sensors in turn and
+    /// seal what may be sealed, up to the step's budget of chunks.
+    pub fn step(&self, txn: &WriteTransaction, now: Micros) -> Result<SealStats, StoreError> {
+        let mut table = txn.open_table(READINGS)?;
+        let mut stats = SealStats::default();
+        let mut budget = self.per_step;
+        let clock = Instant::now();
+        let mut st = self.lock();
+        while budget > 0 {
+            let Some(&(key, at)) = st.queue.front() else {
+                break;
+            };
+            if at > clock {
+                break;
+            }
+            st.queue.pop_front();
+            let Some(p) = st.pending.get(&key).copied() else {
+                continue;
+            };
+            let idle = clock.saturating_duration_since(p.last_write) >= self.idle;
+            let outcome = seal_sensor(&mut table, key, p.from, now, idle, &mut budget, &mut stats)?;
+            match outcome {
+                Outcome::Done => {
+                    st.pending.remove(&key);
+                }
+                Outcome::Budget(from) => {
+                    st.pending.insert(key, Pending { from, ..p });
+                    st.queue.push_front((key, clock));
+                }
+                Outcome::Open(from) => {
+                    st.pending.insert(key, Pending { from, ..p });
+                    st.queue.push_back((key, clock + self.idle));
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Look at the chunks of one sensor from `from` (a key minute) on and
+/// seal every group that may be sealed, charging `budget`.
+fn seal_sensor(
+    table: &mut ReadingsTable<'_>,
+    (dev, code): (u32, u32),
+    from: u32,
+    now: Micros,
+    idle: bool,
+    budget: &mut usize,
+    stats: &mut SealStats,
+) -> Result<Outcome, StoreError> {
+    let Some(kind) = SensorId::from_code(code).map(|s| s.kind) else {
+        return Ok(Outcome::Done); // not a sensor this build knows
+    };
+    let last = match table
+        .range((dev, code, 0, 0)..=(dev, code, u32::MAX, u16::MAX))?
+        .next_back()
+    {
+        Some(row) => row?.0.value().2,
+        None => return Ok(Outcome::Done),
+    };
+    // The groups from `from`'s window on that need work: minute, parts,
+    // and whether the one chunk is sealed already.
+    let mut groups: Vec<(u32, usize, bool)> = Vec::new();
+    for row in table.range((dev, code, scan_start(from), 0)..=(dev, code, u32::MAX, u16::MAX))? {
+        let (k, v) = row?;
+        let (_, _, m, _) = k.value();
+        let is_sealed = sealed::is_sealed(v.value());
+        match groups.last_mut() {
+            Some(g) if g.0 == m => {
+                g.1 += 1;
+                g.2 = false;
+            }
+            _ => {
+                if groups.len() > *budget {
+                    break;
+                }
+                groups.push((m, 1, is_sealed));
+            }
+        }
+    }
+    for (m, parts, done) in groups {
+        if done && parts == 1 {
+            continue;
+        }
+        if m == last && !(idle && base(m) + SPAN_US <= now) {
+            return Ok(Outcome::Open(m));
+        }
+        if *budget == 0 {
+            return Ok(Outcome::Budget(m));
+        }
+        seal_group(table, (dev, code, m), kind, stats)?;
+        *budget = budget.saturating_sub(parts);
+    }
+    Ok(Outcome::Done)
+}
+
+/// Seal every part of the group `(dev, code, m)` into part 0.
+fn seal_group(
+    table: &mut ReadingsTable<'_>,
+    (dev, code, m): (u32, u32, u32),
+    kind: crate::codec::SensorKind,
+    stats: &mut SealStats,
+) -> Result<(), StoreError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut keys: Vec<PartKey> = Vec::new();
+    for row in table.range((dev, code, m, 0)..=(dev, code, m, u16::MAX))? {
+        let (k, v) = row?;
+        stats.bytes_in += v.value().len() as u64;
+        chunk::decode(v.value(), kind, |o, val| entries.push((o, val)))?;
+        keys.push(k.value());
+    }
+    // The parts of a group are disjoint and ordered (`parts` invariant 1);
+    // a stable sort keeps the first of any repeat, should one be there.
+    if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+        entries.sort_by_key(|(o, _)| *o);
+        entries.dedup_by_key(|(o, _)| *o);
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut buf = Vec::new();
+    sealed::encode(&entries, kind, &mut buf);
+    for k in keys.iter().filter(|k| k.3 != 0) {
+        table.remove(*k)?;
+    }
+    table.insert((dev, code, m, 0), buf.as_slice())?;
+    stats.chunks_in += keys.len() as u64;
+    stats.sealed += 1;
+    stats.bytes_out += buf.len() as u64;
+    Ok(())
+}

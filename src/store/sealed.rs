@@ -1,0 +1,471 @@
+//! The sealed chunk: the compact form a chunk is re-encoded into once it
+//! can no longer receive in-order appends (see [`super::seal`]). Its first
+//! byte is [`TAG_V1`]; a hot chunk's first byte is its time unit (0, 1 or
+//! 2), so the two forms are always told apart.
+//!
+//! Layout (varints LEB128, signed ones zigzag; `packed(n)` below):
+//!
+//! ```text
+//! 0x80  count:varint  unit:u8  first:varint  [delta:varint  packed(count-2) dod]
+//!       values
+//! ```
+//!
+//! - Times: the first offset and the first gap in `unit`s (µs, ms or s,
+//!   the coarsest that divides every offset), then every later gap as its
+//!   zigzag difference from the gap before it (delta-of-delta): a sensor
+//!   on a regular interval costs nothing per reading.
+//! - `N`: mode `0`, `scale:u8  first:zigzag  packed(count-1)`: when every
+//!   value is an exact decimal `m / 10^scale` (scale ≤ 9, |m| < 9e15),
+//!   the mantissas' zigzag deltas; else mode `1`, `packed(count)` of each
+//!   value's bits XOR the previous value's bits.
+//! - `I` and `D`: `packed(count)` zigzag deltas (wrapping), from 0.
+//! - `L`: `packed(count)` of 0/1.
+//! - `S` and `B`: mode `0`, a dictionary `n:varint {len:varint bytes}*n`
+//!   in first-use order then `packed(count)` indexes; or mode `1`, every
+//!   value length-prefixed (when most values differ).
+//!
+//! `packed(n)`: `n` unsigned integers in blocks of [`BLOCK`]: one width
+//! byte per block (0..=64, the bits of the block's largest value), then
+//! every value in its block's width, least significant bit first, padded
+//! to a byte at the end.
+
+use super::chunk::{Entry, SPAN_US};
+use super::varint::{self, Corrupt, Reader};
+use crate::codec::{SensorKind, Value};
+
+/// First byte of a sealed chunk, format version 1.
+pub const TAG_V1: u8 = 0x80;
+
+/// Values per bit-packing block (one width byte each).
+pub const BLOCK: usize = 128;
+
+/// Mantissas at or above this are not stored as decimals (exact in f64).
+const MANTISSA_LIMIT: f64 = 9.0e15;
+
+const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+/// Is `bytes` a sealed chunk?
+pub fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&TAG_V1)
+}
+
+/// Append `vals` as `packed(vals.len())`.
+pub fn pack(out: &mut Vec<u8>, vals: &[u64]) {
+    let widths: Vec<u32> = vals
+        .chunks(BLOCK)
+        .map(|b| 64 - b.iter().fold(0, |a, v| a | v).leading_zeros())
+        .collect();
+    out.extend(widths.iter().map(|w| *w as u8));
+    let mut acc: u128 = 0;
+    let mut bits: u32 = 0;
+    for (block, w) in vals.chunks(BLOCK).zip(&widths) {
+        if *w == 0 {
+            continue;
+        }
+        for v in block {
+            acc |= u128::from(*v) << bits;
+            bits += w;
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        }
+    }
+    if bits > 0 {
+        out.push(acc as u8);
+    }
+}
+
+/// Read `packed(n)`, calling `f` for each value in order.
+pub fn unpack(r: &mut Reader<'_>, n: usize, mut f: impl FnMut(u64)) -> Result<(), Corrupt> {
+    let blocks = n.div_ceil(BLOCK);
+    let widths = r.take(blocks)?;
+    let mut total: usize = 0;
+    for (i, w) in widths.iter().enumerate() {
+        if *w > 64 {
+            return Err(Corrupt);
+        }
+        let len = (n - i * BLOCK).min(BLOCK);
+        total += len * usize::from(*w);
+    }
+    let data = r.take(total.div_ceil(8))?;
+    let mut pos = 0usize;
+    let mut acc: u128 = 0;
+    let mut bits: u32 = 0;
+    for (i, w) in widths.iter().enumerate() {
+        let w = u32::from(*w);
+        let len = (n - i * BLOCK).min(BLOCK);
+        let mask: u128 = (1u128 << w) - 1;
+        for _ in 0..len {
+            while bits < w {
+                acc |= u128::from(data[pos]) << bits;
+                pos += 1;
+                bits += 8;
+            }
+            f((acc & mask) as u64);
+            acc >>= w;
+            bits -= w;
+        }
+    }
+    Ok(())
+}
+
+/// Seal sorted, unique entries (at least one) of `kind` into `out`.
+pub fn encode(entries: &[Entry], kind: SensorKind, out: &mut Vec<u8>) {
+    debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+    out.push(TAG_V1);
+    varint::put_u64(out, entries.len() as u64);
+    put_times(out, entries);
+    match kind {
+        SensorKind::Num => put_nums(out, entries),
+        SensorKind::Int | SensorKind::Date => {
+            let mut prev = 0i64;
+            let deltas: Vec<u64> = entries
+                .iter()
+                .map(|(_, v)| {
+                    let i = match v {
+                        Value::Int(i) | Value::Date(i) => *i,
+                        _ => 0,
+                    };
+                    let d = zigzag(i.wrapping_sub(prev));
+                    prev = i;
+                    d
+                })
+                .collect();
+            pack(out, &deltas);
+        }
+        SensorKind::Bool => {
+            let bits: Vec<u64> = entries
+                .iter()
+                .map(|(_, v)| u64::from(matches!(v, Value::Bool(true))))
+                .collect();
+            pack(out, &bits);
+        }
+        SensorKind::Str | SensorKind::Bytes => put_blobs(out, entries),
+    }
+}
+
+fn put_times(out: &mut Vec<u8>, entries: &[Entry]) {
+    let unit = if entries.iter().all(|(o, _)| o % 1_000_000 == 0) {
+        2
+    } else if entries.iter().all(|(o, _)| o % 1_000 == 0) {
+        1
+    } else {
+        0
+    };
+    let div = [1, 1_000, 1_000_000][unit as usize];
+    out.push(unit);
+    let t: Vec<i64> = entries.iter().map(|(o, _)| i64::from(o / div)).collect();
+    varint::put_u64(out, t[0] as u64);
+    if t.len() < 2 {
+        return;
+    }
+    let first_gap = t[1] - t[0];
+    varint::put_u64(out, first_gap as u64);
+    let dods: Vec<u64> = t
+        .windows(3)
+        .map(|w| zigzag((w[2] - w[1]) - (w[1] - w[0])))
+        .collect();
+    pack(out, &dods);
+}
+
+/// The decimal mantissa of `f` at `scale`, if exact.
+fn exact(f: f64, scale: usize) -> Option<i64> {
+    let p = POW10[scale];
+    let m = (f * p).round();
+    (m.abs() < MANTISSA_LIMIT && m / p == f).then_some(m as i64)
+}
+
+/// The smallest decimal scale at which every value is exact, with the
+/// mantissas; `None` when there is none (or a value is `-0.0`).
+fn common_scale(entries: &[Entry]) -> Option<(usize, Vec<i64>)> {
+    let mut scale = 0usize;
+    for (_, v) in entries {
+        let Value::Num(f) = v else { return None };
+        if *f == 0.0 && f.is_sign_negative() {
+            return None;
+        }
+        while exact(*f, scale).is_none() {
+            scale += 1;
+            if scale == POW10.len() {
+                return None;
+            }
+        }
+    }
+    'scales: for s in scale..POW10.len() {
+        let mut ms = Vec::with_capacity(entries.len());
+        for (_, v) in entries {
+            let Value::Num(f) = v else { return None };
+            match exact(*f, s) {
+                Some(m) => ms.push(m),
+                None => continue 'scales,
+            }
+        }
+        return Some((s, ms));
+    }
+    None
+}
+
+fn put_nums(out: &mut Vec<u8>, entries: &[Entry]) {
+    if let Some((scale, ms)) = common_scale(entries) {
+        out.push(0);
+        out.push(scale as u8);
+        varint::put_i64(out, ms[0]);
+        let deltas: Vec<u64> = ms.windows(2).map(|w| zigzag(w[1] - w[0])).collect();
+        pack(out, &deltas);
+        return;
+    }
+    out.push(1);
+    let mut prev = 0u64;
+    let xors: Vec<u64> = entries
+        .iter()
+        .map(|(_, v)| {
+            let b = match v {
+                Value::Num(f) => f.to_bits(),
+                _ => 0,
+            };
+            let x = b ^ prev;
+            prev = b;
+            x
+        })
+        .collect();
+    pack(out, &xors);
+}
+
+fn blob(v: &Value) -> &[u8] {
+    match v {
+        Value::Str(s) => s.as_bytes(),
+        Value::Bytes(b) => b,
+        _ => &[],
+    }
+}
+
+fn put_blobs(out: &mut Vec<u8>, entries: &[Entry]) {
+    let mut dict: Vec<&[u8]> = Vec::new();
+    let mut index: std::collections::HashMap<&[u8], u64> = std::collections::HashMap::new();
+    let mut idx: Vec<u64> = Vec::with_capacity(entries.len());
+    for (_, v) in entries {
+        let b = blob(v);
+        let i = *index.entry(b).or_insert_with(|| {
+            dict.push(b);
+            dict.len() as u64 - 1
+        });
+        idx.push(i);
+    }
+    if dict.len() * 2 > entries.len() {
+        out.push(1);
+        for (_, v) in entries {
+            varint::put_bytes(out, blob(v));
+        }
+        return;
+    }
+    out.push(0);
+    varint::put_u64(out, dict.len() as u64);
+    for b in &dict {
+        varint::put_bytes(out, b);
+    }
+    pack(out, &idx);
+}
+
+/// Decode a sealed chunk of `kind`, calling `f(offset, value)` in offset
+/// order.
+pub fn decode(
+    bytes: &[u8],
+    kind: SensorKind,
+    mut f: impl FnMut(u32, Value),
+) -> Result<(), Corrupt> {
+    let mut r = Reader::new(bytes);
+    let (count, offsets) = read_times(&mut r)?;
+    let mut values: Vec<Value> = Vec::with_capacity(count);
+    read_values(&mut r, kind, count, &mut values)?;
+    if !r.is_empty() || values.len() != count {
+        return Err(Corrupt);
+    }
+    for (o, v) in offsets.into_iter().zip(values) {
+        f(o, v);
+    }
+    Ok(())
+}
+
+/// Count and first offset of a sealed chunk, from its head alone.
+pub fn head(bytes: &[u8]) -> Result<(u64, u32), Corrupt> {
+    let mut r = Reader::new(bytes);
+    if r.u8()? != TAG_V1 {
+        return Err(Corrupt);
+    }
+    let count = r.u64()?;
+    let div = unit_div(r.u8()?)?;
+    let first = r.u64()?.checked_mul(div).ok_or(Corrupt)?;
+    if count == 0 || first >= SPAN_US as u64 {
+        return Err(Corrupt);
+    }
+    Ok((count, first as u32))
+}
+
+fn unit_div(unit: u8) -> Result<u64, Corrupt> {
+    match unit {
+        0 => Ok(1),
+        1 => Ok(1_000),
+        2 => Ok(1_000_000),
+        _ => Err(Corrupt),
+    }
+}
+
+/// The head and every offset, checked to be increasing and in the window.
+fn read_times(r: &mut Reader<'_>) -> Result<(usize, Vec<u32>), Corrupt> {
+    if r.u8()? != TAG_V1 {
+        return Err(Corrupt);
+    }
+    let count = r.u64()?;
+    // Every reading takes at least a microsecond of the window.
+    if count == 0 || count > SPAN_US as u64 {
+        return Err(Corrupt);
+    }
+    let count = count as usize;
+    let div = unit_div(r.u8()?)? as i64;
+    let limit = SPAN_US / div;
+    let first = r.u64()?;
+    if first >= limit as u64 {
+        return Err(Corrupt);
+    }
+    let mut t = first as i64;
+    let mut offsets = Vec::with_capacity(count);
+    offsets.push((t * div) as u32);
+    if count >= 2 {
+        let mut gap = i64::try_from(r.u64()?).map_err(|_| Corrupt)?;
+        let mut bad = false;
+        let mut step = |gap: i64, offsets: &mut Vec<u32>, t: &mut i64| {
+            *t = match t.checked_add(gap) {
+                Some(n) if gap > 0 && n < limit => n,
+                _ => {
+                    bad = true;
+                    return;
+                }
+            };
+            offsets.push((*t * div) as u32);
+        };
+        step(gap, &mut offsets, &mut t);
+        unpack(r, count - 2, |z| {
+            gap = gap.saturating_add(unzigzag(z));
+            step(gap, &mut offsets, &mut t);
+        })?;
+        if bad {
+            return Err(Corrupt);
+        }
+    }
+    Ok((count, offsets))
+}
+
+fn read_values(
+    r: &mut Reader<'_>,
+    kind: SensorKind,
+    count: usize,
+    values: &mut Vec<Value>,
+) -> Result<(), Corrupt> {
+    match kind {
+        SensorKind::Num => read_nums(r, count, values),
+        SensorKind::Int | SensorKind::Date => {
+            let mut prev = 0i64;
+            unpack(r, count, |z| {
+                prev = prev.wrapping_add(unzigzag(z));
+                values.push(if kind == SensorKind::Int {
+                    Value::Int(prev)
+                } else {
+                    Value::Date(prev)
+                });
+            })
+        }
+        SensorKind::Bool => {
+            let mut bad = false;
+            unpack(r, count, |b| {
+                bad |= b > 1;
+                values.push(Value::Bool(b == 1));
+            })?;
+            if bad {
+                return Err(Corrupt);
+            }
+            Ok(())
+        }
+        SensorKind::Str | SensorKind::Bytes => read_blobs(r, kind, count, values),
+    }
+}
+
+fn read_nums(r: &mut Reader<'_>, count: usize, values: &mut Vec<Value>) -> Result<(), Corrupt> {
+    match r.u8()? {
+        0 => {
+            let p = *POW10.get(usize::from(r.u8()?)).ok_or(Corrupt)?;
+            let mut m = r.i64()?;
+            let mut bad = false;
+            values.push(Value::Num(m as f64 / p));
+            unpack(r, count - 1, |z| {
+                m = m.wrapping_add(unzigzag(z));
+                bad |= m.unsigned_abs() >= MANTISSA_LIMIT as u64;
+                values.push(Value::Num(m as f64 / p));
+            })?;
+            if bad {
+                return Err(Corrupt);
+            }
+            Ok(())
+        }
+        1 => {
+            let mut prev = 0u64;
+            unpack(r, count, |x| {
+                prev ^= x;
+                values.push(Value::Num(f64::from_bits(prev)));
+            })
+        }
+        _ => Err(Corrupt),
+    }
+}
+
+fn make_blob(kind: SensorKind, b: &[u8]) -> Result<Value, Corrupt> {
+    Ok(if kind == SensorKind::Str {
+        Value::Str(std::str::from_utf8(b).map_err(|_| Corrupt)?.into())
+    } else {
+        Value::Bytes(b.into())
+    })
+}
+
+fn read_blobs(
+    r: &mut Reader<'_>,
+    kind: SensorKind,
+    count: usize,
+    values: &mut Vec<Value>,
+) -> Result<(), Corrupt> {
+    match r.u8()? {
+        0 => {
+            let n = r.u64()?;
+            if n == 0 || n > count as u64 {
+                return Err(Corrupt);
+            }
+            let dict: Vec<Value> = (0..n)
+                .map(|_| make_blob(kind, r.bytes()?))
+                .collect::<Result<_, _>>()?;
+            let mut bad = false;
+            unpack(r, count, |i| match dict.get(i as usize) {
+                Some(v) => values.push(v.clone()),
+                None => bad = true,
+            })?;
+            if bad {
+                return Err(Corrupt);
+            }
+            Ok(())
+        }
+        1 => {
+            for _ in 0..count {
+                values.push(make_blob(kind, r.bytes()?)?);
+            }
+            Ok(())
+        }
+        _ => Err(Corrupt),
+    }
+}

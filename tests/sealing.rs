@@ -1,0 +1,218 @@
+//! Sealed chunks through the real interface: readings older than their
+//! hour are re-encoded into the compact form by the writer's background
+//! work, and queries, `buckets=`, `/sensors`, retries, late readings and
+//! `overlord export` give exactly what they gave on the hot chunks, also
+//! for a data file written before (its chunks are sealed after a start).
+
+mod common;
+
+use common::{cli, enc, hour_ago, m, rfc3339, scrape_until, TestServer};
+
+const ROWS: i64 = 900; // 2.5 hours, 10 s apart: 3 chunks per sensor
+
+/// One row: time, N1, I2, S3, L4.
+type Row = (i64, f64, i64, &'static str, bool);
+
+/// The rows of the test: N1 a random walk in tenths, I2 a counter, S3 one
+/// of three states, L4 alternating.
+fn rows(t0: i64) -> (String, Vec<Row>) {
+    let mut body = String::from("time,N1,I2,S3,L4\n");
+    let mut rows = Vec::new();
+    let mut walk: i64 = 215;
+    let mut x: u64 = 12345;
+    for i in 0..ROWS {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        walk += (x >> 33) as i64 % 5 - 2;
+        let n = walk as f64 / 10.0;
+        let s = ["open", "closed", "ajar"][(i % 3) as usize];
+        let row = (t0 + i * 10, n, i * 3 - 1000, s, i % 2 == 0);
+        body.push_str(&format!(
+            "{},{},{},{},{}\n",
+            row.0, row.1, row.2, row.3, row.4
+        ));
+        rows.push(row);
+    }
+    (body, rows)
+}
+
+/// The start of an hour a day ago: every chunk's hour is long over.
+fn day_ago_hour() -> i64 {
+    (hour_ago() - 86_400) / 3600 * 3600
+}
+
+fn post(s: &TestServer, tok: &str, body: &str) -> common::Reply {
+    s.post(
+        &format!("/v1/readings?device=sd&token={tok}"),
+        "text/csv",
+        body.as_bytes(),
+        "",
+    )
+}
+
+/// Wait until every chunk is sealed (at least `chunks` were) and return
+/// the metrics then.
+fn sealed(s: &TestServer, chunks: f64) -> std::collections::BTreeMap<String, f64> {
+    let got = scrape_until(s, |g| {
+        g.get("overlord_seal_pending_sensors") == Some(&0.0)
+            && g.get("overlord_chunks_sealed_total")
+                .is_some_and(|n| *n >= chunks)
+    });
+    assert_eq!(m(&got, "overlord_seal_pending_sensors"), 0.0, "all sealed");
+    assert!(m(&got, "overlord_chunks_sealed_total") >= chunks, "{got:?}");
+    got
+}
+
+/// The queries whose answers must not change when chunks are sealed.
+fn queries(s: &TestServer, t0: i64) -> Vec<String> {
+    let to = t0 + ROWS * 10;
+    [
+        format!("/v1/devices/sd/readings?sensors=N1,I2,S3,L4&from={t0}&to={to}&limit=100000"),
+        format!(
+            "/v1/devices/sd/readings?sensors=N1&from={}&to={}",
+            t0 + 3000,
+            t0 + 4000
+        ),
+        format!("/v1/devices/sd/readings?sensors=N1,I2,L4&from={t0}&to={to}&buckets=7"),
+        "/v1/devices/sd/sensors".to_string(),
+    ]
+    .iter()
+    .map(|q| {
+        let r = s.get_admin(q);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        r.body
+    })
+    .collect()
+}
+
+#[test]
+fn sealed_chunks_answer_like_hot_ones_and_old_files_are_sealed_on_start() {
+    // Written with the default idle time: the chunks stay hot while the
+    // test runs (as in a file from before sealing existed).
+    let s = TestServer::start();
+    let tok = s.create_device("sd");
+    let t0 = day_ago_hour();
+    let (body, _) = rows(t0);
+    assert_eq!(post(&s, &tok, &body).body, format!("ok,{},0\n", ROWS * 4));
+    let hot = queries(&s, t0);
+    assert_eq!(hot[0].lines().count() as i64, ROWS + 1);
+    let data = s.dir.join("overlord.redb");
+    let (tmp, admin) = s.stop();
+    let (ok, exported_hot, err) = cli(&data, &["export", "--device", "sd"], &[], None);
+    assert!(ok, "{err}");
+
+    // A start seals them (idle 0: as soon as it looks).
+    let s = TestServer::restart(tmp, admin, |c| c.storage.seal_idle_secs = 0);
+    sealed(&s, 12.0); // 4 sensors x 3 hours
+    assert_eq!(queries(&s, t0), hot, "sealed chunks answer the same");
+    let (tmp, _admin) = s.stop();
+    let (ok, exported, err) = cli(&data, &["export", "--device", "sd"], &[], None);
+    assert!(ok, "{err}");
+    assert_eq!(exported, exported_hot, "export reads sealed chunks");
+    drop(tmp);
+}
+
+#[test]
+fn retries_and_late_readings_meet_sealed_chunks() {
+    let s = TestServer::start_with(|c| c.storage.seal_idle_secs = 0);
+    let tok = s.create_device("sd");
+    let t0 = day_ago_hour();
+    let (body, rows) = rows(t0);
+    assert_eq!(post(&s, &tok, &body).body, format!("ok,{},0\n", ROWS * 4));
+    let before = sealed(&s, 12.0);
+    let stored = m(&before, "overlord_readings_stored_total");
+    assert_eq!(stored, (ROWS * 4) as f64);
+
+    // Values on sealed chunks, checked against what was sent.
+    let all = queries(&s, t0);
+    let mut lines = all[0].lines();
+    assert_eq!(lines.next(), Some("time,N1,I2,S3,L4"));
+    for ((t, n, i, st, l), line) in rows.iter().zip(lines) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[0], rfc3339(*t));
+        assert_eq!(f[1].parse::<f64>().unwrap(), *n, "{line}");
+        assert_eq!(f[2].parse::<i64>().unwrap(), *i, "{line}");
+        assert_eq!((f[3], f[4]), (*st, if *l { "true" } else { "false" }));
+    }
+    // buckets=1: the smallest and largest of all.
+    let b = s.get_admin(&format!(
+        "/v1/devices/sd/readings?sensors=N1,I2&from={t0}&to={}&buckets=1",
+        t0 + ROWS * 10
+    ));
+    let (lo, hi) = rows
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(r.1), b.max(r.1)));
+    let want: Vec<String> = vec![
+        lo.to_string(),
+        hi.to_string(),
+        "-1000".into(),
+        (3 * (ROWS - 1) - 1000).to_string(),
+    ];
+    let got: Vec<String> = b
+        .body
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .skip(1)
+        .map(String::from)
+        .collect();
+    assert_eq!(got, want, "{}", b.body);
+    // /sensors: the latest of each, from the last sealed chunk.
+    let last = rows.last().unwrap();
+    assert!(
+        all[3].contains(&format!("N1,{},{}\n", rfc3339(last.0), last.1)),
+        "{}",
+        all[3]
+    );
+
+    // The whole upload again: acknowledged, nothing stored twice.
+    assert_eq!(post(&s, &tok, &body).body, format!("ok,{},0\n", ROWS * 4));
+    let after = scrape_until(&s, |_| true);
+    assert_eq!(m(&after, "overlord_readings_stored_total"), stored);
+    assert_eq!(queries(&s, t0), all, "a retry changes nothing");
+
+    // A late reading inside the first (sealed) chunk: stored, in order;
+    // its retry is not stored again.
+    let late = format!("time,N1\n{},99.5\n", t0 + 5);
+    for _ in 0..2 {
+        assert_eq!(post(&s, &tok, &late).body, "ok,1,0\n");
+    }
+    let after = sealed(&s, 12.0);
+    assert_eq!(m(&after, "overlord_readings_stored_total"), stored + 1.0);
+    let q = s.get_admin(&format!(
+        "/v1/devices/sd/readings?sensors=N1&from={t0}&to={}",
+        t0 + 10
+    ));
+    assert_eq!(
+        q.body,
+        format!(
+            "time,N1\n{},{}\n{},99.5\n{},{}\n",
+            rfc3339(t0),
+            rows[0].1,
+            rfc3339(t0 + 5),
+            rfc3339(t0 + 10),
+            rows[1].1
+        )
+    );
+    let total = s.get_admin(&format!(
+        "/v1/devices/sd/readings?sensors=N1&from={t0}&to={}&limit=100000",
+        t0 + ROWS * 10
+    ));
+    assert_eq!(total.body.lines().count() as i64, ROWS + 2);
+
+    // What no chunk may hold is refused at the door, nothing stored.
+    let r = s.get(&format!(
+        "/v1/readings?device=sd&token={tok}&time={}&N1=NaN",
+        t0 + 7
+    ));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error_code(), "bad_value");
+    let q = s.get_admin(&format!(
+        "/v1/devices/sd/readings?sensors=N1&from={}&to={}",
+        enc(&rfc3339(t0 + 7)),
+        t0 + 7
+    ));
+    assert_eq!(q.body, "time,N1\n");
+}
