@@ -93,6 +93,20 @@ fn load_then_kill(
     ms: u64,
     value: fn(i64) -> i64,
 ) -> BTreeMap<i64, i64> {
+    load_probe_kill(p, token, base, first, ms, value, |_| {})
+}
+
+/// [`load_then_kill`], calling `probe` on the server under load just
+/// before the kill.
+fn load_probe_kill(
+    p: &mut Proc,
+    token: &str,
+    base: i64,
+    first: i64,
+    ms: u64,
+    value: fn(i64) -> i64,
+    probe: impl FnOnce(&Proc),
+) -> BTreeMap<i64, i64> {
     const THREADS: i64 = 4;
     let acked: Arc<Mutex<BTreeMap<i64, i64>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -123,6 +137,7 @@ fn load_then_kill(
         }));
     }
     std::thread::sleep(Duration::from_millis(ms));
+    probe(p);
     p.child.kill().unwrap(); // SIGKILL
     p.child.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
@@ -219,6 +234,83 @@ fn sigkill_under_load_loses_no_acknowledged_reading() {
         .expect("device listed");
     let last_seen = row.split(',').nth(4).expect("last_seen column");
     assert!(!last_seen.is_empty(), "last_seen recorded: {row}");
+}
+
+/// One counter of `/metrics`.
+fn metric(p: &Proc, name: &str) -> f64 {
+    let body = http(p.addr, "GET /metrics HTTP/1.0\r\n\r\n").unwrap_or_default();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Check that every acknowledged reading is stored exactly once.
+fn assert_all_stored_once(p: &Proc, admin: &str, base: i64, acked: &BTreeMap<i64, i64>) {
+    let body = admin_req(
+        p,
+        admin,
+        "GET",
+        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
+        "",
+    );
+    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
+    for line in body.lines().skip(1) {
+        let (t, v) = line.split_once(',').unwrap();
+        let prev = stored.insert(t.to_string(), v.parse().unwrap());
+        assert!(prev.is_none(), "reading at {t} stored twice");
+    }
+    for (k, v) in acked {
+        let t = common::rfc3339(base + k);
+        assert_eq!(
+            stored.get(&t),
+            Some(v),
+            "acknowledged reading {k} at {t} lost"
+        );
+    }
+}
+
+#[test]
+fn sigkill_while_sealing_loses_no_acknowledged_reading() {
+    // Sealing as eagerly as it goes: after every commit the sensor's
+    // chunks, the live one included (its hour is long over), are sealed,
+    // and the next commit re-opens it. Kills land mid-seal, mid-reopen
+    // and mid-commit alike.
+    const EAGER: &str = "[storage]\nseal_idle_secs = 0\nseal_chunks_per_step = 3\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = start_with(tmp.path(), EAGER);
+    let admin = p.admin.clone().expect("first start shows the admin token");
+    let token = create_device(&p, &admin);
+    let base = common::hour_ago() - 86_400;
+    let mut acked = BTreeMap::new();
+    let cycles: i64 = std::env::var("CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .clamp(1, 1000);
+    let mut sealed_under_load = 0.0;
+    for cycle in 0..cycles {
+        // Readings 1 s apart: a cycle crosses into new chunks too.
+        acked.extend(load_probe_kill(
+            &mut p,
+            &token,
+            base,
+            cycle * 8_000,
+            300 + 100 * (cycle % 5) as u64,
+            |k| k * 7,
+            |p| sealed_under_load += metric(p, "overlord_chunks_sealed_total"),
+        ));
+        p = start_with(tmp.path(), EAGER);
+    }
+    assert!(acked.len() > 20, "some acknowledgements: {}", acked.len());
+    assert!(sealed_under_load > 0.0, "chunks were sealed under load");
+    assert_all_stored_once(&p, &admin, base, &acked);
+    // After the start has sealed everything, still all there, once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(&p, "overlord_seal_pending_sensors") > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "sealing finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_all_stored_once(&p, &admin, base, &acked);
 }
 
 /// The reading that breaks the alert's threshold; every other is normal.

@@ -143,6 +143,7 @@ pub fn start(
     };
     let sealer = Sealer::new(ctx.seal_idle, ctx.seal_chunks_per_step);
     sealer.load(&store.db()?.begin_read()?)?;
+    metrics.seal_pending.set(sealer.pending() as u64);
     let mut w = WriterState {
         store,
         digest,

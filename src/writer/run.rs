@@ -90,6 +90,7 @@ impl WriterState {
             if open && self.seal_due(jobs.is_empty()) {
                 self.seal_step();
             }
+            self.metrics.seal_pending.set(self.sealer.pending() as u64);
         }
         drop(jobs);
         self.drain(&done);
