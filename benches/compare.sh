@@ -14,6 +14,8 @@
 # Knobs (environment):
 #   DAY_STEPS=8640   readings per series in the bytes-on-disk day (8640 = one
 #                    every 10 s for 24 h; lower it for a proportional slice)
+#   SET2_STEPS=1000  rows per device in the second bytes-on-disk set (1 s
+#                    apart; 1000 = 10 POSTs of 100,000 rows)
 #   P1_N=20000 P1_C=32 P1_ROUNDS=3 WRK_SECS=8 P2_ROUNDS=2
 #   SKIP_INSTALL=1   do not run apt-get (tools must already be there)
 #   BENCH_BIN=... measure that overlord binary instead of building this
@@ -147,6 +149,23 @@ commit_report() {
     echo "$1 $2 $3" | awk '{ s = $4 - $1; c = $5 - $2; r = $6 - $3; if (c > 0)
         printf "    writer: %d group commits, %.1f requests each, %.3f ms each, busy %.2f s of %.2f s\n", c, r / c, 1000 * s / c, s, $7 }'
 }
+
+# Wait (at most 300 s) until Overlord has sealed every chunk it can
+# (docs/storage.md: a sensor's last chunk after [storage] seal_idle_secs
+# without a write); prints the seconds waited.
+ov_wait_sealed() {
+    local t0 i p
+    t0=$(ms_now)
+    for i in $(seq 1 600); do
+        p=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/metrics" \
+            | awk '$1 == "overlord_seal_pending_sensors" { print $2 }')
+        [ "$p" = 0 ] && break
+        sleep 0.5
+    done
+    awk -v a="$t0" -v b="$(ms_now)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'
+}
+# Size and allocated bytes (what du shows) of a file: "size alloc".
+file_bytes() { echo "$(stat -c %s "$1") $(( $(stat -c %b "$1") * $(stat -c %B "$1") ))"; }
 
 vmhwm() { awk '/^VmHWM/ { print $2 }' /proc/"$1"/status 2>/dev/null; }
 reset_hwm() { echo 5 > /proc/"$1"/clear_refs 2>/dev/null; }
@@ -505,10 +524,14 @@ t1=$(ms_now); c1=$(ov_commits)
 note "overlord ingest: $out"
 commit_report "$c0" "$c1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')"
 note "overlord RSS after the day: VmHWM $(vmhwm "$OV_PID") KiB"
+read -r size alloc <<< "$(file_bytes "$TMP/ov-day/o.redb")"
+note "overlord data file right after the upload: $size bytes (allocated $alloc)"
+note "overlord sealed every chunk $(ov_wait_sealed) s after the last reply"
 stop_pid "$OV_PID"
-size=$(stat -c %s "$TMP/ov-day/o.redb"); alloc=$(( $(stat -c %b "$TMP/ov-day/o.redb") * $(stat -c %B "$TMP/ov-day/o.redb") ))
+read -r size alloc <<< "$(file_bytes "$TMP/ov-day/o.redb")"
 note "overlord data file: $size bytes (allocated $alloc; $size_empty with only the devices)"
-put day.overlord "$size"; put day.overlord.alloc "$alloc"
+# The headline is what du shows: the allocated blocks.
+put day.overlord "$alloc"; put day.overlord.size "$size"
 # Diagnostic: what `overlord compact` (server stopped) gives back.
 if "$OVERLORD" --config "$TMP/ov-day/overlord.toml" compact > "$TMP/ov-day/compact.out" 2>&1; then
     compacted=$(stat -c %s "$TMP/ov-day/o.redb")
@@ -549,6 +572,36 @@ if [ -n "$IF_PID" ]; then
     put day.influxdb "$size"
 fi
 
+# ---------------------------------------------------------------- second set
+# A second, independent shape: the same kind of random walks (1-3
+# decimals) one row per device per second, 10 POSTs of 100,000 rows.
+SET2_STEPS=${SET2_STEPS:-1000}
+SET2_READINGS=$((DEVICES * 4 * SET2_STEPS))
+log "bytes on disk, second set: $DEVICES devices x 4 sensors x $SET2_STEPS readings 1 s apart = $SET2_READINGS readings"
+SET2_START=$((BASE_DAY - 10 * 86400))
+start_overlord "$TMP/ov-set2" "$(free_port 28260)"
+"$LOAD" devices --addr "$OV_ADDR" --token "$OV_TOKEN" --count $DEVICES --prefix d > /dev/null
+out=$("$LOAD" ingest --addr "$OV_ADDR" --format overlord --token "$OV_TOKEN" --devices $DEVICES --prefix d --sensors 4 \
+    --start $SET2_START --step 1 --steps "$SET2_STEPS" --rows-per-post $P2_ROWS)
+note "overlord ingest: $out"
+note "overlord sealed every chunk $(ov_wait_sealed) s after the last reply"
+stop_pid "$OV_PID"
+read -r size alloc <<< "$(file_bytes "$TMP/ov-set2/o.redb")"
+note "overlord data file: $size bytes (allocated $alloc)"
+put set2.overlord "$alloc"
+start_vm "$TMP/vm-set2" "$(free_port 28270)"
+if [ -n "$VM_PID" ]; then
+    out=$("$LOAD" ingest --addr "$VM_ADDR" --format vm --devices $DEVICES --prefix d --sensors 4 \
+        --start $SET2_START --step 1 --steps "$SET2_STEPS" --rows-per-post $P2_ROWS)
+    note "victoria-metrics ingest: $out"
+    curl -s -XPOST "http://$VM_ADDR/internal/force_flush" > /dev/null
+    sleep 2
+    stop_pid "$VM_PID"
+    size=$(du -sb "$TMP/vm-set2/data/data" "$TMP/vm-set2/data/indexdb" | awk '{ s += $1 } END { print s }')
+    note "victoria-metrics data + indexdb: $size bytes"
+    put set2.victoria-metrics "$size"
+fi
+
 # ---------------------------------------------------------------- summary
 log "summary (ratio > 1 means Overlord is better)"
 note "load average at the end: $(uptime | sed 's/.*load average: //')"
@@ -586,5 +639,8 @@ bpr() { [ -n "$1" ] && awk -v s="$1" -v n="$DAY_READINGS" 'BEGIN { printf "%.2f"
 BO=$(bpr "$(get day.overlord)")
 row "bytes/reading on disk vs victoria-metrics" "$BO" "$(fmt "$(bpr "$(get day.victoria-metrics)")" %s)" "$(ratio "$(bpr "$(get day.victoria-metrics)")" "$BO")"
 row "bytes/reading on disk vs influxdb" "$BO" "$(fmt "$(bpr "$(get day.influxdb)")" %s)" "$(ratio "$(bpr "$(get day.influxdb)")" "$BO")"
-row "overlord bytes/reading (allocated blocks)" "$(bpr "$(get day.overlord.alloc)")" "" ""
+row "overlord bytes/reading (file size)" "$(bpr "$(get day.overlord.size)")" "" ""
 row "overlord bytes/reading after overlord compact" "$(bpr "$(get day.overlord.compacted)")" "" ""
+bpr2() { [ -n "$1" ] && awk -v s="$1" -v n="$SET2_READINGS" 'BEGIN { printf "%.2f", s / n }'; }
+B2=$(bpr2 "$(get set2.overlord)")
+row "second set bytes/reading vs victoria-metrics" "$B2" "$(fmt "$(bpr2 "$(get set2.victoria-metrics)")" %s)" "$(ratio "$(bpr2 "$(get set2.victoria-metrics)")" "$B2")"

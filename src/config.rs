@@ -118,7 +118,8 @@ pub struct StorageConfig {
     /// its hour is over, is sealed (earlier chunks are sealed without
     /// waiting). 0 seals as eagerly as possible (tests).
     pub seal_idle_secs: u64,
-    /// Chunks looked at or sealed per sealing transaction.
+    /// Chunks looked at or sealed per sealing transaction; 0 turns
+    /// sealing off (chunks stay hot).
     pub seal_chunks_per_step: usize,
 }
 
@@ -126,7 +127,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             seal_idle_secs: 30,
-            seal_chunks_per_step: 512,
+            seal_chunks_per_step: 2048,
         }
     }
 }

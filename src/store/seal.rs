@@ -27,6 +27,10 @@ use super::parts::{base, scan_start, PartKey, ReadingsTable};
 use super::{sealed, StoreError, READINGS};
 use crate::codec::{Micros, SensorId};
 
+/// The longest one step keeps looking for more to seal (besides its
+/// budget of chunks): the next group commit waits for it.
+const STEP_TIME: Duration = Duration::from_millis(25);
+
 /// One sensor waiting to be (fully) sealed.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -76,18 +80,14 @@ enum Outcome {
 
 impl Sealer {
     /// A sealer that seals a sensor's last chunk after `idle` without a
-    /// write, and re-encodes at most `per_step` chunks a step.
+    /// write, and re-encodes at most `per_step` chunks a step; `0` turns
+    /// sealing off (every chunk stays hot, as before sealing existed).
     pub fn new(idle: Duration, per_step: usize) -> Sealer {
         Sealer {
             state: Mutex::new(State::default()),
             idle,
-            per_step: per_step.max(1),
+            per_step,
         }
-    }
-
-    /// The idle time after which a sensor's last chunk is sealed.
-    pub fn idle(&self) -> Duration {
-        self.idle
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -96,7 +96,7 @@ impl Sealer {
 
     /// Note writes: `(device, sensor, earliest key minute written)`.
     pub fn touched(&self, written: &[(u32, u32, u32)]) {
-        if written.is_empty() {
+        if written.is_empty() || self.per_step == 0 {
             return;
         }
         let now = Instant::now();
@@ -110,7 +110,10 @@ impl Sealer {
                     p.last_write = now;
                 })
                 .or_insert_with(|| {
-                    queue.push_back(((dev, code), now + self.idle));
+                    // Due at once: a finished group (not the sensor's last)
+                    // is sealed while an upload is still running, so hot
+                    // chunks never pile up in the file.
+                    queue.push_back(((dev, code), now));
                     Pending {
                         from: minute,
                         last_write: now,
@@ -122,6 +125,9 @@ impl Sealer {
     /// Every sensor of the data file is looked at from its first chunk:
     /// what a start does (older files, chunks a crash left hot).
     pub fn load(&self, txn: &redb::ReadTransaction) -> Result<(), StoreError> {
+        if self.per_step == 0 {
+            return Ok(());
+        }
         let sensors = txn.open_table(super::SENSORS)?;
         let long_ago = Instant::now()
             .checked_sub(self.idle)
@@ -165,7 +171,7 @@ impl Sealer {
         let mut budget = self.per_step;
         let clock = Instant::now();
         let mut st = self.lock();
-        while budget > 0 {
+        while budget > 0 && clock.elapsed() < STEP_TIME {
             let Some(&(key, at)) = st.queue.front() else {
                 break;
             };

@@ -98,22 +98,31 @@ pub fn unpack(r: &mut Reader<'_>, n: usize, mut f: impl FnMut(u64)) -> Result<()
         total += len * usize::from(*w);
     }
     let data = r.take(total.div_ceil(8))?;
-    let mut pos = 0usize;
-    let mut acc: u128 = 0;
-    let mut bits: u32 = 0;
+    let mut bit = 0usize;
     for (i, w) in widths.iter().enumerate() {
-        let w = u32::from(*w);
+        let w = usize::from(*w);
         let len = (n - i * BLOCK).min(BLOCK);
-        let mask: u128 = (1u128 << w) - 1;
+        if w == 0 {
+            (0..len).for_each(|_| f(0));
+            continue;
+        }
+        let mask = u64::MAX >> (64 - w);
         for _ in 0..len {
-            while bits < w {
-                acc |= u128::from(data[pos]) << bits;
-                pos += 1;
-                bits += 8;
-            }
-            f((acc & mask) as u64);
-            acc >>= w;
-            bits -= w;
+            let (byte, shift) = (bit / 8, bit % 8);
+            let v = match data.get(byte..byte + 8) {
+                // One unaligned load when the value fits the word.
+                Some(word) if w + shift <= 64 => {
+                    u64::from_le_bytes(word.try_into().expect("8 bytes")) >> shift
+                }
+                _ => {
+                    let mut buf = [0u8; 16];
+                    let end = (byte + 16).min(data.len());
+                    buf[..end - byte].copy_from_slice(&data[byte..end]);
+                    (u128::from_le_bytes(buf) >> shift) as u64
+                }
+            };
+            f(v & mask);
+            bit += w;
         }
     }
     Ok(())

@@ -154,7 +154,7 @@ pub fn start(
         next_seq,
         sweeper: crate::retention::Sweeper::default(),
         sealer,
-        last_seal: Instant::now(),
+        seal_retry_at: None,
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -186,8 +186,8 @@ struct WriterState {
     sweeper: crate::retention::Sweeper,
     /// The sensors whose chunks may still be sealed (`seal.rs`).
     sealer: Sealer,
-    /// When the last sealing step ran (or failed).
-    last_seal: Instant,
+    /// After a failed sealing step: not before this.
+    seal_retry_at: Option<Instant>,
 }
 
 impl WriterState {

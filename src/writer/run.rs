@@ -40,7 +40,7 @@ impl WriterState {
                 recv(stop) -> _ => open = false,
                 // A retention pass in progress continues between commits.
                 // So does sealing, while a sensor is due.
-                default(if self.sweeper.running() || self.seal_due(true) { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
+                default(if self.sweeper.running() || self.seal_due() { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
             }
             // The tick also retries a data file left closed by a failed
             // reopen, even when no write comes, so queries recover once the
@@ -87,8 +87,8 @@ impl WriterState {
             }
             self.commit(batch, false);
             // Sealing, in its own transaction after the replies went out.
-            if open && self.seal_due(jobs.is_empty()) {
-                self.seal_step();
+            if open && self.seal_due() {
+                self.seal_step(jobs.is_empty());
             }
             self.metrics.seal_pending.set(self.sealer.pending() as u64);
         }

@@ -2,12 +2,14 @@
 //! the sealed form (`store::seal`), in a transaction of its own between
 //! group commits, so no request's reply waits for it.
 //!
-//! The step runs when a sensor is due and no request is queued, or, under
-//! a constant stream of requests, at most once per `seal_idle` (at most a
-//! second apart), so sealing keeps up without starving and never delays a
-//! reply by more than one bounded step. Its commit is fsynced only when
-//! it sealed something (nothing else to keep); a crash loses at most that
-//! step, whose chunks are still hot and are sealed again after the start.
+//! A step runs after every group commit while a sensor is due, and back to
+//! back while no request is queued, so sealing keeps pace with an upload
+//! (hot chunks do not pile up in the file) and delays the next commit by
+//! at most one bounded step (`seal_chunks_per_step` chunks, 25 ms of
+//! looking). Under load its commit is not fsynced (the next group commit
+//! makes it durable); when no request waits it is, so the pages it frees
+//! can be used again. A crash loses at most the steps since the last
+//! fsync, whose chunks are still hot and are sealed again after the start.
 
 use std::time::{Duration, Instant};
 
@@ -18,23 +20,26 @@ use crate::codec::timefmt;
 use crate::store::seal::SealStats;
 use crate::store::StoreError;
 
-/// The longest a due sealing step waits for a moment without requests.
-const SEAL_STARVE: Duration = Duration::from_secs(1);
+/// How long sealing rests after a failed step.
+const SEAL_RETRY: Duration = Duration::from_secs(1);
 
 impl WriterState {
-    /// Is a sealing step to run now (`queue_empty`: no request waits)?
-    pub(super) fn seal_due(&self, queue_empty: bool) -> bool {
-        if !self.sealer.due() || self.store.is_closed() || self.store.damaged().is_some() {
-            return false;
-        }
-        queue_empty || self.last_seal.elapsed() >= SEAL_STARVE.min(self.sealer.idle())
+    /// Is a sealing step to run now? Not while the data file is closed or
+    /// damaged, nor within a second of a failed step.
+    pub(super) fn seal_due(&self) -> bool {
+        self.sealer.due()
+            && !self.store.is_closed()
+            && self.store.damaged().is_none()
+            && self.seal_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
-    /// Run one sealing step. A failure is logged and the sensors are all
-    /// looked at again later (the step's transaction was not committed).
-    pub(super) fn seal_step(&mut self) {
-        self.last_seal = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.seal_txn()));
+    /// Run one sealing step, fsynced if `durable`. A failure is logged and
+    /// the sensors are all looked at again later (the step's transaction
+    /// was not committed).
+    pub(super) fn seal_step(&mut self, durable: bool) {
+        self.seal_retry_at = None;
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.seal_txn(durable)));
         let result = result.unwrap_or_else(|p| {
             let why = crate::error::panic_text(&*p, "sealing panicked");
             self.store.mark_damaged(&why);
@@ -46,6 +51,7 @@ impl WriterState {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sealing step failed; it is tried again later");
+                self.seal_retry_at = Some(Instant::now() + SEAL_RETRY);
                 if matches!(e, StoreError::DiskFull | StoreError::Io(_)) {
                     let _ = self.recover();
                 }
@@ -61,14 +67,13 @@ impl WriterState {
         self.metrics.seal_pending.set(self.sealer.pending() as u64);
     }
 
-    fn seal_txn(&mut self) -> Result<SealStats, StoreError> {
+    fn seal_txn(&mut self, durable: bool) -> Result<SealStats, StoreError> {
         let mut txn = self.store.db()?.begin_write()?;
-        let stats = self.sealer.step(&txn, timefmt::now_micros())?;
-        if stats.sealed == 0 {
-            // Nothing changed: no fsync needed.
+        if !durable {
             txn.set_durability(Durability::None)
                 .map_err(|e| StoreError::Io(e.to_string()))?;
         }
+        let stats = self.sealer.step(&txn, timefmt::now_micros())?;
         txn.commit()?;
         Ok(stats)
     }
