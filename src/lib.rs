@@ -19,6 +19,9 @@
 //!   [`auth::policy`] has [`auth::Directory::authorize`], the one
 //!   authorisation choke point, and [`auth::visible`], the one lookup of
 //!   a named device, channel, alert or file for a caller.
+//! - [`intake`]: the ingest seam every door into the store shares:
+//!   parse a payload into a [`intake::Batch`], [`intake::resolve`] its
+//!   devices for the caller, [`intake::submit`] it and wait for the fsync.
 //! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
 //!   names, values and times. No I/O.
 //! - [`writer`]: the bounded queue and the writer thread that group-commits
@@ -73,6 +76,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod inbox;
+pub mod intake;
 pub mod longpoll;
 pub mod metrics;
 pub mod notify;
