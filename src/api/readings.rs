@@ -14,7 +14,9 @@ use crate::app::App;
 use crate::auth::{authenticate, visible, Action};
 use crate::codec::{self, form, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
-use crate::http::{declared_too_large, media_type, peer_of, read_body, Reply};
+use crate::http::{
+    declared_too_large, json_view, media_type, peer_of, read_body, wants_json, Reply,
+};
 use crate::intake::{self, Media};
 use crate::store::query::{
     latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
@@ -144,7 +146,17 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 /// most N rows of `time,S_min,S_max,...`, one per slice of the range, for
 /// charts of ranges too long to draw point by point.
 pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let (q, bq) = series_params(app, req, id).await?;
+    let (q, bq, json) = series_params(app, req, id).await?;
+    let reply = query_reply(app, q, bq).await?;
+    Ok(if json { json_view(reply).await } else { reply })
+}
+
+/// Run a readings query (plain or bucketed) on a blocking thread.
+async fn query_reply(
+    app: &Arc<App>,
+    q: SeriesQuery,
+    bq: Option<BucketQuery>,
+) -> Result<Reply, WireError> {
     if let Some(bq) = bq {
         let db_app = app.clone();
         let text = tokio::task::spawn_blocking(move || read_buckets(&*db_app.store.db()?, &bq))
@@ -172,7 +184,7 @@ pub async fn aggregates(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Reply, WireError> {
-    let (q, bq) = series_params(app, req, id).await?;
+    let (q, bq, json) = series_params(app, req, id).await?;
     if bq.is_some() {
         return Err(WireError::bad_request(
             "bad_parameter",
@@ -195,7 +207,8 @@ pub async fn aggregates(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "query failed"))??;
-    Ok(series_reply(result))
+    let reply = series_reply(result);
+    Ok(if json { json_view(reply).await } else { reply })
 }
 
 fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
@@ -212,7 +225,9 @@ fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
 /// The parameters of a series query (`sensors`, `from`, `to`, `limit`,
 /// optional `device`/`token` credentials) of device `id`, with the caller
 /// authenticated and allowed [`Action::ReadReadings`] on it.
-/// With `buckets=N` it also returns the bucketed form of the query.
+/// With `buckets=N` it also returns the bucketed form of the query; the
+/// flag says whether the reply is wanted as JSON (`format=json` or
+/// `Accept: application/json`).
 ///
 /// The fields come from the query string and, for a form `POST`, from the
 /// body too, so a device can keep its token out of the URL (contract §0).
@@ -220,7 +235,7 @@ async fn series_params(
     app: &App,
     req: Request<Incoming>,
     id: &str,
-) -> Result<(SeriesQuery, Option<BucketQuery>), WireError> {
+) -> Result<(SeriesQuery, Option<BucketQuery>, bool), WireError> {
     let (req, pairs) = crate::http::request_pairs(
         req,
         Duration::from_secs(app.config.limits.body_timeout_secs),
@@ -235,6 +250,7 @@ async fn series_params(
     };
     let (mut device, mut token) = (None, None);
     let mut buckets: Option<usize> = None;
+    let mut format = None;
     let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     for (name, value) in &pairs {
         if !seen.insert(name.as_str()) {
@@ -254,6 +270,7 @@ async fn series_params(
         match name.as_str() {
             "device" => device = Some(value.as_str()),
             "token" => token = Some(value.as_str()),
+            "format" => format = Some(value.as_str()),
             "from" => q.from = time(value)?,
             "to" => q.to = time(value)?,
             "limit" => {
@@ -296,13 +313,14 @@ async fn series_params(
                 return Err(WireError::bad_request(
                     "bad_parameter",
                     format!(
-                        "unknown parameter '{}'; use sensors, from, to, limit, buckets",
+                        "unknown parameter '{}'; use sensors, from, to, limit, buckets, format",
                         codec::names::clip(other)
                     ),
                 ))
             }
         }
     }
+    let json = wants_json(&req.headers, format)?;
     let who = authenticate(
         app,
         &req.headers,
@@ -318,7 +336,7 @@ async fn series_params(
         Some(n) => Some(bucket_query(q.clone(), &seen, n)?),
         None => None,
     };
-    Ok((q, bq))
+    Ok((q, bq, json))
 }
 
 /// Check a `buckets=N` query: it needs `from`, `to` and numeric sensors
@@ -375,10 +393,11 @@ fn bucket_query(
 pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let form = crate::http::Form::read(
         req,
-        &["device", "token"],
+        &["device", "token", "format"],
         Duration::from_secs(app.config.limits.body_timeout_secs),
     )
     .await?;
+    let json = wants_json(&form.headers, form.get("format"))?;
     let who = authenticate(
         app,
         &form.headers,
@@ -403,5 +422,6 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         v.write_csv(&mut out);
         out.push('\n');
     }
-    Ok(Reply::csv(out))
+    let reply = Reply::csv(out);
+    Ok(if json { json_view(reply).await } else { reply })
 }

@@ -39,12 +39,13 @@ impl Media {
     pub fn of(content_type: Option<&str>) -> Result<Media, WireError> {
         match content_type {
             Some("text/csv" | "application/csv") => Ok(Media::Csv),
+            Some("application/json") => Ok(Media::Json),
             Some("application/x-www-form-urlencoded") | None => Ok(Media::Form),
             Some(other) => Err(WireError::new(
                 415,
                 "unsupported_media_type",
                 format!(
-                    "'{}' bodies are not accepted; send text/csv or a form",
+                    "'{}' bodies are not accepted; send text/csv, JSON or a form",
                     codec::names::clip(other)
                 ),
             )),
