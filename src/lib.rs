@@ -43,6 +43,8 @@
 //!   [`ops`]: consistent backup copies, restore, check, compact (CLI and
 //!   `GET /v1/admin/backup`).
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
+//! - [`mqtt`]: the MQTT 3.1.1 and 5 listener, another door into the same
+//!   ingest path, inbox and channels (started by `server::run`).
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
 //!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
@@ -79,6 +81,7 @@ pub mod inbox;
 pub mod intake;
 pub mod longpoll;
 pub mod metrics;
+pub mod mqtt;
 pub mod notify;
 pub mod ops;
 pub mod presence;
