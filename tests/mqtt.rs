@@ -216,6 +216,8 @@ fn a_bad_payload_is_told_and_never_acknowledged() {
     );
     assert!(other.stderr.contains("failed"), "{other:?}");
     assert!(n1_rows(&s, "dev1").is_empty());
+    let m = common::scrape(&s);
+    assert_eq!(common::m(&m, "overlord_mqtt_publish_failures_total"), 3.0);
     // dev2 may not watch dev1's errors: SUBACK failure.
     let nosy = msub(port(&s), "dev2", &tok2, &["-t", "overlord/dev1/errors"]);
     let ack = nosy.until("Subscribed", WAIT);

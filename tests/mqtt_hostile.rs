@@ -247,8 +247,14 @@ fn many_idle_connections_fill_the_cap_and_no_more() {
     assert_eq!(connack_code(&ack), 3);
     let (_, ack) = raw_connect(addr, 5, "dev1", &tok, 60);
     assert_eq!(connack_code(&ack), 0x89);
-    // HTTP is not affected.
+    // HTTP is not affected, and /metrics counts them.
     assert_eq!(s.get("/healthz").status, 200);
+    let m = common::scrape(&s);
+    assert_eq!(common::m(&m, "overlord_mqtt_connections_open"), n as f64);
+    assert_eq!(
+        common::m(&m, "overlord_mqtt_connections_refused_total"),
+        2.0
+    );
     // One goes away; a new one gets its slot.
     drop(idle.pop());
     let deadline = Instant::now() + WAIT;

@@ -41,6 +41,15 @@ impl Outbox {
     /// Queue `out`; `false` (and the connection is ended) when the client
     /// has not made room within the write timeout, or is gone.
     pub async fn send(&self, out: Out) -> bool {
+        // Room now (the usual case) needs no timer.
+        let out = match self.tx.try_send(out) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Full(out)) => out,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.kill.send_replace(true);
+                return false;
+            }
+        };
         match self.tx.send_timeout(out, self.wait).await {
             Ok(()) => true,
             Err(_) => {
@@ -128,6 +137,11 @@ pub async fn ack_loop(
             .job
             .await
             .unwrap_or_else(|_| Err(WireError::new(500, "internal", "publish failed")));
+        let metrics = &hub.app.metrics;
+        metrics.mqtt_publishes.inc();
+        if result.is_err() {
+            metrics.mqtt_publish_failures.inc();
+        }
         let e = match (result, f.pkid) {
             (Ok(()), Some(pkid)) => {
                 outbox.send(Out::PubAck(pkid, None)).await;

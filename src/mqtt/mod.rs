@@ -164,7 +164,7 @@ async fn accept_loop(
                 });
             }
             Err(_) => {
-                app.metrics.connections_refused.inc();
+                app.metrics.mqtt_refused.inc();
                 if let Ok(slot) = refusals.clone().try_acquire_owned() {
                     tokio::spawn(async move {
                         session::refuse_busy(app, stream).await;

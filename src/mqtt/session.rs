@@ -136,6 +136,8 @@ pub async fn serve(
             return;
         }
     };
+    // Counted before the CONNACK, so a client that saw it sees the count.
+    app.metrics.mqtt_connections.add(1);
     let cfg = &app.config.mqtt;
     let max_ka = cfg.max_keep_alive_secs.max(1);
     let keep_alive = match connect.keep_alive {
@@ -185,6 +187,7 @@ pub async fn serve(
         .read_loop(rd, buf, silence, stop, kill.subscribe())
         .await;
     conn.close(end, acker, writer).await;
+    app.metrics.mqtt_connections.add(-1);
 }
 
 /// A connection after CONNECT.
