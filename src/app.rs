@@ -43,6 +43,9 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     /// Changes after every commit that added channel items.
     pub channel_events: watch::Receiver<u64>,
+    /// Bumped after every commit that may have added inbox rows (the
+    /// writer's alert and presence notices, messages and commands).
+    pub inbox_events: watch::Sender<u64>,
     /// Slots for channel long-polls (in all and per caller).
     pub long_polls: Arc<crate::longpoll::LongPolls>,
     /// Failed-credential counters.
@@ -70,6 +73,9 @@ pub struct Opened {
     /// On the first start with an empty data file: the administrator's API
     /// token, to be shown once.
     pub admin_token: Option<String>,
+    /// The bound MQTT listener, if any (`crate::mqtt::bind`); served by
+    /// `server::run`.
+    pub mqtt: Option<std::net::TcpListener>,
 }
 
 /// What [`open`] opens: the configuration, and the seams only Rust code
@@ -168,6 +174,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         crate::retention::Retention::load(&store)?,
     ));
     let (events_tx, channel_events) = watch::channel(0u64);
+    let (inbox_events, _) = watch::channel(0u64);
     let (ingest, writer) = writer::start(
         store.clone(),
         digest,
@@ -177,6 +184,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             max_inbox: config.limits.max_inbox,
             catalog: catalog.clone(),
             channel_events: events_tx,
+            inbox_events: inbox_events.clone(),
             presence: presence.clone(),
             directory: directory.clone(),
             presence_events_kept: config.presence.events_kept,
@@ -202,6 +210,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         ingest,
         catalog,
         channel_events,
+        inbox_events,
         long_polls,
         throttle: Throttle::new(
             config_limits.auth_failures_per_window,
@@ -223,6 +232,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         app,
         writer,
         admin_token,
+        mqtt: None,
     })
 }
 

@@ -53,6 +53,48 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Per-user limits on what an ordinary user may create.
     pub quotas: QuotaConfig,
+    /// The MQTT listener (`src/mqtt/`).
+    pub mqtt: MqttConfig,
+}
+
+/// `[mqtt]`: the MQTT 3.1.1 and 5 listener. Payloads are bounded by
+/// `[limits] max_body_bytes` (and, before CONNECT is authenticated, by
+/// `max_unauthenticated_body_bytes`), like HTTP bodies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address to listen on; empty: no MQTT listener.
+    pub listen: String,
+    /// Open MQTT connections at most (its own cap, beside HTTP's).
+    pub max_connections: usize,
+    /// Seconds a new connection has to send its whole CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Publishes one client may have in progress (QoS 1 not yet
+    /// acknowledged, QoS 0 not yet stored); more wait in the socket.
+    pub max_inflight: u16,
+    /// Packets waiting to be written to one client; a client that lets
+    /// them pile up for `write_timeout_secs` is disconnected.
+    pub outgoing_queue: usize,
+    /// Seconds a full outgoing queue (or one write) may wait for a slow
+    /// reader before the connection is dropped.
+    pub write_timeout_secs: u64,
+    /// Longest keep-alive the server honours, in seconds; a client asking
+    /// for none (0) or more gets this one (MQTT 5 clients are told).
+    pub max_keep_alive_secs: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "0.0.0.0:1883".into(),
+            max_connections: 16_384,
+            connect_timeout_secs: 10,
+            max_inflight: 32,
+            outgoing_queue: 64,
+            write_timeout_secs: 10,
+            max_keep_alive_secs: 1800,
+        }
+    }
 }
 
 /// `[quotas]`: what one ordinary user may own, so one tenant cannot fill
@@ -259,6 +301,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
             quotas: QuotaConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }

@@ -26,6 +26,50 @@ use crate::error::WireError;
 /// `Content-Type` of every CSV reply.
 pub const CSV: &str = "text/csv; charset=utf-8";
 
+/// `Content-Type` of a JSON reply (`format=json`, `Accept: application/json`).
+pub const JSON: &str = "application/json";
+
+/// Does a query ask for JSON? `format=json` (or `csv`, the default), else
+/// an `Accept` header naming `application/json`.
+pub fn wants_json(headers: &hyper::HeaderMap, format: Option<&str>) -> Result<bool, WireError> {
+    match format {
+        Some("json") => Ok(true),
+        Some("csv") => Ok(false),
+        Some(_) => Err(WireError::bad_request(
+            "bad_parameter",
+            "format: csv (the default) or json",
+        )),
+        None => Ok(headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("application/json"))),
+    }
+}
+
+/// A successful CSV table reply as JSON (`codec::json_out`), headers
+/// kept; anything else unchanged. Bodies over 64 KiB are converted on a
+/// blocking thread.
+pub async fn json_view(mut r: Reply) -> Reply {
+    if r.status >= 300 || r.content_type != CSV || r.stream.is_some() {
+        return r;
+    }
+    let body = r.body.clone();
+    let convert =
+        move || crate::codec::json_out::table_to_json(std::str::from_utf8(&body).unwrap_or(""));
+    let json = if r.body.len() > 64 * 1024 {
+        match tokio::task::spawn_blocking(convert).await {
+            Ok(j) => j,
+            Err(_) => return Reply::from(WireError::new(500, "internal", "JSON view failed")),
+        }
+    } else {
+        convert()
+    };
+    r.body = json.into();
+    r.content_type = JSON;
+    r
+}
+
 /// A handler's answer before it becomes a hyper response.
 #[derive(Debug)]
 pub struct Reply {

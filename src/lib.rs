@@ -19,6 +19,9 @@
 //!   [`auth::policy`] has [`auth::Directory::authorize`], the one
 //!   authorisation choke point, and [`auth::visible`], the one lookup of
 //!   a named device, channel, alert or file for a caller.
+//! - [`intake`]: the ingest seam every door into the store shares:
+//!   parse a payload into a [`intake::Batch`], [`intake::resolve`] its
+//!   devices for the caller, [`intake::submit`] it and wait for the fsync.
 //! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
 //!   names, values and times. No I/O.
 //! - [`writer`]: the bounded queue and the writer thread that group-commits
@@ -40,6 +43,8 @@
 //!   [`ops`]: consistent backup copies, restore, check, compact (CLI and
 //!   `GET /v1/admin/backup`).
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
+//! - [`mqtt`]: the MQTT 3.1.1 and 5 listener, another door into the same
+//!   ingest path, inbox and channels (started by `server::run`).
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
 //!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
@@ -73,8 +78,10 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod inbox;
+pub mod intake;
 pub mod longpoll;
 pub mod metrics;
+pub mod mqtt;
 pub mod notify;
 pub mod ops;
 pub mod presence;

@@ -145,6 +145,14 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections refused at the cap.
     pub connections_refused: Counter,
+    /// MQTT connections open now (after CONNECT was accepted).
+    pub mqtt_connections: Gauge,
+    /// MQTT connections refused at `[mqtt] max_connections`.
+    pub mqtt_refused: Counter,
+    /// MQTT PUBLISHes handled (QoS 0 and 1).
+    pub mqtt_publishes: Counter,
+    /// MQTT PUBLISHes that failed (never acknowledged as stored).
+    pub mqtt_publish_failures: Counter,
     /// Bytes of request bodies (and readings parsed from them) held now;
     /// see `crate::budget`.
     pub body_bytes_in_flight: Gauge,
@@ -198,6 +206,10 @@ impl Default for Metrics {
             http_5xx: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            mqtt_connections: Gauge::default(),
+            mqtt_refused: Counter::default(),
+            mqtt_publishes: Counter::default(),
+            mqtt_publish_failures: Counter::default(),
             body_bytes_in_flight: Gauge::default(),
             readings_stored: Counter::default(),
             readings_digested: Counter::default(),
@@ -282,6 +294,30 @@ impl Metrics {
             "overlord_connections_refused_total",
             "Connections refused at max_connections or max_connections_per_source.",
             self.connections_refused.get(),
+            "counter",
+        );
+        counter(
+            "overlord_mqtt_connections_open",
+            "Open MQTT connections (CONNECT accepted).",
+            self.mqtt_connections.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_mqtt_connections_refused_total",
+            "MQTT connections refused at [mqtt] max_connections.",
+            self.mqtt_refused.get(),
+            "counter",
+        );
+        counter(
+            "overlord_mqtt_publishes_total",
+            "MQTT PUBLISHes handled (QoS 0 and 1).",
+            self.mqtt_publishes.get(),
+            "counter",
+        );
+        counter(
+            "overlord_mqtt_publish_failures_total",
+            "MQTT PUBLISHes that failed (an error line, never a PUBACK of success).",
+            self.mqtt_publish_failures.get(),
             "counter",
         );
         counter(

@@ -35,7 +35,9 @@ pub async fn run(
     opened: Opened,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let Opened { app, writer, .. } = opened;
+    let Opened {
+        app, writer, mqtt, ..
+    } = opened;
     let limits = app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     // `max_connections_per_source = 0` turns both off (behind a proxy
@@ -51,6 +53,10 @@ pub async fn run(
     // request in flight and close; each holds a permit until it is gone, so
     // taking back every permit means every connection has finished.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mqtt = match mqtt {
+        Some(l) => Some(crate::mqtt::start(app.clone(), l, stop_rx.clone())?),
+        None => None,
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -136,6 +142,9 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    if let Some(mqtt) = mqtt {
+        mqtt.finish(grace).await;
     }
     drop(app);
     tokio::task::spawn_blocking(move || writer.shutdown())

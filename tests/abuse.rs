@@ -442,7 +442,7 @@ fn start_logged(dir: &std::path::Path) -> Logged {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\nauth_failures_per_window = 2\n",
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\nauth_failures_per_window = 2\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
             dir.join("o.redb").display()
         ),
     )

@@ -33,7 +33,7 @@ fn start_with(dir: &std::path::Path, extra: &str) -> Proc {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\ndevice_requests_per_sec = 0.0\n{extra}",
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[limits]\ndevice_requests_per_sec = 0.0\n{extra}",
             dir.join("o.redb").display()
         ),
     )

@@ -56,7 +56,7 @@ fn cases(t: i64) -> Vec<Case> {
         ("no credentials", "GET /v1/readings?N1=1 HTTP/1.1\r\nConnection: close\r\n\r\n".into(), 401, "unauthorized"),
         ("token without device", "GET /v1/readings?token={tok}&N1=1 HTTP/1.1\r\nConnection: close\r\n\r\n".into(), 401, "unauthorized"),
         ("garbage Authorization", "GET /v1/readings?N1=1 HTTP/1.1\r\nAuthorization: Digest x\r\nConnection: close\r\n\r\n".into(), 401, "unauthorized"),
-        ("JSON body", "POST /v1/readings?device=d&token={tok} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".into(), 415, "unsupported_media_type"),
+        ("XML body", "POST /v1/readings?device=d&token={tok} HTTP/1.1\r\nContent-Type: application/xml\r\nContent-Length: 4\r\nConnection: close\r\n\r\n<a/>".into(), 415, "unsupported_media_type"),
         ("declared too large", "POST /v1/readings?device=d&token={tok} HTTP/1.1\r\nContent-Type: text/csv\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n".into(), 413, "too_large"),
         ("unknown route", "GET /v2/nothing HTTP/1.1\r\nConnection: close\r\n\r\n".into(), 404, "not_found"),
         ("wrong method", "DELETE /v1/readings HTTP/1.1\r\nConnection: close\r\n\r\n".into(), 405, "method_not_allowed"),

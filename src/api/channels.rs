@@ -324,21 +324,27 @@ fn render(app: &App, items: &[(u64, Item)]) -> String {
     let mut out = String::with_capacity(channels::HEADER.len() + items.len() * 48);
     out.push_str(channels::HEADER);
     for (idx, it) in items {
-        out.push_str(&idx.to_string());
-        out.push(',');
-        timefmt::write_time(it.time, &mut out);
-        out.push(',');
-        match app.directory.device_by_num(it.device) {
-            Some(d) => crate::codec::names::write_csv_text(&d.id, &mut out),
-            None => out.push_str(&format!("#{}", it.device)),
-        }
-        out.push(',');
-        out.push_str(&it.sensor.to_string());
-        out.push(',');
-        it.value.write_csv(&mut out);
-        out.push('\n');
+        write_item(app, *idx, it, &mut out);
     }
     out
+}
+
+/// Append one item as the row `index,time,device,sensor,value\n` (HTTP
+/// replies and MQTT channel subscriptions).
+pub fn write_item(app: &App, idx: u64, it: &Item, out: &mut String) {
+    out.push_str(&idx.to_string());
+    out.push(',');
+    timefmt::write_time(it.time, out);
+    out.push(',');
+    match app.directory.device_by_num(it.device) {
+        Some(d) => crate::codec::names::write_csv_text(&d.id, out),
+        None => out.push_str(&format!("#{}", it.device)),
+    }
+    out.push(',');
+    out.push_str(&it.sensor.to_string());
+    out.push(',');
+    it.value.write_csv(out);
+    out.push('\n');
 }
 
 /// `POST /v1/channels/CH/messages` with `kind`, `sensor`, `value`: the

@@ -120,17 +120,22 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
     let upto: u64 = form
         .number("upto")?
         .ok_or_else(|| WireError::bad_request("missing_field", "upto is required"))?;
+    let (removed, remaining) = ack_rows(app, d.num, upto).await?;
+    Ok(Reply::csv(format!("ok,{removed},{remaining}\n")))
+}
+
+/// Remove every row of `device`'s inbox with `seq <= upto`, durably (on
+/// a blocking thread); `(removed, remaining)`. HTTP and MQTT acks.
+pub async fn ack_rows(app: &Arc<App>, device: u32, upto: u64) -> Result<(u64, u64), WireError> {
     let app2 = app.clone();
-    let num = d.num;
-    let (removed, remaining) = tokio::task::spawn_blocking(move || {
+    Ok(tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
-        let r = inbox::ack(&txn, num, upto)?;
+        let r = inbox::ack(&txn, device, upto)?;
         txn.commit()?;
         Ok::<_, crate::store::StoreError>(r)
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "ack failed"))??;
-    Ok(Reply::csv(format!("ok,{removed},{remaining}\n")))
+    .map_err(|_| WireError::new(500, "internal", "ack failed"))??)
 }
 
 /// `GET /v1/devices/ID/inbox`: a device's pending rows, for its owner.
@@ -228,6 +233,8 @@ pub async fn deliver(
             }
         }
         txn.commit()?;
+        // MQTT inbox subscribers read the new rows.
+        app2.inbox_events.send_modify(|n| *n += 1);
         Ok::<_, crate::store::StoreError>(Ok(seqs))
     })
     .await

@@ -3,84 +3,34 @@
 //! `GET/POST /v1/devices/ID/aggregates` (what retention kept of removed
 //! minutes); `GET/POST /v1/devices/ID/sensors` (latest values).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderName;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{authenticate, visible, Action, Principal, Resource};
-use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
+use crate::auth::{authenticate, visible, Action};
+use crate::codec::{self, form, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
-use crate::http::{declared_too_large, media_type, peer_of, read_body, Reply};
-use crate::inbox;
+use crate::http::{
+    declared_too_large, json_view, media_type, peer_of, read_body, wants_json, Reply,
+};
+use crate::intake::{self, Media};
 use crate::store::query::{
     latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
 };
-use crate::writer::Prepared;
-
-/// Requests with more readings than this are sorted on a blocking thread.
-const INLINE_PREPARE: usize = 4096;
 use crate::store::DeviceRecord;
 
-/// Bodies larger than this are parsed on a blocking thread, so a 30 MB
-/// CSV does not stall the runtime's workers.
-const INLINE_PARSE_BYTES: usize = 64 * 1024;
-
-/// Second threads parsing halves of large CSV bodies
-/// ([`csvbody::parse_csv_split`]) right now: at most one per core, so
-/// many large uploads at once never mean many extra threads.
-static SPLIT_HELPERS: AtomicUsize = AtomicUsize::new(0);
-
-/// A claim on one of [`SPLIT_HELPERS`], given back on drop.
-struct SplitHelper;
-
-impl SplitHelper {
-    fn try_take() -> Option<SplitHelper> {
-        static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let max = *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        SPLIT_HELPERS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SplitHelper)
-    }
-}
-
-impl Drop for SplitHelper {
-    fn drop(&mut self) {
-        SPLIT_HELPERS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Append the parsed readings to `out` with their device numbers. When
-/// `out` is empty (a CSV body without query readings, the usual case) the
-/// parsed vector is turned into it in place (same element size, so
-/// `collect` reuses its allocation) instead of copied: a 100,000-row body
-/// has 400,000 readings, and two copies of them at once were the largest
-/// part of a large upload's memory.
-fn append_mapped(
-    out: &mut Vec<(u32, Reading)>,
-    parsed: Vec<(Option<u32>, Reading)>,
-    device: impl Fn(Option<u32>) -> u32,
-) {
-    let mapped = parsed.into_iter().map(|(i, r)| (device(i), r));
-    if out.is_empty() {
-        *out = mapped.collect();
-    } else {
-        out.extend(mapped);
-    }
-}
-
 /// `GET /v1/readings?device=ID&token=TOK&N1=23.5[&time=T]`, the same as a
-/// form `POST`, or a `text/csv` `POST`. Replies `ok,<stored>,<pending>`
-/// once the readings are fsynced, followed (for a device) by up to
-/// `reply_inbox_rows` pending inbox rows `seq,kind,time,from,sensor,value`.
+/// form `POST`, a `text/csv` or an `application/json` `POST`. Replies
+/// `ok,<stored>,<pending>` once the readings are fsynced, followed (for a
+/// device) by up to `reply_inbox_rows` pending inbox rows
+/// `seq,kind,time,from,sensor,value`.
+///
+/// The steps are the ingest seam's ([`crate::intake`]): authenticate,
+/// parse, resolve, submit, reply.
 pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let now = timefmt::now_micros();
     let limits = &app.config.limits;
@@ -156,230 +106,34 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     // Held until the reply: the body's bytes count as in flight while it
     // (and what is parsed from it, which is never larger) is in memory.
     let (body, _body_charge) = body.into_parts();
-    let mut csv = None;
-    let mut form_body = None;
-    match media.as_deref() {
-        // A CSV `POST` with an empty body is `bad_csv` (the CSV parser
-        // says so), never a heartbeat: an empty body from a script whose
-        // file is missing must not look like success.
-        Some("text/csv" | "application/csv") if is_post || !body.is_empty() => csv = Some(body),
-        _ if body.is_empty() => {}
-        Some("application/x-www-form-urlencoded") | None => form_body = Some(body),
-        Some(other) => {
-            return Err(WireError::new(
-                415,
-                "unsupported_media_type",
-                format!(
-                    "'{}' bodies are not accepted; send text/csv or a form",
-                    codec::names::clip(other)
-                ),
-            ))
-        }
-    }
-    let lim = app.limits;
-    let parse_form = move |mut pairs: Vec<(String, String)>, body: Option<Bytes>| {
-        if let Some(body) = body {
-            pairs.extend(form::parse_pairs_max(&body, lim.max_fields)?);
-        }
-        codec::parse_params(&pairs, now, &lim)
+    // A CSV or JSON `POST` with an empty body is an error (the parser
+    // says so), never a heartbeat: an empty body from a script whose file
+    // is missing must not look like success.
+    let media = match Media::of(media.as_deref()) {
+        Ok(m @ (Media::Csv | Media::Json)) if is_post || !body.is_empty() => m,
+        _ if body.is_empty() => Media::Form,
+        other => other?,
     };
-    // Like a large CSV body, a large form is parsed on a blocking thread.
-    let params = if form_body
-        .as_ref()
-        .is_some_and(|b| b.len() > INLINE_PARSE_BYTES)
-    {
-        tokio::task::spawn_blocking(move || parse_form(pairs, form_body))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "parser failed"))??
-    } else {
-        parse_form(pairs, form_body)?
-    };
+    // Held until the reply, like the body's charge: what the parsed
+    // readings hold.
+    let (parsed, _readings_charge) = intake::parse_charged(app, media, body, pairs, now).await?;
     // The caller checked before the body stands, unless the body brought
     // a token of its own (only possible when the query had none): then the
     // parameters win, as everywhere (see `authenticate`).
     let who = match early {
-        Some(who) if params.credentials.token == q_token => who,
+        Some(who) if parsed.credentials.token == q_token => who,
         _ => authenticate(
             app,
             &parts.headers,
             peer,
-            params.credentials.device.as_deref(),
-            params.credentials.token.as_deref(),
+            parsed.credentials.device.as_deref(),
+            parsed.credentials.token.as_deref(),
         )?,
     };
-    let default_device: Option<Arc<DeviceRecord>> = match &who {
-        Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
-        // A device writes for itself; naming another device is checked
-        // like any other access to it.
-        Principal::Device(d) => match params.credentials.device.as_deref() {
-            Some(id) if id != d.id => Some(visible(app, &who, Action::WriteReadings, id)?),
-            _ => Some(d.clone()),
-        },
-        Principal::User(_) => match params.credentials.device.as_deref() {
-            Some(id) => Some(visible(app, &who, Action::WriteReadings, id)?),
-            None => None,
-        },
-    };
-    if let Some(d) = &default_device {
-        app.directory
-            .authorize(&who, Action::WriteReadings, Resource::Device(d))?;
-    }
-    let need_default = || {
-        default_device.as_ref().map(|d| d.num).ok_or_else(|| {
-            WireError::bad_request(
-                "missing_device",
-                "say which device: device=ID or a device column",
-            )
-        })
-    };
-
-    let mut readings: Vec<(u32, Reading)> = Vec::new();
-    // Every device this request writes (for the per-device limit).
-    let mut written: Vec<u32> = Vec::new();
-    if !params.readings.is_empty() {
-        let num = need_default()?;
-        written.push(num);
-        readings.extend(params.readings.into_iter().map(|r| (num, r)));
-    }
-    // What the parsed readings hold, charged to the budget as they grow
-    // (a CSV of tiny values has ~28 bytes of readings per byte of body).
-    let readings_charge = Arc::new(app.body_budget.charge());
-    if let Some(body) = csv {
-        let body_len = body.len();
-        let charge = readings_charge.clone();
-        // The largest growth the budget refused, to tell "never fits"
-        // (413) from "not now" (503).
-        let refused = Arc::new(AtomicUsize::new(0));
-        let refused2 = refused.clone();
-        let parse = move |parallel: bool| {
-            let grow = |n: usize| {
-                charge.grow(n) || {
-                    refused2.fetch_max(n, Ordering::Relaxed);
-                    false
-                }
-            };
-            csvbody::parse_csv_charged(&body, now, &lim, parallel, &grow)
-        };
-        let parsed = if body_len > INLINE_PARSE_BYTES {
-            tokio::task::spawn_blocking(move || {
-                let helper = SplitHelper::try_take();
-                parse(helper.is_some())
-            })
-            .await
-            .map_err(|_| WireError::new(500, "internal", "parser failed"))?
-        } else {
-            parse(false)
-        };
-        let parsed = match parsed {
-            Err(e) if e.code == csvbody::OVER_BUDGET => {
-                let mine = body_len + readings_charge.bytes() + refused.load(Ordering::Relaxed);
-                return Err(over_budget(app, mine));
-            }
-            other => other?,
-        };
-        // Now exactly what the readings hold, and what sorting their keys
-        // will add (`Prepared`).
-        let held = parsed.readings.capacity() * csvbody::READING_BYTES
-            + parsed.readings.len() * PREPARE_BYTES;
-        if !readings_charge.resize(held) {
-            return Err(over_budget(app, body_len + held));
-        }
-        if parsed.devices.is_empty() {
-            let num = need_default()?;
-            written.push(num);
-            append_mapped(&mut readings, parsed.readings, |_| num);
-        } else {
-            let mut nums = Vec::with_capacity(parsed.devices.len());
-            for id in &parsed.devices {
-                let d = visible::<DeviceRecord>(app, &who, Action::WriteReadings, id)?;
-                app.directory
-                    .authorize(&who, Action::WriteReadings, Resource::Device(&d))?;
-                nums.push(d.num);
-            }
-            written.extend_from_slice(&nums);
-            append_mapped(&mut readings, parsed.readings, |i| {
-                nums[i.unwrap_or(0) as usize]
-            });
-        }
-    }
-
-    // The per-device request limit, for every device this request writes
-    // (each once: the device column's distinct ids, not its rows).
-    written.sort_unstable();
-    written.dedup();
-    for dev in written {
-        if let Err(secs) = app.device_rate.take(dev) {
-            return Err(WireError::rate_limited(
-                "too many requests for this device; send batches as CSV, or wait",
-                secs,
-            ));
-        }
-    }
-    let accepted = readings.len();
-    // A device gets its pending inbox rows with every reply.
+    let resolved = intake::resolve(app, &who, parsed.batch)?;
     let rows = app.config.limits.reply_inbox_rows;
-    let inbox_for = match &who {
-        Principal::Device(d) => Some((d.num, rows)),
-        _ => None,
-    };
-    let (pending, pending_rows) = if readings.is_empty() {
-        // A request with no values is a heartbeat: nothing to store.
-        match inbox_for {
-            Some((dev, n)) => {
-                let app2 = app.clone();
-                tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, dev, n))
-                    .await
-                    .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
-            }
-            None => (0, Vec::new()),
-        }
-    } else {
-        // Sorting a large request's keys is blocking work: do it off the
-        // runtime, before the writer sees it.
-        let prepared = if readings.len() > INLINE_PREPARE {
-            tokio::task::spawn_blocking(move || Prepared::new(readings))
-                .await
-                .map_err(|_| WireError::new(500, "internal", "prepare failed"))?
-        } else {
-            Prepared::new(readings)
-        };
-        let rx = app
-            .ingest
-            .try_submit_prepared(prepared, inbox_for)
-            .map_err(|_| WireError::overloaded("the server is busy; retry shortly"))?;
-        match rx.await {
-            Ok(Ok(o)) => o.inbox,
-            Ok(Err(e)) => return Err(WireError::from(e.as_ref())),
-            Err(_) => return Err(WireError::overloaded("the server is shutting down")),
-        }
-    };
-    let mut out = format!("ok,{accepted},{pending}\n");
-    let gateway = matches!(&who, Principal::Device(d) if d.meta.gateway);
-    for (seq, row) in &pending_rows {
-        row.write_csv(*seq, gateway, &mut out);
-    }
-    Ok(Reply::csv(out))
-}
-
-/// Bytes per reading that [`Prepared::new`] adds while it sorts keys.
-const PREPARE_BYTES: usize = std::mem::size_of::<crate::writer::SortKey>() + 4;
-
-/// The reply when a request's readings do not fit the memory budget:
-/// `413` when they would not fit even alone (`mine`: what this request
-/// needs, at least), else `503` with `Retry-After`.
-fn over_budget(app: &App, mine: usize) -> WireError {
-    let limit = app.body_budget.limit();
-    if mine > limit {
-        WireError::new(
-            413,
-            "too_large",
-            format!(
-                "the readings of this body need more than body_budget_bytes ({limit} bytes) of memory; send it in parts"
-            ),
-        )
-    } else {
-        WireError::overloaded("too much request data in flight; retry shortly")
-    }
+    let outcome = intake::submit(app, &who, resolved, rows).await?;
+    Ok(Reply::csv(outcome.write_csv(&who)))
 }
 
 /// `GET /v1/devices/ID/readings?sensors=N1,L2&from=T&to=T&limit=N`: a
@@ -392,7 +146,17 @@ fn over_budget(app: &App, mine: usize) -> WireError {
 /// most N rows of `time,S_min,S_max,...`, one per slice of the range, for
 /// charts of ranges too long to draw point by point.
 pub async fn query(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let (q, bq) = series_params(app, req, id).await?;
+    let (q, bq, json) = series_params(app, req, id).await?;
+    let reply = query_reply(app, q, bq).await?;
+    Ok(if json { json_view(reply).await } else { reply })
+}
+
+/// Run a readings query (plain or bucketed) on a blocking thread.
+async fn query_reply(
+    app: &Arc<App>,
+    q: SeriesQuery,
+    bq: Option<BucketQuery>,
+) -> Result<Reply, WireError> {
     if let Some(bq) = bq {
         let db_app = app.clone();
         let text = tokio::task::spawn_blocking(move || read_buckets(&*db_app.store.db()?, &bq))
@@ -420,7 +184,7 @@ pub async fn aggregates(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Reply, WireError> {
-    let (q, bq) = series_params(app, req, id).await?;
+    let (q, bq, json) = series_params(app, req, id).await?;
     if bq.is_some() {
         return Err(WireError::bad_request(
             "bad_parameter",
@@ -443,7 +207,8 @@ pub async fn aggregates(
     })
     .await
     .map_err(|_| WireError::new(500, "internal", "query failed"))??;
-    Ok(series_reply(result))
+    let reply = series_reply(result);
+    Ok(if json { json_view(reply).await } else { reply })
 }
 
 fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
@@ -460,7 +225,9 @@ fn series_reply(result: crate::store::query::SeriesCsv) -> Reply {
 /// The parameters of a series query (`sensors`, `from`, `to`, `limit`,
 /// optional `device`/`token` credentials) of device `id`, with the caller
 /// authenticated and allowed [`Action::ReadReadings`] on it.
-/// With `buckets=N` it also returns the bucketed form of the query.
+/// With `buckets=N` it also returns the bucketed form of the query; the
+/// flag says whether the reply is wanted as JSON (`format=json` or
+/// `Accept: application/json`).
 ///
 /// The fields come from the query string and, for a form `POST`, from the
 /// body too, so a device can keep its token out of the URL (contract §0).
@@ -468,7 +235,7 @@ async fn series_params(
     app: &App,
     req: Request<Incoming>,
     id: &str,
-) -> Result<(SeriesQuery, Option<BucketQuery>), WireError> {
+) -> Result<(SeriesQuery, Option<BucketQuery>, bool), WireError> {
     let (req, pairs) = crate::http::request_pairs(
         req,
         Duration::from_secs(app.config.limits.body_timeout_secs),
@@ -483,6 +250,7 @@ async fn series_params(
     };
     let (mut device, mut token) = (None, None);
     let mut buckets: Option<usize> = None;
+    let mut format = None;
     let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     for (name, value) in &pairs {
         if !seen.insert(name.as_str()) {
@@ -502,6 +270,7 @@ async fn series_params(
         match name.as_str() {
             "device" => device = Some(value.as_str()),
             "token" => token = Some(value.as_str()),
+            "format" => format = Some(value.as_str()),
             "from" => q.from = time(value)?,
             "to" => q.to = time(value)?,
             "limit" => {
@@ -544,13 +313,14 @@ async fn series_params(
                 return Err(WireError::bad_request(
                     "bad_parameter",
                     format!(
-                        "unknown parameter '{}'; use sensors, from, to, limit, buckets",
+                        "unknown parameter '{}'; use sensors, from, to, limit, buckets, format",
                         codec::names::clip(other)
                     ),
                 ))
             }
         }
     }
+    let json = wants_json(&req.headers, format)?;
     let who = authenticate(
         app,
         &req.headers,
@@ -566,7 +336,7 @@ async fn series_params(
         Some(n) => Some(bucket_query(q.clone(), &seen, n)?),
         None => None,
     };
-    Ok((q, bq))
+    Ok((q, bq, json))
 }
 
 /// Check a `buckets=N` query: it needs `from`, `to` and numeric sensors
@@ -623,10 +393,11 @@ fn bucket_query(
 pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let form = crate::http::Form::read(
         req,
-        &["device", "token"],
+        &["device", "token", "format"],
         Duration::from_secs(app.config.limits.body_timeout_secs),
     )
     .await?;
+    let json = wants_json(&form.headers, form.get("format"))?;
     let who = authenticate(
         app,
         &form.headers,
@@ -651,5 +422,6 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         v.write_csv(&mut out);
         out.push('\n');
     }
-    Ok(Reply::csv(out))
+    let reply = Reply::csv(out);
+    Ok(if json { json_view(reply).await } else { reply })
 }

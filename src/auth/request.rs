@@ -127,17 +127,38 @@ pub fn authenticate(
             crate::throttle::Keys::token(peer, "id", None)
         }
     };
-    let attempt = app.throttle.begin(&keys).map_err(|secs| {
-        WireError::rate_limited("too many failed attempts; wait and retry", secs)
-    })?;
-    let dir = &app.directory;
-    let found = match &presented {
+    checked(app, &keys, |dir| match &presented {
         Presented::Device(id, t) => dir.authenticate_device(id, t).map(Principal::Device),
         Presented::Basic(id, t) => dir.authenticate_basic(id, t),
         Presented::Bearer(t) => dir.authenticate_bearer(t).map(Principal::User),
         Presented::Cookie(_) => None,
-    };
-    let Some(found) = found else {
+    })
+}
+
+/// Check a login that is not an HTTP request (an MQTT CONNECT's username
+/// and password): a device id and its token, or a user name and API
+/// token, counted and throttled exactly like `Authorization: Basic`.
+pub fn authenticate_login(
+    app: &App,
+    peer: Option<IpAddr>,
+    id: &str,
+    secret: &str,
+) -> Result<Principal, WireError> {
+    let keys = crate::throttle::Keys::token(peer, "id", Some(id));
+    checked(app, &keys, |dir| dir.authenticate_basic(id, secret))
+}
+
+/// Run `check` as one throttled attempt under `keys`; a device found is
+/// contact (presence).
+fn checked(
+    app: &App,
+    keys: &crate::throttle::Keys,
+    check: impl FnOnce(&Directory) -> Option<Principal>,
+) -> Result<Principal, WireError> {
+    let attempt = app.throttle.begin(keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
+    let Some(found) = check(&app.directory) else {
         attempt.failed();
         return Err(WireError::unauthorized("wrong or unknown id or token"));
     };

@@ -30,8 +30,17 @@ pub fn serve(config: Config) -> Result<(), String> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&listen))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let opened =
+    // The MQTT port too, before the data file (empty `[mqtt] listen`: off).
+    let mqtt = overlord::mqtt::bind(&config.mqtt).map_err(|e| {
+        format!(
+            "cannot listen for MQTT on {}: {e} (set [mqtt] listen, or OVERLORD_MQTT__LISTEN= to turn MQTT off)",
+            config.mqtt.listen
+        )
+    })?;
+    let mqtt_addr = mqtt.as_ref().and_then(|l| l.local_addr().ok());
+    let mut opened =
         app::open(OpenOptions::new(config)).map_err(|e| format!("{}: {e}", data_file.display()))?;
+    opened.mqtt = mqtt;
     let mut out = std::io::stdout().lock();
     if let Some(token) = &opened.admin_token {
         let _ = writeln!(
@@ -45,6 +54,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     rt.block_on(async move {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let _ = writeln!(out, "listening on {addr}");
+        if let Some(m) = mqtt_addr {
+            let _ = writeln!(out, "mqtt listening on {m}");
+        }
         let _ = out.flush();
         drop(out);
         tracing::info!(%addr, data_file = %data_file.display(), "overlord started");

@@ -6,11 +6,15 @@
 //! - [`timefmt`]: RFC 3339 / unix-seconds times, as microseconds.
 //! - [`form`]: query strings and `application/x-www-form-urlencoded` bodies.
 //! - [`csvbody`]: `text/csv` bodies.
+//! - [`json`]: `application/json` bodies (an object or an array of them);
+//!   [`json_out`]: the JSON view of a CSV reply (`format=json`).
 //! - [`spreadsheet`]: the spreadsheet-safe form of CSV output (`safe=1`).
 //! - [`parse_params`]: the whole `GET /v1/readings?...` (or form) request.
 
 pub mod csvbody;
 pub mod form;
+pub mod json;
+pub mod json_out;
 pub mod names;
 pub mod spreadsheet;
 pub mod timefmt;

@@ -190,6 +190,7 @@ impl WriterState {
             mut outcomes,
             batch,
             channel_items,
+            inbox_rows,
             contacts,
         } = written;
         self.ready.clear();
@@ -207,6 +208,9 @@ impl WriterState {
         }
         if channel_items {
             self.ctx.channel_events.send_modify(|n| *n += 1);
+        }
+        if inbox_rows {
+            self.ctx.inbox_events.send_modify(|n| *n += 1);
         }
         self.metrics.commits.inc();
         self.metrics.commit_seconds.observe(elapsed.as_secs_f64());

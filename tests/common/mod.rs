@@ -12,9 +12,14 @@ use std::time::{Duration, Instant};
 use overlord::app::OpenOptions;
 use overlord::config::Config;
 
+pub mod mqtt;
+
 /// A running in-process server.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The MQTT listener's address (`[mqtt] listen` is `127.0.0.1:0` in
+    /// tests; `None` when a test turned it off).
+    pub mqtt: Option<SocketAddr>,
     /// The administrator's API token (from the first start in this dir).
     pub admin: String,
     pub dir: PathBuf,
@@ -30,6 +35,7 @@ pub fn config(dir: &Path) -> Config {
         data_file: dir.join("overlord.redb"),
         ..Config::default()
     };
+    c.mqtt.listen = "127.0.0.1:0".into();
     c.limits.max_body_bytes = 1 << 20;
     c.limits.shutdown_grace_secs = 5;
     c
@@ -77,7 +83,10 @@ impl TestServer {
     /// other constructor comes here.
     pub fn open(options: OpenOptions, admin: Option<String>) -> TestServer {
         let dir = options.config.data_file.parent().unwrap().to_path_buf();
-        let opened = overlord::app::open(options).expect("open");
+        let mqtt_listener = overlord::mqtt::bind(&options.config.mqtt).expect("mqtt port");
+        let mqtt = mqtt_listener.as_ref().map(|l| l.local_addr().unwrap());
+        let mut opened = overlord::app::open(options).expect("open");
+        opened.mqtt = mqtt_listener;
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -102,6 +111,7 @@ impl TestServer {
             .expect("server address");
         TestServer {
             addr,
+            mqtt,
             admin,
             dir,
             stop: Some(stop),
@@ -449,7 +459,7 @@ pub fn config_file(data: &std::path::Path) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
             data.display()
         ),
     )

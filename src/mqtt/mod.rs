@@ -1,0 +1,177 @@
+//! The MQTT 3.1.1 and 5 listener: another door into the same ingest path
+//! as `POST /v1/readings`, the same inbox and the same channels.
+//!
+//! - [`wire`]: packets in and out, through the rumqttc codecs;
+//! - [`topics`]: the topic names (pure);
+//! - `session`: one connection: CONNECT (timeout, credentials through
+//!   `auth::authenticate_login`, throttled like HTTP), keep-alive,
+//!   packets, subscriptions;
+//! - `link`: the connection's bounded outgoing queue and its writer, and
+//!   the in-order acknowledgement of publishes (a QoS 1 `PUBACK` is sent
+//!   only once the readings are fsynced, like a `200`);
+//! - `publish`: what a PUBLISH does (readings through the HTTP ingest
+//!   seam, inbox acks through the HTTP ack);
+//! - `feeds`: inbox and channel subscriptions, woken like long-polls.
+//!
+//! Every wait is bounded: connections (`[mqtt] max_connections`), the
+//! CONNECT (`connect_timeout_secs`), silence (1.5 x keep-alive), publishes
+//! in progress per client (`max_inflight`), packet size (`[limits]
+//! max_body_bytes`; before authentication `max_unauthenticated_body_bytes`),
+//! packets waiting for a slow reader (`outgoing_queue`, then the
+//! connection is dropped after `write_timeout_secs`).
+
+mod feeds;
+mod link;
+mod publish;
+mod session;
+pub mod topics;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch, Semaphore};
+
+use crate::app::App;
+use crate::config::MqttConfig;
+
+/// Connections over the cap being answered at once, at most.
+const REFUSALS: usize = 64;
+
+/// Bind `[mqtt] listen`; `Ok(None)` when it is empty (MQTT off). Done
+/// before the data file is opened, like the HTTP port.
+pub fn bind(config: &MqttConfig) -> std::io::Result<Option<std::net::TcpListener>> {
+    let listen = config.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    Ok(Some(listener))
+}
+
+/// A failed publish's `error,<code>,<detail>` line, for the connections
+/// subscribed to its device's errors topic (other than its own, which
+/// queues it itself, before its answer).
+#[derive(Clone, Debug)]
+pub struct ErrorRow {
+    /// The connection that published.
+    pub conn: u64,
+    /// The device the topic named.
+    pub device: String,
+    /// The line.
+    pub line: bytes::Bytes,
+}
+
+/// What every connection shares.
+pub struct Hub {
+    /// The server.
+    pub app: Arc<App>,
+    /// Failed publishes, to the errors topics (bounded; a subscriber that
+    /// lags skips rows).
+    pub errors: broadcast::Sender<ErrorRow>,
+    /// Numbers connections.
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Hub {
+    /// A new connection's number.
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The running listener, for a graceful shutdown.
+pub struct Running {
+    permits: Arc<Semaphore>,
+    max: u32,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// Serve MQTT on `listener` until `stop` holds `true`. Must be called on a
+/// tokio runtime.
+pub fn start(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<Running> {
+    let listener = TcpListener::from_std(listener)?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "mqtt listening");
+    }
+    let max = app.config.mqtt.max_connections.clamp(1, 1 << 24);
+    let permits = Arc::new(Semaphore::new(max));
+    let hub = Arc::new(Hub {
+        app,
+        errors: broadcast::channel(256).0,
+        next_conn: Default::default(),
+    });
+    let accept = tokio::spawn(accept_loop(hub, listener, permits.clone(), stop));
+    Ok(Running {
+        permits,
+        max: max as u32,
+        accept,
+    })
+}
+
+impl Running {
+    /// Wait (at most `grace`) for every connection to finish: each ends
+    /// its publishes in progress, acknowledges them and closes.
+    pub async fn finish(self, grace: Duration) {
+        self.accept.abort();
+        if tokio::time::timeout(grace, self.permits.acquire_many(self.max))
+            .await
+            .is_err()
+        {
+            tracing::warn!("mqtt connections did not finish within the grace period");
+        }
+    }
+}
+
+async fn accept_loop(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Connections over the cap are told so (CONNACK "server busy"), a
+    // few at a time; beyond that they are just closed.
+    let refusals = Arc::new(Semaphore::new(REFUSALS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "mqtt accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = wire::until(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = hub.app.clone();
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let stop = stop.clone();
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    session::serve(hub, stream, peer, stop).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                app.metrics.mqtt_refused.inc();
+                if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        session::refuse_busy(app, stream).await;
+                        drop(slot);
+                    });
+                }
+            }
+        }
+    }
+}
