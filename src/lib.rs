@@ -83,5 +83,6 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod throttle;
+pub mod tls;
 pub mod users;
 pub mod writer;
