@@ -145,6 +145,14 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections refused at the cap.
     pub connections_refused: Counter,
+    /// TLS handshakes running now (at most `[tls] max_handshakes`).
+    pub tls_handshakes_running: Gauge,
+    /// TLS connections waiting for a handshake slot now.
+    pub tls_handshakes_waiting: Gauge,
+    /// TLS handshakes that failed, timed out, or were not TLS.
+    pub tls_handshake_failures: Counter,
+    /// Certificate reloads that failed (the old certificate kept).
+    pub tls_reload_failures: Counter,
     /// Bytes of request bodies (and readings parsed from them) held now;
     /// see `crate::budget`.
     pub body_bytes_in_flight: Gauge,
@@ -194,6 +202,10 @@ impl Default for Metrics {
             http_5xx: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            tls_handshakes_running: Gauge::default(),
+            tls_handshakes_waiting: Gauge::default(),
+            tls_handshake_failures: Counter::default(),
+            tls_reload_failures: Counter::default(),
             body_bytes_in_flight: Gauge::default(),
             readings_stored: Counter::default(),
             readings_digested: Counter::default(),
@@ -276,6 +288,30 @@ impl Metrics {
             "overlord_connections_refused_total",
             "Connections refused at max_connections or max_connections_per_source.",
             self.connections_refused.get(),
+            "counter",
+        );
+        counter(
+            "overlord_tls_handshakes_running",
+            "TLS handshakes in progress (at most [tls] max_handshakes).",
+            self.tls_handshakes_running.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_tls_handshakes_waiting",
+            "TLS connections waiting for a handshake slot.",
+            self.tls_handshakes_waiting.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_tls_handshake_failures_total",
+            "TLS handshakes failed, timed out, or not TLS at all.",
+            self.tls_handshake_failures.get(),
+            "counter",
+        );
+        counter(
+            "overlord_tls_reload_failures_total",
+            "Certificate reloads that failed; the certificate in use was kept.",
+            self.tls_reload_failures.get(),
             "counter",
         );
         counter(

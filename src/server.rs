@@ -186,9 +186,9 @@ async fn connection(
 ) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     match tls {
-        Some(acceptor) => match acceptor.accept(stream).await {
+        Some(acceptor) => match acceptor.accept(stream, &shared.app.metrics).await {
             Ok(stream) => http(shared, stream, peer, fd, true).await,
-            Err(e) => e.log(peer),
+            Err(e) => e.log(peer, &shared.app.metrics),
         },
         None => {
             // A TLS handshake on the plain port (an `https://` URL with

@@ -44,10 +44,16 @@ pub fn serve(config: Config) -> Result<(), String> {
         );
     }
     rt.block_on(async move {
-        if let Some((_, acceptor)) = &listeners.tls {
-            // Installed before "listening": a SIGHUP from then on reloads.
-            let every = Duration::from_secs(config_reload_secs);
-            overlord::tls::watch(acceptor.clone(), every).map_err(|e| e.to_string())?;
+        // Installed before "listening": a SIGHUP from then on reloads the
+        // certificate, or is logged; it never stops the server (`systemctl
+        // reload` sends one).
+        match &listeners.tls {
+            Some((_, acceptor)) => {
+                let every = Duration::from_secs(config_reload_secs);
+                overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            None => log_hangups().map_err(|e| e.to_string())?,
         }
         for (scheme, l) in [
             ("", listeners.plain.as_ref()),
@@ -99,4 +105,19 @@ async fn bind(config: &Config) -> Result<Listeners, String> {
         listeners.tls = Some((l, acceptor));
     }
     Ok(listeners)
+}
+
+/// Without `[tls]` there is nothing to reload on `SIGHUP`: log it.
+fn log_hangups() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload ([tls] is off)");
+            }
+        });
+    }
+    Ok(())
 }

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::TlsConfig;
 use crate::error::WireError;
+use crate::metrics::{Gauge, Metrics};
 
 pub mod selfsigned;
 mod watch;
@@ -154,8 +155,13 @@ impl TlsAcceptor {
     }
 
     /// Take `stream` through the handshake, bounded by the handshake
-    /// timeout (from now) and the handshake slots.
-    pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream, HandshakeError> {
+    /// timeout (from now) and the handshake slots; `metrics` counts the
+    /// handshakes waiting and running.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        metrics: &Metrics,
+    ) -> Result<TlsStream, HandshakeError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut first = [0u8; 1];
         match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
@@ -171,10 +177,14 @@ impl TlsAcceptor {
                 HandshakeError::NotTls
             });
         }
-        let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, self.handshakes.acquire()).await
-        else {
+        let slot = {
+            let _waiting = GaugeGuard::new(&metrics.tls_handshakes_waiting);
+            tokio::time::timeout_at(deadline, self.handshakes.acquire()).await
+        };
+        let Ok(Ok(_slot)) = slot else {
             return Err(HandshakeError::Timeout);
         };
+        let _running = GaugeGuard::new(&metrics.tls_handshakes_running);
         match tokio::time::timeout_at(deadline, self.inner.accept(stream)).await {
             Err(_) => Err(HandshakeError::Timeout),
             Ok(Err(e)) => Err(HandshakeError::Failed(e)),
@@ -183,11 +193,29 @@ impl TlsAcceptor {
     }
 }
 
+/// One in a gauge while alive.
+struct GaugeGuard<'a>(&'a Gauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn new(g: &'a Gauge) -> Self {
+        g.add(1);
+        GaugeGuard(g)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
+}
+
 impl HandshakeError {
-    /// Log a failed handshake: one line, the peer and the reason (rustls's
-    /// reasons name protocol faults, never key material). A client that
-    /// merely went away is not worth a line at `info`.
-    pub fn log(&self, peer: SocketAddr) {
+    /// Count and log a failed handshake: one line, the peer and the
+    /// reason (rustls's reasons name protocol faults, never key
+    /// material). A client that merely went away is not worth a line at
+    /// `info`.
+    pub fn log(&self, peer: SocketAddr, metrics: &Metrics) {
+        metrics.tls_handshake_failures.inc();
         match self {
             HandshakeError::Closed => tracing::debug!(%peer, "TLS: {self}"),
             _ => tracing::info!(%peer, "TLS: {self}"),

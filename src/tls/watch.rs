@@ -10,9 +10,11 @@
 //! and logs why; the next change or `SIGHUP` tries again.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::TlsAcceptor;
+use crate::metrics::Metrics;
 
 /// What a file looked like at the last check.
 type Stamp = Option<(SystemTime, u64, u64, u64)>;
@@ -21,7 +23,7 @@ type Stamp = Option<(SystemTime, u64, u64, u64)>;
 /// never), when they changed; runs until the runtime stops. The `SIGHUP`
 /// handler is installed before this returns, so a `SIGHUP` sent once the
 /// server says it is listening never kills it.
-pub fn watch(acceptor: TlsAcceptor, every: Duration) -> std::io::Result<()> {
+pub fn watch(acceptor: TlsAcceptor, every: Duration, metrics: Arc<Metrics>) -> std::io::Result<()> {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let files: Vec<PathBuf> = acceptor.files().iter().map(|p| p.to_path_buf()).collect();
@@ -45,20 +47,21 @@ pub fn watch(acceptor: TlsAcceptor, every: Duration) -> std::io::Result<()> {
                     "the files changed"
                 }
             };
-            reload(&acceptor, why).await;
+            reload(&acceptor, why, &metrics).await;
         }
     });
     Ok(())
 }
 
 /// Reload on a blocking thread (file IO) and log the outcome.
-async fn reload(acceptor: &TlsAcceptor, why: &'static str) {
+async fn reload(acceptor: &TlsAcceptor, why: &'static str, metrics: &Metrics) {
     let a = acceptor.clone();
     match tokio::task::spawn_blocking(move || a.reload()).await {
         Ok(Ok(fingerprint)) => {
             tracing::info!(%fingerprint, "TLS certificate reloaded ({why})");
         }
         Ok(Err(e)) => {
+            metrics.tls_reload_failures.inc();
             tracing::warn!(error = %e, "TLS certificate not reloaded ({why}); keeping the one in use");
         }
         Err(e) => tracing::warn!(error = %e, "TLS reload failed"),
