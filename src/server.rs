@@ -185,18 +185,31 @@ async fn connection(
     tls: Option<TlsAcceptor>,
 ) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    // A shutdown closes a connection that has not sent a request yet at
+    // once, as hyper does once it serves one.
+    let stop = stopped(shared.stop.clone());
     match tls {
-        Some(acceptor) => match acceptor.accept(stream, &shared.app.metrics).await {
-            Ok(stream) => http(shared, stream, peer, fd, true).await,
-            Err(e) => e.log(peer, &shared.app.metrics),
-        },
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                r = acceptor.accept(stream, &shared.app.metrics) => r,
+                () = stop => return,
+            };
+            match handshake {
+                Ok(stream) => http(shared, stream, peer, fd, true).await,
+                Err(e) => e.log(peer, &shared.app.metrics),
+            }
+        }
         None => {
             // A TLS handshake on the plain port (an `https://` URL with
             // this port) gets a close and a log line, not hyper's `400`
             // in plain text that the client cannot read. Waiting for the
             // first byte is part of the header timeout.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(shared.header_timeout, stream.peek(&mut first)).await {
+            let peeked = tokio::select! {
+                r = tokio::time::timeout(shared.header_timeout, stream.peek(&mut first)) => r,
+                () = stop => return,
+            };
+            match peeked {
                 Ok(Ok(1)) if first[0] == crate::tls::TLS_HANDSHAKE => {
                     tracing::info!(%peer, "TLS sent to the plain HTTP port; closed");
                     // Read the ClientHello away so the close is a FIN,

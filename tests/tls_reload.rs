@@ -233,7 +233,7 @@ fn a_handshake_flood_is_bounded_in_slots_and_time() {
     let s = Server::start(
         tmp.path(),
         "127.0.0.1:0",
-        "max_handshakes = 3\nhandshake_timeout_secs = 4\n",
+        "max_handshakes = 3\nhandshake_timeout_secs = 8\n",
         &[],
     );
     // Each starts a TLS record and stalls: it passes the first-byte check
@@ -275,13 +275,71 @@ fn a_handshake_flood_is_bounded_in_slots_and_time() {
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
     }
-    assert_eq!(metric(&s, "overlord_tls_handshakes_running"), 0);
-    assert_eq!(metric(&s, "overlord_tls_handshakes_waiting"), 0);
-    assert!(metric(&s, "overlord_tls_handshake_failures_total") >= FLOOD as u64);
+    // The server counts each one out just after closing it: poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = metric(&s, "overlord_tls_handshakes_running")
+            + metric(&s, "overlord_tls_handshakes_waiting");
+        let failed = metric(&s, "overlord_tls_handshake_failures_total");
+        if left == 0 && failed >= FLOOD as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} still counted, {failed} failed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(s
         .log_until("handshake timed out")
         .contains("handshake timed out"));
     // And HTTPS serves again.
     let mut c = Conn::open(s.https, &tls_support::client(&cert)).unwrap();
     assert_eq!(c.get("/healthz", "").unwrap().status, 200);
+}
+
+/// SIGTERM with a handshake stalled and a plain connection silent: both
+/// are closed at once, not waited for (the grace period is for requests
+/// in flight), and the server shuts down cleanly.
+#[test]
+fn shutdown_does_not_wait_for_stalled_handshakes_or_silent_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    self_signed(tmp.path());
+    let mut s = Server::start(
+        tmp.path(),
+        "127.0.0.1:0",
+        "handshake_timeout_secs = 120\n",
+        &[
+            ("OVERLORD_LIMITS__HEADER_TIMEOUT_SECS", "120"),
+            ("OVERLORD_LIMITS__SHUTDOWN_GRACE_SECS", "60"),
+        ],
+    );
+    let mut stalled = TcpStream::connect(s.https).unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let mut silent = TcpStream::connect(s.plain.unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&s, "overlord_tls_handshakes_running") != 1 {
+        assert!(Instant::now() < deadline, "the handshake never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = libc::pid_t::try_from(s.child.id()).unwrap();
+    // SAFETY: a signal to our own live child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Both are closed by the server (a read waits 30 s at most, far less
+    // than the 120 s timeouts and the 60 s grace).
+    for t in [&mut stalled, &mut silent] {
+        t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = Vec::new();
+        if let Err(e) = t.read_to_end(&mut buf) {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+    }
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = s.log_text();
+    assert!(log.contains("shut down"), "{log}");
+    assert!(
+        !log.contains("did not finish within the grace period"),
+        "{log}"
+    );
 }

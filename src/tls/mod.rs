@@ -170,12 +170,12 @@ impl TlsAcceptor {
             Ok(Ok(_)) => {}
         }
         if first[0] != TLS_HANDSHAKE {
-            return Err(if first[0].is_ascii_uppercase() {
-                tokio::spawn(https_required(stream));
-                HandshakeError::PlainHttp
-            } else {
-                HandshakeError::NotTls
-            });
+            if !first[0].is_ascii_uppercase() {
+                return Err(HandshakeError::NotTls);
+            }
+            // Answered here, so the connection keeps its slot meanwhile.
+            https_required(stream).await;
+            return Err(HandshakeError::PlainHttp);
         }
         let slot = {
             let _waiting = GaugeGuard::new(&metrics.tls_handshakes_waiting);
