@@ -401,6 +401,7 @@ tls_step() {
         fi
     done
     for n in nginx-https overlord-https overlord-https-healthz nginx overlord; do put "p1.$n" "$(best "p1.$n")"; done
+    tls_p2
     if [ $HAVE_WRK = 1 ]; then
         [ -n "$NG_PID" ] && wrk_run nginx-https "https://$NG_TLS_ADDR$P1_PATH"
         wrk_run overlord-https "https://$OV_TLS_ADDR$P1_PATH"
@@ -410,6 +411,28 @@ tls_step() {
             wrk_run overlord "http://$OV_ADDR$P1_PATH"
         fi
     fi
+}
+
+# P2's shape over HTTPS, Overlord alone (nginx stores nothing): one
+# 100,000-row CSV POST (4 sensors, one device) with curl, HTTPS and plain
+# HTTP alternating, each POST its own days, best of 2 each.
+tls_p2() {
+    local i scheme addr t start csv="$TMP/p2tls.csv"
+    for i in 1 2 3 4; do
+        if [ $((i % 2)) = 1 ]; then scheme=https; addr=$OV_TLS_ADDR; else scheme=http; addr=$OV_ADDR; fi
+        start=$(( ($(now_s) / 86400 - 10 - 2 * i) * 86400 ))
+        awk -v s="$start" 'BEGIN { print "time,N1,N2,N3,N4"; for (k = 0; k < 100000; k++)
+            printf "%d,%.1f,%.1f,%.2f,%.3f\n", s + k, 20 + k % 50 / 10, 40 + k % 30 / 10, 1000 + k % 100 / 100, 3 + k % 1000 / 1000 }' > "$csv"
+        t=$(curl -s -o "$TMP/p2tls.out" -w '%{time_total}' --cacert "$TMP/tls/cert.pem" -H 'Content-Type: text/csv' \
+            --data-binary @"$csv" "$scheme://$addr/v1/readings?device=dev1&token=$DEV_TOKEN")
+        if grep -q '^ok,400000,' "$TMP/p2tls.out"; then
+            awk -v t="$t" 'BEGIN { printf "%.0f\n", 100000 / t }' >> "$TMP/p2.overlord-$scheme"
+            note "$(printf 'P2 one POST over %-5s %8.0f rows/s' "$scheme" "$(awk -v t="$t" 'BEGIN { print 100000 / t }')")"
+        else
+            note "P2 over $scheme failed: $(head -c 200 "$TMP/p2tls.out")"
+        fi
+    done
+    put p2.overlord-https "$(best p2.overlord-https)"; put p2.overlord-http "$(best p2.overlord-http)"
 }
 
 tls_summary() {
@@ -424,6 +447,7 @@ tls_summary() {
     row "TLS wrk, /healthz (no write) vs nginx (diag.)" "$(fmt "$O" %.0f)" "$(fmt "$(get wrk.nginx-https)" %.0f)" "$(ratio "$O" "$(get wrk.nginx-https)")"
     row "TLS wrk, overlord https/plain (diagnostic)" "$(fmt "$(get wrk.overlord-https)" %.0f)" "$(fmt "$(get wrk.overlord)" %.0f)" "$(ratio "$(get wrk.overlord-https)" "$(get wrk.overlord)")"
     row "TLS wrk, nginx https/plain (diagnostic)" "$(fmt "$(get wrk.nginx-https)" %.0f)" "$(fmt "$(get wrk.nginx)" %.0f)" "$(ratio "$(get wrk.nginx-https)" "$(get wrk.nginx)")"
+    row "TLS P2 one CSV POST rows/s, https/plain" "$(fmt "$(get p2.overlord-https)" %.0f)" "$(fmt "$(get p2.overlord-http)" %.0f)" "$(ratio "$(get p2.overlord-https)" "$(get p2.overlord-http)")"
     row "TLS ab, overlord https/plain (diagnostic)" "$(fmt "$(get p1.overlord-https)" %.0f)" "$(fmt "$(get p1.overlord)" %.0f)" "$(ratio "$(get p1.overlord-https)" "$(get p1.overlord)")"
     row "TLS ab, nginx https/plain (diagnostic)" "$(fmt "$(get p1.nginx-https)" %.0f)" "$(fmt "$(get p1.nginx)" %.0f)" "$(ratio "$(get p1.nginx-https)" "$(get p1.nginx)")"
 }

@@ -65,7 +65,6 @@ struct Shared {
     builder: http1::Builder,
     stop: tokio::sync::watch::Receiver<bool>,
     hsts: bool,
-    header_timeout: Duration,
 }
 
 /// Serve on `listeners` until `shutdown` completes, then shut down
@@ -105,7 +104,6 @@ pub async fn serve(
         builder,
         stop: stop_rx,
         hsts: app.config.tls.hsts,
-        header_timeout,
     });
     let Listeners { plain, tls } = listeners;
     let (tls_listener, acceptor) = tls.unzip();
@@ -185,43 +183,105 @@ async fn connection(
     tls: Option<TlsAcceptor>,
 ) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-    // A shutdown closes a connection that has not sent a request yet at
-    // once, as hyper does once it serves one.
-    let stop = stopped(shared.stop.clone());
     match tls {
         Some(acceptor) => {
+            // A shutdown closes a connection still in its handshake at
+            // once, as hyper does one that has not sent a request yet.
             let handshake = tokio::select! {
                 r = acceptor.accept(stream, &shared.app.metrics) => r,
-                () = stop => return,
+                () = stopped(shared.stop.clone()) => return,
             };
             match handshake {
                 Ok(stream) => http(shared, stream, peer, fd, true).await,
                 Err(e) => e.log(peer, &shared.app.metrics),
             }
         }
-        None => {
-            // A TLS handshake on the plain port (an `https://` URL with
-            // this port) gets a close and a log line, not hyper's `400`
-            // in plain text that the client cannot read. Waiting for the
-            // first byte is part of the header timeout.
-            let mut first = [0u8; 1];
-            let peeked = tokio::select! {
-                r = tokio::time::timeout(shared.header_timeout, stream.peek(&mut first)) => r,
-                () = stop => return,
-            };
-            match peeked {
-                Ok(Ok(1)) if first[0] == crate::tls::TLS_HANDSHAKE => {
-                    tracing::info!(%peer, "TLS sent to the plain HTTP port; closed");
-                    // Read the ClientHello away so the close is a FIN,
-                    // not a reset.
-                    let mut stream = stream;
-                    linger(&mut stream).await;
-                }
-                Ok(Ok(1..)) => http(shared, stream, peer, fd, false).await,
-                // Closed, failed or silent until the header timeout.
-                _ => {}
-            }
+        None => http(shared, NotTls::new(stream, peer), peer, fd, false).await,
+    }
+}
+
+/// The plain port's stream. A TLS handshake as the first byte (an
+/// `https://` URL with this port) is refused with a read error, so hyper
+/// closes without its `400` in plain text the client cannot read, and is
+/// logged; anything else passes through untouched. Checking as hyper
+/// reads costs no extra system call and leaves the header timeout as it
+/// was.
+struct NotTls {
+    inner: TcpStream,
+    peer: SocketAddr,
+    checked: bool,
+}
+
+impl NotTls {
+    fn new(inner: TcpStream, peer: SocketAddr) -> NotTls {
+        NotTls {
+            inner,
+            peer,
+            checked: false,
         }
+    }
+}
+
+impl AsyncRead for NotTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.checked || !matches!(polled, std::task::Poll::Ready(Ok(()))) {
+            return polled;
+        }
+        let Some(&first) = buf.filled().get(before) else {
+            return polled;
+        };
+        self.checked = true;
+        if first != crate::tls::TLS_HANDSHAKE {
+            return polled;
+        }
+        buf.set_filled(before);
+        tracing::info!(peer = %self.peer, "TLS sent to the plain HTTP port; closed");
+        std::task::Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "TLS sent to the plain HTTP port",
+        )))
+    }
+}
+
+impl AsyncWrite for NotTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
