@@ -366,6 +366,18 @@ FIXED_T=$(( ($(now_s) / 60 - 120) * 60 + 7 ))
 
 
 # ---------------------------------------------------------------- TLS
+# wrk_run NAME [wrk options...] URL -> prints and records req/s
+wrk_run() {
+    local name=$1; shift
+    local out rps errs
+    out=$(wrk -t1 -c"$P1_C" -d"${WRK_SECS}s" --latency "$@" 2>&1)
+    rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
+    errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr -s ' ' | tr '\n' ' ')
+    p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
+    p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
+    note "$(printf '%-30s %9.0f req/s  p50 %s  p99 %s  %s' "$name" "${rps:-0}" "$p50" "$p99" "$errs")"
+    [ -z "$errs" ] && put "wrk.$name" "$rps"
+}
 # Summary helpers (also used by the TLS step's own summary).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "skipped" }'; }
 row() { printf '  %-46s %14s %14s %8s\n' "$1" "$2" "$3" "$4"; }
@@ -485,18 +497,6 @@ done
 for n in nginx overlord overlord-fixed-time victoria-metrics influxdb; do put "p1.$n" "$(best "p1.$n")"; done
 
 # ---------------------------------------------------------------- wrk
-# wrk_run NAME [wrk options...] URL -> prints and records req/s
-wrk_run() {
-    local name=$1; shift
-    local out rps errs
-    out=$(wrk -t1 -c"$P1_C" -d"${WRK_SECS}s" --latency "$@" 2>&1)
-    rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
-    errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr -s ' ' | tr '\n' ' ')
-    p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
-    p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
-    note "$(printf '%-30s %9.0f req/s  p50 %s  p99 %s  %s' "$name" "${rps:-0}" "$p50" "$p99" "$errs")"
-    [ -z "$errs" ] && put "wrk.$name" "$rps"
-}
 if [ $HAVE_WRK = 1 ]; then
     log "P1 keep-alive: wrk -t1 -c$P1_C -d${WRK_SECS}s (HTTP/1.1 keep-alive)"
     cat > "$TMP/vm.lua" <<'EOF'
