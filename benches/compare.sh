@@ -21,6 +21,13 @@
 #   BENCH_BIN=... measure that overlord binary instead of building this
 #                    tree (BENCH_LOAD_BIN: its load tool; default beside it)
 #   NO_HYPERFINE=1   time P3 with curl alone
+#   TLS=1            also measure HTTPS (after P1 keep-alive): Overlord's
+#                    [tls] port beside an nginx `listen ... ssl` server with
+#                    the same certificate (`overlord tls self-signed`, ECDSA
+#                    P-256), TLS 1.2/1.3: ab with a new connection (a full
+#                    handshake) per request, and wrk keep-alive
+#   TLS=only         just that (and the machine): no P2, P3, P6, day, and
+#                    no victoria-metrics or influxdb
 
 set -u -o pipefail
 
@@ -36,6 +43,7 @@ P1_ROUNDS=${P1_ROUNDS:-3}
 DEVICES=1000
 P2_ROWS=100000
 P2_POSTS=10
+TLS=${TLS:-0}
 
 log() { printf '\n=== %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -117,7 +125,7 @@ free_port() {
 wait_http() {
     local i
     for i in $(seq 1 200); do
-        curl -s -o /dev/null -m 1 "$1" && return 0
+        curl -s -o /dev/null -m 1 "$@" && return 0
         sleep 0.1
     done
     return 1
@@ -212,6 +220,7 @@ $per_source
 # P1 sends every request as the one device dev1: lift the per-device
 # request limit (default 50/s) so the benchmark measures the server.
 device_requests_per_sec = 0.0
+${OV_TLS_CONF:-}
 EOF
     # These benchmarks are HTTP: no MQTT listener (a build older than it
     # has none and would refuse the section).
@@ -300,6 +309,7 @@ http {
         listen $NG_ADDR;
         root $dir/www;
     }
+${NG_TLS_CONF:-}
 }
 EOF
     nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" > "$dir/out" 2>&1 &
@@ -311,17 +321,42 @@ RES="$TMP/results"; : > "$RES"
 put() { echo "$1=$2" >> "$RES"; }
 get() { awk -F= -v k="$1" '$1 == k { v = $2 } END { print v }' "$RES"; }
 
+if [ "$TLS" != 0 ]; then
+    # One certificate for both servers, made by the command users run.
+    "$OVERLORD" tls self-signed --host localhost --host 127.0.0.1 --out "$TMP/tls" > /dev/null || exit 1
+    OV_TLS_ADDR="127.0.0.1:$(free_port 28260)"
+    NG_TLS_ADDR="127.0.0.1:$(free_port 28270)"
+    OV_TLS_CONF="[tls]
+cert_file = \"$TMP/tls/cert.pem\"
+key_file = \"$TMP/tls/key.pem\"
+listen = \"$OV_TLS_ADDR\""
+    # nginx's usual TLS settings: the same protocols, its default ciphers
+    # and session tickets (as Overlord: rustls sends TLS 1.3 tickets).
+    NG_TLS_CONF="    server {
+        listen $NG_TLS_ADDR ssl;
+        ssl_certificate $TMP/tls/cert.pem;
+        ssl_certificate_key $TMP/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:1m;
+        root $TMP/nginx/www;
+    }"
+fi
+
 log "starting servers"
 start_nginx "$TMP/nginx" "$(free_port 28180)"
 start_overlord "$TMP/ov" "$(free_port 28190)"
-start_vm "$TMP/vm" "$(free_port 28200)"
-start_influx "$TMP/influx" "$(free_port 28210)"
+if [ "$TLS" != only ]; then
+    start_vm "$TMP/vm" "$(free_port 28200)"
+    start_influx "$TMP/influx" "$(free_port 28210)"
+else
+    VM_PID=""; IF_PID=""
+fi
 note "overlord pid $OV_PID on $OV_ADDR; nginx ${NG_PID:-skipped}; victoria-metrics ${VM_PID:-skipped}; influxd ${IF_PID:-skipped}"
 
 R=$(curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=dev1')
 DEV_TOKEN=$(echo "$R" | awk -F, 'NR == 2 { print $2 }')
 [ -n "$DEV_TOKEN" ] || { echo "could not create dev1: $R"; exit 1; }
-note "creating $DEVICES devices over HTTP: $("$LOAD" devices --addr "$OV_ADDR" --token "$OV_TOKEN" --count $DEVICES --prefix d)"
+[ "$TLS" != only ] && note "creating $DEVICES devices over HTTP: $("$LOAD" devices --addr "$OV_ADDR" --token "$OV_TOKEN" --count $DEVICES --prefix d)"
 curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=p3dev0000' > /dev/null
 
 # ---------------------------------------------------------------- P1
@@ -350,6 +385,116 @@ printf 'm,device=dev1 N1=21.5\n' > "$TMP/influx_one.txt"
 # A fixed time whose minute no other request touches: every request is the
 # same reading (stored once), so this isolates HTTP + group commit.
 FIXED_T=$(( ($(now_s) / 60 - 120) * 60 + 7 ))
+
+
+# ---------------------------------------------------------------- TLS
+# wrk_run NAME [wrk options...] URL -> prints and records req/s
+wrk_run() {
+    local name=$1; shift
+    local out rps errs
+    out=$(wrk -t1 -c"$P1_C" -d"${WRK_SECS}s" --latency "$@" 2>&1)
+    rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
+    errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr -s ' ' | tr '\n' ' ')
+    p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
+    p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
+    note "$(printf '%-30s %9.0f req/s  p50 %s  p99 %s  %s' "$name" "${rps:-0}" "$p50" "$p99" "$errs")"
+    [ -z "$errs" ] && put "wrk.$name" "$rps"
+}
+# Summary helpers (also used by the TLS step's own summary).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "skipped" }'; }
+row() { printf '  %-46s %14s %14s %8s\n' "$1" "$2" "$3" "$4"; }
+fmt() { [ -n "$1" ] && printf "$2" "$1" || echo skipped; }
+
+# HTTPS: Overlord's [tls] port against nginx's `listen ... ssl`, the same
+# certificate and path as P1. ab opens a new connection per request, so
+# its req/s is full TLS handshakes per second (no session resumption);
+# wrk keeps its connections, so it is the cost of TLS records alone.
+tls_step() {
+    local round
+    log "TLS: HTTPS, same certificate (ECDSA P-256), ab -n $P1_N -c $P1_C new connection per request, $P1_ROUNDS rounds interleaved, best of each; then wrk keep-alive"
+    wait_http "https://$OV_TLS_ADDR/healthz" --cacert "$TMP/tls/cert.pem" || { note "overlord HTTPS did not answer"; return; }
+    for n in "overlord $OV_TLS_ADDR" "nginx $NG_TLS_ADDR"; do
+        set -- $n
+        [ "$1" = nginx ] && [ -z "$NG_PID" ] && continue
+        note "$1 negotiates: $(openssl s_client -connect "$2" < /dev/null 2>/dev/null | sed -n 's/^New, \(.*\)/\1/p' | head -1)"
+    done
+    ab_run warmup-overlord-https "https://$OV_TLS_ADDR$P1_PATH&time=$((FIXED_T - 7200))" > /dev/null
+    for round in $(seq 1 "$P1_ROUNDS"); do
+        note "round $round"
+        [ -n "$NG_PID" ] && ab_run nginx-https "https://$NG_TLS_ADDR$P1_PATH"
+        thread_ticks "$OV_PID" > "$TMP/tt.before"; t0=$(ms_now)
+        ab_run overlord-https "https://$OV_TLS_ADDR$P1_PATH"
+        t1=$(ms_now); thread_ticks "$OV_PID" > "$TMP/tt.after"
+        [ "$round" = 1 ] && thread_report "$TMP/tt.before" "$TMP/tt.after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')"
+        # Diagnostic: no reading stored (/healthz), TLS and HTTP alone.
+        ab_run overlord-https-healthz "https://$OV_TLS_ADDR/healthz"
+        if [ "$TLS" = only ]; then
+            # The plain-HTTP figures of the same run, for the TLS cost.
+            [ -n "$NG_PID" ] && ab_run nginx "http://$NG_ADDR$P1_PATH"
+            ab_run overlord "http://$OV_ADDR$P1_PATH"
+        fi
+    done
+    for n in nginx-https overlord-https overlord-https-healthz nginx overlord; do put "p1.$n" "$(best "p1.$n")"; done
+    tls_p2
+    if [ $HAVE_WRK = 1 ]; then
+        [ -n "$NG_PID" ] && wrk_run nginx-https "https://$NG_TLS_ADDR$P1_PATH"
+        wrk_run overlord-https "https://$OV_TLS_ADDR$P1_PATH"
+        wrk_run overlord-https-healthz "https://$OV_TLS_ADDR/healthz"
+        if [ "$TLS" = only ]; then
+            [ -n "$NG_PID" ] && wrk_run nginx "http://$NG_ADDR$P1_PATH"
+            wrk_run overlord "http://$OV_ADDR$P1_PATH"
+        fi
+    fi
+}
+
+# P2's shape over HTTPS, Overlord alone (nginx stores nothing): one
+# 100,000-row CSV POST (4 sensors, one device) with curl, HTTPS and plain
+# HTTP alternating, each POST its own days, best of 2 each.
+tls_p2() {
+    local i scheme addr t start csv="$TMP/p2tls.csv"
+    for i in 1 2 3 4; do
+        if [ $((i % 2)) = 1 ]; then scheme=https; addr=$OV_TLS_ADDR; else scheme=http; addr=$OV_ADDR; fi
+        start=$(( ($(now_s) / 86400 - 10 - 2 * i) * 86400 ))
+        awk -v s="$start" 'BEGIN { print "time,N1,N2,N3,N4"; for (k = 0; k < 100000; k++)
+            printf "%d,%.1f,%.1f,%.2f,%.3f\n", s + k, 20 + k % 50 / 10, 40 + k % 30 / 10, 1000 + k % 100 / 100, 3 + k % 1000 / 1000 }' > "$csv"
+        t=$(curl -s -o "$TMP/p2tls.out" -w '%{time_total}' --cacert "$TMP/tls/cert.pem" -H 'Content-Type: text/csv' \
+            --data-binary @"$csv" "$scheme://$addr/v1/readings?device=dev1&token=$DEV_TOKEN")
+        if grep -q '^ok,400000,' "$TMP/p2tls.out"; then
+            awk -v t="$t" 'BEGIN { printf "%.0f\n", 100000 / t }' >> "$TMP/p2.overlord-$scheme"
+            note "$(printf 'P2 one POST over %-5s %8.0f rows/s' "$scheme" "$(awk -v t="$t" 'BEGIN { print 100000 / t }')")"
+        else
+            note "P2 over $scheme failed: $(head -c 200 "$TMP/p2tls.out")"
+        fi
+    done
+    put p2.overlord-https "$(best p2.overlord-https)"; put p2.overlord-http "$(best p2.overlord-http)"
+}
+
+tls_summary() {
+    local O
+    O=$(get p1.overlord-https)
+    row "TLS ab handshakes/s vs nginx (goal >= 0.8)" "$(fmt "$O" %.0f)" "$(fmt "$(get p1.nginx-https)" %.0f)" "$(ratio "$O" "$(get p1.nginx-https)")"
+    O=$(get wrk.overlord-https)
+    row "TLS wrk keep-alive req/s vs nginx (goal >= 0.8)" "$(fmt "$O" %.0f)" "$(fmt "$(get wrk.nginx-https)" %.0f)" "$(ratio "$O" "$(get wrk.nginx-https)")"
+    O=$(get p1.overlord-https-healthz)
+    row "TLS ab, /healthz (no write) vs nginx (diag.)" "$(fmt "$O" %.0f)" "$(fmt "$(get p1.nginx-https)" %.0f)" "$(ratio "$O" "$(get p1.nginx-https)")"
+    O=$(get wrk.overlord-https-healthz)
+    row "TLS wrk, /healthz (no write) vs nginx (diag.)" "$(fmt "$O" %.0f)" "$(fmt "$(get wrk.nginx-https)" %.0f)" "$(ratio "$O" "$(get wrk.nginx-https)")"
+    row "TLS wrk, overlord https/plain (diagnostic)" "$(fmt "$(get wrk.overlord-https)" %.0f)" "$(fmt "$(get wrk.overlord)" %.0f)" "$(ratio "$(get wrk.overlord-https)" "$(get wrk.overlord)")"
+    row "TLS wrk, nginx https/plain (diagnostic)" "$(fmt "$(get wrk.nginx-https)" %.0f)" "$(fmt "$(get wrk.nginx)" %.0f)" "$(ratio "$(get wrk.nginx-https)" "$(get wrk.nginx)")"
+    row "TLS P2 one CSV POST rows/s, https/plain" "$(fmt "$(get p2.overlord-https)" %.0f)" "$(fmt "$(get p2.overlord-http)" %.0f)" "$(ratio "$(get p2.overlord-https)" "$(get p2.overlord-http)")"
+    row "TLS ab, overlord https/plain (diagnostic)" "$(fmt "$(get p1.overlord-https)" %.0f)" "$(fmt "$(get p1.overlord)" %.0f)" "$(ratio "$(get p1.overlord-https)" "$(get p1.overlord)")"
+    row "TLS ab, nginx https/plain (diagnostic)" "$(fmt "$(get p1.nginx-https)" %.0f)" "$(fmt "$(get p1.nginx)" %.0f)" "$(ratio "$(get p1.nginx-https)" "$(get p1.nginx)")"
+}
+
+if [ "$TLS" = only ]; then
+    tls_step
+    log "summary (TLS=only; ratio > 1 means Overlord is better)"
+    note "load average at the end: $(uptime | sed 's/.*load average: //') (a shared machine skews every figure)"
+    row "measure" "overlord" "peer" "ratio"
+    row "----------------------------------------------" "--------" "----" "-----"
+    tls_summary
+    exit 0
+fi
 
 log "P1: one reading per new connection, ab -n $P1_N -c $P1_C (HTTP/1.0), $P1_ROUNDS rounds interleaved, best of each"
 ab_run warmup-overlord "http://$OV_ADDR$P1_PATH&time=$((FIXED_T - 3600))" > /dev/null
@@ -386,17 +531,6 @@ wrk.method = "POST"
 wrk.body = "m,device=dev1 N1=21.5\n"
 wrk.headers["Content-Type"] = "text/plain"
 EOF
-    wrk_run() {
-        local name=$1; shift
-        local out rps errs
-        out=$(wrk -t1 -c"$P1_C" -d"${WRK_SECS}s" --latency "$@" 2>&1)
-        rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
-        errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr -s ' ' | tr '\n' ' ')
-        p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
-        p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
-        note "$(printf '%-30s %9.0f req/s  p50 %s  p99 %s  %s' "$name" "${rps:-0}" "$p50" "$p99" "$errs")"
-        [ -z "$errs" ] && put "wrk.$name" "$rps"
-    }
     [ -n "$NG_PID" ] && wrk_run nginx "http://$NG_ADDR$P1_PATH"
     c0=$(ov_commits)
     wrk_run overlord "http://$OV_ADDR$P1_PATH"
@@ -409,6 +543,8 @@ EOF
 else
     log "P1 keep-alive: wrk skipped"
 fi
+
+[ "$TLS" = 1 ] && tls_step
 
 # ---------------------------------------------------------------- P2
 log "P2: $P2_POSTS POSTs x $P2_ROWS CSV rows (4 sensors) over $DEVICES devices, one connection; $P2_ROUNDS rounds"
@@ -608,9 +744,6 @@ fi
 # ---------------------------------------------------------------- summary
 log "summary (ratio > 1 means Overlord is better)"
 note "load average at the end: $(uptime | sed 's/.*load average: //')"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "skipped" }'; }
-row() { printf '  %-46s %14s %14s %8s\n' "$1" "$2" "$3" "$4"; }
-fmt() { [ -n "$1" ] && printf "$2" "$1" || echo skipped; }
 row "measure" "overlord" "peer" "ratio"
 row "----------------------------------------------" "--------" "----" "-----"
 OV=$(get p1.overlord)
@@ -647,3 +780,4 @@ row "overlord bytes/reading after overlord compact" "$(bpr "$(get day.overlord.c
 bpr2() { [ -n "$1" ] && awk -v s="$1" -v n="$SET2_READINGS" 'BEGIN { printf "%.2f", s / n }'; }
 B2=$(bpr2 "$(get set2.overlord)")
 row "second set bytes/reading vs victoria-metrics" "$B2" "$(fmt "$(bpr2 "$(get set2.victoria-metrics)")" %s)" "$(ratio "$(bpr2 "$(get set2.victoria-metrics)")" "$B2")"
+if [ "$TLS" != 0 ]; then tls_summary; fi

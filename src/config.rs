@@ -93,6 +93,59 @@ impl Default for MqttConfig {
             outgoing_queue: 64,
             write_timeout_secs: 10,
             max_keep_alive_secs: 1800,
+    /// HTTPS beside (or instead of) plain HTTP.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: HTTPS on its own port, beside plain HTTP on `listen` (or
+/// alone, with `listen = ""`). Off while `cert_file` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first (certbot's `fullchain.pem`).
+    pub cert_file: String,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// Address HTTPS listens on.
+    pub listen: String,
+    /// Send `Strict-Transport-Security` on HTTPS replies.
+    pub hsts: bool,
+    /// Seconds a client has from connecting to a finished handshake.
+    pub handshake_timeout_secs: u64,
+    /// Handshakes in progress at once; later ones wait for a slot within
+    /// their `handshake_timeout_secs`.
+    pub max_handshakes: usize,
+    /// Seconds between checks of the two files for a change (0: only
+    /// `SIGHUP` reloads them).
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            listen: "0.0.0.0:8443".into(),
+            hsts: false,
+            handshake_timeout_secs: 10,
+            max_handshakes: 256,
+            reload_check_secs: 5,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Is HTTPS configured? An error when only one of the two files is
+    /// named, or HTTPS is on with no address to listen on.
+    pub fn enabled(&self) -> Result<bool, String> {
+        match (self.cert_file.is_empty(), self.key_file.is_empty()) {
+            (true, true) => Ok(false),
+            (false, false) if self.listen.is_empty() => {
+                Err("[tls] listen is empty but cert_file is set".into())
+            }
+            (false, false) => Ok(true),
+            (false, true) => Err("[tls] cert_file is set but key_file is not".into()),
+            (true, false) => Err("[tls] key_file is set but cert_file is not".into()),
         }
     }
 }
@@ -302,6 +355,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             quotas: QuotaConfig::default(),
             mqtt: MqttConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -516,6 +570,35 @@ mod tests {
         assert_eq!(c.quotas.channels_per_user, d.quotas.channels_per_user);
         assert_eq!(c.quotas.alerts_per_user, d.quotas.alerts_per_user);
         assert_eq!(c.quotas.file_bytes_per_user, d.quotas.file_bytes_per_user);
+        assert_eq!(c.tls.listen, d.tls.listen);
+        assert_eq!(c.tls.cert_file, d.tls.cert_file);
+        assert_eq!(c.tls.hsts, d.tls.hsts);
+        assert_eq!(c.tls.handshake_timeout_secs, d.tls.handshake_timeout_secs);
+        assert_eq!(c.tls.max_handshakes, d.tls.max_handshakes);
+        assert_eq!(c.tls.reload_check_secs, d.tls.reload_check_secs);
+        assert_eq!(c.tls.enabled(), Ok(false), "HTTPS is off by default");
+    }
+
+    #[test]
+    fn tls_files_come_from_the_environment_and_go_in_pairs() {
+        let env = [
+            ("OVERLORD_TLS__CERT_FILE", "/etc/o/cert.pem"),
+            ("OVERLORD_TLS__KEY_FILE", "/etc/o/key.pem"),
+            ("OVERLORD_TLS__HSTS", "true"),
+            ("OVERLORD_LISTEN", ""),
+        ];
+        let c = Config::from_toml_and_env("", env).unwrap();
+        assert_eq!(c.tls.cert_file, "/etc/o/cert.pem");
+        assert_eq!(c.tls.key_file, "/etc/o/key.pem");
+        assert!(c.tls.hsts);
+        assert_eq!(c.listen, "", "plain HTTP off");
+        assert_eq!(c.tls.enabled(), Ok(true));
+        let half = Config::from_toml("[tls]\ncert_file = \"c.pem\"\n").unwrap();
+        assert!(half.tls.enabled().unwrap_err().contains("key_file"));
+        let nowhere =
+            Config::from_toml("[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nlisten = \"\"\n")
+                .unwrap();
+        assert!(nowhere.tls.enabled().is_err());
     }
 
     #[test]

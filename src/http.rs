@@ -384,6 +384,16 @@ pub fn media_type<B>(req: &Request<B>) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
 
+/// Put into a request's extensions by the accept loop when it came over
+/// HTTPS (`[tls]`): the session cookie is then `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
+/// Did the request come over HTTPS?
+pub fn is_https(ext: &hyper::http::Extensions) -> bool {
+    ext.get::<Https>().is_some()
+}
+
 /// The client's socket, put into each request's extensions by the accept
 /// loop, so a long-poll can notice that its client went away.
 ///
@@ -475,6 +485,8 @@ pub struct Form {
     pub headers: HeaderMap,
     /// The client's address.
     pub peer: Option<IpAddr>,
+    /// Whether it came over HTTPS.
+    pub https: bool,
     fields: Vec<(String, String)>,
 }
 
@@ -509,6 +521,7 @@ impl Form {
         }
         Ok(Form {
             peer: peer_of(&parts.extensions),
+            https: is_https(&parts.extensions),
             headers: parts.headers,
             fields,
         })

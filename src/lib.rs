@@ -6,8 +6,12 @@
 //! A request's path through the code, in order:
 //!
 //! - [`server`]: the accept loop (connection cap, header timeout,
-//!   HTTP/1.0 and bare-LF clients, graceful shutdown). `server::run` is
-//!   used by `overlord serve` (`src/cli/serve.rs`) and by the tests alike.
+//!   HTTP/1.0 and bare-LF clients, graceful shutdown), one for plain HTTP
+//!   and HTTPS alike. `server::serve` is used by `overlord serve`
+//!   (`src/cli/serve.rs`), `server::run` (plain HTTP) by most tests.
+//! - [`tls`]: HTTPS: the shareable `TlsAcceptor` (certificate, bounded
+//!   handshakes), reloads on `SIGHUP` and file change, and the
+//!   self-signed certificate of `overlord tls self-signed`.
 //! - [`api`]: the router and one handler module per noun (`readings`,
 //!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
 //!   and management forms; [`budget`] bounds the bytes of request data
@@ -54,7 +58,7 @@
 //! The `overlord` binary is `src/main.rs` (the clap command line and the
 //! dispatch) and `src/cli/`, one file per command group (`serve`,
 //! `device`, `user`, `retention`, `backup` and `restore`, `export` and
-//! `import`, `check`, `compact`). Every command that works with the
+//! `import`, `check`, `compact`, `tls`). Every command that works with the
 //! server stopped opens the data file through `cli::offline`.
 //!
 //! `ARCHITECTURE.md` at the repository root has the data path, the code map
@@ -90,5 +94,6 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod throttle;
+pub mod tls;
 pub mod users;
 pub mod writer;

@@ -73,6 +73,9 @@ enum Command {
     /// running: `POST /v1/devices/ID/retention`).
     #[command(subcommand)]
     Retention(cli::retention::RetentionCmd),
+    /// HTTPS certificates (`[tls]`): `tls self-signed --host NAME...`.
+    #[command(subcommand)]
+    Tls(cli::tls::TlsCmd),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Check => cli::check::check(&config),
         Command::Compact => cli::compact::compact(&config),
         Command::Retention(cmd) => cli::retention::retention(&config, cmd),
+        Command::Tls(cmd) => cli::tls::tls(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -153,6 +153,14 @@ pub struct Metrics {
     pub mqtt_publishes: Counter,
     /// MQTT PUBLISHes that failed (never acknowledged as stored).
     pub mqtt_publish_failures: Counter,
+    /// TLS handshakes running now (at most `[tls] max_handshakes`).
+    pub tls_handshakes_running: Gauge,
+    /// TLS connections waiting for a handshake slot now.
+    pub tls_handshakes_waiting: Gauge,
+    /// TLS handshakes that failed, timed out, or were not TLS.
+    pub tls_handshake_failures: Counter,
+    /// Certificate reloads that failed (the old certificate kept).
+    pub tls_reload_failures: Counter,
     /// Bytes of request bodies (and readings parsed from them) held now;
     /// see `crate::budget`.
     pub body_bytes_in_flight: Gauge,
@@ -210,6 +218,10 @@ impl Default for Metrics {
             mqtt_refused: Counter::default(),
             mqtt_publishes: Counter::default(),
             mqtt_publish_failures: Counter::default(),
+            tls_handshakes_running: Gauge::default(),
+            tls_handshakes_waiting: Gauge::default(),
+            tls_handshake_failures: Counter::default(),
+            tls_reload_failures: Counter::default(),
             body_bytes_in_flight: Gauge::default(),
             readings_stored: Counter::default(),
             readings_digested: Counter::default(),
@@ -318,6 +330,30 @@ impl Metrics {
             "overlord_mqtt_publish_failures_total",
             "MQTT PUBLISHes that failed (an error line, never a PUBACK of success).",
             self.mqtt_publish_failures.get(),
+            "counter",
+        );
+        counter(
+            "overlord_tls_handshakes_running",
+            "TLS handshakes in progress (at most [tls] max_handshakes).",
+            self.tls_handshakes_running.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_tls_handshakes_waiting",
+            "TLS connections waiting for a handshake slot.",
+            self.tls_handshakes_waiting.get(),
+            "gauge",
+        );
+        counter(
+            "overlord_tls_handshake_failures_total",
+            "TLS handshakes failed, timed out, or not TLS at all.",
+            self.tls_handshake_failures.get(),
+            "counter",
+        );
+        counter(
+            "overlord_tls_reload_failures_total",
+            "Certificate reloads that failed; the certificate in use was kept.",
+            self.tls_reload_failures.get(),
             "counter",
         );
         counter(

@@ -293,7 +293,7 @@ pub async fn login(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wire
     let cookie = auth::session_set_cookie(
         &token,
         app.config.limits.session_secs,
-        app.config.dashboard.secure_cookie,
+        app.config.dashboard.secure_cookie || form.https,
     );
     Ok(reply
         .with_header(hyper::header::SET_COOKIE, cookie)
@@ -331,7 +331,7 @@ pub async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     tracing::info!(target: "overlord::audit", user = %log_safe(&u.name), "logout");
     Ok(Reply::csv(format!("ok,{ended}\n")).with_header(
         hyper::header::SET_COOKIE,
-        auth::session_set_cookie("", 0, app.config.dashboard.secure_cookie),
+        auth::session_set_cookie("", 0, app.config.dashboard.secure_cookie || form.https),
     ))
 }
 

@@ -20,6 +20,7 @@ pub mod device;
 pub mod export;
 pub mod retention;
 pub mod serve;
+pub mod tls;
 pub mod user;
 
 /// What a command suggests when a running server has the data file.

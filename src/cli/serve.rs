@@ -1,10 +1,13 @@
 //! `overlord` / `overlord serve`: run the server.
 
 use std::io::Write;
+use std::time::Duration;
 
 use overlord::app::{self, OpenOptions};
 use overlord::config::Config;
-use overlord::{server, users};
+use overlord::server::{self, Listeners};
+use overlord::tls::TlsAcceptor;
+use overlord::users;
 
 /// Log to stderr, take the port, open the data file (printing a new
 /// administrator's token once), and serve until a shutdown signal.
@@ -17,19 +20,17 @@ pub fn serve(config: Config) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let listen = config.listen.clone();
     let data_file = config.data_file.clone();
-    // Take the port before touching the data file: a second server started
-    // on a taken port must fail without creating a data file or an
-    // administrator token.
+    // Take the ports (and load the certificate) before touching the data
+    // file: a second server started on a taken port must fail without
+    // creating a data file or an administrator token.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("overlord-http")
         .build()
         .map_err(|e| e.to_string())?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&listen))
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listeners = rt.block_on(bind(&config))?;
+    let config_reload_secs = config.tls.reload_check_secs;
     // The MQTT port too, before the data file (empty `[mqtt] listen`: off).
     let mqtt = overlord::mqtt::bind(&config.mqtt).map_err(|e| {
         format!(
@@ -52,21 +53,83 @@ pub fn serve(config: Config) -> Result<(), String> {
         );
     }
     rt.block_on(async move {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "listening on {addr}");
+        // Installed before "listening": a SIGHUP from then on reloads the
+        // certificate, or is logged; it never stops the server (`systemctl
+        // reload` sends one).
+        match &listeners.tls {
+            Some((_, acceptor)) => {
+                let every = Duration::from_secs(config_reload_secs);
+                overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            None => log_hangups().map_err(|e| e.to_string())?,
+        }
+        for (scheme, l) in [
+            ("", listeners.plain.as_ref()),
+            ("https://", listeners.tls.as_ref().map(|t| &t.0)),
+        ] {
+            if let Some(addr) = l.and_then(|l| l.local_addr().ok()) {
+                let _ = writeln!(out, "listening on {scheme}{addr}");
+                tracing::info!(%addr, data_file = %data_file.display(), "overlord started {}", if scheme.is_empty() { "(http)" } else { "(https)" });
+            }
+        }
         if let Some(m) = mqtt_addr {
             let _ = writeln!(out, "mqtt listening on {m}");
         }
         let _ = out.flush();
         drop(out);
-        tracing::info!(%addr, data_file = %data_file.display(), "overlord started");
         // The accept loop runs on a runtime worker, not on this thread:
         // a connection task spawned from a worker starts on that worker
         // (tokio's LIFO slot) instead of waking another thread for every
         // connection.
-        tokio::spawn(server::run(listener, opened, server::shutdown_signal()))
+        tokio::spawn(server::serve(listeners, opened, server::shutdown_signal()))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     })
+}
+
+/// Bind plain HTTP on `listen` (unless it is empty) and HTTPS on `[tls]
+/// listen` (when `[tls]` names a certificate, which is loaded here).
+async fn bind(config: &Config) -> Result<Listeners, String> {
+    let tls_on = config.tls.enabled()?;
+    if config.listen.is_empty() && !tls_on {
+        return Err("listen is empty and [tls] is off: nothing to listen on".into());
+    }
+    let mut listeners = Listeners::default();
+    if !config.listen.is_empty() {
+        let listen = &config.listen;
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        listeners.plain = Some(l);
+    }
+    if tls_on {
+        let tls = config.tls.clone();
+        let acceptor = tokio::task::spawn_blocking(move || TlsAcceptor::from_config(&tls))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("[tls]: {e}"))?;
+        let listen = &config.tls.listen;
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen} ([tls] listen): {e}"))?;
+        listeners.tls = Some((l, acceptor));
+    }
+    Ok(listeners)
+}
+
+/// Without `[tls]` there is nothing to reload on `SIGHUP`: log it.
+fn log_hangups() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload ([tls] is off)");
+            }
+        });
+    }
+    Ok(())
 }
