@@ -51,6 +51,46 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Per-user limits on what an ordinary user may create.
     pub quotas: QuotaConfig,
+    /// Webhook delivery (notification targets).
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: how notifications reach their targets (`crate::sender`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Allow webhooks to loopback, private, link-local, unique-local and
+    /// unspecified addresses (checked after DNS, on every attempt).
+    pub allow_private_targets: bool,
+    /// Seconds a notification is retried after its event before it goes
+    /// to the dead letters.
+    pub retry_for_secs: u64,
+    /// First retry delay in milliseconds; it doubles each attempt (with
+    /// jitter) up to `retry_max_secs`.
+    pub retry_min_ms: u64,
+    /// Longest delay between two attempts, in seconds.
+    pub retry_max_secs: u64,
+    /// Seconds one attempt may take: connect, TLS, request and response.
+    pub timeout_secs: u64,
+    /// Deliveries in flight at once over all targets (each target has at
+    /// most one, which keeps its order).
+    pub max_in_flight: usize,
+    /// Delivery attempts kept per target for its history.
+    pub history_kept: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            allow_private_targets: false,
+            retry_for_secs: 86_400,
+            retry_min_ms: 1000,
+            retry_max_secs: 3600,
+            timeout_secs: 10,
+            max_in_flight: 16,
+            history_kept: 100,
+        }
+    }
 }
 
 /// `[quotas]`: what one ordinary user may own, so one tenant cannot fill
@@ -67,6 +107,8 @@ pub struct QuotaConfig {
     pub alerts_per_user: u64,
     /// Total bytes of the files a user owns.
     pub file_bytes_per_user: u64,
+    /// Notification targets a user owns.
+    pub targets_per_user: u64,
 }
 
 impl Default for QuotaConfig {
@@ -76,6 +118,7 @@ impl Default for QuotaConfig {
             channels_per_user: 1000,
             alerts_per_user: 1000,
             file_bytes_per_user: 10 << 30,
+            targets_per_user: 100,
         }
     }
 }
@@ -234,6 +277,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             dashboard: DashboardConfig::default(),
             quotas: QuotaConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -448,6 +492,17 @@ mod tests {
         assert_eq!(c.quotas.channels_per_user, d.quotas.channels_per_user);
         assert_eq!(c.quotas.alerts_per_user, d.quotas.alerts_per_user);
         assert_eq!(c.quotas.file_bytes_per_user, d.quotas.file_bytes_per_user);
+        assert_eq!(c.quotas.targets_per_user, d.quotas.targets_per_user);
+        assert_eq!(
+            c.notify.allow_private_targets,
+            d.notify.allow_private_targets
+        );
+        assert_eq!(c.notify.retry_for_secs, d.notify.retry_for_secs);
+        assert_eq!(c.notify.retry_min_ms, d.notify.retry_min_ms);
+        assert_eq!(c.notify.retry_max_secs, d.notify.retry_max_secs);
+        assert_eq!(c.notify.timeout_secs, d.notify.timeout_secs);
+        assert_eq!(c.notify.max_in_flight, d.notify.max_in_flight);
+        assert_eq!(c.notify.history_kept, d.notify.history_kept);
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct WriterContext {
     /// Retention policy; the writer removes expired readings a bounded
     /// batch per transaction (`crate::retention`).
     pub retention: Arc<crate::retention::Retention>,
+    /// Notified after a commit that added outbox rows (the webhook
+    /// sender, `crate::sender`).
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -143,6 +146,7 @@ pub fn start(
         ready: Vec::new(),
         next_seq,
         sweeper: crate::retention::Sweeper::default(),
+        outbox_added: std::cell::Cell::new(false),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -172,6 +176,9 @@ struct WriterState {
     next_seq: u64,
     /// The retention pass in progress, if any.
     sweeper: crate::retention::Sweeper,
+    /// The transaction being built added outbox rows: wake the sender
+    /// once it commits.
+    outbox_added: std::cell::Cell<bool>,
 }
 
 impl WriterState {
