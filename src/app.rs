@@ -193,9 +193,10 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         store.clone(),
         catalog.clone(),
         config.notify.clone(),
+        &config.smtp,
         outbox_wake,
     )
-    .map_err(|e| StoreError::Io(format!("starting the webhook sender: {e}")))?;
+    .map_err(|e| StoreError::Io(format!("starting the notification sender: {e}")))?;
     let long_polls = Arc::new(crate::longpoll::LongPolls::new(
         config.limits.max_long_polls,
         config.limits.max_long_polls_per_caller,

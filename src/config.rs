@@ -53,6 +53,62 @@ pub struct Config {
     pub quotas: QuotaConfig,
     /// Webhook delivery (notification targets).
     pub notify: NotifyConfig,
+    /// The mail relay for e-mail targets.
+    pub smtp: SmtpConfig,
+}
+
+/// `[smtp]`: the relay e-mail targets are sent through (empty `host`:
+/// e-mail targets are refused). Its `Debug` hides the password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// The relay's host name; empty: no e-mail.
+    pub host: String,
+    /// Its port (587 submission with STARTTLS, 465 TLS, 25 plain).
+    pub port: u16,
+    /// `starttls` (required, not opportunistic), `tls` (TLS from the
+    /// first byte) or `none` (plain text: a relay on the same host only).
+    pub security: String,
+    /// Login name; empty: no login.
+    pub username: String,
+    /// Login password (set it with `OVERLORD_SMTP__PASSWORD` rather than
+    /// in the file). Never logged.
+    pub password: String,
+    /// The sender address (`From`).
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<hidden>"
+                },
+            )
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            security: "starttls".into(),
+            username: String::new(),
+            password: String::new(),
+            from: "overlord@localhost".into(),
+        }
+    }
 }
 
 /// `[notify]`: how notifications reach their targets (`crate::sender`).
@@ -278,6 +334,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             quotas: QuotaConfig::default(),
             notify: NotifyConfig::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -503,6 +560,12 @@ mod tests {
         assert_eq!(c.notify.timeout_secs, d.notify.timeout_secs);
         assert_eq!(c.notify.max_in_flight, d.notify.max_in_flight);
         assert_eq!(c.notify.history_kept, d.notify.history_kept);
+        assert_eq!(c.smtp.host, d.smtp.host);
+        assert_eq!(c.smtp.port, d.smtp.port);
+        assert_eq!(c.smtp.security, d.smtp.security);
+        assert_eq!(c.smtp.username, d.smtp.username);
+        assert_eq!(c.smtp.password, d.smtp.password);
+        assert_eq!(c.smtp.from, d.smtp.from);
     }
 
     #[test]

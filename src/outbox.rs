@@ -19,7 +19,7 @@ use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
 use crate::store::varint::{self, Corrupt, Reader};
 use crate::store::{StoreError, META, NOTIFY_DEAD, OUTBOX, TARGET_HISTORY};
-use crate::targets::{Format, TargetRecord};
+use crate::targets::{Format, Kind, TargetRecord};
 
 /// `meta` key: the number of the next notification event.
 pub const NEXT_EVENT: &str = "next_notification";
@@ -91,6 +91,37 @@ impl Notification {
     }
 }
 
+impl Notification {
+    /// The text of an e-mail: the subject line, a blank line, the body.
+    pub fn render_mail(&self, id: &str) -> Vec<u8> {
+        let mut time = String::new();
+        timefmt::write_time(self.time, &mut time);
+        let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
+        let mut out = format!(
+            "[Overlord] {} {}: {}\n\n",
+            self.kind,
+            one_line(&self.source),
+            one_line(&self.text)
+        );
+        out.push_str(&self.text);
+        out.push_str("\n\n");
+        for (k, v) in [
+            ("Event", id),
+            ("Type", self.kind),
+            ("Time", &time),
+            ("Source", &self.source),
+            ("Device", &self.device),
+            ("Sensor", &self.sensor),
+            ("Value", &self.value),
+        ] {
+            if !v.is_empty() {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        out.into_bytes()
+    }
+}
+
 /// An outbox row: the event's id and time, and the body as rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -149,7 +180,10 @@ pub fn push(
     let row = Pending {
         n,
         created: now,
-        body: note.render(&id, target.format),
+        body: match target.kind {
+            Kind::Webhook => note.render(&id, target.format),
+            Kind::Email => note.render_mail(&id),
+        },
     };
     txn.open_table(OUTBOX)?
         .insert((target.id, n), row.encode().as_slice())?;

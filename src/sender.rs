@@ -19,6 +19,7 @@
 //! the transaction that records its delivery or its death
 //! ([`crate::outbox::finish`]).
 
+pub mod mail;
 pub mod webhook;
 
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ use crate::codec::{timefmt, Micros};
 use crate::config::NotifyConfig;
 use crate::outbox::{self, Attempt, Outcome, Pending};
 use crate::store::{Store, StoreError};
+use crate::targets::Kind;
 
 /// How often the outbox is scanned without a wake-up.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
@@ -55,6 +57,7 @@ struct Shared {
     in_flight: Semaphore,
     active: Mutex<HashSet<u32>>,
     tls: Arc<rustls::ClientConfig>,
+    mail: Option<mail::Relay>,
 }
 
 impl Sender {
@@ -64,8 +67,11 @@ impl Sender {
         store: Arc<Store>,
         catalog: Arc<Catalog>,
         config: NotifyConfig,
+        smtp: &crate::config::SmtpConfig,
         wake: Arc<Notify>,
-    ) -> std::io::Result<Sender> {
+    ) -> Result<Sender, String> {
+        let limit = Duration::from_secs(config.timeout_secs.max(1));
+        let mail = mail::relay(smtp, limit)?;
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             store,
@@ -74,10 +80,12 @@ impl Sender {
             config,
             active: Mutex::new(HashSet::new()),
             tls: webhook::tls_config(),
+            mail,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(|e| e.to_string())?;
         let thread = std::thread::Builder::new()
             .name("overlord-sender".into())
             .spawn({
@@ -88,7 +96,8 @@ impl Sender {
                     // transaction does.
                     rt.shutdown_timeout(Duration::from_secs(2));
                 }
-            })?;
+            })
+            .map_err(|e| e.to_string())?;
         Ok(Sender {
             wake,
             stop: Some(stop),
@@ -195,8 +204,18 @@ async fn attempt(
     let result = {
         let _slot = shared.in_flight.acquire().await;
         let limit = Duration::from_secs(shared.config.timeout_secs.max(1));
-        let post = webhook::post(target, p, shared.config.allow_private_targets, &shared.tls);
-        match tokio::time::timeout(limit, post).await {
+        let send = async {
+            match target.kind {
+                Kind::Webhook => {
+                    let allow = shared.config.allow_private_targets;
+                    webhook::post(target, p, allow, &shared.tls).await
+                }
+                Kind::Email => mail::send(shared.mail.as_ref(), target, p)
+                    .await
+                    .map(|()| 250),
+            }
+        };
+        match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err((0, format!("timed out after {}s", limit.as_secs()))),
         }

@@ -2,7 +2,7 @@
 //!
 //! A target is a durable object owned by a user: a webhook (an `http` or
 //! `https` URL, an optional signing secret and a body format, JSON or
-//! CSV). Alerts and presence notices name a target beside a device inbox
+//! CSV), or an e-mail address (sent through the `[smtp]` relay). Alerts and presence notices name a target beside a device inbox
 //! and a channel; the writer then commits an outbox row for it in the
 //! event's own transaction ([`crate::outbox`]) and the sender
 //! ([`crate::sender`]) delivers it at least once.
@@ -57,6 +57,25 @@ impl Format {
     }
 }
 
+/// What kind of target it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An HTTP POST to a URL.
+    Webhook,
+    /// An e-mail through the `[smtp]` relay.
+    Email,
+}
+
+impl Kind {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Webhook => "webhook",
+            Kind::Email => "email",
+        }
+    }
+}
+
 /// A notification target, as stored in `targets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetRecord {
@@ -66,8 +85,11 @@ pub struct TargetRecord {
     pub name: String,
     /// Owning user.
     pub owner: String,
-    /// The webhook URL (`http://` or `https://`).
-    pub url: String,
+    /// Webhook or e-mail.
+    pub kind: Kind,
+    /// Where to: the webhook URL (`http://` or `https://`), or the e-mail
+    /// address.
+    pub to: String,
     /// The HMAC-SHA256 signing secret; empty: bodies are not signed.
     pub secret: String,
     /// The body format.
@@ -77,19 +99,17 @@ pub struct TargetRecord {
 }
 
 impl TargetRecord {
-    /// The kind on the wire (webhooks are the one kind so far).
-    pub fn kind(&self) -> &'static str {
-        "webhook"
-    }
-
     /// Encode for the `targets` table.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
         varint::put_u64(&mut out, u64::from(self.id));
         varint::put_bytes(&mut out, self.name.as_bytes());
         varint::put_bytes(&mut out, self.owner.as_bytes());
-        out.push(1); // kind: webhook
-        varint::put_bytes(&mut out, self.url.as_bytes());
+        out.push(match self.kind {
+            Kind::Webhook => 1,
+            Kind::Email => 2,
+        });
+        varint::put_bytes(&mut out, self.to.as_bytes());
         varint::put_bytes(&mut out, self.secret.as_bytes());
         out.push(match self.format {
             Format::Json => 0,
@@ -109,14 +129,17 @@ impl TargetRecord {
         let id = u32::try_from(r.u64()?).map_err(|_| Corrupt)?;
         let name = s(&mut r)?;
         let owner = s(&mut r)?;
-        if r.u8()? != 1 {
-            return Err(Corrupt);
-        }
+        let kind = match r.u8()? {
+            1 => Kind::Webhook,
+            2 => Kind::Email,
+            _ => return Err(Corrupt),
+        };
         Ok(TargetRecord {
             id,
             name,
             owner,
-            url: s(&mut r)?,
+            kind,
+            to: s(&mut r)?,
             secret: s(&mut r)?,
             format: match r.u8()? {
                 0 => Format::Json,
@@ -204,7 +227,8 @@ mod tests {
             id: 9,
             name: "ops".into(),
             owner: "ann".into(),
-            url: "https://example.com/hook".into(),
+            kind: Kind::Email,
+            to: "ann@example.com".into(),
             secret: "s3cret".into(),
             format: Format::Csv,
             created: 42,

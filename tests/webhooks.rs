@@ -277,6 +277,8 @@ fn targets_are_checked_and_private_to_their_owner() {
         ("name=a%2Fb&url=http%3A%2F%2Fx%2F", "bad_name"),
         ("name=a&url=http%3A%2F%2Fx%2F&format=xml", "bad_value"),
         ("name=a&url=http%3A%2F%2Fx%2F&kind=pager", "bad_value"),
+        // No [smtp] host in this server's configuration.
+        ("name=a&kind=email&address=ann%40example.com", "bad_value"),
         ("name=a&url=http%3A%2F%2Fx%2F&secret=a%0Ab", "bad_value"),
     ] {
         let r = s.admin_form("POST", "/v1/targets", body);
@@ -300,7 +302,7 @@ fn targets_are_checked_and_private_to_their_owner() {
     let list = s.get_admin("/v1/targets");
     assert!(list
         .body
-        .starts_with("name,owner,kind,url,format,signed,presence,waiting,created\n"));
+        .starts_with("name,owner,kind,to,format,signed,presence,waiting,created\n"));
     assert!(!list.body.contains(",k,"), "{}", list.body);
     // An alert naming a missing target is refused like a missing channel.
     s.create_device("gh");

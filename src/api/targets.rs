@@ -17,9 +17,9 @@ use crate::codec::timefmt;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::outbox::{self, Notification, HISTORY_HEADER};
-use crate::sender::webhook;
+use crate::sender::{mail, webhook};
 use crate::store::{Store, StoreError, PRESENCE_TARGETS, TARGETS};
-use crate::targets::{Format, TargetRecord};
+use crate::targets::{Format, Kind, TargetRecord};
 
 /// Longest webhook URL.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -39,8 +39,59 @@ async fn blocking<T: Send + 'static, E: Into<WireError> + Send + 'static>(
         .map_err(Into::into)
 }
 
+/// The kind and destination a `POST /v1/targets` form names, checked:
+/// `url` for a webhook, `address` for an e-mail (which needs `[smtp]`).
+fn destination(app: &App, form: &Form) -> Result<(Kind, String), WireError> {
+    let bad = |e: String| WireError::bad_request("bad_value", e);
+    let only = |other: &str| {
+        form.get(other).is_some().then(|| {
+            WireError::bad_request(
+                "bad_parameter",
+                format!("{other} does not go with this kind"),
+            )
+        })
+    };
+    match form.get("kind").unwrap_or("webhook") {
+        "webhook" | "" => {
+            if let Some(e) = only("address") {
+                return Err(e);
+            }
+            let url = form.require("url")?.to_string();
+            if url.len() > MAX_URL_BYTES {
+                return Err(bad("url is too long".into()));
+            }
+            webhook::check_url(&url).map_err(bad)?;
+            Ok((Kind::Webhook, url))
+        }
+        "email" => {
+            if let Some(e) = only("url")
+                .or_else(|| only("secret"))
+                .or_else(|| only("format"))
+            {
+                return Err(e);
+            }
+            if app.config.smtp.host.is_empty() {
+                return Err(WireError::bad_request(
+                    "bad_value",
+                    "e-mail targets need the server's [smtp] host set",
+                ));
+            }
+            let address = form.require("address")?.to_string();
+            if address.len() > 254 {
+                return Err(bad("address is too long".into()));
+            }
+            mail::check_address(&address).map_err(bad)?;
+            Ok((Kind::Email, address))
+        }
+        other => Err(bad(format!(
+            "kind: '{}' is not webhook or email",
+            crate::codec::names::clip(other)
+        ))),
+    }
+}
+
 /// What a `POST /v1/targets` form says, checked.
-fn record_from(form: &Form, owner: &str) -> Result<TargetRecord, WireError> {
+fn record_from(app: &App, form: &Form, owner: &str) -> Result<TargetRecord, WireError> {
     let name = form.require("name")?.to_string();
     if !valid_id(&name) {
         return Err(WireError::bad_request(
@@ -48,23 +99,7 @@ fn record_from(form: &Form, owner: &str) -> Result<TargetRecord, WireError> {
             "a target name is 1-64 of A-Z a-z 0-9 . _ ~ -",
         ));
     }
-    match form.get("kind").unwrap_or("webhook") {
-        "webhook" | "" => {}
-        other => {
-            return Err(WireError::bad_request(
-                "bad_value",
-                format!(
-                    "kind: '{}' is not webhook",
-                    crate::codec::names::clip(other)
-                ),
-            ))
-        }
-    }
-    let url = form.require("url")?.to_string();
-    if url.len() > MAX_URL_BYTES {
-        return Err(WireError::bad_request("bad_value", "url is too long"));
-    }
-    webhook::check_url(&url).map_err(|e| WireError::bad_request("bad_value", e))?;
+    let (kind, to) = destination(app, form)?;
     let secret = form.get("secret").unwrap_or("").to_string();
     if secret.len() > MAX_SECRET_BYTES || secret.chars().any(char::is_control) {
         return Err(WireError::bad_request(
@@ -81,7 +116,8 @@ fn record_from(form: &Form, owner: &str) -> Result<TargetRecord, WireError> {
         id: 0,
         name,
         owner: owner.to_string(),
-        url,
+        kind,
+        to,
         secret,
         format,
         created: timefmt::now_micros(),
@@ -99,11 +135,14 @@ fn flag(form: &Form, name: &str) -> Result<bool, WireError> {
     }
 }
 
-/// `POST /v1/targets` with `name`, `url`, optional `kind` (`webhook`),
-/// `secret`, `format` (`json`, `csv`) and `presence` (`1`: also tell it
-/// when the caller's devices go offline or online). `201 name`.
+/// `POST /v1/targets` with `name` and either `url` (`kind=webhook`, the
+/// default; optional `secret` and `format`, `json` or `csv`) or `address`
+/// (`kind=email`); optional `presence` (`1`: also tell it when the
+/// caller's devices go offline or online). `201 name`.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let allowed = ["name", "kind", "url", "secret", "format", "presence"];
+    let allowed = [
+        "name", "kind", "url", "address", "secret", "format", "presence",
+    ];
     let form = Form::read(req, &allowed, timeout(app)).await?;
     let who = form.header_principal(app)?;
     app.directory
@@ -111,7 +150,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let Principal::User(user) = &who else {
         return Err(WireError::forbidden("targets are created by users"));
     };
-    let rec = record_from(&form, &user.name)?;
+    let rec = record_from(app, &form, &user.name)?;
     let presence = flag(&form, "presence")?;
     let quota = crate::quotas::applies(
         &app.directory,
@@ -157,7 +196,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 }
 
 /// CSV header of target listings.
-pub const LIST_HEADER: &str = "name,owner,kind,url,format,signed,presence,waiting,created\n";
+pub const LIST_HEADER: &str = "name,owner,kind,to,format,signed,presence,waiting,created\n";
 
 /// `GET /v1/targets`: every target the caller may read (their own; all
 /// for administrators), with the notifications `waiting` in its outbox.
@@ -181,7 +220,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
             let told = presence
                 .get(t.owner.as_str())?
                 .is_some_and(|g| g.value() == t.id);
-            for (i, f) in [&t.name, &t.owner, t.kind(), &t.url, t.format.as_str()]
+            for (i, f) in [&t.name, &t.owner, t.kind.as_str(), &t.to, t.format.as_str()]
                 .iter()
                 .enumerate()
             {

@@ -172,7 +172,7 @@ pub async fn post(
     allow_private: bool,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<u16, Failed> {
-    let u = parse(&target.url).map_err(|e| (0, e))?;
+    let u = parse(&target.to).map_err(|e| (0, e))?;
     let addrs = resolve(&u, allow_private).await?;
     let mut last = String::new();
     let mut tcp = None;
