@@ -194,6 +194,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         catalog.clone(),
         config.notify.clone(),
         &config.smtp,
+        metrics.clone(),
         outbox_wake,
     )
     .map_err(|e| StoreError::Io(format!("starting the notification sender: {e}")))?;

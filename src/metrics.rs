@@ -182,6 +182,12 @@ pub struct Metrics {
     pub retention_readings_deleted: Counter,
     /// Retention passes finished (every sensor looked at once).
     pub retention_passes: Counter,
+    /// Notifications delivered to their targets (`crate::sender`).
+    pub notify_delivered: Counter,
+    /// Notification attempts that failed (and will be tried again).
+    pub notify_failed: Counter,
+    /// Notifications given up on (moved to a target's dead letters).
+    pub notify_dead: Counter,
     /// Requests by endpoint slot and status class (2xx/3xx, 4xx, 5xx).
     routes: Vec<[Counter; 3]>,
 }
@@ -212,6 +218,9 @@ impl Default for Metrics {
             retention_chunks_deleted: Counter::default(),
             retention_readings_deleted: Counter::default(),
             retention_passes: Counter::default(),
+            notify_delivered: Counter::default(),
+            notify_failed: Counter::default(),
+            notify_dead: Counter::default(),
             routes: (0..ROUTE_SLOTS).map(|_| Default::default()).collect(),
         }
     }
@@ -406,6 +415,25 @@ impl Metrics {
             self.retention_passes.get(),
             "counter",
         );
+        for (name, help, c) in [
+            (
+                "overlord_notify_delivered_total",
+                "Notifications delivered to their webhook or e-mail target.",
+                &self.notify_delivered,
+            ),
+            (
+                "overlord_notify_failed_total",
+                "Notification attempts that failed and will be tried again.",
+                &self.notify_failed,
+            ),
+            (
+                "overlord_notify_dead_total",
+                "Notifications given up on after retry_for_secs (a target's dead letters).",
+                &self.notify_dead,
+            ),
+        ] {
+            counter(name, help, c.get(), "counter");
+        }
         let oldest = self.digest_oldest_us.get();
         let age = if oldest == 0 {
             0.0

@@ -58,6 +58,7 @@ struct Shared {
     active: Mutex<HashSet<u32>>,
     tls: Arc<rustls::ClientConfig>,
     mail: Option<mail::Relay>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Sender {
@@ -68,6 +69,7 @@ impl Sender {
         catalog: Arc<Catalog>,
         config: NotifyConfig,
         smtp: &crate::config::SmtpConfig,
+        metrics: Arc<crate::metrics::Metrics>,
         wake: Arc<Notify>,
     ) -> Result<Sender, String> {
         let limit = Duration::from_secs(config.timeout_secs.max(1));
@@ -81,6 +83,7 @@ impl Sender {
             active: Mutex::new(HashSet::new()),
             tls: webhook::tls_config(),
             mail,
+            metrics,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -186,6 +189,11 @@ async fn drain(shared: Arc<Shared>, id: u32) {
         };
         let a = attempt(&shared, &target, &p, current.1).await;
         let failed = a.outcome == Outcome::Failed;
+        match a.outcome {
+            Outcome::Delivered => shared.metrics.notify_delivered.inc(),
+            Outcome::Failed => shared.metrics.notify_failed.inc(),
+            Outcome::Dead => shared.metrics.notify_dead.inc(),
+        }
         record(&shared, id, a).await;
         if failed {
             tokio::time::sleep(backoff(&shared.config, current.1)).await;

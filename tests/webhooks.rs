@@ -148,6 +148,10 @@ fn alert_firings_reach_a_webhook_signed_in_order_through_failures() {
     let list = s.get_admin("/v1/targets");
     assert_eq!(column(&list.body, "waiting"), ["0"]);
     assert_eq!(column(&list.body, "signed"), ["yes"]);
+    let m = common::scrape(&s);
+    assert_eq!(common::m(&m, "overlord_notify_delivered_total"), 5.0);
+    assert_eq!(common::m(&m, "overlord_notify_failed_total"), 3.0);
+    assert_eq!(common::m(&m, "overlord_notify_dead_total"), 0.0);
 }
 
 #[test]
