@@ -569,7 +569,7 @@
   $("alert-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = {};
-    for (const k of ["name", "device", "sensor", "min", "max", "message"]) { const v = $("alert-" + k).value.trim(); if (v) form[k] = v; }
+    for (const k of ["name", "device", "sensor", "min", "max", "message", "to_target"]) { const v = $("alert-" + k).value.trim(); if (v) form[k] = v; }
     try {
       // Changing an alert replaces it: delete the old one, then create.
       if (state.alertNames && state.alertNames.has(form.name)) await api("DELETE", `/v1/alerts/${q(form.name)}`);
@@ -578,5 +578,7 @@
       loadAlerts();
     } catch (e) { $("alert-status").textContent = e.message; }
   });
+  // What the other panels' scripts (targets.js) use.
+  state.ui = { api, table, q };
   startSession();
 })();

@@ -191,6 +191,7 @@ mod tests {
             message: "It's too hot!".into(),
             to_device: None,
             to_channel: None,
+            to_target: None,
             created: 0,
         }
     }

@@ -17,8 +17,9 @@ use crate::presence::Presence;
 use crate::store::faults::DiskFaults;
 use crate::store::{
     AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, CHANNELS,
-    CHANNEL_MEMBERS,
+    CHANNEL_MEMBERS, TARGETS,
 };
+use crate::targets::TargetRecord;
 use crate::throttle::{RateLimit, Throttle};
 use crate::users;
 use crate::writer::{self, IngestHandle, Writer};
@@ -62,6 +63,9 @@ pub struct App {
     /// Bytes of request bodies and parsed readings in flight, across all
     /// requests (`[limits] body_budget_bytes`).
     pub body_budget: Arc<crate::budget::Budget>,
+    /// The webhook sender's thread (stopped and joined when the app is
+    /// dropped).
+    pub sender: crate::sender::Sender,
 }
 
 /// An opened server, not yet listening.
@@ -175,6 +179,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     ));
     let (events_tx, channel_events) = watch::channel(0u64);
     let (inbox_events, _) = watch::channel(0u64);
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let (ingest, writer) = writer::start(
         store.clone(),
         digest,
@@ -191,8 +196,18 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             retention: retention.clone(),
             seal_idle: std::time::Duration::from_secs(config.storage.seal_idle_secs),
             seal_chunks_per_step: config.storage.seal_chunks_per_step,
+            outbox_wake: outbox_wake.clone(),
         },
     )?;
+    let sender = crate::sender::Sender::start(
+        store.clone(),
+        catalog.clone(),
+        config.notify.clone(),
+        &config.smtp,
+        metrics.clone(),
+        outbox_wake,
+    )
+    .map_err(|e| StoreError::Io(format!("starting the notification sender: {e}")))?;
     let long_polls = Arc::new(crate::longpoll::LongPolls::new(
         config.limits.max_long_polls,
         config.limits.max_long_polls_per_caller,
@@ -227,6 +242,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         files,
         retention,
         body_budget,
+        sender,
     });
     Ok(Opened {
         app,
@@ -246,5 +262,9 @@ fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
         members.push(row?.0.value());
     }
     let fired = crate::alerts::fired_ids(&txn)?;
-    Ok(Catalog::new(channels, members, alerts, &fired))
+    let catalog = Catalog::new(channels, members, alerts, &fired);
+    for t in store.load_all(TARGETS, TargetRecord::decode)? {
+        catalog.targets().put(t);
+    }
+    Ok(catalog)
 }

@@ -1,4 +1,5 @@
-//! The in-memory catalog of channels, channel members and alerts: what
+//! The in-memory catalog of channels, channel members, alerts and
+//! notification targets ([`crate::targets`]): what
 //! the digest consults for every reading. Loaded from the store on start;
 //! management requests update it after their transaction commits.
 //!
@@ -46,13 +47,19 @@ struct Inner {
     watching: HashMap<(u32, u32), Vec<Arc<AlertEntry>>>,
 }
 
-/// Channels and alerts, in memory.
+/// Channels, alerts and notification targets, in memory.
 #[derive(Default)]
 pub struct Catalog {
     inner: RwLock<Inner>,
+    targets: crate::targets::Targets,
 }
 
 impl Catalog {
+    /// The notification targets (see [`crate::targets`]).
+    pub fn targets(&self) -> &crate::targets::Targets {
+        &self.targets
+    }
+
     /// Build from stored records: channels, members `(channel, device,
     /// sensor)`, alerts and the ids of alerts that are fired.
     pub fn new(

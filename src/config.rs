@@ -17,6 +17,9 @@ use serde::Deserialize;
 
 use crate::codec::Limits as CodecLimits;
 
+mod notify;
+pub use notify::{NotifyConfig, SmtpConfig};
+
 /// The embedded default configuration (the repository's `overlord.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../overlord.toml");
 
@@ -55,6 +58,12 @@ pub struct Config {
     pub quotas: QuotaConfig,
     /// The MQTT listener (`src/mqtt/`).
     pub mqtt: MqttConfig,
+    /// HTTPS beside (or instead of) plain HTTP.
+    pub tls: TlsConfig,
+    /// Webhook delivery (notification targets).
+    pub notify: NotifyConfig,
+    /// The mail relay for e-mail targets.
+    pub smtp: SmtpConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1 and 5 listener. Payloads are bounded by
@@ -93,8 +102,8 @@ impl Default for MqttConfig {
             outgoing_queue: 64,
             write_timeout_secs: 10,
             max_keep_alive_secs: 1800,
-    /// HTTPS beside (or instead of) plain HTTP.
-    pub tls: TlsConfig,
+        }
+    }
 }
 
 /// `[tls]`: HTTPS on its own port, beside plain HTTP on `listen` (or
@@ -164,6 +173,8 @@ pub struct QuotaConfig {
     pub alerts_per_user: u64,
     /// Total bytes of the files a user owns.
     pub file_bytes_per_user: u64,
+    /// Notification targets a user owns.
+    pub targets_per_user: u64,
 }
 
 impl Default for QuotaConfig {
@@ -173,6 +184,7 @@ impl Default for QuotaConfig {
             channels_per_user: 1000,
             alerts_per_user: 1000,
             file_bytes_per_user: 10 << 30,
+            targets_per_user: 100,
         }
     }
 }
@@ -356,6 +368,8 @@ impl Default for Config {
             quotas: QuotaConfig::default(),
             mqtt: MqttConfig::default(),
             tls: TlsConfig::default(),
+            notify: NotifyConfig::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -577,6 +591,23 @@ mod tests {
         assert_eq!(c.tls.max_handshakes, d.tls.max_handshakes);
         assert_eq!(c.tls.reload_check_secs, d.tls.reload_check_secs);
         assert_eq!(c.tls.enabled(), Ok(false), "HTTPS is off by default");
+        assert_eq!(c.quotas.targets_per_user, d.quotas.targets_per_user);
+        assert_eq!(
+            c.notify.allow_private_targets,
+            d.notify.allow_private_targets
+        );
+        assert_eq!(c.notify.retry_for_secs, d.notify.retry_for_secs);
+        assert_eq!(c.notify.retry_min_ms, d.notify.retry_min_ms);
+        assert_eq!(c.notify.retry_max_secs, d.notify.retry_max_secs);
+        assert_eq!(c.notify.timeout_secs, d.notify.timeout_secs);
+        assert_eq!(c.notify.max_in_flight, d.notify.max_in_flight);
+        assert_eq!(c.notify.history_kept, d.notify.history_kept);
+        assert_eq!(c.smtp.host, d.smtp.host);
+        assert_eq!(c.smtp.port, d.smtp.port);
+        assert_eq!(c.smtp.security, d.smtp.security);
+        assert_eq!(c.smtp.username, d.smtp.username);
+        assert_eq!(c.smtp.password, d.smtp.password);
+        assert_eq!(c.smtp.from, d.smtp.from);
     }
 
     #[test]

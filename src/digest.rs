@@ -86,6 +86,11 @@ pub struct Firing {
     pub text: String,
     /// Inbox row for this device, if the alert tells one.
     pub inbox: Option<(u32, inbox::Row)>,
+    /// The alert's name (the notification's source).
+    pub source: String,
+    /// The notification target told, if the alert names one and its
+    /// owner may still use it.
+    pub target: Option<u32>,
 }
 
 /// What a thread made of its part, for the writer to commit.
@@ -259,6 +264,8 @@ enum Check {
     AlertSends,
     /// May an alert's owner manage its `to_channel`? (alert, channel)
     AlertManages,
+    /// May an alert's owner use its `to_target`? (alert, target)
+    AlertTargets,
 }
 
 /// Compute everything one part causes. Pure apart from the alert states
@@ -355,12 +362,22 @@ fn digest_part(
                                 },
                             });
                         }
+                        let target = a.rec.to_target.filter(|&t| {
+                            let uses = || {
+                                catalog.targets().by_id(t).is_some_and(|rec| {
+                                    directory.user_may_target(&a.rec.owner, &rec)
+                                })
+                            };
+                            may((Check::AlertTargets, a.rec.id, t), &uses)
+                        });
                         out.firings.push(Firing {
                             alert: a.rec.id,
                             device: dev,
                             reading: r.clone(),
                             text,
                             inbox,
+                            source: a.rec.name.clone(),
+                            target,
                         });
                     }
                 }

@@ -35,8 +35,14 @@
 //!   [`channels`] (items), [`alerts`] (state, events), [`inbox`] (rows,
 //!   routing through gateways), [`presence`] (`presence::store`: last
 //!   contact, state, events), [`dead_letters`], [`retention`] (the sweep's
-//!   steps). [`notify`] is the one way the writer tells an inbox and a
-//!   channel (alert firings, presence notices).
+//!   steps). [`notify`] is the one way the writer tells an inbox, a
+//!   channel and a notification target (alert firings, presence
+//!   notices); a target's notices go to the [`outbox`] in the same
+//!   transaction.
+//! - [`targets`] (webhooks and e-mail addresses users own) and
+//!   [`sender`]: the thread that delivers the outbox at least once, in
+//!   order per target, signed, with retries, refusing private addresses
+//!   (handlers in `api::targets`).
 //! - [`store`]: the redb tables, the chunk encoding and the read path.
 //! - [`digest`]: the thread pool that processes committed readings in
 //!   per-device order against the in-memory [`catalog`]; [`presence`]
@@ -88,11 +94,14 @@ pub mod metrics;
 pub mod mqtt;
 pub mod notify;
 pub mod ops;
+pub mod outbox;
 pub mod presence;
 pub mod quotas;
 pub mod retention;
+pub mod sender;
 pub mod server;
 pub mod store;
+pub mod targets;
 pub mod throttle;
 pub mod tls;
 pub mod users;

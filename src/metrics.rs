@@ -202,6 +202,12 @@ pub struct Metrics {
     pub chunks_sealed: Counter,
     /// Sensors that may still have hot chunks to seal.
     pub seal_pending: Gauge,
+    /// Notifications delivered to their targets (`crate::sender`).
+    pub notify_delivered: Counter,
+    /// Notification attempts that failed (and will be tried again).
+    pub notify_failed: Counter,
+    /// Notifications given up on (moved to a target's dead letters).
+    pub notify_dead: Counter,
     /// Requests by endpoint slot and status class (2xx/3xx, 4xx, 5xx).
     routes: Vec<[Counter; 3]>,
 }
@@ -242,6 +248,9 @@ impl Default for Metrics {
             retention_passes: Counter::default(),
             chunks_sealed: Counter::default(),
             seal_pending: Gauge::default(),
+            notify_delivered: Counter::default(),
+            notify_failed: Counter::default(),
+            notify_dead: Counter::default(),
             routes: (0..ROUTE_SLOTS).map(|_| Default::default()).collect(),
         }
     }
@@ -496,6 +505,25 @@ impl Metrics {
             self.seal_pending.get(),
             "gauge",
         );
+        for (name, help, c) in [
+            (
+                "overlord_notify_delivered_total",
+                "Notifications delivered to their webhook or e-mail target.",
+                &self.notify_delivered,
+            ),
+            (
+                "overlord_notify_failed_total",
+                "Notification attempts that failed and will be tried again.",
+                &self.notify_failed,
+            ),
+            (
+                "overlord_notify_dead_total",
+                "Notifications given up on after retry_for_secs (a target's dead letters).",
+                &self.notify_dead,
+            ),
+        ] {
+            counter(name, help, c.get(), "counter");
+        }
         let oldest = self.digest_oldest_us.get();
         let age = if oldest == 0 {
             0.0

@@ -1,6 +1,7 @@
-//! Notices the writer sends: one way to tell a device's inbox and a
-//! channel, for everything that notifies (alert firings, presence
-//! changes).
+//! Notices the writer sends: one way to tell a device's inbox, a
+//! channel and a notification target (an outbox row, delivered later by
+//! `crate::sender`), for everything that notifies (alert firings,
+//! presence changes).
 //!
 //! Who may be told is decided by the caller (the digest for alerts, the
 //! presence store for presence changes), against the grants as they are
@@ -14,7 +15,9 @@ use redb::WriteTransaction;
 use crate::auth::Directory;
 use crate::channels;
 use crate::inbox::{self, Pushed};
+use crate::outbox;
 use crate::store::{ChannelRecord, StoreError};
+use crate::targets::TargetRecord;
 
 /// What happened to a notice's inbox row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub struct Delivery {
     pub inbox: Option<InboxDelivery>,
     /// The channel that got an item, if one did (its name).
     pub channel: Option<String>,
+    /// The notification target queued for, if one was: `name:evt-<n>`.
+    pub target: Option<String>,
 }
 
 impl Delivery {
@@ -47,6 +52,9 @@ impl Delivery {
         }
         if let Some(name) = &self.channel {
             words.push(format!("channel:{name}"));
+        }
+        if let Some(t) = &self.target {
+            words.push(format!("target:{t}"));
         }
         words.join(" ")
     }
@@ -65,6 +73,8 @@ pub struct Notice<'a> {
     pub inbox: Option<(u32, &'a inbox::Row)>,
     /// The channel to tell and the item.
     pub channel: Option<(&'a ChannelRecord, channels::Item)>,
+    /// The notification target to queue for, and what to tell it.
+    pub target: Option<(&'a TargetRecord, outbox::Notification)>,
 }
 
 /// Store a notice in the writer's transaction: first the inbox row (all
@@ -90,6 +100,10 @@ pub fn deliver(
         channels::append(txn, ch.num, &item, ch.retention)?;
         delivery.channel = Some(ch.name.clone());
     }
+    if let Some((t, note)) = notice.target {
+        let id = outbox::push(txn, t, &note, crate::codec::timefmt::now_micros())?;
+        delivery.target = Some(format!("{}:{id}", t.name));
+    }
     Ok(delivery)
 }
 
@@ -104,13 +118,20 @@ mod tests {
         let both = Delivery {
             inbox: Some(InboxDelivery::Queued(7)),
             channel: Some("g".into()),
+            target: None,
         };
         assert_eq!(both.describe(), "inbox:7 channel:g");
         let full = Delivery {
             inbox: Some(InboxDelivery::Full),
             channel: None,
+            target: None,
         };
         assert_eq!(full.describe(), "inbox_full");
+        let hooked = Delivery {
+            target: Some("ops:evt-4".into()),
+            ..both.clone()
+        };
+        assert_eq!(hooked.describe(), "inbox:7 channel:g target:ops:evt-4");
         assert!(!full.appended() && both.appended());
     }
 }

@@ -56,7 +56,12 @@ macro_rules! every_table {
             FILES,
             DEAD_LETTERS,
             RETENTION,
-            AGGREGATES
+            AGGREGATES,
+            TARGETS,
+            OUTBOX,
+            TARGET_HISTORY,
+            NOTIFY_DEAD,
+            PRESENCE_TARGETS
         )
     };
 }

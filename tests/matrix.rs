@@ -77,13 +77,21 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         // The dashboard's files are public; its data comes from the API.
         (Dashboard, [200, 200, 200, 200, 200, 200, 200]),
         (DashboardAsset, [200, 200, 200, 200, 200, 200, 200]),
+        // Targets are like alerts: users create them, only the owner
+        // (and administrators) see them; they are not granted.
+        (TargetList, [200, 200, 200, 200, 200, 200, 401]),
+        (TargetCreate, [201, 201, 201, 201, 403, 403, 401]),
+        (TargetDelete, [200, 200, 404, 404, 404, 404, 401]),
+        (TargetTest, [201, 201, 404, 404, 404, 404, 401]),
+        (TargetDeliveries, [200, 200, 404, 404, 404, 404, 401]),
+        (TargetDeadLetters, [200, 200, 404, 404, 404, 404, 401]),
     ])
 }
 
 /// A server with: users owner, grantee, other; device `own` (owner's) and
 /// `odev` (other's); channel `ch` (owner's, member own/N1); alert `al`
-/// (owner's, on own/N1); file `fw` (owner's); grantee has `control` on
-/// own, ch and fw.
+/// (owner's, on own/N1); file `fw` (owner's); target `tg` (owner's);
+/// grantee has `control` on own, ch and fw.
 struct World {
     s: TestServer,
     auth: HashMap<&'static str, String>,
@@ -120,6 +128,7 @@ fn world(with_password: bool) -> World {
         ("/v1/channels", "name=ch"),
         ("/v1/channels/ch/members", "device=own&sensor=N1"),
         ("/v1/alerts", "name=al&device=own&sensor=N1&max=100"),
+        ("/v1/targets", "name=tg&url=http%3A%2F%2F127.0.0.1%3A9%2F"),
         (
             "/v1/grants",
             "resource=device:own&to=user:grantee&level=control",
@@ -322,6 +331,27 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
         DeviceSensors => ("GET", "/v1/devices/own/sensors".into(), form, String::new()),
         Dashboard => ("GET", "/".into(), form, String::new()),
         DashboardAsset => ("GET", "/ui/app.js".into(), form, String::new()),
+        TargetList => ("GET", "/v1/targets".into(), form, String::new()),
+        TargetCreate => (
+            "POST",
+            "/v1/targets".into(),
+            form,
+            format!("name=t-{role}&url=http%3A%2F%2F127.0.0.1%3A9%2F"),
+        ),
+        TargetDelete => ("DELETE", "/v1/targets/tg".into(), form, String::new()),
+        TargetTest => ("POST", "/v1/targets/tg/test".into(), form, String::new()),
+        TargetDeliveries => (
+            "GET",
+            "/v1/targets/tg/deliveries".into(),
+            form,
+            String::new(),
+        ),
+        TargetDeadLetters => (
+            "GET",
+            "/v1/targets/tg/dead-letters".into(),
+            form,
+            String::new(),
+        ),
     }
 }
 

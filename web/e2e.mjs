@@ -212,6 +212,23 @@ try {
     await page.waitForFunction(() => document.querySelector("#alerts tbody").textContent.includes("too-hot"));
     check(true, "an alert created in the page is listed");
 
+    // 6b. Targets: create a webhook, send it a test, see the attempt in
+    // its delivery history (a loopback URL: the server refuses it, since
+    // private addresses are not allowed by default).
+    await page.click('button[data-view="targets"]');
+    await page.fill("#target-name", "ops");
+    await page.fill("#target-to", "http://127.0.0.1:9/hook");
+    await page.fill("#target-secret", "s3cret");
+    await page.click("#target-form button[type=submit]");
+    await page.waitForFunction(() => document.querySelector("#targets tbody").textContent.includes("http://127.0.0.1:9/hook"));
+    const listed = await page.textContent("#targets tbody");
+    check(!listed.includes("s3cret"), "a target created in the page is listed, without its secret");
+    await page.click('#targets tbody tr:first-child button:has-text("test")');
+    await page.waitForFunction(() => document.querySelector("#target-deliveries tbody").textContent.includes("refused"), null, { timeout: 20000 });
+    const hist = await page.textContent("#target-deliveries tbody");
+    check(hist.includes("evt-") && hist.includes("failed"), "the test notification's attempt is in the delivery history");
+    await page.screenshot({ path: `${OUT}/4b-targets.png` });
+
     // 7. Log out: back to the form, and the old cookie no longer works.
     await page.click("#logout");
     await page.waitForSelector("#login-form", { state: "visible" });

@@ -20,6 +20,7 @@ use crate::store::{
     AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE,
     DEAD_LETTERS,
 };
+use crate::targets::TargetRecord;
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
@@ -38,7 +39,8 @@ fn finite(form: &Form, name: &str) -> Result<Option<f64>, WireError> {
 /// `POST /v1/alerts` with `name`, `device`, `sensor` (`I` or `N`), `min`
 /// and/or `max` (inclusive normal range), optional `hysteresis`,
 /// `message`, `to_device` (inbox told; default the watched device, `none`
-/// for no inbox) and `to_channel`. `201 name`.
+/// for no inbox), `to_channel` and `to_target` (a notification target).
+/// `201 name`.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let allowed = [
         "name",
@@ -50,6 +52,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         "message",
         "to_device",
         "to_channel",
+        "to_target",
     ];
     let form = Form::read(req, &allowed, timeout(app)).await?;
     let who = form.header_principal(app)?;
@@ -109,6 +112,10 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         Some(ch) => Some(visible::<ChannelRecord>(app, &who, Action::ManageOwned, ch)?.num),
         None => None,
     };
+    let to_target = match form.get("to_target").filter(|s| !s.is_empty()) {
+        Some(t) => Some(visible::<TargetRecord>(app, &who, Action::ManageOwned, t)?.id),
+        None => None,
+    };
     let rec = AlertRecord {
         id: 0,
         name,
@@ -122,6 +129,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         to_device,
         to_channel,
         created: timefmt::now_micros(),
+        to_target,
     };
     let quota = crate::quotas::applies(
         &app.directory,

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use redb::ReadableTable;
 
-use crate::api::inbox::{deliver, row_from};
+use crate::api::inbox::{deliver_with, row_from};
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
 use crate::channels::{self, Item};
@@ -17,6 +17,7 @@ use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::store::{ChannelRecord, DeviceRecord, Store, StoreError, CHANNELS, CHANNEL_MEMBERS};
+use crate::targets::TargetRecord;
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
@@ -349,7 +350,9 @@ pub fn write_item(app: &App, idx: u64, it: &Item, out: &mut String) {
 
 /// `POST /v1/channels/CH/messages` with `kind`, `sensor`, `value`: the
 /// same row to every device on the channel, all or none
-/// (`inbox_full` names the first full one); `ok,<devices>`.
+/// (`inbox_full` names the first full one); `ok,<devices>`. With
+/// `to_target`, a notification for that target (the caller's) is queued
+/// in the same transaction.
 pub async fn message(
     app: &Arc<App>,
     req: Request<Incoming>,
@@ -357,13 +360,29 @@ pub async fn message(
 ) -> Result<Reply, WireError> {
     let form = Form::read(
         req,
-        &["device", "token", "kind", "sensor", "value"],
+        &["device", "token", "kind", "sensor", "value", "to_target"],
         timeout(app),
     )
     .await?;
     let who = form.caller(app)?;
     let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
     let row = row_from(app, &form, format!("channel:{}", ch.name))?;
+    let hook = match form.get("to_target").filter(|t| !t.is_empty()) {
+        Some(t) => {
+            let t = visible::<TargetRecord>(app, &who, Action::ManageOwned, t)?;
+            let note = crate::outbox::Notification {
+                kind: row.kind.as_str(),
+                time: row.time,
+                source: ch.name.clone(),
+                device: String::new(),
+                sensor: row.sensor.clone(),
+                value: row.value.clone(),
+                text: row.value.clone(),
+            };
+            Some((t, note))
+        }
+        None => None,
+    };
     let mut targets: Vec<(u32, String)> = Vec::new();
     for (dev, _) in app.catalog.members_of(ch.num) {
         if targets.iter().any(|(d, _)| *d == dev) {
@@ -375,7 +394,7 @@ pub async fn message(
             targets.push((dev, d.id.clone()));
         }
     }
-    let n = deliver(app, targets, row).await?.len();
+    let n = deliver_with(app, targets, row, hook).await?.len();
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), devices = n, "channel message queued");
     Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
 }

@@ -33,6 +33,11 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/app.js"),
     ),
     (
+        "targets.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/targets.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../../assets/style.css"),

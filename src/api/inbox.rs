@@ -213,10 +213,28 @@ pub async fn deliver(
     targets: Vec<(u32, String)>,
     row: Row,
 ) -> Result<Vec<u64>, WireError> {
+    deliver_with(app, targets, row, None).await
+}
+
+/// [`deliver`], and with `hook` a notification for a target (a webhook
+/// or e-mail) queued in the same transaction as the rows.
+pub async fn deliver_with(
+    app: &Arc<App>,
+    targets: Vec<(u32, String)>,
+    row: Row,
+    hook: Option<(
+        Arc<crate::targets::TargetRecord>,
+        crate::outbox::Notification,
+    )>,
+) -> Result<Vec<u64>, WireError> {
     let app2 = app.clone();
     let max = app.config.limits.max_inbox;
-    tokio::task::spawn_blocking(move || {
+    let queued = hook.is_some();
+    let seqs = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
+        if let Some((t, note)) = &hook {
+            crate::outbox::push(&txn, t, note, timefmt::now_micros())?;
+        }
         let mut seqs = Vec::with_capacity(targets.len());
         for (num, id) in &targets {
             // A device behind a gateway gets its rows through the gateway.
@@ -238,7 +256,11 @@ pub async fn deliver(
         Ok::<_, crate::store::StoreError>(Ok(seqs))
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "delivery failed"))??
+    .map_err(|_| WireError::new(500, "internal", "delivery failed"))???;
+    if queued {
+        app.sender.wake();
+    }
+    Ok(seqs)
 }
 
 /// `POST /v1/devices/ID/inbox` with `kind=message|command`, `sensor`,

@@ -10,6 +10,7 @@
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
+//! | `/v1/targets...` (webhooks) | [`targets`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
@@ -31,6 +32,7 @@ pub mod files;
 pub mod inbox;
 pub mod ops;
 pub mod readings;
+pub mod targets;
 pub mod users;
 
 use std::convert::Infallible;
@@ -237,6 +239,12 @@ pub enum Endpoint {
     DeviceSensors,
     Dashboard,
     DashboardAsset,
+    TargetList,
+    TargetCreate,
+    TargetDelete,
+    TargetTest,
+    TargetDeliveries,
+    TargetDeadLetters,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -324,6 +332,20 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
     ("GET", "/", Endpoint::Dashboard),
     ("GET", "/ui/:file", Endpoint::DashboardAsset),
+    ("GET", "/v1/targets", Endpoint::TargetList),
+    ("POST", "/v1/targets", Endpoint::TargetCreate),
+    ("DELETE", "/v1/targets/:name", Endpoint::TargetDelete),
+    ("POST", "/v1/targets/:name/test", Endpoint::TargetTest),
+    (
+        "GET",
+        "/v1/targets/:name/deliveries",
+        Endpoint::TargetDeliveries,
+    ),
+    (
+        "GET",
+        "/v1/targets/:name/dead-letters",
+        Endpoint::TargetDeadLetters,
+    ),
 ];
 
 /// Does this request change anything? Every method but `GET`/`HEAD`, and
@@ -509,5 +531,11 @@ async fn route(
         DeviceSensors => readings::latest(app, req, &p).await,
         Dashboard => Ok(dashboard::asset(app, &req, "index.html")),
         DashboardAsset => Ok(dashboard::asset(app, &req, &p)),
+        TargetList => targets::list(app, req).await,
+        TargetCreate => targets::create(app, req).await,
+        TargetDelete => targets::delete(app, req, &p).await,
+        TargetTest => targets::test(app, req, &p).await,
+        TargetDeliveries => targets::deliveries(app, req, &p).await,
+        TargetDeadLetters => targets::dead_letters(app, req, &p).await,
     }
 }

@@ -91,6 +91,9 @@ pub const KIND_CHANNEL: u8 = 2;
 pub const KIND_ALERT: u8 = 3;
 /// A file for devices (`/v1/files/NAME`).
 pub const KIND_FILE: u8 = 4;
+/// A notification target (targets are not granted; the kind names them
+/// in errors).
+pub const KIND_TARGET: u8 = 5;
 
 /// A grant lets a user, a device or `anonymous` read a device or channel,
 /// or control it.
@@ -197,6 +200,7 @@ fn unknown(kind: u8, name: &str) -> WireError {
         KIND_DEVICE => ("unknown_device", "device"),
         KIND_CHANNEL => ("unknown_channel", "channel"),
         KIND_FILE => ("unknown_file", "file"),
+        KIND_TARGET => ("unknown_target", "target"),
         _ => ("unknown_alert", "alert"),
     };
     WireError::new(404, code, format!("no {what} '{name}'"))
@@ -350,6 +354,14 @@ impl Directory {
             .is_ok()
     }
 
+    /// May user `name` still have notices sent to target `t`? Its owner
+    /// and administrators may (targets are not granted). (See
+    /// [`Directory::user_may_device`].)
+    pub fn user_may_target(&self, name: &str, t: &crate::targets::TargetRecord) -> bool {
+        self.user(name)
+            .is_some_and(|u| u.role == Role::Administrator || t.owner == u.name)
+    }
+
     /// The grants on `res` that apply to `who`: (its own, the public
     /// one). A grant to `anonymous` makes the thing public: it applies to
     /// every caller, with or without credentials, but only for the
@@ -430,6 +442,21 @@ impl Noun for AlertEntry {
     }
     fn resource(&self) -> Resource<'_> {
         Resource::alert(&self.rec)
+    }
+}
+
+impl Noun for crate::targets::TargetRecord {
+    const KIND: u8 = KIND_TARGET;
+    fn find(app: &App, name: &str) -> Result<Option<Arc<Self>>, WireError> {
+        Ok(app.catalog.targets().get(name))
+    }
+    fn resource(&self) -> Resource<'_> {
+        Resource::Owned {
+            kind: KIND_TARGET,
+            num: self.id,
+            name: &self.name,
+            owner: &self.owner,
+        }
     }
 }
 

@@ -22,7 +22,9 @@ use crate::catalog::Catalog;
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros, SensorId, SensorKind, Value};
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, LAST_SEEN, META, PRESENCE, PRESENCE_EVENTS, PRESENCE_NOTIFY};
+use crate::store::{
+    StoreError, LAST_SEEN, META, PRESENCE, PRESENCE_EVENTS, PRESENCE_NOTIFY, PRESENCE_TARGETS,
+};
 use crate::{channels, inbox, notify};
 
 /// `meta` key: index of the next presence event (events start at 1).
@@ -195,6 +197,9 @@ pub struct Notices<'a> {
     pub max_inbox: u64,
     /// Presence events kept; older ones are removed.
     pub events_kept: u64,
+    /// Set when a notice queued an outbox row (the sender is woken after
+    /// the commit).
+    pub outbox_added: &'a std::cell::Cell<bool>,
 }
 
 /// Store presence changes in the writer's transaction: for each, the
@@ -254,13 +259,19 @@ fn tell_owner(
     let Some(d) = dir.device_by_num(c.device) else {
         return Ok(notify::Delivery::default());
     };
-    let Some((to_device, to_channel)) = txn
+    let (to_device, to_channel) = txn
         .open_table(PRESENCE_NOTIFY)?
         .get(d.owner.as_str())?
         .map(|g| (g.value().0.to_string(), g.value().1.to_string()))
-    else {
+        .unwrap_or_default();
+    let hook = txn
+        .open_table(PRESENCE_TARGETS)?
+        .get(d.owner.as_str())?
+        .and_then(|g| to.catalog.targets().by_id(g.value()))
+        .filter(|t| dir.user_may_target(&d.owner, t));
+    if to_device.is_empty() && to_channel.is_empty() && hook.is_none() {
         return Ok(notify::Delivery::default());
-    };
+    }
     let word = if c.online { "online" } else { "offline" };
     let target = dir
         .device(&to_device)
@@ -289,8 +300,24 @@ fn tell_owner(
             };
             (ch, item)
         }),
+        target: hook.as_deref().map(|t| {
+            let note = crate::outbox::Notification {
+                kind: "presence",
+                time: c.at,
+                source: d.id.clone(),
+                device: d.id.clone(),
+                sensor: String::new(),
+                value: word.to_string(),
+                text: format!("{} is {word}", d.id),
+            };
+            (t, note)
+        }),
     };
-    notify::deliver(txn, dir, to.max_inbox, notice)
+    let delivery = notify::deliver(txn, dir, to.max_inbox, notice)?;
+    if delivery.target.is_some() {
+        to.outbox_added.set(true);
+    }
+    Ok(delivery)
 }
 
 #[cfg(test)]

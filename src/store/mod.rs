@@ -24,6 +24,11 @@
 //! | `presence_notify` | owner | (device, channel) | admin ops |
 //! | `retention` | (device, sensor code or 0) | keep days (0: forever) | admin ops |
 //! | `aggregates` | (device, sensor, minute) | [`aggregates::Agg`] of a removed minute | writer thread (retention sweep) |
+//! | `targets` | target name | [`crate::targets::TargetRecord`] | admin ops |
+//! | `outbox` | (target, event n) | a notification not yet delivered ([`crate::outbox`]) | writer thread (adds, with its event); sender (removes) |
+//! | `target_history` | (target, n) | one delivery attempt | sender |
+//! | `notify_dead` | (target, event n) | a notification given up on, with the last error | sender |
+//! | `presence_targets` | owner | target id told of presence changes | admin ops |
 //! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
@@ -117,6 +122,21 @@ pub const RETENTION: TableDefinition<(u32, u32), u32> = TableDefinition::new("re
 /// count, min, max and sum of a minute of an `N` or `I` sensor whose
 /// readings the retention sweep removed (`[retention] aggregate_keep_days`).
 pub const AGGREGATES: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("aggregates");
+/// Target name → encoded [`crate::targets::TargetRecord`].
+pub const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets");
+/// `(target id, event n)` → a notification committed with its event and
+/// not yet delivered or given up on (see [`crate::outbox`]).
+pub const OUTBOX: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("outbox");
+/// `(target id, n)` → one delivery attempt, the last `history_kept` per
+/// target.
+pub const TARGET_HISTORY: TableDefinition<(u32, u64), &[u8]> =
+    TableDefinition::new("target_history");
+/// `(target id, event n)` → a notification whose retries ran out: its
+/// body and the last error (the dead letters of notifications).
+pub const NOTIFY_DEAD: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("notify_dead");
+/// Owner → the target told of their devices' presence changes (beside
+/// `presence_notify`'s device and channel).
+pub const PRESENCE_TARGETS: TableDefinition<&str, u32> = TableDefinition::new("presence_targets");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
@@ -464,6 +484,11 @@ impl Store {
         txn.open_table(FILES)?;
         txn.open_table(RETENTION)?;
         txn.open_table(AGGREGATES)?;
+        txn.open_table(TARGETS)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(TARGET_HISTORY)?;
+        txn.open_table(NOTIFY_DEAD)?;
+        txn.open_table(PRESENCE_TARGETS)?;
         txn.commit()?;
         Ok(db)
     }

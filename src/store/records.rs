@@ -403,6 +403,9 @@ pub struct AlertRecord {
     pub to_channel: Option<u32>,
     /// When it was created.
     pub created: Micros,
+    /// Notification target told when it fires, if any (stored after
+    /// `created`; records written before targets existed have none).
+    pub to_target: Option<u32>,
 }
 
 fn put_opt_f64(out: &mut Vec<u8>, v: Option<f64>) {
@@ -453,6 +456,9 @@ impl AlertRecord {
         put_opt_u32(&mut out, self.to_device);
         put_opt_u32(&mut out, self.to_channel);
         varint::put_i64(&mut out, self.created);
+        if self.to_target.is_some() {
+            put_opt_u32(&mut out, self.to_target);
+        }
         out
     }
 
@@ -462,7 +468,7 @@ impl AlertRecord {
         if r.u8()? != VERSION {
             return Err(Corrupt);
         }
-        Ok(AlertRecord {
+        let mut rec = AlertRecord {
             id: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
             name: get_str(&mut r)?,
             owner: get_str(&mut r)?,
@@ -475,7 +481,12 @@ impl AlertRecord {
             to_device: get_opt_u32(&mut r)?,
             to_channel: get_opt_u32(&mut r)?,
             created: r.i64()?,
-        })
+            to_target: None,
+        };
+        if !r.is_empty() {
+            rec.to_target = get_opt_u32(&mut r)?;
+        }
+        Ok(rec)
     }
 }
 
@@ -505,6 +516,7 @@ mod more_tests {
             message: "It's too hot!".into(),
             to_device: Some(7),
             to_channel: None,
+            to_target: Some(3),
             created: 11,
         };
         assert_eq!(AlertRecord::decode(&a.encode()), Ok(a));

@@ -56,6 +56,7 @@ impl WriterState {
             catalog: &self.ctx.catalog,
             max_inbox: self.ctx.max_inbox,
             events_kept: self.ctx.presence_events_kept,
+            outbox_added: &self.outbox_added,
         };
         appended |= presence::store::record_changes(txn, changes, now, &to)?;
         Ok(appended)
@@ -92,11 +93,17 @@ impl WriterState {
             alerts::store_state(txn, id, fired)?;
         }
         for f in &part.firings {
+            // A target deleted since the digest looked gets nothing.
+            let target = f.target.and_then(|t| self.ctx.catalog.targets().by_id(t));
             let notice = notify::Notice {
                 inbox: f.inbox.as_ref().map(|(dev, row)| (*dev, row)),
                 channel: None,
+                target: target.as_deref().map(|t| (t, self.firing_note(f))),
             };
             let delivery = notify::deliver(txn, &self.ctx.directory, self.ctx.max_inbox, notice)?;
+            if delivery.target.is_some() {
+                self.outbox_added.set(true);
+            }
             let ev = alerts::Event {
                 time: f.reading.time,
                 device: f.device,
@@ -108,5 +115,25 @@ impl WriterState {
             alerts::record_event(txn, f.alert, &ev)?;
         }
         Ok(appended)
+    }
+
+    /// What a firing tells a notification target.
+    fn firing_note(&self, f: &crate::digest::Firing) -> crate::outbox::Notification {
+        let mut value = String::new();
+        f.reading.value.write_csv(&mut value);
+        crate::outbox::Notification {
+            kind: "alert",
+            time: f.reading.time,
+            source: f.source.clone(),
+            device: self
+                .ctx
+                .directory
+                .device_by_num(f.device)
+                .map(|d| d.id.clone())
+                .unwrap_or_default(),
+            sensor: f.reading.sensor.to_string(),
+            value,
+            text: f.text.clone(),
+        }
     }
 }

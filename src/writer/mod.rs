@@ -127,6 +127,9 @@ pub struct WriterContext {
     pub seal_idle: Duration,
     /// Chunks per sealing transaction.
     pub seal_chunks_per_step: usize,
+    /// Notified after a commit that added outbox rows (the webhook
+    /// sender, `crate::sender`).
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -158,6 +161,7 @@ pub fn start(
         sweeper: crate::retention::Sweeper::default(),
         sealer,
         seal_retry_at: None,
+        outbox_added: std::cell::Cell::new(false),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -191,6 +195,9 @@ struct WriterState {
     sealer: Sealer,
     /// After a failed sealing step: not before this.
     seal_retry_at: Option<Instant>,
+    /// The transaction being built added outbox rows: wake the sender
+    /// once it commits.
+    outbox_added: std::cell::Cell<bool>,
 }
 
 impl WriterState {

@@ -212,6 +212,9 @@ impl WriterState {
         if inbox_rows {
             self.ctx.inbox_events.send_modify(|n| *n += 1);
         }
+        if self.outbox_added.take() {
+            self.ctx.outbox_wake.notify_one();
+        }
         self.metrics.commits.inc();
         self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
         let accepted: usize = jobs.iter().map(|j| j.readings.len()).sum();

@@ -1,0 +1,471 @@
+//! The outbox: notifications for targets, durable until delivered.
+//!
+//! The writer adds a row ([`push`]) in the transaction that records the
+//! event it tells of (an alert firing, a presence change), so an event is
+//! stored if and only if its notifications are. The sender
+//! ([`crate::sender`]) removes a row only when it was delivered
+//! ([`finish`] with [`Outcome::Delivered`]) or given up on (moved to
+//! `notify_dead` with the last error, [`Outcome::Dead`]), in one
+//! transaction with the attempt's history row. So a crash at any point
+//! delivers the row again, with the same event id: at least once.
+//!
+//! Event ids are `evt-<n>`, `n` from the `meta` counter
+//! [`NEXT_EVENT`], never reused; rows of one target are delivered in `n`
+//! order.
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+use crate::codec::names::write_csv_text;
+use crate::codec::{timefmt, Micros};
+use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::{StoreError, META, NOTIFY_DEAD, OUTBOX, TARGET_HISTORY};
+use crate::targets::{Format, Kind, TargetRecord};
+
+/// `meta` key: the number of the next notification event.
+pub const NEXT_EVENT: &str = "next_notification";
+
+/// CSV header of a CSV webhook body.
+pub const CSV_HEADER: &str = "id,type,time,source,device,sensor,value,text\n";
+
+/// What a notification says (rendered as JSON or CSV per target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// `alert` or `presence`.
+    pub kind: &'static str,
+    /// When it happened (the reading's time, the presence change's time).
+    pub time: Micros,
+    /// Who sent it: the alert's name, or the device for presence.
+    pub source: String,
+    /// The device it is about.
+    pub device: String,
+    /// The sensor (alerts), empty otherwise.
+    pub sensor: String,
+    /// The value (alerts), or `online`/`offline` (presence).
+    pub value: String,
+    /// The text (the alert's message, or the presence word).
+    pub text: String,
+}
+
+impl Notification {
+    /// The body for `format`, carrying the event `id`.
+    pub fn render(&self, id: &str, format: Format) -> Vec<u8> {
+        let mut time = String::new();
+        timefmt::write_time(self.time, &mut time);
+        match format {
+            Format::Json => serde_json::json!({
+                "id": id,
+                "type": self.kind,
+                "time": time,
+                "source": self.source,
+                "device": self.device,
+                "sensor": self.sensor,
+                "value": self.value,
+                "text": self.text,
+            })
+            .to_string()
+            .into_bytes(),
+            Format::Csv => {
+                let mut out = String::from(CSV_HEADER);
+                for (i, f) in [
+                    id,
+                    self.kind,
+                    &time,
+                    &self.source,
+                    &self.device,
+                    &self.sensor,
+                    &self.value,
+                    &self.text,
+                ]
+                .iter()
+                .enumerate()
+                {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_csv_text(f, &mut out);
+                }
+                out.push('\n');
+                out.into_bytes()
+            }
+        }
+    }
+}
+
+impl Notification {
+    /// The text of an e-mail: the subject line, a blank line, the body.
+    pub fn render_mail(&self, id: &str) -> Vec<u8> {
+        let mut time = String::new();
+        timefmt::write_time(self.time, &mut time);
+        let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
+        let mut out = format!(
+            "[Overlord] {} {}: {}\n\n",
+            self.kind,
+            one_line(&self.source),
+            one_line(&self.text)
+        );
+        out.push_str(&self.text);
+        out.push_str("\n\n");
+        for (k, v) in [
+            ("Event", id),
+            ("Type", self.kind),
+            ("Time", &time),
+            ("Source", &self.source),
+            ("Device", &self.device),
+            ("Sensor", &self.sensor),
+            ("Value", &self.value),
+        ] {
+            if !v.is_empty() {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        out.into_bytes()
+    }
+}
+
+/// An outbox row: the event's id and time, and the body as rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Event number (`evt-<n>`).
+    pub n: u64,
+    /// When it was committed (retries end `retry_for_secs` after it).
+    pub created: Micros,
+    /// The body, in the target's format.
+    pub body: Vec<u8>,
+}
+
+impl Pending {
+    /// The event id sent in `Overlord-Event-Id`.
+    pub fn id(&self) -> String {
+        event_id(self.n)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint::put_i64(&mut out, self.created);
+        varint::put_bytes(&mut out, &self.body);
+        out
+    }
+
+    fn decode(n: u64, bytes: &[u8]) -> Result<Pending, Corrupt> {
+        let mut r = Reader::new(bytes);
+        Ok(Pending {
+            n,
+            created: r.i64()?,
+            body: r.bytes()?.to_vec(),
+        })
+    }
+}
+
+/// `evt-<n>`.
+pub fn event_id(n: u64) -> String {
+    format!("evt-{n}")
+}
+
+/// Queue `note` for `target` in the writer's transaction (with the event
+/// it tells of). Returns the event id. Writer only, in digest-log order,
+/// so a notification derived again after a crash gets the same id.
+pub fn push(
+    txn: &WriteTransaction,
+    target: &TargetRecord,
+    note: &Notification,
+    now: Micros,
+) -> Result<String, StoreError> {
+    let n = {
+        let mut meta = txn.open_table(META)?;
+        let n = meta.get(NEXT_EVENT)?.map_or(1, |v| v.value());
+        meta.insert(NEXT_EVENT, n + 1)?;
+        n
+    };
+    let id = event_id(n);
+    let row = Pending {
+        n,
+        created: now,
+        body: match target.kind {
+            Kind::Webhook => note.render(&id, target.format),
+            Kind::Email => note.render_mail(&id),
+        },
+    };
+    txn.open_table(OUTBOX)?
+        .insert((target.id, n), row.encode().as_slice())?;
+    Ok(id)
+}
+
+/// The targets with rows waiting, in id order.
+pub fn waiting_targets(txn: &ReadTransaction) -> Result<Vec<u32>, StoreError> {
+    let t = txn.open_table(OUTBOX)?;
+    let mut out = Vec::new();
+    let mut from = 0u32;
+    loop {
+        let Some(row) = t.range((from, 0)..)?.next() else {
+            break;
+        };
+        let target = row?.0.value().0;
+        out.push(target);
+        match target.checked_add(1) {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The oldest row waiting for `target` (the next to deliver).
+pub fn head(txn: &ReadTransaction, target: u32) -> Result<Option<Pending>, StoreError> {
+    let t = txn.open_table(OUTBOX)?;
+    let Some(row) = t.range((target, 0)..=(target, u64::MAX))?.next() else {
+        return Ok(None);
+    };
+    let (k, v) = row?;
+    Ok(Some(Pending::decode(k.value().1, v.value())?))
+}
+
+/// Rows waiting for `target`.
+pub fn waiting(txn: &ReadTransaction, target: u32) -> Result<u64, StoreError> {
+    let t = txn.open_table(OUTBOX)?;
+    let mut n = 0;
+    for row in t.range((target, 0)..=(target, u64::MAX))? {
+        row?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered `2xx`: the row is removed.
+    Delivered,
+    /// It failed; it will be tried again.
+    Failed,
+    /// It failed and the retries ran out: the row moves to `notify_dead`.
+    Dead,
+}
+
+impl Outcome {
+    /// The word in the history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::Dead => "dead",
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Outcome, Corrupt> {
+        Ok(match v {
+            0 => Outcome::Delivered,
+            1 => Outcome::Failed,
+            2 => Outcome::Dead,
+            _ => return Err(Corrupt),
+        })
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Outcome::Delivered => 0,
+            Outcome::Failed => 1,
+            Outcome::Dead => 2,
+        }
+    }
+}
+
+/// One delivery attempt, as kept in `target_history`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// When it ended.
+    pub time: Micros,
+    /// The event (`evt-<n>`).
+    pub event: u64,
+    /// 1 for the first try of this event in this run of the server.
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The receiver's HTTP status, 0 when there was none.
+    pub status: u16,
+    /// The error (empty when delivered).
+    pub detail: String,
+}
+
+/// CSV header of a target's delivery history.
+pub const HISTORY_HEADER: &str = "n,time,event,attempt,outcome,status,detail\n";
+
+impl Attempt {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint::put_i64(&mut out, self.time);
+        varint::put_u64(&mut out, self.event);
+        varint::put_u64(&mut out, u64::from(self.attempt));
+        out.push(self.outcome.to_u8());
+        varint::put_u64(&mut out, u64::from(self.status));
+        varint::put_bytes(&mut out, self.detail.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Attempt, Corrupt> {
+        let mut r = Reader::new(bytes);
+        Ok(Attempt {
+            time: r.i64()?,
+            event: r.u64()?,
+            attempt: u32::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            outcome: Outcome::from_u8(r.u8()?)?,
+            status: u16::try_from(r.u64()?).map_err(|_| Corrupt)?,
+            detail: String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)?,
+        })
+    }
+
+    /// Append one CSV row numbered `n`.
+    pub fn write_csv(&self, n: u64, out: &mut String) {
+        out.push_str(&n.to_string());
+        out.push(',');
+        timefmt::write_time(self.time, out);
+        out.push(',');
+        out.push_str(&event_id(self.event));
+        out.push_str(&format!(
+            ",{},{},{},",
+            self.attempt,
+            self.outcome.as_str(),
+            self.status
+        ));
+        write_csv_text(&self.detail, out);
+        out.push('\n');
+    }
+}
+
+/// Record `attempt` for `target` (trimming its history to `kept` rows);
+/// when it was delivered or is dead, remove the outbox row in the same
+/// transaction (a dead one is kept in `notify_dead` with its body).
+/// Sender only, from a blocking thread.
+pub fn finish(
+    txn: &WriteTransaction,
+    target: u32,
+    attempt: &Attempt,
+    kept: u64,
+) -> Result<(), StoreError> {
+    if attempt.outcome != Outcome::Failed {
+        let mut outbox = txn.open_table(OUTBOX)?;
+        let row = outbox
+            .remove((target, attempt.event))?
+            .map(|r| r.value().to_vec());
+        if let (Some(row), Outcome::Dead) = (row, attempt.outcome) {
+            let p = Pending::decode(attempt.event, &row)?;
+            let mut v = Vec::new();
+            varint::put_i64(&mut v, attempt.time);
+            varint::put_bytes(&mut v, attempt.detail.as_bytes());
+            varint::put_bytes(&mut v, &p.body);
+            txn.open_table(NOTIFY_DEAD)?
+                .insert((target, attempt.event), v.as_slice())?;
+        }
+    }
+    let mut h = txn.open_table(TARGET_HISTORY)?;
+    let next = h
+        .range((target, 0)..=(target, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(1, |(k, _)| k.value().1 + 1);
+    h.insert((target, next), attempt.encode().as_slice())?;
+    let first_kept = next.saturating_sub(kept.max(1)) + 1;
+    let old: Vec<u64> = h
+        .range((target, 0)..(target, first_kept))?
+        .map(|r| r.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    for n in old {
+        h.remove((target, n))?;
+    }
+    Ok(())
+}
+
+/// A target's history after `after`, at most `limit` rows.
+pub fn history(
+    txn: &ReadTransaction,
+    target: u32,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Attempt)>, StoreError> {
+    let t = txn.open_table(TARGET_HISTORY)?;
+    let mut out = Vec::new();
+    if after == u64::MAX {
+        return Ok(out);
+    }
+    for row in t
+        .range((target, after + 1)..=(target, u64::MAX))?
+        .take(limit)
+    {
+        let (k, v) = row?;
+        out.push((k.value().1, Attempt::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// A dead notification: when it was given up on, the last error, the body.
+pub type Dead = (u64, Micros, String, Vec<u8>);
+
+/// A target's dead notifications, oldest first, at most `limit`.
+pub fn dead(txn: &ReadTransaction, target: u32, limit: usize) -> Result<Vec<Dead>, StoreError> {
+    let t = txn.open_table(NOTIFY_DEAD)?;
+    let mut out = Vec::new();
+    for row in t.range((target, 0)..=(target, u64::MAX))?.take(limit) {
+        let (k, v) = row?;
+        let mut r = Reader::new(v.value());
+        let time = r.i64()?;
+        let error = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)?;
+        out.push((k.value().1, time, error, r.bytes()?.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Remove everything of a deleted target: waiting rows, history, dead
+/// letters. Management, in the transaction that deletes the target.
+pub fn remove_target(txn: &WriteTransaction, target: u32) -> Result<(), StoreError> {
+    for def in [OUTBOX, TARGET_HISTORY, NOTIFY_DEAD] {
+        let mut t = txn.open_table(def)?;
+        let keys: Vec<(u32, u64)> = t
+            .range((target, 0)..=(target, u64::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            t.remove(k)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_render_as_json_and_csv() {
+        let n = Notification {
+            kind: "alert",
+            time: 0,
+            source: "hot".into(),
+            device: "d1".into(),
+            sensor: "N1".into(),
+            value: "31.5".into(),
+            text: "too \"hot\", open".into(),
+        };
+        let j: serde_json::Value =
+            serde_json::from_slice(&n.render("evt-3", Format::Json)).unwrap();
+        assert_eq!(j["id"], "evt-3");
+        assert_eq!(j["text"], "too \"hot\", open");
+        assert_eq!(j["time"], "1970-01-01T00:00:00Z");
+        let c = String::from_utf8(n.render("evt-3", Format::Csv)).unwrap();
+        assert_eq!(
+            c,
+            format!("{CSV_HEADER}evt-3,alert,1970-01-01T00:00:00Z,hot,d1,N1,31.5,\"too \"\"hot\"\", open\"\n")
+        );
+    }
+
+    #[test]
+    fn attempts_round_trip() {
+        let a = Attempt {
+            time: 5,
+            event: 7,
+            attempt: 2,
+            outcome: Outcome::Dead,
+            status: 503,
+            detail: "HTTP 503".into(),
+        };
+        assert_eq!(Attempt::decode(&a.encode()), Ok(a));
+    }
+}
