@@ -1,0 +1,146 @@
+// Overlord dashboard: the map (Web Mercator canvas: the land outline from
+// world.js, optional tiles, device dots and clusters). A part of app.js,
+// which calls window.overlordParts.map(ui) with the helpers it shares.
+"use strict";
+(window.overlordParts = window.overlordParts || {}).map = function (ui) {
+  const { $, state, stateClass, ago, renderDeviceMeta, loadSensors, renderTree } = ui;
+  // ---- Map --------------------------------------------------------------------
+  // Web Mercator, so optional tiles ({z}/{x}/{y}) line up with the outline.
+  const map = { zoom: 0, cx: 128, cy: 128, fitted: false, hits: [], tiles: new Map() };
+  state.map = map;
+  function project(lon, lat) {
+    const s = Math.sin((Math.max(-85, Math.min(85, lat)) * Math.PI) / 180);
+    return [((lon + 180) / 360) * 256, (0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)) * 256];
+  }
+  function fitMap() {
+    const c = $("map"), pts = state.devices.filter((d) => isFinite(d.lat) && isFinite(d.lon)).map((d) => project(d.lon, d.lat));
+    let x0 = 0, x1 = 256, y0 = 40, y1 = 200;
+    if (pts.length) {
+      x0 = Math.min(...pts.map((p) => p[0])); x1 = Math.max(...pts.map((p) => p[0]));
+      y0 = Math.min(...pts.map((p) => p[1])); y1 = Math.max(...pts.map((p) => p[1]));
+    }
+    const w = Math.max(x1 - x0, 0.02), h = Math.max(y1 - y0, 0.02);
+    map.zoom = Math.max(0, Math.min(18, Math.log2(Math.min(c.clientWidth / (w * 1.3), c.clientHeight / (h * 1.3)))));
+    map.cx = (x0 + x1) / 2; map.cy = (y0 + y1) / 2;
+  }
+  const COLORS = { online: "#2a9d3f", offline: "#d62828", unreachable: "#f18f01", unknown: "#9aa3ad" };
+  function drawMap(fit) {
+    const c = $("map");
+    const dpr = window.devicePixelRatio || 1;
+    const W = c.clientWidth, H = c.clientHeight;
+    if (!W || !H) return;
+    if (c.width !== W * dpr || c.height !== H * dpr) { c.width = W * dpr; c.height = H * dpr; }
+    if (fit === true && !map.fitted) { fitMap(); map.fitted = true; }
+    const g = c.getContext("2d");
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.fillStyle = "#cfe3f3"; g.fillRect(0, 0, W, H);
+    const k = Math.pow(2, map.zoom);
+    const sx = (x) => (x - map.cx) * k + W / 2, sy = (y) => (y - map.cy) * k + H / 2;
+    if (state.tileUrl) drawTiles(g, W, H, k);
+    // World outline (shipped in the binary), repeated east and west.
+    g.fillStyle = state.tileUrl ? "rgba(0,0,0,0)" : "#f1efe6"; g.strokeStyle = "#8c8a80"; g.lineWidth = 0.7;
+    for (const shift of [-256, 0, 256]) {
+      if (sx(shift) > W || sx(shift + 256) < 0) continue;
+      g.beginPath();
+      for (const ring of window.OVERLORD_WORLD || []) {
+        for (let i = 0; i < ring.length; i += 2) {
+          const p = project(ring[i], ring[i + 1]);
+          const x = sx(p[0] + shift), y = sy(p[1]);
+          if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+        }
+        g.closePath();
+      }
+      g.fill(); g.stroke();
+    }
+    // Devices: a dot each, or a grid cluster when several share a cell.
+    const term = $("search").value.trim().toLowerCase();
+    const CELL = 28, cells = new Map();
+    for (const d of state.devices) {
+      if (!isFinite(d.lat) || !isFinite(d.lon)) continue;
+      if (term && !d.search.includes(term)) continue;
+      if (!d.px) d.px = project(d.lon, d.lat);
+      const x = sx(d.px[0]), y = sy(d.px[1]);
+      if (x < -CELL || y < -CELL || x > W + CELL || y > H + CELL) continue;
+      const key = Math.floor(x / CELL) + "," + Math.floor(y / CELL);
+      let cell = cells.get(key);
+      if (!cell) { cell = { x: 0, y: 0, n: 0, devs: [], st: {} }; cells.set(key, cell); }
+      cell.x += x; cell.y += y; cell.n++; cell.devs.push(d);
+      const st = stateClass(d.state); cell.st[st] = (cell.st[st] || 0) + 1;
+    }
+    map.hits = [];
+    g.font = "11px system-ui, sans-serif"; g.textAlign = "center"; g.textBaseline = "middle";
+    for (const cell of cells.values()) {
+      const x = cell.x / cell.n, y = cell.y / cell.n;
+      if (cell.n === 1) {
+        const d = cell.devs[0];
+        g.beginPath(); g.arc(x, y, 5, 0, 2 * Math.PI);
+        g.fillStyle = COLORS[stateClass(d.state)]; g.fill();
+        g.lineWidth = state.selected === d.id ? 3 : 1; g.strokeStyle = "#fff"; g.stroke();
+        map.hits.push({ x, y, r: 8, d });
+      } else {
+        // A cluster: coloured by its worst state, sized by its count.
+        const worst = ["offline", "unreachable", "unknown", "online"].find((s) => cell.st[s]);
+        const r = Math.min(22, 9 + Math.log2(cell.n) * 2);
+        g.beginPath(); g.arc(x, y, r, 0, 2 * Math.PI);
+        g.fillStyle = COLORS[worst]; g.globalAlpha = 0.85; g.fill(); g.globalAlpha = 1;
+        g.lineWidth = 2; g.strokeStyle = "#fff"; g.stroke();
+        g.fillStyle = "#fff"; g.fillText(String(cell.n), x, y);
+        map.hits.push({ x, y, r, cluster: cell });
+      }
+    }
+    document.body.dataset.mapDrawn = String(cells.size);
+  }
+  function drawTiles(g, W, H, k) {
+    const z = Math.max(0, Math.min(19, Math.round(map.zoom)));
+    const n = Math.pow(2, z), size = 256 * k / n;
+    const x0 = Math.floor(((map.cx - W / 2 / k) / 256) * n), x1 = Math.floor(((map.cx + W / 2 / k) / 256) * n);
+    const y0 = Math.max(0, Math.floor(((map.cy - H / 2 / k) / 256) * n)), y1 = Math.min(n - 1, Math.floor(((map.cy + H / 2 / k) / 256) * n));
+    for (let ty = y0; ty <= y1; ty++) for (let tx = x0; tx <= x1; tx++) {
+      const wx = ((tx % n) + n) % n;
+      const url = state.tileUrl.replace("{z}", z).replace("{x}", wx).replace("{y}", ty);
+      let img = map.tiles.get(url);
+      if (!img) {
+        img = new Image(); img.onload = () => drawMap(false); img.src = url; map.tiles.set(url, img);
+        if (map.tiles.size > 500) map.tiles.delete(map.tiles.keys().next().value);
+      }
+      if (img.complete && img.naturalWidth) g.drawImage(img, (tx * 256 / n - map.cx) * k + W / 2, (ty * 256 / n - map.cy) * k + H / 2, size + 0.5, size + 0.5);
+    }
+  }
+  (function mapEvents() {
+    const c = $("map");
+    let drag = null;
+    c.addEventListener("mousedown", (e) => { drag = { x: e.offsetX, y: e.offsetY, cx: map.cx, cy: map.cy, moved: false }; });
+    c.addEventListener("mousemove", (e) => {
+      if (!drag) return;
+      const k = Math.pow(2, map.zoom);
+      if (Math.abs(e.offsetX - drag.x) + Math.abs(e.offsetY - drag.y) > 3) drag.moved = true;
+      map.cx = drag.cx - (e.offsetX - drag.x) / k; map.cy = drag.cy - (e.offsetY - drag.y) / k;
+      drawMap(false);
+    });
+    window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
+    c.addEventListener("click", (e) => {
+      if (drag && drag.moved) return;
+      const hit = map.hits.find((h) => (h.x - e.offsetX) ** 2 + (h.y - e.offsetY) ** 2 <= h.r * h.r);
+      if (!hit) return;
+      if (hit.cluster) { zoomAt(e.offsetX, e.offsetY, 2); return; }
+      const d = hit.d;
+      $("map-info").textContent = `${d.name || d.id} (${d.id}) — ${d.state || "never seen"}, last seen ${ago(d.last_seen)}, ${d.latitude}, ${d.longitude}${d.location ? ", " + d.location : ""}`;
+      state.selected = d.id; drawMap(false); renderDeviceMeta(d); loadSensors(d.id); renderTree();
+    });
+    c.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(e.offsetX, e.offsetY, e.deltaY < 0 ? 1.5 : 1 / 1.5); }, { passive: false });
+    $("map-in").addEventListener("click", () => zoomAt(c.clientWidth / 2, c.clientHeight / 2, 2));
+    $("map-out").addEventListener("click", () => zoomAt(c.clientWidth / 2, c.clientHeight / 2, 0.5));
+    $("map-fit").addEventListener("click", () => { fitMap(); drawMap(false); });
+    window.addEventListener("resize", () => { if (state.view === "map") drawMap(false); });
+  })();
+  function zoomAt(x, y, f) {
+    const c = $("map"), k = Math.pow(2, map.zoom);
+    const wx = map.cx + (x - c.clientWidth / 2) / k, wy = map.cy + (y - c.clientHeight / 2) / k;
+    map.zoom = Math.max(0, Math.min(20, map.zoom + Math.log2(f)));
+    const k2 = Math.pow(2, map.zoom);
+    map.cx = wx - (x - c.clientWidth / 2) / k2; map.cy = wy - (y - c.clientHeight / 2) / k2;
+    drawMap(false);
+  }
+
+  return { draw: drawMap };
+};
