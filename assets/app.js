@@ -16,7 +16,8 @@
     sensors: new Map(), // device id -> [{sensor,time,value}]
     rows: [], // visible tree rows
     view: "device",
-    presenceAfter: null,
+    presenceAfter: null, // index of the last presence event applied
+    presenceSince: "", // when the session's first device list was read
     timers: [],
   };
   window.overlord = state; // for tests and the curious
@@ -89,8 +90,8 @@
     state.csrf = s.csrf; state.user = s.user; state.tileUrl = s.tile_url || "";
     $("whoami").textContent = s.user + " (" + s.role + ")";
     $("login").hidden = true; $("app").hidden = false;
+    state.presenceAfter = null; state.presenceSince = "";
     await loadDevices();
-    state.presenceAfter = null;
     state.timers.push(setInterval(pollPresence, 3000));
     state.timers.push(setInterval(loadDevices, 30000));
     state.timers.push(setInterval(refreshSent, 1000));
@@ -126,7 +127,15 @@
   // ---- Devices and the tree -------------------------------------------------
   async function loadDevices() {
     const t0 = performance.now();
-    const list = records((await api("GET", "/v1/devices")).text);
+    const r = await api("GET", "/v1/devices");
+    const list = records(r.text);
+    // The presence feed is read from the time of this first list on (the
+    // server's clock: the reply's Date), never from its start: replaying
+    // old events over the list drew devices in states they had left.
+    if (!state.presenceSince) {
+      const at = Date.parse(r.headers.get("Date") || "");
+      state.presenceSince = new Date(isFinite(at) ? at : Date.now() - 60000).toISOString();
+    }
     for (const d of list) {
       d.lat = d.latitude === "" ? NaN : +d.latitude;
       d.lon = d.longitude === "" ? NaN : +d.longitude;
@@ -185,6 +194,13 @@
     return Math.round(s / 86400) + " d ago";
   }
   function stateClass(st) { return ["online", "offline", "unreachable"].includes(st) ? st : "unknown"; }
+  // The state to show, by the server's rule (presence.rs, state_in): a
+  // device whose gateway is offline is unreachable, whatever its own last
+  // event said. The tree, the map and the details all show this.
+  function shownState(d) {
+    const p = d.parent && state.byId.get(d.parent);
+    return p && p.state === "offline" ? "unreachable" : stateClass(d.state);
+  }
   function renderTree() {
     const box = $("tree"), inner = box.firstElementChild;
     const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 5);
@@ -203,8 +219,9 @@
         el.className = "row device" + (state.selected === d.id ? " selected" : "");
         el.dataset.id = d.id;
         const dot = document.createElement("span");
-        dot.className = "dot " + stateClass(d.state);
-        dot.title = d.state || "never seen";
+        const st = shownState(d);
+        dot.className = "dot " + st;
+        dot.title = st === "unknown" ? "never seen" : st;
         const label = document.createElement("span");
         label.textContent = (d.gateway === "true" ? "▣ " : "") + (d.name || d.id) + (d.name && d.name !== d.id ? ` (${d.id})` : "");
         const seen = document.createElement("span");
@@ -264,7 +281,8 @@
     for (const k of ["state", "last_seen", "parent", "gateway", "kind", "latitude", "longitude", "location", "tags", "owner", "description"]) {
       if (!d[k]) continue;
       const dt = document.createElement("dt"); dt.textContent = k.replace("_", " ");
-      const dd = document.createElement("dd"); dd.textContent = k === "last_seen" ? `${d[k]} (${ago(d[k])})` : d[k];
+      const dd = document.createElement("dd");
+      dd.textContent = k === "last_seen" ? `${d[k]} (${ago(d[k])})` : k === "state" ? shownState(d) : d[k];
       dl.append(dt, dd);
     }
   }
@@ -273,23 +291,31 @@
   // a reload), the whole list every 30 s (last seen, new devices).
   async function pollPresence() {
     try {
+      // Before the first event: every event since the first device list
+      // (the same time on every poll, so nothing in between is missed);
+      // then after the last one applied.
       const from = state.presenceAfter === null
-        ? "since=" + q(new Date(Date.now() - 60000).toISOString())
+        ? "since=" + q(state.presenceSince)
         : "after=" + state.presenceAfter;
       const evs = records((await api("GET", "/v1/presence/events?" + from)).text);
-      let changed = false;
+      let changed = false, gateway = false;
       for (const e of evs) {
         state.presenceAfter = Math.max(state.presenceAfter ?? 0, +e.index);
         const d = state.byId.get(e.device);
         if (d) { d.state = e.state; if (e.last_seen) d.last_seen = e.last_seen; changed = true; }
+        if (d && d.gateway === "true") gateway = true;
       }
-      if (state.presenceAfter === null) state.presenceAfter = 0;
-      if (changed) {
+      // A gateway's change changes the devices behind it without events of
+      // their own: coming back, each is again what it was (only the server
+      // knows), so the list is read again.
+      if (gateway) await loadDevices();
+      else if (changed) {
         renderTree();
         if (state.view === "map") drawMap(false);
         if (state.selected && state.byId.has(state.selected)) renderDeviceMeta(state.byId.get(state.selected));
       }
     } catch (e) { /* next round */ }
+    document.body.dataset.presencePolls = String(+(document.body.dataset.presencePolls || 0) + 1);
   }
 
   // ---- Messages and commands ------------------------------------------------
@@ -327,7 +353,7 @@
   }
 
   // ---- Map and charts (map.js, chart.js) -----------------------------------------
-  const ui = { $, state, api, q, parseCsv, records, stateClass, ago, renderDeviceMeta, loadSensors, renderTree, showView };
+  const ui = { $, state, api, q, parseCsv, records, stateClass, shownState, ago, renderDeviceMeta, loadSensors, renderTree, showView };
   const drawMap = window.overlordParts.map(ui).draw;
   window.overlordParts.chart(ui);
 

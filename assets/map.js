@@ -3,7 +3,7 @@
 // which calls window.overlordParts.map(ui) with the helpers it shares.
 "use strict";
 (window.overlordParts = window.overlordParts || {}).map = function (ui) {
-  const { $, state, stateClass, ago, renderDeviceMeta, loadSensors, renderTree } = ui;
+  const { $, state, shownState, ago, renderDeviceMeta, loadSensors, renderTree } = ui;
   // ---- Map --------------------------------------------------------------------
   // Web Mercator, so optional tiles ({z}/{x}/{y}) line up with the outline.
   const map = { zoom: 0, cx: 128, cy: 128, fitted: false, hits: [], tiles: new Map() };
@@ -65,7 +65,7 @@
       let cell = cells.get(key);
       if (!cell) { cell = { x: 0, y: 0, n: 0, devs: [], st: {} }; cells.set(key, cell); }
       cell.x += x; cell.y += y; cell.n++; cell.devs.push(d);
-      const st = stateClass(d.state); cell.st[st] = (cell.st[st] || 0) + 1;
+      const st = shownState(d); cell.st[st] = (cell.st[st] || 0) + 1;
     }
     map.hits = [];
     g.font = "11px system-ui, sans-serif"; g.textAlign = "center"; g.textBaseline = "middle";
@@ -74,7 +74,7 @@
       if (cell.n === 1) {
         const d = cell.devs[0];
         g.beginPath(); g.arc(x, y, 5, 0, 2 * Math.PI);
-        g.fillStyle = COLORS[stateClass(d.state)]; g.fill();
+        g.fillStyle = COLORS[shownState(d)]; g.fill();
         g.lineWidth = state.selected === d.id ? 3 : 1; g.strokeStyle = "#fff"; g.stroke();
         map.hits.push({ x, y, r: 8, d });
       } else {
@@ -124,7 +124,7 @@
       if (!hit) return;
       if (hit.cluster) { zoomAt(e.offsetX, e.offsetY, 2); return; }
       const d = hit.d;
-      $("map-info").textContent = `${d.name || d.id} (${d.id}) — ${d.state || "never seen"}, last seen ${ago(d.last_seen)}, ${d.latitude}, ${d.longitude}${d.location ? ", " + d.location : ""}`;
+      $("map-info").textContent = `${d.name || d.id} (${d.id}) — ${shownState(d).replace("unknown", "never seen")}, last seen ${ago(d.last_seen)}, ${d.latitude}, ${d.longitude}${d.location ? ", " + d.location : ""}`;
       state.selected = d.id; drawMap(false); renderDeviceMeta(d); loadSensors(d.id); renderTree();
     });
     c.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(e.offsetX, e.offsetY, e.deltaY < 0 ? 1.5 : 1 / 1.5); }, { passive: false });

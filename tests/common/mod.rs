@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use overlord::app::OpenOptions;
 use overlord::config::Config;
 
+pub mod browser;
+
 /// A running in-process server.
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -1,0 +1,96 @@
+//! The dashboard tells the truth (issue 19), in real headless Chromium
+//! (`web/e2e-truth.mjs`; see `tests/common/browser.rs` for what it needs).
+//!
+//! Regressions, each of which the dashboard once got wrong:
+//! - after a restart the API said a gateway was offline and the devices
+//!   behind it unreachable, and the tree drew those devices green: the
+//!   presence poll replayed the feed's history over the device list, and
+//!   the page did not know that a device behind an offline gateway is
+//!   unreachable;
+//! - zoomed in on Amsterdam the map drew Europe, Africa and Asia as sea
+//!   (their outline is stored one world-width to the west and that copy
+//!   was culled);
+//! - a boolean sensor was drawn as a zig-zag on the temperature axis;
+//! - the list of sent commands was empty after a reload;
+//! - on a phone the page was the desktop page shrunk.
+
+mod common;
+
+use common::browser::{expect_pass, require_browser, user};
+use common::TestServer;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Create a device as `bearer` with the form `fields`; its token.
+fn device(s: &TestServer, bearer: &str, fields: &str) -> String {
+    let r = s.post("/v1/devices", FORM, fields.as_bytes(), bearer);
+    assert_eq!(r.status, 201, "{}", r.body);
+    common::token_of(&r.body)
+}
+
+/// One reading now, as the device.
+fn report(s: &TestServer, id: &str, token: &str) {
+    let r = s.get(&format!("/v1/readings?device={id}&token={token}&N1=20"));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn tree_and_map_colours_match_the_api_after_a_restart() {
+    if !require_browser() {
+        return;
+    }
+    let s = TestServer::start_with(|c| c.limits.device_requests_per_sec = 0.0);
+    let bearer = format!("Authorization: Bearer {}\r\n", user(&s));
+    // A gateway that is offline 1 s after its last word, two devices
+    // behind it, one on its own, and one that reports later. Far apart,
+    // so each has its own dot on the map.
+    let gw = device(
+        &s,
+        &bearer,
+        "id=gw1&gateway=true&offline_after=1&latitude=52.37&longitude=4.89",
+    );
+    let gh1 = device(
+        &s,
+        &bearer,
+        "id=gh1&parent=gw1&latitude=40.4&longitude=-3.7",
+    );
+    let gh2 = device(
+        &s,
+        &bearer,
+        "id=gh2&parent=gw1&latitude=41.9&longitude=12.5",
+    );
+    let solo = device(&s, &bearer, "id=solo&latitude=-1.29&longitude=36.82");
+    let late = device(&s, &bearer, "id=late&latitude=28.61&longitude=77.21");
+    for (id, token) in [("gw1", &gw), ("gh1", &gh1), ("gh2", &gh2), ("solo", &solo)] {
+        report(&s, id, token);
+    }
+    let (tmp, admin) = s.stop();
+    let s = TestServer::restart(tmp, admin, |c| c.limits.device_requests_per_sec = 0.0);
+    // The gateway, silent for over its 1 s, is reported offline once the
+    // server has loaded the stored states (a bounded poll).
+    let r = s.admin_until("/v1/devices", |b| {
+        b.lines()
+            .any(|l| l.starts_with("gw1,") && l.contains(",offline,"))
+    });
+    let states = common::column(&r.body, "state");
+    let ids = common::column(&r.body, "id");
+    let state_of = |id: &str| states[ids.iter().position(|i| i == id).unwrap()].clone();
+    assert_eq!(state_of("gw1"), "offline", "{}", r.body);
+    assert_eq!(state_of("gh1"), "unreachable", "{}", r.body);
+    assert_eq!(state_of("solo"), "online", "{}", r.body);
+    // From now on the gateway stays up once it is back.
+    let r = s.admin_form("POST", "/v1/devices/gw1", "offline_after=300");
+    assert_eq!(r.status, 200, "{}", r.body);
+    expect_pass(
+        &s,
+        "e2e-truth.mjs",
+        &[
+            ("OVERLORD_SCENARIO", "restart".into()),
+            ("OVERLORD_GATEWAY", "gw1".into()),
+            ("OVERLORD_CHILDREN", "gh1,gh2".into()),
+            ("OVERLORD_LATE", "late".into()),
+            ("OVERLORD_GATEWAY_TOKEN", gw),
+            ("OVERLORD_LATE_TOKEN", late),
+        ],
+    );
+}
