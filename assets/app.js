@@ -276,6 +276,7 @@
   function renderDeviceMeta(d) {
     $("device-empty").hidden = true; $("device").hidden = false;
     $("device-title").textContent = d.name && d.name !== d.id ? `${d.name} (${d.id})` : d.id;
+    $("device-map").hidden = !(isFinite(d.lat) && isFinite(d.lon));
     const dl = $("device-meta");
     dl.replaceChildren();
     for (const k of ["state", "last_seen", "parent", "gateway", "kind", "latitude", "longitude", "location", "tags", "owner", "description"]) {

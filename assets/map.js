@@ -23,6 +23,23 @@
     map.zoom = Math.max(0, Math.min(18, Math.log2(Math.min(c.clientWidth / (w * 1.3), c.clientHeight / (h * 1.3)))));
     map.cx = (x0 + x1) / 2; map.cy = (y0 + y1) / 2;
   }
+  // The outline's rings in world units, with their boxes; projected once.
+  let world = null;
+  function outline() {
+    if (world) return world;
+    world = (window.OVERLORD_WORLD || []).map((ring) => {
+      const pts = new Float64Array(ring.length);
+      let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+      for (let i = 0; i < ring.length; i += 2) {
+        const [x, y] = project(ring[i], ring[i + 1]);
+        pts[i] = x; pts[i + 1] = y;
+        x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+      }
+      return { pts, x0, x1, y0, y1 };
+    });
+    return world;
+  }
+  const LAND = "#f1efe6";
   const COLORS = { online: "#2a9d3f", offline: "#d62828", unreachable: "#f18f01", unknown: "#9aa3ad" };
   function drawMap(fit) {
     const c = $("map");
@@ -37,21 +54,24 @@
     const k = Math.pow(2, map.zoom);
     const sx = (x) => (x - map.cx) * k + W / 2, sy = (y) => (y - map.cy) * k + H / 2;
     if (state.tileUrl) drawTiles(g, W, H, k);
-    // World outline (shipped in the binary), repeated east and west.
-    g.fillStyle = state.tileUrl ? "rgba(0,0,0,0)" : "#f1efe6"; g.strokeStyle = "#8c8a80"; g.lineWidth = 0.7;
-    for (const shift of [-256, 0, 256]) {
-      if (sx(shift) > W || sx(shift + 256) < 0) continue;
-      g.beginPath();
-      for (const ring of window.OVERLORD_WORLD || []) {
-        for (let i = 0; i < ring.length; i += 2) {
-          const p = project(ring[i], ring[i + 1]);
-          const x = sx(p[0] + shift), y = sy(p[1]);
-          if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
-        }
+    // World outline (shipped in the binary), repeated east and west. Each
+    // ring is drawn in every copy whose box meets the canvas: a ring may lie
+    // partly outside one world-width (Eurasia crosses the antimeridian), so
+    // culling a copy by its nominal [0, 256] drew Europe, Africa and Asia as
+    // sea once zoomed in.
+    g.fillStyle = state.tileUrl ? "rgba(0,0,0,0)" : LAND; g.strokeStyle = "#8c8a80"; g.lineWidth = 0.7;
+    g.beginPath();
+    for (const r of outline()) {
+      if (sy(r.y1) < 0 || sy(r.y0) > H) continue;
+      for (const shift of [-256, 0, 256]) {
+        if (sx(r.x0 + shift) > W || sx(r.x1 + shift) < 0) continue;
+        const p = r.pts;
+        g.moveTo(sx(p[0] + shift), sy(p[1]));
+        for (let i = 2; i < p.length; i += 2) g.lineTo(sx(p[i] + shift), sy(p[i + 1]));
         g.closePath();
       }
-      g.fill(); g.stroke();
     }
+    g.fill(); g.stroke();
     // Devices: a dot each, or a grid cluster when several share a cell.
     const term = $("search").value.trim().toLowerCase();
     const CELL = 28, cells = new Map();
@@ -133,6 +153,14 @@
     $("map-fit").addEventListener("click", () => { fitMap(); drawMap(false); });
     window.addEventListener("resize", () => { if (state.view === "map") drawMap(false); });
   })();
+  // "Show on map" in a device's details: the map, centred on it, close in.
+  $("device-map").addEventListener("click", () => {
+    const d = state.byId.get(state.selected);
+    if (!d || !isFinite(d.lat) || !isFinite(d.lon)) return;
+    [map.cx, map.cy] = project(d.lon, d.lat);
+    map.zoom = 10; map.fitted = true;
+    ui.showView("map");
+  });
   function zoomAt(x, y, f) {
     const c = $("map"), k = Math.pow(2, map.zoom);
     const wx = map.cx + (x - c.clientWidth / 2) / k, wy = map.cy + (y - c.clientHeight / 2) / k;

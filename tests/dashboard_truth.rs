@@ -94,3 +94,43 @@ fn tree_and_map_colours_match_the_api_after_a_restart() {
         ],
     );
 }
+
+/// Inland places on every continent with land (Amsterdam is the one the
+/// issue saw as sea).
+const PLACES: &[(&str, f64, f64)] = &[
+    ("amsterdam", 52.37, 4.89),
+    ("nairobi", -1.29, 36.82),
+    ("delhi", 28.61, 77.21),
+    ("yakutsk", 62.03, 129.73),
+    ("brasilia", -15.79, -47.88),
+    ("alice-springs", -23.70, 133.88),
+    ("denver", 39.74, -104.99),
+];
+
+#[test]
+fn the_map_draws_land_on_every_continent_at_every_zoom() {
+    if !require_browser() {
+        return;
+    }
+    let s = TestServer::start();
+    let bearer = format!("Authorization: Bearer {}\r\n", user(&s));
+    for (id, lat, lon) in PLACES {
+        device(
+            &s,
+            &bearer,
+            &format!("id={id}&latitude={lat}&longitude={lon}"),
+        );
+    }
+    let places: Vec<String> = PLACES
+        .iter()
+        .map(|(id, lat, lon)| format!("{id}:{lat}:{lon}"))
+        .collect();
+    expect_pass(
+        &s,
+        "e2e-truth.mjs",
+        &[
+            ("OVERLORD_SCENARIO", "map".into()),
+            ("OVERLORD_PLACES", places.join(",")),
+        ],
+    );
+}

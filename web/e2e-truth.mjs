@@ -111,7 +111,36 @@ async function restart({ page }) {
   await page.screenshot({ path: `${OUT}/truth-restart.png` });
 }
 
-const scenarios = { restart };
+async function map({ page }) {
+  // OVERLORD_PLACES: "id:lat:lon,..." — devices inland on each continent.
+  const places = env("OVERLORD_PLACES").split(",").map((p) => p.split(":"));
+  await login(page);
+  for (const [id, lat, lon] of places) {
+    await page.fill("#search", "");
+    await page.click(`#tree .row.device[data-id="${id}"]`);
+    await page.click('button[data-view="device"]');
+    await page.click("#device-map");
+    await page.waitForSelector("#view-map", { state: "visible" });
+    // No dots (a search that matches nothing), so the pixel at the
+    // device's place (the centre) is the outline's.
+    await page.fill("#search", "no-such-device");
+    const seen = [];
+    for (const zoomOut of [0, 3, 3, 2, 1]) {
+      for (let i = 0; i < zoomOut; i++) await page.click("#map-out");
+      const px = await page.evaluate(() => {
+        const c = document.getElementById("map"), m = window.overlord.map;
+        const d = c.getContext("2d").getImageData(Math.floor(c.width / 2), Math.floor(c.height / 2), 1, 1).data;
+        return { zoom: Math.round(m.zoom), rgb: [d[0], d[1], d[2]] };
+      });
+      const land = px.rgb[0] === 0xf1 && px.rgb[1] === 0xef && px.rgb[2] === 0xe6;
+      seen.push(`zoom ${px.zoom}: ${land ? "land" : "sea " + px.rgb.join(",")}`);
+    }
+    check(seen.every((s) => s.endsWith("land")), `${id} (${lat}, ${lon}) is on land at every zoom: ${seen.join("; ")}`);
+    if (id === places[0][0]) await page.screenshot({ path: `${OUT}/truth-map-${id}.png` });
+  }
+}
+
+const scenarios = { restart, map };
 if (!scenarios[scenario]) throw new Error(`no scenario '${scenario}'`);
 await run(scenario, desktop, async (t) => {
   await scenarios[scenario](t);
