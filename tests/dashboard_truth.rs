@@ -134,3 +134,42 @@ fn the_map_draws_land_on_every_continent_at_every_zoom() {
         ],
     );
 }
+
+#[test]
+fn a_chart_gives_a_boolean_and_numbers_of_other_scales_their_own_axes() {
+    if !require_browser() {
+        return;
+    }
+    let s = TestServer::start();
+    let bearer = format!("Authorization: Bearer {}\r\n", user(&s));
+    let token = device(&s, &bearer, "id=gh1");
+    // An hour, one reading a minute: a temperature (18..25), a pressure
+    // (~1013) and a pump switched every 10 minutes.
+    let t0 = common::hour_ago();
+    let mut csv = String::from("time,N1,N3,L2\n");
+    for i in 0..60 {
+        let x = f64::from(i) / 6.0;
+        let pump = u8::from(i / 10 % 2 == 1);
+        csv.push_str(&format!(
+            "{},{:.2},{:.1},{pump}\n",
+            t0 + i64::from(i) * 60,
+            21.5 + 3.5 * x.sin(),
+            1013.0 + 8.0 * x.cos()
+        ));
+    }
+    let r = s.post(
+        &format!("/v1/readings?device=gh1&token={token}"),
+        "text/csv",
+        csv.as_bytes(),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    expect_pass(
+        &s,
+        "e2e-truth.mjs",
+        &[
+            ("OVERLORD_SCENARIO", "chart".into()),
+            ("OVERLORD_DEVICE", "gh1".into()),
+        ],
+    );
+}

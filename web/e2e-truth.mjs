@@ -140,7 +140,49 @@ async function map({ page }) {
   }
 }
 
-const scenarios = { restart, map };
+async function chart({ page }) {
+  // OVERLORD_DEVICE with an hour of N1 (18..25), N3 (~1013) and L2.
+  const dev = env("OVERLORD_DEVICE");
+  await login(page);
+  await page.waitForSelector("#app", { state: "visible" });
+  await page.click('button[data-view="chart"]');
+  await page.fill("#chart-device", dev);
+  await page.fill("#chart-sensors", "N1,N3,L2");
+  await page.selectOption("#chart-range", "21600");
+  await page.click("#chart-draw");
+  await page.waitForSelector("body[data-chart-rows]");
+  const m = await page.evaluate(() => {
+    const u = window.overlord.chart.plot;
+    const series = u.series.slice(1).map((s) => ({ label: s.label, scale: s.scale }));
+    const scale = (label) => u.series.find((s) => s.label === label || s.label === label + " max")?.scale;
+    const n1 = scale("N1"), n3 = scale("N3"), l2 = series.find((s) => s.label.startsWith("L2"))?.scale;
+    const n1min = Math.min(...u.data[u.series.findIndex((s) => s.label === "N1 min")].filter((v) => v != null));
+    return {
+      series, n1, n3, l2, n1Range: [u.scales[n1].min, u.scales[n1].max],
+      // Pixels from the top: larger is lower on the screen.
+      l2OnY: u.valToPos(1, l2), n1LowestY: u.valToPos(n1min, n1), height: u.bbox.height / (window.devicePixelRatio || 1),
+    };
+  });
+  console.log(JSON.stringify(m));
+  check(m.l2 && m.l2 !== m.n1, `the boolean L2 is not drawn on N1's axis (L2: ${m.l2}, N1: ${m.n1})`);
+  check(m.n3 !== m.n1, `N3 (~1013) has its own axis, not N1's (18..25) (N3: ${m.n3}, N1: ${m.n1})`);
+  check(m.n1Range[0] > 0 && m.n1Range[1] < 100, `N1's axis spans its own values (${m.n1Range.map((v) => v.toFixed(1)).join("..")})`);
+  check(m.l2OnY > m.n1LowestY, `L2's "on" (y ${m.l2OnY.toFixed(0)}) is drawn below N1's lowest value (y ${m.n1LowestY.toFixed(0)})`);
+  // The legend says on/off for the boolean where the cursor is.
+  const over = await page.locator("#chart .u-over").boundingBox();
+  await page.mouse.move(over.x + over.width * 0.9, over.y + over.height / 2);
+  const shown = await until(page, () => {
+    for (const row of document.querySelectorAll("#chart .u-legend .u-series")) {
+      const label = row.querySelector(".u-label")?.textContent;
+      if (label === "L2") return row.querySelector(".u-value")?.textContent || "";
+    }
+    return null;
+  }, null, "a legend row for L2");
+  check(["on", "off"].includes(shown), `the legend shows L2 as on/off (${shown})`);
+  await page.screenshot({ path: `${OUT}/truth-chart.png` });
+}
+
+const scenarios = { restart, map, chart };
 if (!scenarios[scenario]) throw new Error(`no scenario '${scenario}'`);
 await run(scenario, desktop, async (t) => {
   await scenarios[scenario](t);
