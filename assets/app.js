@@ -98,6 +98,8 @@
     state.timers.push(setInterval(refreshSensors, 5000));
     pollPresence();
     showView(state.view);
+    const again = /^#device=(.+)$/.exec(location.hash);
+    if (again && state.byId.has(decodeURIComponent(again[1]))) selectDevice(decodeURIComponent(again[1]), false);
   }
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -246,8 +248,11 @@
     if (toggle && state.selected === id && state.expanded.has(id)) state.expanded.delete(id);
     else state.expanded.add(id);
     state.selected = id;
+    history.replaceState(null, "", "#device=" + q(id)); // a reload shows it again
     renderDeviceMeta(d);
     if (state.view !== "map") showView("device");
+    renderSent();
+    loadInbox(id).catch(() => {});
     await loadSensors(id);
     buildTree();
   }
@@ -320,7 +325,15 @@
   }
 
   // ---- Messages and commands ------------------------------------------------
-  const sent = []; // {device, seq, kind, sensor, value, status}
+  // The list under the form is the device's inbox as the server keeps it
+  // (GET /v1/devices/ID/inbox: every row waiting for the device, whoever
+  // sent it; for a device behind a gateway, its rows in the gateway's
+  // inbox), so it survives a reload. A row this page saw waiting and then
+  // gone was acknowledged by the device; the server keeps no record of
+  // acknowledged rows, so after a reload only waiting ones are listed.
+  const inboxes = new Map(); // device id -> Map(seq -> row with a status)
+  const refused = []; // sends the server refused: {device, kind, sensor, value, status}
+  const ACKED_KEPT = 50; // acknowledged rows remembered per device
   $("send-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const id = state.selected;
@@ -328,29 +341,45 @@
     if ($("send-sensor").value) form.sensor = $("send-sensor").value;
     try {
       const r = parseCsv((await api("POST", `/v1/devices/${q(id)}/inbox`, form)).text)[0];
-      // Rows for a device behind a gateway wait in the gateway's inbox.
-      const d = state.byId.get(id), gw = d && d.parent && state.byId.get(d.parent);
-      const inbox = gw && gw.gateway === "true" ? gw.id : id;
-      sent.unshift({ device: id, inbox, seq: r[1], kind: form.kind, sensor: form.sensor || "", value: form.value, status: "queued" });
+      // Listed at once, in case the device takes it before the next look.
+      inboxOf(id).set(r[1], { seq: r[1], kind: form.kind, time: new Date().toISOString(), from: "user:" + state.user, sensor: form.sensor || "", value: form.value, status: "queued" });
       $("send-value").value = "";
       renderSent();
-    } catch (e) { sent.unshift({ device: id, seq: "", kind: form.kind, sensor: form.sensor || "", value: form.value, status: "refused: " + e.message }); renderSent(); }
-  });
-  function renderSent() {
-    const rows = sent.filter((s) => s.device === state.selected);
-    $("sent").tBodies[0].replaceChildren(...rows.map((s) => tr([s.seq, s.kind, s.sensor, s.value, s.status], "status-" + s.status)));
-  }
-  // A row stays in the inbox until the device acknowledges it; gone means
-  // acknowledged.
-  async function refreshSent() {
-    const inboxes = [...new Set(sent.filter((s) => s.status === "queued").map((s) => s.inbox))];
-    for (const id of inboxes) {
-      try {
-        const pending = new Set(records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text).map((r) => r.seq));
-        for (const s of sent) if (s.inbox === id && s.status === "queued" && !pending.has(s.seq)) s.status = "acknowledged";
-      } catch (e) { /* next round */ }
+      await loadInbox(id);
+    } catch (e) {
+      refused.unshift({ device: id, seq: "", kind: form.kind, time: "", from: "", sensor: form.sensor || "", value: form.value, status: "refused: " + e.message });
+      refused.length = Math.min(refused.length, ACKED_KEPT);
+      renderSent();
     }
-    if (inboxes.length) renderSent();
+  });
+  function inboxOf(id) {
+    if (!inboxes.has(id)) inboxes.set(id, new Map());
+    return inboxes.get(id);
+  }
+  async function loadInbox(id) {
+    const rows = records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text);
+    const known = inboxOf(id), waiting = new Set(rows.map((r) => r.seq));
+    for (const r of rows) known.set(r.seq, { ...r, status: "queued" });
+    for (const row of known.values()) if (row.status === "queued" && !waiting.has(row.seq)) row.status = "acknowledged";
+    const acked = [...known.values()].filter((r) => r.status !== "queued").sort((a, b) => a.seq - b.seq);
+    for (const r of acked.slice(0, Math.max(0, acked.length - ACKED_KEPT))) known.delete(r.seq);
+    if (id === state.selected) renderSent();
+  }
+  function renderSent() {
+    const id = state.selected;
+    const rows = [...refused.filter((s) => s.device === id), ...[...inboxOf(id).values()].sort((a, b) => b.seq - a.seq)];
+    $("sent").tBodies[0].replaceChildren(...rows.map((s) => tr([s.seq, s.kind, s.time, s.from, s.sensor, s.value, s.status], "status-" + s.status.split(":")[0])));
+  }
+  // Every second while a row is waiting (the selected device's, and at
+  // most 10 others'), else every 5 s for the selected device.
+  let sentTick = 0;
+  async function refreshSent() {
+    if ($("app").hidden) return;
+    const ids = [...inboxes].filter(([, m]) => [...m.values()].some((r) => r.status === "queued")).map(([id]) => id).slice(0, 10);
+    if (state.selected && !ids.includes(state.selected) && sentTick++ % 5 === 0) ids.push(state.selected);
+    for (const id of ids) {
+      try { await loadInbox(id); } catch (e) { /* next round */ }
+    }
   }
 
   // ---- Map and charts (map.js, chart.js) -----------------------------------------

@@ -173,3 +173,24 @@ fn a_chart_gives_a_boolean_and_numbers_of_other_scales_their_own_axes() {
         ],
     );
 }
+
+#[test]
+fn sent_commands_are_listed_after_a_reload() {
+    if !require_browser() {
+        return;
+    }
+    let s = TestServer::start();
+    let bearer = format!("Authorization: Bearer {}\r\n", user(&s));
+    let gw = device(&s, &bearer, "id=gw1&gateway=true");
+    device(&s, &bearer, "id=gh1&parent=gw1");
+    expect_pass(
+        &s,
+        "e2e-truth.mjs",
+        &[
+            ("OVERLORD_SCENARIO", "commands".into()),
+            ("OVERLORD_DEVICE", "gh1".into()),
+            ("OVERLORD_GATEWAY", "gw1".into()),
+            ("OVERLORD_GATEWAY_TOKEN", gw),
+        ],
+    );
+}

@@ -182,7 +182,39 @@ async function chart({ page }) {
   await page.screenshot({ path: `${OUT}/truth-chart.png` });
 }
 
-const scenarios = { restart, map, chart };
+async function commands({ page }) {
+  // OVERLORD_DEVICE behind OVERLORD_GATEWAY (token OVERLORD_GATEWAY_TOKEN),
+  // which reads its inbox only when told to here.
+  const dev = env("OVERLORD_DEVICE"), gw = env("OVERLORD_GATEWAY"), gwToken = env("OVERLORD_GATEWAY_TOKEN");
+  await login(page);
+  await page.click(`#tree .row.device[data-id="${dev}"]`);
+  await page.selectOption("#send-kind", "command");
+  await page.fill("#send-sensor", "L1");
+  await page.fill("#send-value", "true");
+  await page.click("#send-submit");
+  await page.waitForSelector("#sent tr.status-queued");
+  const cells = (sel) => page.$$eval(sel, (tds) => tds.map((td) => td.textContent));
+  // A reload: the page starts again from what the server has.
+  await page.reload();
+  await page.waitForSelector("#app", { state: "visible" });
+  await page.click(`#tree .row.device[data-id="${dev}"]`);
+  await page.waitForSelector("#sent tbody tr", { timeout: 10000 }).catch(() => {});
+  const row = await cells("#sent tbody tr:first-child td");
+  check(row.length === 7 && row[1] === "command" && row[3] === "user:ann" && row[4] === "L1" && row[5] === "true" && row[6] === "queued",
+    `after a reload the command is listed, waiting (${row.join(" | ")})`);
+  check((await page.textContent("#device-title")).includes(dev), "the reloaded page shows the same device");
+  // The gateway takes it and acknowledges: the page sees it go.
+  const inbox = await (await fetch(`${URL_}/v1/inbox?device=${gw}&token=${gwToken}`)).text();
+  const seq = inbox.trim().split("\n").slice(1).map((l) => +l.split(",")[0]).pop();
+  check(seq === +row[0], `the gateway holds the row the page lists (seq ${seq})`);
+  const ack = await fetch(`${URL_}/v1/inbox/ack?device=${gw}&token=${gwToken}&upto=${seq}`);
+  check(ack.ok, "the gateway acknowledged it");
+  await page.waitForSelector("#sent tr.status-acknowledged", { timeout: 20000 });
+  check(true, "the page shows the command acknowledged");
+  await page.screenshot({ path: `${OUT}/truth-commands.png` });
+}
+
+const scenarios = { restart, map, chart, commands };
 if (!scenarios[scenario]) throw new Error(`no scenario '${scenario}'`);
 await run(scenario, desktop, async (t) => {
   await scenarios[scenario](t);
