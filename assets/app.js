@@ -124,7 +124,14 @@
     if (v === "map") drawMap(true);
     if (v === "alerts") loadAlerts();
   }
-  for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showView(b.dataset.view));
+  const phone = () => window.matchMedia("(max-width: 600px)").matches;
+  for (const b of document.querySelectorAll(".tab")) {
+    b.addEventListener("click", () => {
+      showView(b.dataset.view);
+      // On a phone the views are below the tree: show the one picked.
+      if (phone()) $("views").scrollIntoView({ block: "start" });
+    });
+  }
 
   // ---- Devices and the tree -------------------------------------------------
   async function loadDevices() {
@@ -183,10 +190,13 @@
     const shown = rows.filter((r) => !r.s).length;
     $("tree-count").textContent = term ? `${shown} of ${state.devices.length} devices` : `${state.devices.length} devices`;
     const inner = $("tree").firstElementChild;
+    measureRow();
     inner.style.height = rows.length * ROW + "px";
     renderTree();
   }
-  const ROW = 22;
+  // Row height of the tree: CSS --row (taller on a phone, for fingers).
+  let ROW = 22;
+  function measureRow() { ROW = parseFloat(getComputedStyle($("tree")).getPropertyValue("--row")) || 22; }
   function ago(iso) {
     if (!iso) return "never";
     const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -236,6 +246,7 @@
     inner.replaceChildren(frag);
   }
   $("tree").addEventListener("scroll", renderTree);
+  window.addEventListener("resize", () => { if (!$("app").hidden) buildTree(); });
   $("tree").addEventListener("click", (ev) => {
     const el = ev.target.closest(".row.device");
     if (el) selectDevice(el.dataset.id, true);
@@ -251,6 +262,8 @@
     history.replaceState(null, "", "#device=" + q(id)); // a reload shows it again
     renderDeviceMeta(d);
     if (state.view !== "map") showView("device");
+    // On a phone the details are below the tree: bring them into view.
+    if (toggle && phone()) $("views").scrollIntoView({ block: "start" });
     renderSent();
     loadInbox(id).catch(() => {});
     await loadSensors(id);

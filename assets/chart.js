@@ -131,6 +131,12 @@
     $("chart-status").textContent = `${id}: ${head.slice(1).join(", ")} — ${n} bucket${n === 1 ? "" : "s"} with data of ${buckets} (min/max per pixel)${chart.zoomed ? ", zoomed" : ""}`;
     document.body.dataset.chartRows = String(n);
   }
+  // A new width (a phone turned) draws again for the new number of pixels.
+  let lastWidth = 0;
+  window.addEventListener("resize", () => {
+    const w = $("chart").clientWidth;
+    if (state.view === "chart" && chart.plot && w !== lastWidth) { lastWidth = w; drawChart(); }
+  });
   // Live tail: redraw the newest range every 5 s unless zoomed in.
   setInterval(() => { if (state.view === "chart" && $("chart-live").checked && !chart.zoomed && chart.plot && !$("app").hidden) drawChart(); }, 5000);
 

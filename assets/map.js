@@ -128,19 +128,48 @@
   }
   (function mapEvents() {
     const c = $("map");
-    let drag = null;
-    c.addEventListener("mousedown", (e) => { drag = { x: e.offsetX, y: e.offsetY, cx: map.cx, cy: map.cy, moved: false }; });
-    c.addEventListener("mousemove", (e) => {
+    // Pointer events: a mouse or one finger drags, two fingers pinch.
+    const pts = new Map(); // pointer id -> {x, y} on the canvas
+    let drag = null, pinch = null;
+    const pos = (e) => { const b = c.getBoundingClientRect(); return { x: e.clientX - b.left, y: e.clientY - b.top }; };
+    const startDrag = (p, moved) => { drag = { x: p.x, y: p.y, cx: map.cx, cy: map.cy, moved }; };
+    c.addEventListener("pointerdown", (e) => {
+      c.setPointerCapture(e.pointerId);
+      pts.set(e.pointerId, pos(e));
+      if (pts.size === 1) { startDrag(pos(e), false); pinch = null; }
+      if (pts.size === 2) {
+        const [a, b] = [...pts.values()];
+        pinch = { d: Math.hypot(a.x - b.x, a.y - b.y), zoom: map.zoom };
+        if (drag) drag.moved = true;
+      }
+    });
+    c.addEventListener("pointermove", (e) => {
+      if (!pts.has(e.pointerId)) return;
+      pts.set(e.pointerId, pos(e));
+      if (pinch && pts.size >= 2) {
+        const [a, b] = [...pts.values()], d = Math.hypot(a.x - b.x, a.y - b.y);
+        if (pinch.d > 0 && d > 0) zoomAt((a.x + b.x) / 2, (a.y + b.y) / 2, Math.pow(2, pinch.zoom + Math.log2(d / pinch.d) - map.zoom));
+        return;
+      }
       if (!drag) return;
-      const k = Math.pow(2, map.zoom);
-      if (Math.abs(e.offsetX - drag.x) + Math.abs(e.offsetY - drag.y) > 3) drag.moved = true;
-      map.cx = drag.cx - (e.offsetX - drag.x) / k; map.cy = drag.cy - (e.offsetY - drag.y) / k;
+      const p = pos(e), k = Math.pow(2, map.zoom);
+      if (Math.abs(p.x - drag.x) + Math.abs(p.y - drag.y) > 3) drag.moved = true;
+      map.cx = drag.cx - (p.x - drag.x) / k; map.cy = drag.cy - (p.y - drag.y) / k;
       drawMap(false);
     });
-    window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
+    const up = (e) => {
+      pts.delete(e.pointerId);
+      if (pts.size < 2) pinch = null;
+      if (pts.size === 1) startDrag([...pts.values()][0], true); // the finger left goes on dragging
+      if (pts.size === 0) setTimeout(() => { drag = null; }, 0);
+    };
+    c.addEventListener("pointerup", up);
+    c.addEventListener("pointercancel", up);
     c.addEventListener("click", (e) => {
       if (drag && drag.moved) return;
-      const hit = map.hits.find((h) => (h.x - e.offsetX) ** 2 + (h.y - e.offsetY) ** 2 <= h.r * h.r);
+      // A finger is coarser than a mouse: a wider circle counts as the dot.
+      const slack = window.matchMedia("(pointer: coarse)").matches ? 10 : 0;
+      const hit = map.hits.find((h) => (h.x - e.offsetX) ** 2 + (h.y - e.offsetY) ** 2 <= (h.r + slack) ** 2);
       if (!hit) return;
       if (hit.cluster) { zoomAt(e.offsetX, e.offsetY, 2); return; }
       const d = hit.d;

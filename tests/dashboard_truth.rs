@@ -194,3 +194,45 @@ fn sent_commands_are_listed_after_a_reload() {
         ],
     );
 }
+
+#[test]
+fn a_phone_gets_one_column_without_sideways_scrolling() {
+    if !require_browser() {
+        return;
+    }
+    let s = TestServer::start();
+    let bearer = format!("Authorization: Bearer {}\r\n", user(&s));
+    let token = device(
+        &s,
+        &bearer,
+        "id=greenhouse-with-a-long-name&name=Greenhouse+by+the+south+wall&latitude=52.37&longitude=4.89&tags=greenhouse,tomatoes",
+    );
+    let t0 = common::hour_ago();
+    let mut csv = String::from("time,N1\n");
+    for i in 0..60 {
+        csv.push_str(&format!("{},{}\n", t0 + i64::from(i) * 60, 20 + i % 5));
+    }
+    let r = s.post(
+        &format!("/v1/readings?device=greenhouse-with-a-long-name&token={token}"),
+        "text/csv",
+        csv.as_bytes(),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // An alert, so the alerts table has a wide row.
+    let r = s.post(
+        "/v1/alerts",
+        FORM,
+        b"name=too-hot-in-the-greenhouse&device=greenhouse-with-a-long-name&sensor=N1&max=30&message=Open+the+windows+of+the+greenhouse+now",
+        &bearer,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    expect_pass(
+        &s,
+        "e2e-truth.mjs",
+        &[
+            ("OVERLORD_SCENARIO", "phone".into()),
+            ("OVERLORD_DEVICE", "greenhouse-with-a-long-name".into()),
+        ],
+    );
+}

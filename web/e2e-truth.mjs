@@ -214,9 +214,68 @@ async function commands({ page }) {
   await page.screenshot({ path: `${OUT}/truth-commands.png` });
 }
 
-const scenarios = { restart, map, chart, commands };
+async function phone({ page }) {
+  // OVERLORD_DEVICE with an hour of N1 and a place.
+  const dev = env("OVERLORD_DEVICE");
+  const W = page.viewportSize().width, H = page.viewportSize().height;
+  // No sideways scrolling: nothing is wider than the screen.
+  const noSideways = async (where) => {
+    // (A phone widens its layout to fit a page wider than the screen, so
+    // the page is compared with the screen's width, not innerWidth.)
+    const m = await page.evaluate(() => ({ doc: document.documentElement.scrollWidth, body: document.body.scrollWidth, win: window.innerWidth }));
+    check(m.doc <= W && m.body <= W && m.win === W, `${where}: no sideways scroll (page ${m.doc} px, layout ${m.win} px, screen ${W} px)`);
+  };
+  const box = (sel) => page.locator(sel).boundingBox();
+  await login(page);
+  await page.waitForSelector("#app", { state: "visible" });
+  await noSideways("the tree");
+  // The tabs: in a bar at the foot of the screen, big enough for a thumb.
+  for (const v of ["device", "map", "chart", "alerts"]) {
+    const b = await box(`button[data-view="${v}"]`);
+    check(b.height >= 44 && b.y + b.height <= H && b.y >= H * 0.8, `the ${v} tab is at the foot of the screen and ${b.height.toFixed(0)} px tall`);
+  }
+  const row = page.locator(`#tree .row.device[data-id="${dev}"]`);
+  const r = await row.boundingBox();
+  check(r.height >= 36 && r.width >= W * 0.8, `a tree row is a finger's size (${r.width.toFixed(0)}x${r.height.toFixed(0)})`);
+  await row.tap();
+  await page.waitForFunction((id) => document.getElementById("device-title").textContent.includes(id), dev);
+  const t = await box("#device-title");
+  check(t.y >= 0 && t.y < H && t.x + t.width <= W, "tapping a device brings its details into view");
+  await page.waitForSelector("#device-sensors tbody tr");
+  await noSideways("a device's details");
+  await page.screenshot({ path: `${OUT}/truth-phone-device.png` });
+
+  await page.tap('button[data-view="map"]');
+  await page.waitForSelector("body[data-map-drawn]");
+  const m = await box("#map");
+  check(m.width >= W - 40 && m.x >= 0 && m.x + m.width <= W && m.height >= 250, `the map fills the width (${m.width.toFixed(0)}x${m.height.toFixed(0)})`);
+  await noSideways("the map");
+  const hit = await page.evaluate((id) => window.overlord.map.hits.find((h) => h.d && h.d.id === id), dev);
+  check(!!hit, "the device has a dot on the map");
+  // A tap a little beside the dot still finds it (a finger is not a mouse).
+  await page.touchscreen.tap(m.x + hit.x + 9, m.y + hit.y);
+  await page.waitForFunction((id) => document.getElementById("map-info").textContent.includes(id), dev);
+  check(true, "tapping the dot shows the device");
+  await page.screenshot({ path: `${OUT}/truth-phone-map.png` });
+
+  await page.tap('button[data-view="device"]');
+  await page.tap("#device-chart");
+  await page.waitForSelector("body[data-chart-rows]");
+  const c = await box("#chart canvas");
+  check(c.x >= 0 && c.x + c.width <= W, `the chart fits the screen (${c.x.toFixed(0)}..${(c.x + c.width).toFixed(0)} of ${W})`);
+  await noSideways("the chart");
+  await page.screenshot({ path: `${OUT}/truth-phone-chart.png` });
+
+  await page.tap('button[data-view="alerts"]');
+  await page.waitForSelector("#alerts thead tr");
+  await noSideways("the alerts");
+  await page.screenshot({ path: `${OUT}/truth-phone-alerts.png` });
+}
+
+const scenarios = { restart, map, chart, commands, phone };
 if (!scenarios[scenario]) throw new Error(`no scenario '${scenario}'`);
-await run(scenario, desktop, async (t) => {
+const phoneScreen = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
+await run(scenario, scenario === "phone" ? phoneScreen : desktop, async (t) => {
   await scenarios[scenario](t);
   check(t.pageErrors.length === 0, "no errors in the page: " + t.pageErrors.join("; "));
   check(t.foreign.length === 0, "nothing was loaded from another origin: " + t.foreign.join(", "));
