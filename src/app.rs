@@ -9,6 +9,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Directory;
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::codec::{self, timefmt};
 use crate::config::Config;
 use crate::digest::{Digest, DigestHook};
@@ -59,6 +60,8 @@ pub struct App {
     /// Bytes of request bodies and parsed readings in flight, across all
     /// requests (`[limits] body_budget_bytes`).
     pub body_budget: Arc<crate::budget::Budget>,
+    /// "Now" for presence contacts (see [`crate::clock`]).
+    pub clock: Clock,
 }
 
 /// An opened server, not yet listening.
@@ -84,6 +87,9 @@ pub struct OpenOptions {
     /// Only Rust code holding the handle can inject a fault; nothing in
     /// the config or on the network reaches it.
     pub disk_faults: Option<DiskFaults>,
+    /// The clock presence, retention and commits read: the system clock,
+    /// or one a test moves forward (see [`crate::clock`]).
+    pub clock: Clock,
 }
 
 impl OpenOptions {
@@ -93,6 +99,7 @@ impl OpenOptions {
             config,
             digest_hook: None,
             disk_faults: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -109,6 +116,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         config,
         digest_hook,
         disk_faults: disk,
+        clock,
     } = options;
     let store = Arc::new(Store::open_verified(
         &config.data_file,
@@ -181,6 +189,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             directory: directory.clone(),
             presence_events_kept: config.presence.events_kept,
             retention: retention.clone(),
+            clock: clock.clone(),
         },
     )?;
     let long_polls = Arc::new(crate::longpoll::LongPolls::new(
@@ -216,6 +225,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         files,
         retention,
         body_budget,
+        clock,
     });
     Ok(Opened {
         app,

@@ -40,10 +40,12 @@
 //!   [`ops`]: consistent backup copies, restore, check, compact (CLI and
 //!   `GET /v1/admin/backup`).
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
+//! - [`clock`]: "now" for presence, retention and commits; tests move it
+//!   forward instead of sleeping.
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
 //!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
-//!   seams), settings, counters, and management logic shared by CLI and
+//!   seams, among them the [`clock::Clock`]), settings, counters, and management logic shared by CLI and
 //!   HTTP.
 //!
 //! The `overlord` binary is `src/main.rs` (the clap command line and the
@@ -64,6 +66,7 @@ pub mod auth;
 pub mod budget;
 pub mod catalog;
 pub mod channels;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod dead_letters;

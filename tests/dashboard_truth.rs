@@ -64,8 +64,13 @@ fn tree_and_map_colours_match_the_api_after_a_restart() {
     for (id, token) in [("gw1", &gw), ("gh1", &gh1), ("gh2", &gh2), ("solo", &solo)] {
         report(&s, id, token);
     }
+    // Down for two seconds (on the server's clock: no sleeping).
+    let clock = s.clock.clone();
     let (tmp, admin) = s.stop();
-    let s = TestServer::restart(tmp, admin, |c| c.limits.device_requests_per_sec = 0.0);
+    clock.advance(std::time::Duration::from_secs(2));
+    let s = TestServer::restart_at(tmp, admin, clock, |c| {
+        c.limits.device_requests_per_sec = 0.0;
+    });
     // The gateway, silent for over its 1 s, is reported offline once the
     // server has loaded the stored states (a bounded poll).
     let r = s.admin_until("/v1/devices", |b| {

@@ -144,7 +144,7 @@ pub fn authenticate(
     attempt.succeeded();
     if let Principal::Device(d) = &found {
         // Any authenticated request is contact (presence).
-        app.presence.saw(d.num, crate::codec::timefmt::now_micros());
+        app.presence.saw(d.num, app.clock.now_micros());
     }
     Ok(found)
 }

@@ -117,6 +117,9 @@ pub struct WriterContext {
     /// Retention policy; the writer removes expired readings a bounded
     /// batch per transaction (`crate::retention`).
     pub retention: Arc<crate::retention::Retention>,
+    /// "Now" for commits (contacts, retention cutoffs), the presence
+    /// sweep and the retention schedule.
+    pub clock: crate::clock::Clock,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -134,6 +137,7 @@ pub fn start(
         let v = meta.get(NEXT_BATCH)?.map_or(0, |g| g.value());
         v
     };
+    let sweeper = crate::retention::Sweeper::new(ctx.clock.clone());
     let mut w = WriterState {
         store,
         digest,
@@ -142,7 +146,7 @@ pub fn start(
         outstanding: BTreeMap::new(),
         ready: Vec::new(),
         next_seq,
-        sweeper: crate::retention::Sweeper::default(),
+        sweeper,
     };
     w.replay()?;
     let thread = std::thread::Builder::new()

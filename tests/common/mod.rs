@@ -20,6 +20,9 @@ pub struct TestServer {
     /// The administrator's API token (from the first start in this dir).
     pub admin: String,
     pub dir: PathBuf,
+    /// The server's clock: `clock.advance(d)` lets time pass for presence
+    /// and retention without sleeping.
+    pub clock: overlord::clock::Clock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -79,6 +82,7 @@ impl TestServer {
     /// other constructor comes here.
     pub fn open(options: OpenOptions, admin: Option<String>) -> TestServer {
         let dir = options.config.data_file.parent().unwrap().to_path_buf();
+        let clock = options.clock.clone();
         let opened = overlord::app::open(options).expect("open");
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -106,6 +110,7 @@ impl TestServer {
             addr,
             admin,
             dir,
+            clock,
             stop: Some(stop),
             thread: Some(thread),
             _tmp: None,
@@ -136,9 +141,26 @@ impl TestServer {
         admin: String,
         tweak: impl FnOnce(&mut Config),
     ) -> TestServer {
+        Self::restart_at(tmp, admin, overlord::clock::Clock::system(), tweak)
+    }
+
+    /// Restart on a kept temp dir with `clock` (the stopped server's,
+    /// perhaps moved forward while it was down).
+    pub fn restart_at(
+        tmp: tempfile::TempDir,
+        admin: String,
+        clock: overlord::clock::Clock,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut c = config(tmp.path());
         tweak(&mut c);
-        let mut s = Self::open(OpenOptions::new(c), Some(admin));
+        let mut s = Self::open(
+            OpenOptions {
+                clock,
+                ..OpenOptions::new(c)
+            },
+            Some(admin),
+        );
         s._tmp = Some(tmp);
         s
     }
