@@ -369,8 +369,12 @@
     if (!inboxes.has(id)) inboxes.set(id, new Map());
     return inboxes.get(id);
   }
+  const noInbox = new Set(); // devices whose inbox this user may not see (read-only grants)
   async function loadInbox(id) {
-    const rows = records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text);
+    if (noInbox.has(id)) return;
+    let rows;
+    try { rows = records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text); }
+    catch (e) { if (e.status === 403 || e.status === 404) noInbox.add(id); throw e; }
     const known = inboxOf(id), waiting = new Set(rows.map((r) => r.seq));
     for (const r of rows) known.set(r.seq, { ...r, status: "queued" });
     for (const row of known.values()) if (row.status === "queued" && !waiting.has(row.seq)) row.status = "acknowledged";
@@ -389,7 +393,8 @@
   async function refreshSent() {
     if ($("app").hidden) return;
     const ids = [...inboxes].filter(([, m]) => [...m.values()].some((r) => r.status === "queued")).map(([id]) => id).slice(0, 10);
-    if (state.selected && !ids.includes(state.selected) && sentTick++ % 5 === 0) ids.push(state.selected);
+    const sel = state.selected;
+    if (sel && !noInbox.has(sel) && !ids.includes(sel) && sentTick++ % 5 === 0) ids.push(sel);
     for (const id of ids) {
       try { await loadInbox(id); } catch (e) { /* next round */ }
     }
