@@ -16,7 +16,8 @@
     sensors: new Map(), // device id -> [{sensor,time,value}]
     rows: [], // visible tree rows
     view: "device",
-    presenceAfter: null,
+    presenceAfter: null, // index of the last presence event applied
+    presenceSince: "", // when the session's first device list was read
     timers: [],
   };
   window.overlord = state; // for tests and the curious
@@ -89,14 +90,16 @@
     state.csrf = s.csrf; state.user = s.user; state.tileUrl = s.tile_url || "";
     $("whoami").textContent = s.user + " (" + s.role + ")";
     $("login").hidden = true; $("app").hidden = false;
+    state.presenceAfter = null; state.presenceSince = "";
     await loadDevices();
-    state.presenceAfter = null;
     state.timers.push(setInterval(pollPresence, 3000));
     state.timers.push(setInterval(loadDevices, 30000));
     state.timers.push(setInterval(refreshSent, 1000));
     state.timers.push(setInterval(refreshSensors, 5000));
     pollPresence();
     showView(state.view);
+    const again = /^#device=(.+)$/.exec(location.hash);
+    if (again && state.byId.has(decodeURIComponent(again[1]))) selectDevice(decodeURIComponent(again[1]), false);
   }
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -121,12 +124,27 @@
     if (v === "map") drawMap(true);
     if (v === "alerts") loadAlerts();
   }
-  for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showView(b.dataset.view));
+  const phone = () => window.matchMedia("(max-width: 600px)").matches;
+  for (const b of document.querySelectorAll(".tab")) {
+    b.addEventListener("click", () => {
+      showView(b.dataset.view);
+      // On a phone the views are below the tree: show the one picked.
+      if (phone()) $("views").scrollIntoView({ block: "start" });
+    });
+  }
 
   // ---- Devices and the tree -------------------------------------------------
   async function loadDevices() {
     const t0 = performance.now();
-    const list = records((await api("GET", "/v1/devices")).text);
+    const r = await api("GET", "/v1/devices");
+    const list = records(r.text);
+    // The presence feed is read from the time of this first list on (the
+    // server's clock: the reply's Date), never from its start: replaying
+    // old events over the list drew devices in states they had left.
+    if (!state.presenceSince) {
+      const at = Date.parse(r.headers.get("Date") || "");
+      state.presenceSince = new Date(isFinite(at) ? at : Date.now() - 60000).toISOString();
+    }
     for (const d of list) {
       d.lat = d.latitude === "" ? NaN : +d.latitude;
       d.lon = d.longitude === "" ? NaN : +d.longitude;
@@ -172,10 +190,13 @@
     const shown = rows.filter((r) => !r.s).length;
     $("tree-count").textContent = term ? `${shown} of ${state.devices.length} devices` : `${state.devices.length} devices`;
     const inner = $("tree").firstElementChild;
+    measureRow();
     inner.style.height = rows.length * ROW + "px";
     renderTree();
   }
-  const ROW = 22;
+  // Row height of the tree: CSS --row (taller on a phone, for fingers).
+  let ROW = 22;
+  function measureRow() { ROW = parseFloat(getComputedStyle($("tree")).getPropertyValue("--row")) || 22; }
   function ago(iso) {
     if (!iso) return "never";
     const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -185,6 +206,13 @@
     return Math.round(s / 86400) + " d ago";
   }
   function stateClass(st) { return ["online", "offline", "unreachable"].includes(st) ? st : "unknown"; }
+  // The state to show, by the server's rule (presence.rs, state_in): a
+  // device whose gateway is offline is unreachable, whatever its own last
+  // event said. The tree, the map and the details all show this.
+  function shownState(d) {
+    const p = d.parent && state.byId.get(d.parent);
+    return p && p.state === "offline" ? "unreachable" : stateClass(d.state);
+  }
   function renderTree() {
     const box = $("tree"), inner = box.firstElementChild;
     const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 5);
@@ -203,8 +231,9 @@
         el.className = "row device" + (state.selected === d.id ? " selected" : "");
         el.dataset.id = d.id;
         const dot = document.createElement("span");
-        dot.className = "dot " + stateClass(d.state);
-        dot.title = d.state || "never seen";
+        const st = shownState(d);
+        dot.className = "dot " + st;
+        dot.title = st === "unknown" ? "never seen" : st;
         const label = document.createElement("span");
         label.textContent = (d.gateway === "true" ? "▣ " : "") + (d.name || d.id) + (d.name && d.name !== d.id ? ` (${d.id})` : "");
         const seen = document.createElement("span");
@@ -217,6 +246,7 @@
     inner.replaceChildren(frag);
   }
   $("tree").addEventListener("scroll", renderTree);
+  window.addEventListener("resize", () => { if (!$("app").hidden) buildTree(); });
   $("tree").addEventListener("click", (ev) => {
     const el = ev.target.closest(".row.device");
     if (el) selectDevice(el.dataset.id, true);
@@ -229,8 +259,13 @@
     if (toggle && state.selected === id && state.expanded.has(id)) state.expanded.delete(id);
     else state.expanded.add(id);
     state.selected = id;
+    history.replaceState(null, "", "#device=" + q(id)); // a reload shows it again
     renderDeviceMeta(d);
     if (state.view !== "map") showView("device");
+    // On a phone the details are below the tree: bring them into view.
+    if (toggle && phone()) $("views").scrollIntoView({ block: "start" });
+    renderSent();
+    loadInbox(id).catch(() => {});
     await loadSensors(id);
     buildTree();
   }
@@ -259,12 +294,14 @@
   function renderDeviceMeta(d) {
     $("device-empty").hidden = true; $("device").hidden = false;
     $("device-title").textContent = d.name && d.name !== d.id ? `${d.name} (${d.id})` : d.id;
+    $("device-map").hidden = !(isFinite(d.lat) && isFinite(d.lon));
     const dl = $("device-meta");
     dl.replaceChildren();
     for (const k of ["state", "last_seen", "parent", "gateway", "kind", "latitude", "longitude", "location", "tags", "owner", "description"]) {
       if (!d[k]) continue;
       const dt = document.createElement("dt"); dt.textContent = k.replace("_", " ");
-      const dd = document.createElement("dd"); dd.textContent = k === "last_seen" ? `${d[k]} (${ago(d[k])})` : d[k];
+      const dd = document.createElement("dd");
+      dd.textContent = k === "last_seen" ? `${d[k]} (${ago(d[k])})` : k === "state" ? shownState(d) : d[k];
       dl.append(dt, dd);
     }
   }
@@ -273,27 +310,43 @@
   // a reload), the whole list every 30 s (last seen, new devices).
   async function pollPresence() {
     try {
+      // Before the first event: every event since the first device list
+      // (the same time on every poll, so nothing in between is missed);
+      // then after the last one applied.
       const from = state.presenceAfter === null
-        ? "since=" + q(new Date(Date.now() - 60000).toISOString())
+        ? "since=" + q(state.presenceSince)
         : "after=" + state.presenceAfter;
       const evs = records((await api("GET", "/v1/presence/events?" + from)).text);
-      let changed = false;
+      let changed = false, gateway = false;
       for (const e of evs) {
         state.presenceAfter = Math.max(state.presenceAfter ?? 0, +e.index);
         const d = state.byId.get(e.device);
         if (d) { d.state = e.state; if (e.last_seen) d.last_seen = e.last_seen; changed = true; }
+        if (d && d.gateway === "true") gateway = true;
       }
-      if (state.presenceAfter === null) state.presenceAfter = 0;
-      if (changed) {
+      // A gateway's change changes the devices behind it without events of
+      // their own: coming back, each is again what it was (only the server
+      // knows), so the list is read again.
+      if (gateway) await loadDevices();
+      else if (changed) {
         renderTree();
         if (state.view === "map") drawMap(false);
         if (state.selected && state.byId.has(state.selected)) renderDeviceMeta(state.byId.get(state.selected));
       }
     } catch (e) { /* next round */ }
+    document.body.dataset.presencePolls = String(+(document.body.dataset.presencePolls || 0) + 1);
   }
 
   // ---- Messages and commands ------------------------------------------------
-  const sent = []; // {device, seq, kind, sensor, value, status}
+  // The list under the form is the device's inbox as the server keeps it
+  // (GET /v1/devices/ID/inbox: every row waiting for the device, whoever
+  // sent it; for a device behind a gateway, its rows in the gateway's
+  // inbox), so it survives a reload. A row this page saw waiting and then
+  // gone was acknowledged by the device; the server keeps no record of
+  // acknowledged rows, so after a reload only waiting ones are listed.
+  const inboxes = new Map(); // device id -> Map(seq -> row with a status)
+  const refused = []; // sends the server refused: {device, kind, sensor, value, status}
+  const ACKED_KEPT = 50; // acknowledged rows remembered per device
   $("send-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const id = state.selected;
@@ -301,235 +354,56 @@
     if ($("send-sensor").value) form.sensor = $("send-sensor").value;
     try {
       const r = parseCsv((await api("POST", `/v1/devices/${q(id)}/inbox`, form)).text)[0];
-      // Rows for a device behind a gateway wait in the gateway's inbox.
-      const d = state.byId.get(id), gw = d && d.parent && state.byId.get(d.parent);
-      const inbox = gw && gw.gateway === "true" ? gw.id : id;
-      sent.unshift({ device: id, inbox, seq: r[1], kind: form.kind, sensor: form.sensor || "", value: form.value, status: "queued" });
+      // Listed at once, in case the device takes it before the next look.
+      inboxOf(id).set(r[1], { seq: r[1], kind: form.kind, time: new Date().toISOString(), from: "user:" + state.user, sensor: form.sensor || "", value: form.value, status: "queued" });
       $("send-value").value = "";
       renderSent();
-    } catch (e) { sent.unshift({ device: id, seq: "", kind: form.kind, sensor: form.sensor || "", value: form.value, status: "refused: " + e.message }); renderSent(); }
+      await loadInbox(id);
+    } catch (e) {
+      refused.unshift({ device: id, seq: "", kind: form.kind, time: "", from: "", sensor: form.sensor || "", value: form.value, status: "refused: " + e.message });
+      refused.length = Math.min(refused.length, ACKED_KEPT);
+      renderSent();
+    }
   });
-  function renderSent() {
-    const rows = sent.filter((s) => s.device === state.selected);
-    $("sent").tBodies[0].replaceChildren(...rows.map((s) => tr([s.seq, s.kind, s.sensor, s.value, s.status], "status-" + s.status)));
+  function inboxOf(id) {
+    if (!inboxes.has(id)) inboxes.set(id, new Map());
+    return inboxes.get(id);
   }
-  // A row stays in the inbox until the device acknowledges it; gone means
-  // acknowledged.
-  async function refreshSent() {
-    const inboxes = [...new Set(sent.filter((s) => s.status === "queued").map((s) => s.inbox))];
-    for (const id of inboxes) {
-      try {
-        const pending = new Set(records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text).map((r) => r.seq));
-        for (const s of sent) if (s.inbox === id && s.status === "queued" && !pending.has(s.seq)) s.status = "acknowledged";
-      } catch (e) { /* next round */ }
-    }
-    if (inboxes.length) renderSent();
-  }
-
-  // ---- Map --------------------------------------------------------------------
-  // Web Mercator, so optional tiles ({z}/{x}/{y}) line up with the outline.
-  const map = { zoom: 0, cx: 128, cy: 128, fitted: false, hits: [], tiles: new Map() };
-  state.map = map;
-  function project(lon, lat) {
-    const s = Math.sin((Math.max(-85, Math.min(85, lat)) * Math.PI) / 180);
-    return [((lon + 180) / 360) * 256, (0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)) * 256];
-  }
-  function fitMap() {
-    const c = $("map"), pts = state.devices.filter((d) => isFinite(d.lat) && isFinite(d.lon)).map((d) => project(d.lon, d.lat));
-    let x0 = 0, x1 = 256, y0 = 40, y1 = 200;
-    if (pts.length) {
-      x0 = Math.min(...pts.map((p) => p[0])); x1 = Math.max(...pts.map((p) => p[0]));
-      y0 = Math.min(...pts.map((p) => p[1])); y1 = Math.max(...pts.map((p) => p[1]));
-    }
-    const w = Math.max(x1 - x0, 0.02), h = Math.max(y1 - y0, 0.02);
-    map.zoom = Math.max(0, Math.min(18, Math.log2(Math.min(c.clientWidth / (w * 1.3), c.clientHeight / (h * 1.3)))));
-    map.cx = (x0 + x1) / 2; map.cy = (y0 + y1) / 2;
-  }
-  const COLORS = { online: "#2a9d3f", offline: "#d62828", unreachable: "#f18f01", unknown: "#9aa3ad" };
-  function drawMap(fit) {
-    const c = $("map");
-    const dpr = window.devicePixelRatio || 1;
-    const W = c.clientWidth, H = c.clientHeight;
-    if (!W || !H) return;
-    if (c.width !== W * dpr || c.height !== H * dpr) { c.width = W * dpr; c.height = H * dpr; }
-    if (fit === true && !map.fitted) { fitMap(); map.fitted = true; }
-    const g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.fillStyle = "#cfe3f3"; g.fillRect(0, 0, W, H);
-    const k = Math.pow(2, map.zoom);
-    const sx = (x) => (x - map.cx) * k + W / 2, sy = (y) => (y - map.cy) * k + H / 2;
-    if (state.tileUrl) drawTiles(g, W, H, k);
-    // World outline (shipped in the binary), repeated east and west.
-    g.fillStyle = state.tileUrl ? "rgba(0,0,0,0)" : "#f1efe6"; g.strokeStyle = "#8c8a80"; g.lineWidth = 0.7;
-    for (const shift of [-256, 0, 256]) {
-      if (sx(shift) > W || sx(shift + 256) < 0) continue;
-      g.beginPath();
-      for (const ring of window.OVERLORD_WORLD || []) {
-        for (let i = 0; i < ring.length; i += 2) {
-          const p = project(ring[i], ring[i + 1]);
-          const x = sx(p[0] + shift), y = sy(p[1]);
-          if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
-        }
-        g.closePath();
-      }
-      g.fill(); g.stroke();
-    }
-    // Devices: a dot each, or a grid cluster when several share a cell.
-    const term = $("search").value.trim().toLowerCase();
-    const CELL = 28, cells = new Map();
-    for (const d of state.devices) {
-      if (!isFinite(d.lat) || !isFinite(d.lon)) continue;
-      if (term && !d.search.includes(term)) continue;
-      if (!d.px) d.px = project(d.lon, d.lat);
-      const x = sx(d.px[0]), y = sy(d.px[1]);
-      if (x < -CELL || y < -CELL || x > W + CELL || y > H + CELL) continue;
-      const key = Math.floor(x / CELL) + "," + Math.floor(y / CELL);
-      let cell = cells.get(key);
-      if (!cell) { cell = { x: 0, y: 0, n: 0, devs: [], st: {} }; cells.set(key, cell); }
-      cell.x += x; cell.y += y; cell.n++; cell.devs.push(d);
-      const st = stateClass(d.state); cell.st[st] = (cell.st[st] || 0) + 1;
-    }
-    map.hits = [];
-    g.font = "11px system-ui, sans-serif"; g.textAlign = "center"; g.textBaseline = "middle";
-    for (const cell of cells.values()) {
-      const x = cell.x / cell.n, y = cell.y / cell.n;
-      if (cell.n === 1) {
-        const d = cell.devs[0];
-        g.beginPath(); g.arc(x, y, 5, 0, 2 * Math.PI);
-        g.fillStyle = COLORS[stateClass(d.state)]; g.fill();
-        g.lineWidth = state.selected === d.id ? 3 : 1; g.strokeStyle = "#fff"; g.stroke();
-        map.hits.push({ x, y, r: 8, d });
-      } else {
-        // A cluster: coloured by its worst state, sized by its count.
-        const worst = ["offline", "unreachable", "unknown", "online"].find((s) => cell.st[s]);
-        const r = Math.min(22, 9 + Math.log2(cell.n) * 2);
-        g.beginPath(); g.arc(x, y, r, 0, 2 * Math.PI);
-        g.fillStyle = COLORS[worst]; g.globalAlpha = 0.85; g.fill(); g.globalAlpha = 1;
-        g.lineWidth = 2; g.strokeStyle = "#fff"; g.stroke();
-        g.fillStyle = "#fff"; g.fillText(String(cell.n), x, y);
-        map.hits.push({ x, y, r, cluster: cell });
-      }
-    }
-    document.body.dataset.mapDrawn = String(cells.size);
-  }
-  function drawTiles(g, W, H, k) {
-    const z = Math.max(0, Math.min(19, Math.round(map.zoom)));
-    const n = Math.pow(2, z), size = 256 * k / n;
-    const x0 = Math.floor(((map.cx - W / 2 / k) / 256) * n), x1 = Math.floor(((map.cx + W / 2 / k) / 256) * n);
-    const y0 = Math.max(0, Math.floor(((map.cy - H / 2 / k) / 256) * n)), y1 = Math.min(n - 1, Math.floor(((map.cy + H / 2 / k) / 256) * n));
-    for (let ty = y0; ty <= y1; ty++) for (let tx = x0; tx <= x1; tx++) {
-      const wx = ((tx % n) + n) % n;
-      const url = state.tileUrl.replace("{z}", z).replace("{x}", wx).replace("{y}", ty);
-      let img = map.tiles.get(url);
-      if (!img) {
-        img = new Image(); img.onload = () => drawMap(false); img.src = url; map.tiles.set(url, img);
-        if (map.tiles.size > 500) map.tiles.delete(map.tiles.keys().next().value);
-      }
-      if (img.complete && img.naturalWidth) g.drawImage(img, (tx * 256 / n - map.cx) * k + W / 2, (ty * 256 / n - map.cy) * k + H / 2, size + 0.5, size + 0.5);
-    }
-  }
-  (function mapEvents() {
-    const c = $("map");
-    let drag = null;
-    c.addEventListener("mousedown", (e) => { drag = { x: e.offsetX, y: e.offsetY, cx: map.cx, cy: map.cy, moved: false }; });
-    c.addEventListener("mousemove", (e) => {
-      if (!drag) return;
-      const k = Math.pow(2, map.zoom);
-      if (Math.abs(e.offsetX - drag.x) + Math.abs(e.offsetY - drag.y) > 3) drag.moved = true;
-      map.cx = drag.cx - (e.offsetX - drag.x) / k; map.cy = drag.cy - (e.offsetY - drag.y) / k;
-      drawMap(false);
-    });
-    window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
-    c.addEventListener("click", (e) => {
-      if (drag && drag.moved) return;
-      const hit = map.hits.find((h) => (h.x - e.offsetX) ** 2 + (h.y - e.offsetY) ** 2 <= h.r * h.r);
-      if (!hit) return;
-      if (hit.cluster) { zoomAt(e.offsetX, e.offsetY, 2); return; }
-      const d = hit.d;
-      $("map-info").textContent = `${d.name || d.id} (${d.id}) — ${d.state || "never seen"}, last seen ${ago(d.last_seen)}, ${d.latitude}, ${d.longitude}${d.location ? ", " + d.location : ""}`;
-      state.selected = d.id; drawMap(false); renderDeviceMeta(d); loadSensors(d.id); renderTree();
-    });
-    c.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(e.offsetX, e.offsetY, e.deltaY < 0 ? 1.5 : 1 / 1.5); }, { passive: false });
-    $("map-in").addEventListener("click", () => zoomAt(c.clientWidth / 2, c.clientHeight / 2, 2));
-    $("map-out").addEventListener("click", () => zoomAt(c.clientWidth / 2, c.clientHeight / 2, 0.5));
-    $("map-fit").addEventListener("click", () => { fitMap(); drawMap(false); });
-    window.addEventListener("resize", () => { if (state.view === "map") drawMap(false); });
-  })();
-  function zoomAt(x, y, f) {
-    const c = $("map"), k = Math.pow(2, map.zoom);
-    const wx = map.cx + (x - c.clientWidth / 2) / k, wy = map.cy + (y - c.clientHeight / 2) / k;
-    map.zoom = Math.max(0, Math.min(20, map.zoom + Math.log2(f)));
-    const k2 = Math.pow(2, map.zoom);
-    map.cx = wx - (x - c.clientWidth / 2) / k2; map.cy = wy - (y - c.clientHeight / 2) / k2;
-    drawMap(false);
-  }
-
-  // ---- Charts -------------------------------------------------------------------
-  const chart = { plot: null, from: null, to: null, zoomed: false, busy: false };
-  const PALETTE = ["#1d6fb8", "#d62828", "#2a9d3f", "#8e44ad", "#f18f01", "#16a085"];
-  $("device-chart").addEventListener("click", () => {
-    const id = state.selected;
-    $("chart-device").value = id;
-    const nums = (state.sensors.get(id) || []).map((s) => s.sensor).filter((s) => /^[NIL]/.test(s));
-    $("chart-sensors").value = nums.slice(0, 4).join(",");
-    showView("chart");
-    chart.zoomed = false; drawChart();
-  });
-  $("chart-form").addEventListener("submit", (ev) => { ev.preventDefault(); chart.zoomed = false; drawChart(); });
-  $("chart-reset").addEventListener("click", () => { chart.zoomed = false; drawChart(); });
-  async function drawChart() {
-    if (chart.busy) return;
-    const id = $("chart-device").value.trim();
-    const sensors = $("chart-sensors").value.split(",").map((s) => s.trim().toUpperCase()).filter(Boolean);
-    if (!id || !sensors.length) return;
-    if (!chart.zoomed) {
-      chart.to = Date.now() / 1000 + 5;
-      chart.from = chart.to - +$("chart-range").value;
-    }
-    const box = $("chart");
-    const width = Math.max(300, box.clientWidth || 800);
-    const buckets = Math.min(4096, Math.max(10, Math.floor(width)));
-    const path = `/v1/devices/${q(id)}/readings?sensors=${q(sensors.join(","))}&from=${chart.from.toFixed(3)}&to=${chart.to.toFixed(3)}&buckets=${buckets}`;
-    chart.busy = true;
+  const noInbox = new Set(); // devices whose inbox this user may not see (read-only grants)
+  async function loadInbox(id) {
+    if (noInbox.has(id)) return;
     let rows;
-    try { rows = parseCsv((await api("GET", path)).text); }
-    catch (e) { $("chart-status").textContent = "Cannot draw: " + e.message; chart.busy = false; return; }
-    chart.busy = false;
-    const head = rows.shift();
-    const xs = rows.map((r) => Date.parse(r[0]) / 1000);
-    const data = [xs];
-    const series = [{}];
-    const bands = [];
-    sensors.forEach((s, i) => {
-      const col = PALETTE[i % PALETTE.length];
-      data.push(rows.map((r) => (r[1 + 2 * i + 1] === "" ? null : +r[1 + 2 * i + 1])));
-      data.push(rows.map((r) => (r[1 + 2 * i] === "" ? null : +r[1 + 2 * i])));
-      series.push({ label: s + " max", stroke: col, width: 1.5 });
-      series.push({ label: s + " min", stroke: col, width: 1, dash: [4, 3] });
-      bands.push({ series: [1 + 2 * i, 2 + 2 * i], fill: col + "22" });
-    });
-    const opts = {
-      width, height: 320, series, bands,
-      scales: { x: { time: true, min: chart.from, max: chart.to } },
-      cursor: { drag: { x: true, y: false } },
-      hooks: {
-        setSelect: [(u) => {
-          if (u.select.width < 5) return;
-          chart.from = u.posToVal(u.select.left, "x"); chart.to = u.posToVal(u.select.left + u.select.width, "x");
-          chart.zoomed = true;
-          drawChart(); // ask the server again: finer buckets for the narrower range
-        }],
-      },
-    };
-    if (chart.plot) chart.plot.destroy();
-    box.replaceChildren();
-    chart.plot = new uPlot(opts, data, box);
-    const n = rows.length;
-    $("chart-status").textContent = `${id}: ${head.slice(1).join(", ")} — ${n} bucket${n === 1 ? "" : "s"} with data of ${buckets} (min/max per pixel)${chart.zoomed ? ", zoomed" : ""}`;
-    document.body.dataset.chartRows = String(n);
+    try { rows = records((await api("GET", `/v1/devices/${q(id)}/inbox`)).text); }
+    catch (e) { if (e.status === 403 || e.status === 404) noInbox.add(id); throw e; }
+    const known = inboxOf(id), waiting = new Set(rows.map((r) => r.seq));
+    for (const r of rows) known.set(r.seq, { ...r, status: "queued" });
+    for (const row of known.values()) if (row.status === "queued" && !waiting.has(row.seq)) row.status = "acknowledged";
+    const acked = [...known.values()].filter((r) => r.status !== "queued").sort((a, b) => a.seq - b.seq);
+    for (const r of acked.slice(0, Math.max(0, acked.length - ACKED_KEPT))) known.delete(r.seq);
+    if (id === state.selected) renderSent();
   }
-  // Live tail: redraw the newest range every 5 s unless zoomed in.
-  setInterval(() => { if (state.view === "chart" && $("chart-live").checked && !chart.zoomed && chart.plot && !$("app").hidden) drawChart(); }, 5000);
+  function renderSent() {
+    const id = state.selected;
+    const rows = [...refused.filter((s) => s.device === id), ...[...inboxOf(id).values()].sort((a, b) => b.seq - a.seq)];
+    $("sent").tBodies[0].replaceChildren(...rows.map((s) => tr([s.seq, s.kind, s.time, s.from, s.sensor, s.value, s.status], "status-" + s.status.split(":")[0])));
+  }
+  // Every second while a row is waiting (the selected device's, and at
+  // most 10 others'), else every 5 s for the selected device.
+  let sentTick = 0;
+  async function refreshSent() {
+    if ($("app").hidden) return;
+    const ids = [...inboxes].filter(([, m]) => [...m.values()].some((r) => r.status === "queued")).map(([id]) => id).slice(0, 10);
+    const sel = state.selected;
+    if (sel && !noInbox.has(sel) && !ids.includes(sel) && sentTick++ % 5 === 0) ids.push(sel);
+    for (const id of ids) {
+      try { await loadInbox(id); } catch (e) { /* next round */ }
+    }
+  }
+
+  // ---- Map and charts (map.js, chart.js) -----------------------------------------
+  const ui = { $, state, api, q, parseCsv, records, stateClass, shownState, ago, renderDeviceMeta, loadSensors, renderTree, showView };
+  const drawMap = window.overlordParts.map(ui).draw;
+  window.overlordParts.chart(ui);
 
   // ---- Alerts -------------------------------------------------------------------
   function table(el, text, extra) {

@@ -9,6 +9,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Directory;
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::codec::{self, timefmt};
 use crate::config::Config;
 use crate::digest::{Digest, DigestHook};
@@ -66,6 +67,8 @@ pub struct App {
     /// The webhook sender's thread (stopped and joined when the app is
     /// dropped).
     pub sender: crate::sender::Sender,
+    /// "Now" for presence contacts (see [`crate::clock`]).
+    pub clock: Clock,
 }
 
 /// An opened server, not yet listening.
@@ -94,6 +97,9 @@ pub struct OpenOptions {
     /// Only Rust code holding the handle can inject a fault; nothing in
     /// the config or on the network reaches it.
     pub disk_faults: Option<DiskFaults>,
+    /// The clock presence, retention and commits read: the system clock,
+    /// or one a test moves forward (see [`crate::clock`]).
+    pub clock: Clock,
 }
 
 impl OpenOptions {
@@ -103,6 +109,7 @@ impl OpenOptions {
             config,
             digest_hook: None,
             disk_faults: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -119,6 +126,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         config,
         digest_hook,
         disk_faults: disk,
+        clock,
     } = options;
     let store = Arc::new(Store::open_verified(
         &config.data_file,
@@ -197,6 +205,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             seal_idle: std::time::Duration::from_secs(config.storage.seal_idle_secs),
             seal_chunks_per_step: config.storage.seal_chunks_per_step,
             outbox_wake: outbox_wake.clone(),
+            clock: clock.clone(),
         },
     )?;
     let sender = crate::sender::Sender::start(
@@ -243,6 +252,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         retention,
         body_budget,
         sender,
+        clock,
     });
     Ok(Opened {
         app,

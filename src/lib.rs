@@ -55,10 +55,12 @@
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
 //! - [`mqtt`]: the MQTT 3.1.1 and 5 listener, another door into the same
 //!   ingest path, inbox and channels (started by `server::run`).
+//! - [`clock`]: "now" for presence, retention and commits; tests move it
+//!   forward instead of sleeping.
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
 //!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
-//!   seams), settings, counters, and management logic shared by CLI and
+//!   seams, among them the [`clock::Clock`]), settings, counters, and management logic shared by CLI and
 //!   HTTP.
 //!
 //! The `overlord` binary is `src/main.rs` (the clap command line and the
@@ -79,6 +81,7 @@ pub mod auth;
 pub mod budget;
 pub mod catalog;
 pub mod channels;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod dead_letters;

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use crate::clock::Clock;
 use crate::codec::{Micros, SensorId};
 use crate::error::WireError;
 use crate::store::aggregates::{aggregated, Agg};
@@ -230,21 +231,30 @@ pub struct Sweeper {
     pub finished: bool,
     /// Aggregate rows written and removed by the last [`Sweeper::step`].
     pub aggregates: (u64, u64),
+    /// When passes are due.
+    clock: Clock,
 }
 
 impl Default for Sweeper {
     fn default() -> Self {
-        Sweeper {
-            cursor: None,
-            next_pass: Instant::now(),
-            last: (0, 0),
-            finished: false,
-            aggregates: (0, 0),
-        }
+        Sweeper::new(Clock::system())
     }
 }
 
 impl Sweeper {
+    /// A sweeper whose first pass is due at once; passes are scheduled by
+    /// `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Sweeper {
+            cursor: None,
+            next_pass: clock.instant(),
+            last: (0, 0),
+            finished: false,
+            aggregates: (0, 0),
+            clock,
+        }
+    }
+
     /// Is there deletion work for the next transaction? Starts a pass
     /// when one is due.
     pub fn wants_work(&mut self, policy: &Retention) -> bool {
@@ -252,12 +262,12 @@ impl Sweeper {
             return true;
         }
         let kicked = policy.kick.swap(false, Ordering::Relaxed);
-        if (kicked || Instant::now() >= self.next_pass) && policy.any() {
+        if (kicked || self.clock.instant() >= self.next_pass) && policy.any() {
             self.cursor = Some((0, 0));
             return true;
         }
-        if Instant::now() >= self.next_pass {
-            self.next_pass = Instant::now() + policy.sweep;
+        if self.clock.instant() >= self.next_pass {
+            self.next_pass = self.clock.instant() + policy.sweep;
         }
         false
     }
@@ -267,7 +277,7 @@ impl Sweeper {
         self.cursor = None;
         self.last = (0, 0);
         self.aggregates = (0, 0);
-        self.next_pass = Instant::now() + policy.sweep;
+        self.next_pass = self.clock.instant() + policy.sweep;
     }
 
     /// A pass is running (the writer then does not idle between commits).
@@ -420,7 +430,7 @@ impl Sweeper {
         }
         self.cursor = next;
         if next.is_none() {
-            self.next_pass = Instant::now() + policy.sweep;
+            self.next_pass = self.clock.instant() + policy.sweep;
             self.finished = true;
         }
         Ok(())

@@ -293,3 +293,35 @@ fn the_cut_inside_a_chunk_keeps_its_newer_readings() {
         );
     }
 }
+
+/// Retention reads the server's clock (`TestServer::clock`, the seam
+/// tests move instead of sleeping): readings of two minutes ago are kept
+/// by a one-day policy; once a day and an hour have passed on that clock,
+/// the next scheduled pass (not a kick) removes them and keeps their
+/// minute's aggregate.
+#[test]
+fn readings_go_once_their_days_have_passed_on_the_servers_clock() {
+    let s = TestServer::start_with(|c| {
+        c.retention.sweep_secs = 60;
+        c.retention.aggregate_keep_days = 10;
+    });
+    let token = s.create_device("gh1");
+    let now = hour_ago() + 3600;
+    let t = minute_of(now - 120);
+    post(&s, &token, &format!("time,N1\n{t},4\n{},6\n", t + 1));
+    // Setting a policy starts a pass at once: nothing is old enough.
+    let r = s.admin_form("POST", "/v1/devices/gh1/retention", "keep_days=1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let n1 = format!(
+        "/v1/devices/gh1/readings?sensors=N1&from={}&to={}",
+        t - 60,
+        now + 60
+    );
+    assert_eq!(rows(&s, &n1).len(), 2);
+    s.clock.advance(Duration::from_secs(25 * 3600));
+    assert_eq!(until_rows(&s, &n1, 0), Vec::<String>::new());
+    assert_eq!(
+        until_rows(&s, "/v1/devices/gh1/aggregates", 1),
+        [format!("{},2,4,6,5", rfc3339(t))]
+    );
+}

@@ -5,92 +5,19 @@
 //! log out. Screenshots go to `target/dashboard/`.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `web/`; without them the test
-//! prints why and passes, unless `REQUIRE_BROWSER=1` (set by
-//! `.ci/run`, which installs both), where it fails.
+//! prints why and passes, unless `REQUIRE_BROWSER=1` or `CI` is set
+//! (`.ci/run` installs both), where it fails (`common::browser`).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::browser::{out_dir, require_browser, run_node, user};
 use common::{hour_ago, TestServer};
 
 const FORM: &str = "application/x-www-form-urlencoded";
-const PASSWORD: &str = "correct horse battery";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Can the browser test run here? `Err(why)` when not.
-fn browser_ready() -> Result<(), String> {
-    if !chromium().exists() {
-        return Err(format!(
-            "{} is not installed (apt-get install chromium)",
-            chromium().display()
-        ));
-    }
-    if !root().join("web/node_modules/playwright-core").exists() {
-        return Err("web/node_modules is missing (cd web && npm ci)".into());
-    }
-    Ok(())
-}
-
-/// `true` when the test should go on; prints and returns `false` to skip.
-fn require_browser() -> bool {
-    match browser_ready() {
-        Ok(()) => true,
-        Err(why) if std::env::var("REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("the browser test must run here, but {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED dashboard browser test: {why}");
-            false
-        }
-    }
-}
-
-fn out_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    target.join("dashboard")
-}
-
-/// A user `ann` with a password and her API token.
-fn user(s: &TestServer) -> String {
-    let r = s.admin_form(
-        "POST",
-        "/v1/users",
-        &format!("name=ann&password={}", common::enc(PASSWORD)),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    common::token_of(&r.body)
-}
-
-fn run_node(s: &TestServer, envs: &[(&str, String)]) -> std::process::Output {
-    let mut cmd = Command::new("node");
-    cmd.arg("e2e.mjs")
-        .current_dir(root().join("web"))
-        .env("OVERLORD_URL", format!("http://{}", s.addr))
-        .env("OVERLORD_USER", "ann")
-        .env("OVERLORD_PASSWORD", PASSWORD)
-        .env("OVERLORD_OUT", out_dir())
-        .env("CHROMIUM", chromium());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run node web/e2e.mjs")
-}
 
 #[test]
 fn log_in_tree_map_chart_command_log_out() {
@@ -199,6 +126,7 @@ fn log_in_tree_map_chart_command_log_out() {
 
     let out = run_node(
         &s,
+        "e2e.mjs",
         &[
             ("OVERLORD_DEVICE", "gh1".into()),
             ("OVERLORD_GATEWAY", "gw1".into()),
@@ -281,7 +209,7 @@ fn p7_tree_and_map_of_20000_devices() {
         let r = s.post("/v1/devices", "text/csv", body.as_bytes(), &bearer);
         assert_eq!(r.status, 201, "{}", &r.body[..r.body.len().min(300)]);
     }
-    let out = run_node(&s, &[("OVERLORD_BENCH", N.to_string())]);
+    let out = run_node(&s, "e2e.mjs", &[("OVERLORD_BENCH", N.to_string())]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(

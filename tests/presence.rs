@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{column, hour_ago, TestServer};
 
@@ -54,6 +54,34 @@ fn send(s: &TestServer, id: &str, tok: &str) {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// Let `by` pass on the server's clock (no sleeping), and wait until the
+/// presence sweep has run at the new time: `witness` (a device whose
+/// `offline_after` is under `by`) is heard from first and must go offline,
+/// and the sweep takes every due device in one pass, so whatever was
+/// going to change by then has changed.
+fn let_pass(s: &TestServer, by: Duration, witness: &str, token: &str) {
+    let gone = format!(",{witness},offline,");
+    let before = s
+        .get_admin("/v1/presence/events?after=0")
+        .body
+        .matches(&gone)
+        .count();
+    send(s, witness, token);
+    wait_for(
+        s,
+        "/v1/presence/events?after=0",
+        "the witness online",
+        |b| b.matches(&format!(",{witness},online,")).count() > before,
+    );
+    s.clock.advance(by);
+    wait_for(
+        s,
+        "/v1/presence/events?after=0",
+        "the witness offline",
+        |b| b.matches(&gone).count() > before,
+    );
+}
+
 #[test]
 fn offline_once_online_once_and_the_owner_is_told_once_each() {
     let s = TestServer::start_with(fast);
@@ -76,11 +104,13 @@ fn offline_once_online_once_and_the_owner_is_told_once_each() {
         b.contains("\nd1,")
     });
     // Silent for more than a second: offline, once.
+    s.clock.advance(Duration::from_millis(1100));
     let body = wait_for(&s, "/v1/devices?state=offline", "d1 offline", |b| {
         b.contains("\nd1,")
     });
     assert!(!body.contains("\nwatcher,"), "never heard from: {body}");
-    std::thread::sleep(Duration::from_millis(1500));
+    let witness = s.create_device("witness");
+    let_pass(&s, Duration::from_millis(1500), "witness", &witness);
     assert_eq!(states_of(&s, "d1"), ["online", "offline"]);
     // Next contact: online again, once.
     send(&s, "d1", &tok);
@@ -282,7 +312,14 @@ fn a_gateway_registers_writes_for_and_relays_to_its_devices() {
                 .all(|c| b.contains(&format!("\n{c},")))
         },
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    // Time passes: the devices are checked again, and still are not
+    // offline on their own.
+    let witness = s.create_device("witness");
+    let r = s.admin_form("POST", "/v1/devices/witness", "offline_after=1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..2 {
+        let_pass(&s, Duration::from_millis(1250), "witness", &witness);
+    }
     assert_eq!(
         states_of(&s, "gw").last().map(String::as_str),
         Some("offline")
@@ -302,21 +339,22 @@ fn presence_survives_a_restart_without_repeats() {
         b.contains(",d1,online,")
     });
     // Stop while it is online; it stays silent while the server is down.
+    let clock = s.clock.clone();
     let (tmp, admin) = s.stop();
-    std::thread::sleep(Duration::from_millis(2500));
-    let s = TestServer::restart(tmp, admin, |c| c.presence.offline_after_secs = 2);
+    clock.advance(Duration::from_millis(2500));
+    let s = TestServer::restart_at(tmp, admin, clock, |c| c.presence.offline_after_secs = 2);
     wait_for(&s, "/v1/presence/events?after=0", "offline", |b| {
         b.contains(",d1,offline,")
     });
     assert_eq!(states_of(&s, "d1"), ["online", "offline"]);
-    // Another restart: still offline, no second event.
+    // Another restart: still offline, no second event, however long.
+    let clock = s.clock.clone();
     let (tmp, admin) = s.stop();
-    let s = TestServer::restart(tmp, admin, |c| c.presence.offline_after_secs = 2);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
-        assert_eq!(state(&s, "d1"), "offline");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let s = TestServer::restart_at(tmp, admin, clock, |c| c.presence.offline_after_secs = 2);
+    assert_eq!(state(&s, "d1"), "offline");
+    let witness = s.create_device("witness");
+    let_pass(&s, Duration::from_millis(2500), "witness", &witness);
+    assert_eq!(state(&s, "d1"), "offline");
     assert_eq!(states_of(&s, "d1"), ["online", "offline"]);
     // And back.
     send(&s, "d1", &tok);

@@ -33,7 +33,15 @@ for (const f of land.features ?? [land]) {
         return [x, y];
       });
       const xs = unwrapped.map((p) => p[0]);
-      const use = Math.max(...xs) - Math.min(...xs) < 350 ? unwrapped : ring;
+      let use = ring;
+      if (Math.max(...xs) - Math.min(...xs) < 350) {
+        // Unwrapping follows the ring from its first point: Eurasia starts
+        // at -180° and came out as [-377.6, -169.9]. Move the ring whole
+        // by 360° so the middle of its box is inside [-180, 180].
+        const mid = (Math.max(...xs) + Math.min(...xs)) / 2;
+        const by = mid < -180 ? 360 : mid > 180 ? -360 : 0;
+        use = unwrapped.map(([x, y]) => [x + by, y]);
+      }
       rings.push(use.flatMap(([x, y]) => [Math.round(x * 10) / 10, Math.round(y * 10) / 10]));
     }
   }

@@ -7,65 +7,11 @@
 //   OVERLORD_BENCH=N (P7: only measure tree and map with N devices).
 //
 // Exits non-zero with a message on the first failed check.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { env, URL_, OUT, check, countColour as countIn, login as loginAs, run } from "./e2e-lib.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
-const URL_ = env("OVERLORD_URL");
-const OUT = env("OVERLORD_OUT");
-mkdirSync(OUT, { recursive: true });
-
-function check(cond, what) {
-  if (!cond) throw new Error("check failed: " + what);
-  console.log("ok - " + what);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(String(e)));
-// (A refused request is logged by Chromium as "Failed to load resource"; the
-// API's 401 after logging out is expected, so those are not page errors.)
-page.on("console", (m) => { if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) pageErrors.push(m.text()); });
-// No request may leave this server (no CDN, no tiles unless configured).
-const foreign = [];
-page.on("request", (r) => { if (!r.url().startsWith(URL_)) foreign.push(r.url()); });
-
-/** Count pixels of `canvas` within `tol` of the colour [r, g, b]. */
-async function countColour(selector, rgb, tol = 12) {
-  return page.evaluate(([sel, rgb, tol]) => {
-    const c = document.querySelector(sel);
-    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) {
-      if (Math.abs(d[i] - rgb[0]) <= tol && Math.abs(d[i + 1] - rgb[1]) <= tol && Math.abs(d[i + 2] - rgb[2]) <= tol) n++;
-    }
-    return n;
-  }, [selector, rgb, tol]);
-}
-
-async function login() {
-  await page.goto(URL_ + "/");
-  await page.waitForSelector("#login-form", { state: "visible" });
-  await page.fill("#login-name", env("OVERLORD_USER"));
-  await page.fill("#login-password", env("OVERLORD_PASSWORD"));
-  const t0 = Date.now();
-  await page.click("#login-submit");
-  return t0;
-}
-
-try {
+await run("tour", { viewport: { width: 1280, height: 800 } }, async ({ page, pageErrors, foreign }) => {
+  const countColour = (sel, rgb, tol) => countIn(page, sel, rgb, tol);
+  const login = () => loginAs(page);
   if (process.env.OVERLORD_BENCH) {
     // P7: log in and time until the tree and the map of N devices are up.
     const n = process.env.OVERLORD_BENCH;
@@ -241,11 +187,4 @@ try {
     check(pageErrors.length === 0, "no errors in the page: " + pageErrors.join("; "));
     check(foreign.length === 0, "nothing was loaded from another origin: " + foreign.join(", "));
   }
-} catch (e) {
-  await page.screenshot({ path: `${OUT}/failure.png` }).catch(() => {});
-  console.error(String(e && e.stack || e));
-  if (pageErrors.length) console.error("page errors: " + pageErrors.join("; "));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+});

@@ -165,7 +165,7 @@ fn checked(
     attempt.succeeded();
     if let Principal::Device(d) = &found {
         // Any authenticated request is contact (presence).
-        app.presence.saw(d.num, crate::codec::timefmt::now_micros());
+        app.presence.saw(d.num, app.clock.now_micros());
     }
     Ok(found)
 }

@@ -130,6 +130,9 @@ pub struct WriterContext {
     /// Notified after a commit that added outbox rows (the webhook
     /// sender, `crate::sender`).
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// "Now" for commits (contacts, retention cutoffs), the presence
+    /// sweep and the retention schedule.
+    pub clock: crate::clock::Clock,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -150,6 +153,7 @@ pub fn start(
     let sealer = Sealer::new(ctx.seal_idle, ctx.seal_chunks_per_step);
     sealer.load(&store.db()?.begin_read()?)?;
     metrics.seal_pending.set(sealer.pending() as u64);
+    let sweeper = crate::retention::Sweeper::new(ctx.clock.clone());
     let mut w = WriterState {
         store,
         digest,
@@ -158,7 +162,7 @@ pub fn start(
         outstanding: BTreeMap::new(),
         ready: Vec::new(),
         next_seq,
-        sweeper: crate::retention::Sweeper::default(),
+        sweeper,
         sealer,
         seal_retry_at: None,
         outbox_added: std::cell::Cell::new(false),

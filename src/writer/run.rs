@@ -17,7 +17,6 @@ use redb::ReadableDatabase;
 use super::commit::Written;
 use super::queue::{IngestOutcome, Job};
 use super::{WriterState, EFFECTS_LINGER, MAX_READINGS_PER_COMMIT, REOPEN_RETRY, SWEEP_EVERY};
-use crate::codec::timefmt;
 use crate::digest::PartDone;
 use crate::inbox;
 use crate::store::StoreError;
@@ -82,7 +81,7 @@ impl WriterState {
             self.metrics.ingest_queue_depth.set(jobs.len() as u64);
             self.note_backlog();
             if last_sweep.elapsed() >= SWEEP_EVERY {
-                self.ctx.presence.sweep(timefmt::now_micros());
+                self.ctx.presence.sweep(self.ctx.clock.now_micros());
                 last_sweep = Instant::now();
             }
             self.commit(batch, false);
@@ -130,7 +129,7 @@ impl WriterState {
             return;
         }
         let started = Instant::now();
-        let now = timefmt::now_micros();
+        let now = self.ctx.clock.now_micros();
         let mut seq = self.next_seq;
         let changes = self.ctx.presence.take_changes();
         let mut result = self.write_guarded(&jobs, seq, now, durable, &changes);

@@ -13,6 +13,7 @@ use overlord::app::OpenOptions;
 use overlord::config::Config;
 
 pub mod mqtt;
+pub mod browser;
 
 /// A running in-process server.
 pub struct TestServer {
@@ -23,6 +24,9 @@ pub struct TestServer {
     /// The administrator's API token (from the first start in this dir).
     pub admin: String,
     pub dir: PathBuf,
+    /// The server's clock: `clock.advance(d)` lets time pass for presence
+    /// and retention without sleeping.
+    pub clock: overlord::clock::Clock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -85,6 +89,7 @@ impl TestServer {
         let dir = options.config.data_file.parent().unwrap().to_path_buf();
         let mqtt_listener = overlord::mqtt::bind(&options.config.mqtt).expect("mqtt port");
         let mqtt = mqtt_listener.as_ref().map(|l| l.local_addr().unwrap());
+        let clock = options.clock.clone();
         let mut opened = overlord::app::open(options).expect("open");
         opened.mqtt = mqtt_listener;
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
@@ -114,6 +119,7 @@ impl TestServer {
             mqtt,
             admin,
             dir,
+            clock,
             stop: Some(stop),
             thread: Some(thread),
             _tmp: None,
@@ -144,9 +150,26 @@ impl TestServer {
         admin: String,
         tweak: impl FnOnce(&mut Config),
     ) -> TestServer {
+        Self::restart_at(tmp, admin, overlord::clock::Clock::system(), tweak)
+    }
+
+    /// Restart on a kept temp dir with `clock` (the stopped server's,
+    /// perhaps moved forward while it was down).
+    pub fn restart_at(
+        tmp: tempfile::TempDir,
+        admin: String,
+        clock: overlord::clock::Clock,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut c = config(tmp.path());
         tweak(&mut c);
-        let mut s = Self::open(OpenOptions::new(c), Some(admin));
+        let mut s = Self::open(
+            OpenOptions {
+                clock,
+                ..OpenOptions::new(c)
+            },
+            Some(admin),
+        );
         s._tmp = Some(tmp);
         s
     }
