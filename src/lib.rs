@@ -47,10 +47,11 @@
 //!   HTTP.
 //!
 //! The `overlord` binary is `src/main.rs` (the clap command line and the
-//! dispatch) and `src/cli/`, one file per command group (`serve`,
+//! dispatch) and `src/cli/`, one file per command group (`serve`, `init`,
 //! `device`, `user`, `retention`, `backup` and `restore`, `export` and
 //! `import`, `check`, `compact`). Every command that works with the
-//! server stopped opens the data file through `cli::offline`.
+//! server stopped opens the data file through `cli::offline`, which
+//! refuses a missing one (only `serve`, `init` and `restore` create it).
 //!
 //! `ARCHITECTURE.md` at the repository root has the data path, the code map
 //! and the invariants.
