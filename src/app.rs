@@ -59,6 +59,8 @@ pub struct App {
     /// Bytes of request bodies and parsed readings in flight, across all
     /// requests (`[limits] body_budget_bytes`).
     pub body_budget: Arc<crate::budget::Budget>,
+    /// When a command next expires (the writer removes expired ones).
+    pub command_expiry: Arc<crate::commands::Expiry>,
 }
 
 /// An opened server, not yet listening.
@@ -167,6 +169,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         &config.retention,
         crate::retention::Retention::load(&store)?,
     ));
+    let command_expiry = Arc::new(crate::commands::Expiry::default());
     let (events_tx, channel_events) = watch::channel(0u64);
     let (ingest, writer) = writer::start(
         store.clone(),
@@ -181,6 +184,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             directory: directory.clone(),
             presence_events_kept: config.presence.events_kept,
             retention: retention.clone(),
+            command_expiry: command_expiry.clone(),
         },
     )?;
     let long_polls = Arc::new(crate::longpoll::LongPolls::new(
@@ -216,6 +220,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         files,
         retention,
         body_budget,
+        command_expiry,
     });
     Ok(Opened {
         app,

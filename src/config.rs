@@ -178,6 +178,9 @@ pub struct Limits {
     pub max_inbox: u64,
     /// Pending inbox rows appended to a readings reply.
     pub reply_inbox_rows: usize,
+    /// Finished (acknowledged or expired) command records kept per
+    /// inbox for `GET /v1/devices/ID/commands` (`crate::commands`).
+    pub commands_kept: u64,
     /// Items a new channel keeps unless it says otherwise.
     pub channel_retention: u64,
     /// Longest `wait` of a channel long-poll, in seconds.
@@ -256,6 +259,7 @@ impl Default for Limits {
             shutdown_grace_secs: 10,
             max_inbox: 100,
             reply_inbox_rows: 3,
+            commands_kept: 100,
             channel_retention: 100_000,
             max_wait_secs: 60,
             max_long_polls: 256,

@@ -276,6 +276,21 @@ pub fn ack(txn: &WriteTransaction, device: u32, upto: u64) -> Result<(u64, u64),
     Ok((removed, remaining))
 }
 
+/// Remove the one row `seq` (an expired command, `crate::commands`).
+/// Returns whether it was there.
+pub fn remove(txn: &WriteTransaction, device: u32, seq: u64) -> Result<bool, StoreError> {
+    let mut inbox = txn.open_table(INBOX)?;
+    if inbox.remove((device, seq))?.is_none() {
+        return Ok(false);
+    }
+    let mut meta = txn.open_table(INBOX_META)?;
+    let was = meta.get(device)?.map(|g| g.value());
+    if let Some((next, len)) = was {
+        meta.insert(device, (next, len.saturating_sub(1)))?;
+    }
+    Ok(true)
+}
+
 /// Pending count and the first `limit` rows, oldest first.
 pub fn pending(db: &redb::Database, device: u32, limit: usize) -> Result<Pending, StoreError> {
     pending_in(&db.begin_read()?, device, limit)

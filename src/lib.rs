@@ -26,7 +26,8 @@
 //!   the digest's results in digest-log order. It schedules; each feature
 //!   stores its own part with functions taking the write transaction:
 //!   [`channels`] (items), [`alerts`] (state, events), [`inbox`] (rows,
-//!   routing through gateways), [`presence`] (`presence::store`: last
+//!   routing through gateways), [`commands`] (command records: deliveries
+//!   seen in readings replies, expiry), [`presence`] (`presence::store`: last
 //!   contact, state, events), [`dead_letters`], [`retention`] (the sweep's
 //!   steps). [`notify`] is the one way the writer tells an inbox and a
 //!   channel (alert firings, presence notices).
@@ -66,6 +67,7 @@ pub mod budget;
 pub mod catalog;
 pub mod channels;
 pub mod codec;
+pub mod commands;
 pub mod config;
 pub mod dead_letters;
 pub mod devices;

@@ -56,7 +56,10 @@ macro_rules! every_table {
             FILES,
             DEAD_LETTERS,
             RETENTION,
-            AGGREGATES
+            AGGREGATES,
+            COMMANDS,
+            COMMAND_META,
+            COMMAND_EXPIRY
         )
     };
 }

@@ -41,6 +41,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (DeviceRevoke, [200, 200, 403, 404, 403, 404, 401]),
         (DeviceInboxView, [200, 200, 200, 404, 403, 404, 401]),
         (DeviceInboxSend, [201, 201, 201, 404, 403, 404, 401]),
+        (DeviceCommands, [200, 200, 200, 404, 403, 404, 401]),
         (ChannelList, [200, 200, 200, 200, 200, 200, 401]),
         (ChannelCreate, [201, 201, 201, 201, 403, 403, 401]),
         (ChannelMembers, [200, 200, 200, 404, 404, 404, 401]),
@@ -217,6 +218,12 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
         DeviceToken => ("POST", "/v1/devices/own/token".into(), form, String::new()),
         DeviceRevoke => ("POST", "/v1/devices/own/revoke".into(), form, String::new()),
         DeviceInboxView => ("GET", "/v1/devices/own/inbox".into(), form, String::new()),
+        DeviceCommands => (
+            "GET",
+            "/v1/devices/own/commands".into(),
+            form,
+            String::new(),
+        ),
         DeviceInboxSend => (
             "POST",
             "/v1/devices/own/inbox".into(),

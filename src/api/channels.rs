@@ -351,13 +351,14 @@ pub async fn message(
 ) -> Result<Reply, WireError> {
     let form = Form::read(
         req,
-        &["device", "token", "kind", "sensor", "value"],
+        &["device", "token", "kind", "sensor", "value", "expires"],
         timeout(app),
     )
     .await?;
     let who = form.caller(app)?;
     let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
     let row = row_from(app, &form, format!("channel:{}", ch.name))?;
+    let expires = crate::api::commands::expires_from(&form, &row)?;
     let mut targets: Vec<(u32, String)> = Vec::new();
     for (dev, _) in app.catalog.members_of(ch.num) {
         if targets.iter().any(|(d, _)| *d == dev) {
@@ -369,7 +370,7 @@ pub async fn message(
             targets.push((dev, d.id.clone()));
         }
     }
-    let n = deliver(app, targets, row).await?.len();
+    let n = deliver(app, targets, row, expires).await?.len();
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), devices = n, "channel message queued");
     Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
 }

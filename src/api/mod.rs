@@ -8,6 +8,7 @@
 //! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
+//! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
@@ -25,6 +26,7 @@
 
 pub mod alerts;
 pub mod channels;
+pub mod commands;
 pub mod dashboard;
 pub mod devices;
 pub mod files;
@@ -203,6 +205,7 @@ pub enum Endpoint {
     DeviceRevoke,
     DeviceInboxView,
     DeviceInboxSend,
+    DeviceCommands,
     ChannelList,
     ChannelCreate,
     ChannelMembers,
@@ -276,6 +279,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/devices/:id/revoke", Endpoint::DeviceRevoke),
     ("GET", "/v1/devices/:id/inbox", Endpoint::DeviceInboxView),
     ("POST", "/v1/devices/:id/inbox", Endpoint::DeviceInboxSend),
+    ("GET", "/v1/devices/:id/commands", Endpoint::DeviceCommands),
     ("GET", "/v1/channels", Endpoint::ChannelList),
     ("POST", "/v1/channels", Endpoint::ChannelCreate),
     ("GET", "/v1/channels/:ch/members", Endpoint::ChannelMembers),
@@ -475,6 +479,7 @@ async fn route(
         DeviceRevoke => users::revoke_device(app, req, &p).await,
         DeviceInboxView => inbox::view(app, req, &p).await,
         DeviceInboxSend => inbox::send(app, req, &p).await,
+        DeviceCommands => commands::history(app, req, &p).await,
         ChannelList => channels::list(app, req).await,
         ChannelCreate => channels::create(app, req).await,
         ChannelMembers => channels::members(app, req, &p).await,

@@ -117,6 +117,15 @@ pub const RETENTION: TableDefinition<(u32, u32), u32> = TableDefinition::new("re
 pub const AGGREGATES: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("aggregates");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// `(inbox device, seq)` → encoded command record (`crate::commands`):
+/// a command's life after its inbox row, kept within a bound per inbox.
+pub const COMMANDS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("commands");
+/// Inbox device → `(command records kept, commands delivered up to seq)`.
+pub const COMMAND_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("command_meta");
+/// `(expiry time µs, inbox device, seq)` of commands that may expire,
+/// for the writer's bounded expiry steps.
+pub const COMMAND_EXPIRY: TableDefinition<(i64, u32, u64), ()> =
+    TableDefinition::new("command_expiry");
 
 /// What went wrong in the store. Mapped to a wire reply in one place
 /// (`crate::error`).
@@ -462,6 +471,9 @@ impl Store {
         txn.open_table(FILES)?;
         txn.open_table(RETENTION)?;
         txn.open_table(AGGREGATES)?;
+        txn.open_table(COMMANDS)?;
+        txn.open_table(COMMAND_META)?;
+        txn.open_table(COMMAND_EXPIRY)?;
         txn.commit()?;
         Ok(db)
     }

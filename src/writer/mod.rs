@@ -117,6 +117,9 @@ pub struct WriterContext {
     /// Retention policy; the writer removes expired readings a bounded
     /// batch per transaction (`crate::retention`).
     pub retention: Arc<crate::retention::Retention>,
+    /// When a command next expires; the writer expires commands a bounded
+    /// batch per transaction (`crate::commands::expire_step`).
+    pub command_expiry: Arc<crate::commands::Expiry>,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -143,6 +146,7 @@ pub fn start(
         ready: Vec::new(),
         next_seq,
         sweeper: crate::retention::Sweeper::default(),
+        deliveries: Vec::new(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -172,6 +176,10 @@ struct WriterState {
     next_seq: u64,
     /// The retention pass in progress, if any.
     sweeper: crate::retention::Sweeper,
+    /// Commands the devices were served with their readings replies, not
+    /// yet recorded as delivered: `(inbox device, up to seq, when)`. At
+    /// most one per request of a round; stored by the next commit.
+    deliveries: Vec<(u32, u64, i64)>,
 }
 
 impl WriterState {
