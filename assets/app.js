@@ -94,6 +94,7 @@
     state.timers.push(setInterval(pollPresence, 3000));
     state.timers.push(setInterval(loadDevices, 30000));
     state.timers.push(setInterval(refreshSent, 1000));
+    state.timers.push(setInterval(() => state.selected && loadCommands(state.selected), 3000));
     state.timers.push(setInterval(refreshSensors, 5000));
     pollPresence();
     showView(state.view);
@@ -233,6 +234,18 @@
     if (state.view !== "map") showView("device");
     await loadSensors(id);
     buildTree();
+    loadCommands(id);
+  }
+  // The device's command history from the server (GET /v1/devices/ID/commands):
+  // it outlives the page. Hidden for callers who may not send to the device.
+  async function loadCommands(id) {
+    try {
+      const rows = records((await api("GET", `/v1/devices/${q(id)}/commands?limit=20`)).text);
+      if (state.selected !== id) return;
+      $("commands").tBodies[0].replaceChildren(...rows.map((r) =>
+        tr([r.seq, r.state, r.queued, r.delivered, r.done, r.sensor, r.value, r.result], "state-" + r.state)));
+      $("commands-panel").hidden = false;
+    } catch (e) { $("commands-panel").hidden = true; }
   }
   async function loadSensors(id) {
     try {

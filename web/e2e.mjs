@@ -200,6 +200,9 @@ try {
     check(first === "queued", `the command is listed as queued while the board has not acknowledged it (${first})`);
     await page.waitForSelector("#sent tr.status-acknowledged", { timeout: 20000 });
     check(true, "the simulated device acknowledged the command");
+    // The server's record of it, which a reload would show again.
+    await page.waitForSelector("#commands tr.state-acknowledged", { timeout: 20000 });
+    check(true, "the command history from the server shows it acknowledged");
     await page.screenshot({ path: `${OUT}/4-command.png` });
 
     // 6. Alerts: create one from the page, see it listed.
