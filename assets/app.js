@@ -198,7 +198,9 @@
       el.style.paddingLeft = 4 + r.depth * 16 + "px";
       if (r.s) {
         el.className = "row sensor";
-        el.textContent = `${r.s.sensor} = ${r.s.value}  (${ago(r.s.time)})`;
+        const s = r.s, unit = s.unit ? " " + s.unit : "", label = s.label ? " · " + s.label : "";
+        el.textContent = s.time ? `${s.sensor} = ${s.value}${unit}${label}  (${ago(s.time)})` : `${s.sensor}${label}`;
+        if (s.description) el.title = s.description;
       } else {
         const d = r.d;
         el.className = "row device" + (state.selected === d.id ? " selected" : "");
@@ -249,11 +251,11 @@
   }
   async function loadSensors(id) {
     try {
-      const rows = records((await api("GET", `/v1/devices/${q(id)}/sensors`)).text);
+      const rows = records((await api("GET", `/v1/devices/${q(id)}/sensors?labels=1`)).text);
       state.sensors.set(id, rows);
       if (state.selected === id) {
         const body = $("device-sensors").tBodies[0];
-        body.replaceChildren(...rows.map((r) => tr([r.sensor, r.time, r.value])));
+        body.replaceChildren(...rows.map((r) => tr([sensorName(id, r.sensor), r.time, r.value])));
       }
     } catch (e) { /* shown as no sensors */ }
   }
@@ -262,6 +264,13 @@
     const ids = [...state.expanded].slice(-10);
     for (const id of ids) await loadSensors(id);
     if (ids.length) buildTree(); // sensor rows are part of the tree's rows
+  }
+  // "Label (N1, °C)" for a sensor with labels (GET .../sensors?labels=1),
+  // else its wire name.
+  function sensorName(id, sensor) {
+    const s = (state.sensors.get(id) || []).find((r) => r.sensor === sensor);
+    if (!s || !s.label) return sensor;
+    return `${s.label} (${sensor}${s.unit ? ", " + s.unit : ""})`;
   }
   function tr(cells, cls) {
     const row = document.createElement("tr");
@@ -517,8 +526,8 @@
       const col = PALETTE[i % PALETTE.length];
       data.push(rows.map((r) => (r[1 + 2 * i + 1] === "" ? null : +r[1 + 2 * i + 1])));
       data.push(rows.map((r) => (r[1 + 2 * i] === "" ? null : +r[1 + 2 * i])));
-      series.push({ label: s + " max", stroke: col, width: 1.5 });
-      series.push({ label: s + " min", stroke: col, width: 1, dash: [4, 3] });
+      series.push({ label: sensorName(id, s) + " max", stroke: col, width: 1.5 });
+      series.push({ label: sensorName(id, s) + " min", stroke: col, width: 1, dash: [4, 3] });
       bands.push({ series: [1 + 2 * i, 2 + 2 * i], fill: col + "22" });
     });
     const opts = {

@@ -83,6 +83,7 @@ pub mod ops;
 pub mod presence;
 pub mod quotas;
 pub mod retention;
+pub mod sensors;
 pub mod server;
 pub mod store;
 pub mod throttle;

@@ -59,7 +59,8 @@ macro_rules! every_table {
             AGGREGATES,
             COMMANDS,
             COMMAND_META,
-            COMMAND_EXPIRY
+            COMMAND_EXPIRY,
+            SENSOR_LABELS
         )
     };
 }

@@ -75,6 +75,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (Logout, [200, 200, 200, 200, 403, 403, 401]),
         (Session, [200, 200, 200, 200, 403, 403, 401]),
         (DeviceSensors, [200, 200, 200, 404, 200, 404, 401]),
+        (DeviceSensorDescribe, [200, 200, 200, 404, 200, 404, 401]),
         // The dashboard's files are public; its data comes from the API.
         (Dashboard, [200, 200, 200, 200, 200, 200, 200]),
         (DashboardAsset, [200, 200, 200, 200, 200, 200, 200]),
@@ -327,6 +328,12 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
         Logout => ("POST", "/v1/logout".into(), form, String::new()),
         Session => ("GET", "/v1/session".into(), form, String::new()),
         DeviceSensors => ("GET", "/v1/devices/own/sensors".into(), form, String::new()),
+        DeviceSensorDescribe => (
+            "POST",
+            "/v1/devices/own/sensors/N1".into(),
+            form,
+            "label=Temperature&unit=%C2%B0C".into(),
+        ),
         Dashboard => ("GET", "/".into(), form, String::new()),
         DashboardAsset => ("GET", "/ui/app.js".into(), form, String::new()),
     }

@@ -14,7 +14,7 @@
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
-//! | `GET/POST /v1/devices/ID/sensors` | [`readings::latest`] |
+//! | `GET/POST /v1/devices/ID/sensors`, `POST /v1/devices/ID/sensors/SENSOR`, `labels=1` on readings queries | [`sensors`] |
 //! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
 //!
 //! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
@@ -33,6 +33,7 @@ pub mod files;
 pub mod inbox;
 pub mod ops;
 pub mod readings;
+pub mod sensors;
 pub mod users;
 
 use std::convert::Infallible;
@@ -238,6 +239,7 @@ pub enum Endpoint {
     Logout,
     Session,
     DeviceSensors,
+    DeviceSensorDescribe,
     Dashboard,
     DashboardAsset,
 }
@@ -326,6 +328,11 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/session", Endpoint::Session),
     ("GET", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
     ("POST", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
+    (
+        "POST",
+        "/v1/devices/:id/sensors/:sensor",
+        Endpoint::DeviceSensorDescribe,
+    ),
     ("GET", "/", Endpoint::Dashboard),
     ("GET", "/ui/:file", Endpoint::DashboardAsset),
 ];
@@ -378,18 +385,23 @@ fn check_csrf<B>(req: &Request<B>, ep: Endpoint) -> Result<(), WireError> {
 }
 
 /// Match a path against a pattern; `Some(value of the :name segment)`.
+/// A pattern with two `:name` segments gives both joined by `/` (which no
+/// segment holds), e.g. `gh3/N1` for `/v1/devices/:id/sensors/:sensor`.
 fn matches(pattern: &str, segs: &[&str]) -> Option<Option<String>> {
     let pat: Vec<&str> = pattern.split('/').skip(1).collect();
     if pat.len() != segs.len() {
         return None;
     }
-    let mut param = None;
+    let mut param: Option<String> = None;
     for (p, s) in pat.iter().zip(segs) {
         if p.starts_with(':') {
             if s.is_empty() {
                 return None;
             }
-            param = Some(s.to_string());
+            param = Some(match param {
+                Some(first) => format!("{first}/{s}"),
+                None => s.to_string(),
+            });
         } else if p != s {
             return None;
         }
@@ -473,7 +485,7 @@ async fn route(
         DeviceUpdate => devices::update(app, req, &p).await,
         PresenceEvents => devices::presence_events(app, req).await,
         PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
-        DeviceReadings => readings::query(app, req, &p).await,
+        DeviceReadings => sensors::labelled_query(app, req, &p).await,
         DeviceAggregates => readings::aggregates(app, req, &p).await,
         DeviceToken => devices::rotate(app, req, &p).await,
         DeviceRevoke => users::revoke_device(app, req, &p).await,
@@ -511,7 +523,8 @@ async fn route(
         AdminBackup => ops::backup(app, req).await,
         Logout => users::logout(app, req).await,
         Session => users::session(app, req).await,
-        DeviceSensors => readings::latest(app, req, &p).await,
+        DeviceSensors => sensors::latest(app, req, &p).await,
+        DeviceSensorDescribe => sensors::describe(app, req, &p).await,
         Dashboard => Ok(dashboard::asset(app, &req, "index.html")),
         DashboardAsset => Ok(dashboard::asset(app, &req, &p)),
     }

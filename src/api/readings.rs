@@ -18,9 +18,7 @@ use crate::codec::{self, csvbody, form, timefmt, Reading, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{declared_too_large, media_type, peer_of, read_body, Reply};
 use crate::inbox;
-use crate::store::query::{
-    latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
-};
+use crate::store::query::{read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS};
 use crate::writer::Prepared;
 
 /// Requests with more readings than this are sorted on a blocking thread.
@@ -616,40 +614,4 @@ fn bucket_query(
         to: q.to,
         buckets: n,
     })
-}
-
-/// `GET /v1/devices/ID/sensors`: `sensor,time,value`, the latest reading
-/// of each of the device's sensors (the dashboard's tree shows them).
-pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let form = crate::http::Form::read(
-        req,
-        &["device", "token"],
-        Duration::from_secs(app.config.limits.body_timeout_secs),
-    )
-    .await?;
-    let who = authenticate(
-        app,
-        &form.headers,
-        form.peer,
-        Some(form.get("device").unwrap_or(id)),
-        form.get("token"),
-    )?;
-    // No credentials: a public device (a `read` grant to `anonymous`),
-    // else `401` (from `authorize`).
-    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, id)?;
-    let db_app = app.clone();
-    let num = d.num;
-    let rows = tokio::task::spawn_blocking(move || read_latest(&*db_app.store.db()?, num))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
-    let mut out = String::from("sensor,time,value\n");
-    for (s, t, v) in rows {
-        out.push_str(&s.to_string());
-        out.push(',');
-        timefmt::write_time(t, &mut out);
-        out.push(',');
-        v.write_csv(&mut out);
-        out.push('\n');
-    }
-    Ok(Reply::csv(out))
 }

@@ -36,6 +36,9 @@ pub enum Action {
     AckInbox,
     /// Put a message or command in a device's inbox.
     SendToDevice,
+    /// Give a device's sensors labels, units and descriptions (the
+    /// device itself, a gateway for a device below it, or `control`).
+    DescribeSensors,
     /// Create channels or alerts.
     CreateOwned,
     /// Change or delete a channel or alert, or send to a channel.
@@ -151,7 +154,7 @@ impl Action {
         use Action::*;
         match self {
             ReadReadings | ViewDevice | ReadOwned | ReadInbox => Some(Level::Read),
-            SendToDevice | ManageOwned => Some(Level::Control),
+            SendToDevice | ManageOwned | DescribeSensors => Some(Level::Control),
             _ => None,
         }
     }
@@ -269,17 +272,17 @@ impl Directory {
             },
             Principal::Device(me) => match (action, res) {
                 (
-                    WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
+                    WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox
+                    | DescribeSensors,
                     Resource::Device(d),
                 ) if d.num == me.num => true,
                 // A gateway registers devices below it, and writes, reads
                 // and sees them (their inbox rows come to its own inbox).
                 (CreateDevice, Resource::None) if me.meta.gateway => true,
-                (WriteReadings | ReadReadings | ViewDevice, Resource::Device(d))
-                    if me.meta.gateway && d.meta.parent == Some(me.num) =>
-                {
-                    true
-                }
+                (
+                    WriteReadings | ReadReadings | ViewDevice | DescribeSensors,
+                    Resource::Device(d),
+                ) if me.meta.gateway && d.meta.parent == Some(me.num) => true,
                 (
                     ReadOwned,
                     Resource::Owned {

@@ -117,6 +117,9 @@ pub const RETENTION: TableDefinition<(u32, u32), u32> = TableDefinition::new("re
 pub const AGGREGATES: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("aggregates");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// `(device, sensor code)` → encoded label, unit and description of a
+/// sensor (`crate::sensors`).
+pub const SENSOR_LABELS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("sensor_labels");
 /// `(inbox device, seq)` → encoded command record (`crate::commands`):
 /// a command's life after its inbox row, kept within a bound per inbox.
 pub const COMMANDS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("commands");
@@ -474,6 +477,7 @@ impl Store {
         txn.open_table(COMMANDS)?;
         txn.open_table(COMMAND_META)?;
         txn.open_table(COMMAND_EXPIRY)?;
+        txn.open_table(SENSOR_LABELS)?;
         txn.commit()?;
         Ok(db)
     }
@@ -677,9 +681,17 @@ impl Store {
 
     /// Create several devices in one transaction, all or none (an id that
     /// exists is a `Conflict`). Numbers are allocated here. Blocking.
-    pub fn create_devices(
+    pub fn create_devices(&self, recs: Vec<DeviceRecord>) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.create_devices_with(recs, |_, _| Ok(()))
+    }
+
+    /// [`Store::create_devices`], then `then` with the numbered records in
+    /// the same transaction (what comes with them, e.g. sensor labels):
+    /// all or nothing.
+    pub fn create_devices_with(
         &self,
         mut recs: Vec<DeviceRecord>,
+        then: impl FnOnce(&redb::WriteTransaction, &[DeviceRecord]) -> Result<(), StoreError>,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
         let txn = self.db()?.begin_write()?;
         {
@@ -697,6 +709,7 @@ impl Store {
             }
             meta.insert("next_device", next)?;
         }
+        then(&txn, &recs)?;
         txn.commit()?;
         Ok(recs)
     }
