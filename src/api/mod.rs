@@ -47,13 +47,38 @@ use crate::app::App;
 use crate::error::WireError;
 use crate::http::{into_response, Reply, ResponseBody};
 
+tokio::task_local! {
+    /// Who the request being served was authenticated as, for its log line.
+    static CALLER: std::cell::RefCell<Option<String>>;
+}
+
+/// Note who the request being served comes from (`auth::authenticate`
+/// calls this); its log line names them. Outside a request (the CLI): a
+/// no-op.
+pub fn note_caller(who: &crate::auth::Principal) {
+    let _ = CALLER.try_with(|c| *c.borrow_mut() = Some(who.label()));
+}
+
 /// Serve one request: route it, turn any error into its one-line reply,
-/// and log one line without secrets (the query string is never logged).
+/// and log one line without secrets (the query string is never logged):
+/// method, path, status, the caller (`device:ID`, `user:NAME`,
+/// `anonymous`, or `-` when the request named none that was accepted),
+/// the remote address, bytes and microseconds.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    CALLER
+        .scope(std::cell::RefCell::new(None), handle_logged(app, req))
+        .await
+}
+
+async fn handle_logged(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let remote = crate::http::peer_of(req.extensions());
     let method = req.method().clone();
     let version = req.version();
     let path = req.uri().path().to_string();
@@ -81,11 +106,18 @@ pub async fn handle(
     app.metrics.count_status(status);
     app.metrics
         .count_route(endpoint.map(|e| e as usize), status);
+    let caller = CALLER
+        .try_with(|c| c.borrow().clone())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "-".into());
     tracing::info!(
         target: "overlord::request",
         method = %method,
         path = %crate::codec::names::log_safe(&path),
         status,
+        caller = %crate::codec::names::log_safe(&caller),
+        remote = %remote.map_or_else(|| "-".to_string(), |a| a.to_string()),
         bytes = reply.body_len(),
         micros = started.elapsed().as_micros() as u64,
     );
