@@ -61,6 +61,8 @@ pub struct App {
     pub body_budget: Arc<crate::budget::Budget>,
     /// When a command next expires (the writer removes expired ones).
     pub command_expiry: Arc<crate::commands::Expiry>,
+    /// Whether deleted devices have rows left for the writer to remove.
+    pub deletions: Arc<crate::deletion::Sweep>,
 }
 
 /// An opened server, not yet listening.
@@ -170,6 +172,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         crate::retention::Retention::load(&store)?,
     ));
     let command_expiry = Arc::new(crate::commands::Expiry::default());
+    let deletions = Arc::new(crate::deletion::Sweep::default());
     let (events_tx, channel_events) = watch::channel(0u64);
     let (ingest, writer) = writer::start(
         store.clone(),
@@ -185,6 +188,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             presence_events_kept: config.presence.events_kept,
             retention: retention.clone(),
             command_expiry: command_expiry.clone(),
+            deletions: deletions.clone(),
         },
     )?;
     let long_polls = Arc::new(crate::longpoll::LongPolls::new(
@@ -221,6 +225,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         retention,
         body_budget,
         command_expiry,
+        deletions,
     });
     Ok(Opened {
         app,

@@ -70,6 +70,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod dead_letters;
+pub mod deletion;
 pub mod devices;
 pub mod digest;
 pub mod error;

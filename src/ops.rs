@@ -60,7 +60,8 @@ macro_rules! every_table {
             COMMANDS,
             COMMAND_META,
             COMMAND_EXPIRY,
-            SENSOR_LABELS
+            SENSOR_LABELS,
+            DELETED_DEVICES
         )
     };
 }

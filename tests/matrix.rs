@@ -32,6 +32,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (DeviceTree, [200, 200, 200, 200, 200, 200, 401]),
         (DeviceShow, [200, 200, 200, 404, 200, 404, 401]),
         (DeviceUpdate, [200, 200, 403, 404, 403, 404, 401]),
+        (DeviceDelete, [200, 200, 403, 404, 403, 404, 401]),
         (PresenceEvents, [200, 200, 200, 200, 200, 200, 401]),
         (PresenceNotify, [200, 200, 200, 200, 403, 403, 401]),
         (PresenceNotifySet, [200, 200, 200, 404, 403, 403, 401]),
@@ -196,6 +197,7 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             form,
             "description=by+someone".into(),
         ),
+        DeviceDelete => ("DELETE", "/v1/devices/own".into(), form, String::new()),
         PresenceEvents => ("GET", "/v1/presence/events".into(), form, String::new()),
         PresenceNotify => ("GET", "/v1/presence/notify".into(), form, String::new()),
         PresenceNotifySet => (

@@ -9,6 +9,7 @@
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
+//! | `DELETE /v1/devices/ID` | [`remove`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
@@ -33,6 +34,7 @@ pub mod files;
 pub mod inbox;
 pub mod ops;
 pub mod readings;
+pub mod remove;
 pub mod sensors;
 pub mod users;
 
@@ -229,6 +231,7 @@ pub enum Endpoint {
     DeviceTree,
     DeviceShow,
     DeviceUpdate,
+    DeviceDelete,
     PresenceEvents,
     PresenceNotify,
     PresenceNotifySet,
@@ -294,6 +297,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/devices/tree", Endpoint::DeviceTree),
     ("GET", "/v1/devices/:id", Endpoint::DeviceShow),
     ("POST", "/v1/devices/:id", Endpoint::DeviceUpdate),
+    ("DELETE", "/v1/devices/:id", Endpoint::DeviceDelete),
     ("GET", "/v1/presence/events", Endpoint::PresenceEvents),
     ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
@@ -515,6 +519,7 @@ async fn route(
         DeviceTree => devices::tree(app, req).await,
         DeviceShow => devices::show(app, req, &p).await,
         DeviceUpdate => devices::update(app, req, &p).await,
+        DeviceDelete => remove::device(app, req, &p).await,
         PresenceEvents => devices::presence_events(app, req).await,
         PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
         DeviceReadings => sensors::labelled_query(app, req, &p).await,

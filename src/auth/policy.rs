@@ -30,6 +30,8 @@ pub enum Action {
     RotateDevice,
     /// Change a device's metadata (name, location, parent, ...).
     EditDevice,
+    /// Delete a device and everything it has (owner, administrators).
+    DeleteDevice,
     /// Read a device's inbox.
     ReadInbox,
     /// Acknowledge (remove) rows of a device's inbox.

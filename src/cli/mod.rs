@@ -20,6 +20,7 @@ use overlord::store::StoreError;
 pub mod backup;
 pub mod check;
 pub mod compact;
+pub mod delete;
 pub mod device;
 pub mod export;
 pub mod init;

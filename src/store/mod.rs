@@ -117,6 +117,12 @@ pub const RETENTION: TableDefinition<(u32, u32), u32> = TableDefinition::new("re
 pub const AGGREGATES: TableDefinition<(u32, u32, u32), &[u8]> = TableDefinition::new("aggregates");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Number of a deleted device → when it was deleted (µs). Its readings,
+/// sensors, aggregates and presence rows are removed by the writer in
+/// bounded batches (`crate::deletion`); the row stays, so what a request
+/// accepted just before the deletion is removed too, at the latest on
+/// the next start.
+pub const DELETED_DEVICES: TableDefinition<u32, i64> = TableDefinition::new("deleted_devices");
 /// `(device, sensor code)` → encoded label, unit and description of a
 /// sensor (`crate::sensors`).
 pub const SENSOR_LABELS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("sensor_labels");
@@ -478,6 +484,7 @@ impl Store {
         txn.open_table(COMMAND_META)?;
         txn.open_table(COMMAND_EXPIRY)?;
         txn.open_table(SENSOR_LABELS)?;
+        txn.open_table(DELETED_DEVICES)?;
         txn.commit()?;
         Ok(db)
     }

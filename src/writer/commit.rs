@@ -119,9 +119,11 @@ impl WriterState {
         Ok(written)
     }
 
-    /// Commands served with readings replies become delivered, and a
-    /// bounded batch of due ones expires (`crate::commands`).
+    /// Commands served with readings replies become delivered, a bounded
+    /// batch of due ones expires (`crate::commands`), and a bounded batch
+    /// of deleted devices' rows goes (`crate::deletion`).
     fn command_steps(&self, txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
+        crate::deletion::sweep_step(txn, &self.ctx.deletions)?;
         for &(dev, seq, at) in &self.deliveries {
             crate::commands::mark_delivered(txn, dev, seq, at)?;
         }

@@ -120,6 +120,9 @@ pub struct WriterContext {
     /// When a command next expires; the writer expires commands a bounded
     /// batch per transaction (`crate::commands::expire_step`).
     pub command_expiry: Arc<crate::commands::Expiry>,
+    /// Deleted devices' rows, removed a bounded batch per transaction
+    /// (`crate::deletion::sweep_step`).
+    pub deletions: Arc<crate::deletion::Sweep>,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.

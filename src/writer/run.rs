@@ -117,7 +117,8 @@ impl WriterState {
     fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
         let sweep = self.sweeper.wants_work(&self.ctx.retention)
             || !self.deliveries.is_empty()
-            || self.ctx.command_expiry.due(timefmt::now_micros());
+            || self.ctx.command_expiry.due(timefmt::now_micros())
+            || self.ctx.deletions.pending();
         if jobs.is_empty()
             && self.ready.is_empty()
             && !durable
@@ -153,6 +154,7 @@ impl WriterState {
             self.ctx.presence.requeue(changes);
             // What the failed transaction's expiry step decided is void.
             self.ctx.command_expiry.reset();
+            self.ctx.deletions.kick();
         }
         let elapsed = started.elapsed();
         match result {
