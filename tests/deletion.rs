@@ -202,3 +202,50 @@ fn the_cli_deletes_a_device_with_the_server_stopped() {
     assert!(!ok && err.contains("no device 'gh3'"), "{err}");
     drop(tmp);
 }
+
+#[test]
+fn a_device_is_given_to_another_user() {
+    let s = TestServer::start_with(|c| c.quotas.devices_per_user = 1);
+    let ann = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let bob = common::token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
+    let tok = common::token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=gh3").body);
+    readings(&s, "gh3", &tok);
+    for (form, status, code) in [
+        ("", 400, "missing_field"),
+        ("to=nobody", 404, "unknown_user"),
+    ] {
+        let r = as_user(&s, &ann, "POST", "/v1/devices/gh3/owner", form);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (status, code),
+            "{form}: {}",
+            r.body
+        );
+    }
+    // Bob may not take it; ann may give it.
+    let r = as_user(&s, &bob, "POST", "/v1/devices/gh3/owner", "to=bob");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = as_user(&s, &ann, "POST", "/v1/devices/gh3/owner", "to=bob");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "id,owner\ngh3,bob\n");
+    // Now it is bob's: with its readings, and its token still works.
+    let r = as_user(&s, &bob, "GET", "/v1/devices/gh3/readings?sensors=N1", "");
+    assert_eq!(r.body.lines().count(), 121, "{}", r.body);
+    assert_eq!(as_user(&s, &ann, "GET", "/v1/devices/gh3", "").status, 404);
+    assert_eq!(
+        s.get(&format!("/v1/readings?device=gh3&token={tok}&N1=1"))
+            .status,
+        200
+    );
+    // Bob's quota (one device) applies to what he is given.
+    let r = as_user(&s, &ann, "POST", "/v1/devices", "id=gh5");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = as_user(&s, &ann, "POST", "/v1/devices/gh5/owner", "to=bob");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (403, "quota_exceeded"),
+        "{}",
+        r.body
+    );
+    assert_eq!(as_user(&s, &ann, "GET", "/v1/devices/gh5", "").status, 200);
+}

@@ -33,6 +33,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (DeviceShow, [200, 200, 200, 404, 200, 404, 401]),
         (DeviceUpdate, [200, 200, 403, 404, 403, 404, 401]),
         (DeviceDelete, [200, 200, 403, 404, 403, 404, 401]),
+        (DeviceTransfer, [200, 200, 403, 404, 403, 404, 401]),
         (PresenceEvents, [200, 200, 200, 200, 200, 200, 401]),
         (PresenceNotify, [200, 200, 200, 200, 403, 403, 401]),
         (PresenceNotifySet, [200, 200, 200, 404, 403, 403, 401]),
@@ -198,6 +199,12 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             "description=by+someone".into(),
         ),
         DeviceDelete => ("DELETE", "/v1/devices/own".into(), form, String::new()),
+        DeviceTransfer => (
+            "POST",
+            "/v1/devices/own/owner".into(),
+            form,
+            "to=grantee".into(),
+        ),
         PresenceEvents => ("GET", "/v1/presence/events".into(), form, String::new()),
         PresenceNotify => ("GET", "/v1/presence/notify".into(), form, String::new()),
         PresenceNotifySet => (

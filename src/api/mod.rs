@@ -9,7 +9,7 @@
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
-//! | `DELETE /v1/devices/ID` | [`remove`] |
+//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner` | [`remove`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
@@ -232,6 +232,7 @@ pub enum Endpoint {
     DeviceShow,
     DeviceUpdate,
     DeviceDelete,
+    DeviceTransfer,
     PresenceEvents,
     PresenceNotify,
     PresenceNotifySet,
@@ -298,6 +299,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/devices/:id", Endpoint::DeviceShow),
     ("POST", "/v1/devices/:id", Endpoint::DeviceUpdate),
     ("DELETE", "/v1/devices/:id", Endpoint::DeviceDelete),
+    ("POST", "/v1/devices/:id/owner", Endpoint::DeviceTransfer),
     ("GET", "/v1/presence/events", Endpoint::PresenceEvents),
     ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
@@ -520,6 +522,7 @@ async fn route(
         DeviceShow => devices::show(app, req, &p).await,
         DeviceUpdate => devices::update(app, req, &p).await,
         DeviceDelete => remove::device(app, req, &p).await,
+        DeviceTransfer => remove::transfer(app, req, &p).await,
         PresenceEvents => devices::presence_events(app, req).await,
         PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
         DeviceReadings => sensors::labelled_query(app, req, &p).await,

@@ -32,6 +32,8 @@ pub enum Action {
     EditDevice,
     /// Delete a device and everything it has (owner, administrators).
     DeleteDevice,
+    /// Give a device to another user (owner, administrators).
+    TransferDevice,
     /// Read a device's inbox.
     ReadInbox,
     /// Acknowledge (remove) rows of a device's inbox.
