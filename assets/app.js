@@ -95,6 +95,7 @@
     state.timers.push(setInterval(pollPresence, 3000));
     state.timers.push(setInterval(loadDevices, 30000));
     state.timers.push(setInterval(refreshSent, 1000));
+    state.timers.push(setInterval(() => state.selected && loadCommands(state.selected), 3000));
     state.timers.push(setInterval(refreshSensors, 5000));
     pollPresence();
     showView(state.view);
@@ -225,7 +226,9 @@
       el.style.paddingLeft = 4 + r.depth * 16 + "px";
       if (r.s) {
         el.className = "row sensor";
-        el.textContent = `${r.s.sensor} = ${r.s.value}  (${ago(r.s.time)})`;
+        const s = r.s, unit = s.unit ? " " + s.unit : "", label = s.label ? " · " + s.label : "";
+        el.textContent = s.time ? `${s.sensor} = ${s.value}${unit}${label}  (${ago(s.time)})` : `${s.sensor}${label}`;
+        if (s.description) el.title = s.description;
       } else {
         const d = r.d;
         el.className = "row device" + (state.selected === d.id ? " selected" : "");
@@ -268,14 +271,26 @@
     loadInbox(id).catch(() => {});
     await loadSensors(id);
     buildTree();
+    loadCommands(id);
+  }
+  // The device's command history from the server (GET /v1/devices/ID/commands):
+  // it outlives the page. Hidden for callers who may not send to the device.
+  async function loadCommands(id) {
+    try {
+      const rows = records((await api("GET", `/v1/devices/${q(id)}/commands?limit=20`)).text);
+      if (state.selected !== id) return;
+      $("commands").tBodies[0].replaceChildren(...rows.map((r) =>
+        tr([r.seq, r.state, r.queued, r.delivered, r.done, r.sensor, r.value, r.result], "state-" + r.state)));
+      $("commands-panel").hidden = false;
+    } catch (e) { $("commands-panel").hidden = true; }
   }
   async function loadSensors(id) {
     try {
-      const rows = records((await api("GET", `/v1/devices/${q(id)}/sensors`)).text);
+      const rows = records((await api("GET", `/v1/devices/${q(id)}/sensors?labels=1`)).text);
       state.sensors.set(id, rows);
       if (state.selected === id) {
         const body = $("device-sensors").tBodies[0];
-        body.replaceChildren(...rows.map((r) => tr([r.sensor, r.time, r.value])));
+        body.replaceChildren(...rows.map((r) => tr([sensorName(id, r.sensor), r.time, r.value])));
       }
     } catch (e) { /* shown as no sensors */ }
   }
@@ -284,6 +299,13 @@
     const ids = [...state.expanded].slice(-10);
     for (const id of ids) await loadSensors(id);
     if (ids.length) buildTree(); // sensor rows are part of the tree's rows
+  }
+  // "Label (N1, °C)" for a sensor with labels (GET .../sensors?labels=1),
+  // else its wire name.
+  function sensorName(id, sensor) {
+    const s = (state.sensors.get(id) || []).find((r) => r.sensor === sensor);
+    if (!s || !s.label) return sensor;
+    return `${s.label} (${sensor}${s.unit ? ", " + s.unit : ""})`;
   }
   function tr(cells, cls) {
     const row = document.createElement("tr");
@@ -401,7 +423,7 @@
   }
 
   // ---- Map and charts (map.js, chart.js) -----------------------------------------
-  const ui = { $, state, api, q, parseCsv, records, stateClass, shownState, ago, renderDeviceMeta, loadSensors, renderTree, showView };
+  const ui = { $, state, api, q, parseCsv, records, stateClass, shownState, ago, renderDeviceMeta, loadSensors, renderTree, showView, sensorName };
   const drawMap = window.overlordParts.map(ui).draw;
   window.overlordParts.chart(ui);
 

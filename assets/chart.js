@@ -32,7 +32,7 @@
     return m || 1;
   }
   /** Scales, axes and the kind of each sensor of `cols` ({sensor, min, max}). */
-  function layout(cols) {
+  function layout(cols, name = (s) => s) {
     const bools = cols.filter((l) => l.sensor[0] === "L");
     const lanes = Math.min(BOOL_MAX, BOOL_LANE * bools.length), lane = bools.length ? lanes / bools.length : 0;
     const scales = {}, boolAxes = [], groups = [];
@@ -41,7 +41,7 @@
         const j = bools.indexOf(l), f0 = (j + 0.2) * lane, f1 = (j + 0.8) * lane, span = 1 / (f1 - f0);
         const scale = "b" + j;
         scales[scale] = { auto: false, range: () => [-f0 * span, -f0 * span + span] };
-        boolAxes.push({ scale, side: 1, size: 40, label: l.sensor, grid: { show: false }, splits: () => [0, 1], values: (u, vs) => vs.map((v) => (v ? "on" : "off")) });
+        boolAxes.push({ scale, side: 1, size: 40, label: name(l.sensor), grid: { show: false }, splits: () => [0, 1], values: (u, vs) => vs.map((v) => (v ? "on" : "off")) });
         return { ...l, kind: "boolean", scale };
       }
       const m = magnitude(l);
@@ -57,7 +57,7 @@
       g.names.push(l.sensor);
       return { ...l, kind: "number", scale: g.scale };
     });
-    const axes = groups.map((g, i) => ({ scale: g.scale, side: i === 0 ? 3 : 1, ...(i ? { size: 75 } : {}), label: g.names.join(", "), grid: { show: i === 0 } }));
+    const axes = groups.map((g, i) => ({ scale: g.scale, side: i === 0 ? 3 : 1, ...(i ? { size: 75 } : {}), label: g.names.map(name).join(", "), grid: { show: i === 0 } }));
     axes.push(...boolAxes);
     return { scales, axes, sensors: out.map(({ sensor, kind, scale, min, max }) => ({ sensor, kind, scale, min, max })) };
   }
@@ -92,7 +92,9 @@
     const head = rows.shift();
     const xs = rows.map((r) => Date.parse(r[0]) / 1000);
     const col = (c) => rows.map((r) => (r[c] === "" || r[c] === undefined ? null : +r[c]));
-    const lay = layout(sensors.map((s, i) => ({ sensor: s, min: col(1 + 2 * i), max: col(2 + 2 * i) })));
+    // Legends and axis titles say "Label (N1, unit)" for labelled sensors.
+    const name = (s) => ui.sensorName(id, s);
+    const lay = layout(sensors.map((s, i) => ({ sensor: s, min: col(1 + 2 * i), max: col(2 + 2 * i) })), name);
     chart.layout = lay.sensors;
     const data = [xs], series = [{}], bands = [];
     lay.sensors.forEach((l, i) => {
@@ -100,14 +102,14 @@
       if (l.kind === "boolean") {
         // One step line, filled: on when it was on at any time of the slice.
         data.push(l.max);
-        series.push({ label: l.sensor, scale: l.scale, stroke: c, width: 1.5, fill: c + "44", fillTo: 0,
+        series.push({ label: name(l.sensor), scale: l.scale, stroke: c, width: 1.5, fill: c + "44", fillTo: 0,
           paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => (v == null ? "–" : v >= 0.5 ? "on" : "off") });
         return;
       }
       data.push(l.max, l.min);
       const n = series.length;
-      series.push({ label: l.sensor + " max", scale: l.scale, stroke: c, width: 1.5 });
-      series.push({ label: l.sensor + " min", scale: l.scale, stroke: c, width: 1, dash: [4, 3] });
+      series.push({ label: name(l.sensor) + " max", scale: l.scale, stroke: c, width: 1.5 });
+      series.push({ label: name(l.sensor) + " min", scale: l.scale, stroke: c, width: 1, dash: [4, 3] });
       bands.push({ series: [n, n + 1], fill: c + "22" });
     });
     const opts = {

@@ -69,6 +69,10 @@ pub struct App {
     pub sender: crate::sender::Sender,
     /// "Now" for presence contacts (see [`crate::clock`]).
     pub clock: Clock,
+    /// When a command next expires (the writer removes expired ones).
+    pub command_expiry: Arc<crate::commands::Expiry>,
+    /// Whether deleted devices have rows left for the writer to remove.
+    pub deletions: Arc<crate::deletion::Sweep>,
 }
 
 /// An opened server, not yet listening.
@@ -185,6 +189,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         &config.retention,
         crate::retention::Retention::load(&store)?,
     ));
+    let command_expiry = Arc::new(crate::commands::Expiry::default());
+    let deletions = Arc::new(crate::deletion::Sweep::default());
     let (events_tx, channel_events) = watch::channel(0u64);
     let (inbox_events, _) = watch::channel(0u64);
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
@@ -206,6 +212,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             seal_chunks_per_step: config.storage.seal_chunks_per_step,
             outbox_wake: outbox_wake.clone(),
             clock: clock.clone(),
+            command_expiry: command_expiry.clone(),
+            deletions: deletions.clone(),
         },
     )?;
     let sender = crate::sender::Sender::start(
@@ -253,6 +261,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         body_budget,
         sender,
         clock,
+        command_expiry,
+        deletions,
     });
     Ok(Opened {
         app,

@@ -124,6 +124,19 @@ impl Catalog {
         }
     }
 
+    /// The memberships of one device: `(channel, sensor)`.
+    pub fn memberships_of_device(&self, device: u32) -> Vec<(u32, u32)> {
+        let g = self.inner.read();
+        let mut v: Vec<(u32, u32)> = g
+            .members
+            .iter()
+            .filter(|((d, _), _)| *d == device)
+            .flat_map(|((_, s), chs)| chs.iter().map(move |c| (*c, *s)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Members of a channel as `(device, sensor)`, sorted.
     pub fn members_of(&self, channel: u32) -> Vec<(u32, u32)> {
         let g = self.inner.read();

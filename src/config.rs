@@ -64,6 +64,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The mail relay for e-mail targets.
     pub smtp: SmtpConfig,
+    /// The log: its format and the request log's level.
+    pub log: LogConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1 and 5 listener. Payloads are bounded by
@@ -155,6 +157,60 @@ impl TlsConfig {
             (false, false) => Ok(true),
             (false, true) => Err("[tls] cert_file is set but key_file is not".into()),
             (true, false) => Err("[tls] key_file is set but cert_file is not".into()),
+        }
+    }
+}
+
+/// `[log]`: how `serve` writes its log (stderr). The filter is
+/// `OVERLORD_LOG` (default `info`) with `overlord::request=<requests>`
+/// added, unless `OVERLORD_LOG` names `overlord::request` itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (one human-readable line per event) or `json` (one JSON
+    /// object per line, for a log collector).
+    pub format: LogFormat,
+    /// The level of the request log (target `overlord::request`, one line
+    /// per request at `info`): `off` silences it, `warn` or lower keeps
+    /// the rest of the log at its level without it.
+    pub requests: LogLevel,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A log level for `[log] requests`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The word `tracing_subscriber::EnvFilter` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
         }
     }
 }
@@ -309,6 +365,9 @@ pub struct Limits {
     pub max_inbox: u64,
     /// Pending inbox rows appended to a readings reply.
     pub reply_inbox_rows: usize,
+    /// Finished (acknowledged or expired) command records kept per
+    /// inbox for `GET /v1/devices/ID/commands` (`crate::commands`).
+    pub commands_kept: u64,
     /// Items a new channel keeps unless it says otherwise.
     pub channel_retention: u64,
     /// Longest `wait` of a channel long-poll, in seconds.
@@ -365,6 +424,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
+            log: LogConfig::default(),
             quotas: QuotaConfig::default(),
             mqtt: MqttConfig::default(),
             tls: TlsConfig::default(),
@@ -392,6 +452,7 @@ impl Default for Limits {
             shutdown_grace_secs: 10,
             max_inbox: 100,
             reply_inbox_rows: 3,
+            commands_kept: 100,
             channel_retention: 100_000,
             max_wait_secs: 60,
             max_long_polls: 256,

@@ -98,7 +98,9 @@ pub fn create_many(
     let mut fresh = Vec::new();
     let mut tokens = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (id, mut fields) in rows {
+    let mut labels = Vec::new();
+    for (id, fields) in rows {
+        let (described, mut fields) = crate::sensors::split_columns(fields)?;
         if !seen.insert(id.clone()) {
             return Err(WireError::bad_request(
                 "duplicate_field",
@@ -126,6 +128,7 @@ pub fn create_many(
         let (rec, token) = new_record(directory, owner, Some(&id), &fields)?;
         fresh.push(rec);
         tokens.push(token);
+        labels.push(described);
     }
     crate::quotas::check(
         "devices",
@@ -134,7 +137,17 @@ pub fn create_many(
         directory.count_owned_devices(owner),
         fresh.len() as u64,
     )?;
-    let stored = store.create_devices(fresh).map_err(conflict)?;
+    // Sensor labels (`N1.label` columns) in the devices' transaction.
+    let stored = store
+        .create_devices_with(fresh, |txn, recs| {
+            for (rec, described) in recs.iter().zip(&labels) {
+                for (sensor, l) in described {
+                    crate::sensors::put(txn, rec.num, *sensor, l)?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(conflict)?;
     for (rec, token) in stored.into_iter().zip(tokens) {
         directory.put_device(rec.clone());
         out.push((rec, Some(token)));
@@ -189,7 +202,9 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-fn text(field: &str, v: &str, max: usize) -> Result<String, WireError> {
+/// `v` as the text field `field`: at most `max` bytes, no control or
+/// bidirectional override characters (`400 bad_value`).
+pub fn text(field: &str, v: &str, max: usize) -> Result<String, WireError> {
     if v.len() > max || v.chars().any(char::is_control) {
         return Err(WireError::bad_request(
             "bad_value",

@@ -276,6 +276,63 @@ pub fn ack(txn: &WriteTransaction, device: u32, upto: u64) -> Result<(u64, u64),
     Ok((removed, remaining))
 }
 
+/// Remove a device's whole inbox, and the rows waiting for it in
+/// `inbox_of` (its gateway's inbox, `device` column `below`) when that
+/// is another one: a deleted device (`crate::deletion`). At most two
+/// inboxes of `max_inbox` rows. Returns how many rows went.
+pub fn remove_device(
+    txn: &WriteTransaction,
+    device: u32,
+    inbox_of: u32,
+    below: &str,
+) -> Result<u64, StoreError> {
+    let mut inbox = txn.open_table(INBOX)?;
+    let mut meta = txn.open_table(INBOX_META)?;
+    let mut removed = 0;
+    let own: Vec<u64> = inbox
+        .range((device, 0)..=(device, u64::MAX))?
+        .map(|r| r.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    for seq in own {
+        inbox.remove((device, seq))?;
+        removed += 1;
+    }
+    meta.remove(device)?;
+    if inbox_of != device {
+        let mut theirs = Vec::new();
+        for r in inbox.range((inbox_of, 0)..=(inbox_of, u64::MAX))? {
+            let (k, v) = r?;
+            if Row::decode(v.value())?.device == below {
+                theirs.push(k.value().1);
+            }
+        }
+        for seq in &theirs {
+            inbox.remove((inbox_of, *seq))?;
+        }
+        let was = meta.get(inbox_of)?.map(|g| g.value());
+        if let Some((next, len)) = was {
+            meta.insert(inbox_of, (next, len.saturating_sub(theirs.len() as u64)))?;
+        }
+        removed += theirs.len() as u64;
+    }
+    Ok(removed)
+}
+
+/// Remove the one row `seq` (an expired command, `crate::commands`).
+/// Returns whether it was there.
+pub fn remove(txn: &WriteTransaction, device: u32, seq: u64) -> Result<bool, StoreError> {
+    let mut inbox = txn.open_table(INBOX)?;
+    if inbox.remove((device, seq))?.is_none() {
+        return Ok(false);
+    }
+    let mut meta = txn.open_table(INBOX_META)?;
+    let was = meta.get(device)?.map(|g| g.value());
+    if let Some((next, len)) = was {
+        meta.insert(device, (next, len.saturating_sub(1)))?;
+    }
+    Ok(true)
+}
+
 /// Pending count and the first `limit` rows, oldest first.
 pub fn pending(db: &redb::Database, device: u32, limit: usize) -> Result<Pending, StoreError> {
     pending_in(&db.begin_read()?, device, limit)

@@ -33,7 +33,8 @@
 //!   the digest's results in digest-log order. It schedules; each feature
 //!   stores its own part with functions taking the write transaction:
 //!   [`channels`] (items), [`alerts`] (state, events), [`inbox`] (rows,
-//!   routing through gateways), [`presence`] (`presence::store`: last
+//!   routing through gateways), [`commands`] (command records: deliveries
+//!   seen in readings replies, expiry), [`presence`] (`presence::store`: last
 //!   contact, state, events), [`dead_letters`], [`retention`] (the sweep's
 //!   steps). [`notify`] is the one way the writer tells an inbox, a
 //!   channel and a notification target (alert firings, presence
@@ -64,10 +65,11 @@
 //!   HTTP.
 //!
 //! The `overlord` binary is `src/main.rs` (the clap command line and the
-//! dispatch) and `src/cli/`, one file per command group (`serve`,
+//! dispatch) and `src/cli/`, one file per command group (`serve`, `init`,
 //! `device`, `user`, `retention`, `backup` and `restore`, `export` and
 //! `import`, `check`, `compact`, `tls`). Every command that works with the
-//! server stopped opens the data file through `cli::offline`.
+//! server stopped opens the data file through `cli::offline`, which
+//! refuses a missing one (only `serve`, `init` and `restore` create it).
 //!
 //! `ARCHITECTURE.md` at the repository root has the data path, the code map
 //! and the invariants.
@@ -83,8 +85,10 @@ pub mod catalog;
 pub mod channels;
 pub mod clock;
 pub mod codec;
+pub mod commands;
 pub mod config;
 pub mod dead_letters;
+pub mod deletion;
 pub mod devices;
 pub mod digest;
 pub mod error;
@@ -102,6 +106,7 @@ pub mod presence;
 pub mod quotas;
 pub mod retention;
 pub mod sender;
+pub mod sensors;
 pub mod server;
 pub mod store;
 pub mod targets;

@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Create an empty data file (server stopped), to set up users and
+    /// devices before the first start. Other commands never create one.
+    Init,
     /// Manage devices in the data file (stop the server first, or use the HTTP API).
     #[command(subcommand)]
     Device(cli::device::DeviceCmd),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => cli::serve::serve(config),
+        Command::Init => cli::init::init(&config),
         Command::Device(cmd) => cli::device::device(&config, cmd),
         Command::User(cmd) => cli::user::user(&config, cmd),
         Command::Backup { file, url } => cli::backup::backup(&config, &file, url.as_deref()),

@@ -61,7 +61,12 @@ macro_rules! every_table {
             OUTBOX,
             TARGET_HISTORY,
             NOTIFY_DEAD,
-            PRESENCE_TARGETS
+            PRESENCE_TARGETS,
+            COMMANDS,
+            COMMAND_META,
+            COMMAND_EXPIRY,
+            SENSOR_LABELS,
+            DELETED_DEVICES
         )
     };
 }

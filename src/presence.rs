@@ -278,6 +278,12 @@ impl Presence {
         g.heap.push(Reverse((due, dev, e.generation)));
     }
 
+    /// Forget a deleted device: no more presence changes for it (its heap
+    /// entries become stale).
+    pub fn forget(&self, dev: u32) {
+        self.inner.lock().devices.remove(&dev);
+    }
+
     /// Record a contact at `at`.
     pub fn saw(&self, dev: u32, at: Micros) {
         let mut g = self.inner.lock();

@@ -183,6 +183,12 @@ impl Retention {
         Ok(())
     }
 
+    /// Forget the overrides of a deleted device (in memory; its rows are
+    /// removed in the deletion's transaction).
+    pub fn forget_device(&self, device: u32) {
+        self.overrides.write().retain(|(d, _), _| *d != device);
+    }
+
     /// Whether anything could expire at all (readings, or aggregates).
     fn any(&self) -> bool {
         self.default_days > 0

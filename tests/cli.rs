@@ -13,6 +13,10 @@ fn overlord(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool,
 #[test]
 fn users_and_devices_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
+    // Only `init` (and `serve`) create the data file.
+    let (ok, out, err) = overlord(tmp.path(), &["init"], None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("created,"), "{out}");
     let (ok, out, err) = overlord(tmp.path(), &["user", "token", "ann"], None);
     assert!(ok, "{err}");
     assert!(out.starts_with("user,token\nann,"), "{out}");
@@ -141,6 +145,8 @@ fn users_and_devices_from_the_command_line() {
 #[test]
 fn retention_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
+    let (ok, _, err) = overlord(tmp.path(), &["init"], None);
+    assert!(ok, "{err}");
     let (ok, _, err) = overlord(tmp.path(), &["user", "token", "ann"], None);
     assert!(ok, "{err}");
     let (ok, _, err) = overlord(
@@ -282,4 +288,51 @@ fn a_taken_port_stops_the_server_before_it_creates_anything() {
     );
     assert!(!out.contains("admin token"), "no token printed: {out}");
     assert!(!data.exists(), "no data file created");
+}
+
+/// A command run where there is no data file (the wrong directory, a
+/// mistyped `--config`) says so and exits non-zero; it used to create an
+/// empty data file there and carry on as if nothing were wrong.
+#[test]
+fn offline_commands_do_not_create_a_data_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("o.redb");
+    let csv = tmp.path().join("r.csv");
+    std::fs::write(&csv, "time,device,N1\n2026-11-23T10:00:00Z,gh3,1\n").unwrap();
+    let csv = csv.to_str().unwrap();
+    let backup = tmp.path().join("b.redb");
+    let commands: &[&[&str]] = &[
+        &["user", "token", "ann"],
+        &["user", "revoke", "ann"],
+        &["device", "create", "--id", "gh3"],
+        &["device", "list"],
+        &["device", "import", csv],
+        &["device", "set", "gh3", "name=x"],
+        &["device", "token", "gh3"],
+        &["export", "--device", "gh3"],
+        &["import", csv],
+        &["retention", "list"],
+        &["retention", "set", "gh3", "3"],
+        &["check"],
+        &["compact"],
+        &["backup", backup.to_str().unwrap()],
+    ];
+    for args in commands {
+        let (ok, out, err) = overlord(tmp.path(), args, None);
+        assert!(!ok, "{args:?} succeeded without a data file: {out}");
+        assert!(
+            err.contains(&format!("no data file at {}", data.display())),
+            "{args:?}: {err}"
+        );
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+        assert!(!backup.exists(), "{args:?} wrote a backup");
+    }
+    // `init` creates it once, and refuses to replace it.
+    let (ok, out, err) = overlord(tmp.path(), &["init"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("created,{}\n", data.display()));
+    let (ok, _, err) = overlord(tmp.path(), &["device", "list"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = overlord(tmp.path(), &["init"], None);
+    assert!(!ok && err.contains("exists already"), "{err}");
 }

@@ -67,6 +67,14 @@ fn log_in_tree_map_chart_command_log_out() {
         "",
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // Its sensor has a name and a unit (the tree and the legend show them).
+    let r = s.post(
+        "/v1/devices/gh1/sensors/N1",
+        FORM,
+        "label=Air+temperature&unit=%C2%B0C".as_bytes(),
+        &bearer,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     // The gateway checks in too, so both are online.
     let gw_token = common::token_of(&s.admin_form("POST", "/v1/devices/gw1/token", "").body);
     let r = s.get(&format!("/v1/readings?device=gw1&token={gw_token}"));

@@ -329,6 +329,8 @@ fn offline_cli_export_import_compact_backup_restore() {
     let data = tmp.path().join("o.redb");
     for d in [&data, &tmp.path().join("other/o.redb")] {
         std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+        let (ok, _, err) = cli(d, &["init"], &[], None);
+        assert!(ok, "{err}");
         let (ok, _, err) = cli(d, &["user", "token", "admin", "--admin"], &[], None);
         assert!(ok, "{err}");
         let (ok, _, err) = cli(d, &["device", "create", "--id", "gh1"], &[], None);

@@ -333,6 +333,8 @@ fn a_device_reading_line_by_line_sees_only_real_rows() {
 fn the_cli_refuses_a_user_name_with_a_line_break() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("overlord.redb");
+    let (ok, _, err) = common::cli(&data, &["init"], &[], None);
+    assert!(ok, "{err}");
     for bad in ["ann\n9999,command", "ann\r", "a b", ""] {
         let (ok, out, err) = common::cli(&data, &["user", "token", bad], &[], None);
         assert!(!ok, "{bad:?} accepted: {out}");

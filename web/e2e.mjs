@@ -75,6 +75,7 @@ await run("tour", { viewport: { width: 1280, height: 800 } }, async ({ page, pag
     await page.waitForSelector("#tree .row.sensor");
     const sensorText = await page.locator("#tree .row.sensor").first().textContent();
     check(/^N1 = -?\d/.test(sensorText), `the tree shows the sensor's last value (${sensorText})`);
+    check(sensorText.includes("°C") && sensorText.includes("Air temperature"), `the tree shows the sensor's unit and label (${sensorText})`);
     check((await page.textContent("#device-title")).includes(dev), "the device's details are shown");
     await page.fill("#search", "no-such-thing");
     check((await page.textContent("#tree-count")).startsWith("0 of"), "search filters the tree");
@@ -121,6 +122,8 @@ await run("tour", { viewport: { width: 1280, height: 800 } }, async ({ page, pag
     const rows = +(await page.getAttribute("body", "data-chart-rows"));
     check(rows >= 10, `the chart has ${rows} buckets of data`);
     check(await page.locator("#chart .u-over").count() === 1, "uPlot drew the chart");
+    const legend = await page.textContent("#chart .u-legend");
+    check(legend.includes("Air temperature"), `the legend names the sensor by its label (${legend})`);
     const blue = await countColour("#chart canvas", [0x1d, 0x6f, 0xb8], 40);
     check(blue > 100, `the series is drawn (${blue} pixels of its colour)`);
     await page.screenshot({ path: `${OUT}/3-chart.png` });
@@ -146,6 +149,9 @@ await run("tour", { viewport: { width: 1280, height: 800 } }, async ({ page, pag
     check(first === "queued", `the command is listed as queued while the board has not acknowledged it (${first})`);
     await page.waitForSelector("#sent tr.status-acknowledged", { timeout: 20000 });
     check(true, "the simulated device acknowledged the command");
+    // The server's record of it, which a reload would show again.
+    await page.waitForSelector("#commands tr.state-acknowledged", { timeout: 20000 });
+    check(true, "the command history from the server shows it acknowledged");
     await page.screenshot({ path: `${OUT}/4-command.png` });
 
     // 6. Alerts: create one from the page, see it listed.

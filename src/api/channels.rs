@@ -360,7 +360,15 @@ pub async fn message(
 ) -> Result<Reply, WireError> {
     let form = Form::read(
         req,
-        &["device", "token", "kind", "sensor", "value", "to_target"],
+        &[
+            "device",
+            "token",
+            "kind",
+            "sensor",
+            "value",
+            "to_target",
+            "expires",
+        ],
         timeout(app),
     )
     .await?;
@@ -383,6 +391,7 @@ pub async fn message(
         }
         None => None,
     };
+    let expires = crate::api::commands::expires_from(&form, &row)?;
     let mut targets: Vec<(u32, String)> = Vec::new();
     for (dev, _) in app.catalog.members_of(ch.num) {
         if targets.iter().any(|(d, _)| *d == dev) {
@@ -394,7 +403,7 @@ pub async fn message(
             targets.push((dev, d.id.clone()));
         }
     }
-    let n = deliver_with(app, targets, row, hook).await?.len();
+    let n = deliver_with(app, targets, row, hook, expires).await?.len();
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), devices = n, "channel message queued");
     Ok(Reply::csv(format!("ok,{n}\n")).with_status(201))
 }

@@ -323,8 +323,17 @@ pub fn parse_import(body: &[u8]) -> Result<Vec<devices::NewDevice>, WireError> {
     if !header.iter().any(|h| h == "id") {
         return Err(bad(1, "the header needs an id column".into()));
     }
+    // Sensor columns (`N1.label`) in their canonical spelling, so that
+    // `n1.label` and `N1.label` are one column given twice.
+    let header: Vec<String> = header
+        .into_iter()
+        .map(|h| match crate::sensors::column(&h) {
+            Some(col) => col.map(|(canonical, _, _)| canonical),
+            None => Ok(h),
+        })
+        .collect::<Result<_, _>>()?;
     for (i, h) in header.iter().enumerate() {
-        if h != "id" && !devices::FIELDS.contains(&h.as_str()) {
+        if h != "id" && !h.contains('.') && !devices::FIELDS.contains(&h.as_str()) {
             return Err(bad(
                 1,
                 format!(

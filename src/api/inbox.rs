@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
+use redb::ReadableDatabase;
 
 use crate::app::App;
 use crate::auth::{visible, Action, Principal, Resource};
 use crate::codec::names::log_safe;
-use crate::codec::{names::clip, timefmt, SensorId, Value};
+use crate::codec::{names::clip, timefmt, Micros, SensorId, Value};
+use crate::commands;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::inbox::{self, Kind, Row};
@@ -99,20 +101,56 @@ fn limit(app: &App, form: &Form) -> Result<usize, WireError> {
 }
 
 /// `GET /v1/inbox?device=ID&token=TOK[&limit=N]`, or the same fields as
-/// a form `POST`: the device's pending rows, oldest first.
+/// a form `POST`: the device's pending rows, oldest first. Commands among
+/// them that it reads for the first time are recorded as delivered.
 pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(app)?;
     let d = me(&who, &form)?;
     app.directory
         .authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
-    list_rows(app, d.num, limit(app, &form)?, None).await
+    let (app2, num, n) = (app.clone(), d.num, limit(app, &form)?);
+    let (_, rows) = tokio::task::spawn_blocking(move || {
+        let db = app2.store.db()?;
+        let (pending, newly) = {
+            let txn = db.begin_read()?;
+            let pending = inbox::pending_in(&txn, num, n)?;
+            let upto = commands::delivered_upto(&txn, num)?;
+            let newly = commands::newly_read(&pending.1, upto);
+            (pending, newly)
+        };
+        if let Some(seq) = newly {
+            // Written only when the device reads a command for the first
+            // time, not on every poll.
+            let txn = db.begin_write()?;
+            commands::mark_delivered(&txn, num, seq, timefmt::now_micros())?;
+            txn.commit()?;
+        }
+        Ok::<_, crate::store::StoreError>(pending)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    let mut out = String::from(if d.meta.gateway {
+        inbox::GATEWAY_HEADER
+    } else {
+        inbox::HEADER
+    });
+    for (seq, row) in &rows {
+        row.write_csv(*seq, d.meta.gateway, &mut out);
+    }
+    Ok(Reply::csv(out))
 }
 
-/// `GET|POST /v1/inbox/ack?device=ID&token=TOK&upto=SEQ`: remove every
-/// row with `seq <= upto`; `ok,<removed>,<remaining>`.
+/// `GET|POST /v1/inbox/ack?device=ID&token=TOK&upto=SEQ[&result=TEXT]`:
+/// remove every row with `seq <= upto`; `ok,<removed>,<remaining>`. The
+/// commands among them are recorded as acknowledged, with `result`. A
+/// `text/csv` body of `seq,result` rows reports one result per command
+/// (`api::commands::ack_csv`).
 pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["device", "token", "upto"], timeout(app)).await?;
+    if crate::http::media_type(&req).as_deref() == Some("text/csv") {
+        return super::commands::ack_csv(app, req).await;
+    }
+    let form = Form::read(req, &["device", "token", "upto", "result"], timeout(app)).await?;
     let who = form.caller(app)?;
     let d = me(&who, &form)?;
     app.directory
@@ -120,17 +158,45 @@ pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireEr
     let upto: u64 = form
         .number("upto")?
         .ok_or_else(|| WireError::bad_request("missing_field", "upto is required"))?;
-    let (removed, remaining) = ack_rows(app, d.num, upto).await?;
+    let result = match form.get("result") {
+        Some(r) => Some(super::commands::check_result(r)?.to_string()),
+        None => None,
+    };
+    acknowledge(app, d.num, upto, move |_| result.clone()).await
+}
+
+/// Remove `num`'s rows up to `upto` and record the commands among them as
+/// acknowledged with `result(seq)`, in one transaction;
+/// `ok,<removed>,<remaining>`.
+pub async fn acknowledge(
+    app: &Arc<App>,
+    num: u32,
+    upto: u64,
+    result: impl Fn(u64) -> Option<String> + Send + 'static,
+) -> Result<Reply, WireError> {
+    let (removed, remaining) = ack_rows_with(app, num, upto, result).await?;
     Ok(Reply::csv(format!("ok,{removed},{remaining}\n")))
 }
 
 /// Remove every row of `device`'s inbox with `seq <= upto`, durably (on
-/// a blocking thread); `(removed, remaining)`. HTTP and MQTT acks.
+/// a blocking thread), the commands among them recorded as acknowledged
+/// with no result; `(removed, remaining)`. The MQTT ack.
 pub async fn ack_rows(app: &Arc<App>, device: u32, upto: u64) -> Result<(u64, u64), WireError> {
+    ack_rows_with(app, device, upto, |_| None).await
+}
+
+/// [`ack_rows`] with a result per acknowledged command.
+async fn ack_rows_with(
+    app: &Arc<App>,
+    num: u32,
+    upto: u64,
+    result: impl Fn(u64) -> Option<String> + Send + 'static,
+) -> Result<(u64, u64), WireError> {
     let app2 = app.clone();
     Ok(tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
-        let r = inbox::ack(&txn, device, upto)?;
+        let r = inbox::ack(&txn, num, upto)?;
+        commands::acknowledge(&txn, num, upto, timefmt::now_micros(), result)?;
         txn.commit()?;
         Ok::<_, crate::store::StoreError>(r)
     })
@@ -207,13 +273,16 @@ pub fn row_from(app: &App, form: &Form, from: String) -> Result<Row, WireError> 
     })
 }
 
-/// Put rows into inboxes, all or none: `Ok(seqs)` or `inbox_full`.
+/// Put rows into inboxes, all or none: `Ok(seqs)` or `inbox_full`. A
+/// command also gets its record (`crate::commands`), in the same
+/// transaction, expiring at `expires` unless delivered by then.
 pub async fn deliver(
     app: &Arc<App>,
     targets: Vec<(u32, String)>,
     row: Row,
+    expires: Option<Micros>,
 ) -> Result<Vec<u64>, WireError> {
-    deliver_with(app, targets, row, None).await
+    deliver_with(app, targets, row, None, expires).await
 }
 
 /// [`deliver`], and with `hook` a notification for a target (a webhook
@@ -226,10 +295,12 @@ pub async fn deliver_with(
         Arc<crate::targets::TargetRecord>,
         crate::outbox::Notification,
     )>,
+    expires: Option<Micros>,
 ) -> Result<Vec<u64>, WireError> {
     let app2 = app.clone();
     let max = app.config.limits.max_inbox;
     let queued = hook.is_some();
+    let kept = app.config.limits.commands_kept;
     let seqs = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
         if let Some((t, note)) = &hook {
@@ -238,9 +309,19 @@ pub async fn deliver_with(
         let mut seqs = Vec::with_capacity(targets.len());
         for (num, id) in &targets {
             // A device behind a gateway gets its rows through the gateway.
-            match inbox::push_routed(&txn, &app2.directory, *num, &row, max)? {
-                inbox::Pushed::Queued(s) => seqs.push(s[0]),
-                inbox::Pushed::Full(inbox::Full(len, max)) => {
+            let (inbox_of, below) = inbox::route(&app2.directory, *num);
+            let routed = Row {
+                device: below,
+                ..row.clone()
+            };
+            match inbox::push(&txn, inbox_of, std::slice::from_ref(&routed), max)? {
+                Ok(s) => {
+                    if routed.kind == Kind::Command {
+                        commands::record(&txn, inbox_of, s[0], &routed, expires, kept)?;
+                    }
+                    seqs.push(s[0]);
+                }
+                Err(inbox::Full(len, max)) => {
                     // Dropping the transaction aborts it: nothing is queued.
                     return Ok(Err(WireError::new(
                         409,
@@ -260,22 +341,28 @@ pub async fn deliver_with(
     if queued {
         app.sender.wake();
     }
+    if let Some(at) = expires {
+        // After the commit: the writer's next expiry step sees the row.
+        app.command_expiry.added(at);
+    }
     Ok(seqs)
 }
 
 /// `POST /v1/devices/ID/inbox` with `kind=message|command`, `sensor`,
-/// `value`: queue it for the device; `ok,<seq>`.
+/// `value` (a command: optionally `expires`): queue it for the device;
+/// `ok,<seq>`.
 pub async fn send(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
     let form = Form::read(
         req,
-        &["device", "token", "kind", "sensor", "value"],
+        &["device", "token", "kind", "sensor", "value", "expires"],
         timeout(app),
     )
     .await?;
     let who = form.caller(app)?;
     let d = visible::<DeviceRecord>(app, &who, Action::SendToDevice, id)?;
     let row = row_from(app, &form, who.label())?;
-    let seqs = deliver(app, vec![(d.num, d.id.clone())], row).await?;
+    let expires = super::commands::expires_from(&form, &row)?;
+    let seqs = deliver(app, vec![(d.num, d.id.clone())], row, expires).await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), seq = seqs[0], "inbox row queued");
     Ok(Reply::csv(format!("ok,{}\n", seqs[0])).with_status(201))
 }

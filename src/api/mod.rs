@@ -8,13 +8,15 @@
 //! | `GET/POST /v1/devices`, `GET /v1/devices/tree`, `GET/POST /v1/devices/ID`, `POST /v1/devices/ID/token` | [`devices`] |
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
+//! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
+//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner` | [`remove`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/targets...` (webhooks) | [`targets`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/admin/backup`, `GET/POST /v1/devices/ID/retention` | [`ops`] |
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
-//! | `GET/POST /v1/devices/ID/sensors` | [`readings::latest`] |
+//! | `GET/POST /v1/devices/ID/sensors`, `POST /v1/devices/ID/sensors/SENSOR`, `labels=1` on readings queries | [`sensors`] |
 //! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
 //!
 //! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
@@ -26,6 +28,7 @@
 
 pub mod alerts;
 pub mod channels;
+pub mod commands;
 pub mod dashboard;
 pub mod devices;
 pub mod files;
@@ -33,6 +36,8 @@ pub mod inbox;
 pub mod ops;
 pub mod readings;
 pub mod targets;
+pub mod remove;
+pub mod sensors;
 pub mod users;
 
 use std::convert::Infallible;
@@ -46,13 +51,38 @@ use crate::app::App;
 use crate::error::WireError;
 use crate::http::{into_response, Reply, ResponseBody};
 
+tokio::task_local! {
+    /// Who the request being served was authenticated as, for its log line.
+    static CALLER: std::cell::RefCell<Option<String>>;
+}
+
+/// Note who the request being served comes from (`auth::authenticate`
+/// calls this); its log line names them. Outside a request (the CLI): a
+/// no-op.
+pub fn note_caller(who: &crate::auth::Principal) {
+    let _ = CALLER.try_with(|c| *c.borrow_mut() = Some(who.label()));
+}
+
 /// Serve one request: route it, turn any error into its one-line reply,
-/// and log one line without secrets (the query string is never logged).
+/// and log one line without secrets (the query string is never logged):
+/// method, path, status, the caller (`device:ID`, `user:NAME`,
+/// `anonymous`, or `-` when the request named none that was accepted),
+/// the remote address, bytes and microseconds.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    CALLER
+        .scope(std::cell::RefCell::new(None), handle_logged(app, req))
+        .await
+}
+
+async fn handle_logged(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let remote = crate::http::peer_of(req.extensions());
     let method = req.method().clone();
     let version = req.version();
     let path = req.uri().path().to_string();
@@ -80,11 +110,18 @@ pub async fn handle(
     app.metrics.count_status(status);
     app.metrics
         .count_route(endpoint.map(|e| e as usize), status);
+    let caller = CALLER
+        .try_with(|c| c.borrow().clone())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "-".into());
     tracing::info!(
         target: "overlord::request",
         method = %method,
         path = %crate::codec::names::log_safe(&path),
         status,
+        caller = %crate::codec::names::log_safe(&caller),
+        remote = %remote.map_or_else(|| "-".to_string(), |a| a.to_string()),
         bytes = reply.body_len(),
         micros = started.elapsed().as_micros() as u64,
     );
@@ -196,6 +233,8 @@ pub enum Endpoint {
     DeviceTree,
     DeviceShow,
     DeviceUpdate,
+    DeviceDelete,
+    DeviceTransfer,
     PresenceEvents,
     PresenceNotify,
     PresenceNotifySet,
@@ -205,6 +244,7 @@ pub enum Endpoint {
     DeviceRevoke,
     DeviceInboxView,
     DeviceInboxSend,
+    DeviceCommands,
     ChannelList,
     ChannelCreate,
     ChannelMembers,
@@ -237,6 +277,7 @@ pub enum Endpoint {
     Logout,
     Session,
     DeviceSensors,
+    DeviceSensorDescribe,
     Dashboard,
     DashboardAsset,
     TargetList,
@@ -265,6 +306,8 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/devices/tree", Endpoint::DeviceTree),
     ("GET", "/v1/devices/:id", Endpoint::DeviceShow),
     ("POST", "/v1/devices/:id", Endpoint::DeviceUpdate),
+    ("DELETE", "/v1/devices/:id", Endpoint::DeviceDelete),
+    ("POST", "/v1/devices/:id/owner", Endpoint::DeviceTransfer),
     ("GET", "/v1/presence/events", Endpoint::PresenceEvents),
     ("GET", "/v1/presence/notify", Endpoint::PresenceNotify),
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
@@ -284,6 +327,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/devices/:id/revoke", Endpoint::DeviceRevoke),
     ("GET", "/v1/devices/:id/inbox", Endpoint::DeviceInboxView),
     ("POST", "/v1/devices/:id/inbox", Endpoint::DeviceInboxSend),
+    ("GET", "/v1/devices/:id/commands", Endpoint::DeviceCommands),
     ("GET", "/v1/channels", Endpoint::ChannelList),
     ("POST", "/v1/channels", Endpoint::ChannelCreate),
     ("GET", "/v1/channels/:ch/members", Endpoint::ChannelMembers),
@@ -330,6 +374,11 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/session", Endpoint::Session),
     ("GET", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
     ("POST", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
+    (
+        "POST",
+        "/v1/devices/:id/sensors/:sensor",
+        Endpoint::DeviceSensorDescribe,
+    ),
     ("GET", "/", Endpoint::Dashboard),
     ("GET", "/ui/:file", Endpoint::DashboardAsset),
     ("GET", "/v1/targets", Endpoint::TargetList),
@@ -396,18 +445,23 @@ fn check_csrf<B>(req: &Request<B>, ep: Endpoint) -> Result<(), WireError> {
 }
 
 /// Match a path against a pattern; `Some(value of the :name segment)`.
+/// A pattern with two `:name` segments gives both joined by `/` (which no
+/// segment holds), e.g. `gh3/N1` for `/v1/devices/:id/sensors/:sensor`.
 fn matches(pattern: &str, segs: &[&str]) -> Option<Option<String>> {
     let pat: Vec<&str> = pattern.split('/').skip(1).collect();
     if pat.len() != segs.len() {
         return None;
     }
-    let mut param = None;
+    let mut param: Option<String> = None;
     for (p, s) in pat.iter().zip(segs) {
         if p.starts_with(':') {
             if s.is_empty() {
                 return None;
             }
-            param = Some(s.to_string());
+            param = Some(match param {
+                Some(first) => format!("{first}/{s}"),
+                None => s.to_string(),
+            });
         } else if p != s {
             return None;
         }
@@ -489,14 +543,17 @@ async fn route(
         DeviceTree => devices::tree(app, req).await,
         DeviceShow => devices::show(app, req, &p).await,
         DeviceUpdate => devices::update(app, req, &p).await,
+        DeviceDelete => remove::device(app, req, &p).await,
+        DeviceTransfer => remove::transfer(app, req, &p).await,
         PresenceEvents => devices::presence_events(app, req).await,
         PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
-        DeviceReadings => readings::query(app, req, &p).await,
+        DeviceReadings => sensors::labelled_query(app, req, &p).await,
         DeviceAggregates => readings::aggregates(app, req, &p).await,
         DeviceToken => devices::rotate(app, req, &p).await,
         DeviceRevoke => users::revoke_device(app, req, &p).await,
         DeviceInboxView => inbox::view(app, req, &p).await,
         DeviceInboxSend => inbox::send(app, req, &p).await,
+        DeviceCommands => commands::history(app, req, &p).await,
         ChannelList => channels::list(app, req).await,
         ChannelCreate => channels::create(app, req).await,
         ChannelMembers => channels::members(app, req, &p).await,
@@ -528,7 +585,8 @@ async fn route(
         AdminBackup => ops::backup(app, req).await,
         Logout => users::logout(app, req).await,
         Session => users::session(app, req).await,
-        DeviceSensors => readings::latest(app, req, &p).await,
+        DeviceSensors => sensors::latest(app, req, &p).await,
+        DeviceSensorDescribe => sensors::describe(app, req, &p).await,
         Dashboard => Ok(dashboard::asset(app, &req, "index.html")),
         DashboardAsset => Ok(dashboard::asset(app, &req, &p)),
         TargetList => targets::list(app, req).await,

@@ -18,9 +18,7 @@ use crate::http::{
     declared_too_large, json_view, media_type, peer_of, read_body, wants_json, Reply,
 };
 use crate::intake::{self, Media};
-use crate::store::query::{
-    latest as read_latest, read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS,
-};
+use crate::store::query::{read_buckets, read_series, BucketQuery, SeriesQuery, MAX_BUCKETS};
 use crate::store::DeviceRecord;
 
 /// `GET /v1/readings?device=ID&token=TOK&N1=23.5[&time=T]`, the same as a
@@ -386,42 +384,4 @@ fn bucket_query(
         to: q.to,
         buckets: n,
     })
-}
-
-/// `GET /v1/devices/ID/sensors`: `sensor,time,value`, the latest reading
-/// of each of the device's sensors (the dashboard's tree shows them).
-pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
-    let form = crate::http::Form::read(
-        req,
-        &["device", "token", "format"],
-        Duration::from_secs(app.config.limits.body_timeout_secs),
-    )
-    .await?;
-    let json = wants_json(&form.headers, form.get("format"))?;
-    let who = authenticate(
-        app,
-        &form.headers,
-        form.peer,
-        Some(form.get("device").unwrap_or(id)),
-        form.get("token"),
-    )?;
-    // No credentials: a public device (a `read` grant to `anonymous`),
-    // else `401` (from `authorize`).
-    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, id)?;
-    let db_app = app.clone();
-    let num = d.num;
-    let rows = tokio::task::spawn_blocking(move || read_latest(&*db_app.store.db()?, num))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
-    let mut out = String::from("sensor,time,value\n");
-    for (s, t, v) in rows {
-        out.push_str(&s.to_string());
-        out.push(',');
-        timefmt::write_time(t, &mut out);
-        out.push(',');
-        v.write_csv(&mut out);
-        out.push('\n');
-    }
-    let reply = Reply::csv(out);
-    Ok(if json { json_view(reply).await } else { reply })
 }

@@ -30,12 +30,19 @@ pub enum Action {
     RotateDevice,
     /// Change a device's metadata (name, location, parent, ...).
     EditDevice,
+    /// Delete a device and everything it has (owner, administrators).
+    DeleteDevice,
+    /// Give a device to another user (owner, administrators).
+    TransferDevice,
     /// Read a device's inbox.
     ReadInbox,
     /// Acknowledge (remove) rows of a device's inbox.
     AckInbox,
     /// Put a message or command in a device's inbox.
     SendToDevice,
+    /// Give a device's sensors labels, units and descriptions (the
+    /// device itself, a gateway for a device below it, or `control`).
+    DescribeSensors,
     /// Create channels or alerts.
     CreateOwned,
     /// Change or delete a channel or alert, or send to a channel.
@@ -154,7 +161,7 @@ impl Action {
         use Action::*;
         match self {
             ReadReadings | ViewDevice | ReadOwned | ReadInbox => Some(Level::Read),
-            SendToDevice | ManageOwned => Some(Level::Control),
+            SendToDevice | ManageOwned | DescribeSensors => Some(Level::Control),
             _ => None,
         }
     }
@@ -273,17 +280,17 @@ impl Directory {
             },
             Principal::Device(me) => match (action, res) {
                 (
-                    WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox,
+                    WriteReadings | ReadReadings | ViewDevice | ReadInbox | AckInbox
+                    | DescribeSensors,
                     Resource::Device(d),
                 ) if d.num == me.num => true,
                 // A gateway registers devices below it, and writes, reads
                 // and sees them (their inbox rows come to its own inbox).
                 (CreateDevice, Resource::None) if me.meta.gateway => true,
-                (WriteReadings | ReadReadings | ViewDevice, Resource::Device(d))
-                    if me.meta.gateway && d.meta.parent == Some(me.num) =>
-                {
-                    true
-                }
+                (
+                    WriteReadings | ReadReadings | ViewDevice | DescribeSensors,
+                    Resource::Device(d),
+                ) if me.meta.gateway && d.meta.parent == Some(me.num) => true,
                 (
                     ReadOwned,
                     Resource::Owned {

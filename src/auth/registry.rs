@@ -77,6 +77,16 @@ impl Directory {
         self.devices.write().insert(r.id.clone(), r);
     }
 
+    /// Forget a deleted device: its credentials stop working at once.
+    pub fn remove_device(&self, num: u32) {
+        if let Some(r) = self.by_num.write().remove(&num) {
+            self.devices.write().remove(&r.id);
+        }
+        self.grants
+            .write()
+            .remove(&(super::policy::KIND_DEVICE, num));
+    }
+
     /// A device by its internal number.
     pub fn device_by_num(&self, num: u32) -> Option<Arc<DeviceRecord>> {
         self.by_num.read().get(&num).cloned()

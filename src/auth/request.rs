@@ -84,6 +84,20 @@ pub fn authenticate(
     device: Option<&str>,
     token: Option<&str>,
 ) -> Result<Principal, WireError> {
+    let who = find_principal(app, headers, peer, device, token)?;
+    // The request log names who called (`device:ID`, `user:NAME`).
+    crate::api::note_caller(&who);
+    Ok(who)
+}
+
+/// [`authenticate`] without noting the caller for the request log.
+fn find_principal(
+    app: &App,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    device: Option<&str>,
+    token: Option<&str>,
+) -> Result<Principal, WireError> {
     enum Presented {
         Device(String, String),
         Basic(String, String),

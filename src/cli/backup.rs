@@ -10,7 +10,7 @@ use overlord::ops;
 use overlord::store::{Store, StoreError};
 use redb::ReadableDatabase;
 
-use super::{offline, progress, Advice};
+use super::{offline, offline_or_create, progress, Advice};
 
 /// `overlord backup FILE [--url URL]`: a consistent copy of the data file
 /// at `file` (which must not exist). With `url` a running server makes it
@@ -124,7 +124,8 @@ pub fn restore(config: &Config, file: &Path) -> Result<(), String> {
     let bar = progress(len, "bytes");
     // Only "in use" is about the data file: any other failure names the
     // backup (most are: it does not verify).
-    let kept = offline(&config.data_file, Advice::Stop, |data| {
+    // A lost data file is what a restore is for: it may create it.
+    let kept = offline_or_create(&config.data_file, Advice::Stop, |data| {
         match ops::restore(file, data, &|n| bar.set_position(n)) {
             Err(StoreError::InUse) => Err(StoreError::InUse),
             other => Ok(other),

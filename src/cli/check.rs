@@ -11,7 +11,7 @@ use super::{offline, Advice};
 pub fn check(config: &Config) -> Result<(), String> {
     let path = &config.data_file;
     if !path.exists() {
-        return Err(format!("{}: no such data file", path.display()));
+        return Err(super::no_data_file(path));
     }
     // redb panics on some damaged pages; `check` catches and reports
     // them, so keep the default hook's backtraces off the terminal.

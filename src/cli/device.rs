@@ -51,6 +51,13 @@ pub enum DeviceCmd {
         #[arg(long, default_value = users::FIRST_ADMIN)]
         owner: String,
     },
+    /// Delete a device and everything it has (readings, inbox, command
+    /// records, grants, channel memberships, alerts on it, labels,
+    /// presence); a gateway with devices below it is refused.
+    Delete {
+        /// Device id.
+        id: String,
+    },
     /// Give a device a new token; the previous one works until the next rotation.
     Token {
         /// Device id.
@@ -60,6 +67,10 @@ pub enum DeviceCmd {
 
 /// Run one `device` subcommand on the data file (server stopped).
 pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
+    if let DeviceCmd::Delete { id } = &cmd {
+        // Through the server's state: the writer removes the readings.
+        return super::delete::delete_device(config, id);
+    }
     let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
     let directory = Directory::new(
         store.load_devices().map_err(|e| e.to_string())?,
@@ -117,6 +128,7 @@ pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
                 println!("{},{}", rec.id, token.unwrap_or_default());
             }
         }
+        DeviceCmd::Delete { .. } => unreachable!("handled above"),
         DeviceCmd::Token { id } => {
             let d = directory
                 .device(&id)

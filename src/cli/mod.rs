@@ -5,7 +5,11 @@
 //!
 //! Every command but `serve` and `backup --url` works on the data file
 //! with the server stopped, and opens it only through [`offline`]: the
-//! one place that says "in use by a running server".
+//! one place that says "in use by a running server", and that a command
+//! run where there is no data file says `no data file at PATH` instead
+//! of creating an empty one. Only `serve`, `init` and `restore` (which
+//! puts a backup where the data file was lost) create the file
+//! ([`offline_or_create`]).
 
 use std::path::Path;
 
@@ -16,8 +20,10 @@ use overlord::store::StoreError;
 pub mod backup;
 pub mod check;
 pub mod compact;
+pub mod delete;
 pub mod device;
 pub mod export;
+pub mod init;
 pub mod retention;
 pub mod serve;
 pub mod tls;
@@ -36,9 +42,32 @@ pub enum Advice {
 
 /// Run `op` on the data file at `data` with the server stopped: the one
 /// way an offline command opens it (`op` is `Store::open`, `app::open` or
-/// an `ops` step). While a server has the file, the error says so with
-/// `advice`; any other failure is `<data file>: <error>`.
+/// an `ops` step). A missing file is `no data file at PATH` (a command
+/// run in the wrong directory must not start an empty data file). While
+/// a server has the file, the error says so with `advice`; any other
+/// failure is `<data file>: <error>`.
 pub fn offline<T>(
+    data: &Path,
+    advice: Advice,
+    op: impl FnOnce(&Path) -> Result<T, StoreError>,
+) -> Result<T, String> {
+    if !data.exists() {
+        return Err(no_data_file(data));
+    }
+    offline_or_create(data, advice, op)
+}
+
+/// What an offline command says when the data file is not there.
+pub fn no_data_file(data: &Path) -> String {
+    format!(
+        "no data file at {}; start the server once (or run `overlord init`) to create it, or pass --config naming the right one",
+        data.display()
+    )
+}
+
+/// [`offline`] for the commands that may create the data file: `init`
+/// and `restore`.
+pub fn offline_or_create<T>(
     data: &Path,
     advice: Advice,
     op: impl FnOnce(&Path) -> Result<T, StoreError>,

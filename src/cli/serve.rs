@@ -4,22 +4,47 @@ use std::io::Write;
 use std::time::Duration;
 
 use overlord::app::{self, OpenOptions};
-use overlord::config::Config;
+use overlord::config::{Config, LogConfig, LogFormat, LogLevel};
 use overlord::server::{self, Listeners};
 use overlord::tls::TlsAcceptor;
 use overlord::users;
 
+/// The log filter: `OVERLORD_LOG` (default `info`), plus the request
+/// log's level from `[log] requests` unless `OVERLORD_LOG` names the
+/// request log's target itself.
+pub fn log_filter(env: Option<&str>, requests: LogLevel) -> String {
+    let base = env.filter(|e| !e.trim().is_empty()).unwrap_or("info");
+    if base.contains("overlord::request") {
+        base.to_string()
+    } else {
+        format!("{base},overlord::request={}", requests.as_str())
+    }
+}
+
+/// Log to stderr as `[log]` says: text (colours only on a terminal) or
+/// one JSON object per line.
+fn init_log(log: &LogConfig) {
+    let env = std::env::var("OVERLORD_LOG").ok();
+    let filter = log_filter(env.as_deref(), log.requests);
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("overlord: OVERLORD_LOG: {e}; using info");
+        tracing_subscriber::EnvFilter::new(log_filter(None, log.requests))
+    });
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
+}
+
 /// Log to stderr, take the port, open the data file (printing a new
 /// administrator's token once), and serve until a shutdown signal.
 pub fn serve(config: Config) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OVERLORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_log(&config.log);
     let data_file = config.data_file.clone();
     // Take the ports (and load the certificate) before touching the data
     // file: a second server started on a taken port must fail without

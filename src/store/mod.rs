@@ -139,6 +139,24 @@ pub const NOTIFY_DEAD: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new
 pub const PRESENCE_TARGETS: TableDefinition<&str, u32> = TableDefinition::new("presence_targets");
 /// Digest-log seq of a batch the digest could not process → the reason.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Number of a deleted device → when it was deleted (µs). Its readings,
+/// sensors, aggregates and presence rows are removed by the writer in
+/// bounded batches (`crate::deletion`); the row stays, so what a request
+/// accepted just before the deletion is removed too, at the latest on
+/// the next start.
+pub const DELETED_DEVICES: TableDefinition<u32, i64> = TableDefinition::new("deleted_devices");
+/// `(device, sensor code)` → encoded label, unit and description of a
+/// sensor (`crate::sensors`).
+pub const SENSOR_LABELS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("sensor_labels");
+/// `(inbox device, seq)` → encoded command record (`crate::commands`):
+/// a command's life after its inbox row, kept within a bound per inbox.
+pub const COMMANDS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("commands");
+/// Inbox device → `(command records kept, commands delivered up to seq)`.
+pub const COMMAND_META: TableDefinition<u32, (u64, u64)> = TableDefinition::new("command_meta");
+/// `(expiry time µs, inbox device, seq)` of commands that may expire,
+/// for the writer's bounded expiry steps.
+pub const COMMAND_EXPIRY: TableDefinition<(i64, u32, u64), ()> =
+    TableDefinition::new("command_expiry");
 
 /// What went wrong in the store. Mapped to a wire reply in one place
 /// (`crate::error`).
@@ -489,6 +507,11 @@ impl Store {
         txn.open_table(TARGET_HISTORY)?;
         txn.open_table(NOTIFY_DEAD)?;
         txn.open_table(PRESENCE_TARGETS)?;
+        txn.open_table(COMMANDS)?;
+        txn.open_table(COMMAND_META)?;
+        txn.open_table(COMMAND_EXPIRY)?;
+        txn.open_table(SENSOR_LABELS)?;
+        txn.open_table(DELETED_DEVICES)?;
         txn.commit()?;
         Ok(db)
     }
@@ -692,9 +715,17 @@ impl Store {
 
     /// Create several devices in one transaction, all or none (an id that
     /// exists is a `Conflict`). Numbers are allocated here. Blocking.
-    pub fn create_devices(
+    pub fn create_devices(&self, recs: Vec<DeviceRecord>) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.create_devices_with(recs, |_, _| Ok(()))
+    }
+
+    /// [`Store::create_devices`], then `then` with the numbered records in
+    /// the same transaction (what comes with them, e.g. sensor labels):
+    /// all or nothing.
+    pub fn create_devices_with(
         &self,
         mut recs: Vec<DeviceRecord>,
+        then: impl FnOnce(&redb::WriteTransaction, &[DeviceRecord]) -> Result<(), StoreError>,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
         let txn = self.db()?.begin_write()?;
         {
@@ -712,6 +743,7 @@ impl Store {
             }
             meta.insert("next_device", next)?;
         }
+        then(&txn, &recs)?;
         txn.commit()?;
         Ok(recs)
     }

@@ -118,8 +118,26 @@ impl WriterState {
             tracing::warn!(error = %e, "retention pass abandoned");
             self.sweeper.abandon(&self.ctx.retention);
         }
+        self.command_steps(&txn, now)?;
         txn.commit()?;
         Ok(written)
+    }
+
+    /// Commands served with readings replies become delivered, a bounded
+    /// batch of due ones expires (`crate::commands`), and a bounded batch
+    /// of deleted devices' rows goes (`crate::deletion`).
+    fn command_steps(&self, txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
+        crate::deletion::sweep_step(txn, &self.ctx.deletions)?;
+        for &(dev, seq, at) in &self.deliveries {
+            crate::commands::mark_delivered(txn, dev, seq, at)?;
+        }
+        if self.ctx.command_expiry.due(now) {
+            let n = crate::commands::expire_step(txn, &self.ctx.command_expiry, now)?;
+            if n > 0 {
+                tracing::info!(target: "overlord::audit", commands = n, "undelivered commands expired");
+            }
+        }
+        Ok(())
     }
 
     /// Store the jobs' readings, record the devices heard from, and log

@@ -133,6 +133,12 @@ pub struct WriterContext {
     /// "Now" for commits (contacts, retention cutoffs), the presence
     /// sweep and the retention schedule.
     pub clock: crate::clock::Clock,
+    /// When a command next expires; the writer expires commands a bounded
+    /// batch per transaction (`crate::commands::expire_step`).
+    pub command_expiry: Arc<crate::commands::Expiry>,
+    /// Deleted devices' rows, removed a bounded batch per transaction
+    /// (`crate::deletion::sweep_step`).
+    pub deletions: Arc<crate::deletion::Sweep>,
 }
 
 /// Start the writer thread. `queue` bounds the requests waiting for it.
@@ -166,6 +172,7 @@ pub fn start(
         sealer,
         seal_retry_at: None,
         outbox_added: std::cell::Cell::new(false),
+        deliveries: Vec::new(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -202,6 +209,10 @@ struct WriterState {
     /// The transaction being built added outbox rows: wake the sender
     /// once it commits.
     outbox_added: std::cell::Cell<bool>,
+    /// Commands the devices were served with their readings replies, not
+    /// yet recorded as delivered: `(inbox device, up to seq, when)`. At
+    /// most one per request of a round; stored by the next commit.
+    deliveries: Vec<(u32, u64, i64)>,
 }
 
 impl WriterState {

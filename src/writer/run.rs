@@ -17,6 +17,8 @@ use redb::ReadableDatabase;
 use super::commit::Written;
 use super::queue::{IngestOutcome, Job};
 use super::{WriterState, EFFECTS_LINGER, MAX_READINGS_PER_COMMIT, REOPEN_RETRY, SWEEP_EVERY};
+use crate::codec::timefmt;
+use crate::commands;
 use crate::digest::PartDone;
 use crate::inbox;
 use crate::store::StoreError;
@@ -119,7 +121,10 @@ impl WriterState {
     /// (see `commit.rs`). A failed commit reopens the data file and is
     /// tried once more.
     fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
-        let sweep = self.sweeper.wants_work(&self.ctx.retention);
+        let sweep = self.sweeper.wants_work(&self.ctx.retention)
+            || !self.deliveries.is_empty()
+            || self.ctx.command_expiry.due(timefmt::now_micros())
+            || self.ctx.deletions.pending();
         if jobs.is_empty()
             && self.ready.is_empty()
             && !durable
@@ -153,6 +158,9 @@ impl WriterState {
         }
         if result.is_err() {
             self.ctx.presence.requeue(changes);
+            // What the failed transaction's expiry step decided is void.
+            self.ctx.command_expiry.reset();
+            self.ctx.deletions.kick();
         }
         let elapsed = started.elapsed();
         match result {
@@ -193,6 +201,7 @@ impl WriterState {
             contacts,
         } = written;
         self.ready.clear();
+        self.deliveries.clear();
         for dev in contacts {
             self.ctx.presence.saw(dev, now);
         }
@@ -240,7 +249,9 @@ impl WriterState {
 
     /// Fill in the inbox part of each outcome that asked for it. A read
     /// error leaves it empty: the readings are stored either way.
-    fn read_inboxes(&self, jobs: &[Job], outcomes: &mut [IngestOutcome]) {
+    /// Commands among the rows served are noted as delivered now, for the
+    /// next commit (`crate::commands`).
+    fn read_inboxes(&mut self, jobs: &[Job], outcomes: &mut [IngestOutcome]) {
         if jobs.iter().all(|j| j.inbox_for.is_none()) {
             return;
         }
@@ -251,9 +262,14 @@ impl WriterState {
         else {
             return;
         };
+        let now = timefmt::now_micros();
         for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
             if let Some((dev, n)) = job.inbox_for {
                 if let Ok(p) = inbox::pending_in(&txn, dev, n) {
+                    let upto = commands::delivered_upto(&txn, dev).unwrap_or(0);
+                    if let Some(seq) = commands::newly_read(&p.1, upto) {
+                        self.deliveries.push((dev, seq, now));
+                    }
                     out.inbox = p;
                 }
             }

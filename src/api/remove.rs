@@ -1,0 +1,96 @@
+//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID`
+//! (`crate::deletion`), `POST /v1/devices/ID/owner` (a transfer).
+//! Audited (target `overlord::audit`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::app::App;
+use crate::auth::{visible, Action};
+use crate::codec::names::log_safe;
+use crate::error::WireError;
+use crate::http::{Form, Reply};
+use crate::store::DeviceRecord;
+
+/// `DELETE /v1/devices/ID`: the device is refused at once and its data
+/// removed (readings in the background); `ok,<inbox rows>,<channel
+/// memberships>,<alerts>` removed with it.
+pub async fn device(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(req, &["device", "token"], timeout).await?;
+    let who = form.caller(app)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::DeleteDevice, id)?;
+    let app2 = app.clone();
+    let d2 = d.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::deletion::delete_device(&app2, &d2))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        device = %log_safe(&d.id),
+        inbox_rows = removed.inbox_rows,
+        memberships = removed.memberships,
+        alerts = removed.alerts,
+        "device deleted"
+    );
+    Ok(Reply::csv(format!(
+        "ok,{},{},{}\n",
+        removed.inbox_rows, removed.memberships, removed.alerts
+    )))
+}
+
+/// `POST /v1/devices/ID/owner` with `to=NAME`: the device belongs to user
+/// `NAME` from now on (their `[quotas] devices_per_user` applies);
+/// replies `id,owner`. Grants on it stay; what the old owner built on it
+/// (channel members, alerts) keeps working only while they still have
+/// access (checked at use, see docs/permissions.md).
+pub async fn transfer(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(req, &["device", "token", "to"], timeout).await?;
+    let who = form.caller(app)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::TransferDevice, id)?;
+    let to = form.require("to")?.to_string();
+    if app.directory.user(&to).is_none() {
+        return Err(WireError::new(
+            404,
+            "unknown_user",
+            format!("no user '{}'", crate::codec::names::clip(&to)),
+        ));
+    }
+    let app2 = app.clone();
+    let (d2, to2) = (d.clone(), to.clone());
+    tokio::task::spawn_blocking(move || {
+        // Counted and changed under the quota lock, as creations are.
+        let _quota = crate::quotas::guard();
+        if d2.owner != to2 {
+            let limit =
+                crate::quotas::applies(&app2.directory, &to2, app2.config.quotas.devices_per_user);
+            let have = app2.directory.count_owned_devices(&to2);
+            crate::quotas::check("devices", "devices_per_user", limit, have, 1)?;
+        }
+        let mut rec = (*d2).clone();
+        rec.owner = to2;
+        app2.store.put_device(&rec)?;
+        app2.directory.put_device(rec);
+        Ok::<_, WireError>(())
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "transfer failed"))??;
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        device = %log_safe(&d.id),
+        from = %log_safe(&d.owner),
+        to = %log_safe(&to),
+        "device transferred"
+    );
+    Ok(Reply::csv(format!("id,owner\n{},{to}\n", d.id)))
+}

@@ -1,0 +1,215 @@
+//! Deleting a device: refused at once, removed in bounded batches.
+//!
+//! [`delete_device`] (a management request on a blocking thread, or
+//! `overlord device delete`) removes in one transaction the device record
+//! and everything small that hangs on it — its inbox (and its rows in its
+//! gateway's inbox), command records, grants, retention settings, sensor
+//! labels, channel memberships and the alerts that watch it — and writes
+//! a tombstone in `deleted_devices`; then the in-memory directory,
+//! catalog, presence and retention forget it, so its token is refused
+//! (`401`) and its id is unknown (`404`) from the reply on. Its readings,
+//! which may be millions, are left to the writer: [`sweep_step`] removes
+//! at most [`SWEEP_BATCH`] rows of `readings`, `aggregates` and `sensors`
+//! per commit, then its `last_seen` and `presence` rows, like retention's
+//! steps. Nothing of it can be read meanwhile (every read goes through
+//! the directory), and a new device with the same id gets a new number.
+//!
+//! The tombstone stays: readings that a request authenticated just
+//! before the deletion hands to the writer just after are removed by the
+//! next pass (there is one at every start).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::app::App;
+use crate::auth::KIND_DEVICE;
+use crate::codec::timefmt;
+use crate::error::WireError;
+use crate::store::{
+    DeviceRecord, StoreError, AGGREGATES, ALERTS, ALERT_STATE, CHANNEL_MEMBERS, COMMANDS,
+    COMMAND_META, DELETED_DEVICES, DEVICES, GRANTS, LAST_SEEN, PRESENCE, READINGS, RETENTION,
+    SENSORS, SENSOR_LABELS,
+};
+
+/// Rows the writer removes per commit at most.
+pub const SWEEP_BATCH: usize = 5_000;
+
+/// Whether deleted devices may have rows left (the writer's cue).
+#[derive(Debug)]
+pub struct Sweep {
+    pending: AtomicBool,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        // One pass at every start.
+        Sweep {
+            pending: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Sweep {
+    /// Does the writer have rows to remove?
+    pub fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// A device was deleted (after the commit).
+    pub fn kick(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+}
+
+/// What [`delete_device`] removed at once.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Inbox rows.
+    pub inbox_rows: u64,
+    /// Channel memberships.
+    pub memberships: usize,
+    /// Alerts that watched it.
+    pub alerts: usize,
+}
+
+/// Remove every key of `def` from `from` to `to`, at most `*left`;
+/// returns whether the range is empty now.
+macro_rules! remove_range {
+    ($txn:expr, $def:expr, $from:expr, $to:expr, $left:expr) => {{
+        let mut t = $txn.open_table($def)?;
+        let keys: Vec<_> = t
+            .range($from..=$to)?
+            .take($left.saturating_add(1))
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        let all = keys.len() <= *$left;
+        for k in keys.into_iter().take(*$left) {
+            t.remove(k)?;
+            *$left -= 1;
+        }
+        all
+    }};
+}
+
+/// Delete device `d` now (blocking): `409 device_has_children` for a
+/// gateway with devices below it (move or delete those first).
+pub fn delete_device(app: &App, d: &DeviceRecord) -> Result<Removed, WireError> {
+    let dir = &app.directory;
+    if let Some(child) = dir.devices().iter().find(|c| c.meta.parent == Some(d.num)) {
+        return Err(WireError::new(
+            409,
+            "device_has_children",
+            format!(
+                "device '{}' is below it: move or delete the devices below a gateway first",
+                child.id
+            ),
+        ));
+    }
+    let memberships = app.catalog.memberships_of_device(d.num);
+    let alerts: Vec<_> = app
+        .catalog
+        .alerts()
+        .into_iter()
+        .filter(|a| a.rec.device == d.num)
+        .collect();
+    let inbox_rows = remove_rows(app, d, &memberships, &alerts)?;
+    let num = d.num;
+    // The store first, then memory (the catalog is never ahead of it).
+    dir.remove_device(num);
+    for (ch, sensor) in &memberships {
+        app.catalog.remove_member(*ch, num, *sensor);
+    }
+    for a in &alerts {
+        app.catalog.remove_alert(&a.rec.name);
+    }
+    app.presence.forget(num);
+    app.retention.forget_device(num);
+    app.deletions.kick();
+    Ok(Removed {
+        inbox_rows,
+        memberships: memberships.len(),
+        alerts: alerts.len(),
+    })
+}
+
+/// The transaction of [`delete_device`]: the record, a tombstone, and
+/// every small row that hangs on the device. Returns the inbox rows gone.
+fn remove_rows(
+    app: &App,
+    d: &DeviceRecord,
+    memberships: &[(u32, u32)],
+    alerts: &[std::sync::Arc<crate::catalog::AlertEntry>],
+) -> Result<u64, StoreError> {
+    let (inbox_of, below) = crate::inbox::route(&app.directory, d.num);
+    let num = d.num;
+    let txn = app.store.db()?.begin_write()?;
+    txn.open_table(DEVICES)?.remove(d.id.as_str())?;
+    txn.open_table(DELETED_DEVICES)?
+        .insert(num, timefmt::now_micros())?;
+    let inbox_rows = crate::inbox::remove_device(&txn, num, inbox_of, &below)?;
+    let mut all = usize::MAX;
+    remove_range!(txn, COMMANDS, (num, 0), (num, u64::MAX), &mut all);
+    txn.open_table(COMMAND_META)?.remove(num)?;
+    {
+        let mut grants = txn.open_table(GRANTS)?;
+        let keys: Vec<String> = grants
+            .range((KIND_DEVICE, num, "")..)?
+            .map_while(|r| match r {
+                Ok((k, _)) if k.value().0 == KIND_DEVICE && k.value().1 == num => {
+                    Some(Ok(k.value().2.to_string()))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        for g in &keys {
+            grants.remove((KIND_DEVICE, num, g.as_str()))?;
+        }
+    }
+    remove_range!(txn, RETENTION, (num, 0), (num, u32::MAX), &mut all);
+    remove_range!(txn, SENSOR_LABELS, (num, 0), (num, u32::MAX), &mut all);
+    for (ch, sensor) in memberships {
+        txn.open_table(CHANNEL_MEMBERS)?
+            .remove((*ch, num, *sensor))?;
+    }
+    for a in alerts {
+        txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
+        txn.open_table(ALERT_STATE)?.remove(a.rec.id)?;
+    }
+    txn.commit()?;
+    Ok(inbox_rows)
+}
+
+/// One bounded step of the writer: remove up to [`SWEEP_BATCH`] rows of
+/// deleted devices' readings, aggregates and sensors, then their
+/// presence rows. Clears the cue when none are left.
+pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreError> {
+    if !sweep.pending() {
+        return Ok(());
+    }
+    let doomed: Vec<u32> = txn
+        .open_table(DELETED_DEVICES)?
+        .iter()?
+        .map(|r| r.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    let mut left = SWEEP_BATCH;
+    let m = u32::MAX;
+    for num in doomed {
+        let done = remove_range!(
+            txn,
+            READINGS,
+            (num, 0, 0, 0),
+            (num, m, m, u16::MAX),
+            &mut left
+        ) && remove_range!(txn, AGGREGATES, (num, 0, 0), (num, m, m), &mut left)
+            && remove_range!(txn, SENSORS, (num, 0), (num, m), &mut left);
+        if !done {
+            return Ok(());
+        }
+        txn.open_table(LAST_SEEN)?.remove(num)?;
+        txn.open_table(PRESENCE)?.remove(num)?;
+    }
+    sweep.pending.store(false, Ordering::Release);
+    Ok(())
+}
