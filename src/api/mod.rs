@@ -35,9 +35,9 @@ pub mod files;
 pub mod inbox;
 pub mod ops;
 pub mod readings;
-pub mod targets;
 pub mod remove;
 pub mod sensors;
+pub mod targets;
 pub mod users;
 
 use std::convert::Infallible;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use overlord::app::OpenOptions;
 use overlord::config::Config;
 
-pub mod mqtt;
 pub mod browser;
+pub mod mqtt;
 
 /// A running in-process server.
 pub struct TestServer {
