@@ -66,7 +66,15 @@ pub fn private(ip: IpAddr) -> bool {
             if let Some(v4) = a.to_ipv4_mapped() {
                 return private(IpAddr::V4(v4));
             }
-            let s0 = a.segments()[0];
+            let seg = a.segments();
+            // The deprecated IPv4-compatible form `::a.b.c.d`, and NAT64's
+            // `64:ff9b::a.b.c.d`, reach the IPv4 address inside.
+            if (seg[..6] == [0; 6] || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]) && seg[6] != 0 {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            let s0 = seg[0];
             a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
@@ -274,10 +282,19 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::192.168.0.1",
         ] {
             assert!(private(a.parse().unwrap()), "{a}");
         }
-        for a in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
+        for a in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "64:ff9b::1.1.1.1",
+        ] {
             assert!(!private(a.parse().unwrap()), "{a}");
         }
     }
