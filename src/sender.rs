@@ -74,6 +74,7 @@ impl Sender {
     ) -> Result<Sender, String> {
         let limit = Duration::from_secs(config.timeout_secs.max(1));
         let mail = mail::relay(smtp, limit)?;
+        let tls = webhook::tls_config(&config.ca_file)?;
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             store,
@@ -81,7 +82,7 @@ impl Sender {
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
             config,
             active: Mutex::new(HashSet::new()),
-            tls: webhook::tls_config(),
+            tls,
             mail,
             metrics,
         });
