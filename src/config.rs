@@ -472,6 +472,7 @@ mod tests {
         assert_eq!(c.notify.max_in_flight, d.notify.max_in_flight);
         assert_eq!(c.notify.history_kept, d.notify.history_kept);
         assert_eq!(c.notify.ca_file, d.notify.ca_file);
+        assert_eq!(c.notify.max_waiting, d.notify.max_waiting);
         assert_eq!(c.smtp.host, d.smtp.host);
         assert_eq!(c.smtp.port, d.smtp.port);
         assert_eq!(c.smtp.security, d.smtp.security);
