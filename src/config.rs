@@ -490,6 +490,8 @@ mod tests {
             ("OVERLORD_LIMITS__MAX_BODY_BYTES", "1024"),
             ("OVERLORD_LIMITS__DEVICE_REQUESTS_PER_SEC", "2.5"),
             ("OVERLORD_DIGEST__WORKERS", "3"),
+            ("OVERLORD_NOTIFY__ALLOW_PRIVATE_TARGETS", "true"),
+            ("OVERLORD_SMTP__PASSWORD", "hunter2"),
             ("OVERLORD_LOG", "debug"),
             ("PATH", "/bin"),
         ];
@@ -501,6 +503,12 @@ mod tests {
         assert_eq!(c.limits.device_requests_per_sec, 2.5);
         assert_eq!(c.limits.max_inbox, 7, "the file's keys stay");
         assert_eq!(c.digest.workers, 3);
+        assert!(c.notify.allow_private_targets);
+        assert_eq!(c.smtp.password, "hunter2");
+        assert!(
+            !format!("{:?}", c.smtp).contains("hunter2"),
+            "Debug hides it"
+        );
         let none: [(&str, &str); 0] = [];
         assert_eq!(
             Config::from_toml_and_env("", none)

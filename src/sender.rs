@@ -193,7 +193,16 @@ async fn drain(shared: Arc<Shared>, id: u32) {
         match a.outcome {
             Outcome::Delivered => shared.metrics.notify_delivered.inc(),
             Outcome::Failed => shared.metrics.notify_failed.inc(),
-            Outcome::Dead => shared.metrics.notify_dead.inc(),
+            Outcome::Dead => {
+                shared.metrics.notify_dead.inc();
+                // The target's name, never its URL (it may carry a token).
+                tracing::warn!(
+                    target_name = %crate::codec::names::log_safe(&target.name),
+                    event = %p.id(),
+                    error = %crate::codec::names::log_safe(&a.detail),
+                    "notification given up on (in the target's dead letters)"
+                );
+            }
         }
         record(&shared, id, a).await;
         if failed {
