@@ -176,6 +176,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     ));
     let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(load_catalog(&store)?);
+    catalog.targets().set_max_waiting(config.notify.max_waiting);
     let digest = Digest::start(
         config.digest.workers,
         config.digest.queue,

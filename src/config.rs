@@ -663,6 +663,8 @@ mod tests {
         assert_eq!(c.notify.timeout_secs, d.notify.timeout_secs);
         assert_eq!(c.notify.max_in_flight, d.notify.max_in_flight);
         assert_eq!(c.notify.history_kept, d.notify.history_kept);
+        assert_eq!(c.notify.ca_file, d.notify.ca_file);
+        assert_eq!(c.notify.max_waiting, d.notify.max_waiting);
         assert_eq!(c.smtp.host, d.smtp.host);
         assert_eq!(c.smtp.port, d.smtp.port);
         assert_eq!(c.smtp.security, d.smtp.security);
@@ -702,6 +704,8 @@ mod tests {
             ("OVERLORD_LIMITS__MAX_BODY_BYTES", "1024"),
             ("OVERLORD_LIMITS__DEVICE_REQUESTS_PER_SEC", "2.5"),
             ("OVERLORD_DIGEST__WORKERS", "3"),
+            ("OVERLORD_NOTIFY__ALLOW_PRIVATE_TARGETS", "true"),
+            ("OVERLORD_SMTP__PASSWORD", "hunter2"),
             ("OVERLORD_LOG", "debug"),
             ("PATH", "/bin"),
         ];
@@ -713,6 +717,12 @@ mod tests {
         assert_eq!(c.limits.device_requests_per_sec, 2.5);
         assert_eq!(c.limits.max_inbox, 7, "the file's keys stay");
         assert_eq!(c.digest.workers, 3);
+        assert!(c.notify.allow_private_targets);
+        assert_eq!(c.smtp.password, "hunter2");
+        assert!(
+            !format!("{:?}", c.smtp).contains("hunter2"),
+            "Debug hides it"
+        );
         let none: [(&str, &str); 0] = [];
         assert_eq!(
             Config::from_toml_and_env("", none)

@@ -268,6 +268,52 @@ enum Check {
     AlertTargets,
 }
 
+/// Where a firing of `a` goes, each only while its owner still has the
+/// access it needs: the inbox row for `to_device`, `to_channel`, and
+/// `to_target`. `may` answers (and remembers) access questions.
+fn route_firing(
+    a: &crate::store::AlertRecord,
+    r: &Reading,
+    text: &str,
+    catalog: &Catalog,
+    directory: &Directory,
+    may: &mut impl FnMut((Check, u32, u32), &dyn Fn() -> bool) -> bool,
+) -> (Option<(u32, inbox::Row)>, Option<u32>, Option<u32>) {
+    let inbox = a.to_device.filter(|&d| {
+        let sends = || directory.user_may_device(&a.owner, Action::SendToDevice, d);
+        may((Check::AlertSends, a.id, d), &sends)
+    });
+    let inbox = inbox.map(|d| {
+        let row = inbox::Row {
+            kind: inbox::Kind::Alert,
+            time: r.time,
+            from: format!("alert:{}", a.name),
+            sensor: r.sensor.to_string(),
+            value: text.to_string(),
+            device: String::new(),
+        };
+        (d, row)
+    });
+    let to_channel = a.to_channel.filter(|&ch| {
+        let manages = || {
+            catalog
+                .channel_by_num(ch)
+                .is_some_and(|c| directory.user_may_channel(&a.owner, Action::ManageOwned, &c))
+        };
+        may((Check::AlertManages, a.id, ch), &manages)
+    });
+    let target = a.to_target.filter(|&t| {
+        let uses = || {
+            catalog
+                .targets()
+                .by_id(t)
+                .is_some_and(|rec| directory.user_may_target(&a.owner, &rec))
+        };
+        may((Check::AlertTargets, a.id, t), &uses)
+    });
+    (inbox, to_channel, target)
+}
+
 /// Compute everything one part causes. Pure apart from the alert states
 /// in the catalog, which only this thread changes for its devices.
 ///
@@ -321,36 +367,8 @@ fn digest_part(
                         a.set_fired(true);
                         out.alert_states.push((a.rec.id, true));
                         let text = alerts::describe(&a.rec, v);
-                        let inbox = a.rec.to_device.filter(|&d| {
-                            let sends =
-                                || directory.user_may_device(&a.rec.owner, Action::SendToDevice, d);
-                            may((Check::AlertSends, a.rec.id, d), &sends)
-                        });
-                        let inbox = inbox.map(|d| {
-                            (
-                                d,
-                                inbox::Row {
-                                    kind: inbox::Kind::Alert,
-                                    time: r.time,
-                                    from: format!("alert:{}", a.rec.name),
-                                    sensor: r.sensor.to_string(),
-                                    value: text.clone(),
-                                    device: String::new(),
-                                },
-                            )
-                        });
-                        let to_channel = a.rec.to_channel.filter(|&ch| {
-                            let manages = || {
-                                catalog.channel_by_num(ch).is_some_and(|c| {
-                                    directory.user_may_channel(
-                                        &a.rec.owner,
-                                        Action::ManageOwned,
-                                        &c,
-                                    )
-                                })
-                            };
-                            may((Check::AlertManages, a.rec.id, ch), &manages)
-                        });
+                        let (inbox, to_channel, target) =
+                            route_firing(&a.rec, &r, &text, catalog, directory, &mut may);
                         if let Some(ch) = to_channel {
                             out.appends.push(ChannelAppend {
                                 channel: ch,
@@ -362,14 +380,6 @@ fn digest_part(
                                 },
                             });
                         }
-                        let target = a.rec.to_target.filter(|&t| {
-                            let uses = || {
-                                catalog.targets().by_id(t).is_some_and(|rec| {
-                                    directory.user_may_target(&a.rec.owner, &rec)
-                                })
-                            };
-                            may((Check::AlertTargets, a.rec.id, t), &uses)
-                        });
                         out.firings.push(Firing {
                             alert: a.rec.id,
                             device: dev,

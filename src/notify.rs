@@ -36,7 +36,8 @@ pub struct Delivery {
     pub inbox: Option<InboxDelivery>,
     /// The channel that got an item, if one did (its name).
     pub channel: Option<String>,
-    /// The notification target queued for, if one was: `name:evt-<n>`.
+    /// The notification target told, if one was: `target:<name>:evt-<n>`,
+    /// or `target_full:<name>` when its outbox was full.
     pub target: Option<String>,
 }
 
@@ -54,7 +55,7 @@ impl Delivery {
             words.push(format!("channel:{name}"));
         }
         if let Some(t) = &self.target {
-            words.push(format!("target:{t}"));
+            words.push(t.clone());
         }
         words.join(" ")
     }
@@ -75,6 +76,9 @@ pub struct Notice<'a> {
     pub channel: Option<(&'a ChannelRecord, channels::Item)>,
     /// The notification target to queue for, and what to tell it.
     pub target: Option<(&'a TargetRecord, outbox::Notification)>,
+    /// Notifications the target's outbox may hold (`[notify]
+    /// max_waiting`).
+    pub max_waiting: u64,
 }
 
 /// Store a notice in the writer's transaction: first the inbox row (all
@@ -101,8 +105,13 @@ pub fn deliver(
         delivery.channel = Some(ch.name.clone());
     }
     if let Some((t, note)) = notice.target {
-        let id = outbox::push(txn, t, &note, crate::codec::timefmt::now_micros())?;
-        delivery.target = Some(format!("{}:{id}", t.name));
+        let now = crate::codec::timefmt::now_micros();
+        delivery.target = Some(
+            match outbox::push(txn, t, &note, now, notice.max_waiting)? {
+                Some(id) => format!("target:{}:{id}", t.name),
+                None => format!("target_full:{}", t.name),
+            },
+        );
     }
     Ok(delivery)
 }
@@ -128,7 +137,7 @@ mod tests {
         };
         assert_eq!(full.describe(), "inbox_full");
         let hooked = Delivery {
-            target: Some("ops:evt-4".into()),
+            target: Some("target:ops:evt-4".into()),
             ..both.clone()
         };
         assert_eq!(hooked.describe(), "inbox:7 channel:g target:ops:evt-4");

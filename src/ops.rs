@@ -59,6 +59,7 @@ macro_rules! every_table {
             AGGREGATES,
             TARGETS,
             OUTBOX,
+            OUTBOX_WAITING,
             TARGET_HISTORY,
             NOTIFY_DEAD,
             PRESENCE_TARGETS,

@@ -18,7 +18,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, META, NOTIFY_DEAD, OUTBOX, TARGET_HISTORY};
+use crate::store::{StoreError, META, NOTIFY_DEAD, OUTBOX, OUTBOX_WAITING, TARGET_HISTORY};
 use crate::targets::{Format, Kind, TargetRecord};
 
 /// `meta` key: the number of the next notification event.
@@ -161,15 +161,26 @@ pub fn event_id(n: u64) -> String {
     format!("evt-{n}")
 }
 
-/// Queue `note` for `target` in the writer's transaction (with the event
-/// it tells of). Returns the event id. Writer only, in digest-log order,
-/// so a notification derived again after a crash gets the same id.
+/// Queue `note` for `target` in the transaction of the event it tells of
+/// (the writer's, in digest-log order, so a notification derived again
+/// after a crash gets the same id; or a management request's). Returns
+/// the event id, or `None` when `max_waiting` notifications are waiting
+/// already (nothing is queued; nothing older is dropped).
 pub fn push(
     txn: &WriteTransaction,
     target: &TargetRecord,
     note: &Notification,
     now: Micros,
-) -> Result<String, StoreError> {
+    max_waiting: u64,
+) -> Result<Option<String>, StoreError> {
+    {
+        let mut w = txn.open_table(OUTBOX_WAITING)?;
+        let have = w.get(target.id)?.map_or(0, |g| g.value());
+        if have >= max_waiting.max(1) {
+            return Ok(None);
+        }
+        w.insert(target.id, have + 1)?;
+    }
     let n = {
         let mut meta = txn.open_table(META)?;
         let n = meta.get(NEXT_EVENT)?.map_or(1, |v| v.value());
@@ -187,7 +198,7 @@ pub fn push(
     };
     txn.open_table(OUTBOX)?
         .insert((target.id, n), row.encode().as_slice())?;
-    Ok(id)
+    Ok(Some(id))
 }
 
 /// The targets with rows waiting, in id order.
@@ -221,13 +232,8 @@ pub fn head(txn: &ReadTransaction, target: u32) -> Result<Option<Pending>, Store
 
 /// Rows waiting for `target`.
 pub fn waiting(txn: &ReadTransaction, target: u32) -> Result<u64, StoreError> {
-    let t = txn.open_table(OUTBOX)?;
-    let mut n = 0;
-    for row in t.range((target, 0)..=(target, u64::MAX))? {
-        row?;
-        n += 1;
-    }
-    Ok(n)
+    let t = txn.open_table(OUTBOX_WAITING)?;
+    Ok(t.get(target)?.map_or(0, |g| g.value()))
 }
 
 /// How an attempt ended.
@@ -346,6 +352,15 @@ pub fn finish(
         let row = outbox
             .remove((target, attempt.event))?
             .map(|r| r.value().to_vec());
+        if row.is_some() {
+            let mut w = txn.open_table(OUTBOX_WAITING)?;
+            let have = w.get(target)?.map_or(0, |g| g.value());
+            if have <= 1 {
+                w.remove(target)?;
+            } else {
+                w.insert(target, have - 1)?;
+            }
+        }
         if let (Some(row), Outcome::Dead) = (row, attempt.outcome) {
             let p = Pending::decode(attempt.event, &row)?;
             let mut v = Vec::new();
@@ -426,6 +441,7 @@ pub fn remove_target(txn: &WriteTransaction, target: u32) -> Result<(), StoreErr
             t.remove(k)?;
         }
     }
+    txn.open_table(OUTBOX_WAITING)?.remove(target)?;
     Ok(())
 }
 

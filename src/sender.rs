@@ -74,6 +74,7 @@ impl Sender {
     ) -> Result<Sender, String> {
         let limit = Duration::from_secs(config.timeout_secs.max(1));
         let mail = mail::relay(smtp, limit)?;
+        let tls = webhook::tls_config(&config.ca_file)?;
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             store,
@@ -81,7 +82,7 @@ impl Sender {
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
             config,
             active: Mutex::new(HashSet::new()),
-            tls: webhook::tls_config(),
+            tls,
             mail,
             metrics,
         });
@@ -192,7 +193,16 @@ async fn drain(shared: Arc<Shared>, id: u32) {
         match a.outcome {
             Outcome::Delivered => shared.metrics.notify_delivered.inc(),
             Outcome::Failed => shared.metrics.notify_failed.inc(),
-            Outcome::Dead => shared.metrics.notify_dead.inc(),
+            Outcome::Dead => {
+                shared.metrics.notify_dead.inc();
+                // The target's name, never its URL (it may carry a token).
+                tracing::warn!(
+                    target_name = %crate::codec::names::log_safe(&target.name),
+                    event = %p.id(),
+                    error = %crate::codec::names::log_safe(&a.detail),
+                    "notification given up on (in the target's dead letters)"
+                );
+            }
         }
         record(&shared, id, a).await;
         if failed {

@@ -161,9 +161,22 @@ struct Inner {
 #[derive(Default)]
 pub struct Targets {
     inner: RwLock<Inner>,
+    max_waiting: std::sync::atomic::AtomicU64,
 }
 
 impl Targets {
+    /// Notifications one target's outbox may hold (`[notify]
+    /// max_waiting`); set once on start.
+    pub fn set_max_waiting(&self, n: u64) {
+        self.max_waiting
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Targets::set_max_waiting`].
+    pub fn max_waiting(&self) -> u64 {
+        self.max_waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// From the stored records.
     pub fn new(records: Vec<TargetRecord>) -> Targets {
         let t = Targets::default();

@@ -55,3 +55,58 @@ fn a_channel_message_can_also_go_to_a_target() {
     let h = s.admin_until("/v1/targets/log/deliveries", |b| b.lines().count() >= 3);
     assert_eq!(column(&h.body, "event"), ["evt-1", "evt-2"]);
 }
+
+#[test]
+fn a_full_outbox_refuses_new_notifications_and_the_event_says_so() {
+    let rx = Receiver::start(&[Answer::Hold], Answer::Status(200));
+    let s = TestServer::start_with(|c| {
+        c.notify.allow_private_targets = true;
+        c.notify.timeout_secs = 60;
+        c.notify.max_waiting = 2;
+    });
+    let tok = s.create_device("gh");
+    let url = common::enc(&rx.url("/"));
+    let r = s.admin_form("POST", "/v1/targets", &format!("name=slow&url={url}"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.admin_form(
+        "POST",
+        "/v1/alerts",
+        "name=hot&device=gh&sensor=N1&max=10&to_device=none&to_target=slow",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for _ in 0..2 {
+        assert_eq!(
+            s.admin_form("POST", "/v1/targets/slow/test", "").status,
+            201
+        );
+    }
+    rx.until("the first, held", |g| !g.is_empty());
+    let r = s.admin_form("POST", "/v1/targets/slow/test", "");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "target_full"),
+        "{}",
+        r.body
+    );
+    assert_eq!(column(&s.get_admin("/v1/targets").body, "waiting"), ["2"]);
+    // An alert firing meanwhile is recorded, and says where it did not go.
+    let t = common::hour_ago();
+    let r = s.get(&format!(
+        "/v1/readings?device=gh&token={tok}&N1=20&time={t}"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ev = s.admin_until("/v1/alerts/hot/events", |b| b.lines().count() >= 2);
+    assert_eq!(column(&ev.body, "delivery"), ["target_full:slow"]);
+    // Once the receiver answers, the two waiting ones are delivered.
+    rx.release();
+    let h = s.admin_until("/v1/targets/slow/deliveries", |b| {
+        b.matches(",delivered,").count() >= 2
+    });
+    assert_eq!(
+        column(&h.body, "event")[1..],
+        ["evt-1", "evt-2"],
+        "{}",
+        h.body
+    );
+    assert_eq!(column(&s.get_admin("/v1/targets").body, "waiting"), ["0"]);
+}

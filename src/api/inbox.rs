@@ -304,7 +304,10 @@ pub async fn deliver_with(
     let seqs = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
         if let Some((t, note)) = &hook {
-            crate::outbox::push(&txn, t, note, timefmt::now_micros())?;
+            let max = app2.catalog.targets().max_waiting();
+            if crate::outbox::push(&txn, t, note, timefmt::now_micros(), max)?.is_none() {
+                return Ok(Err(crate::api::targets::full(t)));
+            }
         }
         let mut seqs = Vec::with_capacity(targets.len());
         for (num, id) in &targets {

@@ -276,6 +276,19 @@ pub async fn delete(
     Ok(Reply::csv("ok\n"))
 }
 
+/// `409 target_full`: `t`'s outbox holds `[notify] max_waiting`
+/// notifications (its receiver has been failing for long).
+pub fn full(t: &TargetRecord) -> WireError {
+    WireError::new(
+        409,
+        "target_full",
+        format!(
+            "target '{}' has [notify] max_waiting notifications waiting",
+            t.name
+        ),
+    )
+}
+
 /// `POST /v1/targets/NAME/test`: queue a `test` notification for it
 /// through the outbox like any other. `201 event`.
 pub async fn test(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
@@ -296,11 +309,14 @@ pub async fn test(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<
             text: format!("test notification for {}", t.name),
         };
         let txn = app2.store.db()?.begin_write()?;
-        let id = outbox::push(&txn, &t, &note, now)?;
+        let max = app2.catalog.targets().max_waiting();
+        let Some(id) = outbox::push(&txn, &t, &note, now, max)? else {
+            return Ok(Err(full(&t)));
+        };
         txn.commit()?;
-        Ok::<_, StoreError>(id)
+        Ok::<_, StoreError>(Ok(id))
     })
-    .await?;
+    .await??;
     app.sender.wake();
     Ok(Reply::csv(format!("event\n{id}\n")).with_status(201))
 }

@@ -25,6 +25,12 @@ pub struct NotifyConfig {
     pub max_in_flight: usize,
     /// Delivery attempts kept per target for its history.
     pub history_kept: u64,
+    /// Notifications one target's outbox may hold; more are not queued
+    /// (`target_full`).
+    pub max_waiting: u64,
+    /// A PEM file of certificate authorities trusted for `https`
+    /// webhooks besides the Mozilla roots (a LAN's own CA); empty: none.
+    pub ca_file: String,
 }
 
 impl Default for NotifyConfig {
@@ -37,6 +43,8 @@ impl Default for NotifyConfig {
             timeout_secs: 10,
             max_in_flight: 16,
             history_kept: 100,
+            max_waiting: 10_000,
+            ca_file: String::new(),
         }
     }
 }

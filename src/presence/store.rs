@@ -312,6 +312,7 @@ fn tell_owner(
             };
             (t, note)
         }),
+        max_waiting: to.catalog.targets().max_waiting(),
     };
     let delivery = notify::deliver(txn, dir, to.max_inbox, notice)?;
     if delivery.target.is_some() {

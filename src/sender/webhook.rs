@@ -27,23 +27,32 @@ pub const MAX_RESPONSE_BYTES: usize = 4096;
 /// Why an attempt failed: the receiver's status (0: none) and the detail.
 pub type Failed = (u16, String);
 
-/// The TLS settings for `https` receivers: rustls with ring and the
-/// Mozilla root certificates.
-pub fn tls_config() -> Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore {
+/// The TLS settings for `https` receivers: rustls with ring, the Mozilla
+/// root certificates and those in `ca_file` (PEM; empty: none). The
+/// error is a start-up error.
+pub fn tls_config(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if !ca_file.is_empty() {
+        let bad = |e: &dyn std::fmt::Display| format!("[notify] ca_file {ca_file}: {e}");
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad(&"no certificate in it"));
+        }
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| {
-            // ring supports the default versions; never reached.
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-    Arc::new(config)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Is `ip` one a webhook may not reach unless `allow_private_targets`:
@@ -66,7 +75,15 @@ pub fn private(ip: IpAddr) -> bool {
             if let Some(v4) = a.to_ipv4_mapped() {
                 return private(IpAddr::V4(v4));
             }
-            let s0 = a.segments()[0];
+            let seg = a.segments();
+            // The deprecated IPv4-compatible form `::a.b.c.d`, and NAT64's
+            // `64:ff9b::a.b.c.d`, reach the IPv4 address inside.
+            if (seg[..6] == [0; 6] || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]) && seg[6] != 0 {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            let s0 = seg[0];
             a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
@@ -274,10 +291,19 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::192.168.0.1",
         ] {
             assert!(private(a.parse().unwrap()), "{a}");
         }
-        for a in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
+        for a in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "64:ff9b::1.1.1.1",
+        ] {
             assert!(!private(a.parse().unwrap()), "{a}");
         }
     }

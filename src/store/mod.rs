@@ -26,6 +26,7 @@
 //! | `aggregates` | (device, sensor, minute) | [`aggregates::Agg`] of a removed minute | writer thread (retention sweep) |
 //! | `targets` | target name | [`crate::targets::TargetRecord`] | admin ops |
 //! | `outbox` | (target, event n) | a notification not yet delivered ([`crate::outbox`]) | writer thread (adds, with its event); sender (removes) |
+//! | `outbox_waiting` | target | rows in its outbox (at most `[notify] max_waiting`) | with `outbox` |
 //! | `target_history` | (target, n) | one delivery attempt | sender |
 //! | `notify_dead` | (target, event n) | a notification given up on, with the last error | sender |
 //! | `presence_targets` | owner | target id told of presence changes | admin ops |
@@ -127,6 +128,9 @@ pub const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets"
 /// `(target id, event n)` → a notification committed with its event and
 /// not yet delivered or given up on (see [`crate::outbox`]).
 pub const OUTBOX: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("outbox");
+/// Target id → notifications waiting in its outbox (kept with every
+/// `outbox` insert and removal, so the bound is checked in O(1)).
+pub const OUTBOX_WAITING: TableDefinition<u32, u64> = TableDefinition::new("outbox_waiting");
 /// `(target id, n)` → one delivery attempt, the last `history_kept` per
 /// target.
 pub const TARGET_HISTORY: TableDefinition<(u32, u64), &[u8]> =
@@ -504,6 +508,7 @@ impl Store {
         txn.open_table(AGGREGATES)?;
         txn.open_table(TARGETS)?;
         txn.open_table(OUTBOX)?;
+        txn.open_table(OUTBOX_WAITING)?;
         txn.open_table(TARGET_HISTORY)?;
         txn.open_table(NOTIFY_DEAD)?;
         txn.open_table(PRESENCE_TARGETS)?;

@@ -99,6 +99,7 @@ impl WriterState {
                 inbox: f.inbox.as_ref().map(|(dev, row)| (*dev, row)),
                 channel: None,
                 target: target.as_deref().map(|t| (t, self.firing_note(f))),
+                max_waiting: self.ctx.catalog.targets().max_waiting(),
             };
             let delivery = notify::deliver(txn, &self.ctx.directory, self.ctx.max_inbox, notice)?;
             if delivery.target.is_some() {
