@@ -17,19 +17,23 @@
 //! The tombstone stays: readings that a request authenticated just
 //! before the deletion hands to the writer just after are removed by the
 //! next pass (there is one at every start).
+//!
+//! [`delete_channel`] removes a channel whole in one transaction: its
+//! record, members, grants and items (at most its `retention`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::app::App;
+use crate::auth::KIND_CHANNEL;
 use crate::auth::KIND_DEVICE;
 use crate::codec::timefmt;
 use crate::error::WireError;
 use crate::store::{
-    DeviceRecord, StoreError, AGGREGATES, ALERTS, ALERT_STATE, CHANNEL_MEMBERS, COMMANDS,
-    COMMAND_META, DELETED_DEVICES, DEVICES, GRANTS, LAST_SEEN, PRESENCE, READINGS, RETENTION,
-    SENSORS, SENSOR_LABELS,
+    ChannelRecord, DeviceRecord, StoreError, AGGREGATES, ALERTS, ALERT_STATE, CHANNELS,
+    CHANNEL_ITEMS, CHANNEL_MEMBERS, CHANNEL_META, COMMANDS, COMMAND_META, DELETED_DEVICES, DEVICES,
+    GRANTS, LAST_SEEN, PRESENCE, READINGS, RETENTION, SENSORS, SENSOR_LABELS,
 };
 
 /// Rows the writer removes per commit at most.
@@ -151,22 +155,7 @@ fn remove_rows(
     let mut all = usize::MAX;
     remove_range!(txn, COMMANDS, (num, 0), (num, u64::MAX), &mut all);
     txn.open_table(COMMAND_META)?.remove(num)?;
-    {
-        let mut grants = txn.open_table(GRANTS)?;
-        let keys: Vec<String> = grants
-            .range((KIND_DEVICE, num, "")..)?
-            .map_while(|r| match r {
-                Ok((k, _)) if k.value().0 == KIND_DEVICE && k.value().1 == num => {
-                    Some(Ok(k.value().2.to_string()))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()?;
-        for g in &keys {
-            grants.remove((KIND_DEVICE, num, g.as_str()))?;
-        }
-    }
+    remove_grants(&txn, KIND_DEVICE, num)?;
     remove_range!(txn, RETENTION, (num, 0), (num, u32::MAX), &mut all);
     remove_range!(txn, SENSOR_LABELS, (num, 0), (num, u32::MAX), &mut all);
     for (ch, sensor) in memberships {
@@ -212,4 +201,55 @@ pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreErro
     }
     sweep.pending.store(false, Ordering::Release);
     Ok(())
+}
+
+/// Remove every grant on `(kind, num)`.
+fn remove_grants(txn: &WriteTransaction, kind: u8, num: u32) -> Result<(), StoreError> {
+    let mut grants = txn.open_table(GRANTS)?;
+    let keys: Vec<String> = grants
+        .range((kind, num, "")..)?
+        .map_while(|r| match r {
+            Ok((k, _)) if k.value().0 == kind && k.value().1 == num => {
+                Some(Ok(k.value().2.to_string()))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    for g in &keys {
+        grants.remove((kind, num, g.as_str()))?;
+    }
+    Ok(())
+}
+
+/// Delete channel `ch` (blocking): record, members, grants, items and
+/// their counters in one transaction, returning how many items went.
+/// The catalog forgets it while the transaction still holds redb's write
+/// lock, so no writer commit between the two can append an item to it
+/// (`writer::effects` skips a channel the catalog does not know); a
+/// failed commit puts it back.
+pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> {
+    let members = app.catalog.members_of(ch.num);
+    let num = ch.num;
+    let txn = app.store.db()?.begin_write()?;
+    txn.open_table(CHANNELS)?.remove(ch.name.as_str())?;
+    for (dev, sensor) in &members {
+        txn.open_table(CHANNEL_MEMBERS)?
+            .remove((num, *dev, *sensor))?;
+    }
+    remove_grants(&txn, KIND_CHANNEL, num)?;
+    let mut all = usize::MAX;
+    remove_range!(txn, CHANNEL_ITEMS, (num, 0), (num, u64::MAX), &mut all);
+    txn.open_table(CHANNEL_META)?.remove(num)?;
+    let items = (usize::MAX - all) as u64;
+    app.catalog.remove_channel(num);
+    if let Err(e) = txn.commit() {
+        app.catalog.put_channel(ch.clone());
+        for (dev, sensor) in &members {
+            app.catalog.add_member(num, *dev, *sensor);
+        }
+        return Err(e.into());
+    }
+    app.directory.remove_grants_on(KIND_CHANNEL, num);
+    Ok(items)
 }

@@ -249,3 +249,49 @@ fn a_device_is_given_to_another_user() {
     );
     assert_eq!(as_user(&s, &ann, "GET", "/v1/devices/gh5", "").status, 200);
 }
+
+#[test]
+fn a_deleted_channel_is_gone_with_its_items() {
+    let s = TestServer::start();
+    let ann = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let bob = common::token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
+    let tok = common::token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=gh3").body);
+    for (path, form) in [
+        ("/v1/channels", "name=ch"),
+        ("/v1/channels/ch/members", "device=gh3&sensor=N1"),
+        (
+            "/v1/grants",
+            "resource=channel:ch&to=user:bob&level=control",
+        ),
+    ] {
+        let r = as_user(&s, &ann, "POST", path, form);
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+    }
+    readings(&s, "gh3", &tok);
+    let items = |who: &str| as_user(&s, who, "GET", "/v1/channels/ch/items?after=0", "");
+    let r = (0..500)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            items(&ann)
+        })
+        .find(|r| r.body.lines().count() == 121)
+        .expect("the digest puts the 120 readings on the channel");
+    assert_eq!(r.status, 200);
+    // A control grant manages the channel but does not delete it.
+    let r = as_user(&s, &bob, "DELETE", "/v1/channels/ch", "");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = as_user(&s, &ann, "DELETE", "/v1/channels/ch", "");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok,120\n"));
+    assert_eq!(items(&ann).status, 404);
+    assert_eq!(items(&bob).status, 404);
+    assert!(!as_user(&s, &ann, "GET", "/v1/channels", "")
+        .body
+        .contains("\nch,"));
+    // Readings go on; a new channel of the same name starts empty.
+    let r = s.get(&format!("/v1/readings?device=gh3&token={tok}&N1=1"));
+    assert_eq!(r.status, 200);
+    let r = as_user(&s, &ann, "POST", "/v1/channels", "name=ch");
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(items(&ann).body.lines().count(), 1, "{}", items(&ann).body);
+    assert_eq!(items(&bob).status, 404, "the old grant does not carry over");
+}

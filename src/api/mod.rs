@@ -9,7 +9,7 @@
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
-//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner` | [`remove`] |
+//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner`, `DELETE /v1/channels/NAME` | [`remove`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
@@ -245,6 +245,7 @@ pub enum Endpoint {
     DeviceCommands,
     ChannelList,
     ChannelCreate,
+    ChannelDelete,
     ChannelMembers,
     ChannelMemberAdd,
     ChannelMemberRemove,
@@ -322,6 +323,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/devices/:id/commands", Endpoint::DeviceCommands),
     ("GET", "/v1/channels", Endpoint::ChannelList),
     ("POST", "/v1/channels", Endpoint::ChannelCreate),
+    ("DELETE", "/v1/channels/:ch", Endpoint::ChannelDelete),
     ("GET", "/v1/channels/:ch/members", Endpoint::ChannelMembers),
     (
         "POST",
@@ -534,6 +536,7 @@ async fn route(
         DeviceCommands => commands::history(app, req, &p).await,
         ChannelList => channels::list(app, req).await,
         ChannelCreate => channels::create(app, req).await,
+        ChannelDelete => remove::channel(app, req, &p).await,
         ChannelMembers => channels::members(app, req, &p).await,
         ChannelMemberAdd => channels::change_member(app, req, &p, true).await,
         ChannelMemberRemove => channels::change_member(app, req, &p, false).await,

@@ -1,5 +1,6 @@
-//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID`
-//! (`crate::deletion`), `POST /v1/devices/ID/owner` (a transfer).
+//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID` and
+//! `DELETE /v1/channels/NAME` (`crate::deletion`), `POST
+//! /v1/devices/ID/owner` (a transfer).
 //! Audited (target `overlord::audit`).
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::auth::{visible, Action};
 use crate::codec::names::log_safe;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::DeviceRecord;
+use crate::store::{ChannelRecord, DeviceRecord};
 
 /// `DELETE /v1/devices/ID`: the device is refused at once and its data
 /// removed (readings in the background); `ok,<inbox rows>,<channel
@@ -93,4 +94,31 @@ pub async fn transfer(
         "device transferred"
     );
     Ok(Reply::csv(format!("id,owner\n{},{to}\n", d.id)))
+}
+
+/// `DELETE /v1/channels/NAME`: the channel, its members, the grants on it
+/// and its items, at once; `ok,<items removed>`. Alerts and presence
+/// notices that name it stop telling it (checked when used).
+pub async fn channel(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(req, &["device", "token"], timeout).await?;
+    let who = form.caller(app)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::DeleteChannel, name)?;
+    let app2 = app.clone();
+    let ch2 = ch.clone();
+    let items = tokio::task::spawn_blocking(move || crate::deletion::delete_channel(&app2, &ch2))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        channel = %log_safe(&ch.name),
+        items,
+        "channel deleted"
+    );
+    Ok(Reply::csv(format!("ok,{items}\n")))
 }

@@ -87,6 +87,11 @@ impl Directory {
             .remove(&(super::policy::KIND_DEVICE, num));
     }
 
+    /// Forget every grant on one channel (or other resource) of `kind`.
+    pub fn remove_grants_on(&self, kind: u8, num: u32) {
+        self.grants.write().remove(&(kind, num));
+    }
+
     /// A device by its internal number.
     pub fn device_by_num(&self, num: u32) -> Option<Arc<DeviceRecord>> {
         self.by_num.read().get(&num).cloned()
