@@ -62,6 +62,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (UserToken, [200, 200, 403, 403, 403, 403, 401]),
         (UserPassword, [200, 200, 403, 403, 403, 403, 401]),
         (UserRevoke, [200, 200, 403, 403, 403, 403, 401]),
+        (UserDelete, [200, 403, 403, 403, 403, 403, 401]),
         (Login, [200, 200, 200, 200, 200, 200, 200]),
         (GrantList, [200, 200, 403, 404, 403, 404, 401]),
         (GrantAdd, [201, 201, 403, 404, 404, 404, 401]),
@@ -289,6 +290,7 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             "password=another+one".into(),
         ),
         UserRevoke => ("POST", "/v1/users/owner/revoke".into(), form, String::new()),
+        UserDelete => ("DELETE", "/v1/users/grantee".into(), form, String::new()),
         Login => (
             "POST",
             "/v1/login".into(),

@@ -9,7 +9,7 @@
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
-//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner`, `DELETE /v1/channels/NAME` | [`remove`] |
+//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner`, `DELETE /v1/channels/NAME`, `DELETE /v1/users/NAME` | [`remove`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/files`, `/v1/files/NAME`, `/v1/files/NAME/password` | [`files`] |
@@ -261,6 +261,7 @@ pub enum Endpoint {
     UserToken,
     UserPassword,
     UserRevoke,
+    UserDelete,
     Login,
     GrantList,
     GrantAdd,
@@ -351,6 +352,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/users/:name/token", Endpoint::UserToken),
     ("POST", "/v1/users/:name/password", Endpoint::UserPassword),
     ("POST", "/v1/users/:name/revoke", Endpoint::UserRevoke),
+    ("DELETE", "/v1/users/:name", Endpoint::UserDelete),
     ("POST", "/v1/login", Endpoint::Login),
     ("GET", "/v1/grants", Endpoint::GrantList),
     ("POST", "/v1/grants", Endpoint::GrantAdd),
@@ -552,6 +554,7 @@ async fn route(
         UserToken => users::credentials(app, req, &p, "token").await,
         UserPassword => users::credentials(app, req, &p, "password").await,
         UserRevoke => users::credentials(app, req, &p, "revoke").await,
+        UserDelete => remove::user(app, req, &p).await,
         Login => users::login(app, req).await,
         GrantList => users::list_grants(app, req).await,
         GrantAdd => users::change(app, req, true).await,

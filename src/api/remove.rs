@@ -1,6 +1,6 @@
-//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID` and
-//! `DELETE /v1/channels/NAME` (`crate::deletion`), `POST
-//! /v1/devices/ID/owner` (a transfer).
+//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID`,
+//! `DELETE /v1/channels/NAME` and `DELETE /v1/users/NAME`
+//! (`crate::deletion`), `POST /v1/devices/ID/owner` (a transfer).
 //! Audited (target `overlord::audit`).
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{visible, Action};
+use crate::auth::{visible, Action, Resource};
 use crate::codec::names::log_safe;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
@@ -121,4 +121,45 @@ pub async fn channel(
         "channel deleted"
     );
     Ok(Reply::csv(format!("ok,{items}\n")))
+}
+
+/// `DELETE /v1/users/NAME[?cascade=true]` (administrators): the user;
+/// `409 user_owns_things` while they own anything, unless `cascade=true`
+/// deletes that too. `ok,<devices>,<channels>,<alerts>,<files>` removed.
+pub async fn user(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(req, &["cascade"], timeout).await?;
+    let who = form.header_principal(app)?;
+    app.directory
+        .authorize(&who, Action::ManageUsers, Resource::User(name))?;
+    let cascade = match form.get("cascade") {
+        None | Some("false" | "0" | "") => false,
+        Some("true" | "1") => true,
+        Some(_) => {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "cascade: true (delete what they own too) or false",
+            ))
+        }
+    };
+    let (app2, name2) = (app.clone(), name.to_string());
+    let r =
+        tokio::task::spawn_blocking(move || crate::deletion::delete_user(&app2, &name2, cascade))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        user = %log_safe(name),
+        cascade,
+        devices = r.devices,
+        channels = r.channels,
+        alerts = r.alerts,
+        files = r.files,
+        "user deleted"
+    );
+    Ok(Reply::csv(format!(
+        "ok,{},{},{},{}\n",
+        r.devices, r.channels, r.alerts, r.files
+    )))
 }
