@@ -25,6 +25,9 @@
 //! | `retention` | (device, sensor code or 0) | keep days (0: forever) | admin ops |
 //! | `aggregates` | (device, sensor, minute) | [`aggregates::Agg`] of a removed minute | writer thread (retention sweep) |
 //! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
+//! | `commands`, `command_meta`, `command_expiry` | (inbox device, seq); inbox device; (expiry, inbox device, seq) | command record; (kept, delivered up to); () | admin ops (send, ack, read) and writer thread (deliveries, expiry) |
+//! | `sensor_labels` | (device, sensor code) | label, unit, description | admin ops |
+//! | `deleted_devices` | device | deletion time | admin ops (delete) and writer thread (removes the device's rows) |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs
