@@ -90,6 +90,18 @@ impl Catalog {
         g.channels.insert(ch.name.clone(), ch);
     }
 
+    /// Forget a deleted channel and its members.
+    pub fn remove_channel(&self, num: u32) {
+        let mut g = self.inner.write();
+        if let Some(ch) = g.channel_by_num.remove(&num) {
+            g.channels.remove(&ch.name);
+        }
+        for chs in g.members.values_mut() {
+            chs.retain(|c| *c != num);
+        }
+        g.members.retain(|_, chs| !chs.is_empty());
+    }
+
     /// A channel by name.
     pub fn channel(&self, name: &str) -> Option<Arc<ChannelRecord>> {
         self.inner.read().channels.get(name).cloned()

@@ -17,19 +17,24 @@
 //! The tombstone stays: readings that a request authenticated just
 //! before the deletion hands to the writer just after are removed by the
 //! next pass (there is one at every start).
+//!
+//! [`delete_channel`] removes a channel whole in one transaction: its
+//! record, members, grants and items (at most its `retention`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::app::App;
+use crate::auth::KIND_CHANNEL;
 use crate::auth::KIND_DEVICE;
 use crate::codec::timefmt;
 use crate::error::WireError;
 use crate::store::{
-    DeviceRecord, StoreError, AGGREGATES, ALERTS, ALERT_STATE, CHANNEL_MEMBERS, COMMANDS,
-    COMMAND_META, DELETED_DEVICES, DEVICES, GRANTS, LAST_SEEN, PRESENCE, READINGS, RETENTION,
-    SENSORS, SENSOR_LABELS,
+    ChannelRecord, DeviceRecord, StoreError, AGGREGATES, ALERTS, ALERT_STATE, CHANNELS,
+    CHANNEL_ITEMS, CHANNEL_MEMBERS, CHANNEL_META, COMMANDS, COMMAND_META, DELETED_DEVICES, DEVICES,
+    GRANTS, LAST_SEEN, PRESENCE, PRESENCE_NOTIFY, READINGS, RETENTION, SENSORS, SENSOR_LABELS,
+    USERS,
 };
 
 /// Rows the writer removes per commit at most.
@@ -117,6 +122,7 @@ pub fn delete_device(app: &App, d: &DeviceRecord) -> Result<Removed, WireError> 
     let num = d.num;
     // The store first, then memory (the catalog is never ahead of it).
     dir.remove_device(num);
+    dir.remove_grants_to(&format!("device:{}", d.id));
     for (ch, sensor) in &memberships {
         app.catalog.remove_member(*ch, num, *sensor);
     }
@@ -151,22 +157,8 @@ fn remove_rows(
     let mut all = usize::MAX;
     remove_range!(txn, COMMANDS, (num, 0), (num, u64::MAX), &mut all);
     txn.open_table(COMMAND_META)?.remove(num)?;
-    {
-        let mut grants = txn.open_table(GRANTS)?;
-        let keys: Vec<String> = grants
-            .range((KIND_DEVICE, num, "")..)?
-            .map_while(|r| match r {
-                Ok((k, _)) if k.value().0 == KIND_DEVICE && k.value().1 == num => {
-                    Some(Ok(k.value().2.to_string()))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()?;
-        for g in &keys {
-            grants.remove((KIND_DEVICE, num, g.as_str()))?;
-        }
-    }
+    remove_grants(&txn, KIND_DEVICE, num)?;
+    remove_grants_to(&txn, &format!("device:{}", d.id))?;
     remove_range!(txn, RETENTION, (num, 0), (num, u32::MAX), &mut all);
     remove_range!(txn, SENSOR_LABELS, (num, 0), (num, u32::MAX), &mut all);
     for (ch, sensor) in memberships {
@@ -211,5 +203,242 @@ pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreErro
         txn.open_table(PRESENCE)?.remove(num)?;
     }
     sweep.pending.store(false, Ordering::Release);
+    Ok(())
+}
+
+/// Remove every grant to `grantee` (a full scan of `grants`: deletions
+/// are rare, grants few).
+fn remove_grants_to(txn: &WriteTransaction, grantee: &str) -> Result<(), StoreError> {
+    let mut grants = txn.open_table(GRANTS)?;
+    let mut doomed = Vec::new();
+    for r in grants.iter()? {
+        let (k, _) = r?;
+        let (kind, num, to) = k.value();
+        if to == grantee {
+            doomed.push((kind, num));
+        }
+    }
+    for (kind, num) in doomed {
+        grants.remove((kind, num, grantee))?;
+    }
+    Ok(())
+}
+
+/// Remove every grant on `(kind, num)`.
+fn remove_grants(txn: &WriteTransaction, kind: u8, num: u32) -> Result<(), StoreError> {
+    let mut grants = txn.open_table(GRANTS)?;
+    let keys: Vec<String> = grants
+        .range((kind, num, "")..)?
+        .map_while(|r| match r {
+            Ok((k, _)) if k.value().0 == kind && k.value().1 == num => {
+                Some(Ok(k.value().2.to_string()))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    for g in &keys {
+        grants.remove((kind, num, g.as_str()))?;
+    }
+    Ok(())
+}
+
+/// Delete channel `ch` (blocking): record, members, grants, items and
+/// their counters in one transaction, returning how many items went.
+/// The catalog forgets it while the transaction still holds redb's write
+/// lock, so no writer commit between the two can append an item to it
+/// (`writer::effects` skips a channel the catalog does not know); a
+/// failed commit puts it back.
+pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> {
+    let members = app.catalog.members_of(ch.num);
+    let num = ch.num;
+    let txn = app.store.db()?.begin_write()?;
+    txn.open_table(CHANNELS)?.remove(ch.name.as_str())?;
+    for (dev, sensor) in &members {
+        txn.open_table(CHANNEL_MEMBERS)?
+            .remove((num, *dev, *sensor))?;
+    }
+    remove_grants(&txn, KIND_CHANNEL, num)?;
+    let mut all = usize::MAX;
+    remove_range!(txn, CHANNEL_ITEMS, (num, 0), (num, u64::MAX), &mut all);
+    txn.open_table(CHANNEL_META)?.remove(num)?;
+    let items = (usize::MAX - all) as u64;
+    app.catalog.remove_channel(num);
+    if let Err(e) = txn.commit() {
+        app.catalog.put_channel(ch.clone());
+        for (dev, sensor) in &members {
+            app.catalog.add_member(num, *dev, *sensor);
+        }
+        return Err(e.into());
+    }
+    app.directory.remove_grants_on(KIND_CHANNEL, num);
+    Ok(items)
+}
+
+/// What [`delete_user`] removed with the user.
+#[derive(Debug, Default)]
+pub struct UserRemoved {
+    /// Devices (with all their data).
+    pub devices: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Alerts (besides those on their devices).
+    pub alerts: usize,
+    /// Files.
+    pub files: usize,
+}
+
+/// Delete user `name` (blocking). Without `cascade`, a user who owns
+/// devices, channels, alerts or files is refused (`409 user_owns_things`);
+/// with it, those go first (devices below a gateway before it; one
+/// transaction each, so an interrupted cascade is finished by running it
+/// again). Then the record, the grants to them and their presence-notice
+/// setting, in one transaction; their tokens and sessions stop at once.
+/// The last administrator is never deleted (`409 last_administrator`).
+pub fn delete_user(app: &App, name: &str, cascade: bool) -> Result<UserRemoved, WireError> {
+    let dir = &app.directory;
+    let Some(u) = dir.user(name) else {
+        return Err(WireError::new(
+            404,
+            "unknown_user",
+            format!("no user '{}'", crate::codec::names::clip(name)),
+        ));
+    };
+    if u.role == crate::store::Role::Administrator && dir.count_administrators() <= 1 {
+        return Err(WireError::new(
+            409,
+            "last_administrator",
+            "the last administrator cannot be deleted",
+        ));
+    }
+    let Owned {
+        devices,
+        channels,
+        alerts,
+        files,
+    } = owned(app, name, cascade)?;
+    let removed = UserRemoved {
+        devices: devices.len(),
+        channels: channels.len(),
+        alerts: alerts.len(),
+        files: files.len(),
+    };
+    for a in &alerts {
+        remove_alert(app, a)?;
+    }
+    for c in &channels {
+        delete_channel(app, c)?;
+    }
+    for f in &files {
+        app.files.delete(&app.store, &f.name)?;
+    }
+    for d in &devices {
+        delete_device(app, d)?;
+    }
+    remove_user_rows(app, name)?;
+    dir.remove_user(name);
+    Ok(removed)
+}
+
+/// What a user owns, devices below a gateway before it.
+struct Owned {
+    devices: Vec<std::sync::Arc<DeviceRecord>>,
+    channels: Vec<std::sync::Arc<ChannelRecord>>,
+    alerts: Vec<std::sync::Arc<crate::catalog::AlertEntry>>,
+    files: Vec<std::sync::Arc<crate::store::FileRecord>>,
+}
+
+/// What `name` owns (alerts: those not on their own devices, which go
+/// with the device); refused unless `cascade` when there is anything, or
+/// when another user's device is below one of their gateways.
+fn owned(app: &App, name: &str, cascade: bool) -> Result<Owned, WireError> {
+    let dir = &app.directory;
+    let mut devices: Vec<_> = dir
+        .devices()
+        .into_iter()
+        .filter(|d| d.owner == name)
+        .collect();
+    let channels: Vec<_> = app
+        .catalog
+        .channels()
+        .into_iter()
+        .filter(|c| c.owner == name)
+        .collect();
+    let alerts: Vec<_> = app
+        .catalog
+        .alerts()
+        .into_iter()
+        .filter(|a| a.rec.owner == name && !devices.iter().any(|d| d.num == a.rec.device))
+        .collect();
+    let files: Vec<_> = app
+        .files
+        .all()
+        .into_iter()
+        .filter(|f| f.owner == name)
+        .collect();
+    let nothing =
+        devices.is_empty() && channels.is_empty() && alerts.is_empty() && files.is_empty();
+    if !cascade && !nothing {
+        return Err(WireError::new(
+            409,
+            "user_owns_things",
+            format!(
+                "'{name}' owns {} devices, {} channels, {} alerts and {} files: give them away (POST /v1/devices/ID/owner), delete them, or add cascade=true",
+                devices.len(), channels.len(), alerts.len(), files.len()
+            ),
+        ));
+    }
+    // A gateway goes after the devices below it, which must all be
+    // this user's (another user's device is not deleted with it).
+    if let Some(d) = dir.devices().iter().find(|c| {
+        c.owner != name
+            && c.meta
+                .parent
+                .is_some_and(|p| devices.iter().any(|g| g.num == p))
+    }) {
+        return Err(WireError::new(
+            409,
+            "device_has_children",
+            format!(
+                "device '{}' of another user is below one of theirs: move it first",
+                d.id
+            ),
+        ));
+    }
+    let depth = |d: &DeviceRecord| {
+        let mut n = 0;
+        let mut p = d.meta.parent;
+        while let (Some(num), true) = (p, n < 16) {
+            n += 1;
+            p = dir.device_by_num(num).and_then(|g| g.meta.parent);
+        }
+        n
+    };
+    devices.sort_by_key(|d| std::cmp::Reverse(depth(d)));
+    Ok(Owned {
+        devices,
+        channels,
+        alerts,
+        files,
+    })
+}
+
+/// One alert (as `DELETE /v1/alerts/NAME` does): record and state.
+fn remove_alert(app: &App, a: &crate::catalog::AlertEntry) -> Result<(), StoreError> {
+    let txn = app.store.db()?.begin_write()?;
+    txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
+    txn.open_table(ALERT_STATE)?.remove(a.rec.id)?;
+    txn.commit()?;
+    app.catalog.remove_alert(&a.rec.name);
+    Ok(())
+}
+
+/// The user's record, the grants to them, their presence notices.
+fn remove_user_rows(app: &App, name: &str) -> Result<(), StoreError> {
+    let txn = app.store.db()?.begin_write()?;
+    txn.open_table(USERS)?.remove(name)?;
+    txn.open_table(PRESENCE_NOTIFY)?.remove(name)?;
+    remove_grants_to(&txn, &format!("user:{name}"))?;
+    txn.commit()?;
     Ok(())
 }

@@ -191,6 +191,9 @@ fn the_cli_deletes_a_device_with_the_server_stopped() {
     let s = TestServer::start();
     let tok = s.create_device("gh3");
     readings(&s, "gh3", &tok);
+    let ann = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let r = as_user(&s, &ann, "POST", "/v1/devices", "id=hers");
+    assert_eq!(r.status, 201);
     let dir = s.dir.clone();
     let (tmp, _) = s.stop();
     let data = dir.join("overlord.redb");
@@ -200,6 +203,13 @@ fn the_cli_deletes_a_device_with_the_server_stopped() {
     assert_eq!(rows_of(&data, 1), (0, 0, true));
     let (ok, _, err) = common::cli(&data, &["device", "delete", "gh3"], &[], None);
     assert!(!ok && err.contains("no device 'gh3'"), "{err}");
+    let (ok, _, err) = common::cli(&data, &["user", "delete", "ann"], &[], None);
+    assert!(!ok && err.contains("user_owns_things"), "{err}");
+    let (ok, out, err) = common::cli(&data, &["user", "delete", "ann", "--cascade"], &[], None);
+    assert!(ok, "{err}");
+    assert_eq!(out, "ok,1,0,0,0\n");
+    let (_, out, _) = common::cli(&data, &["device", "list"], &[], None);
+    assert!(!out.contains("hers"), "{out}");
     drop(tmp);
 }
 
@@ -248,4 +258,171 @@ fn a_device_is_given_to_another_user() {
         r.body
     );
     assert_eq!(as_user(&s, &ann, "GET", "/v1/devices/gh5", "").status, 200);
+}
+
+#[test]
+fn a_deleted_channel_is_gone_with_its_items() {
+    let s = TestServer::start();
+    let ann = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let bob = common::token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
+    let tok = common::token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=gh3").body);
+    for (path, form) in [
+        ("/v1/channels", "name=ch"),
+        ("/v1/channels/ch/members", "device=gh3&sensor=N1"),
+        (
+            "/v1/grants",
+            "resource=channel:ch&to=user:bob&level=control",
+        ),
+    ] {
+        let r = as_user(&s, &ann, "POST", path, form);
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+    }
+    readings(&s, "gh3", &tok);
+    let items = |who: &str| as_user(&s, who, "GET", "/v1/channels/ch/items?after=0", "");
+    let r = (0..500)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            items(&ann)
+        })
+        .find(|r| r.body.lines().count() == 121)
+        .expect("the digest puts the 120 readings on the channel");
+    assert_eq!(r.status, 200);
+    // A control grant manages the channel but does not delete it.
+    let r = as_user(&s, &bob, "DELETE", "/v1/channels/ch", "");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = as_user(&s, &ann, "DELETE", "/v1/channels/ch", "");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok,120\n"));
+    assert_eq!(items(&ann).status, 404);
+    assert_eq!(items(&bob).status, 404);
+    assert!(!as_user(&s, &ann, "GET", "/v1/channels", "")
+        .body
+        .contains("\nch,"));
+    // Readings go on; a new channel of the same name starts empty.
+    let r = s.get(&format!("/v1/readings?device=gh3&token={tok}&N1=1"));
+    assert_eq!(r.status, 200);
+    let r = as_user(&s, &ann, "POST", "/v1/channels", "name=ch");
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(items(&ann).body.lines().count(), 1, "{}", items(&ann).body);
+    assert_eq!(items(&bob).status, 404, "the old grant does not carry over");
+}
+
+#[test]
+fn a_user_is_deleted_only_with_what_they_own() {
+    let s = TestServer::start();
+    let ann = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let bob = common::token_of(&s.admin_form("POST", "/v1/users", "name=bob").body);
+    let gw = common::token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=gw&gateway=true").body);
+    let r = s.post(
+        "/v1/devices",
+        "text/csv",
+        b"id,name\nt1,T1\n",
+        &basic("gw", &gw),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tok = common::token_of(&as_user(&s, &ann, "POST", "/v1/devices", "id=gh3").body);
+    for (method, path, form) in [
+        ("POST", "/v1/channels", "name=ch"),
+        (
+            "POST",
+            "/v1/alerts",
+            "name=hot&device=gh3&sensor=N1&max=100",
+        ),
+        ("PUT", "/v1/files/fw", "firmware"),
+        (
+            "POST",
+            "/v1/grants",
+            "resource=device:gh3&to=user:bob&level=read",
+        ),
+    ] {
+        let r = as_user(&s, &ann, method, path, form);
+        assert!(r.status < 300, "{path}: {}", r.body);
+    }
+    // Bob was given a grant on ann's device; ann one on bob's channel.
+    let r = as_user(&s, &bob, "POST", "/v1/channels", "name=bobs");
+    assert_eq!(r.status, 201);
+    let r = as_user(
+        &s,
+        &bob,
+        "POST",
+        "/v1/grants",
+        "resource=channel:bobs&to=user:ann&level=read",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Only administrators; not without cascade while she owns things.
+    let r = as_user(&s, &bob, "DELETE", "/v1/users/ann", "");
+    assert_eq!(r.status, 403);
+    let r = s.admin_form("DELETE", "/v1/users/ann", "");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "user_owns_things"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("3 devices, 1 channels, 0 alerts and 1 files"),
+        "{}",
+        r.body
+    );
+    let r = s.admin_form("DELETE", "/v1/users/ann", "cascade=maybe");
+    assert_eq!((r.status, r.error_code()), (400, "bad_parameter"));
+    assert_eq!(
+        as_user(&s, &ann, "GET", "/v1/devices/gh3", "").status,
+        200,
+        "nothing went"
+    );
+
+    let r = s.admin_form("DELETE", "/v1/users/ann", "cascade=true");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ok,3,1,0,1\n"),
+        "{}",
+        r.body
+    );
+    // Her token, her devices' tokens, her things: gone at once.
+    assert_eq!(as_user(&s, &ann, "GET", "/v1/devices", "").status, 401);
+    assert_eq!(
+        s.get(&format!("/v1/readings?device=gh3&token={tok}&N1=1"))
+            .status,
+        401
+    );
+    assert_eq!(
+        s.get(&format!("/v1/readings?device=gw&token={gw}&N1=1"))
+            .status,
+        401
+    );
+    for path in [
+        "/v1/devices/gh3",
+        "/v1/devices/t1",
+        "/v1/channels/ch/members",
+        "/v1/files/fw",
+    ] {
+        assert_eq!(s.get_admin(path).status, 404, "{path}");
+    }
+    assert!(!s.get_admin("/v1/alerts").body.contains("hot"));
+    let g = as_user(&s, &bob, "GET", "/v1/grants?resource=channel:bobs", "");
+    assert!(
+        !g.body.contains("user:ann"),
+        "the grant to her went: {}",
+        g.body
+    );
+    assert_eq!(
+        as_user(&s, &bob, "GET", "/v1/channels/bobs/members", "").status,
+        200
+    );
+    // A new ann starts with nothing.
+    let ann2 = common::token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    let r = as_user(&s, &ann2, "GET", "/v1/devices", "");
+    assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+    assert_eq!(
+        as_user(&s, &ann2, "GET", "/v1/channels/bobs/items", "").status,
+        404
+    );
+    // Bob owns nothing but a channel; and the last administrator stays.
+    let r = s.admin_form("DELETE", "/v1/users/bob", "cascade=1");
+    assert_eq!(r.body, "ok,0,1,0,0\n");
+    let r = s.admin_form("DELETE", "/v1/users/admin", "");
+    assert_eq!((r.status, r.error_code()), (409, "last_administrator"));
+    assert_eq!(s.admin_form("DELETE", "/v1/users/nobody", "").status, 404);
 }

@@ -46,6 +46,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (DeviceCommands, [200, 200, 200, 404, 403, 404, 401]),
         (ChannelList, [200, 200, 200, 200, 200, 200, 401]),
         (ChannelCreate, [201, 201, 201, 201, 403, 403, 401]),
+        (ChannelDelete, [200, 200, 403, 404, 404, 404, 401]),
         (ChannelMembers, [200, 200, 200, 404, 404, 404, 401]),
         (ChannelMemberAdd, [201, 201, 201, 404, 404, 404, 401]),
         (ChannelMemberRemove, [200, 200, 200, 404, 404, 404, 401]),
@@ -61,6 +62,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (UserToken, [200, 200, 403, 403, 403, 403, 401]),
         (UserPassword, [200, 200, 403, 403, 403, 403, 401]),
         (UserRevoke, [200, 200, 403, 403, 403, 403, 401]),
+        (UserDelete, [200, 403, 403, 403, 403, 403, 401]),
         (Login, [200, 200, 200, 200, 200, 200, 200]),
         (GrantList, [200, 200, 403, 404, 403, 404, 401]),
         (GrantAdd, [201, 201, 403, 404, 404, 404, 401]),
@@ -256,6 +258,7 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             form,
             format!("name=c-{role}"),
         ),
+        ChannelDelete => ("DELETE", "/v1/channels/ch".into(), form, String::new()),
         ChannelMembers => ("GET", "/v1/channels/ch/members".into(), form, String::new()),
         ChannelMemberAdd => (
             "POST",
@@ -296,6 +299,7 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             "password=another+one".into(),
         ),
         UserRevoke => ("POST", "/v1/users/owner/revoke".into(), form, String::new()),
+        UserDelete => ("DELETE", "/v1/users/grantee".into(), form, String::new()),
         Login => (
             "POST",
             "/v1/login".into(),

@@ -9,7 +9,7 @@
 //! | `GET /v1/presence/events`, `GET/POST /v1/presence/notify` | [`devices`] |
 //! | `GET/POST /v1/inbox`, `GET/POST /v1/inbox/ack`, `GET/POST /v1/devices/ID/inbox` | [`inbox`] |
 //! | `GET /v1/devices/ID/commands`, `POST /v1/inbox/ack` with CSV results | [`commands`] |
-//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner` | [`remove`] |
+//! | `DELETE /v1/devices/ID`, `POST /v1/devices/ID/owner`, `DELETE /v1/channels/NAME`, `DELETE /v1/users/NAME` | [`remove`] |
 //! | `/v1/channels...` | [`channels`] |
 //! | `/v1/alerts...`, `GET /v1/dead-letters` | [`alerts`] |
 //! | `/v1/targets...` (webhooks) | [`targets`] |
@@ -247,6 +247,7 @@ pub enum Endpoint {
     DeviceCommands,
     ChannelList,
     ChannelCreate,
+    ChannelDelete,
     ChannelMembers,
     ChannelMemberAdd,
     ChannelMemberRemove,
@@ -262,6 +263,7 @@ pub enum Endpoint {
     UserToken,
     UserPassword,
     UserRevoke,
+    UserDelete,
     Login,
     GrantList,
     GrantAdd,
@@ -330,6 +332,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/devices/:id/commands", Endpoint::DeviceCommands),
     ("GET", "/v1/channels", Endpoint::ChannelList),
     ("POST", "/v1/channels", Endpoint::ChannelCreate),
+    ("DELETE", "/v1/channels/:ch", Endpoint::ChannelDelete),
     ("GET", "/v1/channels/:ch/members", Endpoint::ChannelMembers),
     (
         "POST",
@@ -357,6 +360,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/users/:name/token", Endpoint::UserToken),
     ("POST", "/v1/users/:name/password", Endpoint::UserPassword),
     ("POST", "/v1/users/:name/revoke", Endpoint::UserRevoke),
+    ("DELETE", "/v1/users/:name", Endpoint::UserDelete),
     ("POST", "/v1/login", Endpoint::Login),
     ("GET", "/v1/grants", Endpoint::GrantList),
     ("POST", "/v1/grants", Endpoint::GrantAdd),
@@ -556,6 +560,7 @@ async fn route(
         DeviceCommands => commands::history(app, req, &p).await,
         ChannelList => channels::list(app, req).await,
         ChannelCreate => channels::create(app, req).await,
+        ChannelDelete => remove::channel(app, req, &p).await,
         ChannelMembers => channels::members(app, req, &p).await,
         ChannelMemberAdd => channels::change_member(app, req, &p, true).await,
         ChannelMemberRemove => channels::change_member(app, req, &p, false).await,
@@ -571,6 +576,7 @@ async fn route(
         UserToken => users::credentials(app, req, &p, "token").await,
         UserPassword => users::credentials(app, req, &p, "password").await,
         UserRevoke => users::credentials(app, req, &p, "revoke").await,
+        UserDelete => remove::user(app, req, &p).await,
         Login => users::login(app, req).await,
         GrantList => users::list_grants(app, req).await,
         GrantAdd => users::change(app, req, true).await,

@@ -1,4 +1,5 @@
-//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID`
+//! Deleting and giving away over HTTP: `DELETE /v1/devices/ID`,
+//! `DELETE /v1/channels/NAME` and `DELETE /v1/users/NAME`
 //! (`crate::deletion`), `POST /v1/devices/ID/owner` (a transfer).
 //! Audited (target `overlord::audit`).
 
@@ -9,11 +10,11 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{visible, Action};
+use crate::auth::{visible, Action, Resource};
 use crate::codec::names::log_safe;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::DeviceRecord;
+use crate::store::{ChannelRecord, DeviceRecord};
 
 /// `DELETE /v1/devices/ID`: the device is refused at once and its data
 /// removed (readings in the background); `ok,<inbox rows>,<channel
@@ -93,4 +94,72 @@ pub async fn transfer(
         "device transferred"
     );
     Ok(Reply::csv(format!("id,owner\n{},{to}\n", d.id)))
+}
+
+/// `DELETE /v1/channels/NAME`: the channel, its members, the grants on it
+/// and its items, at once; `ok,<items removed>`. Alerts and presence
+/// notices that name it stop telling it (checked when used).
+pub async fn channel(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(req, &["device", "token"], timeout).await?;
+    let who = form.caller(app)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::DeleteChannel, name)?;
+    let app2 = app.clone();
+    let ch2 = ch.clone();
+    let items = tokio::task::spawn_blocking(move || crate::deletion::delete_channel(&app2, &ch2))
+        .await
+        .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        channel = %log_safe(&ch.name),
+        items,
+        "channel deleted"
+    );
+    Ok(Reply::csv(format!("ok,{items}\n")))
+}
+
+/// `DELETE /v1/users/NAME[?cascade=true]` (administrators): the user;
+/// `409 user_owns_things` while they own anything, unless `cascade=true`
+/// deletes that too. `ok,<devices>,<channels>,<alerts>,<files>` removed.
+pub async fn user(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(req, &["cascade"], timeout).await?;
+    let who = form.header_principal(app)?;
+    app.directory
+        .authorize(&who, Action::ManageUsers, Resource::User(name))?;
+    let cascade = match form.get("cascade") {
+        None | Some("false" | "0" | "") => false,
+        Some("true" | "1") => true,
+        Some(_) => {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "cascade: true (delete what they own too) or false",
+            ))
+        }
+    };
+    let (app2, name2) = (app.clone(), name.to_string());
+    let r =
+        tokio::task::spawn_blocking(move || crate::deletion::delete_user(&app2, &name2, cascade))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        user = %log_safe(name),
+        cascade,
+        devices = r.devices,
+        channels = r.channels,
+        alerts = r.alerts,
+        files = r.files,
+        "user deleted"
+    );
+    Ok(Reply::csv(format!(
+        "ok,{},{},{},{}\n",
+        r.devices, r.channels, r.alerts, r.files
+    )))
 }

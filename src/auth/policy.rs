@@ -34,6 +34,9 @@ pub enum Action {
     DeleteDevice,
     /// Give a device to another user (owner, administrators).
     TransferDevice,
+    /// Delete a channel and its items (owner, administrators; a
+    /// `control` grant manages it but does not delete it).
+    DeleteChannel,
     /// Read a device's inbox.
     ReadInbox,
     /// Acknowledge (remove) rows of a device's inbox.

@@ -87,6 +87,27 @@ impl Directory {
             .remove(&(super::policy::KIND_DEVICE, num));
     }
 
+    /// Forget every grant to `grantee` (`user:NAME`, `device:ID`): one
+    /// that no longer exists.
+    pub fn remove_grants_to(&self, grantee: &str) {
+        for list in self.grants.write().values_mut() {
+            list.retain(|(p, _)| p != grantee);
+        }
+    }
+
+    /// Forget a deleted user: their tokens and sessions stop working.
+    pub fn remove_user(&self, name: &str) {
+        self.users.write().remove(name);
+        self.user_tokens.write().retain(|_, n| n != name);
+        self.sessions.lock().retain(|_, s| s.0 != name);
+        self.remove_grants_to(&format!("user:{name}"));
+    }
+
+    /// Forget every grant on one channel (or other resource) of `kind`.
+    pub fn remove_grants_on(&self, kind: u8, num: u32) {
+        self.grants.write().remove(&(kind, num));
+    }
+
     /// A device by its internal number.
     pub fn device_by_num(&self, num: u32) -> Option<Arc<DeviceRecord>> {
         self.by_num.read().get(&num).cloned()
@@ -125,6 +146,15 @@ impl Directory {
             tokens.insert(p, u.name.clone());
         }
         self.users.write().insert(u.name.clone(), Arc::new(u));
+    }
+
+    /// How many administrators there are.
+    pub fn count_administrators(&self) -> usize {
+        self.users
+            .read()
+            .values()
+            .filter(|u| u.role == crate::store::Role::Administrator)
+            .count()
     }
 
     /// A user by name.

@@ -1,7 +1,8 @@
-//! `overlord device delete ID` (server stopped): the deletion of
-//! `DELETE /v1/devices/ID` (`overlord::deletion`), run on the data file
-//! through the server's own state, then the writer removes the device's
-//! readings before the command returns.
+//! `overlord device delete ID` and `overlord user delete NAME
+//! [--cascade]` (server stopped): the deletions of `DELETE
+//! /v1/devices/ID` and `DELETE /v1/users/NAME` (`overlord::deletion`),
+//! run on the data file through the server's own state; the writer
+//! removes the devices' readings before the command returns.
 
 use std::time::Duration;
 
@@ -13,14 +14,37 @@ use super::{offline, Advice};
 /// Delete device `id` and all its data; prints
 /// `ok,<inbox rows>,<channel memberships>,<alerts>` as the HTTP API does.
 pub fn delete_device(config: &Config, id: &str) -> Result<(), String> {
+    let r = with_app(config, |app| match app.directory.device(id) {
+        None => Err(format!("no device '{id}'")),
+        Some(d) => {
+            overlord::deletion::delete_device(app, &d).map_err(|e| e.body().trim_end().to_string())
+        }
+    })?;
+    println!("ok,{},{},{}", r.inbox_rows, r.memberships, r.alerts);
+    Ok(())
+}
+
+/// Delete user `name` (with what they own when `cascade`); prints
+/// `ok,<devices>,<channels>,<alerts>,<files>` as the HTTP API does.
+pub fn delete_user(config: &Config, name: &str, cascade: bool) -> Result<(), String> {
+    let r = with_app(config, |app| {
+        overlord::deletion::delete_user(app, name, cascade)
+            .map_err(|e| e.body().trim_end().to_string())
+    })?;
+    println!("ok,{},{},{},{}", r.devices, r.channels, r.alerts, r.files);
+    Ok(())
+}
+
+/// Open the server's state on the data file, run `op`, wait until the
+/// writer has removed every deleted device's rows, shut down.
+fn with_app<T>(
+    config: &Config,
+    op: impl FnOnce(&overlord::app::App) -> Result<T, String>,
+) -> Result<T, String> {
     let opened = offline(&config.data_file, Advice::StopOrHttp, |_| {
         app::open(OpenOptions::new(config.clone()))
     })?;
-    let result = match opened.app.directory.device(id) {
-        None => Err(format!("no device '{id}'")),
-        Some(d) => overlord::deletion::delete_device(&opened.app, &d)
-            .map_err(|e| e.body().trim_end().to_string()),
-    };
+    let result = op(&opened.app);
     if result.is_ok() {
         // The writer removes the readings a bounded batch per commit, at
         // least every 250 ms; wait until it has removed them all.
@@ -37,7 +61,5 @@ pub fn delete_device(config: &Config, id: &str) -> Result<(), String> {
     let Opened { writer, app, .. } = opened;
     drop(app);
     writer.shutdown();
-    let r = result?;
-    println!("ok,{},{},{}", r.inbox_rows, r.memberships, r.alerts);
-    Ok(())
+    result
 }

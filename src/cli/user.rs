@@ -27,6 +27,15 @@ pub enum UserCmd {
         /// User name.
         name: String,
     },
+    /// Delete a user (refused while they own devices, channels, alerts or
+    /// files, unless --cascade deletes those too); as `DELETE /v1/users/NAME`.
+    Delete {
+        /// User name.
+        name: String,
+        /// Delete what they own too.
+        #[arg(long)]
+        cascade: bool,
+    },
     /// Revoke every credential of a user (tokens, password, sessions).
     Revoke {
         /// User name.
@@ -36,6 +45,10 @@ pub enum UserCmd {
 
 /// Run one `user` subcommand on the data file (server stopped).
 pub fn user(config: &Config, cmd: UserCmd) -> Result<(), String> {
+    if let UserCmd::Delete { name, cascade } = &cmd {
+        // Through the server's state: the writer removes device readings.
+        return super::delete::delete_user(config, name, *cascade);
+    }
     let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
     match cmd {
         UserCmd::Token { name, admin } => {
@@ -73,6 +86,7 @@ pub fn user(config: &Config, cmd: UserCmd) -> Result<(), String> {
             users::set_password(&store, &name, Some(pw)).map_err(|e| e.to_string())?;
             println!("ok");
         }
+        UserCmd::Delete { .. } => unreachable!("handled above"),
         UserCmd::Revoke { name } => {
             users::revoke(&store, &name).map_err(|e| e.to_string())?;
             println!("ok");

@@ -31,6 +31,9 @@
 //! | `notify_dead` | (target, event n) | a notification given up on, with the last error | sender |
 //! | `presence_targets` | owner | target id told of presence changes | admin ops |
 //! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
+//! | `commands`, `command_meta`, `command_expiry` | (inbox device, seq); inbox device; (expiry, inbox device, seq) | command record; (kept, delivered up to); () | admin ops (send, ack, read) and writer thread (deliveries, expiry) |
+//! | `sensor_labels` | (device, sensor code) | label, unit, description | admin ops |
+//! | `deleted_devices` | device | deletion time | admin ops (delete) and writer thread (removes the device's rows) |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
 //! They open their own write transaction from a blocking thread; redb runs

@@ -282,6 +282,9 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
         match s.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A signal (a test's child process exiting) interrupted the
+            // read: nothing was lost, read again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::ConnectionReset && !buf.is_empty() => break,
             Err(e) => panic!("read reply: {e}"),
         }
