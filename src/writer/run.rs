@@ -184,7 +184,6 @@ impl WriterState {
             mut outcomes,
             batch,
             channel_items,
-            inbox_rows,
             contacts,
         } = written;
         self.ready.clear();
@@ -203,9 +202,9 @@ impl WriterState {
         if channel_items {
             self.ctx.channel_events.send_modify(|n| *n += 1);
         }
-        if inbox_rows {
-            self.ctx.inbox_events.send_modify(|n| *n += 1);
-        }
+        // Inbox rows this thread queued are committed now: wake their
+        // MQTT subscribers.
+        self.ctx.inbox_bells.ring_pending();
         self.metrics.commits.inc();
         self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
         let accepted: usize = jobs.iter().map(|j| j.readings.len()).sum();
