@@ -175,3 +175,29 @@ async fn accept_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_TOML};
+
+    #[test]
+    fn on_by_default_and_off_when_empty() {
+        let shipped = Config::from_toml(DEFAULT_TOML).unwrap().mqtt;
+        let code = MqttConfig::default();
+        assert_eq!(shipped.listen, "0.0.0.0:1883");
+        assert_eq!(shipped.listen, code.listen);
+        assert_eq!(shipped.max_connections, code.max_connections);
+        assert_eq!(shipped.connect_timeout_secs, code.connect_timeout_secs);
+        assert_eq!(shipped.max_inflight, code.max_inflight);
+        assert_eq!(shipped.outgoing_queue, code.outgoing_queue);
+        assert_eq!(shipped.write_timeout_secs, code.write_timeout_secs);
+        assert_eq!(shipped.max_keep_alive_secs, code.max_keep_alive_secs);
+        let off = Config::from_toml_and_env(DEFAULT_TOML, [("OVERLORD_MQTT__LISTEN", "")]).unwrap();
+        assert!(bind(&off.mqtt).unwrap().is_none());
+        let on =
+            Config::from_toml_and_env(DEFAULT_TOML, [("OVERLORD_MQTT__LISTEN", "127.0.0.1:0")])
+                .unwrap();
+        assert!(bind(&on.mqtt).unwrap().is_some());
+    }
+}
