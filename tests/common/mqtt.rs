@@ -245,6 +245,7 @@ pub fn closed_within(s: &mut TcpStream, wait: Duration) -> (bool, Vec<u8>) {
         match s.read(&mut buf) {
             Ok(0) => return (true, got),
             Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
