@@ -106,6 +106,15 @@ fn oversized_and_malformed_lengths_are_refused_from_the_header() {
         .unwrap();
     let (kind, body) = read_packet(&mut c, WAIT).expect("DISCONNECT");
     assert_eq!((kind, body[0]), (0xe0, 0x81));
+    // A payload one byte over max_body_bytes (1 MiB in tests) frames
+    // fine but is refused like an HTTP body: PUBACK 0x97, too_large.
+    let (mut c, _) = raw_connect(addr, 5, "dev1", &tok, 60);
+    let big = vec![b'1'; (1 << 20) + 1];
+    c.write_all(&publish_packet(5, "overlord/dev1/readings", &big, 1, 7))
+        .unwrap();
+    let (kind, body) = read_packet(&mut c, WAIT).expect("PUBACK");
+    assert_eq!((kind, &body[..3]), (0x40, &[0, 7, 0x97][..]));
+    assert!(String::from_utf8_lossy(&body).contains("error,too_large,"));
     let r = s.get_admin("/v1/devices/dev1/readings?sensors=N1");
     assert_eq!(r.body.lines().count(), 1, "nothing stored: {}", r.body);
     still_serves(&s, &tok);
