@@ -10,7 +10,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::mqtt::{closed_within, connect_packet, publish_packet, raw_connect, read_packet};
+use common::mqtt::{
+    closed_within, connect_as, connect_packet, publish_packet, raw_connect, read_packet,
+};
 use common::TestServer;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -274,6 +276,33 @@ fn many_idle_connections_fill_the_cap_and_no_more() {
         }
         assert!(Instant::now() < deadline, "the freed slot was never reused");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_same_client_id_again_ends_the_old_connection() {
+    let s = TestServer::start();
+    let tok = s.create_device("dev1");
+    let tok2 = s.create_device("dev2");
+    let addr = s.mqtt.unwrap();
+    let open = |user: &str, pass: &str| {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(&connect_as("board", 4, user, pass, 60))
+            .unwrap();
+        let ack = read_packet(&mut c, WAIT);
+        assert_eq!(connack_code(&ack), 0);
+        c
+    };
+    let mut first = open("dev1", &tok);
+    // Another device with the same client id is another session.
+    let mut other = open("dev2", &tok2);
+    // dev1 back with the same id (a board after a dropped link): the old
+    // connection is closed, the new one serves.
+    let mut second = open("dev1", &tok);
+    assert!(closed_within(&mut first, WAIT).0, "the old connection ends");
+    for c in [&mut second, &mut other] {
+        c.write_all(&[0xc0, 0x00]).unwrap();
+        assert_eq!(read_packet(c, WAIT), Some((0xd0, vec![])));
     }
 }
 
