@@ -64,6 +64,17 @@ else
 fi
 
 echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+# Idle first, on the fresh server (before the publish runs grow its
+# heap): RSS before, with IDLE connections held, per connection.
+rss() { awk '/VmRSS/ {print $2}' "/proc/$OPID/status"; }
+BEFORE=$(rss)
+"$LOAD" idle --addr "$MQTT" --conns "$IDLE" --hold 15 --logins "$TMP/logins.csv" > "$TMP/idle.out" &
+LPID=$!; PIDS+=("$LPID")
+for _ in $(seq 1 600); do grep -q connected "$TMP/idle.out" && break; sleep 0.1; done
+sleep 2
+HELD=$(rss)
+echo "idle: $(cat "$TMP/idle.out"); server RSS ${BEFORE} KiB before, ${HELD} KiB held; $(( (HELD - BEFORE) * 1024 / (IDLE > 0 ? IDLE : 1) )) bytes per connection"
+wait "$LPID"
 for c in 32 256; do
     echo "overlord  $("$LOAD" pub --addr "$MQTT" --conns $c --secs "$SECS" --logins "$TMP/logins.csv")"
     [ $MOSQ = 1 ] && echo "mosquitto $("$LOAD" pub --addr "127.0.0.1:$MPORT" --conns $c --secs "$SECS")"
@@ -74,13 +85,3 @@ HALF=$((FULL / 2))
 echo "overlord  at ${HALF}/s: $("$LOAD" pub --addr "$MQTT" --conns 32 --secs "$SECS" --rate "$HALF" --logins "$TMP/logins.csv")"
 [ $MOSQ = 1 ] && echo "mosquitto at ${HALF}/s: $("$LOAD" pub --addr "127.0.0.1:$MPORT" --conns 32 --secs "$SECS" --rate "$HALF")"
 
-# Idle: RSS before, with IDLE connections held, per connection.
-rss() { awk '/VmRSS/ {print $2}' "/proc/$OPID/status"; }
-BEFORE=$(rss)
-"$LOAD" idle --addr "$MQTT" --conns "$IDLE" --hold 15 --logins "$TMP/logins.csv" > "$TMP/idle.out" &
-LPID=$!; PIDS+=("$LPID")
-for _ in $(seq 1 600); do grep -q connected "$TMP/idle.out" && break; sleep 0.1; done
-sleep 2
-HELD=$(rss)
-echo "idle: $(cat "$TMP/idle.out"); server RSS ${BEFORE} KiB before, ${HELD} KiB held; $(( (HELD - BEFORE) * 1024 / (IDLE > 0 ? IDLE : 1) )) bytes per connection"
-wait "$LPID"

@@ -45,9 +45,10 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     /// Changes after every commit that added channel items.
     pub channel_events: watch::Receiver<u64>,
-    /// Bumped after every commit that may have added inbox rows (the
-    /// writer's alert and presence notices, messages and commands).
-    pub inbox_events: watch::Sender<u64>,
+    /// Rung for an inbox after a commit added rows to it (the writer's
+    /// alert and presence notices, messages and commands): MQTT inbox
+    /// subscribers wait on it.
+    pub inbox_bells: Arc<crate::inbox::Bells>,
     /// Slots for channel long-polls (in all and per caller).
     pub long_polls: Arc<crate::longpoll::LongPolls>,
     /// Failed-credential counters.
@@ -193,8 +194,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     let command_expiry = Arc::new(crate::commands::Expiry::default());
     let deletions = Arc::new(crate::deletion::Sweep::default());
     let (events_tx, channel_events) = watch::channel(0u64);
-    let (inbox_events, _) = watch::channel(0u64);
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let inbox_bells = Arc::new(crate::inbox::Bells::default());
     let (ingest, writer) = writer::start(
         store.clone(),
         digest,
@@ -204,7 +205,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
             max_inbox: config.limits.max_inbox,
             catalog: catalog.clone(),
             channel_events: events_tx,
-            inbox_events: inbox_events.clone(),
+            inbox_bells: inbox_bells.clone(),
             presence: presence.clone(),
             directory: directory.clone(),
             presence_events_kept: config.presence.events_kept,
@@ -243,7 +244,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         ingest,
         catalog,
         channel_events,
-        inbox_events,
+        inbox_bells,
         long_polls,
         throttle: Throttle::new(
             config_limits.auth_failures_per_window,

@@ -198,6 +198,53 @@ impl Row {
 #[derive(Debug)]
 pub struct Full(pub u64, pub u64);
 
+/// Wake-ups for an inbox's subscribers (MQTT): [`push`] notes the
+/// inbox it added rows to on its thread, and whoever commits that
+/// transaction calls [`Bells::ring_pending`] after the commit, so a
+/// subscriber woken reads the rows. A ring after a failed commit is only
+/// a spurious wake-up. One entry per inbox with subscribers.
+#[derive(Default)]
+pub struct Bells {
+    bells: parking_lot::Mutex<std::collections::HashMap<u32, tokio::sync::watch::Sender<u64>>>,
+}
+
+thread_local! {
+    /// Inboxes this thread added rows to since its last ring.
+    static PENDING: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Bells {
+    /// Changes after each commit that added rows to `device`'s inbox.
+    pub fn subscribe(&self, device: u32) -> tokio::sync::watch::Receiver<u64> {
+        let mut bells = self.bells.lock();
+        if bells.len() > 1024 && bells.len().is_power_of_two() {
+            bells.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        bells
+            .entry(device)
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Ring the inboxes this thread added rows to (call after the commit).
+    pub fn ring_pending(&self) {
+        let devices = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        if devices.is_empty() {
+            return;
+        }
+        let mut bells = self.bells.lock();
+        for d in devices {
+            match bells.get(&d) {
+                Some(tx) if tx.receiver_count() == 0 => {
+                    bells.remove(&d);
+                }
+                Some(tx) => tx.send_modify(|n| *n += 1),
+                None => {}
+            }
+        }
+    }
+}
+
 /// Add rows to one device's inbox, all or none. Returns their seqs.
 pub fn push(
     txn: &WriteTransaction,
@@ -218,6 +265,7 @@ pub fn push(
         seqs.push(seq);
     }
     meta.insert(device, (next + rows.len() as u64, len + rows.len() as u64))?;
+    PENDING.with(|p| p.borrow_mut().push(device));
     Ok(Ok(seqs))
 }
 

@@ -261,6 +261,36 @@ fn an_empty_data_file_stops_the_server_instead_of_starting_afresh() {
 }
 
 #[test]
+fn a_taken_mqtt_port_stops_the_server_before_it_creates_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let data = tmp.path().join("o.redb");
+    let cfg = tmp.path().join("o.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:{port}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (ok, exited, out, err) = serve_bounded(&cfg);
+    drop(taken);
+    assert!(
+        exited && !ok,
+        "the server must refuse to start: {out} {err}"
+    );
+    assert!(
+        err.contains(&format!("cannot listen for MQTT on 127.0.0.1:{port}"))
+            && err.contains("OVERLORD_MQTT__LISTEN="),
+        "a clear message that says how to turn it off: {err}"
+    );
+    assert!(!out.contains("admin token"), "no token printed: {out}");
+    assert!(!data.exists(), "no data file created");
+}
+
+#[test]
 fn a_taken_port_stops_the_server_before_it_creates_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

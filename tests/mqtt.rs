@@ -306,6 +306,37 @@ fn inbox_rows_arrive_live_and_leave_only_when_acked_over_mqtt() {
 }
 
 #[test]
+fn an_alert_firing_reaches_the_inbox_subscriber_as_it_is_stored() {
+    if !have_mosquitto() {
+        return;
+    }
+    let s = TestServer::start();
+    let tok = s.create_device("dev1");
+    let r = common::as_user(
+        &s,
+        &s.admin,
+        "POST",
+        "/v1/alerts",
+        "name=too-hot&device=dev1&sensor=N1&max=100&to_device=dev1&message=too hot",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sub = msub(port(&s), "dev1", &tok, &["-t", "overlord/dev1/inbox"]);
+    sub.until("received SUBACK", WAIT);
+    // The writer stores the firing (digest, then its commit) and rings
+    // the inbox: the row arrives without any other traffic.
+    let ran = mpub(
+        port(&s),
+        "dev1",
+        &tok,
+        &["-q", "1", "-t", "overlord/dev1/readings", "-m", "N1=150"],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let row = sub.until("overlord/dev1/inbox ", WAIT);
+    assert!(row.contains(",alert,"), "{row}");
+    assert!(row.contains(",alert:too-hot,N1,"), "{row}");
+}
+
+#[test]
 fn the_inbox_survives_a_restart_until_acked() {
     if !have_mosquitto() {
         return;

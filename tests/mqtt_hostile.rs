@@ -10,7 +10,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::mqtt::{closed_within, connect_packet, publish_packet, raw_connect, read_packet};
+use common::mqtt::{
+    closed_within, connect_as, connect_packet, publish_packet, raw_connect, read_packet,
+};
 use common::TestServer;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -106,6 +108,15 @@ fn oversized_and_malformed_lengths_are_refused_from_the_header() {
         .unwrap();
     let (kind, body) = read_packet(&mut c, WAIT).expect("DISCONNECT");
     assert_eq!((kind, body[0]), (0xe0, 0x81));
+    // A payload one byte over max_body_bytes (1 MiB in tests) frames
+    // fine but is refused like an HTTP body: PUBACK 0x97, too_large.
+    let (mut c, _) = raw_connect(addr, 5, "dev1", &tok, 60);
+    let big = vec![b'1'; (1 << 20) + 1];
+    c.write_all(&publish_packet(5, "overlord/dev1/readings", &big, 1, 7))
+        .unwrap();
+    let (kind, body) = read_packet(&mut c, WAIT).expect("PUBACK");
+    assert_eq!((kind, &body[..3]), (0x40, &[0, 7, 0x97][..]));
+    assert!(String::from_utf8_lossy(&body).contains("error,too_large,"));
     let r = s.get_admin("/v1/devices/dev1/readings?sensors=N1");
     assert_eq!(r.body.lines().count(), 1, "nothing stored: {}", r.body);
     still_serves(&s, &tok);
@@ -265,6 +276,33 @@ fn many_idle_connections_fill_the_cap_and_no_more() {
         }
         assert!(Instant::now() < deadline, "the freed slot was never reused");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_same_client_id_again_ends_the_old_connection() {
+    let s = TestServer::start();
+    let tok = s.create_device("dev1");
+    let tok2 = s.create_device("dev2");
+    let addr = s.mqtt.unwrap();
+    let open = |user: &str, pass: &str| {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(&connect_as("board", 4, user, pass, 60))
+            .unwrap();
+        let ack = read_packet(&mut c, WAIT);
+        assert_eq!(connack_code(&ack), 0);
+        c
+    };
+    let mut first = open("dev1", &tok);
+    // Another device with the same client id is another session.
+    let mut other = open("dev2", &tok2);
+    // dev1 back with the same id (a board after a dropped link): the old
+    // connection is closed, the new one serves.
+    let mut second = open("dev1", &tok);
+    assert!(closed_within(&mut first, WAIT).0, "the old connection ends");
+    for c in [&mut second, &mut other] {
+        c.write_all(&[0xc0, 0x00]).unwrap();
+        assert_eq!(read_packet(c, WAIT), Some((0xd0, vec![])));
     }
 }
 

@@ -325,7 +325,9 @@ pub async fn deliver_with(
                     seqs.push(s[0]);
                 }
                 Err(inbox::Full(len, max)) => {
-                    // Dropping the transaction aborts it: nothing is queued.
+                    // Dropping the transaction aborts it: nothing is queued
+                    // (the ring is a spurious wake-up; it clears the list).
+                    app2.inbox_bells.ring_pending();
                     return Ok(Err(WireError::new(
                         409,
                         "inbox_full",
@@ -336,7 +338,7 @@ pub async fn deliver_with(
         }
         txn.commit()?;
         // MQTT inbox subscribers read the new rows.
-        app2.inbox_events.send_modify(|n| *n += 1);
+        app2.inbox_bells.ring_pending();
         Ok::<_, crate::store::StoreError>(Ok(seqs))
     })
     .await

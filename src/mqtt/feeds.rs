@@ -1,7 +1,8 @@
 //! Subscriptions that deliver: a device's inbox and a channel's items.
-//! Each is a task woken like a long-poll (the writer's `watch`es:
-//! `App::inbox_events`, `App::channel_events`) that reads what is new on
-//! a blocking thread and queues one PUBLISH (QoS 0) per row.
+//! Each is a task woken like a long-poll (`App::inbox_bells` for its
+//! device's inbox, the writer's `App::channel_events` watch) that reads
+//! what is new on a blocking thread and queues one PUBLISH (QoS 0) per
+//! row.
 //!
 //! Nothing is removed by delivery: an inbox row stays until the device
 //! acks it (HTTP or `overlord/<device>/inbox/ack`), so a subscription
@@ -32,7 +33,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// (with `,device` for a gateway), oldest first, each once per
 /// subscription, until the connection ends.
 pub async fn inbox(app: Arc<App>, outbox: Outbox, device: Arc<DeviceRecord>, topic: String) {
-    let mut events = app.inbox_events.subscribe();
+    let mut events = app.inbox_bells.subscribe(device.num);
     let mut sent = 0u64;
     let max = app.config.limits.max_inbox as usize;
     loop {

@@ -27,6 +27,7 @@ mod session;
 pub mod topics;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,12 @@ pub struct ErrorRow {
     pub line: bytes::Bytes,
 }
 
+/// A session: (the caller's label, the client id).
+pub type SessionKey = (String, String);
+
+/// The connection holding a session: its number and its kill switch.
+type Holder = (u64, Arc<watch::Sender<bool>>);
+
 /// What every connection shares.
 pub struct Hub {
     /// The server.
@@ -73,9 +80,29 @@ pub struct Hub {
     pub errors: broadcast::Sender<ErrorRow>,
     /// Numbers connections.
     next_conn: std::sync::atomic::AtomicU64,
+    /// The open connection of each (caller, client id), to end when the
+    /// same caller connects again with the same id (MQTT's session
+    /// takeover). One entry per open connection with a client id.
+    sessions: parking_lot::Mutex<HashMap<SessionKey, Holder>>,
 }
 
 impl Hub {
+    /// Connection `conn` (ended through `kill`) is now `who`'s session
+    /// `client_id`: the connection that held it is ended.
+    pub fn take_over(&self, key: SessionKey, conn: u64, kill: Arc<watch::Sender<bool>>) {
+        if let Some((_, old)) = self.sessions.lock().insert(key, (conn, kill)) {
+            old.send_replace(true);
+        }
+    }
+
+    /// Connection `conn` has closed: forget its session, if still its.
+    pub fn forget(&self, key: &SessionKey, conn: u64) {
+        let mut sessions = self.sessions.lock();
+        if sessions.get(key).is_some_and(|(c, _)| *c == conn) {
+            sessions.remove(key);
+        }
+    }
+
     /// A new connection's number.
     pub fn conn_id(&self) -> u64 {
         self.next_conn
@@ -107,6 +134,7 @@ pub fn start(
         app,
         errors: broadcast::channel(256).0,
         next_conn: Default::default(),
+        sessions: Default::default(),
     });
     let accept = tokio::spawn(accept_loop(hub, listener, permits.clone(), stop));
     Ok(Running {
@@ -173,5 +201,31 @@ async fn accept_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_TOML};
+
+    #[test]
+    fn on_by_default_and_off_when_empty() {
+        let shipped = Config::from_toml(DEFAULT_TOML).unwrap().mqtt;
+        let code = MqttConfig::default();
+        assert_eq!(shipped.listen, "0.0.0.0:1883");
+        assert_eq!(shipped.listen, code.listen);
+        assert_eq!(shipped.max_connections, code.max_connections);
+        assert_eq!(shipped.connect_timeout_secs, code.connect_timeout_secs);
+        assert_eq!(shipped.max_inflight, code.max_inflight);
+        assert_eq!(shipped.outgoing_queue, code.outgoing_queue);
+        assert_eq!(shipped.write_timeout_secs, code.write_timeout_secs);
+        assert_eq!(shipped.max_keep_alive_secs, code.max_keep_alive_secs);
+        let off = Config::from_toml_and_env(DEFAULT_TOML, [("OVERLORD_MQTT__LISTEN", "")]).unwrap();
+        assert!(bind(&off.mqtt).unwrap().is_none());
+        let on =
+            Config::from_toml_and_env(DEFAULT_TOML, [("OVERLORD_MQTT__LISTEN", "127.0.0.1:0")])
+                .unwrap();
+        assert!(bind(&on.mqtt).unwrap().is_some());
     }
 }

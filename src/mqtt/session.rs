@@ -148,6 +148,13 @@ pub async fn serve(
     let wait = Duration::from_secs(cfg.write_timeout_secs.max(1));
     let (rd, wr) = stream.into_split();
     let kill = Arc::new(watch::channel(false).0);
+    let id = hub.conn_id();
+    // The same caller with the same client id again: the old connection
+    // ends (a board back after a dropped link frees its slot at once).
+    let session = (!connect.client_id.is_empty()).then(|| (who.label(), connect.client_id));
+    if let Some(key) = &session {
+        hub.take_over(key.clone(), id, kill.clone());
+    }
     let (outbox, out_rx) = Outbox::new(cfg.outgoing_queue, wait, kill.clone());
     let writer = tokio::spawn(link::write_loop(out_rx, wr, version, wait, kill.clone()));
     let accepted = Accepted {
@@ -158,7 +165,6 @@ pub async fn serve(
     outbox.send(Out::ConnAck(Ok(accepted))).await;
     let (inflight, inflight_rx) = mpsc::channel(usize::from(cfg.max_inflight.max(1)));
     let errors = ErrorTopics::default();
-    let id = hub.conn_id();
     let acker = tokio::spawn(link::ack_loop(
         inflight_rx,
         outbox.clone(),
@@ -168,7 +174,7 @@ pub async fn serve(
         id,
     ));
     let mut conn = Conn {
-        hub,
+        hub: hub.clone(),
         id,
         app: app.clone(),
         version,
@@ -187,6 +193,9 @@ pub async fn serve(
         .read_loop(rd, buf, silence, stop, kill.subscribe())
         .await;
     conn.close(end, acker, writer).await;
+    if let Some(key) = &session {
+        hub.forget(key, id);
+    }
     app.metrics.mqtt_connections.add(-1);
 }
 

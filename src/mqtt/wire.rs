@@ -23,6 +23,8 @@ pub struct Connect {
     pub keep_alive: u16,
     /// Username and password, if either was sent.
     pub login: Option<(String, String)>,
+    /// The client identifier (may be empty).
+    pub client_id: String,
 }
 
 /// A packet from the client after CONNECT.
@@ -220,6 +222,7 @@ pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<(Version, C
                 Connect {
                     keep_alive: c.keep_alive,
                     login: c.login.map(|l| (l.username, l.password)),
+                    client_id: c.client_id,
                 },
             ))),
             _ => Err(Bad::Malformed("the first packet must be CONNECT".into())),
@@ -230,6 +233,7 @@ pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<(Version, C
                 Connect {
                     keep_alive: c.keep_alive,
                     login: login.map(|l| (l.username, l.password)),
+                    client_id: c.client_id,
                 },
             ))),
             _ => Err(Bad::Malformed("the first packet must be CONNECT".into())),

@@ -37,9 +37,6 @@ pub(super) struct Written {
     pub(super) batch: Option<DigestBatch>,
     /// Whether a channel got items (its long-polls are to be woken).
     pub(super) channel_items: bool,
-    /// Whether an inbox may have got rows (alert firings, presence
-    /// notices): inbox subscribers are to be woken.
-    pub(super) inbox_rows: bool,
     /// The devices heard from (a new reading), in device order.
     pub(super) contacts: Vec<u32>,
 }
@@ -100,7 +97,6 @@ impl WriterState {
         let mut written = self.store_readings(&txn, jobs, seq, now)?;
         let fired = self.ready_has_firings();
         written.channel_items = self.apply_effects(&txn, changes, now)?;
-        written.inbox_rows = fired || !changes.is_empty();
         if effects_only && (written.channel_items || fired || !changes.is_empty()) {
             // Clients read these at once (channel items, inbox rows, alert
             // and presence events), by index or seq: a crash must not
@@ -195,7 +191,6 @@ impl WriterState {
             outcomes,
             batch,
             channel_items: false,
-            inbox_rows: false,
             contacts,
         })
     }

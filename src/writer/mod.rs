@@ -110,9 +110,9 @@ pub struct WriterContext {
     pub catalog: Arc<Catalog>,
     /// Bumped after every commit that added channel items (long-polls).
     pub channel_events: watch::Sender<u64>,
-    /// Bumped after every commit that may have added inbox rows (MQTT
+    /// Rung after every commit for the inboxes it added rows to (MQTT
     /// inbox subscribers, `src/mqtt/feeds.rs`).
-    pub inbox_events: watch::Sender<u64>,
+    pub inbox_bells: Arc<crate::inbox::Bells>,
     /// Device presence: swept by the writer, its changes stored here.
     pub presence: Arc<Presence>,
     /// Owners and gateways, for presence notices and inbox routing.

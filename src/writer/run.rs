@@ -197,7 +197,6 @@ impl WriterState {
             mut outcomes,
             batch,
             channel_items,
-            inbox_rows,
             contacts,
         } = written;
         self.ready.clear();
@@ -217,9 +216,9 @@ impl WriterState {
         if channel_items {
             self.ctx.channel_events.send_modify(|n| *n += 1);
         }
-        if inbox_rows {
-            self.ctx.inbox_events.send_modify(|n| *n += 1);
-        }
+        // Inbox rows this thread queued are committed now: wake their
+        // MQTT subscribers.
+        self.ctx.inbox_bells.ring_pending();
         if self.outbox_added.take() {
             self.ctx.outbox_wake.notify_one();
         }

@@ -162,8 +162,16 @@ fn string(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(s);
 }
 
-/// A CONNECT of protocol `level` (4 or 5) with a login and keep-alive.
+/// A CONNECT of protocol `level` (4 or 5) with a login and keep-alive,
+/// and a client id of its own (`raw-N`).
 pub fn connect_packet(level: u8, user: &str, pass: &str, keep_alive: u16) -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    connect_as(&format!("raw-{n}"), level, user, pass, keep_alive)
+}
+
+/// A CONNECT with the client id `client`.
+pub fn connect_as(client: &str, level: u8, user: &str, pass: &str, keep_alive: u16) -> Vec<u8> {
     let mut body = Vec::new();
     string(b"MQTT", &mut body);
     body.push(level);
@@ -172,7 +180,7 @@ pub fn connect_packet(level: u8, user: &str, pass: &str, keep_alive: u16) -> Vec
     if level == 5 {
         body.push(0); // no properties
     }
-    string(b"raw", &mut body);
+    string(client.as_bytes(), &mut body);
     string(user.as_bytes(), &mut body);
     string(pass.as_bytes(), &mut body);
     let mut p = vec![0x10];
@@ -245,6 +253,7 @@ pub fn closed_within(s: &mut TcpStream, wait: Duration) -> (bool, Vec<u8>) {
         match s.read(&mut buf) {
             Ok(0) => return (true, got),
             Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
