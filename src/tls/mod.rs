@@ -124,6 +124,11 @@ impl TlsAcceptor {
             .with_no_client_auth()
             .with_cert_resolver(cert.clone());
         server.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+        // Session resumption without a full handshake (a board that
+        // reconnects saves the certificate check and a signature): stateless
+        // tickets, their key random per process and rotated by rustls
+        // every 6 h; TLS 1.3 resumption still makes a fresh key exchange.
+        server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
         Ok(TlsAcceptor {
             inner: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             cert,
