@@ -313,3 +313,48 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+        let made = selfsigned::generate(&["localhost".into()]).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, &made.cert_pem).unwrap();
+        std::fs::write(&k, &made.key_pem).unwrap();
+        (c, k, made.fingerprint)
+    }
+
+    #[test]
+    fn a_pair_loads_and_every_bad_one_says_why_without_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c1, k1, fp1) = pair(tmp.path(), "a");
+        let (_, k2, _) = pair(tmp.path(), "b");
+        let loaded = load(&c1, &k1).unwrap();
+        assert_eq!(fingerprint(&loaded.cert[0]), fp1);
+        assert_eq!(fp1.len(), 32 * 3 - 1, "AB:CD:... over 32 bytes");
+        let key_text = std::fs::read_to_string(&k2).unwrap();
+        let secret = key_text.lines().nth(1).unwrap();
+        let garbage = tmp.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\n!!\n").unwrap();
+        let big = tmp.path().join("big.pem");
+        std::fs::write(&big, vec![b'a'; (MAX_PEM_BYTES + 1) as usize]).unwrap();
+        let missing = tmp.path().join("missing.pem");
+        for (cert, key, says) in [
+            (&c1, &k2, "the key does not belong to the certificate"),
+            (&garbage, &k1, "not a PEM certificate file"),
+            (&k1, &k1, "no certificate in it"),
+            (&c1, &c1, "no PEM private key in it"),
+            (&big, &k1, "larger than 1 MiB"),
+            (&missing, &k1, "missing.pem"),
+        ] {
+            let e = load(cert, key).expect_err("refused");
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains(secret), "no key material: {e}");
+        }
+    }
+}
