@@ -478,3 +478,58 @@ fn sighup_without_tls_does_not_stop_the_server() {
     );
     assert!(child.0.try_wait().unwrap().is_none(), "still running");
 }
+
+/// A client that comes back resumes its session (TLS 1.3 and 1.2),
+/// skipping the certificate and its signature: what a board on a battery
+/// saves on every reconnection.
+#[test]
+fn sessions_resume_with_tickets() {
+    if !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, _) = self_signed(tmp.path());
+    let s = Server::start(tmp.path(), "127.0.0.1:0", "", &[]);
+    let connect = s.https.to_string();
+    for flag in ["-tls1_3", "-tls1_2"] {
+        let sess = tmp.path().join(format!("session{flag}"));
+        let run = |io: &str| {
+            let mut child = Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &connect,
+                    "-servername",
+                    "localhost",
+                    flag,
+                ])
+                .arg("-CAfile")
+                .arg(&cert)
+                .arg(io)
+                .arg(&sess)
+                // Wait for the reply and the server's close after stdin ends.
+                .arg("-ign_eof")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // A request, so a TLS 1.3 client reads the tickets sent after
+            // the handshake before it closes.
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let o = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let first = run("-sess_out");
+        assert!(first.contains("New, TLSv1."), "{flag}: {first}");
+        assert!(first.contains("\r\n\r\nok"), "{flag}: {first}");
+        let again = run("-sess_in");
+        assert!(again.contains("Reused, TLSv1."), "{flag}: {again}");
+        assert!(again.contains("\r\n\r\nok"), "{flag}: {again}");
+    }
+}

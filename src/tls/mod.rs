@@ -124,6 +124,11 @@ impl TlsAcceptor {
             .with_no_client_auth()
             .with_cert_resolver(cert.clone());
         server.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+        // Session resumption without a full handshake (a board that
+        // reconnects saves the certificate check and a signature): stateless
+        // tickets, their key random per process and rotated by rustls
+        // every 6 h; TLS 1.3 resumption still makes a fresh key exchange.
+        server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
         Ok(TlsAcceptor {
             inner: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             cert,
@@ -307,4 +312,49 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+        let made = selfsigned::generate(&["localhost".into()]).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, &made.cert_pem).unwrap();
+        std::fs::write(&k, &made.key_pem).unwrap();
+        (c, k, made.fingerprint)
+    }
+
+    #[test]
+    fn a_pair_loads_and_every_bad_one_says_why_without_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c1, k1, fp1) = pair(tmp.path(), "a");
+        let (_, k2, _) = pair(tmp.path(), "b");
+        let loaded = load(&c1, &k1).unwrap();
+        assert_eq!(fingerprint(&loaded.cert[0]), fp1);
+        assert_eq!(fp1.len(), 32 * 3 - 1, "AB:CD:... over 32 bytes");
+        let key_text = std::fs::read_to_string(&k2).unwrap();
+        let secret = key_text.lines().nth(1).unwrap();
+        let garbage = tmp.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\n!!\n").unwrap();
+        let big = tmp.path().join("big.pem");
+        std::fs::write(&big, vec![b'a'; (MAX_PEM_BYTES + 1) as usize]).unwrap();
+        let missing = tmp.path().join("missing.pem");
+        for (cert, key, says) in [
+            (&c1, &k2, "the key does not belong to the certificate"),
+            (&garbage, &k1, "not a PEM certificate file"),
+            (&k1, &k1, "no certificate in it"),
+            (&c1, &c1, "no PEM private key in it"),
+            (&big, &k1, "larger than 1 MiB"),
+            (&missing, &k1, "missing.pem"),
+        ] {
+            let e = load(cert, key).expect_err("refused");
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains(secret), "no key material: {e}");
+        }
+    }
 }
