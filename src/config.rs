@@ -51,6 +51,67 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Per-user limits on what an ordinary user may create.
     pub quotas: QuotaConfig,
+    /// The ThingSpeak-compatible door: where `fieldN` goes.
+    pub thingspeak: ThingSpeakConfig,
+}
+
+/// `[thingspeak]`: which sensor a ThingSpeak `field1`..`field8` is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThingSpeakConfig {
+    /// `fieldN` → the Nth sensor (default `N1`..`N8`); `""` refuses it.
+    pub fields: FieldMap,
+    /// Per device id, a map of its own instead of `fields`.
+    pub devices: std::collections::HashMap<String, FieldMap>,
+}
+
+impl Default for ThingSpeakConfig {
+    fn default() -> Self {
+        ThingSpeakConfig {
+            fields: FieldMap(
+                (1..=8)
+                    .map(|n| crate::codec::SensorId::parse(&format!("N{n}")).ok())
+                    .collect(),
+            ),
+            devices: Default::default(),
+        }
+    }
+}
+
+/// Up to 8 sensor names (`field1`..`field8`; `""` or a missing entry:
+/// not accepted), as a TOML array or a comma-separated string (for
+/// `OVERLORD_THINGSPEAK__FIELDS=N1,N2,I3`). Checked when the config loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldMap(pub Vec<Option<crate::codec::SensorId>>);
+
+impl<'de> Deserialize<'de> for FieldMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Text(String),
+        }
+        let names = match Raw::deserialize(d)? {
+            Raw::List(v) => v,
+            Raw::Text(t) => t.split(',').map(|s| s.trim().to_string()).collect(),
+        };
+        if names.len() > 8 {
+            return Err(serde::de::Error::custom(
+                "ThingSpeak has field1..field8: at most 8 names",
+            ));
+        }
+        names
+            .iter()
+            .map(|n| match n.as_str() {
+                "" => Ok(None),
+                n => crate::codec::SensorId::parse(n)
+                    .map(Some)
+                    .map_err(|e| serde::de::Error::custom(format!("thingspeak fields: {e}"))),
+            })
+            .collect::<Result<_, _>>()
+            .map(FieldMap)
+    }
 }
 
 /// `[quotas]`: what one ordinary user may own, so one tenant cannot fill
@@ -234,6 +295,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             dashboard: DashboardConfig::default(),
             quotas: QuotaConfig::default(),
+            thingspeak: ThingSpeakConfig::default(),
         }
     }
 }

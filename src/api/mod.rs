@@ -15,6 +15,8 @@
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
 //! | `GET/POST /v1/devices/ID/sensors` | [`readings::latest`] |
 //! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
+//! | `POST /write`, `POST /api/v2/write` (InfluxDB line protocol) | [`influx`] |
+//! | `GET/POST /update`, `/update.json`, `POST /channels/ID/bulk_update.json` (ThingSpeak) | [`thingspeak`] |
 //!
 //! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
 //! reply (`take_safe`, `codec::spreadsheet`).
@@ -29,8 +31,10 @@ pub mod dashboard;
 pub mod devices;
 pub mod files;
 pub mod inbox;
+pub mod influx;
 pub mod ops;
 pub mod readings;
+pub mod thingspeak;
 pub mod users;
 
 use std::convert::Infallible;
@@ -237,6 +241,10 @@ pub enum Endpoint {
     DeviceSensors,
     Dashboard,
     DashboardAsset,
+    InfluxWriteV1,
+    InfluxWriteV2,
+    ThingSpeakUpdate,
+    ThingSpeakBulk,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -324,17 +332,32 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/devices/:id/sensors", Endpoint::DeviceSensors),
     ("GET", "/", Endpoint::Dashboard),
     ("GET", "/ui/:file", Endpoint::DashboardAsset),
+    // Doors for what devices already speak (docs/api.md, "Other doors").
+    ("POST", "/write", Endpoint::InfluxWriteV1),
+    ("POST", "/api/v2/write", Endpoint::InfluxWriteV2),
+    ("GET", "/update", Endpoint::ThingSpeakUpdate),
+    ("POST", "/update", Endpoint::ThingSpeakUpdate),
+    ("GET", "/update.json", Endpoint::ThingSpeakUpdate),
+    ("POST", "/update.json", Endpoint::ThingSpeakUpdate),
+    (
+        "POST",
+        "/channels/:id/bulk_update.json",
+        Endpoint::ThingSpeakBulk,
+    ),
 ];
 
 /// Does this request change anything? Every method but `GET`/`HEAD`, and
-/// the two device `GET`s that write (readings by query string, inbox
-/// acknowledgement). `POST /v1/login` is not guarded: it needs no session.
+/// the device `GET`s that write (readings by query string, inbox
+/// acknowledgement, a ThingSpeak update). `POST /v1/login` is not guarded: it needs no session.
 pub fn changes_state(method: &Method, ep: Endpoint) -> bool {
     if ep == Endpoint::Login {
         return false;
     }
     !matches!(*method, Method::GET | Method::HEAD)
-        || matches!(ep, Endpoint::ReadingsGet | Endpoint::InboxAck)
+        || matches!(
+            ep,
+            Endpoint::ReadingsGet | Endpoint::InboxAck | Endpoint::ThingSpeakUpdate
+        )
 }
 
 /// The CSRF defence: a state-changing request that would be authenticated
@@ -509,5 +532,9 @@ async fn route(
         DeviceSensors => readings::latest(app, req, &p).await,
         Dashboard => Ok(dashboard::asset(app, &req, "index.html")),
         DashboardAsset => Ok(dashboard::asset(app, &req, &p)),
+        InfluxWriteV1 => influx::write(app, req, influx::Version::V1).await,
+        InfluxWriteV2 => influx::write(app, req, influx::Version::V2).await,
+        ThingSpeakUpdate => thingspeak::update(app, req).await,
+        ThingSpeakBulk => thingspeak::bulk(app, req).await,
     }
 }
