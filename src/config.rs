@@ -565,6 +565,36 @@ mod tests {
     }
 
     #[test]
+    fn thingspeak_fields_from_toml_and_env() {
+        let c = Config::from_toml(DEFAULT_TOML).unwrap();
+        assert_eq!(c.thingspeak.fields, Config::default().thingspeak.fields);
+        let c = Config::from_toml(
+            "[thingspeak]\nfields = [\"I1\", \"\"]\n[thingspeak.devices]\nw = [\"S8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.thingspeak.fields.0[0].unwrap().to_string(), "I1");
+        assert_eq!(c.thingspeak.fields.0[1], None);
+        assert_eq!(c.thingspeak.devices["w"].0[0].unwrap().to_string(), "S8");
+        let c = Config::from_toml_and_env(
+            DEFAULT_TOML,
+            [("OVERLORD_THINGSPEAK__FIELDS", "N1, L2,,I4")],
+        )
+        .unwrap();
+        let names: Vec<String> = c
+            .thingspeak
+            .fields
+            .0
+            .iter()
+            .map(|s| s.map(|s| s.to_string()).unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["N1", "L2", "", "I4"]);
+        assert!(Config::from_toml("[thingspeak]\nfields = [\"Q1\"]\n").is_err());
+        assert!(
+            Config::from_toml("[thingspeak]\nfields = \"N1,N2,N3,N4,N5,N6,N7,N8,N9\"\n").is_err()
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(Config::from_toml("lisen = \"x\"").is_err());
         assert!(Config::from_toml("[limits]\nmax_conections = 1").is_err());

@@ -85,6 +85,10 @@ struct Line<'a> {
     time: Option<&'a str>,
 }
 
+/// Bytes per reading of the duplicate check's map (key, value, hash
+/// table overhead), charged through `grow` beside the reading itself.
+const SEEN_BYTES: usize = 48;
+
 /// Parse a line protocol body received at `now`. Readings of lines
 /// without a `device` tag have no device index (the request's device).
 pub fn parse_lines(
@@ -138,7 +142,10 @@ pub fn parse_lines(
         let need = readings.len() + line.fields.len();
         if need > readings.capacity() {
             let extra = need.max(readings.capacity() * 2) - readings.capacity();
-            if !grow(extra * READING_BYTES) {
+            // The duplicate check's map grows with the readings: charge
+            // it too (the caller resizes the charge to the readings alone
+            // once the parse is done and the map is gone).
+            if !grow(extra * (READING_BYTES + SEEN_BYTES)) {
                 return Err(CodecError::new(OVER_BUDGET, "over the memory budget"));
             }
             readings.reserve_exact(extra);
