@@ -153,6 +153,14 @@ fn fields_map_to_configured_sensors_and_failures_answer_zero() {
         .header("Overlord-Error")
         .unwrap()
         .contains("field3"));
+    // A detail with UTF-8 in it still reaches the (ASCII) header.
+    let r = get("field3=%C3%A9");
+    refused(&r, 400, "bad_value");
+    assert!(
+        r.header("Overlord-Error").unwrap().contains("field3: '?'"),
+        "{:?}",
+        r.headers
+    );
     refused(&get("field1=1&status=hello"), 400, "bad_parameter");
     refused(&get("field9=1"), 400, "bad_parameter");
     refused(&get("headers=false"), 400, "missing_field");

@@ -76,7 +76,20 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 /// The reply of a failed update: `0`, the failure's status, the error
 /// line in a header (and `Retry-After` where the error has one).
 fn zero_reply(e: WireError) -> Reply {
-    let line = e.body().trim_end().to_string();
+    // A header value is visible ASCII: anything else in the detail (a
+    // clipped UTF-8 value) becomes `?` rather than losing the header.
+    let line: String = e
+        .body()
+        .trim_end()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
     let mut r = Reply::from(e);
     r.body = Bytes::from_static(b"0");
     r.content_type = TEXT;
@@ -159,7 +172,7 @@ async fn store_update(
     }
     let who = device_caller(app, &parts.headers, peer_of(&parts.extensions), key)?;
     let Principal::Device(d) = &who else {
-        unreachable!("device_caller returns devices only")
+        return Err(WireError::new(500, "internal", "not a device"));
     };
     let map = field_map(app, &d.id);
     let readings = to_readings(&fields, map, now, &app.limits, "")?;
@@ -365,7 +378,7 @@ pub async fn bulk(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         (None, None) => return Err(WireError::unauthorized("write_api_key is missing")),
     };
     let Principal::Device(d) = &who else {
-        unreachable!("device_caller returns devices only")
+        return Err(WireError::new(500, "internal", "not a device"));
     };
     let map = field_map(app, &d.id);
     let entries = entry_fields(parsed.updates, now)?;
