@@ -9,7 +9,8 @@
 //!   HTTP/1.0 and bare-LF clients, graceful shutdown). `server::run` is
 //!   used by `overlord serve` (`src/cli/serve.rs`) and by the tests alike.
 //! - [`api`]: the router and one handler module per noun (`readings`,
-//!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
+//!   `devices`, `ops`, ...) and per door for what devices already speak
+//!   (`influx`: line protocol, `thingspeak`); [`http`] has the reply type, bounded body reading
 //!   and management forms; [`budget`] bounds the bytes of request data
 //!   held across all requests at once.
 //! - [`auth`]: who is calling and may they. [`auth::registry`] holds the
