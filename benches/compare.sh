@@ -573,12 +573,16 @@ for round in $(seq 1 "$P2_ROUNDS"); do
     fi
     [ -n "$VM_PID" ] && ingest_run victoria-metrics vm "$VM_ADDR" "$start"
     [ -n "$IF_PID" ] && ingest_run influxdb influx "$IF_ADDR" "$start"
+    # The same rows as line protocol to Overlord's InfluxDB door, on days
+    # of their own (10 to 14 days ago: the CSV rounds' days would be
+    # retries).
+    ingest_run overlord-lineproto influx "$OV_ADDR" "$((start - 6 * 86400))" --token "$OV_TOKEN"
 done
 start=$((BASE_DAY - 9 * 86400))
 ingest_run overlord-2conns overlord "$OV_ADDR" "$start" --token "$OV_TOKEN" --conns 2
 [ -n "$VM_PID" ] && ingest_run victoria-metrics-2conns vm "$VM_ADDR" "$start" --conns 2
 [ -n "$IF_PID" ] && ingest_run influxdb-2conns influx "$IF_ADDR" "$start" --conns 2
-for n in overlord overlord-2conns victoria-metrics victoria-metrics-2conns influxdb influxdb-2conns; do
+for n in overlord overlord-2conns overlord-lineproto victoria-metrics victoria-metrics-2conns influxdb influxdb-2conns; do
     put "p2.$n" "$(best "p2.$n")"
 done
 put rss.overlord "$(vmhwm "$OV_PID")"
@@ -761,6 +765,7 @@ O2=$(get p2.overlord)
 row "P2 rows/s vs goal 1,000,000" "$(fmt "$O2" %.0f)" "1000000" "$(ratio "$O2" 1000000)"
 row "P2 rows/s vs victoria-metrics csv import" "$(fmt "$O2" %.0f)" "$(fmt "$(get p2.victoria-metrics)" %.0f)" "$(ratio "$O2" "$(get p2.victoria-metrics)")"
 row "P2 rows/s vs influxdb line protocol" "$(fmt "$O2" %.0f)" "$(fmt "$(get p2.influxdb)" %.0f)" "$(ratio "$O2" "$(get p2.influxdb)")"
+row "P2 line protocol rows/s vs influxdb" "$(fmt "$(get p2.overlord-lineproto)" %.0f)" "$(fmt "$(get p2.influxdb)" %.0f)" "$(ratio "$(get p2.overlord-lineproto)" "$(get p2.influxdb)")"
 row "P2 rows/s, 2 connections, vs goal" "$(fmt "$(get p2.overlord-2conns)" %.0f)" "1000000" "$(ratio "$(get p2.overlord-2conns)" 1000000)"
 row "P2 rows/s, 2 connections, vs v-m 2 conns" "$(fmt "$(get p2.overlord-2conns)" %.0f)" "$(fmt "$(get p2.victoria-metrics-2conns)" %.0f)" "$(ratio "$(get p2.overlord-2conns)" "$(get p2.victoria-metrics-2conns)")"
 row "P2 rows/s, 2 connections, vs influx 2 conns" "$(fmt "$(get p2.overlord-2conns)" %.0f)" "$(fmt "$(get p2.influxdb-2conns)" %.0f)" "$(ratio "$(get p2.overlord-2conns)" "$(get p2.influxdb-2conns)")"

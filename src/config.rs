@@ -66,6 +66,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// The log: its format and the request log's level.
     pub log: LogConfig,
+    /// The ThingSpeak-compatible door: where `fieldN` goes.
+    pub thingspeak: ThingSpeakConfig,
 }
 
 /// `[mqtt]`: the MQTT 3.1.1 and 5 listener. Payloads are bounded by
@@ -104,6 +106,29 @@ impl Default for MqttConfig {
             outgoing_queue: 64,
             write_timeout_secs: 10,
             max_keep_alive_secs: 1800,
+        }
+    }
+}
+
+/// `[thingspeak]`: which sensor a ThingSpeak `field1`..`field8` is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThingSpeakConfig {
+    /// `fieldN` → the Nth sensor (default `N1`..`N8`); `""` refuses it.
+    pub fields: FieldMap,
+    /// Per device id, a map of its own instead of `fields`.
+    pub devices: std::collections::HashMap<String, FieldMap>,
+}
+
+impl Default for ThingSpeakConfig {
+    fn default() -> Self {
+        ThingSpeakConfig {
+            fields: FieldMap(
+                (1..=8)
+                    .map(|n| crate::codec::SensorId::parse(&format!("N{n}")).ok())
+                    .collect(),
+            ),
+            devices: Default::default(),
         }
     }
 }
@@ -212,6 +237,42 @@ impl LogLevel {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         }
+    }
+}
+
+/// Up to 8 sensor names (`field1`..`field8`; `""` or a missing entry:
+/// not accepted), as a TOML array or a comma-separated string (for
+/// `OVERLORD_THINGSPEAK__FIELDS=N1,N2,I3`). Checked when the config loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldMap(pub Vec<Option<crate::codec::SensorId>>);
+
+impl<'de> Deserialize<'de> for FieldMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Text(String),
+        }
+        let names = match Raw::deserialize(d)? {
+            Raw::List(v) => v,
+            Raw::Text(t) => t.split(',').map(|s| s.trim().to_string()).collect(),
+        };
+        if names.len() > 8 {
+            return Err(serde::de::Error::custom(
+                "ThingSpeak has field1..field8: at most 8 names",
+            ));
+        }
+        names
+            .iter()
+            .map(|n| match n.as_str() {
+                "" => Ok(None),
+                n => crate::codec::SensorId::parse(n)
+                    .map(Some)
+                    .map_err(|e| serde::de::Error::custom(format!("thingspeak fields: {e}"))),
+            })
+            .collect::<Result<_, _>>()
+            .map(FieldMap)
     }
 }
 
@@ -430,6 +491,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             notify: NotifyConfig::default(),
             smtp: SmtpConfig::default(),
+            thingspeak: ThingSpeakConfig::default(),
         }
     }
 }
@@ -753,6 +815,36 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.files_dir(), PathBuf::from("/var/lib/o/data.redb.files"));
+    }
+
+    #[test]
+    fn thingspeak_fields_from_toml_and_env() {
+        let c = Config::from_toml(DEFAULT_TOML).unwrap();
+        assert_eq!(c.thingspeak.fields, Config::default().thingspeak.fields);
+        let c = Config::from_toml(
+            "[thingspeak]\nfields = [\"I1\", \"\"]\n[thingspeak.devices]\nw = [\"S8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.thingspeak.fields.0[0].unwrap().to_string(), "I1");
+        assert_eq!(c.thingspeak.fields.0[1], None);
+        assert_eq!(c.thingspeak.devices["w"].0[0].unwrap().to_string(), "S8");
+        let c = Config::from_toml_and_env(
+            DEFAULT_TOML,
+            [("OVERLORD_THINGSPEAK__FIELDS", "N1, L2,,I4")],
+        )
+        .unwrap();
+        let names: Vec<String> = c
+            .thingspeak
+            .fields
+            .0
+            .iter()
+            .map(|s| s.map(|s| s.to_string()).unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["N1", "L2", "", "I4"]);
+        assert!(Config::from_toml("[thingspeak]\nfields = [\"Q1\"]\n").is_err());
+        assert!(
+            Config::from_toml("[thingspeak]\nfields = \"N1,N2,N3,N4,N5,N6,N7,N8,N9\"\n").is_err()
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   handshakes), reloads on `SIGHUP` and file change, and the
 //!   self-signed certificate of `overlord tls self-signed`.
 //! - [`api`]: the router and one handler module per noun (`readings`,
-//!   `devices`, `ops`); [`http`] has the reply type, bounded body reading
+//!   `devices`, `ops`, ...) and per door for what devices already speak
+//!   (`influx`: line protocol, `thingspeak`); [`http`] has the reply type, bounded body reading
 //!   and management forms; [`budget`] bounds the bytes of request data
 //!   held across all requests at once.
 //! - [`auth`]: who is calling and may they. [`auth::registry`] holds the

@@ -148,3 +148,27 @@ fn bad_json_is_refused_whole_with_a_pointer() {
     let q = s.get(&format!("/v1/devices/d/readings?token={tok}&sensors=N1"));
     assert_eq!(q.body, "time,N1\n");
 }
+
+#[test]
+fn channel_items_come_as_json_when_asked() {
+    let s = TestServer::start();
+    let tok = s.create_device("12");
+    assert_eq!(s.admin_form("POST", "/v1/channels", "name=ch").status, 201);
+    let r = s.admin_form("POST", "/v1/channels/ch/members", "device=12&sensor=L1");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = hour_ago();
+    let body = format!(r#"{{"time":{t},"L1":false}}"#);
+    let r = post_json(&s, &format!("device=12&token={tok}"), &body, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A bounded long-poll: the item's arrival is the barrier.
+    let r = s.get_admin("/v1/channels/ch/items?after=0&wait=20&format=json");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        r.body,
+        format!(
+            "[{{\"index\":1,\"time\":\"{}\",\"device\":\"12\",\"sensor\":\"L1\",\"value\":false}}]\n",
+            rfc3339(t)
+        )
+    );
+}

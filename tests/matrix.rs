@@ -91,6 +91,12 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (TargetTest, [201, 201, 404, 404, 404, 404, 401]),
         (TargetDeliveries, [200, 200, 404, 404, 404, 404, 401]),
         (TargetDeadLetters, [200, 200, 404, 404, 404, 404, 401]),
+        // Line protocol writes like POST /v1/readings (the device tag
+        // names `own`); a ThingSpeak update is a device's own.
+        (InfluxWriteV1, [204, 204, 403, 404, 204, 404, 401]),
+        (InfluxWriteV2, [204, 204, 403, 404, 204, 404, 401]),
+        (ThingSpeakUpdate, [403, 403, 403, 403, 200, 200, 401]),
+        (ThingSpeakBulk, [403, 403, 403, 403, 202, 202, 401]),
     ])
 }
 
@@ -183,6 +189,30 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
     let form = "application/x-www-form-urlencoded";
     let t = hour_ago();
     match ep {
+        InfluxWriteV1 => (
+            "POST",
+            "/write?db=x&precision=s".into(),
+            "text/plain",
+            format!("m,device=own N1=1 {t}"),
+        ),
+        InfluxWriteV2 => (
+            "POST",
+            "/api/v2/write?bucket=x&precision=s".into(),
+            "text/plain",
+            format!("m,device=own N1=1 {t}"),
+        ),
+        ThingSpeakUpdate => (
+            "GET",
+            format!("/update?field1=1&created_at={t}"),
+            form,
+            String::new(),
+        ),
+        ThingSpeakBulk => (
+            "POST",
+            "/channels/1/bulk_update.json".into(),
+            "application/json",
+            format!("{{\"updates\":[{{\"created_at\":\"{t}\",\"field1\":1}}]}}"),
+        ),
         Healthz => ("GET", "/healthz".into(), form, String::new()),
         Metrics => ("GET", "/metrics".into(), form, String::new()),
         ReadingsGet => (
@@ -415,7 +445,13 @@ fn every_endpoint_for_every_caller() {
                     r.body.trim()
                 ));
             }
-            if r.status >= 400 {
+            if r.status >= 400 && *ep == Endpoint::ThingSpeakUpdate {
+                // ThingSpeak firmware reads the body as an entry number:
+                // `0` is its failure, the error line is in a header.
+                assert_eq!(r.body, "0", "{ep:?} as {role}");
+                let line = r.header("Overlord-Error").unwrap_or("");
+                assert!(line.starts_with("error,"), "{ep:?} as {role}: {line}");
+            } else if r.status >= 400 {
                 assert!(r.body.starts_with("error,"), "{ep:?} as {role}: {}", r.body);
             }
         }

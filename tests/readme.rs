@@ -74,7 +74,12 @@ fn first_steps_work_as_written() {
     // Step 1: start the server (here on a free port, in an empty dir).
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("overlord.toml");
-    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\n").unwrap();
+    // MQTT on a free port too: the README's steps are HTTP.
+    std::fs::write(
+        &cfg,
+        "listen = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_overlord"))
         .arg("--config")
         .arg(&cfg)

@@ -457,7 +457,14 @@ async fn ingest(o: &Opts) -> Res<()> {
             headers.push(("Content-Type".into(), "text/csv".into()));
         }
         Format::Vm => headers.push(("Content-Type".into(), "text/csv".into())),
-        Format::Influx => headers.push(("Content-Type".into(), "text/plain".into())),
+        Format::Influx => {
+            headers.push(("Content-Type".into(), "text/plain".into()));
+            // Overlord's /write wants credentials; InfluxDB 1.x without
+            // auth ignores none.
+            if !token.is_empty() {
+                headers.push(("Authorization".into(), auth));
+            }
+        }
     }
     let csv_header = {
         let mut h = String::from("time,device");

@@ -202,7 +202,8 @@ pub async fn change_member(
 /// callers when it was made public (a `read` grant to `anonymous`).
 ///
 /// `GET /v1/channels/CH/items?after=IDX[&limit=N][&wait=S]` or
-/// `?since=TIME[&limit=N]`: rows `index,time,device,sensor,value`.
+/// `?since=TIME[&limit=N]`: rows `index,time,device,sensor,value`
+/// (`format=json`: as JSON objects).
 ///
 /// With `wait`, the reply comes as soon as at least one item exists after
 /// `after`, or header-only when the wait ends. `wait` is capped at
@@ -213,10 +214,13 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     let client = crate::http::client_socket(req.extensions());
     let form = Form::read(
         req,
-        &["device", "token", "after", "since", "limit", "wait"],
+        &[
+            "device", "token", "after", "since", "limit", "wait", "format",
+        ],
         timeout(app),
     )
     .await?;
+    let json = crate::http::wants_json(&form.headers, form.get("format"))?;
     let who = form.principal(app)?;
     let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
     let limit = match form.number::<usize>("limit")? {
@@ -275,7 +279,7 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     };
     let deadline = Instant::now() + wait;
     let mut events = app.channel_events.clone();
-    loop {
+    let reply = loop {
         // Mark the current state seen before reading, so an append that
         // lands after the read wakes us.
         events.borrow_and_update();
@@ -288,20 +292,25 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         .map_err(|_| WireError::new(500, "internal", "read failed"))??;
         let left = deadline.saturating_duration_since(Instant::now());
         if !got.is_empty() || left.is_zero() {
-            return Ok(Reply::csv(render(app, &got)));
+            break Reply::csv(render(app, &got));
         }
         tokio::select! {
             changed = events.changed() => {
                 if changed.is_err() {
-                    return Ok(Reply::csv(channels::HEADER));
+                    break Reply::csv(channels::HEADER);
                 }
             }
-            () = tokio::time::sleep(left) => return Ok(Reply::csv(channels::HEADER)),
+            () = tokio::time::sleep(left) => break Reply::csv(channels::HEADER),
             // The client closed (or half-closed): the wait ends now and
             // the slot is free; a half-closed client reads this reply.
-            () = client_gone(client) => return Ok(Reply::csv(channels::HEADER)),
+            () = client_gone(client) => break Reply::csv(channels::HEADER),
         }
-    }
+    };
+    Ok(if json {
+        crate::http::json_view(reply).await
+    } else {
+        reply
+    })
 }
 
 /// Completes once the client has gone away: checked every

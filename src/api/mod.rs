@@ -18,6 +18,8 @@
 //! | `GET /`, `GET /ui/FILE` (the browser dashboard) | [`dashboard`] |
 //! | `GET/POST /v1/devices/ID/sensors`, `POST /v1/devices/ID/sensors/SENSOR`, `labels=1` on readings queries | [`sensors`] |
 //! | `POST /v1/login`, `POST /v1/logout`, `GET /v1/session` | [`users`] |
+//! | `POST /write`, `POST /api/v2/write` (InfluxDB line protocol) | [`influx`] |
+//! | `GET/POST /update`, `/update.json`, `POST /channels/ID/bulk_update.json` (ThingSpeak) | [`thingspeak`] |
 //!
 //! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
 //! reply (`take_safe`, `codec::spreadsheet`).
@@ -33,11 +35,13 @@ pub mod dashboard;
 pub mod devices;
 pub mod files;
 pub mod inbox;
+pub mod influx;
 pub mod ops;
 pub mod readings;
 pub mod remove;
 pub mod sensors;
 pub mod targets;
+pub mod thingspeak;
 pub mod users;
 
 use std::convert::Infallible;
@@ -288,6 +292,10 @@ pub enum Endpoint {
     TargetTest,
     TargetDeliveries,
     TargetDeadLetters,
+    InfluxWriteV1,
+    InfluxWriteV2,
+    ThingSpeakUpdate,
+    ThingSpeakBulk,
 }
 
 /// `(method, path pattern, endpoint)`; `:name` segments are parameters,
@@ -399,17 +407,32 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
         "/v1/targets/:name/dead-letters",
         Endpoint::TargetDeadLetters,
     ),
+    // Doors for what devices already speak (docs/api.md, "Other doors").
+    ("POST", "/write", Endpoint::InfluxWriteV1),
+    ("POST", "/api/v2/write", Endpoint::InfluxWriteV2),
+    ("GET", "/update", Endpoint::ThingSpeakUpdate),
+    ("POST", "/update", Endpoint::ThingSpeakUpdate),
+    ("GET", "/update.json", Endpoint::ThingSpeakUpdate),
+    ("POST", "/update.json", Endpoint::ThingSpeakUpdate),
+    (
+        "POST",
+        "/channels/:id/bulk_update.json",
+        Endpoint::ThingSpeakBulk,
+    ),
 ];
 
 /// Does this request change anything? Every method but `GET`/`HEAD`, and
-/// the two device `GET`s that write (readings by query string, inbox
-/// acknowledgement). `POST /v1/login` is not guarded: it needs no session.
+/// the device `GET`s that write (readings by query string, inbox
+/// acknowledgement, a ThingSpeak update). `POST /v1/login` is not guarded: it needs no session.
 pub fn changes_state(method: &Method, ep: Endpoint) -> bool {
     if ep == Endpoint::Login {
         return false;
     }
     !matches!(*method, Method::GET | Method::HEAD)
-        || matches!(ep, Endpoint::ReadingsGet | Endpoint::InboxAck)
+        || matches!(
+            ep,
+            Endpoint::ReadingsGet | Endpoint::InboxAck | Endpoint::ThingSpeakUpdate
+        )
 }
 
 /// The CSRF defence: a state-changing request that would be authenticated
@@ -601,5 +624,9 @@ async fn route(
         TargetTest => targets::test(app, req, &p).await,
         TargetDeliveries => targets::deliveries(app, req, &p).await,
         TargetDeadLetters => targets::dead_letters(app, req, &p).await,
+        InfluxWriteV1 => influx::write(app, req, influx::Version::V1).await,
+        InfluxWriteV2 => influx::write(app, req, influx::Version::V2).await,
+        ThingSpeakUpdate => thingspeak::update(app, req).await,
+        ThingSpeakBulk => thingspeak::bulk(app, req).await,
     }
 }

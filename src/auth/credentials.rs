@@ -182,6 +182,22 @@ impl Directory {
         self.authenticate_session(token)
     }
 
+    /// Check a token presented without an id (an InfluxDB `Token`, a
+    /// ThingSpeak `api_key`): a user's API token (not a login session),
+    /// else a device's, found through the digest index and then checked
+    /// like any device token.
+    pub fn authenticate_token(&self, token: &str) -> Option<Principal> {
+        let h = hash_token(token);
+        let user = self.user_tokens.read().get(&h).cloned();
+        if let Some(name) = user {
+            let u = self.user(&name)?;
+            return token_matches(token, &u.token, u.prev_token.as_ref())
+                .then_some(Principal::User(u));
+        }
+        let id = self.device_tokens.read().get(&h).cloned()?;
+        self.authenticate_device(&id, token).map(Principal::Device)
+    }
+
     /// Check `name:token` from Basic auth: a device id first, then a user.
     pub fn authenticate_basic(&self, id: &str, token: &str) -> Option<Principal> {
         if let Some(d) = self.authenticate_device(id, token) {

@@ -26,6 +26,6 @@ pub use policy::{
 };
 pub use registry::{generate_id, valid_id, Directory};
 pub use request::{
-    authenticate, authenticate_login, came_by_session, session_cookie, session_set_cookie,
-    CSRF_HEADER, SESSION_COOKIE,
+    authenticate, authenticate_login, authenticate_secret, came_by_session, session_cookie,
+    session_set_cookie, CSRF_HEADER, SESSION_COOKIE,
 };

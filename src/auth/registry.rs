@@ -28,6 +28,10 @@ pub struct Directory {
     users: RwLock<HashMap<String, Arc<UserRecord>>>,
     /// User token digest (current or previous) → user name.
     pub(super) user_tokens: RwLock<HashMap<TokenHash, String>>,
+    /// Device token digest (current or previous) → device id: finds a
+    /// device from its token alone (a ThingSpeak `api_key`, an InfluxDB
+    /// `Token`), as `user_tokens` does for users.
+    pub(super) device_tokens: RwLock<HashMap<TokenHash, String>>,
     /// Login sessions: token digest → (user, expiry, the user's
     /// [`credential_stamp`](super::credential_stamp) at login). In memory
     /// only: a restart logs everyone out.
@@ -73,6 +77,19 @@ impl Directory {
     /// Insert or replace a device.
     pub fn put_device(&self, r: DeviceRecord) {
         let r = Arc::new(r);
+        {
+            let mut tokens = self.device_tokens.write();
+            if let Some(old) = self.devices.read().get(&r.id) {
+                tokens.remove(&old.token);
+                if let Some(p) = &old.prev_token {
+                    tokens.remove(p);
+                }
+            }
+            tokens.insert(r.token, r.id.clone());
+            if let Some(p) = r.prev_token {
+                tokens.insert(p, r.id.clone());
+            }
+        }
         self.by_num.write().insert(r.num, r.clone());
         self.devices.write().insert(r.id.clone(), r);
     }

@@ -183,3 +183,34 @@ fn checked(
     }
     Ok(found)
 }
+
+/// Who presents a secret through a door's own fields rather than the
+/// usual ones: an `id` and secret (InfluxDB `u`/`p`, `Token id:secret`),
+/// checked like Basic (a device id first, then a user name), or a bare
+/// token (`id` `None`: InfluxDB `Token TOKEN`, ThingSpeak `api_key`),
+/// checked by [`Directory::authenticate_token`]. Throttled and counted as
+/// contact exactly like [`authenticate`]; wrong is `401`.
+pub fn authenticate_secret(
+    app: &App,
+    peer: Option<IpAddr>,
+    id: Option<&str>,
+    secret: &str,
+) -> Result<Principal, WireError> {
+    let keys = crate::throttle::Keys::token(peer, "id", id);
+    let attempt = app.throttle.begin(&keys).map_err(|secs| {
+        WireError::rate_limited("too many failed attempts; wait and retry", secs)
+    })?;
+    let found = match id {
+        Some(id) => app.directory.authenticate_basic(id, secret),
+        None => app.directory.authenticate_token(secret),
+    };
+    let Some(found) = found else {
+        attempt.failed();
+        return Err(WireError::unauthorized("wrong or unknown id or token"));
+    };
+    attempt.succeeded();
+    if let Principal::Device(d) = &found {
+        app.presence.saw(d.num, crate::codec::timefmt::now_micros());
+    }
+    Ok(found)
+}

@@ -4,7 +4,8 @@
 //! format every query answers by default; this is a view of the same
 //! table, so the two never disagree.
 //!
-//! Typing: `time` and the values of `S`, `D` and `B` sensors are strings;
+//! Typing: `time`, `device`, `sensor` and the values of `S`, `D` and `B`
+//! sensors are strings;
 //! `N` and `I` values are numbers, `L` values `true`/`false` (also in a
 //! `value` column whose row names its `sensor`); other columns (bucket
 //! `N1_min`, aggregate `N1_count`) are numbers when they are numeric.
@@ -53,7 +54,7 @@ pub fn table_to_json(csv_text: &str) -> String {
             out.push(':');
             let kind = match name.as_str() {
                 "value" => row_kind,
-                "time" | "sensor" => Some(SensorKind::Str),
+                "time" | "sensor" | "device" | "from" | "kind" => Some(SensorKind::Str),
                 _ => kinds[i],
             };
             push_value(kind, field, &mut out);

@@ -8,6 +8,7 @@
 //! - [`csvbody`]: `text/csv` bodies.
 //! - [`json`]: `application/json` bodies (an object or an array of them);
 //!   [`json_out`]: the JSON view of a CSV reply (`format=json`).
+//! - [`lineproto`]: InfluxDB line protocol bodies.
 //! - [`spreadsheet`]: the spreadsheet-safe form of CSV output (`safe=1`).
 //! - [`parse_params`]: the whole `GET /v1/readings?...` (or form) request.
 
@@ -15,6 +16,7 @@ pub mod csvbody;
 pub mod form;
 pub mod json;
 pub mod json_out;
+pub mod lineproto;
 pub mod names;
 pub mod spreadsheet;
 pub mod timefmt;

@@ -31,6 +31,12 @@ pub fn parse_time(text: &str, now: Micros, limits: &Limits) -> Result<Micros, Co
             ),
         )
     })?;
+    check_time(t, now, limits)
+}
+
+/// Check a reading's time against the clock: not before 1970 and not
+/// beyond `now + limits.max_future_skew` (what [`parse_time`] checks).
+pub fn check_time(t: Micros, now: Micros, limits: &Limits) -> Result<Micros, CodecError> {
     if t < 0 {
         return Err(CodecError::new("bad_time", "time is before 1970"));
     }

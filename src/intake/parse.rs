@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::{Batch, PREPARE_BYTES};
 use crate::app::App;
 use crate::budget::Charge;
-use crate::codec::{self, csvbody, form, json, CodecError, Credentials, Limits, Micros};
+use crate::codec::{self, csvbody, form, json, lineproto, CodecError, Credentials, Limits, Micros};
 use crate::error::WireError;
 
 /// Bodies larger than this are parsed on a blocking thread, so a 30 MB
@@ -30,6 +30,9 @@ pub enum Media {
     /// `application/json`: an object or an array of objects
     /// (`codec::json`).
     Json,
+    /// InfluxDB line protocol with its timestamps' unit
+    /// (`codec::lineproto`); chosen by the endpoint, not a media type.
+    Line(lineproto::Precision),
 }
 
 impl Media {
@@ -102,6 +105,7 @@ fn parse_with(
             body, now, limits, parallel, grow,
         )?),
         Media::Json => Some(json::parse_json(body, now, limits, grow)?),
+        Media::Line(p) => Some(lineproto::parse_lines(body, p, now, limits, grow)?),
     };
     if let Some(rows) = rows {
         batch.needs_default |= rows.devices.is_empty();
