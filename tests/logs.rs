@@ -32,7 +32,7 @@ fn start(dir: &std::path::Path, log: &str) -> Server {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[log]\n{log}\n",
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[log]\n{log}\n",
             dir.join("o.redb").display()
         ),
     )

@@ -430,7 +430,7 @@ impl Proc {
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\ndevice_requests_per_sec = 0.0\n[notify]\nallow_private_targets = true\nretry_min_ms = 50\nretry_max_secs = 1\ntimeout_secs = 30\n",
+                "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\ndevice_requests_per_sec = 0.0\n[notify]\nallow_private_targets = true\nretry_min_ms = 50\nretry_max_secs = 1\ntimeout_secs = 30\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
                 dir.join("o.redb").display()
             ),
         )
