@@ -78,6 +78,8 @@ impl Server {
         cmd.arg("--config")
             .arg(&cfg)
             .env("OVERLORD_LOG", "info")
+            // A free MQTT port: 1883 is not the test's to take.
+            .env("OVERLORD_MQTT__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
