@@ -5,7 +5,7 @@
 //! A step runs after every group commit while a sensor is due, and back to
 //! back while no request is queued, so sealing keeps pace with an upload
 //! (hot chunks do not pile up in the file) and delays the next commit by
-//! at most one bounded step (`seal_chunks_per_step` chunks, 25 ms of
+//! at most one bounded step (`seal_chunks_per_step` chunks, 50 ms of
 //! looking). Under load its commit is not fsynced (the next group commit
 //! makes it durable); when no request waits it is, so the pages it frees
 //! can be used again. A crash loses at most the steps since the last
