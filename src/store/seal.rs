@@ -309,7 +309,11 @@ fn seal_group(
     }
     let mut buf = Vec::new();
     sealed::encode(&entries, kind, &mut buf);
-    for k in keys.iter().filter(|k| k.3 != 0) {
+    // Every part is removed, part 0 too, before the sealed chunk goes in:
+    // a removal lets redb merge the leaf with a neighbour once it falls
+    // below a third full, where shrinking a value in place would leave
+    // leaves sized for hot chunks a fifth full (docs/storage.md).
+    for k in &keys {
         table.remove(*k)?;
     }
     table.insert((dev, code, m, 0), buf.as_slice())?;
