@@ -52,7 +52,9 @@ fn data(devices: usize, steps: usize, step: u32, per_chunk: usize) -> Vec<Chunk>
         let decimals = KINDS[i % 4].0;
         for (c, part) in s.chunks(per_chunk).enumerate() {
             let _ = c;
-            let offs: Vec<u32> = (0..part.len() as u32).map(|j| j * step * 1_000_000).collect();
+            let offs: Vec<u32> = (0..part.len() as u32)
+                .map(|j| j * step * 1_000_000)
+                .collect();
             let p = 10f64.powi(decimals as i32);
             let entries = offs
                 .iter()
@@ -77,7 +79,12 @@ struct Row {
     dec_ns: f64,
 }
 
-fn measure(chunks: &[Chunk], name: &'static str, enc: impl Fn(&Chunk) -> Vec<u8>, dec: impl Fn(&Chunk, &[u8]) -> usize) -> Row {
+fn measure(
+    chunks: &[Chunk],
+    name: &'static str,
+    enc: impl Fn(&Chunk) -> Vec<u8>,
+    dec: impl Fn(&Chunk, &[u8]) -> usize,
+) -> Row {
     let readings: usize = chunks.iter().map(|c| c.offs.len()).sum();
     let t = Instant::now();
     let encoded: Vec<Vec<u8>> = chunks.iter().map(&enc).collect();

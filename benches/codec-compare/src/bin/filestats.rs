@@ -12,12 +12,20 @@ fn main() {
     let page = st.page_size() as u64;
     println!("page size {page}");
     println!("tree height {}", st.tree_height());
-    println!("leaf pages {} ({} bytes)", st.leaf_pages(), st.leaf_pages() * page);
+    println!(
+        "leaf pages {} ({} bytes)",
+        st.leaf_pages(),
+        st.leaf_pages() * page
+    );
     println!("branch pages {}", st.branch_pages());
     println!("stored leaf bytes {}", st.stored_bytes());
     println!("metadata bytes {}", st.metadata_bytes());
     println!("fragmented bytes {}", st.fragmented_bytes());
-    println!("allocated pages {} ({} bytes)", st.allocated_pages(), st.allocated_pages() * page);
+    println!(
+        "allocated pages {} ({} bytes)",
+        st.allocated_pages(),
+        st.allocated_pages() * page
+    );
     txn.abort().unwrap();
     drop(db);
     let _ = std::fs::remove_file(&copy);

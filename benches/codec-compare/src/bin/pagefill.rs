@@ -38,7 +38,8 @@ fn main() {
                     for step in [c * 100, c * 100 + 99] {
                         let hour = step / 360;
                         let n = ((c * 100 + 100).min((hour + 1) * 360) - hour * 360) as usize;
-                        t.insert((d, code, hour * 60, 0), vec![7u8; n * 2].as_slice()).unwrap();
+                        t.insert((d, code, hour * 60, 0), vec![7u8; n * 2].as_slice())
+                            .unwrap();
                     }
                 }
             }
@@ -57,14 +58,35 @@ fn main() {
                             if t.get((d, code, h * 60, 0)).unwrap().is_some() {
                                 if mode == "during-other-table" {
                                     t.remove((d, code, h * 60, 0)).unwrap();
-                                    s.insert((d, code, h * 60, 0), vec![9u8; sealed_len].as_slice()).unwrap();
+                                    s.insert(
+                                        (d, code, h * 60, 0),
+                                        vec![9u8; sealed_len].as_slice(),
+                                    )
+                                    .unwrap();
                                 } else if mode == "during-remove" {
-                                    if t.get((d, code, h * 60, 0)).unwrap().unwrap().value().len() != sealed_len {
+                                    if t.get((d, code, h * 60, 0)).unwrap().unwrap().value().len()
+                                        != sealed_len
+                                    {
                                         t.remove((d, code, h * 60, 0)).unwrap();
-                                        t.insert((d, code, h * 60, 0), vec![9u8; sealed_len].as_slice()).unwrap();
+                                        t.insert(
+                                            (d, code, h * 60, 0),
+                                            vec![9u8; sealed_len].as_slice(),
+                                        )
+                                        .unwrap();
                                     }
-                                } else if t.get((d, code, h * 60, 0)).unwrap().unwrap().value().len() != sealed_len {
-                                    t.insert((d, code, h * 60, 0), vec![9u8; sealed_len].as_slice()).unwrap();
+                                } else if t
+                                    .get((d, code, h * 60, 0))
+                                    .unwrap()
+                                    .unwrap()
+                                    .value()
+                                    .len()
+                                    != sealed_len
+                                {
+                                    t.insert(
+                                        (d, code, h * 60, 0),
+                                        vec![9u8; sealed_len].as_slice(),
+                                    )
+                                    .unwrap();
                                 }
                             }
                         }
@@ -81,7 +103,11 @@ fn main() {
             t.iter().unwrap().map(|r| r.unwrap().0.value()).collect()
         };
         let order: Vec<K> = if mode == "odd-even" {
-            keys.iter().step_by(2).chain(keys.iter().skip(1).step_by(2)).copied().collect()
+            keys.iter()
+                .step_by(2)
+                .chain(keys.iter().skip(1).step_by(2))
+                .copied()
+                .collect()
         } else {
             keys.clone()
         };
@@ -130,7 +156,10 @@ fn main() {
         let n = f64::from(sensors) * 8640.0;
         println!(
             "{mode:14} hot {:.2} b/r (alloc {:.2}); sealed {:.2} b/r (alloc {:.2}); payload {:.3}",
-            hot.0 as f64 / n, hot.1 as f64 / n, after.0 as f64 / n, after.1 as f64 / n,
+            hot.0 as f64 / n,
+            hot.1 as f64 / n,
+            after.0 as f64 / n,
+            after.1 as f64 / n,
             sealed_len as f64 / 360.0
         );
     }
