@@ -98,6 +98,11 @@ impl Sealer {
         }
     }
 
+    /// The idle time after which a sensor's last chunk is sealed.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -155,6 +155,7 @@ pub fn start(
         sweeper: crate::retention::Sweeper::default(),
         sealer,
         seal_retry_at: None,
+        last_seal: Instant::now(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -188,6 +189,8 @@ struct WriterState {
     sealer: Sealer,
     /// After a failed sealing step: not before this.
     seal_retry_at: Option<Instant>,
+    /// When the last sealing step started.
+    last_seal: Instant,
 }
 
 impl WriterState {
