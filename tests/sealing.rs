@@ -216,3 +216,59 @@ fn retries_and_late_readings_meet_sealed_chunks() {
     ));
     assert_eq!(q.body, "time,N1\n");
 }
+
+/// Retention on sealed chunks: the cut falls inside a sealed chunk, which
+/// keeps exactly its readings from the cut minute on; what goes is
+/// aggregated minute by minute, nothing twice or lost.
+#[test]
+fn retention_trims_and_aggregates_sealed_chunks() {
+    let s = TestServer::start_with(|c| {
+        c.storage.seal_idle_secs = 0;
+        c.retention.sweep_secs = 1;
+        c.retention.aggregate_keep_days = 10;
+    });
+    let tok = s.create_device("sd");
+    // One reading a minute for an hour around "a day ago" (keep_days = 1
+    // cuts inside it); the cut moves on while the test runs, so it is
+    // read back from what was kept.
+    let t0 = (hour_ago() + 3600) / 60 * 60;
+    let first = t0 - 86_400 - 1800;
+    let mut body = String::from("time,N1\n");
+    for k in 0..61i64 {
+        body.push_str(&format!("{},{k}.5\n", first + k * 60));
+    }
+    assert_eq!(post(&s, &tok, &body).body, "ok,61,0\n");
+    sealed(&s, 2.0);
+    let r = s.admin_form("POST", "/v1/devices/sd/retention", "keep_days=1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let all = |path: &str| -> Vec<String> {
+        let r = s.get_admin(path);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body.lines().skip(1).map(String::from).collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (kept, aggs) = loop {
+        let kept = all("/v1/devices/sd/readings?sensors=N1");
+        let aggs = all("/v1/devices/sd/aggregates?sensors=N1");
+        if (kept.len() < 61 && kept.len() + aggs.len() == 61)
+            || std::time::Instant::now() > deadline
+        {
+            break (kept, aggs);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(kept.len() < 61 && !kept.is_empty(), "{kept:?}");
+    assert_eq!(kept.len() + aggs.len(), 61, "{kept:?} {aggs:?}");
+    let gone = aggs.len() as i64;
+    for (k, line) in kept.iter().enumerate() {
+        let k = gone + k as i64;
+        assert_eq!(line, &format!("{},{k}.5", rfc3339(first + k * 60)));
+    }
+    for (k, line) in aggs.iter().enumerate() {
+        let k = k as i64;
+        assert_eq!(
+            line,
+            &format!("{},1,{k}.5,{k}.5,{k}.5", rfc3339(first + k * 60))
+        );
+    }
+}

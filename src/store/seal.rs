@@ -7,13 +7,16 @@
 //! parts). A group is sealed into one part (`(minute, 0)`, the others
 //! removed) when it is not the sensor's last group (in-order readings go
 //! to a later chunk), or when it is the last and its window has ended and
-//! the sensor has not been written for [`Sealer::idle`]. A late reading
+//! the sensor has not been written for its idle time. A late reading
 //! into a sealed chunk decodes, merges and seals it again
 //! (`parts::merge_into`), so retries still meet their first copy.
 //!
 //! What to look at is kept in memory: every (device, sensor) written since
-//! it was last fully sealed, with the earliest minute written, in a queue
-//! ordered by when it is due. On start every sensor is due from minute 0,
+//! it was last fully sealed, with the earliest minute that may be hot. A
+//! sensor is looked at at once when it is new or written past the window
+//! of the group that was open at its last look (that group is finished
+//! now), and again `idle` after a look that found its last group open. On
+//! start every sensor is looked at from minute 0,
 //! so chunks of older files, or left hot by a crash, are sealed over time.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,14 +25,14 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::chunk::{self, Entry, SPAN_US};
+use super::chunk::{self, Entry, SPAN_MINUTES, SPAN_US};
 use super::parts::{base, scan_start, PartKey, ReadingsTable};
 use super::{sealed, StoreError, READINGS};
 use crate::codec::{Micros, SensorId};
 
 /// The longest one step keeps looking for more to seal (besides its
 /// budget of chunks): the next group commit waits for it.
-const STEP_TIME: Duration = Duration::from_millis(25);
+const STEP_TIME: Duration = Duration::from_millis(50);
 
 /// One sensor waiting to be (fully) sealed.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +41,8 @@ struct Pending {
     from: u32,
     /// The last write to it.
     last_write: Instant,
+    /// In the queue of sensors to look at now.
+    urgent: bool,
 }
 
 /// The sensors with chunks that may be hot, and the bounds of a step.
@@ -51,8 +56,11 @@ pub struct Sealer {
 #[derive(Debug, Default)]
 struct State {
     pending: HashMap<(u32, u32), Pending>,
-    /// Sensors in `pending`, by when they are next looked at.
-    queue: VecDeque<((u32, u32), Instant)>,
+    /// Sensors to look at now: new ones, and those written past the
+    /// window of the group that was open when they were last looked at.
+    now: VecDeque<(u32, u32)>,
+    /// Sensors whose last group was open, by when to look again.
+    later: VecDeque<((u32, u32), Instant)>,
 }
 
 /// What one [`Sealer::step`] did.
@@ -90,6 +98,11 @@ impl Sealer {
         }
     }
 
+    /// The idle time after which a sensor's last chunk is sealed.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -101,24 +114,31 @@ impl Sealer {
         }
         let now = Instant::now();
         let mut st = self.lock();
+        let State {
+            pending,
+            now: queue,
+            ..
+        } = &mut *st;
         for &(dev, code, minute) in written {
-            let State { pending, queue } = &mut *st;
-            pending
-                .entry((dev, code))
-                .and_modify(|p| {
-                    p.from = p.from.min(minute);
-                    p.last_write = now;
-                })
-                .or_insert_with(|| {
-                    // Due at once: a finished group (not the sensor's last)
-                    // is sealed while an upload is still running, so hot
-                    // chunks never pile up in the file.
-                    queue.push_back(((dev, code), now));
-                    Pending {
-                        from: minute,
-                        last_write: now,
-                    }
-                });
+            let mut fresh = false;
+            let p = pending.entry((dev, code)).or_insert_with(|| {
+                fresh = true;
+                Pending {
+                    from: minute,
+                    last_write: now,
+                    urgent: false,
+                }
+            });
+            p.last_write = now;
+            // A new sensor, or a write past the open group's window (a new
+            // group began: the open one is finished) or before it: due at
+            // once, so sealing keeps pace with an upload.
+            let new_group = minute >= p.from.saturating_add(SPAN_MINUTES) || minute < p.from;
+            p.from = p.from.min(minute);
+            if !p.urgent && (fresh || new_group) {
+                p.urgent = true;
+                queue.push_back((dev, code));
+            }
         }
     }
 
@@ -132,7 +152,6 @@ impl Sealer {
         let long_ago = Instant::now()
             .checked_sub(self.idle)
             .unwrap_or_else(Instant::now);
-        let now = Instant::now();
         let mut st = self.lock();
         for row in sensors.iter()? {
             let (k, _) = row?;
@@ -145,9 +164,10 @@ impl Sealer {
                 Pending {
                     from: 0,
                     last_write: long_ago,
+                    urgent: true,
                 },
             );
-            st.queue.push_back((key, now));
+            st.now.push_back(key);
         }
         Ok(())
     }
@@ -160,7 +180,8 @@ impl Sealer {
     /// Is a sensor due to be looked at now?
     pub fn due(&self) -> bool {
         let now = Instant::now();
-        self.lock().queue.front().is_some_and(|(_, at)| *at <= now)
+        let st = self.lock();
+        !st.now.is_empty() || st.later.front().is_some_and(|(_, at)| *at <= now)
     }
 
     /// One bounded step in `txn`: look at the due sensors in turn and
@@ -172,15 +193,22 @@ impl Sealer {
         let clock = Instant::now();
         let mut st = self.lock();
         while budget > 0 && clock.elapsed() < STEP_TIME {
-            let Some(&(key, at)) = st.queue.front() else {
-                break;
+            let key = if let Some(key) = st.now.pop_front() {
+                if let Some(p) = st.pending.get_mut(&key) {
+                    p.urgent = false;
+                }
+                key
+            } else {
+                match st.later.front() {
+                    Some(&(key, at)) if at <= clock => {
+                        st.later.pop_front();
+                        key
+                    }
+                    _ => break,
+                }
             };
-            if at > clock {
-                break;
-            }
-            st.queue.pop_front();
             let Some(p) = st.pending.get(&key).copied() else {
-                continue;
+                continue; // sealed since it was queued
             };
             let idle = clock.saturating_duration_since(p.last_write) >= self.idle;
             let outcome = seal_sensor(&mut table, key, p.from, now, idle, &mut budget, &mut stats)?;
@@ -189,12 +217,13 @@ impl Sealer {
                     st.pending.remove(&key);
                 }
                 Outcome::Budget(from) => {
-                    st.pending.insert(key, Pending { from, ..p });
-                    st.queue.push_front((key, clock));
+                    let urgent = true;
+                    st.pending.insert(key, Pending { from, urgent, ..p });
+                    st.now.push_front(key);
                 }
                 Outcome::Open(from) => {
                     st.pending.insert(key, Pending { from, ..p });
-                    st.queue.push_back((key, clock + self.idle));
+                    st.later.push_back((key, clock + self.idle));
                 }
             }
         }
@@ -285,7 +314,11 @@ fn seal_group(
     }
     let mut buf = Vec::new();
     sealed::encode(&entries, kind, &mut buf);
-    for k in keys.iter().filter(|k| k.3 != 0) {
+    // Every part is removed, part 0 too, before the sealed chunk goes in:
+    // a removal lets redb merge the leaf with a neighbour once it falls
+    // below a third full, where shrinking a value in place would leave
+    // leaves sized for hot chunks a fifth full (docs/storage.md).
+    for k in &keys {
         table.remove(*k)?;
     }
     table.insert((dev, code, m, 0), buf.as_slice())?;

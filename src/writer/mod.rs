@@ -173,6 +173,7 @@ pub fn start(
         seal_retry_at: None,
         outbox_added: std::cell::Cell::new(false),
         deliveries: Vec::new(),
+        last_seal: Instant::now(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -213,6 +214,8 @@ struct WriterState {
     /// yet recorded as delivered: `(inbox device, up to seq, when)`. At
     /// most one per request of a round; stored by the next commit.
     deliveries: Vec<(u32, u64, i64)>,
+    /// When the last sealing step started.
+    last_seal: Instant,
 }
 
 impl WriterState {

@@ -2,10 +2,11 @@
 //! the sealed form (`store::seal`), in a transaction of its own between
 //! group commits, so no request's reply waits for it.
 //!
-//! A step runs after every group commit while a sensor is due, and back to
-//! back while no request is queued, so sealing keeps pace with an upload
-//! (hot chunks do not pile up in the file) and delays the next commit by
-//! at most one bounded step (`seal_chunks_per_step` chunks, 25 ms of
+//! A step runs while a sensor is due and no request is queued (in the
+//! gaps of an upload, while the next body is read and parsed), and under
+//! a constant stream of requests at least once a second, so sealing keeps
+//! up with an upload (hot chunks do not pile up in the file) and delays
+//! the next commit by at most one bounded step (`seal_chunks_per_step` chunks, 50 ms of
 //! looking). Under load its commit is not fsynced (the next group commit
 //! makes it durable); when no request waits it is, so the pages it frees
 //! can be used again. A crash loses at most the steps since the last
@@ -20,6 +21,10 @@ use crate::codec::timefmt;
 use crate::store::seal::SealStats;
 use crate::store::StoreError;
 
+/// Under a constant stream of requests, a sealing step still runs this
+/// often.
+const SEAL_STARVE: Duration = Duration::from_secs(1);
+
 /// How long sealing rests after a failed step.
 const SEAL_RETRY: Duration = Duration::from_secs(1);
 
@@ -33,11 +38,18 @@ impl WriterState {
             && self.seal_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
+    /// Has no sealing step run for [`SEAL_STARVE`] (or for the idle time,
+    /// if shorter: `seal_idle_secs = 0` seals after every commit)?
+    pub(super) fn seal_starved(&self) -> bool {
+        self.last_seal.elapsed() >= SEAL_STARVE.min(self.sealer.idle())
+    }
+
     /// Run one sealing step, fsynced if `durable`. A failure is logged and
     /// the sensors are all looked at again later (the step's transaction
     /// was not committed).
     pub(super) fn seal_step(&mut self, durable: bool) {
         self.seal_retry_at = None;
+        self.last_seal = Instant::now();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.seal_txn(durable)));
         let result = result.unwrap_or_else(|p| {
