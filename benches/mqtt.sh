@@ -79,6 +79,13 @@ for c in 32 256; do
     echo "overlord  $("$LOAD" pub --addr "$MQTT" --conns $c --secs "$SECS" --logins "$TMP/logins.csv")"
     [ $MOSQ = 1 ] && echo "mosquitto $("$LOAD" pub --addr "127.0.0.1:$MPORT" --conns $c --secs "$SECS")"
 done
+# The same device pattern over HTTP in the same run: 32 keep-alive
+# connections, one reading per request, each answered after its fsync.
+if command -v wrk >/dev/null; then
+    TOK0=$(sed -n 's/^d0,//p' "$TMP/logins.csv")
+    echo "overlord HTTP (wrk -c32, one reading per GET): $(wrk -t1 -c32 -d"${SECS}s" --latency \
+        "http://$HTTP/v1/readings?device=d0&token=$TOK0&N1=21.5" | grep -E 'Requests/sec|99%' | tr -s ' ' | tr '\n' ' ')"
+fi
 # p99 at half of Overlord's 32-connection rate.
 FULL=$("$LOAD" pub --addr "$MQTT" --conns 32 --secs "$SECS" --logins "$TMP/logins.csv" | sed 's/.*per_sec=\([0-9]*\).*/\1/')
 HALF=$((FULL / 2))
