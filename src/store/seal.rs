@@ -32,7 +32,7 @@ use crate::codec::{Micros, SensorId};
 
 /// The longest one step keeps looking for more to seal (besides its
 /// budget of chunks): the next group commit waits for it.
-const STEP_TIME: Duration = Duration::from_millis(50);
+const STEP_TIME: Duration = Duration::from_millis(10);
 
 /// One sensor waiting to be (fully) sealed.
 #[derive(Debug, Clone, Copy)]

@@ -156,6 +156,7 @@ pub fn start(
         sealer,
         seal_retry_at: None,
         last_seal: Instant::now(),
+        last_durable_seal: Instant::now(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -191,6 +192,8 @@ struct WriterState {
     seal_retry_at: Option<Instant>,
     /// When the last sealing step started.
     last_seal: Instant,
+    /// When the last fsynced sealing step started.
+    last_durable_seal: Instant,
 }
 
 impl WriterState {
