@@ -32,7 +32,7 @@ use crate::codec::{Micros, SensorId};
 
 /// The longest one step keeps looking for more to seal (besides its
 /// budget of chunks): the next group commit waits for it.
-const STEP_TIME: Duration = Duration::from_millis(50);
+const STEP_TIME: Duration = Duration::from_millis(10);
 
 /// One sensor waiting to be (fully) sealed.
 #[derive(Debug, Clone, Copy)]
@@ -254,7 +254,9 @@ fn seal_sensor(
     };
     // The groups from `from`'s window on that need work: minute, parts,
     // and whether the one chunk is sealed already.
+    // At most a budget's worth of groups; the rest is for the next step.
     let mut groups: Vec<(u32, usize, bool)> = Vec::new();
+    let mut rest: Option<u32> = None;
     for row in table.range((dev, code, scan_start(from), 0)..=(dev, code, u32::MAX, u16::MAX))? {
         let (k, v) = row?;
         let (_, _, m, _) = k.value();
@@ -265,7 +267,8 @@ fn seal_sensor(
                 g.2 = false;
             }
             _ => {
-                if groups.len() > *budget {
+                if groups.len() >= *budget {
+                    rest = Some(m);
                     break;
                 }
                 groups.push((m, 1, is_sealed));
@@ -274,6 +277,8 @@ fn seal_sensor(
     }
     for (m, parts, done) in groups {
         if done && parts == 1 {
+            // Looked at (read), nothing to do: it costs a little too.
+            *budget = budget.saturating_sub(1);
             continue;
         }
         if m == last && !(idle && base(m) + SPAN_US <= now) {
@@ -285,7 +290,7 @@ fn seal_sensor(
         seal_group(table, (dev, code, m), kind, stats)?;
         *budget = budget.saturating_sub(parts);
     }
-    Ok(Outcome::Done)
+    Ok(rest.map_or(Outcome::Done, Outcome::Budget))
 }
 
 /// Seal every part of the group `(dev, code, m)` into part 0.
@@ -326,4 +331,108 @@ fn seal_group(
     stats.sealed += 1;
     stats.bytes_out += buf.len() as u64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{SensorKind, Value};
+    use crate::store::parts::{minute, write_series};
+    use redb::ReadableDatabase;
+
+    /// Every chunk of sensor (1, code) as (key, sealed?).
+    fn chunks(db: &redb::Database, code: u32) -> Vec<(PartKey, bool)> {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(READINGS).unwrap();
+        t.range((1, code, 0, 0)..=(1, code, u32::MAX, u16::MAX))
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value(), sealed::is_sealed(v.value()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_steps_seal_everything_but_the_open_group_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("s.redb")).unwrap();
+        let code = SensorId::parse("I1").unwrap().code();
+        let t0: Micros = 1_700_000_000 * 1_000_000 / 60_000_000 * 60_000_000;
+        // Ten hours, one reading every 5 s (720 an hour: two parts each).
+        let times: Vec<Micros> = (0..7200).map(|i| t0 + i * 5_000_000).collect();
+        let vals: Vec<Value> = times.iter().map(|t| Value::Int(*t / 7)).collect();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(READINGS).unwrap();
+            let incoming: Vec<(Micros, &Value)> = times.iter().copied().zip(&vals).collect();
+            for run in incoming.chunks(100) {
+                write_series(
+                    &mut t,
+                    1,
+                    code,
+                    SensorKind::Int,
+                    run,
+                    &mut Vec::new(),
+                    |_| {},
+                )
+                .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        assert!(chunks(&db, code).len() >= 20, "two parts an hour");
+        // Not idle: everything but the last group is sealed, 3 chunks a
+        // step; the last group stays open.
+        let sealer = Sealer::new(Duration::from_secs(3600), 3);
+        sealer.touched(&[(1, code, minute(t0))]);
+        let now = times[times.len() - 1] + SPAN_US * 2;
+        for _ in 0..100 {
+            if !sealer.due() {
+                break;
+            }
+            let txn = db.begin_write().unwrap();
+            sealer.step(&txn, now).unwrap();
+            txn.commit().unwrap();
+        }
+        let got = chunks(&db, code);
+        let last = got.last().unwrap().0 .2;
+        assert!(
+            got.iter()
+                .all(|((_, _, m, p), s)| if *m == last { !s } else { *s && *p == 0 }),
+            "{got:?}"
+        );
+        assert_eq!(sealer.pending(), 1);
+        // Idle (the sealer's idle time is zero): the last one too.
+        let sealer = Sealer::new(Duration::ZERO, 3);
+        sealer.touched(&[(1, code, 0)]);
+        for _ in 0..100 {
+            if !sealer.due() {
+                break;
+            }
+            let txn = db.begin_write().unwrap();
+            sealer.step(&txn, now).unwrap();
+            txn.commit().unwrap();
+        }
+        let got = chunks(&db, code);
+        assert_eq!(got.len(), 10, "one sealed chunk an hour: {got:?}");
+        assert!(got.iter().all(|(_, s)| *s));
+        assert_eq!(sealer.pending(), 0);
+        // Every reading is there, once, in order, with its value.
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(READINGS).unwrap();
+        let mut back = Vec::new();
+        for r in t
+            .range((1, code, 0, 0)..=(1, code, u32::MAX, u16::MAX))
+            .unwrap()
+        {
+            let (k, v) = r.unwrap();
+            let b = base(k.value().2);
+            chunk::decode(v.value(), SensorKind::Int, |o, val| {
+                back.push((b + i64::from(o), val))
+            })
+            .unwrap();
+        }
+        let want: Vec<(Micros, Value)> = times.iter().copied().zip(vals).collect();
+        assert_eq!(back, want);
+    }
 }

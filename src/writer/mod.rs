@@ -174,6 +174,7 @@ pub fn start(
         outbox_added: std::cell::Cell::new(false),
         deliveries: Vec::new(),
         last_seal: Instant::now(),
+        last_durable_seal: Instant::now(),
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -216,6 +217,8 @@ struct WriterState {
     deliveries: Vec<(u32, u64, i64)>,
     /// When the last sealing step started.
     last_seal: Instant,
+    /// When the last fsynced sealing step started.
+    last_durable_seal: Instant,
 }
 
 impl WriterState {

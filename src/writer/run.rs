@@ -89,7 +89,8 @@ impl WriterState {
             self.commit(batch, false);
             // Sealing, in its own transaction after the replies went out.
             if open && self.seal_due() && (jobs.is_empty() || self.seal_starved()) {
-                self.seal_step(jobs.is_empty());
+                let durable = jobs.is_empty() && self.seal_durable_due();
+                self.seal_step(durable);
             }
             self.metrics.seal_pending.set(self.sealer.pending() as u64);
         }

@@ -6,10 +6,10 @@
 //! gaps of an upload, while the next body is read and parsed), and under
 //! a constant stream of requests at least once a second, so sealing keeps
 //! up with an upload (hot chunks do not pile up in the file) and delays
-//! the next commit by at most one bounded step (`seal_chunks_per_step` chunks, 50 ms of
+//! the next commit by at most one bounded step (`seal_chunks_per_step` chunks, 10 ms of
 //! looking). Under load its commit is not fsynced (the next group commit
-//! makes it durable); when no request waits it is, so the pages it frees
-//! can be used again. A crash loses at most the steps since the last
+//! makes it durable); when no request waits, one a second is, so the
+//! pages sealing frees can be used again. A crash loses at most the steps since the last
 //! fsync, whose chunks are still hot and are sealed again after the start.
 
 use std::time::{Duration, Instant};
@@ -44,12 +44,21 @@ impl WriterState {
         self.last_seal.elapsed() >= SEAL_STARVE.min(self.sealer.idle())
     }
 
+    /// May an idle sealing step be fsynced? At most once a second, so
+    /// back-to-back steps do not fsync each.
+    pub(super) fn seal_durable_due(&self) -> bool {
+        self.last_durable_seal.elapsed() >= SEAL_STARVE
+    }
+
     /// Run one sealing step, fsynced if `durable`. A failure is logged and
     /// the sensors are all looked at again later (the step's transaction
     /// was not committed).
     pub(super) fn seal_step(&mut self, durable: bool) {
         self.seal_retry_at = None;
         self.last_seal = Instant::now();
+        if durable {
+            self.last_durable_seal = Instant::now();
+        }
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.seal_txn(durable)));
         let result = result.unwrap_or_else(|p| {
