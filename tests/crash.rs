@@ -10,18 +10,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    admin: Option<String>,
-}
+use common::process::Proc;
 
 fn start(dir: &std::path::Path) -> Proc {
     start_with(dir, "")
@@ -29,47 +25,7 @@ fn start(dir: &std::path::Path) -> Proc {
 
 /// [`start`] with `extra` appended to the config file.
 fn start_with(dir: &std::path::Path, extra: &str) -> Proc {
-    let cfg = dir.join("overlord.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[limits]\ndevice_requests_per_sec = 0.0\n{extra}",
-            dir.join("o.redb").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_overlord"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("OVERLORD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start overlord");
-    // From here on, Drop kills and reaps the process on any failure.
-    let mut p = Proc {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        admin: None,
-    };
-    let out = p.child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(out).lines().map_while(Result::ok) {
-        if let Some(t) = line.strip_prefix("admin token: ") {
-            p.admin = Some(t.to_string());
-        }
-        if let Some(a) = line.strip_prefix("listening on ") {
-            p.addr = a.parse().expect("address");
-            return p;
-        }
-    }
-    panic!("the server exited before listening");
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Proc::start(dir, extra)
 }
 
 fn http(addr: SocketAddr, req: &str) -> std::io::Result<String> {

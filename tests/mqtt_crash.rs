@@ -5,66 +5,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::mqtt::{have_paho, paho};
 
-struct Proc {
-    child: Child,
-    http: SocketAddr,
-    mqtt: SocketAddr,
-    admin: Option<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::process::Proc;
 
 fn start(dir: &std::path::Path) -> Proc {
-    let cfg = dir.join("overlord.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[limits]\ndevice_requests_per_sec = 0.0\n",
-            dir.join("o.redb").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_overlord"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("OVERLORD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start overlord");
-    let unset = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut p = Proc {
-        child,
-        http: unset,
-        mqtt: unset,
-        admin: None,
-    };
-    let out = p.child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(out).lines().map_while(Result::ok) {
-        if let Some(t) = line.strip_prefix("admin token: ") {
-            p.admin = Some(t.to_string());
-        }
-        if let Some(a) = line.strip_prefix("listening on ") {
-            p.http = a.parse().expect("address");
-        }
-        if let Some(a) = line.strip_prefix("mqtt listening on ") {
-            p.mqtt = a.parse().expect("address");
-            return p;
-        }
-    }
-    panic!("the server exited before listening");
+    Proc::start(dir, "")
 }
 
 fn http(addr: SocketAddr, req: &str) -> String {
@@ -114,7 +64,7 @@ fn sigkill_loses_no_puback_ed_reading() {
     let mut p = start(tmp.path());
     let admin = p.admin.clone().expect("admin token");
     let r = http(
-        p.http,
+        p.addr,
         &format!("POST /v1/devices HTTP/1.0\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\nid=crash"),
     );
     assert!(r.starts_with("HTTP/1.0 201"), "{r}");
@@ -166,7 +116,7 @@ fn sigkill_loses_no_puback_ed_reading() {
         p = start(tmp.path());
     }
     let q = http(
-        p.http,
+        p.addr,
         &format!(
             "GET /v1/devices/crash/readings?sensors=I1&from={}&limit=1000000 HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n",
             common::rfc3339(base - 1)

@@ -415,52 +415,27 @@ fn the_python_example_verifies_the_signature_as_a_receiver() {
     let _ = bad.wait();
 }
 
-/// `overlord serve` as a child process on `dir`'s data file.
 #[cfg(unix)]
-struct Proc {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    admin: Option<String>,
+use common::process::Proc;
+
+/// `overlord serve` as a child process on `dir`'s data file, retrying
+/// quickly.
+#[cfg(unix)]
+fn start(dir: &std::path::Path) -> Proc {
+    Proc::start(
+        dir,
+        "[notify]\nallow_private_targets = true\nretry_min_ms = 50\nretry_max_secs = 1\ntimeout_secs = 30\n",
+    )
+}
+
+/// A management request over HTTP.
+#[cfg(unix)]
+trait Requests {
+    fn req(&self, admin: &str, method: &str, path: &str, form: &str) -> common::Reply;
 }
 
 #[cfg(unix)]
-impl Proc {
-    fn start(dir: &std::path::Path) -> Proc {
-        let cfg = dir.join("overlord.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[limits]\ndevice_requests_per_sec = 0.0\n[notify]\nallow_private_targets = true\nretry_min_ms = 50\nretry_max_secs = 1\ntimeout_secs = 30\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
-                dir.join("o.redb").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_overlord"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("OVERLORD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start overlord");
-        let mut p = Proc {
-            child,
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: None,
-        };
-        let out = p.child.stdout.take().expect("piped stdout");
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(t) = line.strip_prefix("admin token: ") {
-                p.admin = Some(t.to_string());
-            }
-            if let Some(a) = line.strip_prefix("listening on ") {
-                p.addr = a.parse().expect("address");
-                return p;
-            }
-        }
-        panic!("the server exited before listening");
-    }
-
+impl Requests for Proc {
     fn req(&self, admin: &str, method: &str, path: &str, form: &str) -> common::Reply {
         common::raw(
             self.addr,
@@ -474,14 +449,6 @@ impl Proc {
 }
 
 #[cfg(unix)]
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[cfg(unix)]
 #[test]
 fn no_notification_is_lost_across_a_sigkill_mid_delivery() {
     // Two delivered, the third held in flight when the server is killed.
@@ -490,7 +457,7 @@ fn no_notification_is_lost_across_a_sigkill_mid_delivery() {
         Answer::Status(200),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = Proc::start(tmp.path());
+    let mut p = start(tmp.path());
     let admin = p.admin.clone().expect("admin token on first start");
     let ok = |r: common::Reply, want: u16| {
         assert_eq!(r.status, want, "{}", r.body);
@@ -535,7 +502,7 @@ fn no_notification_is_lost_across_a_sigkill_mid_delivery() {
     p.child.wait().unwrap();
     rx.release();
     drop(p);
-    let p = Proc::start(tmp.path());
+    let p = start(tmp.path());
     // Firings the digest had not stored before the kill are derived again
     // from the digest log on start (with their outbox rows).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -1,0 +1,73 @@
+//! The real binary as a process: `overlord --config` on free loopback
+//! ports, for the tests that kill it (`SIGKILL`) or signal it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A running `overlord` process; dropping it kills and reaps it.
+pub struct Proc {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it serves HTTP.
+    pub addr: SocketAddr,
+    /// Where it serves MQTT.
+    pub mqtt: SocketAddr,
+    /// The administrator's token, when this start created the data file.
+    pub admin: Option<String>,
+}
+
+impl Proc {
+    /// Start on `dir/o.redb` with HTTP and MQTT on free loopback ports, no
+    /// per-device request limit, and `extra` appended to the config file
+    /// (more sections); returns once it listens. Panics if it exits first.
+    pub fn start(dir: &Path, extra: &str) -> Proc {
+        let cfg = dir.join("overlord.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[limits]\ndevice_requests_per_sec = 0.0\n{extra}",
+                dir.join("o.redb").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_overlord"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("OVERLORD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start overlord");
+        // From here on, Drop kills and reaps the process on any failure.
+        let unset = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut p = Proc {
+            child,
+            addr: unset,
+            mqtt: unset,
+            admin: None,
+        };
+        let out = p.child.stdout.take().expect("piped stdout");
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(t) = line.strip_prefix("admin token: ") {
+                p.admin = Some(t.to_string());
+            } else if let Some(a) = line.strip_prefix("mqtt listening on ") {
+                p.mqtt = a.parse().expect("mqtt address");
+            } else if let Some(a) = line.strip_prefix("listening on ") {
+                p.addr = a.parse().expect("address");
+            }
+            if p.addr != unset && p.mqtt != unset {
+                return p;
+            }
+        }
+        panic!("the server exited before listening");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
