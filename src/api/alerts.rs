@@ -263,10 +263,7 @@ pub async fn events(
     let who = form.caller(app)?;
     let a = visible::<AlertEntry>(app, &who, Action::ReadOwned, name)?;
     let after = form.number::<u64>("after")?.unwrap_or(0);
-    let limit = form
-        .number::<usize>("limit")?
-        .unwrap_or(1000)
-        .clamp(1, app.config.limits.query_max_rows);
+    let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     let id = a.rec.id;
     let rows = tokio::task::spawn_blocking(move || {

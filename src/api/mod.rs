@@ -60,6 +60,15 @@ tokio::task_local! {
     static CALLER: std::cell::RefCell<Option<String>>;
 }
 
+/// The `limit` of a history listing (alert events, a target's deliveries
+/// and dead letters): 1000 by default, at most `query_max_rows`.
+pub fn history_limit(app: &App, form: &crate::http::Form) -> Result<usize, WireError> {
+    Ok(form
+        .number::<usize>("limit")?
+        .unwrap_or(1000)
+        .clamp(1, app.config.limits.query_max_rows))
+}
+
 /// Note who the request being served comes from (`auth::authenticate`
 /// calls this); its log line names them. Outside a request (the CLI): a
 /// no-op.

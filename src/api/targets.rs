@@ -332,10 +332,7 @@ pub async fn deliveries(
     let who = form.caller(app)?;
     let t = visible::<TargetRecord>(app, &who, Action::ReadOwned, name)?;
     let after = form.number::<u64>("after")?.unwrap_or(0);
-    let limit = form
-        .number::<usize>("limit")?
-        .unwrap_or(1000)
-        .clamp(1, app.config.limits.query_max_rows);
+    let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     blocking(move || {
         let txn = app2.store.db()?.begin_read()?;
@@ -358,10 +355,7 @@ pub async fn dead_letters(
     let form = Form::read(req, &["device", "token", "limit"], timeout(app)).await?;
     let who = form.caller(app)?;
     let t = visible::<TargetRecord>(app, &who, Action::ReadOwned, name)?;
-    let limit = form
-        .number::<usize>("limit")?
-        .unwrap_or(1000)
-        .clamp(1, app.config.limits.query_max_rows);
+    let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     blocking(move || {
         let txn = app2.store.db()?.begin_read()?;
