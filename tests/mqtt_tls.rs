@@ -89,6 +89,27 @@ fn qos1_over_tls_is_stored_and_the_inbox_arrives_over_tls() {
         assert_eq!(back.status, 200, "{}", back.body);
         assert!(back.body.contains(n1), "{version}: {}", back.body);
     }
+    // A client offering ALPN `mqtt` is served (not refused for want of
+    // HTTPS's `http/1.1`).
+    let (code, err) = mpub_tls(
+        mqtts,
+        Some(&cert),
+        "th1",
+        &tok,
+        &[
+            "--tls-alpn",
+            "mqtt",
+            "-q",
+            "1",
+            "-t",
+            "overlord/th1/readings",
+            "-m",
+            "N1=23.5",
+        ],
+    );
+    assert_eq!(code, Some(0), "alpn: {err}");
+    let back = admin(&s, "GET", "/v1/devices/th1/readings?sensors=N1", "");
+    assert!(back.body.contains("23.5"), "alpn: {}", back.body);
     // The inbox over TLS: queued over HTTP, delivered to the subscriber.
     let r = admin(
         &s,
@@ -188,4 +209,54 @@ fn plain_mqtt_and_tls_on_each_others_port_close_promptly() {
         &["-q", "1", "-t", "overlord/th1/readings", "-m", "N1=4"],
     );
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// `[mqtt] max_connections` counts plain and TLS connections together:
+/// with a cap of 1, a subscriber held over TLS makes a plain publish get
+/// "server busy" (mosquitto_pub fails), and once it leaves the publish
+/// goes through.
+#[test]
+fn plain_and_tls_share_the_connection_cap() {
+    if !have_mosquitto() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, _) = self_signed(tmp.path());
+    let env = [("OVERLORD_MQTT__MAX_CONNECTIONS", "1")];
+    let s = Server::start(tmp.path(), "127.0.0.1:0", "", &env);
+    let (mqtt, mqtts) = (s.mqtt.unwrap(), s.mqtts.unwrap());
+    let made = admin(&s, "POST", "/v1/devices", "id=th1");
+    let tok = common::token_of(&made.body);
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-oL", "mosquitto_sub", "-h", "localhost", "-p"])
+        .arg(mqtts.port().to_string())
+        .arg("--cafile")
+        .arg(&cert)
+        .args([
+            "-u",
+            "th1",
+            "-P",
+            &tok,
+            "-d",
+            "-v",
+            "-t",
+            "overlord/th1/inbox",
+        ]);
+    let sub = Lines::spawn(cmd);
+    sub.until("SUBACK", WAIT);
+    let publish = ["-q", "1", "-t", "overlord/th1/readings", "-m", "N1=5"];
+    let (code, err) = mpub_tls(mqtt, None, "th1", &tok, &publish);
+    assert!(code != Some(0) && code != Some(124), "{code:?} {err}");
+    assert!(err.contains("unavailable"), "refused as busy: {err}");
+    drop(sub);
+    // The slot comes back when the subscriber's connection is gone.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (code, err) = mpub_tls(mqtt, None, "th1", &tok, &publish);
+        if code == Some(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{code:?} {err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -164,7 +164,9 @@ fn bind_mqtt(config: &Config, http: &Listeners) -> Result<overlord::mqtt::Listen
                     mqtt.tls_listen
                 )
             })?
-            .map(|l| (l, acceptor.clone())),
+            // No ALPN: HTTPS offers `http/1.1`, which an MQTT client
+            // offering `mqtt` would be refused for.
+            .map(|l| (l, acceptor.with_alpn(Vec::new()))),
         None => None,
     };
     Ok(overlord::mqtt::Listeners { plain, tls })

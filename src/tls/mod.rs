@@ -148,6 +148,20 @@ impl TlsAcceptor {
         Ok(fp)
     }
 
+    /// The same acceptor (certificate, reloads, handshake slots and
+    /// timeout) negotiating `alpn` instead of HTTP's protocols; empty: no
+    /// ALPN (a client's offer is ignored, not refused). MQTT uses this.
+    pub fn with_alpn(&self, alpn: Vec<Vec<u8>>) -> TlsAcceptor {
+        let mut server = (**self.inner.config()).clone();
+        server.alpn_protocols = alpn;
+        TlsAcceptor {
+            inner: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            cert: self.cert.clone(),
+            handshakes: self.handshakes.clone(),
+            timeout: self.timeout,
+        }
+    }
+
     /// The SHA-256 fingerprint of the certificate now served.
     pub fn fingerprint(&self) -> String {
         let current = self.cert.current.read().unwrap_or_else(|e| e.into_inner());
