@@ -1,8 +1,8 @@
 //! HTTPS: the certificate, the handshake, reloads.
 //!
 //! [`TlsAcceptor`] is a cheap, cloneable handle that any listener can use
-//! (the HTTP accept loop in `server.rs` does; a future MQTT listener
-//! would share the same handle): it holds one rustls `ServerConfig`
+//! (the HTTP accept loop in `server.rs` does, and MQTT's `[mqtt]
+//! tls_listen` through [`TlsAcceptor::with_alpn`]): it holds one rustls `ServerConfig`
 //! (TLS 1.2 and 1.3 only, the `ring` provider) whose certificate comes
 //! from a [`Certificate`] slot, so a reload swaps the certificate for the
 //! next handshake while connections already open keep theirs.
