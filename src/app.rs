@@ -85,9 +85,9 @@ pub struct Opened {
     /// On the first start with an empty data file: the administrator's API
     /// token, to be shown once.
     pub admin_token: Option<String>,
-    /// The bound MQTT listener, if any (`crate::mqtt::bind`); served by
-    /// `server::run`.
-    pub mqtt: Option<std::net::TcpListener>,
+    /// The bound MQTT listeners, if any (`crate::mqtt::bind`,
+    /// `bind_tls`); served by `server::serve`.
+    pub mqtt: crate::mqtt::Listeners,
 }
 
 /// What [`open`] opens: the configuration, and the seams only Rust code
@@ -270,7 +270,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         app,
         writer,
         admin_token,
-        mqtt: None,
+        mqtt: Default::default(),
     })
 }
 

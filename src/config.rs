@@ -78,6 +78,9 @@ pub struct Config {
 pub struct MqttConfig {
     /// Address to listen on; empty: no MQTT listener.
     pub listen: String,
+    /// Address for MQTT over TLS (`mqtts`), served with `[tls]`'s
+    /// certificate; used only when `[tls]` has one; empty: off.
+    pub tls_listen: String,
     /// Open MQTT connections at most (its own cap, beside HTTP's).
     pub max_connections: usize,
     /// Seconds a new connection has to send its whole CONNECT.
@@ -100,6 +103,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: "0.0.0.0:1883".into(),
+            tls_listen: "0.0.0.0:8883".into(),
             max_connections: 16_384,
             connect_timeout_secs: 10,
             max_inflight: 32,

@@ -92,9 +92,9 @@ pub async fn serve(
     // request in flight and close; each holds a permit until it is gone, so
     // taking back every permit means every connection has finished.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mqtt = match mqtt {
-        Some(l) => Some(crate::mqtt::start(app.clone(), l, stop_rx.clone())?),
-        None => None,
+    let mqtt = match mqtt.is_empty() {
+        false => Some(crate::mqtt::start(app.clone(), mqtt, stop_rx.clone())?),
+        true => None,
     };
     let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
     let mut builder = http1::Builder::new();

@@ -56,14 +56,14 @@ pub fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let listeners = rt.block_on(bind(&config))?;
     let config_reload_secs = config.tls.reload_check_secs;
-    // The MQTT port too, before the data file (empty `[mqtt] listen`: off).
-    let mqtt = overlord::mqtt::bind(&config.mqtt).map_err(|e| {
-        format!(
-            "cannot listen for MQTT on {}: {e} (set [mqtt] listen, or OVERLORD_MQTT__LISTEN= to turn MQTT off)",
-            config.mqtt.listen
-        )
-    })?;
-    let mqtt_addr = mqtt.as_ref().and_then(|l| l.local_addr().ok());
+    // The MQTT ports too, before the data file (empty `[mqtt] listen`:
+    // off; `tls_listen` only with `[tls]`, sharing its acceptor).
+    let mqtt = bind_mqtt(&config, &listeners)?;
+    let mqtt_addrs = [
+        ("", mqtt.plain.as_ref()),
+        ("mqtts://", mqtt.tls.as_ref().map(|t| &t.0)),
+    ]
+    .map(|(scheme, l)| (scheme, l.and_then(|l| l.local_addr().ok())));
     let mut opened =
         app::open(OpenOptions::new(config)).map_err(|e| format!("{}: {e}", data_file.display()))?;
     opened.mqtt = mqtt;
@@ -98,8 +98,10 @@ pub fn serve(config: Config) -> Result<(), String> {
                 tracing::info!(%addr, data_file = %data_file.display(), "overlord started {}", if scheme.is_empty() { "(http)" } else { "(https)" });
             }
         }
-        if let Some(m) = mqtt_addr {
-            let _ = writeln!(out, "mqtt listening on {m}");
+        for (scheme, addr) in mqtt_addrs {
+            if let Some(m) = addr {
+                let _ = writeln!(out, "mqtt listening on {scheme}{m}");
+            }
         }
         let _ = out.flush();
         drop(out);
@@ -142,6 +144,32 @@ async fn bind(config: &Config) -> Result<Listeners, String> {
         listeners.tls = Some((l, acceptor));
     }
     Ok(listeners)
+}
+
+/// Bind `[mqtt] listen` and, when `[tls]` is on, `[mqtt] tls_listen`
+/// (served with the HTTPS listener's acceptor).
+fn bind_mqtt(config: &Config, http: &Listeners) -> Result<overlord::mqtt::Listeners, String> {
+    let mqtt = &config.mqtt;
+    let plain = overlord::mqtt::bind(mqtt).map_err(|e| {
+        format!(
+            "cannot listen for MQTT on {}: {e} (set [mqtt] listen, or OVERLORD_MQTT__LISTEN= to turn MQTT off)",
+            mqtt.listen
+        )
+    })?;
+    let tls = match &http.tls {
+        Some((_, acceptor)) => overlord::mqtt::bind_tls(mqtt, true)
+            .map_err(|e| {
+                format!(
+                    "cannot listen for MQTT over TLS on {}: {e} (set [mqtt] tls_listen, or OVERLORD_MQTT__TLS_LISTEN= to turn it off)",
+                    mqtt.tls_listen
+                )
+            })?
+            // No ALPN: HTTPS offers `http/1.1`, which an MQTT client
+            // offering `mqtt` would be refused for.
+            .map(|l| (l, acceptor.with_alpn(Vec::new()))),
+        None => None,
+    };
+    Ok(overlord::mqtt::Listeners { plain, tls })
 }
 
 /// Without `[tls]` there is nothing to reload on `SIGHUP`: log it.

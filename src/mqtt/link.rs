@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -65,7 +64,7 @@ impl Outbox {
 /// killed; then close our side and kill the connection.
 pub async fn write_loop(
     mut rx: mpsc::Receiver<Out>,
-    mut wr: OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
     version: Version,
     wait: Duration,
     kill: Arc<watch::Sender<bool>>,

@@ -11,9 +11,12 @@
 //!   only once the readings are fsynced, like a `200`);
 //! - `publish`: what a PUBLISH does (readings through the HTTP ingest
 //!   seam, inbox acks through the HTTP ack);
-//! - `feeds`: inbox and channel subscriptions, woken like long-polls.
+//! - `feeds`: inbox and channel subscriptions, woken like long-polls;
+//! - `stream`: plain TCP or TLS under the session (`[mqtt] tls_listen`
+//!   uses the HTTPS listener's `TlsAcceptor`).
 //!
-//! Every wait is bounded: connections (`[mqtt] max_connections`), the
+//! Every wait is bounded: connections (`[mqtt] max_connections`, plain
+//! and TLS together; a TLS handshake holds its connection's slot), the
 //! CONNECT (`connect_timeout_secs`), silence (1.5 x keep-alive), publishes
 //! in progress per client (`max_inflight`), packet size (`[limits]
 //! max_body_bytes`; before authentication `max_unauthenticated_body_bytes`),
@@ -24,6 +27,7 @@ mod feeds;
 mod link;
 mod publish;
 mod session;
+mod stream;
 pub mod topics;
 pub mod wire;
 
@@ -36,6 +40,7 @@ use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::app::App;
 use crate::config::MqttConfig;
+use crate::tls::TlsAcceptor;
 
 /// Connections over the cap being answered at once, at most.
 const REFUSALS: usize = 64;
@@ -50,6 +55,37 @@ pub fn bind(config: &MqttConfig) -> std::io::Result<Option<std::net::TcpListener
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     Ok(Some(listener))
+}
+
+/// Bind `[mqtt] tls_listen` when `tls_on` (`[tls]` has a certificate);
+/// `Ok(None)` when it is off or empty.
+pub fn bind_tls(
+    config: &MqttConfig,
+    tls_on: bool,
+) -> std::io::Result<Option<std::net::TcpListener>> {
+    let listen = config.tls_listen.trim();
+    if !tls_on || listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    Ok(Some(listener))
+}
+
+/// The MQTT listeners to serve: plain, and TLS with its acceptor.
+#[derive(Default)]
+pub struct Listeners {
+    /// `[mqtt] listen`.
+    pub plain: Option<std::net::TcpListener>,
+    /// `[mqtt] tls_listen` and the HTTPS listener's acceptor.
+    pub tls: Option<(std::net::TcpListener, TlsAcceptor)>,
+}
+
+impl Listeners {
+    /// Neither listener.
+    pub fn is_empty(&self) -> bool {
+        self.plain.is_none() && self.tls.is_none()
+    }
 }
 
 /// A failed publish's `error,<code>,<detail>` line, for the connections
@@ -114,20 +150,16 @@ impl Hub {
 pub struct Running {
     permits: Arc<Semaphore>,
     max: u32,
-    accept: tokio::task::JoinHandle<()>,
+    accept: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Serve MQTT on `listener` until `stop` holds `true`. Must be called on a
-/// tokio runtime.
+/// Serve MQTT on `listeners` until `stop` holds `true`. Must be called on
+/// a tokio runtime.
 pub fn start(
     app: Arc<App>,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Running> {
-    let listener = TcpListener::from_std(listener)?;
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "mqtt listening");
-    }
     let max = app.config.mqtt.max_connections.clamp(1, 1 << 24);
     let permits = Arc::new(Semaphore::new(max));
     let hub = Arc::new(Hub {
@@ -136,7 +168,16 @@ pub fn start(
         next_conn: Default::default(),
         sessions: Default::default(),
     });
-    let accept = tokio::spawn(accept_loop(hub, listener, permits.clone(), stop));
+    let tls = listeners.tls.map(|(l, a)| (l, Some(a)));
+    let mut accept = Vec::new();
+    for (listener, tls) in listeners.plain.map(|l| (l, None)).into_iter().chain(tls) {
+        let listener = TcpListener::from_std(listener)?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, tls = tls.is_some(), "mqtt listening");
+        }
+        let (hub, permits, stop) = (hub.clone(), permits.clone(), stop.clone());
+        accept.push(tokio::spawn(accept_loop(hub, listener, tls, permits, stop)));
+    }
     Ok(Running {
         permits,
         max: max as u32,
@@ -148,7 +189,9 @@ impl Running {
     /// Wait (at most `grace`) for every connection to finish: each ends
     /// its publishes in progress, acknowledges them and closes.
     pub async fn finish(self, grace: Duration) {
-        self.accept.abort();
+        for a in &self.accept {
+            a.abort();
+        }
         if tokio::time::timeout(grace, self.permits.acquire_many(self.max))
             .await
             .is_err()
@@ -161,6 +204,7 @@ impl Running {
 async fn accept_loop(
     hub: Arc<Hub>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -184,18 +228,18 @@ async fn accept_loop(
         let app = hub.app.clone();
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let stop = stop.clone();
-                let hub = hub.clone();
+                let (stop, hub, tls) = (stop.clone(), hub.clone(), tls.clone());
                 tokio::spawn(async move {
-                    session::serve(hub, stream, peer, stop).await;
+                    stream::serve(hub, stream, peer, tls, stop).await;
                     drop(permit);
                 });
             }
             Err(_) => {
                 app.metrics.mqtt_refused.inc();
                 if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        session::refuse_busy(app, stream).await;
+                        stream::refuse_busy(app, stream, tls).await;
                         drop(slot);
                     });
                 }
@@ -215,6 +259,8 @@ mod tests {
         let code = MqttConfig::default();
         assert_eq!(shipped.listen, "0.0.0.0:1883");
         assert_eq!(shipped.listen, code.listen);
+        assert_eq!(shipped.tls_listen, "0.0.0.0:8883");
+        assert_eq!(shipped.tls_listen, code.tls_listen);
         assert_eq!(shipped.max_connections, code.max_connections);
         assert_eq!(shipped.connect_timeout_secs, code.connect_timeout_secs);
         assert_eq!(shipped.max_inflight, code.max_inflight);

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::link::{self, ErrorTopics, InFlight, Outbox};
+use super::stream::Stream;
 use super::topics::{self, Subscription};
 use super::wire::{self, reason, Accepted, Bad, In, Out, Refusal, Version};
 use super::{feeds, publish};
@@ -50,7 +49,7 @@ enum End {
 /// come, was malformed, or was another protocol (answered).
 async fn read_connect(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     buf: &mut BytesMut,
 ) -> Option<(Version, wire::Connect)> {
     let limits = &app.config.limits;
@@ -86,7 +85,7 @@ async fn read_connect(
 
 /// Answer a connection over the cap: CONNACK "server busy" (or "server
 /// unavailable" to 3.1.1), then close. Bounded by the CONNECT timeout.
-pub async fn refuse_busy(app: Arc<App>, mut stream: TcpStream) {
+pub async fn refuse_busy(app: Arc<App>, mut stream: impl AsyncRead + AsyncWrite + Unpin) {
     let mut buf = BytesMut::new();
     if let Some((version, _)) = read_connect(&app, &mut stream, &mut buf).await {
         let mut out = BytesMut::new();
@@ -115,10 +114,10 @@ fn login(
     }
 }
 
-/// Serve one connection until it ends.
-pub async fn serve(
+/// Serve one connection (plain TCP or TLS) until it ends.
+pub async fn serve<S: Stream>(
     hub: Arc<super::Hub>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
 ) {
@@ -146,7 +145,7 @@ pub async fn serve(
     };
     let max_packet = app.config.limits.max_body_bytes + PACKET_SLACK;
     let wait = Duration::from_secs(cfg.write_timeout_secs.max(1));
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = stream.halves();
     let kill = Arc::new(watch::channel(false).0);
     let id = hub.conn_id();
     // The same caller with the same client id again: the old connection
@@ -224,7 +223,7 @@ impl Conn {
     /// Read and handle packets until the connection ends.
     async fn read_loop(
         &mut self,
-        mut rd: OwnedReadHalf,
+        mut rd: impl AsyncRead + Unpin,
         mut buf: BytesMut,
         silence: Duration,
         mut stop: watch::Receiver<bool>,

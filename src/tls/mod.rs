@@ -1,8 +1,8 @@
 //! HTTPS: the certificate, the handshake, reloads.
 //!
 //! [`TlsAcceptor`] is a cheap, cloneable handle that any listener can use
-//! (the HTTP accept loop in `server.rs` does; a future MQTT listener
-//! would share the same handle): it holds one rustls `ServerConfig`
+//! (the HTTP accept loop in `server.rs` does, and MQTT's `[mqtt]
+//! tls_listen` through [`TlsAcceptor::with_alpn`]): it holds one rustls `ServerConfig`
 //! (TLS 1.2 and 1.3 only, the `ring` provider) whose certificate comes
 //! from a [`Certificate`] slot, so a reload swaps the certificate for the
 //! next handshake while connections already open keep theirs.
@@ -146,6 +146,20 @@ impl TlsAcceptor {
         let fp = fingerprint(&key.cert[0]);
         *self.cert.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
         Ok(fp)
+    }
+
+    /// The same acceptor (certificate, reloads, handshake slots and
+    /// timeout) negotiating `alpn` instead of HTTP's protocols; empty: no
+    /// ALPN (a client's offer is ignored, not refused). MQTT uses this.
+    pub fn with_alpn(&self, alpn: Vec<Vec<u8>>) -> TlsAcceptor {
+        let mut server = (**self.inner.config()).clone();
+        server.alpn_protocols = alpn;
+        TlsAcceptor {
+            inner: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            cert: self.cert.clone(),
+            handshakes: self.handshakes.clone(),
+            timeout: self.timeout,
+        }
     }
 
     /// The SHA-256 fingerprint of the certificate now served.

@@ -92,7 +92,7 @@ impl TestServer {
         let mqtt = mqtt_listener.as_ref().map(|l| l.local_addr().unwrap());
         let clock = options.clock.clone();
         let mut opened = overlord::app::open(options).expect("open");
-        opened.mqtt = mqtt_listener;
+        opened.mqtt.plain = mqtt_listener;
         let admin = opened.admin_token.clone().or(admin).expect("admin token");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -51,6 +51,10 @@ pub struct Server {
     /// Plain HTTP, unless `listen = ""`.
     pub plain: Option<SocketAddr>,
     pub https: SocketAddr,
+    /// MQTT, plain and over TLS (both on free ports unless `env` turns
+    /// them off).
+    pub mqtt: Option<SocketAddr>,
+    pub mqtts: Option<SocketAddr>,
     pub admin: String,
     /// Its stderr (the log, at `info`).
     pub log: PathBuf,
@@ -80,6 +84,7 @@ impl Server {
             .env("OVERLORD_LOG", "info")
             // A free MQTT port: 1883 is not the test's to take.
             .env("OVERLORD_MQTT__LISTEN", "127.0.0.1:0")
+            .env("OVERLORD_MQTT__TLS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
@@ -89,19 +94,33 @@ impl Server {
             child: cmd.spawn().expect("start overlord"),
             plain: None,
             https: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt: None,
+            mqtts: None,
             admin: String::new(),
             log,
             dir: dir.to_path_buf(),
         };
+        // The lines come in this order: HTTP, HTTPS, MQTT, MQTT over TLS.
+        let off = |k: &str| env.iter().any(|(key, v)| *key == k && v.is_empty());
+        let want_mqtt = !off("OVERLORD_MQTT__LISTEN");
+        let want_mqtts = !off("OVERLORD_MQTT__TLS_LISTEN");
+        let mut https = false;
         let out = s.child.stdout.take().unwrap();
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
             if let Some(t) = line.strip_prefix("admin token: ") {
                 s.admin = t.to_string();
+            } else if let Some(a) = line.strip_prefix("mqtt listening on mqtts://") {
+                s.mqtts = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("mqtt listening on ") {
+                s.mqtt = Some(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("listening on https://") {
                 s.https = a.parse().unwrap();
-                return s;
+                https = true;
             } else if let Some(a) = line.strip_prefix("listening on ") {
                 s.plain = Some(a.parse().unwrap());
+            }
+            if https && s.mqtt.is_some() == want_mqtt && s.mqtts.is_some() == want_mqtts {
+                return s;
             }
         }
         panic!(
