@@ -83,6 +83,7 @@ pub mod app;
 pub mod auth;
 pub mod budget;
 pub mod catalog;
+pub mod channel_labels;
 pub mod channels;
 pub mod clock;
 pub mod codec;
