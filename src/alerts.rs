@@ -13,7 +13,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::codec::{timefmt, Micros, SensorId, Value};
 use crate::store::chunk;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{AlertRecord, StoreError, ALERT_EVENTS, ALERT_STATE};
+use crate::store::{AlertRecord, StoreError, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE};
 
 /// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,67 @@ pub fn store_state(txn: &WriteTransaction, id: u32, fired: bool) -> Result<(), S
     Ok(())
 }
 
+/// Store whether member `(device, sensor)` of channel alert `id` is
+/// fired (`alert_member_state`: a row while fired). Writer only.
+pub fn store_member_state(
+    txn: &WriteTransaction,
+    key: (u32, u32, u32),
+    fired: bool,
+) -> Result<(), StoreError> {
+    let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
+    if fired {
+        t.insert(key, ())?;
+    } else {
+        t.remove(key)?;
+    }
+    Ok(())
+}
+
+/// The fired members `(alert, device, sensor)` of channel alerts, read
+/// at start and after a reopen.
+pub fn fired_members(txn: &redb::ReadTransaction) -> Result<Vec<(u32, u32, u32)>, StoreError> {
+    let mut out = Vec::new();
+    for row in txn.open_table(ALERT_MEMBER_STATE)?.iter()? {
+        out.push(row?.0.value());
+    }
+    Ok(out)
+}
+
+/// Remove alert `id`'s state (whole and per member), in the transaction
+/// that removes the alert.
+pub fn remove_state(txn: &WriteTransaction, id: u32) -> Result<(), StoreError> {
+    txn.open_table(ALERT_STATE)?.remove(id)?;
+    let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
+    let keys: Vec<_> = t
+        .range((id, 0, 0)..=(id, u32::MAX, u32::MAX))?
+        .map(|r| r.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    for k in keys {
+        t.remove(k)?;
+    }
+    Ok(())
+}
+
+/// Remove device `dev`'s member states from the channel alerts `ids`,
+/// in the transaction that deletes the device.
+pub fn remove_device_states(
+    txn: &WriteTransaction,
+    ids: &[u32],
+    dev: u32,
+) -> Result<(), StoreError> {
+    let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
+    for &id in ids {
+        let keys: Vec<_> = t
+            .range((id, dev, 0)..=(id, dev, u32::MAX))?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            t.remove(k)?;
+        }
+    }
+    Ok(())
+}
+
 /// The alerts stored as fired, read at start and after a reopen.
 pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
     let mut fired = Vec::new();
@@ -164,6 +225,16 @@ pub fn evaluate(a: &AlertRecord, fired: bool, v: f64) -> Transition {
     }
 }
 
+/// The text a firing of a channel alert sends: the message and which
+/// member why, e.g. `It's too hot! (gh3 N1: 101.2 > 100)`.
+pub fn describe_member(a: &AlertRecord, device: &str, sensor: SensorId, v: f64) -> String {
+    match (a.min, a.max) {
+        (Some(m), _) if v < m => format!("{} ({device} {sensor}: {v} < {m})", a.message),
+        (_, Some(m)) if v > m => format!("{} ({device} {sensor}: {v} > {m})", a.message),
+        _ => format!("{} ({device} {sensor})", a.message),
+    }
+}
+
 /// The text a firing sends: the message and why, e.g.
 /// `It's too hot! (101.2 > 100)`.
 pub fn describe(a: &AlertRecord, v: f64) -> String {
@@ -193,6 +264,7 @@ mod tests {
             to_channel: None,
             to_target: None,
             created: 0,
+            channel: None,
         }
     }
 

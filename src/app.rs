@@ -285,6 +285,7 @@ fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
     }
     let fired = crate::alerts::fired_ids(&txn)?;
     let catalog = Catalog::new(channels, members, alerts, &fired);
+    catalog.load_member_states(&crate::alerts::fired_members(&txn)?);
     for t in store.load_all(TARGETS, TargetRecord::decode)? {
         catalog.targets().put(t);
     }

@@ -5,14 +5,15 @@
 //!
 //! An alert's armed/fired state lives here as well, owned by the digest
 //! thread of the alert's device (alerts watch one device, and a device is
-//! always digested by the same thread). The writer persists each change
+//! always digested by the same thread); a channel alert keeps one state
+//! per member, each owned by the thread of the member's device. The writer persists each change
 //! in `alert_state`, in digest-log order, and it is loaded from there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::store::{AlertRecord, ChannelRecord};
 
@@ -22,12 +23,39 @@ pub struct AlertEntry {
     /// The definition.
     pub rec: AlertRecord,
     fired: AtomicBool,
+    /// A channel alert's fired members `(device, sensor)`; each member's
+    /// entry is changed only by its device's digest thread.
+    members_fired: Mutex<HashSet<(u32, u32)>>,
 }
 
 impl AlertEntry {
-    /// Is it in the alarm range (fired, not yet re-armed)?
+    /// Is it in the alarm range (fired, not yet re-armed)? For a channel
+    /// alert: is any member?
     pub fn fired(&self) -> bool {
+        if self.rec.channel.is_some() {
+            return !self.members_fired.lock().is_empty();
+        }
         self.fired.load(Ordering::Acquire)
+    }
+
+    /// Is member `(device, sensor)` of a channel alert fired?
+    pub fn member_fired(&self, device: u32, sensor: u32) -> bool {
+        self.members_fired.lock().contains(&(device, sensor))
+    }
+
+    /// Record a member's transition.
+    pub fn set_member_fired(&self, device: u32, sensor: u32, v: bool) {
+        let mut m = self.members_fired.lock();
+        if v {
+            m.insert((device, sensor));
+        } else {
+            m.remove(&(device, sensor));
+        }
+    }
+
+    /// Replace the fired members (loaded from the store).
+    pub fn reset_members(&self, fired: impl IntoIterator<Item = (u32, u32)>) {
+        *self.members_fired.lock() = fired.into_iter().collect();
     }
 
     /// Record a transition.
@@ -45,6 +73,8 @@ struct Inner {
     alerts: HashMap<String, Arc<AlertEntry>>,
     /// (device, sensor) → alerts on it.
     watching: HashMap<(u32, u32), Vec<Arc<AlertEntry>>>,
+    /// channel → alerts on its every member.
+    on_channel: HashMap<u32, Vec<Arc<AlertEntry>>>,
 }
 
 /// Channels, alerts and notification targets, in memory.
@@ -186,10 +216,16 @@ impl Catalog {
         let e = Arc::new(AlertEntry {
             rec: a,
             fired: AtomicBool::new(fired),
+            members_fired: Mutex::default(),
         });
         let mut g = self.inner.write();
-        let key = (e.rec.device, e.rec.sensor);
-        g.watching.entry(key).or_default().push(e.clone());
+        match e.rec.channel {
+            Some(ch) => g.on_channel.entry(ch).or_default().push(e.clone()),
+            None => {
+                let key = (e.rec.device, e.rec.sensor);
+                g.watching.entry(key).or_default().push(e.clone());
+            }
+        }
         g.alerts.insert(e.rec.name.clone(), e);
     }
 
@@ -197,8 +233,41 @@ impl Catalog {
     pub fn remove_alert(&self, name: &str) {
         let mut g = self.inner.write();
         if let Some(e) = g.alerts.remove(name) {
-            if let Some(v) = g.watching.get_mut(&(e.rec.device, e.rec.sensor)) {
+            let list = match e.rec.channel {
+                Some(ch) => g.on_channel.get_mut(&ch),
+                None => g.watching.get_mut(&(e.rec.device, e.rec.sensor)),
+            };
+            if let Some(v) = list {
                 v.retain(|x| x.rec.id != e.rec.id);
+            }
+        }
+    }
+
+    /// Alerts on every member of channel `ch`.
+    /// By id, so a replay meets them in the same order.
+    pub fn alerts_on_channel(&self, ch: u32) -> Vec<Arc<AlertEntry>> {
+        let mut v = self
+            .inner
+            .read()
+            .on_channel
+            .get(&ch)
+            .cloned()
+            .unwrap_or_default();
+        v.sort_by_key(|a| a.rec.id);
+        v
+    }
+
+    /// Set the channel alerts' fired members from the store's
+    /// `(alert, device, sensor)` rows (start, reopen).
+    pub fn load_member_states(&self, rows: &[(u32, u32, u32)]) {
+        for a in self.alerts() {
+            if a.rec.channel.is_some() {
+                let id = a.rec.id;
+                a.reset_members(
+                    rows.iter()
+                        .filter(|(x, _, _)| *x == id)
+                        .map(|&(_, d, s)| (d, s)),
+                );
             }
         }
     }

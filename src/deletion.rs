@@ -31,10 +31,10 @@ use crate::auth::KIND_DEVICE;
 use crate::codec::timefmt;
 use crate::error::WireError;
 use crate::store::{
-    ChannelRecord, DeviceRecord, StoreError, AGGREGATES, ALERTS, ALERT_STATE, CHANNELS,
-    CHANNEL_ITEMS, CHANNEL_MEMBERS, CHANNEL_META, COMMANDS, COMMAND_META, DELETED_DEVICES, DEVICES,
-    GRANTS, LAST_SEEN, PRESENCE, PRESENCE_NOTIFY, READINGS, RETENTION, SENSORS, SENSOR_LABELS,
-    USERS,
+    ChannelRecord, DeviceRecord, StoreError, AGGREGATES, ALERTS, CHANNELS, CHANNEL_ITEMS,
+    CHANNEL_LABELS, CHANNEL_MEMBERS, CHANNEL_META, COMMANDS, COMMAND_META, DELETED_DEVICES,
+    DEVICES, GRANTS, LAST_SEEN, PRESENCE, PRESENCE_NOTIFY, READINGS, RETENTION, SENSORS,
+    SENSOR_LABELS, USERS,
 };
 
 /// Rows the writer removes per commit at most.
@@ -129,6 +129,13 @@ pub fn delete_device(app: &App, d: &DeviceRecord) -> Result<Removed, WireError> 
     for a in &alerts {
         app.catalog.remove_alert(&a.rec.name);
     }
+    for a in app.catalog.alerts() {
+        if a.rec.channel.is_some() {
+            for (_, sensor) in &memberships {
+                a.set_member_fired(num, *sensor, false);
+            }
+        }
+    }
     app.presence.forget(num);
     app.retention.forget_device(num);
     app.deletions.kick();
@@ -164,13 +171,25 @@ fn remove_rows(
     for (ch, sensor) in memberships {
         txn.open_table(CHANNEL_MEMBERS)?
             .remove((*ch, num, *sensor))?;
+        crate::channel_labels::remove(&txn, (*ch, num, *sensor))?;
     }
     for a in alerts {
         txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
-        txn.open_table(ALERT_STATE)?.remove(a.rec.id)?;
+        crate::alerts::remove_state(&txn, a.rec.id)?;
     }
+    crate::alerts::remove_device_states(&txn, &channel_alert_ids(app), num)?;
     txn.commit()?;
     Ok(inbox_rows)
+}
+
+/// The ids of every channel alert.
+fn channel_alert_ids(app: &App) -> Vec<u32> {
+    app.catalog
+        .alerts()
+        .iter()
+        .filter(|a| a.rec.channel.is_some())
+        .map(|a| a.rec.id)
+        .collect()
 }
 
 /// One bounded step of the writer: remove up to [`SWEEP_BATCH`] rows of
@@ -243,8 +262,9 @@ fn remove_grants(txn: &WriteTransaction, kind: u8, num: u32) -> Result<(), Store
     Ok(())
 }
 
-/// Delete channel `ch` (blocking): record, members, grants, items and
-/// their counters in one transaction, returning how many items went.
+/// Delete channel `ch` (blocking): record, members and their labels,
+/// the alerts on the channel, grants, items and their counters in one
+/// transaction, returning how many items went.
 /// The catalog forgets it while the transaction still holds redb's write
 /// lock, so no writer commit between the two can append an item to it
 /// (`writer::effects` skips a channel the catalog does not know); a
@@ -252,12 +272,25 @@ fn remove_grants(txn: &WriteTransaction, kind: u8, num: u32) -> Result<(), Store
 pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> {
     let members = app.catalog.members_of(ch.num);
     let num = ch.num;
+    let watching = app.catalog.alerts_on_channel(num);
     let txn = app.store.db()?.begin_write()?;
     txn.open_table(CHANNELS)?.remove(ch.name.as_str())?;
+    for a in &watching {
+        txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
+        crate::alerts::remove_state(&txn, a.rec.id)?;
+    }
     for (dev, sensor) in &members {
         txn.open_table(CHANNEL_MEMBERS)?
             .remove((num, *dev, *sensor))?;
     }
+    let mut labels = usize::MAX;
+    remove_range!(
+        txn,
+        CHANNEL_LABELS,
+        (num, 0, 0),
+        (num, u32::MAX, u32::MAX),
+        &mut labels
+    );
     remove_grants(&txn, KIND_CHANNEL, num)?;
     let mut all = usize::MAX;
     remove_range!(txn, CHANNEL_ITEMS, (num, 0), (num, u64::MAX), &mut all);
@@ -270,6 +303,9 @@ pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> 
             app.catalog.add_member(num, *dev, *sensor);
         }
         return Err(e.into());
+    }
+    for a in &watching {
+        app.catalog.remove_alert(&a.rec.name);
     }
     app.directory.remove_grants_on(KIND_CHANNEL, num);
     Ok(items)
@@ -427,7 +463,7 @@ fn owned(app: &App, name: &str, cascade: bool) -> Result<Owned, WireError> {
 fn remove_alert(app: &App, a: &crate::catalog::AlertEntry) -> Result<(), StoreError> {
     let txn = app.store.db()?.begin_write()?;
     txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
-    txn.open_table(ALERT_STATE)?.remove(a.rec.id)?;
+    crate::alerts::remove_state(&txn, a.rec.id)?;
     txn.commit()?;
     app.catalog.remove_alert(&a.rec.name);
     Ok(())

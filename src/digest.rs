@@ -108,6 +108,9 @@ pub struct PartDone {
     pub appends: Vec<ChannelAppend>,
     /// Alert state changes `(alert id, fired)`, in order.
     pub alert_states: Vec<(u32, bool)>,
+    /// Channel alerts' member state changes `((alert id, device, sensor),
+    /// fired)`, in order.
+    pub member_states: Vec<((u32, u32, u32), bool)>,
     /// Firings, in order.
     pub firings: Vec<Firing>,
     /// Why processing failed (the batch goes to `dead_letters`).
@@ -266,6 +269,9 @@ enum Check {
     AlertManages,
     /// May an alert's owner use its `to_target`? (alert, target)
     AlertTargets,
+    /// May a channel alert's owner still manage its channel? (alert,
+    /// channel)
+    AlertWatches,
 }
 
 /// Where a firing of `a` goes, each only while its owner still has the
@@ -273,13 +279,16 @@ enum Check {
 /// `to_target`. `may` answers (and remembers) access questions.
 fn route_firing(
     a: &crate::store::AlertRecord,
+    dev: u32,
     r: &Reading,
     text: &str,
     catalog: &Catalog,
     directory: &Directory,
     may: &mut impl FnMut((Check, u32, u32), &dyn Fn() -> bool) -> bool,
 ) -> (Option<(u32, inbox::Row)>, Option<u32>, Option<u32>) {
-    let inbox = a.to_device.filter(|&d| {
+    // A channel alert's `Some(0)`: the member device that fired.
+    let to_device = a.to_device.map(|d| if d == 0 { dev } else { d });
+    let inbox = to_device.filter(|&d| {
         let sends = || directory.user_may_device(&a.owner, Action::SendToDevice, d);
         may((Check::AlertSends, a.id, d), &sends)
     });
@@ -368,7 +377,7 @@ fn digest_part(
                         out.alert_states.push((a.rec.id, true));
                         let text = alerts::describe(&a.rec, v);
                         let (inbox, to_channel, target) =
-                            route_firing(&a.rec, &r, &text, catalog, directory, &mut may);
+                            route_firing(&a.rec, dev, &r, &text, catalog, directory, &mut may);
                         if let Some(ch) = to_channel {
                             out.appends.push(ChannelAppend {
                                 channel: ch,
@@ -393,21 +402,97 @@ fn digest_part(
                 }
             }
         }
-        for ch in catalog.channels_for(dev, code) {
+        // In channel order, so a replay after a crash meets them (and
+        // their alerts) in the same order.
+        let mut chs = catalog.channels_for(dev, code);
+        chs.sort_unstable();
+        for ch in chs {
             let owner_reads = || {
                 catalog
                     .channel_by_num(ch)
                     .is_some_and(|c| directory.user_may_device(&c.owner, Action::ReadReadings, dev))
             };
-            if !may((Check::ChannelReads, ch, dev), &owner_reads) {
-                continue;
+            if may((Check::ChannelReads, ch, dev), &owner_reads) {
+                out.appends.push(ChannelAppend {
+                    channel: ch,
+                    device: dev,
+                    reading: r.clone(),
+                });
             }
-            out.appends.push(ChannelAppend {
-                channel: ch,
-                device: dev,
-                reading: r.clone(),
-            });
+            if let Some(v) = alerts::numeric(&r.value) {
+                let member = Member { ch, dev, r: &r, v };
+                channel_alerts(catalog, directory, &member, &mut may, &mut out);
+            }
         }
     }
     out
+}
+
+/// A member's reading, as a channel alert sees it.
+struct Member<'a> {
+    ch: u32,
+    dev: u32,
+    r: &'a Reading,
+    v: f64,
+}
+
+/// Evaluate every alert on channel `m.ch` for one member's numeric
+/// reading, with that member's own state: each only while its owner may
+/// still manage the channel and read the member's device.
+fn channel_alerts(
+    catalog: &Catalog,
+    directory: &Directory,
+    m: &Member<'_>,
+    may: &mut impl FnMut((Check, u32, u32), &dyn Fn() -> bool) -> bool,
+    out: &mut PartDone,
+) {
+    let (dev, r, code) = (m.dev, m.r, m.r.sensor.code());
+    for a in catalog.alerts_on_channel(m.ch) {
+        let manages = || {
+            catalog
+                .channel_by_num(m.ch)
+                .is_some_and(|c| directory.user_may_channel(&a.rec.owner, Action::ManageOwned, &c))
+        };
+        let reads = || directory.user_may_device(&a.rec.owner, Action::ReadReadings, dev);
+        if !may((Check::AlertWatches, a.rec.id, m.ch), &manages)
+            || !may((Check::AlertReads, a.rec.id, dev), &reads)
+        {
+            continue;
+        }
+        let key = (a.rec.id, dev, code);
+        match alerts::evaluate(&a.rec, a.member_fired(dev, code), m.v) {
+            Transition::Stay => {}
+            Transition::Rearm => {
+                a.set_member_fired(dev, code, false);
+                out.member_states.push((key, false));
+            }
+            Transition::Fire => {
+                a.set_member_fired(dev, code, true);
+                out.member_states.push((key, true));
+                let id = directory
+                    .device_by_num(dev)
+                    .map(|d| d.id.clone())
+                    .unwrap_or_default();
+                let text = alerts::describe_member(&a.rec, &id, r.sensor, m.v);
+                let (inbox, to_channel, target) =
+                    route_firing(&a.rec, dev, r, &text, catalog, directory, may);
+                if let Some(ch) = to_channel {
+                    out.appends.push(ChannelAppend {
+                        channel: ch,
+                        device: dev,
+                        reading: r.clone(),
+                    });
+                }
+                out.firings.push(Firing {
+                    alert: a.rec.id,
+                    device: dev,
+                    reading: r.clone(),
+                    text,
+                    inbox,
+                    source: a.rec.name.clone(),
+                    target,
+                });
+            }
+        }
+    }
 }

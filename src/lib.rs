@@ -33,7 +33,8 @@
 //!   readings (one fsync per batch) before any `200` is sent, then applies
 //!   the digest's results in digest-log order. It schedules; each feature
 //!   stores its own part with functions taking the write transaction:
-//!   [`channels`] (items), [`alerts`] (state, events), [`inbox`] (rows,
+//!   [`channels`] (items), [`alerts`] (state, per-member state of an
+//!   alert on a channel, events), [`inbox`] (rows,
 //!   routing through gateways), [`commands`] (command records: deliveries
 //!   seen in readings replies, expiry), [`presence`] (`presence::store`: last
 //!   contact, state, events), [`dead_letters`], [`retention`] (the sweep's
@@ -83,6 +84,7 @@ pub mod app;
 pub mod auth;
 pub mod budget;
 pub mod catalog;
+pub mod channel_labels;
 pub mod channels;
 pub mod clock;
 pub mod codec;

@@ -67,6 +67,8 @@ macro_rules! every_table {
             COMMAND_META,
             COMMAND_EXPIRY,
             SENSOR_LABELS,
+            CHANNEL_LABELS,
+            ALERT_MEMBER_STATE,
             DELETED_DEVICES
         )
     };

@@ -47,6 +47,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (ChannelList, [200, 200, 200, 200, 200, 200, 401]),
         (ChannelCreate, [201, 201, 201, 201, 403, 403, 401]),
         (ChannelDelete, [200, 200, 403, 404, 404, 404, 401]),
+        (ChannelUpdate, [200, 200, 200, 404, 404, 404, 401]),
         (ChannelMembers, [200, 200, 200, 404, 404, 404, 401]),
         (ChannelMemberAdd, [201, 201, 201, 404, 404, 404, 401]),
         (ChannelMemberRemove, [200, 200, 200, 404, 404, 404, 401]),
@@ -289,6 +290,12 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             format!("name=c-{role}"),
         ),
         ChannelDelete => ("DELETE", "/v1/channels/ch".into(), form, String::new()),
+        ChannelUpdate => (
+            "POST",
+            "/v1/channels/ch".into(),
+            form,
+            "description=by+someone".into(),
+        ),
         ChannelMembers => ("GET", "/v1/channels/ch/members".into(), form, String::new()),
         ChannelMemberAdd => (
             "POST",

@@ -17,8 +17,7 @@ use crate::codec::{names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::store::{
-    AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_STATE,
-    DEAD_LETTERS,
+    AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, DEAD_LETTERS,
 };
 use crate::targets::TargetRecord;
 
@@ -36,7 +35,35 @@ fn finite(form: &Form, name: &str) -> Result<Option<f64>, WireError> {
     }
 }
 
-/// `POST /v1/alerts` with `name`, `device`, `sensor` (`I` or `N`), `min`
+/// What an alert watches: `device` and `sensor` (`I` or `N`; the caller
+/// may read the device), or `channel` (every member sensor; the caller
+/// manages the channel). Returns `(device, sensor code, channel)`, the
+/// first two 0 for a channel.
+fn watched(app: &App, who: &Principal, form: &Form) -> Result<(u32, u32, Option<u32>), WireError> {
+    if let Some(ch) = form.get("channel") {
+        if form.get("device").is_some() || form.get("sensor").is_some() {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "give channel, or device and sensor, not both",
+            ));
+        }
+        let ch = visible::<ChannelRecord>(app, who, Action::ManageOwned, ch)?;
+        return Ok((0, 0, Some(ch.num)));
+    }
+    let d = visible::<DeviceRecord>(app, who, Action::ReadReadings, form.require("device")?)?;
+    let sensor = SensorId::parse(form.require("sensor")?)?;
+    if !matches!(sensor.kind, SensorKind::Int | SensorKind::Num) {
+        return Err(WireError::bad_request(
+            "bad_sensor_name",
+            format!("{sensor}: alerts watch I or N sensors"),
+        ));
+    }
+    Ok((d.num, sensor.code(), None))
+}
+
+/// `POST /v1/alerts` with `name`, `device`, `sensor` (`I` or `N`) or
+/// `channel` (every member's `I`/`N` readings, each member with its own
+/// state), `min`
 /// and/or `max` (inclusive normal range), optional `hysteresis`,
 /// `message`, `to_device` (inbox told; default the watched device, `none`
 /// for no inbox), `to_channel` and `to_target` (a notification target).
@@ -46,6 +73,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         "name",
         "device",
         "sensor",
+        "channel",
         "min",
         "max",
         "hysteresis",
@@ -68,14 +96,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -",
         ));
     }
-    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, form.require("device")?)?;
-    let sensor = SensorId::parse(form.require("sensor")?)?;
-    if !matches!(sensor.kind, SensorKind::Int | SensorKind::Num) {
-        return Err(WireError::bad_request(
-            "bad_sensor_name",
-            format!("{sensor}: alerts watch I or N sensors"),
-        ));
-    }
+    let (device, sensor, channel) = watched(app, &who, &form)?;
     let (min, max) = (finite(&form, "min")?, finite(&form, "max")?);
     if min.is_none() && max.is_none() {
         return Err(WireError::bad_request(
@@ -106,7 +127,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         Some(id) if !id.is_empty() => {
             Some(visible::<DeviceRecord>(app, &who, Action::SendToDevice, id)?.num)
         }
-        _ => Some(d.num),
+        // The watched device; for a channel alert 0, the member that fired.
+        _ => Some(device),
     };
     let to_channel = match form.get("to_channel").filter(|s| !s.is_empty()) {
         Some(ch) => Some(visible::<ChannelRecord>(app, &who, Action::ManageOwned, ch)?.num),
@@ -120,8 +142,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         id: 0,
         name,
         owner: user.name.clone(),
-        device: d.num,
-        sensor: sensor.code(),
+        device,
+        sensor,
         min,
         max,
         hysteresis,
@@ -130,6 +152,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         to_channel,
         created: timefmt::now_micros(),
         to_target,
+        channel,
     };
     let quota = crate::quotas::applies(
         &app.directory,
@@ -178,8 +201,12 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
 pub const LIST_HEADER: &str =
     "name,owner,device,sensor,min,max,hysteresis,message,to_device,to_channel,state\n";
 
+/// The `to_device` of a channel alert that tells the member that fired.
+pub const MEMBER: &str = "(member)";
+
 /// `GET /v1/alerts`: every alert the caller may read, with `state`
-/// `armed` or `fired`.
+/// `armed` or `fired` (a channel alert: `fired` while any member is);
+/// a channel alert's `device` is `channel:NAME`, its `sensor` empty.
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(app)?;
@@ -200,11 +227,20 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
             continue;
         }
         let num = |v: Option<f64>| v.map(|f| f.to_string()).unwrap_or_default();
+        let ch = |c: Option<u32>| {
+            c.and_then(|c| app.catalog.channel_by_num(c))
+                .map(|c| c.name.clone())
+                .unwrap_or_default()
+        };
         write_csv_text(&r.name, &mut out);
         out.push(',');
         write_csv_text(&r.owner, &mut out);
         out.push(',');
-        write_csv_text(&dev(r.device), &mut out);
+        match r.channel {
+            // Device ids have no ':', so this names the channel unmistakably.
+            Some(c) => write_csv_text(&format!("channel:{}", ch(Some(c))), &mut out),
+            None => write_csv_text(&dev(r.device), &mut out),
+        }
         out.push(',');
         out.push_str(
             &SensorId::from_code(r.sensor)
@@ -214,15 +250,15 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         out.push_str(&format!(",{},{},{},", num(r.min), num(r.max), r.hysteresis));
         write_csv_text(&r.message, &mut out);
         out.push(',');
-        write_csv_text(&r.to_device.map(dev).unwrap_or_default(), &mut out);
+        let to_device = match r.to_device {
+            Some(0) => MEMBER.to_string(),
+            d => d.map(dev).unwrap_or_default(),
+        };
+        write_csv_text(&to_device, &mut out);
         out.push(',');
-        let ch = r
-            .to_channel
-            .and_then(|c| app.catalog.channel_by_num(c))
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        write_csv_text(&ch, &mut out);
-        out.push_str(if a.fired() { ",fired\n" } else { ",armed\n" });
+        write_csv_text(&ch(r.to_channel), &mut out);
+        out.push_str(if a.fired() { ",fired" } else { ",armed" });
+        out.push('\n');
     }
     Ok(Reply::csv(out))
 }
@@ -241,7 +277,7 @@ pub async fn delete(
     tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
         txn.open_table(ALERTS)?.remove(name.as_str())?;
-        txn.open_table(ALERT_STATE)?.remove(id)?;
+        crate::alerts::remove_state(&txn, id)?;
         txn.commit()?;
         app2.catalog.remove_alert(&name);
         Ok::<_, StoreError>(())

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::api::inbox::{deliver_with, row_from};
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
+use crate::channel_labels;
 use crate::channels::{self, Item};
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId};
@@ -23,10 +24,15 @@ fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
 }
 
-/// `POST /v1/channels` with `name` and optional `retention` (items kept):
-/// `201 name,retention`.
+/// `POST /v1/channels` with `name`, optional `retention` (items kept)
+/// and `description`: `201 name,retention`.
 pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["device", "token", "name", "retention"], timeout(app)).await?;
+    let form = Form::read(
+        req,
+        &["device", "token", "name", "retention", "description"],
+        timeout(app),
+    )
+    .await?;
     let who = form.caller(app)?;
     app.directory
         .authorize(&who, Action::CreateOwned, Resource::None)?;
@@ -49,12 +55,14 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             "retention must be at least 1",
         ));
     }
+    let description = channel_labels::description(form.get("description").unwrap_or(""))?;
     let rec = ChannelRecord {
         num: 0,
         name,
         owner: user.name.clone(),
         retention,
         created: timefmt::now_micros(),
+        description,
     };
     let quota = crate::quotas::applies(
         &app.directory,
@@ -102,8 +110,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }
 
-/// `GET /v1/channels`: `name,owner,retention,first,next,members` for every
-/// channel the caller may read.
+/// `GET /v1/channels`: `name,owner,retention,first,next,members,description`
+/// for every channel the caller may read.
 pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.caller(app)?;
@@ -119,14 +127,16 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .collect();
     let app2 = app.clone();
     let out = tokio::task::spawn_blocking(move || {
-        let mut out = String::from("name,owner,retention,first,next,members\n");
+        let mut out = String::from(LIST_HEADER);
         for c in &visible {
             let (first, next) = channels::bounds(&*app2.store.db()?, c.num)?;
             let members = app2.catalog.members_of(c.num).len();
             out.push_str(&format!(
-                "{},{},{},{first},{next},{members}\n",
+                "{},{},{},{first},{next},{members},",
                 c.name, c.owner, c.retention
             ));
+            crate::codec::names::write_csv_text(&c.description, &mut out);
+            out.push('\n');
         }
         Ok::<_, StoreError>(out)
     })
@@ -135,7 +145,10 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     Ok(Reply::csv(out))
 }
 
-/// `GET /v1/channels/CH/members`: `device,sensor`.
+/// CSV header of `GET /v1/channels`.
+pub const LIST_HEADER: &str = "name,owner,retention,first,next,members,description\n";
+
+/// `GET /v1/channels/CH/members`: `device,sensor,label`.
 pub async fn members(
     app: &Arc<App>,
     req: Request<Incoming>,
@@ -144,26 +157,85 @@ pub async fn members(
     let form = Form::read(req, &["device", "token"], timeout(app)).await?;
     let who = form.principal(app)?;
     let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
-    let mut out = String::from("device,sensor\n");
+    let app2 = app.clone();
+    let num = ch.num;
+    let labels = tokio::task::spawn_blocking(move || {
+        channel_labels::of_channel(&app2.store.db()?.begin_read()?, num)
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    let mut out = String::from("device,sensor,label\n");
     for (dev, code) in app.catalog.members_of(ch.num) {
         if let (Some(d), Some(s)) = (app.directory.device_by_num(dev), SensorId::from_code(code)) {
             crate::codec::names::write_csv_text(&d.id, &mut out);
-            out.push_str(&format!(",{s}\n"));
+            out.push_str(&format!(",{s},"));
+            let label = labels.get(&(dev, code)).map_or("", String::as_str);
+            crate::codec::names::write_csv_text(label, &mut out);
+            out.push('\n');
         }
     }
     Ok(Reply::csv(out))
 }
 
-/// `POST /v1/channels/CH/members` (`device`, `sensor`) adds a member;
-/// `DELETE` with the same fields removes it. The caller must own the
-/// channel and be allowed to read the device.
+/// `POST /v1/channels/CH` with `description`: changes the description
+/// (an empty one clears it); `ok,<name>`. Needs manage rights on the
+/// channel.
+pub async fn update(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Result<Reply, WireError> {
+    let form = Form::read(req, &["device", "token", "description"], timeout(app)).await?;
+    let who = form.caller(app)?;
+    let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
+    let description = channel_labels::description(form.require("description")?)?;
+    let app2 = app.clone();
+    let ch_name = ch.name.clone();
+    tokio::task::spawn_blocking(move || {
+        // Read the record in the transaction, so a concurrent change of
+        // another field is not undone.
+        let txn = app2.store.db()?.begin_write()?;
+        let rec = {
+            let mut t = txn.open_table(CHANNELS)?;
+            let Some(old) = t.get(ch_name.as_str())?.map(|v| v.value().to_vec()) else {
+                return Err(StoreError::Conflict(ch_name));
+            };
+            let mut rec = ChannelRecord::decode(&old)?;
+            rec.description = description;
+            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+            rec
+        };
+        txn.commit()?;
+        app2.catalog.put_channel(rec);
+        Ok(())
+    })
+    .await
+    .map_err(|_| WireError::new(500, "internal", "update failed"))?
+    .map_err(|e| match e {
+        // Deleted meanwhile.
+        StoreError::Conflict(n) => WireError::new(
+            404,
+            "unknown_channel",
+            format!("no channel '{}'", log_safe(&n)),
+        ),
+        other => WireError::from(other),
+    })?;
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), "channel described");
+    Ok(Reply::csv(format!("ok,{}\n", ch.name)))
+}
+
+/// `POST /v1/channels/CH/members` (`device`, `sensor`, optional `label`)
+/// adds a member (or, when it is one, changes its label: without `label`
+/// the label stays, `label=` clears it); `DELETE` with `device` and
+/// `sensor` removes it and its label. The caller must own the channel and
+/// be allowed to read the device.
 pub async fn change_member(
     app: &Arc<App>,
     req: Request<Incoming>,
     name: &str,
     add: bool,
 ) -> Result<Reply, WireError> {
-    let form = Form::read(req, &["device", "sensor"], timeout(app)).await?;
+    let form = Form::read(req, &["device", "sensor", "label"], timeout(app)).await?;
     // `device` here names the member, so the caller is found from headers.
     let who = form.header_principal(app)?;
     if matches!(who, Principal::Anonymous) {
@@ -172,6 +244,16 @@ pub async fn change_member(
     let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
     let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, form.require("device")?)?;
     let sensor = SensorId::parse(form.require("sensor")?)?;
+    let label = match form.get("label") {
+        Some(_) if !add => {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "label is given when adding a member",
+            ))
+        }
+        Some(l) => Some(channel_labels::label(l)?),
+        None => None,
+    };
     let key = (ch.num, d.num, sensor.code());
     let app2 = app.clone();
     tokio::task::spawn_blocking(move || {
@@ -183,6 +265,11 @@ pub async fn change_member(
             } else {
                 t.remove(key)?;
             }
+        }
+        match (add, &label) {
+            (true, Some(l)) => channel_labels::put(&txn, key, l)?,
+            (true, None) => {}
+            (false, _) => channel_labels::remove(&txn, key)?,
         }
         txn.commit()?;
         if add {

@@ -261,6 +261,7 @@ pub enum Endpoint {
     ChannelList,
     ChannelCreate,
     ChannelDelete,
+    ChannelUpdate,
     ChannelMembers,
     ChannelMemberAdd,
     ChannelMemberRemove,
@@ -350,6 +351,7 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v1/channels", Endpoint::ChannelList),
     ("POST", "/v1/channels", Endpoint::ChannelCreate),
     ("DELETE", "/v1/channels/:ch", Endpoint::ChannelDelete),
+    ("POST", "/v1/channels/:ch", Endpoint::ChannelUpdate),
     ("GET", "/v1/channels/:ch/members", Endpoint::ChannelMembers),
     (
         "POST",
@@ -593,6 +595,7 @@ async fn route(
         ChannelList => channels::list(app, req).await,
         ChannelCreate => channels::create(app, req).await,
         ChannelDelete => remove::channel(app, req, &p).await,
+        ChannelUpdate => channels::update(app, req, &p).await,
         ChannelMembers => channels::members(app, req, &p).await,
         ChannelMemberAdd => channels::change_member(app, req, &p, true).await,
         ChannelMemberRemove => channels::change_member(app, req, &p, false).await,

@@ -33,6 +33,8 @@
 //! | `files` | file name | [`records::FileRecord`] (the bytes are in the files directory) | admin ops |
 //! | `commands`, `command_meta`, `command_expiry` | (inbox device, seq); inbox device; (expiry, inbox device, seq) | command record; (kept, delivered up to); () | admin ops (send, ack, read) and writer thread (deliveries, expiry) |
 //! | `sensor_labels` | (device, sensor code) | label, unit, description | admin ops |
+//! | `alert_member_state` | (alert, device, sensor code) | () for a fired member of a channel alert | writer thread (admin ops remove an alert's) |
+//! | `channel_labels` | (channel, device, sensor code) | a member's label | admin ops |
 //! | `deleted_devices` | device | deletion time | admin ops (delete) and writer thread (removes the device's rows) |
 //!
 //! Admin ops are rare management writes (create a device, rotate a token).
@@ -155,6 +157,14 @@ pub const DELETED_DEVICES: TableDefinition<u32, i64> = TableDefinition::new("del
 /// `(device, sensor code)` → encoded label, unit and description of a
 /// sensor (`crate::sensors`).
 pub const SENSOR_LABELS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("sensor_labels");
+/// `(channel, device, sensor code)` → the member's label (free text,
+/// `crate::channel_labels`); a member without one has no row.
+pub const CHANNEL_LABELS: TableDefinition<(u32, u32, u32), &str> =
+    TableDefinition::new("channel_labels");
+/// `(alert, device, sensor code)` of a channel alert's members that are
+/// fired (a member without a row is armed; `crate::alerts`).
+pub const ALERT_MEMBER_STATE: TableDefinition<(u32, u32, u32), ()> =
+    TableDefinition::new("alert_member_state");
 /// `(inbox device, seq)` → encoded command record (`crate::commands`):
 /// a command's life after its inbox row, kept within a bound per inbox.
 pub const COMMANDS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("commands");
@@ -519,6 +529,8 @@ impl Store {
         txn.open_table(COMMAND_META)?;
         txn.open_table(COMMAND_EXPIRY)?;
         txn.open_table(SENSOR_LABELS)?;
+        txn.open_table(CHANNEL_LABELS)?;
+        txn.open_table(ALERT_MEMBER_STATE)?;
         txn.open_table(DELETED_DEVICES)?;
         txn.commit()?;
         Ok(db)

@@ -291,6 +291,9 @@ pub struct ChannelRecord {
     pub retention: u64,
     /// When it was created.
     pub created: Micros,
+    /// Free text saying what the channel is (stored after `created`;
+    /// records written before it existed have none).
+    pub description: String,
 }
 
 impl ChannelRecord {
@@ -302,6 +305,7 @@ impl ChannelRecord {
         varint::put_bytes(&mut out, self.owner.as_bytes());
         varint::put_u64(&mut out, self.retention);
         varint::put_i64(&mut out, self.created);
+        varint::put_bytes(&mut out, self.description.as_bytes());
         out
     }
 
@@ -317,6 +321,12 @@ impl ChannelRecord {
             owner: get_str(&mut r)?,
             retention: r.u64()?,
             created: r.i64()?,
+            // Appended: absent in records written before it existed.
+            description: if r.is_empty() {
+                String::new()
+            } else {
+                get_str(&mut r)?
+            },
         })
     }
 }
@@ -406,6 +416,10 @@ pub struct AlertRecord {
     /// Notification target told when it fires, if any (stored after
     /// `created`; records written before targets existed have none).
     pub to_target: Option<u32>,
+    /// The channel whose every member sensor it watches (then `device`
+    /// and `sensor` are 0, and a `to_device` of `Some(0)` means the
+    /// member device that fired); stored after `to_target`.
+    pub channel: Option<u32>,
 }
 
 fn put_opt_f64(out: &mut Vec<u8>, v: Option<f64>) {
@@ -456,8 +470,11 @@ impl AlertRecord {
         put_opt_u32(&mut out, self.to_device);
         put_opt_u32(&mut out, self.to_channel);
         varint::put_i64(&mut out, self.created);
-        if self.to_target.is_some() {
+        if self.to_target.is_some() || self.channel.is_some() {
             put_opt_u32(&mut out, self.to_target);
+        }
+        if self.channel.is_some() {
+            put_opt_u32(&mut out, self.channel);
         }
         out
     }
@@ -482,9 +499,13 @@ impl AlertRecord {
             to_channel: get_opt_u32(&mut r)?,
             created: r.i64()?,
             to_target: None,
+            channel: None,
         };
         if !r.is_empty() {
             rec.to_target = get_opt_u32(&mut r)?;
+        }
+        if !r.is_empty() {
+            rec.channel = get_opt_u32(&mut r)?;
         }
         Ok(rec)
     }
@@ -502,8 +523,18 @@ mod more_tests {
             owner: "ann".into(),
             retention: 1000,
             created: 9,
+            description: String::new(),
         };
-        assert_eq!(ChannelRecord::decode(&c.encode()), Ok(c));
+        assert_eq!(ChannelRecord::decode(&c.encode()), Ok(c.clone()));
+        // A record from before the description existed still reads (an
+        // empty description is one length byte at the end).
+        let old = c.encode();
+        assert_eq!(ChannelRecord::decode(&old[..old.len() - 1]), Ok(c.clone()));
+        let described = ChannelRecord {
+            description: "Weather sensors in Trinidad".into(),
+            ..c
+        };
+        assert_eq!(ChannelRecord::decode(&described.encode()), Ok(described));
         let a = AlertRecord {
             id: 4,
             name: "too-hot".into(),
@@ -518,8 +549,18 @@ mod more_tests {
             to_channel: None,
             to_target: Some(3),
             created: 11,
+            channel: None,
         };
-        assert_eq!(AlertRecord::decode(&a.encode()), Ok(a));
+        assert_eq!(AlertRecord::decode(&a.encode()), Ok(a.clone()));
+        let on_channel = AlertRecord {
+            device: 0,
+            sensor: 0,
+            to_device: Some(0),
+            to_target: None,
+            channel: Some(5),
+            ..a
+        };
+        assert_eq!(AlertRecord::decode(&on_channel.encode()), Ok(on_channel));
     }
 
     #[test]

@@ -92,6 +92,9 @@ impl WriterState {
         for &(id, fired) in &part.alert_states {
             alerts::store_state(txn, id, fired)?;
         }
+        for &(key, fired) in &part.member_states {
+            alerts::store_member_state(txn, key, fired)?;
+        }
         for f in &part.firings {
             // A target deleted since the digest looked gets nothing.
             let target = f.target.and_then(|t| self.ctx.catalog.targets().by_id(t));

@@ -81,6 +81,8 @@ impl WriterState {
             for a in self.ctx.catalog.alerts() {
                 a.set_fired(fired.contains(&a.rec.id));
             }
+            let members = alerts::fired_members(&txn)?;
+            self.ctx.catalog.load_member_states(&members);
             let meta = txn.open_table(META)?;
             if let Some(n) = meta.get(NEXT_BATCH)? {
                 self.next_seq = self.next_seq.max(n.value());

@@ -1,0 +1,292 @@
+//! Channels described (a description, a label per member) and alerts
+//! defined on a channel (every member sensor, each with its own state),
+//! over HTTP as a user would use them (issue 19, item 7).
+
+mod common;
+
+use common::{as_user, hour_ago, rfc3339, token_of, TestServer};
+
+fn send(s: &TestServer, dev: &str, tok: &str, query: &str) {
+    let r = s.get(&format!("/v1/readings?device={dev}&token={tok}&{query}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn created(s: &TestServer, path: &str, form: &str) {
+    let r = s.admin_form("POST", path, form);
+    assert_eq!(r.status, 201, "{path} {form}: {}", r.body);
+}
+
+/// Rows (without the header) of `path` once it has `n` of them.
+fn rows_when(s: &TestServer, path: &str, n: usize) -> Vec<String> {
+    let r = s.admin_until(path, |b| b.lines().count() > n);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body.lines().skip(1).map(String::from).collect()
+}
+
+#[test]
+fn channels_keep_a_description_and_member_labels_across_a_restart() {
+    let s = TestServer::start();
+    s.create_device("gh3");
+    s.create_device("gh4");
+    created(
+        &s,
+        "/v1/channels",
+        "name=trinidad&retention=50&description=Weather+sensors+in+Trinidad",
+    );
+    let list = s.get_admin("/v1/channels");
+    assert_eq!(
+        list.body,
+        "name,owner,retention,first,next,members,description\ntrinidad,admin,50,1,1,0,Weather sensors in Trinidad\n"
+    );
+    // Changed later; text with a comma comes back quoted.
+    let r = s.admin_form(
+        "POST",
+        "/v1/channels/trinidad",
+        "description=North+coast%2C+3+stations",
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "ok,trinidad\n"));
+    assert!(
+        s.get_admin("/v1/channels")
+            .body
+            .ends_with(",0,\"North coast, 3 stations\"\n"),
+        "{}",
+        s.get_admin("/v1/channels").body
+    );
+    // Bad text is refused, nothing changes.
+    for bad in ["description=two%0Alines", "description=%E2%80%AEevil"] {
+        let r = s.admin_form("POST", "/v1/channels/trinidad", bad);
+        assert_eq!((r.status, r.error_code()), (400, "bad_value"), "{bad}");
+    }
+    let r = s.admin_form("POST", "/v1/channels", "name=x&description=a%0Db");
+    assert_eq!((r.status, r.error_code()), (400, "bad_value"));
+    let r = s.admin_form("POST", "/v1/channels/nope", "description=x");
+    assert_eq!((r.status, r.error_code()), (404, "unknown_channel"));
+
+    // Member labels: set when adding, kept when re-added without one,
+    // changed with one, cleared with an empty one, gone with the member.
+    created(
+        &s,
+        "/v1/channels/trinidad/members",
+        "device=gh3&sensor=N1&label=North+wall",
+    );
+    created(&s, "/v1/channels/trinidad/members", "device=gh4&sensor=N1");
+    let members = |s: &TestServer| s.get_admin("/v1/channels/trinidad/members").body;
+    assert_eq!(
+        members(&s),
+        "device,sensor,label\ngh3,N1,North wall\ngh4,N1,\n"
+    );
+    created(&s, "/v1/channels/trinidad/members", "device=gh3&sensor=N1");
+    created(
+        &s,
+        "/v1/channels/trinidad/members",
+        "device=gh4&sensor=N1&label=Roof",
+    );
+    assert_eq!(
+        members(&s),
+        "device,sensor,label\ngh3,N1,North wall\ngh4,N1,Roof\n"
+    );
+    let r = s.admin_form(
+        "POST",
+        "/v1/channels/trinidad/members",
+        "device=gh4&sensor=N1&label=a%0Ab",
+    );
+    assert_eq!((r.status, r.error_code()), (400, "bad_value"));
+
+    // Persisted: a restart shows the same.
+    let (tmp, admin) = s.stop();
+    let s = TestServer::restart(tmp, admin, |_| {});
+    assert!(s
+        .get_admin("/v1/channels")
+        .body
+        .ends_with(",2,\"North coast, 3 stations\"\n"));
+    assert_eq!(
+        members(&s),
+        "device,sensor,label\ngh3,N1,North wall\ngh4,N1,Roof\n"
+    );
+    created(
+        &s,
+        "/v1/channels/trinidad/members",
+        "device=gh4&sensor=N1&label=",
+    );
+    let r = s.admin_form(
+        "DELETE",
+        "/v1/channels/trinidad/members",
+        "device=gh3&sensor=N1",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    created(&s, "/v1/channels/trinidad/members", "device=gh3&sensor=N1");
+    assert_eq!(members(&s), "device,sensor,label\ngh3,N1,\ngh4,N1,\n");
+}
+
+#[test]
+fn an_alert_on_a_channel_watches_every_member_with_its_own_state() {
+    let s = TestServer::start();
+    let a = s.create_device("a");
+    let b = s.create_device("b");
+    let c = s.create_device("c");
+    created(&s, "/v1/channels", "name=farm");
+    created(&s, "/v1/channels/farm/members", "device=a&sensor=N1");
+    created(&s, "/v1/channels/farm/members", "device=b&sensor=N1");
+    // A channel without alerts that b also feeds: the barrier for b's
+    // readings once b has left the farm.
+    created(&s, "/v1/channels", "name=probe");
+    created(&s, "/v1/channels/probe/members", "device=b&sensor=N2");
+    created(
+        &s,
+        "/v1/alerts",
+        "name=hot&channel=farm&max=100&message=Too+hot",
+    );
+    let r = s.admin_form("POST", "/v1/alerts", "name=x&channel=farm&device=a&max=1");
+    assert_eq!((r.status, r.error_code()), (400, "bad_parameter"));
+    let r = s.admin_form("POST", "/v1/alerts", "name=x&channel=nope&max=1");
+    assert_eq!((r.status, r.error_code()), (404, "unknown_channel"));
+    assert!(
+        s.get_admin("/v1/alerts")
+            .body
+            .contains("\nhot,admin,channel:farm,,,100,0,Too hot,(member),,armed\n"),
+        "{}",
+        s.get_admin("/v1/alerts").body
+    );
+
+    let t = hour_ago();
+    // a fires once for 101, 102 (stays in alarm); b fires on its own.
+    send(&s, "a", &a, &format!("N1=101&time={}", t));
+    send(&s, "a", &a, &format!("N1=102&time={}", t + 1));
+    send(&s, "b", &b, &format!("N1=105&time={}", t + 2));
+    // a re-arms and fires again.
+    send(&s, "a", &a, &format!("N1=50&time={}", t + 3));
+    send(&s, "a", &a, &format!("N1=103&time={}", t + 4));
+    let ev = rows_when(&s, "/v1/alerts/hot/events", 3);
+    // Sorted by time: a and b are digested by different threads.
+    let mut ev: Vec<&str> = ev.iter().map(|r| r.split_once(',').unwrap().1).collect();
+    ev.sort();
+    assert_eq!(
+        ev,
+        [
+            format!("{},a,N1,101,Too hot (a N1: 101 > 100),inbox:1", rfc3339(t)),
+            format!(
+                "{},b,N1,105,Too hot (b N1: 105 > 100),inbox:1",
+                rfc3339(t + 2)
+            ),
+            format!(
+                "{},a,N1,103,Too hot (a N1: 103 > 100),inbox:2",
+                rfc3339(t + 4)
+            ),
+        ]
+    );
+    // Each member device is told in its own inbox, naming what fired.
+    let inbox = s.get(&format!("/v1/inbox?device=b&token={b}")).body;
+    assert_eq!(
+        inbox,
+        format!(
+            "seq,kind,time,from,sensor,value\n1,alert,{},alert:hot,N1,Too hot (b N1: 105 > 100)\n",
+            rfc3339(t + 2)
+        )
+    );
+    assert!(s.get_admin("/v1/alerts").body.contains(",fired\n"));
+
+    // Members as they change: c joins and is watched; b leaves and is not.
+    created(&s, "/v1/channels/farm/members", "device=c&sensor=N1");
+    let r = s.admin_form("DELETE", "/v1/channels/farm/members", "device=b&sensor=N1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    send(&s, "b", &b, &format!("N1=50&time={}", t + 5));
+    send(&s, "b", &b, &format!("N1=150&N2=1&time={}", t + 6));
+    send(&s, "c", &c, &format!("N1=200&time={}", t + 7));
+    rows_when(&s, "/v1/alerts/hot/events", 4);
+    // b's readings were digested (the probe item of the same request is
+    // there) and fired nothing.
+    rows_when(&s, "/v1/channels/probe/items", 1);
+    let ev = s.get_admin("/v1/alerts/hot/events").body;
+    assert_eq!(ev.lines().count(), 5, "{ev}");
+    assert!(
+        ev.contains(",c,N1,200,Too hot (c N1: 200 > 100),inbox:1\n"),
+        "{ev}"
+    );
+
+    // Per-member state survives a restart: a is fired (103), so 104 does
+    // not fire again; a re-arm and 120 do.
+    let (tmp, admin) = s.stop();
+    let s = TestServer::restart(tmp, admin, |_| {});
+    send(&s, "a", &a, &format!("N1=104&time={}", t + 8));
+    send(&s, "a", &a, &format!("N1=10&time={}", t + 9));
+    send(&s, "a", &a, &format!("N1=120&time={}", t + 10));
+    // Barrier: a's last reading is in the farm channel.
+    let items = rows_when(&s, "/v1/channels/farm/items", 9);
+    assert!(items.last().unwrap().contains(",a,N1,120"), "{items:?}");
+    let ev = rows_when(&s, "/v1/alerts/hot/events", 5);
+    assert_eq!(ev.len(), 5, "{ev:?}");
+    assert!(ev[4].starts_with(&format!("5,{},a,N1,120,", rfc3339(t + 10))));
+
+    // Deleting the channel deletes the alerts on it.
+    assert_eq!(s.admin_form("DELETE", "/v1/channels/farm", "").status, 200);
+    assert!(!s.get_admin("/v1/alerts").body.contains("hot"));
+}
+
+#[test]
+fn a_channel_alert_needs_manage_rights_and_stops_when_access_goes() {
+    let s = TestServer::start();
+    let x = s.create_device("x");
+    let ann = token_of(&s.admin_form("POST", "/v1/users", "name=ann").body);
+    created(&s, "/v1/channels", "name=admins");
+    created(&s, "/v1/channels/admins/members", "device=x&sensor=N1");
+    // Not hers: invisible, then visible but read-only.
+    let r = as_user(
+        &s,
+        &ann,
+        "POST",
+        "/v1/alerts",
+        "name=h&channel=admins&max=1",
+    );
+    assert_eq!((r.status, r.error_code()), (404, "unknown_channel"));
+    created(
+        &s,
+        "/v1/grants",
+        "resource=channel:admins&to=user:ann&level=read",
+    );
+    let r = as_user(
+        &s,
+        &ann,
+        "POST",
+        "/v1/alerts",
+        "name=h&channel=admins&max=1",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Her own channel with admin's device x (she may read it).
+    created(&s, "/v1/grants", "resource=device:x&to=user:ann&level=read");
+    let r = as_user(&s, &ann, "POST", "/v1/channels", "name=hers");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = as_user(
+        &s,
+        &ann,
+        "POST",
+        "/v1/channels/hers/members",
+        "device=x&sensor=N1",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = as_user(
+        &s,
+        &ann,
+        "POST",
+        "/v1/alerts",
+        "name=h&channel=hers&max=100&to_device=none&message=Too+hot",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = hour_ago();
+    send(&s, "x", &x, &format!("N1=150&time={t}"));
+    let ev = rows_when(&s, "/v1/alerts/h/events", 1);
+    assert!(ev[0].contains(",x,N1,150,Too"), "{ev:?}");
+    // Its owner reads the history too.
+    let mine = as_user(&s, &ann, "GET", "/v1/alerts/h/events", "");
+    assert_eq!(mine.body.lines().count(), 2, "{}", mine.body);
+
+    // The grant on x goes: the digest stops evaluating x for her alert.
+    let r = s.admin_form("DELETE", "/v1/grants", "resource=device:x&to=user:ann");
+    assert_eq!(r.status, 200, "{}", r.body);
+    send(&s, "x", &x, &format!("N1=10&time={}", t + 1));
+    send(&s, "x", &x, &format!("N1=170&time={}", t + 2));
+    // Barrier: both readings reached admin's channel.
+    rows_when(&s, "/v1/channels/admins/items", 3);
+    let ev = s.get_admin("/v1/alerts/h/events").body;
+    assert_eq!(ev.lines().count(), 2, "fired without access: {ev}");
+}
