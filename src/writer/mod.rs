@@ -31,6 +31,8 @@
 //!   digest-log order, batch by batch, part by part.
 //! - `run.rs`: the loop (what wakes the writer, `EFFECTS_LINGER`, the
 //!   presence sweep), replies, shutdown.
+//! - `purge.rs`: range deletions (`crate::purge`), a step per
+//!   transaction, answered once the last step is committed.
 //! - `recover.rs`: replay of the digest log on start, and the reopen after
 //!   a failed write.
 //!
@@ -40,6 +42,7 @@
 
 mod commit;
 mod effects;
+mod purge;
 mod queue;
 mod recover;
 mod run;
@@ -150,6 +153,7 @@ pub fn start(
 ) -> Result<(IngestHandle, Writer), StoreError> {
     let (tx, rx) = crossbeam_channel::bounded(ctx.queue.max(1));
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
+    let (purges, purge_rx) = crossbeam_channel::bounded(crate::purge::QUEUE);
     let next_seq = {
         let txn = store.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
@@ -174,13 +178,21 @@ pub fn start(
         outbox_added: std::cell::Cell::new(false),
         deliveries: Vec::new(),
         last_seal: Instant::now(),
+        purge: None,
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
         .name("overlord-writer".into())
-        .spawn(move || w.run(rx, stop_rx))
+        .spawn(move || w.run(rx, purge_rx, stop_rx))
         .map_err(|e| StoreError::Io(e.to_string()))?;
-    Ok((IngestHandle { tx, metrics }, Writer { thread, stop }))
+    Ok((
+        IngestHandle {
+            tx,
+            metrics,
+            purges,
+        },
+        Writer { thread, stop },
+    ))
 }
 
 /// A dispatched batch whose parts are not all back.
@@ -216,6 +228,8 @@ struct WriterState {
     deliveries: Vec<(u32, u64, i64)>,
     /// When the last sealing step started.
     last_seal: Instant,
+    /// The range deletion in progress (`crate::purge`), one at a time.
+    purge: Option<crate::purge::Progress>,
 }
 
 impl WriterState {
