@@ -285,3 +285,67 @@ fn bad_input_is_4xx_and_strangers_get_404() {
     assert_eq!(r.body, "ok,270\n", "rows 10..=99 of three sensors");
     assert_eq!(times(&s, "N1", t0).len(), ROWS as usize - 100);
 }
+
+#[test]
+fn the_cli_deletes_a_range_with_the_server_stopped() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh1");
+    let t0 = day_ago_hour();
+    post(&s, &tok, &body(t0));
+    let dir = s.dir.clone();
+    let (tmp, admin) = s.stop();
+    let data = dir.join("overlord.redb");
+    let (from, to) = (rfc3339(t0 + 100), rfc3339(t0 + 200));
+    let args = [
+        "device",
+        "delete-readings",
+        "gh1",
+        "--from",
+        &from,
+        "--to",
+        &to,
+    ];
+    let (ok, out, err) = common::cli(
+        &data,
+        &[&args[..], &["--sensors", "N1"]].concat(),
+        &[],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "ok,10\n", "rows 10..=19 of N1");
+    let (ok, _, err) = common::cli(
+        &data,
+        &[
+            "device",
+            "delete-readings",
+            "nope",
+            "--from",
+            "0",
+            "--to",
+            "1",
+        ],
+        &[],
+        None,
+    );
+    assert!(!ok && err.contains("no device 'nope'"), "{err}");
+    let (ok, _, err) = common::cli(
+        &data,
+        &[
+            "device",
+            "delete-readings",
+            "gh1",
+            "--from",
+            "5",
+            "--to",
+            "1",
+        ],
+        &[],
+        None,
+    );
+    assert!(!ok && err.contains("bad_range"), "{err}");
+    let s = TestServer::restart(tmp, admin, |_| {});
+    let got = times(&s, "N1", t0);
+    assert_eq!(got.len(), ROWS as usize - 10);
+    assert!(!got.contains(&(t0 + 100)) && got.contains(&(t0 + 200)));
+    assert_eq!(times(&s, "I3", t0).len(), ROWS as usize);
+}
