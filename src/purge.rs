@@ -124,7 +124,7 @@ pub fn parse<'a>(device: u32, get: impl Fn(&str) -> Option<&'a str>) -> Result<R
     let (from, to) = (time("from")?, time("to")?);
     if from >= to {
         return Err(WireError::bad_request(
-            "bad_range",
+            "empty_range",
             "from must be before to (from is included, to is not)",
         ));
     }
