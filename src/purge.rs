@@ -76,6 +76,13 @@ pub struct Purge {
 pub struct Progress {
     /// The purge.
     pub purge: Purge,
+    /// Where it is.
+    pub at: Cursor,
+}
+
+/// Where a purge is: what a failed transaction must roll back.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor {
     /// Sensors still to do (codes), the current one first; `None`
     /// until the first step lists them.
     todo: Option<Vec<u32>>,
@@ -94,11 +101,7 @@ impl Progress {
     pub fn new(purge: Purge) -> Progress {
         Progress {
             purge,
-            todo: None,
-            aggregates_done: false,
-            after: None,
-            removed: 0,
-            done: false,
+            at: Cursor::default(),
         }
     }
 }
@@ -170,6 +173,7 @@ pub fn parse<'a>(device: u32, get: impl Fn(&str) -> Option<&'a str>) -> Result<R
 /// range is done.
 pub fn step(txn: &WriteTransaction, p: &mut Progress) -> Result<(), StoreError> {
     let r = p.purge.range.clone();
+    let p = &mut p.at;
     if p.todo.is_none() {
         let known: Vec<u32> = txn
             .open_table(SENSORS)?
@@ -238,7 +242,7 @@ fn trim_chunks(
     txn: &WriteTransaction,
     r: &Range,
     code: u32,
-    p: &mut Progress,
+    p: &mut Cursor,
     left: &mut usize,
 ) -> Result<bool, StoreError> {
     let dev = r.device;

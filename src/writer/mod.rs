@@ -179,6 +179,7 @@ pub fn start(
         deliveries: Vec::new(),
         last_seal: Instant::now(),
         purge: None,
+        purge_undo: None,
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
@@ -230,6 +231,9 @@ struct WriterState {
     last_seal: Instant,
     /// The range deletion in progress (`crate::purge`), one at a time.
     purge: Option<crate::purge::Progress>,
+    /// Where the purge was before the step of the transaction being
+    /// built (restored if it fails).
+    purge_undo: Option<crate::purge::Cursor>,
 }
 
 impl WriterState {

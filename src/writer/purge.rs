@@ -29,6 +29,7 @@ impl WriterState {
         let Some(p) = self.purge.as_mut() else {
             return Ok(());
         };
+        self.purge_undo = Some(p.at.clone());
         if let Err(e) = crate::purge::step(txn, p) {
             // A chunk that does not decode must not fail the ingest in
             // this transaction: the purge alone is answered with it (what
@@ -37,7 +38,7 @@ impl WriterState {
             self.purge_failed(&Arc::new(e));
             return Ok(());
         }
-        if p.done {
+        if p.at.done {
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| StoreError::Io(e.to_string()))?;
         }
@@ -46,10 +47,18 @@ impl WriterState {
 
     /// After a commit: answer the purge if it is done.
     pub(super) fn purge_committed(&mut self) {
-        if self.purge.as_ref().is_some_and(|p| p.done) {
+        if self.purge.as_ref().is_some_and(|p| p.at.done) {
             if let Some(p) = self.purge.take() {
-                let _ = p.purge.reply.send(Ok(p.removed));
+                let _ = p.purge.reply.send(Ok(p.at.removed));
             }
+        }
+    }
+
+    /// A transaction with a purge step failed: its progress did not
+    /// happen (the step is tried again from where it was).
+    pub(super) fn purge_rollback(&mut self) {
+        if let (Some(p), Some(at)) = (self.purge.as_mut(), self.purge_undo.take()) {
+            p.at = at;
         }
     }
 

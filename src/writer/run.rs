@@ -147,6 +147,10 @@ impl WriterState {
         let mut seq = self.next_seq;
         let changes = self.ctx.presence.take_changes();
         let mut result = self.write_guarded(&jobs, seq, now, durable, &changes);
+        if result.is_err() {
+            // The retry below starts the purge's step again.
+            self.purge_rollback();
+        }
         if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
             // redb refuses everything after a failed write or fsync until
             // the file is reopened: do that, then try the batch once more
