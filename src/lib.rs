@@ -53,6 +53,8 @@
 //! - [`files`]: files for devices: names, the files directory, durable
 //!   uploads, byte ranges (handlers in `api::files`).
 //! - [`retention`]: keep-for policies and the sweep the writer runs;
+//!   [`purge`]: deleting a device's readings in a time range, through
+//!   the writer;
 //!   [`ops`]: consistent backup copies, restore, check, compact (CLI and
 //!   `GET /v1/admin/backup`).
 //! - [`longpoll`]: slots for channel long-polls, in all and per caller.
@@ -106,6 +108,7 @@ pub mod notify;
 pub mod ops;
 pub mod outbox;
 pub mod presence;
+pub mod purge;
 pub mod quotas;
 pub mod retention;
 pub mod sender;

@@ -38,6 +38,7 @@ fn expectations() -> HashMap<Endpoint, [u16; 7]> {
         (PresenceNotify, [200, 200, 200, 200, 403, 403, 401]),
         (PresenceNotifySet, [200, 200, 200, 404, 403, 403, 401]),
         (DeviceReadings, [200, 200, 200, 404, 200, 404, 401]),
+        (DeviceReadingsDelete, [200, 200, 200, 404, 403, 404, 401]),
         (DeviceAggregates, [200, 200, 200, 404, 200, 404, 401]),
         (DeviceToken, [200, 200, 403, 404, 403, 404, 401]),
         (DeviceRevoke, [200, 200, 403, 404, 403, 404, 401]),
@@ -241,6 +242,12 @@ fn request(ep: Endpoint, role: &str) -> (&'static str, String, &'static str, Str
             "description=by+someone".into(),
         ),
         DeviceDelete => ("DELETE", "/v1/devices/own".into(), form, String::new()),
+        DeviceReadingsDelete => (
+            "DELETE",
+            "/v1/devices/own/readings?from=0&to=1".into(),
+            form,
+            String::new(),
+        ),
         DeviceTransfer => (
             "POST",
             "/v1/devices/own/owner".into(),

@@ -252,6 +252,7 @@ pub enum Endpoint {
     PresenceNotify,
     PresenceNotifySet,
     DeviceReadings,
+    DeviceReadingsDelete,
     DeviceAggregates,
     DeviceToken,
     DeviceRevoke,
@@ -333,6 +334,11 @@ pub const ENDPOINTS: &[(&str, &str, Endpoint)] = &[
     ("POST", "/v1/presence/notify", Endpoint::PresenceNotifySet),
     ("GET", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
     ("POST", "/v1/devices/:id/readings", Endpoint::DeviceReadings),
+    (
+        "DELETE",
+        "/v1/devices/:id/readings",
+        Endpoint::DeviceReadingsDelete,
+    ),
     (
         "GET",
         "/v1/devices/:id/aggregates",
@@ -586,6 +592,7 @@ async fn route(
         PresenceEvents => devices::presence_events(app, req).await,
         PresenceNotify | PresenceNotifySet => devices::notify(app, req).await,
         DeviceReadings => sensors::labelled_query(app, req, &p).await,
+        DeviceReadingsDelete => remove::readings(app, req, &p).await,
         DeviceAggregates => readings::aggregates(app, req, &p).await,
         DeviceToken => devices::rotate(app, req, &p).await,
         DeviceRevoke => users::revoke_device(app, req, &p).await,

@@ -1,6 +1,7 @@
 //! Deleting and giving away over HTTP: `DELETE /v1/devices/ID`,
 //! `DELETE /v1/channels/NAME` and `DELETE /v1/users/NAME`
-//! (`crate::deletion`), `POST /v1/devices/ID/owner` (a transfer).
+//! (`crate::deletion`), `POST /v1/devices/ID/owner` (a transfer),
+//! `DELETE /v1/devices/ID/readings` (a time range, `crate::purge`).
 //! Audited (target `overlord::audit`).
 
 use std::sync::Arc;
@@ -162,4 +163,46 @@ pub async fn user(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<
         "ok,{},{},{},{}\n",
         r.devices, r.channels, r.alerts, r.files
     )))
+}
+
+/// `DELETE /v1/devices/ID/readings?from=T&to=T[&sensors=N1,L2]
+/// [&aggregates=keep|remove]`: the device's readings in `[from, to)`,
+/// removed by the writer in bounded steps before the reply
+/// (`crate::purge`); `ok,<readings removed>`.
+pub async fn readings(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Reply, WireError> {
+    let timeout = Duration::from_secs(app.config.limits.body_timeout_secs);
+    let form = Form::read(
+        req,
+        &["device", "token", "from", "to", "sensors", "aggregates"],
+        timeout,
+    )
+    .await?;
+    let who = form.caller(app)?;
+    let d = visible::<DeviceRecord>(app, &who, Action::DeleteReadings, id)?;
+    let range = crate::purge::parse(d.num, |k| form.get(k))?;
+    let rx = app
+        .ingest
+        .try_purge(range.clone())
+        .map_err(|_| WireError::overloaded("too many deletions waiting; retry shortly"))?;
+    let removed = match rx.await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return Err(WireError::from(e.as_ref())),
+        Err(_) => return Err(WireError::overloaded("the server is shutting down")),
+    };
+    tracing::info!(
+        target: "overlord::audit",
+        by = %log_safe(&who.label()),
+        device = %log_safe(&d.id),
+        from = %crate::codec::timefmt::format_time(range.from),
+        to = %crate::codec::timefmt::format_time(range.to),
+        sensors = %log_safe(form.get("sensors").unwrap_or("*")),
+        aggregates = if range.aggregates { "remove" } else { "keep" },
+        removed,
+        "readings deleted"
+    );
+    Ok(Reply::csv(format!("ok,{removed}\n")))
 }

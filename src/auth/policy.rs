@@ -32,6 +32,9 @@ pub enum Action {
     EditDevice,
     /// Delete a device and everything it has (owner, administrators).
     DeleteDevice,
+    /// Delete a device's readings in a time range (owner, administrators,
+    /// a `control` grant).
+    DeleteReadings,
     /// Give a device to another user (owner, administrators).
     TransferDevice,
     /// Delete a channel and its items (owner, administrators; a
@@ -164,7 +167,7 @@ impl Action {
         use Action::*;
         match self {
             ReadReadings | ViewDevice | ReadOwned | ReadInbox => Some(Level::Read),
-            SendToDevice | ManageOwned | DescribeSensors => Some(Level::Control),
+            SendToDevice | ManageOwned | DescribeSensors | DeleteReadings => Some(Level::Control),
             _ => None,
         }
     }

@@ -1,6 +1,8 @@
-//! `overlord device delete ID` and `overlord user delete NAME
-//! [--cascade]` (server stopped): the deletions of `DELETE
-//! /v1/devices/ID` and `DELETE /v1/users/NAME` (`overlord::deletion`),
+//! `overlord device delete ID`, `overlord device delete-readings ID
+//! --from T --to T` and `overlord user delete NAME [--cascade]` (server
+//! stopped): the deletions of `DELETE /v1/devices/ID`, `DELETE
+//! /v1/devices/ID/readings` (`overlord::purge`, through the writer) and
+//! `DELETE /v1/users/NAME` (`overlord::deletion`),
 //! run on the data file through the server's own state; the writer
 //! removes the devices' readings before the command returns.
 
@@ -21,6 +23,36 @@ pub fn delete_device(config: &Config, id: &str) -> Result<(), String> {
         }
     })?;
     println!("ok,{},{},{}", r.inbox_rows, r.memberships, r.alerts);
+    Ok(())
+}
+
+/// Delete the readings of device `id` in a range (`opts`: the options of
+/// `DELETE /v1/devices/ID/readings`), through the writer as the server
+/// does; prints `ok,<removed>`.
+pub fn delete_readings(
+    config: &Config,
+    id: &str,
+    opts: &[(&str, Option<&str>)],
+) -> Result<(), String> {
+    let removed = with_app(config, |app| {
+        let d = app
+            .directory
+            .device(id)
+            .ok_or_else(|| format!("no device '{id}'"))?;
+        let get = |k: &str| opts.iter().find(|(n, _)| *n == k).and_then(|(_, v)| *v);
+        let range =
+            overlord::purge::parse(d.num, get).map_err(|e| e.body().trim_end().to_string())?;
+        let rx = app
+            .ingest
+            .try_purge(range)
+            .map_err(|_| "the writer is busy".to_string())?;
+        match rx.blocking_recv() {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the writer stopped".to_string()),
+        }
+    })?;
+    println!("ok,{removed}");
     Ok(())
 }
 

@@ -58,6 +58,25 @@ pub enum DeviceCmd {
         /// Device id.
         id: String,
     },
+    /// Delete a device's readings from `--from` (included) to `--to`
+    /// (excluded); prints `ok,<removed>`, as `DELETE /v1/devices/ID/readings`.
+    DeleteReadings {
+        /// Device id.
+        id: String,
+        /// First instant removed (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        from: String,
+        /// First instant kept after the range.
+        #[arg(long)]
+        to: String,
+        /// Only these sensors, comma-separated (default: all).
+        #[arg(long)]
+        sensors: Option<String>,
+        /// `remove` (default) the aggregates of minutes wholly inside the
+        /// range, or `keep` them.
+        #[arg(long)]
+        aggregates: Option<String>,
+    },
     /// Give a device a new token; the previous one works until the next rotation.
     Token {
         /// Device id.
@@ -70,6 +89,22 @@ pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
     if let DeviceCmd::Delete { id } = &cmd {
         // Through the server's state: the writer removes the readings.
         return super::delete::delete_device(config, id);
+    }
+    if let DeviceCmd::DeleteReadings {
+        id,
+        from,
+        to,
+        sensors,
+        aggregates,
+    } = &cmd
+    {
+        let opts = [
+            ("from", Some(from.as_str())),
+            ("to", Some(to.as_str())),
+            ("sensors", sensors.as_deref()),
+            ("aggregates", aggregates.as_deref()),
+        ];
+        return super::delete::delete_readings(config, id, &opts);
     }
     let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
     let directory = Directory::new(
@@ -128,7 +163,9 @@ pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
                 println!("{},{}", rec.id, token.unwrap_or_default());
             }
         }
-        DeviceCmd::Delete { .. } => unreachable!("handled above"),
+        DeviceCmd::Delete { .. } | DeviceCmd::DeleteReadings { .. } => {
+            unreachable!("handled above")
+        }
         DeviceCmd::Token { id } => {
             let d = directory
                 .device(&id)

@@ -115,6 +115,7 @@ impl WriterState {
             self.sweeper.abandon(&self.ctx.retention);
         }
         self.command_steps(&txn, now)?;
+        self.purge_step(&mut txn)?;
         txn.commit()?;
         Ok(written)
     }

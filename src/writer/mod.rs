@@ -31,6 +31,8 @@
 //!   digest-log order, batch by batch, part by part.
 //! - `run.rs`: the loop (what wakes the writer, `EFFECTS_LINGER`, the
 //!   presence sweep), replies, shutdown.
+//! - `purge.rs`: range deletions (`crate::purge`), a step per
+//!   transaction, answered once the last step is committed.
 //! - `recover.rs`: replay of the digest log on start, and the reopen after
 //!   a failed write.
 //!
@@ -40,6 +42,7 @@
 
 mod commit;
 mod effects;
+mod purge;
 mod queue;
 mod recover;
 mod run;
@@ -150,6 +153,7 @@ pub fn start(
 ) -> Result<(IngestHandle, Writer), StoreError> {
     let (tx, rx) = crossbeam_channel::bounded(ctx.queue.max(1));
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
+    let (purges, purge_rx) = crossbeam_channel::bounded(crate::purge::QUEUE);
     let next_seq = {
         let txn = store.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
@@ -175,13 +179,22 @@ pub fn start(
         deliveries: Vec::new(),
         last_seal: Instant::now(),
         last_durable_seal: Instant::now(),
+        purge: None,
+        purge_undo: None,
     };
     w.replay()?;
     let thread = std::thread::Builder::new()
         .name("overlord-writer".into())
-        .spawn(move || w.run(rx, stop_rx))
+        .spawn(move || w.run(rx, purge_rx, stop_rx))
         .map_err(|e| StoreError::Io(e.to_string()))?;
-    Ok((IngestHandle { tx, metrics }, Writer { thread, stop }))
+    Ok((
+        IngestHandle {
+            tx,
+            metrics,
+            purges,
+        },
+        Writer { thread, stop },
+    ))
 }
 
 /// A dispatched batch whose parts are not all back.
@@ -219,6 +232,11 @@ struct WriterState {
     last_seal: Instant,
     /// When the last fsynced sealing step started.
     last_durable_seal: Instant,
+    /// The range deletion in progress (`crate::purge`), one at a time.
+    purge: Option<crate::purge::Progress>,
+    /// Where the purge was before the step of the transaction being
+    /// built (restored if it fails).
+    purge_undo: Option<crate::purge::Cursor>,
 }
 
 impl WriterState {

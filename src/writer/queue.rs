@@ -50,6 +50,8 @@ pub(super) struct Job {
 pub struct IngestHandle {
     pub(super) tx: Sender<Job>,
     pub(super) metrics: Arc<Metrics>,
+    /// Range deletions (`crate::purge`), a queue of their own.
+    pub(super) purges: Sender<crate::purge::Purge>,
 }
 
 /// A hasher for `(device, sensor code)` pairs (two `u32`s): one multiply,
@@ -159,6 +161,20 @@ impl Prepared {
 }
 
 impl IngestHandle {
+    /// Queue the deletion of a device's readings in a time range
+    /// (`crate::purge`). Never blocks; the reply comes once the deletion
+    /// is committed and fsynced.
+    pub fn try_purge(
+        &self,
+        range: crate::purge::Range,
+    ) -> Result<crate::purge::PurgeReply, Overloaded> {
+        let (reply, rx) = oneshot::channel();
+        self.purges
+            .try_send(crate::purge::Purge { range, reply })
+            .map(|()| rx)
+            .map_err(|_| Overloaded)
+    }
+
     /// Queue a request's readings (device number, reading) for the next
     /// group commit. Never blocks. With `inbox_for = Some((device, n))`
     /// the outcome also carries that device's pending inbox count and

@@ -26,8 +26,14 @@ use crate::store::StoreError;
 impl WriterState {
     /// The writer thread: rounds until `stop` closes (or every handle is
     /// gone), then the shutdown drain.
-    pub(super) fn run(mut self, jobs: Receiver<Job>, stop: Receiver<()>) {
+    pub(super) fn run(
+        mut self,
+        jobs: Receiver<Job>,
+        purges: Receiver<crate::purge::Purge>,
+        stop: Receiver<()>,
+    ) {
         let done = self.digest.done_receiver();
+        let idle = crossbeam_channel::never();
         let mut open = true;
         let mut last_sweep = Instant::now();
         while open {
@@ -39,9 +45,11 @@ impl WriterState {
                 },
                 recv(done) -> d => if let Ok(d) = d { self.received(d) },
                 recv(stop) -> _ => open = false,
+                // One range deletion at a time.
+                recv(if self.purging() { &idle } else { &purges }) -> p => if let Ok(p) = p { self.start_purge(p) },
                 // A retention pass in progress continues between commits.
-                // So does sealing, while a sensor is due.
-                default(if self.sweeper.running() || self.seal_due() { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
+                // So do a range deletion and sealing, while a sensor is due.
+                default(if self.sweeper.running() || self.purging() || self.seal_due() { Duration::ZERO } else { SWEEP_EVERY.min(REOPEN_RETRY) }) => {}
             }
             // The tick also retries a data file left closed by a failed
             // reopen, even when no write comes, so queries recover once the
@@ -125,7 +133,8 @@ impl WriterState {
         let sweep = self.sweeper.wants_work(&self.ctx.retention)
             || !self.deliveries.is_empty()
             || self.ctx.command_expiry.due(timefmt::now_micros())
-            || self.ctx.deletions.pending();
+            || self.ctx.deletions.pending()
+            || self.purging();
         if jobs.is_empty()
             && self.ready.is_empty()
             && !durable
@@ -139,6 +148,10 @@ impl WriterState {
         let mut seq = self.next_seq;
         let changes = self.ctx.presence.take_changes();
         let mut result = self.write_guarded(&jobs, seq, now, durable, &changes);
+        if result.is_err() {
+            // The retry below starts the purge's step again.
+            self.purge_rollback();
+        }
         if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
             // redb refuses everything after a failed write or fsync until
             // the file is reopened: do that, then try the batch once more
@@ -169,8 +182,9 @@ impl WriterState {
             Err(e) => {
                 tracing::error!(error = %e, requests = jobs.len(), "group commit failed");
                 self.metrics.commit_errors.inc();
-                let has_jobs = !jobs.is_empty();
+                let has_jobs = !jobs.is_empty() || self.purging();
                 let e = Arc::new(e);
+                self.purge_failed(&e);
                 for job in jobs {
                     let _ = job.reply.send(Err(e.clone()));
                 }
@@ -202,6 +216,7 @@ impl WriterState {
         } = written;
         self.ready.clear();
         self.deliveries.clear();
+        self.purge_committed();
         for dev in contacts {
             self.ctx.presence.saw(dev, now);
         }
