@@ -367,8 +367,9 @@ pub fn finish(
             varint::put_i64(&mut v, attempt.time);
             varint::put_bytes(&mut v, attempt.detail.as_bytes());
             varint::put_bytes(&mut v, &p.body);
-            txn.open_table(NOTIFY_DEAD)?
-                .insert((target, attempt.event), v.as_slice())?;
+            let mut dead = txn.open_table(NOTIFY_DEAD)?;
+            dead.insert((target, attempt.event), v.as_slice())?;
+            trim_oldest(&mut dead, target, kept)?;
         }
     }
     let mut h = txn.open_table(TARGET_HISTORY)?;
@@ -378,13 +379,26 @@ pub fn finish(
         .transpose()?
         .map_or(1, |(k, _)| k.value().1 + 1);
     h.insert((target, next), attempt.encode().as_slice())?;
-    let first_kept = next.saturating_sub(kept.max(1)) + 1;
-    let old: Vec<u64> = h
-        .range((target, 0)..(target, first_kept))?
+    trim_oldest(&mut h, target, kept)
+}
+
+/// Keep the newest `kept` (at least 1) of `target`'s rows in a table keyed
+/// `(target, n)`: the delivery history and the dead notifications are both
+/// bounded by `[notify] history_kept`, so a target that fails for months
+/// cannot grow the file without end.
+fn trim_oldest(
+    t: &mut redb::Table<(u32, u64), &[u8]>,
+    target: u32,
+    kept: u64,
+) -> Result<(), StoreError> {
+    let keys: Vec<u64> = t
+        .range((target, 0)..=(target, u64::MAX))?
+        .rev()
+        .skip(usize::try_from(kept.max(1)).unwrap_or(usize::MAX))
         .map(|r| r.map(|(k, _)| k.value().1))
         .collect::<Result<_, _>>()?;
-    for n in old {
-        h.remove((target, n))?;
+    for n in keys {
+        t.remove((target, n))?;
     }
     Ok(())
 }

@@ -272,6 +272,38 @@ fn private_addresses_are_refused_unless_allowed() {
 }
 
 #[test]
+fn dead_notifications_and_history_are_bounded_per_target() {
+    // A target that fails for months must not grow the file without end:
+    // its dead notifications, like its delivery history, keep only the
+    // newest `[notify] history_kept`.
+    let s = TestServer::start_with(|c| {
+        c.notify.retry_min_ms = 50;
+        c.notify.retry_for_secs = 0;
+        c.notify.history_kept = 2;
+    });
+    let url = common::enc("http://127.0.0.1:9/never");
+    form(
+        &s,
+        "POST",
+        "/v1/targets",
+        &format!("name=lan&url={url}"),
+        201,
+    );
+    let mut events = Vec::new();
+    for _ in 0..5 {
+        let body = form(&s, "POST", "/v1/targets/lan/test", "", 201);
+        events.push(body.lines().nth(1).unwrap().to_string());
+    }
+    // The barrier: the fifth event is dead only after the first four.
+    let h = s.admin_until("/v1/targets/lan/deliveries", |b| b.contains(&events[4]));
+    assert_eq!(column(&h.body, "event"), events[3..], "{}", h.body);
+    let dl = s.get_admin("/v1/targets/lan/dead-letters");
+    assert_eq!(column(&dl.body, "event"), events[3..], "{}", dl.body);
+    let m = common::scrape(&s);
+    assert_eq!(common::m(&m, "overlord_notify_dead_total"), 5.0);
+}
+
+#[test]
 fn targets_are_checked_and_private_to_their_owner() {
     let s = TestServer::start_with(fast);
     for (body, code) in [

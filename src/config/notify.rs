@@ -23,7 +23,8 @@ pub struct NotifyConfig {
     /// Deliveries in flight at once over all targets (each target has at
     /// most one, which keeps its order).
     pub max_in_flight: usize,
-    /// Delivery attempts kept per target for its history.
+    /// Delivery attempts kept per target for its history, and as many of
+    /// its dead notifications.
     pub history_kept: u64,
     /// Notifications one target's outbox may hold; more are not queued
     /// (`target_full`).
