@@ -9,8 +9,8 @@
 //! - **queued**: the row is in the inbox;
 //! - **delivered**: the device was handed it for the first time
 //!   (`GET /v1/inbox`, a heartbeat's reply and the MQTT inbox feed through
-//!   [`read_delivering`]; the rows a readings reply carries through the
-//!   writer), with the time;
+//!   [`read_delivering`]; the rows a readings reply carries in the
+//!   writer's commit of those readings, [`deliver_in`]), with the time;
 //! - **acknowledged**: the device acknowledged it (`/v1/inbox/ack`), with
 //!   the time and the `result` the device reported, if any;
 //! - **expired**: it had an `expires` time and was still undelivered then;
@@ -23,8 +23,8 @@
 //! as new commands come. Unfinished ones are bounded by `max_inbox`.
 //!
 //! Who writes: management requests (send, ack, the device's inbox read,
-//! a heartbeat, the MQTT inbox feed) on blocking threads, and the writer (deliveries seen by readings
-//! replies, expiry), each in its own transaction; redb serialises them.
+//! a heartbeat, the MQTT inbox feed) on blocking threads, and the writer
+//! (deliveries in readings replies, expiry), each in its own transaction; redb serialises them.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -325,15 +325,28 @@ pub fn read_delivering(
         }
     }
     let txn = db.begin_write()?;
-    let pending = inbox::pending_write(&txn, inbox_dev, limit)?;
+    let pending = deliver_in(&txn, inbox_dev, limit, timefmt::now_micros())?;
+    txn.commit()?;
+    Ok(pending)
+}
+
+/// In `txn`: up to `limit` of `inbox_dev`'s pending rows, the commands
+/// among them new to the device recorded as delivered at `at` (what
+/// [`read_delivering`] and the writer, for a readings reply, serve).
+pub fn deliver_in(
+    txn: &WriteTransaction,
+    inbox_dev: u32,
+    limit: usize,
+    at: Micros,
+) -> Result<inbox::Pending, StoreError> {
+    let pending = inbox::pending_write(txn, inbox_dev, limit)?;
     let upto = txn
         .open_table(COMMAND_META)?
         .get(inbox_dev)?
         .map_or(0, |g| g.value().1);
     if let Some(seq) = newly_read(&pending.1, upto) {
-        mark_delivered(&txn, inbox_dev, seq, timefmt::now_micros())?;
+        mark_delivered(txn, inbox_dev, seq, at)?;
     }
-    txn.commit()?;
     Ok(pending)
 }
 
