@@ -156,6 +156,25 @@ pub fn remove_device_states(
     Ok(())
 }
 
+/// Forget member `(dev, sensor)`'s state in the alerts on `channel`, in
+/// the transaction that removes it from the channel: a member that left
+/// is not in alarm, and one added again starts armed.
+pub fn forget_member(
+    txn: &WriteTransaction,
+    catalog: &crate::catalog::Catalog,
+    channel: u32,
+    dev: u32,
+    sensor: u32,
+) -> Result<(), StoreError> {
+    let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
+    for a in catalog.alerts() {
+        if a.rec.channel == Some(channel) {
+            t.remove((a.rec.id, dev, sensor))?;
+        }
+    }
+    Ok(())
+}
+
 /// The alerts stored as fired, read at start and after a reopen.
 pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
     let mut fired = Vec::new();

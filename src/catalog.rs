@@ -158,11 +158,17 @@ impl Catalog {
         }
     }
 
-    /// Remove a member.
+    /// Remove a member; the alerts on the channel forget its state (the
+    /// store's rows go with `alerts::forget_member`).
     pub fn remove_member(&self, channel: u32, device: u32, sensor: u32) {
         let mut g = self.inner.write();
         if let Some(v) = g.members.get_mut(&(device, sensor)) {
             v.retain(|c| *c != channel);
+        }
+        for a in g.alerts.values() {
+            if a.rec.channel == Some(channel) {
+                a.set_member_fired(device, sensor, false);
+            }
         }
     }
 

@@ -7,8 +7,10 @@
 //! with the device's id in the record. Its life:
 //!
 //! - **queued**: the row is in the inbox;
-//! - **delivered**: the device read it for the first time (`GET /v1/inbox`,
-//!   or the rows a readings reply carries), with the time;
+//! - **delivered**: the device was handed it for the first time
+//!   (`GET /v1/inbox`, a heartbeat's reply and the MQTT inbox feed through
+//!   [`read_delivering`]; the rows a readings reply carries in the
+//!   writer's commit of those readings, [`deliver_in`]), with the time;
 //! - **acknowledged**: the device acknowledged it (`/v1/inbox/ack`), with
 //!   the time and the `result` the device reported, if any;
 //! - **expired**: it had an `expires` time and was still undelivered then;
@@ -20,9 +22,9 @@
 //! (acknowledged or expired) records; the oldest finished ones are removed
 //! as new commands come. Unfinished ones are bounded by `max_inbox`.
 //!
-//! Who writes: management requests (send, ack, the device's inbox read)
-//! on blocking threads, and the writer (deliveries seen by readings
-//! replies, expiry), each in its own transaction; redb serialises them.
+//! Who writes: management requests (send, ack, the device's inbox read,
+//! a heartbeat, the MQTT inbox feed) on blocking threads, and the writer
+//! (deliveries in readings replies, expiry), each in its own transaction; redb serialises them.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -300,6 +302,52 @@ pub fn newly_read(rows: &[(u64, Row)], upto: u64) -> Option<u64> {
         .filter(|(seq, r)| r.kind == Kind::Command && *seq > upto)
         .map(|(seq, _)| *seq)
         .max()
+}
+
+/// What the device `inbox_dev` is served when it reads its own inbox
+/// (`GET /v1/inbox`, a heartbeat's reply, its MQTT inbox subscription):
+/// up to `limit` pending rows, oldest first, with each command among them
+/// read for the first time recorded as delivered. Only then is a write
+/// transaction taken, and the rows served are read in it, so a command
+/// the writer expires meanwhile is either served and delivered or gone
+/// and expired, never served and expired. Blocking.
+pub fn read_delivering(
+    db: &redb::Database,
+    inbox_dev: u32,
+    limit: usize,
+) -> Result<inbox::Pending, StoreError> {
+    use redb::ReadableDatabase;
+    {
+        let txn = db.begin_read()?;
+        let pending = inbox::pending_in(&txn, inbox_dev, limit)?;
+        if newly_read(&pending.1, delivered_upto(&txn, inbox_dev)?).is_none() {
+            return Ok(pending);
+        }
+    }
+    let txn = db.begin_write()?;
+    let pending = deliver_in(&txn, inbox_dev, limit, timefmt::now_micros())?;
+    txn.commit()?;
+    Ok(pending)
+}
+
+/// In `txn`: up to `limit` of `inbox_dev`'s pending rows, the commands
+/// among them new to the device recorded as delivered at `at` (what
+/// [`read_delivering`] and the writer, for a readings reply, serve).
+pub fn deliver_in(
+    txn: &WriteTransaction,
+    inbox_dev: u32,
+    limit: usize,
+    at: Micros,
+) -> Result<inbox::Pending, StoreError> {
+    let pending = inbox::pending_write(txn, inbox_dev, limit)?;
+    let upto = txn
+        .open_table(COMMAND_META)?
+        .get(inbox_dev)?
+        .map_or(0, |g| g.value().1);
+    if let Some(seq) = newly_read(&pending.1, upto) {
+        mark_delivered(txn, inbox_dev, seq, at)?;
+    }
+    Ok(pending)
 }
 
 /// The device reading `inbox_dev` was served every pending row up to

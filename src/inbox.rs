@@ -410,9 +410,36 @@ pub fn pending_in(
     device: u32,
     limit: usize,
 ) -> Result<Pending, StoreError> {
-    let meta = txn.open_table(INBOX_META)?;
+    rows_in(
+        &txn.open_table(INBOX_META)?,
+        &txn.open_table(INBOX)?,
+        device,
+        limit,
+    )
+}
+
+/// [`pending`] within a write transaction (what a reader that records
+/// deliveries serves: `crate::commands::read_delivering`).
+pub fn pending_write(
+    txn: &WriteTransaction,
+    device: u32,
+    limit: usize,
+) -> Result<Pending, StoreError> {
+    rows_in(
+        &txn.open_table(INBOX_META)?,
+        &txn.open_table(INBOX)?,
+        device,
+        limit,
+    )
+}
+
+fn rows_in(
+    meta: &impl ReadableTable<u32, (u64, u64)>,
+    inbox: &impl ReadableTable<(u32, u64), &'static [u8]>,
+    device: u32,
+    limit: usize,
+) -> Result<Pending, StoreError> {
     let len = meta.get(device)?.map_or(0, |g| g.value().1);
-    let inbox = txn.open_table(INBOX)?;
     let mut rows = Vec::new();
     if limit > 0 && len > 0 {
         for r in inbox.range((device, 0)..=(device, u64::MAX))? {

@@ -290,3 +290,57 @@ fn a_channel_alert_needs_manage_rights_and_stops_when_access_goes() {
     let ev = s.get_admin("/v1/alerts/h/events").body;
     assert_eq!(ev.lines().count(), 2, "fired without access: {ev}");
 }
+
+/// The `state` column of alert `name` in `GET /v1/alerts`.
+fn alert_state(s: &TestServer, name: &str) -> String {
+    let body = s.get_admin("/v1/alerts").body;
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(&format!("{name},")))
+        .unwrap_or_else(|| panic!("no alert {name} in {body}"));
+    line.rsplit(',').next().unwrap().to_string()
+}
+
+/// A member that leaves the channel while in alarm no longer keeps the
+/// alert `fired`, nor after a restart, and when added again it starts
+/// armed: its next reading over the limit fires. A member in alarm
+/// deleted along with its device leaves the alert armed too.
+#[test]
+fn a_member_that_leaves_in_alarm_is_forgotten() {
+    let s = TestServer::start();
+    let a = s.create_device("a");
+    let b = s.create_device("b");
+    created(&s, "/v1/channels", "name=farm");
+    created(&s, "/v1/channels/farm/members", "device=a&sensor=N1");
+    created(&s, "/v1/channels/farm/members", "device=b&sensor=N1");
+    created(&s, "/v1/alerts", "name=hot&channel=farm&max=100");
+    let t = hour_ago();
+    send(&s, "a", &a, &format!("N1=101&time={t}"));
+    rows_when(&s, "/v1/alerts/hot/events", 1);
+    assert_eq!(alert_state(&s, "hot"), "fired");
+    let r = s.admin_form("DELETE", "/v1/channels/farm/members", "device=a&sensor=N1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(alert_state(&s, "hot"), "armed", "no member is in alarm");
+    let (tmp, admin) = s.stop();
+    let s = TestServer::restart(tmp, admin, |_| {});
+    assert_eq!(alert_state(&s, "hot"), "armed", "after a restart");
+
+    // Back in the channel, a starts armed: 102 fires.
+    created(&s, "/v1/channels/farm/members", "device=a&sensor=N1");
+    send(&s, "a", &a, &format!("N1=102&time={}", t + 1));
+    let ev = rows_when(&s, "/v1/alerts/hot/events", 2);
+    assert!(
+        ev.len() == 2 && ev[1].contains(",a,N1,102,"),
+        "a fires again: {ev:?}"
+    );
+
+    // b in alarm, then deleted with its device: a (102) is the only
+    // member in alarm; once a re-arms the alert is armed.
+    send(&s, "b", &b, &format!("N1=150&time={}", t + 2));
+    rows_when(&s, "/v1/alerts/hot/events", 3);
+    assert_eq!(s.admin_form("DELETE", "/v1/devices/b", "").status, 200);
+    send(&s, "a", &a, &format!("N1=10&time={}", t + 3));
+    let r = s.admin_until("/v1/alerts", |b| b.contains(",armed\n"));
+    assert!(r.body.contains("\nhot,"), "{}", r.body);
+    assert_eq!(alert_state(&s, "hot"), "armed", "{}", r.body);
+}

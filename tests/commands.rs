@@ -106,7 +106,7 @@ fn a_command_carried_by_a_readings_reply_is_delivered() {
         "{}",
         r.body
     );
-    // The writer records the delivery with its next commit.
+    // Recorded in the commit of the readings the reply answers.
     let h = history_until(&s, "gh3", |h| row(h, seq)[1] == "delivered");
     assert_eq!(row(&h, seq)[1], "delivered", "{h}");
     assert!(!row(&h, seq)[3].is_empty(), "{h}");
@@ -276,4 +276,125 @@ fn history_is_bounded_and_follows_a_gateway() {
     assert_eq!(column(&r.body, "seq"), [next.to_string()]);
     let r = s.get_admin("/v1/devices/nope/commands");
     assert_eq!(r.status, 404);
+}
+
+/// Every way a device is handed its inbox rows records the commands among
+/// them as delivered, by the time the device has them: a heartbeat's reply
+/// (over HTTP/1.1 and from a raw HTTP/1.0 board with LF-only lines), a
+/// readings reply from that board, and its MQTT inbox subscription.
+#[test]
+fn every_way_a_device_gets_a_command_marks_it_delivered() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh3");
+
+    // A heartbeat (no readings): the reply carries the row, and the
+    // record says delivered by the time the reply is in.
+    let seq = send(&s, "gh3", "kind=command&sensor=L1&value=1");
+    let r = s.get(&format!("/v1/readings?device=gh3&token={tok}"));
+    assert!(
+        r.body.starts_with("ok,0,1\n") && r.body.contains(&format!("\n{seq},command,")),
+        "{}",
+        r.body
+    );
+    let h = history(&s, "gh3");
+    assert_eq!(row(&h, seq)[1], "delivered", "heartbeat reply: {h}");
+    assert!(!row(&h, seq)[3].is_empty(), "{h}");
+
+    // A board speaking HTTP/1.0 with bare LFs: a heartbeat, then readings.
+    let board = |body: &str| {
+        let req = format!(
+            "POST /v1/readings?device=gh3&token={tok} HTTP/1.0\nContent-Type: text/csv\nContent-Length: {}\n\n{body}",
+            body.len()
+        );
+        s.raw(req.as_bytes())
+    };
+    let hb = send(&s, "gh3", "kind=command&sensor=N2&value=5");
+    let r = s.raw(format!("GET /v1/readings?device=gh3&token={tok} HTTP/1.0\n\n").as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(&format!("\n{hb},command,")), "{}", r.body);
+    assert_eq!(row(&history(&s, "gh3"), hb)[1], "delivered");
+    let up = send(&s, "gh3", "kind=command&sensor=N2&value=6");
+    let r = board(&format!("time,N1\n{},21.5\n", common::hour_ago()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with("ok,1,3\n") && r.body.contains(&format!("\n{up},command,")),
+        "{}",
+        r.body
+    );
+    // Recorded in the commit the `200` waited for: no later poll needed.
+    let h = history(&s, "gh3");
+    assert_eq!(row(&h, up)[1], "delivered", "readings reply: {h}");
+
+    // MQTT: the inbox subscription.
+    if !common::mqtt::have_mosquitto() {
+        return;
+    }
+    let m = send(&s, "gh3", "kind=command&sensor=N3&value=7");
+    assert_eq!(row(&history(&s, "gh3"), m)[1], "queued");
+    let sub = common::mqtt::msub(
+        s.mqtt.expect("mqtt listener"),
+        "gh3",
+        &tok,
+        &["-t", "overlord/gh3/inbox"],
+    );
+    let line = sub.until(&format!(" {m},command,"), Duration::from_secs(15));
+    assert!(line.contains(&format!(" {m},command,")), "{line}");
+    let h = history(&s, "gh3");
+    assert_eq!(row(&h, m)[1], "delivered", "mqtt subscription: {h}");
+    assert!(!row(&h, m)[3].is_empty(), "{h}");
+}
+
+/// A command that expires while its device keeps polling is either
+/// served and recorded delivered, or gone and recorded expired: never
+/// served to the device and recorded expired.
+#[test]
+fn expiry_racing_delivery_never_serves_an_expired_command() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh3");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let soon = common::rfc3339(now + 1);
+    let seqs: Vec<u64> = (0..20)
+        .map(|v| {
+            send(
+                &s,
+                "gh3",
+                &format!("kind=command&sensor=N1&value={v}&expires={soon}"),
+            )
+        })
+        .collect();
+    // Poll until every command is delivered or expired (bounded).
+    let mut served = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let path = if served.len() % 2 == 0 {
+            format!("/v1/inbox?device=gh3&token={tok}&limit=1")
+        } else {
+            format!("/v1/readings?device=gh3&token={tok}")
+        };
+        let r = s.get(&path);
+        assert_eq!(r.status, 200, "{}", r.body);
+        for l in r.body.lines().filter(|l| l.contains(",command,")) {
+            served.insert(l.split(',').next().unwrap().parse::<u64>().unwrap());
+        }
+        let h = history(&s, "gh3");
+        if seqs.iter().all(|q| row(&h, *q)[1] != "queued") || Instant::now() > deadline {
+            break;
+        }
+        // Ack what was served so the next poll sees the next command.
+        if let Some(last) = served.iter().max() {
+            s.get(&format!("/v1/inbox/ack?device=gh3&token={tok}&upto={last}"));
+        }
+    }
+    let h = history(&s, "gh3");
+    for q in &seqs {
+        let state = row(&h, *q)[1].clone();
+        if served.contains(q) {
+            assert_ne!(state, "expired", "command {q} was served: {h}");
+        } else {
+            assert_eq!(state, "expired", "command {q} was never served: {h}");
+        }
+    }
 }

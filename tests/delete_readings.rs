@@ -349,3 +349,104 @@ fn the_cli_deletes_a_range_with_the_server_stopped() {
     assert!(!got.contains(&(t0 + 100)) && got.contains(&(t0 + 200)));
     assert_eq!(times(&s, "I3", t0).len(), ROWS as usize);
 }
+
+/// Two overlapping deletions while a board writes into the range: every
+/// request ends `200` or `503` (nothing done), and no reading is lost or
+/// counted twice: what is left in the range plus what the deletions say
+/// they removed is exactly what was acknowledged; every reading
+/// acknowledged before the deletions began is gone.
+#[test]
+fn concurrent_deletions_and_ingest_account_for_every_reading() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh1");
+    let t0 = day_ago_hour();
+    post(&s, &tok, &body(t0));
+    let end = t0 + ROWS * 10;
+    let (acked, removed) = std::thread::scope(|sc| {
+        let board = sc.spawn(|| {
+            let mut acked = 0u64;
+            for k in 0..60 {
+                // New times (5 s past a row), N1 values no row has.
+                let t = t0 + 5 + k * 150;
+                let r = s.get(&format!(
+                    "/v1/readings?device=gh1&token={tok}&N1={}&time={t}",
+                    100_000 + k
+                ));
+                assert!(r.status == 200 || r.status == 503, "{}", r.body);
+                acked += u64::from(r.status == 200);
+            }
+            acked
+        });
+        let whole = sc.spawn(|| delete(&s, &format!("from={t0}&to={end}")));
+        let part = sc.spawn(|| {
+            delete(
+                &s,
+                &format!("from={}&to={end}&sensors=N1,I3", rfc3339(t0 + 3000)),
+            )
+        });
+        let mut removed = 0u64;
+        for r in [whole.join().unwrap(), part.join().unwrap()] {
+            assert!(r.status == 200 || r.status == 503, "{}", r.body);
+            if r.status == 200 {
+                removed += r
+                    .body
+                    .trim()
+                    .strip_prefix("ok,")
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        (board.join().unwrap(), removed)
+    });
+    let r = s.get_admin(&format!(
+        "/v1/devices/gh1/readings?sensors=N1,L2,I3&from={t0}&to={}&limit=100000",
+        end - 1
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut left = 0u64;
+    for line in r.body.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        // Only the board's readings can be left: N1 >= 100000, no L2, I3.
+        assert!(f[1].parse::<f64>().unwrap() >= 100_000.0, "{line}");
+        assert!(f[2].is_empty() && f[3].is_empty(), "{line}");
+        left += 1;
+    }
+    assert_eq!(
+        left + removed,
+        3 * ROWS as u64 + acked,
+        "left {left}, removed {removed}, board acked {acked}"
+    );
+}
+
+/// `from` and `to` in each accepted form (RFC 3339 with `Z` or an offset
+/// and fractions, Unix seconds with a fraction) name the same instants:
+/// `from` included, `to` not, to the microsecond.
+#[test]
+fn times_in_every_accepted_form_bound_the_range_exactly() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh1");
+    let t0 = day_ago_hour();
+    post(&s, &tok, &body(t0));
+    // t0+100 written at +02:00 (a '+' is %2B in a query) .. t0+200.5.
+    let from = {
+        let z = rfc3339(t0 + 100 + 7200);
+        format!("{}%2B02:00", z.trim_end_matches('Z'))
+    };
+    let r = delete(&s, &format!("from={from}&to={}.5&sensors=N1", t0 + 200));
+    assert_eq!(r.body, "ok,11\n", "rows 10..=20 of N1");
+    // to = t0+300 exactly (with a fraction of zeros): 300 itself stays.
+    let to = format!("{}.000000Z", rfc3339(t0 + 300).trim_end_matches('Z'));
+    let r = delete(&s, &format!("from={}.000001&to={to}&sensors=N1", t0 + 290));
+    assert_eq!(r.body, "ok,0\n", "nothing in (290, 300)");
+    let r = delete(
+        &s,
+        &format!("from={}&to={}.000001&sensors=N1", t0 + 300, t0 + 300),
+    );
+    assert_eq!(r.body, "ok,1\n", "300 alone");
+    let n1 = times(&s, "N1", t0);
+    assert!(!n1.contains(&(t0 + 100)) && !n1.contains(&(t0 + 200)));
+    assert!(n1.contains(&(t0 + 90)) && n1.contains(&(t0 + 210)));
+    assert!(n1.contains(&(t0 + 290)) && !n1.contains(&(t0 + 300)));
+    assert_eq!(n1.len(), ROWS as usize - 12);
+}

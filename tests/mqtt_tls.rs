@@ -185,6 +185,9 @@ fn plain_mqtt_and_tls_on_each_others_port_close_promptly() {
         &["-q", "1", "-t", "overlord/th1/readings", "-m", "N1=2"],
     );
     assert!(code != Some(0) && code != Some(124), "{code:?} {err}");
+    assert!(s
+        .log_until("TLS sent to the plain MQTT port")
+        .contains("TLS sent to the plain MQTT port; use [mqtt] tls_listen"));
     // Raw ClientHello-looking bytes to the plain port: closed, no reply.
     let mut raw = TcpStream::connect(mqtt).unwrap();
     std::io::Write::write_all(&mut raw, &[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0, 0, 1, 0]).unwrap();

@@ -239,3 +239,48 @@ fn a_bulk_import_brings_sensor_labels() {
         "sensor,time,value,label,unit,description\nL2,,,Door open,,\n"
     );
 }
+
+/// `labels=1` on a readings query adds CSV comment lines; asked for JSON
+/// (`format=json` or `Accept`) it is a clear 400, never JSON behind a `#`
+/// line that no JSON parser reads. The labels are in `/sensors` JSON.
+#[test]
+fn labels_on_a_json_readings_query_are_refused_not_garbled() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh3");
+    let r = s.get(&format!("/v1/readings?device=gh3&token={tok}&N1=21.5"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.admin_form("POST", "/v1/devices/gh3/sensors/N1", "label=Temperature");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.get_admin("/v1/devices/gh3/readings?labels=1&format=json");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "bad_parameter"),
+        "{}",
+        r.body
+    );
+    let r = s.raw(
+        format!(
+            "GET /v1/devices/gh3/readings?labels=1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            s.admin
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "bad_parameter"),
+        "{}",
+        r.body
+    );
+    // Without labels the JSON is JSON; with CSV the comments are there.
+    let r = s.get_admin("/v1/devices/gh3/readings?format=json");
+    assert!(r.body.starts_with('['), "{}", r.body);
+    let r = s.get_admin("/v1/devices/gh3/readings?labels=1");
+    assert!(
+        r.body
+            .starts_with("# sensor,label,unit,description\n# N1,Temperature,,\ntime,N1\n"),
+        "{}",
+        r.body
+    );
+    let r = s.get_admin("/v1/devices/gh3/sensors?labels=1&format=json");
+    assert!(r.body.contains("\"label\":\"Temperature\""), "{}", r.body);
+}

@@ -269,7 +269,10 @@ pub async fn change_member(
         match (add, &label) {
             (true, Some(l)) => channel_labels::put(&txn, key, l)?,
             (true, None) => {}
-            (false, _) => channel_labels::remove(&txn, key)?,
+            (false, _) => {
+                channel_labels::remove(&txn, key)?;
+                crate::alerts::forget_member(&txn, &app2.catalog, key.0, key.1, key.2)?;
+            }
         }
         txn.commit()?;
         if add {

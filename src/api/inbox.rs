@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableDatabase;
 
 use crate::app::App;
 use crate::auth::{visible, Action, Principal, Resource};
@@ -110,26 +109,12 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     app.directory
         .authorize(&who, Action::ReadInbox, Resource::Device(&d))?;
     let (app2, num, n) = (app.clone(), d.num, limit(app, &form)?);
-    let (_, rows) = tokio::task::spawn_blocking(move || {
-        let db = app2.store.db()?;
-        let (pending, newly) = {
-            let txn = db.begin_read()?;
-            let pending = inbox::pending_in(&txn, num, n)?;
-            let upto = commands::delivered_upto(&txn, num)?;
-            let newly = commands::newly_read(&pending.1, upto);
-            (pending, newly)
-        };
-        if let Some(seq) = newly {
-            // Written only when the device reads a command for the first
-            // time, not on every poll.
-            let txn = db.begin_write()?;
-            commands::mark_delivered(&txn, num, seq, timefmt::now_micros())?;
-            txn.commit()?;
-        }
-        Ok::<_, crate::store::StoreError>(pending)
-    })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    // Written only when the device reads a command for the first time,
+    // not on every poll.
+    let (_, rows) =
+        tokio::task::spawn_blocking(move || commands::read_delivering(&*app2.store.db()?, num, n))
+            .await
+            .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
     let mut out = String::from(if d.meta.gateway {
         inbox::GATEWAY_HEADER
     } else {

@@ -241,6 +241,13 @@ pub async fn labelled_query(
     if !with_labels || reply.status != 200 || reply.stream.is_some() {
         return Ok(reply);
     }
+    if reply.content_type != crate::http::CSV {
+        // Comment lines would make the JSON unreadable.
+        return Err(WireError::bad_request(
+            "bad_parameter",
+            "labels=1 is for CSV replies; with JSON, read the labels from /v1/devices/ID/sensors?labels=1&format=json",
+        ));
+    }
     // The query answered, so the caller may read this device.
     let Some(d) = app.directory.device(id) else {
         return Ok(reply);

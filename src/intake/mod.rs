@@ -177,9 +177,13 @@ pub async fn submit(
         match inbox_for {
             Some((dev, n)) => {
                 let app2 = app.clone();
-                tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, dev, n))
-                    .await
-                    .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
+                // The device reads its inbox: commands among the rows
+                // are delivered, as by `GET /v1/inbox`.
+                tokio::task::spawn_blocking(move || {
+                    crate::commands::read_delivering(&*app2.store.db()?, dev, n)
+                })
+                .await
+                .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
             }
             None => (0, Vec::new()),
         }

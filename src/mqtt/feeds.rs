@@ -20,7 +20,6 @@ use super::wire::Out;
 use crate::app::App;
 use crate::auth::{Action, Principal, Resource};
 use crate::channels;
-use crate::inbox;
 use crate::store::{ChannelRecord, DeviceRecord};
 
 /// Channel items read per wake at most (more: read again at once).
@@ -41,8 +40,12 @@ pub async fn inbox(app: Arc<App>, outbox: Outbox, device: Arc<DeviceRecord>, top
         events.borrow_and_update();
         let app2 = app.clone();
         let num = device.num;
-        let read =
-            tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, num, max)).await;
+        // Only the device itself subscribes to its inbox: commands among
+        // the rows are delivered, as by `GET /v1/inbox`.
+        let read = tokio::task::spawn_blocking(move || {
+            crate::commands::read_delivering(&*app2.store.db()?, num, max)
+        })
+        .await;
         let rows = match read {
             Ok(Ok((_, rows))) => rows,
             _ => {

@@ -124,6 +124,11 @@ pub async fn serve<S: Stream>(
     let app = hub.app.clone();
     let mut buf = BytesMut::with_capacity(256);
     let Some((version, connect)) = read_connect(&app, &mut stream, &mut buf).await else {
+        // A TLS record (`0x16 0x03`) is never a valid MQTT packet: a
+        // client meant for `[mqtt] tls_listen`. Said, as on the HTTP port.
+        if buf.starts_with(&[crate::tls::TLS_HANDSHAKE, 0x03]) {
+            tracing::info!(peer = %peer, "TLS sent to the plain MQTT port; use [mqtt] tls_listen");
+        }
         return;
     };
     let who = match login(&app, peer, connect.login) {

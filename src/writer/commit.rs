@@ -114,20 +114,35 @@ impl WriterState {
             tracing::warn!(error = %e, "retention pass abandoned");
             self.sweeper.abandon(&self.ctx.retention);
         }
+        self.serve_inboxes(&txn, jobs, &mut written.outcomes);
         self.command_steps(&txn, now)?;
         self.purge_step(&mut txn)?;
         txn.commit()?;
         Ok(written)
     }
 
-    /// Commands served with readings replies become delivered, a bounded
-    /// batch of due ones expires (`crate::commands`), and a bounded batch
-    /// of deleted devices' rows goes (`crate::deletion`).
+    /// The inbox rows each readings reply that asked for them carries,
+    /// read in this transaction, with the commands among them new to the
+    /// device recorded as delivered in it (before the expiry step, so a
+    /// command served is never expired): the `200` and the delivery are
+    /// one fsync. A read error leaves that reply's rows empty: the
+    /// readings are stored either way.
+    fn serve_inboxes(&self, txn: &WriteTransaction, jobs: &[Job], outcomes: &mut [IngestOutcome]) {
+        let at = crate::codec::timefmt::now_micros();
+        for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
+            if let Some((dev, n)) = job.inbox_for {
+                match crate::commands::deliver_in(txn, dev, n, at) {
+                    Ok(p) => out.inbox = p,
+                    Err(e) => tracing::warn!(error = %e, "inbox read for a readings reply failed"),
+                }
+            }
+        }
+    }
+
+    /// A bounded batch of due commands expires (`crate::commands`), and a
+    /// bounded batch of deleted devices' rows goes (`crate::deletion`).
     fn command_steps(&self, txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
         crate::deletion::sweep_step(txn, &self.ctx.deletions)?;
-        for &(dev, seq, at) in &self.deliveries {
-            crate::commands::mark_delivered(txn, dev, seq, at)?;
-        }
         if self.ctx.command_expiry.due(now) {
             let n = crate::commands::expire_step(txn, &self.ctx.command_expiry, now)?;
             if n > 0 {

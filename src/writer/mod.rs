@@ -176,7 +176,6 @@ pub fn start(
         sealer,
         seal_retry_at: None,
         outbox_added: std::cell::Cell::new(false),
-        deliveries: Vec::new(),
         last_seal: Instant::now(),
         last_durable_seal: Instant::now(),
         purge: None,
@@ -224,10 +223,6 @@ struct WriterState {
     /// The transaction being built added outbox rows: wake the sender
     /// once it commits.
     outbox_added: std::cell::Cell<bool>,
-    /// Commands the devices were served with their readings replies, not
-    /// yet recorded as delivered: `(inbox device, up to seq, when)`. At
-    /// most one per request of a round; stored by the next commit.
-    deliveries: Vec<(u32, u64, i64)>,
     /// When the last sealing step started.
     last_seal: Instant,
     /// When the last fsynced sealing step started.

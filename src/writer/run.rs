@@ -12,15 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
-use redb::ReadableDatabase;
 
 use super::commit::Written;
-use super::queue::{IngestOutcome, Job};
+use super::queue::Job;
 use super::{WriterState, EFFECTS_LINGER, MAX_READINGS_PER_COMMIT, REOPEN_RETRY, SWEEP_EVERY};
 use crate::codec::timefmt;
-use crate::commands;
 use crate::digest::PartDone;
-use crate::inbox;
 use crate::store::StoreError;
 
 impl WriterState {
@@ -131,7 +128,6 @@ impl WriterState {
     /// tried once more.
     fn commit(&mut self, jobs: Vec<Job>, durable: bool) {
         let sweep = self.sweeper.wants_work(&self.ctx.retention)
-            || !self.deliveries.is_empty()
             || self.ctx.command_expiry.due(timefmt::now_micros())
             || self.ctx.deletions.pending()
             || self.purging();
@@ -209,13 +205,12 @@ impl WriterState {
         elapsed: Duration,
     ) {
         let Written {
-            mut outcomes,
+            outcomes,
             batch,
             channel_items,
             contacts,
         } = written;
         self.ready.clear();
-        self.deliveries.clear();
         self.purge_committed();
         for dev in contacts {
             self.ctx.presence.saw(dev, now);
@@ -247,7 +242,6 @@ impl WriterState {
             self.metrics.commit_requests.observe(jobs.len() as f64);
             self.metrics.commit_readings.observe(accepted as f64);
         }
-        self.read_inboxes(&jobs, &mut outcomes);
         // Counted before the replies, so a client that scrapes
         // `/metrics` after its `200` sees its readings.
         let stored: usize = outcomes.iter().map(|o| o.new).sum();
@@ -260,34 +254,5 @@ impl WriterState {
             self.dispatch(batch);
         }
         self.note_backlog();
-    }
-
-    /// Fill in the inbox part of each outcome that asked for it. A read
-    /// error leaves it empty: the readings are stored either way.
-    /// Commands among the rows served are noted as delivered now, for the
-    /// next commit (`crate::commands`).
-    fn read_inboxes(&mut self, jobs: &[Job], outcomes: &mut [IngestOutcome]) {
-        if jobs.iter().all(|j| j.inbox_for.is_none()) {
-            return;
-        }
-        let Ok(txn) = self
-            .store
-            .db()
-            .and_then(|db| db.begin_read().map_err(StoreError::from))
-        else {
-            return;
-        };
-        let now = timefmt::now_micros();
-        for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
-            if let Some((dev, n)) = job.inbox_for {
-                if let Ok(p) = inbox::pending_in(&txn, dev, n) {
-                    let upto = commands::delivered_upto(&txn, dev).unwrap_or(0);
-                    if let Some(seq) = commands::newly_read(&p.1, upto) {
-                        self.deliveries.push((dev, seq, now));
-                    }
-                    out.inbox = p;
-                }
-            }
-        }
     }
 }
