@@ -1,6 +1,7 @@
 //! The one place a failure becomes a wire reply: a 4xx/5xx status and a
 //! body of exactly one CSV line, `error,<code>,<detail>`.
 
+use crate::blocking::Failed;
 use crate::codec::{names::write_csv_text, CodecError};
 use crate::store::StoreError;
 
@@ -49,6 +50,13 @@ impl WireError {
     /// `403 forbidden`.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(403, "forbidden", detail)
+    }
+
+    /// `500 internal`: the server failed in a way the client cannot fix
+    /// (a blocking task that panicked, a broken invariant); `what` names
+    /// the work.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::new(500, "internal", what)
     }
 
     /// `503 overloaded` with `Retry-After`.
@@ -125,6 +133,14 @@ impl From<&StoreError> for WireError {
 impl From<StoreError> for WireError {
     fn from(e: StoreError) -> Self {
         WireError::from(&e)
+    }
+}
+
+/// A blocking task that panicked or was cancelled (already logged by
+/// `blocking::run`): `500 internal` naming what it was doing.
+impl From<Failed> for WireError {
+    fn from(e: Failed) -> Self {
+        WireError::internal(e.what)
     }
 }
 

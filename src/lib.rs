@@ -84,6 +84,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod blocking;
 pub mod budget;
 pub mod catalog;
 pub mod channel_labels;

@@ -160,7 +160,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         app.config.quotas.alerts_per_user,
     );
     let app2 = app.clone();
-    let rec = tokio::task::spawn_blocking(move || {
+    let rec = crate::blocking::wire("create failed", move || {
         // Count and create under the quota lock, until the catalog holds
         // the new alert.
         let _quota = crate::quotas::guard();
@@ -191,8 +191,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             other => WireError::from(other),
         })
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
     Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
 }
@@ -274,7 +273,7 @@ pub async fn delete(
     let a = visible::<AlertEntry>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let (id, name) = (a.rec.id, a.rec.name.clone());
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::wire("delete failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         txn.open_table(ALERTS)?.remove(name.as_str())?;
         crate::alerts::remove_state(&txn, id)?;
@@ -282,8 +281,7 @@ pub async fn delete(
         app2.catalog.remove_alert(&name);
         Ok::<_, StoreError>(())
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&a.rec.name), "alert deleted");
     Ok(Reply::csv("ok\n"))
 }
@@ -302,7 +300,7 @@ pub async fn events(
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     let id = a.rec.id;
-    let rows = tokio::task::spawn_blocking(move || {
+    let rows = crate::blocking::wire("read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let t = txn.open_table(ALERT_EVENTS)?;
         let mut rows = Vec::new();
@@ -314,8 +312,7 @@ pub async fn events(
         }
         Ok::<_, StoreError>(rows)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     let mut out = String::from(EVENTS_HEADER);
     for (n, e) in &rows {
         let dev = app
@@ -336,7 +333,7 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
     app.directory
         .authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::blocking::wire("read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let t = txn.open_table(DEAD_LETTERS)?;
         let mut out = String::from("seq,reason\n");
@@ -348,7 +345,6 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
         }
         Ok::<_, StoreError>(out)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     Ok(Reply::csv(out))
 }

@@ -70,7 +70,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         app.config.quotas.channels_per_user,
     );
     let app2 = app.clone();
-    let rec = tokio::task::spawn_blocking(move || {
+    let rec = crate::blocking::wire("create failed", move || {
         // Count and create under the quota lock, until the catalog holds
         // the new channel.
         let _quota = crate::quotas::guard();
@@ -104,8 +104,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             other => WireError::from(other),
         })
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&rec.name), "channel created");
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }
@@ -126,7 +125,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         })
         .collect();
     let app2 = app.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::blocking::wire("list failed", move || {
         let mut out = String::from(LIST_HEADER);
         for c in &visible {
             let (first, next) = channels::bounds(&*app2.store.db()?, c.num)?;
@@ -140,8 +139,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         }
         Ok::<_, StoreError>(out)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "list failed"))??;
+    .await?;
     Ok(Reply::csv(out))
 }
 
@@ -159,11 +157,10 @@ pub async fn members(
     let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
     let app2 = app.clone();
     let num = ch.num;
-    let labels = tokio::task::spawn_blocking(move || {
+    let labels = crate::blocking::wire("read failed", move || {
         channel_labels::of_channel(&app2.store.db()?.begin_read()?, num)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     let mut out = String::from("device,sensor,label\n");
     for (dev, code) in app.catalog.members_of(ch.num) {
         if let (Some(d), Some(s)) = (app.directory.device_by_num(dev), SensorId::from_code(code)) {
@@ -191,7 +188,7 @@ pub async fn update(
     let description = channel_labels::description(form.require("description")?)?;
     let app2 = app.clone();
     let ch_name = ch.name.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::value("update failed", move || {
         // Read the record in the transaction, so a concurrent change of
         // another field is not undone.
         let txn = app2.store.db()?.begin_write()?;
@@ -209,8 +206,7 @@ pub async fn update(
         app2.catalog.put_channel(rec);
         Ok(())
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "update failed"))?
+    .await?
     .map_err(|e| match e {
         // Deleted meanwhile.
         StoreError::Conflict(n) => WireError::new(
@@ -256,7 +252,7 @@ pub async fn change_member(
     };
     let key = (ch.num, d.num, sensor.code());
     let app2 = app.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::wire("member change failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         {
             let mut t = txn.open_table(CHANNEL_MEMBERS)?;
@@ -279,8 +275,7 @@ pub async fn change_member(
         }
         Ok::<_, StoreError>(())
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "member change failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), device = %log_safe(&d.id), %sensor, add, "channel member changed");
     Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
 }
@@ -345,11 +340,10 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
             })?;
             let app2 = app.clone();
             let num = ch.num;
-            tokio::task::spawn_blocking(move || {
+            crate::blocking::wire("read failed", move || {
                 channels::after_for_since(&*app2.store.db()?, num, since)
             })
-            .await
-            .map_err(|_| WireError::new(500, "internal", "read failed"))??
+            .await?
         }
         (None, None) => 0,
     };
@@ -372,11 +366,10 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         events.borrow_and_update();
         let app2 = app.clone();
         let num = ch.num;
-        let got = tokio::task::spawn_blocking(move || {
+        let got = crate::blocking::wire("read failed", move || {
             channels::read_after(&*app2.store.db()?, num, after, limit)
         })
-        .await
-        .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+        .await?;
         let left = deadline.saturating_duration_since(Instant::now());
         if !got.is_empty() || left.is_zero() {
             break Reply::csv(render(app, &got));

@@ -30,15 +30,6 @@ fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
 }
 
-async fn blocking<T: Send + 'static, E: Into<WireError> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| WireError::new(500, "internal", "target operation failed"))?
-        .map_err(Into::into)
-}
-
 /// The kind and destination a `POST /v1/targets` form names, checked:
 /// `url` for a webhook, `address` for an e-mail (which needs `[smtp]`).
 fn destination(app: &App, form: &Form) -> Result<(Kind, String), WireError> {
@@ -158,7 +149,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         app.config.quotas.targets_per_user,
     );
     let app2 = app.clone();
-    let rec = blocking(move || {
+    let rec = crate::blocking::wire("target operation failed", move || {
         let _quota = crate::quotas::guard();
         let have = app2.catalog.targets().count_owned(&rec.owner);
         crate::quotas::check("targets", "targets_per_user", quota, have, 1)?;
@@ -211,7 +202,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .filter(|t| visible::<TargetRecord>(app, &who, Action::ReadOwned, &t.name).is_ok())
         .collect();
     let app2 = app.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let presence = txn.open_table(PRESENCE_TARGETS)?;
         let mut out = String::from(LIST_HEADER);
@@ -255,7 +246,7 @@ pub async fn delete(
     let t = visible::<TargetRecord>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let t2 = t.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         txn.open_table(TARGETS)?.remove(t2.name.as_str())?;
         {
@@ -297,7 +288,7 @@ pub async fn test(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<
     let t = visible::<TargetRecord>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let label = who.label();
-    let id = blocking(move || {
+    let id = crate::blocking::wire("target operation failed", move || {
         let now = timefmt::now_micros();
         let note = Notification {
             kind: "test",
@@ -334,7 +325,7 @@ pub async fn deliveries(
     let after = form.number::<u64>("after")?.unwrap_or(0);
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let mut out = String::from(HISTORY_HEADER);
         for (n, a) in outbox::history(&txn, t.id, after, limit)? {
@@ -357,7 +348,7 @@ pub async fn dead_letters(
     let t = visible::<TargetRecord>(app, &who, Action::ReadOwned, name)?;
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let mut out = String::from("event,time,error,body\n");
         for (n, time, error, body) in outbox::dead(&txn, t.id, limit)? {

@@ -177,9 +177,10 @@ pub async fn submit(
         match inbox_for {
             Some((dev, n)) => {
                 let app2 = app.clone();
-                tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, dev, n))
-                    .await
-                    .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
+                crate::blocking::wire("inbox read failed", move || {
+                    inbox::pending(&*app2.store.db()?, dev, n)
+                })
+                .await?
             }
             None => (0, Vec::new()),
         }
@@ -187,9 +188,7 @@ pub async fn submit(
         // Sorting a large request's keys is blocking work: do it off the
         // runtime, before the writer sees it.
         let prepared = if readings.len() > INLINE_PREPARE {
-            tokio::task::spawn_blocking(move || Prepared::new(readings))
-                .await
-                .map_err(|_| WireError::new(500, "internal", "prepare failed"))?
+            crate::blocking::value("prepare failed", move || Prepared::new(readings)).await?
         } else {
             Prepared::new(readings)
         };
