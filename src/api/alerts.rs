@@ -17,7 +17,7 @@ use crate::codec::{names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::store::{
-    AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, DEAD_LETTERS,
+    AlertRecord, ChannelRecord, DeviceRecord, StoreError, ALERT_EVENTS, DEAD_LETTERS,
 };
 use crate::targets::TargetRecord;
 
@@ -161,35 +161,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     );
     let app2 = app.clone();
     let rec = crate::blocking::wire("create failed", move || {
-        // Count and create under the quota lock, until the catalog holds
-        // the new alert.
-        let _quota = crate::quotas::guard();
-        let have = app2
-            .catalog
-            .alerts()
-            .iter()
-            .filter(|a| a.rec.owner == rec.owner)
-            .count() as u64;
-        crate::quotas::check("alerts", "alerts_per_user", quota, have, 1)?;
-        let stored = (|| {
-            let txn = app2.store.db()?.begin_write()?;
-            let mut rec = rec;
-            {
-                let mut t = txn.open_table(ALERTS)?;
-                if t.get(rec.name.as_str())?.is_some() {
-                    return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
-                }
-                rec.id = Store::next_number(&txn, "next_alert")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-            }
-            txn.commit()?;
-            app2.catalog.put_alert(rec.clone(), false);
-            Ok(rec)
-        })();
-        stored.map_err(|e| match e {
-            StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
-            other => WireError::from(other),
-        })
+        crate::alerts::create(&app2.store, &app2.catalog, rec, quota)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
@@ -274,12 +246,7 @@ pub async fn delete(
     let app2 = app.clone();
     let (id, name) = (a.rec.id, a.rec.name.clone());
     crate::blocking::wire("delete failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        txn.open_table(ALERTS)?.remove(name.as_str())?;
-        crate::alerts::remove_state(&txn, id)?;
-        txn.commit()?;
-        app2.catalog.remove_alert(&name);
-        Ok::<_, StoreError>(())
+        crate::alerts::delete(&app2.store, &app2.catalog, id, &name)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&a.rec.name), "alert deleted");

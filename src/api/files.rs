@@ -403,13 +403,13 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                     Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f))?,
                     None => dir.authorize(&who2, Action::CreateOwned, Resource::None)?,
                 }
-                crate::quotas::check(
+                Ok(crate::quotas::check(
                     "file bytes",
                     "file_bytes_per_user",
                     quota,
                     owned_bytes(&app2, &owner2, &name2),
                     new_size,
-                )
+                )?)
             })
     })
     .await?;
