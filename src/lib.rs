@@ -99,6 +99,7 @@ pub mod devices;
 pub mod digest;
 pub mod error;
 pub mod files;
+pub mod grants;
 pub mod http;
 pub mod inbox;
 pub mod intake;

@@ -23,7 +23,7 @@ use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError, GRANTS};
+use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError};
 use crate::users;
 
 fn timeout(app: &App) -> Duration {
@@ -445,23 +445,9 @@ pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result
     }
     let app2 = app.clone();
     let to2 = to.clone();
+    let change = if add { Some(level) } else { None };
     crate::blocking::wire("grant failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        {
-            let mut t = txn.open_table(GRANTS)?;
-            if add {
-                t.insert((kind, num, to2.as_str()), level as u8)?;
-            } else {
-                t.remove((kind, num, to2.as_str()))?;
-            }
-        }
-        txn.commit()?;
-        if add {
-            app2.directory.put_grant(kind, num, &to2, level);
-        } else {
-            app2.directory.remove_grant(kind, num, &to2);
-        }
-        Ok::<_, StoreError>(())
+        crate::grants::change(&app2.store, &app2.directory, (kind, num), &to2, change)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), resource = %log_safe(&res), to = %log_safe(&to), level = level.as_str(), add, "grant changed");
@@ -502,14 +488,9 @@ pub async fn revoke_device(
         return Err(WireError::unauthorized("credentials required"));
     }
     let d = visible::<DeviceRecord>(app, &who, Action::RevokeDevice, id)?;
-    let mut new = (*d).clone();
-    new.token = auth::hash_token(&auth::generate_token());
-    new.prev_token = None;
     let app2 = app.clone();
     crate::blocking::wire("revoke failed", move || {
-        app2.store.put_device(&new)?;
-        app2.directory.put_device(new);
-        Ok::<_, StoreError>(())
+        crate::devices::revoke(&app2.store, &app2.directory, &d)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(id), "device tokens revoked");
