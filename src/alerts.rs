@@ -10,10 +10,14 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use crate::catalog::Catalog;
 use crate::codec::{timefmt, Micros, SensorId, Value};
+use crate::quotas::QuotaExceeded;
 use crate::store::chunk;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{AlertRecord, StoreError, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE};
+use crate::store::{
+    AlertRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE,
+};
 
 /// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,6 +266,79 @@ pub fn describe(a: &AlertRecord, v: f64) -> String {
         (_, Some(m)) if v > m => format!("{} ({v} > {m})", a.message),
         _ => a.message.clone(),
     }
+}
+
+/// Why an alert management operation did not happen (`error.rs` makes
+/// each a wire error).
+#[derive(Debug)]
+pub enum AlertError {
+    /// An alert of that name exists: `409 alert_exists`.
+    Exists(String),
+    /// Its owner is at `[quotas] alerts_per_user`.
+    Quota(QuotaExceeded),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for AlertError {
+    fn from(e: StoreError) -> Self {
+        AlertError::Store(e)
+    }
+}
+
+impl From<QuotaExceeded> for AlertError {
+    fn from(e: QuotaExceeded) -> Self {
+        AlertError::Quota(e)
+    }
+}
+
+/// Create alert `rec` (its `id` is assigned) for an owner whose
+/// `[quotas] alerts_per_user` is `quota` (0: none): counted and created
+/// under the quota lock, held until the catalog holds the new alert,
+/// which starts armed. Blocking.
+pub fn create(
+    store: &Store,
+    catalog: &Catalog,
+    rec: AlertRecord,
+    quota: u64,
+) -> Result<AlertRecord, AlertError> {
+    let _quota = crate::quotas::guard();
+    let have = catalog
+        .alerts()
+        .iter()
+        .filter(|a| a.rec.owner == rec.owner)
+        .count() as u64;
+    crate::quotas::check("alerts", "alerts_per_user", quota, have, 1)?;
+    let name = rec.name.clone();
+    let rec = insert_new(store, rec)?.ok_or(AlertError::Exists(name))?;
+    catalog.put_alert(rec.clone(), false);
+    Ok(rec)
+}
+
+/// Store `rec` under a new id; `None` when its name is taken.
+fn insert_new(store: &Store, mut rec: AlertRecord) -> Result<Option<AlertRecord>, StoreError> {
+    let txn = store.db()?.begin_write()?;
+    {
+        let mut t = txn.open_table(ALERTS)?;
+        if t.get(rec.name.as_str())?.is_some() {
+            return Ok(None);
+        }
+        rec.id = Store::next_number(&txn, "next_alert")?;
+        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+    }
+    txn.commit()?;
+    Ok(Some(rec))
+}
+
+/// Delete alert `name` (id `id`) and its state (whole and per member) in
+/// one transaction, then forget it in the catalog. Blocking.
+pub fn delete(store: &Store, catalog: &Catalog, id: u32, name: &str) -> Result<(), StoreError> {
+    let txn = store.db()?.begin_write()?;
+    txn.open_table(ALERTS)?.remove(name)?;
+    remove_state(&txn, id)?;
+    txn.commit()?;
+    catalog.remove_alert(name);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -161,6 +161,8 @@ impl Drop for Charge {
 fn trim_soon() {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
+            // Raw `spawn_blocking`: detached, nobody waits for the trim,
+            // and it may run with no runtime context (`Handle` given).
             rt.spawn_blocking(trim);
         }
         Err(_) => trim(),

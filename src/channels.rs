@@ -12,9 +12,14 @@
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use crate::catalog::Catalog;
+use crate::channel_labels;
 use crate::codec::{Micros, SensorId, Value};
+use crate::quotas::QuotaExceeded;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{chunk, StoreError, CHANNEL_ITEMS, CHANNEL_META};
+use crate::store::{
+    chunk, ChannelRecord, Store, StoreError, CHANNELS, CHANNEL_ITEMS, CHANNEL_MEMBERS, CHANNEL_META,
+};
 
 /// CSV header of channel items.
 pub const HEADER: &str = "index,time,device,sensor,value\n";
@@ -137,6 +142,148 @@ pub fn after_for_since(
         }
     }
     Ok(lo.saturating_sub(1))
+}
+
+/// Why a channel management operation did not happen (`error.rs` makes
+/// each a wire error).
+#[derive(Debug)]
+pub enum ChannelError {
+    /// A channel of that name exists: `409 channel_exists`.
+    Exists(String),
+    /// The channel was deleted meanwhile: `404 unknown_channel`.
+    Unknown(String),
+    /// Its owner is at `[quotas] channels_per_user`.
+    Quota(QuotaExceeded),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for ChannelError {
+    fn from(e: StoreError) -> Self {
+        ChannelError::Store(e)
+    }
+}
+
+impl From<QuotaExceeded> for ChannelError {
+    fn from(e: QuotaExceeded) -> Self {
+        ChannelError::Quota(e)
+    }
+}
+
+/// Create channel `rec` (its `num` is assigned) for an owner whose
+/// `[quotas] channels_per_user` is `quota` (0: none): counted and created
+/// under the quota lock, held until the catalog holds the new channel.
+/// Blocking.
+pub fn create(
+    store: &Store,
+    catalog: &Catalog,
+    rec: ChannelRecord,
+    quota: u64,
+) -> Result<ChannelRecord, ChannelError> {
+    let _quota = crate::quotas::guard();
+    let have = catalog
+        .channels()
+        .iter()
+        .filter(|c| c.owner == rec.owner)
+        .count() as u64;
+    crate::quotas::check("channels", "channels_per_user", quota, have, 1)?;
+    let name = rec.name.clone();
+    let rec = insert_new(store, rec)?.ok_or(ChannelError::Exists(name))?;
+    catalog.put_channel(rec.clone());
+    Ok(rec)
+}
+
+/// Store `rec` under a new number; `None` when its name is taken.
+fn insert_new(store: &Store, mut rec: ChannelRecord) -> Result<Option<ChannelRecord>, StoreError> {
+    let txn = store.db()?.begin_write()?;
+    {
+        let mut t = txn.open_table(CHANNELS)?;
+        if t.get(rec.name.as_str())?.is_some() {
+            return Ok(None);
+        }
+        rec.num = Store::next_number(&txn, "next_channel")?;
+        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+    }
+    txn.commit()?;
+    Ok(Some(rec))
+}
+
+/// Set channel `name`'s description (empty clears it). The record is
+/// read in the transaction, so a concurrent change of another field is
+/// not undone. Blocking.
+pub fn describe(
+    store: &Store,
+    catalog: &Catalog,
+    name: &str,
+    description: String,
+) -> Result<ChannelRecord, ChannelError> {
+    let rec = rewrite(store, name, |rec| rec.description = description)?
+        .ok_or_else(|| ChannelError::Unknown(name.to_string()))?;
+    catalog.put_channel(rec.clone());
+    Ok(rec)
+}
+
+/// Change stored channel `name` with `change`; `None` when there is none.
+fn rewrite(
+    store: &Store,
+    name: &str,
+    change: impl FnOnce(&mut ChannelRecord),
+) -> Result<Option<ChannelRecord>, StoreError> {
+    let txn = store.db()?.begin_write()?;
+    let rec = {
+        let mut t = txn.open_table(CHANNELS)?;
+        let Some(old) = t.get(name)?.map(|v| v.value().to_vec()) else {
+            return Ok(None);
+        };
+        let mut rec = ChannelRecord::decode(&old)?;
+        change(&mut rec);
+        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        rec
+    };
+    txn.commit()?;
+    Ok(Some(rec))
+}
+
+/// A change of one channel member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Add the member (or keep it); `Some` label sets its label, `None`
+    /// leaves the label as it is.
+    Add(Option<String>),
+    /// Remove the member and its label.
+    Remove,
+}
+
+/// Add or remove member `(channel, device, sensor)` and its label in one
+/// transaction, then tell the catalog. Blocking.
+pub fn change_member(
+    store: &Store,
+    catalog: &Catalog,
+    key: (u32, u32, u32),
+    change: &Membership,
+) -> Result<(), StoreError> {
+    let txn = store.db()?.begin_write()?;
+    {
+        let mut t = txn.open_table(CHANNEL_MEMBERS)?;
+        match change {
+            Membership::Add(_) => t.insert(key, ())?,
+            Membership::Remove => t.remove(key)?,
+        };
+    }
+    match change {
+        Membership::Add(Some(l)) => channel_labels::put(&txn, key, l)?,
+        Membership::Add(None) => {}
+        Membership::Remove => {
+            channel_labels::remove(&txn, key)?;
+            crate::alerts::forget_member(&txn, catalog, key.0, key.1, key.2)?;
+        }
+    }
+    txn.commit()?;
+    match change {
+        Membership::Add(_) => catalog.add_member(key.0, key.1, key.2),
+        Membership::Remove => catalog.remove_member(key.0, key.1, key.2),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

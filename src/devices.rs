@@ -354,7 +354,7 @@ pub fn rotate(
     store: &Store,
     directory: &Directory,
     rec: &DeviceRecord,
-) -> Result<String, WireError> {
+) -> Result<String, StoreError> {
     let token = auth::generate_token();
     let mut new = rec.clone();
     new.prev_token = Some(rec.token);
@@ -362,6 +362,18 @@ pub fn rotate(
     store.put_device(&new)?;
     directory.put_device(new);
     Ok(token)
+}
+
+/// Revoke both of a device's tokens at once (a new one is issued with
+/// [`rotate`]): the stored digests are replaced by one of a random token
+/// nobody holds. Blocking.
+pub fn revoke(store: &Store, directory: &Directory, rec: &DeviceRecord) -> Result<(), StoreError> {
+    let mut new = rec.clone();
+    new.token = auth::hash_token(&auth::generate_token());
+    new.prev_token = None;
+    store.put_device(&new)?;
+    directory.put_device(new);
+    Ok(())
 }
 
 /// CSV header of [`write_row`].

@@ -1,8 +1,14 @@
 //! The one place a failure becomes a wire reply: a 4xx/5xx status and a
 //! body of exactly one CSV line, `error,<code>,<detail>`.
 
-use crate::codec::{names::write_csv_text, CodecError};
+use crate::alerts::AlertError;
+use crate::blocking::Failed;
+use crate::channels::ChannelError;
+use crate::codec::names::{log_safe, write_csv_text};
+use crate::codec::CodecError;
+use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
+use crate::targets::TargetError;
 
 /// `Retry-After` of a `507 disk_full`: long enough not to hammer a server
 /// whose disk is full, short enough that buffered readings go out soon
@@ -49,6 +55,13 @@ impl WireError {
     /// `403 forbidden`.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(403, "forbidden", detail)
+    }
+
+    /// `500 internal`: the server failed in a way the client cannot fix
+    /// (a blocking task that panicked, a broken invariant); `what` names
+    /// the work.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::new(500, "internal", what)
     }
 
     /// `503 overloaded` with `Retry-After`.
@@ -125,6 +138,67 @@ impl From<&StoreError> for WireError {
 impl From<StoreError> for WireError {
     fn from(e: StoreError) -> Self {
         WireError::from(&e)
+    }
+}
+
+/// A blocking task that panicked or was cancelled (already logged by
+/// `blocking::run`): `500 internal` naming what it was doing.
+impl From<Failed> for WireError {
+    fn from(e: Failed) -> Self {
+        WireError::internal(e.what)
+    }
+}
+
+/// Over a `[quotas]` limit: `403 quota_exceeded`.
+impl From<QuotaExceeded> for WireError {
+    fn from(e: QuotaExceeded) -> Self {
+        WireError::new(403, "quota_exceeded", e.to_string())
+    }
+}
+
+impl From<AlertError> for WireError {
+    fn from(e: AlertError) -> Self {
+        match e {
+            AlertError::Exists(name) => {
+                WireError::new(409, "alert_exists", format!("alert '{name}' exists"))
+            }
+            AlertError::Quota(q) => q.into(),
+            AlertError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<TargetError> for WireError {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::Exists(name) => {
+                WireError::new(409, "target_exists", format!("target '{name}' exists"))
+            }
+            TargetError::Full(name) => WireError::new(
+                409,
+                "target_full",
+                format!("target '{name}' has [notify] max_waiting notifications waiting"),
+            ),
+            TargetError::Quota(q) => q.into(),
+            TargetError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ChannelError> for WireError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Exists(name) => {
+                WireError::new(409, "channel_exists", format!("channel '{name}' exists"))
+            }
+            ChannelError::Unknown(name) => WireError::new(
+                404,
+                "unknown_channel",
+                format!("no channel '{}'", log_safe(&name)),
+            ),
+            ChannelError::Quota(q) => q.into(),
+            ChannelError::Store(s) => s.into(),
+        }
     }
 }
 

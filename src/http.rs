@@ -58,9 +58,9 @@ pub async fn json_view(mut r: Reply) -> Reply {
     let convert =
         move || crate::codec::json_out::table_to_json(std::str::from_utf8(&body).unwrap_or(""));
     let json = if r.body.len() > 64 * 1024 {
-        match tokio::task::spawn_blocking(convert).await {
+        match crate::blocking::value("JSON view failed", convert).await {
             Ok(j) => j,
-            Err(_) => return Reply::from(WireError::new(500, "internal", "JSON view failed")),
+            Err(e) => return Reply::from(WireError::from(e)),
         }
     } else {
         convert()

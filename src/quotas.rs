@@ -18,7 +18,6 @@
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::auth::Directory;
-use crate::error::WireError;
 use crate::store::Role;
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -38,28 +37,67 @@ pub fn applies(directory: &Directory, owner: &str, limit: u64) -> u64 {
     }
 }
 
+/// A creation that would take a user over a quota: `403 quota_exceeded`
+/// on the wire (`error.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    /// The kind (`devices`, `file bytes`).
+    pub what: &'static str,
+    /// The config key (`devices_per_user`).
+    pub key: &'static str,
+    /// The limit.
+    pub limit: u64,
+    /// What the user has now.
+    pub have: u64,
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let QuotaExceeded {
+            what,
+            key,
+            limit,
+            have,
+        } = self;
+        write!(
+            f,
+            "{what}: a user may own at most {limit} ([quotas] {key}); this one has {have}"
+        )
+    }
+}
+
+impl std::error::Error for QuotaExceeded {}
+
 /// `Ok` when `have + adding` stays within `limit` (0: unlimited), else
-/// `403 quota_exceeded`. `what` names the kind (`devices`), `key` the
+/// [`QuotaExceeded`]. `what` names the kind (`devices`), `key` the
 /// config key.
-pub fn check(what: &str, key: &str, limit: u64, have: u64, adding: u64) -> Result<(), WireError> {
+pub fn check(
+    what: &'static str,
+    key: &'static str,
+    limit: u64,
+    have: u64,
+    adding: u64,
+) -> Result<(), QuotaExceeded> {
     if limit == 0 || have.saturating_add(adding) <= limit {
         return Ok(());
     }
-    Err(WireError::new(
-        403,
-        "quota_exceeded",
-        format!("{what}: a user may own at most {limit} ([quotas] {key}); this one has {have}"),
-    ))
+    Err(QuotaExceeded {
+        what,
+        key,
+        limit,
+        have,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::WireError;
 
     #[test]
     fn limits_and_unlimited() {
         assert!(check("devices", "devices_per_user", 3, 2, 1).is_ok());
-        let e = check("devices", "devices_per_user", 3, 2, 2).unwrap_err();
+        let e = WireError::from(check("devices", "devices_per_user", 3, 2, 2).unwrap_err());
         assert_eq!((e.status, e.code), (403, "quota_exceeded"));
         assert!(check("devices", "devices_per_user", 0, u64::MAX, 1).is_ok());
     }

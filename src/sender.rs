@@ -126,18 +126,10 @@ impl Drop for Sender {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Io("sender task panicked".into())))
-}
-
 async fn scan_loop(shared: Arc<Shared>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     loop {
         let s = shared.clone();
-        let waiting = blocking(move || {
+        let waiting = crate::blocking::run("outbox scan", move || {
             let txn = s.store.db()?.begin_read()?;
             outbox::waiting_targets(&txn)
         })
@@ -165,7 +157,7 @@ async fn drain(shared: Arc<Shared>, id: u32) {
     let mut current = (0u64, 0u32);
     loop {
         let s = shared.clone();
-        let head = blocking(move || {
+        let head = crate::blocking::run("outbox read", move || {
             let txn = s.store.db()?.begin_read()?;
             outbox::head(&txn, id)
         })
@@ -273,11 +265,11 @@ async fn record(shared: &Arc<Shared>, id: u32, a: Attempt) {
         }
         let s = shared.clone();
         let a2 = a.clone();
-        let done = blocking(move || {
+        let done = crate::blocking::run("outbox finish", move || {
             let txn = s.store.db()?.begin_write()?;
             outbox::finish(&txn, id, &a2, s.config.history_kept)?;
             txn.commit()?;
-            Ok(())
+            Ok::<_, StoreError>(())
         })
         .await;
         match done {

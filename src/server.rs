@@ -168,7 +168,7 @@ pub async fn serve(
     }
     drop(shared);
     drop(app);
-    tokio::task::spawn_blocking(move || writer.shutdown())
+    crate::blocking::value("writer shutdown", move || writer.shutdown())
         .await
         .map_err(std::io::Error::other)?;
     tracing::info!("shut down");

@@ -15,9 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use redb::ReadableTable;
 
 use crate::codec::Micros;
+use crate::quotas::QuotaExceeded;
 use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::{Store, StoreError, PRESENCE_TARGETS, TARGETS};
 
 const VERSION: u8 = 1;
 
@@ -228,6 +231,128 @@ impl Targets {
             .filter(|t| t.owner == owner)
             .count() as u64
     }
+}
+
+/// Why a target management operation did not happen (`error.rs` makes
+/// each a wire error).
+#[derive(Debug)]
+pub enum TargetError {
+    /// A target of that name exists: `409 target_exists`.
+    Exists(String),
+    /// The target's outbox holds `[notify] max_waiting` notifications:
+    /// `409 target_full`.
+    Full(String),
+    /// Its owner is at `[quotas] targets_per_user`.
+    Quota(QuotaExceeded),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for TargetError {
+    fn from(e: StoreError) -> Self {
+        TargetError::Store(e)
+    }
+}
+
+impl From<QuotaExceeded> for TargetError {
+    fn from(e: QuotaExceeded) -> Self {
+        TargetError::Quota(e)
+    }
+}
+
+/// Create target `rec` (its `id` is assigned), and with `presence` make
+/// it where its owner's presence notices go: counted and created under
+/// the quota lock (`quota`: the owner's `[quotas] targets_per_user`, 0
+/// none), held until `targets` holds the new one. Blocking.
+pub fn create(
+    store: &Store,
+    targets: &Targets,
+    rec: TargetRecord,
+    presence: bool,
+    quota: u64,
+) -> Result<TargetRecord, TargetError> {
+    let _quota = crate::quotas::guard();
+    crate::quotas::check(
+        "targets",
+        "targets_per_user",
+        quota,
+        targets.count_owned(&rec.owner),
+        1,
+    )?;
+    let name = rec.name.clone();
+    let rec = insert_new(store, rec, presence)?.ok_or(TargetError::Exists(name))?;
+    targets.put(rec.clone());
+    Ok(rec)
+}
+
+/// Store `rec` under a new id; `None` when its name is taken.
+fn insert_new(
+    store: &Store,
+    mut rec: TargetRecord,
+    presence: bool,
+) -> Result<Option<TargetRecord>, StoreError> {
+    let txn = store.db()?.begin_write()?;
+    {
+        let mut t = txn.open_table(TARGETS)?;
+        if t.get(rec.name.as_str())?.is_some() {
+            return Ok(None);
+        }
+        rec.id = Store::next_number(&txn, "next_target")?;
+        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+    }
+    if presence {
+        txn.open_table(PRESENCE_TARGETS)?
+            .insert(rec.owner.as_str(), rec.id)?;
+    }
+    txn.commit()?;
+    Ok(Some(rec))
+}
+
+/// Delete target `t`: the record, its owner's presence choice when it is
+/// this one, its waiting notifications (they are not sent), history and
+/// dead letters, in one transaction; then forget it. Blocking.
+pub fn delete(store: &Store, targets: &Targets, t: &TargetRecord) -> Result<(), StoreError> {
+    let txn = store.db()?.begin_write()?;
+    txn.open_table(TARGETS)?.remove(t.name.as_str())?;
+    {
+        let mut p = txn.open_table(PRESENCE_TARGETS)?;
+        if p.get(t.owner.as_str())?.is_some_and(|g| g.value() == t.id) {
+            p.remove(t.owner.as_str())?;
+        }
+    }
+    crate::outbox::remove_target(&txn, t.id)?;
+    txn.commit()?;
+    targets.remove(&t.name);
+    Ok(())
+}
+
+/// Queue a `test` notification for `t` through its outbox like any
+/// other, from `source` (who asked); its event number. Blocking.
+pub fn queue_test(
+    store: &Store,
+    targets: &Targets,
+    t: &TargetRecord,
+    source: String,
+) -> Result<String, TargetError> {
+    let now = crate::codec::timefmt::now_micros();
+    let note = crate::outbox::Notification {
+        kind: "test",
+        time: now,
+        source,
+        device: String::new(),
+        sensor: String::new(),
+        value: String::new(),
+        text: format!("test notification for {}", t.name),
+    };
+    let queued = (|| {
+        let txn = store.db()?.begin_write()?;
+        let id = crate::outbox::push(&txn, t, &note, now, targets.max_waiting())?;
+        if id.is_some() {
+            txn.commit()?;
+        }
+        Ok::<_, StoreError>(id)
+    })()?;
+    queued.ok_or_else(|| TargetError::Full(t.name.clone()))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::codec::{names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::store::{
-    AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, DEAD_LETTERS,
+    AlertRecord, ChannelRecord, DeviceRecord, StoreError, ALERT_EVENTS, DEAD_LETTERS,
 };
 use crate::targets::TargetRecord;
 
@@ -160,39 +160,10 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         app.config.quotas.alerts_per_user,
     );
     let app2 = app.clone();
-    let rec = tokio::task::spawn_blocking(move || {
-        // Count and create under the quota lock, until the catalog holds
-        // the new alert.
-        let _quota = crate::quotas::guard();
-        let have = app2
-            .catalog
-            .alerts()
-            .iter()
-            .filter(|a| a.rec.owner == rec.owner)
-            .count() as u64;
-        crate::quotas::check("alerts", "alerts_per_user", quota, have, 1)?;
-        let stored = (|| {
-            let txn = app2.store.db()?.begin_write()?;
-            let mut rec = rec;
-            {
-                let mut t = txn.open_table(ALERTS)?;
-                if t.get(rec.name.as_str())?.is_some() {
-                    return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
-                }
-                rec.id = Store::next_number(&txn, "next_alert")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-            }
-            txn.commit()?;
-            app2.catalog.put_alert(rec.clone(), false);
-            Ok(rec)
-        })();
-        stored.map_err(|e| match e {
-            StoreError::Conflict(m) => WireError::new(409, "alert_exists", m),
-            other => WireError::from(other),
-        })
+    let rec = crate::blocking::wire("create failed", move || {
+        crate::alerts::create(&app2.store, &app2.catalog, rec, quota)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
     Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
 }
@@ -274,16 +245,10 @@ pub async fn delete(
     let a = visible::<AlertEntry>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let (id, name) = (a.rec.id, a.rec.name.clone());
-    tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        txn.open_table(ALERTS)?.remove(name.as_str())?;
-        crate::alerts::remove_state(&txn, id)?;
-        txn.commit()?;
-        app2.catalog.remove_alert(&name);
-        Ok::<_, StoreError>(())
+    crate::blocking::wire("delete failed", move || {
+        crate::alerts::delete(&app2.store, &app2.catalog, id, &name)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&a.rec.name), "alert deleted");
     Ok(Reply::csv("ok\n"))
 }
@@ -302,7 +267,7 @@ pub async fn events(
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     let id = a.rec.id;
-    let rows = tokio::task::spawn_blocking(move || {
+    let rows = crate::blocking::wire("read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let t = txn.open_table(ALERT_EVENTS)?;
         let mut rows = Vec::new();
@@ -314,8 +279,7 @@ pub async fn events(
         }
         Ok::<_, StoreError>(rows)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     let mut out = String::from(EVENTS_HEADER);
     for (n, e) in &rows {
         let dev = app
@@ -336,7 +300,7 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
     app.directory
         .authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::blocking::wire("read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let t = txn.open_table(DEAD_LETTERS)?;
         let mut out = String::from("seq,reason\n");
@@ -348,7 +312,6 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
         }
         Ok::<_, StoreError>(out)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     Ok(Reply::csv(out))
 }

@@ -6,18 +6,18 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use crate::api::inbox::{deliver_with, row_from};
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
 use crate::channel_labels;
-use crate::channels::{self, Item};
+use crate::channels::{self, Item, Membership};
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, SensorId};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{ChannelRecord, DeviceRecord, Store, StoreError, CHANNELS, CHANNEL_MEMBERS};
+use crate::store::{ChannelRecord, DeviceRecord, StoreError};
 use crate::targets::TargetRecord;
 
 fn timeout(app: &App) -> Duration {
@@ -70,42 +70,10 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         app.config.quotas.channels_per_user,
     );
     let app2 = app.clone();
-    let rec = tokio::task::spawn_blocking(move || {
-        // Count and create under the quota lock, until the catalog holds
-        // the new channel.
-        let _quota = crate::quotas::guard();
-        let have = app2
-            .catalog
-            .channels()
-            .iter()
-            .filter(|c| c.owner == rec.owner)
-            .count() as u64;
-        crate::quotas::check("channels", "channels_per_user", quota, have, 1)?;
-        let stored = (|| {
-            let txn = app2.store.db()?.begin_write()?;
-            let mut rec = rec;
-            {
-                let mut t = txn.open_table(CHANNELS)?;
-                if t.get(rec.name.as_str())?.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "channel '{}' exists",
-                        rec.name
-                    )));
-                }
-                rec.num = Store::next_number(&txn, "next_channel")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-            }
-            txn.commit()?;
-            app2.catalog.put_channel(rec.clone());
-            Ok(rec)
-        })();
-        stored.map_err(|e| match e {
-            StoreError::Conflict(m) => WireError::new(409, "channel_exists", m),
-            other => WireError::from(other),
-        })
+    let rec = crate::blocking::wire("create failed", move || {
+        channels::create(&app2.store, &app2.catalog, rec, quota)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&rec.name), "channel created");
     Ok(Reply::csv(format!("name,retention\n{},{}\n", rec.name, rec.retention)).with_status(201))
 }
@@ -126,7 +94,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         })
         .collect();
     let app2 = app.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::blocking::wire("list failed", move || {
         let mut out = String::from(LIST_HEADER);
         for c in &visible {
             let (first, next) = channels::bounds(&*app2.store.db()?, c.num)?;
@@ -140,8 +108,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         }
         Ok::<_, StoreError>(out)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "list failed"))??;
+    .await?;
     Ok(Reply::csv(out))
 }
 
@@ -159,11 +126,10 @@ pub async fn members(
     let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
     let app2 = app.clone();
     let num = ch.num;
-    let labels = tokio::task::spawn_blocking(move || {
+    let labels = crate::blocking::wire("read failed", move || {
         channel_labels::of_channel(&app2.store.db()?.begin_read()?, num)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     let mut out = String::from("device,sensor,label\n");
     for (dev, code) in app.catalog.members_of(ch.num) {
         if let (Some(d), Some(s)) = (app.directory.device_by_num(dev), SensorId::from_code(code)) {
@@ -191,35 +157,10 @@ pub async fn update(
     let description = channel_labels::description(form.require("description")?)?;
     let app2 = app.clone();
     let ch_name = ch.name.clone();
-    tokio::task::spawn_blocking(move || {
-        // Read the record in the transaction, so a concurrent change of
-        // another field is not undone.
-        let txn = app2.store.db()?.begin_write()?;
-        let rec = {
-            let mut t = txn.open_table(CHANNELS)?;
-            let Some(old) = t.get(ch_name.as_str())?.map(|v| v.value().to_vec()) else {
-                return Err(StoreError::Conflict(ch_name));
-            };
-            let mut rec = ChannelRecord::decode(&old)?;
-            rec.description = description;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-            rec
-        };
-        txn.commit()?;
-        app2.catalog.put_channel(rec);
-        Ok(())
+    crate::blocking::wire("update failed", move || {
+        channels::describe(&app2.store, &app2.catalog, &ch_name, description)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "update failed"))?
-    .map_err(|e| match e {
-        // Deleted meanwhile.
-        StoreError::Conflict(n) => WireError::new(
-            404,
-            "unknown_channel",
-            format!("no channel '{}'", log_safe(&n)),
-        ),
-        other => WireError::from(other),
-    })?;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), "channel described");
     Ok(Reply::csv(format!("ok,{}\n", ch.name)))
 }
@@ -244,46 +185,22 @@ pub async fn change_member(
     let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
     let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, form.require("device")?)?;
     let sensor = SensorId::parse(form.require("sensor")?)?;
-    let label = match form.get("label") {
-        Some(_) if !add => {
+    let change = match (add, form.get("label")) {
+        (false, Some(_)) => {
             return Err(WireError::bad_request(
                 "bad_parameter",
                 "label is given when adding a member",
             ))
         }
-        Some(l) => Some(channel_labels::label(l)?),
-        None => None,
+        (false, None) => Membership::Remove,
+        (true, l) => Membership::Add(l.map(channel_labels::label).transpose()?),
     };
     let key = (ch.num, d.num, sensor.code());
     let app2 = app.clone();
-    tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        {
-            let mut t = txn.open_table(CHANNEL_MEMBERS)?;
-            if add {
-                t.insert(key, ())?;
-            } else {
-                t.remove(key)?;
-            }
-        }
-        match (add, &label) {
-            (true, Some(l)) => channel_labels::put(&txn, key, l)?,
-            (true, None) => {}
-            (false, _) => {
-                channel_labels::remove(&txn, key)?;
-                crate::alerts::forget_member(&txn, &app2.catalog, key.0, key.1, key.2)?;
-            }
-        }
-        txn.commit()?;
-        if add {
-            app2.catalog.add_member(key.0, key.1, key.2);
-        } else {
-            app2.catalog.remove_member(key.0, key.1, key.2);
-        }
-        Ok::<_, StoreError>(())
+    crate::blocking::wire("member change failed", move || {
+        channels::change_member(&app2.store, &app2.catalog, key, &change)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "member change failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), channel = %log_safe(&ch.name), device = %log_safe(&d.id), %sensor, add, "channel member changed");
     Ok(Reply::csv(format!("ok,{},{sensor}\n", d.id)).with_status(if add { 201 } else { 200 }))
 }
@@ -348,11 +265,10 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
             })?;
             let app2 = app.clone();
             let num = ch.num;
-            tokio::task::spawn_blocking(move || {
+            crate::blocking::wire("read failed", move || {
                 channels::after_for_since(&*app2.store.db()?, num, since)
             })
-            .await
-            .map_err(|_| WireError::new(500, "internal", "read failed"))??
+            .await?
         }
         (None, None) => 0,
     };
@@ -375,11 +291,10 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         events.borrow_and_update();
         let app2 = app.clone();
         let num = ch.num;
-        let got = tokio::task::spawn_blocking(move || {
+        let got = crate::blocking::wire("read failed", move || {
             channels::read_after(&*app2.store.db()?, num, after, limit)
         })
-        .await
-        .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+        .await?;
         let left = deadline.saturating_duration_since(Instant::now());
         if !got.is_empty() || left.is_zero() {
             break Reply::csv(render(app, &got));

@@ -94,12 +94,11 @@ pub async fn history(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result
     };
     let (inbox_of, below) = inbox::route(&app.directory, d.num);
     let app2 = app.clone();
-    let rows = tokio::task::spawn_blocking(move || {
+    let rows = crate::blocking::wire("history read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         commands::history(&txn, inbox_of, &below, limit)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "history read failed"))??;
+    .await?;
     let mut out = String::from(commands::HEADER);
     for (seq, rec) in &rows {
         rec.write_csv(*seq, &mut out);

@@ -162,11 +162,10 @@ pub async fn update(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     }
     check_parent(app, &who, &fields)?;
     let app2 = app.clone();
-    let new = tokio::task::spawn_blocking(move || {
+    let new = crate::blocking::wire("update failed", move || {
         devices::update(&app2.store, &app2.directory, &d, &fields)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "update failed"))??;
+    .await?;
     // A new offline_after or parent changes when it is due.
     app.presence.reschedule(new.num);
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&new.id), "device edited");
@@ -276,7 +275,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     // the owner's quota.
     let quota = crate::quotas::applies(&app.directory, &owner, app.config.quotas.devices_per_user);
     let app2 = app.clone();
-    let made = tokio::task::spawn_blocking(move || {
+    let made = crate::blocking::wire("create failed", move || {
         devices::create_many(
             &app2.store,
             &app2.directory,
@@ -286,8 +285,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             quota,
         )
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "create failed"))??;
+    .await?;
     let mut out = String::from("id,token\n");
     for (rec, token) in &made {
         if token.is_some() {
@@ -416,11 +414,10 @@ pub async fn presence_events(app: &Arc<App>, req: Request<Incoming>) -> Result<R
         }
     };
     let app2 = app.clone();
-    let events = tokio::task::spawn_blocking(move || {
+    let events = crate::blocking::wire("read failed", move || {
         presence::read_events(&*app2.store.db()?, after, since, limit.saturating_mul(4))
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+    .await?;
     let mut out = String::from(presence::EVENTS_HEADER);
     let mut n = 0;
     for (i, ev) in &events {
@@ -460,7 +457,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let name = user.name.clone();
     let app2 = app.clone();
     if !post {
-        let (d, c) = tokio::task::spawn_blocking(move || {
+        let (d, c) = crate::blocking::wire("read failed", move || {
             let txn = redb::ReadableDatabase::begin_read(&**app2.store.db()?)?;
             let t = txn.open_table(PRESENCE_NOTIFY)?;
             let v = t
@@ -468,8 +465,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
                 .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
             Ok::<_, crate::store::StoreError>(v.unwrap_or_default())
         })
-        .await
-        .map_err(|_| WireError::new(500, "internal", "read failed"))??;
+        .await?;
         return Ok(Reply::csv(notify_csv(&d, &c)));
     }
     let dev = form.get("notify_device").unwrap_or("").to_string();
@@ -481,7 +477,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         visible::<ChannelRecord>(app, &who, Action::ManageOwned, &ch)?;
     }
     let (d2, c2) = (dev.clone(), ch.clone());
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::wire("write failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         {
             let mut t = txn.open_table(PRESENCE_NOTIFY)?;
@@ -494,8 +490,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         txn.commit()?;
         Ok::<_, crate::store::StoreError>(())
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "write failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), "presence notices set");
     Ok(Reply::csv(notify_csv(&dev, &ch)))
 }
@@ -515,10 +510,10 @@ pub async fn rotate(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     let who = caller(app, &req).await?;
     let d = visible::<DeviceRecord>(app, &who, Action::RotateDevice, id)?;
     let app2 = app.clone();
-    let token =
-        tokio::task::spawn_blocking(move || devices::rotate(&app2.store, &app2.directory, &d))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "rotate failed"))??;
+    let token = crate::blocking::wire("rotate failed", move || {
+        devices::rotate(&app2.store, &app2.directory, &d)
+    })
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(id), "device token rotated");
     Ok(Reply::csv(format!("id,token\n{id},{token}\n")))
 }

@@ -31,10 +31,6 @@ pub const MANIFEST_HEADER: &str = "name,size,sha256,updated\n";
 /// Bytes of an upload read off the socket before they are written out.
 const UPLOAD_BATCH: usize = 256 * 1024;
 
-fn internal(what: &'static str) -> impl Fn(tokio::task::JoinError) -> WireError {
-    move |_| WireError::new(500, "internal", what)
-}
-
 fn unknown(name: &str) -> WireError {
     WireError::new(404, "unknown_file", format!("no file '{}'", clip(name)))
 }
@@ -199,9 +195,7 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
             break;
         }
         let path = app.files.blob_path(&f.sha256);
-        let r = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-            .await
-            .map_err(internal("open failed"))?;
+        let r = crate::blocking::value("open failed", move || std::fs::File::open(path)).await?;
         match r {
             Ok(file) => {
                 opened = Some(file);
@@ -259,12 +253,11 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     match opened {
         None => Ok(reply.with_header(header::CONTENT_LENGTH, count.to_string())),
         Some(file) => {
-            let file = tokio::task::spawn_blocking(move || {
+            let file = crate::blocking::value("seek failed", move || {
                 let mut file = file;
                 file.seek(SeekFrom::Start(start)).map(|_| file)
             })
-            .await
-            .map_err(internal("seek failed"))?
+            .await?
             .map_err(|_| WireError::new(500, "storage", "the file could not be read"))?;
             reply.stream = Some(FileBody::new(file, count));
             Ok(reply)
@@ -330,9 +323,7 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     }
     let idle = Duration::from_secs(app.config.limits.body_timeout_secs);
     let app2 = app.clone();
-    let up = tokio::task::spawn_blocking(move || app2.files.begin_upload())
-        .await
-        .map_err(internal("upload failed"))??;
+    let up = crate::blocking::wire("upload failed", move || app2.files.begin_upload()).await?;
     // Read up to UPLOAD_BATCH bytes off the socket, then write and hash
     // them on the blocking pool (the upload moves there and back), so no
     // thread waits on a slow client and memory stays bounded.
@@ -374,12 +365,11 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 let chunks = std::mem::take(&mut batch);
                 batched = 0;
                 let mut u = up.take().expect("the upload is here between writes");
-                let (u, r) = tokio::task::spawn_blocking(move || {
+                let (u, r) = crate::blocking::value("upload failed", move || {
                     let r = chunks.iter().try_for_each(|c| u.write(c));
                     (u, r)
                 })
-                .await
-                .map_err(internal("upload failed"))?;
+                .await?;
                 up = Some(u);
                 r?;
             }
@@ -391,19 +381,18 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     .await;
     let up = up.take();
     if let Err(e) = result {
-        // Removing the temp file is disk work too.
+        // Removing the temp file is disk work too. Raw `spawn_blocking`:
+        // detached, nobody waits for it (the request already failed).
         tokio::task::spawn_blocking(move || drop(up));
         return Err(e);
     }
-    let up = up.ok_or_else(|| WireError::new(500, "internal", "upload lost"))?;
-    let done = tokio::task::spawn_blocking(move || up.finish())
-        .await
-        .map_err(internal("upload failed"))??;
+    let up = up.ok_or_else(|| WireError::internal("upload lost"))?;
+    let done = crate::blocking::wire("upload failed", move || up.finish()).await?;
     let app2 = app.clone();
     let name2 = name.to_string();
     let who2 = who.clone();
     let new_size = done.size;
-    let (rec, created) = tokio::task::spawn_blocking(move || {
+    let (rec, created) = crate::blocking::wire("upload failed", move || {
         let dir = &app2.directory;
         let owner2 = owner.clone();
         // Under the files lock: no other upload commits between this
@@ -414,17 +403,16 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                     Some(f) => dir.authorize(&who2, Action::ManageOwned, Resource::file(f))?,
                     None => dir.authorize(&who2, Action::CreateOwned, Resource::None)?,
                 }
-                crate::quotas::check(
+                Ok(crate::quotas::check(
                     "file bytes",
                     "file_bytes_per_user",
                     quota,
                     owned_bytes(&app2, &owner2, &name2),
                     new_size,
-                )
+                )?)
             })
     })
-    .await
-    .map_err(internal("upload failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), size = rec.size, created, "file stored");
     let mut out = String::from(MANIFEST_HEADER);
     write_row(&rec, &mut out);
@@ -467,9 +455,7 @@ async fn manage<T: Send + 'static>(
     visible::<FileRecord>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let name2 = name.to_string();
-    let out = tokio::task::spawn_blocking(move || op(&app2, &name2))
-        .await
-        .map_err(internal(what))??;
+    let out = crate::blocking::wire(what, move || op(&app2, &name2)).await?;
     Ok((who, out))
 }
 

@@ -64,10 +64,10 @@ async fn list_rows(
     } else {
         limit
     };
-    let (_, mut rows) =
-        tokio::task::spawn_blocking(move || inbox::pending(&*app2.store.db()?, device, read))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    let (_, mut rows) = crate::blocking::wire("inbox read failed", move || {
+        inbox::pending(&*app2.store.db()?, device, read)
+    })
+    .await?;
     if let Some(b) = &below {
         rows.retain(|(_, r)| &r.device == b);
         rows.truncate(limit);
@@ -111,10 +111,10 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let (app2, num, n) = (app.clone(), d.num, limit(app, &form)?);
     // Written only when the device reads a command for the first time,
     // not on every poll.
-    let (_, rows) =
-        tokio::task::spawn_blocking(move || commands::read_delivering(&*app2.store.db()?, num, n))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??;
+    let (_, rows) = crate::blocking::wire("inbox read failed", move || {
+        commands::read_delivering(&*app2.store.db()?, num, n)
+    })
+    .await?;
     let mut out = String::from(if d.meta.gateway {
         inbox::GATEWAY_HEADER
     } else {
@@ -178,7 +178,7 @@ async fn ack_rows_with(
     result: impl Fn(u64) -> Option<String> + Send + 'static,
 ) -> Result<(u64, u64), WireError> {
     let app2 = app.clone();
-    Ok(tokio::task::spawn_blocking(move || {
+    crate::blocking::wire("ack failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         let r = inbox::ack(&txn, num, upto)?;
         commands::acknowledge(&txn, num, upto, timefmt::now_micros(), result)?;
@@ -186,7 +186,6 @@ async fn ack_rows_with(
         Ok::<_, crate::store::StoreError>(r)
     })
     .await
-    .map_err(|_| WireError::new(500, "internal", "ack failed"))??)
 }
 
 /// `GET /v1/devices/ID/inbox`: a device's pending rows, for its owner.
@@ -286,7 +285,7 @@ pub async fn deliver_with(
     let max = app.config.limits.max_inbox;
     let queued = hook.is_some();
     let kept = app.config.limits.commands_kept;
-    let seqs = tokio::task::spawn_blocking(move || {
+    let seqs = crate::blocking::wire("delivery failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         if let Some((t, note)) = &hook {
             let max = app2.catalog.targets().max_waiting();
@@ -326,8 +325,7 @@ pub async fn deliver_with(
         app2.inbox_bells.ring_pending();
         Ok::<_, crate::store::StoreError>(Ok(seqs))
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "delivery failed"))???;
+    .await??;
     if queued {
         app.sender.wake();
     }

@@ -210,13 +210,13 @@ async fn spreadsheet_safe(mut r: Reply) -> Reply {
         return r;
     }
     let body = r.body.clone();
-    let safe = tokio::task::spawn_blocking(move || {
+    let safe = crate::blocking::value("safe CSV failed", move || {
         crate::codec::spreadsheet::make_safe(std::str::from_utf8(&body).unwrap_or(""))
     })
     .await;
     match safe {
         Ok(s) => r.body = s.into(),
-        Err(_) => return Reply::from(WireError::new(500, "internal", "safe CSV failed")),
+        Err(e) => return Reply::from(WireError::from(e)),
     }
     r
 }

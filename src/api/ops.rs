@@ -28,7 +28,7 @@ pub fn healthz(store: &crate::store::Store) -> Reply {
 /// totals: one scan of `inbox_meta`) are read on a blocking thread.
 pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
     let app2 = app.clone();
-    let text = tokio::task::spawn_blocking(move || {
+    let text = crate::blocking::wire("metrics failed", move || {
         let devices = app2.presence.state_counts();
         let (inbox_rows, inboxes_pending, inboxes_full) =
             crate::inbox::totals(&*app2.store.db()?, app2.config.limits.max_inbox)?;
@@ -42,8 +42,7 @@ pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
         };
         Ok::<_, StoreError>(app2.metrics.render(&snap))
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "metrics failed"))??;
+    .await?;
     let mut r = Reply::csv(text);
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     Ok(r)
@@ -64,7 +63,7 @@ pub async fn backup(
     app.directory
         .authorize(&who, Action::Administer, crate::auth::Resource::None)?;
     let app2 = app.clone();
-    let (file, len, rows) = tokio::task::spawn_blocking(move || {
+    let (file, len, rows) = crate::blocking::wire("backup failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let tmp = crate::ops::temp_beside(&app2.config.data_file, "backup");
         let copied = crate::ops::backup_copy(&txn, &tmp, &|_| {});
@@ -82,8 +81,7 @@ pub async fn backup(
         let _ = std::fs::remove_file(&tmp);
         opened
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "backup failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), bytes = len, rows, "backup taken");
     let mut r = Reply::csv(bytes::Bytes::new());
     r.content_type = "application/octet-stream";
@@ -137,9 +135,10 @@ pub async fn retention_set(
     let days = crate::retention::parse_days(raw)?;
     let app2 = app.clone();
     let num = d.num;
-    tokio::task::spawn_blocking(move || app2.retention.set(&app2.store, num, sensor, days))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "retention change failed"))??;
+    crate::blocking::wire("retention change failed", move || {
+        app2.retention.set(&app2.store, num, sensor, days)
+    })
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), ?days, "retention set");
     Ok(Reply::csv(app.retention.settings_csv(d.num)))
 }

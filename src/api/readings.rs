@@ -157,15 +157,17 @@ async fn query_reply(
 ) -> Result<Reply, WireError> {
     if let Some(bq) = bq {
         let db_app = app.clone();
-        let text = tokio::task::spawn_blocking(move || read_buckets(&*db_app.store.db()?, &bq))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+        let text = crate::blocking::wire("query failed", move || {
+            read_buckets(&*db_app.store.db()?, &bq)
+        })
+        .await?;
         return Ok(Reply::csv(text));
     }
     let db_app = app.clone();
-    let result = tokio::task::spawn_blocking(move || read_series(&*db_app.store.db()?, &q))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    let result = crate::blocking::wire("query failed", move || {
+        read_series(&*db_app.store.db()?, &q)
+    })
+    .await?;
     Ok(series_reply(result))
 }
 
@@ -200,11 +202,10 @@ pub async fn aggregates(
         ));
     }
     let db_app = app.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = crate::blocking::wire("query failed", move || {
         crate::store::aggregates::read_aggregates(&*db_app.store.db()?, &q)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    .await?;
     let reply = series_reply(result);
     Ok(if json { json_view(reply).await } else { reply })
 }

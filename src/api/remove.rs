@@ -27,9 +27,10 @@ pub async fn device(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     let d = visible::<DeviceRecord>(app, &who, Action::DeleteDevice, id)?;
     let app2 = app.clone();
     let d2 = d.clone();
-    let removed = tokio::task::spawn_blocking(move || crate::deletion::delete_device(&app2, &d2))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    let removed = crate::blocking::wire("delete failed", move || {
+        crate::deletion::delete_device(&app2, &d2)
+    })
+    .await?;
     tracing::info!(
         target: "overlord::audit",
         by = %log_safe(&who.label()),
@@ -69,7 +70,7 @@ pub async fn transfer(
     }
     let app2 = app.clone();
     let (d2, to2) = (d.clone(), to.clone());
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::wire("transfer failed", move || {
         // Counted and changed under the quota lock, as creations are.
         let _quota = crate::quotas::guard();
         if d2.owner != to2 {
@@ -84,8 +85,7 @@ pub async fn transfer(
         app2.directory.put_device(rec);
         Ok::<_, WireError>(())
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "transfer failed"))??;
+    .await?;
     tracing::info!(
         target: "overlord::audit",
         by = %log_safe(&who.label()),
@@ -111,9 +111,10 @@ pub async fn channel(
     let ch = visible::<ChannelRecord>(app, &who, Action::DeleteChannel, name)?;
     let app2 = app.clone();
     let ch2 = ch.clone();
-    let items = tokio::task::spawn_blocking(move || crate::deletion::delete_channel(&app2, &ch2))
-        .await
-        .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    let items = crate::blocking::wire("delete failed", move || {
+        crate::deletion::delete_channel(&app2, &ch2)
+    })
+    .await?;
     tracing::info!(
         target: "overlord::audit",
         by = %log_safe(&who.label()),
@@ -144,10 +145,10 @@ pub async fn user(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<
         }
     };
     let (app2, name2) = (app.clone(), name.to_string());
-    let r =
-        tokio::task::spawn_blocking(move || crate::deletion::delete_user(&app2, &name2, cascade))
-            .await
-            .map_err(|_| WireError::new(500, "internal", "delete failed"))??;
+    let r = crate::blocking::wire("delete failed", move || {
+        crate::deletion::delete_user(&app2, &name2, cascade)
+    })
+    .await?;
     tracing::info!(
         target: "overlord::audit",
         by = %log_safe(&who.label()),

@@ -69,7 +69,7 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     let with_labels = labels_flag(form.get("labels"))?;
     let db_app = app.clone();
     let num = d.num;
-    let (rows, labels) = tokio::task::spawn_blocking(move || {
+    let (rows, labels) = crate::blocking::wire("query failed", move || {
         let db = db_app.store.db()?;
         let rows = crate::store::query::latest(&db, num)?;
         let labels = if with_labels {
@@ -79,8 +79,7 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
         };
         Ok::<_, crate::store::StoreError>((rows, labels))
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "query failed"))??;
+    .await?;
     if !with_labels {
         let mut out = String::from("sensor,time,value\n");
         for (s, t, v) in rows {
@@ -163,7 +162,7 @@ pub async fn describe(
         check.set(k, v)?;
     }
     let (app2, num) = (app.clone(), d.num);
-    let stored = tokio::task::spawn_blocking(move || {
+    let stored = crate::blocking::wire("labels failed", move || {
         let txn = app2.store.db()?.begin_write()?;
         let mut labels = sensors::get_in(&txn, num, sensor)?;
         for (k, v) in &given {
@@ -174,8 +173,7 @@ pub async fn describe(
         txn.commit()?;
         Ok::<_, crate::store::StoreError>(labels)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "labels failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), sensor = %sensor, "sensor described");
     let mut out = format!("sensor,label,unit,description\n{sensor}");
     stored.write_csv(&mut out);
@@ -253,11 +251,10 @@ pub async fn labelled_query(
         return Ok(reply);
     };
     let (app2, num) = (app.clone(), d.num);
-    let labels = tokio::task::spawn_blocking(move || {
+    let labels = crate::blocking::wire("labels failed", move || {
         sensors::of_device(&app2.store.db()?.begin_read()?, num)
     })
-    .await
-    .map_err(|_| WireError::new(500, "internal", "labels failed"))??;
+    .await?;
     let body = std::str::from_utf8(&reply.body).unwrap_or("");
     let header = body.lines().next().unwrap_or("");
     let mut out = String::from("# sensor,label,unit,description\n");

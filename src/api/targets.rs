@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
@@ -16,10 +16,10 @@ use crate::codec::names::{log_safe, write_csv_text};
 use crate::codec::timefmt;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::outbox::{self, Notification, HISTORY_HEADER};
+use crate::outbox::{self, HISTORY_HEADER};
 use crate::sender::{mail, webhook};
-use crate::store::{Store, StoreError, PRESENCE_TARGETS, TARGETS};
-use crate::targets::{Format, Kind, TargetRecord};
+use crate::store::{StoreError, PRESENCE_TARGETS};
+use crate::targets::{Format, Kind, TargetError, TargetRecord};
 
 /// Longest webhook URL.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -28,15 +28,6 @@ pub const MAX_SECRET_BYTES: usize = 256;
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
-}
-
-async fn blocking<T: Send + 'static, E: Into<WireError> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| WireError::new(500, "internal", "target operation failed"))?
-        .map_err(Into::into)
 }
 
 /// The kind and destination a `POST /v1/targets` form names, checked:
@@ -158,36 +149,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         app.config.quotas.targets_per_user,
     );
     let app2 = app.clone();
-    let rec = blocking(move || {
-        let _quota = crate::quotas::guard();
-        let have = app2.catalog.targets().count_owned(&rec.owner);
-        crate::quotas::check("targets", "targets_per_user", quota, have, 1)?;
-        let stored = (|| {
-            let txn = app2.store.db()?.begin_write()?;
-            let mut rec = rec;
-            {
-                let mut t = txn.open_table(TARGETS)?;
-                if t.get(rec.name.as_str())?.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "target '{}' exists",
-                        rec.name
-                    )));
-                }
-                rec.id = Store::next_number(&txn, "next_target")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
-            }
-            if presence {
-                txn.open_table(PRESENCE_TARGETS)?
-                    .insert(rec.owner.as_str(), rec.id)?;
-            }
-            txn.commit()?;
-            app2.catalog.targets().put(rec.clone());
-            Ok(rec)
-        })();
-        stored.map_err(|e| match e {
-            StoreError::Conflict(m) => WireError::new(409, "target_exists", m),
-            other => WireError::from(other),
-        })
+    let rec = crate::blocking::wire("target operation failed", move || {
+        crate::targets::create(&app2.store, app2.catalog.targets(), rec, presence, quota)
     })
     .await?;
     // The URL and the secret are never logged (a URL may carry a token).
@@ -211,7 +174,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .filter(|t| visible::<TargetRecord>(app, &who, Action::ReadOwned, &t.name).is_ok())
         .collect();
     let app2 = app.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let presence = txn.open_table(PRESENCE_TARGETS)?;
         let mut out = String::from(LIST_HEADER);
@@ -255,21 +218,8 @@ pub async fn delete(
     let t = visible::<TargetRecord>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let t2 = t.clone();
-    blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        txn.open_table(TARGETS)?.remove(t2.name.as_str())?;
-        {
-            let mut p = txn.open_table(PRESENCE_TARGETS)?;
-            if p.get(t2.owner.as_str())?
-                .is_some_and(|g| g.value() == t2.id)
-            {
-                p.remove(t2.owner.as_str())?;
-            }
-        }
-        outbox::remove_target(&txn, t2.id)?;
-        txn.commit()?;
-        app2.catalog.targets().remove(&t2.name);
-        Ok::<_, StoreError>(())
+    crate::blocking::wire("target operation failed", move || {
+        crate::targets::delete(&app2.store, app2.catalog.targets(), &t2)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), target_name = %log_safe(&t.name), "target deleted");
@@ -279,14 +229,7 @@ pub async fn delete(
 /// `409 target_full`: `t`'s outbox holds `[notify] max_waiting`
 /// notifications (its receiver has been failing for long).
 pub fn full(t: &TargetRecord) -> WireError {
-    WireError::new(
-        409,
-        "target_full",
-        format!(
-            "target '{}' has [notify] max_waiting notifications waiting",
-            t.name
-        ),
-    )
+    TargetError::Full(t.name.clone()).into()
 }
 
 /// `POST /v1/targets/NAME/test`: queue a `test` notification for it
@@ -297,26 +240,10 @@ pub async fn test(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<
     let t = visible::<TargetRecord>(app, &who, Action::ManageOwned, name)?;
     let app2 = app.clone();
     let label = who.label();
-    let id = blocking(move || {
-        let now = timefmt::now_micros();
-        let note = Notification {
-            kind: "test",
-            time: now,
-            source: label,
-            device: String::new(),
-            sensor: String::new(),
-            value: String::new(),
-            text: format!("test notification for {}", t.name),
-        };
-        let txn = app2.store.db()?.begin_write()?;
-        let max = app2.catalog.targets().max_waiting();
-        let Some(id) = outbox::push(&txn, &t, &note, now, max)? else {
-            return Ok(Err(full(&t)));
-        };
-        txn.commit()?;
-        Ok::<_, StoreError>(Ok(id))
+    let id = crate::blocking::wire("target operation failed", move || {
+        crate::targets::queue_test(&app2.store, app2.catalog.targets(), &t, label)
     })
-    .await??;
+    .await?;
     app.sender.wake();
     Ok(Reply::csv(format!("event\n{id}\n")).with_status(201))
 }
@@ -334,7 +261,7 @@ pub async fn deliveries(
     let after = form.number::<u64>("after")?.unwrap_or(0);
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let mut out = String::from(HISTORY_HEADER);
         for (n, a) in outbox::history(&txn, t.id, after, limit)? {
@@ -357,7 +284,7 @@ pub async fn dead_letters(
     let t = visible::<TargetRecord>(app, &who, Action::ReadOwned, name)?;
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
-    blocking(move || {
+    crate::blocking::wire("target operation failed", move || {
         let txn = app2.store.db()?.begin_read()?;
         let mut out = String::from("event,time,error,body\n");
         for (n, time, error, body) in outbox::dead(&txn, t.id, limit)? {

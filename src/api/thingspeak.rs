@@ -172,7 +172,7 @@ async fn store_update(
     }
     let who = device_caller(app, &parts.headers, peer_of(&parts.extensions), key)?;
     let Principal::Device(d) = &who else {
-        return Err(WireError::new(500, "internal", "not a device"));
+        return Err(WireError::internal("not a device"));
     };
     let map = field_map(app, &d.id);
     let readings = to_readings(&fields, map, now, &app.limits, "")?;
@@ -378,7 +378,7 @@ pub async fn bulk(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         (None, None) => return Err(WireError::unauthorized("write_api_key is missing")),
     };
     let Principal::Device(d) = &who else {
-        return Err(WireError::new(500, "internal", "not a device"));
+        return Err(WireError::internal("not a device"));
     };
     let map = field_map(app, &d.id);
     let entries = entry_fields(parsed.updates, now)?;

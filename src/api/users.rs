@@ -23,15 +23,11 @@ use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError, GRANTS};
+use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError};
 use crate::users;
 
 fn timeout(app: &App) -> Duration {
     Duration::from_secs(app.config.limits.body_timeout_secs)
-}
-
-fn internal(what: &'static str) -> impl Fn(tokio::task::JoinError) -> WireError {
-    move |_| WireError::new(500, "internal", what)
 }
 
 fn password_field(form: &Form) -> Result<Option<String>, WireError> {
@@ -98,9 +94,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     app.directory
         .authorize(&who, Action::ManageUsers, Resource::None)?;
     let app2 = app.clone();
-    let mut list = tokio::task::spawn_blocking(move || app2.store.load_users())
-        .await
-        .map_err(internal("list failed"))??;
+    let mut list = crate::blocking::wire("list failed", move || app2.store.load_users()).await?;
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::from("name,role,created,password\n");
     for u in list {
@@ -193,9 +187,7 @@ pub async fn credentials(
     let (rec, body) = if what == "password" {
         password_job(app, job).await?
     } else {
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(internal("update failed"))?
+        crate::blocking::value("update failed", job).await?
     }
     .map_err(user_error)?;
     app.directory.put_user(rec);
@@ -218,12 +210,11 @@ pub(crate) async fn password_job<T: Send + 'static>(
         .clone()
         .try_acquire_owned()
         .map_err(|_| WireError::overloaded("too many password checks at once; retry"))?;
-    tokio::task::spawn_blocking(move || {
+    Ok(crate::blocking::value("password check failed", move || {
         let _slot = permit;
         job()
     })
-    .await
-    .map_err(internal("password check failed"))
+    .await?)
 }
 
 /// Check user `name`'s password, throttled (see [`crate::throttle`]):
@@ -454,26 +445,11 @@ pub async fn change(app: &Arc<App>, req: Request<Incoming>, add: bool) -> Result
     }
     let app2 = app.clone();
     let to2 = to.clone();
-    tokio::task::spawn_blocking(move || {
-        let txn = app2.store.db()?.begin_write()?;
-        {
-            let mut t = txn.open_table(GRANTS)?;
-            if add {
-                t.insert((kind, num, to2.as_str()), level as u8)?;
-            } else {
-                t.remove((kind, num, to2.as_str()))?;
-            }
-        }
-        txn.commit()?;
-        if add {
-            app2.directory.put_grant(kind, num, &to2, level);
-        } else {
-            app2.directory.remove_grant(kind, num, &to2);
-        }
-        Ok::<_, StoreError>(())
+    let change = if add { Some(level) } else { None };
+    crate::blocking::wire("grant failed", move || {
+        crate::grants::change(&app2.store, &app2.directory, (kind, num), &to2, change)
     })
-    .await
-    .map_err(internal("grant failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), resource = %log_safe(&res), to = %log_safe(&to), level = level.as_str(), add, "grant changed");
     Ok(Reply::csv(format!("ok,{res},{to}\n")).with_status(if add { 201 } else { 200 }))
 }
@@ -512,17 +488,11 @@ pub async fn revoke_device(
         return Err(WireError::unauthorized("credentials required"));
     }
     let d = visible::<DeviceRecord>(app, &who, Action::RevokeDevice, id)?;
-    let mut new = (*d).clone();
-    new.token = auth::hash_token(&auth::generate_token());
-    new.prev_token = None;
     let app2 = app.clone();
-    tokio::task::spawn_blocking(move || {
-        app2.store.put_device(&new)?;
-        app2.directory.put_device(new);
-        Ok::<_, StoreError>(())
+    crate::blocking::wire("revoke failed", move || {
+        crate::devices::revoke(&app2.store, &app2.directory, &d)
     })
-    .await
-    .map_err(internal("revoke failed"))??;
+    .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(id), "device tokens revoked");
     Ok(Reply::csv("ok\n"))
 }

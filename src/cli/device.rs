@@ -170,7 +170,7 @@ pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
             let d = directory
                 .device(&id)
                 .ok_or_else(|| format!("no device '{id}'"))?;
-            let token = devices::rotate(&store, &directory, &d).map_err(|e| e.detail)?;
+            let token = devices::rotate(&store, &directory, &d).map_err(|e| e.to_string())?;
             println!("id,token\n{id},{token}");
         }
     }

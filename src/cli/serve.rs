@@ -133,10 +133,11 @@ async fn bind(config: &Config) -> Result<Listeners, String> {
     }
     if tls_on {
         let tls = config.tls.clone();
-        let acceptor = tokio::task::spawn_blocking(move || TlsAcceptor::from_config(&tls))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("[tls]: {e}"))?;
+        let acceptor =
+            overlord::blocking::value("TLS load", move || TlsAcceptor::from_config(&tls))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("[tls]: {e}"))?;
         let listen = &config.tls.listen;
         let l = tokio::net::TcpListener::bind(listen)
             .await

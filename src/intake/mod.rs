@@ -179,11 +179,10 @@ pub async fn submit(
                 let app2 = app.clone();
                 // The device reads its inbox: commands among the rows
                 // are delivered, as by `GET /v1/inbox`.
-                tokio::task::spawn_blocking(move || {
+                crate::blocking::wire("inbox read failed", move || {
                     crate::commands::read_delivering(&*app2.store.db()?, dev, n)
                 })
-                .await
-                .map_err(|_| WireError::new(500, "internal", "inbox read failed"))??
+                .await?
             }
             None => (0, Vec::new()),
         }
@@ -191,9 +190,7 @@ pub async fn submit(
         // Sorting a large request's keys is blocking work: do it off the
         // runtime, before the writer sees it.
         let prepared = if readings.len() > INLINE_PREPARE {
-            tokio::task::spawn_blocking(move || Prepared::new(readings))
-                .await
-                .map_err(|_| WireError::new(500, "internal", "prepare failed"))?
+            crate::blocking::value("prepare failed", move || Prepared::new(readings)).await?
         } else {
             Prepared::new(readings)
         };

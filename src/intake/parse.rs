@@ -178,12 +178,11 @@ pub async fn parse_charged(
         parse_with(media, &body, pairs, now, &lim, parallel, &grow)
     };
     let parsed = if body_len > INLINE_PARSE_BYTES {
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::value("parser failed", move || {
             let helper = SplitHelper::try_take();
             parse(helper.is_some())
         })
-        .await
-        .map_err(|_| WireError::new(500, "internal", "parser failed"))?
+        .await?
     } else {
         parse(false)
     };

@@ -42,12 +42,12 @@ pub async fn inbox(app: Arc<App>, outbox: Outbox, device: Arc<DeviceRecord>, top
         let num = device.num;
         // Only the device itself subscribes to its inbox: commands among
         // the rows are delivered, as by `GET /v1/inbox`.
-        let read = tokio::task::spawn_blocking(move || {
+        let read = crate::blocking::run("inbox feed read", move || {
             crate::commands::read_delivering(&*app2.store.db()?, num, max)
         })
         .await;
         let rows = match read {
-            Ok(Ok((_, rows))) => rows,
+            Ok((_, rows)) => rows,
             _ => {
                 tokio::time::sleep(RETRY).await;
                 continue;
@@ -85,9 +85,11 @@ pub async fn channel(
     events.borrow_and_update();
     let num = channel.num;
     let app2 = app.clone();
-    let start = tokio::task::spawn_blocking(move || channels::bounds(&*app2.store.db()?, num));
+    let start = crate::blocking::run("channel feed bounds", move || {
+        channels::bounds(&*app2.store.db()?, num)
+    });
     let mut after = match start.await {
-        Ok(Ok((_, next))) => next.saturating_sub(1),
+        Ok((_, next)) => next.saturating_sub(1),
         _ => return,
     };
     loop {
@@ -101,12 +103,12 @@ pub async fn channel(
         }
         events.borrow_and_update();
         let app2 = app.clone();
-        let read = tokio::task::spawn_blocking(move || {
+        let read = crate::blocking::run("channel feed read", move || {
             channels::read_after(&*app2.store.db()?, num, after, CHANNEL_BATCH)
         })
         .await;
         let items = match read {
-            Ok(Ok(items)) => items,
+            Ok(items) => items,
             _ => {
                 tokio::time::sleep(RETRY).await;
                 continue;

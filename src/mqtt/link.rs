@@ -135,7 +135,7 @@ pub async fn ack_loop(
         let result = f
             .job
             .await
-            .unwrap_or_else(|_| Err(WireError::new(500, "internal", "publish failed")));
+            .unwrap_or_else(|_| Err(WireError::internal("publish failed")));
         let metrics = &hub.app.metrics;
         metrics.mqtt_publishes.inc();
         if result.is_err() {

@@ -56,7 +56,7 @@ pub fn watch(acceptor: TlsAcceptor, every: Duration, metrics: Arc<Metrics>) -> s
 /// Reload on a blocking thread (file IO) and log the outcome.
 async fn reload(acceptor: &TlsAcceptor, why: &'static str, metrics: &Metrics) {
     let a = acceptor.clone();
-    match tokio::task::spawn_blocking(move || a.reload()).await {
+    match crate::blocking::value("TLS reload", move || a.reload()).await {
         Ok(Ok(fingerprint)) => {
             tracing::info!(%fingerprint, "TLS certificate reloaded ({why})");
         }
@@ -70,9 +70,11 @@ async fn reload(acceptor: &TlsAcceptor, why: &'static str, metrics: &Metrics) {
 
 /// Each file's [`Stamp`], read on a blocking thread.
 async fn stamps(files: Vec<PathBuf>) -> Vec<Stamp> {
-    tokio::task::spawn_blocking(move || files.iter().map(|f| stamp(f)).collect())
-        .await
-        .unwrap_or_default()
+    crate::blocking::value("TLS file stamps", move || {
+        files.iter().map(|f| stamp(f)).collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 fn stamp(path: &std::path::Path) -> Stamp {
