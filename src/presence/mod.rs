@@ -37,6 +37,10 @@
 //! whose last contact is older than `offline_after` comes due at once and
 //! is reported offline once; one stored offline stays offline without a
 //! new event.
+//!
+//! Files: this one has the state of every device and its contacts;
+//! `sweep.rs` the deadline-heap sweep (offline, damping, gateways);
+//! [`store`] what the writer stores for it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -48,36 +52,13 @@ use crate::auth::Directory;
 use crate::codec::Micros;
 
 pub mod store;
+mod sweep;
 
 pub use store::{read_events, Event, Flags, CHANNEL_SENSOR, EVENTS_HEADER};
 
 const US: i64 = 1_000_000;
 
-/// Gateways below gateways are followed this deep, no deeper.
-const MAX_DEPTH: u32 = 8;
-
-/// Mark `dev` offline at `now` and queue the change.
-fn go_offline(g: &mut Inner, dev: u32, now: Micros) {
-    let Some(e) = g.devices.get_mut(&dev) else {
-        return;
-    };
-    e.online = false;
-    e.since = now;
-    let change = Change {
-        device: dev,
-        online: false,
-        at: now,
-        last_seen: e.last_seen,
-        damped: e.damped,
-    };
-    g.pending.push(change);
-}
-
-/// When an online device with this entry is due to go offline.
-fn due_at(after_us: i64, e: &Entry) -> Micros {
-    let after = after_us * if e.damped { 2 } else { 1 };
-    e.last_seen.saturating_add(after)
-}
+use sweep::due_at;
 
 /// What a device is, as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,63 +294,6 @@ impl Presence {
         }
     }
 
-    /// Mark every device that is due at `now` offline. Returns how many
-    /// heap entries were looked at.
-    pub fn sweep(&self, now: Micros) -> usize {
-        let mut g = self.inner.lock();
-        let mut looked = 0;
-        while let Some(&Reverse((due, dev, generation))) = g.heap.peek() {
-            if due > now {
-                break;
-            }
-            g.heap.pop();
-            looked += 1;
-            let Some(e) = g.devices.get(&dev).copied() else {
-                continue;
-            };
-            if !e.online || e.generation != generation {
-                continue; // stale entry
-            }
-            let rec = self.directory.device_by_num(dev);
-            let after = self.after_of(rec.as_deref());
-            let due = due_at(after, &e);
-            if due > now {
-                g.heap.push(Reverse((due, dev, generation)));
-                continue;
-            }
-            if self.parent_down(&mut g, dev, now, 0) {
-                // Unreachable, not failed: look again later.
-                let again = now.saturating_add(after);
-                g.heap.push(Reverse((again, dev, generation)));
-                continue;
-            }
-            if let Some(at) = self.parent_undecided(&g, dev, due, now) {
-                // Its gateway has been silent since before this device's
-                // deadline too: decide when the gateway's comes.
-                g.heap.push(Reverse((at, dev, generation)));
-                continue;
-            }
-            go_offline(&mut g, dev, now);
-        }
-        looked
-    }
-
-    /// `dev` is due at `due` and its parent gateway is online: if the
-    /// gateway has not been heard from since `due` either, the two may be
-    /// falling silent together (a device's data come through its gateway,
-    /// so the device's last contact is always a little older than the
-    /// gateway's). Then the gateway's own deadline, when later than `now`,
-    /// is when to decide: by then the gateway has spoken (the device
-    /// failed on its own) or is offline (the device is unreachable).
-    fn parent_undecided(&self, g: &Inner, dev: u32, due: Micros, now: Micros) -> Option<Micros> {
-        let (p, pe) = self.parent(g, dev)?;
-        if !pe.online || pe.last_seen >= due {
-            return None;
-        }
-        let at = self.due(p, &pe);
-        (at > now).then_some(at)
-    }
-
     /// `dev`'s parent gateway, if it has one we have heard of: its number
     /// and its entry.
     fn parent(&self, g: &Inner, dev: u32) -> Option<(u32, Entry)> {
@@ -377,28 +301,7 @@ impl Presence {
         Some((p, *g.devices.get(&p)?))
     }
 
-    /// Is `dev`'s parent gateway offline at `now`? A parent that is due
-    /// but not yet swept goes offline first, right here, so a gateway and
-    /// the devices behind it falling silent together is reported as the
-    /// gateway's outage, whatever order the heap yields them in.
-    fn parent_down(&self, g: &mut Inner, dev: u32, now: Micros, depth: u32) -> bool {
-        if depth > MAX_DEPTH {
-            return false;
-        }
-        let Some((p, pe)) = self.parent(g, dev) else {
-            return false;
-        };
-        if !pe.online {
-            return true;
-        }
-        if self.due(p, &pe) > now || self.parent_down(g, p, now, depth + 1) {
-            // Online; or itself unreachable behind its own gateway.
-            return false;
-        }
-        go_offline(g, p, now);
-        true
-    }
-
+    /// Is `dev`'s parent gateway offline?
     fn parent_offline(&self, g: &Inner, dev: u32) -> bool {
         self.parent(g, dev).is_some_and(|(_, p)| !p.online)
     }
@@ -467,146 +370,4 @@ impl Presence {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::records::{DeviceMeta, DeviceRecord};
-
-    const S: i64 = US;
-
-    fn presence(after: u32) -> Presence {
-        Presence::new(Arc::new(Directory::default()), after, vec![], vec![])
-    }
-
-    fn kinds(p: &Presence) -> Vec<bool> {
-        p.take_changes().iter().map(|c| c.online).collect()
-    }
-
-    #[test]
-    fn offline_once_online_once() {
-        let p = presence(60);
-        p.saw(1, 0);
-        assert_eq!(kinds(&p), vec![true]);
-        for t in (0..600).step_by(7) {
-            p.sweep(t * S);
-        }
-        // Silent since 0: offline once, at the first sweep past 60 s.
-        let c = p.take_changes();
-        assert_eq!(c.len(), 1);
-        assert!(!c[0].online && c[0].at >= 60 * S && c[0].at < 67 * S);
-        assert_eq!(p.state(1), State::Offline);
-        p.saw(1, 700 * S);
-        p.saw(1, 701 * S);
-        assert_eq!(kinds(&p), vec![true]);
-        assert_eq!(p.state(1), State::Online);
-    }
-
-    #[test]
-    fn regular_contact_keeps_a_device_online_cheaply() {
-        let p = presence(60);
-        p.saw(1, 0);
-        p.take_changes();
-        let mut looked = 0;
-        for t in 0..600 {
-            p.saw(1, t * S);
-            looked += p.sweep(t * S);
-        }
-        assert!(p.take_changes().is_empty());
-        // One heap entry pushed back about once per offline_after.
-        assert!(looked <= 12, "{looked} heap entries looked at");
-    }
-
-    #[test]
-    fn a_device_at_the_edge_flaps_at_most_once() {
-        let p = presence(60);
-        // Reports every 61 s (just past offline_after), swept every second.
-        let mut changes = Vec::new();
-        let mut next = 0;
-        for t in 0..3_600 {
-            if t == next {
-                p.saw(1, t * S);
-                next += 61;
-            }
-            p.sweep(t * S);
-            changes.extend(kinds(&p));
-        }
-        assert_eq!(changes, vec![true, false, true], "{changes:?}");
-        // A real outage still goes offline (after twice the silence).
-        for t in 3_600..3_800 {
-            p.sweep(t * S);
-        }
-        assert_eq!(kinds(&p), vec![false]);
-    }
-
-    #[test]
-    fn a_device_falling_silent_with_its_gateway_is_unreachable_not_offline() {
-        let d = Arc::new(Directory::default());
-        let device = |num: u32, meta: DeviceMeta| DeviceRecord {
-            num,
-            id: format!("d{num}"),
-            name: String::new(),
-            owner: "admin".into(),
-            token: [0; 32],
-            prev_token: None,
-            created: 0,
-            meta,
-        };
-        d.put_device(device(
-            1,
-            DeviceMeta {
-                gateway: true,
-                ..DeviceMeta::default()
-            },
-        ));
-        d.put_device(device(
-            2,
-            DeviceMeta {
-                parent: Some(1),
-                ..DeviceMeta::default()
-            },
-        ));
-        let p = Presence::new(d, 60, vec![], vec![]);
-        // The child's last reading came through the gateway, which spoke
-        // once more 2 ms later; then both fall silent. A sweep between the
-        // two deadlines must not call the child offline on its own.
-        p.saw(2, 100 * S);
-        p.saw(1, 100 * S + 2_000);
-        p.take_changes();
-        p.sweep(160 * S + 1_000);
-        assert!(p.take_changes().is_empty());
-        p.sweep(161 * S);
-        let c = p.take_changes();
-        assert_eq!(
-            c.iter().map(|c| (c.device, c.online)).collect::<Vec<_>>(),
-            [(1, false)]
-        );
-        assert_eq!(p.state(2), State::Unreachable);
-        // A gateway that keeps talking: the child's silence is its own.
-        p.saw(1, 200 * S);
-        p.saw(2, 200 * S);
-        p.take_changes();
-        for t in 200..300 {
-            p.saw(1, t * S);
-            p.sweep(t * S);
-        }
-        let c = p.take_changes();
-        assert_eq!(
-            c.iter().map(|c| (c.device, c.online)).collect::<Vec<_>>(),
-            [(2, false)]
-        );
-    }
-
-    #[test]
-    fn restart_reports_a_silent_device_once() {
-        let d = Arc::new(Directory::default());
-        // Stored online, last heard 10 minutes before the restart.
-        let p = Presence::new(d.clone(), 60, vec![(1, 0)], vec![(1, 1, 0)]);
-        p.sweep(600 * S);
-        p.sweep(601 * S);
-        assert_eq!(kinds(&p), vec![false]);
-        // Stored offline: no new event after another restart.
-        let p = Presence::new(d, 60, vec![(1, 0)], vec![(1, 0, 600 * S)]);
-        p.sweep(1_000 * S);
-        assert!(p.take_changes().is_empty());
-        assert_eq!(p.state(1), State::Offline);
-    }
-}
+mod tests;

@@ -1,0 +1,74 @@
+//! The sections about stored data: `[presence]`, `[retention]` and
+//! `[storage]`.
+
+use serde::Deserialize;
+
+/// `[presence]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Seconds of silence before a device is offline, unless the device
+    /// sets its own.
+    pub offline_after_secs: u32,
+    /// Presence events kept (oldest removed first).
+    pub events_kept: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            offline_after_secs: 300,
+            events_kept: 100_000,
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days readings are kept unless a device or sensor says otherwise
+    /// (0: forever).
+    pub keep_days: u32,
+    /// Seconds between retention passes.
+    pub sweep_secs: u64,
+    /// Reading chunks (one sensor-minute part) removed per commit.
+    pub chunks_per_commit: usize,
+    /// Days the per-minute aggregates (count, min, max, sum) of removed
+    /// `N` and `I` readings are kept, counted from the minute (0: no
+    /// aggregates are made).
+    pub aggregate_keep_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_days: 0,
+            sweep_secs: 3600,
+            chunks_per_commit: 1000,
+            aggregate_keep_days: 0,
+        }
+    }
+}
+
+/// `[storage]`: sealing chunks into the compact form (`docs/storage.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Seconds without a write after which a sensor's last chunk, once
+    /// its hour is over, is sealed (earlier chunks are sealed without
+    /// waiting). 0 seals as eagerly as possible (tests).
+    pub seal_idle_secs: u64,
+    /// Chunks looked at or sealed per sealing transaction; 0 turns
+    /// sealing off (chunks stay hot).
+    pub seal_chunks_per_step: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            seal_idle_secs: 30,
+            seal_chunks_per_step: 2048,
+        }
+    }
+}
