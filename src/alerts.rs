@@ -12,8 +12,11 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::codec::{timefmt, Micros, SensorId, Value};
 use crate::store::chunk;
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{AlertRecord, StoreError, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE};
+use crate::store::{
+    AlertRecord, Records, StoreError, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE,
+};
 
 /// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +35,10 @@ pub struct Event {
     /// inbox was full (the event is kept either way), empty otherwise.
     pub delivery: String,
 }
+
+/// `alert_events`, read and written as [`Event`]s.
+pub const EVENTS: Records<Event> = Records::of(ALERT_EVENTS);
+record!(Event, (u32, u64));
 
 /// CSV header of event listings.
 pub const EVENTS_HEADER: &str = "n,time,device,sensor,value,text,delivery\n";
@@ -172,13 +179,13 @@ pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
 /// (from 1). Returns its number. Writer only, in digest-log order, so a
 /// firing re-derived after a crash gets the same number.
 pub fn record_event(txn: &WriteTransaction, alert: u32, ev: &Event) -> Result<u64, StoreError> {
-    let mut events = txn.open_table(ALERT_EVENTS)?;
+    let mut events = EVENTS.open(txn)?;
     let n = events
-        .range((alert, 0)..=(alert, u64::MAX))?
+        .keys((alert, 0)..=(alert, u64::MAX))?
         .next_back()
         .transpose()?
-        .map_or(1, |(k, _)| k.value().1 + 1);
-    events.insert((alert, n), ev.encode().as_slice())?;
+        .map_or(1, |k| k.value().1 + 1);
+    events.insert((alert, n), ev)?;
     Ok(n)
 }
 

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::codec::Micros;
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::Records;
 
 const VERSION: u8 = 1;
 
@@ -97,6 +99,10 @@ pub struct TargetRecord {
     /// When it was created.
     pub created: Micros,
 }
+
+/// The `targets` table, read and written as records.
+pub const RECORDS: Records<TargetRecord> = Records::of(crate::store::TARGETS);
+record!(TargetRecord, &'static str);
 
 impl TargetRecord {
     /// Encode for the `targets` table.

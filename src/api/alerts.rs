@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
-use crate::alerts::{Event, EVENTS_HEADER};
+use crate::alerts::EVENTS_HEADER;
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
 use crate::catalog::AlertEntry;
@@ -16,9 +16,7 @@ use crate::codec::names::log_safe;
 use crate::codec::{names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{
-    AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS, ALERT_EVENTS, DEAD_LETTERS,
-};
+use crate::store::{AlertRecord, ChannelRecord, DeviceRecord, Store, StoreError, ALERTS};
 use crate::targets::TargetRecord;
 
 fn timeout(app: &App) -> Duration {
@@ -175,12 +173,12 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             let txn = app2.store.db()?.begin_write()?;
             let mut rec = rec;
             {
-                let mut t = txn.open_table(ALERTS)?;
-                if t.get(rec.name.as_str())?.is_some() {
+                let mut t = ALERTS.open(&txn)?;
+                if t.contains(rec.name.as_str())? {
                     return Err(StoreError::Conflict(format!("alert '{}' exists", rec.name)));
                 }
                 rec.id = Store::next_number(&txn, "next_alert")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+                t.insert(rec.name.as_str(), &rec)?;
             }
             txn.commit()?;
             app2.catalog.put_alert(rec.clone(), false);
@@ -276,7 +274,7 @@ pub async fn delete(
     let (id, name) = (a.rec.id, a.rec.name.clone());
     tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
-        txn.open_table(ALERTS)?.remove(name.as_str())?;
+        ALERTS.open(&txn)?.remove(name.as_str())?;
         crate::alerts::remove_state(&txn, id)?;
         txn.commit()?;
         app2.catalog.remove_alert(&name);
@@ -304,12 +302,12 @@ pub async fn events(
     let id = a.rec.id;
     let rows = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_read()?;
-        let t = txn.open_table(ALERT_EVENTS)?;
+        let t = crate::alerts::EVENTS.read(&txn)?;
         let mut rows = Vec::new();
         if after < u64::MAX {
             for r in t.range((id, after + 1)..=(id, u64::MAX))?.take(limit) {
-                let (k, v) = r?;
-                rows.push((k.value().1, Event::decode(v.value())?));
+                let (k, ev) = r?;
+                rows.push((k.value().1, ev));
             }
         }
         Ok::<_, StoreError>(rows)
@@ -338,12 +336,12 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
     let app2 = app.clone();
     let out = tokio::task::spawn_blocking(move || {
         let txn = app2.store.db()?.begin_read()?;
-        let t = txn.open_table(DEAD_LETTERS)?;
+        let t = crate::dead_letters::LETTERS.read(&txn)?;
         let mut out = String::from("seq,reason\n");
         for r in t.iter()? {
-            let (k, v) = r?;
+            let (k, reasons) = r?;
             out.push_str(&format!("{},", k.value()));
-            write_csv_text(&String::from_utf8_lossy(v.value()), &mut out);
+            write_csv_text(&reasons.0, &mut out);
             out.push('\n');
         }
         Ok::<_, StoreError>(out)

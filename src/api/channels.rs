@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use crate::api::inbox::{deliver_with, row_from};
 use crate::app::App;
@@ -85,15 +85,15 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             let txn = app2.store.db()?.begin_write()?;
             let mut rec = rec;
             {
-                let mut t = txn.open_table(CHANNELS)?;
-                if t.get(rec.name.as_str())?.is_some() {
+                let mut t = CHANNELS.open(&txn)?;
+                if t.contains(rec.name.as_str())? {
                     return Err(StoreError::Conflict(format!(
                         "channel '{}' exists",
                         rec.name
                     )));
                 }
                 rec.num = Store::next_number(&txn, "next_channel")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+                t.insert(rec.name.as_str(), &rec)?;
             }
             txn.commit()?;
             app2.catalog.put_channel(rec.clone());
@@ -196,13 +196,12 @@ pub async fn update(
         // another field is not undone.
         let txn = app2.store.db()?.begin_write()?;
         let rec = {
-            let mut t = txn.open_table(CHANNELS)?;
-            let Some(old) = t.get(ch_name.as_str())?.map(|v| v.value().to_vec()) else {
+            let mut t = CHANNELS.open(&txn)?;
+            let Some(mut rec) = t.get(ch_name.as_str())? else {
                 return Err(StoreError::Conflict(ch_name));
             };
-            let mut rec = ChannelRecord::decode(&old)?;
             rec.description = description;
-            t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+            t.insert(rec.name.as_str(), &rec)?;
             rec
         };
         txn.commit()?;

@@ -18,7 +18,7 @@ use crate::error::WireError;
 use crate::http::{Form, Reply};
 use crate::outbox::{self, Notification, HISTORY_HEADER};
 use crate::sender::{mail, webhook};
-use crate::store::{Store, StoreError, PRESENCE_TARGETS, TARGETS};
+use crate::store::{Store, StoreError, PRESENCE_TARGETS};
 use crate::targets::{Format, Kind, TargetRecord};
 
 /// Longest webhook URL.
@@ -166,15 +166,15 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
             let txn = app2.store.db()?.begin_write()?;
             let mut rec = rec;
             {
-                let mut t = txn.open_table(TARGETS)?;
-                if t.get(rec.name.as_str())?.is_some() {
+                let mut t = crate::targets::RECORDS.open(&txn)?;
+                if t.contains(rec.name.as_str())? {
                     return Err(StoreError::Conflict(format!(
                         "target '{}' exists",
                         rec.name
                     )));
                 }
                 rec.id = Store::next_number(&txn, "next_target")?;
-                t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+                t.insert(rec.name.as_str(), &rec)?;
             }
             if presence {
                 txn.open_table(PRESENCE_TARGETS)?
@@ -257,7 +257,9 @@ pub async fn delete(
     let t2 = t.clone();
     blocking(move || {
         let txn = app2.store.db()?.begin_write()?;
-        txn.open_table(TARGETS)?.remove(t2.name.as_str())?;
+        crate::targets::RECORDS
+            .open(&txn)?
+            .remove(t2.name.as_str())?;
         {
             let mut p = txn.open_table(PRESENCE_TARGETS)?;
             if p.get(t2.owner.as_str())?
