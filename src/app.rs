@@ -245,6 +245,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         throttle: Throttle::new(
             config_limits.auth_failures_per_window,
             Duration::from_secs(config_limits.auth_window_secs.max(1)),
+            clock.clone(),
         ),
         password_checks: Arc::new(Semaphore::new(match config_limits.password_checks {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -253,6 +254,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         device_rate: RateLimit::new(
             config_limits.device_requests_per_sec,
             config_limits.device_burst,
+            clock.clone(),
         ),
         files,
         retention,
