@@ -16,11 +16,6 @@
 //! | [`query`] | the read path of readings |
 //! | [`faults`], [`overlay`] | the disk-fault seam (tests); the read-only view of a failing disk |
 //! | [`varint`] | the integer encoding every record uses |
-//!
-//! Admin ops are rare management writes (create a device, rotate a token).
-//! They open their own write transaction from a blocking thread; redb runs
-//! one write transaction at a time, so they simply wait for the writer's
-//! current group commit.
 
 pub mod aggregates;
 pub mod chunk;

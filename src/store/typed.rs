@@ -14,7 +14,19 @@
 //! they are, and backups, `check` and restore (which copy tables by
 //! their raw definition, [`Records::def`]) are untouched. The record
 //! encodings themselves (a version byte, fields only ever appended) are
-//! what lets a record grow; a `Value` impl would not change that.
+//! what lets a record grow; a `Value` impl would not change that. A
+//! migration was the alternative: a copy of every record table on the
+//! first start, after which an older server (a rollback) and an older
+//! backup restored by hand would no longer match; nothing gained at the
+//! call sites would pay for that. `tests/old_files.rs` checks both
+//! directions: a file written with byte-valued tables opens and reads,
+//! and a file written now opens with them.
+//!
+//! Where the typed view is declared: in `super::tables` for the store's
+//! own records (`DEVICES: Records<DeviceRecord>`), and beside the record
+//! type for a feature's (`inbox::ROWS = Records::of(store::INBOX)`), so
+//! that `store` imports nothing above it while each table's name and key
+//! are still declared once, in `super::tables`.
 //!
 //! A record says once how it is stored ([`Record`]); [`RecordTable`]
 //! encodes on `insert` and decodes on `get`, `range` and `iter`, and a
