@@ -14,9 +14,10 @@ use crate::catalog::Catalog;
 use crate::codec::{timefmt, Micros, SensorId, Value};
 use crate::quotas::QuotaExceeded;
 use crate::store::chunk;
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
 use crate::store::{
-    AlertRecord, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE,
+    AlertRecord, Records, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE,
 };
 
 /// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
@@ -36,6 +37,10 @@ pub struct Event {
     /// inbox was full (the event is kept either way), empty otherwise.
     pub delivery: String,
 }
+
+/// `alert_events`, read and written as [`Event`]s.
+pub const EVENTS: Records<Event> = Records::of(ALERT_EVENTS);
+record!(Event, (u32, u64));
 
 /// CSV header of event listings.
 pub const EVENTS_HEADER: &str = "n,time,device,sensor,value,text,delivery\n";
@@ -195,13 +200,13 @@ pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
 /// (from 1). Returns its number. Writer only, in digest-log order, so a
 /// firing re-derived after a crash gets the same number.
 pub fn record_event(txn: &WriteTransaction, alert: u32, ev: &Event) -> Result<u64, StoreError> {
-    let mut events = txn.open_table(ALERT_EVENTS)?;
+    let mut events = EVENTS.open(txn)?;
     let n = events
-        .range((alert, 0)..=(alert, u64::MAX))?
+        .keys((alert, 0)..=(alert, u64::MAX))?
         .next_back()
         .transpose()?
-        .map_or(1, |(k, _)| k.value().1 + 1);
-    events.insert((alert, n), ev.encode().as_slice())?;
+        .map_or(1, |k| k.value().1 + 1);
+    events.insert((alert, n), ev)?;
     Ok(n)
 }
 
@@ -319,12 +324,12 @@ pub fn create(
 fn insert_new(store: &Store, mut rec: AlertRecord) -> Result<Option<AlertRecord>, StoreError> {
     let txn = store.db()?.begin_write()?;
     {
-        let mut t = txn.open_table(ALERTS)?;
-        if t.get(rec.name.as_str())?.is_some() {
+        let mut t = ALERTS.open(&txn)?;
+        if t.contains(rec.name.as_str())? {
             return Ok(None);
         }
         rec.id = Store::next_number(&txn, "next_alert")?;
-        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        t.insert(rec.name.as_str(), &rec)?;
     }
     txn.commit()?;
     Ok(Some(rec))
@@ -334,7 +339,7 @@ fn insert_new(store: &Store, mut rec: AlertRecord) -> Result<Option<AlertRecord>
 /// one transaction, then forget it in the catalog. Blocking.
 pub fn delete(store: &Store, catalog: &Catalog, id: u32, name: &str) -> Result<(), StoreError> {
     let txn = store.db()?.begin_write()?;
-    txn.open_table(ALERTS)?.remove(name)?;
+    ALERTS.open(&txn)?.remove(name)?;
     remove_state(&txn, id)?;
     txn.commit()?;
     catalog.remove_alert(name);

@@ -16,11 +16,7 @@ use crate::digest::{Digest, DigestHook};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::faults::DiskFaults;
-use crate::store::{
-    AlertRecord, ChannelRecord, Role, Store, StoreError, UserRecord, ALERTS, CHANNELS,
-    CHANNEL_MEMBERS, TARGETS,
-};
-use crate::targets::TargetRecord;
+use crate::store::{Role, Store, StoreError, UserRecord, ALERTS, CHANNELS, CHANNEL_MEMBERS};
 use crate::throttle::{RateLimit, Throttle};
 use crate::users;
 use crate::writer::{self, IngestHandle, Writer};
@@ -249,6 +245,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         throttle: Throttle::new(
             config_limits.auth_failures_per_window,
             Duration::from_secs(config_limits.auth_window_secs.max(1)),
+            clock.clone(),
         ),
         password_checks: Arc::new(Semaphore::new(match config_limits.password_checks {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -257,6 +254,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         device_rate: RateLimit::new(
             config_limits.device_requests_per_sec,
             config_limits.device_burst,
+            clock.clone(),
         ),
         files,
         retention,
@@ -276,8 +274,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
 
 /// Load channels, members, alerts and alert states.
 fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
-    let channels = store.load_all(CHANNELS, ChannelRecord::decode)?;
-    let alerts = store.load_all(ALERTS, AlertRecord::decode)?;
+    let channels = store.load_all(CHANNELS)?;
+    let alerts = store.load_all(ALERTS)?;
     let txn = store.db()?.begin_read()?;
     let mut members = Vec::new();
     for row in txn.open_table(CHANNEL_MEMBERS)?.iter()? {
@@ -286,7 +284,7 @@ fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
     let fired = crate::alerts::fired_ids(&txn)?;
     let catalog = Catalog::new(channels, members, alerts, &fired);
     catalog.load_member_states(&crate::alerts::fired_members(&txn)?);
-    for t in store.load_all(TARGETS, TargetRecord::decode)? {
+    for t in store.load_all(crate::targets::RECORDS)? {
         catalog.targets().put(t);
     }
     Ok(catalog)

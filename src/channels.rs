@@ -16,9 +16,11 @@ use crate::catalog::Catalog;
 use crate::channel_labels;
 use crate::codec::{Micros, SensorId, Value};
 use crate::quotas::QuotaExceeded;
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
 use crate::store::{
-    chunk, ChannelRecord, Store, StoreError, CHANNELS, CHANNEL_ITEMS, CHANNEL_MEMBERS, CHANNEL_META,
+    chunk, ChannelRecord, Records, Store, StoreError, CHANNELS, CHANNEL_ITEMS, CHANNEL_MEMBERS,
+    CHANNEL_META,
 };
 
 /// CSV header of channel items.
@@ -68,6 +70,10 @@ impl Item {
     }
 }
 
+/// `channel_items`, read and written as [`Item`]s.
+pub const ITEMS: Records<Item> = Records::of(CHANNEL_ITEMS);
+record!(Item, (u32, u64));
+
 /// Append an item; trim to `retention`. Returns its index. Writer only.
 pub fn append(
     txn: &WriteTransaction,
@@ -77,8 +83,8 @@ pub fn append(
 ) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(CHANNEL_META)?;
     let (mut first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
-    let mut items = txn.open_table(CHANNEL_ITEMS)?;
-    items.insert((channel, next), item.encode().as_slice())?;
+    let mut items = ITEMS.open(txn)?;
+    items.insert((channel, next), item)?;
     while next + 1 - first > retention.max(1) {
         items.remove((channel, first))?;
         first += 1;
@@ -102,14 +108,14 @@ pub fn read_after(
     limit: usize,
 ) -> Result<Vec<(u64, Item)>, StoreError> {
     let txn = db.begin_read()?;
-    let items = txn.open_table(CHANNEL_ITEMS)?;
+    let items = ITEMS.read(&txn)?;
     let mut out = Vec::new();
     if limit == 0 || after == u64::MAX {
         return Ok(out);
     }
     for r in items.range((channel, after + 1)..=(channel, u64::MAX))? {
-        let (k, v) = r?;
-        out.push((k.value().1, Item::decode(v.value())?));
+        let (k, item) = r?;
+        out.push((k.value().1, item));
         if out.len() >= limit {
             break;
         }
@@ -126,13 +132,13 @@ pub fn after_for_since(
     let txn = db.begin_read()?;
     let meta = txn.open_table(CHANNEL_META)?;
     let (first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
-    let items = txn.open_table(CHANNEL_ITEMS)?;
+    let items = ITEMS.read(&txn)?;
     // Smallest index in [first, next) with added >= since.
     let (mut lo, mut hi) = (first, next);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let added = match items.get((channel, mid))? {
-            Some(g) => Item::decode(g.value())?.added,
+            Some(item) => item.added,
             None => Micros::MIN, // trimmed meanwhile: treat as old
         };
         if added >= since {
@@ -197,12 +203,12 @@ pub fn create(
 fn insert_new(store: &Store, mut rec: ChannelRecord) -> Result<Option<ChannelRecord>, StoreError> {
     let txn = store.db()?.begin_write()?;
     {
-        let mut t = txn.open_table(CHANNELS)?;
-        if t.get(rec.name.as_str())?.is_some() {
+        let mut t = CHANNELS.open(&txn)?;
+        if t.contains(rec.name.as_str())? {
             return Ok(None);
         }
         rec.num = Store::next_number(&txn, "next_channel")?;
-        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        t.insert(rec.name.as_str(), &rec)?;
     }
     txn.commit()?;
     Ok(Some(rec))
@@ -231,13 +237,12 @@ fn rewrite(
 ) -> Result<Option<ChannelRecord>, StoreError> {
     let txn = store.db()?.begin_write()?;
     let rec = {
-        let mut t = txn.open_table(CHANNELS)?;
-        let Some(old) = t.get(name)?.map(|v| v.value().to_vec()) else {
+        let mut t = CHANNELS.open(&txn)?;
+        let Some(mut rec) = t.get(name)? else {
             return Ok(None);
         };
-        let mut rec = ChannelRecord::decode(&old)?;
         change(&mut rec);
-        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        t.insert(rec.name.as_str(), &rec)?;
         rec
     };
     txn.commit()?;

@@ -8,7 +8,10 @@
 //! come due, without sleeping. Everything that decides by the time of a
 //! presence contact or a retention pass reads this clock, so they agree:
 //! contacts recorded by requests (`auth::authenticate`) and by commits,
-//! the presence sweep, the retention cutoff and its pass schedule.
+//! the presence sweep, the retention cutoff and its pass schedule. The
+//! credential throttle's windows and the per-device request buckets
+//! (`crate::throttle`) read it too, so a test lets them lift by moving
+//! it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

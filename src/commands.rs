@@ -33,8 +33,9 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
 use crate::inbox::{self, Kind, Row};
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, COMMANDS, COMMAND_EXPIRY, COMMAND_META};
+use crate::store::{Records, StoreError, COMMANDS, COMMAND_EXPIRY, COMMAND_META};
 
 /// Commands the writer expires per commit at most.
 pub const EXPIRE_BATCH: usize = 256;
@@ -85,6 +86,10 @@ impl State {
         matches!(self, State::Acknowledged | State::Expired)
     }
 }
+
+/// `commands`, read and written as [`Record`]s.
+pub const RECORDS: Records<Record> = Records::of(COMMANDS);
+record!(Record, (u32, u64));
 
 /// One command's record.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,8 +232,7 @@ pub fn record(
         expires: expires.unwrap_or(0),
         result: String::new(),
     };
-    txn.open_table(COMMANDS)?
-        .insert((inbox_dev, seq), rec.encode().as_slice())?;
+    RECORDS.open(txn)?.insert((inbox_dev, seq), &rec)?;
     if let Some(at) = expires {
         txn.open_table(COMMAND_EXPIRY)?
             .insert((at, inbox_dev, seq), ())?;
@@ -247,11 +251,11 @@ fn trim(txn: &WriteTransaction, inbox_dev: u32, count: u64, kept: u64) -> Result
     if count <= kept {
         return Ok(count);
     }
-    let mut table = txn.open_table(COMMANDS)?;
+    let mut table = RECORDS.open(txn)?;
     let mut doomed = Vec::new();
     for r in table.range((inbox_dev, 0)..=(inbox_dev, u64::MAX))? {
-        let (k, v) = r?;
-        if Record::decode(v.value())?.state.finished() {
+        let (k, rec) = r?;
+        if rec.state.finished() {
             doomed.push(k.value().1);
             if count - doomed.len() as u64 <= kept {
                 break;
@@ -272,18 +276,17 @@ fn update(
     range: std::ops::RangeInclusive<u64>,
     mut f: impl FnMut(u64, &mut Record) -> bool,
 ) -> Result<u64, StoreError> {
-    let mut table = txn.open_table(COMMANDS)?;
+    let mut table = RECORDS.open(txn)?;
     let mut changed = Vec::new();
     for r in table.range((inbox_dev, *range.start())..=(inbox_dev, *range.end()))? {
-        let (k, v) = r?;
+        let (k, mut rec) = r?;
         let seq = k.value().1;
-        let mut rec = Record::decode(v.value())?;
         if f(seq, &mut rec) {
             changed.push((seq, rec));
         }
     }
     for (seq, rec) in &changed {
-        table.insert((inbox_dev, *seq), rec.encode().as_slice())?;
+        table.insert((inbox_dev, *seq), rec)?;
     }
     Ok(changed.len() as u64)
 }
@@ -449,14 +452,13 @@ pub fn history(
     below: &str,
     limit: usize,
 ) -> Result<Vec<(u64, Record)>, StoreError> {
-    let table = txn.open_table(COMMANDS)?;
+    let table = RECORDS.read(txn)?;
     let mut out = Vec::new();
     for r in table.range((inbox_dev, 0)..=(inbox_dev, u64::MAX))?.rev() {
         if out.len() >= limit {
             break;
         }
-        let (k, v) = r?;
-        let rec = Record::decode(v.value())?;
+        let (k, rec) = r?;
         if rec.device == below {
             out.push((k.value().1, rec));
         }

@@ -157,7 +157,7 @@ fn remove_rows(
     let (inbox_of, below) = crate::inbox::route(&app.directory, d.num);
     let num = d.num;
     let txn = app.store.db()?.begin_write()?;
-    txn.open_table(DEVICES)?.remove(d.id.as_str())?;
+    DEVICES.open(&txn)?.remove(d.id.as_str())?;
     txn.open_table(DELETED_DEVICES)?
         .insert(num, timefmt::now_micros())?;
     let inbox_rows = crate::inbox::remove_device(&txn, num, inbox_of, &below)?;
@@ -174,7 +174,7 @@ fn remove_rows(
         crate::channel_labels::remove(&txn, (*ch, num, *sensor))?;
     }
     for a in alerts {
-        txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
+        ALERTS.open(&txn)?.remove(a.rec.name.as_str())?;
         crate::alerts::remove_state(&txn, a.rec.id)?;
     }
     crate::alerts::remove_device_states(&txn, &channel_alert_ids(app), num)?;
@@ -213,7 +213,7 @@ pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreErro
             (num, 0, 0, 0),
             (num, m, m, u16::MAX),
             &mut left
-        ) && remove_range!(txn, AGGREGATES, (num, 0, 0), (num, m, m), &mut left)
+        ) && remove_range!(txn, AGGREGATES.def(), (num, 0, 0), (num, m, m), &mut left)
             && remove_range!(txn, SENSORS, (num, 0), (num, m), &mut left);
         if !done {
             return Ok(());
@@ -274,9 +274,9 @@ pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> 
     let num = ch.num;
     let watching = app.catalog.alerts_on_channel(num);
     let txn = app.store.db()?.begin_write()?;
-    txn.open_table(CHANNELS)?.remove(ch.name.as_str())?;
+    CHANNELS.open(&txn)?.remove(ch.name.as_str())?;
     for a in &watching {
-        txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
+        ALERTS.open(&txn)?.remove(a.rec.name.as_str())?;
         crate::alerts::remove_state(&txn, a.rec.id)?;
     }
     for (dev, sensor) in &members {
@@ -462,7 +462,7 @@ fn owned(app: &App, name: &str, cascade: bool) -> Result<Owned, WireError> {
 /// One alert (as `DELETE /v1/alerts/NAME` does): record and state.
 fn remove_alert(app: &App, a: &crate::catalog::AlertEntry) -> Result<(), StoreError> {
     let txn = app.store.db()?.begin_write()?;
-    txn.open_table(ALERTS)?.remove(a.rec.name.as_str())?;
+    ALERTS.open(&txn)?.remove(a.rec.name.as_str())?;
     crate::alerts::remove_state(&txn, a.rec.id)?;
     txn.commit()?;
     app.catalog.remove_alert(&a.rec.name);
@@ -472,7 +472,7 @@ fn remove_alert(app: &App, a: &crate::catalog::AlertEntry) -> Result<(), StoreEr
 /// The user's record, the grants to them, their presence notices.
 fn remove_user_rows(app: &App, name: &str) -> Result<(), StoreError> {
     let txn = app.store.db()?.begin_write()?;
-    txn.open_table(USERS)?.remove(name)?;
+    USERS.open(&txn)?.remove(name)?;
     txn.open_table(PRESENCE_NOTIFY)?.remove(name)?;
     remove_grants_to(&txn, &format!("user:{name}"))?;
     txn.commit()?;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use sha2::{Digest as _, Sha256};
 
 use crate::codec::timefmt;
@@ -106,9 +106,8 @@ impl Files {
         fs::create_dir_all(&dir).map_err(io_err)?;
         let mut index = BTreeMap::new();
         let txn = store.db()?.begin_read()?;
-        for row in txn.open_table(FILES)?.iter()? {
-            let (_, v) = row?;
-            let f = FileRecord::decode(v.value())?;
+        for row in FILES.read(&txn)?.iter()? {
+            let (_, f) = row?;
             index.insert(f.name.clone(), Arc::new(f));
         }
         let used: HashSet<String> = index.values().map(|f| hex(&f.sha256)).collect();
@@ -205,10 +204,7 @@ impl Files {
                     prev_password: None,
                 },
             };
-            txn.open_table(FILES)
-                .map_err(StoreError::from)?
-                .insert(name, rec.encode().as_slice())
-                .map_err(StoreError::from)?;
+            FILES.open(&txn)?.insert(name, &rec)?;
             rec
         };
         txn.commit().map_err(StoreError::from)?;
@@ -231,7 +227,7 @@ impl Files {
             return Ok(false);
         };
         let txn = store.db()?.begin_write()?;
-        txn.open_table(FILES)?.remove(name)?;
+        FILES.open(&txn)?.remove(name)?;
         txn.commit()?;
         self.index.write().remove(name);
         self.forget_blob(&old.sha256);
@@ -253,8 +249,7 @@ impl Files {
             ..(*old).clone()
         };
         let txn = store.db()?.begin_write()?;
-        txn.open_table(FILES)?
-            .insert(name, rec.encode().as_slice())?;
+        FILES.open(&txn)?.insert(name, &rec)?;
         txn.commit()?;
         self.index.write().insert(name.to_string(), Arc::new(rec));
         Ok(Some(password))

@@ -16,8 +16,9 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, INBOX, INBOX_META};
+use crate::store::{Records, StoreError, INBOX, INBOX_META};
 
 /// What a row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,10 @@ impl Kind {
         })
     }
 }
+
+/// `inbox`, read and written as [`Row`]s.
+pub const ROWS: Records<Row> = Records::of(INBOX);
+record!(Row, (u32, u64));
 
 /// One inbox row (without its seq).
 #[derive(Debug, Clone, PartialEq)]
@@ -257,11 +262,11 @@ pub fn push(
     if len + rows.len() as u64 > max {
         return Ok(Err(Full(len, max)));
     }
-    let mut inbox = txn.open_table(INBOX)?;
+    let mut inbox = ROWS.open(txn)?;
     let mut seqs = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let seq = next + i as u64;
-        inbox.insert((device, seq), row.encode().as_slice())?;
+        inbox.insert((device, seq), row)?;
         seqs.push(seq);
     }
     meta.insert(device, (next + rows.len() as u64, len + rows.len() as u64))?;
@@ -307,12 +312,12 @@ pub fn ack(txn: &WriteTransaction, device: u32, upto: u64) -> Result<(u64, u64),
     let Some((next, len)) = meta.get(device)?.map(|g| g.value()) else {
         return Ok((0, 0));
     };
-    let mut inbox = txn.open_table(INBOX)?;
+    let mut inbox = ROWS.open(txn)?;
     let mut removed = 0u64;
     {
         let doomed: Vec<u64> = inbox
-            .range((device, 0)..=(device, upto))?
-            .map(|r| r.map(|(k, _)| k.value().1))
+            .keys((device, 0)..=(device, upto))?
+            .map(|r| r.map(|k| k.value().1))
             .collect::<Result<_, _>>()?;
         for seq in doomed {
             inbox.remove((device, seq))?;
@@ -334,12 +339,12 @@ pub fn remove_device(
     inbox_of: u32,
     below: &str,
 ) -> Result<u64, StoreError> {
-    let mut inbox = txn.open_table(INBOX)?;
+    let mut inbox = ROWS.open(txn)?;
     let mut meta = txn.open_table(INBOX_META)?;
     let mut removed = 0;
     let own: Vec<u64> = inbox
-        .range((device, 0)..=(device, u64::MAX))?
-        .map(|r| r.map(|(k, _)| k.value().1))
+        .keys((device, 0)..=(device, u64::MAX))?
+        .map(|r| r.map(|k| k.value().1))
         .collect::<Result<_, _>>()?;
     for seq in own {
         inbox.remove((device, seq))?;
@@ -349,8 +354,8 @@ pub fn remove_device(
     if inbox_of != device {
         let mut theirs = Vec::new();
         for r in inbox.range((inbox_of, 0)..=(inbox_of, u64::MAX))? {
-            let (k, v) = r?;
-            if Row::decode(v.value())?.device == below {
+            let (k, row) = r?;
+            if row.device == below {
                 theirs.push(k.value().1);
             }
         }
@@ -369,8 +374,8 @@ pub fn remove_device(
 /// Remove the one row `seq` (an expired command, `crate::commands`).
 /// Returns whether it was there.
 pub fn remove(txn: &WriteTransaction, device: u32, seq: u64) -> Result<bool, StoreError> {
-    let mut inbox = txn.open_table(INBOX)?;
-    if inbox.remove((device, seq))?.is_none() {
+    let mut inbox = ROWS.open(txn)?;
+    if !inbox.remove((device, seq))? {
         return Ok(false);
     }
     let mut meta = txn.open_table(INBOX_META)?;
@@ -412,7 +417,7 @@ pub fn pending_in(
 ) -> Result<Pending, StoreError> {
     rows_in(
         &txn.open_table(INBOX_META)?,
-        &txn.open_table(INBOX)?,
+        &ROWS.read(txn)?,
         device,
         limit,
     )
@@ -427,7 +432,7 @@ pub fn pending_write(
 ) -> Result<Pending, StoreError> {
     rows_in(
         &txn.open_table(INBOX_META)?,
-        &txn.open_table(INBOX)?,
+        &ROWS.open(txn)?,
         device,
         limit,
     )
@@ -435,7 +440,7 @@ pub fn pending_write(
 
 fn rows_in(
     meta: &impl ReadableTable<u32, (u64, u64)>,
-    inbox: &impl ReadableTable<(u32, u64), &'static [u8]>,
+    inbox: &crate::store::typed::RecordTable<impl ReadableTable<(u32, u64), &'static [u8]>, Row>,
     device: u32,
     limit: usize,
 ) -> Result<Pending, StoreError> {
@@ -443,8 +448,8 @@ fn rows_in(
     let mut rows = Vec::new();
     if limit > 0 && len > 0 {
         for r in inbox.range((device, 0)..=(device, u64::MAX))? {
-            let (k, v) = r?;
-            rows.push((k.value().1, Row::decode(v.value())?));
+            let (k, row) = r?;
+            rows.push((k.value().1, row));
             if rows.len() >= limit {
                 break;
             }

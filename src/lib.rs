@@ -46,7 +46,8 @@
 //!   [`sender`]: the thread that delivers the outbox at least once, in
 //!   order per target, signed, with retries, refusing private addresses
 //!   (handlers in `api::targets`).
-//! - [`store`]: the redb tables, the chunk encoding and the read path.
+//! - [`store`]: the redb tables (record tables read and written as their
+//!   record types, `store::typed`), the chunk encoding and the read path.
 //! - [`digest`]: the thread pool that processes committed readings in
 //!   per-device order against the in-memory [`catalog`]; [`presence`]
 //!   keeps every device's last contact and state.

@@ -25,7 +25,7 @@ use redb::{
     ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
 };
 
-use crate::store::{self, StoreError};
+use crate::store::{self, AnyTable, StoreError};
 
 /// Calls `$m!(TABLE, ...)` with every table of `crate::store`. A table
 /// added there must be added here: [`backup_copy`] refuses a source with
@@ -109,7 +109,7 @@ pub fn count_rows(src: &ReadTransaction) -> Result<u64, StoreError> {
     let mut n = 0;
     macro_rules! count {
         ($($t:ident),*) => {$(
-            if let Ok(t) = src.open_table(store::$t) {
+            if let Ok(t) = src.open_table(store::$t.def()) {
                 n += t.len()?;
             }
         )*};
@@ -140,7 +140,7 @@ pub fn backup_copy(
     let mut done = 0;
     macro_rules! copy_all {
         ($($t:ident),*) => {$(
-            copy(src, &txn, store::$t, &mut names, &mut done, progress)?;
+            copy(src, &txn, store::$t.def(), &mut names, &mut done, progress)?;
         )*};
     }
     every_table!(copy_all);
@@ -410,14 +410,14 @@ fn check_copy(path: &Path, copy: &Path, report: &mut CheckReport) -> Result<(), 
         Ok(txn) => {
             macro_rules! read_all {
                 ($($t:ident),*) => {$(
-                    let (rows, state) = match read_table(&txn, store::$t) {
+                    let (rows, state) = match read_table(&txn, store::$t.def()) {
                         Ok(n) => (n, "ok".to_string()),
                         Err((n, why)) => {
                             report.damaged = true;
                             (n, format!("damaged after {n} rows: {why}"))
                         }
                     };
-                    report.lines.push((store::$t.name().to_string(), rows, state));
+                    report.lines.push((store::$t.def().name().to_string(), rows, state));
                 )*};
             }
             every_table!(read_all);

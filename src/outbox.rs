@@ -17,8 +17,11 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
+use crate::store::typed::{record, Record};
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, META, NOTIFY_DEAD, OUTBOX, OUTBOX_WAITING, TARGET_HISTORY};
+use crate::store::{
+    Records, StoreError, META, NOTIFY_DEAD, OUTBOX, OUTBOX_WAITING, TARGET_HISTORY,
+};
 use crate::targets::{Format, Kind, TargetRecord};
 
 /// `meta` key: the number of the next notification event.
@@ -156,6 +159,58 @@ impl Pending {
     }
 }
 
+/// `outbox`, read and written as [`Pending`] notifications (the key's
+/// event number is the row's `n`).
+pub const PENDING: Records<Pending> = Records::of(OUTBOX);
+
+impl Record for Pending {
+    type Key = (u32, u64);
+    fn to_row(&self) -> Vec<u8> {
+        self.encode()
+    }
+    fn from_row((_, n): (u32, u64), bytes: &[u8]) -> Result<Self, Corrupt> {
+        Pending::decode(n, bytes)
+    }
+}
+
+/// `target_history`, read and written as [`Attempt`]s.
+pub const HISTORY: Records<Attempt> = Records::of(TARGET_HISTORY);
+record!(Attempt, (u32, u64));
+
+/// `notify_dead`, read and written as [`DeadNote`]s.
+pub const DEAD: Records<DeadNote> = Records::of(NOTIFY_DEAD);
+record!(DeadNote, (u32, u64));
+
+/// A notification given up on, as kept in `notify_dead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadNote {
+    /// When it was given up on.
+    pub time: Micros,
+    /// The last error.
+    pub error: String,
+    /// The body it had.
+    pub body: Vec<u8>,
+}
+
+impl DeadNote {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        varint::put_i64(&mut v, self.time);
+        varint::put_bytes(&mut v, self.error.as_bytes());
+        varint::put_bytes(&mut v, &self.body);
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Result<DeadNote, Corrupt> {
+        let mut r = Reader::new(bytes);
+        Ok(DeadNote {
+            time: r.i64()?,
+            error: String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)?,
+            body: r.bytes()?.to_vec(),
+        })
+    }
+}
+
 /// `evt-<n>`.
 pub fn event_id(n: u64) -> String {
     format!("evt-{n}")
@@ -196,21 +251,20 @@ pub fn push(
             Kind::Email => note.render_mail(&id),
         },
     };
-    txn.open_table(OUTBOX)?
-        .insert((target.id, n), row.encode().as_slice())?;
+    PENDING.open(txn)?.insert((target.id, n), &row)?;
     Ok(Some(id))
 }
 
 /// The targets with rows waiting, in id order.
 pub fn waiting_targets(txn: &ReadTransaction) -> Result<Vec<u32>, StoreError> {
-    let t = txn.open_table(OUTBOX)?;
+    let t = PENDING.read(txn)?;
     let mut out = Vec::new();
     let mut from = 0u32;
     loop {
-        let Some(row) = t.range((from, 0)..)?.next() else {
+        let Some(key) = t.keys((from, 0)..)?.next() else {
             break;
         };
-        let target = row?.0.value().0;
+        let target = key?.value().0;
         out.push(target);
         match target.checked_add(1) {
             Some(next) => from = next,
@@ -222,12 +276,13 @@ pub fn waiting_targets(txn: &ReadTransaction) -> Result<Vec<u32>, StoreError> {
 
 /// The oldest row waiting for `target` (the next to deliver).
 pub fn head(txn: &ReadTransaction, target: u32) -> Result<Option<Pending>, StoreError> {
-    let t = txn.open_table(OUTBOX)?;
-    let Some(row) = t.range((target, 0)..=(target, u64::MAX))?.next() else {
-        return Ok(None);
-    };
-    let (k, v) = row?;
-    Ok(Some(Pending::decode(k.value().1, v.value())?))
+    let t = PENDING.read(txn)?;
+    let first = t
+        .range((target, 0)..=(target, u64::MAX))?
+        .next()
+        .transpose()?
+        .map(|(_, p)| p);
+    Ok(first)
 }
 
 /// Rows waiting for `target`.
@@ -348,11 +403,14 @@ pub fn finish(
     kept: u64,
 ) -> Result<(), StoreError> {
     if attempt.outcome != Outcome::Failed {
-        let mut outbox = txn.open_table(OUTBOX)?;
-        let row = outbox
-            .remove((target, attempt.event))?
-            .map(|r| r.value().to_vec());
-        if row.is_some() {
+        let key = (target, attempt.event);
+        let mut outbox = PENDING.open(txn)?;
+        // Only a dead one's body is read (it is kept in `notify_dead`).
+        let dead = match attempt.outcome {
+            Outcome::Dead => outbox.get(key)?,
+            _ => None,
+        };
+        if outbox.remove(key)? {
             let mut w = txn.open_table(OUTBOX_WAITING)?;
             let have = w.get(target)?.map_or(0, |g| g.value());
             if have <= 1 {
@@ -361,24 +419,24 @@ pub fn finish(
                 w.insert(target, have - 1)?;
             }
         }
-        if let (Some(row), Outcome::Dead) = (row, attempt.outcome) {
-            let p = Pending::decode(attempt.event, &row)?;
-            let mut v = Vec::new();
-            varint::put_i64(&mut v, attempt.time);
-            varint::put_bytes(&mut v, attempt.detail.as_bytes());
-            varint::put_bytes(&mut v, &p.body);
-            let mut dead = txn.open_table(NOTIFY_DEAD)?;
-            dead.insert((target, attempt.event), v.as_slice())?;
+        if let Some(p) = dead {
+            let note = DeadNote {
+                time: attempt.time,
+                error: attempt.detail.clone(),
+                body: p.body,
+            };
+            let mut dead = DEAD.open(txn)?;
+            dead.insert(key, &note)?;
             trim_oldest(&mut dead, target, kept)?;
         }
     }
-    let mut h = txn.open_table(TARGET_HISTORY)?;
+    let mut h = HISTORY.open(txn)?;
     let next = h
-        .range((target, 0)..=(target, u64::MAX))?
+        .keys((target, 0)..=(target, u64::MAX))?
         .next_back()
         .transpose()?
-        .map_or(1, |(k, _)| k.value().1 + 1);
-    h.insert((target, next), attempt.encode().as_slice())?;
+        .map_or(1, |k| k.value().1 + 1);
+    h.insert((target, next), attempt)?;
     trim_oldest(&mut h, target, kept)
 }
 
@@ -386,16 +444,16 @@ pub fn finish(
 /// `(target, n)`: the delivery history and the dead notifications are both
 /// bounded by `[notify] history_kept`, so a target that fails for months
 /// cannot grow the file without end.
-fn trim_oldest(
-    t: &mut redb::Table<(u32, u64), &[u8]>,
+fn trim_oldest<R: crate::store::Record<Key = (u32, u64)>>(
+    t: &mut crate::store::typed::WriteRecords<'_, R>,
     target: u32,
     kept: u64,
 ) -> Result<(), StoreError> {
     let keys: Vec<u64> = t
-        .range((target, 0)..=(target, u64::MAX))?
+        .keys((target, 0)..=(target, u64::MAX))?
         .rev()
         .skip(usize::try_from(kept.max(1)).unwrap_or(usize::MAX))
-        .map(|r| r.map(|(k, _)| k.value().1))
+        .map(|r| r.map(|k| k.value().1))
         .collect::<Result<_, _>>()?;
     for n in keys {
         t.remove((target, n))?;
@@ -410,7 +468,7 @@ pub fn history(
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Attempt)>, StoreError> {
-    let t = txn.open_table(TARGET_HISTORY)?;
+    let t = HISTORY.read(txn)?;
     let mut out = Vec::new();
     if after == u64::MAX {
         return Ok(out);
@@ -419,8 +477,8 @@ pub fn history(
         .range((target, after + 1)..=(target, u64::MAX))?
         .take(limit)
     {
-        let (k, v) = row?;
-        out.push((k.value().1, Attempt::decode(v.value())?));
+        let (k, a) = row?;
+        out.push((k.value().1, a));
     }
     Ok(out)
 }
@@ -430,14 +488,11 @@ pub type Dead = (u64, Micros, String, Vec<u8>);
 
 /// A target's dead notifications, oldest first, at most `limit`.
 pub fn dead(txn: &ReadTransaction, target: u32, limit: usize) -> Result<Vec<Dead>, StoreError> {
-    let t = txn.open_table(NOTIFY_DEAD)?;
+    let t = DEAD.read(txn)?;
     let mut out = Vec::new();
     for row in t.range((target, 0)..=(target, u64::MAX))?.take(limit) {
-        let (k, v) = row?;
-        let mut r = Reader::new(v.value());
-        let time = r.i64()?;
-        let error = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Corrupt)?;
-        out.push((k.value().1, time, error, r.bytes()?.to_vec()));
+        let (k, d) = row?;
+        out.push((k.value().1, d.time, d.error, d.body));
     }
     Ok(out)
 }
@@ -445,6 +500,7 @@ pub fn dead(txn: &ReadTransaction, target: u32, limit: usize) -> Result<Vec<Dead
 /// Remove everything of a deleted target: waiting rows, history, dead
 /// letters. Management, in the transaction that deletes the target.
 pub fn remove_target(txn: &WriteTransaction, target: u32) -> Result<(), StoreError> {
+    // Keys only: a damaged row is removed with the rest.
     for def in [OUTBOX, TARGET_HISTORY, NOTIFY_DEAD] {
         let mut t = txn.open_table(def)?;
         let keys: Vec<(u32, u64)> = t

@@ -222,11 +222,11 @@ fn remove_aggregates(
     if first >= end {
         return Ok(true);
     }
-    let mut t = txn.open_table(AGGREGATES)?;
+    let mut t = AGGREGATES.open(txn)?;
     let keys: Vec<(u32, u32, u32)> = t
-        .range((r.device, code, first)..(r.device, code, end))?
+        .keys((r.device, code, first)..(r.device, code, end))?
         .take(left.saturating_add(1))
-        .map(|row| row.map(|(k, _)| k.value()))
+        .map(|row| row.map(|k| k.value()))
         .collect::<Result<_, _>>()?;
     let all = keys.len() <= *left;
     for k in keys.into_iter().take(*left) {

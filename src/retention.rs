@@ -316,7 +316,7 @@ impl Sweeper {
             .map(|r| r.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?;
         let mut readings = txn.open_table(READINGS)?;
-        let mut aggregates = txn.open_table(AGGREGATES)?;
+        let mut aggregates = AGGREGATES.open(txn)?;
         // Minutes before this have no aggregate (0: aggregates are off).
         let agg_cutoff = (policy.aggregate_days > 0).then(|| cutoff(now, policy.aggregate_days));
         // Rows removed so far (reading chunks and expired aggregates).
@@ -329,9 +329,9 @@ impl Sweeper {
             }
             if let Some(acut) = agg_cutoff {
                 let old: Vec<(u32, u32, u32)> = aggregates
-                    .range((dev, code, 0)..(dev, code, acut))?
+                    .keys((dev, code, 0)..(dev, code, acut))?
                     .take(budget - used)
-                    .map(|r| r.map(|(k, _)| k.value()))
+                    .map(|r| r.map(|k| k.value()))
                     .collect::<Result<_, _>>()?;
                 for k in &old {
                     aggregates.remove(*k)?;
@@ -408,15 +408,14 @@ impl Sweeper {
                 }
             }
             for (m, a) in &mut minutes {
-                if let Some(stored) = aggregates.get((dev, code, *m))? {
-                    let mut merged = Agg::decode(stored.value())?;
+                if let Some(mut merged) = aggregates.get((dev, code, *m))? {
                     merged.merge(a);
                     *a = merged;
                 }
             }
             // Then the writes, in this transaction: aggregates, removal.
             for (m, a) in &minutes {
-                aggregates.insert((dev, code, *m), a.encode().as_slice())?;
+                aggregates.insert((dev, code, *m), a)?;
             }
             self.aggregates.0 += minutes.len() as u64;
             for k in &keys {

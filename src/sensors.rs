@@ -6,13 +6,14 @@
 //! Written by management requests on blocking threads (one sensor over
 //! HTTP, many in a device bulk import), each in its own transaction.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, WriteTransaction};
 
 use crate::codec::names::write_csv_text;
 use crate::codec::SensorId;
 use crate::error::WireError;
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{StoreError, SENSOR_LABELS};
+use crate::store::{Records, StoreError, SENSOR_LABELS};
 
 /// Longest label, in bytes.
 pub const MAX_LABEL: usize = 64;
@@ -23,6 +24,10 @@ pub const MAX_DESCRIPTION: usize = 1000;
 
 /// The fields that describe a sensor, in their column order.
 pub const FIELDS: [&str; 3] = ["label", "unit", "description"];
+
+/// `sensor_labels`, read and written as [`Labels`].
+pub const LABELS: Records<Labels> = Records::of(SENSOR_LABELS);
+record!(Labels, (u32, u32));
 
 /// What a sensor is called and measured in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,12 +147,10 @@ pub fn split_columns(
 
 /// The labels of `sensor` of device `dev` (empty when it has none).
 pub fn get_in(txn: &WriteTransaction, dev: u32, sensor: SensorId) -> Result<Labels, StoreError> {
-    let table = txn.open_table(SENSOR_LABELS)?;
-    let found = table.get((dev, sensor.code()))?;
-    Ok(match found {
-        Some(v) => Labels::decode(v.value())?,
-        None => Labels::default(),
-    })
+    Ok(LABELS
+        .open(txn)?
+        .get((dev, sensor.code()))?
+        .unwrap_or_default())
 }
 
 /// Store `labels` for `sensor` of `dev`; empty ones remove the row.
@@ -157,11 +160,11 @@ pub fn put(
     sensor: SensorId,
     labels: &Labels,
 ) -> Result<(), StoreError> {
-    let mut table = txn.open_table(SENSOR_LABELS)?;
+    let mut table = LABELS.open(txn)?;
     if labels.is_empty() {
         table.remove((dev, sensor.code()))?;
     } else {
-        table.insert((dev, sensor.code()), labels.encode().as_slice())?;
+        table.insert((dev, sensor.code()), labels)?;
     }
     Ok(())
 }
@@ -169,12 +172,12 @@ pub fn put(
 /// Every labelled sensor of `dev`, in storage-code order (a device has
 /// few; one range scan).
 pub fn of_device(txn: &ReadTransaction, dev: u32) -> Result<Vec<(SensorId, Labels)>, StoreError> {
-    let table = txn.open_table(SENSOR_LABELS)?;
+    let table = LABELS.read(txn)?;
     let mut out = Vec::new();
     for r in table.range((dev, 0)..=(dev, u32::MAX))? {
-        let (k, v) = r?;
+        let (k, labels) = r?;
         if let Some(id) = SensorId::from_code(k.value().1) {
-            out.push((id, Labels::decode(v.value())?));
+            out.push((id, labels));
         }
     }
     Ok(out)

@@ -19,8 +19,9 @@ use redb::ReadableTable;
 
 use crate::codec::Micros;
 use crate::quotas::QuotaExceeded;
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{Store, StoreError, PRESENCE_TARGETS, TARGETS};
+use crate::store::{Records, Store, StoreError, PRESENCE_TARGETS};
 
 const VERSION: u8 = 1;
 
@@ -100,6 +101,10 @@ pub struct TargetRecord {
     /// When it was created.
     pub created: Micros,
 }
+
+/// The `targets` table, read and written as records.
+pub const RECORDS: Records<TargetRecord> = Records::of(crate::store::TARGETS);
+record!(TargetRecord, &'static str);
 
 impl TargetRecord {
     /// Encode for the `targets` table.
@@ -293,12 +298,12 @@ fn insert_new(
 ) -> Result<Option<TargetRecord>, StoreError> {
     let txn = store.db()?.begin_write()?;
     {
-        let mut t = txn.open_table(TARGETS)?;
-        if t.get(rec.name.as_str())?.is_some() {
+        let mut t = RECORDS.open(&txn)?;
+        if t.contains(rec.name.as_str())? {
             return Ok(None);
         }
         rec.id = Store::next_number(&txn, "next_target")?;
-        t.insert(rec.name.as_str(), rec.encode().as_slice())?;
+        t.insert(rec.name.as_str(), &rec)?;
     }
     if presence {
         txn.open_table(PRESENCE_TARGETS)?
@@ -313,7 +318,7 @@ fn insert_new(
 /// dead letters, in one transaction; then forget it. Blocking.
 pub fn delete(store: &Store, targets: &Targets, t: &TargetRecord) -> Result<(), StoreError> {
     let txn = store.db()?.begin_write()?;
-    txn.open_table(TARGETS)?.remove(t.name.as_str())?;
+    RECORDS.open(&txn)?.remove(t.name.as_str())?;
     {
         let mut p = txn.open_table(PRESENCE_TARGETS)?;
         if p.get(t.owner.as_str())?.is_some_and(|g| g.value() == t.id) {

@@ -30,6 +30,9 @@
 //! second, bursts up to `burst`. A request over it gets `429` with
 //! `Retry-After`, never a silent drop. The unit is the request, not the
 //! row, so a backlog after an outage gets in as CSV batches.
+//!
+//! Both read time from the server's [`Clock`], so a test lets a window
+//! end or a bucket refill by moving the clock instead of sleeping.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::clock::Clock;
 use crate::codec::names::log_safe;
 
 /// Most keys the failure table holds.
@@ -116,6 +120,7 @@ struct Entry {
 pub struct Throttle {
     limit: u32,
     window: Duration,
+    clock: Clock,
     failures: Mutex<HashMap<String, Entry>>,
 }
 
@@ -128,11 +133,13 @@ pub struct Attempt<'a> {
 }
 
 impl Throttle {
-    /// `limit` failures per key per `window`; `limit == 0` turns it off.
-    pub fn new(limit: u32, window: Duration) -> Throttle {
+    /// `limit` failures per key per `window` of `clock`'s time; `limit ==
+    /// 0` turns it off.
+    pub fn new(limit: u32, window: Duration, clock: Clock) -> Throttle {
         Throttle {
             limit,
             window,
+            clock,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -148,7 +155,7 @@ impl Throttle {
         if self.limit == 0 {
             return Ok(attempt);
         }
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut map = self.failures.lock();
         let over = |map: &HashMap<String, Entry>, k: &String| {
             map.get(k)
@@ -237,16 +244,18 @@ impl Attempt<'_> {
 pub struct RateLimit {
     rate: f64,
     burst: f64,
+    clock: Clock,
     buckets: Mutex<HashMap<u32, (f64, Instant)>>,
 }
 
 impl RateLimit {
-    /// `rate` requests per second with bursts of `burst`; `rate <= 0`
-    /// turns it off.
-    pub fn new(rate: f64, burst: f64) -> RateLimit {
+    /// `rate` requests per second (of `clock`'s time) with bursts of
+    /// `burst`; `rate <= 0` turns it off.
+    pub fn new(rate: f64, burst: f64, clock: Clock) -> RateLimit {
         RateLimit {
             rate,
             burst: burst.max(1.0),
+            clock,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -256,7 +265,7 @@ impl RateLimit {
         if self.rate <= 0.0 {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut map = self.buckets.lock();
         let b = map.entry(device).or_insert((self.burst, now));
         b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.burst);
@@ -277,7 +286,8 @@ mod tests {
     #[test]
     fn throttle_counts_per_key_and_lifts() {
         let ip = |n: u8| Some(IpAddr::from([127, 0, 0, n]));
-        let t = Throttle::new(3, Duration::from_millis(300));
+        let clock = Clock::system();
+        let t = Throttle::new(3, Duration::from_secs(60), clock.clone());
         let bad = Keys::token(ip(2), "dev", Some("x"));
         for _ in 0..3 {
             t.begin(&bad).unwrap().failed();
@@ -291,7 +301,8 @@ mod tests {
             .expect("the slowed source gets one check")
             .succeeded();
         assert!(t.begin(&other).is_err(), "...then waits for the next slot");
-        std::thread::sleep(Duration::from_millis(350));
+        assert!(t.begin(&bad).is_err(), "still within the window");
+        clock.advance(Duration::from_secs(61));
         assert!(t.begin(&bad).is_ok(), "the window ends by itself");
     }
 
@@ -322,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_success_is_not_counted() {
-        let t = Throttle::new(2, Duration::from_secs(60));
+        let t = Throttle::new(2, Duration::from_secs(60), Clock::system());
         let k = Keys::password(Some(IpAddr::from([127, 0, 0, 1])), "ann");
         for _ in 0..10 {
             t.begin(&k).unwrap().succeeded();
@@ -333,14 +344,16 @@ mod tests {
 
     #[test]
     fn buckets_allow_bursts_then_refill() {
-        let r = RateLimit::new(1000.0, 3.0);
+        let clock = Clock::system();
+        let r = RateLimit::new(1.0, 3.0, clock.clone());
         assert!(r.take(1).is_ok());
         assert!(r.take(1).is_ok());
         assert!(r.take(1).is_ok());
         assert!(r.take(1).is_err());
         assert!(r.take(2).is_ok(), "per device");
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(1001));
         assert!(r.take(1).is_ok());
-        assert!(RateLimit::new(0.0, 1.0).take(1).is_ok());
+        assert!(r.take(1).is_err(), "one request refilled in a second");
+        assert!(RateLimit::new(0.0, 1.0, Clock::system()).take(1).is_ok());
     }
 }

@@ -92,6 +92,9 @@ fn load_probe_kill(
             }
         }));
     }
+    // Not a wait for the server: the kill lands `ms` into the load, a
+    // different moment each cycle; what was acknowledged by then is
+    // what is checked.
     std::thread::sleep(Duration::from_millis(ms));
     probe(p);
     p.child.kill().unwrap(); // SIGKILL
@@ -407,7 +410,13 @@ fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
             }
         }));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Under load: the SIGTERM comes once requests are being acknowledged
+    // (bounded poll).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "the load never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(p.child.id().to_string())

@@ -102,6 +102,7 @@ fn log_in_tree_map_chart_command_log_out() {
                 }
                 // A slow board: it acts 2 s after a row arrives, so the page
                 // must show the row queued before it shows it acknowledged.
+                // (Its sleeps are the board's pace, not waits for the server.)
                 if first_seen.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
                     std::thread::sleep(Duration::from_millis(200));
                     continue;

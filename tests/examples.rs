@@ -318,7 +318,13 @@ fn follow_channel_py_long_polls_and_resumes() {
     assert!(out.starts_with("1,"), "index first: {out}");
     // Resumes after index 2, and long-polls for what is not there yet.
     let child = follow(2);
-    std::thread::sleep(Duration::from_millis(300));
+    // Barrier: the client is waiting in its long-poll.
+    let g = common::scrape_until(&s, |g| common::m(g, "overlord_long_polls_waiting") >= 1.0);
+    assert_eq!(
+        common::m(&g, "overlord_long_polls_waiting"),
+        1.0,
+        "never long-polled"
+    );
     send(3);
     send(4);
     let out = ok(wait(child), "follow 2");

@@ -124,7 +124,13 @@ fn long_poll_wakes_on_a_reading_and_times_out_empty() {
         );
         (r, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Barrier: the poller is waiting (it holds a long-poll slot).
+    let g = scrape_until(&s, |g| m(g, "overlord_long_polls_waiting") >= 1.0);
+    assert_eq!(
+        m(&g, "overlord_long_polls_waiting"),
+        1.0,
+        "never long-polled"
+    );
     send(&s, "a", &a, "N1=7.25");
     let (r, waited) = poller.join().unwrap();
     assert!(waited < Duration::from_secs(10), "woke after {waited:?}");

@@ -68,6 +68,7 @@ fn overload_is_refused_with_retry_after_and_nothing_acknowledged_is_lost() {
                             assert_eq!(r.error_code(), code);
                             // A short back-off (real clients wait
                             // Retry-After; this keeps the test short).
+                            // Not a wait for the server: client pacing.
                             std::thread::sleep(Duration::from_millis(10));
                         }
                         other => panic!("unexpected {other}: {}", r.body),

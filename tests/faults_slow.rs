@@ -108,6 +108,7 @@ fn a_head_trickled_byte_by_byte_is_cut_too() {
             cut = true;
             break;
         }
+        // Not a wait for the server: the slow client under test.
         std::thread::sleep(Duration::from_millis(200));
         if started.elapsed() > Duration::from_secs(12) {
             break;

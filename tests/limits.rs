@@ -15,8 +15,16 @@ fn connections_over_the_cap_get_503_with_retry_after() {
     // Two idle clients hold both slots (until the header timeout).
     let a = TcpStream::connect(s.addr).unwrap();
     let b = TcpStream::connect(s.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let r = s.get("/healthz");
+    // Bounded poll until the server has taken both (a request that still
+    // found a slot is answered and leaves).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = s.get("/healthz");
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(r.status, 503);
     assert_eq!(r.error_code(), "overloaded");
     assert_eq!(r.header("Retry-After"), Some("1"));

@@ -52,6 +52,7 @@ for k in range(first, first + count):
     info = c.publish("overlord/crash/readings", "time=%d&I1=%d" % (base + k, k), qos=1)
     mids[info.mid] = k
 import time
+# Not a wait for the server: the client stays up until the test kills it.
 time.sleep(60)
 "#;
 

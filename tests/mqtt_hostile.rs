@@ -153,6 +153,8 @@ fn silent_clients_are_closed_at_the_connect_timeout_and_keep_alive() {
         c.write_all(&[0xc0, 0x00]).unwrap();
         let pong = read_packet(&mut c, WAIT).expect("PINGRESP");
         assert_eq!(pong, (0xd0, vec![]));
+        // Not a wait for the server: the client paces its pings (the
+        // keep-alive under test).
         std::thread::sleep(Duration::from_millis(300));
     }
     still_serves(&s, &tok);

@@ -132,7 +132,11 @@ fn backup_while_ingesting_restores_every_acknowledged_reading() {
     assert!(ok, "{err}");
     assert!(stdout.starts_with("ok,"), "{stdout}");
     let during = acked.lock().unwrap().len();
-    std::thread::sleep(Duration::from_millis(200));
+    // Bounded poll: ingest goes on after the backup.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() <= during && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     stop.store(true, Ordering::Relaxed);
     feeder.join().unwrap();
     assert!(
@@ -269,6 +273,7 @@ fn retention_removes_old_readings_while_ingest_goes_on() {
                 );
                 assert_eq!(r.status, 200, "{}", r.body);
                 n += 1;
+                // Not a wait for the server: the feeder paces itself.
                 std::thread::sleep(Duration::from_millis(2));
             }
             n

@@ -61,7 +61,9 @@ fn device_gauges_equal_the_states_the_api_shows() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    // Bounded wait for the 1 s deadlines to pass and be swept.
+    // The 1 s deadlines pass on the server's clock (no sleeping); bounded
+    // poll for the sweep (every 250 ms) to mark them.
+    s.clock.advance(std::time::Duration::from_secs(2));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while api_states(&s) != want {
         assert!(

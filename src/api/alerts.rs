@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
-use crate::alerts::{Event, EVENTS_HEADER};
+use crate::alerts::EVENTS_HEADER;
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
 use crate::catalog::AlertEntry;
@@ -16,9 +16,7 @@ use crate::codec::names::log_safe;
 use crate::codec::{names::write_csv_text, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{
-    AlertRecord, ChannelRecord, DeviceRecord, StoreError, ALERT_EVENTS, DEAD_LETTERS,
-};
+use crate::store::{AlertRecord, ChannelRecord, DeviceRecord, StoreError};
 use crate::targets::TargetRecord;
 
 fn timeout(app: &App) -> Duration {
@@ -269,12 +267,12 @@ pub async fn events(
     let id = a.rec.id;
     let rows = crate::blocking::wire("read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
-        let t = txn.open_table(ALERT_EVENTS)?;
+        let t = crate::alerts::EVENTS.read(&txn)?;
         let mut rows = Vec::new();
         if after < u64::MAX {
             for r in t.range((id, after + 1)..=(id, u64::MAX))?.take(limit) {
-                let (k, v) = r?;
-                rows.push((k.value().1, Event::decode(v.value())?));
+                let (k, ev) = r?;
+                rows.push((k.value().1, ev));
             }
         }
         Ok::<_, StoreError>(rows)
@@ -302,12 +300,12 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
     let app2 = app.clone();
     let out = crate::blocking::wire("read failed", move || {
         let txn = app2.store.db()?.begin_read()?;
-        let t = txn.open_table(DEAD_LETTERS)?;
+        let t = crate::dead_letters::LETTERS.read(&txn)?;
         let mut out = String::from("seq,reason\n");
         for r in t.iter()? {
-            let (k, v) = r?;
+            let (k, reasons) = r?;
             out.push_str(&format!("{},", k.value()));
-            write_csv_text(&String::from_utf8_lossy(v.value()), &mut out);
+            write_csv_text(&reasons.0, &mut out);
             out.push('\n');
         }
         Ok::<_, StoreError>(out)

@@ -21,7 +21,9 @@ use crate::auth::{Action, Directory};
 use crate::catalog::Catalog;
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros, SensorId, SensorKind, Value};
+use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
+use crate::store::Records;
 use crate::store::{
     StoreError, LAST_SEEN, META, PRESENCE, PRESENCE_EVENTS, PRESENCE_NOTIFY, PRESENCE_TARGETS,
 };
@@ -38,6 +40,10 @@ pub const CHANNEL_SENSOR: SensorId = SensorId {
     kind: SensorKind::Str,
     number: 0,
 };
+
+/// `presence_events`, read and written as [`Event`]s.
+pub const EVENTS: Records<Event> = Records::of(PRESENCE_EVENTS);
+record!(Event, u64);
 
 /// A recorded presence change, listed at `GET /v1/presence/events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,14 +118,13 @@ pub fn read_events(
     limit: usize,
 ) -> Result<Vec<(u64, Event)>, StoreError> {
     let txn = db.begin_read()?;
-    let t = txn.open_table(PRESENCE_EVENTS)?;
+    let t = EVENTS.read(&txn)?;
     let mut out = Vec::new();
     if limit == 0 || after == u64::MAX {
         return Ok(out);
     }
     for row in t.range(after + 1..)? {
-        let (k, v) = row?;
-        let ev = Event::decode(v.value())?;
+        let (k, ev) = row?;
         if since.is_some_and(|s| ev.time < s) {
             continue;
         }
@@ -139,7 +144,7 @@ pub fn trim_events(txn: &redb::WriteTransaction, keep: u64) -> Result<(), StoreE
     let first = meta.get(FIRST_EVENT)?.map_or(1, |g| g.value());
     let keep_from = next.saturating_sub(keep.max(1)).max(first);
     if keep_from > first {
-        let mut t = txn.open_table(PRESENCE_EVENTS)?;
+        let mut t = EVENTS.open(txn)?;
         for i in first..keep_from {
             t.remove(i)?;
         }
@@ -236,8 +241,7 @@ pub fn record_changes(
             last_seen: c.last_seen,
             delivery: delivery.describe(),
         };
-        txn.open_table(PRESENCE_EVENTS)?
-            .insert(next, ev.encode().as_slice())?;
+        EVENTS.open(txn)?.insert(next, &ev)?;
         next += 1;
     }
     txn.open_table(META)?.insert(NEXT_EVENT, next)?;

@@ -21,6 +21,7 @@ use redb::ReadableDatabase;
 
 use super::parts::minute;
 use super::query::{SeriesCsv, SeriesQuery};
+use super::typed::record;
 use super::varint::{self, Corrupt, Reader};
 use super::{chunk, StoreError, AGGREGATES};
 use crate::codec::{SensorKind, Value};
@@ -56,6 +57,9 @@ pub enum Agg {
 pub fn aggregated(kind: SensorKind) -> bool {
     matches!(kind, SensorKind::Int | SensorKind::Num)
 }
+
+// Stored in `aggregates` (`super::tables::AGGREGATES`).
+record!(Agg, (u32, u32, u32));
 
 impl Agg {
     /// The aggregate of one value; `None` for a kind that is not aggregated.
@@ -234,7 +238,7 @@ impl Agg {
 /// caller has checked that the sensors are `N` or `I`. Blocking.
 pub fn read_aggregates(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(AGGREGATES)?;
+    let table = AGGREGATES.read(&txn)?;
     let sensors = if q.sensors.is_empty() {
         let mut all = super::query::device_sensors(&txn, q.device)?;
         all.retain(|s| aggregated(s.kind));
@@ -253,12 +257,12 @@ pub fn read_aggregates(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv
             for row in table
                 .range((q.device, s.code(), minute(from))..=(q.device, s.code(), minute(to)))?
             {
-                let (k, v) = row?;
+                let (k, agg) = row?;
                 let t = i64::from(k.value().2) * chunk::MINUTE_US;
                 if t < from || t > to {
                     continue;
                 }
-                out.push((t, Agg::decode(v.value())?));
+                out.push((t, agg));
                 if out.len() >= want {
                     break;
                 }

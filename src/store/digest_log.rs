@@ -15,6 +15,7 @@
 //! sensor:varint time:zigzag value }*count` (values as in [`super::chunk`]).
 
 use super::chunk;
+use super::typed::Record;
 use super::varint::{self, Corrupt, Reader};
 use crate::codec::{Micros, Reading, SensorId};
 
@@ -71,6 +72,18 @@ impl DigestBatch {
             committed_at,
             readings,
         })
+    }
+}
+
+/// Stored in `digest_log` (`super::tables::DIGEST_LOG`), keyed by its
+/// seq.
+impl Record for DigestBatch {
+    type Key = u64;
+    fn to_row(&self) -> Vec<u8> {
+        self.encode()
+    }
+    fn from_row(seq: u64, bytes: &[u8]) -> Result<Self, Corrupt> {
+        Self::decode(seq, bytes)
     }
 }
 

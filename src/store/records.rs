@@ -4,6 +4,7 @@
 //! length-prefixed byte string or a varint. Fields are only ever appended;
 //! a decoder that finds the record ending early uses defaults for the rest.
 
+use super::typed::record;
 use super::varint::{self, Corrupt, Reader};
 use crate::codec::Micros;
 
@@ -510,6 +511,14 @@ impl AlertRecord {
         Ok(rec)
     }
 }
+
+// How each record is stored in its table (`super::tables`): the
+// encodings above.
+record!(DeviceRecord, &'static str);
+record!(UserRecord, &'static str);
+record!(ChannelRecord, &'static str);
+record!(AlertRecord, &'static str);
+record!(FileRecord, &'static str);
 
 #[cfg(test)]
 mod more_tests {

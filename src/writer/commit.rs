@@ -198,8 +198,7 @@ impl WriterState {
                 committed_at: now,
                 readings: new_readings,
             };
-            txn.open_table(DIGEST_LOG)?
-                .insert(seq, batch.encode().as_slice())?;
+            DIGEST_LOG.open(txn)?.insert(seq, &batch)?;
             txn.open_table(META)?.insert(NEXT_BATCH, seq + 1)?;
             Some(batch)
         };

@@ -49,7 +49,7 @@ impl WriterState {
             if !failures.is_empty() {
                 dead_letters::record(txn, *seq, &failures)?;
             }
-            txn.open_table(DIGEST_LOG)?.remove(*seq)?;
+            DIGEST_LOG.open(txn)?.remove(*seq)?;
         }
         let to = presence::store::Notices {
             directory: &self.ctx.directory,

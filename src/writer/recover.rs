@@ -9,22 +9,20 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use super::{WriterState, NEXT_BATCH};
 use crate::alerts;
-use crate::store::digest_log::DigestBatch;
 use crate::store::{StoreError, DIGEST_LOG, META};
 
 impl WriterState {
     /// Hand every undigested batch in the log to the digest, oldest first.
     pub(super) fn replay(&mut self) -> Result<(), StoreError> {
         let txn = self.store.db()?.begin_read()?;
-        let log = txn.open_table(DIGEST_LOG)?;
+        let log = DIGEST_LOG.read(&txn)?;
         let mut n = 0;
         for row in log.iter()? {
-            let (k, v) = row?;
-            let batch = DigestBatch::decode(k.value(), v.value())?;
+            let (_, batch) = row?;
             self.next_seq = self.next_seq.max(batch.seq + 1);
             self.dispatch(batch);
             n += 1;

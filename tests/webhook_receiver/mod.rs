@@ -194,6 +194,8 @@ fn serve(mut conn: TcpStream, st: &State) {
     let status = match answer {
         Answer::Status(s) => s,
         Answer::Stall(d) => {
+            // Not a wait for the server: a receiver that is slow on
+            // purpose (the sender's timeout is under test).
             std::thread::sleep(d);
             return;
         }
