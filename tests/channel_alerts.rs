@@ -344,3 +344,38 @@ fn a_member_that_leaves_in_alarm_is_forgotten() {
     assert!(r.body.contains("\nhot,"), "{}", r.body);
     assert_eq!(alert_state(&s, "hot"), "armed", "{}", r.body);
 }
+
+/// `description=` (empty) clears a channel's description and `label=`
+/// a member's label, as documented; leaving `description` out is
+/// `400 missing_field`.
+#[test]
+fn an_empty_description_or_label_clears_it() {
+    let s = TestServer::start();
+    s.create_device("gh3");
+    created(&s, "/v1/channels", "name=farm&description=North+wall");
+    created(
+        &s,
+        "/v1/channels/farm/members",
+        "device=gh3&sensor=N1&label=Air",
+    );
+    let r = s.admin_form("POST", "/v1/channels/farm", "");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "missing_field"),
+        "{}",
+        r.body
+    );
+    let r = s.admin_form("POST", "/v1/channels/farm", "description=");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok,farm\n"));
+    let list = s.get_admin("/v1/channels").body;
+    assert!(list.contains("\nfarm,admin,"), "{list}");
+    assert!(list.ends_with(",1,\n"), "no description left: {list}");
+    let r = s.admin_form(
+        "POST",
+        "/v1/channels/farm/members",
+        "device=gh3&sensor=N1&label=",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let members = s.get_admin("/v1/channels/farm/members").body;
+    assert_eq!(members, "device,sensor,label\ngh3,N1,\n");
+}

@@ -154,7 +154,11 @@ pub async fn update(
     let form = Form::read(req, &["device", "token", "description"], timeout(app)).await?;
     let who = form.caller(app)?;
     let ch = visible::<ChannelRecord>(app, &who, Action::ManageOwned, name)?;
-    let description = channel_labels::description(form.require("description")?)?;
+    // Present but empty clears it: not `require`, which refuses empty.
+    let description = form
+        .get("description")
+        .ok_or_else(|| WireError::bad_request("missing_field", "description is required"))?;
+    let description = channel_labels::description(description)?;
     let app2 = app.clone();
     let ch_name = ch.name.clone();
     crate::blocking::wire("update failed", move || {
