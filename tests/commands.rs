@@ -355,7 +355,9 @@ fn expiry_racing_delivery_never_serves_an_expired_command() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let soon = common::rfc3339(now + 1);
+    // Far enough ahead that every send is accepted on a loaded machine;
+    // the server's clock is moved past it while the device polls.
+    let soon = common::rfc3339(now + 30);
     let seqs: Vec<u64> = (0..20)
         .map(|v| {
             send(
@@ -368,7 +370,13 @@ fn expiry_racing_delivery_never_serves_an_expired_command() {
     // Poll until every command is delivered or expired (bounded).
     let mut served = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut polls = 0;
     loop {
+        polls += 1;
+        if polls == 4 {
+            // Expiry now races the polls below.
+            s.clock.advance(Duration::from_secs(31));
+        }
         let path = if served.len() % 2 == 0 {
             format!("/v1/inbox?device=gh3&token={tok}&limit=1")
         } else {
