@@ -6,6 +6,7 @@ use crate::blocking::Failed;
 use crate::channels::ChannelError;
 use crate::codec::names::{log_safe, write_csv_text};
 use crate::codec::CodecError;
+use crate::devices::TransferError;
 use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
 use crate::targets::TargetError;
@@ -181,6 +182,15 @@ impl From<TargetError> for WireError {
             ),
             TargetError::Quota(q) => q.into(),
             TargetError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<TransferError> for WireError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Quota(q) => q.into(),
+            TransferError::Store(s) => s.into(),
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::devices;
 use crate::error::WireError;
 use crate::http::{media_type, peer_of, read_body, Form, Reply};
 use crate::presence::{self, State};
-use crate::store::{ChannelRecord, DeviceRecord, PRESENCE_NOTIFY};
+use crate::store::{ChannelRecord, DeviceRecord};
 
 /// Management requests are small; a larger body is refused.
 const MAX_FORM: usize = 16 * 1024;
@@ -470,12 +470,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let app2 = app.clone();
     if !post {
         let (d, c) = crate::blocking::wire("read failed", move || {
-            let txn = redb::ReadableDatabase::begin_read(&**app2.store.db()?)?;
-            let t = txn.open_table(PRESENCE_NOTIFY)?;
-            let v = t
-                .get(name.as_str())?
-                .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
-            Ok::<_, crate::store::StoreError>(v.unwrap_or_default())
+            crate::notify::presence_choice(&app2.store, &name)
         })
         .await?;
         return Ok(Reply::csv(notify_csv(&d, &c)));
@@ -490,17 +485,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
     let (d2, c2) = (dev.clone(), ch.clone());
     crate::blocking::wire("write failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        {
-            let mut t = txn.open_table(PRESENCE_NOTIFY)?;
-            if d2.is_empty() && c2.is_empty() {
-                t.remove(name.as_str())?;
-            } else {
-                t.insert(name.as_str(), (d2.as_str(), c2.as_str()))?;
-            }
-        }
-        txn.commit()?;
-        Ok::<_, crate::store::StoreError>(())
+        crate::notify::set_presence_choice(&app2.store, &name, &d2, &c2)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), "presence notices set");
