@@ -7,6 +7,7 @@ use crate::channels::ChannelError;
 use crate::codec::names::{log_safe, write_csv_text};
 use crate::codec::CodecError;
 use crate::devices::TransferError;
+use crate::inbox::send::SendError;
 use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
 use crate::targets::TargetError;
@@ -191,6 +192,20 @@ impl From<TransferError> for WireError {
         match e {
             TransferError::Quota(q) => q.into(),
             TransferError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<SendError> for WireError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::InboxFull { device, len, max } => WireError::new(
+                409,
+                "inbox_full",
+                format!("device '{device}' has {len} of {max} rows unacknowledged"),
+            ),
+            SendError::TargetFull(name) => TargetError::Full(name).into(),
+            SendError::Store(s) => s.into(),
         }
     }
 }
