@@ -252,4 +252,92 @@ mod tests {
         );
         assert_eq!(WireError::bad_request("x", "a\nb").body(), "error,x,a b\n");
     }
+
+    /// Each feature's error becomes the reply its handler used to write
+    /// by hand: one case per line, `(error, status, code, detail)`.
+    #[test]
+    fn feature_errors_keep_their_replies() {
+        let quota = || QuotaExceeded {
+            what: "channels",
+            key: "channels_per_user",
+            limit: 2,
+            have: 2,
+        };
+        let cases: Vec<(WireError, u16, &str, &str)> = vec![
+            (
+                ChannelError::Exists("c1".into()).into(),
+                409,
+                "channel_exists",
+                "channel 'c1' exists",
+            ),
+            (
+                ChannelError::Unknown("c1".into()).into(),
+                404,
+                "unknown_channel",
+                "no channel 'c1'",
+            ),
+            (
+                ChannelError::Quota(quota()).into(),
+                403,
+                "quota_exceeded",
+                "channels: a user may own at most 2 ([quotas] channels_per_user); this one has 2",
+            ),
+            (
+                AlertError::Exists("a1".into()).into(),
+                409,
+                "alert_exists",
+                "alert 'a1' exists",
+            ),
+            (
+                TargetError::Exists("t1".into()).into(),
+                409,
+                "target_exists",
+                "target 't1' exists",
+            ),
+            (
+                TargetError::Full("t1".into()).into(),
+                409,
+                "target_full",
+                "target 't1' has [notify] max_waiting notifications waiting",
+            ),
+            (
+                SendError::InboxFull {
+                    device: "d1".into(),
+                    len: 5,
+                    max: 5,
+                }
+                .into(),
+                409,
+                "inbox_full",
+                "device 'd1' has 5 of 5 rows unacknowledged",
+            ),
+            (
+                SendError::TargetFull("t1".into()).into(),
+                409,
+                "target_full",
+                "target 't1' has [notify] max_waiting notifications waiting",
+            ),
+            (
+                TransferError::Store(StoreError::DiskFull).into(),
+                507,
+                "disk_full",
+                "the server's disk is full; retry later",
+            ),
+            (
+                Failed {
+                    what: "list failed",
+                }
+                .into(),
+                500,
+                "internal",
+                "list failed",
+            ),
+        ];
+        for (e, status, code, detail) in cases {
+            assert_eq!(
+                (e.status, e.code, e.detail.as_str()),
+                (status, code, detail)
+            );
+        }
+    }
 }
