@@ -11,6 +11,7 @@ use crate::inbox::send::SendError;
 use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
 use crate::targets::TargetError;
+use crate::users::UserError;
 
 /// `Retry-After` of a `507 disk_full`: long enough not to hammer a server
 /// whose disk is full, short enough that buffered readings go out soon
@@ -210,6 +211,16 @@ impl From<SendError> for WireError {
     }
 }
 
+impl From<UserError> for WireError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Exists(_) => WireError::new(409, "user_exists", e.to_string()),
+            UserError::Unknown(_) => WireError::new(404, "unknown_user", e.to_string()),
+            UserError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<ChannelError> for WireError {
     fn from(e: ChannelError) -> Self {
         match e {
@@ -263,7 +274,8 @@ mod tests {
             limit: 2,
             have: 2,
         };
-        let cases: Vec<(WireError, u16, &str, &str)> = vec![
+        let cases: Vec<(WireError, u16, &str, &str)> =
+            vec![
             (
                 ChannelError::Exists("c1".into()).into(),
                 409,
@@ -323,6 +335,8 @@ mod tests {
                 "disk_full",
                 "the server's disk is full; retry later",
             ),
+            (UserError::Exists("u1".into()).into(), 409, "user_exists", "user 'u1' exists"),
+            (UserError::Unknown("u1".into()).into(), 404, "unknown_user", "no user 'u1'"),
             (
                 Failed {
                     what: "list failed",
