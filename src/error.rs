@@ -264,8 +264,10 @@ mod tests {
         assert_eq!(WireError::bad_request("x", "a\nb").body(), "error,x,a b\n");
     }
 
+    // Long because it is a table: one case per feature error, which
+    // rustfmt spreads over several lines each.
     /// Each feature's error becomes the reply its handler used to write
-    /// by hand: one case per line, `(error, status, code, detail)`.
+    /// by hand: `(error, status, code, detail)`.
     #[test]
     fn feature_errors_keep_their_replies() {
         let quota = || QuotaExceeded {
