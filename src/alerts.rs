@@ -7,6 +7,10 @@
 //! the normal range by at least `hysteresis` (`min + h <= v <= max - h`),
 //! so a value stuck at 101 fires once, and a value wobbling around a
 //! bound does not flood the inbox. A new alert starts armed.
+//!
+//! Management ([`create`], [`delete`]) is here too, as blocking functions
+//! returning [`AlertError`]; `api/alerts.rs` parses, authorises and calls
+//! them.
 
 use redb::{ReadableTable, WriteTransaction};
 

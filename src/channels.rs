@@ -9,6 +9,10 @@
 //! with retention; `since=TIME` starts at the first item *added* at or
 //! after TIME (found by binary search: add times never decrease with the
 //! index).
+//!
+//! Management (create, describe, members) is here too, as blocking
+//! functions returning [`ChannelError`]; `api/channels.rs` parses,
+//! authorises and calls them. Deleting a channel is `deletion.rs`'s.
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 

@@ -376,6 +376,44 @@ pub fn revoke(store: &Store, directory: &Directory, rec: &DeviceRecord) -> Resul
     Ok(())
 }
 
+/// Why a device could not change hands.
+#[derive(Debug)]
+pub enum TransferError {
+    /// The new owner is at `[quotas] devices_per_user`.
+    Quota(crate::quotas::QuotaExceeded),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for TransferError {
+    fn from(e: StoreError) -> Self {
+        TransferError::Store(e)
+    }
+}
+
+/// Give device `rec` to user `to`, whose `[quotas] devices_per_user` is
+/// `quota` (0: none): counted and changed under the quota lock, as
+/// creations are. Grants on it stay. Blocking.
+pub fn transfer(
+    store: &Store,
+    directory: &Directory,
+    rec: &DeviceRecord,
+    to: &str,
+    quota: u64,
+) -> Result<(), TransferError> {
+    let _quota = crate::quotas::guard();
+    if rec.owner != to {
+        let have = directory.count_owned_devices(to);
+        crate::quotas::check("devices", "devices_per_user", quota, have, 1)
+            .map_err(TransferError::Quota)?;
+    }
+    let mut new = rec.clone();
+    new.owner = to.to_string();
+    store.put_device(&new)?;
+    directory.put_device(new);
+    Ok(())
+}
+
 /// CSV header of [`write_row`].
 pub const LIST_HEADER: &str = "id,name,owner,created,last_seen,state,parent,gateway,kind,latitude,longitude,location,tags,offline_after,description\n";
 

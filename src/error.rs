@@ -6,9 +6,12 @@ use crate::blocking::Failed;
 use crate::channels::ChannelError;
 use crate::codec::names::{log_safe, write_csv_text};
 use crate::codec::CodecError;
+use crate::devices::TransferError;
+use crate::inbox::send::SendError;
 use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
 use crate::targets::TargetError;
+use crate::users::UserError;
 
 /// `Retry-After` of a `507 disk_full`: long enough not to hammer a server
 /// whose disk is full, short enough that buffered readings go out soon
@@ -185,6 +188,39 @@ impl From<TargetError> for WireError {
     }
 }
 
+impl From<TransferError> for WireError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Quota(q) => q.into(),
+            TransferError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<SendError> for WireError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::InboxFull { device, len, max } => WireError::new(
+                409,
+                "inbox_full",
+                format!("device '{device}' has {len} of {max} rows unacknowledged"),
+            ),
+            SendError::TargetFull(name) => TargetError::Full(name).into(),
+            SendError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<UserError> for WireError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Exists(_) => WireError::new(409, "user_exists", e.to_string()),
+            UserError::Unknown(_) => WireError::new(404, "unknown_user", e.to_string()),
+            UserError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<ChannelError> for WireError {
     fn from(e: ChannelError) -> Self {
         match e {
@@ -226,5 +262,98 @@ mod tests {
             "error,bad_csv,\"line 2, column 3\"\n"
         );
         assert_eq!(WireError::bad_request("x", "a\nb").body(), "error,x,a b\n");
+    }
+
+    // Long because it is a table: one case per feature error, which
+    // rustfmt spreads over several lines each.
+    /// Each feature's error becomes the reply its handler used to write
+    /// by hand: `(error, status, code, detail)`.
+    #[test]
+    fn feature_errors_keep_their_replies() {
+        let quota = || QuotaExceeded {
+            what: "channels",
+            key: "channels_per_user",
+            limit: 2,
+            have: 2,
+        };
+        let cases: Vec<(WireError, u16, &str, &str)> =
+            vec![
+            (
+                ChannelError::Exists("c1".into()).into(),
+                409,
+                "channel_exists",
+                "channel 'c1' exists",
+            ),
+            (
+                ChannelError::Unknown("c1".into()).into(),
+                404,
+                "unknown_channel",
+                "no channel 'c1'",
+            ),
+            (
+                ChannelError::Quota(quota()).into(),
+                403,
+                "quota_exceeded",
+                "channels: a user may own at most 2 ([quotas] channels_per_user); this one has 2",
+            ),
+            (
+                AlertError::Exists("a1".into()).into(),
+                409,
+                "alert_exists",
+                "alert 'a1' exists",
+            ),
+            (
+                TargetError::Exists("t1".into()).into(),
+                409,
+                "target_exists",
+                "target 't1' exists",
+            ),
+            (
+                TargetError::Full("t1".into()).into(),
+                409,
+                "target_full",
+                "target 't1' has [notify] max_waiting notifications waiting",
+            ),
+            (
+                SendError::InboxFull {
+                    device: "d1".into(),
+                    len: 5,
+                    max: 5,
+                }
+                .into(),
+                409,
+                "inbox_full",
+                "device 'd1' has 5 of 5 rows unacknowledged",
+            ),
+            (
+                SendError::TargetFull("t1".into()).into(),
+                409,
+                "target_full",
+                "target 't1' has [notify] max_waiting notifications waiting",
+            ),
+            (
+                TransferError::Store(StoreError::DiskFull).into(),
+                507,
+                "disk_full",
+                "the server's disk is full; retry later",
+            ),
+            (UserError::Exists("u1".into()).into(), 409, "user_exists", "user 'u1' exists"),
+            (UserError::Unknown("u1".into()).into(), 404, "unknown_user", "no user 'u1'"),
+            (
+                Failed {
+                    what: "list failed",
+                }
+                .into(),
+                500,
+                "internal",
+                "list failed",
+            ),
+        ];
+        for (e, status, code, detail) in cases {
+            assert_eq!(
+                (e.status, e.code, e.detail.as_str()),
+                (status, code, detail)
+            );
+        }
     }
 }

@@ -9,8 +9,11 @@
 //!
 //! These functions take a transaction; callers are the writer thread
 //! (alert and presence notices, through [`crate::notify::deliver`]) and
-//! management requests on blocking threads (messages, commands, acks). redb runs one write transaction at a time,
-//! so `inbox_meta` is always read and written under that lock.
+//! management requests on blocking threads (messages, commands, acks:
+//! [`send`], the transactions they run). redb runs one write transaction
+//! at a time, so `inbox_meta` is always read and written under that lock.
+
+pub mod send;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 

@@ -13,10 +13,22 @@
 //!   handshakes), reloads on `SIGHUP` and file change, and the
 //!   self-signed certificate of `overlord tls self-signed`.
 //! - [`api`]: the router and one handler module per noun (`readings`,
-//!   `devices`, `ops`, ...) and per door for what devices already speak
-//!   (`influx`: line protocol, `thingspeak`); [`http`] has the reply type, bounded body reading
-//!   and management forms; [`budget`] bounds the bytes of request data
-//!   held across all requests at once.
+//!   `devices`, `inbox`, `commands`, `channels`, `alerts`, `targets`,
+//!   `files` with `upload`, `sensors`, `users`, `remove`, `ops`,
+//!   `dashboard`) and per door for what devices already speak (`influx`:
+//!   line protocol, `thingspeak`); `api::safe` is `safe=1` on any
+//!   endpoint. A handler parses, authorises, runs the feature's domain
+//!   function on the blocking pool ([`blocking`]) and formats the reply;
+//!   [`http`] has the reply type, bounded body reading and management
+//!   forms; [`budget`] bounds the bytes of request data held across all
+//!   requests at once.
+//! - Management operations are functions of the feature's module, shared
+//!   by HTTP, MQTT and the CLI, each with its own error type:
+//!   [`channels`] (create, describe, members), [`alerts`] (create,
+//!   delete), [`targets`] (create, delete, test), [`grants`],
+//!   [`inbox::send`] (messages, commands, reads, acks), [`sensors`]
+//!   (labels), [`devices`] (rotate, revoke, transfer), [`notify`] (where
+//!   presence notices go), [`retention`] (keep-for settings).
 //! - [`auth`]: who is calling and may they. [`auth::registry`] holds the
 //!   in-memory [`auth::Directory`]; [`auth::request`] finds a request's
 //!   credentials ([`auth::authenticate`]) and [`auth::credentials`]
@@ -63,7 +75,10 @@
 //!   ingest path, inbox and channels (started by `server::run`).
 //! - [`clock`]: "now" for presence, retention and commits; tests move it
 //!   forward instead of sleeping.
-//! - [`error`]: every failure becomes one `error,<code>,<detail>` line.
+//! - [`error`]: every failure becomes one `error,<code>,<detail>` line;
+//!   the conversions from each feature's error type live there.
+//! - [`blocking`]: the one helper that runs blocking work off the async
+//!   workers and turns a panicked task into the caller's internal error.
 //! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
 //!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
 //!   seams, among them the [`clock::Clock`]), settings, counters, and management logic shared by CLI and

@@ -10,13 +10,13 @@
 //! trimmed to the channel's retention — and says where it went, in the
 //! words the event listings show ([`Delivery::describe`]).
 
-use redb::WriteTransaction;
+use redb::{ReadableDatabase, WriteTransaction};
 
 use crate::auth::Directory;
 use crate::channels;
 use crate::inbox::{self, Pushed};
 use crate::outbox;
-use crate::store::{ChannelRecord, StoreError};
+use crate::store::{ChannelRecord, Store, StoreError, PRESENCE_NOTIFY};
 use crate::targets::TargetRecord;
 
 /// What happened to a notice's inbox row.
@@ -114,6 +114,41 @@ pub fn deliver(
         );
     }
     Ok(delivery)
+}
+
+/// Where user `user` is told about their devices going offline and
+/// online: `(device id, channel name)`, empty when not set
+/// (`presence_notify`, read by `presence::store` when a change is
+/// stored). Blocking.
+pub fn presence_choice(store: &Store, user: &str) -> Result<(String, String), StoreError> {
+    let txn = store.db()?.begin_read()?;
+    let t = txn.open_table(PRESENCE_NOTIFY)?;
+    let v = t
+        .get(user)?
+        .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
+    Ok(v.unwrap_or_default())
+}
+
+/// Set where `user` is told about presence changes: a device's inbox
+/// and/or a channel (both empty: nowhere). The caller checked the user
+/// may send to both. Blocking.
+pub fn set_presence_choice(
+    store: &Store,
+    user: &str,
+    device: &str,
+    channel: &str,
+) -> Result<(), StoreError> {
+    let txn = store.db()?.begin_write()?;
+    {
+        let mut t = txn.open_table(PRESENCE_NOTIFY)?;
+        if device.is_empty() && channel.is_empty() {
+            t.remove(user)?;
+        } else {
+            t.insert(user, (device, channel))?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

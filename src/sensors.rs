@@ -13,7 +13,7 @@ use crate::codec::SensorId;
 use crate::error::WireError;
 use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
-use crate::store::{Records, StoreError, SENSOR_LABELS};
+use crate::store::{Records, Store, StoreError, SENSOR_LABELS};
 
 /// Longest label, in bytes.
 pub const MAX_LABEL: usize = 64;
@@ -167,6 +167,26 @@ pub fn put(
         table.insert((dev, sensor.code()), labels)?;
     }
     Ok(())
+}
+
+/// Change the given fields (`label`, `unit`, `description`; an empty
+/// value clears one) of `sensor` of device `dev`, keeping the others, in
+/// one transaction; the labels as stored. The caller checked each field
+/// (`Labels::set`): one that does not pass is left out. Blocking.
+pub fn describe(
+    store: &Store,
+    dev: u32,
+    sensor: SensorId,
+    given: &[(String, String)],
+) -> Result<Labels, StoreError> {
+    let txn = store.db()?.begin_write()?;
+    let mut labels = get_in(&txn, dev, sensor)?;
+    for (k, v) in given {
+        let _ = labels.set(k, v);
+    }
+    put(&txn, dev, sensor, &labels)?;
+    txn.commit()?;
+    Ok(labels)
 }
 
 /// Every labelled sensor of `dev`, in storage-code order (a device has

@@ -63,16 +63,46 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     })
 }
 
-/// Create a user; fails with `Conflict` if the name exists. Returns the
-/// record and its first API token (shown once). Blocking.
+/// Why a user operation did not happen (`error.rs` makes each a wire
+/// error; the CLI prints it).
+#[derive(Debug)]
+pub enum UserError {
+    /// A user of that name exists: `409 user_exists`.
+    Exists(String),
+    /// No user of that name: `404 unknown_user`.
+    Unknown(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for UserError {
+    fn from(e: StoreError) -> Self {
+        UserError::Store(e)
+    }
+}
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserError::Exists(name) => write!(f, "user '{name}' exists"),
+            UserError::Unknown(name) => write!(f, "no user '{name}'"),
+            UserError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Create a user, unless the name exists. Returns the record and its
+/// first API token (shown once). Blocking.
 pub fn create(
     store: &Store,
     name: &str,
     role: Role,
     password: Option<&str>,
-) -> Result<(UserRecord, String), StoreError> {
+) -> Result<(UserRecord, String), UserError> {
     if store.load_users()?.iter().any(|u| u.name == name) {
-        return Err(StoreError::Conflict(format!("user '{name}' exists")));
+        return Err(UserError::Exists(name.to_string()));
     }
     let token = auth::generate_token();
     let rec = UserRecord {
@@ -92,7 +122,7 @@ pub fn set_password(
     store: &Store,
     name: &str,
     password: Option<&str>,
-) -> Result<UserRecord, StoreError> {
+) -> Result<UserRecord, UserError> {
     let mut u = find(store, name)?;
     u.password = password.map(hash_password);
     store.put_user(&u)?;
@@ -102,7 +132,7 @@ pub fn set_password(
 /// Revoke every credential of a user: both API tokens (replaced by the
 /// digest of a token nobody was shown) and the password. A new token is
 /// issued with [`issue_token`]. Blocking.
-pub fn revoke(store: &Store, name: &str) -> Result<UserRecord, StoreError> {
+pub fn revoke(store: &Store, name: &str) -> Result<UserRecord, UserError> {
     let mut u = find(store, name)?;
     u.token = auth::hash_token(&auth::generate_token());
     u.prev_token = None;
@@ -111,12 +141,12 @@ pub fn revoke(store: &Store, name: &str) -> Result<UserRecord, StoreError> {
     Ok(u)
 }
 
-fn find(store: &Store, name: &str) -> Result<UserRecord, StoreError> {
+fn find(store: &Store, name: &str) -> Result<UserRecord, UserError> {
     store
         .load_users()?
         .into_iter()
         .find(|u| u.name == name)
-        .ok_or_else(|| StoreError::Conflict(format!("no user '{name}'")))
+        .ok_or_else(|| UserError::Unknown(name.to_string()))
 }
 
 #[cfg(test)]

@@ -87,71 +87,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let Principal::User(user) = &who else {
         return Err(WireError::forbidden("alerts are created by users"));
     };
-    let name = form.require("name")?.to_string();
-    if !valid_id(&name) {
-        return Err(WireError::bad_request(
-            "bad_name",
-            "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -",
-        ));
-    }
-    let (device, sensor, channel) = watched(app, &who, &form)?;
-    let (min, max) = (finite(&form, "min")?, finite(&form, "max")?);
-    if min.is_none() && max.is_none() {
-        return Err(WireError::bad_request(
-            "missing_field",
-            "give min, max or both",
-        ));
-    }
-    if let (Some(lo), Some(hi)) = (min, max) {
-        if lo > hi {
-            return Err(WireError::bad_request("bad_value", "min is above max"));
-        }
-    }
-    let hysteresis = finite(&form, "hysteresis")?.unwrap_or(0.0);
-    if hysteresis < 0.0 {
-        return Err(WireError::bad_request(
-            "bad_value",
-            "hysteresis must be 0 or more",
-        ));
-    }
-    let message = form.get("message").unwrap_or(&name).to_string();
-    if message.len() > app.limits.max_value_bytes || message.contains('\0') {
-        return Err(WireError::bad_request("bad_value", "message is too long"));
-    }
-    // The message goes into the target device's inbox as one line.
-    crate::inbox::check_text("message", &message)?;
-    let to_device = match form.get("to_device") {
-        Some("none") => None,
-        Some(id) if !id.is_empty() => {
-            Some(visible::<DeviceRecord>(app, &who, Action::SendToDevice, id)?.num)
-        }
-        // The watched device; for a channel alert 0, the member that fired.
-        _ => Some(device),
-    };
-    let to_channel = match form.get("to_channel").filter(|s| !s.is_empty()) {
-        Some(ch) => Some(visible::<ChannelRecord>(app, &who, Action::ManageOwned, ch)?.num),
-        None => None,
-    };
-    let to_target = match form.get("to_target").filter(|s| !s.is_empty()) {
-        Some(t) => Some(visible::<TargetRecord>(app, &who, Action::ManageOwned, t)?.id),
-        None => None,
-    };
-    let rec = AlertRecord {
-        id: 0,
-        name,
-        owner: user.name.clone(),
-        device,
-        sensor,
-        min,
-        max,
-        hysteresis,
-        message,
-        to_device,
-        to_channel,
-        created: timefmt::now_micros(),
-        to_target,
-        channel,
-    };
+    let rec = record_from(app, &who, &user.name, &form)?;
     let quota = crate::quotas::applies(
         &app.directory,
         &user.name,
@@ -164,6 +100,102 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), alert = %log_safe(&rec.name), "alert created");
     Ok(Reply::csv(format!("name\n{}\n", rec.name)).with_status(201))
+}
+
+/// The alert a `POST /v1/alerts` form describes, checked, for `owner`.
+fn record_from(
+    app: &App,
+    who: &Principal,
+    owner: &str,
+    form: &Form,
+) -> Result<AlertRecord, WireError> {
+    let name = form.require("name")?.to_string();
+    if !valid_id(&name) {
+        return Err(WireError::bad_request(
+            "bad_name",
+            "an alert name is 1-64 of A-Z a-z 0-9 . _ ~ -",
+        ));
+    }
+    let (device, sensor, channel) = watched(app, who, form)?;
+    let (min, max) = (finite(form, "min")?, finite(form, "max")?);
+    if min.is_none() && max.is_none() {
+        return Err(WireError::bad_request(
+            "missing_field",
+            "give min, max or both",
+        ));
+    }
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            return Err(WireError::bad_request("bad_value", "min is above max"));
+        }
+    }
+    let hysteresis = finite(form, "hysteresis")?.unwrap_or(0.0);
+    if hysteresis < 0.0 {
+        return Err(WireError::bad_request(
+            "bad_value",
+            "hysteresis must be 0 or more",
+        ));
+    }
+    let message = form.get("message").unwrap_or(&name).to_string();
+    if message.len() > app.limits.max_value_bytes || message.contains('\0') {
+        return Err(WireError::bad_request("bad_value", "message is too long"));
+    }
+    // The message goes into the target device's inbox as one line.
+    crate::inbox::check_text("message", &message)?;
+    let Told {
+        to_device,
+        to_channel,
+        to_target,
+    } = told(app, who, form, device)?;
+    Ok(AlertRecord {
+        id: 0,
+        name,
+        owner: owner.to_string(),
+        device,
+        sensor,
+        min,
+        max,
+        hysteresis,
+        message,
+        to_device,
+        to_channel,
+        created: timefmt::now_micros(),
+        to_target,
+        channel,
+    })
+}
+
+/// Who an alert tells: `to_device` (default the watched `device`; for a
+/// channel alert 0, the member that fired; `none`: no inbox),
+/// `to_channel`, `to_target`, each one the caller may send to.
+fn told(app: &App, who: &Principal, form: &Form, device: u32) -> Result<Told, WireError> {
+    let to_device = match form.get("to_device") {
+        Some("none") => None,
+        Some(id) if !id.is_empty() => {
+            Some(visible::<DeviceRecord>(app, who, Action::SendToDevice, id)?.num)
+        }
+        _ => Some(device),
+    };
+    let to_channel = match form.get("to_channel").filter(|s| !s.is_empty()) {
+        Some(ch) => Some(visible::<ChannelRecord>(app, who, Action::ManageOwned, ch)?.num),
+        None => None,
+    };
+    let to_target = match form.get("to_target").filter(|s| !s.is_empty()) {
+        Some(t) => Some(visible::<TargetRecord>(app, who, Action::ManageOwned, t)?.id),
+        None => None,
+    };
+    Ok(Told {
+        to_device,
+        to_channel,
+        to_target,
+    })
+}
+
+/// The numbers of what an alert tells (see [`told`]).
+struct Told {
+    to_device: Option<u32>,
+    to_channel: Option<u32>,
+    to_target: Option<u32>,
 }
 
 /// CSV header of alert listings.

@@ -234,6 +234,29 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
     let json = crate::http::wants_json(&form.headers, form.get("format"))?;
     let who = form.principal(app)?;
     let ch = visible::<ChannelRecord>(app, &who, Action::ReadOwned, name)?;
+    let (limit, wait) = limit_and_wait(app, &form)?;
+    let after = first_after(app, &form, ch.num).await?;
+    let _slot = if wait.is_zero() {
+        None
+    } else {
+        // Anonymous callers share their source address's share.
+        let key = match (&who, form.peer) {
+            (Principal::Anonymous, Some(ip)) => format!("src:{ip}"),
+            _ => who.label(),
+        };
+        Some(app.long_polls.take(key)?)
+    };
+    let reply = wait_for_items(app, ch.num, after, limit, wait, client).await?;
+    Ok(if json {
+        crate::http::json_view(reply).await
+    } else {
+        reply
+    })
+}
+
+/// `limit` (default 1000, at most `query_max_rows`) and `wait` (capped
+/// at `max_wait_secs`) of an items request.
+fn limit_and_wait(app: &App, form: &Form) -> Result<(usize, Duration), WireError> {
     let limit = match form.number::<usize>("limit")? {
         None => 1000,
         Some(n) if (1..=app.config.limits.query_max_rows).contains(&n) => n,
@@ -252,14 +275,18 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
         ));
     }
     let wait = Duration::from_secs_f64(wait.min(app.config.limits.max_wait_secs as f64));
-    let after = match (form.number::<u64>("after")?, form.get("since")) {
-        (Some(_), Some(_)) => {
-            return Err(WireError::bad_request(
-                "bad_parameter",
-                "give after or since, not both",
-            ))
-        }
-        (Some(a), None) => a,
+    Ok((limit, wait))
+}
+
+/// The index an items request reads after: `after`, or the one before
+/// the first item added at or after `since`, or 0.
+async fn first_after(app: &Arc<App>, form: &Form, num: u32) -> Result<u64, WireError> {
+    match (form.number::<u64>("after")?, form.get("since")) {
+        (Some(_), Some(_)) => Err(WireError::bad_request(
+            "bad_parameter",
+            "give after or since, not both",
+        )),
+        (Some(a), None) => Ok(a),
         (None, Some(s)) => {
             let since = timefmt::parse_instant(s).map_err(|why| {
                 WireError::bad_request(
@@ -268,33 +295,32 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
                 )
             })?;
             let app2 = app.clone();
-            let num = ch.num;
             crate::blocking::wire("read failed", move || {
                 channels::after_for_since(&*app2.store.db()?, num, since)
             })
-            .await?
+            .await
         }
-        (None, None) => 0,
-    };
+        (None, None) => Ok(0),
+    }
+}
 
-    let _slot = if wait.is_zero() {
-        None
-    } else {
-        // Anonymous callers share their source address's share.
-        let key = match (&who, form.peer) {
-            (Principal::Anonymous, Some(ip)) => format!("src:{ip}"),
-            _ => who.label(),
-        };
-        Some(app.long_polls.take(key)?)
-    };
+/// The items after `after` (at most `limit`), waiting up to `wait` for
+/// the first one; header-only when the wait ends or the client goes.
+async fn wait_for_items(
+    app: &Arc<App>,
+    num: u32,
+    after: u64,
+    limit: usize,
+    wait: Duration,
+    client: Option<crate::http::ClientSocket>,
+) -> Result<Reply, WireError> {
     let deadline = Instant::now() + wait;
     let mut events = app.channel_events.clone();
-    let reply = loop {
+    Ok(loop {
         // Mark the current state seen before reading, so an append that
         // lands after the read wakes us.
         events.borrow_and_update();
         let app2 = app.clone();
-        let num = ch.num;
         let got = crate::blocking::wire("read failed", move || {
             channels::read_after(&*app2.store.db()?, num, after, limit)
         })
@@ -314,11 +340,6 @@ pub async fn items(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result
             // the slot is free; a half-closed client reads this reply.
             () = client_gone(client) => break Reply::csv(channels::HEADER),
         }
-    };
-    Ok(if json {
-        crate::http::json_view(reply).await
-    } else {
-        reply
     })
 }
 

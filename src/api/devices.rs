@@ -23,7 +23,7 @@ use crate::devices;
 use crate::error::WireError;
 use crate::http::{media_type, peer_of, read_body, Form, Reply};
 use crate::presence::{self, State};
-use crate::store::{ChannelRecord, DeviceRecord, PRESENCE_NOTIFY};
+use crate::store::{ChannelRecord, DeviceRecord};
 
 /// Management requests are small; a larger body is refused.
 const MAX_FORM: usize = 16 * 1024;
@@ -205,7 +205,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         Principal::Anonymous => return Err(WireError::unauthorized("credentials required")),
     };
     let media = media_type(&req);
-    let is_csv = media.as_deref() == Some("text/csv");
+    let is_csv = media.as_deref() == Some(CSV);
     let mut query = form::parse_pairs(req.uri().query().unwrap_or("").as_bytes())?;
     query.retain(|(k, _)| k != "device" && k != "token");
     let max = if is_csv {
@@ -215,57 +215,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     };
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.extensions, body, max, timeout(app)).await?;
-    let rows: Vec<devices::NewDevice> = if is_csv {
-        if !query.is_empty() {
-            return Err(WireError::bad_request(
-                "bad_parameter",
-                "with a CSV body, give every field as a column",
-            ));
-        }
-        parse_import(&body)?
-    } else {
-        if !body.is_empty()
-            && !matches!(
-                media.as_deref(),
-                None | Some("application/x-www-form-urlencoded")
-            )
-        {
-            return Err(WireError::new(
-                415,
-                "unsupported_media_type",
-                "send a form (id=...&name=...) or text/csv with an id column",
-            ));
-        }
-        let mut pairs = query;
-        pairs.extend(form::parse_pairs(&body)?);
-        pairs.retain(|(k, _)| k != "device" && k != "token");
-        let mut seen = std::collections::HashSet::with_capacity(pairs.len());
-        for (k, _) in pairs.iter() {
-            if !seen.insert(k.as_str()) {
-                return Err(WireError::bad_request(
-                    "duplicate_field",
-                    format!("{k}: given more than once"),
-                ));
-            }
-            if k != "id" && !devices::FIELDS.contains(&k.as_str()) {
-                return Err(WireError::bad_request(
-                    "bad_parameter",
-                    format!(
-                        "unknown field '{}'; use id, {}",
-                        clip(k),
-                        devices::FIELDS.join(", ")
-                    ),
-                ));
-            }
-        }
-        let id = pairs
-            .iter()
-            .find(|(k, _)| k == "id")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(crate::auth::generate_id);
-        pairs.retain(|(k, _)| k != "id");
-        vec![(id, pairs)]
-    };
+    let rows = new_devices(media.as_deref(), query, &body)?;
     if gateway.is_none() {
         for (_, fields) in &rows {
             check_parent(app, &who, fields)?;
@@ -302,6 +252,68 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         200
     };
     Ok(Reply::csv(out).with_status(status))
+}
+
+const CSV: &str = "text/csv";
+
+/// The devices a `POST /v1/devices` asks for: every row of a CSV body,
+/// or the one the form (query and body) describes.
+fn new_devices(
+    media: Option<&str>,
+    query: Vec<(String, String)>,
+    body: &[u8],
+) -> Result<Vec<devices::NewDevice>, WireError> {
+    if media == Some(CSV) {
+        if !query.is_empty() {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                "with a CSV body, give every field as a column",
+            ));
+        }
+        return parse_import(body);
+    }
+    if !body.is_empty() && !matches!(media, None | Some("application/x-www-form-urlencoded")) {
+        return Err(WireError::new(
+            415,
+            "unsupported_media_type",
+            "send a form (id=...&name=...) or text/csv with an id column",
+        ));
+    }
+    let mut pairs = query;
+    pairs.extend(form::parse_pairs(body)?);
+    pairs.retain(|(k, _)| k != "device" && k != "token");
+    check_fields(&pairs)?;
+    let id = pairs
+        .iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(crate::auth::generate_id);
+    pairs.retain(|(k, _)| k != "id");
+    Ok(vec![(id, pairs)])
+}
+
+/// Each field of a device form once, and a known one.
+fn check_fields(pairs: &[(String, String)]) -> Result<(), WireError> {
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    for (k, _) in pairs {
+        if !seen.insert(k.as_str()) {
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                format!("{k}: given more than once"),
+            ));
+        }
+        if k != "id" && !devices::FIELDS.contains(&k.as_str()) {
+            return Err(WireError::bad_request(
+                "bad_parameter",
+                format!(
+                    "unknown field '{}'; use id, {}",
+                    clip(k),
+                    devices::FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Rows of a CSV device import: a header with `id` and metadata fields.
@@ -458,12 +470,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let app2 = app.clone();
     if !post {
         let (d, c) = crate::blocking::wire("read failed", move || {
-            let txn = redb::ReadableDatabase::begin_read(&**app2.store.db()?)?;
-            let t = txn.open_table(PRESENCE_NOTIFY)?;
-            let v = t
-                .get(name.as_str())?
-                .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
-            Ok::<_, crate::store::StoreError>(v.unwrap_or_default())
+            crate::notify::presence_choice(&app2.store, &name)
         })
         .await?;
         return Ok(Reply::csv(notify_csv(&d, &c)));
@@ -478,17 +485,7 @@ pub async fn notify(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     }
     let (d2, c2) = (dev.clone(), ch.clone());
     crate::blocking::wire("write failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        {
-            let mut t = txn.open_table(PRESENCE_NOTIFY)?;
-            if d2.is_empty() && c2.is_empty() {
-                t.remove(name.as_str())?;
-            } else {
-                t.insert(name.as_str(), (d2.as_str(), c2.as_str()))?;
-            }
-        }
-        txn.commit()?;
-        Ok::<_, crate::store::StoreError>(())
+        crate::notify::set_presence_choice(&app2.store, &name, &d2, &c2)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), "presence notices set");

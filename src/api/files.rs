@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request};
@@ -22,14 +21,13 @@ use crate::files::{self, Ranged};
 use crate::http::{declared_too_large, peer_of, FileBody, Reply};
 use crate::store::FileRecord;
 
+use super::upload::{self, UploadLimits};
+
 /// `Content-Type` of a download.
 const OCTET: &str = "application/octet-stream";
 
 /// Header of the manifest and of an upload's reply.
 pub const MANIFEST_HEADER: &str = "name,size,sha256,updated\n";
-
-/// Bytes of an upload read off the socket before they are written out.
-const UPLOAD_BATCH: usize = 256 * 1024;
 
 fn unknown(name: &str) -> WireError {
     WireError::new(404, "unknown_file", format!("no file '{}'", clip(name)))
@@ -164,61 +162,104 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     files::check_name(name)?;
     let p = params(&req, &["device", "token", "password"])?;
     let head = req.method() == Method::HEAD;
-    let f = match presented_password(app, req.headers(), name, &p) {
-        Some(pw) => {
-            let f = app.files.get(name).ok_or_else(|| unknown(name))?;
-            check_password(app, &req, &f, &pw)?;
-            app.directory.authorize(
-                &Principal::Anonymous,
-                Action::ReadFileByPassword,
-                Resource::file(&f),
-            )?;
-            f
-        }
-        None => {
-            let who = authenticate(
-                app,
-                req.headers(),
-                peer_of(req.extensions()),
-                p.device.as_deref(),
-                p.token.as_deref(),
-            )?;
-            visible::<FileRecord>(app, &who, Action::ReadOwned, name)?
+    let f = readable(app, &req, name, &p)?;
+    let (f, opened) = match head {
+        true => (f, None),
+        false => {
+            let (f, file) = open_current(app, name, f).await?;
+            (f, Some(file))
         }
     };
-    // Open the content; a replace that committed since the lookup may
-    // have removed the old blob: then serve the new record.
-    let mut f = f;
-    let mut opened = None;
-    for _ in 0..3 {
-        if head {
-            break;
+    let (mut reply, start, count) = match ranged_reply(req.headers(), &f) {
+        Served::Whole(r) => return Ok(r),
+        Served::Bytes(r, start, count) => (r, start, count),
+    };
+    match opened {
+        None => Ok(reply.with_header(header::CONTENT_LENGTH, count.to_string())),
+        Some(file) => {
+            let file = crate::blocking::value("seek failed", move || {
+                let mut file = file;
+                file.seek(SeekFrom::Start(start)).map(|_| file)
+            })
+            .await?
+            .map_err(|_| unreadable())?;
+            reply.stream = Some(FileBody::new(file, count));
+            Ok(reply)
         }
+    }
+}
+
+fn unreadable() -> WireError {
+    WireError::new(500, "storage", "the file could not be read")
+}
+
+/// File `name` if the caller may read it: with the file's password
+/// (anyone who has it), else by their credentials.
+fn readable(
+    app: &App,
+    req: &Request<Incoming>,
+    name: &str,
+    p: &Params,
+) -> Result<Arc<FileRecord>, WireError> {
+    if let Some(pw) = presented_password(app, req.headers(), name, p) {
+        let f = app.files.get(name).ok_or_else(|| unknown(name))?;
+        check_password(app, req, &f, &pw)?;
+        app.directory.authorize(
+            &Principal::Anonymous,
+            Action::ReadFileByPassword,
+            Resource::file(&f),
+        )?;
+        return Ok(f);
+    }
+    let who = authenticate(
+        app,
+        req.headers(),
+        peer_of(req.extensions()),
+        p.device.as_deref(),
+        p.token.as_deref(),
+    )?;
+    visible::<FileRecord>(app, &who, Action::ReadOwned, name)
+}
+
+/// Open `f`'s content. A replace that committed since the lookup may
+/// have removed the old blob: then the new record is served (a few
+/// tries).
+async fn open_current(
+    app: &App,
+    name: &str,
+    mut f: Arc<FileRecord>,
+) -> Result<(Arc<FileRecord>, std::fs::File), WireError> {
+    for _ in 0..3 {
         let path = app.files.blob_path(&f.sha256);
-        let r = crate::blocking::value("open failed", move || std::fs::File::open(path)).await?;
-        match r {
-            Ok(file) => {
-                opened = Some(file);
-                break;
-            }
+        match crate::blocking::value("open failed", move || std::fs::File::open(path)).await? {
+            Ok(file) => return Ok((f, file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 f = app.files.get(name).ok_or_else(|| unknown(name))?;
             }
-            Err(_) => return Err(WireError::new(500, "storage", "the file could not be read")),
+            Err(_) => return Err(unreadable()),
         }
     }
-    if !head && opened.is_none() {
-        return Err(WireError::new(500, "storage", "the file could not be read"));
-    }
-    let etag = files::etag(&f);
-    let headers = req.headers();
+    Err(unreadable())
+}
+
+/// What a download sends, by `If-None-Match`, `Range` and `If-Range`.
+enum Served {
+    /// A `304` or a `416`: the whole reply.
+    Whole(Reply),
+    /// The reply's status and headers, and the bytes to send: `start`,
+    /// `count`.
+    Bytes(Reply, u64, u64),
+}
+
+fn ranged_reply(headers: &hyper::HeaderMap, f: &FileRecord) -> Served {
+    let etag = files::etag(f);
     let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     let base = |r: Reply| {
         r.with_header(header::ACCEPT_RANGES, "bytes".into())
             .with_header(header::ETAG, etag.clone())
     };
     if text(header::IF_NONE_MATCH).is_some_and(|v| files::none_match(v, &etag)) {
-        return Ok(base(octet(Bytes::new()).with_status(304)));
+        return Served::Whole(base(octet(Bytes::new()).with_status(304)));
     }
     let len = f.size;
     let mut ranged = match text(header::RANGE) {
@@ -239,8 +280,9 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 format!("the range is outside the file's {len} bytes"),
             )
             .body();
-            return Ok(base(Reply::csv(body).with_status(416))
-                .with_header(header::CONTENT_RANGE, format!("bytes */{len}")));
+            let r = base(Reply::csv(body).with_status(416))
+                .with_header(header::CONTENT_RANGE, format!("bytes */{len}"));
+            return Served::Whole(r);
         }
     };
     let mut reply = base(octet(Bytes::new()).with_status(status));
@@ -250,19 +292,7 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
             format!("bytes {start}-{}/{len}", start + count - 1),
         );
     }
-    match opened {
-        None => Ok(reply.with_header(header::CONTENT_LENGTH, count.to_string())),
-        Some(file) => {
-            let file = crate::blocking::value("seek failed", move || {
-                let mut file = file;
-                file.seek(SeekFrom::Start(start)).map(|_| file)
-            })
-            .await?
-            .map_err(|_| WireError::new(500, "storage", "the file could not be read"))?;
-            reply.stream = Some(FileBody::new(file, count));
-            Ok(reply)
-        }
-    }
+    Served::Bytes(reply, start, count)
 }
 
 fn octet(body: Bytes) -> Reply {
@@ -281,122 +311,88 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
     files::check_name(name)?;
     let p = params(&req, &["device", "token"])?;
     let who = caller(app, &req, &p)?;
-    let existing = app.files.get(name);
-    match &existing {
-        Some(f) => app
-            .directory
-            .authorize(&who, Action::ManageOwned, Resource::file(f))?,
-        None => app
-            .directory
-            .authorize(&who, Action::CreateOwned, Resource::None)?,
+    let owner = upload_owner(app, &who, name)?;
+    // `[quotas] file_bytes_per_user`: what the owner's other files leave.
+    // Checked as the body streams in, and again at the commit.
+    let limits = UploadLimits {
+        max: app.config.limits.max_file_bytes,
+        quota: crate::quotas::applies(
+            &app.directory,
+            &owner,
+            app.config.quotas.file_bytes_per_user,
+        ),
+        others: owned_bytes(app, &owner, name),
+    };
+    if declared_too_large(&req, usize::try_from(limits.max).unwrap_or(usize::MAX)) {
+        return Err(limits.too_large());
     }
-    let owner = match (&who, &existing) {
-        (Principal::User(u), None) => u.name.clone(),
-        (_, Some(f)) => f.owner.clone(),
-        _ => return Err(WireError::forbidden("files are uploaded by users")),
-    };
-    let max = app.config.limits.max_file_bytes;
-    let too_large = || {
-        WireError::new(
-            413,
-            "too_large",
-            format!("the file is larger than {max} bytes (max_file_bytes)"),
-        )
-    };
-    if declared_too_large(&req, usize::try_from(max).unwrap_or(usize::MAX)) {
-        return Err(too_large());
-    }
-    // `[quotas] file_bytes_per_user`: what the owner's other files leave
-    // (a replaced file's old size is freed). Checked as the body streams
-    // in, to stop a large upload early, and again at the commit.
-    let quota = crate::quotas::applies(
-        &app.directory,
-        &owner,
-        app.config.quotas.file_bytes_per_user,
-    );
-    let over_quota = |have: u64, adding: u64| {
-        crate::quotas::check("file bytes", "file_bytes_per_user", quota, have, adding)
-    };
-    let others = owned_bytes(app, &owner, name);
     if let Some(n) = declared_len(&req) {
-        over_quota(others, n)?;
+        crate::quotas::check(
+            "file bytes",
+            "file_bytes_per_user",
+            limits.quota,
+            limits.others,
+            n,
+        )?;
     }
     let idle = Duration::from_secs(app.config.limits.body_timeout_secs);
     let app2 = app.clone();
     let up = crate::blocking::wire("upload failed", move || app2.files.begin_upload()).await?;
-    // Read up to UPLOAD_BATCH bytes off the socket, then write and hash
-    // them on the blocking pool (the upload moves there and back), so no
-    // thread waits on a slow client and memory stays bounded.
-    let mut up = Some(up);
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut batched = 0usize;
-    let mut body = req.into_body();
-    let mut size = 0u64;
-    let result: Result<(), WireError> = async {
-        loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    return Err(WireError::new(
-                        408,
-                        "timeout",
-                        "the upload stalled longer than body_timeout_secs",
-                    ))
-                }
-                Ok(Some(Err(_))) => {
-                    return Err(WireError::bad_request(
-                        "bad_body",
-                        "the request body could not be read",
-                    ))
-                }
-                Ok(Some(Ok(f))) => Some(f),
-                Ok(None) => None,
-            };
-            let end = frame.is_none();
-            if let Some(chunk) = frame.and_then(|f| f.into_data().ok()) {
-                size += chunk.len() as u64;
-                if size > max {
-                    return Err(too_large());
-                }
-                over_quota(others, size)?;
-                batched += chunk.len();
-                batch.push(chunk);
-            }
-            if batched >= UPLOAD_BATCH || (end && !batch.is_empty()) {
-                let chunks = std::mem::take(&mut batch);
-                batched = 0;
-                let mut u = up.take().expect("the upload is here between writes");
-                let (u, r) = crate::blocking::value("upload failed", move || {
-                    let r = chunks.iter().try_for_each(|c| u.write(c));
-                    (u, r)
-                })
-                .await?;
-                up = Some(u);
-                r?;
-            }
-            if end {
-                return Ok(());
-            }
+    let up = match upload::receive(req.into_body(), up, &limits, idle).await {
+        Ok(up) => up,
+        Err((up, e)) => {
+            // Removing the temp file is disk work too. Raw
+            // `spawn_blocking`: detached, nobody waits for it (the
+            // request already failed).
+            tokio::task::spawn_blocking(move || drop(up));
+            return Err(e);
         }
-    }
-    .await;
-    let up = up.take();
-    if let Err(e) = result {
-        // Removing the temp file is disk work too. Raw `spawn_blocking`:
-        // detached, nobody waits for it (the request already failed).
-        tokio::task::spawn_blocking(move || drop(up));
-        return Err(e);
-    }
-    let up = up.ok_or_else(|| WireError::internal("upload lost"))?;
+    };
     let done = crate::blocking::wire("upload failed", move || up.finish()).await?;
+    let (rec, created) = commit(app, &who, name, owner, limits.quota, done).await?;
+    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), size = rec.size, created, "file stored");
+    let mut out = String::from(MANIFEST_HEADER);
+    write_row(&rec, &mut out);
+    Ok(Reply::csv(out).with_status(if created { 201 } else { 200 }))
+}
+
+/// Who will own file `name` after an upload by `who`: its owner when it
+/// exists (`who` must manage it), else `who` (a user allowed to create).
+fn upload_owner(app: &App, who: &Principal, name: &str) -> Result<String, WireError> {
+    let existing = app.files.get(name);
+    match &existing {
+        Some(f) => app
+            .directory
+            .authorize(who, Action::ManageOwned, Resource::file(f))?,
+        None => app
+            .directory
+            .authorize(who, Action::CreateOwned, Resource::None)?,
+    }
+    match (who, &existing) {
+        (Principal::User(u), None) => Ok(u.name.clone()),
+        (_, Some(f)) => Ok(f.owner.clone()),
+        _ => Err(WireError::forbidden("files are uploaded by users")),
+    }
+}
+
+/// Commit a received upload as file `name`, authorised and counted again
+/// under the files lock: no other upload commits between this count and
+/// this commit. `(record, created)`.
+async fn commit(
+    app: &Arc<App>,
+    who: &Principal,
+    name: &str,
+    owner: String,
+    quota: u64,
+    done: files::Uploaded,
+) -> Result<(FileRecord, bool), WireError> {
     let app2 = app.clone();
     let name2 = name.to_string();
     let who2 = who.clone();
     let new_size = done.size;
-    let (rec, created) = crate::blocking::wire("upload failed", move || {
+    crate::blocking::wire("upload failed", move || {
         let dir = &app2.directory;
         let owner2 = owner.clone();
-        // Under the files lock: no other upload commits between this
-        // count and this commit.
         app2.files
             .commit_upload(&app2.store, &name2, &owner, done, |now| {
                 match now {
@@ -412,11 +408,7 @@ pub async fn put(app: &Arc<App>, req: Request<Incoming>, name: &str) -> Result<R
                 )?)
             })
     })
-    .await?;
-    tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), file = %log_safe(name), size = rec.size, created, "file stored");
-    let mut out = String::from(MANIFEST_HEADER);
-    write_row(&rec, &mut out);
-    Ok(Reply::csv(out).with_status(if created { 201 } else { 200 }))
+    .await
 }
 
 /// Bytes of the files `owner` owns, except the one named `except` (the

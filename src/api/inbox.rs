@@ -14,9 +14,9 @@ use crate::app::App;
 use crate::auth::{visible, Action, Principal, Resource};
 use crate::codec::names::log_safe;
 use crate::codec::{names::clip, timefmt, Micros, SensorId, Value};
-use crate::commands;
 use crate::error::WireError;
 use crate::http::{Form, Reply};
+use crate::inbox::send::Message;
 use crate::inbox::{self, Kind, Row};
 use crate::store::DeviceRecord;
 
@@ -112,7 +112,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     // Written only when the device reads a command for the first time,
     // not on every poll.
     let (_, rows) = crate::blocking::wire("inbox read failed", move || {
-        commands::read_delivering(&*app2.store.db()?, num, n)
+        inbox::send::read(&app2, num, n)
     })
     .await?;
     let mut out = String::from(if d.meta.gateway {
@@ -163,14 +163,9 @@ pub async fn acknowledge(
     Ok(Reply::csv(format!("ok,{removed},{remaining}\n")))
 }
 
-/// Remove every row of `device`'s inbox with `seq <= upto`, durably (on
-/// a blocking thread), the commands among them recorded as acknowledged
-/// with no result; `(removed, remaining)`. The MQTT ack.
-pub async fn ack_rows(app: &Arc<App>, device: u32, upto: u64) -> Result<(u64, u64), WireError> {
-    ack_rows_with(app, device, upto, |_| None).await
-}
-
-/// [`ack_rows`] with a result per acknowledged command.
+/// Remove every row of inbox `num` with `seq <= upto` (on a blocking
+/// thread), each command among them acknowledged with `result`;
+/// `(removed, remaining)`.
 async fn ack_rows_with(
     app: &Arc<App>,
     num: u32,
@@ -179,11 +174,7 @@ async fn ack_rows_with(
 ) -> Result<(u64, u64), WireError> {
     let app2 = app.clone();
     crate::blocking::wire("ack failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let r = inbox::ack(&txn, num, upto)?;
-        commands::acknowledge(&txn, num, upto, timefmt::now_micros(), result)?;
-        txn.commit()?;
-        Ok::<_, crate::store::StoreError>(r)
+        inbox::send::ack(&app2, num, upto, result)
     })
     .await
 }
@@ -282,50 +273,12 @@ pub async fn deliver_with(
     expires: Option<Micros>,
 ) -> Result<Vec<u64>, WireError> {
     let app2 = app.clone();
-    let max = app.config.limits.max_inbox;
     let queued = hook.is_some();
-    let kept = app.config.limits.commands_kept;
+    let msg = Message { row, expires, hook };
     let seqs = crate::blocking::wire("delivery failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        if let Some((t, note)) = &hook {
-            let max = app2.catalog.targets().max_waiting();
-            if crate::outbox::push(&txn, t, note, timefmt::now_micros(), max)?.is_none() {
-                return Ok(Err(crate::api::targets::full(t)));
-            }
-        }
-        let mut seqs = Vec::with_capacity(targets.len());
-        for (num, id) in &targets {
-            // A device behind a gateway gets its rows through the gateway.
-            let (inbox_of, below) = inbox::route(&app2.directory, *num);
-            let routed = Row {
-                device: below,
-                ..row.clone()
-            };
-            match inbox::push(&txn, inbox_of, std::slice::from_ref(&routed), max)? {
-                Ok(s) => {
-                    if routed.kind == Kind::Command {
-                        commands::record(&txn, inbox_of, s[0], &routed, expires, kept)?;
-                    }
-                    seqs.push(s[0]);
-                }
-                Err(inbox::Full(len, max)) => {
-                    // Dropping the transaction aborts it: nothing is queued
-                    // (the ring is a spurious wake-up; it clears the list).
-                    app2.inbox_bells.ring_pending();
-                    return Ok(Err(WireError::new(
-                        409,
-                        "inbox_full",
-                        format!("device '{id}' has {len} of {max} rows unacknowledged"),
-                    )));
-                }
-            }
-        }
-        txn.commit()?;
-        // MQTT inbox subscribers read the new rows.
-        app2.inbox_bells.ring_pending();
-        Ok::<_, crate::store::StoreError>(Ok(seqs))
+        inbox::send::deliver(&app2, &targets, &msg)
     })
-    .await??;
+    .await?;
     if queued {
         app.sender.wake();
     }

@@ -22,7 +22,7 @@
 //! | `GET/POST /update`, `/update.json`, `POST /channels/ID/bulk_update.json` (ThingSpeak) | [`thingspeak`] |
 //!
 //! `safe=1` in any query string asks for the spreadsheet-safe form of a CSV
-//! reply (`take_safe`, `codec::spreadsheet`).
+//! reply ([`safe`], `codec::spreadsheet`).
 //!
 //! Requests authenticated by the dashboard's session cookie must carry the
 //! session's CSRF token in `X-Overlord-CSRF` when they change anything
@@ -39,9 +39,11 @@ pub mod influx;
 pub mod ops;
 pub mod readings;
 pub mod remove;
+pub mod safe;
 pub mod sensors;
 pub mod targets;
 pub mod thingspeak;
+pub mod upload;
 pub mod users;
 
 use std::convert::Infallible;
@@ -106,10 +108,10 @@ async fn handle_logged(
     let from_dashboard = req.headers().contains_key(crate::auth::CSRF_HEADER);
     let mut endpoint = None;
     let mut req = req;
-    let mut reply = match take_safe(&mut req) {
+    let mut reply = match safe::take_safe(&mut req) {
         Err(e) => Reply::from(e),
         Ok(safe) => match route(&app, req, &mut endpoint).await {
-            Ok(r) if safe => spreadsheet_safe(r).await,
+            Ok(r) if safe => safe::spreadsheet_safe(r).await,
             Ok(r) => r,
             Err(e) => Reply::from(e),
         },
@@ -139,86 +141,6 @@ async fn handle_logged(
         micros = started.elapsed().as_micros() as u64,
     );
     Ok(into_response(reply, version))
-}
-
-/// Take the `safe` parameter out of the query string, so that every
-/// endpoint accepts it and none sees it: `safe=1` (or `true`) asks for the
-/// spreadsheet-safe form of a CSV reply (`codec::spreadsheet`), `safe=0`
-/// (or `false`, or empty) for the plain one.
-fn take_safe<B>(req: &mut Request<B>) -> Result<bool, WireError> {
-    let Some(query) = req.uri().query() else {
-        return Ok(false);
-    };
-    let mut safe = None;
-    let mut kept: Vec<&str> = Vec::new();
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name != "safe" {
-            kept.push(pair);
-            continue;
-        }
-        if safe.is_some() {
-            return Err(WireError::bad_request(
-                "duplicate_field",
-                "safe: given more than once",
-            ));
-        }
-        safe = Some(match value {
-            "1" | "true" => true,
-            "0" | "false" | "" => false,
-            _ => {
-                return Err(WireError::bad_request(
-                    "bad_parameter",
-                    "safe: 1 (spreadsheet-safe CSV) or 0",
-                ))
-            }
-        });
-    }
-    let Some(safe) = safe else {
-        return Ok(false);
-    };
-    let mut pq = req.uri().path().to_string();
-    if !kept.is_empty() {
-        pq.push('?');
-        pq.push_str(&kept.join("&"));
-    }
-    // `pq` is the request's own (valid) target minus one pair, so these
-    // cannot fail; if they did, the request would go on unchanged and
-    // its handler would refuse `safe` as an unknown parameter.
-    let mut parts = req.uri().clone().into_parts();
-    if let Ok(pq) = pq.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = hyper::Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
-    }
-    Ok(safe)
-}
-
-/// The spreadsheet-safe form of a successful CSV reply (see
-/// `codec::spreadsheet`); anything else is returned as it is. Bodies over
-/// 64 KiB are rewritten on a blocking thread, like large uploads are parsed.
-async fn spreadsheet_safe(mut r: Reply) -> Reply {
-    if r.status >= 300 || r.content_type != crate::http::CSV || r.stream.is_some() {
-        return r;
-    }
-    let Ok(text) = std::str::from_utf8(&r.body) else {
-        return r;
-    };
-    if r.body.len() <= 64 * 1024 {
-        r.body = crate::codec::spreadsheet::make_safe(text).into();
-        return r;
-    }
-    let body = r.body.clone();
-    let safe = crate::blocking::value("safe CSV failed", move || {
-        crate::codec::spreadsheet::make_safe(std::str::from_utf8(&body).unwrap_or(""))
-    })
-    .await;
-    match safe {
-        Ok(s) => r.body = s.into(),
-        Err(e) => return Reply::from(WireError::from(e)),
-    }
-    r
 }
 
 fn clip_path(p: &str) -> &str {
@@ -531,50 +453,65 @@ async fn route(
     req: Request<Incoming>,
     endpoint: &mut Option<Endpoint>,
 ) -> Result<Reply, WireError> {
-    let path = req.uri().path().to_string();
+    let (ep, p) = find(req.method(), req.uri().path())?;
+    *endpoint = Some(ep);
+    check_csrf(&req, ep)?;
+    dispatch(app, req, ep, p).await
+}
+
+/// The endpoint `method` and `path` name, with its path parameter: the
+/// first row of [`ENDPOINTS`] that matches wins (`/v1/devices/tree`
+/// before `/v1/devices/:id`). None: `404 not_found`; the path with other
+/// methods only: `405` with `Allow`.
+fn find(m: &Method, path: &str) -> Result<(Endpoint, String), WireError> {
     let trimmed = if path.len() > 1 {
         path.trim_end_matches('/')
     } else {
-        path.as_str()
+        path
     };
     let segs: Vec<&str> = trimmed.split('/').skip(1).collect();
-    let m = req.method().clone();
     let method = if m == Method::HEAD { "GET" } else { m.as_str() };
     let mut allow: Vec<&str> = Vec::new();
     let mut found = None;
     for (meth, pattern, ep) in ENDPOINTS {
         if let Some(param) = matches(pattern, &segs) {
             allow.push(meth);
-            // The first row that matches wins (`/v1/devices/tree` before
-            // `/v1/devices/:id`).
             if *meth == method && found.is_none() {
                 found = Some((*ep, param.unwrap_or_default()));
             }
         }
     }
-    let Some((ep, p)) = found else {
-        if allow.is_empty() {
-            return Err(WireError::new(
-                404,
-                "not_found",
-                format!("no such endpoint: {}", clip_path(&path)),
-            ));
-        }
-        if allow.contains(&"GET") {
-            allow.push("HEAD");
-        }
-        allow.sort_unstable();
-        allow.dedup();
-        let mut e = WireError::new(
-            405,
-            "method_not_allowed",
-            format!("use {}", allow.join(", ")),
-        );
-        e.allow = Some(allow.join(", "));
-        return Err(e);
-    };
-    *endpoint = Some(ep);
-    check_csrf(&req, ep)?;
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    if allow.is_empty() {
+        return Err(WireError::new(
+            404,
+            "not_found",
+            format!("no such endpoint: {}", clip_path(path)),
+        ));
+    }
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    allow.sort_unstable();
+    allow.dedup();
+    let mut e = WireError::new(
+        405,
+        "method_not_allowed",
+        format!("use {}", allow.join(", ")),
+    );
+    e.allow = Some(allow.join(", "));
+    Err(e)
+}
+
+// Long because it is the dispatch table: one line per endpoint.
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    ep: Endpoint,
+    p: String,
+) -> Result<Reply, WireError> {
     use Endpoint::*;
     match ep {
         Healthz => Ok(ops::healthz(&app.store)),

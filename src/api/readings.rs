@@ -6,12 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderName;
+use hyper::http::request::Parts;
 use hyper::Request;
 
 use crate::app::App;
-use crate::auth::{authenticate, visible, Action};
+use crate::auth::{authenticate, visible, Action, Principal};
+use crate::budget::Charge;
 use crate::codec::{self, form, timefmt, SensorId, SensorKind};
 use crate::error::WireError;
 use crate::http::{
@@ -31,17 +34,7 @@ use crate::store::DeviceRecord;
 /// parse, resolve, submit, reply.
 pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireError> {
     let now = timefmt::now_micros();
-    let limits = &app.config.limits;
-    if declared_too_large(&req, limits.max_body_bytes) {
-        return Err(WireError::new(
-            413,
-            "too_large",
-            format!(
-                "the body is larger than {} bytes; send it in parts",
-                limits.max_body_bytes
-            ),
-        ));
-    }
+    refuse_declared_too_large(app, &req)?;
     let pairs = form::parse_pairs_max(
         req.uri().query().unwrap_or("").as_bytes(),
         app.limits.max_fields,
@@ -49,37 +42,113 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let media = media_type(&req);
     let is_post = req.method() == hyper::Method::POST;
     let (parts, body) = req.into_parts();
-    let peer = peer_of(&parts.extensions);
-    // Credentials outside the body (`device` and `token` in the query, or
-    // an `Authorization` header or session cookie) are checked before the
-    // body is read: a wrong token costs the server no body, and a body is
-    // only read in full for a known caller. Without them (a form body may
-    // carry them, as busybox wget sends it) only a small body is read.
-    let query_cred = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let (q_device, q_token) = (query_cred("device"), query_cred("token"));
-    let outside = match &q_token {
-        Some(_) => q_device.is_some(),
-        None => {
-            parts.headers.contains_key(hyper::header::AUTHORIZATION)
-                || crate::auth::session_cookie(&parts.headers).is_some()
+    // Parse: credentials outside the body first, then the body, bounded.
+    let early = Early::check(app, &parts, &pairs)?;
+    // Held until the reply: the body's bytes count as in flight while it
+    // (and what is parsed from it, which is never larger) is in memory.
+    let (body, _body_charge) = read_ingest_body(app, &parts, body, &early).await?;
+    let media = ingest_media(media.as_deref(), is_post, &body)?;
+    // Held until the reply, like the body's charge: what the parsed
+    // readings hold.
+    let (parsed, _readings_charge) = intake::parse_charged(app, media, body, pairs, now).await?;
+    // Resolve: the caller, then every device the batch names.
+    let who = early.caller(app, &parts, &parsed.credentials)?;
+    let resolved = intake::resolve(app, &who, parsed.batch)?;
+    // Submit: queue and wait for the fsync.
+    let rows = app.config.limits.reply_inbox_rows;
+    let outcome = intake::submit(app, &who, resolved, rows).await?;
+    // Reply.
+    Ok(Reply::csv(outcome.write_csv(&who)))
+}
+
+/// `413` for a body declared (`Content-Length`) over `max_body_bytes`,
+/// before any of it is read.
+fn refuse_declared_too_large(app: &App, req: &Request<Incoming>) -> Result<(), WireError> {
+    let max = app.config.limits.max_body_bytes;
+    if declared_too_large(req, max) {
+        return Err(WireError::new(
+            413,
+            "too_large",
+            format!("the body is larger than {max} bytes; send it in parts"),
+        ));
+    }
+    Ok(())
+}
+
+/// Credentials outside the body (`device` and `token` in the query, or
+/// an `Authorization` header or session cookie), checked before the body
+/// is read: a wrong token costs the server no body, and a body is only
+/// read in full for a known caller. Without them (a form body may carry
+/// them, as busybox wget sends it) only a small body is read.
+struct Early {
+    /// The caller, when the credentials came outside the body.
+    who: Option<Principal>,
+    /// The query's `token`, if any.
+    token: Option<String>,
+}
+
+impl Early {
+    fn check(app: &App, parts: &Parts, pairs: &[(String, String)]) -> Result<Early, WireError> {
+        let query_cred = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let (device, token) = (query_cred("device"), query_cred("token"));
+        let outside = match &token {
+            Some(_) => device.is_some(),
+            None => {
+                parts.headers.contains_key(hyper::header::AUTHORIZATION)
+                    || crate::auth::session_cookie(&parts.headers).is_some()
+            }
+        };
+        let who = match outside {
+            true => Some(authenticate(
+                app,
+                &parts.headers,
+                peer_of(&parts.extensions),
+                device.as_deref(),
+                token.as_deref(),
+            )?),
+            false => None,
+        };
+        Ok(Early { who, token })
+    }
+
+    /// The caller checked before the body stands, unless the body brought
+    /// a token of its own (only possible when the query had none): then
+    /// the parameters win, as everywhere (see `authenticate`).
+    fn caller(
+        self,
+        app: &App,
+        parts: &Parts,
+        body: &codec::Credentials,
+    ) -> Result<Principal, WireError> {
+        match self.who {
+            Some(who) if body.token == self.token => Ok(who),
+            _ => authenticate(
+                app,
+                &parts.headers,
+                peer_of(&parts.extensions),
+                body.device.as_deref(),
+                body.token.as_deref(),
+            ),
         }
-    };
-    let early = match outside {
-        true => Some(authenticate(
-            app,
-            &parts.headers,
-            peer,
-            q_device.as_deref(),
-            q_token.as_deref(),
-        )?),
-        false => None,
-    };
-    let max_body = match early {
+    }
+}
+
+/// The body, bounded by `max_body_bytes` for a caller checked early and
+/// by `max_unauthenticated_body_bytes` otherwise (over it: `401`, send
+/// credentials first).
+async fn read_ingest_body(
+    app: &App,
+    parts: &Parts,
+    body: Incoming,
+    early: &Early,
+) -> Result<(Bytes, Option<Charge>), WireError> {
+    let limits = &app.config.limits;
+    let max_body = match early.who {
         Some(_) => limits.max_body_bytes,
         None => limits
             .max_unauthenticated_body_bytes
@@ -97,41 +166,22 @@ pub async fn ingest(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
         Duration::from_secs(limits.body_timeout_secs),
     )
     .await
-    .map_err(|e| match (&early, e.code) {
+    .map_err(|e| match (&early.who, e.code) {
         (None, "too_large") => credentials_first(),
         _ => e,
     })?;
-    // Held until the reply: the body's bytes count as in flight while it
-    // (and what is parsed from it, which is never larger) is in memory.
-    let (body, _body_charge) = body.into_parts();
-    // A CSV or JSON `POST` with an empty body is an error (the parser
-    // says so), never a heartbeat: an empty body from a script whose file
-    // is missing must not look like success.
-    let media = match Media::of(media.as_deref()) {
-        Ok(m @ (Media::Csv | Media::Json)) if is_post || !body.is_empty() => m,
-        _ if body.is_empty() => Media::Form,
-        other => other?,
-    };
-    // Held until the reply, like the body's charge: what the parsed
-    // readings hold.
-    let (parsed, _readings_charge) = intake::parse_charged(app, media, body, pairs, now).await?;
-    // The caller checked before the body stands, unless the body brought
-    // a token of its own (only possible when the query had none): then the
-    // parameters win, as everywhere (see `authenticate`).
-    let who = match early {
-        Some(who) if parsed.credentials.token == q_token => who,
-        _ => authenticate(
-            app,
-            &parts.headers,
-            peer,
-            parsed.credentials.device.as_deref(),
-            parsed.credentials.token.as_deref(),
-        )?,
-    };
-    let resolved = intake::resolve(app, &who, parsed.batch)?;
-    let rows = app.config.limits.reply_inbox_rows;
-    let outcome = intake::submit(app, &who, resolved, rows).await?;
-    Ok(Reply::csv(outcome.write_csv(&who)))
+    Ok(body.into_parts())
+}
+
+/// The body's media type. A CSV or JSON `POST` with an empty body is an
+/// error (the parser says so), never a heartbeat: an empty body from a
+/// script whose file is missing must not look like success.
+fn ingest_media(declared: Option<&str>, is_post: bool, body: &[u8]) -> Result<Media, WireError> {
+    match Media::of(declared) {
+        Ok(m @ (Media::Csv | Media::Json)) if is_post || !body.is_empty() => Ok(m),
+        _ if body.is_empty() => Ok(Media::Form),
+        other => other,
+    }
 }
 
 /// `GET /v1/devices/ID/readings?sensors=N1,L2&from=T&to=T&limit=N`: a
@@ -240,24 +290,68 @@ async fn series_params(
         Duration::from_secs(app.config.limits.body_timeout_secs),
     )
     .await?;
-    let mut q = SeriesQuery {
-        device: 0,
-        sensors: Vec::new(),
-        from: 0,
-        to: i64::MAX,
-        limit: app.config.limits.query_default_rows,
+    let p = SeriesParams::parse(app, &pairs)?;
+    let json = wants_json(&req.headers, p.format)?;
+    let who = authenticate(
+        app,
+        &req.headers,
+        peer_of(&req.extensions),
+        Some(p.device.unwrap_or(id)),
+        p.token,
+    )?;
+    // No credentials: a public device (a `read` grant to `anonymous`),
+    // else `401` (from `authorize`).
+    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, id)?;
+    let mut q = p.q;
+    q.device = d.num;
+    let bq = match p.buckets {
+        Some(n) => Some(bucket_query(q.clone(), &p.seen, n)?),
+        None => None,
     };
-    let (mut device, mut token) = (None, None);
-    let mut buckets: Option<usize> = None;
-    let mut format = None;
-    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
-    for (name, value) in &pairs {
-        if !seen.insert(name.as_str()) {
-            return Err(WireError::bad_request(
-                "duplicate_field",
-                format!("{name}: given more than once"),
-            ));
+    Ok((q, bq, json))
+}
+
+/// A readings query's parameters, checked, before the caller is known.
+struct SeriesParams<'a> {
+    /// The query (its `device` still 0).
+    q: SeriesQuery,
+    device: Option<&'a str>,
+    token: Option<&'a str>,
+    buckets: Option<usize>,
+    format: Option<&'a str>,
+    /// Every parameter name given.
+    seen: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> SeriesParams<'a> {
+    fn parse(app: &App, pairs: &'a [(String, String)]) -> Result<Self, WireError> {
+        let mut p = SeriesParams {
+            q: SeriesQuery {
+                device: 0,
+                sensors: Vec::new(),
+                from: 0,
+                to: i64::MAX,
+                limit: app.config.limits.query_default_rows,
+            },
+            device: None,
+            token: None,
+            buckets: None,
+            format: None,
+            seen: std::collections::HashSet::with_capacity(pairs.len()),
+        };
+        for (name, value) in pairs {
+            if !p.seen.insert(name.as_str()) {
+                return Err(WireError::bad_request(
+                    "duplicate_field",
+                    format!("{name}: given more than once"),
+                ));
+            }
+            p.set(app, name, value)?;
         }
+        Ok(p)
+    }
+
+    fn set(&mut self, app: &App, name: &str, value: &'a str) -> Result<(), WireError> {
         let time = |v: &str| {
             timefmt::parse_instant(v).map_err(|why| {
                 WireError::bad_request(
@@ -266,48 +360,28 @@ async fn series_params(
                 )
             })
         };
-        match name.as_str() {
-            "device" => device = Some(value.as_str()),
-            "token" => token = Some(value.as_str()),
-            "format" => format = Some(value.as_str()),
-            "from" => q.from = time(value)?,
-            "to" => q.to = time(value)?,
+        match name {
+            "device" => self.device = Some(value),
+            "token" => self.token = Some(value),
+            "format" => self.format = Some(value),
+            "from" => self.q.from = time(value)?,
+            "to" => self.q.to = time(value)?,
             "limit" => {
                 let max = app.config.limits.query_max_rows;
-                q.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| {
-                        WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))
-                    })?;
+                self.q.limit = in_range(value, max).ok_or_else(|| {
+                    WireError::bad_request("bad_limit", format!("limit must be 1..{max}"))
+                })?;
             }
             "buckets" => {
-                buckets = Some(
-                    value
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_BUCKETS).contains(n))
-                        .ok_or_else(|| {
-                            WireError::bad_request(
-                                "bad_buckets",
-                                format!("buckets must be 1..{MAX_BUCKETS}"),
-                            )
-                        })?,
-                );
+                let n = in_range(value, MAX_BUCKETS).ok_or_else(|| {
+                    WireError::bad_request(
+                        "bad_buckets",
+                        format!("buckets must be 1..{MAX_BUCKETS}"),
+                    )
+                })?;
+                self.buckets = Some(n);
             }
-            "sensors" => {
-                for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let sensor = SensorId::parse(s)?;
-                    if q.sensors.contains(&sensor) {
-                        return Err(WireError::bad_request(
-                            "duplicate_field",
-                            format!("sensors: {sensor} given twice"),
-                        ));
-                    }
-                    q.sensors.push(sensor);
-                }
-            }
+            "sensors" => add_sensors(value, &mut self.q.sensors)?,
             other => {
                 return Err(WireError::bad_request(
                     "bad_parameter",
@@ -318,24 +392,31 @@ async fn series_params(
                 ))
             }
         }
+        Ok(())
     }
-    let json = wants_json(&req.headers, format)?;
-    let who = authenticate(
-        app,
-        &req.headers,
-        peer_of(&req.extensions),
-        Some(device.unwrap_or(id)),
-        token,
-    )?;
-    // No credentials: a public device (a `read` grant to `anonymous`),
-    // else `401` (from `authorize`).
-    let d = visible::<DeviceRecord>(app, &who, Action::ReadReadings, id)?;
-    q.device = d.num;
-    let bq = match buckets {
-        Some(n) => Some(bucket_query(q.clone(), &seen, n)?),
-        None => None,
-    };
-    Ok((q, bq, json))
+}
+
+/// `value` as a number in `1..=max`.
+fn in_range(value: &str, max: usize) -> Option<usize> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+}
+
+/// The sensors of a `sensors=N1,L2` list, each once.
+fn add_sensors(value: &str, sensors: &mut Vec<SensorId>) -> Result<(), WireError> {
+    for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let sensor = SensorId::parse(s)?;
+        if sensors.contains(&sensor) {
+            return Err(WireError::bad_request(
+                "duplicate_field",
+                format!("sensors: {sensor} given twice"),
+            ));
+        }
+        sensors.push(sensor);
+    }
+    Ok(())
 }
 
 /// Check a `buckets=N` query: it needs `from`, `to` and numeric sensors

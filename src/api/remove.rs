@@ -68,22 +68,11 @@ pub async fn transfer(
             format!("no user '{}'", crate::codec::names::clip(&to)),
         ));
     }
+    let quota = crate::quotas::applies(&app.directory, &to, app.config.quotas.devices_per_user);
     let app2 = app.clone();
     let (d2, to2) = (d.clone(), to.clone());
     crate::blocking::wire("transfer failed", move || {
-        // Counted and changed under the quota lock, as creations are.
-        let _quota = crate::quotas::guard();
-        if d2.owner != to2 {
-            let limit =
-                crate::quotas::applies(&app2.directory, &to2, app2.config.quotas.devices_per_user);
-            let have = app2.directory.count_owned_devices(&to2);
-            crate::quotas::check("devices", "devices_per_user", limit, have, 1)?;
-        }
-        let mut rec = (*d2).clone();
-        rec.owner = to2;
-        app2.store.put_device(&rec)?;
-        app2.directory.put_device(rec);
-        Ok::<_, WireError>(())
+        crate::devices::transfer(&app2.store, &app2.directory, &d2, &to2, quota)
     })
     .await?;
     tracing::info!(

@@ -163,15 +163,7 @@ pub async fn describe(
     }
     let (app2, num) = (app.clone(), d.num);
     let stored = crate::blocking::wire("labels failed", move || {
-        let txn = app2.store.db()?.begin_write()?;
-        let mut labels = sensors::get_in(&txn, num, sensor)?;
-        for (k, v) in &given {
-            // Checked above; cannot fail here.
-            let _ = labels.set(k, v);
-        }
-        sensors::put(&txn, num, sensor, &labels)?;
-        txn.commit()?;
-        Ok::<_, crate::store::StoreError>(labels)
+        sensors::describe(&app2.store, num, sensor, &given)
     })
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), device = %log_safe(&d.id), sensor = %sensor, "sensor described");

@@ -19,7 +19,7 @@ use crate::http::{Form, Reply};
 use crate::outbox::{self, HISTORY_HEADER};
 use crate::sender::{mail, webhook};
 use crate::store::{StoreError, PRESENCE_TARGETS};
-use crate::targets::{Format, Kind, TargetError, TargetRecord};
+use crate::targets::{Format, Kind, TargetRecord};
 
 /// Longest webhook URL.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -224,12 +224,6 @@ pub async fn delete(
     .await?;
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), target_name = %log_safe(&t.name), "target deleted");
     Ok(Reply::csv("ok\n"))
-}
-
-/// `409 target_full`: `t`'s outbox holds `[notify] max_waiting`
-/// notifications (its receiver has been failing for long).
-pub fn full(t: &TargetRecord) -> WireError {
-    TargetError::Full(t.name.clone()).into()
 }
 
 /// `POST /v1/targets/NAME/test`: queue a `test` notification for it

@@ -23,7 +23,7 @@ use crate::codec::names::log_safe;
 use crate::codec::{names::clip, names::write_csv_text, timefmt};
 use crate::error::WireError;
 use crate::http::{Form, Reply};
-use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role, StoreError};
+use crate::store::{ChannelRecord, DeviceRecord, FileRecord, Role};
 use crate::users;
 
 fn timeout(app: &App) -> Duration {
@@ -38,16 +38,6 @@ fn password_field(form: &Form) -> Result<Option<String>, WireError> {
             format!("a password is {}..1024 bytes", users::MIN_PASSWORD),
         )),
         Some(p) => Ok(Some(p.to_string())),
-    }
-}
-
-fn user_error(e: StoreError) -> WireError {
-    match e {
-        StoreError::Conflict(m) if m.starts_with("no user") => {
-            WireError::new(404, "unknown_user", m)
-        }
-        StoreError::Conflict(m) => WireError::new(409, "user_exists", m),
-        other => WireError::from(other),
     }
 }
 
@@ -80,8 +70,7 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, Wir
     let (rec, token) = password_job(app, move || {
         users::create(&app2.store, &name, role, password.as_deref())
     })
-    .await?
-    .map_err(user_error)?;
+    .await??;
     app.directory.put_user(rec.clone());
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), user = %log_safe(&rec.name), "user created");
     Ok(Reply::csv(format!("user,token\n{},{token}\n", rec.name)).with_status(201))
@@ -169,7 +158,7 @@ pub async fn credentials(
     let app2 = app.clone();
     let name2 = name.to_string();
     let what2 = what.to_string();
-    let job = move || -> Result<_, StoreError> {
+    let job = move || -> Result<_, users::UserError> {
         Ok(match what2.as_str() {
             "token" => {
                 let role = app2.directory.user(&name2).map_or(Role::User, |u| u.role);
@@ -185,11 +174,10 @@ pub async fn credentials(
     };
     // Setting a password hashes it with argon2: it takes a slot.
     let (rec, body) = if what == "password" {
-        password_job(app, job).await?
+        password_job(app, job).await??
     } else {
-        crate::blocking::value("update failed", job).await?
-    }
-    .map_err(user_error)?;
+        crate::blocking::wire("update failed", job).await?
+    };
     app.directory.put_user(rec);
     app.directory.end_sessions(name);
     tracing::info!(target: "overlord::audit", by = %log_safe(&who.label()), user = %log_safe(name), change = %log_safe(what), "user credentials changed");

@@ -91,7 +91,11 @@ pub async fn inbox_ack(
     app.directory
         .authorize(&who, Action::AckInbox, Resource::Device(&d))?;
     let upto = parse_upto(&payload, app.limits.max_fields)?;
-    crate::api::inbox::ack_rows(&app, d.num, upto).await?;
+    let (app2, num) = (app.clone(), d.num);
+    crate::blocking::wire("ack failed", move || {
+        crate::inbox::send::ack(&app2, num, upto, |_| None)
+    })
+    .await?;
     Ok(())
 }
 
