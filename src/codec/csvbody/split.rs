@@ -7,10 +7,10 @@ use crate::codec::{CodecError, Limits, Micros};
 /// Bodies at least this big may be parsed in two halves at once.
 pub const SPLIT_BYTES: usize = 1 << 20;
 
-/// [`parse_csv`], with a large body parsed in two halves at once when
+/// [`super::parse_csv`], with a large body parsed in two halves at once when
 /// `parallel` (the caller has a thread to spare): this thread takes the
 /// first half, a scoped thread the second. The result, errors and their
-/// line numbers included, is exactly [`parse_csv`]'s. Only bodies of
+/// line numbers included, is exactly [`super::parse_csv`]'s. Only bodies of
 /// [`SPLIT_BYTES`] or more with a `time` column and no quote character
 /// are split (a quoted field may hold a line break, so a line might not
 /// be a row); anything else is parsed whole.
