@@ -126,9 +126,102 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     let OpenOptions {
         config,
         digest_hook,
-        disk_faults: disk,
+        disk_faults,
         clock,
     } = options;
+    let loaded = load(&config, disk_faults)?;
+    let metrics = Arc::new(Metrics::default());
+    let digest = Digest::start(
+        config.digest.workers,
+        config.digest.queue,
+        loaded.catalog.clone(),
+        loaded.directory.clone(),
+        loaded.presence.clone(),
+        metrics.clone(),
+        digest_hook,
+    );
+    let (ingest, writer, wiring) = start_writer(&config, &loaded, digest, &metrics, &clock)?;
+    let sender = crate::sender::Sender::start(
+        loaded.store.clone(),
+        loaded.catalog.clone(),
+        config.notify.clone(),
+        &config.smtp,
+        metrics.clone(),
+        wiring.outbox_wake,
+    )
+    .map_err(|e| StoreError::Io(format!("starting the notification sender: {e}")))?;
+    let limits = config.limits.clone();
+    let Loaded {
+        store,
+        directory,
+        admin_token,
+        files,
+        presence,
+        catalog,
+        retention,
+    } = loaded;
+    let app = Arc::new(App {
+        limits: config.codec_limits(),
+        config,
+        store,
+        directory,
+        presence,
+        ingest,
+        catalog,
+        channel_events: wiring.channel_events,
+        inbox_bells: wiring.inbox_bells,
+        long_polls: Arc::new(crate::longpoll::LongPolls::new(
+            limits.max_long_polls,
+            limits.max_long_polls_per_caller,
+            metrics.clone(),
+        )),
+        throttle: Throttle::new(
+            limits.auth_failures_per_window,
+            Duration::from_secs(limits.auth_window_secs.max(1)),
+            clock.clone(),
+        ),
+        password_checks: Arc::new(Semaphore::new(match limits.password_checks {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        })),
+        device_rate: RateLimit::new(
+            limits.device_requests_per_sec,
+            limits.device_burst,
+            clock.clone(),
+        ),
+        files,
+        retention,
+        body_budget: crate::budget::Budget::new(limits.body_budget_bytes, metrics.clone()),
+        metrics,
+        sender,
+        clock,
+        command_expiry: wiring.command_expiry,
+        deletions: wiring.deletions,
+    });
+    Ok(Opened {
+        app,
+        writer,
+        admin_token,
+        mqtt: Default::default(),
+    })
+}
+
+/// What [`open`] reads from the data file before any thread starts.
+struct Loaded {
+    store: Arc<Store>,
+    directory: Arc<Directory>,
+    /// A new administrator's token, to be shown once (see [`first_admin`]).
+    admin_token: Option<String>,
+    files: Arc<crate::files::Files>,
+    presence: Arc<Presence>,
+    catalog: Arc<Catalog>,
+    retention: Arc<crate::retention::Retention>,
+}
+
+/// Open the store and load the in-memory state: users and devices (with
+/// a first administrator if there is none), grants, files, presence, the
+/// catalog and the retention policy.
+fn load(config: &Config, disk: Option<DiskFaults>) -> Result<Loaded, StoreError> {
     let store = Arc::new(Store::open_verified(
         &config.data_file,
         disk,
@@ -136,28 +229,7 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         config.verify_on_start,
     )?);
     let mut users_list = store.load_users()?;
-    let mut admin_token = None;
-    // First start (or a data file whose only users came from the CLI):
-    // make sure there is an administrator to manage the server with.
-    let has_admin = users_list.iter().any(|u| u.role == Role::Administrator);
-    let name_free = !users_list.iter().any(|u| u.name == users::FIRST_ADMIN);
-    if !has_admin && !name_free {
-        tracing::warn!("no administrator: create one with `overlord user token NAME --admin`");
-    }
-    if !has_admin && name_free {
-        let token = crate::auth::generate_token();
-        let admin = UserRecord {
-            name: users::FIRST_ADMIN.into(),
-            role: Role::Administrator,
-            token: crate::auth::hash_token(&token),
-            prev_token: None,
-            created: timefmt::now_micros(),
-            password: None,
-        };
-        store.put_user(&admin)?;
-        users_list.push(admin);
-        admin_token = Some(token);
-    }
+    let admin_token = first_admin(&store, &mut users_list)?;
     let directory = Arc::new(Directory::new(store.load_devices()?, users_list));
     for (kind, num, who, level) in store.load_grants()? {
         if let Some(l) = crate::auth::Level::from_u8(level) {
@@ -171,105 +243,102 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         store.load_last_seen()?,
         store.load_presence()?,
     ));
-    let metrics = Arc::new(Metrics::default());
     let catalog = Arc::new(load_catalog(&store)?);
     catalog.targets().set_max_waiting(config.notify.max_waiting);
-    let digest = Digest::start(
-        config.digest.workers,
-        config.digest.queue,
-        catalog.clone(),
-        directory.clone(),
-        presence.clone(),
-        metrics.clone(),
-        digest_hook,
-    );
     let retention = Arc::new(crate::retention::Retention::new(
         &config.retention,
         crate::retention::Retention::load(&store)?,
     ));
-    let command_expiry = Arc::new(crate::commands::Expiry::default());
-    let deletions = Arc::new(crate::deletion::Sweep::default());
+    Ok(Loaded {
+        store,
+        directory,
+        admin_token,
+        files,
+        presence,
+        catalog,
+        retention,
+    })
+}
+
+/// First start (or a data file whose only users came from the CLI):
+/// make sure there is an administrator to manage the server with. Its
+/// token, when one was made.
+fn first_admin(
+    store: &Store,
+    users_list: &mut Vec<UserRecord>,
+) -> Result<Option<String>, StoreError> {
+    let has_admin = users_list.iter().any(|u| u.role == Role::Administrator);
+    let name_free = !users_list.iter().any(|u| u.name == users::FIRST_ADMIN);
+    if !has_admin && !name_free {
+        tracing::warn!("no administrator: create one with `overlord user token NAME --admin`");
+    }
+    if has_admin || !name_free {
+        return Ok(None);
+    }
+    let token = crate::auth::generate_token();
+    let admin = UserRecord {
+        name: users::FIRST_ADMIN.into(),
+        role: Role::Administrator,
+        token: crate::auth::hash_token(&token),
+        prev_token: None,
+        created: timefmt::now_micros(),
+        password: None,
+    };
+    store.put_user(&admin)?;
+    users_list.push(admin);
+    Ok(Some(token))
+}
+
+/// What the writer shares with the rest of the server: the signals it
+/// sends (channel items, inbox rows, outbox work) and the state it
+/// sweeps (command expiry, deleted devices).
+struct Wiring {
+    channel_events: watch::Receiver<u64>,
+    inbox_bells: Arc<crate::inbox::Bells>,
+    outbox_wake: Arc<tokio::sync::Notify>,
+    command_expiry: Arc<crate::commands::Expiry>,
+    deletions: Arc<crate::deletion::Sweep>,
+}
+
+/// Start the writer thread over the loaded state.
+fn start_writer(
+    config: &Config,
+    loaded: &Loaded,
+    digest: Digest,
+    metrics: &Arc<Metrics>,
+    clock: &Clock,
+) -> Result<(IngestHandle, Writer, Wiring), StoreError> {
     let (events_tx, channel_events) = watch::channel(0u64);
-    let outbox_wake = Arc::new(tokio::sync::Notify::new());
-    let inbox_bells = Arc::new(crate::inbox::Bells::default());
+    let wiring = Wiring {
+        channel_events,
+        inbox_bells: Arc::new(crate::inbox::Bells::default()),
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        command_expiry: Arc::new(crate::commands::Expiry::default()),
+        deletions: Arc::new(crate::deletion::Sweep::default()),
+    };
     let (ingest, writer) = writer::start(
-        store.clone(),
+        loaded.store.clone(),
         digest,
         metrics.clone(),
         writer::WriterContext {
             queue: config.limits.ingest_queue,
             max_inbox: config.limits.max_inbox,
-            catalog: catalog.clone(),
+            catalog: loaded.catalog.clone(),
             channel_events: events_tx,
-            inbox_bells: inbox_bells.clone(),
-            presence: presence.clone(),
-            directory: directory.clone(),
+            inbox_bells: wiring.inbox_bells.clone(),
+            presence: loaded.presence.clone(),
+            directory: loaded.directory.clone(),
             presence_events_kept: config.presence.events_kept,
-            retention: retention.clone(),
+            retention: loaded.retention.clone(),
             seal_idle: std::time::Duration::from_secs(config.storage.seal_idle_secs),
             seal_chunks_per_step: config.storage.seal_chunks_per_step,
-            outbox_wake: outbox_wake.clone(),
+            outbox_wake: wiring.outbox_wake.clone(),
             clock: clock.clone(),
-            command_expiry: command_expiry.clone(),
-            deletions: deletions.clone(),
+            command_expiry: wiring.command_expiry.clone(),
+            deletions: wiring.deletions.clone(),
         },
     )?;
-    let sender = crate::sender::Sender::start(
-        store.clone(),
-        catalog.clone(),
-        config.notify.clone(),
-        &config.smtp,
-        metrics.clone(),
-        outbox_wake,
-    )
-    .map_err(|e| StoreError::Io(format!("starting the notification sender: {e}")))?;
-    let long_polls = Arc::new(crate::longpoll::LongPolls::new(
-        config.limits.max_long_polls,
-        config.limits.max_long_polls_per_caller,
-        metrics.clone(),
-    ));
-    let config_limits = config.limits.clone();
-    let body_budget = crate::budget::Budget::new(config.limits.body_budget_bytes, metrics.clone());
-    let app = Arc::new(App {
-        limits: config.codec_limits(),
-        config,
-        store,
-        directory,
-        presence,
-        metrics,
-        ingest,
-        catalog,
-        channel_events,
-        inbox_bells,
-        long_polls,
-        throttle: Throttle::new(
-            config_limits.auth_failures_per_window,
-            Duration::from_secs(config_limits.auth_window_secs.max(1)),
-            clock.clone(),
-        ),
-        password_checks: Arc::new(Semaphore::new(match config_limits.password_checks {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        })),
-        device_rate: RateLimit::new(
-            config_limits.device_requests_per_sec,
-            config_limits.device_burst,
-            clock.clone(),
-        ),
-        files,
-        retention,
-        body_budget,
-        sender,
-        clock,
-        command_expiry,
-        deletions,
-    });
-    Ok(Opened {
-        app,
-        writer,
-        admin_token,
-        mqtt: Default::default(),
-    })
+    Ok((ingest, writer, wiring))
 }
 
 /// Load channels, members, alerts and alert states.

@@ -242,102 +242,16 @@ pub fn set_field(
 ) -> Result<(), WireError> {
     let m = &mut rec.meta;
     match field {
-        "name" => {
-            if v.is_empty() {
-                return Err(WireError::bad_request("bad_name", "a name cannot be empty"));
-            }
-            rec.name = text("name", v, MAX_NAME).map_err(|_| {
-                WireError::bad_request(
-                    "bad_name",
-                    "a name is at most 200 bytes of printable text, without bidirectional overrides",
-                )
-            })?;
-        }
+        "name" => rec.name = name_field(v)?,
         "description" => m.description = text(field, v, MAX_TEXT)?,
         "location" => m.location = text(field, v, MAX_TEXT)?,
         "kind" => m.kind = text(field, v, 64)?,
         "latitude" => m.latitude = coordinate(field, v, 90.0)?,
         "longitude" => m.longitude = coordinate(field, v, 180.0)?,
-        "gateway" => {
-            m.gateway = match v {
-                "true" | "1" => true,
-                "false" | "0" | "" => false,
-                _ => {
-                    return Err(WireError::bad_request(
-                        "bad_value",
-                        "gateway: true or false",
-                    ))
-                }
-            }
-        }
-        "tags" => {
-            let tags: Vec<String> = v
-                .split(';')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect();
-            if tags.len() > MAX_TAGS
-                || tags.iter().any(|t| {
-                    t.len() > 64 || t.chars().any(|c| c.is_control() || is_bidi_control(c))
-                })
-            {
-                return Err(WireError::bad_request(
-                    "bad_value",
-                    "tags: at most 32, separated by ';', each at most 64 bytes of printable text",
-                ));
-            }
-            m.tags = tags;
-        }
-        "offline_after" => {
-            m.offline_after = if v.is_empty() {
-                None
-            } else {
-                match v.parse::<u32>() {
-                    Ok(s) if (1..=31_536_000).contains(&s) => Some(s),
-                    _ => {
-                        return Err(WireError::bad_request(
-                            "bad_value",
-                            "offline_after: seconds, 1..31536000",
-                        ))
-                    }
-                }
-            }
-        }
-        "parent" => {
-            m.parent = if v.is_empty() {
-                None
-            } else {
-                let p = directory.device(v).ok_or_else(|| {
-                    WireError::new(404, "unknown_device", format!("no device '{}'", clip(v)))
-                })?;
-                if !p.meta.gateway {
-                    return Err(WireError::bad_request(
-                        "bad_parent",
-                        format!("'{}' is not a gateway (set gateway=true on it)", p.id),
-                    ));
-                }
-                // No cycles: walk up from the new parent.
-                let mut up = Some(p.clone());
-                for _ in 0..=MAX_DEPTH {
-                    let Some(a) = up else { break };
-                    if a.id == rec.id {
-                        return Err(WireError::bad_request(
-                            "bad_parent",
-                            "a device cannot sit below itself",
-                        ));
-                    }
-                    up = a.meta.parent.and_then(|n| directory.device_by_num(n));
-                }
-                if up.is_some() {
-                    return Err(WireError::bad_request(
-                        "bad_parent",
-                        format!("gateways nest at most {MAX_DEPTH} deep"),
-                    ));
-                }
-                Some(p.num)
-            }
-        }
+        "gateway" => m.gateway = gateway_field(v)?,
+        "tags" => m.tags = tags_field(v)?,
+        "offline_after" => m.offline_after = offline_after_field(v)?,
+        "parent" => m.parent = parent_field(directory, &rec.id, v)?,
         other => {
             return Err(WireError::bad_request(
                 "bad_parameter",
@@ -346,6 +260,102 @@ pub fn set_field(
         }
     }
     Ok(())
+}
+
+/// `name`: printable text, not empty.
+fn name_field(v: &str) -> Result<String, WireError> {
+    if v.is_empty() {
+        return Err(WireError::bad_request("bad_name", "a name cannot be empty"));
+    }
+    text("name", v, MAX_NAME).map_err(|_| {
+        WireError::bad_request(
+            "bad_name",
+            "a name is at most 200 bytes of printable text, without bidirectional overrides",
+        )
+    })
+}
+
+/// `gateway`: `true`/`1` or `false`/`0`/empty.
+fn gateway_field(v: &str) -> Result<bool, WireError> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err(WireError::bad_request(
+            "bad_value",
+            "gateway: true or false",
+        )),
+    }
+}
+
+/// `tags`: up to [`MAX_TAGS`] printable tags separated by `;`.
+fn tags_field(v: &str) -> Result<Vec<String>, WireError> {
+    let tags: Vec<String> = v
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    if tags.len() > MAX_TAGS
+        || tags
+            .iter()
+            .any(|t| t.len() > 64 || t.chars().any(|c| c.is_control() || is_bidi_control(c)))
+    {
+        return Err(WireError::bad_request(
+            "bad_value",
+            "tags: at most 32, separated by ';', each at most 64 bytes of printable text",
+        ));
+    }
+    Ok(tags)
+}
+
+/// `offline_after`: seconds, 1..31536000 (a year); empty: the default.
+fn offline_after_field(v: &str) -> Result<Option<u32>, WireError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<u32>() {
+        Ok(s) if (1..=31_536_000).contains(&s) => Ok(Some(s)),
+        _ => Err(WireError::bad_request(
+            "bad_value",
+            "offline_after: seconds, 1..31536000",
+        )),
+    }
+}
+
+/// `parent`: a gateway (by id) that device `id` may sit below: no
+/// cycle, at most [`MAX_DEPTH`] gateways deep. Empty: none.
+fn parent_field(directory: &Directory, id: &str, v: &str) -> Result<Option<u32>, WireError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let p = directory
+        .device(v)
+        .ok_or_else(|| WireError::new(404, "unknown_device", format!("no device '{}'", clip(v))))?;
+    if !p.meta.gateway {
+        return Err(WireError::bad_request(
+            "bad_parent",
+            format!("'{}' is not a gateway (set gateway=true on it)", p.id),
+        ));
+    }
+    // No cycles: walk up from the new parent.
+    let mut up = Some(p.clone());
+    for _ in 0..=MAX_DEPTH {
+        let Some(a) = up else { break };
+        if a.id == id {
+            return Err(WireError::bad_request(
+                "bad_parent",
+                "a device cannot sit below itself",
+            ));
+        }
+        up = a.meta.parent.and_then(|n| directory.device_by_num(n));
+    }
+    if up.is_some() {
+        return Err(WireError::bad_request(
+            "bad_parent",
+            format!("gateways nest at most {MAX_DEPTH} deep"),
+        ));
+    }
+    Ok(Some(p.num))
 }
 
 /// Give a device a new token; the previous one stays valid until the next

@@ -359,73 +359,102 @@ fn digest_part(
         if seen.insert(dev) {
             out.last_seen.push((dev, part.committed_at));
         }
-        let code = r.sensor.code();
         if let Some(v) = alerts::numeric(&r.value) {
-            for a in catalog.alerts_for(dev, code) {
-                let reads = || directory.user_may_device(&a.rec.owner, Action::ReadReadings, dev);
-                if !may((Check::AlertReads, a.rec.id, dev), &reads) {
-                    continue;
-                }
-                match alerts::evaluate(&a.rec, a.fired(), v) {
-                    Transition::Stay => {}
-                    Transition::Rearm => {
-                        a.set_fired(false);
-                        out.alert_states.push((a.rec.id, false));
-                    }
-                    Transition::Fire => {
-                        a.set_fired(true);
-                        out.alert_states.push((a.rec.id, true));
-                        let text = alerts::describe(&a.rec, v);
-                        let (inbox, to_channel, target) =
-                            route_firing(&a.rec, dev, &r, &text, catalog, directory, &mut may);
-                        if let Some(ch) = to_channel {
-                            out.appends.push(ChannelAppend {
-                                channel: ch,
-                                device: dev,
-                                reading: Reading {
-                                    sensor: r.sensor,
-                                    time: r.time,
-                                    value: r.value.clone(),
-                                },
-                            });
-                        }
-                        out.firings.push(Firing {
-                            alert: a.rec.id,
-                            device: dev,
-                            reading: r.clone(),
-                            text,
-                            inbox,
-                            source: a.rec.name.clone(),
-                            target,
-                        });
-                    }
-                }
-            }
+            device_alerts(catalog, directory, dev, &r, v, &mut may, &mut out);
         }
-        // In channel order, so a replay after a crash meets them (and
-        // their alerts) in the same order.
-        let mut chs = catalog.channels_for(dev, code);
-        chs.sort_unstable();
-        for ch in chs {
-            let owner_reads = || {
-                catalog
-                    .channel_by_num(ch)
-                    .is_some_and(|c| directory.user_may_device(&c.owner, Action::ReadReadings, dev))
-            };
-            if may((Check::ChannelReads, ch, dev), &owner_reads) {
-                out.appends.push(ChannelAppend {
-                    channel: ch,
+        channel_fanout(catalog, directory, dev, &r, &mut may, &mut out);
+    }
+    out
+}
+
+/// Evaluate the alerts on device `dev`'s sensor for one numeric reading
+/// `r` (value `v`), each only while its owner may read the device; a
+/// firing is routed by [`route_firing`].
+#[inline]
+fn device_alerts(
+    catalog: &Catalog,
+    directory: &Directory,
+    dev: u32,
+    r: &Reading,
+    v: f64,
+    may: &mut impl FnMut((Check, u32, u32), &dyn Fn() -> bool) -> bool,
+    out: &mut PartDone,
+) {
+    for a in catalog.alerts_for(dev, r.sensor.code()) {
+        let reads = || directory.user_may_device(&a.rec.owner, Action::ReadReadings, dev);
+        if !may((Check::AlertReads, a.rec.id, dev), &reads) {
+            continue;
+        }
+        match alerts::evaluate(&a.rec, a.fired(), v) {
+            Transition::Stay => {}
+            Transition::Rearm => {
+                a.set_fired(false);
+                out.alert_states.push((a.rec.id, false));
+            }
+            Transition::Fire => {
+                a.set_fired(true);
+                out.alert_states.push((a.rec.id, true));
+                let text = alerts::describe(&a.rec, v);
+                let (inbox, to_channel, target) =
+                    route_firing(&a.rec, dev, r, &text, catalog, directory, &mut *may);
+                if let Some(ch) = to_channel {
+                    out.appends.push(ChannelAppend {
+                        channel: ch,
+                        device: dev,
+                        reading: Reading {
+                            sensor: r.sensor,
+                            time: r.time,
+                            value: r.value.clone(),
+                        },
+                    });
+                }
+                out.firings.push(Firing {
+                    alert: a.rec.id,
                     device: dev,
                     reading: r.clone(),
+                    text,
+                    inbox,
+                    source: a.rec.name.clone(),
+                    target,
                 });
-            }
-            if let Some(v) = alerts::numeric(&r.value) {
-                let member = Member { ch, dev, r: &r, v };
-                channel_alerts(catalog, directory, &member, &mut may, &mut out);
             }
         }
     }
-    out
+}
+
+/// Append reading `r` of device `dev` to every channel it is a member
+/// of whose owner may read it, and evaluate those channels' alerts.
+#[inline]
+fn channel_fanout(
+    catalog: &Catalog,
+    directory: &Directory,
+    dev: u32,
+    r: &Reading,
+    may: &mut impl FnMut((Check, u32, u32), &dyn Fn() -> bool) -> bool,
+    out: &mut PartDone,
+) {
+    // In channel order, so a replay after a crash meets them (and
+    // their alerts) in the same order.
+    let mut chs = catalog.channels_for(dev, r.sensor.code());
+    chs.sort_unstable();
+    for ch in chs {
+        let owner_reads = || {
+            catalog
+                .channel_by_num(ch)
+                .is_some_and(|c| directory.user_may_device(&c.owner, Action::ReadReadings, dev))
+        };
+        if may((Check::ChannelReads, ch, dev), &owner_reads) {
+            out.appends.push(ChannelAppend {
+                channel: ch,
+                device: dev,
+                reading: r.clone(),
+            });
+        }
+        if let Some(v) = alerts::numeric(&r.value) {
+            let member = Member { ch, dev, r, v };
+            channel_alerts(catalog, directory, &member, &mut *may, out);
+        }
+    }
 }
 
 /// A member's reading, as a channel alert sees it.

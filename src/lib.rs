@@ -7,8 +7,10 @@
 //!
 //! - [`server`]: the accept loop (connection cap, header timeout,
 //!   HTTP/1.0 and bare-LF clients, graceful shutdown), one for plain HTTP
-//!   and HTTPS alike. `server::serve` is used by `overlord serve`
-//!   (`src/cli/serve.rs`), `server::run` (plain HTTP) by most tests.
+//!   and HTTPS alike; `server/admission.rs` decides who gets a slot,
+//!   `server/conn.rs` serves one connection. `server::serve` is used by
+//!   `overlord serve` (`src/cli/serve.rs`), `server::run` (plain HTTP) by
+//!   most tests.
 //! - [`tls`]: HTTPS: the shareable `TlsAcceptor` (certificate, bounded
 //!   handshakes), reloads on `SIGHUP` and file change, and the
 //!   self-signed certificate of `overlord tls self-signed`.
@@ -39,8 +41,9 @@
 //! - [`intake`]: the ingest seam every door into the store shares:
 //!   parse a payload into a [`intake::Batch`], [`intake::resolve`] its
 //!   devices for the caller, [`intake::submit`] it and wait for the fsync.
-//! - [`codec`]: pure parsing of query strings, forms, CSV bodies, sensor
-//!   names, values and times. No I/O.
+//! - [`codec`]: pure parsing of query strings, forms, CSV bodies
+//!   ([`codec::csvbody`], a large one in two halves at once), line
+//!   protocol, sensor names, values and times. No I/O.
 //! - [`writer`]: the bounded queue and the writer thread that group-commits
 //!   readings (one fsync per batch) before any `200` is sent, then applies
 //!   the digest's results in digest-log order. It schedules; each feature
@@ -79,10 +82,16 @@
 //!   the conversions from each feature's error type live there.
 //! - [`blocking`]: the one helper that runs blocking work off the async
 //!   workers and turns a panicked task into the caller's internal error.
-//! - [`app`], [`config`], [`metrics`], [`devices`], [`users`]: start-up
-//!   (`app::open` takes an [`app::OpenOptions`]: the config and the test
-//!   seams, among them the [`clock::Clock`]), settings, counters, and management logic shared by CLI and
-//!   HTTP.
+//! - [`app`]: start-up; `app::open` takes an [`app::OpenOptions`] (the
+//!   config and the test seams, among them the [`clock::Clock`]), loads
+//!   the data file's state, then starts the digest pool, the writer and
+//!   the sender.
+//! - [`config`]: settings, one file per group of sections
+//!   ([`config::limits`], [`config::data`], [`config::doors`],
+//!   [`config::log`]) and the `OVERLORD_*` overrides.
+//! - [`metrics`]: counters for `/metrics`; their Prometheus text is one
+//!   table row per family.
+//! - [`devices`], [`users`]: management logic shared by CLI and HTTP.
 //!
 //! The `overlord` binary is `src/main.rs` (the clap command line and the
 //! dispatch) and `src/cli/`, one file per command group (`serve`, `init`,

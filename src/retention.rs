@@ -46,6 +46,7 @@ use crate::codec::{Micros, SensorId};
 use crate::error::WireError;
 use crate::store::aggregates::{aggregated, Agg};
 use crate::store::parts::PartKey;
+use crate::store::typed::WriteRecords;
 use crate::store::{
     chunk, parts::minute, Store, StoreError, AGGREGATES, READINGS, RETENTION, SENSORS,
 };
@@ -328,16 +329,9 @@ impl Sweeper {
                 break;
             }
             if let Some(acut) = agg_cutoff {
-                let old: Vec<(u32, u32, u32)> = aggregates
-                    .keys((dev, code, 0)..(dev, code, acut))?
-                    .take(budget - used)
-                    .map(|r| r.map(|k| k.value()))
-                    .collect::<Result<_, _>>()?;
-                for k in &old {
-                    aggregates.remove(*k)?;
-                }
-                used += old.len();
-                self.aggregates.1 += old.len() as u64;
+                let old = expire_aggregates(&mut aggregates, (dev, code), acut, budget - used)?;
+                used += old;
+                self.aggregates.1 += old as u64;
                 if used >= budget {
                     next = Some((dev, code));
                     break;
@@ -347,86 +341,20 @@ impl Sweeper {
             if days == 0 {
                 continue;
             }
-            let cut = cutoff(now, days);
-            let sensor_kind = SensorId::from_code(code).map(|s| s.kind);
-            let kind = sensor_kind.filter(|k| aggregated(*k));
-            // Reads and decodes first: the chunks to remove or trim (a
-            // chunk spans up to an hour, so the one at the cut may keep
-            // some readings) and their minutes' aggregates (merged with
-            // what is stored).
-            let mut keys = Vec::new();
-            let mut trimmed: Vec<(PartKey, Vec<u8>)> = Vec::new();
-            let mut gone = 0u64;
-            let mut minutes: Vec<(u32, Agg)> = Vec::new();
-            for row in readings
-                .range((dev, code, 0, 0)..(dev, code, cut, 0))?
-                .take(budget - used)
-            {
-                let (k, v) = row?;
-                let key = k.value();
-                // A chunk whose whole window is before the cut goes without
-                // a decode, unless its minutes are to be aggregated.
-                let whole = key.2.saturating_add(chunk::SPAN_MINUTES) <= cut;
-                if whole && (kind.is_none() || agg_cutoff.is_none()) {
-                    gone += chunk::count(v.value())?;
-                    keys.push(key);
-                    continue;
-                }
-                let Some(sensor_kind) = sensor_kind else {
-                    break; // not a sensor this build knows: whole chunks only
-                };
-                let mut entries = Vec::new();
-                chunk::decode(v.value(), sensor_kind, |o, val| entries.push((o, val)))?;
-                let minute_of = |o: u32| key.2.saturating_add(o / chunk::MINUTE_US as u32);
-                // Entries are in time order: the expired ones come first.
-                let keep_from = entries.partition_point(|(o, _)| minute_of(*o) < cut);
-                if keep_from == 0 {
-                    break; // this chunk and every later one are kept
-                }
-                if let (Some(_), Some(acut)) = (kind, agg_cutoff) {
-                    for (o, val) in &entries[..keep_from] {
-                        let m = minute_of(*o);
-                        if m < acut {
-                            continue;
-                        }
-                        let Some(one) = Agg::of(val) else { continue };
-                        match minutes.last_mut() {
-                            Some((lm, a)) if *lm == m => a.merge(&one),
-                            _ => minutes.push((m, one)),
-                        }
-                    }
-                }
-                gone += keep_from as u64;
-                if keep_from == entries.len() {
-                    keys.push(key);
-                } else {
-                    // A sealed chunk stays sealed.
-                    let mut buf = Vec::new();
-                    chunk::encode_like(v.value(), &entries[keep_from..], sensor_kind, &mut buf);
-                    trimmed.push((key, buf));
-                    break; // later chunks are newer still
-                }
-            }
-            for (m, a) in &mut minutes {
-                if let Some(mut merged) = aggregates.get((dev, code, *m))? {
-                    merged.merge(a);
-                    *a = merged;
-                }
-            }
-            // Then the writes, in this transaction: aggregates, removal.
-            for (m, a) in &minutes {
-                aggregates.insert((dev, code, *m), a)?;
-            }
-            self.aggregates.0 += minutes.len() as u64;
-            for k in &keys {
-                readings.remove(*k)?;
-            }
-            for (k, bytes) in &trimmed {
-                readings.insert(*k, bytes.as_slice())?;
-            }
-            used += keys.len() + trimmed.len();
-            self.last.0 += keys.len() as u64;
-            self.last.1 += gone;
+            let sensor = (dev, code);
+            let limit = budget - used;
+            let cut = plan_cut(
+                &readings,
+                &aggregates,
+                sensor,
+                cutoff(now, days),
+                agg_cutoff,
+                limit,
+            )?;
+            used += cut.apply(&mut readings, &mut aggregates, sensor)?;
+            self.aggregates.0 += cut.minutes.len() as u64;
+            self.last.0 += cut.keys.len() as u64;
+            self.last.1 += cut.gone;
             if used >= budget {
                 // This sensor may have more: resume at it.
                 next = Some((dev, code));
@@ -440,4 +368,132 @@ impl Sweeper {
         }
         Ok(())
     }
+}
+
+/// Remove up to `limit` aggregates of `sensor` older than minute `acut`;
+/// how many were removed.
+fn expire_aggregates(
+    aggregates: &mut WriteRecords<'_, Agg>,
+    (dev, code): (u32, u32),
+    acut: u32,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let old: Vec<(u32, u32, u32)> = aggregates
+        .keys((dev, code, 0)..(dev, code, acut))?
+        .take(limit)
+        .map(|r| r.map(|k| k.value()))
+        .collect::<Result<_, _>>()?;
+    for k in &old {
+        aggregates.remove(*k)?;
+    }
+    Ok(old.len())
+}
+
+/// What one step removes from one sensor, all read and decoded before
+/// any write (so a damaged row abandons the pass with nothing half done).
+#[derive(Default)]
+struct SensorCut {
+    /// Chunks removed whole.
+    keys: Vec<PartKey>,
+    /// The chunk the cut falls inside, re-encoded with the readings kept.
+    trimmed: Vec<(PartKey, Vec<u8>)>,
+    /// Readings removed.
+    gone: u64,
+    /// The removed minutes' aggregates, merged with what was stored.
+    minutes: Vec<(u32, Agg)>,
+}
+
+impl SensorCut {
+    /// Write it in the transaction: aggregates, then the removal. Rows
+    /// of `readings` removed or rewritten.
+    fn apply(
+        &self,
+        readings: &mut redb::Table<PartKey, &[u8]>,
+        aggregates: &mut WriteRecords<'_, Agg>,
+        (dev, code): (u32, u32),
+    ) -> Result<usize, StoreError> {
+        for (m, a) in &self.minutes {
+            aggregates.insert((dev, code, *m), a)?;
+        }
+        for k in &self.keys {
+            readings.remove(*k)?;
+        }
+        for (k, bytes) in &self.trimmed {
+            readings.insert(*k, bytes.as_slice())?;
+        }
+        Ok(self.keys.len() + self.trimmed.len())
+    }
+}
+
+/// Read what removing `sensor`'s minutes before `cut` takes, at most
+/// `limit` chunks: the chunks to remove or trim (a chunk spans up to an
+/// hour, so the one at the cut may keep some readings) and, for minutes
+/// from `agg_cutoff` on, their aggregates (merged with what is stored).
+fn plan_cut(
+    readings: &redb::Table<PartKey, &[u8]>,
+    aggregates: &WriteRecords<'_, Agg>,
+    (dev, code): (u32, u32),
+    cut: u32,
+    agg_cutoff: Option<u32>,
+    limit: usize,
+) -> Result<SensorCut, StoreError> {
+    let sensor_kind = SensorId::from_code(code).map(|s| s.kind);
+    let kind = sensor_kind.filter(|k| aggregated(*k));
+    let mut out = SensorCut::default();
+    for row in readings
+        .range((dev, code, 0, 0)..(dev, code, cut, 0))?
+        .take(limit)
+    {
+        let (k, v) = row?;
+        let key = k.value();
+        // A chunk whose whole window is before the cut goes without
+        // a decode, unless its minutes are to be aggregated.
+        let whole = key.2.saturating_add(chunk::SPAN_MINUTES) <= cut;
+        if whole && (kind.is_none() || agg_cutoff.is_none()) {
+            out.gone += chunk::count(v.value())?;
+            out.keys.push(key);
+            continue;
+        }
+        let Some(sensor_kind) = sensor_kind else {
+            break; // not a sensor this build knows: whole chunks only
+        };
+        let mut entries = Vec::new();
+        chunk::decode(v.value(), sensor_kind, |o, val| entries.push((o, val)))?;
+        let minute_of = |o: u32| key.2.saturating_add(o / chunk::MINUTE_US as u32);
+        // Entries are in time order: the expired ones come first.
+        let keep_from = entries.partition_point(|(o, _)| minute_of(*o) < cut);
+        if keep_from == 0 {
+            break; // this chunk and every later one are kept
+        }
+        if let (Some(_), Some(acut)) = (kind, agg_cutoff) {
+            for (o, val) in &entries[..keep_from] {
+                let m = minute_of(*o);
+                if m < acut {
+                    continue;
+                }
+                let Some(one) = Agg::of(val) else { continue };
+                match out.minutes.last_mut() {
+                    Some((lm, a)) if *lm == m => a.merge(&one),
+                    _ => out.minutes.push((m, one)),
+                }
+            }
+        }
+        out.gone += keep_from as u64;
+        if keep_from == entries.len() {
+            out.keys.push(key);
+        } else {
+            // A sealed chunk stays sealed.
+            let mut buf = Vec::new();
+            chunk::encode_like(v.value(), &entries[keep_from..], sensor_kind, &mut buf);
+            out.trimmed.push((key, buf));
+            break; // later chunks are newer still
+        }
+    }
+    for (m, a) in &mut out.minutes {
+        if let Some(mut merged) = aggregates.get((dev, code, *m))? {
+            merged.merge(a);
+            *a = merged;
+        }
+    }
+    Ok(out)
 }

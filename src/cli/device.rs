@@ -84,28 +84,32 @@ pub enum DeviceCmd {
     },
 }
 
-/// Run one `device` subcommand on the data file (server stopped).
+/// Run one `device` subcommand (server stopped).
 pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
-    if let DeviceCmd::Delete { id } = &cmd {
+    match cmd {
         // Through the server's state: the writer removes the readings.
-        return super::delete::delete_device(config, id);
+        DeviceCmd::Delete { id } => super::delete::delete_device(config, &id),
+        DeviceCmd::DeleteReadings {
+            id,
+            from,
+            to,
+            sensors,
+            aggregates,
+        } => {
+            let opts = [
+                ("from", Some(from.as_str())),
+                ("to", Some(to.as_str())),
+                ("sensors", sensors.as_deref()),
+                ("aggregates", aggregates.as_deref()),
+            ];
+            super::delete::delete_readings(config, &id, &opts)
+        }
+        cmd => on_records(config, cmd),
     }
-    if let DeviceCmd::DeleteReadings {
-        id,
-        from,
-        to,
-        sensors,
-        aggregates,
-    } = &cmd
-    {
-        let opts = [
-            ("from", Some(from.as_str())),
-            ("to", Some(to.as_str())),
-            ("sensors", sensors.as_deref()),
-            ("aggregates", aggregates.as_deref()),
-        ];
-        return super::delete::delete_readings(config, id, &opts);
-    }
+}
+
+/// The subcommands that change device records in the data file itself.
+fn on_records(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
     let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
     let directory = Directory::new(
         store.load_devices().map_err(|e| e.to_string())?,
@@ -117,62 +121,87 @@ pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
             name,
             owner,
             set,
-        } => {
-            if directory.user(&owner).is_none() {
-                return Err(format!("no user '{owner}'"));
-            }
-            let mut fields = pairs(&set)?;
-            if let Some(n) = name {
-                fields.push(("name".into(), n));
-            }
-            let (rec, token) = devices::create(&store, &directory, &owner, id.as_deref(), &fields)
-                .map_err(|e| e.body())?;
-            println!("id,token\n{},{token}", rec.id);
-        }
-        DeviceCmd::List => {
-            let directory = std::sync::Arc::new(directory);
-            let presence = overlord::presence::Presence::new(
-                directory.clone(),
-                config.presence.offline_after_secs,
-                store.load_last_seen().map_err(|e| e.to_string())?,
-                store.load_presence().map_err(|e| e.to_string())?,
-            );
-            let mut out = String::from(devices::LIST_HEADER);
-            for d in directory.devices() {
-                devices::write_row(&d, &directory, &presence, &mut out);
-            }
-            print!("{out}");
-        }
+        } => create(&store, &directory, &owner, id.as_deref(), name, &set),
+        DeviceCmd::List => list(config, &store, directory),
         DeviceCmd::Set { id, fields } => {
             let d = directory
                 .device(&id)
                 .ok_or_else(|| format!("no device '{id}'"))?;
             devices::update(&store, &directory, &d, &pairs(&fields)?).map_err(|e| e.body())?;
             println!("ok");
+            Ok(())
         }
-        DeviceCmd::Import { file, owner } => {
-            if directory.user(&owner).is_none() {
-                return Err(format!("no user '{owner}'"));
-            }
-            let body = read_input(&file)?;
-            let rows = overlord::api::devices::parse_import(&body).map_err(|e| e.body())?;
-            let made = devices::create_many(&store, &directory, &owner, rows, None, 0)
-                .map_err(|e| e.body())?;
-            println!("id,token");
-            for (rec, token) in made {
-                println!("{},{}", rec.id, token.unwrap_or_default());
-            }
-        }
-        DeviceCmd::Delete { .. } | DeviceCmd::DeleteReadings { .. } => {
-            unreachable!("handled above")
-        }
+        DeviceCmd::Import { file, owner } => import(&store, &directory, &file, &owner),
         DeviceCmd::Token { id } => {
             let d = directory
                 .device(&id)
                 .ok_or_else(|| format!("no device '{id}'"))?;
             let token = devices::rotate(&store, &directory, &d).map_err(|e| e.to_string())?;
             println!("id,token\n{id},{token}");
+            Ok(())
         }
+        DeviceCmd::Delete { .. } | DeviceCmd::DeleteReadings { .. } => {
+            unreachable!("`device` runs these through the server's state")
+        }
+    }
+}
+
+/// `device create`: prints `id,token`.
+fn create(
+    store: &Store,
+    directory: &Directory,
+    owner: &str,
+    id: Option<&str>,
+    name: Option<String>,
+    set: &[String],
+) -> Result<(), String> {
+    if directory.user(owner).is_none() {
+        return Err(format!("no user '{owner}'"));
+    }
+    let mut fields = pairs(set)?;
+    if let Some(n) = name {
+        fields.push(("name".into(), n));
+    }
+    let (rec, token) =
+        devices::create(store, directory, owner, id, &fields).map_err(|e| e.body())?;
+    println!("id,token\n{},{token}", rec.id);
+    Ok(())
+}
+
+/// `device list`: the devices as CSV, with their stored presence.
+fn list(config: &Config, store: &Store, directory: Directory) -> Result<(), String> {
+    let directory = std::sync::Arc::new(directory);
+    let presence = overlord::presence::Presence::new(
+        directory.clone(),
+        config.presence.offline_after_secs,
+        store.load_last_seen().map_err(|e| e.to_string())?,
+        store.load_presence().map_err(|e| e.to_string())?,
+    );
+    let mut out = String::from(devices::LIST_HEADER);
+    for d in directory.devices() {
+        devices::write_row(&d, &directory, &presence, &mut out);
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `device import`: all rows or none; prints `id,token` for each.
+fn import(
+    store: &Store,
+    directory: &Directory,
+    file: &std::path::Path,
+    owner: &str,
+) -> Result<(), String> {
+    if directory.user(owner).is_none() {
+        return Err(format!("no user '{owner}'"));
+    }
+    let body = read_input(file)?;
+    let rows = overlord::api::devices::parse_import(&body).map_err(|e| e.body())?;
+    let made =
+        devices::create_many(store, directory, owner, rows, None, 0).map_err(|e| e.body())?;
+    println!("id,token");
+    for (rec, token) in made {
+        println!("{},{}", rec.id, token.unwrap_or_default());
     }
     Ok(())
 }

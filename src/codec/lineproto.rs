@@ -106,7 +106,7 @@ pub fn parse_lines(
     let mut index: HashMap<String, u32> = HashMap::new();
     // (device index, sensor code, time) → line: the same reading twice in
     // one body would be stored once and the second silently dropped.
-    let mut seen: HashMap<(Option<u32>, u32, Micros), u64> = HashMap::new();
+    let mut seen: Seen = HashMap::new();
     for (n, raw) in text.split('\n').enumerate() {
         let line_no = n as u64 + 1;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -118,17 +118,7 @@ pub fn parse_lines(
         let line = parse_line(trimmed, limits).map_err(at)?;
         let time = match line.time {
             None => now,
-            Some(t) => {
-                let bad = || {
-                    CodecError::new(
-                        "bad_time",
-                        format!("timestamp '{}' is out of range", super::names::clip(t)),
-                    )
-                };
-                let v: i64 = t.parse().map_err(|_| at(bad()))?;
-                let micros = precision.to_micros(v).ok_or_else(bad).map_err(at)?;
-                timefmt::check_time(micros, now, limits).map_err(at)?
-            }
+            Some(t) => line_time(t, precision, now, limits).map_err(at)?,
         };
         let device = line.device.map(|id| {
             let next = index.len() as u32;
@@ -138,44 +128,9 @@ pub fn parse_lines(
             }
             i
         });
-        let readings = &mut out.readings;
-        let need = readings.len() + line.fields.len();
-        if need > readings.capacity() {
-            let extra = need.max(readings.capacity() * 2) - readings.capacity();
-            // The duplicate check's map grows with the readings: charge
-            // it too (the caller resizes the charge to the readings alone
-            // once the parse is done and the map is gone).
-            if !grow(extra * (READING_BYTES + SEEN_BYTES)) {
-                return Err(CodecError::new(OVER_BUDGET, "over the memory budget"));
-            }
-            readings.reserve_exact(extra);
-        }
-        let mut names: HashSet<SensorId> = HashSet::with_capacity(line.fields.len());
-        for (key, field) in line.fields {
-            let named = |e: CodecError| e.named(&key).at(line_no, None);
-            let sensor = SensorId::parse(&key).map_err(named)?;
-            if !names.insert(sensor) {
-                return Err(named(CodecError::new(
-                    "duplicate_field",
-                    "given more than once",
-                )));
-            }
-            let value = field_value(sensor.kind, &field, limits).map_err(named)?;
-            if let Some(first) = seen.insert((device, sensor.code(), time), line_no) {
-                return Err(named(CodecError::new(
-                    "duplicate_field",
-                    format!("line {first} has this sensor at the same time; give each line its own timestamp"),
-                )));
-            }
-            readings.push((
-                device,
-                Reading {
-                    sensor,
-                    time,
-                    value,
-                },
-            ));
-        }
+        reserve(&mut out.readings, line.fields.len(), grow)?;
+        let stamp = (device, time, line_no);
+        push_fields(line.fields, stamp, limits, &mut seen, &mut out.readings)?;
         out.rows += 1;
     }
     if out.rows == 0 {
@@ -185,6 +140,90 @@ pub fn parse_lines(
         ));
     }
     Ok(out)
+}
+
+/// The duplicate check: (device index, sensor code, time) → the line
+/// that has it.
+type Seen = HashMap<(Option<u32>, u32, Micros), u64>;
+
+/// A line's timestamp `t` in `precision`, as a checked time.
+#[inline]
+fn line_time(
+    t: &str,
+    precision: Precision,
+    now: Micros,
+    limits: &Limits,
+) -> Result<Micros, CodecError> {
+    let bad = || {
+        CodecError::new(
+            "bad_time",
+            format!("timestamp '{}' is out of range", super::names::clip(t)),
+        )
+    };
+    let v: i64 = t.parse().map_err(|_| bad())?;
+    let micros = precision.to_micros(v).ok_or_else(bad)?;
+    timefmt::check_time(micros, now, limits)
+}
+
+/// Make room for `more` readings, asking `grow` first.
+#[inline]
+fn reserve(
+    readings: &mut Vec<(Option<u32>, Reading)>,
+    more: usize,
+    grow: Grow<'_>,
+) -> Result<(), CodecError> {
+    let need = readings.len() + more;
+    if need > readings.capacity() {
+        let extra = need.max(readings.capacity() * 2) - readings.capacity();
+        // The duplicate check's map grows with the readings: charge
+        // it too (the caller resizes the charge to the readings alone
+        // once the parse is done and the map is gone).
+        if !grow(extra * (READING_BYTES + SEEN_BYTES)) {
+            return Err(CodecError::new(OVER_BUDGET, "over the memory budget"));
+        }
+        readings.reserve_exact(extra);
+    }
+    Ok(())
+}
+
+/// Push a line's fields as readings of `(device, time)`, each checked
+/// against its sensor's kind, once per line and once per body (`seen`);
+/// errors name the field and the line.
+#[inline]
+fn push_fields(
+    fields: Fields<'_>,
+    (device, time, line_no): (Option<u32>, Micros, u64),
+    limits: &Limits,
+    seen: &mut Seen,
+    readings: &mut Vec<(Option<u32>, Reading)>,
+) -> Result<(), CodecError> {
+    let mut names: HashSet<SensorId> = HashSet::with_capacity(fields.len());
+    for (key, field) in fields {
+        let named = |e: CodecError| e.named(&key).at(line_no, None);
+        let sensor = SensorId::parse(&key).map_err(named)?;
+        if !names.insert(sensor) {
+            return Err(named(CodecError::new(
+                "duplicate_field",
+                "given more than once",
+            )));
+        }
+        let value = field_value(sensor.kind, &field, limits).map_err(named)?;
+        if let Some(first) = seen.insert((device, sensor.code(), time), line_no) {
+            return Err(named(CodecError::new(
+                "duplicate_field",
+                format!("line {first} has this sensor at the same time; give each line its own timestamp"),
+            )));
+        }
+        readings.push((
+            device,
+            Reading {
+                sensor,
+                time,
+                value,
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// A field value as a value of the sensor's kind, or `bad_value` naming

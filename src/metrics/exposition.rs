@@ -278,7 +278,7 @@ const HISTOGRAMS: &[(&str, &str, Pick)] = &[
 
 impl Metrics {
     /// Prometheus text exposition, with the scrape-time values of `snap`:
-    /// the rows of [`SCALARS`], the digest's age, [`HISTOGRAMS`], then
+    /// the rows of `SCALARS`, the digest's age, `HISTOGRAMS`, then
     /// requests by endpoint.
     pub fn render(&self, snap: &Snapshot) -> String {
         let mut out = String::with_capacity(4096);

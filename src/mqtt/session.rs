@@ -142,14 +142,11 @@ pub async fn serve<S: Stream>(
     };
     // Counted before the CONNACK, so a client that saw it sees the count.
     app.metrics.mqtt_connections.add(1);
-    let cfg = &app.config.mqtt;
-    let max_ka = cfg.max_keep_alive_secs.max(1);
+    let max_ka = app.config.mqtt.max_keep_alive_secs.max(1);
     let keep_alive = match connect.keep_alive {
         0 => max_ka,
         k => k.min(max_ka),
     };
-    let max_packet = app.config.limits.max_body_bytes + PACKET_SLACK;
-    let wait = Duration::from_secs(cfg.write_timeout_secs.max(1));
     let (rd, wr) = stream.halves();
     let kill = Arc::new(watch::channel(false).0);
     let id = hub.conn_id();
@@ -159,38 +156,8 @@ pub async fn serve<S: Stream>(
     if let Some(key) = &session {
         hub.take_over(key.clone(), id, kill.clone());
     }
-    let (outbox, out_rx) = Outbox::new(cfg.outgoing_queue, wait, kill.clone());
-    let writer = tokio::spawn(link::write_loop(out_rx, wr, version, wait, kill.clone()));
-    let accepted = Accepted {
-        receive_max: cfg.max_inflight.max(1),
-        max_packet: u32::try_from(max_packet).unwrap_or(u32::MAX),
-        keep_alive: (keep_alive != connect.keep_alive).then_some(keep_alive),
-    };
-    outbox.send(Out::ConnAck(Ok(accepted))).await;
-    let (inflight, inflight_rx) = mpsc::channel(usize::from(cfg.max_inflight.max(1)));
-    let errors = ErrorTopics::default();
-    let acker = tokio::spawn(link::ack_loop(
-        inflight_rx,
-        outbox.clone(),
-        version,
-        errors.clone(),
-        hub.clone(),
-        id,
-    ));
-    let mut conn = Conn {
-        hub: hub.clone(),
-        id,
-        app: app.clone(),
-        version,
-        who,
-        outbox,
-        inflight,
-        errors,
-        feeds: HashMap::new(),
-        max_packet,
-        charge: None,
-        touched: None,
-    };
+    let granted = (keep_alive != connect.keep_alive).then_some(keep_alive);
+    let (mut conn, acker, writer) = Conn::start(&hub, id, version, who, wr, &kill, granted).await;
     conn.touch();
     let silence = Duration::from_millis(u64::from(keep_alive) * 1500);
     let end = conn
@@ -225,6 +192,57 @@ struct Conn {
 }
 
 impl Conn {
+    /// Start a connection whose CONNECT was accepted: its writer task
+    /// (on `wr`), its PUBACK task and the CONNACK (with the keep-alive
+    /// the server chose, `Some` when it is not the client's).
+    async fn start(
+        hub: &Arc<super::Hub>,
+        id: u64,
+        version: Version,
+        who: Principal,
+        wr: impl AsyncWrite + Unpin + Send + 'static,
+        kill: &Arc<watch::Sender<bool>>,
+        keep_alive: Option<u16>,
+    ) -> (Conn, JoinHandle<()>, JoinHandle<()>) {
+        let app = hub.app.clone();
+        let cfg = &app.config.mqtt;
+        let max_packet = app.config.limits.max_body_bytes + PACKET_SLACK;
+        let wait = Duration::from_secs(cfg.write_timeout_secs.max(1));
+        let (outbox, out_rx) = Outbox::new(cfg.outgoing_queue, wait, kill.clone());
+        let writer = tokio::spawn(link::write_loop(out_rx, wr, version, wait, kill.clone()));
+        let accepted = Accepted {
+            receive_max: cfg.max_inflight.max(1),
+            max_packet: u32::try_from(max_packet).unwrap_or(u32::MAX),
+            keep_alive,
+        };
+        outbox.send(Out::ConnAck(Ok(accepted))).await;
+        let (inflight, inflight_rx) = mpsc::channel(usize::from(cfg.max_inflight.max(1)));
+        let errors = ErrorTopics::default();
+        let acker = tokio::spawn(link::ack_loop(
+            inflight_rx,
+            outbox.clone(),
+            version,
+            errors.clone(),
+            hub.clone(),
+            id,
+        ));
+        let conn = Conn {
+            hub: hub.clone(),
+            id,
+            app: app.clone(),
+            version,
+            who,
+            outbox,
+            inflight,
+            errors,
+            feeds: HashMap::new(),
+            max_packet,
+            charge: None,
+            touched: None,
+        };
+        (conn, acker, writer)
+    }
+
     /// Read and handle packets until the connection ends.
     async fn read_loop(
         &mut self,

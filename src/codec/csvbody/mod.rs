@@ -3,9 +3,14 @@
 //! The header row names `time` (optional for a single row), an optional
 //! `device` column (for a principal that may write several devices), and
 //! sensor columns. An empty field means "no value for this sensor at this
-//! time". Errors carry the CSV line and column.
+//! time". Errors carry the CSV line and column. A large body may be
+//! parsed in two halves at once (`split.rs`), with the same result.
 
 use super::{timefmt, CodecError, Limits, Micros, Reading, SensorId, Value};
+
+mod split;
+
+pub use split::{parse_csv_charged, parse_csv_split, SPLIT_BYTES};
 
 /// A parsed CSV body.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -47,133 +52,6 @@ pub type Grow<'a> = &'a (dyn Fn(usize) -> bool + Sync);
 /// memory the caller has for them.
 pub const OVER_BUDGET: &str = "over_budget";
 
-/// Bodies at least this big may be parsed in two halves at once.
-pub const SPLIT_BYTES: usize = 1 << 20;
-
-/// [`parse_csv`], with a large body parsed in two halves at once when
-/// `parallel` (the caller has a thread to spare): this thread takes the
-/// first half, a scoped thread the second. The result, errors and their
-/// line numbers included, is exactly [`parse_csv`]'s. Only bodies of
-/// [`SPLIT_BYTES`] or more with a `time` column and no quote character
-/// are split (a quoted field may hold a line break, so a line might not
-/// be a row); anything else is parsed whole.
-pub fn parse_csv_split(
-    body: &[u8],
-    now: Micros,
-    limits: &Limits,
-    parallel: bool,
-) -> Result<CsvReadings, CodecError> {
-    parse_csv_charged(body, now, limits, parallel, &|_| true)
-}
-
-/// [`parse_csv_split`], asking `grow` before the readings take more
-/// memory (see [`Grow`]), so parsing a body of tiny values (`1,1,1,...`,
-/// some 28 bytes of readings per 2 bytes of body) cannot take more memory
-/// than the caller allows.
-pub fn parse_csv_charged(
-    body: &[u8],
-    now: Micros,
-    limits: &Limits,
-    parallel: bool,
-    grow: Grow<'_>,
-) -> Result<CsvReadings, CodecError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let Some((head, first, second)) = split_point(body).filter(|_| parallel) else {
-        return parse_part(body, now, limits, true, grow);
-    };
-    // The second half is parsed as its own body: the header, then its rows.
-    let mut tail = Vec::with_capacity(head + second.len());
-    tail.extend_from_slice(&body[..head]);
-    tail.extend_from_slice(second);
-    let (a, b) = std::thread::scope(|sc| {
-        // A thread that cannot be started (the system is out of them)
-        // means this one parses both halves.
-        let other = std::thread::Builder::new()
-            .name("overlord-csv".into())
-            .spawn_scoped(sc, || parse_part(&tail, now, limits, false, grow))
-            .ok();
-        let a = parse_part(first, now, limits, false, grow);
-        let b = match other {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => parse_part(&tail, now, limits, false, grow),
-        };
-        (a, b)
-    });
-    let mut a = a?;
-    let b = b.map_err(|mut e| {
-        // Line L of the second half is line L - 1 + (lines of the first).
-        let lines_before = memchr::memchr_iter(b'\n', first).count() as u64;
-        if let Some(line) = e.at.line.as_mut() {
-            *line = *line + lines_before - 1;
-        }
-        e
-    })?;
-    let mut index: std::collections::HashMap<&str, u32> = a
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.as_str(), i as u32))
-        .collect();
-    let mut map = Vec::with_capacity(b.devices.len());
-    let mut added = Vec::new();
-    for d in &b.devices {
-        map.push(match index.get(d.as_str()) {
-            Some(k) => *k,
-            None => {
-                let k = (a.devices.len() + added.len()) as u32;
-                index.insert(d.as_str(), k);
-                added.push(d.clone());
-                k
-            }
-        });
-    }
-    drop(index);
-    a.devices.extend(added);
-    a.rows += b.rows;
-    if a.rows == 0 {
-        // Nothing but blank lines below the header (line 1: see `split_point`).
-        return Err(CodecError::new("bad_csv", "a header row but no data rows").at(1, None));
-    }
-    let extra = (a.readings.len() + b.readings.len()).saturating_sub(a.readings.capacity());
-    if !grow(extra * READING_BYTES) {
-        return Err(over_budget());
-    }
-    a.readings.reserve_exact(b.readings.len());
-    a.readings.extend(
-        b.readings
-            .into_iter()
-            .map(|(d, r)| (d.map(|i| map[i as usize]), r)),
-    );
-    Ok(a)
-}
-
-/// Where to cut `body` (BOM already removed) in two: the header's length,
-/// the first half (header and rows) and the second half's rows; `None`
-/// when it must be parsed whole. The header is the first line (it names
-/// `time`, so it is not blank), and the cut is just after a line break.
-fn split_point(body: &[u8]) -> Option<(usize, &[u8], &[u8])> {
-    if body.len() < SPLIT_BYTES || memchr::memchr(b'"', body).is_some() {
-        return None;
-    }
-    let head = memchr::memchr(b'\n', body)? + 1;
-    let has_time = body[..head]
-        .split(|b| *b == b',')
-        .any(|f| f.trim_ascii().eq_ignore_ascii_case(b"time"));
-    if !has_time {
-        return None;
-    }
-    let mid = head + (body.len() - head) / 2;
-    let cut = mid + memchr::memchr(b'\n', &body[mid..])? + 1;
-    if cut >= body.len() {
-        return None;
-    }
-    Some((head, &body[..cut], &body[cut..]))
-}
-
-/// Parse `body` (BOM removed). `whole`: it is the whole body, so it must
-/// have a data row; a half of a split body need not.
 fn over_budget() -> CodecError {
     CodecError::new(
         OVER_BUDGET,
@@ -181,6 +59,8 @@ fn over_budget() -> CodecError {
     )
 }
 
+/// Parse `body` (BOM removed). `whole`: it is the whole body, so it must
+/// have a data row; a half of a split body need not.
 fn parse_part(
     body: &[u8],
     now: Micros,
@@ -200,41 +80,7 @@ fn parse_part(
         return Err(CodecError::new("bad_csv", "empty body: expected a header row").at(1, None));
     }
     let header_line = lines.line_of(body, record.position()).max(1);
-    if record.len() > limits.max_fields {
-        return Err(super::too_many_fields(limits.max_fields).at(header_line, None));
-    }
-    let mut columns = Vec::with_capacity(record.len());
-    let (mut time_col, mut device_col) = (None, None);
-    // Sensors seen so far, in a hash set: the duplicate check is O(1) per
-    // column, not a scan of every earlier one.
-    let mut sensors = std::collections::HashSet::with_capacity(record.len());
-    for (i, raw) in record.iter().enumerate() {
-        let col = i + 1;
-        let name = std::str::from_utf8(raw)
-            .map_err(|_| {
-                CodecError::new("bad_csv", "header is not UTF-8").at(header_line, Some(col))
-            })?
-            .trim();
-        let at = |e: CodecError| e.at(header_line, Some(col));
-        let c = if name.eq_ignore_ascii_case("time") {
-            Column::Time
-        } else if name.eq_ignore_ascii_case("device") {
-            Column::Device
-        } else {
-            Column::Sensor(SensorId::parse(name).map_err(at)?)
-        };
-        let dup = match &c {
-            Column::Time => time_col.replace(i).is_some(),
-            Column::Device => device_col.replace(i).is_some(),
-            Column::Sensor(s) => !sensors.insert(*s),
-        };
-        if dup {
-            return Err(at(
-                CodecError::new("duplicate_field", "column given twice").named(name)
-            ));
-        }
-        columns.push((name.to_string(), c));
-    }
+    let header = Header::parse(&record, header_line, limits)?;
 
     let mut out = CsvReadings::default();
     let mut device_index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
@@ -242,7 +88,7 @@ fn parse_part(
     while read(&mut rdr, &mut record, body, &mut lines)? {
         let line = lines.line_of(body, record.position());
         out.rows += 1;
-        if out.rows == 2 && time_col.is_none() {
+        if out.rows == 2 && header.time_col.is_none() {
             return Err(CodecError::new(
                 "missing_time",
                 "a body with more than one row needs a time column",
@@ -250,58 +96,157 @@ fn parse_part(
             .at(first_line.unwrap_or(line), None));
         }
         first_line.get_or_insert(line);
-        let field = |i: usize| -> Result<&str, CodecError> {
-            std::str::from_utf8(&record[i]).map_err(|_| {
-                CodecError::new("bad_encoding", "not valid UTF-8")
-                    .named(&columns[i].0)
-                    .at(line, Some(i + 1))
-            })
+        let row = Row {
+            record: &record,
+            columns: &header.columns,
+            line,
         };
-        let time = match time_col {
-            Some(i) => timefmt::parse_time(field(i)?, now, limits)
+        let time = match header.time_col {
+            Some(i) => timefmt::parse_time(row.field(i)?, now, limits)
                 .map_err(|e| e.named("time").at(line, Some(i + 1)))?,
             None => now,
         };
-        let device = match device_col {
-            Some(i) => {
-                let id = field(i)?.trim();
-                if id.is_empty() {
-                    return Err(CodecError::new("unknown_device", "empty device id")
-                        .named("device")
-                        .at(line, Some(i + 1)));
-                }
-                Some(match device_index.get(id) {
-                    Some(k) => *k,
-                    None => {
-                        let k = out.devices.len() as u32;
-                        out.devices.push(id.to_string());
-                        device_index.insert(id.to_string(), k);
-                        k
-                    }
-                })
-            }
+        let device = match header.device_col {
+            Some(i) => Some(row.device(i, &mut out.devices, &mut device_index)?),
             None => None,
         };
-        for (i, (name, col)) in columns.iter().enumerate() {
+        row.push_readings(time, device, limits, grow, &mut out.readings)?;
+    }
+    if out.rows == 0 && whole {
+        return Err(
+            CodecError::new("bad_csv", "a header row but no data rows").at(header_line, None)
+        );
+    }
+    Ok(out)
+}
+
+/// The header row: the columns in order, and where `time` and `device` are.
+struct Header {
+    columns: Vec<(String, Column)>,
+    time_col: Option<usize>,
+    device_col: Option<usize>,
+}
+
+impl Header {
+    /// Read the header `record` (on line `line`): every column a sensor
+    /// name, `time` or `device`, none twice, at most `max_fields`.
+    fn parse(record: &csv::ByteRecord, line: u64, limits: &Limits) -> Result<Header, CodecError> {
+        if record.len() > limits.max_fields {
+            return Err(super::too_many_fields(limits.max_fields).at(line, None));
+        }
+        let mut columns = Vec::with_capacity(record.len());
+        let (mut time_col, mut device_col) = (None, None);
+        // Sensors seen so far, in a hash set: the duplicate check is O(1) per
+        // column, not a scan of every earlier one.
+        let mut sensors = std::collections::HashSet::with_capacity(record.len());
+        for (i, raw) in record.iter().enumerate() {
+            let col = i + 1;
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| CodecError::new("bad_csv", "header is not UTF-8").at(line, Some(col)))?
+                .trim();
+            let at = |e: CodecError| e.at(line, Some(col));
+            let c = if name.eq_ignore_ascii_case("time") {
+                Column::Time
+            } else if name.eq_ignore_ascii_case("device") {
+                Column::Device
+            } else {
+                Column::Sensor(SensorId::parse(name).map_err(at)?)
+            };
+            let dup = match &c {
+                Column::Time => time_col.replace(i).is_some(),
+                Column::Device => device_col.replace(i).is_some(),
+                Column::Sensor(s) => !sensors.insert(*s),
+            };
+            if dup {
+                return Err(at(
+                    CodecError::new("duplicate_field", "column given twice").named(name)
+                ));
+            }
+            columns.push((name.to_string(), c));
+        }
+        Ok(Header {
+            columns,
+            time_col,
+            device_col,
+        })
+    }
+}
+
+/// One data row, with the header's columns and its line number.
+struct Row<'a> {
+    record: &'a csv::ByteRecord,
+    columns: &'a [(String, Column)],
+    line: u64,
+}
+
+impl Row<'_> {
+    /// Field `i` as text.
+    #[inline]
+    fn field(&self, i: usize) -> Result<&str, CodecError> {
+        std::str::from_utf8(&self.record[i]).map_err(|_| {
+            CodecError::new("bad_encoding", "not valid UTF-8")
+                .named(&self.columns[i].0)
+                .at(self.line, Some(i + 1))
+        })
+    }
+
+    /// The row's device (column `i`) as an index into `devices`, which
+    /// gets it on its first use.
+    #[inline]
+    fn device(
+        &self,
+        i: usize,
+        devices: &mut Vec<String>,
+        index: &mut std::collections::HashMap<String, u32>,
+    ) -> Result<u32, CodecError> {
+        let id = self.field(i)?.trim();
+        if id.is_empty() {
+            return Err(CodecError::new("unknown_device", "empty device id")
+                .named("device")
+                .at(self.line, Some(i + 1)));
+        }
+        Ok(match index.get(id) {
+            Some(k) => *k,
+            None => {
+                let k = devices.len() as u32;
+                devices.push(id.to_string());
+                index.insert(id.to_string(), k);
+                k
+            }
+        })
+    }
+
+    /// Push a reading for each sensor column with a value, asking `grow`
+    /// before `readings` takes more memory.
+    #[inline]
+    fn push_readings(
+        &self,
+        time: Micros,
+        device: Option<u32>,
+        limits: &Limits,
+        grow: Grow<'_>,
+        readings: &mut Vec<(Option<u32>, Reading)>,
+    ) -> Result<(), CodecError> {
+        for (i, (name, col)) in self.columns.iter().enumerate() {
             let Column::Sensor(sensor) = col else {
                 continue;
             };
-            let text = field(i)?;
+            let text = self.field(i)?;
             if text.is_empty() {
                 continue;
             }
             let value = Value::parse(sensor.kind, text, limits)
-                .map_err(|e| e.named(name).at(line, Some(i + 1)))?;
-            if out.readings.len() == out.readings.capacity() {
+                .map_err(|e| e.named(name).at(self.line, Some(i + 1)))?;
+            if readings.len() == readings.capacity() {
                 // Grow by what there is (at least 1,024, at most 2^20
                 // readings at a time), after `grow` said yes.
-                let extra = out.readings.capacity().clamp(1024, 1 << 20);
+                let extra = readings.capacity().clamp(1024, 1 << 20);
                 if !grow(extra * READING_BYTES) {
-                    return Err(over_budget().at(line, None));
+                    return Err(over_budget().at(self.line, None));
                 }
-                out.readings.reserve_exact(extra);
+                readings.reserve_exact(extra);
             }
-            out.readings.push((
+            readings.push((
                 device,
                 Reading {
                     sensor: *sensor,
@@ -310,13 +255,8 @@ fn parse_part(
                 },
             ));
         }
+        Ok(())
     }
-    if out.rows == 0 && whole {
-        return Err(
-            CodecError::new("bad_csv", "a header row but no data rows").at(header_line, None)
-        );
-    }
-    Ok(out)
 }
 
 /// Line numbers from byte offsets. The csv crate counts a line when it
@@ -369,6 +309,7 @@ fn read(
 
 #[cfg(test)]
 mod tests {
+    use super::split::split_point;
     use super::*;
 
     const NOW: Micros = 1_795_428_000_000_000;

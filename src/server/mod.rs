@@ -1,0 +1,211 @@
+//! The accept loop: connection cap, HTTP/1 settings, graceful shutdown.
+//!
+//! `serve` is what `main` starts (`run`, plain HTTP only, is what most
+//! tests start). It takes bound listeners (plain HTTP, HTTPS or both:
+//! one accept loop, the same limits and service, only the handshake
+//! differs), an opened server and a shutdown future; when the future
+//! completes it stops accepting, lets in-flight requests finish (bounded
+//! by `shutdown_grace_secs`), then stops the writer, which commits every
+//! queued request before it exits. Nothing acknowledged is lost: a reply
+//! `200` is only sent after its readings are fsynced.
+//!
+//! Files: this one has the loop and the shutdown; `admission.rs` who
+//! gets a connection slot (the global cap, the per-source cap and its
+//! reserve, the `503` to the rest); `conn.rs` one connection (the TLS
+//! handshake or the check for TLS on the plain port, hyper, the
+//! lingering close).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioTimer;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::app::Opened;
+use crate::tls::TlsAcceptor;
+
+mod admission;
+mod conn;
+
+pub use admission::reserved_slots;
+use admission::{refuse, Gate};
+use conn::connection;
+
+/// Largest request head (request line and headers) in bytes; larger heads
+/// get `431`.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// What the server listens on: plain HTTP, HTTPS, or both (`listen` and
+/// `[tls] listen`). Both go through the same accept loop, limits and
+/// service; only the handshake differs.
+#[derive(Default)]
+pub struct Listeners {
+    /// Plain HTTP.
+    pub plain: Option<TcpListener>,
+    /// HTTPS, with the acceptor that makes its handshakes.
+    pub tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+/// Serve plain HTTP on `listener` until `shutdown` completes, then shut
+/// down gracefully.
+pub async fn run(
+    listener: TcpListener,
+    opened: Opened,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let listeners = Listeners {
+        plain: Some(listener),
+        tls: None,
+    };
+    serve(listeners, opened, shutdown).await
+}
+
+/// What every connection task shares: the app, the hyper settings, the
+/// shutdown signal, and whether HTTPS replies carry HSTS.
+struct Shared {
+    app: Arc<crate::app::App>,
+    builder: http1::Builder,
+    stop: tokio::sync::watch::Receiver<bool>,
+    hsts: bool,
+}
+
+/// Serve on `listeners` until `shutdown` completes, then shut down
+/// Serve on `listeners` until `shutdown` completes, then shut down
+/// gracefully.
+pub async fn serve(
+    listeners: Listeners,
+    opened: Opened,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let Opened {
+        app, writer, mqtt, ..
+    } = opened;
+    let limits = app.config.limits.clone();
+    let gate = Gate::new(&limits);
+    // Graceful shutdown: `stop` tells every connection to finish its
+    // request in flight and close; each holds a permit until it is gone, so
+    // taking back every permit means every connection has finished.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mqtt = match mqtt.is_empty() {
+        false => Some(crate::mqtt::start(app.clone(), mqtt, stop_rx.clone())?),
+        true => None,
+    };
+    let shared = Arc::new(Shared {
+        app: app.clone(),
+        builder: hyper_builder(&limits),
+        stop: stop_rx,
+        hsts: app.config.tls.hsts,
+    });
+    accept_loop(listeners, &shared, &gate, shutdown).await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let grace = Duration::from_secs(limits.shutdown_grace_secs);
+    let _ = stop_tx.send(true);
+    if !gate.drain(grace).await {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    if let Some(mqtt) = mqtt {
+        mqtt.finish(grace).await;
+    }
+    drop(shared);
+    drop(app);
+    crate::blocking::value("writer shutdown", move || writer.shutdown())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// hyper's HTTP/1 settings: the header timeout, half-close, title-case
+/// headers (for old clients), keep-alive and the head size limit.
+fn hyper_builder(limits: &crate::config::Limits) -> http1::Builder {
+    let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .half_close(true)
+        .title_case_headers(true)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192));
+    builder
+}
+
+/// Accept on both ports until `shutdown` completes; each admitted
+/// connection runs in its own task. The listeners close on return.
+async fn accept_loop(
+    listeners: Listeners,
+    shared: &Arc<Shared>,
+    gate: &Gate,
+    shutdown: impl Future<Output = ()>,
+) {
+    let Listeners { plain, tls } = listeners;
+    let (tls_listener, acceptor) = tls.unzip();
+    tokio::pin!(shutdown);
+    loop {
+        // One accept path for both ports; `tls` says which one it was.
+        let (accepted, tls) = tokio::select! {
+            r = accept(plain.as_ref()) => (r, None),
+            r = accept(tls_listener.as_ref()) => (r, acceptor.clone()),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(admitted) = gate.admit(peer.ip()) else {
+            shared.app.metrics.connections_refused.inc();
+            tokio::spawn(refuse(stream, tls.is_some()));
+            continue;
+        };
+        let shared = shared.clone();
+        shared.app.metrics.connections.add(1);
+        tokio::spawn(async move {
+            connection(&shared, stream, peer, tls).await;
+            shared.app.metrics.connections.add(-1);
+            drop(admitted);
+        });
+    }
+}
+
+/// The next connection on `listener`; never, when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `Strict-Transport-Security` on HTTPS replies when `[tls] hsts`: one
+/// year, this host only (a LAN name's siblings may not have HTTPS).
+pub const HSTS: &str = "max-age=31536000";
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
