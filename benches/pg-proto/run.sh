@@ -184,9 +184,12 @@ done
 # series, so every chunk fills up as it would), 3 CSV rows = 12 readings
 # per transaction (1,440 transactions).
 echo "=== PostgreSQL trickle: 12 readings per transaction, chunks filling up to 360 readings"
+# The row form is then sealed (--seal): each (device, sensor, hour) of
+# rows folded into one chunk row and the rows deleted.
 for mode in chunks rows-unnest; do
+    seal=""; [ "$mode" = rows-unnest ] && seal=--seal
     out=$("$PG_PROTO" --url "$URL" --postmaster "$PM" --mode "$mode" --devices 12 \
-        --steps 360 --rows-per-post 3 --start "$BASE" 2>&1)
+        --steps 360 --rows-per-post 3 --start "$BASE" $seal 2>&1)
     printf '%-11s %s load=%s\n' postgres "$out" "$(load_avg | tr ' ' /)"
 done
 

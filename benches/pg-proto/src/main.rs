@@ -32,7 +32,15 @@
 //! ```text
 //! pg-proto --url URL --postmaster PID --mode chunks|rows|rows-dedup|rows-unnest
 //!          [--devices 1000] [--steps 1000] [--rows-per-post 100000]
-//!          [--start UNIX_S]
+//!          [--start UNIX_S] [--seal]
+//! ```
+//!
+//! `--seal` (row modes): afterwards, fold every (device, sensor, hour)
+//! of rows into one chunk row and delete the rows (the sealing step of a
+//! store that keeps recent readings as rows and older ones as chunks),
+//! and report that step's cost on a line of its own.
+//!
+//! ```text
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -266,6 +274,7 @@ struct Opts {
     steps: usize,
     per_post: usize,
     start: i64,
+    seal: bool,
 }
 
 fn opts() -> Res<Opts> {
@@ -288,6 +297,7 @@ fn opts() -> Res<Opts> {
         steps: num("steps", 1000)?.clamp(1, 1_000_000) as usize,
         per_post: num("rows-per-post", 100_000)?.clamp(1, 1_000_000) as usize,
         start: num("start", 1_700_000_000)?,
+        seal: args.iter().any(|a| a == "--seal"),
     })
 }
 
@@ -383,6 +393,9 @@ async fn run() -> Res<()> {
             .to_string()
     };
     let m = readings as f64 / 1e6;
+    if o.seal {
+        seal_report(&mut client, o.postmaster, readings).await?;
+    }
     println!(
         "mode={} readings_per_txn={} readings={readings} rows={total_rows} txns={} secs={ingest_secs:.2} rows_per_sec={:.0} readings_per_sec={:.0} \
          pg_cpu_s_per_1M_readings={:.2} pg_cpu_s_per_1M_with_vacuum_checkpoint={:.2} client_cpu_s_per_1M_readings={:.2} \
@@ -428,6 +441,9 @@ async fn schema(c: &Client, mode: &str) -> Res<()> {
             "DROP TABLE IF EXISTS readings;
              CREATE TABLE readings (device int4 NOT NULL, sensor int4 NOT NULL, t int8 NOT NULL,
                  v bytea NOT NULL, PRIMARY KEY (device, sensor, t));
+             DROP TABLE IF EXISTS chunks;
+             CREATE TABLE chunks (device int4 NOT NULL, sensor int4 NOT NULL, minute int4 NOT NULL,
+                 part int2 NOT NULL, data bytea NOT NULL, PRIMARY KEY (device, sensor, minute, part));
              CREATE TEMP TABLE stage (device int4, sensor int4, t int8, v bytea) ON COMMIT DELETE ROWS"
         }
         other => return Err(format!("unknown mode '{other}'")),
@@ -577,6 +593,109 @@ async fn write_chunks(
         .await
         .map_err(sql)?;
     Ok(new)
+}
+
+/// A lone value's mantissa and scale (what [`lone_value`] wrote).
+fn decode_lone(b: &[u8]) -> Res<(i64, u8)> {
+    let mut i = 0;
+    let tag = get_varint(b, &mut i)?;
+    if tag & 1 == 0 {
+        return Err("not a lone value".into());
+    }
+    Ok((unzigzag(tag >> 5), ((tag >> 1) & 0xf) as u8))
+}
+
+/// Fold every row into chunk rows, 64 series per transaction, and report
+/// the PostgreSQL CPU and WAL of it per reading and the bytes after it.
+async fn seal_report(c: &mut Client, postmaster: u32, readings: usize) -> Res<()> {
+    let sql = sql_err;
+    let lsn0: String = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(sql)?
+        .get(0);
+    let (pg0, t0) = (pg_ticks(postmaster)?, Instant::now());
+    let series: Vec<(i32, i32)> = c
+        .query(
+            "SELECT DISTINCT device, sensor FROM readings ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut txns = 0;
+    for batch in series.chunks(64) {
+        let ds: Vec<i32> = batch.iter().map(|k| k.0).collect();
+        let ss: Vec<i32> = batch.iter().map(|k| k.1).collect();
+        let txn = c.transaction().await.map_err(sql)?;
+        let rows = txn
+            .query(
+                "SELECT r.device, r.sensor, r.t, r.v FROM readings r
+                 JOIN unnest($1::int4[], $2::int4[]) AS k(d, s) ON r.device = k.d AND r.sensor = k.s
+                 ORDER BY 1, 2, 3 FOR UPDATE OF r",
+                &[&ds, &ss],
+            )
+            .await
+            .map_err(sql)?;
+        let mut by_key: BTreeMap<(i32, i32, i32), Vec<Entry>> = BTreeMap::new();
+        for r in &rows {
+            let t = r.get::<_, i64>(2) / 1_000_000;
+            let (m, scale) = decode_lone(r.get::<_, &[u8]>(3))?;
+            let w = t.div_euclid(WINDOW_S) * WINDOW_S;
+            by_key
+                .entry((r.get(0), r.get(1), (w / 60) as i32))
+                .or_default()
+                .push(((t - w) as u32, m, scale));
+        }
+        let (mut kd, mut ks, mut km, mut kx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in &by_key {
+            kd.push(k.0);
+            ks.push(k.1);
+            km.push(k.2);
+            kx.push(encode_chunk(v));
+        }
+        txn.execute(UPSERT_SQL, &[&kd, &ks, &km, &kx])
+            .await
+            .map_err(sql)?;
+        txn.execute(
+            "DELETE FROM readings r USING unnest($1::int4[], $2::int4[]) AS k(d, s)
+             WHERE r.device = k.d AND r.sensor = k.s",
+            &[&ds, &ss],
+        )
+        .await
+        .map_err(sql)?;
+        txn.commit().await.map_err(sql)?;
+        txns += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    c.batch_execute("VACUUM readings").await.map_err(sql)?;
+    c.batch_execute("VACUUM chunks").await.map_err(sql)?;
+    c.batch_execute("CHECKPOINT").await.map_err(sql)?;
+    let pg1 = pg_ticks(postmaster)?;
+    let row = c
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::int8,
+                    pg_total_relation_size('chunks'), pg_total_relation_size('readings')",
+            &[&lsn0],
+        )
+        .await
+        .map_err(sql)?;
+    let (wal, chunks, rows): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let counted = count(c, "chunks").await?;
+    if counted != readings as u64 {
+        return Err(format!("sealed {counted} of {readings} readings"));
+    }
+    println!(
+        "seal: series={} txns={txns} secs={secs:.2} pg_cpu_s_per_1M_readings_with_vacuum_checkpoint={:.2} \
+         wal_bytes_per_reading={:.2} chunk_bytes_per_reading={:.2} emptied_rows_table_bytes={rows}",
+        series.len(),
+        (pg1 - pg0) as f64 / hz() / (readings as f64 / 1e6),
+        wal as f64 / readings as f64,
+        chunks as f64 / readings as f64,
+    );
+    Ok(())
 }
 
 /// Readings stored: rows, or every chunk's count decoded.
