@@ -18,7 +18,8 @@
 # every server started here is stopped by its pid (PostgreSQL by pg_ctl).
 #
 # Knobs: ROUNDS=1 (each workload that many times, interleaved),
-#        STEPS=1000 (readings per series: 1000 = P2's 10 transactions).
+#        STEPS=1000 (readings per series: 1000 = P2's 10 transactions),
+#        P2=0 (skip P2, the trickle and P1), P3=0 (skip P3).
 
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -120,7 +121,7 @@ note "overlord pid $OV_PID: $("$LOAD" devices --addr "127.0.0.1:$OV_PORT" --toke
 
 # ---------------------------------------------------------------- InfluxDB
 IF_PID=""
-if command -v influxd > /dev/null; then
+if [ "${P2:-1}" = 1 ] && command -v influxd > /dev/null; then
     IF_PORT=$(free_port 28330); IF_RPC=$(free_port $((IF_PORT + 1)))
     mkdir -p "$TMP/influx"
     cat > "$TMP/influx/influxdb.conf" <<EOF
@@ -167,50 +168,82 @@ server_p2() {
         "$(load_avg | tr ' ' /)"
 }
 
-echo "=== P2 shape: $DEVICES devices x 4 sensors x $STEPS steps, 100,000 rows (400,000 readings) per transaction/POST; $ROUNDS round(s)"
-BASE=$(( $(date +%s) / 86400 * 86400 ))
-for round in $(seq 1 "$ROUNDS"); do
-    start=$((BASE - (3 + round) * 86400))
-    server_p2 overlord "$OV_PID" overlord "127.0.0.1:$OV_PORT" "$start" --token "$OV_TOKEN"
-    [ -n "$IF_PID" ] && server_p2 influxdb "$IF_PID" influx "127.0.0.1:$IF_PORT" "$start"
-    for mode in chunks rows rows-dedup rows-unnest; do
-        out=$("$PG_PROTO" --url "$URL" --postmaster "$PM" --mode "$mode" --devices $DEVICES \
-            --steps "$STEPS" --start "$start" 2>&1)
+if [ "${P2:-1}" = 1 ]; then
+    echo "=== P2 shape: $DEVICES devices x 4 sensors x $STEPS steps, 100,000 rows (400,000 readings) per transaction/POST; $ROUNDS round(s)"
+    BASE=$(( $(date +%s) / 86400 * 86400 ))
+    for round in $(seq 1 "$ROUNDS"); do
+        start=$((BASE - (3 + round) * 86400))
+        server_p2 overlord "$OV_PID" overlord "127.0.0.1:$OV_PORT" "$start" --token "$OV_TOKEN"
+        [ -n "$IF_PID" ] && server_p2 influxdb "$IF_PID" influx "127.0.0.1:$IF_PORT" "$start"
+        for mode in chunks rows rows-dedup rows-unnest; do
+            out=$("$PG_PROTO" --url "$URL" --postmaster "$PM" --mode "$mode" --devices $DEVICES \
+                --steps "$STEPS" --start "$start" 2>&1)
+            printf '%-11s %s load=%s\n' postgres "$out" "$(load_avg | tr ' ' /)"
+        done
+    done
+    # Trickle ingest, as a node's group commits of single-reading requests
+    # make it: 12 devices x 4 sensors, an hour of readings 10 s apart (360 per
+    # series, so every chunk fills up as it would), 3 CSV rows = 12 readings
+    # per transaction (1,440 transactions).
+    echo "=== PostgreSQL trickle: 12 readings per transaction, chunks filling up to 360 readings"
+    # The row form is then sealed (--seal): each (device, sensor, hour) of
+    # rows folded into one chunk row and the rows deleted.
+    for mode in chunks rows-unnest; do
+        seal=""; [ "$mode" = rows-unnest ] && seal=--seal
+        out=$("$PG_PROTO" --url "$URL" --postmaster "$PM" --mode "$mode" --devices 12 \
+            --steps 360 --rows-per-post 3 --start "$BASE" $seal 2>&1)
         printf '%-11s %s load=%s\n' postgres "$out" "$(load_avg | tr ' ' /)"
     done
-done
-# Trickle ingest, as a node's group commits of single-reading requests
-# make it: 12 devices x 4 sensors, an hour of readings 10 s apart (360 per
-# series, so every chunk fills up as it would), 3 CSV rows = 12 readings
-# per transaction (1,440 transactions).
-echo "=== PostgreSQL trickle: 12 readings per transaction, chunks filling up to 360 readings"
-# The row form is then sealed (--seal): each (device, sensor, hour) of
-# rows folded into one chunk row and the rows deleted.
-for mode in chunks rows-unnest; do
-    seal=""; [ "$mode" = rows-unnest ] && seal=--seal
-    out=$("$PG_PROTO" --url "$URL" --postmaster "$PM" --mode "$mode" --devices 12 \
-        --steps 360 --rows-per-post 3 --start "$BASE" $seal 2>&1)
-    printf '%-11s %s load=%s\n' postgres "$out" "$(load_avg | tr ' ' /)"
-done
 
-# P1's shape: one reading per request (32 clients, ab), Overlord's CPU
-# per request: the node's share of a device that sends one reading at a
-# time.
-echo "=== P1 shape: ab -n 20000 -c 32, one reading per request"
-R=$(curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://127.0.0.1:$OV_PORT/v1/devices" -d 'id=dev1')
-DEV_TOKEN=$(echo "$R" | awk -F, 'NR == 2 { print $2 }')
-if [ -n "$DEV_TOKEN" ] && command -v ab > /dev/null; then
-    c0=$(ticks "$OV_PID")
-    out=$(ab -q -n 20000 -c 32 "http://127.0.0.1:$OV_PORT/v1/readings?device=dev1&token=$DEV_TOKEN&N1=21.5" 2>&1)
-    c1=$(ticks "$OV_PID")
-    printf 'overlord    req_per_sec=%s failed=%s non2xx=%s server_cpu_us_per_request=%s load=%s\n' \
-        "$(echo "$out" | awk '/^Requests per second/ { print $4 }')" \
-        "$(echo "$out" | awk '/^Failed requests/ { print $3 }')" \
-        "$(echo "$out" | awk '/^Non-2xx responses/ { print $3 }')" \
-        "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.0f", (b - a) / hz / 20000 * 1e6 }')" \
-        "$(load_avg | tr ' ' /)"
-else
-    note "P1 skipped (no device token or no ab)"
+    # P1's shape: one reading per request (32 clients, ab), Overlord's CPU
+    # per request: the node's share of a device that sends one reading at a
+    # time.
+    echo "=== P1 shape: ab -n 20000 -c 32, one reading per request"
+    R=$(curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://127.0.0.1:$OV_PORT/v1/devices" -d 'id=dev1')
+    DEV_TOKEN=$(echo "$R" | awk -F, 'NR == 2 { print $2 }')
+    if [ -n "$DEV_TOKEN" ] && command -v ab > /dev/null; then
+        c0=$(ticks "$OV_PID")
+        out=$(ab -q -n 20000 -c 32 "http://127.0.0.1:$OV_PORT/v1/readings?device=dev1&token=$DEV_TOKEN&N1=21.5" 2>&1)
+        c1=$(ticks "$OV_PID")
+        printf 'overlord    req_per_sec=%s failed=%s non2xx=%s server_cpu_us_per_request=%s load=%s\n' \
+            "$(echo "$out" | awk '/^Requests per second/ { print $4 }')" \
+            "$(echo "$out" | awk '/^Failed requests/ { print $3 }')" \
+            "$(echo "$out" | awk '/^Non-2xx responses/ { print $3 }')" \
+            "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.0f", (b - a) / hz / 20000 * 1e6 }')" \
+            "$(load_avg | tr ' ' /)"
+    else
+        note "P1 skipped (no device token or no ab)"
+    fi
+    note "overlord data file after P2: $(stat -c %s "$TMP/ov/o.redb") bytes (not compacted, not waited for sealing)"
 fi
-note "overlord data file after P2: $(stat -c %s "$TMP/ov/o.redb") bytes (not compacted, not waited for sealing)"
+
+# P3's shape: one sensor of one device, 86,400 readings 1 s apart, read
+# back whole. Overlord over HTTP (curl, the server's full path); the
+# prototype's read is PostgreSQL plus decoding and CSV text on the
+# client, without HTTP.
+if [ "${P3:-1}" = 1 ]; then
+    echo "=== P3 shape: 86,400 readings of one sensor read back, 30 runs after one warm-up"
+    P3_START=$(( $(date +%s) / 86400 * 86400 - 3 * 86400 ))
+    P3_END=$((P3_START + 86399))
+    curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://127.0.0.1:$OV_PORT/v1/devices" -d 'id=p3dev0000' > /dev/null
+    note "overlord insert: $("$LOAD" ingest --addr "127.0.0.1:$OV_PORT" --format overlord --token "$OV_TOKEN" --devices 1 \
+        --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200 2>&1)"
+    Q="http://127.0.0.1:$OV_PORT/v1/devices/p3dev0000/readings?sensors=N1&from=$P3_START&to=$P3_END&limit=100000"
+    rows=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "$Q" | tail -n +2 | wc -l)
+    c0=$(ticks "$OV_PID")
+    for _ in $(seq 1 30); do
+        curl -s -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OV_TOKEN" "$Q"
+    done | sort -g > "$TMP/p3.ov"
+    c1=$(ticks "$OV_PID")
+    printf 'overlord    query: rows=%s runs=30 median_ms=%s p90_ms=%s server_cpu_ms_per_query=%s load=%s\n' "$rows" \
+        "$(awk 'NR == 15 { printf "%.2f", $1 * 1000 }' "$TMP/p3.ov")" \
+        "$(awk 'NR == 27 { printf "%.2f", $1 * 1000 }' "$TMP/p3.ov")" \
+        "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz * 1000 / 30 }')" \
+        "$(load_avg | tr ' ' /)"
+    for mode in chunks rows-unnest; do
+        out=$("$PG_PROTO" --url "$URL" --postmaster "$PM" --mode "$mode" --devices 1 --step 1 \
+            --steps 86400 --rows-per-post 43200 --start "$P3_START" --query 30 2>&1)
+        printf '%-11s %s load=%s\n' postgres "$(echo "$out" | grep '^query:')" "$(load_avg | tr ' ' /)"
+    done
+fi
 note "load average at end: $(load_avg)"

@@ -29,10 +29,15 @@
 //! time plus every live child's, so checkpointer, WAL writer and
 //! autovacuum count too. Output: one `key=value` line per mode.
 //!
+//! `--query RUNS`: afterwards, read device 1's sensor 1 over the whole
+//! time range RUNS times (P3's shape with `--devices 1 --step 1 --steps
+//! 86400`): the rows or chunks selected, decoded, merged by time and
+//! written as CSV text, and report the median and p90 milliseconds.
+//!
 //! ```text
 //! pg-proto --url URL --postmaster PID --mode chunks|rows|rows-dedup|rows-unnest
 //!          [--devices 1000] [--steps 1000] [--rows-per-post 100000]
-//!          [--start UNIX_S] [--seal]
+//!          [--start UNIX_S] [--step SECS] [--seal] [--query RUNS]
 //! ```
 //!
 //! `--seal` (row modes): afterwards, fold every (device, sensor, hour)
@@ -274,7 +279,9 @@ struct Opts {
     steps: usize,
     per_post: usize,
     start: i64,
+    step: i64,
     seal: bool,
+    query: usize,
 }
 
 fn opts() -> Res<Opts> {
@@ -297,7 +304,9 @@ fn opts() -> Res<Opts> {
         steps: num("steps", 1000)?.clamp(1, 1_000_000) as usize,
         per_post: num("rows-per-post", 100_000)?.clamp(1, 1_000_000) as usize,
         start: num("start", 1_700_000_000)?,
+        step: num("step", 10)?.clamp(1, 3600),
         seal: args.iter().any(|a| a == "--seal"),
+        query: num("query", 0)?.clamp(0, 1000) as usize,
     })
 }
 
@@ -332,7 +341,7 @@ async fn run() -> Res<()> {
         let mut v = Vec::with_capacity((end - row) * SENSORS);
         while row < end {
             g.row(
-                o.start + (row / o.devices) as i64 * 10,
+                o.start + (row / o.devices) as i64 * o.step,
                 row % o.devices,
                 &mut v,
             );
@@ -395,6 +404,10 @@ async fn run() -> Res<()> {
     let m = readings as f64 / 1e6;
     if o.seal {
         seal_report(&mut client, o.postmaster, readings).await?;
+    }
+    if o.query > 0 {
+        let to = o.start + (o.steps as i64 - 1) * o.step;
+        query_report(&client, &o.mode, o.postmaster, o.start, to, o.query).await?;
     }
     println!(
         "mode={} readings_per_txn={} readings={readings} rows={total_rows} txns={} secs={ingest_secs:.2} rows_per_sec={:.0} readings_per_sec={:.0} \
@@ -694,6 +707,99 @@ async fn seal_report(c: &mut Client, postmaster: u32, readings: usize) -> Res<()
         (pg1 - pg0) as f64 / hz() / (readings as f64 / 1e6),
         wal as f64 / readings as f64,
         chunks as f64 / readings as f64,
+    );
+    Ok(())
+}
+
+/// Append `m` at `scale` as decimal text (`benches/load`'s write_fixed).
+fn write_decimal(out: &mut String, m: i64, scale: u8) {
+    use std::fmt::Write;
+    let p = 10i64.pow(u32::from(scale));
+    let sign = if m < 0 { "-" } else { "" };
+    let a = m.abs();
+    let _ = write!(out, "{sign}{}.{:0w$}", a / p, a % p, w = scale as usize);
+}
+
+/// P3's read: one sensor's readings in [from, to] as `time,N1` CSV.
+/// Returns the number of rows written.
+async fn read_series(c: &Client, mode: &str, from: i64, to: i64, out: &mut String) -> Res<usize> {
+    use std::fmt::Write;
+    out.clear();
+    out.push_str("time,N1\n");
+    let mut n = 0;
+    if mode == "chunks" {
+        let (fm, tm) = ((from.div_euclid(60)) as i32, (to.div_euclid(60)) as i32);
+        let rows = c
+            .query(
+                "SELECT minute, data FROM chunks WHERE device = 1 AND sensor = 1
+                 AND minute >= $1 - 59 AND minute <= $2 ORDER BY minute, part",
+                &[&fm, &tm],
+            )
+            .await
+            .map_err(sql_err)?;
+        for r in &rows {
+            let base = i64::from(r.get::<_, i32>(0)) * 60;
+            for (off, m, scale) in decode_chunk(r.get::<_, &[u8]>(1))? {
+                let t = base + i64::from(off);
+                if t < from || t > to {
+                    continue;
+                }
+                let _ = write!(out, "{t},");
+                write_decimal(out, m, scale);
+                out.push('\n');
+                n += 1;
+            }
+        }
+    } else {
+        let rows = c
+            .query(
+                "SELECT t, v FROM readings WHERE device = 1 AND sensor = 1
+                 AND t >= $1 AND t <= $2 ORDER BY t",
+                &[&(from * 1_000_000), &(to * 1_000_000)],
+            )
+            .await
+            .map_err(sql_err)?;
+        for r in &rows {
+            let (m, scale) = decode_lone(r.get::<_, &[u8]>(1))?;
+            let _ = write!(out, "{},", r.get::<_, i64>(0) / 1_000_000);
+            write_decimal(out, m, scale);
+            out.push('\n');
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Read the series `runs` times; print the median and p90 ms and the
+/// PostgreSQL CPU per read.
+async fn query_report(
+    c: &Client,
+    mode: &str,
+    postmaster: u32,
+    from: i64,
+    to: i64,
+    runs: usize,
+) -> Res<()> {
+    let mut out = String::new();
+    let expected = read_series(c, mode, from, to, &mut out).await?; // warm the cache
+    let mut ms = Vec::with_capacity(runs);
+    let pg0 = pg_ticks(postmaster)?;
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let n = read_series(c, mode, from, to, &mut out).await?;
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if n != expected {
+            return Err(format!("read {n} rows, then {expected}"));
+        }
+    }
+    let pg1 = pg_ticks(postmaster)?;
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "query: mode={mode} rows={expected} runs={runs} median_ms={:.2} p90_ms={:.2} pg_cpu_ms_per_query={:.2} csv_bytes={}",
+        ms[runs / 2],
+        ms[(runs * 9 / 10).min(runs - 1)],
+        (pg1 - pg0) as f64 / hz() * 1000.0 / runs as f64,
+        out.len(),
     );
     Ok(())
 }
