@@ -5,7 +5,10 @@
 # 400,000 readings) written into PostgreSQL by pg-proto (chunk bytes
 # upserted; a row per reading by COPY; the same with retries skipped),
 # beside Overlord's own P2 (its load tool, one connection) and InfluxDB's,
-# in one run, with the CPU seconds of each server per 1M readings.
+# in one run, with the CPU seconds of each server per 1M readings; then a
+# trickle of 12-reading transactions (rows sealed into chunks after), P1's
+# one reading per request against Overlord, and P3's read of one sensor's
+# day from chunk rows, from rows and from Overlord over HTTP.
 #
 #   sudo bash benches/pg-proto/run.sh        # from the repository root
 #
