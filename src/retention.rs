@@ -35,6 +35,7 @@
 //! removed without an aggregate.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,10 @@ use crate::error::WireError;
 use crate::store::aggregates::{aggregated, Agg};
 use crate::store::parts::PartKey;
 use crate::store::{
-    chunk, parts::minute, Store, StoreError, AGGREGATES, READINGS, RETENTION, SENSORS,
+    chunk,
+    chunks::{self, Place},
+    parts::minute,
+    Store, StoreError, AGGREGATES, RETENTION, SENSORS,
 };
 
 /// Microseconds in a day.
@@ -315,7 +319,7 @@ impl Sweeper {
             .take(visit + 1)
             .map(|r| r.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?;
-        let mut readings = txn.open_table(READINGS)?;
+        let mut readings = chunks::open(txn)?;
         let mut aggregates = txn.open_table(AGGREGATES)?;
         // Minutes before this have no aggregate (0: aggregates are off).
         let agg_cutoff = (policy.aggregate_days > 0).then(|| cutoff(now, policy.aggregate_days));
@@ -355,21 +359,21 @@ impl Sweeper {
             // some readings) and their minutes' aggregates (merged with
             // what is stored).
             let mut keys = Vec::new();
-            let mut trimmed: Vec<(PartKey, Vec<u8>)> = Vec::new();
+            let mut trimmed: Vec<(PartKey, Place, Vec<u8>)> = Vec::new();
             let mut gone = 0u64;
             let mut minutes: Vec<(u32, Agg)> = Vec::new();
-            for row in readings
-                .range((dev, code, 0, 0)..(dev, code, cut, 0))?
-                .take(budget - used)
-            {
-                let (k, v) = row?;
-                let key = k.value();
+            let expired = (
+                Bound::Included((dev, code, 0, 0)),
+                Bound::Excluded((dev, code, cut, 0)),
+            );
+            for row in readings.range(expired)?.take(budget - used) {
+                let (key, v, place) = row?;
                 // A chunk whose whole window is before the cut goes without
                 // a decode, unless its minutes are to be aggregated.
                 let whole = key.2.saturating_add(chunk::SPAN_MINUTES) <= cut;
                 if whole && (kind.is_none() || agg_cutoff.is_none()) {
                     gone += chunk::count(v.value())?;
-                    keys.push(key);
+                    keys.push((key, place));
                     continue;
                 }
                 let Some(sensor_kind) = sensor_kind else {
@@ -398,12 +402,12 @@ impl Sweeper {
                 }
                 gone += keep_from as u64;
                 if keep_from == entries.len() {
-                    keys.push(key);
+                    keys.push((key, place));
                 } else {
-                    // A sealed chunk stays sealed.
+                    // A sealed chunk stays sealed (and in its table).
                     let mut buf = Vec::new();
                     chunk::encode_like(v.value(), &entries[keep_from..], sensor_kind, &mut buf);
-                    trimmed.push((key, buf));
+                    trimmed.push((key, place, buf));
                     break; // later chunks are newer still
                 }
             }
@@ -419,11 +423,11 @@ impl Sweeper {
                 aggregates.insert((dev, code, *m), a.encode().as_slice())?;
             }
             self.aggregates.0 += minutes.len() as u64;
-            for k in &keys {
-                readings.remove(*k)?;
+            for (k, place) in &keys {
+                readings.remove(*place, *k)?;
             }
-            for (k, bytes) in &trimmed {
-                readings.insert(*k, bytes.as_slice())?;
+            for (k, place, bytes) in &trimmed {
+                readings.insert(*place, *k, bytes)?;
             }
             used += keys.len() + trimmed.len();
             self.last.0 += keys.len() as u64;

@@ -5,7 +5,8 @@
 //!
 //! | table | key | value | written by |
 //! |---|---|---|---|
-//! | `readings` | `(device, sensor, minute, part)` | a [`chunk`] | writer thread |
+//! | `readings` | `(device, sensor, minute, part)` | a hot [`chunk`] | writer thread |
+//! | `sealed` | `(device, sensor, minute, part)` | a [`sealed`] chunk | writer thread |
 //! | `sensors` | `(device, sensor)` | readings stored | writer thread |
 //! | `digest_log` | batch seq | committed, undigested readings | writer thread |
 //! | `last_seen` | device | UTC µs of last contact | writer thread |
@@ -44,6 +45,7 @@
 
 pub mod aggregates;
 pub mod chunk;
+pub mod chunks;
 pub mod digest_log;
 pub mod faults;
 pub mod overlay;
@@ -73,6 +75,9 @@ pub use records::{
 /// `(device number, sensor code, base minute, part)` → chunk of readings
 /// (see [`parts`] for which chunk a reading goes to).
 pub const READINGS: TableDefinition<parts::PartKey, &[u8]> = TableDefinition::new("readings");
+/// The same keys → sealed chunks, apart from the hot ones in `readings`
+/// (a key is in one of the two; see [`chunks`]).
+pub const SEALED: TableDefinition<parts::PartKey, &[u8]> = TableDefinition::new("sealed");
 /// `(device number, sensor code)` → µs of the commit that stored its first
 /// reading: the sensors a device has (written once per sensor).
 pub const SENSORS: TableDefinition<(u32, u32), u64> = TableDefinition::new("sensors");
@@ -496,6 +501,7 @@ impl Store {
         let db = open_db(path, faults, cache_bytes, verify)?;
         let txn = db.begin_write()?;
         txn.open_table(READINGS)?;
+        txn.open_table(SEALED)?;
         txn.open_table(SENSORS)?;
         txn.open_table(DIGEST_LOG)?;
         txn.open_table(LAST_SEEN)?;
