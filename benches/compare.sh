@@ -28,6 +28,9 @@
 #                    handshake) per request, and wrk keep-alive
 #   TLS=only         just that (and the machine): no P2, P3, P6, day, and
 #                    no victoria-metrics or influxdb
+#   STORAGE=only     only what storage changes: P2 (one and two connections,
+#                    no line protocol), the day and the second set, against
+#                    VictoriaMetrics (no nginx, influxdb, P1, P3 or P6)
 
 set -u -o pipefail
 
@@ -44,6 +47,7 @@ DEVICES=1000
 P2_ROWS=100000
 P2_POSTS=10
 TLS=${TLS:-0}
+STORAGE=${STORAGE:-all}
 
 log() { printf '\n=== %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -69,6 +73,7 @@ HAVE_VM=0; command -v victoria-metrics >/dev/null && HAVE_VM=1
 HAVE_INFLUX=0; command -v influxd >/dev/null && HAVE_INFLUX=1
 HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
 HAVE_HF=0; command -v hyperfine >/dev/null && [ "${NO_HYPERFINE:-0}" != 1 ] && HAVE_HF=1
+if [ "$STORAGE" = only ]; then HAVE_NGINX=0; HAVE_INFLUX=0; fi
 
 # ---------------------------------------------------------------- build
 if [ -n "${BENCH_BIN:-}" ]; then
@@ -496,6 +501,7 @@ if [ "$TLS" = only ]; then
     exit 0
 fi
 
+if [ "$STORAGE" != only ]; then
 log "P1: one reading per new connection, ab -n $P1_N -c $P1_C (HTTP/1.0), $P1_ROUNDS rounds interleaved, best of each"
 ab_run warmup-overlord "http://$OV_ADDR$P1_PATH&time=$((FIXED_T - 3600))" > /dev/null
 for round in $(seq 1 "$P1_ROUNDS"); do
@@ -546,6 +552,8 @@ fi
 
 [ "$TLS" = 1 ] && tls_step
 
+fi # STORAGE != only
+
 # ---------------------------------------------------------------- P2
 log "P2: $P2_POSTS POSTs x $P2_ROWS CSV rows (4 sensors) over $DEVICES devices, one connection; $P2_ROUNDS rounds"
 BASE_DAY=$(( $(now_s) / 86400 * 86400 ))
@@ -576,7 +584,7 @@ for round in $(seq 1 "$P2_ROUNDS"); do
     # The same rows as line protocol to Overlord's InfluxDB door, on days
     # of their own (10 to 14 days ago: the CSV rounds' days would be
     # retries).
-    ingest_run overlord-lineproto influx "$OV_ADDR" "$((start - 6 * 86400))" --token "$OV_TOKEN"
+    [ "$STORAGE" != only ] && ingest_run overlord-lineproto influx "$OV_ADDR" "$((start - 6 * 86400))" --token "$OV_TOKEN"
 done
 start=$((BASE_DAY - 9 * 86400))
 ingest_run overlord-2conns overlord "$OV_ADDR" "$start" --token "$OV_TOKEN" --conns 2
@@ -591,6 +599,7 @@ put rss.overlord "$(vmhwm "$OV_PID")"
 note "peak RSS (VmHWM) during P2: overlord $(get rss.overlord) KiB (was $RSS_BASE_OV KiB before), victoria-metrics $(get rss.victoria-metrics) KiB, influxdb $(get rss.influxdb) KiB"
 
 # ---------------------------------------------------------------- P3
+if [ "$STORAGE" != only ]; then
 log "P3: read back 86,400 rows of one sensor (one device, 1 s apart, 3 days ago)"
 P3_START=$((BASE_DAY - 3 * 86400))
 P3_END=$((P3_START + 86399))
@@ -646,6 +655,7 @@ out=$("$LOAD" latency --addr "$OV_ADDR" --token "$OV_TOKEN" --rate 10000 --batch
 note "$out"
 put p6.p99 "$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
 put p6.p50 "$(echo "$out" | sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p')"
+fi # STORAGE != only
 
 log "stopping the P1-P3 servers"
 stop_pid "$OV_PID"

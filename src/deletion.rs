@@ -33,7 +33,7 @@ use crate::error::WireError;
 use crate::store::{
     ChannelRecord, DeviceRecord, StoreError, AGGREGATES, ALERTS, CHANNELS, CHANNEL_ITEMS,
     CHANNEL_LABELS, CHANNEL_MEMBERS, CHANNEL_META, COMMANDS, COMMAND_META, DELETED_DEVICES,
-    DEVICES, GRANTS, LAST_SEEN, PRESENCE, PRESENCE_NOTIFY, READINGS, RETENTION, SENSORS,
+    DEVICES, GRANTS, LAST_SEEN, PRESENCE, PRESENCE_NOTIFY, READINGS, RETENTION, SEALED, SENSORS,
     SENSOR_LABELS, USERS,
 };
 
@@ -210,6 +210,12 @@ pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreErro
         let done = remove_range!(
             txn,
             READINGS,
+            (num, 0, 0, 0),
+            (num, m, m, u16::MAX),
+            &mut left
+        ) && remove_range!(
+            txn,
+            SEALED,
             (num, 0, 0, 0),
             (num, m, m, u16::MAX),
             &mut left

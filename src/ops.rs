@@ -34,6 +34,7 @@ macro_rules! every_table {
     ($m:ident) => {
         $m!(
             READINGS,
+            SEALED,
             SENSORS,
             DIGEST_LOG,
             LAST_SEEN,

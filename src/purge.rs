@@ -37,8 +37,9 @@ use tokio::sync::oneshot;
 use crate::codec::{Micros, SensorId};
 use crate::error::WireError;
 use crate::store::chunk::{self, MINUTE_US, SPAN_US};
+use crate::store::chunks::{self, Place};
 use crate::store::parts::{base, minute, scan_start, PartKey};
-use crate::store::{StoreError, AGGREGATES, READINGS, SENSORS};
+use crate::store::{StoreError, AGGREGATES, SENSORS};
 
 /// Chunks (or aggregate rows) one step looks at, at most.
 pub const CHUNKS_PER_STEP: usize = 512;
@@ -252,25 +253,24 @@ fn trim_chunks(
         None => Bound::Included((dev, code, scan_start(minute(r.from)), 0)),
     };
     let hi = Bound::Included((dev, code, minute(r.to - 1), u16::MAX));
-    let mut readings = txn.open_table(READINGS)?;
-    let mut gone: Vec<PartKey> = Vec::new();
-    let mut trimmed: Vec<(PartKey, Vec<u8>)> = Vec::new();
+    let mut readings = chunks::open(txn)?;
+    let mut gone: Vec<(PartKey, Place)> = Vec::new();
+    let mut trimmed: Vec<(PartKey, Place, Vec<u8>)> = Vec::new();
     let mut seen = 0usize;
     let mut more = false;
-    for row in readings.range::<PartKey>((lo, hi))? {
+    for row in readings.range((lo, hi))? {
         if seen == *left {
             more = true;
             break;
         }
-        let (k, v) = row?;
-        let key = k.value();
+        let (key, v, place) = row?;
         let bytes = v.value();
         seen += 1;
         p.after = Some(key);
         let b = base(key.2);
         if b >= r.from && b + SPAN_US <= r.to {
             p.removed += chunk::count(bytes)?;
-            gone.push(key);
+            gone.push((key, place));
             continue;
         }
         // Straddles an end: decode, keep what is outside the range. (A
@@ -291,18 +291,19 @@ fn trim_chunks(
         }
         p.removed += dropped;
         if keep.is_empty() {
-            gone.push(key);
+            gone.push((key, place));
         } else {
             let mut buf = Vec::new();
             chunk::encode_like(bytes, &keep, kind, &mut buf);
-            trimmed.push((key, buf));
+            trimmed.push((key, place, buf));
         }
     }
-    for k in &gone {
-        readings.remove(*k)?;
+    // Each chunk stays in its table (a sealed chunk stays sealed).
+    for (k, place) in &gone {
+        readings.remove(*place, *k)?;
     }
-    for (k, bytes) in &trimmed {
-        readings.insert(*k, bytes.as_slice())?;
+    for (k, place, bytes) in &trimmed {
+        readings.insert(*place, *k, bytes)?;
     }
     *left -= seen;
     Ok(!more)

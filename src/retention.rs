@@ -35,6 +35,7 @@
 //! removed without an aggregate.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,10 @@ use crate::store::aggregates::{aggregated, Agg};
 use crate::store::parts::PartKey;
 use crate::store::typed::WriteRecords;
 use crate::store::{
-    chunk, parts::minute, Store, StoreError, AGGREGATES, READINGS, RETENTION, SENSORS,
+    chunk,
+    chunks::{self, Place},
+    parts::minute,
+    Store, StoreError, AGGREGATES, RETENTION, SENSORS,
 };
 
 /// Microseconds in a day.
@@ -316,7 +320,7 @@ impl Sweeper {
             .take(visit + 1)
             .map(|r| r.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?;
-        let mut readings = txn.open_table(READINGS)?;
+        let mut readings = chunks::open(txn)?;
         let mut aggregates = AGGREGATES.open(txn)?;
         // Minutes before this have no aggregate (0: aggregates are off).
         let agg_cutoff = (policy.aggregate_days > 0).then(|| cutoff(now, policy.aggregate_days));
@@ -393,10 +397,11 @@ fn expire_aggregates(
 /// any write (so a damaged row abandons the pass with nothing half done).
 #[derive(Default)]
 struct SensorCut {
-    /// Chunks removed whole.
-    keys: Vec<PartKey>,
-    /// The chunk the cut falls inside, re-encoded with the readings kept.
-    trimmed: Vec<(PartKey, Vec<u8>)>,
+    /// Chunks removed whole, and the table each is in.
+    keys: Vec<(PartKey, Place)>,
+    /// The chunk the cut falls inside, re-encoded with the readings kept
+    /// (in its own form and table).
+    trimmed: Vec<(PartKey, Place, Vec<u8>)>,
     /// Readings removed.
     gone: u64,
     /// The removed minutes' aggregates, merged with what was stored.
@@ -408,18 +413,18 @@ impl SensorCut {
     /// of `readings` removed or rewritten.
     fn apply(
         &self,
-        readings: &mut redb::Table<PartKey, &[u8]>,
+        readings: &mut chunks::Chunks<'_>,
         aggregates: &mut WriteRecords<'_, Agg>,
         (dev, code): (u32, u32),
     ) -> Result<usize, StoreError> {
         for (m, a) in &self.minutes {
             aggregates.insert((dev, code, *m), a)?;
         }
-        for k in &self.keys {
-            readings.remove(*k)?;
+        for (k, place) in &self.keys {
+            readings.remove(*place, *k)?;
         }
-        for (k, bytes) in &self.trimmed {
-            readings.insert(*k, bytes.as_slice())?;
+        for (k, place, bytes) in &self.trimmed {
+            readings.insert(*place, *k, bytes)?;
         }
         Ok(self.keys.len() + self.trimmed.len())
     }
@@ -430,7 +435,7 @@ impl SensorCut {
 /// hour, so the one at the cut may keep some readings) and, for minutes
 /// from `agg_cutoff` on, their aggregates (merged with what is stored).
 fn plan_cut(
-    readings: &redb::Table<PartKey, &[u8]>,
+    readings: &chunks::Chunks<'_>,
     aggregates: &WriteRecords<'_, Agg>,
     (dev, code): (u32, u32),
     cut: u32,
@@ -440,18 +445,18 @@ fn plan_cut(
     let sensor_kind = SensorId::from_code(code).map(|s| s.kind);
     let kind = sensor_kind.filter(|k| aggregated(*k));
     let mut out = SensorCut::default();
-    for row in readings
-        .range((dev, code, 0, 0)..(dev, code, cut, 0))?
-        .take(limit)
-    {
-        let (k, v) = row?;
-        let key = k.value();
+    let expired = (
+        Bound::Included((dev, code, 0, 0)),
+        Bound::Excluded((dev, code, cut, 0)),
+    );
+    for row in readings.range(expired)?.take(limit) {
+        let (key, v, place) = row?;
         // A chunk whose whole window is before the cut goes without
         // a decode, unless its minutes are to be aggregated.
         let whole = key.2.saturating_add(chunk::SPAN_MINUTES) <= cut;
         if whole && (kind.is_none() || agg_cutoff.is_none()) {
             out.gone += chunk::count(v.value())?;
-            out.keys.push(key);
+            out.keys.push((key, place));
             continue;
         }
         let Some(sensor_kind) = sensor_kind else {
@@ -480,12 +485,12 @@ fn plan_cut(
         }
         out.gone += keep_from as u64;
         if keep_from == entries.len() {
-            out.keys.push(key);
+            out.keys.push((key, place));
         } else {
-            // A sealed chunk stays sealed.
+            // A sealed chunk stays sealed (and in its table).
             let mut buf = Vec::new();
             chunk::encode_like(v.value(), &entries[keep_from..], sensor_kind, &mut buf);
-            out.trimmed.push((key, buf));
+            out.trimmed.push((key, place, buf));
             break; // later chunks are newer still
         }
     }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{as_user, hour_ago, m, rfc3339, scrape_until, TestServer};
-use overlord::store::{sealed, Store, READINGS};
+use overlord::store::{sealed, Store, READINGS, SEALED};
 use redb::{ReadableDatabase, ReadableTable};
 
 /// Rows 10 s apart from `t0`: `N1` = i, `L2` = i odd, `I3` = 2i.
@@ -60,18 +60,22 @@ fn delete(s: &TestServer, query: &str) -> common::Reply {
     s.admin_form("DELETE", &format!("/v1/devices/gh1/readings?{query}"), "")
 }
 
-/// Every chunk in a stopped server's data file, and how many are sealed.
+/// Every chunk in a stopped server's data file (hot ones in `readings`,
+/// sealed ones in `sealed`), and how many are sealed.
 fn chunk_forms(data: &std::path::Path) -> (usize, usize) {
     let store = Store::open(data).unwrap();
     let db = store.db().unwrap();
     let txn = db.begin_read().unwrap();
-    let t = txn.open_table(READINGS).unwrap();
     let mut all = 0;
     let mut sealed_n = 0;
-    for row in t.iter().unwrap() {
-        let (_, v) = row.unwrap();
-        all += 1;
-        sealed_n += usize::from(sealed::is_sealed(v.value()));
+    for (table, want_sealed) in [(READINGS, false), (SEALED, true)] {
+        for row in txn.open_table(table).unwrap().iter().unwrap() {
+            let (_, v) = row.unwrap();
+            let is = sealed::is_sealed(v.value());
+            assert_eq!(is, want_sealed, "a chunk in the wrong table");
+            all += 1;
+            sealed_n += usize::from(is);
+        }
     }
     (all, sealed_n)
 }

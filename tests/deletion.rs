@@ -5,7 +5,7 @@
 mod common;
 
 use common::{as_user, basic, column, hour_ago, rfc3339, TestServer};
-use overlord::store::{Store, DELETED_DEVICES, READINGS, SENSORS};
+use overlord::store::{Store, DELETED_DEVICES, READINGS, SEALED, SENSORS};
 use redb::ReadableDatabase;
 
 /// Two hours of readings of N1 and L2 for `id`, one a minute.
@@ -26,12 +26,17 @@ fn rows_of(data: &std::path::Path, num: u32) -> (usize, usize, bool) {
     let db = store.db().unwrap();
     let txn = db.begin_read().unwrap();
     let m = u32::MAX;
-    let readings = txn
-        .open_table(READINGS)
-        .unwrap()
-        .range((num, 0, 0, 0)..=(num, m, m, u16::MAX))
-        .unwrap()
-        .count();
+    // Hot and sealed chunks alike.
+    let readings: usize = [READINGS, SEALED]
+        .into_iter()
+        .map(|t| {
+            txn.open_table(t)
+                .unwrap()
+                .range((num, 0, 0, 0)..=(num, m, m, u16::MAX))
+                .unwrap()
+                .count()
+        })
+        .sum();
     let sensors = txn
         .open_table(SENSORS)
         .unwrap()

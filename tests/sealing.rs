@@ -107,6 +107,7 @@ fn sealed_chunks_answer_like_hot_ones_and_old_files_are_sealed_on_start() {
     sealed(&s, 12.0); // 4 sensors x 3 hours
     assert_eq!(queries(&s, t0), hot, "sealed chunks answer the same");
     let (tmp, _admin) = s.stop();
+    assert_eq!(tables(&data), (0, 0, 12), "every chunk in the sealed table");
     let (ok, exported, err) = cli(&data, &["export", "--device", "sd"], &[], None);
     assert!(ok, "{err}");
     assert_eq!(exported, exported_hot, "export reads sealed chunks");
@@ -271,4 +272,170 @@ fn retention_trims_and_aggregates_sealed_chunks() {
             &format!("{},1,{k}.5,{k}.5,{k}.5", rfc3339(first + k * 60))
         );
     }
+}
+
+/// Where the chunks of a stopped server's data file are: `(hot chunks in
+/// readings, sealed chunks in readings, sealed chunks in sealed)`; a hot
+/// chunk in `sealed` fails the test.
+fn tables(data: &std::path::Path) -> (usize, usize, usize) {
+    use overlord::store::{sealed as form, Store, READINGS, SEALED};
+    use redb::{ReadableDatabase, ReadableTable};
+    let store = Store::open(data).unwrap();
+    let db = store.db().unwrap();
+    let txn = db.begin_read().unwrap();
+    let (mut hot, mut old, mut new) = (0, 0, 0);
+    for row in txn.open_table(READINGS).unwrap().iter().unwrap() {
+        let (_, v) = row.unwrap();
+        if form::is_sealed(v.value()) {
+            old += 1;
+        } else {
+            hot += 1;
+        }
+    }
+    for row in txn.open_table(SEALED).unwrap().iter().unwrap() {
+        let (k, v) = row.unwrap();
+        assert!(
+            form::is_sealed(v.value()),
+            "hot chunk {:?} in sealed",
+            k.value()
+        );
+        new += 1;
+    }
+    (hot, old, new)
+}
+
+/// Turn a stopped server's data file into the format before the `sealed`
+/// table: every chunk sealed in place in `readings`, no `sealed` table.
+fn to_previous_format(data: &std::path::Path) {
+    use overlord::codec::SensorId;
+    use overlord::store::{chunk, sealed as form, READINGS, SEALED};
+    use redb::ReadableTable;
+    let db = redb::Database::open(data).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(READINGS).unwrap();
+        let mut all = Vec::new();
+        for row in t.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            let key = k.value();
+            let kind = SensorId::from_code(key.1).unwrap().kind;
+            let mut entries = Vec::new();
+            chunk::decode(v.value(), kind, |o, val| entries.push((o, val))).unwrap();
+            let mut buf = Vec::new();
+            form::encode(&entries, kind, &mut buf);
+            all.push((key, buf));
+        }
+        for (k, buf) in all {
+            t.insert(k, buf.as_slice()).unwrap();
+        }
+    }
+    assert!(txn.delete_table(SEALED).unwrap(), "the table was there");
+    txn.commit().unwrap();
+}
+
+/// A data file from before the `sealed` table (sealed chunks in
+/// `readings`) opens and answers the same, takes late readings and
+/// retries into those chunks, and its chunks move to `sealed` after a
+/// start, still answering the same.
+#[test]
+fn a_file_with_sealed_chunks_in_readings_reads_the_same_and_moves_over() {
+    let s = TestServer::start_with(|c| c.storage.seal_chunks_per_step = 0);
+    let tok = s.create_device("sd");
+    let t0 = day_ago_hour();
+    let (body, _) = rows(t0);
+    assert_eq!(post(&s, &tok, &body).body, format!("ok,{},0\n", ROWS * 4));
+    let hot = queries(&s, t0);
+    let data = s.dir.join("overlord.redb");
+    let (tmp, admin) = s.stop();
+    let (ok, exported_hot, err) = cli(&data, &["export", "--device", "sd"], &[], None);
+    assert!(ok, "{err}");
+    to_previous_format(&data);
+    assert_eq!(
+        tables(&data),
+        (0, 12, 0),
+        "4 sensors x 3 hours, sealed in readings"
+    );
+    let (ok, exported, err) = cli(&data, &["export", "--device", "sd"], &[], None);
+    assert!(ok, "{err}");
+    assert_eq!(exported, exported_hot);
+
+    // Read as they are (no sealing step runs: they stay in readings).
+    let s = TestServer::restart(tmp, admin, |c| c.storage.seal_chunks_per_step = 0);
+    assert_eq!(
+        queries(&s, t0),
+        hot,
+        "sealed chunks in readings answer the same"
+    );
+    let late = format!("time,N1\n{},99.5\n", t0 + 5);
+    for _ in 0..2 {
+        assert_eq!(post(&s, &tok, &late).body, "ok,1,0\n");
+    }
+    assert_eq!(post(&s, &tok, &body).body, format!("ok,{},0\n", ROWS * 4));
+    let got = scrape_until(&s, |_| true);
+    assert_eq!(
+        m(&got, "overlord_readings_stored_total"),
+        1.0,
+        "stored once"
+    );
+    let with_late = queries(&s, t0);
+    assert_ne!(with_late, hot);
+    assert!(
+        with_late[1] == hot[1] && with_late[3] == hot[3],
+        "only hour 1 changed"
+    );
+    let (tmp, admin) = s.stop();
+    assert_eq!(tables(&data), (0, 12, 0), "re-sealed in place");
+
+    // A start with sealing on moves them to the sealed table.
+    let s = TestServer::restart(tmp, admin, |c| c.storage.seal_idle_secs = 0);
+    sealed(&s, 12.0);
+    assert_eq!(queries(&s, t0), with_late, "moved chunks answer the same");
+    let (tmp, _admin) = s.stop();
+    assert_eq!(tables(&data), (0, 0, 12));
+    drop(tmp);
+}
+
+/// One reading a second (the second set's shape): the full parts of the
+/// open hour go to the sealed table while the hour is open (no idle wait),
+/// the last part stays hot, and queries, retries and late readings into
+/// those parts answer as before.
+#[test]
+fn full_parts_of_the_open_hour_are_sealed_at_once() {
+    let s = TestServer::start_with(|c| c.storage.seal_idle_secs = 3600);
+    let tok = s.create_device("sd");
+    let t0 = day_ago_hour();
+    let mut body = String::from("time,N1\n");
+    for i in 0..1200i64 {
+        body.push_str(&format!("{},{}.{}\n", t0 + i, 20 + i % 7, i % 10));
+    }
+    assert_eq!(post(&s, &tok, &body).body, "ok,1200,0\n");
+    let q = format!("/v1/devices/sd/readings?sensors=N1&from={t0}&limit=100000");
+    let before = s.get_admin(&q).body;
+    assert_eq!(before.lines().count(), 1201);
+    // 1,200 readings: parts of 512, 512 and 176; the first two sealed.
+    let got = scrape_until(&s, |g| {
+        g.get("overlord_chunks_sealed_total")
+            .is_some_and(|n| *n >= 2.0)
+    });
+    assert_eq!(m(&got, "overlord_chunks_sealed_total"), 2.0, "{got:?}");
+    assert_eq!(
+        m(&got, "overlord_seal_pending_sensors"),
+        1.0,
+        "the hour is open"
+    );
+    assert_eq!(s.get_admin(&q).body, before);
+    assert_eq!(post(&s, &tok, &body).body, "ok,1200,0\n", "a retry");
+    // Half a second after the 700th reading: inside the sealed part 1.
+    let half = rfc3339(t0 + 700).replace('Z', ".5Z");
+    let late = format!("time,N1\n{half},99.5\n");
+    let r = post(&s, &tok, &late);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = scrape_until(&s, |_| true);
+    assert_eq!(m(&got, "overlord_readings_stored_total"), 1201.0);
+    let after = s.get_admin(&q).body;
+    assert_eq!(after.lines().count(), 1202);
+    assert!(after.contains(&format!("{half},99.5\n")), "{after}");
+    let data = s.dir.join("overlord.redb");
+    let (_tmp, _admin) = s.stop();
+    assert_eq!(tables(&data), (1, 0, 2));
 }

@@ -10,7 +10,7 @@
 //! | `open.rs` | opening, creating, verifying and reopening the file |
 //! | `error.rs` | [`StoreError`] and the damage flag ([`Damage`]) |
 //! | `directory.rs` | loading the registries at start; device and user writes |
-//! | [`chunk`], [`sealed`], [`parts`], [`seal`] | readings: the chunk forms, which chunk a reading goes to, sealing |
+//! | [`chunk`], [`sealed`], [`parts`], [`chunks`], [`seal`] | readings: the chunk forms, which chunk a reading goes to, the hot and sealed tables read as one, sealing |
 //! | [`digest_log`] | committed, undigested readings |
 //! | [`aggregates`] | per-minute aggregates of removed readings |
 //! | [`query`] | the read path of readings |
@@ -19,6 +19,7 @@
 
 pub mod aggregates;
 pub mod chunk;
+pub mod chunks;
 pub mod digest_log;
 mod directory;
 mod error;

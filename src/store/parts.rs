@@ -34,9 +34,10 @@
 //! lookup or two and the rewrite of one bounded chunk per (device, sensor),
 //! however many readings the request has for it.
 
-use redb::{ReadableTable, Table};
+use redb::Table;
 
 use super::chunk::{self, Entry, MINUTE_US, PART_ENTRIES, SPAN_US};
+use super::chunks::{keys, Chunks, Place};
 use super::sealed;
 use super::StoreError;
 use crate::codec::{Micros, SensorKind, Value};
@@ -81,7 +82,7 @@ enum Home {
 /// The home of time `t` (see the module doc) and the time before which
 /// later readings share it.
 fn locate(
-    table: &ReadingsTable<'_>,
+    table: &Chunks<'_>,
     dev: u32,
     code: u32,
     t: Micros,
@@ -91,11 +92,11 @@ fn locate(
     // last chunk (new readings arriving in order). One lookup, no chunk
     // after it.
     if let Some(row) = table
-        .range((dev, code, 0, 0)..=(dev, code, u32::MAX, u16::MAX))?
-        .next_back()
+        .range_rev(keys((dev, code, 0, 0), (dev, code, u32::MAX, u16::MAX)))?
+        .next()
     {
-        let (k, v) = row?;
-        let (_, _, km, kp) = k.value();
+        let (k, v, _) = row?;
+        let (_, _, km, kp) = k;
         let start = start_of(km, v.value())?;
         if start <= t {
             let end = base(km) + SPAN_US;
@@ -110,12 +111,9 @@ fn locate(
     // first that starts at or before `t`; the ones passed start after it.
     let mut floor = None;
     let mut next: Option<((u32, u16), Micros)> = None;
-    for row in table
-        .range((dev, code, 0, 0)..=(dev, code, m, u16::MAX))?
-        .rev()
-    {
-        let (k, v) = row?;
-        let (_, _, km, kp) = k.value();
+    for row in table.range_rev(keys((dev, code, 0, 0), (dev, code, m, u16::MAX)))? {
+        let (k, v, _) = row?;
+        let (_, _, km, kp) = k;
         let start = start_of(km, v.value())?;
         if start <= t {
             floor = Some((km, kp));
@@ -125,11 +123,11 @@ fn locate(
     }
     if next.is_none() && m < u32::MAX {
         if let Some(row) = table
-            .range((dev, code, m + 1, 0)..=(dev, code, u32::MAX, u16::MAX))?
+            .range(keys((dev, code, m + 1, 0), (dev, code, u32::MAX, u16::MAX)))?
             .next()
         {
-            let (k, v) = row?;
-            let (_, _, km, kp) = k.value();
+            let (k, v, _) = row?;
+            let (_, _, km, kp) = k;
             let start = start_of(km, v.value())?;
             next = Some(((km, kp), start));
         }
@@ -149,17 +147,20 @@ fn locate(
 
 /// Merge `incoming` (sorted by time, ties in arrival order) into the
 /// chunks of `(dev, code)`; `fresh(i)` is called for every index of
-/// `incoming` that was stored (not a retry or a duplicate).
+/// `incoming` that was stored (not a retry or a duplicate). Returns
+/// whether a chunk was started (a new base minute or a new part): then
+/// an earlier chunk may be ready to seal (`store::seal`).
 pub fn write_series(
-    table: &mut ReadingsTable<'_>,
+    table: &mut Chunks<'_>,
     dev: u32,
     code: u32,
     kind: SensorKind,
     incoming: &[(Micros, &Value)],
     buf: &mut Vec<u8>,
     mut fresh: impl FnMut(usize),
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut i = 0;
+    let mut started = false;
     while i < incoming.len() {
         let (home, limit) = locate(table, dev, code, incoming[i].0)?;
         let n = incoming[i..].partition_point(|(t, _)| *t < limit).max(1);
@@ -170,14 +171,16 @@ pub fn write_series(
                 let rel = relative(run, m);
                 let merged = chunk::merge_entries(Vec::new(), &rel, |x| fresh(at + x));
                 put_split(table, (dev, code, m), 0, &merged, buf)?;
+                started = true;
             }
             Home::Stored((m, p)) => {
-                merge_into(table, (dev, code, m, p), kind, run, buf, |x| fresh(at + x))?;
+                let key = (dev, code, m, p);
+                started |= merge_into(table, key, kind, run, buf, |x| fresh(at + x))?;
             }
         }
         i += n;
     }
-    Ok(())
+    Ok(started)
 }
 
 /// Times as offsets from the base minute `m` (every time is inside the
@@ -193,23 +196,26 @@ fn relative<'v>(run: &[(Micros, &'v Value)], m: u32) -> Vec<(u32, &'v Value)> {
 }
 
 /// Merge `run` into the stored chunk `key`, splitting it when it is the
-/// last part of its base minute and has grown past [`PART_ENTRIES`].
+/// last part of its base minute and has grown past [`PART_ENTRIES`]
+/// (then it returns `true`: a part was started).
 fn merge_into(
-    table: &mut ReadingsTable<'_>,
+    table: &mut Chunks<'_>,
     key: PartKey,
     kind: SensorKind,
     run: &[(Micros, &Value)],
     buf: &mut Vec<u8>,
     fresh: impl FnMut(usize),
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let (dev, code, m, p) = key;
     let rel = relative(run, m);
     let mut old: Vec<Entry> = Vec::new();
     let mut fresh = fresh;
     let mut appended = Vec::new();
     let mut was_sealed = false;
+    let mut place = Place::Hot;
     let fast = match table.get(key)? {
-        Some(v) => {
+        Some((v, at)) => {
+            place = at;
             let bytes = v.value();
             was_sealed = sealed::is_sealed(bytes);
             // The common case: everything new is after what is stored and
@@ -225,45 +231,47 @@ fn merge_into(
         None => false,
     };
     if fast {
-        table.insert(key, buf.as_slice())?;
+        table.insert(place, key, buf.as_slice())?;
         appended.into_iter().for_each(&mut fresh);
-        return Ok(());
+        return Ok(false);
     }
     let (old_len, old_max) = (old.len(), old.last().map(|(o, _)| *o));
     let merged = chunk::merge_entries(old, &rel, fresh);
     if merged.len() == old_len {
-        return Ok(()); // every reading was a retry
+        return Ok(false); // every reading was a retry
     }
     if was_sealed {
         // A late reading re-opens a sealed chunk: sealed again whole, as
-        // one part (it never grows past its window).
+        // one part (it never grows past its window), where it was.
         buf.clear();
         sealed::encode(&merged, kind, buf);
-        table.insert(key, buf.as_slice())?;
-        return Ok(());
+        table.insert(place, key, buf.as_slice())?;
+        return Ok(false);
     }
     let last_of_minute = p == u16::MAX
         || table
-            .range((dev, code, m, p + 1)..=(dev, code, m, u16::MAX))?
+            .range(keys((dev, code, m, p + 1), (dev, code, m, u16::MAX)))?
             .next()
             .is_none();
     if !last_of_minute || merged.len() <= PART_ENTRIES {
         buf.clear();
         chunk::encode(&merged, buf);
-        table.insert(key, buf.as_slice())?;
-        return Ok(());
+        table.insert(Place::Hot, key, buf.as_slice())?;
+        return Ok(false);
     }
     if old_len >= PART_ENTRIES && merged.get(old_len - 1).map(|(o, _)| *o) == old_max {
         // Everything new is after a full chunk: leave it, start the next.
-        return put_split(table, (dev, code, m), p + 1, &merged[old_len..], buf);
+        put_split(table, (dev, code, m), p + 1, &merged[old_len..], buf)?;
+        return Ok(true);
     }
-    put_split(table, (dev, code, m), p, &merged, buf)
+    put_split(table, (dev, code, m), p, &merged, buf)?;
+    Ok(true)
 }
 
 /// Write `entries` as parts `first`, `first + 1`, ... of at most
 /// [`PART_ENTRIES`] each (the very last possible part takes the rest).
 fn put_split(
-    table: &mut ReadingsTable<'_>,
+    table: &mut Chunks<'_>,
     (dev, code, m): (u32, u32, u32),
     first: u16,
     entries: &[Entry],
@@ -279,7 +287,7 @@ fn put_split(
         };
         buf.clear();
         chunk::encode(&rest[..take], buf);
-        table.insert((dev, code, m, part), buf.as_slice())?;
+        table.insert(Place::Hot, (dev, code, m, part), buf.as_slice())?;
         rest = &rest[take..];
         part = part.saturating_add(1);
     }
@@ -290,18 +298,17 @@ fn put_split(
 /// keys: for tests and checks of the invariants.
 #[cfg(test)]
 fn read_sensor(
-    table: &impl ReadableTable<PartKey, &'static [u8]>,
+    table: &super::chunks::ReadChunks,
     dev: u32,
     code: u32,
     kind: SensorKind,
 ) -> Vec<(PartKey, Vec<(Micros, Value)>)> {
     let mut out = Vec::new();
     for row in table
-        .range((dev, code, 0, 0)..=(dev, code, u32::MAX, u16::MAX))
+        .range(keys((dev, code, 0, 0), (dev, code, u32::MAX, u16::MAX)))
         .unwrap()
     {
-        let (k, v) = row.unwrap();
-        let key = k.value();
+        let (key, v, _) = row.unwrap();
         let mut entries = Vec::new();
         chunk::decode(v.value(), kind, |o, val| {
             entries.push((base(key.2) + i64::from(o), val))
@@ -315,8 +322,8 @@ fn read_sensor(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::READINGS;
-    use redb::ReadableDatabase;
+    use crate::store::chunks::{open, open_read};
+    use redb::{ReadableDatabase, ReadableTable};
 
     const DEV: u32 = 1;
     const CODE: u32 = 2;
@@ -327,7 +334,7 @@ mod tests {
         let mut n = 0;
         let txn = db.begin_write().unwrap();
         {
-            let mut t = txn.open_table(READINGS).unwrap();
+            let mut t = open(&txn).unwrap();
             let mut buf = Vec::new();
             for part in times.chunks(batch.max(1)) {
                 let vals: Vec<Value> = part.iter().map(|t| Value::Int(*t)).collect();
@@ -353,7 +360,7 @@ mod tests {
     /// Every reading back, checking the invariants on the way.
     fn read_checked(db: &redb::Database) -> (Vec<Micros>, usize) {
         let txn = db.begin_read().unwrap();
-        let t = txn.open_table(READINGS).unwrap();
+        let t = open_read(&txn).unwrap();
         let chunks = read_sensor(&t, DEV, CODE, SensorKind::Int);
         let mut all = Vec::new();
         for ((_, _, m, _), entries) in &chunks {
@@ -368,6 +375,32 @@ mod tests {
             }
         }
         (all, chunks.len())
+    }
+
+    /// Move every other hot chunk (by `pick`) to the sealed table in the
+    /// sealed form, as sealing does, so writes meet both tables.
+    fn seal_some(db: &redb::Database, mut pick: impl FnMut() -> bool) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = open(&txn).unwrap();
+            let mut moved = Vec::new();
+            for row in t.hot.iter().unwrap() {
+                let (k, v) = row.unwrap();
+                if !pick() {
+                    continue;
+                }
+                let mut entries = Vec::new();
+                chunk::decode(v.value(), SensorKind::Int, |o, val| entries.push((o, val))).unwrap();
+                let mut buf = Vec::new();
+                sealed::encode(&entries, SensorKind::Int, &mut buf);
+                moved.push((k.value(), buf));
+            }
+            for (k, buf) in moved {
+                t.remove(Place::Hot, k).unwrap();
+                t.insert(Place::Sealed, k, &buf).unwrap();
+            }
+        }
+        txn.commit().unwrap();
     }
 
     fn db() -> (tempfile::TempDir, redb::Database) {
@@ -460,10 +493,17 @@ mod tests {
                     let n = (1 + rng.next(300) as usize).min(rest.len());
                     stored += write(&db, &rest[..n], n);
                     rest = &rest[n..];
+                    if rng.next(8) == 0 {
+                        seal_some(&db, || rng.next(3) == 0);
+                    }
                 }
                 let expect = if round == 0 { want.len() } else { 0 };
                 assert_eq!(stored, expect, "seed {seed} round {round}");
                 assert_eq!(read_checked(&db).0, want, "seed {seed} round {round}");
+                // Some chunks move to the sealed table: the retries of the
+                // next round meet them there.
+                seal_some(&db, || rng.next(2) == 0);
+                assert_eq!(read_checked(&db).0, want, "seed {seed} sealed");
             }
         }
     }

@@ -2,7 +2,8 @@
 //! range, as CSV rows `time,S1,S2,...` with one row per distinct time and
 //! an empty field where a sensor has no value at that time.
 //!
-//! Each sensor is one range scan over `readings` from the key
+//! Each sensor is one range scan over `readings` and `sealed` (merged in
+//! key order, [`super::chunks`]) from the key
 //! `(device, sensor, minute(from) - 59, 0)` (a chunk spans up to an hour
 //! from its base minute, see [`super::parts`]) to
 //! `(device, sensor, minute(to), max)`; the sensors' sorted streams are
@@ -10,8 +11,9 @@
 
 use redb::ReadableDatabase;
 
+use super::chunks::{self, keys};
 use super::parts::{minute, scan_start};
-use super::{chunk, StoreError, READINGS, SENSORS};
+use super::{chunk, StoreError, SENSORS};
 use crate::codec::{timefmt, Micros, SensorId, Value};
 
 /// What to read.
@@ -60,7 +62,7 @@ pub fn device_sensors(
 /// Run a query against the latest committed state. Blocking.
 pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(READINGS)?;
+    let table = chunks::open_read(&txn)?;
     let sensors = if q.sensors.is_empty() {
         device_sensors(&txn, q.device)?
     } else {
@@ -77,11 +79,10 @@ pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, St
         for s in &sensors {
             let mut out = Vec::new();
             let want = q.limit.saturating_add(1);
-            for row in
-                table.range((q.device, s.code(), m0, 0)..=(q.device, s.code(), m1, u16::MAX))?
-            {
-                let (k, v) = row?;
-                let base = i64::from(k.value().2) * chunk::MINUTE_US;
+            let dev = q.device;
+            for row in table.range(keys((dev, s.code(), m0, 0), (dev, s.code(), m1, u16::MAX)))? {
+                let (k, v, _) = row?;
+                let base = i64::from(k.2) * chunk::MINUTE_US;
                 chunk::decode(v.value(), s.kind, |off, value| {
                     let t = base + i64::from(off);
                     if t >= from && t <= to && out.len() < want {
@@ -193,7 +194,7 @@ fn as_number(v: &Value) -> Option<f64> {
 /// pairs in memory.
 pub fn read_buckets(db: &redb::Database, q: &BucketQuery) -> Result<String, StoreError> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(READINGS)?;
+    let table = chunks::open_read(&txn)?;
     let from = q.from.max(0);
     let to = q.to;
     let n = q.buckets.clamp(1, MAX_BUCKETS);
@@ -202,11 +203,10 @@ pub fn read_buckets(db: &redb::Database, q: &BucketQuery) -> Result<String, Stor
     if span > 0 {
         let (m0, m1) = (scan_start(minute(from)), minute(to));
         for (s, slots) in q.sensors.iter().zip(acc.iter_mut()) {
-            for row in
-                table.range((q.device, s.code(), m0, 0)..=(q.device, s.code(), m1, u16::MAX))?
-            {
-                let (k, v) = row?;
-                let base = i64::from(k.value().2) * chunk::MINUTE_US;
+            let dev = q.device;
+            for row in table.range(keys((dev, s.code(), m0, 0), (dev, s.code(), m1, u16::MAX)))? {
+                let (k, v, _) = row?;
+                let base = i64::from(k.2) * chunk::MINUTE_US;
                 chunk::decode(v.value(), s.kind, |off, value| {
                     let t = base + i64::from(off);
                     if t < from || t > to {
@@ -252,18 +252,19 @@ pub fn latest(
     device: u32,
 ) -> Result<Vec<(SensorId, Micros, Value)>, StoreError> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(READINGS)?;
+    let table = chunks::open_read(&txn)?;
     let sensors = device_sensors(&txn, device)?;
     let mut out = Vec::with_capacity(sensors.len());
     for s in sensors {
         let mut best: Option<(Micros, Value)> = None;
         let mut last_minute = None;
-        for row in table
-            .range((device, s.code(), 0, 0)..=(device, s.code(), u32::MAX, u16::MAX))?
-            .rev()
-        {
-            let (k, v) = row?;
-            let m = k.value().2;
+        let all = keys(
+            (device, s.code(), 0, 0),
+            (device, s.code(), u32::MAX, u16::MAX),
+        );
+        for row in table.range_rev(all)? {
+            let (k, v, _) = row?;
+            let m = k.2;
             // Every part of the newest base minute; chunks are ordered in
             // time, so older ones cannot win.
             if last_minute.is_some_and(|l| l != m) {

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::chunk::{self, Entry, SPAN_MINUTES, SPAN_US};
-use super::parts::{base, scan_start, PartKey, ReadingsTable};
-use super::{sealed, StoreError, READINGS};
-use crate::codec::{Micros, SensorId};
+use super::chunks::{self, keys, Chunks, Place};
+use super::parts::{base, scan_start, PartKey};
+use super::{sealed, StoreError};
+use crate::codec::{Micros, SensorId, SensorKind};
 
 /// The longest one step keeps looking for more to seal (besides its
 /// budget of chunks): the next group commit waits for it.
@@ -107,8 +108,9 @@ impl Sealer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Note writes: `(device, sensor, earliest key minute written)`.
-    pub fn touched(&self, written: &[(u32, u32, u32)]) {
+    /// Note writes: `(device, sensor, earliest key minute written, a
+    /// chunk was started)`.
+    pub fn touched(&self, written: &[(u32, u32, u32, bool)]) {
         if written.is_empty() || self.per_step == 0 {
             return;
         }
@@ -119,7 +121,7 @@ impl Sealer {
             now: queue,
             ..
         } = &mut *st;
-        for &(dev, code, minute) in written {
+        for &(dev, code, minute, started) in written {
             let mut fresh = false;
             let p = pending.entry((dev, code)).or_insert_with(|| {
                 fresh = true;
@@ -131,11 +133,12 @@ impl Sealer {
             });
             p.last_write = now;
             // A new sensor, or a write past the open group's window (a new
-            // group began: the open one is finished) or before it: due at
-            // once, so sealing keeps pace with an upload.
+            // group began: the open one is finished) or before it, or a
+            // new chunk (a part of the open group filled up): due at once,
+            // so sealing keeps pace with an upload.
             let new_group = minute >= p.from.saturating_add(SPAN_MINUTES) || minute < p.from;
             p.from = p.from.min(minute);
-            if !p.urgent && (fresh || new_group) {
+            if !p.urgent && (fresh || new_group || started) {
                 p.urgent = true;
                 queue.push_back((dev, code));
             }
@@ -187,7 +190,7 @@ impl Sealer {
     /// One bounded step in `txn`: look at the due sensors in turn and
     /// seal what may be sealed, up to the step's budget of chunks.
     pub fn step(&self, txn: &WriteTransaction, now: Micros) -> Result<SealStats, StoreError> {
-        let mut table = txn.open_table(READINGS)?;
+        let mut table = chunks::open(txn)?;
         let mut stats = SealStats::default();
         let mut budget = self.per_step;
         let clock = Instant::now();
@@ -231,10 +234,13 @@ impl Sealer {
     }
 }
 
+/// One chunk of a group: its part, table, and whether it is sealed.
+type PartAt = (u16, Place, bool);
+
 /// Look at the chunks of one sensor from `from` (a key minute) on and
 /// seal every group that may be sealed, charging `budget`.
 fn seal_sensor(
-    table: &mut ReadingsTable<'_>,
+    table: &mut Chunks<'_>,
     (dev, code): (u32, u32),
     from: u32,
     now: Micros,
@@ -245,68 +251,104 @@ fn seal_sensor(
     let Some(kind) = SensorId::from_code(code).map(|s| s.kind) else {
         return Ok(Outcome::Done); // not a sensor this build knows
     };
-    let last = match table
-        .range((dev, code, 0, 0)..=(dev, code, u32::MAX, u16::MAX))?
-        .next_back()
-    {
-        Some(row) => row?.0.value().2,
+    let all = keys((dev, code, 0, 0), (dev, code, u32::MAX, u16::MAX));
+    let last = match table.range_rev(all)?.next() {
+        Some(row) => row?.0 .2,
         None => return Ok(Outcome::Done),
     };
-    // The groups from `from`'s window on that need work: minute, parts,
-    // and whether the one chunk is sealed already.
-    // At most a budget's worth of groups; the rest is for the next step.
-    let mut groups: Vec<(u32, usize, bool)> = Vec::new();
+    // The groups from `from`'s window on: minute and parts. At most a
+    // budget's worth of groups; the rest is for the next step.
+    let mut groups: Vec<(u32, Vec<PartAt>)> = Vec::new();
     let mut rest: Option<u32> = None;
-    for row in table.range((dev, code, scan_start(from), 0)..=(dev, code, u32::MAX, u16::MAX))? {
-        let (k, v) = row?;
-        let (_, _, m, _) = k.value();
-        let is_sealed = sealed::is_sealed(v.value());
+    let scan = keys(
+        (dev, code, scan_start(from), 0),
+        (dev, code, u32::MAX, u16::MAX),
+    );
+    for row in table.range(scan)? {
+        let (k, v, place) = row?;
+        let (_, _, m, p) = k;
+        let part = (p, place, sealed::is_sealed(v.value()));
         match groups.last_mut() {
-            Some(g) if g.0 == m => {
-                g.1 += 1;
-                g.2 = false;
-            }
+            Some(g) if g.0 == m => g.1.push(part),
             _ => {
                 if groups.len() >= *budget {
                     rest = Some(m);
                     break;
                 }
-                groups.push((m, 1, is_sealed));
+                groups.push((m, vec![part]));
             }
         }
     }
-    for (m, parts, done) in groups {
-        if done && parts == 1 {
+    for (m, parts) in groups {
+        if matches!(parts[..], [(_, Place::Sealed, true)]) {
             // Looked at (read), nothing to do: it costs a little too.
             *budget = budget.saturating_sub(1);
             continue;
         }
         if m == last && !(idle && base(m) + SPAN_US <= now) {
+            // The open group: its parts before the last one are full and
+            // receive only late readings; they go to the sealed table now
+            // (a sensor reporting every second: 7 parts an hour).
+            let (_, early) = parts.split_last().expect("a group has a part");
+            for &(p, place, _) in early.iter().filter(|(_, at, _)| *at == Place::Hot) {
+                if *budget == 0 {
+                    return Ok(Outcome::Budget(m));
+                }
+                seal_part(table, (dev, code, m, p), place, kind, stats)?;
+                *budget -= 1;
+            }
             return Ok(Outcome::Open(m));
         }
         if *budget == 0 {
             return Ok(Outcome::Budget(m));
         }
         seal_group(table, (dev, code, m), kind, stats)?;
-        *budget = budget.saturating_sub(parts);
+        *budget = budget.saturating_sub(parts.len());
     }
     Ok(rest.map_or(Outcome::Done, Outcome::Budget))
 }
 
-/// Seal every part of the group `(dev, code, m)` into part 0.
-fn seal_group(
-    table: &mut ReadingsTable<'_>,
-    (dev, code, m): (u32, u32, u32),
-    kind: crate::codec::SensorKind,
+/// Seal the one chunk `key` (a full part of the open group) into the
+/// sealed table under the same key.
+fn seal_part(
+    table: &mut Chunks<'_>,
+    key: PartKey,
+    place: Place,
+    kind: SensorKind,
     stats: &mut SealStats,
 ) -> Result<(), StoreError> {
     let mut entries: Vec<Entry> = Vec::new();
-    let mut keys: Vec<PartKey> = Vec::new();
-    for row in table.range((dev, code, m, 0)..=(dev, code, m, u16::MAX))? {
-        let (k, v) = row?;
+    let mut buf = Vec::new();
+    if let Some(v) = table.at(place).get(key)? {
         stats.bytes_in += v.value().len() as u64;
         chunk::decode(v.value(), kind, |o, val| entries.push((o, val)))?;
-        keys.push(k.value());
+        sealed::encode(&entries, kind, &mut buf);
+    }
+    table.remove(place, key)?;
+    if !entries.is_empty() {
+        table.insert(Place::Sealed, key, &buf)?;
+        stats.chunks_in += 1;
+        stats.sealed += 1;
+        stats.bytes_out += buf.len() as u64;
+    }
+    Ok(())
+}
+
+/// Seal every part of the group `(dev, code, m)`, in either table, into
+/// part 0 of the sealed table.
+fn seal_group(
+    table: &mut Chunks<'_>,
+    (dev, code, m): (u32, u32, u32),
+    kind: SensorKind,
+    stats: &mut SealStats,
+) -> Result<(), StoreError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut parts: Vec<(PartKey, Place)> = Vec::new();
+    for row in table.range(keys((dev, code, m, 0), (dev, code, m, u16::MAX)))? {
+        let (k, v, place) = row?;
+        stats.bytes_in += v.value().len() as u64;
+        chunk::decode(v.value(), kind, |o, val| entries.push((o, val)))?;
+        parts.push((k, place));
     }
     // The parts of a group are disjoint and ordered (`parts` invariant 1);
     // a stable sort keeps the first of any repeat, should one be there.
@@ -319,15 +361,14 @@ fn seal_group(
     }
     let mut buf = Vec::new();
     sealed::encode(&entries, kind, &mut buf);
-    // Every part is removed, part 0 too, before the sealed chunk goes in:
-    // a removal lets redb merge the leaf with a neighbour once it falls
-    // below a third full, where shrinking a value in place would leave
-    // leaves sized for hot chunks a fifth full (docs/storage.md).
-    for k in &keys {
-        table.remove(*k)?;
+    // Every part is removed before the sealed chunk goes in, so a key is
+    // in one table only; a removal also lets redb merge a leaf with a
+    // neighbour once it falls below a third full.
+    for (k, place) in &parts {
+        table.remove(*place, *k)?;
     }
-    table.insert((dev, code, m, 0), buf.as_slice())?;
-    stats.chunks_in += keys.len() as u64;
+    table.insert(Place::Sealed, (dev, code, m, 0), &buf)?;
+    stats.chunks_in += parts.len() as u64;
     stats.sealed += 1;
     stats.bytes_out += buf.len() as u64;
     Ok(())
@@ -340,15 +381,18 @@ mod tests {
     use crate::store::parts::{minute, write_series};
     use redb::ReadableDatabase;
 
-    /// Every chunk of sensor (1, code) as (key, sealed?).
+    /// Every chunk of sensor (1, code) as (key, sealed?), checking that
+    /// every sealed one is in the sealed table and every hot one not.
     fn chunks(db: &redb::Database, code: u32) -> Vec<(PartKey, bool)> {
         let txn = db.begin_read().unwrap();
-        let t = txn.open_table(READINGS).unwrap();
-        t.range((1, code, 0, 0)..=(1, code, u32::MAX, u16::MAX))
+        let t = chunks::open_read(&txn).unwrap();
+        t.range(keys((1, code, 0, 0), (1, code, u32::MAX, u16::MAX)))
             .unwrap()
             .map(|r| {
-                let (k, v) = r.unwrap();
-                (k.value(), sealed::is_sealed(v.value()))
+                let (k, v, place) = r.unwrap();
+                let is = sealed::is_sealed(v.value());
+                assert_eq!(is, place == Place::Sealed, "{k:?}");
+                (k, is)
             })
             .collect()
     }
@@ -364,7 +408,7 @@ mod tests {
         let vals: Vec<Value> = times.iter().map(|t| Value::Int(*t / 7)).collect();
         let txn = db.begin_write().unwrap();
         {
-            let mut t = txn.open_table(READINGS).unwrap();
+            let mut t = chunks::open(&txn).unwrap();
             let incoming: Vec<(Micros, &Value)> = times.iter().copied().zip(&vals).collect();
             for run in incoming.chunks(100) {
                 write_series(
@@ -384,7 +428,7 @@ mod tests {
         // Not idle: everything but the last group is sealed, 3 chunks a
         // step; the last group stays open.
         let sealer = Sealer::new(Duration::from_secs(3600), 3);
-        sealer.touched(&[(1, code, minute(t0))]);
+        sealer.touched(&[(1, code, minute(t0), true)]);
         let now = times[times.len() - 1] + SPAN_US * 2;
         for _ in 0..100 {
             if !sealer.due() {
@@ -395,16 +439,22 @@ mod tests {
             txn.commit().unwrap();
         }
         let got = chunks(&db, code);
-        let last = got.last().unwrap().0 .2;
+        let (last, last_part) = (got.last().unwrap().0 .2, got.last().unwrap().0 .3);
+        assert!(last_part > 0, "the open group has two parts: {got:?}");
+        // The open group's full first part is sealed already (in place),
+        // its last part is hot; every finished group is one sealed chunk.
         assert!(
-            got.iter()
-                .all(|((_, _, m, p), s)| if *m == last { !s } else { *s && *p == 0 }),
+            got.iter().all(|((_, _, m, p), s)| if *m == last {
+                *s == (*p < last_part)
+            } else {
+                *s && *p == 0
+            }),
             "{got:?}"
         );
         assert_eq!(sealer.pending(), 1);
         // Idle (the sealer's idle time is zero): the last one too.
         let sealer = Sealer::new(Duration::ZERO, 3);
-        sealer.touched(&[(1, code, 0)]);
+        sealer.touched(&[(1, code, 0, true)]);
         for _ in 0..100 {
             if !sealer.due() {
                 break;
@@ -419,14 +469,14 @@ mod tests {
         assert_eq!(sealer.pending(), 0);
         // Every reading is there, once, in order, with its value.
         let txn = db.begin_read().unwrap();
-        let t = txn.open_table(READINGS).unwrap();
+        let t = chunks::open_read(&txn).unwrap();
         let mut back = Vec::new();
         for r in t
-            .range((1, code, 0, 0)..=(1, code, u32::MAX, u16::MAX))
+            .range(keys((1, code, 0, 0), (1, code, u32::MAX, u16::MAX)))
             .unwrap()
         {
-            let (k, v) = r.unwrap();
-            let b = base(k.value().2);
+            let (k, v, _) = r.unwrap();
+            let b = base(k.2);
             chunk::decode(v.value(), SensorKind::Int, |o, val| {
                 back.push((b + i64::from(o), val))
             })

@@ -10,7 +10,8 @@
 //!
 //! | table | key | value | written by |
 //! |---|---|---|---|
-//! | `readings` | `(device, sensor, minute, part)` | a [`chunk`] | writer thread |
+//! | `readings` | `(device, sensor, minute, part)` | a hot [`chunk`] | writer thread |
+//! | `sealed` | `(device, sensor, minute, part)` | a [`super::sealed`] chunk | writer thread |
 //! | `sensors` | `(device, sensor)` | readings stored | writer thread |
 //! | `digest_log` | batch seq | committed, undigested readings | writer thread |
 //! | `last_seen` | device | UTC µs of last contact | writer thread |
@@ -58,6 +59,9 @@ use super::{AlertRecord, ChannelRecord, DeviceRecord, FileRecord, UserRecord};
 /// `(device number, sensor code, base minute, part)` → chunk of readings
 /// (see [`parts`] for which chunk a reading goes to).
 pub const READINGS: TableDefinition<parts::PartKey, &[u8]> = TableDefinition::new("readings");
+/// The same keys → sealed chunks, apart from the hot ones in `readings`
+/// (a key is in one of the two; see [`super::chunks`]).
+pub const SEALED: TableDefinition<parts::PartKey, &[u8]> = TableDefinition::new("sealed");
 /// `(device number, sensor code)` → µs of the commit that stored its first
 /// reading: the sensors a device has (written once per sensor).
 pub const SENSORS: TableDefinition<(u32, u32), u64> = TableDefinition::new("sensors");
@@ -164,6 +168,7 @@ pub const COMMAND_EXPIRY: TableDefinition<(i64, u32, u64), ()> =
 /// version before a table existed), in `txn`.
 pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(READINGS)?;
+    txn.open_table(SEALED)?;
     txn.open_table(SENSORS)?;
     txn.open_table(DIGEST_LOG.def())?;
     txn.open_table(LAST_SEEN)?;

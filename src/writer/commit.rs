@@ -27,7 +27,7 @@ use super::{WriterState, NEXT_BATCH};
 use crate::codec::{Reading, Value};
 use crate::presence::{self, Change};
 use crate::store::digest_log::DigestBatch;
-use crate::store::{parts, StoreError, DIGEST_LOG, META, READINGS, SENSORS};
+use crate::store::{chunks, parts, StoreError, DIGEST_LOG, META, SENSORS};
 
 /// What one transaction wrote.
 pub(super) struct Written {
@@ -224,12 +224,12 @@ impl WriterState {
     ) -> Result<Vec<u32>, StoreError> {
         let order = merged_keys(jobs, all.len());
         let mut contacts: Vec<u32> = Vec::new();
-        let mut table = txn.open_table(READINGS)?;
+        let mut table = chunks::open(txn)?;
         let mut sensors = txn.open_table(SENSORS)?;
         let mut buf = Vec::new();
         let mut incoming: Vec<(i64, &Value)> = Vec::new();
         let mut idx: Vec<usize> = Vec::new();
-        let mut touched: Vec<(u32, u32, u32)> = Vec::new();
+        let mut touched: Vec<(u32, u32, u32, bool)> = Vec::new();
         let mut i = 0;
         while i < order.len() {
             // One (device, sensor) at a time, its readings in time order.
@@ -253,13 +253,14 @@ impl WriterState {
                 Fresh::New
             };
             let mut sensor_new: u64 = 0;
-            parts::write_series(&mut table, dev, code, kind, &incoming, &mut buf, |n| {
-                fresh[idx[n]] = mark;
-                sensor_new += 1;
-            })?;
+            let started =
+                parts::write_series(&mut table, dev, code, kind, &incoming, &mut buf, |n| {
+                    fresh[idx[n]] = mark;
+                    sensor_new += 1;
+                })?;
             if sensor_new > 0 {
                 // Sealing looks at it again (`store::seal`).
-                touched.push((dev, code, parts::minute(incoming[0].0)));
+                touched.push((dev, code, parts::minute(incoming[0].0), started));
             }
             if sensor_new > 0 && contacts.last() != Some(&dev) {
                 contacts.push(dev); // groups come in device order
