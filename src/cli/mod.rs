@@ -76,7 +76,7 @@ pub fn offline_or_create<T>(
         StoreError::InUse => {
             let advice = match advice {
                 Advice::Stop => "stop it first",
-                Advice::StopOrHttp => "stop it first, or use the HTTP API (see API.md)",
+                Advice::StopOrHttp => "stop it first, or use the HTTP API (see docs/api.md)",
                 Advice::Url => "use --url to have it make the backup",
             };
             format!("{} is in use by a running server; {advice}", data.display())
