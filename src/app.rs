@@ -122,6 +122,11 @@ impl From<Config> for OpenOptions {
 }
 
 /// Open the data file and start the writer and digest threads.
+///
+/// (Over 80 lines only because the [`App`] literal is here: every handle
+/// the handlers share is built and named once, in one place; the stages
+/// before it are [`load`], [`Digest::start`], `start_writer` and the
+/// sender.)
 pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     let OpenOptions {
         config,

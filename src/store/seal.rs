@@ -397,6 +397,8 @@ mod tests {
             .collect()
     }
 
+    /// (One long scenario on purpose: each step's assertions depend on the
+    /// state the previous steps left, read top to bottom.)
     #[test]
     fn small_steps_seal_everything_but_the_open_group_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
