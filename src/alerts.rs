@@ -16,6 +16,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::catalog::Catalog;
 use crate::codec::{timefmt, Micros, SensorId, Value};
+use crate::error::WireError;
 use crate::quotas::QuotaExceeded;
 use crate::store::chunk;
 use crate::store::typed::record;
@@ -348,6 +349,18 @@ pub fn delete(store: &Store, catalog: &Catalog, id: u32, name: &str) -> Result<(
     txn.commit()?;
     catalog.remove_alert(name);
     Ok(())
+}
+
+impl From<AlertError> for WireError {
+    fn from(e: AlertError) -> Self {
+        match e {
+            AlertError::Exists(name) => {
+                WireError::new(409, "alert_exists", format!("alert '{name}' exists"))
+            }
+            AlertError::Quota(q) => q.into(),
+            AlertError::Store(s) => s.into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,20 @@ pub struct App {
     pub deletions: Arc<crate::deletion::Sweep>,
 }
 
+impl App {
+    /// What delivering inbox rows needs (`inbox::send::deliver`).
+    pub fn inboxes(&self) -> crate::inbox::send::Inboxes<'_> {
+        crate::inbox::send::Inboxes {
+            store: &self.store,
+            directory: &self.directory,
+            catalog: &self.catalog,
+            bells: &self.inbox_bells,
+            max_inbox: self.config.limits.max_inbox,
+            commands_kept: self.config.limits.commands_kept,
+        }
+    }
+}
+
 /// An opened server, not yet listening.
 pub struct Opened {
     /// Shared state.

@@ -84,6 +84,14 @@ fn failed(what: &'static str, e: tokio::task::JoinError) -> Failed {
     Failed { what }
 }
 
+/// A blocking task that panicked or was cancelled (already logged by
+/// `blocking::run`): `500 internal` naming what it was doing.
+impl From<Failed> for WireError {
+    fn from(e: Failed) -> Self {
+        WireError::internal(e.what)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

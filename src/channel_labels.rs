@@ -20,13 +20,13 @@ pub const MAX_DESCRIPTION: usize = 1000;
 /// `v` as a member label: printable text of at most [`MAX_LABEL`]
 /// bytes (`400 bad_value`).
 pub fn label(v: &str) -> Result<String, WireError> {
-    crate::devices::text("label", v, MAX_LABEL)
+    crate::text::text("label", v, MAX_LABEL)
 }
 
 /// `v` as a channel description: printable text of at most
 /// [`MAX_DESCRIPTION`] bytes (`400 bad_value`).
 pub fn description(v: &str) -> Result<String, WireError> {
-    crate::devices::text("description", v, MAX_DESCRIPTION)
+    crate::text::text("description", v, MAX_DESCRIPTION)
 }
 
 /// Set (or, when empty, clear) the label of a member, in the

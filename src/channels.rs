@@ -18,7 +18,9 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::catalog::Catalog;
 use crate::channel_labels;
+use crate::codec::names::log_safe;
 use crate::codec::{Micros, SensorId, Value};
+use crate::error::WireError;
 use crate::quotas::QuotaExceeded;
 use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
@@ -293,6 +295,23 @@ pub fn change_member(
         Membership::Remove => catalog.remove_member(key.0, key.1, key.2),
     }
     Ok(())
+}
+
+impl From<ChannelError> for WireError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Exists(name) => {
+                WireError::new(409, "channel_exists", format!("channel '{name}' exists"))
+            }
+            ChannelError::Unknown(name) => WireError::new(
+                404,
+                "unknown_channel",
+                format!("no channel '{}'", log_safe(&name)),
+            ),
+            ChannelError::Quota(q) => q.into(),
+            ChannelError::Store(s) => s.into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -194,32 +194,6 @@ pub const MAX_TEXT: usize = 1000;
 /// Most tags, and longest tag.
 pub const MAX_TAGS: usize = 32;
 
-/// Is `c` a Unicode bidirectional override or isolate (U+202A–U+202E,
-/// U+2066–U+2069)? In a name or description they reorder how the text
-/// *around* it is shown (in a list, a spreadsheet, a terminal), so a name
-/// could display as something else than it is ("Trojan Source").
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `v` as the text field `field`: at most `max` bytes, no control or
-/// bidirectional override characters (`400 bad_value`).
-pub fn text(field: &str, v: &str, max: usize) -> Result<String, WireError> {
-    if v.len() > max || v.chars().any(char::is_control) {
-        return Err(WireError::bad_request(
-            "bad_value",
-            format!("{field}: at most {max} bytes of printable text"),
-        ));
-    }
-    if v.chars().any(is_bidi_control) {
-        return Err(WireError::bad_request(
-            "bad_value",
-            format!("{field}: bidirectional override/isolate characters (U+202A-U+202E, U+2066-U+2069) are not allowed"),
-        ));
-    }
-    Ok(v.to_string())
-}
-
 fn coordinate(field: &str, v: &str, limit: f64) -> Result<Option<f64>, WireError> {
     if v.is_empty() {
         return Ok(None);
@@ -243,9 +217,9 @@ pub fn set_field(
     let m = &mut rec.meta;
     match field {
         "name" => rec.name = name_field(v)?,
-        "description" => m.description = text(field, v, MAX_TEXT)?,
-        "location" => m.location = text(field, v, MAX_TEXT)?,
-        "kind" => m.kind = text(field, v, 64)?,
+        "description" => m.description = crate::text::text(field, v, MAX_TEXT)?,
+        "location" => m.location = crate::text::text(field, v, MAX_TEXT)?,
+        "kind" => m.kind = crate::text::text(field, v, 64)?,
         "latitude" => m.latitude = coordinate(field, v, 90.0)?,
         "longitude" => m.longitude = coordinate(field, v, 180.0)?,
         "gateway" => m.gateway = gateway_field(v)?,
@@ -267,7 +241,7 @@ fn name_field(v: &str) -> Result<String, WireError> {
     if v.is_empty() {
         return Err(WireError::bad_request("bad_name", "a name cannot be empty"));
     }
-    text("name", v, MAX_NAME).map_err(|_| {
+    crate::text::text("name", v, MAX_NAME).map_err(|_| {
         WireError::bad_request(
             "bad_name",
             "a name is at most 200 bytes of printable text, without bidirectional overrides",
@@ -296,9 +270,11 @@ fn tags_field(v: &str) -> Result<Vec<String>, WireError> {
         .map(str::to_string)
         .collect();
     if tags.len() > MAX_TAGS
-        || tags
-            .iter()
-            .any(|t| t.len() > 64 || t.chars().any(|c| c.is_control() || is_bidi_control(c)))
+        || tags.iter().any(|t| {
+            t.len() > 64
+                || t.chars()
+                    .any(|c| c.is_control() || crate::text::is_bidi_control(c))
+        })
     {
         return Err(WireError::bad_request(
             "bad_value",
@@ -543,4 +519,13 @@ pub fn tree(devices: &[Arc<DeviceRecord>]) -> Vec<(usize, Arc<DeviceRecord>)> {
         out.push((depth, d));
     }
     out
+}
+
+impl From<TransferError> for WireError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Quota(q) => q.into(),
+            TransferError::Store(s) => s.into(),
+        }
+    }
 }

@@ -1,17 +1,14 @@
 //! The one place a failure becomes a wire reply: a 4xx/5xx status and a
 //! body of exactly one CSV line, `error,<code>,<detail>`.
+//!
+//! Codec and store errors convert here; each feature's error type converts
+//! itself beside its definition (`impl From<ChannelError> for WireError` in
+//! `channels.rs`), so this module imports no feature and sits below them
+//! all. The test table at the end checks every feature's reply.
 
-use crate::alerts::AlertError;
-use crate::blocking::Failed;
-use crate::channels::ChannelError;
-use crate::codec::names::{log_safe, write_csv_text};
+use crate::codec::names::write_csv_text;
 use crate::codec::CodecError;
-use crate::devices::TransferError;
-use crate::inbox::send::SendError;
-use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
-use crate::targets::TargetError;
-use crate::users::UserError;
 
 /// `Retry-After` of a `507 disk_full`: long enough not to hammer a server
 /// whose disk is full, short enough that buffered readings go out soon
@@ -144,112 +141,21 @@ impl From<StoreError> for WireError {
     }
 }
 
-/// A blocking task that panicked or was cancelled (already logged by
-/// `blocking::run`): `500 internal` naming what it was doing.
-impl From<Failed> for WireError {
-    fn from(e: Failed) -> Self {
-        WireError::internal(e.what)
-    }
-}
-
-/// Over a `[quotas]` limit: `403 quota_exceeded`.
-impl From<QuotaExceeded> for WireError {
-    fn from(e: QuotaExceeded) -> Self {
-        WireError::new(403, "quota_exceeded", e.to_string())
-    }
-}
-
-impl From<AlertError> for WireError {
-    fn from(e: AlertError) -> Self {
-        match e {
-            AlertError::Exists(name) => {
-                WireError::new(409, "alert_exists", format!("alert '{name}' exists"))
-            }
-            AlertError::Quota(q) => q.into(),
-            AlertError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<TargetError> for WireError {
-    fn from(e: TargetError) -> Self {
-        match e {
-            TargetError::Exists(name) => {
-                WireError::new(409, "target_exists", format!("target '{name}' exists"))
-            }
-            TargetError::Full(name) => WireError::new(
-                409,
-                "target_full",
-                format!("target '{name}' has [notify] max_waiting notifications waiting"),
-            ),
-            TargetError::Quota(q) => q.into(),
-            TargetError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<TransferError> for WireError {
-    fn from(e: TransferError) -> Self {
-        match e {
-            TransferError::Quota(q) => q.into(),
-            TransferError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<SendError> for WireError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::InboxFull { device, len, max } => WireError::new(
-                409,
-                "inbox_full",
-                format!("device '{device}' has {len} of {max} rows unacknowledged"),
-            ),
-            SendError::TargetFull(name) => TargetError::Full(name).into(),
-            SendError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<UserError> for WireError {
-    fn from(e: UserError) -> Self {
-        match e {
-            UserError::Exists(_) => WireError::new(409, "user_exists", e.to_string()),
-            UserError::Unknown(_) => WireError::new(404, "unknown_user", e.to_string()),
-            UserError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<ChannelError> for WireError {
-    fn from(e: ChannelError) -> Self {
-        match e {
-            ChannelError::Exists(name) => {
-                WireError::new(409, "channel_exists", format!("channel '{name}' exists"))
-            }
-            ChannelError::Unknown(name) => WireError::new(
-                404,
-                "unknown_channel",
-                format!("no channel '{}'", log_safe(&name)),
-            ),
-            ChannelError::Quota(q) => q.into(),
-            ChannelError::Store(s) => s.into(),
-        }
-    }
-}
-
-/// The message of a caught panic (`&str` or `String` payloads), or
-/// `fallback` for any other payload.
-pub fn panic_text(p: &(dyn std::any::Any + Send), fallback: &str) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| fallback.to_string())
-}
+pub use crate::store::panic_text;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The features' errors, to check the replies their conversions (beside
+    // each error type) give; only the tests import them.
+    use crate::alerts::AlertError;
+    use crate::blocking::Failed;
+    use crate::channels::ChannelError;
+    use crate::devices::TransferError;
+    use crate::inbox::send::SendError;
+    use crate::quotas::QuotaExceeded;
+    use crate::targets::TargetError;
+    use crate::users::UserError;
 
     #[test]
     fn one_line_with_quoting() {

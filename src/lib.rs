@@ -79,7 +79,8 @@
 //! - [`clock`]: "now" for presence, retention and commits; tests move it
 //!   forward instead of sleeping.
 //! - [`error`]: every failure becomes one `error,<code>,<detail>` line;
-//!   the conversions from each feature's error type live there.
+//!   each feature's error converts itself beside its type.
+//! - [`text`]: the rule for free text users give things.
 //! - [`blocking`]: the one helper that runs blocking work off the async
 //!   workers and turns a panicked task into the caller's internal error.
 //! - [`app`]: start-up; `app::open` takes an [`app::OpenOptions`] (the
@@ -143,6 +144,7 @@ pub mod sensors;
 pub mod server;
 pub mod store;
 pub mod targets;
+pub mod text;
 pub mod throttle;
 pub mod tls;
 pub mod users;

@@ -18,6 +18,7 @@
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::auth::Directory;
+use crate::error::WireError;
 use crate::store::Role;
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -89,10 +90,16 @@ pub fn check(
     })
 }
 
+/// Over a `[quotas]` limit: `403 quota_exceeded`.
+impl From<QuotaExceeded> for WireError {
+    fn from(e: QuotaExceeded) -> Self {
+        WireError::new(403, "quota_exceeded", e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::WireError;
 
     #[test]
     fn limits_and_unlimited() {

@@ -63,7 +63,7 @@ impl Labels {
                 ))
             }
         };
-        *slot = crate::devices::text(field, value, max)?;
+        *slot = crate::text::text(field, value, max)?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use parking_lot::RwLock;
 use redb::ReadableTable;
 
 use crate::codec::Micros;
+use crate::error::WireError;
 use crate::quotas::QuotaExceeded;
 use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
@@ -358,6 +359,23 @@ pub fn queue_test(
         Ok::<_, StoreError>(id)
     })()?;
     queued.ok_or_else(|| TargetError::Full(t.name.clone()))
+}
+
+impl From<TargetError> for WireError {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::Exists(name) => {
+                WireError::new(409, "target_exists", format!("target '{name}' exists"))
+            }
+            TargetError::Full(name) => WireError::new(
+                409,
+                "target_full",
+                format!("target '{name}' has [notify] max_waiting notifications waiting"),
+            ),
+            TargetError::Quota(q) => q.into(),
+            TargetError::Store(s) => s.into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use crate::auth;
 use crate::codec::timefmt;
+use crate::error::WireError;
 use crate::store::{Role, Store, StoreError, UserRecord};
 
 /// Name of the administrator created on first start.
@@ -147,6 +148,16 @@ fn find(store: &Store, name: &str) -> Result<UserRecord, UserError> {
         .into_iter()
         .find(|u| u.name == name)
         .ok_or_else(|| UserError::Unknown(name.to_string()))
+}
+
+impl From<UserError> for WireError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Exists(_) => WireError::new(409, "user_exists", e.to_string()),
+            UserError::Unknown(_) => WireError::new(404, "unknown_user", e.to_string()),
+            UserError::Store(s) => s.into(),
+        }
+    }
 }
 
 #[cfg(test)]

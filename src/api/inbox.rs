@@ -112,7 +112,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     // Written only when the device reads a command for the first time,
     // not on every poll.
     let (_, rows) = crate::blocking::wire("inbox read failed", move || {
-        inbox::send::read(&app2, num, n)
+        inbox::send::read(&app2.store, num, n)
     })
     .await?;
     let mut out = String::from(if d.meta.gateway {
@@ -174,7 +174,7 @@ async fn ack_rows_with(
 ) -> Result<(u64, u64), WireError> {
     let app2 = app.clone();
     crate::blocking::wire("ack failed", move || {
-        inbox::send::ack(&app2, num, upto, result)
+        inbox::send::ack(&app2.store, num, upto, result)
     })
     .await
 }
@@ -276,7 +276,7 @@ pub async fn deliver_with(
     let queued = hook.is_some();
     let msg = Message { row, expires, hook };
     let seqs = crate::blocking::wire("delivery failed", move || {
-        inbox::send::deliver(&app2, &targets, &msg)
+        inbox::send::deliver(&app2.inboxes(), &targets, &msg)
     })
     .await?;
     if queued {

@@ -180,7 +180,7 @@ pub async fn submit(
                 // The device reads its inbox: commands among the rows
                 // are delivered, as by `GET /v1/inbox`.
                 crate::blocking::wire("inbox read failed", move || {
-                    crate::inbox::send::read(&app2, dev, n)
+                    crate::inbox::send::read(&app2.store, dev, n)
                 })
                 .await?
             }

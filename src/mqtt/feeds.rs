@@ -43,7 +43,7 @@ pub async fn inbox(app: Arc<App>, outbox: Outbox, device: Arc<DeviceRecord>, top
         // Only the device itself subscribes to its inbox: commands among
         // the rows are delivered, as by `GET /v1/inbox`.
         let read = crate::blocking::run("inbox feed read", move || {
-            crate::inbox::send::read(&app2, num, max)
+            crate::inbox::send::read(&app2.store, num, max)
         })
         .await;
         let rows = match read {

@@ -93,7 +93,7 @@ pub async fn inbox_ack(
     let upto = parse_upto(&payload, app.limits.max_fields)?;
     let (app2, num) = (app.clone(), d.num);
     crate::blocking::wire("ack failed", move || {
-        crate::inbox::send::ack(&app2, num, upto, |_| None)
+        crate::inbox::send::ack(&app2.store, num, upto, |_| None)
     })
     .await?;
     Ok(())

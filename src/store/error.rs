@@ -143,7 +143,7 @@ pub(super) fn install_panic_hook() {
                 f.contains("/redb-") || f.contains("\\redb-")
             });
             if in_redb {
-                let why = crate::error::panic_text(info.payload(), "redb panicked");
+                let why = panic_text(info.payload(), "redb panicked");
                 IN_USE.with(|u| {
                     if let Some(d) = u.borrow().upgrade() {
                         d.mark(&why);
@@ -153,4 +153,13 @@ pub(super) fn install_panic_hook() {
             prev(info);
         }));
     });
+}
+
+/// The message of a caught panic (`&str` or `String` payloads), or
+/// `fallback` for any other payload.
+pub fn panic_text(p: &(dyn std::any::Any + Send), fallback: &str) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| fallback.to_string())
 }

@@ -46,7 +46,7 @@ use error::IN_USE;
 use faults::DiskFaults;
 
 use error::corrupt;
-pub use error::{Damage, StoreError};
+pub use error::{panic_text, Damage, StoreError};
 pub use records::{
     AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, FileRecord, Role, UserRecord,
 };

@@ -63,7 +63,7 @@ impl Store {
             }
             Ok(r) => r?,
             Err(p) => {
-                let why = crate::error::panic_text(&*p, "redb panicked");
+                let why = super::panic_text(&*p, "redb panicked");
                 return Err(StoreError::Corrupt(format!(
                     "{why}; run `overlord check`, then restore a backup (docs/storage.md, \"Damaged data\")"
                 )));
