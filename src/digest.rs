@@ -91,6 +91,11 @@ pub struct Firing {
     /// The notification target told, if the alert names one and its
     /// owner may still use it.
     pub target: Option<u32>,
+    /// The channel told (`to_channel`), if the alert names one and its
+    /// owner may still use it: the reading becomes an item there,
+    /// through `notify::deliver` with the rest of the firing, so the
+    /// event's `delivery` names it.
+    pub channel: Option<u32>,
 }
 
 /// What a thread made of its part, for the writer to commit.
@@ -397,17 +402,6 @@ fn device_alerts(
                 let text = alerts::describe(&a.rec, v);
                 let (inbox, to_channel, target) =
                     route_firing(&a.rec, dev, r, &text, catalog, directory, &mut *may);
-                if let Some(ch) = to_channel {
-                    out.appends.push(ChannelAppend {
-                        channel: ch,
-                        device: dev,
-                        reading: Reading {
-                            sensor: r.sensor,
-                            time: r.time,
-                            value: r.value.clone(),
-                        },
-                    });
-                }
                 out.firings.push(Firing {
                     alert: a.rec.id,
                     device: dev,
@@ -416,6 +410,7 @@ fn device_alerts(
                     inbox,
                     source: a.rec.name.clone(),
                     target,
+                    channel: to_channel,
                 });
             }
         }
@@ -505,13 +500,6 @@ fn channel_alerts(
                 let text = alerts::describe_member(&a.rec, &id, r.sensor, m.v);
                 let (inbox, to_channel, target) =
                     route_firing(&a.rec, dev, r, &text, catalog, directory, may);
-                if let Some(ch) = to_channel {
-                    out.appends.push(ChannelAppend {
-                        channel: ch,
-                        device: dev,
-                        reading: r.clone(),
-                    });
-                }
                 out.firings.push(Firing {
                     alert: a.rec.id,
                     device: dev,
@@ -520,6 +508,7 @@ fn channel_alerts(
                     inbox,
                     source: a.rec.name.clone(),
                     target,
+                    channel: to_channel,
                 });
             }
         }

@@ -205,6 +205,38 @@ fn alert_fires_on_the_edge_and_rearms() {
     );
 }
 
+/// An alert that tells a channel appends the reading there, and its event
+/// says so (`channel:<name>` in `delivery`, docs/api.md "Alert events").
+#[test]
+fn an_alert_that_tells_a_channel_names_it_in_the_event() {
+    let s = TestServer::start();
+    let tok = s.create_device("gh");
+    assert_eq!(
+        s.admin_form("POST", "/v1/channels", "name=alarms").status,
+        201
+    );
+    let r = s.admin_form(
+        "POST",
+        "/v1/alerts",
+        "name=too-hot&device=gh&sensor=N1&max=100&message=hot&to_device=none&to_channel=alarms",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = hour_ago();
+    send(&s, "gh", &tok, &format!("N1=50&time={t}"));
+    send(&s, "gh", &tok, &format!("N1=101.5&time={}", t + 1));
+    let ev = s.admin_until("/v1/alerts/too-hot/events", |b| b.lines().count() >= 2);
+    assert_eq!(
+        ev.body,
+        format!(
+            "n,time,device,sensor,value,text,delivery\n1,{},gh,N1,101.5,hot (101.5 > 100),channel:alarms\n",
+            rfc3339(t + 1)
+        )
+    );
+    let got = items(&s, "alarms", 0, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].ends_with(",gh,N1,101.5"), "{got:?}");
+}
+
 #[test]
 fn inbox_order_ack_restart_and_bound() {
     let s = TestServer::start_with(|c| c.limits.max_inbox = 3);

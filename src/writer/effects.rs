@@ -98,9 +98,20 @@ impl WriterState {
         for f in &part.firings {
             // A target deleted since the digest looked gets nothing.
             let target = f.target.and_then(|t| self.ctx.catalog.targets().by_id(t));
+            // A channel deleted meanwhile gets nothing.
+            let channel = f.channel.and_then(|c| self.ctx.catalog.channel_by_num(c));
             let notice = notify::Notice {
                 inbox: f.inbox.as_ref().map(|(dev, row)| (*dev, row)),
-                channel: None,
+                channel: channel.as_deref().map(|ch| {
+                    let item = channels::Item {
+                        added: now,
+                        time: f.reading.time,
+                        device: f.device,
+                        sensor: f.reading.sensor,
+                        value: f.reading.value.clone(),
+                    };
+                    (ch, item)
+                }),
                 target: target.as_deref().map(|t| (t, self.firing_note(f))),
                 max_waiting: self.ctx.catalog.targets().max_waiting(),
             };
@@ -108,6 +119,7 @@ impl WriterState {
             if delivery.target.is_some() {
                 self.outbox_added.set(true);
             }
+            appended |= delivery.appended();
             let ev = alerts::Event {
                 time: f.reading.time,
                 device: f.device,
