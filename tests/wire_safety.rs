@@ -533,6 +533,84 @@ fn names_refuse_bidirectional_overrides() {
     assert!(list.body.contains("d,חממה 3,"), "{}", list.body);
 }
 
+/// Descriptive text beside the wire names (a channel's description, a
+/// member's label, a sensor's label, unit and description) refuses the
+/// same characters as a device's fields: `400 bad_value`, for the bidi
+/// rule and not the length (the detail says which).
+#[test]
+fn labels_and_descriptions_refuse_bidirectional_overrides() {
+    let s = TestServer::start();
+    s.create_device("d");
+    assert_eq!(s.admin_form("POST", "/v1/channels", "name=c").status, 201);
+    let admin = format!("Authorization: Bearer {}\r\n", s.admin);
+    for bidi in ["\u{202E}", "\u{202A}", "\u{2066}", "\u{2069}"] {
+        let evil = enc(&format!("invoice{bidi}fdp.exe"));
+        // A unit is at most 16 bytes: short enough that only the
+        // character can be what is refused.
+        let short = enc(&format!("{bidi}C"));
+        for (path, form) in [
+            ("/v1/channels", format!("name=c2&description={evil}")),
+            ("/v1/channels/c", format!("description={evil}")),
+            (
+                "/v1/channels/c/members",
+                format!("device=d&sensor=N1&label={evil}"),
+            ),
+            ("/v1/devices/d/sensors/N1", format!("label={evil}")),
+            ("/v1/devices/d/sensors/N1", format!("unit={short}")),
+            ("/v1/devices/d/sensors/N1", format!("description={evil}")),
+        ] {
+            let r = s.admin_form("POST", path, &form);
+            assert_eq!(
+                (r.status, r.error_code()),
+                (400, "bad_value"),
+                "{path} {form}: {}",
+                r.body
+            );
+            assert!(
+                r.body.contains("bidirectional"),
+                "{path} {form}: {}",
+                r.body
+            );
+        }
+        // A member whose label is changed, and sensor labels in a bulk
+        // import, are checked the same way.
+        let r = s.admin_form("POST", "/v1/channels/c/members", "device=d&sensor=N2");
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = s.admin_form(
+            "POST",
+            "/v1/channels/c/members",
+            &format!("device=d&sensor=N2&label={evil}"),
+        );
+        assert_eq!((r.status, r.error_code()), (400, "bad_value"), "{}", r.body);
+        let r = s.admin_form("DELETE", "/v1/channels/c/members?device=d&sensor=N2", "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let csv = format!("id,N1.label\nx,a{bidi}b\n");
+        let r = s.post("/v1/devices", "text/csv", csv.as_bytes(), &admin);
+        assert_eq!((r.status, r.error_code()), (400, "bad_value"), "{}", r.body);
+    }
+    // Nothing was created or changed.
+    let channels = s.get_admin("/v1/channels");
+    assert_eq!(channels.body.lines().count(), 2, "{}", channels.body);
+    assert!(
+        channels.body.ends_with(",\n"),
+        "no description: {}",
+        channels.body
+    );
+    let members = s.get_admin("/v1/channels/c/members");
+    assert_eq!(members.body, "device,sensor,label\n");
+    let devices = s.get_admin("/v1/devices");
+    assert_eq!(devices.body.lines().count(), 2, "{}", devices.body);
+    // Right-to-left text itself is fine, and the sensor had no unit or
+    // description before it.
+    let r = s.admin_form(
+        "POST",
+        "/v1/devices/d/sensors/N1",
+        &format!("label={}", enc("חממה 3")),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "sensor,label,unit,description\nN1,חממה 3,,\n");
+}
+
 #[test]
 fn a_device_queries_itself_with_a_form_post() {
     let s = TestServer::start();
