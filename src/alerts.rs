@@ -23,6 +23,7 @@ use crate::store::typed::record;
 use crate::store::varint::{self, Corrupt, Reader};
 use crate::store::{
     AlertRecord, Records, Store, StoreError, ALERTS, ALERT_EVENTS, ALERT_MEMBER_STATE, ALERT_STATE,
+    CHANNEL_MEMBERS,
 };
 
 /// A recorded firing, listed at `GET /v1/alerts/NAME/events`.
@@ -109,16 +110,26 @@ pub fn store_state(txn: &WriteTransaction, id: u32, fired: bool) -> Result<(), S
     Ok(())
 }
 
-/// Store whether member `(device, sensor)` of channel alert `id` is
-/// fired (`alert_member_state`: a row while fired). Writer only.
+/// Store whether member `(device, sensor)` of channel alert `id` on
+/// `channel` is fired (`alert_member_state`: a row while fired). Writer
+/// only. A member no longer in the channel (removed after the digest
+/// looked: `forget_member` ran in that removal's transaction) is not
+/// stored as fired, so its alarm cannot come back after the removal.
 pub fn store_member_state(
     txn: &WriteTransaction,
     key: (u32, u32, u32),
+    channel: u32,
     fired: bool,
 ) -> Result<(), StoreError> {
     let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
     if fired {
-        t.insert(key, ())?;
+        let member = txn
+            .open_table(CHANNEL_MEMBERS)?
+            .get((channel, key.1, key.2))?
+            .is_some();
+        if member {
+            t.insert(key, ())?;
+        }
     } else {
         t.remove(key)?;
     }

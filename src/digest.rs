@@ -114,8 +114,8 @@ pub struct PartDone {
     /// Alert state changes `(alert id, fired)`, in order.
     pub alert_states: Vec<(u32, bool)>,
     /// Channel alerts' member state changes `((alert id, device, sensor),
-    /// fired)`, in order.
-    pub member_states: Vec<((u32, u32, u32), bool)>,
+    /// channel, fired)`, in order.
+    pub member_states: Vec<((u32, u32, u32), u32, bool)>,
     /// Firings, in order.
     pub firings: Vec<Firing>,
     /// Why processing failed (the batch goes to `dead_letters`).
@@ -488,11 +488,11 @@ fn channel_alerts(
             Transition::Stay => {}
             Transition::Rearm => {
                 a.set_member_fired(dev, code, false);
-                out.member_states.push((key, false));
+                out.member_states.push((key, m.ch, false));
             }
             Transition::Fire => {
                 a.set_member_fired(dev, code, true);
-                out.member_states.push((key, true));
+                out.member_states.push((key, m.ch, true));
                 let id = directory
                     .device_by_num(dev)
                     .map(|d| d.id.clone())

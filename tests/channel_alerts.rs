@@ -345,6 +345,81 @@ fn a_member_that_leaves_in_alarm_is_forgotten() {
     assert_eq!(alert_state(&s, "hot"), "armed", "{}", r.body);
 }
 
+/// A digest result computed before a member left, applied after: the
+/// member's alarm must not come back. The digest hook holds the part that
+/// fired member `a/N1` (at a later reading of the same request) until the
+/// member has been removed; after a restart the alert is still `armed`.
+#[test]
+fn a_firing_applied_after_the_member_left_does_not_bring_its_alarm_back() {
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+    // (reached the marker, may go on)
+    let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
+    let g = gate.clone();
+    let hook: overlord::digest::DigestHook = Arc::new(move |_, r| {
+        if r.value != overlord::codec::Value::Num(666.0) {
+            return;
+        }
+        let (m, cv) = &*g;
+        let mut st = m.lock().unwrap();
+        st.0 = true;
+        cv.notify_all();
+        // Bounded: a test that goes wrong does not hang the digest.
+        let _ = cv.wait_timeout_while(st, Duration::from_secs(20), |st| !st.1);
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::open(
+        overlord::app::OpenOptions {
+            digest_hook: Some(hook),
+            ..overlord::app::OpenOptions::new(common::config(tmp.path()))
+        },
+        None,
+    );
+    let a = s.create_device("a");
+    created(&s, "/v1/channels", "name=farm");
+    created(&s, "/v1/channels/farm/members", "device=a&sensor=N1");
+    // N2 is followed (a member elsewhere), so it is digested: the marker.
+    created(&s, "/v1/channels", "name=marks");
+    created(&s, "/v1/channels/marks/members", "device=a&sensor=N2");
+    created(&s, "/v1/alerts", "name=hot&channel=farm&max=100");
+    let t = hour_ago();
+    // One request, one digest part: N1 (fires) is evaluated, then the
+    // hook holds the part at N2.
+    send(&s, "a", &a, &format!("N1=150&N2=666&time={t}"));
+    {
+        let (m, cv) = &*gate;
+        let st = m.lock().unwrap();
+        let (st, _) = cv
+            .wait_timeout_while(st, Duration::from_secs(20), |st| !st.0)
+            .unwrap();
+        assert!(st.0, "the digest reached the marker");
+    }
+    let r = s.admin_form("DELETE", "/v1/channels/farm/members", "device=a&sensor=N1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    {
+        let (m, cv) = &*gate;
+        m.lock().unwrap().1 = true;
+        cv.notify_all();
+    }
+    // The part's results are applied: its firing is an event (evaluated
+    // while a was a member)...
+    let ev = rows_when(&s, "/v1/alerts/hot/events", 1);
+    assert!(ev[0].contains(",a,N1,150,"), "{ev:?}");
+    // ...and the marker's item is there, so the part is committed.
+    let items = s.admin_until("/v1/channels/marks/items", |b| b.lines().count() == 2);
+    assert!(items.body.ends_with(",a,N2,666\n"), "{}", items.body);
+    // But a's alarm was not stored back: armed, now and after a restart.
+    let admin = s.admin.clone();
+    drop(s); // a graceful stop
+    let s = TestServer::open(
+        overlord::app::OpenOptions::new(common::config(tmp.path())),
+        Some(admin),
+    );
+    assert_eq!(alert_state(&s, "hot"), "armed", "after a restart");
+    drop(s);
+    drop(tmp);
+}
+
 /// `description=` (empty) clears a channel's description and `label=`
 /// a member's label, as documented; leaving `description` out is
 /// `400 missing_field`.

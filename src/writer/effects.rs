@@ -92,8 +92,8 @@ impl WriterState {
         for &(id, fired) in &part.alert_states {
             alerts::store_state(txn, id, fired)?;
         }
-        for &(key, fired) in &part.member_states {
-            alerts::store_member_state(txn, key, fired)?;
+        for &(key, channel, fired) in &part.member_states {
+            alerts::store_member_state(txn, key, channel, fired)?;
         }
         for f in &part.firings {
             // A target deleted since the digest looked gets nothing.
