@@ -279,18 +279,19 @@ enum Check {
     AlertWatches,
 }
 
-/// Where a firing of `a` goes, each only while its owner still has the
-/// access it needs: the inbox row for `to_device`, `to_channel`, and
-/// `to_target`. `may` answers (and remembers) access questions.
-fn route_firing(
+/// A firing of `a` on reading `r` of device `dev`, saying `text`, and
+/// where it goes, each only while the alert's owner still has the access
+/// it needs: the inbox row for `to_device`, `to_channel`, and `to_target`.
+/// `may` answers (and remembers) access questions.
+fn firing(
     a: &crate::store::AlertRecord,
     dev: u32,
     r: &Reading,
-    text: &str,
+    text: String,
     catalog: &Catalog,
     directory: &Directory,
     may: &mut impl FnMut((Check, u32, u32), &dyn Fn() -> bool) -> bool,
-) -> (Option<(u32, inbox::Row)>, Option<u32>, Option<u32>) {
+) -> Firing {
     // A channel alert's `Some(0)`: the member device that fired.
     let to_device = a.to_device.map(|d| if d == 0 { dev } else { d });
     let inbox = to_device.filter(|&d| {
@@ -303,7 +304,7 @@ fn route_firing(
             time: r.time,
             from: format!("alert:{}", a.name),
             sensor: r.sensor.to_string(),
-            value: text.to_string(),
+            value: text.clone(),
             device: String::new(),
         };
         (d, row)
@@ -325,7 +326,16 @@ fn route_firing(
         };
         may((Check::AlertTargets, a.id, t), &uses)
     });
-    (inbox, to_channel, target)
+    Firing {
+        alert: a.id,
+        device: dev,
+        reading: r.clone(),
+        text,
+        inbox,
+        source: a.name.clone(),
+        target,
+        channel: to_channel,
+    }
 }
 
 /// Compute everything one part causes. Pure apart from the alert states
@@ -400,18 +410,8 @@ fn device_alerts(
                 a.set_fired(true);
                 out.alert_states.push((a.rec.id, true));
                 let text = alerts::describe(&a.rec, v);
-                let (inbox, to_channel, target) =
-                    route_firing(&a.rec, dev, r, &text, catalog, directory, &mut *may);
-                out.firings.push(Firing {
-                    alert: a.rec.id,
-                    device: dev,
-                    reading: r.clone(),
-                    text,
-                    inbox,
-                    source: a.rec.name.clone(),
-                    target,
-                    channel: to_channel,
-                });
+                out.firings
+                    .push(firing(&a.rec, dev, r, text, catalog, directory, &mut *may));
             }
         }
     }
@@ -498,18 +498,8 @@ fn channel_alerts(
                     .map(|d| d.id.clone())
                     .unwrap_or_default();
                 let text = alerts::describe_member(&a.rec, &id, r.sensor, m.v);
-                let (inbox, to_channel, target) =
-                    route_firing(&a.rec, dev, r, &text, catalog, directory, may);
-                out.firings.push(Firing {
-                    alert: a.rec.id,
-                    device: dev,
-                    reading: r.clone(),
-                    text,
-                    inbox,
-                    source: a.rec.name.clone(),
-                    target,
-                    channel: to_channel,
-                });
+                out.firings
+                    .push(firing(&a.rec, dev, r, text, catalog, directory, may));
             }
         }
     }

@@ -40,6 +40,24 @@ fn mpub_tls(
     )
 }
 
+/// `mosquitto_sub --cafile` on device `dev`'s inbox over TLS, `-d -v`
+/// (its debug lines show the SUBACK), read line by line.
+fn sub_inbox_tls(
+    mqtts: std::net::SocketAddr,
+    cert: &std::path::Path,
+    dev: &str,
+    tok: &str,
+) -> Lines {
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-oL", "mosquitto_sub", "-h", "localhost", "-p"])
+        .arg(mqtts.port().to_string())
+        .arg("--cafile")
+        .arg(cert)
+        .args(["-u", dev, "-P", tok, "-d", "-v", "-t"])
+        .arg(format!("overlord/{dev}/inbox"));
+    Lines::spawn(cmd)
+}
+
 /// An HTTP request as the administrator on the plain port.
 fn admin(s: &Server, method: &str, path: &str, body: &str) -> common::Reply {
     common::raw(
@@ -118,22 +136,7 @@ fn qos1_over_tls_is_stored_and_the_inbox_arrives_over_tls() {
         "kind=message&value=over+tls",
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let mut cmd = Command::new("stdbuf");
-    cmd.args(["-oL", "mosquitto_sub", "-h", "localhost", "-p"])
-        .arg(mqtts.port().to_string())
-        .arg("--cafile")
-        .arg(&cert)
-        .args([
-            "-u",
-            "th1",
-            "-P",
-            &tok,
-            "-d",
-            "-v",
-            "-t",
-            "overlord/th1/inbox",
-        ]);
-    let sub = Lines::spawn(cmd);
+    let sub = sub_inbox_tls(mqtts, &cert, "th1", &tok);
     let row = sub.until("overlord/th1/inbox ", WAIT);
     assert!(row.ends_with(",over tls"), "{row}");
     // Queued while subscribed: delivered live, over the same connection.
@@ -230,22 +233,7 @@ fn plain_and_tls_share_the_connection_cap() {
     let (mqtt, mqtts) = (s.mqtt.unwrap(), s.mqtts.unwrap());
     let made = admin(&s, "POST", "/v1/devices", "id=th1");
     let tok = common::token_of(&made.body);
-    let mut cmd = Command::new("stdbuf");
-    cmd.args(["-oL", "mosquitto_sub", "-h", "localhost", "-p"])
-        .arg(mqtts.port().to_string())
-        .arg("--cafile")
-        .arg(&cert)
-        .args([
-            "-u",
-            "th1",
-            "-P",
-            &tok,
-            "-d",
-            "-v",
-            "-t",
-            "overlord/th1/inbox",
-        ]);
-    let sub = Lines::spawn(cmd);
+    let sub = sub_inbox_tls(mqtts, &cert, "th1", &tok);
     sub.until("SUBACK", WAIT);
     let publish = ["-q", "1", "-t", "overlord/th1/readings", "-m", "N1=5"];
     let (code, err) = mpub_tls(mqtt, None, "th1", &tok, &publish);
