@@ -81,15 +81,21 @@ fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, WireError
     Ok(p)
 }
 
-/// A user or device from the headers or `device=&token=`; `401` for nobody.
-fn caller(app: &App, req: &Request<Incoming>, p: &Params) -> Result<Principal, WireError> {
-    let who = authenticate(
+/// Who is calling, from the headers or `device=&token=` (anonymous when
+/// nothing is presented).
+fn principal(app: &App, req: &Request<Incoming>, p: &Params) -> Result<Principal, WireError> {
+    authenticate(
         app,
         req.headers(),
         peer_of(req.extensions()),
         p.device.as_deref(),
         p.token.as_deref(),
-    )?;
+    )
+}
+
+/// A user or device from the headers or `device=&token=`; `401` for nobody.
+fn caller(app: &App, req: &Request<Incoming>, p: &Params) -> Result<Principal, WireError> {
+    let who = principal(app, req, p)?;
     if matches!(who, Principal::Anonymous) {
         return Err(WireError::unauthorized("credentials required"));
     }
@@ -211,13 +217,7 @@ fn readable(
         )?;
         return Ok(f);
     }
-    let who = authenticate(
-        app,
-        req.headers(),
-        peer_of(req.extensions()),
-        p.device.as_deref(),
-        p.token.as_deref(),
-    )?;
+    let who = principal(app, req, p)?;
     visible::<FileRecord>(app, &who, Action::ReadOwned, name)
 }
 
