@@ -474,7 +474,7 @@
       loadAlerts();
     } catch (e) { $("alert-status").textContent = e.message; }
   });
-  // What the other panels' scripts (targets.js) use.
-  state.ui = { api, table, q };
+  // What the other panels' scripts (targets.js, channels.js) use.
+  state.ui = { api, table, q, records, tr };
   startSession();
 })();

@@ -13,6 +13,8 @@
 //! - a boolean sensor was drawn as a zig-zag on the temperature axis;
 //! - the list of sent commands was empty after a reload;
 //! - on a phone the page was the desktop page shrunk.
+//! - channels (their descriptions, member labels and items) were not shown
+//!   at all.
 
 mod common;
 
@@ -238,6 +240,49 @@ fn a_phone_gets_one_column_without_sideways_scrolling() {
         &[
             ("OVERLORD_SCENARIO", "phone".into()),
             ("OVERLORD_DEVICE", "greenhouse-with-a-long-name".into()),
+        ],
+    );
+}
+
+#[test]
+fn the_channels_panel_shows_a_description_a_label_and_the_latest_item() {
+    if !require_browser() {
+        return;
+    }
+    let s = TestServer::start();
+    let bearer = format!("Authorization: Bearer {}\r\n", user(&s));
+    let token = device(&s, &bearer, "id=gh3");
+    // Markup in the texts: the page must show it as text, not build it.
+    let created = |path: &str, form: &str| {
+        let r = s.post(path, FORM, form.as_bytes(), &bearer);
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+    };
+    created(
+        "/v1/channels",
+        "name=greenhouse&description=Greenhouse+3%2C+north+wall+%3Cb%3Ebold%3C%2Fb%3E",
+    );
+    created(
+        "/v1/channels/greenhouse/members",
+        "device=gh3&sensor=N1&label=North+%3Ci%3Ewall%3C%2Fi%3E",
+    );
+    // One reading (N1=20), in the channel once digested.
+    report(&s, "gh3", &token);
+    let r = s.admin_until("/v1/channels/greenhouse/items", |b| {
+        b.lines().any(|l| l.ends_with(",gh3,N1,20"))
+    });
+    assert!(r.body.contains(",gh3,N1,20"), "{}", r.body);
+    expect_pass(
+        &s,
+        "e2e-truth.mjs",
+        &[
+            ("OVERLORD_SCENARIO", "channels".into()),
+            ("OVERLORD_CHANNEL", "greenhouse".into()),
+            (
+                "OVERLORD_DESCRIPTION",
+                "Greenhouse 3, north wall <b>bold</b>".into(),
+            ),
+            ("OVERLORD_LABEL", "North <i>wall</i>".into()),
+            ("OVERLORD_VALUE", "20".into()),
         ],
     );
 }

@@ -7,6 +7,8 @@
 //   chart    a boolean and numbers of other scales get their own axes
 //   commands pending commands are listed again after a reload
 //   phone    a 390x844 touch screen: no sideways scroll, panels usable
+//   channels the Channels panel shows a channel's description, its
+//            members' labels and its latest item
 //
 // Besides the variables of e2e-lib.mjs, each scenario reads its own
 // (documented where it starts). Exits non-zero on the first failed check.
@@ -230,7 +232,7 @@ async function phone({ page }) {
   await page.waitForSelector("#app", { state: "visible" });
   await noSideways("the tree");
   // The tabs: in a bar at the foot of the screen, big enough for a thumb.
-  for (const v of ["device", "map", "chart", "alerts"]) {
+  for (const v of ["device", "map", "chart", "alerts", "channels"]) {
     const b = await box(`button[data-view="${v}"]`);
     check(b.height >= 44 && b.y + b.height <= H && b.y >= H * 0.8, `the ${v} tab is at the foot of the screen and ${b.height.toFixed(0)} px tall`);
   }
@@ -270,9 +272,36 @@ async function phone({ page }) {
   await page.waitForSelector("#alerts thead tr");
   await noSideways("the alerts");
   await page.screenshot({ path: `${OUT}/truth-phone-alerts.png` });
+
+  await page.tap('button[data-view="channels"]');
+  await page.waitForSelector("#channels thead tr");
+  await noSideways("the channels");
 }
 
-const scenarios = { restart, map, chart, commands, phone };
+async function channels({ page }) {
+  // OVERLORD_CHANNEL with OVERLORD_DESCRIPTION, one member labelled
+  // OVERLORD_LABEL and one item of OVERLORD_VALUE (the texts hold markup).
+  const name = env("OVERLORD_CHANNEL"), description = env("OVERLORD_DESCRIPTION");
+  const label = env("OVERLORD_LABEL"), value = env("OVERLORD_VALUE");
+  await login(page);
+  await page.waitForSelector("#app", { state: "visible" });
+  await page.click('button[data-view="channels"]');
+  const cells = (sel) => page.$$eval(sel, (tds) => tds.map((td) => td.textContent));
+  await page.waitForSelector("#channels tbody tr");
+  const row = await cells("#channels tbody tr:first-child td");
+  check(row.includes(name) && row.includes(description), `the channel is listed with its description (${row.join(" | ")})`);
+  await page.click('#channels tbody tr:first-child button:has-text("open")');
+  await page.waitForSelector("#channel-members tbody tr");
+  const member = await cells("#channel-members tbody tr:first-child td");
+  check(member.join(",") === `gh3,N1,${label}`, `the member is shown with its label (${member.join(" | ")})`);
+  await page.waitForSelector("#channel-items tbody tr");
+  const item = await cells("#channel-items tbody tr:first-child td");
+  check(item[2] === "gh3" && item[3] === "N1" && item[4] === value, `the latest item is shown with its value (${item.join(" | ")})`);
+  check(await page.$$eval("#view-channels b, #view-channels i", (e) => e.length) === 0, "the server's text is shown as text, never as markup");
+  await page.screenshot({ path: `${OUT}/truth-channels.png` });
+}
+
+const scenarios = { restart, map, chart, commands, phone, channels };
 if (!scenarios[scenario]) throw new Error(`no scenario '${scenario}'`);
 const phoneScreen = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 await run(scenario, scenario === "phone" ? phoneScreen : desktop, async (t) => {

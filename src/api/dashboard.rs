@@ -38,6 +38,11 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/targets.js"),
     ),
     (
+        "channels.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/channels.js"),
+    ),
+    (
         "map.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/map.js"),
