@@ -384,7 +384,7 @@ fn digest_part(
 
 /// Evaluate the alerts on device `dev`'s sensor for one numeric reading
 /// `r` (value `v`), each only while its owner may read the device; a
-/// firing is routed by [`route_firing`].
+/// firing and its routes are made by [`firing`].
 #[inline]
 fn device_alerts(
     catalog: &Catalog,

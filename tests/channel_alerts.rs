@@ -348,9 +348,15 @@ fn a_member_that_leaves_in_alarm_is_forgotten() {
 /// A digest result computed before a member left, applied after: the
 /// member's alarm must not come back. The digest hook holds the part that
 /// fired member `a/N1` (at a later reading of the same request) until the
-/// member has been removed; after a restart the alert is still `armed`.
+/// member has been removed (and, in the second case, added again, when it
+/// starts armed); after a restart the alert is still `armed`.
 #[test]
 fn a_firing_applied_after_the_member_left_does_not_bring_its_alarm_back() {
+    member_leaves_while_its_firing_is_pending(false);
+    member_leaves_while_its_firing_is_pending(true);
+}
+
+fn member_leaves_while_its_firing_is_pending(add_again: bool) {
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::Duration;
     // (reached the marker, may go on)
@@ -396,6 +402,9 @@ fn a_firing_applied_after_the_member_left_does_not_bring_its_alarm_back() {
     }
     let r = s.admin_form("DELETE", "/v1/channels/farm/members", "device=a&sensor=N1");
     assert_eq!(r.status, 200, "{}", r.body);
+    if add_again {
+        created(&s, "/v1/channels/farm/members", "device=a&sensor=N1");
+    }
     {
         let (m, cv) = &*gate;
         m.lock().unwrap().1 = true;
@@ -415,7 +424,11 @@ fn a_firing_applied_after_the_member_left_does_not_bring_its_alarm_back() {
         overlord::app::OpenOptions::new(common::config(tmp.path())),
         Some(admin),
     );
-    assert_eq!(alert_state(&s, "hot"), "armed", "after a restart");
+    assert_eq!(
+        alert_state(&s, "hot"),
+        "armed",
+        "after a restart (added again: {add_again})"
+    );
     drop(s);
     drop(tmp);
 }

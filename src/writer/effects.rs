@@ -3,8 +3,9 @@
 //!
 //! Order is the invariant. Complete batches are applied in digest-log
 //! order, each batch's parts in part order (not the order the digest
-//! threads finished), and within a part: last contacts, channel items,
-//! alert states, then firings (inbox row, then the numbered event). Each
+//! threads finished), and within a part: last contacts, channel items of
+//! members, alert states, then firings (inbox row, the alert's channel
+//! item, target, then the numbered event). Each
 //! batch's `digest_log` row is removed in the same transaction. So the
 //! durable state is always that of a prefix of the log, and a batch
 //! digested again after a crash or a reopen meets the same state and
@@ -93,6 +94,16 @@ impl WriterState {
             alerts::store_state(txn, id, fired)?;
         }
         for &(key, channel, fired) in &part.member_states {
+            // Stored as fired only while the catalog still holds the
+            // member fired: one removed since the digest looked (and
+            // perhaps added again, starting armed) was reset there.
+            let fired = fired
+                && self
+                    .ctx
+                    .catalog
+                    .alerts_on_channel(channel)
+                    .iter()
+                    .any(|a| a.rec.id == key.0 && a.member_fired(key.1, key.2));
             alerts::store_member_state(txn, key, channel, fired)?;
         }
         for f in &part.firings {
