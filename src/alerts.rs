@@ -112,24 +112,31 @@ pub fn store_state(txn: &WriteTransaction, id: u32, fired: bool) -> Result<(), S
 
 /// Store whether member `(device, sensor)` of channel alert `id` on
 /// `channel` is fired (`alert_member_state`: a row while fired). Writer
-/// only. A member no longer in the channel (removed after the digest
-/// looked: `forget_member` ran in that removal's transaction) is not
-/// stored as fired, so its alarm cannot come back after the removal.
+/// only, with a digest result that may be older than the membership: a
+/// member is stored fired only while it is still in the channel (in this
+/// transaction: `forget_member` ran in a removal's) and the catalog still
+/// holds it fired (a member removed, perhaps added again and starting
+/// armed, was reset there), so its alarm cannot come back after it left.
 pub fn store_member_state(
     txn: &WriteTransaction,
+    catalog: &crate::catalog::Catalog,
     key: (u32, u32, u32),
     channel: u32,
     fired: bool,
 ) -> Result<(), StoreError> {
+    let (id, dev, sensor) = key;
+    let fired = fired
+        && txn
+            .open_table(CHANNEL_MEMBERS)?
+            .get((channel, dev, sensor))?
+            .is_some()
+        && catalog
+            .alerts_on_channel(channel)
+            .iter()
+            .any(|a| a.rec.id == id && a.member_fired(dev, sensor));
     let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
     if fired {
-        let member = txn
-            .open_table(CHANNEL_MEMBERS)?
-            .get((channel, key.1, key.2))?
-            .is_some();
-        if member {
-            t.insert(key, ())?;
-        }
+        t.insert(key, ())?;
     } else {
         t.remove(key)?;
     }

@@ -19,7 +19,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use crate::catalog::Catalog;
 use crate::channel_labels;
 use crate::codec::names::log_safe;
-use crate::codec::{Micros, SensorId, Value};
+use crate::codec::{Micros, Reading, SensorId, Value};
 use crate::error::WireError;
 use crate::quotas::QuotaExceeded;
 use crate::store::typed::record;
@@ -48,6 +48,17 @@ pub struct Item {
 }
 
 impl Item {
+    /// Device `device`'s reading `r`, appended at `added`.
+    pub fn of_reading(added: Micros, device: u32, r: &Reading) -> Item {
+        Item {
+            added,
+            time: r.time,
+            device,
+            sensor: r.sensor,
+            value: r.value.clone(),
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
         varint::put_i64(&mut out, self.added);

@@ -80,13 +80,7 @@ impl WriterState {
             let Some(ch) = self.ctx.catalog.channel_by_num(a.channel) else {
                 continue;
             };
-            let item = channels::Item {
-                added: now,
-                time: a.reading.time,
-                device: a.device,
-                sensor: a.reading.sensor,
-                value: a.reading.value.clone(),
-            };
+            let item = channels::Item::of_reading(now, a.device, &a.reading);
             channels::append(txn, ch.num, &item, ch.retention)?;
             appended = true;
         }
@@ -94,17 +88,7 @@ impl WriterState {
             alerts::store_state(txn, id, fired)?;
         }
         for &(key, channel, fired) in &part.member_states {
-            // Stored as fired only while the catalog still holds the
-            // member fired: one removed since the digest looked (and
-            // perhaps added again, starting armed) was reset there.
-            let fired = fired
-                && self
-                    .ctx
-                    .catalog
-                    .alerts_on_channel(channel)
-                    .iter()
-                    .any(|a| a.rec.id == key.0 && a.member_fired(key.1, key.2));
-            alerts::store_member_state(txn, key, channel, fired)?;
+            alerts::store_member_state(txn, &self.ctx.catalog, key, channel, fired)?;
         }
         for f in &part.firings {
             // A target deleted since the digest looked gets nothing.
@@ -113,16 +97,9 @@ impl WriterState {
             let channel = f.channel.and_then(|c| self.ctx.catalog.channel_by_num(c));
             let notice = notify::Notice {
                 inbox: f.inbox.as_ref().map(|(dev, row)| (*dev, row)),
-                channel: channel.as_deref().map(|ch| {
-                    let item = channels::Item {
-                        added: now,
-                        time: f.reading.time,
-                        device: f.device,
-                        sensor: f.reading.sensor,
-                        value: f.reading.value.clone(),
-                    };
-                    (ch, item)
-                }),
+                channel: channel
+                    .as_deref()
+                    .map(|ch| (ch, channels::Item::of_reading(now, f.device, &f.reading))),
                 target: target.as_deref().map(|t| (t, self.firing_note(f))),
                 max_waiting: self.ctx.catalog.targets().max_waiting(),
             };
