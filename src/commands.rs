@@ -292,7 +292,7 @@ fn update(
 }
 
 /// The highest seq of `inbox_dev` already recorded as delivered.
-pub fn delivered_upto(txn: &ReadTransaction, inbox_dev: u32) -> Result<u64, StoreError> {
+fn delivered_upto(txn: &ReadTransaction, inbox_dev: u32) -> Result<u64, StoreError> {
     let meta = txn.open_table(COMMAND_META)?;
     Ok(meta.get(inbox_dev)?.map_or(0, |g| g.value().1))
 }
@@ -300,7 +300,7 @@ pub fn delivered_upto(txn: &ReadTransaction, inbox_dev: u32) -> Result<u64, Stor
 /// Of the rows a device just read (oldest first, as served), the highest
 /// seq of a command not yet recorded as delivered, if any (`upto`: what
 /// [`delivered_upto`] says).
-pub fn newly_read(rows: &[(u64, Row)], upto: u64) -> Option<u64> {
+fn newly_read(rows: &[(u64, Row)], upto: u64) -> Option<u64> {
     rows.iter()
         .filter(|(seq, r)| r.kind == Kind::Command && *seq > upto)
         .map(|(seq, _)| *seq)
@@ -355,7 +355,7 @@ pub fn deliver_in(
 
 /// The device reading `inbox_dev` was served every pending row up to
 /// `seq` at `at`: each command among them not yet delivered is now.
-pub fn mark_delivered(
+fn mark_delivered(
     txn: &WriteTransaction,
     inbox_dev: u32,
     seq: u64,
