@@ -351,6 +351,7 @@ fn start_writer(
             retention: loaded.retention.clone(),
             seal_idle: std::time::Duration::from_secs(config.storage.seal_idle_secs),
             seal_chunks_per_step: config.storage.seal_chunks_per_step,
+            compact_idle: std::time::Duration::from_secs(config.storage.compact_idle_secs),
             outbox_wake: wiring.outbox_wake.clone(),
             clock: clock.clone(),
             command_expiry: wiring.command_expiry.clone(),

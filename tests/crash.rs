@@ -49,17 +49,18 @@ fn load_then_kill(
     ms: u64,
     value: fn(i64) -> i64,
 ) -> BTreeMap<i64, i64> {
-    load_probe_kill(p, token, base, first, ms, value, |_| {})
+    load_probe_kill(p, token, base, first, (ms, 0), value, |_| {})
 }
 
-/// [`load_then_kill`], calling `probe` on the server under load just
-/// before the kill.
+/// [`load_then_kill`], calling `probe` on the server just before the
+/// kill; with `(ms, quiet)`, the load stops after `ms` and the kill comes
+/// `quiet` ms later (0: under load).
 fn load_probe_kill(
     p: &mut Proc,
     token: &str,
     base: i64,
     first: i64,
-    ms: u64,
+    (ms, quiet): (u64, u64),
     value: fn(i64) -> i64,
     probe: impl FnOnce(&Proc),
 ) -> BTreeMap<i64, i64> {
@@ -96,6 +97,13 @@ fn load_probe_kill(
     // different moment each cycle; what was acknowledged by then is
     // what is checked.
     std::thread::sleep(Duration::from_millis(ms));
+    if quiet > 0 {
+        stop.store(true, Ordering::Relaxed);
+        for t in threads.drain(..) {
+            t.join().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(quiet));
+    }
     probe(p);
     p.child.kill().unwrap(); // SIGKILL
     p.child.wait().unwrap();
@@ -254,7 +262,7 @@ fn sigkill_while_sealing_loses_no_acknowledged_reading() {
             &token,
             base,
             cycle * 8_000,
-            300 + 100 * (cycle % 5) as u64,
+            (300 + 100 * (cycle % 5) as u64, 0),
             |k| k * 7,
             |p| sealed_under_load += metric(p, "overlord_chunks_sealed_total"),
         ));
@@ -269,6 +277,37 @@ fn sigkill_while_sealing_loses_no_acknowledged_reading() {
         assert!(std::time::Instant::now() < deadline, "sealing finished");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_all_stored_once(&p, &admin, base, &acked);
+}
+
+#[test]
+fn sigkill_around_an_idle_compaction_loses_no_acknowledged_reading() {
+    // The file is compacted 1 s after the last request; each cycle's kill
+    // lands a different time after its load stops: before, during or
+    // after that compaction (each of redb's passes is one atomic commit).
+    const IDLE: &str = "[storage]\ncompact_idle_secs = 1\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = start_with(tmp.path(), IDLE);
+    let admin = p.admin.clone().expect("first start shows the admin token");
+    let token = create_device(&p, &admin);
+    let base = common::hour_ago() - 86_400;
+    let mut acked = BTreeMap::new();
+    let mut compactions = 0.0;
+    for cycle in 0..6i64 {
+        let quiet = 900 + 150 * cycle as u64;
+        acked.extend(load_probe_kill(
+            &mut p,
+            &token,
+            base,
+            cycle * 8_000,
+            (300, quiet),
+            |k| k * 3,
+            |p| compactions += metric(p, "overlord_compactions_total"),
+        ));
+        p = start_with(tmp.path(), IDLE);
+    }
+    assert!(acked.len() > 20, "some acknowledgements: {}", acked.len());
+    assert!(compactions > 0.0, "compactions ran before some kills");
     assert_all_stored_once(&p, &admin, base, &acked);
 }
 

@@ -439,3 +439,100 @@ fn full_parts_of_the_open_hour_are_sealed_at_once() {
     let (_tmp, _admin) = s.stop();
     assert_eq!(tables(&data), (1, 0, 2));
 }
+
+/// An upload of past hours grows the data file (redb doubles it as it
+/// grows, and keeps what it had); once the writer has been idle for
+/// `compact_idle_secs` (by the server's clock, moved here), the server
+/// compacts the file in place: smaller on disk, every reading the same,
+/// retries still stored once, and `overlord compact` afterwards finds
+/// next to nothing left to give back.
+#[test]
+fn an_idle_server_compacts_its_data_file_and_loses_nothing() {
+    let s = TestServer::start_with(|c| c.storage.compact_idle_secs = 600);
+    let t0 = day_ago_hour() - 6 * 3600;
+    let mut bodies = Vec::new();
+    for d in 0..40 {
+        let tok = s.create_device(&format!("dev{d}"));
+        // Six hours, 10 s apart, four sensors, in POSTs of 100 minutes.
+        let mut walk = 200 + d;
+        for part in 0..4i64 {
+            let mut body = String::from("time,N1,N2,I3,N4\n");
+            for i in part * 600..(part * 600 + 600).min(2160) {
+                walk += (i * 7 + d) % 5 - 2;
+                let t = t0 + i * 10;
+                body.push_str(&format!(
+                    "{t},{}.{},{},{},{}\n",
+                    walk / 10,
+                    walk.rem_euclid(10),
+                    walk - 3,
+                    i,
+                    walk * 2
+                ));
+            }
+            let r = post_as(&s, &format!("dev{d}"), &tok, &body);
+            assert_eq!(r.status, 200, "{}", r.body);
+            bodies.push((format!("dev{d}"), tok.clone(), body));
+        }
+    }
+    let q = |d: &str| {
+        let r = s.get_admin(&format!(
+            "/v1/devices/{d}/readings?sensors=N1,N2,I3,N4&from={t0}&limit=100000"
+        ));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    let before: Vec<String> = (0..40).map(|d| q(&format!("dev{d}"))).collect();
+    assert_eq!(before[0].lines().count(), 2161);
+    let data = s.dir.join("overlord.redb");
+    let grown = std::fs::metadata(&data).unwrap().len();
+    let got = scrape_until(&s, |_| true);
+    assert_eq!(m(&got, "overlord_compactions_total"), 0.0, "not idle yet");
+
+    s.clock.advance(std::time::Duration::from_secs(601));
+    let got = scrape_until(&s, |g| {
+        g.get("overlord_compactions_total")
+            .is_some_and(|n| *n >= 1.0)
+    });
+    assert_eq!(m(&got, "overlord_compactions_total"), 1.0, "{got:?}");
+    let compacted = std::fs::metadata(&data).unwrap().len();
+    // How much it gives back depends on how far sealing had kept pace
+    // (the store test shows the shrink itself); it never grows, and what
+    // is left is compact (below).
+    assert!(compacted <= grown, "{grown} -> {compacted}");
+    let after: Vec<String> = (0..40).map(|d| q(&format!("dev{d}"))).collect();
+    assert!(after == before, "the same readings after compaction");
+    // Retries after compaction: stored once.
+    for (dev, tok, body) in bodies.iter().take(8) {
+        let r = post_as(&s, dev, tok, body);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let got = scrape_until(&s, |_| true);
+    assert_eq!(
+        m(&got, "overlord_readings_stored_total"),
+        (40 * 2160 * 4) as f64
+    );
+    assert!((0..40).map(|d| q(&format!("dev{d}"))).eq(before));
+    let (_tmp, _admin) = s.stop();
+    let (ok, out, err) = cli(&data, &["compact"], &[], None);
+    assert!(ok, "{err}");
+    let sizes: Vec<u64> = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        sizes[1] * 10 >= sizes[0] * 9,
+        "little left to give back: {out}"
+    );
+}
+
+fn post_as(s: &TestServer, dev: &str, tok: &str, body: &str) -> common::Reply {
+    s.post(
+        &format!("/v1/readings?device={dev}&token={tok}"),
+        "text/csv",
+        body.as_bytes(),
+        "",
+    )
+}

@@ -62,6 +62,10 @@ pub struct StorageConfig {
     /// Chunks looked at or sealed per sealing transaction; 0 turns
     /// sealing off (chunks stay hot).
     pub seal_chunks_per_step: usize,
+    /// Seconds the writer has had no request after which the data file is
+    /// compacted in place, if it grew since the last time; 0: never (use
+    /// `overlord compact` with the server stopped).
+    pub compact_idle_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -69,6 +73,7 @@ impl Default for StorageConfig {
         StorageConfig {
             seal_idle_secs: 30,
             seal_chunks_per_step: 2048,
+            compact_idle_secs: 30,
         }
     }
 }

@@ -224,9 +224,15 @@ const SCALARS: &[(&str, &str, &str, Read)] = &[
     ),
     (
         "overlord_chunks_sealed_total",
-        "Hot chunks (parts) re-encoded into the compact sealed form.",
+        "Chunks (parts) written in the compact sealed form: hot ones re-encoded, and ones a write finished.",
         COUNTER,
         |m, _| m.chunks_sealed.get(),
+    ),
+    (
+        "overlord_compactions_total",
+        "Compactions of the data file the server ran while idle ([storage] compact_idle_secs).",
+        COUNTER,
+        |m, _| m.compactions.get(),
     ),
     (
         "overlord_seal_pending_sensors",

@@ -201,8 +201,10 @@ pub struct Metrics {
     pub retention_readings_deleted: Counter,
     /// Retention passes finished (every sensor looked at once).
     pub retention_passes: Counter,
-    /// Hot chunks re-encoded into sealed ones.
+    /// Chunks sealed: hot ones re-encoded, and ones a write finished.
     pub chunks_sealed: Counter,
+    /// Idle compactions of the data file (`writer::compact`).
+    pub compactions: Counter,
     /// Sensors that may still have hot chunks to seal.
     pub seal_pending: Gauge,
     /// Notifications delivered to their targets (`crate::sender`).
@@ -250,6 +252,7 @@ impl Default for Metrics {
             retention_readings_deleted: Counter::default(),
             retention_passes: Counter::default(),
             chunks_sealed: Counter::default(),
+            compactions: Counter::default(),
             seal_pending: Gauge::default(),
             notify_delivered: Counter::default(),
             notify_failed: Counter::default(),

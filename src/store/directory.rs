@@ -137,4 +137,9 @@ impl Store {
     pub fn file_len(path: &Path) -> u64 {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
+
+    /// The data file's length now.
+    pub fn data_file_len(&self) -> u64 {
+        Store::file_len(&self.path)
+    }
 }

@@ -148,39 +148,81 @@ fn locate(
 /// Merge `incoming` (sorted by time, ties in arrival order) into the
 /// chunks of `(dev, code)`; `fresh(i)` is called for every index of
 /// `incoming` that was stored (not a retry or a duplicate). Returns
-/// whether a chunk was started (a new base minute or a new part): then
-/// an earlier chunk may be ready to seal (`store::seal`).
+/// what the write did to the chunks ([`Wrote`]).
+///
+/// With `seal` (sealing is on: `[storage] seal_chunks_per_step` above 0),
+/// a chunk this write *finishes* is written sealed at once, in this
+/// transaction, instead of hot and sealed again later: a full part
+/// (only late readings can still land in it), and the group of a run
+/// that this same write goes on past (in-order readings go to a later
+/// chunk from now on: an upload of past data, a board catching up). That
+/// is no extra work for the request, only another encoding of the chunk
+/// it writes anyway, and it keeps the hot tree, whose high-water mark the
+/// file keeps, at about one open chunk per sensor during an upload
+/// (docs/storage.md, "Bytes on disk").
 pub fn write_series(
     table: &mut Chunks<'_>,
-    dev: u32,
-    code: u32,
+    (dev, code): (u32, u32),
     kind: SensorKind,
     incoming: &[(Micros, &Value)],
+    seal: bool,
     buf: &mut Vec<u8>,
     mut fresh: impl FnMut(usize),
-) -> Result<bool, StoreError> {
+) -> Result<Wrote, StoreError> {
     let mut i = 0;
-    let mut started = false;
+    let mut wrote = Wrote::default();
     while i < incoming.len() {
         let (home, limit) = locate(table, dev, code, incoming[i].0)?;
         let n = incoming[i..].partition_point(|(t, _)| *t < limit).max(1);
         let run = &incoming[i..i + n];
         let at = i;
+        let m = match home {
+            Home::New(m) | Home::Stored((m, _)) => m,
+        };
+        // Finished: this write goes on past the group's window.
+        let finished = incoming
+            .get(i + n)
+            .is_some_and(|(t, _)| *t >= base(m) + SPAN_US);
+        let how = Sealing {
+            full: seal,
+            last: seal && finished,
+        };
         match home {
             Home::New(m) => {
                 let rel = relative(run, m);
                 let merged = chunk::merge_entries(Vec::new(), &rel, |x| fresh(at + x));
-                put_split(table, (dev, code, m), 0, &merged, buf)?;
-                started = true;
+                let split = (dev, code, m);
+                put_split(table, split, 0, &merged, kind, how, buf, &mut wrote)?;
+                wrote.started = true;
             }
             Home::Stored((m, p)) => {
                 let key = (dev, code, m, p);
-                started |= merge_into(table, key, kind, run, buf, |x| fresh(at + x))?;
+                let f = |x| fresh(at + x);
+                merge_into(table, key, kind, run, how, buf, &mut wrote, f)?;
             }
         }
         i += n;
     }
-    Ok(started)
+    Ok(wrote)
+}
+
+/// Which chunks a write seals as it writes them.
+#[derive(Debug, Clone, Copy)]
+struct Sealing {
+    /// Full parts (they receive only late readings from now on).
+    full: bool,
+    /// The last part written of a group, too (the group is finished).
+    last: bool,
+}
+
+/// What [`write_series`] did to the chunks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wrote {
+    /// A chunk was started (a new base minute or a new part): an earlier
+    /// one may be ready to seal (`store::seal`).
+    pub started: bool,
+    /// Chunks written sealed into the sealed table.
+    pub sealed: u64,
 }
 
 /// Times as offsets from the base minute `m` (every time is inside the
@@ -197,15 +239,19 @@ fn relative<'v>(run: &[(Micros, &'v Value)], m: u32) -> Vec<(u32, &'v Value)> {
 
 /// Merge `run` into the stored chunk `key`, splitting it when it is the
 /// last part of its base minute and has grown past [`PART_ENTRIES`]
-/// (then it returns `true`: a part was started).
+/// (then a part was started); `how`: which of what is written here is
+/// sealed.
+#[allow(clippy::too_many_arguments)] // the chunk, the run, and where to note it
 fn merge_into(
     table: &mut Chunks<'_>,
     key: PartKey,
     kind: SensorKind,
     run: &[(Micros, &Value)],
+    how: Sealing,
     buf: &mut Vec<u8>,
+    wrote: &mut Wrote,
     fresh: impl FnMut(usize),
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let (dev, code, m, p) = key;
     let rel = relative(run, m);
     let mut old: Vec<Entry> = Vec::new();
@@ -219,8 +265,13 @@ fn merge_into(
             let bytes = v.value();
             was_sealed = sealed::is_sealed(bytes);
             // The common case: everything new is after what is stored and
-            // the chunk stays within its bound: append, no merge.
-            let total = chunk::append(bytes, kind, &rel, buf, |i| appended.push(i))?;
+            // the chunk stays within its bound: append, no merge (unless
+            // the chunk is finished: then it is sealed below).
+            let total = if how.last {
+                None
+            } else {
+                chunk::append(bytes, kind, &rel, buf, |i| appended.push(i))?
+            };
             let fast = total.is_some_and(|n| n <= PART_ENTRIES);
             if !fast {
                 appended.clear();
@@ -233,12 +284,12 @@ fn merge_into(
     if fast {
         table.insert(place, key, buf.as_slice())?;
         appended.into_iter().for_each(&mut fresh);
-        return Ok(false);
+        return Ok(());
     }
     let (old_len, old_max) = (old.len(), old.last().map(|(o, _)| *o));
     let merged = chunk::merge_entries(old, &rel, fresh);
     if merged.len() == old_len {
-        return Ok(false); // every reading was a retry
+        return Ok(()); // every reading was a retry
     }
     if was_sealed {
         // A late reading re-opens a sealed chunk: sealed again whole, as
@@ -246,7 +297,7 @@ fn merge_into(
         buf.clear();
         sealed::encode(&merged, kind, buf);
         table.insert(place, key, buf.as_slice())?;
-        return Ok(false);
+        return Ok(());
     }
     let last_of_minute = p == u16::MAX
         || table
@@ -254,28 +305,38 @@ fn merge_into(
             .next()
             .is_none();
     if !last_of_minute || merged.len() <= PART_ENTRIES {
-        buf.clear();
-        chunk::encode(&merged, buf);
-        table.insert(Place::Hot, key, buf.as_slice())?;
-        return Ok(false);
+        // An earlier part of its minute is full: it receives only late
+        // readings.
+        let seal = how.last || (how.full && !last_of_minute);
+        put(table, key, &merged, kind, seal, buf, wrote)?;
+        return Ok(());
     }
     if old_len >= PART_ENTRIES && merged.get(old_len - 1).map(|(o, _)| *o) == old_max {
-        // Everything new is after a full chunk: leave it, start the next.
-        put_split(table, (dev, code, m), p + 1, &merged[old_len..], buf)?;
-        return Ok(true);
+        // Everything new is after a full chunk: it is sealed as it is
+        // (with sealing on), and the next part started.
+        put(table, key, &merged[..old_len], kind, how.full, buf, wrote)?;
+        let rest = &merged[old_len..];
+        put_split(table, (dev, code, m), p + 1, rest, kind, how, buf, wrote)?;
+    } else {
+        put_split(table, (dev, code, m), p, &merged, kind, how, buf, wrote)?;
     }
-    put_split(table, (dev, code, m), p, &merged, buf)?;
-    Ok(true)
+    wrote.started = true;
+    Ok(())
 }
 
 /// Write `entries` as parts `first`, `first + 1`, ... of at most
 /// [`PART_ENTRIES`] each (the very last possible part takes the rest).
+/// The full parts are sealed if `how.full`, the last one if `how.last`.
+#[allow(clippy::too_many_arguments)] // the parts, their form, and where to note it
 fn put_split(
     table: &mut Chunks<'_>,
     (dev, code, m): (u32, u32, u32),
     first: u16,
     entries: &[Entry],
+    kind: SensorKind,
+    how: Sealing,
     buf: &mut Vec<u8>,
+    wrote: &mut Wrote,
 ) -> Result<(), StoreError> {
     let mut part = first;
     let mut rest = entries;
@@ -285,12 +346,38 @@ fn put_split(
         } else {
             rest.len().min(PART_ENTRIES)
         };
-        buf.clear();
-        chunk::encode(&rest[..take], buf);
-        table.insert(Place::Hot, (dev, code, m, part), buf.as_slice())?;
+        let last = take == rest.len();
+        let key = (dev, code, m, part);
+        let seal = if last { how.last } else { how.full };
+        put(table, key, &rest[..take], kind, seal, buf, wrote)?;
         rest = &rest[take..];
         part = part.saturating_add(1);
     }
+    Ok(())
+}
+
+/// Write one chunk hot, or sealed into the sealed table; either way the
+/// key is left in that one table.
+fn put(
+    table: &mut Chunks<'_>,
+    key: PartKey,
+    entries: &[Entry],
+    kind: SensorKind,
+    seal: bool,
+    buf: &mut Vec<u8>,
+    wrote: &mut Wrote,
+) -> Result<(), StoreError> {
+    buf.clear();
+    let (place, other) = if seal {
+        sealed::encode(entries, kind, buf);
+        wrote.sealed += 1;
+        (Place::Sealed, Place::Hot)
+    } else {
+        chunk::encode(entries, buf);
+        (Place::Hot, Place::Sealed)
+    };
+    table.remove(other, key)?;
+    table.insert(place, key, buf.as_slice())?;
     Ok(())
 }
 
@@ -331,6 +418,11 @@ mod tests {
     /// Write `times` (value = time) in one call per slice of `batch`, as
     /// requests of that many readings do; return how many were fresh.
     fn write(db: &redb::Database, times: &[Micros], batch: usize) -> usize {
+        write_as(db, times, batch, true)
+    }
+
+    /// [`write`], with sealing on or off.
+    fn write_as(db: &redb::Database, times: &[Micros], batch: usize, seal: bool) -> usize {
         let mut n = 0;
         let txn = db.begin_write().unwrap();
         {
@@ -343,10 +435,10 @@ mod tests {
                 incoming.sort_by_key(|(t, _)| *t);
                 write_series(
                     &mut t,
-                    DEV,
-                    CODE,
+                    (DEV, CODE),
                     SensorKind::Int,
                     &incoming,
+                    seal,
                     &mut buf,
                     |_| n += 1,
                 )
@@ -422,6 +514,93 @@ mod tests {
         // Retried in other batch sizes: nothing stored twice.
         assert_eq!(write(&db, &times, 7), 0);
         assert_eq!(write(&db, &times, 1), 0);
+        assert_eq!(read_checked(&db).0, times);
+    }
+
+    /// (key, in the sealed table?) of every chunk, checking that a key is
+    /// in one table only and that the form matches the table.
+    fn places(db: &redb::Database) -> Vec<(PartKey, bool)> {
+        let txn = db.begin_read().unwrap();
+        let t = open_read(&txn).unwrap();
+        let all: Vec<(PartKey, bool)> = t
+            .range(keys((DEV, CODE, 0, 0), (DEV, CODE, u32::MAX, u16::MAX)))
+            .unwrap()
+            .map(|r| {
+                let (k, v, place) = r.unwrap();
+                assert_eq!(sealed::is_sealed(v.value()), place == Place::Sealed);
+                (k, place == Place::Sealed)
+            })
+            .collect();
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "one table each");
+        all
+    }
+
+    #[test]
+    fn a_write_seals_the_chunks_it_finishes() {
+        let (_dir, db) = db();
+        let t0 = 1_700_000_000 * 1_000_000 / MINUTE_US * MINUTE_US;
+        // An upload of six past hours, 10 s apart, in writes of 130 (1,300
+        // s each; none ends where an hour does): every write that goes on
+        // past an hour finishes it. (A write that ends exactly at the end
+        // of an hour leaves it to the sealing step: only the next write
+        // tells it is finished, and that one does not touch it.)
+        let times: Vec<Micros> = (0..6 * 360).map(|i| t0 + i * 10_000_000).collect();
+        assert_eq!(write(&db, &times, 130), times.len());
+        let got = places(&db);
+        assert_eq!(got.len(), 6);
+        assert!(
+            got[..5].iter().all(|(_, s)| *s),
+            "finished hours sealed: {got:?}"
+        );
+        assert!(!got[5].1, "the open hour stays hot");
+        // One write of a whole day: all but its last hour sealed at once.
+        let day: Vec<Micros> = (0..24 * 360)
+            .map(|i| t0 + 86_400_000_000 + i * 10_000_000)
+            .collect();
+        assert_eq!(write(&db, &day, day.len()), day.len());
+        let got = places(&db);
+        assert_eq!(got.len(), 30);
+        assert_eq!(got.iter().filter(|(_, s)| !*s).count(), 2, "{got:?}");
+        // One reading a second: every full part is sealed as it fills;
+        // only the open group's last part is hot.
+        let fast: Vec<Micros> = (0..1_500)
+            .map(|i| t0 + 2 * 86_400_000_000 + i * 1_000_000)
+            .collect();
+        assert_eq!(write(&db, &fast, 100), fast.len());
+        let got = places(&db);
+        let last = got.last().unwrap().0;
+        assert_eq!(last.3, 2, "three parts: {got:?}");
+        let hot: Vec<PartKey> = got.iter().filter(|(_, s)| !*s).map(|(k, _)| *k).collect();
+        assert_eq!(hot.len(), 3, "{hot:?}");
+        assert_eq!(hot[2], last);
+        // Retries of everything, in other batch sizes and orders, meet
+        // their first copies in either table: nothing stored twice.
+        let mut all: Vec<Micros> = [times, day, fast].concat();
+        assert_eq!(write(&db, &all, 333), 0);
+        all.reverse();
+        assert_eq!(write(&db, &all, 1), 0);
+        all.reverse();
+        assert_eq!(read_checked(&db).0, all);
+        // A late reading into a sealed hour: stored once, still sealed.
+        let late = [t0 + 5_000_000, t0 + 86_400_000_000 + 1_000_000];
+        assert_eq!(write(&db, &late, 2), 2);
+        assert_eq!(write(&db, &late, 1), 0);
+        let got = places(&db);
+        assert!(got[0].1 && got[6].1, "{got:?}");
+        let mut want = all;
+        want.extend(late);
+        want.sort_unstable();
+        assert_eq!(read_checked(&db).0, want);
+    }
+
+    #[test]
+    fn with_sealing_off_a_write_seals_nothing() {
+        let (_dir, db) = db();
+        let t0 = 1_700_000_000 * 1_000_000 / MINUTE_US * MINUTE_US;
+        let times: Vec<Micros> = (0..3_000).map(|i| t0 + i * 5_000_000).collect();
+        assert_eq!(write_as(&db, &times, 130, false), times.len());
+        let got = places(&db);
+        assert!(got.len() > 5 && got.iter().all(|(_, s)| !*s), "{got:?}");
         assert_eq!(read_checked(&db).0, times);
     }
 

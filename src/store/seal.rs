@@ -99,6 +99,11 @@ impl Sealer {
         }
     }
 
+    /// Is sealing on (a write seals the chunks it finishes, too)?
+    pub fn enabled(&self) -> bool {
+        self.per_step > 0
+    }
+
     /// The idle time after which a sensor's last chunk is sealed.
     pub fn idle(&self) -> Duration {
         self.idle
@@ -415,10 +420,10 @@ mod tests {
             for run in incoming.chunks(100) {
                 write_series(
                     &mut t,
-                    1,
-                    code,
+                    (1, code),
                     SensorKind::Int,
                     run,
+                    false, // written hot: this test is of the step
                     &mut Vec::new(),
                     |_| {},
                 )

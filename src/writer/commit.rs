@@ -39,6 +39,8 @@ pub(super) struct Written {
     pub(super) channel_items: bool,
     /// The devices heard from (a new reading), in device order.
     pub(super) contacts: Vec<u32>,
+    /// Chunks the readings finished, written sealed (`parts::write_series`).
+    pub(super) chunks_sealed: u64,
 }
 
 /// What became of one reading of a round.
@@ -175,7 +177,7 @@ impl WriterState {
             .flat_map(|(ji, j)| j.readings.iter().map(move |r| (ji, r)))
             .collect();
         let mut fresh = vec![Fresh::Retry; all.len()];
-        let contacts = self.merge_readings(txn, jobs, &all, now, &mut fresh)?;
+        let (contacts, chunks_sealed) = self.merge_readings(txn, jobs, &all, now, &mut fresh)?;
         let mut new_readings = Vec::new();
         for (k, (ji, r)) in all.iter().enumerate() {
             if fresh[k] != Fresh::Retry {
@@ -207,13 +209,14 @@ impl WriterState {
             batch,
             channel_items: false,
             contacts,
+            chunks_sealed,
         })
     }
 
     /// Merge the readings (`all`, addressed by the jobs' keys) into their
     /// chunks, one (device, sensor) at a time in time order, marking each
     /// in `fresh`. Returns the devices that got a new reading, in device
-    /// order.
+    /// order, and the chunks written sealed.
     fn merge_readings(
         &self,
         txn: &WriteTransaction,
@@ -221,7 +224,7 @@ impl WriterState {
         all: &[(usize, &(u32, Reading))],
         now: i64,
         fresh: &mut [Fresh],
-    ) -> Result<Vec<u32>, StoreError> {
+    ) -> Result<(Vec<u32>, u64), StoreError> {
         let order = merged_keys(jobs, all.len());
         let mut contacts: Vec<u32> = Vec::new();
         let mut table = chunks::open(txn)?;
@@ -230,6 +233,7 @@ impl WriterState {
         let mut incoming: Vec<(i64, &Value)> = Vec::new();
         let mut idx: Vec<usize> = Vec::new();
         let mut touched: Vec<(u32, u32, u32, bool)> = Vec::new();
+        let mut sealed = 0;
         let mut i = 0;
         while i < order.len() {
             // One (device, sensor) at a time, its readings in time order.
@@ -253,14 +257,24 @@ impl WriterState {
                 Fresh::New
             };
             let mut sensor_new: u64 = 0;
-            let started =
-                parts::write_series(&mut table, dev, code, kind, &incoming, &mut buf, |n| {
+            let seal = self.sealer.enabled();
+            let wrote = parts::write_series(
+                &mut table,
+                (dev, code),
+                kind,
+                &incoming,
+                seal,
+                &mut buf,
+                |n| {
                     fresh[idx[n]] = mark;
                     sensor_new += 1;
-                })?;
+                },
+            )?;
+            sealed += wrote.sealed;
             if sensor_new > 0 {
                 // Sealing looks at it again (`store::seal`).
-                touched.push((dev, code, parts::minute(incoming[0].0), started));
+                let from = parts::minute(incoming[0].0);
+                touched.push((dev, code, from, wrote.started));
             }
             if sensor_new > 0 && contacts.last() != Some(&dev) {
                 contacts.push(dev); // groups come in device order
@@ -273,7 +287,7 @@ impl WriterState {
             i = j;
         }
         self.sealer.touched(&touched);
-        Ok(contacts)
+        Ok((contacts, sealed))
     }
 }
 

@@ -41,6 +41,7 @@
 //! digest-log order (`WriterState::received`).
 
 mod commit;
+mod compact;
 mod effects;
 mod purge;
 mod queue;
@@ -130,6 +131,9 @@ pub struct WriterContext {
     pub seal_idle: Duration,
     /// Chunks per sealing transaction.
     pub seal_chunks_per_step: usize,
+    /// The data file is compacted once the writer has had no request for
+    /// this long (`[storage] compact_idle_secs`; zero: never).
+    pub compact_idle: Duration,
     /// Notified after a commit that added outbox rows (the webhook
     /// sender, `crate::sender`).
     pub outbox_wake: Arc<tokio::sync::Notify>,
@@ -164,6 +168,7 @@ pub fn start(
     sealer.load(&store.db()?.begin_read()?)?;
     metrics.seal_pending.set(sealer.pending() as u64);
     let sweeper = crate::retention::Sweeper::new(ctx.clock.clone());
+    let started = ctx.clock.instant();
     let mut w = WriterState {
         store,
         digest,
@@ -178,6 +183,9 @@ pub fn start(
         outbox_added: std::cell::Cell::new(false),
         last_seal: Instant::now(),
         last_durable_seal: Instant::now(),
+        last_request: started,
+        compacted_len: 0,
+        compact_retry_at: None,
         purge: None,
         purge_undo: None,
     };
@@ -227,6 +235,13 @@ struct WriterState {
     last_seal: Instant,
     /// When the last fsynced sealing step started.
     last_durable_seal: Instant,
+    /// When the last round with a request (or a range deletion) committed
+    /// (by the context's clock, which tests move).
+    last_request: Instant,
+    /// The data file's length after the last idle compaction (0: none yet).
+    compacted_len: u64,
+    /// After a failed compaction: not before this.
+    compact_retry_at: Option<Instant>,
     /// The range deletion in progress (`crate::purge`), one at a time.
     purge: Option<crate::purge::Progress>,
     /// Where the purge was before the step of the transaction being

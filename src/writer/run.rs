@@ -98,6 +98,10 @@ impl WriterState {
                 self.seal_step(durable);
             }
             self.metrics.seal_pending.set(self.sealer.pending() as u64);
+            // Compaction, once the writer has been idle a while.
+            if open && jobs.is_empty() && self.compact_due() {
+                self.compact_step();
+            }
         }
         drop(jobs);
         self.drain(&done);
@@ -209,8 +213,10 @@ impl WriterState {
             batch,
             channel_items,
             contacts,
+            chunks_sealed,
         } = written;
         self.ready.clear();
+        self.metrics.chunks_sealed.add(chunks_sealed);
         self.purge_committed();
         for dev in contacts {
             self.ctx.presence.saw(dev, now);
@@ -237,6 +243,9 @@ impl WriterState {
         self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
         let accepted: usize = jobs.iter().map(|j| j.readings.len()).sum();
         self.metrics.readings_accepted.add(accepted as u64);
+        if !jobs.is_empty() || self.purging() {
+            self.last_request = self.ctx.clock.instant();
+        }
         if !jobs.is_empty() {
             // Group-commit size: only commits that carried requests.
             self.metrics.commit_requests.observe(jobs.len() as f64);
