@@ -177,6 +177,21 @@ ov_wait_sealed() {
     done
     awk -v a="$t0" -v b="$(ms_now)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'
 }
+# Seconds (at most 120) until the server has compacted its data file once
+# while idle ([storage] compact_idle_secs, 30 s after the last request);
+# "none" from a build without idle compaction (no such metric).
+ov_wait_compacted() {
+    local t0 i c
+    t0=$(ms_now)
+    for i in $(seq 1 240); do
+        c=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/metrics" \
+            | awk '$1 == "overlord_compactions_total" { print $2 }')
+        [ -z "$c" ] && { echo none; return; }
+        [ "$c" != 0 ] && break
+        sleep 0.5
+    done
+    awk -v a="$t0" -v b="$(ms_now)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'
+}
 # Size and allocated bytes (what du shows) of a file: "size alloc".
 file_bytes() { echo "$(stat -c %s "$1") $(( $(stat -c %b "$1") * $(stat -c %B "$1") ))"; }
 
@@ -680,6 +695,9 @@ note "overlord RSS after the day: VmHWM $(vmhwm "$OV_PID") KiB"
 read -r size alloc <<< "$(file_bytes "$TMP/ov-day/o.redb")"
 note "overlord data file right after the upload: $size bytes (allocated $alloc)"
 note "overlord sealed every chunk $(ov_wait_sealed) s after the last reply"
+read -r size alloc <<< "$(file_bytes "$TMP/ov-day/o.redb")"
+note "overlord data file once sealed: $size bytes (allocated $alloc)"
+note "overlord compacted its data file while idle $(ov_wait_compacted) s after that"
 stop_pid "$OV_PID"
 read -r size alloc <<< "$(file_bytes "$TMP/ov-day/o.redb")"
 note "overlord data file: $size bytes (allocated $alloc; $size_empty with only the devices)"
@@ -738,6 +756,9 @@ out=$("$LOAD" ingest --addr "$OV_ADDR" --format overlord --token "$OV_TOKEN" --d
     --start $SET2_START --step 1 --steps "$SET2_STEPS" --rows-per-post $P2_ROWS)
 note "overlord ingest: $out"
 note "overlord sealed every chunk $(ov_wait_sealed) s after the last reply"
+read -r size alloc <<< "$(file_bytes "$TMP/ov-set2/o.redb")"
+note "overlord data file once sealed: $size bytes (allocated $alloc)"
+note "overlord compacted its data file while idle $(ov_wait_compacted) s after that"
 stop_pid "$OV_PID"
 read -r size alloc <<< "$(file_bytes "$TMP/ov-set2/o.redb")"
 note "overlord data file: $size bytes (allocated $alloc)"

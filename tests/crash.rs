@@ -285,7 +285,7 @@ fn sigkill_around_an_idle_compaction_loses_no_acknowledged_reading() {
     // The file is compacted 1 s after the last request; each cycle's kill
     // lands a different time after its load stops: before, during or
     // after that compaction (each of redb's passes is one atomic commit).
-    const IDLE: &str = "[storage]\ncompact_idle_secs = 1\n";
+    const IDLE: &str = "[storage]\nseal_idle_secs = 0\ncompact_idle_secs = 1\n";
     let tmp = tempfile::tempdir().unwrap();
     let mut p = start_with(tmp.path(), IDLE);
     let admin = p.admin.clone().expect("first start shows the admin token");

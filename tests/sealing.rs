@@ -522,9 +522,12 @@ fn an_idle_server_compacts_its_data_file_and_loses_nothing() {
         .split(',')
         .map(|n| n.parse().unwrap())
         .collect();
+    // What the server reached while idle is within a tenth of what the
+    // offline compaction reaches (the retries' commits may have added a
+    // few pages since).
     assert!(
-        sizes[1] * 10 >= sizes[0] * 9,
-        "little left to give back: {out}"
+        sizes[1] * 10 >= compacted * 9,
+        "little left to give back: {compacted} by the server; {out}"
     );
 }
 

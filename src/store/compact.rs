@@ -10,9 +10,11 @@
 //! itself (no transaction of anyone's open), which the writer thread
 //! arranges when it has been idle ([`crate::writer`]).
 
+use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{Slot, Store, StoreError};
+use super::parts::PartKey;
+use super::{Slot, Store, StoreError, SEALED};
 
 impl Store {
     /// Compact the data file in place if nothing else is using it: no
@@ -50,6 +52,50 @@ impl Store {
             Err(e) => Err(StoreError::Io(format!("compaction failed: {e}"))),
         }
     }
+}
+
+/// How many sealed chunks one [`repack_step`] rewrites (about 10 ms).
+pub const REPACK_PER_STEP: usize = 4096;
+
+/// Where the next [`repack_step`] starts: after this key, or at the start.
+pub type RepackFrom = Option<PartKey>;
+
+/// One bounded step of rewriting the `sealed` table into full leaves:
+/// take up to [`REPACK_PER_STEP`] chunks after `from` out and put them
+/// back in key order through a cursor, which redb packs into leaves as
+/// full as they go. Sealed chunks arrive one per sensor-hour at every
+/// sensor's end of the key range at once, so leaves split in half and
+/// the table sits about two thirds full (docs/storage.md, "Bytes on
+/// disk"); repacked, it is nearly full, and compaction then gives the
+/// difference back. Keys and values are unchanged: readers see the same
+/// chunks before, during and after. Returns where the next step starts,
+/// or `None` when the table is done.
+pub fn repack_step(
+    txn: &redb::WriteTransaction,
+    from: RepackFrom,
+) -> Result<Option<RepackFrom>, StoreError> {
+    let mut table = txn.open_table(SEALED)?;
+    let start = from.map_or(Bound::Unbounded, Bound::Excluded);
+    let rows: Vec<(PartKey, Vec<u8>)> = table
+        .extract_from_if((start, Bound::Unbounded), |_, _| true)?
+        .take(REPACK_PER_STEP)
+        .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+        .collect::<Result<_, _>>()?;
+    let Some(((first, _), (last, _))) = rows.first().zip(rows.last()) else {
+        return Ok(None);
+    };
+    let mut cursor = table.lower_bound_mut(Bound::Included(first))?;
+    for (k, v) in &rows {
+        cursor
+            .insert_before(k, v.as_slice())
+            .map_err(|e| StoreError::Io(format!("repacking sealed chunks: {e}")))?;
+    }
+    cursor.close()?;
+    Ok(if rows.len() < REPACK_PER_STEP {
+        None
+    } else {
+        Some(Some(*last))
+    })
 }
 
 #[cfg(test)]
@@ -103,5 +149,70 @@ mod tests {
         assert_eq!(meta.get("kept").unwrap().unwrap().value(), 42);
         let t = txn.open_table(BLOBS).unwrap();
         assert_eq!(t.get(0).unwrap().unwrap().value(), blob.as_slice());
+    }
+
+    /// Every row of the sealed table.
+    fn sealed_rows(store: &Store) -> Vec<(PartKey, Vec<u8>)> {
+        use redb::ReadableTable;
+        let db = store.db().unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(SEALED).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect()
+    }
+
+    fn leaf_pages(store: &Store) -> u64 {
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        let n = txn.stats().unwrap().leaf_pages();
+        txn.abort().unwrap();
+        n
+    }
+
+    #[test]
+    fn repacking_fills_the_leaves_and_changes_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.redb")).unwrap();
+        // As an upload seals them: each hour, one chunk at the end of
+        // every sensor's range (leaves split in half).
+        for hour in 0..40u32 {
+            let db = store.db().unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(SEALED).unwrap();
+                for sensor in 0..300u32 {
+                    let v = vec![(sensor + hour) as u8; 150 + (sensor % 60) as usize];
+                    t.insert((1, sensor, hour * 60, 0), v.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let before = sealed_rows(&store);
+        let pages = leaf_pages(&store);
+        let mut from = None;
+        let mut steps = 0;
+        loop {
+            let db = store.db().unwrap();
+            let txn = db.begin_write().unwrap();
+            let next = repack_step(&txn, from).unwrap();
+            txn.commit().unwrap();
+            steps += 1;
+            match next {
+                Some(f) => from = f,
+                None => break,
+            }
+        }
+        assert_eq!(steps, 12_000usize.div_ceil(REPACK_PER_STEP));
+        assert_eq!(sealed_rows(&store), before, "the same rows");
+        let repacked = leaf_pages(&store);
+        assert!(
+            repacked * 10 <= pages * 8,
+            "{pages} leaf pages -> {repacked}"
+        );
     }
 }

@@ -20,7 +20,7 @@
 pub mod aggregates;
 pub mod chunk;
 pub mod chunks;
-mod compact;
+pub mod compact;
 pub mod digest_log;
 mod directory;
 mod error;

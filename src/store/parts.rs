@@ -192,7 +192,7 @@ pub fn write_series(
                 let rel = relative(run, m);
                 let merged = chunk::merge_entries(Vec::new(), &rel, |x| fresh(at + x));
                 let split = (dev, code, m);
-                put_split(table, split, 0, &merged, kind, how, buf, &mut wrote)?;
+                put_split(table, (split, None), 0, &merged, kind, how, buf, &mut wrote)?;
                 wrote.started = true;
             }
             Home::Stored((m, p)) => {
@@ -308,29 +308,42 @@ fn merge_into(
         // An earlier part of its minute is full: it receives only late
         // readings.
         let seal = how.last || (how.full && !last_of_minute);
-        put(table, key, &merged, kind, seal, buf, wrote)?;
+        put(table, (key, Some(place)), &merged, kind, seal, buf, wrote)?;
         return Ok(());
     }
     if old_len >= PART_ENTRIES && merged.get(old_len - 1).map(|(o, _)| *o) == old_max {
         // Everything new is after a full chunk: it is sealed as it is
         // (with sealing on), and the next part started.
-        put(table, key, &merged[..old_len], kind, how.full, buf, wrote)?;
+        let full = &merged[..old_len];
+        put(table, (key, Some(place)), full, kind, how.full, buf, wrote)?;
         let rest = &merged[old_len..];
-        put_split(table, (dev, code, m), p + 1, rest, kind, how, buf, wrote)?;
+        put_split(
+            table,
+            ((dev, code, m), None),
+            p + 1,
+            rest,
+            kind,
+            how,
+            buf,
+            wrote,
+        )?;
     } else {
-        put_split(table, (dev, code, m), p, &merged, kind, how, buf, wrote)?;
+        let at = ((dev, code, m), Some(place));
+        put_split(table, at, p, &merged, kind, how, buf, wrote)?;
     }
     wrote.started = true;
     Ok(())
 }
 
 /// Write `entries` as parts `first`, `first + 1`, ... of at most
-/// [`PART_ENTRIES`] each (the very last possible part takes the rest).
+/// [`PART_ENTRIES`] each (the very last possible part takes the rest);
+/// part `first` is stored in the table `was` names, if anywhere (the
+/// later ones are new).
 /// The full parts are sealed if `how.full`, the last one if `how.last`.
 #[allow(clippy::too_many_arguments)] // the parts, their form, and where to note it
 fn put_split(
     table: &mut Chunks<'_>,
-    (dev, code, m): (u32, u32, u32),
+    ((dev, code, m), was): ((u32, u32, u32), Option<Place>),
     first: u16,
     entries: &[Entry],
     kind: SensorKind,
@@ -349,18 +362,20 @@ fn put_split(
         let last = take == rest.len();
         let key = (dev, code, m, part);
         let seal = if last { how.last } else { how.full };
-        put(table, key, &rest[..take], kind, seal, buf, wrote)?;
+        let stored = if part == first { was } else { None };
+        put(table, (key, stored), &rest[..take], kind, seal, buf, wrote)?;
         rest = &rest[take..];
         part = part.saturating_add(1);
     }
     Ok(())
 }
 
-/// Write one chunk hot, or sealed into the sealed table; either way the
-/// key is left in that one table.
+/// Write one chunk hot, or sealed into the sealed table, where `was`
+/// names the table it is stored in now (if any); either way the key is
+/// left in one table.
 fn put(
     table: &mut Chunks<'_>,
-    key: PartKey,
+    (key, was): (PartKey, Option<Place>),
     entries: &[Entry],
     kind: SensorKind,
     seal: bool,
@@ -368,15 +383,17 @@ fn put(
     wrote: &mut Wrote,
 ) -> Result<(), StoreError> {
     buf.clear();
-    let (place, other) = if seal {
+    let place = if seal {
         sealed::encode(entries, kind, buf);
         wrote.sealed += 1;
-        (Place::Sealed, Place::Hot)
+        Place::Sealed
     } else {
         chunk::encode(entries, buf);
-        (Place::Hot, Place::Sealed)
+        Place::Hot
     };
-    table.remove(other, key)?;
+    if let Some(was) = was.filter(|w| *w != place) {
+        table.remove(was, key)?;
+    }
     table.insert(place, key, buf.as_slice())?;
     Ok(())
 }

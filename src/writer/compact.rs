@@ -1,7 +1,11 @@
 //! The writer's idle compaction: once the writer has had no request for
-//! `[storage] compact_idle_secs`, nothing is left to seal now and no
+//! `[storage] compact_idle_secs` (and at least 5 s longer than
+//! `seal_idle_secs`), nothing is left to seal now and no
 //! retention pass or range deletion is running, and the data file has
-//! grown since the last compaction, the file is compacted in place
+//! grown since the last compaction, the `sealed` table is first repacked
+//! into full leaves (`store::compact::repack_step`, bounded steps in
+//! transactions of their own, stopped as soon as a request waits and
+//! resumed at the next idle time), then the file is compacted in place
 //! (`Store::compact_unused`): what a bulk upload left free inside it
 //! goes back to the disk without `overlord compact` and a stop.
 //!
@@ -15,22 +19,43 @@
 use std::time::{Duration, Instant};
 
 use super::WriterState;
+use crate::store::compact::RepackFrom;
 use crate::store::StoreError;
+
+/// How long after the sealing idle time compaction waits at least.
+const SEAL_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long compaction rests after it failed.
 const COMPACT_RETRY: Duration = Duration::from_secs(60);
 
 impl WriterState {
-    /// Is an idle compaction to run now?
+    /// One repacking step in a transaction of its own, fsynced, so the
+    /// pages it frees can be used again two steps later.
+    fn repack_txn(&mut self, from: RepackFrom) -> Result<Option<RepackFrom>, StoreError> {
+        let txn = self.store.db()?.begin_write()?;
+        let next = crate::store::compact::repack_step(&txn, from)?;
+        txn.commit()?;
+        Ok(next)
+    }
+
+    /// Is an idle compaction to run now? Not before the sensors idle
+    /// since the last request had their last chunks sealed (which frees
+    /// pages too): [`SEAL_MARGIN`] after the sealing idle time.
     pub(super) fn compact_due(&self) -> bool {
         let idle = self.ctx.compact_idle;
+        let quiet = self
+            .ctx
+            .clock
+            .instant()
+            .saturating_duration_since(self.last_request);
+        let seal_idle = self.sealer.idle();
+        let wait = if seal_idle.is_zero() {
+            idle
+        } else {
+            idle.max(seal_idle + SEAL_MARGIN)
+        };
         !idle.is_zero()
-            && self
-                .ctx
-                .clock
-                .instant()
-                .saturating_duration_since(self.last_request)
-                >= idle
+            && quiet >= wait
             && self.compact_retry_at.is_none_or(|t| Instant::now() >= t)
             && self.ready.is_empty()
             && !self.sealer.due()
@@ -41,9 +66,32 @@ impl WriterState {
             && self.store.data_file_len() > self.compacted_len
     }
 
-    /// Compact the data file if nobody is using it; a failure is logged
-    /// and tried again after [`COMPACT_RETRY`].
-    pub(super) fn compact_step(&mut self) {
+    /// Repack the sealed table (bounded steps, while `busy` says no
+    /// request waits), then compact the data file if nobody is using it;
+    /// a failure is logged and tried again after [`COMPACT_RETRY`].
+    pub(super) fn compact_step(&mut self, busy: impl Fn() -> bool) {
+        if !self.repacked {
+            let mut from = self.repack_from.take().unwrap_or(None);
+            loop {
+                if busy() {
+                    self.repack_from = Some(from);
+                    return; // the next idle time goes on from here
+                }
+                match self.repack_txn(from) {
+                    Ok(Some(next)) => from = next,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "repacking sealed chunks failed; tried again later");
+                        self.compact_retry_at = Some(Instant::now() + COMPACT_RETRY);
+                        if matches!(e, StoreError::DiskFull | StoreError::Io(_)) {
+                            let _ = self.recover();
+                        }
+                        return;
+                    }
+                }
+            }
+            self.repacked = true;
+        }
         let started = Instant::now();
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.compact_unused()));
@@ -56,6 +104,7 @@ impl WriterState {
             Ok(None) => {} // in use: the next idle tick tries again
             Ok(Some((before, after))) => {
                 self.compacted_len = after;
+                self.repacked = false; // repacked again before the next one
                 self.metrics.compactions.inc();
                 tracing::info!(
                     before_bytes = before,

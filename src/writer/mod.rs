@@ -186,6 +186,8 @@ pub fn start(
         last_request: started,
         compacted_len: 0,
         compact_retry_at: None,
+        repack_from: None,
+        repacked: false,
         purge: None,
         purge_undo: None,
     };
@@ -242,6 +244,10 @@ struct WriterState {
     compacted_len: u64,
     /// After a failed compaction: not before this.
     compact_retry_at: Option<Instant>,
+    /// Where an interrupted repacking of the sealed table goes on.
+    repack_from: Option<crate::store::compact::RepackFrom>,
+    /// The sealed table was repacked since the last compaction.
+    repacked: bool,
     /// The range deletion in progress (`crate::purge`), one at a time.
     purge: Option<crate::purge::Progress>,
     /// Where the purge was before the step of the transaction being

@@ -100,7 +100,7 @@ impl WriterState {
             self.metrics.seal_pending.set(self.sealer.pending() as u64);
             // Compaction, once the writer has been idle a while.
             if open && jobs.is_empty() && self.compact_due() {
-                self.compact_step();
+                self.compact_step(|| !jobs.is_empty());
             }
         }
         drop(jobs);
