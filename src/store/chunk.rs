@@ -26,7 +26,8 @@
 //!
 //! That is the *hot* form, cheap to append to. A chunk that can no longer
 //! receive in-order appends is re-encoded once into the *sealed* form
-//! ([`super::sealed`], first byte `0x80`); every function here reads both.
+//! ([`super::sealed`], first byte `0x81`, or `0x80` for version 1); every
+//! function here reads both.
 
 use super::sealed;
 use super::varint::{self, Corrupt, Reader};

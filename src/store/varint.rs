@@ -44,6 +44,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// The bytes left to read (not consumed: `take` them).
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or(&[])
+    }
+
     /// How many bytes are left to read.
     pub fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
