@@ -118,14 +118,19 @@ pub fn pack(out: &mut Vec<u8>, vals: &[u64]) {
         }
     };
     for (block, c) in vals.chunks(BLOCK).zip(&codes) {
-        for &v in block {
-            match *c {
-                Code { w: 0, .. } => {}
-                Code { w, u: 0 } => put(v, w),
-                Code { w, u } if v < u => put(v, w - 1),
-                Code { w, u } => {
-                    put((v + u) >> 1, w - 1);
-                    put((v + u) & 1, 1);
+        match *c {
+            Code { w: 0, .. } => {}
+            Code { w, u: 0 } => block.iter().for_each(|&v| put(v, w)),
+            Code { w, u } => {
+                for &v in block {
+                    if v < u {
+                        put(v, w - 1);
+                    } else {
+                        // `(v + u) >> 1` in w - 1 bits, then its low bit
+                        // (least significant first: one put of w bits).
+                        let x = v + u;
+                        put((x >> 1) | ((x & 1) << (w - 1)), w);
+                    }
                 }
             }
         }
@@ -278,33 +283,36 @@ fn exact(f: f64, scale: usize) -> Option<i64> {
 }
 
 /// The smallest decimal scale at which every value is exact, with the
-/// mantissas; `None` when there is none (or a value is `-0.0`).
+/// mantissas; `None` when there is none (or a value is `-0.0`). One pass:
+/// when a value needs a finer scale, the mantissas so far are made again
+/// at it (at most nine times).
 fn common_scale(entries: &[Entry]) -> Option<(usize, Vec<i64>)> {
     let mut scale = 0usize;
-    for (_, v) in entries {
-        let Value::Num(f) = v else { return None };
-        if *f == 0.0 && f.is_sign_negative() {
+    let mut ms: Vec<i64> = Vec::with_capacity(entries.len());
+    let mut i = 0;
+    while i < entries.len() {
+        let Value::Num(f) = entries[i].1 else {
+            return None;
+        };
+        if f == 0.0 && f.is_sign_negative() {
             return None;
         }
-        while exact(*f, scale).is_none() {
-            scale += 1;
-            if scale == POW10.len() {
-                return None;
+        match exact(f, scale) {
+            Some(m) => {
+                ms.push(m);
+                i += 1;
+            }
+            None => {
+                scale += 1;
+                if scale == POW10.len() {
+                    return None;
+                }
+                ms.clear();
+                i = 0;
             }
         }
     }
-    'scales: for s in scale..POW10.len() {
-        let mut ms = Vec::with_capacity(entries.len());
-        for (_, v) in entries {
-            let Value::Num(f) = v else { return None };
-            match exact(*f, s) {
-                Some(m) => ms.push(m),
-                None => continue 'scales,
-            }
-        }
-        return Some((s, ms));
-    }
-    None
+    Some((scale, ms))
 }
 
 fn put_nums(out: &mut Vec<u8>, entries: &[Entry]) {
