@@ -291,6 +291,22 @@ fn sigkill_around_an_idle_compaction_loses_no_acknowledged_reading() {
     let admin = p.admin.clone().expect("first start shows the admin token");
     let token = create_device(&p, &admin);
     let base = common::hour_ago() - 86_400;
+    // A file worth compacting (over 256 KiB): a past day of four other
+    // sensors, one reading every 2 s.
+    let mut body = String::from("time,N2,N3,N4,N5\n");
+    for i in 0..43_200i64 {
+        let t = base - 86_400 + 2 * i;
+        body.push_str(&format!("{t},{}.{},{},{},{}\n", i % 40, i % 10, i % 7, i, i / 3));
+    }
+    let r = http(
+        p.addr,
+        &format!(
+            "POST /v1/readings?device=crash&token={token} HTTP/1.0\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.0 200"), "{r}");
     let mut acked = BTreeMap::new();
     let mut compactions = 0.0;
     for cycle in 0..6i64 {

@@ -47,9 +47,14 @@ impl Store {
             Ok(_) => Ok(Some((before, Store::file_len(&self.path)))),
             // A read transaction that outlived its handle (still being
             // read somewhere): next time.
-            Err(redb::CompactionError::TransactionInProgress) => Ok(None),
+            // (and savepoints, which this server never makes)
+            Err(
+                redb::CompactionError::TransactionInProgress
+                | redb::CompactionError::PersistentSavepointExists
+                | redb::CompactionError::EphemeralSavepointExists,
+            ) => Ok(None),
             Err(redb::CompactionError::Storage(e)) => Err(e.into()),
-            Err(e) => Err(StoreError::Io(format!("compaction failed: {e}"))),
+            Err(e) => Err(StoreError::Io(format!("compaction failed: {e}"))), // (non-exhaustive)
         }
     }
 }
@@ -86,9 +91,14 @@ pub fn repack_step(
     };
     let mut cursor = table.lower_bound_mut(Bound::Included(first))?;
     for (k, v) in &rows {
-        cursor
-            .insert_before(k, v.as_slice())
-            .map_err(|e| StoreError::Io(format!("repacking sealed chunks: {e}")))?;
+        cursor.insert_before(k, v.as_slice()).map_err(|e| match e {
+            redb::CursorError::Storage(e) => StoreError::from(e),
+            // The rows came out of the table in key order.
+            redb::CursorError::UnorderedKey => {
+                StoreError::Corrupt("sealed chunks out of key order while repacking".into())
+            }
+            e => StoreError::Io(format!("repacking sealed chunks: {e}")), // (non-exhaustive)
+        })?;
     }
     cursor.close()?;
     Ok(if rows.len() < REPACK_PER_STEP {

@@ -30,9 +30,9 @@
 //! first, padded to a byte at the end. A head is a width byte `w` (0..=64,
 //! the bits of the block's largest value `max`): every value in `w` bits;
 //! or, when `max + 1` is not a power of two (`2 ≤ w < 64`), `0x80 | w`
-//! and `gap:varint` (`2^w - 1 - max`): a truncated binary code over the
-//! `max + 1` values, `u = gap + 1` of them in `w - 1` bits and the rest in
-//! `w` (a value `v < u` is `v` in `w - 1` bits; a larger one is
+//! and `gap:varint` (`2^w - 2 - max`): a truncated binary code over the
+//! `max + 1` values, the smallest `u = gap + 1 = 2^w - 1 - max` of them in
+//! `w - 1` bits and the rest in `w` (a value `v < u` is `v` in `w - 1` bits; a larger one is
 //! `(v + u) >> 1` in `w - 1` bits, then `(v + u) & 1`). A walk whose steps
 //! are -2..=2 (zigzag 0..=4) costs 2.4 bits a step instead of 3. Version 1
 //! ([`TAG_V1`]) has width bytes only.
@@ -50,7 +50,10 @@ pub const TAG_V2: u8 = 0x81;
 /// A block head's flag: its values are in a truncated binary code.
 const TRUNCATED: u8 = 0x80;
 
-/// Values per bit-packing block (one width byte each).
+/// The most entries a decode reserves room for before reading them.
+const PREALLOC: usize = 1 << 16;
+
+/// Values per bit-packing block (one head each).
 pub const BLOCK: usize = 128;
 
 /// Mantissas at or above this are not stored as decimals (exact in f64).
@@ -165,6 +168,9 @@ fn bits_at(data: &[u8], bit: usize, w: usize) -> Result<u64, Corrupt> {
 /// Read `packed(n)`, calling `f` for each value in order.
 pub fn unpack(r: &mut Reader<'_>, n: usize, mut f: impl FnMut(u64)) -> Result<(), Corrupt> {
     let blocks = n.div_ceil(BLOCK);
+    if blocks > r.remaining() {
+        return Err(Corrupt); // a head is at least a byte
+    }
     let mut codes: Vec<Code> = Vec::with_capacity(blocks);
     for _ in 0..blocks {
         let head = r.u8()?;
@@ -385,7 +391,8 @@ pub fn decode(
 ) -> Result<(), Corrupt> {
     let mut r = Reader::new(bytes);
     let (count, offsets) = read_times(&mut r)?;
-    let mut values: Vec<Value> = Vec::with_capacity(count);
+    // A capacity hint only: a damaged count must not ask for gigabytes.
+    let mut values: Vec<Value> = Vec::with_capacity(count.min(PREALLOC));
     read_values(&mut r, kind, count, &mut values)?;
     if !r.is_empty() || values.len() != count {
         return Err(Corrupt);
@@ -438,7 +445,7 @@ fn read_times(r: &mut Reader<'_>) -> Result<(usize, Vec<u32>), Corrupt> {
         return Err(Corrupt);
     }
     let mut t = first as i64;
-    let mut offsets = Vec::with_capacity(count);
+    let mut offsets = Vec::with_capacity(count.min(PREALLOC));
     offsets.push((t * div) as u32);
     if count >= 2 {
         let mut gap = i64::try_from(r.u64()?).map_err(|_| Corrupt)?;

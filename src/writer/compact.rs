@@ -12,15 +12,24 @@
 //! It runs on this thread, so no write can start meanwhile; queries and
 //! management requests that arrive wait until it ends (a fraction of a
 //! second for tens of MiB), and if one is in flight it is tried again at
-//! the next idle tick. redb grows its file by doubling it, so a file that
-//! keeps its size between compactions is not compacted again: at most
-//! once per growth.
+//! the next idle tick. A file is compacted again only once it is larger
+//! than twice its compacted size ([`MIN_GROWTH`]): after a bulk upload,
+//! not after every quiet moment of a trickle.
 
 use std::time::{Duration, Instant};
 
 use super::WriterState;
 use crate::store::compact::RepackFrom;
 use crate::store::StoreError;
+
+/// A file is compacted again once it is larger than twice its compacted
+/// size and this: redb grows a file by doubling it, so a file compacted
+/// to its live size doubles at its next page, and compacting at every
+/// growth would bring a repack and a compaction after every quiet half
+/// minute of a trickle of readings. Past twice, the live data itself
+/// has grown (an upload), or the file holds more free pages than live
+/// ones. The first time after a start, any file above this.
+const MIN_GROWTH: u64 = 256 << 10;
 
 /// How long after the sealing idle time compaction waits at least.
 const SEAL_MARGIN: Duration = Duration::from_secs(5);
@@ -52,7 +61,7 @@ impl WriterState {
         let wait = if seal_idle.is_zero() {
             idle
         } else {
-            idle.max(seal_idle + SEAL_MARGIN)
+            idle.max(seal_idle.saturating_add(SEAL_MARGIN))
         };
         !idle.is_zero()
             && quiet >= wait
@@ -63,7 +72,7 @@ impl WriterState {
             && !self.purging()
             && !self.store.is_closed()
             && self.store.damaged().is_none()
-            && self.store.data_file_len() > self.compacted_len
+            && self.store.data_file_len() > self.compacted_len.saturating_mul(2) + MIN_GROWTH
     }
 
     /// Repack the sealed table (bounded steps, while `busy` says no

@@ -100,7 +100,12 @@ impl WriterState {
             self.metrics.seal_pending.set(self.sealer.pending() as u64);
             // Compaction, once the writer has been idle a while.
             if open && jobs.is_empty() && self.compact_due() {
-                self.compact_step(|| !jobs.is_empty());
+                // Anything else to do (a request, a range deletion, digest
+                // results, the stop) interrupts the repacking.
+                let stopping = || matches!(stop.try_recv(), Err(TryRecvError::Disconnected));
+                self.compact_step(|| {
+                    !jobs.is_empty() || !purges.is_empty() || !done.is_empty() || stopping()
+                });
             }
         }
         drop(jobs);
