@@ -296,7 +296,14 @@ fn sigkill_around_an_idle_compaction_loses_no_acknowledged_reading() {
     let mut body = String::from("time,N2,N3,N4,N5\n");
     for i in 0..43_200i64 {
         let t = base - 86_400 + 2 * i;
-        body.push_str(&format!("{t},{}.{},{},{},{}\n", i % 40, i % 10, i % 7, i, i / 3));
+        body.push_str(&format!(
+            "{t},{}.{},{},{},{}\n",
+            i % 40,
+            i % 10,
+            i % 7,
+            i,
+            i / 3
+        ));
     }
     let r = http(
         p.addr,

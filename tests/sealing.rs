@@ -448,7 +448,10 @@ fn full_parts_of_the_open_hour_are_sealed_at_once() {
 /// next to nothing left to give back.
 #[test]
 fn an_idle_server_compacts_its_data_file_and_loses_nothing() {
-    let s = TestServer::start_with(|c| c.storage.compact_idle_secs = 600);
+    let s = TestServer::start_with(|c| {
+        c.storage.compact_idle_secs = 600;
+        c.storage.seal_idle_secs = 0; // every hour is over: all sealed at once
+    });
     let t0 = day_ago_hour() - 6 * 3600;
     let mut bodies = Vec::new();
     for d in 0..40 {

@@ -1,6 +1,6 @@
 //! The writer's idle compaction: once the writer has had no request for
-//! `[storage] compact_idle_secs` (and at least 5 s longer than
-//! `seal_idle_secs`), nothing is left to seal now and no
+//! `[storage] compact_idle_secs`, every chunk that can be sealed is (or an
+//! hour more has passed: a sensor whose hour is open), and no
 //! retention pass or range deletion is running, and the data file has
 //! grown since the last compaction, the `sealed` table is first repacked
 //! into full leaves (`store::compact::repack_step`, bounded steps in
@@ -31,8 +31,8 @@ use crate::store::StoreError;
 /// ones. The first time after a start, any file above this.
 const MIN_GROWTH: u64 = 256 << 10;
 
-/// How long after the sealing idle time compaction waits at least.
-const SEAL_MARGIN: Duration = Duration::from_secs(5);
+/// How much longer compaction waits for sensors whose hour is open.
+const OPEN_HOUR: Duration = Duration::from_secs(3600);
 
 /// How long compaction rests after it failed.
 const COMPACT_RETRY: Duration = Duration::from_secs(60);
@@ -47,9 +47,11 @@ impl WriterState {
         Ok(next)
     }
 
-    /// Is an idle compaction to run now? Not before the sensors idle
-    /// since the last request had their last chunks sealed (which frees
-    /// pages too): [`SEAL_MARGIN`] after the sealing idle time.
+    /// Is an idle compaction to run now? Not before every chunk that can
+    /// be sealed is (sealing frees pages too, which a compaction before it
+    /// would leave inside the file), or, while a sensor's hour is still
+    /// open (its last chunk stays hot until the hour is over), an hour
+    /// later.
     pub(super) fn compact_due(&self) -> bool {
         let idle = self.ctx.compact_idle;
         let quiet = self
@@ -57,14 +59,10 @@ impl WriterState {
             .clock
             .instant()
             .saturating_duration_since(self.last_request);
-        let seal_idle = self.sealer.idle();
-        let wait = if seal_idle.is_zero() {
-            idle
-        } else {
-            idle.max(seal_idle.saturating_add(SEAL_MARGIN))
-        };
+        let sealed = self.sealer.pending() == 0 || quiet >= idle.saturating_add(OPEN_HOUR);
         !idle.is_zero()
-            && quiet >= wait
+            && quiet >= idle
+            && sealed
             && self.compact_retry_at.is_none_or(|t| Instant::now() >= t)
             && self.ready.is_empty()
             && !self.sealer.due()
