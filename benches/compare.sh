@@ -166,28 +166,20 @@ commit_report() {
 # Wait (at most 300 s) until Overlord has sealed every chunk it can
 # (docs/storage.md: a sensor's last chunk after [storage] seal_idle_secs
 # without a write); prints the seconds waited.
-ov_wait_sealed() {
-    local t0 i p
+ov_wait_sealed() { ov_wait_metric overlord_seal_pending_sensors zero; }
+# Seconds until the server has compacted its data file once while idle
+# ([storage] compact_idle_secs); "none" from a build without it.
+ov_wait_compacted() { ov_wait_metric overlord_compactions_total nonzero; }
+# Seconds (at most 300) until Overlord's metric $1 is zero or nonzero
+# ($2); "none" when the metric is not there (an older build).
+ov_wait_metric() {
+    local name=$1 want=$2 t0 i v
     t0=$(ms_now)
     for i in $(seq 1 600); do
-        p=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/metrics" \
-            | awk '$1 == "overlord_seal_pending_sensors" { print $2 }')
-        [ "$p" = 0 ] && break
-        sleep 0.5
-    done
-    awk -v a="$t0" -v b="$(ms_now)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'
-}
-# Seconds (at most 120) until the server has compacted its data file once
-# while idle ([storage] compact_idle_secs, 30 s after the last request);
-# "none" from a build without idle compaction (no such metric).
-ov_wait_compacted() {
-    local t0 i c
-    t0=$(ms_now)
-    for i in $(seq 1 240); do
-        c=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/metrics" \
-            | awk '$1 == "overlord_compactions_total" { print $2 }')
-        [ -z "$c" ] && { echo none; return; }
-        [ "$c" != 0 ] && break
+        v=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/metrics" \
+            | awk -v n="$name" '$1 == n { print $2 }')
+        [ -z "$v" ] && { echo none; return; }
+        awk -v v="$v" -v w="$want" 'BEGIN { exit !((w == "zero") == (v == 0)) }' && break
         sleep 0.5
     done
     awk -v a="$t0" -v b="$(ms_now)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'

@@ -426,18 +426,10 @@ fn offline_cli_export_import_compact_backup_restore() {
     let (_, again, _) = cli(&other, &["export", "--device", "gh1"], &[], None);
     assert_eq!(again, exported);
 
-    let (ok, out, err) = cli(&data, &["compact"], &[], None);
-    assert!(ok, "{err}");
-    let sizes: Vec<u64> = out
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let (before, after) = common::cli_compact(&data);
     assert!(
-        sizes[0] > 0 && sizes[1] > 0 && sizes[1] <= sizes[0],
-        "{out}"
+        before > 0 && after > 0 && after <= before,
+        "{before} -> {after}"
     );
 
     let backup = tmp.path().join("b.redb");

@@ -1,7 +1,8 @@
 //! Sealing: re-encoding the chunks that can no longer receive in-order
 //! appends into the compact [`super::sealed`] form, a bounded batch at a
-//! time, in the writer's own transactions between group commits (never in
-//! a commit that answers a request).
+//! time, in the writer's own transactions between group commits. (A
+//! write seals the chunks it finishes itself, as it writes them:
+//! `parts::write_series`; this is for the rest.)
 //!
 //! A sensor's chunks are grouped by base minute (a busy hour has several
 //! parts). A group is sealed into one part (`(minute, 0)`, the others

@@ -496,6 +496,22 @@ pub fn config_file(data: &std::path::Path) -> PathBuf {
     cfg
 }
 
+/// `overlord compact` on `data` (server stopped): the file's length
+/// before and after, as it prints them.
+pub fn cli_compact(data: &std::path::Path) -> (u64, u64) {
+    let (ok, out, err) = cli(data, &["compact"], &[], None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("before,after\n"), "{out}");
+    let sizes: Vec<u64> = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (sizes[0], sizes[1])
+}
+
 /// Run the binary with a config naming `data`; `(ok, stdout, stderr)`.
 pub fn cli(
     data: &std::path::Path,
