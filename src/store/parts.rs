@@ -155,11 +155,13 @@ fn locate(
 /// transaction, instead of hot and sealed again later: a full part
 /// (only late readings can still land in it), and the group of a run
 /// that this same write goes on past (in-order readings go to a later
-/// chunk from now on: an upload of past data, a board catching up). That
-/// is no extra work for the request, only another encoding of the chunk
-/// it writes anyway, and it keeps the hot tree, whose high-water mark the
-/// file keeps, at about one open chunk per sensor during an upload
-/// (docs/storage.md, "Bytes on disk").
+/// chunk from now on: an upload of past data, a board catching up). No
+/// extra read or write: the chunk is written anyway; the cost is CPU,
+/// the sealed encoding instead of the hot one and, for a finished chunk,
+/// decoding what it held where an append would not have (P2: 2–5% with
+/// one connection, BENCHMARKS.md). It keeps the hot tree, whose
+/// high-water mark the file keeps, at about one open chunk per sensor
+/// during an upload (docs/storage.md, "Bytes on disk").
 pub fn write_series(
     table: &mut Chunks<'_>,
     (dev, code): (u32, u32),
