@@ -234,6 +234,7 @@ impl WriterState {
         let mut idx: Vec<usize> = Vec::new();
         let mut touched: Vec<(u32, u32, u32, bool)> = Vec::new();
         let mut sealed = 0;
+        let seal = self.sealer.enabled(); // writes seal what they finish
         let mut i = 0;
         while i < order.len() {
             // One (device, sensor) at a time, its readings in time order.
@@ -257,7 +258,6 @@ impl WriterState {
                 Fresh::New
             };
             let mut sensor_new: u64 = 0;
-            let seal = self.sealer.enabled();
             let wrote = parts::write_series(
                 &mut table,
                 (dev, code),

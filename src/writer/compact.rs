@@ -2,7 +2,7 @@
 //! `[storage] compact_idle_secs`, every chunk that can be sealed is (or an
 //! hour more has passed: a sensor whose hour is open), and no
 //! retention pass or range deletion is running, and the data file has
-//! grown since the last compaction, the `sealed` table is first repacked
+//! grown past twice its last compacted size, the `sealed` table is first repacked
 //! into full leaves (`store::compact::repack_step`, bounded steps in
 //! transactions of their own, stopped as soon as a request waits and
 //! resumed at the next idle time), then the file is compacted in place
@@ -75,43 +75,27 @@ impl WriterState {
 
     /// Repack the sealed table (bounded steps, while `busy` says no
     /// request waits), then compact the data file if nobody is using it;
-    /// a failure is logged and tried again after [`COMPACT_RETRY`].
+    /// a failure is logged and tried again after [`COMPACT_RETRY`], a
+    /// panic inside redb marks the file damaged (as a sealing step's).
     pub(super) fn compact_step(&mut self, busy: impl Fn() -> bool) {
-        if !self.repacked {
-            let mut from = self.repack_from.take().unwrap_or(None);
-            loop {
-                if busy() {
-                    self.repack_from = Some(from);
-                    return; // the next idle time goes on from here
-                }
-                match self.repack_txn(from) {
-                    Ok(Some(next)) => from = next,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "repacking sealed chunks failed; tried again later");
-                        self.compact_retry_at = Some(Instant::now() + COMPACT_RETRY);
-                        if matches!(e, StoreError::DiskFull | StoreError::Io(_)) {
-                            let _ = self.recover();
-                        }
-                        return;
-                    }
-                }
-            }
-            self.repacked = true;
-        }
         let started = Instant::now();
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.compact_unused()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.repack(&busy)? {
+                self.store.compact_unused()
+            } else {
+                Ok(None) // interrupted: the next idle time goes on
+            }
+        }));
         let result = result.unwrap_or_else(|p| {
             let why = crate::error::panic_text(&*p, "compaction panicked");
             self.store.mark_damaged(&why);
             Err(StoreError::Damaged(why))
         });
         match result {
-            Ok(None) => {} // in use: the next idle tick tries again
+            Ok(None) => {} // interrupted, or in use: the next idle tick tries again
             Ok(Some((before, after))) => {
                 self.compacted_len = after;
-                self.repacked = false; // repacked again before the next one
+                self.repack_at = Some(None); // repacked again before the next one
                 self.metrics.compactions.inc();
                 tracing::info!(
                     before_bytes = before,
@@ -121,12 +105,24 @@ impl WriterState {
                 );
             }
             Err(e) => {
-                tracing::warn!(error = %e, "idle compaction failed; it is tried again later");
+                tracing::warn!(error = %e, "idle repacking or compaction failed; it is tried again later");
                 self.compact_retry_at = Some(Instant::now() + COMPACT_RETRY);
                 if matches!(e, StoreError::DiskFull | StoreError::Io(_)) {
                     let _ = self.recover();
                 }
             }
         }
+    }
+
+    /// Repack the sealed table from where it stopped, a step at a time
+    /// until it is done (`true`) or `busy` says something waits (`false`).
+    fn repack(&mut self, busy: &impl Fn() -> bool) -> Result<bool, StoreError> {
+        while let Some(from) = self.repack_at {
+            if busy() {
+                return Ok(false);
+            }
+            self.repack_at = self.repack_txn(from)?;
+        }
+        Ok(true)
     }
 }

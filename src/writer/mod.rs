@@ -186,8 +186,7 @@ pub fn start(
         last_request: started,
         compacted_len: 0,
         compact_retry_at: None,
-        repack_from: None,
-        repacked: false,
+        repack_at: Some(None),
         purge: None,
         purge_undo: None,
     };
@@ -244,10 +243,9 @@ struct WriterState {
     compacted_len: u64,
     /// After a failed compaction: not before this.
     compact_retry_at: Option<Instant>,
-    /// Where an interrupted repacking of the sealed table goes on.
-    repack_from: Option<crate::store::compact::RepackFrom>,
-    /// The sealed table was repacked since the last compaction.
-    repacked: bool,
+    /// Where repacking the sealed table goes on (`Some(None)`: from the
+    /// start); `None` once it was repacked since the last compaction.
+    repack_at: Option<crate::store::compact::RepackFrom>,
     /// The range deletion in progress (`crate::purge`), one at a time.
     purge: Option<crate::purge::Progress>,
     /// Where the purge was before the step of the transaction being
