@@ -135,6 +135,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod ops;
 pub mod outbox;
+pub mod pg;
 pub mod presence;
 pub mod purge;
 pub mod quotas;

@@ -79,6 +79,10 @@ enum Command {
     /// HTTPS certificates (`[tls]`): `tls self-signed --host NAME...`.
     #[command(subcommand)]
     Tls(cli::tls::TlsCmd),
+    /// Copy the whole store into an empty PostgreSQL database (`--to
+    /// postgres`, server stopped), or from PostgreSQL into a new data file
+    /// (`--to redb FILE`). Prints `ok,ROWS,FILES,FILE_BYTES`.
+    ExportStore(cli::store::ExportStoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Compact => cli::compact::compact(&config),
         Command::Retention(cmd) => cli::retention::retention(&config, cmd),
         Command::Tls(cmd) => cli::tls::tls(cmd),
+        Command::ExportStore(args) => cli::store::export_store(&config, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ pub mod export;
 pub mod init;
 pub mod retention;
 pub mod serve;
+pub mod store;
 pub mod tls;
 pub mod user;
 

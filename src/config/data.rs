@@ -77,3 +77,31 @@ impl Default for StorageConfig {
         }
     }
 }
+
+/// `[store]`: PostgreSQL, for `overlord export-store` (docs/scale-out.md).
+/// The server itself runs on the data file; its `Debug` hides the
+/// connection string's password.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The PostgreSQL connection string `overlord export-store` uses when
+    /// no `--url` is given (`host=... port=... user=... dbname=...`, or a
+    /// `postgresql://` URL). May hold a password: set it with
+    /// `OVERLORD_STORE__POSTGRES_URL` rather than in the file.
+    pub postgres_url: String,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.postgres_url.is_empty() {
+            String::new()
+        } else {
+            crate::pg::Target::parse(&self.postgres_url)
+                .map(|t| t.shown)
+                .unwrap_or_else(|_| "<does not parse>".into())
+        };
+        f.debug_struct("StoreConfig")
+            .field("postgres_url", &shown)
+            .finish()
+    }
+}

@@ -101,6 +101,10 @@ mod tests {
             ("OVERLORD_DIGEST__WORKERS", "3"),
             ("OVERLORD_NOTIFY__ALLOW_PRIVATE_TARGETS", "true"),
             ("OVERLORD_SMTP__PASSWORD", "hunter2"),
+            (
+                "OVERLORD_STORE__POSTGRES_URL",
+                "host=db1 user=ov password=hunter3 dbname=ov",
+            ),
             ("OVERLORD_LOG", "debug"),
             ("PATH", "/bin"),
         ];
@@ -117,6 +121,15 @@ mod tests {
         assert!(
             !format!("{:?}", c.smtp).contains("hunter2"),
             "Debug hides it"
+        );
+        assert_eq!(
+            c.store.postgres_url,
+            "host=db1 user=ov password=hunter3 dbname=ov"
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("host=db1") && !shown.contains("hunter3"),
+            "{shown}"
         );
         let none: [(&str, &str); 0] = [];
         assert_eq!(

@@ -31,7 +31,7 @@ pub mod limits;
 pub mod log;
 mod notify;
 
-pub use data::{PresenceConfig, RetentionConfig, StorageConfig};
+pub use data::{PresenceConfig, RetentionConfig, StorageConfig, StoreConfig};
 pub use doors::{DashboardConfig, FieldMap, MqttConfig, ThingSpeakConfig, TlsConfig};
 pub use env::ENV_PREFIX;
 pub use limits::{DigestConfig, Limits, QuotaConfig};
@@ -86,6 +86,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The ThingSpeak-compatible door: where `fieldN` goes.
     pub thingspeak: ThingSpeakConfig,
+    /// PostgreSQL (`overlord export-store`; docs/scale-out.md).
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -109,6 +111,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             smtp: SmtpConfig::default(),
             thingspeak: ThingSpeakConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -246,6 +249,7 @@ mod tests {
         assert_eq!(c.smtp.username, d.smtp.username);
         assert_eq!(c.smtp.password, d.smtp.password);
         assert_eq!(c.smtp.from, d.smtp.from);
+        assert_eq!(c.store.postgres_url, d.store.postgres_url);
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! `overlord export-store`: the whole store into PostgreSQL, or from
+//! PostgreSQL into a new data file (`overlord::pg::transfer`).
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use overlord::config::Config;
+use overlord::pg::{self, Target};
+use redb::ReadableDatabase;
+
+use super::{offline, progress, Advice};
+
+/// Where `export-store` copies to.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum To {
+    /// From the data file (server stopped) into an empty PostgreSQL
+    /// database.
+    Postgres,
+    /// From PostgreSQL into a new data file FILE.
+    Redb,
+}
+
+/// `overlord export-store --to postgres|redb [FILE] [--url URL]`.
+#[derive(Args)]
+pub struct ExportStoreArgs {
+    /// `postgres`: the data file into PostgreSQL; `redb`: PostgreSQL
+    /// into the new data file FILE.
+    #[arg(long, value_enum)]
+    to: To,
+    /// With `--to redb`: the new data file (must not exist); the uploaded
+    /// files' contents go to `FILE.files`, or to `files_dir` when the
+    /// configuration's data file is FILE.
+    file: Option<PathBuf>,
+    /// The PostgreSQL connection string; default `[store] postgres_url`
+    /// (`OVERLORD_STORE__POSTGRES_URL`: the place for one with a password,
+    /// where `ps` does not show it).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+/// Run it; prints `ok,ROWS,FILES,FILE_BYTES`.
+pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String> {
+    let url = args
+        .url
+        .unwrap_or_else(|| config.store.postgres_url.clone());
+    if url.trim().is_empty() {
+        return Err(
+            "give --url, or set [store] postgres_url (OVERLORD_STORE__POSTGRES_URL)".into(),
+        );
+    }
+    let target = Target::parse(&url)?;
+    let rt = pg::runtime()?;
+    let copied = match args.to {
+        To::Postgres => {
+            if args.file.is_some() {
+                return Err(
+                    "--to postgres copies the configured data file; it takes no FILE".into(),
+                );
+            }
+            let files_dir = config.files_dir();
+            offline(&config.data_file, Advice::Stop, |data| {
+                let store = overlord::store::Store::open(data)?;
+                let txn = store.db()?.begin_read()?;
+                let bar = progress(overlord::ops::count_rows(&txn)?, "rows");
+                let r = rt.block_on(pg::transfer::to_postgres(&target, &txn, &files_dir, &|n| {
+                    bar.set_position(n)
+                }));
+                bar.finish_and_clear();
+                Ok(r)
+            })??
+        }
+        To::Redb => {
+            let file = args.file.ok_or("--to redb needs FILE, the new data file")?;
+            let files_dir = if file == config.data_file {
+                config.files_dir()
+            } else {
+                let mut c = config.clone();
+                c.data_file = file.clone();
+                c.files_dir = None;
+                c.files_dir()
+            };
+            let bar = progress(0, "rows");
+            let r = rt.block_on(pg::transfer::to_redb(&target, &file, &files_dir, &|n| {
+                bar.set_position(n)
+            }));
+            bar.finish_and_clear();
+            r?
+        }
+    };
+    println!("ok,{},{},{}", copied.rows, copied.blobs, copied.blob_bytes);
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The schema's versions, applied in order.
+//!
+//! Each migration is a file `migrations/NNNN_name.sql`, embedded in the
+//! binary. [`migrate`] runs the ones a database lacks in one transaction
+//! under an advisory lock (so processes starting together apply them
+//! once), and records each in `schema_version`. A database newer than
+//! this binary is refused (never downgraded); one that shipped migration
+//! is never edited, the next is added.
+
+use tokio_postgres::Client;
+
+use super::Target;
+
+/// `(version, name, SQL)`, in order.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "the image of the redb tables",
+    include_str!("migrations/0001_mirror.sql"),
+)];
+
+/// The schema version this binary writes and reads.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The key of the advisory lock migrations take ("OVRLORD1").
+const LOCK: i64 = 0x4f56_524c_4f52_4431;
+
+/// Bring the database to [`latest`]; returns the version it had (0: an
+/// empty database).
+pub async fn migrate(target: &Target, client: &mut Client) -> Result<i32, String> {
+    let err = |e: tokio_postgres::Error| target.error(&e);
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+        .await
+        .map_err(err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, \
+         name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(err)?;
+    let had = current(&tx).await.map_err(err)?;
+    if had > latest() {
+        return Err(newer(had));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > had) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| format!("migration {version} ({name}): {}", err(e)))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(had)
+}
+
+/// The database's version, for a reader that must not change it: an
+/// error unless it is exactly [`latest`].
+pub async fn expect_latest(
+    target: &Target,
+    db: &impl tokio_postgres::GenericClient,
+) -> Result<(), String> {
+    let exists: bool = db
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await
+        .map_err(|e| target.error(&e))?
+        .get(0);
+    if !exists {
+        return Err(format!(
+            "PostgreSQL at {}: no Overlord schema in this database (nothing was exported to it)",
+            target.shown
+        ));
+    }
+    let v = current(db).await.map_err(|e| target.error(&e))?;
+    match v {
+        v if v > latest() => Err(newer(v)),
+        v if v < latest() => Err(format!(
+            "PostgreSQL at {}: schema version {v}, this overlord reads version {}",
+            target.shown,
+            latest()
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn current(db: &impl tokio_postgres::GenericClient) -> Result<i32, tokio_postgres::Error> {
+    Ok(db
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await?
+        .get(0))
+}
+
+fn newer(v: i32) -> String {
+    format!(
+        "schema version {v} is newer than this overlord ({}); upgrade the binary",
+        latest()
+    )
+}
