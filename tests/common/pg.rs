@@ -58,9 +58,16 @@ impl Pg {
             println!("note: PostgreSQL is not installed; skipping what needs it");
             return None;
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
         let as_postgres = is_root();
+        // The `postgres` user must reach the directory: under /tmp, not a
+        // TMPDIR only root may enter.
+        let dir = if as_postgres {
+            tempfile::tempdir_in("/tmp")
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("tempdir");
+        let data = dir.path().join("data");
         if as_postgres {
             let out = Command::new("id")
                 .args(["-u", "postgres"])
