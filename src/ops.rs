@@ -119,7 +119,12 @@ pub fn fingerprint(src: &ReadTransaction) -> Result<Vec<(String, u64, [u8; 32])>
     ) -> Result<(String, u64, [u8; 32]), StoreError> {
         let mut sha = Sha256::new();
         let mut rows = 0;
-        if let Ok(t) = src.open_table(def) {
+        let table = match src.open_table(def) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(t) = table {
             for row in t.iter()? {
                 let (k, v) = row?;
                 for part in [

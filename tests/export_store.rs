@@ -94,14 +94,23 @@ fn build(s: &TestServer) -> Built {
     assert_eq!(items.body.lines().count(), 181, "{}", items.body);
     let events = s.admin_until("/v1/alerts/hot/events", |b| b.lines().count() == 2);
     assert_eq!(events.body.lines().count(), 2, "{}", events.body);
+    // Three parts; the same content under a second name (stored once);
+    // an empty file; one of exactly one part.
     let file = content((2 << 20) + 12345);
-    let r = s.post(
-        "/v1/files/fw.bin",
-        "application/octet-stream",
-        &file,
-        &format!("Authorization: Bearer {}\r\n", s.admin),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
+    for (name, body) in [
+        ("fw.bin", file.clone()),
+        ("fw-copy.bin", file.clone()),
+        ("empty", Vec::new()),
+        ("one-part", content(1 << 20)),
+    ] {
+        let r = s.post(
+            &format!("/v1/files/{name}"),
+            "application/octet-stream",
+            &body,
+            &format!("Authorization: Bearer {}\r\n", s.admin),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
     let to = t0 + 3 * 3600;
     let queries = [
         format!("/v1/devices/gh3/readings?sensors=N1,I2&from={t0}&to={to}&limit=1000"),
@@ -162,8 +171,8 @@ fn a_store_goes_to_postgresql_and_back_row_for_row() {
 
     let (ok, out, err) = export(&data, &["--to", "postgres"], &url);
     assert!(ok, "{err}");
-    let file_len = built.file.len();
-    assert_eq!(out, format!("ok,{rows},1,{file_len}\n"));
+    let file_len = built.file.len() + (1 << 20);
+    assert_eq!(out, format!("ok,{rows},3,{file_len}\n"));
 
     // What PostgreSQL holds, read with SQL.
     assert_eq!(
@@ -192,14 +201,14 @@ fn a_store_goes_to_postgresql_and_back_row_for_row() {
             "ov",
             "SELECT count(*) || ',' || sum(length(bytes)) FROM file_blobs"
         ),
-        format!("3,{file_len}")
+        format!("5,{file_len}")
     );
 
     // And back, into a new data file beside the old one.
     let copy = tmp.path().join("copy.redb");
     let (ok, out, err) = export(&data, &["--to", "redb", copy.to_str().unwrap()], &url);
     assert!(ok, "{err}");
-    assert_eq!(out, format!("ok,{rows},1,{file_len}\n"));
+    assert_eq!(out, format!("ok,{rows},3,{file_len}\n"));
     assert_eq!(fingerprint(&copy), before, "every table, byte for byte");
 
     // A server on the copy answers every query as the original did, and
@@ -220,6 +229,20 @@ fn a_store_goes_to_postgresql_and_back_row_for_row() {
     );
     assert_eq!(r.status, 200);
     assert!(r.body.as_bytes() == built.file, "the file's content");
+    for (name, len) in [
+        ("fw-copy.bin", built.file.len()),
+        ("empty", 0),
+        ("one-part", 1 << 20),
+    ] {
+        let r = s.raw(
+            format!(
+                "GET /v1/files/{name} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                s.admin
+            )
+            .as_bytes(),
+        );
+        assert_eq!((r.status, r.body.len()), (200, len), "{name}");
+    }
     let r = s.get(&format!(
         "/v1/readings?device=gh3&token={}&N1=22.5",
         built.sensor_token
@@ -306,7 +329,35 @@ fn export_store_refuses_what_it_must_and_changes_nothing() {
     std::fs::write(&blob, content(999)).unwrap();
     let (ok, _, err) = export(&data, &["--to", "postgres"], &pg.url("damaged"));
     assert!(!ok && err.contains("does not match its SHA-256"), "{err}");
-    assert_eq!(devices("damaged"), "0", "all or nothing");
+    assert_eq!(
+        pg.value("damaged", "SELECT (to_regclass('devices') IS NULL)::text"),
+        "true",
+        "all or nothing: not even the schema is left"
+    );
+
+    // A database whose file contents are missing: `--to redb` fails and
+    // leaves nothing behind, neither the file nor a temp name.
+    pg.sql(
+        "filled",
+        "UPDATE schema_version SET version = 1; DELETE FROM file_blobs",
+    );
+    let gap = tmp.path().join("gap.redb");
+    let listing = || {
+        let mut v: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let (ok, _, err) = export(
+        &data,
+        &["--to", "redb", gap.to_str().unwrap()],
+        &pg.url("filled"),
+    );
+    assert!(!ok && err.contains("is not in file_blobs"), "{err}");
+    assert_eq!(listing(), before);
 
     // A password is never printed, whatever fails.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -326,8 +377,7 @@ fn export_store_refuses_what_it_must_and_changes_nothing() {
         !err.contains("Sup3rSecret") && !out.contains("Sup3rSecret"),
         "{err}"
     );
-    // Nor when the server is reached and the work refused (this role may
-    // not create the schema).
+    // Nor when the server refuses the password.
     pg.sql("postgres", "CREATE ROLE ov LOGIN PASSWORD 'right-one'");
     let (ok, _, err) = cli(
         &data,
@@ -339,6 +389,7 @@ fn export_store_refuses_what_it_must_and_changes_nothing() {
         None,
     );
     assert!(!ok);
+    assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("Sup3rSecret"), "{err}");
     drop(tmp);
 }

@@ -28,8 +28,9 @@ pub struct ExportStoreArgs {
     #[arg(long, value_enum)]
     to: To,
     /// With `--to redb`: the new data file (must not exist); the uploaded
-    /// files' contents go to `FILE.files`, or to `files_dir` when the
-    /// configuration's data file is FILE.
+    /// files' contents go to the configuration's `files_dir` when it is
+    /// set, else to `FILE.files` (where a server on FILE looks), which
+    /// must not exist or be empty.
     file: Option<PathBuf>,
     /// The PostgreSQL connection string; default `[store] postgres_url`
     /// (`OVERLORD_STORE__POSTGRES_URL`: the place for one with a password,
@@ -71,14 +72,18 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
         }
         To::Redb => {
             let file = args.file.ok_or("--to redb needs FILE, the new data file")?;
-            let files_dir = if file == config.data_file {
-                config.files_dir()
-            } else {
+            if file.to_string_lossy().contains("password=") {
+                return Err("FILE looks like part of a connection string: quote the value of --url (or use OVERLORD_STORE__POSTGRES_URL)".into());
+            }
+            // Where a server whose configuration names FILE as its data
+            // file looks for the contents: `files_dir` when set, else
+            // `FILE.files`.
+            let files_dir = {
                 let mut c = config.clone();
                 c.data_file = file.clone();
-                c.files_dir = None;
                 c.files_dir()
             };
+            eprintln!("the uploaded files' contents go to {}", files_dir.display());
             let bar = progress(0, "rows");
             let r = rt.block_on(pg::transfer::to_redb(&target, &file, &files_dir, &|n| {
                 bar.set_position(n)

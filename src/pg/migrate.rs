@@ -1,13 +1,14 @@
 //! The schema's versions, applied in order.
 //!
 //! Each migration is a file `migrations/NNNN_name.sql`, embedded in the
-//! binary. [`migrate`] runs the ones a database lacks in one transaction
-//! under an advisory lock (so processes starting together apply them
-//! once), and records each in `schema_version`. A database newer than
+//! binary. [`migrate`] runs the ones a database lacks inside the caller's
+//! transaction under an advisory lock held to its end (so processes
+//! starting together apply them once, and a copy that fails after them
+//! leaves no schema behind), and records each in `schema_version`. A database newer than
 //! this binary is refused (never downgraded); one that shipped migration
 //! is never edited, the next is added.
 
-use tokio_postgres::Client;
+use tokio_postgres::Transaction;
 
 use super::Target;
 
@@ -26,11 +27,11 @@ pub fn latest() -> i32 {
 /// The key of the advisory lock migrations take ("OVRLORD1").
 const LOCK: i64 = 0x4f56_524c_4f52_4431;
 
-/// Bring the database to [`latest`]; returns the version it had (0: an
+/// Bring the database to [`latest`] in `tx` (nothing is visible to
+/// others until the caller commits); returns the version it had (0: an
 /// empty database).
-pub async fn migrate(target: &Target, client: &mut Client) -> Result<i32, String> {
+pub async fn migrate(target: &Target, tx: &Transaction<'_>) -> Result<i32, String> {
     let err = |e: tokio_postgres::Error| target.error(&e);
-    let tx = client.transaction().await.map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .await
         .map_err(err)?;
@@ -40,7 +41,7 @@ pub async fn migrate(target: &Target, client: &mut Client) -> Result<i32, String
     )
     .await
     .map_err(err)?;
-    let had = current(&tx).await.map_err(err)?;
+    let had = current(tx).await.map_err(err)?;
     if had > latest() {
         return Err(newer(had));
     }
@@ -55,7 +56,6 @@ pub async fn migrate(target: &Target, client: &mut Client) -> Result<i32, String
         .await
         .map_err(err)?;
     }
-    tx.commit().await.map_err(err)?;
     Ok(had)
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Both are all or nothing and refuse a target that holds data:
 //! - into PostgreSQL, one transaction: the schema is brought to the
-//!   latest version first, every table is checked empty and of the
+//!   latest version first (in the same transaction), every table is checked empty and of the
 //!   expected columns, every table is streamed in with binary `COPY`, then
 //!   the uploaded files' contents (verified against their SHA-256) into
 //!   `file_blobs`; nothing is visible until the commit.
@@ -49,6 +49,13 @@ pub struct Copied {
     pub blob_bytes: u64,
 }
 
+/// The columns of `file_blobs`.
+const BLOB_COLUMNS: &[(&str, Kind)] = &[
+    ("sha256", Kind::Bytea),
+    ("part", Kind::Int4),
+    ("bytes", Kind::Bytea),
+];
+
 /// Rows a fetch from PostgreSQL brings at most: what bounds the memory of
 /// [`to_redb`].
 const FETCH_ROWS: i32 = 4096;
@@ -75,8 +82,11 @@ pub async fn to_postgres(
         mirror::spec_of(t.name())?;
     }
     let mut client = target.connect().await?;
-    migrate::migrate(target, &mut client).await?;
+    // The schema is made in the copy's own transaction: a copy that fails
+    // leaves no schema, and one that runs meanwhile waits for this one's
+    // advisory lock, then finds its rows.
     let tx = client.transaction().await.map_err(pg)?;
+    migrate::migrate(target, &tx).await?;
     for table in mirror::SPECS.iter().map(|s| s.table).chain([BLOB_TABLE]) {
         let has: bool = tx
             .query_one(&format!("SELECT EXISTS (SELECT 1 FROM \"{table}\")"), &[])
@@ -163,6 +173,7 @@ async fn export_blobs(
     files_dir: &Path,
     copied: &mut Copied,
 ) -> Result<(), String> {
+    check_columns(tx, BLOB_TABLE, BLOB_COLUMNS).await?;
     let files = FILES.read(src).map_err(|e| e.to_string())?;
     let sink = tx
         .copy_in(&format!(
@@ -260,22 +271,49 @@ pub async fn to_redb(
     let tmp = ops::temp_beside(dest, "import");
     let tmp_dir = ops::temp_beside(files_dir, "import");
     let result = write_redb(target, &tx, &tmp, &tmp_dir, progress).await;
-    let result = result.and_then(|copied| {
-        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
-        if files_dir.exists() {
-            std::fs::remove_dir(files_dir).map_err(|e| io(files_dir, e))?;
-        }
-        std::fs::rename(&tmp_dir, files_dir).map_err(|e| io(files_dir, e))?;
-        ops::sync_dir_of(files_dir).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dest).map_err(|e| io(dest, e))?;
-        ops::sync_dir_of(dest).map_err(|e| e.to_string())?;
-        Ok(copied)
-    });
+    let result =
+        result.and_then(|copied| put_in_place(&tmp, dest, &tmp_dir, files_dir).map(|()| copied));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::remove_dir_all(&tmp_dir);
     }
     result
+}
+
+/// Rename the finished files directory, then the data file, into place,
+/// each made durable; the data file last, so a data file at `dest` always
+/// has its files. On an error the directory is moved back to `tmp_dir`
+/// (the caller removes the temp names).
+fn put_in_place(tmp: &Path, dest: &Path, tmp_dir: &Path, files_dir: &Path) -> Result<(), String> {
+    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+    File::open(tmp_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(tmp_dir, e))?;
+    let had_dir = files_dir.exists();
+    if had_dir {
+        // Empty (checked before the copy): only a rename target.
+        std::fs::remove_dir(files_dir).map_err(|e| io(files_dir, e))?;
+    }
+    std::fs::rename(tmp_dir, files_dir).map_err(|e| io(files_dir, e))?;
+    let data = ops::sync_dir_of(files_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            if dest.exists() {
+                return Err(format!(
+                    "{} appeared meanwhile; nothing was written there",
+                    dest.display()
+                ));
+            }
+            std::fs::rename(tmp, dest).map_err(|e| io(dest, e))
+        });
+    if let Err(e) = data {
+        let _ = std::fs::rename(files_dir, tmp_dir);
+        if had_dir {
+            let _ = std::fs::create_dir(files_dir);
+        }
+        return Err(e);
+    }
+    ops::sync_dir_of(dest).map_err(|e| e.to_string())
 }
 
 async fn write_redb(
@@ -380,6 +418,7 @@ async fn import_blobs(
     dir: &Path,
     copied: &mut Copied,
 ) -> Result<(), String> {
+    check_columns(tx, BLOB_TABLE, BLOB_COLUMNS).await?;
     let stmt = tx
         .prepare(&format!(
             "SELECT sha256, part, bytes FROM {BLOB_TABLE} ORDER BY sha256, part"

@@ -100,6 +100,16 @@ impl Pg {
                 "--no-sync",
             ],
         );
+        // Role `ov` must give its password over TCP (a test of a refused
+        // login); every other role is trusted on this throw-away server.
+        // The first matching line of pg_hba.conf wins.
+        let hba = pg.data.join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all ov 127.0.0.1/32 scram-sha-256\n{rest}"),
+        )
+        .expect("pg_hba.conf");
         // A free port, then start on it; another process may take it in
         // between, hence the retries.
         for _ in 0..5 {
@@ -219,7 +229,8 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        if self.port != 0 {
+        // Also after a start that timed out: the server may be up anyway.
+        if self.data.join("postmaster.pid").exists() {
             let data = self.data.to_str().unwrap().to_string();
             let _ = self.try_run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
         }
