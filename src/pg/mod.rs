@@ -67,7 +67,7 @@ impl Target {
         let password = config
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned());
-        let hosts: Vec<String> = config
+        let mut hosts: Vec<String> = config
             .get_hosts()
             .iter()
             .map(|h| match h {
@@ -75,6 +75,13 @@ impl Target {
                 Host::Unix(p) => p.display().to_string(),
             })
             .collect();
+        if hosts.is_empty() {
+            hosts = config
+                .get_hostaddrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        }
         let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
         let shown = format!(
             "host={} port={} dbname={} user={}",
@@ -115,7 +122,12 @@ impl Target {
     /// returns once its WAL is flushed, whatever the server's default).
     /// The connection's task runs on the current tokio runtime.
     pub async fn connect(&self) -> Result<Client, String> {
-        if self.config.get_hosts().is_empty() {
+        let hosts = self
+            .config
+            .get_hosts()
+            .len()
+            .max(self.config.get_hostaddrs().len());
+        if hosts == 0 {
             return Err(format!(
                 "the PostgreSQL connection string names no host ({})",
                 self.shown
@@ -127,18 +139,18 @@ impl Target {
             .config
             .get_connect_timeout()
             .unwrap_or(&CONNECT_TIMEOUT);
-        let hosts = self.config.get_hosts().len().max(1) as u32;
-        let (client, conn) =
-            tokio::time::timeout(limit * hosts + limit, self.config.connect(NoTls))
-                .await
-                .map_err(|_| {
-                    format!(
-                        "PostgreSQL at {}: no session within {}s",
-                        self.shown,
-                        (limit * hosts + limit).as_secs()
-                    )
-                })?
-                .map_err(|e| self.error(&e))?;
+        // Each host in turn, and one more for the start-up itself.
+        let whole = limit * (hosts as u32 + 1);
+        let (client, conn) = tokio::time::timeout(whole, self.config.connect(NoTls))
+            .await
+            .map_err(|_| {
+                format!(
+                    "PostgreSQL at {}: no session within {}s",
+                    self.shown,
+                    whole.as_secs()
+                )
+            })?
+            .map_err(|e| self.error(&e))?;
         tokio::spawn(async move {
             // Ends when the client is dropped; an error here is what the
             // next statement reports too.
@@ -211,6 +223,8 @@ mod tests {
         assert_eq!(t.shown, "host=127.0.0.1 port=1 dbname=d user=u");
         assert_eq!(format!("{t:?}"), t.shown);
         assert_eq!(t.hide("x s3cret y"), "x <hidden> y");
+        let t = Target::parse("hostaddr=10.0.0.7 user=u").unwrap();
+        assert_eq!(t.shown, "host=10.0.0.7 port=5432 dbname=u user=u");
         let t = Target::parse("postgresql://u:pw%40x@localhost:6/d").unwrap();
         assert!(!t.shown.contains("pw"));
         // What a string that does not parse is searched for.
