@@ -85,9 +85,14 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
             };
             eprintln!("the uploaded files' contents go to {}", files_dir.display());
             let bar = progress(0, "rows");
-            let r = rt.block_on(pg::transfer::to_redb(&target, &file, &files_dir, &|n| {
-                bar.set_position(n)
-            }));
+            let cache = config.cache_mb.saturating_mul(1 << 20);
+            let r = rt.block_on(pg::transfer::to_redb(
+                &target,
+                &file,
+                &files_dir,
+                cache,
+                &|n| bar.set_position(n),
+            ));
             bar.finish_and_clear();
             r?
         }

@@ -77,6 +77,17 @@ pub enum Cell {
     Bytes(Vec<u8>),
 }
 
+impl Cell {
+    /// About the bytes it holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Cell::Int(_) => 8,
+            Cell::Text(s) => s.len(),
+            Cell::Bytes(b) => b.len(),
+        }
+    }
+}
+
 impl ToSql for Cell {
     fn to_sql(
         &self,

@@ -56,9 +56,20 @@ const BLOB_COLUMNS: &[(&str, Kind)] = &[
     ("bytes", Kind::Bytea),
 ];
 
-/// Rows a fetch from PostgreSQL brings at most: what bounds the memory of
-/// [`to_redb`].
+/// Rows a fetch from PostgreSQL brings at most.
 const FETCH_ROWS: i32 = 4096;
+/// Rows of a table's first fetch, before its rows' size is known.
+const FIRST_FETCH: i32 = 16;
+/// About how many bytes a fetch may bring: after a fetch of larger rows
+/// (digest batches can be megabytes each) the next asks for fewer, so
+/// [`to_redb`]'s memory is bounded by bytes, not only by rows.
+const FETCH_BYTES: usize = 16 << 20;
+
+/// Rows the next fetch asks for, after `rows` rows of `bytes` bytes.
+fn next_fetch(rows: usize, bytes: usize) -> i32 {
+    let per_row = (bytes / rows.max(1)).max(1);
+    (FETCH_BYTES / per_row).clamp(1, FETCH_ROWS as usize) as i32
+}
 
 fn quoted(cols: &[(&str, Kind)]) -> String {
     cols.iter()
@@ -242,11 +253,15 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Copy the database at `target` into a new data file `dest` (which must
 /// not exist) and its uploaded files' contents into `files_dir` (which
-/// must not exist or be empty). Returns what was copied.
+/// must not exist or be empty). redb's cache for the new file is
+/// `cache_bytes` (the server's `cache_mb`): with the fetches' bound it
+/// bounds the command's memory whatever the store's size. Returns what
+/// was copied.
 pub async fn to_redb(
     target: &Target,
     dest: &Path,
     files_dir: &Path,
+    cache_bytes: usize,
     progress: Progress<'_>,
 ) -> Result<Copied, String> {
     if dest.exists() {
@@ -270,7 +285,7 @@ pub async fn to_redb(
     migrate::expect_latest(target, &tx).await?;
     let tmp = ops::temp_beside(dest, "import");
     let tmp_dir = ops::temp_beside(files_dir, "import");
-    let result = write_redb(target, &tx, &tmp, &tmp_dir, progress).await;
+    let result = write_redb(target, &tx, &tmp, &tmp_dir, cache_bytes, progress).await;
     let result =
         result.and_then(|copied| put_in_place(&tmp, dest, &tmp_dir, files_dir).map(|()| copied));
     if result.is_err() {
@@ -321,6 +336,7 @@ async fn write_redb(
     tx: &Transaction<'_>,
     tmp: &Path,
     tmp_dir: &Path,
+    cache_bytes: usize,
     progress: Progress<'_>,
 ) -> Result<Copied, String> {
     let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
@@ -331,7 +347,10 @@ async fn write_redb(
         .create_new(true)
         .open(tmp)
         .map_err(|e| io(tmp, e))?;
-    let db = Database::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| e.to_string())?;
@@ -388,16 +407,19 @@ async fn import_table<K: Key + Cols, V: Cols>(
     let portal = tx.bind(&stmt, &[]).await.map_err(|e| target.error(&e))?;
     let mut table = txn.open_table(def).map_err(|e| format!("{name}: {e}"))?;
     let mut cells = Vec::with_capacity(cols.len());
+    let mut fetch = FIRST_FETCH;
     loop {
         let rows = tx
-            .query_portal(&portal, FETCH_ROWS)
+            .query_portal(&portal, fetch)
             .await
             .map_err(|e| target.error(&e))?;
         if rows.is_empty() {
             return Ok(());
         }
+        let mut bytes = 0;
         for row in &rows {
             cells_of(row, &cols, &mut cells).map_err(|e| format!("{name}: {e}"))?;
+            bytes += cells.iter().map(Cell::bytes).sum::<usize>();
             let k = K::take(&cells[..key_cols]).map_err(|e| format!("{name}: {e}"))?;
             let v = V::take(&cells[key_cols..]).map_err(|e| format!("{name}: {e}"))?;
             table.insert(k, v).map_err(|e| format!("{name}: {e}"))?;
@@ -406,6 +428,7 @@ async fn import_table<K: Key + Cols, V: Cols>(
                 progress(copied.rows);
             }
         }
+        fetch = next_fetch(rows.len(), bytes);
     }
 }
 
@@ -520,5 +543,20 @@ impl Blob {
         copied.blobs += 1;
         copied.blob_bytes += self.file.metadata().map_or(0, |m| m.len());
         Ok(self.sha256)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_is_bounded_by_bytes_as_well_as_rows() {
+        // Small rows: the row bound.
+        assert_eq!(next_fetch(4096, 4096 * 40), FETCH_ROWS);
+        // 4 MiB rows: four at a time; a row over the bound: one at a time.
+        assert_eq!(next_fetch(10, 40 << 20), 4);
+        assert_eq!(next_fetch(1, 64 << 20), 1);
+        assert_eq!(next_fetch(0, 0), FETCH_ROWS);
     }
 }
