@@ -393,3 +393,111 @@ fn export_store_refuses_what_it_must_and_changes_nothing() {
     assert!(!err.contains("Sup3rSecret"), "{err}");
     drop(tmp);
 }
+
+/// A nightly copy from cron with the server running: `--server` takes a
+/// consistent copy over HTTP, `--replace` swaps the previous night's for
+/// it in one transaction, and a failed night keeps the last good copy.
+#[test]
+fn a_running_server_is_copied_into_postgresql_night_after_night() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("nightly");
+    let url = pg.url("nightly");
+    let s = TestServer::start();
+    let data = s.dir.join("overlord.redb");
+    let server = format!("http://{}", s.addr);
+    let admin = s.admin.clone();
+    let night = |extra: &[&str], token: &str| {
+        let mut args = vec![
+            "export-store",
+            "--to",
+            "postgres",
+            "--server",
+            &server,
+            "--url",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        cli(&data, &args, &[("OVERLORD_TOKEN", token)], None)
+    };
+    let tok = s.create_device("gh3");
+    let reading = |t: i64, v: f64| {
+        let r = s.get(&format!(
+            "/v1/readings?device=gh3&token={tok}&time={t}&N1={v}"
+        ));
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let t0 = hour_ago();
+    reading(t0, 20.5);
+    let r = s.post(
+        "/v1/files/fw.bin",
+        "application/octet-stream",
+        &content(5000),
+        &format!("Authorization: Bearer {admin}\r\n"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Without the administrator's token the server refuses the copy.
+    let (ok, _, err) = night(&[], "0123456789abcdef0123456789abcdef");
+    assert!(!ok, "{err}");
+    let (ok, out, err) = night(&[], &admin);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("ok,") && out.ends_with(",1,5000\n"),
+        "{out}"
+    );
+    let devices = || {
+        pg.value(
+            "nightly",
+            "SELECT string_agg(id, ',' ORDER BY id) FROM devices",
+        )
+    };
+    assert_eq!(devices(), "gh3");
+
+    // The next night: more data; a plain copy is refused, --replace swaps.
+    s.create_device("gh4");
+    reading(t0 + 60, 21.5);
+    let (ok, _, err) = night(&[], &admin);
+    assert!(!ok && err.contains("already has rows"), "{err}");
+    assert_eq!(devices(), "gh3");
+    let (ok, _, err) = night(&["--replace"], &admin);
+    assert!(ok, "{err}");
+    assert_eq!(devices(), "gh3,gh4");
+
+    // A night that fails (a file's content damaged) keeps the last copy.
+    let blob = std::fs::read_dir(s.dir.join("overlord.redb.files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().len() == 64)
+        .expect("the blob");
+    let good = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, b"damaged").unwrap();
+    s.create_device("gh5");
+    let (ok, _, err) = night(&["--replace"], &admin);
+    assert!(!ok && err.contains("does not match its SHA-256"), "{err}");
+    assert_eq!(devices(), "gh3,gh4", "the last good copy stays");
+    std::fs::write(&blob, good).unwrap();
+    // No downloaded copy is left beside the data file.
+    let leftovers: Vec<String> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // What PostgreSQL holds answers as the server does.
+    let query = format!(
+        "/v1/devices/gh3/readings?sensors=N1&from={t0}&to={}",
+        t0 + 120
+    );
+    let live = s.get_admin(&query).body;
+    let copy = s.dir.join("copy.redb");
+    let (ok, _, err) = export(&data, &["--to", "redb", copy.to_str().unwrap()], &url);
+    assert!(ok, "{err}");
+    let (tmp, admin) = s.stop();
+    let mut c = common::config(tmp.path());
+    c.data_file = copy;
+    let s = TestServer::open(OpenOptions::new(c), Some(admin));
+    assert_eq!(s.get_admin(&query).body, live);
+    drop(s);
+    drop(tmp);
+}

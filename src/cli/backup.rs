@@ -52,7 +52,7 @@ pub fn backup(config: &Config, file: &Path, url: Option<&str>) -> Result<(), Str
 /// `GET path` from `url` (`http://host:port`) with a Bearer token, the
 /// body written to `dest` and fsynced. Returns its length. Plain HTTP/1.1
 /// over a socket: the server always sends `Content-Length`.
-fn download(url: &str, path: &str, token: &str, dest: &Path) -> Result<u64, String> {
+pub(super) fn download(url: &str, path: &str, token: &str, dest: &Path) -> Result<u64, String> {
     use std::io::{BufRead, BufReader, Read};
     let host = url
         .strip_prefix("http://")

@@ -1,11 +1,14 @@
 //! `overlord export-store`: the whole store into PostgreSQL, or from
 //! PostgreSQL into a new data file (`overlord::pg::transfer`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use overlord::config::Config;
+use overlord::ops;
+use overlord::pg::transfer::Copied;
 use overlord::pg::{self, Target};
+use overlord::store::StoreError;
 use redb::ReadableDatabase;
 
 use super::{offline, progress, Advice};
@@ -37,6 +40,16 @@ pub struct ExportStoreArgs {
     /// where `ps` does not show it).
     #[arg(long)]
     url: Option<String>,
+    /// With `--to postgres`: replace the Overlord data the database holds
+    /// (in the same transaction: on an error the old copy stays).
+    #[arg(long)]
+    replace: bool,
+    /// With `--to postgres`: copy from this running server instead of the
+    /// data file (`http://HOST:PORT`; it makes a consistent copy as for
+    /// `backup --url`, administrator token in `OVERLORD_TOKEN`). Uploaded
+    /// files' contents are read from the configured files directory.
+    #[arg(long)]
+    server: Option<String>,
 }
 
 /// Run it; prints `ok,ROWS,FILES,FILE_BYTES`.
@@ -55,22 +68,33 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
         To::Postgres => {
             if args.file.is_some() {
                 return Err(
-                    "--to postgres copies the configured data file; it takes no FILE".into(),
+                    "--to postgres copies the configured data file (or --server's); it takes no FILE".into(),
                 );
             }
             let files_dir = config.files_dir();
-            offline(&config.data_file, Advice::Stop, |data| {
+            let export = |data: &Path| -> Result<Result<Copied, String>, StoreError> {
                 let store = overlord::store::Store::open(data)?;
                 let txn = store.db()?.begin_read()?;
                 let bar = progress(overlord::ops::count_rows(&txn)?, "rows");
-                let r = rt.block_on(pg::transfer::to_postgres(&target, &txn, &files_dir, &|n| {
-                    bar.set_position(n)
-                }));
+                let r = rt.block_on(pg::transfer::to_postgres(
+                    &target,
+                    &txn,
+                    &files_dir,
+                    args.replace,
+                    &|n| bar.set_position(n),
+                ));
                 bar.finish_and_clear();
                 Ok(r)
-            })??
+            };
+            match &args.server {
+                None => offline(&config.data_file, Advice::Stop, export)??,
+                Some(server) => from_server(config, server, export)?,
+            }
         }
         To::Redb => {
+            if args.replace || args.server.is_some() {
+                return Err("--replace and --server go with --to postgres".into());
+            }
             let file = args.file.ok_or("--to redb needs FILE, the new data file")?;
             if file.to_string_lossy().contains("password=") {
                 return Err("FILE looks like part of a connection string: quote the value of --url (or use OVERLORD_STORE__POSTGRES_URL)".into());
@@ -99,4 +123,24 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
     };
     println!("ok,{},{},{}", copied.rows, copied.blobs, copied.blob_bytes);
     Ok(())
+}
+
+/// `export` run on a consistent copy that the running `server` makes
+/// (`GET /v1/admin/backup`), downloaded to a temp file beside the data
+/// file and removed afterwards.
+fn from_server(
+    config: &Config,
+    server: &str,
+    export: impl FnOnce(&Path) -> Result<Result<Copied, String>, StoreError>,
+) -> Result<Copied, String> {
+    let token = std::env::var("OVERLORD_TOKEN")
+        .map_err(|_| "set OVERLORD_TOKEN to an administrator's API token".to_string())?;
+    let tmp = ops::temp_beside(&config.data_file, "export-store");
+    let result = super::backup::download(server, "/v1/admin/backup", &token, &tmp)
+        .and_then(|_| {
+            ops::verify(&tmp).map_err(|e| format!("the downloaded copy does not open: {e}"))
+        })
+        .and_then(|()| export(&tmp).map_err(|e| format!("the downloaded copy: {e}"))?);
+    let _ = std::fs::remove_file(&tmp);
+    result
 }

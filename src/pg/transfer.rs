@@ -80,11 +80,14 @@ fn quoted(cols: &[(&str, Kind)]) -> String {
 
 /// Copy the snapshot `src` (and the contents of its uploaded files in
 /// `files_dir`) into the database at `target`, which must hold no
-/// Overlord data. Returns what was copied.
+/// Overlord data unless `replace` (then what it holds is removed in the
+/// same transaction: on an error it stays as it was). Returns what was
+/// copied.
 pub async fn to_postgres(
     target: &Target,
     src: &ReadTransaction,
     files_dir: &Path,
+    replace: bool,
     progress: Progress<'_>,
 ) -> Result<Copied, String> {
     let pg = |e: tokio_postgres::Error| target.error(&e);
@@ -98,7 +101,22 @@ pub async fn to_postgres(
     // advisory lock, then finds its rows.
     let tx = client.transaction().await.map_err(pg)?;
     migrate::migrate(target, &tx).await?;
-    for table in mirror::SPECS.iter().map(|s| s.table).chain([BLOB_TABLE]) {
+    let tables: Vec<&str> = mirror::SPECS
+        .iter()
+        .map(|s| s.table)
+        .chain([BLOB_TABLE])
+        .collect();
+    if replace {
+        let list = tables
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tx.batch_execute(&format!("TRUNCATE {list}"))
+            .await
+            .map_err(pg)?;
+    }
+    for table in tables {
         let has: bool = tx
             .query_one(&format!("SELECT EXISTS (SELECT 1 FROM \"{table}\")"), &[])
             .await
@@ -106,7 +124,7 @@ pub async fn to_postgres(
             .get(0);
         if has {
             return Err(format!(
-                "PostgreSQL at {}: table '{table}' already has rows; export-store copies only into a database without Overlord data (nothing was changed)",
+                "PostgreSQL at {}: table '{table}' already has rows; export-store copies only into a database without Overlord data, or with --replace (nothing was changed)",
                 target.shown
             ));
         }
