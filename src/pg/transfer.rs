@@ -107,14 +107,15 @@ pub async fn to_postgres(
         .chain([BLOB_TABLE])
         .collect();
     if replace {
-        let list = tables
-            .iter()
-            .map(|t| format!("\"{t}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        tx.batch_execute(&format!("TRUNCATE {list}"))
-            .await
-            .map_err(pg)?;
+        // DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, so a `--to
+        // redb` whose snapshot began before this commit would see the
+        // tables empty, not the previous copy. With DELETE it sees the
+        // previous copy whole, and a later snapshot sees this one whole.
+        for table in &tables {
+            tx.execute(&format!("DELETE FROM \"{table}\""), &[])
+                .await
+                .map_err(pg)?;
+        }
     }
     for table in tables {
         let has: bool = tx
