@@ -169,8 +169,14 @@ fn a_store_goes_to_postgresql_and_back_row_for_row() {
         assert!(has(t), "the test's store has no '{t}' rows: {before:?}");
     }
 
+    let sha = |p: &Path| {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(p).unwrap())
+    };
+    let source = sha(&data);
     let (ok, out, err) = export(&data, &["--to", "postgres"], &url);
     assert!(ok, "{err}");
+    assert_eq!(sha(&data), source, "the source is only read");
     let file_len = built.file.len() + (1 << 20);
     assert_eq!(out, format!("ok,{rows},3,{file_len}\n"));
 
@@ -436,6 +442,10 @@ fn a_running_server_is_copied_into_postgresql_night_after_night() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
 
+    // The running server's file itself is refused: the copy comes over
+    // HTTP or not at all.
+    let (ok, _, err) = export(&data, &["--to", "postgres"], &url);
+    assert!(!ok && err.contains("stop it first"), "{err}");
     // Without the administrator's token the server refuses the copy.
     let (ok, _, err) = night(&[], "0123456789abcdef0123456789abcdef");
     assert!(!ok, "{err}");

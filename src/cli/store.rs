@@ -72,9 +72,26 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
                 );
             }
             let files_dir = config.files_dir();
+            let cache = config.cache_mb.saturating_mul(1 << 20);
+            // Read-only: the source is not written (it may be a backup on
+            // read-only media), and redb's cache is the configured one.
+            // Opening still takes the file's lock: a running server's
+            // file is refused (`offline` words it).
             let export = |data: &Path| -> Result<Result<Copied, String>, StoreError> {
-                let store = overlord::store::Store::open(data)?;
-                let txn = store.db()?.begin_read()?;
+                let db = match redb::Builder::new()
+                    .set_cache_size(cache)
+                    .open_read_only(data)
+                {
+                    Ok(db) => db,
+                    Err(redb::DatabaseError::RepairAborted) => {
+                        return Ok(Err(format!(
+                            "{} was not closed cleanly: start the server on it once (it repairs the file), stop it, then copy",
+                            data.display()
+                        )))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let txn = db.begin_read()?;
                 let bar = progress(overlord::ops::count_rows(&txn)?, "rows");
                 let r = rt.block_on(pg::transfer::to_postgres(
                     &target,

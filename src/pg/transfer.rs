@@ -204,6 +204,10 @@ async fn export_blobs(
     copied: &mut Copied,
 ) -> Result<(), String> {
     check_columns(tx, BLOB_TABLE, BLOB_COLUMNS).await?;
+    // An older data file without the files table has no contents.
+    if let Err(redb::TableError::TableDoesNotExist(_)) = src.open_table(FILES.def()) {
+        return Ok(());
+    }
     let files = FILES.read(src).map_err(|e| e.to_string())?;
     let sink = tx
         .copy_in(&format!(
