@@ -438,6 +438,24 @@ fn sigkill_after_acks_fans_out_exactly_once() {
     }
 }
 
+/// A supervisor may stop a service the moment it has started: a SIGTERM
+/// right after "listening on" is a clean shutdown too (the handler was
+/// installed before the line was printed), not the default disposition's
+/// kill, which leaves a file that needs a repair.
+#[test]
+fn sigterm_right_after_listening_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The window was microseconds: the signal is sent the moment the line
+    // is read (no `kill` process in between), a number of times.
+    for _ in 0..20 {
+        let mut p = start(tmp.path());
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) }, 0);
+        let code = p.child.wait().unwrap();
+        assert!(code.success(), "exit status {code:?}");
+    }
+}
+
 #[test]
 fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();

@@ -511,3 +511,50 @@ fn a_running_server_is_copied_into_postgresql_night_after_night() {
     drop(s);
     drop(tmp);
 }
+
+/// A data file left by a crash is refused (a read-only copy cannot repair
+/// it), with what to do; once the server has started and stopped on it,
+/// the copy goes through.
+#[test]
+fn a_data_file_left_by_a_crash_is_refused_until_repaired() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("crashed");
+    let url = pg.url("crashed");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("o.redb");
+    let mut p = common::process::Proc::start(dir.path(), "");
+    let admin = p.admin.clone().expect("first start");
+    let r = common::raw(
+        p.addr,
+        format!(
+            "POST /v1/devices HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nConnection: close\r\n\r\nid=gh3"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+    drop(p);
+
+    let (ok, _, err) = export(&data, &["--to", "postgres"], &url);
+    assert!(!ok && err.contains("not closed cleanly"), "{err}");
+    assert_eq!(
+        pg.value("crashed", "SELECT (to_regclass('devices') IS NULL)::text"),
+        "true"
+    );
+
+    // Start and stop (SIGTERM) once: redb repairs the file on start.
+    let p = common::process::Proc::start(dir.path(), "");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    let mut p = p;
+    let code = p.child.wait().unwrap();
+    assert!(code.success(), "exit status {code:?}");
+    drop(p);
+    let (ok, _, err) = export(&data, &["--to", "postgres"], &url);
+    assert!(ok, "{err}");
+    assert_eq!(
+        pg.value("crashed", "SELECT string_agg(id, ',') FROM devices"),
+        "gh3"
+    );
+}

@@ -89,6 +89,8 @@ pub fn serve(config: Config) -> Result<(), String> {
             }
             None => log_hangups().map_err(|e| e.to_string())?,
         }
+        // Before the first "listening on": see `shutdown_signal`.
+        let shutdown = server::shutdown_signal();
         for (scheme, l) in [
             ("", listeners.plain.as_ref()),
             ("https://", listeners.tls.as_ref().map(|t| &t.0)),
@@ -109,7 +111,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         // a connection task spawned from a worker starts on that worker
         // (tokio's LIFO slot) instead of waking another thread for every
         // connection.
-        tokio::spawn(server::serve(listeners, opened, server::shutdown_signal()))
+        tokio::spawn(server::serve(listeners, opened, shutdown))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())

@@ -188,24 +188,43 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, S
 /// year, this host only (a LAN name's siblings may not have HTTPS).
 pub const HSTS: &str = "max-age=31536000";
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// The next signal on `s`; never, without one.
+#[cfg(unix)]
+async fn recv_or_never(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed
+/// when this is called, not when the future is first polled: call it
+/// before telling anyone the server is up, or a SIGTERM sent right after
+/// "listening on" (a supervisor stopping a service it just started) would
+/// find the default disposition and kill the process uncleanly. Must be
+/// called inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    #[cfg(unix)]
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                () = recv_or_never(term.as_mut()) => {},
+                () = recv_or_never(int.as_mut()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
