@@ -310,9 +310,17 @@ fn opts() -> Res<Opts> {
     })
 }
 
+mod extra;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    if let Err(e) = run().await {
+    // `--experiment ...`: the step-4 measurements of src/extra.rs.
+    let r = if std::env::args().any(|a| a == "--experiment") {
+        extra::run().await
+    } else {
+        run().await
+    };
+    if let Err(e) = r {
         eprintln!("pg-proto: {e}");
         std::process::exit(1);
     }
