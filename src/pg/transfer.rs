@@ -10,9 +10,9 @@
 //!   `file_blobs`; nothing is visible until the commit.
 //! - into redb, from one `REPEATABLE READ READ ONLY` transaction (a
 //!   consistent snapshot while nodes may still write), fetched through a
-//!   portal 4,096 rows at a time (memory stays bounded whatever the
-//!   table's size), into a temp file beside the target, fsynced, then
-//!   renamed; the files' contents go to a temp directory renamed to the
+//!   portal in batches of at most 4,096 rows and about 16 MiB (memory
+//!   stays bounded whatever the table's size), into a temp file beside
+//!   the target, fsynced, then renamed; the files' contents go to a temp directory renamed to the
 //!   target's files directory.
 //!
 //! The redb side is a snapshot too: the command runs with the server
