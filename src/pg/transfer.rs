@@ -12,8 +12,8 @@
 //!   consistent snapshot while nodes may still write), fetched through a
 //!   portal in batches of at most 4,096 rows and about 16 MiB (memory
 //!   stays bounded whatever the table's size), into a temp file beside
-//!   the target, fsynced, then renamed; the files' contents go to a temp directory renamed to the
-//!   target's files directory.
+//!   the target, fsynced, then renamed; the files' contents go to a temp
+//!   directory renamed to the target's files directory.
 //!
 //! The redb side is a snapshot too: the command runs with the server
 //! stopped (`cli::offline`), as `overlord backup` does.
