@@ -244,7 +244,7 @@ fn load(config: &Config, disk: Option<DiskFaults>) -> Result<Loaded, StoreError>
     let store = Arc::new(Store::open_verified(
         &config.data_file,
         disk,
-        config.cache_mb.saturating_mul(1 << 20),
+        config.cache_bytes(),
         config.verify_on_start,
     )?);
     let mut users_list = store.load_users()?;

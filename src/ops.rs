@@ -170,14 +170,7 @@ pub fn backup_copy(
     dest: &Path,
     progress: Progress<'_>,
 ) -> Result<u64, StoreError> {
-    // `create_new`: never overwrite an existing file.
-    File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .map_err(io)?;
-    let db = Database::create(dest).map_err(StoreError::from)?;
+    let db = create_new(dest, None)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Io(e.to_string()))?;
@@ -200,6 +193,23 @@ pub fn backup_copy(
     txn.commit()?;
     progress(done);
     Ok(done)
+}
+
+/// A new, empty redb file at `dest`, which must not exist (an existing
+/// file is never overwritten); its page cache is `cache_bytes`, or redb's
+/// default.
+pub fn create_new(dest: &Path, cache_bytes: Option<usize>) -> Result<Database, StoreError> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(io)?;
+    let mut builder = Database::builder();
+    if let Some(bytes) = cache_bytes {
+        builder.set_cache_size(bytes);
+    }
+    builder.create(dest).map_err(StoreError::from)
 }
 
 /// A temp file name beside `path`: `<path>.<tag>-<pid>-<n>.tmp`.

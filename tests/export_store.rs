@@ -34,6 +34,16 @@ fn content(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The one uploaded file's content in the files directory beside
+/// `dir/overlord.redb` (named by its SHA-256: 64 hex digits).
+fn blob_in(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("overlord.redb.files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().len() == 64)
+        .expect("the blob")
+}
+
 struct Built {
     queries: Vec<(String, String)>,
     sensor_token: String,
@@ -327,11 +337,7 @@ fn export_store_refuses_what_it_must_and_changes_nothing() {
 
     // A damaged file content is refused, and nothing is committed.
     pg.create_db("damaged");
-    let blob = std::fs::read_dir(tmp.path().join("overlord.redb.files"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().len() == 64)
-        .expect("the blob");
+    let blob = blob_in(tmp.path());
     std::fs::write(&blob, content(999)).unwrap();
     let (ok, _, err) = export(&data, &["--to", "postgres"], &pg.url("damaged"));
     assert!(!ok && err.contains("does not match its SHA-256"), "{err}");
@@ -474,11 +480,7 @@ fn a_running_server_is_copied_into_postgresql_night_after_night() {
     assert_eq!(devices(), "gh3,gh4");
 
     // A night that fails (a file's content damaged) keeps the last copy.
-    let blob = std::fs::read_dir(s.dir.join("overlord.redb.files"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().len() == 64)
-        .expect("the blob");
+    let blob = blob_in(&s.dir);
     let good = std::fs::read(&blob).unwrap();
     std::fs::write(&blob, b"damaged").unwrap();
     s.create_device("gh5");

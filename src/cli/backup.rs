@@ -33,11 +33,8 @@ pub fn backup(config: &Config, file: &Path, url: Option<&str>) -> Result<(), Str
         println!("ok,{rows},{}", Store::file_len(file));
         return Ok(());
     };
-    let token = std::env::var("OVERLORD_TOKEN")
-        .map_err(|_| "set OVERLORD_TOKEN to an administrator's API token".to_string())?;
     let tmp = ops::temp_beside(file, "download");
-    let result = download(url, "/v1/admin/backup", &token, &tmp).and_then(|len| {
-        ops::verify(&tmp).map_err(|e| format!("the downloaded copy does not open: {e}"))?;
+    let result = download_backup(url, &tmp).and_then(|len| {
         std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))?;
         ops::sync_dir_of(file).map_err(|e| e.to_string())?;
         Ok(len)
@@ -49,10 +46,23 @@ pub fn backup(config: &Config, file: &Path, url: Option<&str>) -> Result<(), Str
     Ok(())
 }
 
+/// The running server at `url` makes a consistent copy of its data file
+/// (`GET /v1/admin/backup`, the administrator token in `OVERLORD_TOKEN`);
+/// it is downloaded to `dest`, fsynced and checked to open as an Overlord
+/// data file. Returns its length. `dest` is left for the caller to rename
+/// or remove, also on an error.
+pub(super) fn download_backup(url: &str, dest: &Path) -> Result<u64, String> {
+    let token = std::env::var("OVERLORD_TOKEN")
+        .map_err(|_| "set OVERLORD_TOKEN to an administrator's API token".to_string())?;
+    let len = download(url, "/v1/admin/backup", &token, dest)?;
+    ops::verify(dest).map_err(|e| format!("the downloaded copy does not open: {e}"))?;
+    Ok(len)
+}
+
 /// `GET path` from `url` (`http://host:port`) with a Bearer token, the
 /// body written to `dest` and fsynced. Returns its length. Plain HTTP/1.1
 /// over a socket: the server always sends `Content-Length`.
-pub(super) fn download(url: &str, path: &str, token: &str, dest: &Path) -> Result<u64, String> {
+fn download(url: &str, path: &str, token: &str, dest: &Path) -> Result<u64, String> {
     use std::io::{BufRead, BufReader, Read};
     let host = url
         .strip_prefix("http://")

@@ -72,7 +72,7 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
                 );
             }
             let files_dir = config.files_dir();
-            let cache = config.cache_mb.saturating_mul(1 << 20);
+            let cache = config.cache_bytes();
             // Read-only: the source is not written (it may be a backup on
             // read-only media), and redb's cache is the configured one.
             // Opening still takes the file's lock: a running server's
@@ -126,7 +126,7 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
             };
             eprintln!("the uploaded files' contents go to {}", files_dir.display());
             let bar = progress(0, "rows");
-            let cache = config.cache_mb.saturating_mul(1 << 20);
+            let cache = config.cache_bytes();
             let r = rt.block_on(pg::transfer::to_redb(
                 &target,
                 &file,
@@ -150,14 +150,9 @@ fn from_server(
     server: &str,
     export: impl FnOnce(&Path) -> Result<Result<Copied, String>, StoreError>,
 ) -> Result<Copied, String> {
-    let token = std::env::var("OVERLORD_TOKEN")
-        .map_err(|_| "set OVERLORD_TOKEN to an administrator's API token".to_string())?;
     let tmp = ops::temp_beside(&config.data_file, "export-store");
-    let result = super::backup::download(server, "/v1/admin/backup", &token, &tmp)
-        .and_then(|_| {
-            ops::verify(&tmp).map_err(|e| format!("the downloaded copy does not open: {e}"))
-        })
-        .and_then(|()| export(&tmp).map_err(|e| format!("the downloaded copy: {e}"))?);
+    let result = super::backup::download_backup(server, &tmp)
+        .and_then(|_| export(&tmp).map_err(|e| format!("the downloaded copy: {e}"))?);
     let _ = std::fs::remove_file(&tmp);
     result
 }

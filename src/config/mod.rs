@@ -168,6 +168,12 @@ impl Config {
             .map_err(|e: toml::de::Error| e.to_string())
     }
 
+    /// `cache_mb` in bytes: redb's page cache for the data file (the
+    /// server) and for a file a command writes or reads whole.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_mb.saturating_mul(1 << 20)
+    }
+
     /// Where uploaded files live: `files_dir`, or `<data file>.files`
     /// beside the data file.
     pub fn files_dir(&self) -> PathBuf {

@@ -24,8 +24,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, Durability, Key, ReadTransaction, ReadableTable, TableDefinition, TableHandle,
-    WriteTransaction,
+    Durability, Key, ReadTransaction, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
 };
 use sha2::{Digest, Sha256};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -363,17 +362,8 @@ async fn write_redb(
     progress: Progress<'_>,
 ) -> Result<Copied, String> {
     let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
-    // `create_new`: never overwrite a file.
-    File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(|e| io(tmp, e))?;
-    let db = Database::builder()
-        .set_cache_size(cache_bytes)
-        .create(tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let db =
+        ops::create_new(tmp, Some(cache_bytes)).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| e.to_string())?;
