@@ -131,6 +131,15 @@ impl From<&StoreError> for WireError {
                 "stored data does not read back: the data file is damaged",
             ),
             StoreError::Io(_) => WireError::new(500, "storage", "storage failure; retry later"),
+            StoreError::Retry(_) | StoreError::Unavailable(_) => {
+                let mut e = WireError::new(
+                    503,
+                    "overloaded",
+                    "the database is unavailable; retry later",
+                );
+                e.retry_after = Some(1);
+                e
+            }
         }
     }
 }

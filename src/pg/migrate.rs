@@ -13,11 +13,18 @@ use tokio_postgres::Transaction;
 use super::Target;
 
 /// `(version, name, SQL)`, in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "the image of the redb tables",
-    include_str!("migrations/0001_mirror.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "the image of the redb tables",
+        include_str!("migrations/0001_mirror.sql"),
+    ),
+    (
+        2,
+        "text keys in byte order",
+        include_str!("migrations/0002_byte_order.sql"),
+    ),
+];
 
 /// The schema version this binary writes and reads.
 pub fn latest() -> i32 {
@@ -60,8 +67,12 @@ pub async fn migrate(target: &Target, tx: &Transaction<'_>) -> Result<i32, Strin
 }
 
 /// The database's version, for a reader that must not change it: an
-/// error unless it is exactly [`latest`].
-pub async fn expect_latest(
+/// error if there is no schema or a newer one. An older one is read as it
+/// is: the reader checks each table's columns before it reads them
+/// (`mirror::check_columns`), so a version whose tables this binary
+/// cannot read is refused there, naming the table; version 1 differs from
+/// 2 only in how text sorts, which a copy does not depend on.
+pub async fn expect_readable(
     target: &Target,
     db: &impl tokio_postgres::GenericClient,
 ) -> Result<(), String> {
@@ -77,15 +88,10 @@ pub async fn expect_latest(
         ));
     }
     let v = current(db).await.map_err(|e| target.error(&e))?;
-    match v {
-        v if v > latest() => Err(newer(v)),
-        v if v < latest() => Err(format!(
-            "PostgreSQL at {}: schema version {v}, this overlord reads version {}",
-            target.shown,
-            latest()
-        )),
-        _ => Ok(()),
+    if v > latest() {
+        return Err(newer(v));
     }
+    Ok(())
 }
 
 async fn current(db: &impl tokio_postgres::GenericClient) -> Result<i32, tokio_postgres::Error> {

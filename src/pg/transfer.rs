@@ -304,7 +304,7 @@ pub async fn to_redb(
         .start()
         .await
         .map_err(pg)?;
-    migrate::expect_latest(target, &tx).await?;
+    migrate::expect_readable(target, &tx).await?;
     let tmp = ops::temp_beside(dest, "import");
     let tmp_dir = ops::temp_beside(files_dir, "import");
     let result = write_redb(target, &tx, &tmp, &tmp_dir, cache_bytes, progress).await;

@@ -10,7 +10,7 @@ use super::varint;
 
 /// What went wrong in the store. Mapped to a wire reply in one place
 /// (`crate::error`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The disk is full (ENOSPC): `507 disk_full`.
     DiskFull,
@@ -25,6 +25,14 @@ pub enum StoreError {
     InUse,
     /// A uniqueness rule was broken (e.g. a device id that exists).
     Conflict(String),
+    /// PostgreSQL could not serialize a write transaction with others
+    /// (or found a deadlock): run it again (`crate::pg::kv::PgKv::write`
+    /// does, a bounded number of times). Escaped: `503 overloaded`.
+    Retry(String),
+    /// PostgreSQL is out of reach (connection lost or refused, shutting
+    /// down, a standby, no session free in time): `503 overloaded` with
+    /// `Retry-After`.
+    Unavailable(String),
 }
 
 impl fmt::Display for StoreError {
@@ -39,6 +47,8 @@ impl fmt::Display for StoreError {
             ),
             StoreError::InUse => f.write_str("the data file is in use by another process"),
             StoreError::Conflict(e) => f.write_str(e),
+            StoreError::Retry(e) => write!(f, "transaction not serializable: {e}"),
+            StoreError::Unavailable(e) => write!(f, "database unavailable: {e}"),
         }
     }
 }

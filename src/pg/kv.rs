@@ -1,0 +1,987 @@
+//! redb's table interface on PostgreSQL: the same tables, keys, values
+//! and order, in transactions that behave as redb's do.
+//!
+//! This is the PostgreSQL half of the storage boundary as
+//! docs/scale-out.md (a) now draws it: every feature keeps its one
+//! storage function, written against a table's `get`, `insert`,
+//! `remove`, `range`, ..., and that function runs unchanged on either
+//! store. Here a table is its image of schema version 1 ([`super::mirror`]:
+//! the key's parts are the primary key, the value's parts the other
+//! columns), and each call is one statement.
+//!
+//! **Why the feature code stays correct on PostgreSQL.** redb runs one
+//! write transaction at a time, so every storage function was written
+//! for a serial world: read a counter, check a row, write both. A write
+//! transaction here is `SERIALIZABLE`: PostgreSQL promises that committed
+//! transactions have the effect of some serial order, and aborts one that
+//! cannot (`40001`, or `40P01` for a deadlock). [`PgKv::write`] runs the
+//! whole transaction again on that error, a bounded number of times. So a
+//! function that was right under redb's single writer is right with many
+//! nodes writing at once: the counter is never lost, the check never
+//! stale. A read transaction is `REPEATABLE READ READ ONLY`: one snapshot
+//! of committed data, as a redb read transaction is.
+//!
+//! **Order.** redb orders integer keys numerically, strings and bytes by
+//! their bytes, and tuples part by part. PostgreSQL's row comparison
+//! `(a, b) > ($1, $2)` is part by part too, `bigint` is numeric (a `u64`
+//! over 2^63-1 is refused when the cell is made, never wrapped), `bytea`
+//! is by bytes, and migration 2 gives every `text` column the `"C"`
+//! collation, which is by bytes. So a range here returns exactly the rows
+//! redb would, in the same order (`tests/pg_kv.rs` checks it against redb
+//! with random operations).
+//!
+//! **Bounds.** A connection is waited for at most [`PgKv::wait`]; each
+//! statement runs under `statement_timeout` (the same bound); a range is
+//! read in pages (16 rows first, then growing to 2,048), never whole.
+//!
+//! **Errors.** A serialization failure or deadlock is
+//! [`StoreError::Retry`]; a lost or refused connection, a server shutting
+//! down, or a read-only server (a standby after a failover) is
+//! [`StoreError::Unavailable`], and that connection is dropped, so the
+//! next one is made afresh (a multi-host string with
+//! `target_session_attrs=read-write` then finds the new primary); a full
+//! disk is [`StoreError::DiskFull`]. After an error a transaction only
+//! repeats it: PostgreSQL has aborted it.
+//!
+//! Blocking, like redb: every method waits on this store's own runtime
+//! and must be called from a thread that is not running async tasks (the
+//! writer thread, the blocking pool).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use redb::{Key, TableDefinition, TableHandle, Value};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::mirror::{spec_of, Cell, Cols, Kind};
+use super::Target;
+use crate::store::StoreError;
+
+/// A value or key read from PostgreSQL, held as the bytes redb would
+/// hold: `value()` reads it as redb's `AccessGuard::value` does.
+pub struct Owned<V: Value + 'static> {
+    bytes: Vec<u8>,
+    kind: PhantomData<fn() -> V>,
+}
+
+impl<V: Value + 'static> Owned<V> {
+    fn new(bytes: Vec<u8>) -> Self {
+        Owned {
+            bytes,
+            kind: PhantomData,
+        }
+    }
+
+    /// The value, as redb hands it out.
+    pub fn value(&self) -> V::SelfType<'_> {
+        V::from_bytes(&self.bytes)
+    }
+}
+
+impl<V: Value + 'static> std::fmt::Debug for Owned<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.value())
+    }
+}
+
+/// A row: its key and its value.
+pub type KvRow<K, V> = (Owned<K>, Owned<V>);
+
+/// One pooled session and the statements prepared on it.
+struct Conn {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+}
+
+/// A PostgreSQL store's sessions: a bounded pool on a runtime of its own.
+///
+/// Not deadpool: every caller is a blocking thread, and a pool they wait
+/// on with a `Condvar` and a deadline is a few lines; an async pool would
+/// need a runtime hop for each checkout as well.
+pub struct PgKv {
+    target: Target,
+    rt: tokio::runtime::Runtime,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+    max: usize,
+    wait: Duration,
+    /// How many times [`PgKv::write`] runs a transaction that could not
+    /// be serialized before it answers [`StoreError::Retry`].
+    pub attempts: u32,
+}
+
+struct Pool {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+/// How many times a write transaction is tried when PostgreSQL cannot
+/// serialize it.
+pub const ATTEMPTS: u32 = 20;
+
+impl PgKv {
+    /// A pool of at most `max` sessions to `target`; a caller waits at
+    /// most `wait` for one (and each statement may run that long). No
+    /// session is opened yet: [`PgKv::migrate`] is the first.
+    pub fn new(target: Target, max: usize, wait: Duration) -> Result<PgKv, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("overlord-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL runtime: {e}")))?;
+        Ok(PgKv {
+            target,
+            rt,
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max: max.max(1),
+            wait,
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// The server, named without its password.
+    pub fn shown(&self) -> &str {
+        &self.target.shown
+    }
+
+    /// Bring the schema to this binary's version (creating it in an
+    /// empty database); the version it had.
+    pub fn migrate(&self) -> Result<i32, StoreError> {
+        let mut conn = self.checkout()?;
+        let target = &self.target;
+        let res = self.rt.block_on(async {
+            let tx = conn
+                .client
+                .transaction()
+                .await
+                .map_err(|e| target.error(&e))?;
+            // A migration may rewrite a large table: not bounded by the
+            // sessions' statement timeout.
+            tx.batch_execute("SET LOCAL statement_timeout = 0")
+                .await
+                .map_err(|e| target.error(&e))?;
+            let had = super::migrate::migrate(target, &tx).await?;
+            tx.commit().await.map_err(|e| target.error(&e))?;
+            Ok::<_, String>(had)
+        });
+        match res {
+            Ok(had) => {
+                self.checkin(conn, true);
+                Ok(had)
+            }
+            Err(e) => {
+                self.checkin(conn, false);
+                Err(StoreError::Io(e))
+            }
+        }
+    }
+
+    /// Run `f` in a write transaction and commit it; when PostgreSQL
+    /// cannot serialize it (or finds a deadlock), roll back and run `f`
+    /// again, up to [`PgKv::attempts`] times, with a short random pause
+    /// that grows. `f` must therefore only change things through the
+    /// transaction (or undo its own other effects when it is run again).
+    pub fn write<T>(
+        &self,
+        mut f: impl FnMut(&PgTxn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut pause = Duration::from_millis(1);
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let res = self.begin_write().and_then(|txn| {
+                let out = f(&txn)?;
+                txn.commit()?;
+                Ok(out)
+            });
+            match res {
+                Err(StoreError::Retry(why)) if tried < self.attempts => {
+                    tracing::debug!(attempt = tried, reason = %why, "transaction retried");
+                    std::thread::sleep(jitter(pause));
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Begin a `SERIALIZABLE` write transaction (see [`PgKv::write`] for
+    /// the retry it needs).
+    pub fn begin_write(&self) -> Result<PgTxn<'_>, StoreError> {
+        self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE", true)
+    }
+
+    /// Begin a read transaction: one snapshot of committed data.
+    pub fn begin_read(&self) -> Result<PgTxn<'_>, StoreError> {
+        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
+    }
+
+    fn begin(&self, sql: &str, write: bool) -> Result<PgTxn<'_>, StoreError> {
+        let conn = self.checkout()?;
+        let res = self.rt.block_on(conn.client.batch_execute(sql));
+        if let Err(e) = res {
+            let err = self.classify(&e);
+            self.checkin(conn, false);
+            return Err(err);
+        }
+        Ok(PgTxn {
+            kv: self,
+            conn: RefCell::new(Some(conn)),
+            failed: RefCell::new(None),
+            write,
+        })
+    }
+
+    /// A session from the pool, a new one if there is room, else wait
+    /// for one at most [`PgKv::wait`].
+    fn checkout(&self) -> Result<Conn, StoreError> {
+        let deadline = Instant::now() + self.wait;
+        let mut pool = self.pool.lock();
+        loop {
+            while let Some(conn) = pool.idle.pop() {
+                if !conn.client.is_closed() {
+                    return Ok(conn);
+                }
+                pool.open -= 1;
+            }
+            if pool.open < self.max {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| {
+                    self.pool.lock().open -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            if self.freed.wait_until(&mut pool, deadline).timed_out() {
+                return Err(StoreError::Unavailable(format!(
+                    "no PostgreSQL session free within {} ms ({} open)",
+                    self.wait.as_millis(),
+                    self.max
+                )));
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let target = &self.target;
+        let wait = self.wait;
+        let client = self
+            .rt
+            .block_on(async {
+                let client = target.connect().await?;
+                client
+                    .batch_execute(&format!(
+                        "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                        wait.as_millis(),
+                        // A node that stalls inside a transaction does not
+                        // hold its locks for ever.
+                        (wait * 4).as_millis()
+                    ))
+                    .await
+                    .map_err(|e| target.error(&e))?;
+                Ok::<_, String>(client)
+            })
+            .map_err(StoreError::Unavailable)?;
+        Ok(Conn {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    /// Give a session back; one that failed is closed instead.
+    fn checkin(&self, conn: Conn, healthy: bool) {
+        let mut pool = self.pool.lock();
+        if healthy && !conn.client.is_closed() {
+            pool.idle.push(conn);
+        } else {
+            pool.open -= 1;
+        }
+        drop(pool);
+        self.freed.notify_one();
+    }
+
+    /// What an error from PostgreSQL means to a caller.
+    fn classify(&self, e: &tokio_postgres::Error) -> StoreError {
+        let text = self.target.error(e);
+        let Some(code) = e.code() else {
+            // No SQLSTATE: the connection (closed, reset, timed out).
+            return StoreError::Unavailable(text);
+        };
+        match code.code() {
+            // serialization_failure, deadlock_detected
+            "40001" | "40P01" => StoreError::Retry(text),
+            // disk_full, insufficient_resources
+            "53100" | "53000" => StoreError::DiskFull,
+            // read_only_sql_transaction (a standby), admin_shutdown,
+            // crash_shutdown, cannot_connect_now, query_canceled (the
+            // statement timeout), lock_not_available, too_many_connections
+            "25006" | "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "53300" => {
+                StoreError::Unavailable(text)
+            }
+            c if c.starts_with("08") => StoreError::Unavailable(text),
+            _ => StoreError::Io(text),
+        }
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5): writers that collided do
+/// not collide again in step.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let f = 0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0;
+    d.mul_f64(f)
+}
+
+/// A transaction on one pooled session. Dropped without
+/// [`PgTxn::commit`], it is rolled back.
+pub struct PgTxn<'k> {
+    kv: &'k PgKv,
+    conn: RefCell<Option<Conn>>,
+    /// The error that aborted it: every later statement answers it.
+    failed: RefCell<Option<StoreError>>,
+    write: bool,
+}
+
+impl<'k> PgTxn<'k> {
+    /// Open the table of `def` (its image in PostgreSQL).
+    pub fn open_table<K: Key + Cols, V: Cols>(
+        &self,
+        def: TableDefinition<'_, K, V>,
+    ) -> Result<PgTable<'_, 'k, K, V>, StoreError> {
+        let spec = spec_of(def.name()).map_err(StoreError::Io)?;
+        let mut kinds = Vec::new();
+        K::kinds(&mut kinds);
+        let key_cols = kinds.len();
+        V::kinds(&mut kinds);
+        if key_cols != spec.key.len() || kinds.len() - key_cols != spec.value.len() {
+            return Err(StoreError::Io(format!(
+                "table '{}' does not fit its PostgreSQL image",
+                spec.table
+            )));
+        }
+        let q =
+            |names: &[&str]| -> Vec<String> { names.iter().map(|n| format!("\"{n}\"")).collect() };
+        Ok(PgTable {
+            txn: self,
+            table: format!("\"{}\"", spec.table),
+            key: q(spec.key),
+            value: q(spec.value),
+            kinds,
+            kv: PhantomData,
+        })
+    }
+
+    /// Commit. For a write transaction, `Ok` means PostgreSQL has made it
+    /// durable (the session runs with `synchronous_commit = on`).
+    pub fn commit(self) -> Result<(), StoreError> {
+        if let Some(e) = self.failed.borrow_mut().take() {
+            return Err(e);
+        }
+        let conn = self.conn.borrow_mut().take();
+        let Some(conn) = conn else {
+            return Err(StoreError::Io("transaction already finished".into()));
+        };
+        match self.kv.rt.block_on(conn.client.batch_execute("COMMIT")) {
+            Ok(()) => {
+                self.kv.checkin(conn, true);
+                Ok(())
+            }
+            Err(e) => {
+                let err = self.kv.classify(&e);
+                // A commit whose answer was lost may have happened: the
+                // caller hears "unavailable", never "retry", so a write
+                // that did commit is not made twice by us.
+                let err = match err {
+                    StoreError::Retry(_) => err,
+                    _ if e.code().is_none() => StoreError::Unavailable(format!(
+                        "{} (the commit's outcome is unknown)",
+                        self.kv.target.error(&e)
+                    )),
+                    other => other,
+                };
+                self.kv.checkin(conn, false);
+                Err(err)
+            }
+        }
+    }
+
+    /// Refuse a change in a read transaction (redb's read-only tables
+    /// have no such methods; PostgreSQL would answer "read-only", which
+    /// means a standby elsewhere).
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.write {
+            Ok(())
+        } else {
+            Err(StoreError::Io("a change in a read transaction".into()))
+        }
+    }
+
+    /// Run `sql` with `params`; the rows.
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        if let Some(e) = &*self.failed.borrow() {
+            return Err(e.clone());
+        }
+        let mut slot = self.conn.borrow_mut();
+        let Some(conn) = slot.as_mut() else {
+            return Err(StoreError::Io("transaction already finished".into()));
+        };
+        let res = self.kv.rt.block_on(async {
+            let stmt = match conn.prepared.get(sql) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = conn.client.prepare(sql).await?;
+                    conn.prepared.insert(sql.to_string(), s.clone());
+                    s
+                }
+            };
+            conn.client.query(&stmt, params).await
+        });
+        res.map_err(|e| {
+            let err = self.kv.classify(&e);
+            *self.failed.borrow_mut() = Some(err.clone());
+            err
+        })
+    }
+
+    /// Run `sql` once for each parameter list, pipelined (sent without
+    /// waiting for each answer); how many rows they changed in all.
+    fn execute_many(&self, sql: &str, params: &[Vec<Cell>]) -> Result<u64, StoreError> {
+        if params.is_empty() {
+            return Ok(0);
+        }
+        if let Some(e) = &*self.failed.borrow() {
+            return Err(e.clone());
+        }
+        let mut slot = self.conn.borrow_mut();
+        let Some(conn) = slot.as_mut() else {
+            return Err(StoreError::Io("transaction already finished".into()));
+        };
+        let res = self.kv.rt.block_on(async {
+            let stmt = match conn.prepared.get(sql) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = conn.client.prepare(sql).await?;
+                    conn.prepared.insert(sql.to_string(), s.clone());
+                    s
+                }
+            };
+            let client = &conn.client;
+            let runs = params.iter().map(|p| {
+                let refs = refs(p);
+                let stmt = &stmt;
+                async move { client.execute(stmt, &refs).await }
+            });
+            let done = futures_util::future::try_join_all(runs).await?;
+            Ok::<u64, tokio_postgres::Error>(done.iter().sum())
+        });
+        res.map_err(|e| {
+            let err = self.kv.classify(&e);
+            *self.failed.borrow_mut() = Some(err.clone());
+            err
+        })
+    }
+}
+
+impl Drop for PgTxn<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.get_mut().take() {
+            // Rolled back: a failed transaction, or one given up. A
+            // session whose rollback fails is closed, not reused.
+            let ok = self
+                .kv
+                .rt
+                .block_on(conn.client.batch_execute("ROLLBACK"))
+                .is_ok();
+            self.kv.checkin(conn, ok);
+        }
+    }
+}
+
+fn refs(cells: &[Cell]) -> Vec<&(dyn ToSql + Sync)> {
+    cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
+}
+
+/// A table opened in a [`PgTxn`]: redb's table methods, each one
+/// statement (a range, one per page).
+pub struct PgTable<'t, 'k, K, V> {
+    txn: &'t PgTxn<'k>,
+    table: String,
+    key: Vec<String>,
+    value: Vec<String>,
+    /// The key's kinds, then the value's.
+    kinds: Vec<Kind>,
+    kv: PhantomData<fn() -> (K, V)>,
+}
+
+/// `"a", "b"` for a list of quoted names.
+fn list(names: &[String]) -> String {
+    names.join(", ")
+}
+
+/// `(a, b)` (or `a` for one): a key as a row value.
+fn tuple(names: &[String]) -> String {
+    if names.len() == 1 {
+        names[0].clone()
+    } else {
+        format!("({})", list(names))
+    }
+}
+
+/// `($from, ..)`, numbered from `from`, `n` of them.
+fn params_from(from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("${i}")).collect()
+}
+
+impl<'t, 'k, K: Key + Cols, V: Cols> PgTable<'t, 'k, K, V> {
+    fn key_cells(&self, key: &K::SelfType<'_>) -> Result<Vec<Cell>, StoreError> {
+        let mut cells = Vec::new();
+        K::put(key, &mut cells).map_err(StoreError::Io)?;
+        Ok(cells)
+    }
+
+    /// `"a" = $1 AND "b" = $2`.
+    fn key_eq(&self) -> String {
+        self.key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The value's column list, or `1` for a set (no value columns).
+    fn value_list(&self) -> String {
+        if self.value.is_empty() {
+            "1".into()
+        } else {
+            list(&self.value)
+        }
+    }
+
+    fn read_value(&self, row: &Row, from: usize) -> Result<Owned<V>, StoreError> {
+        let cells = cells(row, from, &self.kinds[self.key.len()..])?;
+        let v = V::take(&cells).map_err(|e| self.bad(e))?;
+        let bytes = V::as_bytes(&v).as_ref().to_vec();
+        Ok(Owned::new(bytes))
+    }
+
+    fn read_key(&self, row: &Row) -> Result<Owned<K>, StoreError> {
+        let cells = cells(row, 0, &self.kinds[..self.key.len()])?;
+        let k = K::take(&cells).map_err(|e| self.bad(e))?;
+        let bytes = K::as_bytes(&k).as_ref().to_vec();
+        Ok(Owned::new(bytes))
+    }
+
+    fn bad(&self, e: String) -> StoreError {
+        StoreError::Corrupt(format!("a row of {} does not read back: {e}", self.table))
+    }
+
+    /// The value at `key`.
+    pub fn get<'a>(
+        &self,
+        key: impl std::borrow::Borrow<K::SelfType<'a>>,
+    ) -> Result<Option<Owned<V>>, StoreError> {
+        let cells = self.key_cells(key.borrow())?;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            self.value_list(),
+            self.table,
+            self.key_eq()
+        );
+        let rows = self.txn.query(&sql, &refs(&cells))?;
+        match rows.first() {
+            None => Ok(None),
+            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
+            Some(r) => self.read_value(r, 0).map(Some),
+        }
+    }
+
+    /// Store `value` at `key`; the value that was there.
+    pub fn insert<'a, 'b>(
+        &mut self,
+        key: impl std::borrow::Borrow<K::SelfType<'a>>,
+        value: impl std::borrow::Borrow<V::SelfType<'b>>,
+    ) -> Result<Option<Owned<V>>, StoreError> {
+        self.txn.writable()?;
+        let mut cells = self.key_cells(key.borrow())?;
+        V::put(value.borrow(), &mut cells).map_err(StoreError::Io)?;
+        let all: Vec<String> = self.key.iter().chain(&self.value).cloned().collect();
+        let on_conflict = if self.value.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!(
+                "DO UPDATE SET {}",
+                self.value
+                    .iter()
+                    .map(|v| format!("{v} = EXCLUDED.{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        // The CTEs see one snapshot: `old` is the row before the insert.
+        let sql = format!(
+            "WITH old AS (SELECT {vals} FROM {t} WHERE {eq}), \
+             up AS (INSERT INTO {t} ({cols}) VALUES ({ps}) ON CONFLICT ({pk}) {on_conflict}) \
+             SELECT * FROM old",
+            vals = self.value_list(),
+            t = self.table,
+            eq = self.key_eq(),
+            cols = list(&all),
+            ps = params_from(1, all.len()).join(", "),
+            pk = list(&self.key),
+        );
+        let rows = self.txn.query(&sql, &refs(&cells))?;
+        match rows.first() {
+            None => Ok(None),
+            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
+            Some(r) => self.read_value(r, 0).map(Some),
+        }
+    }
+
+    /// Remove the row at `key`; its value, if there was one.
+    pub fn remove<'a>(
+        &mut self,
+        key: impl std::borrow::Borrow<K::SelfType<'a>>,
+    ) -> Result<Option<Owned<V>>, StoreError> {
+        self.txn.writable()?;
+        let cells = self.key_cells(key.borrow())?;
+        let sql = format!(
+            "DELETE FROM {} WHERE {} RETURNING {}",
+            self.table,
+            self.key_eq(),
+            self.value_list()
+        );
+        let rows = self.txn.query(&sql, &refs(&cells))?;
+        match rows.first() {
+            None => Ok(None),
+            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
+            Some(r) => self.read_value(r, 0).map(Some),
+        }
+    }
+
+    /// The rows with keys in `range`, in key order, both ways.
+    pub fn range<'a, KR>(
+        &self,
+        range: impl RangeBounds<KR> + 'a,
+    ) -> Result<PgRange<'_, 't, 'k, K, V>, StoreError>
+    where
+        KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
+    {
+        let bound = |b: Bound<&KR>| -> Result<Bound<Vec<Cell>>, StoreError> {
+            Ok(match b {
+                Bound::Included(k) => Bound::Included(self.key_cells(k.borrow())?),
+                Bound::Excluded(k) => Bound::Excluded(self.key_cells(k.borrow())?),
+                Bound::Unbounded => Bound::Unbounded,
+            })
+        };
+        Ok(PgRange {
+            table: self,
+            lo: bound(range.start_bound())?,
+            hi: bound(range.end_bound())?,
+            front: VecDeque::new(),
+            back: VecDeque::new(),
+            done: false,
+            page: FIRST_PAGE,
+        })
+    }
+
+    /// Every row, in key order.
+    pub fn iter(&self) -> Result<PgRange<'_, 't, 'k, K, V>, StoreError> {
+        self.range::<K::SelfType<'_>>(..)
+    }
+
+    /// The row with the least key.
+    pub fn first(&self) -> Result<Option<KvRow<K, V>>, StoreError> {
+        self.iter()?.next().transpose()
+    }
+
+    /// The row with the greatest key.
+    pub fn last(&self) -> Result<Option<KvRow<K, V>>, StoreError> {
+        self.iter()?.next_back().transpose()
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .txn
+            .query(&format!("SELECT count(*) FROM {}", self.table), &[])?;
+        let n: i64 = rows[0].get(0);
+        Ok(n as u64)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", self.table);
+        let rows = self.txn.query(&sql, &[])?;
+        Ok(!rows[0].get::<_, bool>(0))
+    }
+
+    /// Keep only the rows for which `keep` is true.
+    pub fn retain<F>(&mut self, keep: F) -> Result<(), StoreError>
+    where
+        F: for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool,
+    {
+        self.retain_in::<K::SelfType<'_>, F>(.., keep)
+    }
+
+    /// Keep only the rows in `range` for which `keep` is true.
+    pub fn retain_in<'a, KR, F>(
+        &mut self,
+        range: impl RangeBounds<KR> + 'a,
+        mut keep: F,
+    ) -> Result<(), StoreError>
+    where
+        KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
+        F: for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool,
+    {
+        let gone = self.matching(range, |k, v| !keep(k, v))?;
+        self.delete_keys(gone.iter().map(|(k, _)| k))
+    }
+
+    /// Remove the rows in `range` for which `take` is true; they are
+    /// returned, in key order.
+    pub fn extract_from_if<'a, KR, F>(
+        &mut self,
+        range: impl RangeBounds<KR> + 'a,
+        take: F,
+    ) -> Result<Vec<KvRow<K, V>>, StoreError>
+    where
+        KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
+        F: for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool,
+    {
+        let gone = self.matching(range, take)?;
+        self.delete_keys(gone.iter().map(|(k, _)| k))?;
+        Ok(gone)
+    }
+
+    /// Remove and return the row with the least key.
+    pub fn pop_first(&mut self) -> Result<Option<KvRow<K, V>>, StoreError> {
+        let Some(row) = self.first()? else {
+            return Ok(None);
+        };
+        self.delete_keys(std::iter::once(&row.0))?;
+        Ok(Some(row))
+    }
+
+    /// Remove and return the row with the greatest key.
+    pub fn pop_last(&mut self) -> Result<Option<KvRow<K, V>>, StoreError> {
+        let Some(row) = self.last()? else {
+            return Ok(None);
+        };
+        self.delete_keys(std::iter::once(&row.0))?;
+        Ok(Some(row))
+    }
+
+    fn matching<'a, KR, F>(
+        &self,
+        range: impl RangeBounds<KR> + 'a,
+        mut pick: F,
+    ) -> Result<Vec<KvRow<K, V>>, StoreError>
+    where
+        KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
+        F: for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool,
+    {
+        let mut out = Vec::new();
+        for row in self.range(range)? {
+            let (k, v) = row?;
+            if pick(k.value(), v.value()) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_keys<'o>(&self, keys: impl Iterator<Item = &'o Owned<K>>) -> Result<(), StoreError>
+    where
+        K: 'o,
+    {
+        self.txn.writable()?;
+        let params = keys
+            .map(|k| self.key_cells(&k.value()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = format!("DELETE FROM {} WHERE {}", self.table, self.key_eq());
+        for chunk in params.chunks(1024) {
+            self.txn.execute_many(&sql, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// One page of the rows strictly inside `lo`..`hi`, ascending or
+    /// descending.
+    fn page(
+        &self,
+        lo: &Bound<Vec<Cell>>,
+        hi: &Bound<Vec<Cell>>,
+        ascending: bool,
+        limit: i64,
+    ) -> Result<Vec<KvRow<K, V>>, StoreError> {
+        let mut params: Vec<Cell> = Vec::new();
+        let mut cond = Vec::new();
+        let key = tuple(&self.key);
+        for (b, incl, excl) in [(lo, ">=", ">"), (hi, "<=", "<")] {
+            let (op, cells) = match b {
+                Bound::Included(c) => (incl, c),
+                Bound::Excluded(c) => (excl, c),
+                Bound::Unbounded => continue,
+            };
+            let ps = params_from(params.len() + 1, cells.len());
+            let ps = if ps.len() == 1 {
+                ps[0].clone()
+            } else {
+                format!("({})", ps.join(", "))
+            };
+            cond.push(format!("{key} {op} {ps}"));
+            params.extend(cells.iter().cloned());
+        }
+        let dir = if ascending { "ASC" } else { "DESC" };
+        let order = self
+            .key
+            .iter()
+            .map(|k| format!("{k} {dir}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let all: Vec<String> = self.key.iter().chain(&self.value).cloned().collect();
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT {}",
+            list(&all),
+            self.table,
+            if cond.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", cond.join(" AND "))
+            },
+            order,
+            limit
+        );
+        let rows = self.txn.query(&sql, &refs(&params))?;
+        rows.iter()
+            .map(|r| {
+                let k = self.read_key(r)?;
+                let v = if self.value.is_empty() {
+                    Owned::new(Vec::new())
+                } else {
+                    self.read_value(r, self.key.len())?
+                };
+                Ok((k, v))
+            })
+            .collect()
+    }
+}
+
+/// Rows of a page fetched first; later pages double up to [`MAX_PAGE`].
+const FIRST_PAGE: i64 = 16;
+/// The most rows a range fetches at once.
+const MAX_PAGE: i64 = 2048;
+
+/// A range being read, in pages from either end (as redb's `Range`, it
+/// is double-ended). The rows not yet fetched are those strictly between
+/// `lo` and `hi`; each page fetched moves its end past its rows.
+pub struct PgRange<'r, 't, 'k, K: Key + Cols, V: Cols> {
+    table: &'r PgTable<'t, 'k, K, V>,
+    lo: Bound<Vec<Cell>>,
+    hi: Bound<Vec<Cell>>,
+    /// Fetched from the front, ascending.
+    front: VecDeque<KvRow<K, V>>,
+    /// Fetched from the back, ascending.
+    back: VecDeque<KvRow<K, V>>,
+    /// Nothing is left between `lo` and `hi` (or an error ended it).
+    done: bool,
+    page: i64,
+}
+
+impl<K: Key + Cols, V: Cols> PgRange<'_, '_, '_, K, V> {
+    fn limit(&mut self) -> i64 {
+        let n = self.page;
+        self.page = (self.page * 2).min(MAX_PAGE);
+        n
+    }
+
+    /// Fetch the next page from one end; false when none is left.
+    fn fill(&mut self, ascending: bool) -> Result<bool, StoreError> {
+        if self.done {
+            return Ok(false);
+        }
+        let limit = self.limit();
+        let rows = self.table.page(&self.lo, &self.hi, ascending, limit)?;
+        let Some(edge) = rows.last() else {
+            self.done = true;
+            return Ok(false);
+        };
+        let edge = self.table.key_cells(&edge.0.value())?;
+        if ascending {
+            self.lo = Bound::Excluded(edge);
+            self.front.extend(rows);
+        } else {
+            self.hi = Bound::Excluded(edge);
+            for r in rows {
+                self.back.push_front(r);
+            }
+        }
+        Ok(true)
+    }
+
+    fn fail(&mut self, e: StoreError) -> Option<Result<KvRow<K, V>, StoreError>> {
+        self.done = true;
+        self.front.clear();
+        self.back.clear();
+        Some(Err(e))
+    }
+}
+
+impl<K: Key + Cols, V: Cols> Iterator for PgRange<'_, '_, '_, K, V> {
+    type Item = Result<KvRow<K, V>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.front.is_empty() {
+            match self.fill(true) {
+                Ok(true) => {}
+                Ok(false) => return self.back.pop_front().map(Ok),
+                Err(e) => return self.fail(e),
+            }
+        }
+        self.front.pop_front().map(Ok)
+    }
+}
+
+impl<K: Key + Cols, V: Cols> DoubleEndedIterator for PgRange<'_, '_, '_, K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.back.is_empty() {
+            match self.fill(false) {
+                Ok(true) => {}
+                Ok(false) => return self.front.pop_back().map(Ok),
+                Err(e) => return self.fail(e),
+            }
+        }
+        self.back.pop_back().map(Ok)
+    }
+}
+
+/// The cells of `kinds.len()` columns of `row`, from column `from`.
+fn cells(row: &Row, from: usize, kinds: &[Kind]) -> Result<Vec<Cell>, StoreError> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let i = from + i;
+            let got = match k {
+                Kind::Int2 => row.try_get::<_, i16>(i).map(|v| Cell::Int(v.into())),
+                Kind::Int4 => row.try_get::<_, i32>(i).map(|v| Cell::Int(v.into())),
+                Kind::Int8 => row.try_get::<_, i64>(i).map(Cell::Int),
+                Kind::Text => row.try_get::<_, String>(i).map(Cell::Text),
+                Kind::Bytea => row.try_get::<_, Vec<u8>>(i).map(Cell::Bytes),
+            };
+            got.map_err(|e| StoreError::Io(format!("column {i}: {e}")))
+        })
+        .collect()
+}
