@@ -199,12 +199,15 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
 
 /// Read the first packet, which must be a CONNECT of MQTT 3.1.1 or 5.
 pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<(Version, Connect)>, Bad> {
+    // Told by the first byte: another protocol (an HTTP request on this
+    // port) or a packet before CONNECT is closed at once, not held until
+    // the CONNECT timeout waiting for the length its bytes seem to give.
+    if buf.first().is_some_and(|&b| b != 0x10) {
+        return Err(Bad::Malformed("the first packet must be CONNECT".into()));
+    }
     let Some(total) = complete(buf, max)? else {
         return Ok(None);
     };
-    if buf[0] != 0x10 {
-        return Err(Bad::Malformed("the first packet must be CONNECT".into()));
-    }
     let (_, head) = fixed_header(buf)?.unwrap_or((0, 2));
     // Protocol name (2-byte length, "MQTT" or 3.1's "MQIsdp"), then level.
     let name_len = buf
@@ -535,6 +538,10 @@ mod tests {
         assert!(matches!(read_connect(&mut b, 1024), Err(Bad::Version(3))));
         let mut b = BytesMut::from(&b"\x30\x02\x00\x00"[..]);
         assert!(read_connect(&mut b, 1024).is_err(), "not a CONNECT");
+        // Told from the first byte, before the length its bytes seem to
+        // give has come ("GE": a type-4 packet of 69 bytes).
+        let mut b = BytesMut::from(&b"GE"[..]);
+        assert!(read_connect(&mut b, 1024).is_err(), "HTTP on the MQTT port");
     }
 
     #[test]
