@@ -12,8 +12,6 @@
 //! returning [`AlertError`]; `api/alerts.rs` parses, authorises and calls
 //! them.
 
-use redb::{ReadableTable, WriteTransaction};
-
 use crate::catalog::Catalog;
 use crate::codec::{timefmt, Micros, SensorId, Value};
 use crate::error::WireError;
@@ -105,7 +103,12 @@ impl Event {
 
 /// Store whether alert `id` is fired (`alert_state`: 1 fired, 0 armed).
 /// Writer only, with the digest's results.
-pub fn store_state(txn: &WriteTransaction, id: u32, fired: bool) -> Result<(), StoreError> {
+pub fn store_state<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    id: u32,
+    fired: bool,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     txn.open_table(ALERT_STATE)?.insert(id, u8::from(fired))?;
     Ok(())
 }
@@ -117,13 +120,14 @@ pub fn store_state(txn: &WriteTransaction, id: u32, fired: bool) -> Result<(), S
 /// transaction: `forget_member` ran in a removal's) and the catalog still
 /// holds it fired (a member removed, perhaps added again and starting
 /// armed, was reset there), so its alarm cannot come back after it left.
-pub fn store_member_state(
-    txn: &WriteTransaction,
+pub fn store_member_state<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     catalog: &crate::catalog::Catalog,
     key: (u32, u32, u32),
     channel: u32,
     fired: bool,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     let (id, dev, sensor) = key;
     let fired = fired
         && txn
@@ -145,7 +149,10 @@ pub fn store_member_state(
 
 /// The fired members `(alert, device, sensor)` of channel alerts, read
 /// at start and after a reopen.
-pub fn fired_members(txn: &redb::ReadTransaction) -> Result<Vec<(u32, u32, u32)>, StoreError> {
+pub fn fired_members<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+) -> Result<Vec<(u32, u32, u32)>, StoreError> {
+    let txn = txn.into();
     let mut out = Vec::new();
     for row in txn.open_table(ALERT_MEMBER_STATE)?.iter()? {
         out.push(row?.0.value());
@@ -155,7 +162,8 @@ pub fn fired_members(txn: &redb::ReadTransaction) -> Result<Vec<(u32, u32, u32)>
 
 /// Remove alert `id`'s state (whole and per member), in the transaction
 /// that removes the alert.
-pub fn remove_state(txn: &WriteTransaction, id: u32) -> Result<(), StoreError> {
+pub fn remove_state<'t>(txn: impl Into<crate::store::Tx<'t>>, id: u32) -> Result<(), StoreError> {
+    let txn = txn.into();
     txn.open_table(ALERT_STATE)?.remove(id)?;
     let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
     let keys: Vec<_> = t
@@ -170,11 +178,12 @@ pub fn remove_state(txn: &WriteTransaction, id: u32) -> Result<(), StoreError> {
 
 /// Remove device `dev`'s member states from the channel alerts `ids`,
 /// in the transaction that deletes the device.
-pub fn remove_device_states(
-    txn: &WriteTransaction,
+pub fn remove_device_states<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     ids: &[u32],
     dev: u32,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
     for &id in ids {
         let keys: Vec<_> = t
@@ -191,13 +200,14 @@ pub fn remove_device_states(
 /// Forget member `(dev, sensor)`'s state in the alerts on `channel`, in
 /// the transaction that removes it from the channel: a member that left
 /// is not in alarm, and one added again starts armed.
-pub fn forget_member(
-    txn: &WriteTransaction,
+pub fn forget_member<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     catalog: &crate::catalog::Catalog,
     channel: u32,
     dev: u32,
     sensor: u32,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut t = txn.open_table(ALERT_MEMBER_STATE)?;
     for a in catalog.alerts() {
         if a.rec.channel == Some(channel) {
@@ -208,7 +218,8 @@ pub fn forget_member(
 }
 
 /// The alerts stored as fired, read at start and after a reopen.
-pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
+pub fn fired_ids<'t>(txn: impl Into<crate::store::Tx<'t>>) -> Result<Vec<u32>, StoreError> {
+    let txn = txn.into();
     let mut fired = Vec::new();
     for row in txn.open_table(ALERT_STATE)?.iter()? {
         let (k, v) = row?;
@@ -222,7 +233,12 @@ pub fn fired_ids(txn: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
 /// Append a firing to alert `alert`'s events, numbered one past its last
 /// (from 1). Returns its number. Writer only, in digest-log order, so a
 /// firing re-derived after a crash gets the same number.
-pub fn record_event(txn: &WriteTransaction, alert: u32, ev: &Event) -> Result<u64, StoreError> {
+pub fn record_event<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    alert: u32,
+    ev: &Event,
+) -> Result<u64, StoreError> {
+    let txn = txn.into();
     let mut events = EVENTS.open(txn)?;
     let n = events
         .keys((alert, 0)..=(alert, u64::MAX))?

@@ -7,8 +7,6 @@
 //! with the membership (`POST /v1/channels/CH/members` with `label=`) and
 //! removed with it, with the channel and with the device.
 
-use redb::{ReadTransaction, WriteTransaction};
-
 use crate::error::WireError;
 use crate::store::{StoreError, CHANNEL_LABELS};
 
@@ -31,7 +29,12 @@ pub fn description(v: &str) -> Result<String, WireError> {
 
 /// Set (or, when empty, clear) the label of a member, in the
 /// membership's transaction.
-pub fn put(txn: &WriteTransaction, key: (u32, u32, u32), label: &str) -> Result<(), StoreError> {
+pub fn put<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    key: (u32, u32, u32),
+    label: &str,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut t = txn.open_table(CHANNEL_LABELS)?;
     if label.is_empty() {
         t.remove(key)?;
@@ -43,16 +46,21 @@ pub fn put(txn: &WriteTransaction, key: (u32, u32, u32), label: &str) -> Result<
 
 /// Remove a member's label (the member is removed in the same
 /// transaction).
-pub fn remove(txn: &WriteTransaction, key: (u32, u32, u32)) -> Result<(), StoreError> {
+pub fn remove<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    key: (u32, u32, u32),
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     txn.open_table(CHANNEL_LABELS)?.remove(key)?;
     Ok(())
 }
 
 /// The labels of channel `ch`'s members: `((device, sensor), label)`.
-pub fn of_channel(
-    txn: &ReadTransaction,
+pub fn of_channel<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     ch: u32,
 ) -> Result<std::collections::HashMap<(u32, u32), String>, StoreError> {
+    let txn = txn.into();
     let t = txn.open_table(CHANNEL_LABELS)?;
     let mut out = std::collections::HashMap::new();
     for row in t.range((ch, 0, 0)..=(ch, u32::MAX, u32::MAX))? {

@@ -14,7 +14,7 @@
 //! functions returning [`ChannelError`]; `api/channels.rs` parses,
 //! authorises and calls them. Deleting a channel is `deletion.rs`'s.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::ReadableDatabase;
 
 use crate::catalog::Catalog;
 use crate::channel_labels;
@@ -92,12 +92,13 @@ pub const ITEMS: Records<Item> = Records::of(CHANNEL_ITEMS);
 record!(Item, (u32, u64));
 
 /// Append an item; trim to `retention`. Returns its index. Writer only.
-pub fn append(
-    txn: &WriteTransaction,
+pub fn append<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     channel: u32,
     item: &Item,
     retention: u64,
 ) -> Result<u64, StoreError> {
+    let txn = txn.into();
     let mut meta = txn.open_table(CHANNEL_META)?;
     let (mut first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
     let mut items = ITEMS.open(txn)?;

@@ -28,8 +28,6 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
-
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
 use crate::inbox::{self, Kind, Row};
@@ -211,14 +209,15 @@ impl Expiry {
 /// Record the command `row`, queued in `inbox_dev`'s inbox as `seq`, in
 /// the transaction that queued it; keep at most `kept` finished records
 /// of that inbox.
-pub fn record(
-    txn: &WriteTransaction,
+pub fn record<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     inbox_dev: u32,
     seq: u64,
     row: &Row,
     expires: Option<Micros>,
     kept: u64,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     debug_assert_eq!(row.kind, Kind::Command);
     let rec = Record {
         state: State::Queued,
@@ -247,7 +246,13 @@ pub fn record(
 /// Remove the oldest finished records of `inbox_dev` while more than
 /// `kept` are there; returns how many remain. Reads at most every record
 /// of one inbox (`kept` + `max_inbox`).
-fn trim(txn: &WriteTransaction, inbox_dev: u32, count: u64, kept: u64) -> Result<u64, StoreError> {
+fn trim<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    inbox_dev: u32,
+    count: u64,
+    kept: u64,
+) -> Result<u64, StoreError> {
+    let txn = txn.into();
     if count <= kept {
         return Ok(count);
     }
@@ -270,12 +275,13 @@ fn trim(txn: &WriteTransaction, inbox_dev: u32, count: u64, kept: u64) -> Result
 
 /// Rewrite the records of `inbox_dev` with seqs in `range` through `f`
 /// (which says whether it changed one).
-fn update(
-    txn: &WriteTransaction,
+fn update<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     inbox_dev: u32,
     range: std::ops::RangeInclusive<u64>,
     mut f: impl FnMut(u64, &mut Record) -> bool,
 ) -> Result<u64, StoreError> {
+    let txn = txn.into();
     let mut table = RECORDS.open(txn)?;
     let mut changed = Vec::new();
     for r in table.range((inbox_dev, *range.start())..=(inbox_dev, *range.end()))? {
@@ -292,9 +298,14 @@ fn update(
 }
 
 /// The highest seq of `inbox_dev` already recorded as delivered.
-fn delivered_upto(txn: &ReadTransaction, inbox_dev: u32) -> Result<u64, StoreError> {
+fn delivered_upto<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    inbox_dev: u32,
+) -> Result<u64, StoreError> {
+    let txn = txn.into();
     let meta = txn.open_table(COMMAND_META)?;
-    Ok(meta.get(inbox_dev)?.map_or(0, |g| g.value().1))
+    let upto = meta.get(inbox_dev)?.map_or(0, |g| g.value().1);
+    Ok(upto)
 }
 
 /// Of the rows a device just read (oldest first, as served), the highest
@@ -336,13 +347,14 @@ pub fn read_delivering(
 /// In `txn`: up to `limit` of `inbox_dev`'s pending rows, the commands
 /// among them new to the device recorded as delivered at `at` (what
 /// [`read_delivering`] and the writer, for a readings reply, serve).
-pub fn deliver_in(
-    txn: &WriteTransaction,
+pub fn deliver_in<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     inbox_dev: u32,
     limit: usize,
     at: Micros,
 ) -> Result<inbox::Pending, StoreError> {
-    let pending = inbox::pending_write(txn, inbox_dev, limit)?;
+    let txn = txn.into();
+    let pending = inbox::pending_in(txn, inbox_dev, limit)?;
     let upto = txn
         .open_table(COMMAND_META)?
         .get(inbox_dev)?
@@ -355,12 +367,13 @@ pub fn deliver_in(
 
 /// The device reading `inbox_dev` was served every pending row up to
 /// `seq` at `at`: each command among them not yet delivered is now.
-fn mark_delivered(
-    txn: &WriteTransaction,
+fn mark_delivered<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     inbox_dev: u32,
     seq: u64,
     at: Micros,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut meta = txn.open_table(COMMAND_META)?;
     let (count, upto) = meta.get(inbox_dev)?.map_or((0, 0), |g| g.value());
     if seq <= upto {
@@ -381,13 +394,14 @@ fn mark_delivered(
 /// The device acknowledged every row of `inbox_dev` up to `upto` at
 /// `at`: each unfinished command among them is acknowledged (and
 /// delivered, if it was not yet), with `result(seq)`. Returns how many.
-pub fn acknowledge(
-    txn: &WriteTransaction,
+pub fn acknowledge<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     inbox_dev: u32,
     upto: u64,
     at: Micros,
     result: impl Fn(u64) -> Option<String>,
 ) -> Result<u64, StoreError> {
+    let txn = txn.into();
     update(txn, inbox_dev, 0..=upto, |seq, rec| {
         if rec.state.finished() {
             return false;
@@ -407,11 +421,12 @@ pub fn acknowledge(
 /// loses its inbox row and is recorded as expired; its index entry goes
 /// either way. Tells `expiry` when the next one is due. Returns how many
 /// expired.
-pub fn expire_step(
-    txn: &WriteTransaction,
+pub fn expire_step<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     expiry: &Expiry,
     now: Micros,
 ) -> Result<u64, StoreError> {
+    let txn = txn.into();
     // Cleared first: a command committed after this transaction lowers
     // it again (`Expiry::added` runs after its commit).
     expiry.next_due.store(i64::MAX, Ordering::Release);
@@ -446,12 +461,13 @@ pub fn expire_step(
 /// Up to `limit` records of `inbox_dev` for the device `below` (empty:
 /// the inbox's own device), newest first. Reads at most every record of
 /// one inbox.
-pub fn history(
-    txn: &ReadTransaction,
+pub fn history<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     inbox_dev: u32,
     below: &str,
     limit: usize,
 ) -> Result<Vec<(u64, Record)>, StoreError> {
+    let txn = txn.into();
     let table = RECORDS.read(txn)?;
     let mut out = Vec::new();
     for r in table.range((inbox_dev, 0)..=(inbox_dev, u64::MAX))?.rev() {

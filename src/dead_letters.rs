@@ -5,8 +5,6 @@
 //! transaction that removes the batch from `digest_log`, and goes on.
 //! Administrators list them at `GET /v1/dead-letters`.
 
-use redb::WriteTransaction;
-
 use crate::store::varint::Corrupt;
 use crate::store::{Record, Records, StoreError, DEAD_LETTERS};
 
@@ -31,7 +29,12 @@ impl Record for Reasons {
 
 /// Record batch `seq` as failed for `reasons` (joined with `; `). Writer
 /// only.
-pub fn record(txn: &WriteTransaction, seq: u64, reasons: &[&str]) -> Result<(), StoreError> {
+pub fn record<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    seq: u64,
+    reasons: &[&str],
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     LETTERS
         .open(txn)?
         .insert(seq, &Reasons(reasons.join("; ")))?;

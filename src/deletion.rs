@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 use crate::app::App;
 use crate::auth::KIND_CHANNEL;
@@ -195,7 +195,11 @@ fn channel_alert_ids(app: &App) -> Vec<u32> {
 /// One bounded step of the writer: remove up to [`SWEEP_BATCH`] rows of
 /// deleted devices' readings, aggregates and sensors, then their
 /// presence rows. Clears the cue when none are left.
-pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreError> {
+pub fn sweep_step<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    sweep: &Sweep,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     if !sweep.pending() {
         return Ok(());
     }
@@ -233,7 +237,11 @@ pub fn sweep_step(txn: &WriteTransaction, sweep: &Sweep) -> Result<(), StoreErro
 
 /// Remove every grant to `grantee` (a full scan of `grants`: deletions
 /// are rare, grants few).
-fn remove_grants_to(txn: &WriteTransaction, grantee: &str) -> Result<(), StoreError> {
+fn remove_grants_to<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    grantee: &str,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut grants = txn.open_table(GRANTS)?;
     let mut doomed = Vec::new();
     for r in grants.iter()? {
@@ -250,7 +258,12 @@ fn remove_grants_to(txn: &WriteTransaction, grantee: &str) -> Result<(), StoreEr
 }
 
 /// Remove every grant on `(kind, num)`.
-fn remove_grants(txn: &WriteTransaction, kind: u8, num: u32) -> Result<(), StoreError> {
+fn remove_grants<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    kind: u8,
+    num: u32,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut grants = txn.open_table(GRANTS)?;
     let keys: Vec<String> = grants
         .range((kind, num, "")..)?

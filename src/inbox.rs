@@ -15,7 +15,7 @@
 
 pub mod send;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
@@ -254,12 +254,13 @@ impl Bells {
 }
 
 /// Add rows to one device's inbox, all or none. Returns their seqs.
-pub fn push(
-    txn: &WriteTransaction,
+pub fn push<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     device: u32,
     rows: &[Row],
     max: u64,
 ) -> Result<Result<Vec<u64>, Full>, StoreError> {
+    let txn = txn.into();
     let mut meta = txn.open_table(INBOX_META)?;
     let (next, len) = meta.get(device)?.map_or((1, 0), |g| g.value());
     if len + rows.len() as u64 > max {
@@ -289,13 +290,14 @@ pub enum Pushed {
 /// Queue `row` for device `dev`, through its gateway if it has one
 /// ([`route`] fills in the row's `device` column). All or nothing, bounded
 /// by `max`.
-pub fn push_routed(
-    txn: &WriteTransaction,
+pub fn push_routed<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     directory: &crate::auth::Directory,
     dev: u32,
     row: &Row,
     max: u64,
 ) -> Result<Pushed, StoreError> {
+    let txn = txn.into();
     let (inbox_of, below) = route(directory, dev);
     let row = Row {
         device: below,
@@ -310,7 +312,12 @@ pub fn push_routed(
 }
 
 /// Remove every row with `seq <= upto`. Returns `(removed, remaining)`.
-pub fn ack(txn: &WriteTransaction, device: u32, upto: u64) -> Result<(u64, u64), StoreError> {
+pub fn ack<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    device: u32,
+    upto: u64,
+) -> Result<(u64, u64), StoreError> {
+    let txn = txn.into();
     let mut meta = txn.open_table(INBOX_META)?;
     let Some((next, len)) = meta.get(device)?.map(|g| g.value()) else {
         return Ok((0, 0));
@@ -336,12 +343,13 @@ pub fn ack(txn: &WriteTransaction, device: u32, upto: u64) -> Result<(u64, u64),
 /// `inbox_of` (its gateway's inbox, `device` column `below`) when that
 /// is another one: a deleted device (`crate::deletion`). At most two
 /// inboxes of `max_inbox` rows. Returns how many rows went.
-pub fn remove_device(
-    txn: &WriteTransaction,
+pub fn remove_device<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     device: u32,
     inbox_of: u32,
     below: &str,
 ) -> Result<u64, StoreError> {
+    let txn = txn.into();
     let mut inbox = ROWS.open(txn)?;
     let mut meta = txn.open_table(INBOX_META)?;
     let mut removed = 0;
@@ -376,7 +384,12 @@ pub fn remove_device(
 
 /// Remove the one row `seq` (an expired command, `crate::commands`).
 /// Returns whether it was there.
-pub fn remove(txn: &WriteTransaction, device: u32, seq: u64) -> Result<bool, StoreError> {
+pub fn remove<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    device: u32,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    let txn = txn.into();
     let mut inbox = ROWS.open(txn)?;
     if !inbox.remove((device, seq))? {
         return Ok(false);
@@ -412,41 +425,16 @@ pub fn totals(db: &redb::Database, full: u64) -> Result<(u64, u64, u64), StoreEr
 /// Pending count and rows (oldest first) of one inbox.
 pub type Pending = (u64, Vec<(u64, Row)>);
 
-/// [`pending`] within an open read transaction.
-pub fn pending_in(
-    txn: &redb::ReadTransaction,
+/// [`pending`] within an open transaction: a read, or a write (what a
+/// reader that records deliveries serves: `crate::commands::read_delivering`).
+pub fn pending_in<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     device: u32,
     limit: usize,
 ) -> Result<Pending, StoreError> {
-    rows_in(
-        &txn.open_table(INBOX_META)?,
-        &ROWS.read(txn)?,
-        device,
-        limit,
-    )
-}
-
-/// [`pending`] within a write transaction (what a reader that records
-/// deliveries serves: `crate::commands::read_delivering`).
-pub fn pending_write(
-    txn: &WriteTransaction,
-    device: u32,
-    limit: usize,
-) -> Result<Pending, StoreError> {
-    rows_in(
-        &txn.open_table(INBOX_META)?,
-        &ROWS.open(txn)?,
-        device,
-        limit,
-    )
-}
-
-fn rows_in(
-    meta: &impl ReadableTable<u32, (u64, u64)>,
-    inbox: &crate::store::typed::RecordTable<impl ReadableTable<(u32, u64), &'static [u8]>, Row>,
-    device: u32,
-    limit: usize,
-) -> Result<Pending, StoreError> {
+    let txn = txn.into();
+    let meta = txn.open_table(INBOX_META)?;
+    let inbox = ROWS.read(txn)?;
     let len = meta.get(device)?.map_or(0, |g| g.value().1);
     let mut rows = Vec::new();
     if limit > 0 && len > 0 {

@@ -10,7 +10,7 @@
 //! trimmed to the channel's retention — and says where it went, in the
 //! words the event listings show ([`Delivery::describe`]).
 
-use redb::{ReadableDatabase, WriteTransaction};
+use redb::ReadableDatabase;
 
 use crate::auth::Directory;
 use crate::channels;
@@ -85,12 +85,13 @@ pub struct Notice<'a> {
 /// or nothing, bounded by `max_inbox`), then the channel item. Writer
 /// only, in digest-log order, so a notice re-derived after a crash gets
 /// the same seq and index.
-pub fn deliver(
-    txn: &WriteTransaction,
+pub fn deliver<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     directory: &Directory,
     max_inbox: u64,
     notice: Notice<'_>,
 ) -> Result<Delivery, StoreError> {
+    let txn = txn.into();
     let mut delivery = Delivery::default();
     if let Some((dev, row)) = notice.inbox {
         delivery.inbox = Some(

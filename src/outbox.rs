@@ -13,8 +13,6 @@
 //! [`NEXT_EVENT`], never reused; rows of one target are delivered in `n`
 //! order.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
-
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
 use crate::store::typed::{record, Record};
@@ -221,13 +219,14 @@ pub fn event_id(n: u64) -> String {
 /// after a crash gets the same id; or a management request's). Returns
 /// the event id, or `None` when `max_waiting` notifications are waiting
 /// already (nothing is queued; nothing older is dropped).
-pub fn push(
-    txn: &WriteTransaction,
+pub fn push<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     target: &TargetRecord,
     note: &Notification,
     now: Micros,
     max_waiting: u64,
 ) -> Result<Option<String>, StoreError> {
+    let txn = txn.into();
     {
         let mut w = txn.open_table(OUTBOX_WAITING)?;
         let have = w.get(target.id)?.map_or(0, |g| g.value());
@@ -256,7 +255,8 @@ pub fn push(
 }
 
 /// The targets with rows waiting, in id order.
-pub fn waiting_targets(txn: &ReadTransaction) -> Result<Vec<u32>, StoreError> {
+pub fn waiting_targets<'t>(txn: impl Into<crate::store::Tx<'t>>) -> Result<Vec<u32>, StoreError> {
+    let txn = txn.into();
     let t = PENDING.read(txn)?;
     let mut out = Vec::new();
     let mut from = 0u32;
@@ -275,7 +275,11 @@ pub fn waiting_targets(txn: &ReadTransaction) -> Result<Vec<u32>, StoreError> {
 }
 
 /// The oldest row waiting for `target` (the next to deliver).
-pub fn head(txn: &ReadTransaction, target: u32) -> Result<Option<Pending>, StoreError> {
+pub fn head<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    target: u32,
+) -> Result<Option<Pending>, StoreError> {
+    let txn = txn.into();
     let t = PENDING.read(txn)?;
     let first = t
         .range((target, 0)..=(target, u64::MAX))?
@@ -286,9 +290,11 @@ pub fn head(txn: &ReadTransaction, target: u32) -> Result<Option<Pending>, Store
 }
 
 /// Rows waiting for `target`.
-pub fn waiting(txn: &ReadTransaction, target: u32) -> Result<u64, StoreError> {
+pub fn waiting<'t>(txn: impl Into<crate::store::Tx<'t>>, target: u32) -> Result<u64, StoreError> {
+    let txn = txn.into();
     let t = txn.open_table(OUTBOX_WAITING)?;
-    Ok(t.get(target)?.map_or(0, |g| g.value()))
+    let n = t.get(target)?.map_or(0, |g| g.value());
+    Ok(n)
 }
 
 /// How an attempt ended.
@@ -396,12 +402,13 @@ impl Attempt {
 /// when it was delivered or is dead, remove the outbox row in the same
 /// transaction (a dead one is kept in `notify_dead` with its body).
 /// Sender only, from a blocking thread.
-pub fn finish(
-    txn: &WriteTransaction,
+pub fn finish<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     target: u32,
     attempt: &Attempt,
     kept: u64,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     if attempt.outcome != Outcome::Failed {
         let key = (target, attempt.event);
         let mut outbox = PENDING.open(txn)?;
@@ -462,12 +469,13 @@ fn trim_oldest<R: crate::store::Record<Key = (u32, u64)>>(
 }
 
 /// A target's history after `after`, at most `limit` rows.
-pub fn history(
-    txn: &ReadTransaction,
+pub fn history<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     target: u32,
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Attempt)>, StoreError> {
+    let txn = txn.into();
     let t = HISTORY.read(txn)?;
     let mut out = Vec::new();
     if after == u64::MAX {
@@ -487,7 +495,12 @@ pub fn history(
 pub type Dead = (u64, Micros, String, Vec<u8>);
 
 /// A target's dead notifications, oldest first, at most `limit`.
-pub fn dead(txn: &ReadTransaction, target: u32, limit: usize) -> Result<Vec<Dead>, StoreError> {
+pub fn dead<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    target: u32,
+    limit: usize,
+) -> Result<Vec<Dead>, StoreError> {
+    let txn = txn.into();
     let t = DEAD.read(txn)?;
     let mut out = Vec::new();
     for row in t.range((target, 0)..=(target, u64::MAX))?.take(limit) {
@@ -499,7 +512,11 @@ pub fn dead(txn: &ReadTransaction, target: u32, limit: usize) -> Result<Vec<Dead
 
 /// Remove everything of a deleted target: waiting rows, history, dead
 /// letters. Management, in the transaction that deletes the target.
-pub fn remove_target(txn: &WriteTransaction, target: u32) -> Result<(), StoreError> {
+pub fn remove_target<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    target: u32,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
     // Keys only: a damaged row is removed with the rest.
     for def in [OUTBOX, TARGET_HISTORY, NOTIFY_DEAD] {
         let mut t = txn.open_table(def)?;

@@ -31,7 +31,6 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::codec::{Micros, SensorId};
@@ -172,7 +171,8 @@ pub fn parse<'a>(device: u32, get: impl Fn(&str) -> Option<&'a str>) -> Result<R
 /// One bounded step of `p` in `txn`: aggregates then chunks, sensor by
 /// sensor, at most [`CHUNKS_PER_STEP`] rows. Sets `p.done` when the whole
 /// range is done.
-pub fn step(txn: &WriteTransaction, p: &mut Progress) -> Result<(), StoreError> {
+pub fn step<'t>(txn: impl Into<crate::store::Tx<'t>>, p: &mut Progress) -> Result<(), StoreError> {
+    let txn = txn.into();
     let r = p.purge.range.clone();
     let p = &mut p.at;
     if p.todo.is_none() {
@@ -211,12 +211,13 @@ pub fn step(txn: &WriteTransaction, p: &mut Progress) -> Result<(), StoreError> 
 
 /// Remove the aggregate rows of `code` for the minutes wholly inside the
 /// range, at most `*left`; whether none are left.
-fn remove_aggregates(
-    txn: &WriteTransaction,
+fn remove_aggregates<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     r: &Range,
     code: u32,
     left: &mut usize,
 ) -> Result<bool, StoreError> {
+    let txn = txn.into();
     // Minutes starting at or after `from` and ending at or before `to`.
     let first = minute(r.from + MINUTE_US - 1);
     let end = minute(r.to); // exclusive
@@ -239,13 +240,14 @@ fn remove_aggregates(
 
 /// Remove the readings of `code` in the range from the chunks after
 /// `p.after`, at most `*left` chunks; whether the sensor is done.
-fn trim_chunks(
-    txn: &WriteTransaction,
+fn trim_chunks<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     r: &Range,
     code: u32,
     p: &mut Cursor,
     left: &mut usize,
 ) -> Result<bool, StoreError> {
+    let txn = txn.into();
     let dev = r.device;
     let kind = SensorId::from_code(code).map(|s| s.kind);
     let lo = match p.after {

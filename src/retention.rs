@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::clock::Clock;
 use crate::codec::{Micros, SensorId};
@@ -298,12 +298,13 @@ impl Sweeper {
 
     /// Remove up to `per_commit` expired chunks in `txn`, continuing the
     /// pass where the last step left it.
-    pub fn step(
+    pub fn step<'t>(
         &mut self,
-        txn: &WriteTransaction,
+        txn: impl Into<crate::store::Tx<'t>>,
         policy: &Retention,
         now: Micros,
     ) -> Result<(), StoreError> {
+        let txn = txn.into();
         self.last = (0, 0);
         self.aggregates = (0, 0);
         self.finished = false;

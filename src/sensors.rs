@@ -6,8 +6,6 @@
 //! Written by management requests on blocking threads (one sensor over
 //! HTTP, many in a device bulk import), each in its own transaction.
 
-use redb::{ReadTransaction, WriteTransaction};
-
 use crate::codec::names::write_csv_text;
 use crate::codec::SensorId;
 use crate::error::WireError;
@@ -146,7 +144,12 @@ pub fn split_columns(
 }
 
 /// The labels of `sensor` of device `dev` (empty when it has none).
-pub fn get_in(txn: &WriteTransaction, dev: u32, sensor: SensorId) -> Result<Labels, StoreError> {
+pub fn get_in<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    dev: u32,
+    sensor: SensorId,
+) -> Result<Labels, StoreError> {
+    let txn = txn.into();
     Ok(LABELS
         .open(txn)?
         .get((dev, sensor.code()))?
@@ -154,12 +157,13 @@ pub fn get_in(txn: &WriteTransaction, dev: u32, sensor: SensorId) -> Result<Labe
 }
 
 /// Store `labels` for `sensor` of `dev`; empty ones remove the row.
-pub fn put(
-    txn: &WriteTransaction,
+pub fn put<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     dev: u32,
     sensor: SensorId,
     labels: &Labels,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut table = LABELS.open(txn)?;
     if labels.is_empty() {
         table.remove((dev, sensor.code()))?;
@@ -191,7 +195,11 @@ pub fn describe(
 
 /// Every labelled sensor of `dev`, in storage-code order (a device has
 /// few; one range scan).
-pub fn of_device(txn: &ReadTransaction, dev: u32) -> Result<Vec<(SensorId, Labels)>, StoreError> {
+pub fn of_device<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    dev: u32,
+) -> Result<Vec<(SensorId, Labels)>, StoreError> {
+    let txn = txn.into();
     let table = LABELS.read(txn)?;
     let mut out = Vec::new();
     for r in table.range((dev, 0)..=(dev, u32::MAX))? {

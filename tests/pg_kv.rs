@@ -41,19 +41,21 @@ impl Rng {
 /// A database whose default collation is a language's (ICU's root
 /// locale: "a" < "B" < "ä"), not byte order, so that a text key ordered
 /// by the locale would show.
-fn database(pg: &Pg, name: &str) -> PgKv {
+fn database(pg: &Pg, name: &str) -> Arc<PgKv> {
     pg.sql(
         "postgres",
         &format!(
             "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und' LOCALE 'C'"
         ),
     );
-    let kv = PgKv::new(
-        Target::parse(&pg.url(name)).unwrap(),
-        4,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let kv = Arc::new(
+        PgKv::new(
+            Target::parse(&pg.url(name)).unwrap(),
+            4,
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+    );
     assert_eq!(kv.migrate().unwrap(), 0, "an empty database");
     kv
 }
@@ -113,7 +115,7 @@ fn bytes<T: Value>(v: &T::SelfType<'_>) -> Vec<u8> {
 macro_rules! exercise {
     ($kv:expr, $seed:expr, $steps:expr, $K:ty, $V:ty, $name:expr, $key:expr, $val:expr) => {{
         const DEF: TableDefinition<$K, $V> = TableDefinition::new($name);
-        let kv: &PgKv = $kv;
+        let kv: &Arc<PgKv> = $kv;
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         let mut r = Rng($seed);
@@ -362,14 +364,14 @@ fn random_operations_answer_as_redb_does() {
 
 const COUNTER: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-fn read_counter(kv: &PgKv) -> u64 {
+fn read_counter(kv: &Arc<PgKv>) -> u64 {
     let tx = kv.begin_read().unwrap();
     let t = tx.open_table(COUNTER).unwrap();
     let v = t.get("n").unwrap().map(|g| g.value()).unwrap_or(0);
     v
 }
 
-fn read(tx: &PgTxn<'_>) -> Result<u64, StoreError> {
+fn read(tx: &PgTxn) -> Result<u64, StoreError> {
     Ok(tx
         .open_table(COUNTER)?
         .get("n")?
@@ -377,12 +379,12 @@ fn read(tx: &PgTxn<'_>) -> Result<u64, StoreError> {
         .unwrap_or(0))
 }
 
-fn write(tx: &PgTxn<'_>, n: u64) -> Result<(), StoreError> {
+fn write(tx: &PgTxn, n: u64) -> Result<(), StoreError> {
     tx.open_table(COUNTER)?.insert("n", n)?;
     Ok(())
 }
 
-fn bump(tx: &PgTxn<'_>) -> Result<(), StoreError> {
+fn bump(tx: &PgTxn) -> Result<(), StoreError> {
     write(tx, read(tx)? + 1)
 }
 
@@ -409,7 +411,6 @@ fn a_lost_update_is_refused_and_many_writers_lose_nothing() {
 
     // Four threads, fifty increments each, through `write` (which runs a
     // refused transaction again): every increment is there once.
-    let kv = Arc::new(kv);
     let start = Arc::new(Barrier::new(4));
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -470,7 +471,7 @@ fn waits_are_bounded_and_the_password_never_shows() {
         "host=127.0.0.1 port={port} user=ov password=hunter2secret dbname=x connect_timeout=2"
     ))
     .unwrap();
-    let kv = PgKv::new(target, 2, Duration::from_millis(300)).unwrap();
+    let kv = Arc::new(PgKv::new(target, 2, Duration::from_millis(300)).unwrap());
     match kv.begin_write() {
         Err(StoreError::Unavailable(why)) => {
             assert!(why.contains(&format!("port={port}")), "{why}");
@@ -479,12 +480,14 @@ fn waits_are_bounded_and_the_password_never_shows() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 
-    let kv = PgKv::new(
-        Target::parse(&pg.url("postgres")).unwrap(),
-        1,
-        Duration::from_millis(300),
-    )
-    .unwrap();
+    let kv = Arc::new(
+        PgKv::new(
+            Target::parse(&pg.url("postgres")).unwrap(),
+            1,
+            Duration::from_millis(300),
+        )
+        .unwrap(),
+    );
     let held = kv.begin_read().unwrap();
     match kv.begin_read() {
         Err(StoreError::Unavailable(why)) => {

@@ -51,6 +51,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -192,8 +193,8 @@ impl PgKv {
     /// that grows. `f` must therefore only change things through the
     /// transaction (or undo its own other effects when it is run again).
     pub fn write<T>(
-        &self,
-        mut f: impl FnMut(&PgTxn<'_>) -> Result<T, StoreError>,
+        self: &Arc<Self>,
+        mut f: impl FnMut(&PgTxn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut pause = Duration::from_millis(1);
         let mut tried = 0;
@@ -217,16 +218,16 @@ impl PgKv {
 
     /// Begin a `SERIALIZABLE` write transaction (see [`PgKv::write`] for
     /// the retry it needs).
-    pub fn begin_write(&self) -> Result<PgTxn<'_>, StoreError> {
+    pub fn begin_write(self: &Arc<Self>) -> Result<PgTxn, StoreError> {
         self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE", true)
     }
 
     /// Begin a read transaction: one snapshot of committed data.
-    pub fn begin_read(&self) -> Result<PgTxn<'_>, StoreError> {
+    pub fn begin_read(self: &Arc<Self>) -> Result<PgTxn, StoreError> {
         self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
     }
 
-    fn begin(&self, sql: &str, write: bool) -> Result<PgTxn<'_>, StoreError> {
+    fn begin(self: &Arc<Self>, sql: &str, write: bool) -> Result<PgTxn, StoreError> {
         let conn = self.checkout()?;
         let res = self.rt.block_on(conn.client.batch_execute(sql));
         if let Err(e) = res {
@@ -235,7 +236,7 @@ impl PgKv {
             return Err(err);
         }
         Ok(PgTxn {
-            kv: self,
+            kv: self.clone(),
             conn: RefCell::new(Some(conn)),
             failed: RefCell::new(None),
             write,
@@ -345,20 +346,20 @@ fn jitter(d: Duration) -> Duration {
 
 /// A transaction on one pooled session. Dropped without
 /// [`PgTxn::commit`], it is rolled back.
-pub struct PgTxn<'k> {
-    kv: &'k PgKv,
+pub struct PgTxn {
+    kv: Arc<PgKv>,
     conn: RefCell<Option<Conn>>,
     /// The error that aborted it: every later statement answers it.
     failed: RefCell<Option<StoreError>>,
     write: bool,
 }
 
-impl<'k> PgTxn<'k> {
+impl PgTxn {
     /// Open the table of `def` (its image in PostgreSQL).
     pub fn open_table<K: Key + Cols, V: Cols>(
         &self,
         def: TableDefinition<'_, K, V>,
-    ) -> Result<PgTable<'_, 'k, K, V>, StoreError> {
+    ) -> Result<PgTable<'_, K, V>, StoreError> {
         let spec = spec_of(def.name()).map_err(StoreError::Io)?;
         let mut kinds = Vec::new();
         K::kinds(&mut kinds);
@@ -493,7 +494,7 @@ impl<'k> PgTxn<'k> {
     }
 }
 
-impl Drop for PgTxn<'_> {
+impl Drop for PgTxn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.get_mut().take() {
             // Rolled back: a failed transaction, or one given up. A
@@ -514,8 +515,8 @@ fn refs(cells: &[Cell]) -> Vec<&(dyn ToSql + Sync)> {
 
 /// A table opened in a [`PgTxn`]: redb's table methods, each one
 /// statement (a range, one per page).
-pub struct PgTable<'t, 'k, K, V> {
-    txn: &'t PgTxn<'k>,
+pub struct PgTable<'t, K, V> {
+    txn: &'t PgTxn,
     table: String,
     key: Vec<String>,
     value: Vec<String>,
@@ -543,7 +544,20 @@ fn params_from(from: usize, n: usize) -> Vec<String> {
     (from..from + n).map(|i| format!("${i}")).collect()
 }
 
-impl<'t, 'k, K: Key + Cols, V: Cols> PgTable<'t, 'k, K, V> {
+impl<K, V> Clone for PgTable<'_, K, V> {
+    fn clone(&self) -> Self {
+        PgTable {
+            txn: self.txn,
+            table: self.table.clone(),
+            key: self.key.clone(),
+            value: self.value.clone(),
+            kinds: self.kinds.clone(),
+            kv: PhantomData,
+        }
+    }
+}
+
+impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
     fn key_cells(&self, key: &K::SelfType<'_>) -> Result<Vec<Cell>, StoreError> {
         let mut cells = Vec::new();
         K::put(key, &mut cells).map_err(StoreError::Io)?;
@@ -674,7 +688,7 @@ impl<'t, 'k, K: Key + Cols, V: Cols> PgTable<'t, 'k, K, V> {
     pub fn range<'a, KR>(
         &self,
         range: impl RangeBounds<KR> + 'a,
-    ) -> Result<PgRange<'_, 't, 'k, K, V>, StoreError>
+    ) -> Result<PgRange<'t, K, V>, StoreError>
     where
         KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
     {
@@ -686,7 +700,7 @@ impl<'t, 'k, K: Key + Cols, V: Cols> PgTable<'t, 'k, K, V> {
             })
         };
         Ok(PgRange {
-            table: self,
+            table: self.clone(),
             lo: bound(range.start_bound())?,
             hi: bound(range.end_bound())?,
             front: VecDeque::new(),
@@ -697,7 +711,7 @@ impl<'t, 'k, K: Key + Cols, V: Cols> PgTable<'t, 'k, K, V> {
     }
 
     /// Every row, in key order.
-    pub fn iter(&self) -> Result<PgRange<'_, 't, 'k, K, V>, StoreError> {
+    pub fn iter(&self) -> Result<PgRange<'t, K, V>, StoreError> {
         self.range::<K::SelfType<'_>>(..)
     }
 
@@ -887,8 +901,8 @@ const MAX_PAGE: i64 = 2048;
 /// A range being read, in pages from either end (as redb's `Range`, it
 /// is double-ended). The rows not yet fetched are those strictly between
 /// `lo` and `hi`; each page fetched moves its end past its rows.
-pub struct PgRange<'r, 't, 'k, K: Key + Cols, V: Cols> {
-    table: &'r PgTable<'t, 'k, K, V>,
+pub struct PgRange<'t, K: Key + Cols, V: Cols> {
+    table: PgTable<'t, K, V>,
     lo: Bound<Vec<Cell>>,
     hi: Bound<Vec<Cell>>,
     /// Fetched from the front, ascending.
@@ -900,7 +914,7 @@ pub struct PgRange<'r, 't, 'k, K: Key + Cols, V: Cols> {
     page: i64,
 }
 
-impl<K: Key + Cols, V: Cols> PgRange<'_, '_, '_, K, V> {
+impl<K: Key + Cols, V: Cols> PgRange<'_, K, V> {
     fn limit(&mut self) -> i64 {
         let n = self.page;
         self.page = (self.page * 2).min(MAX_PAGE);
@@ -939,7 +953,7 @@ impl<K: Key + Cols, V: Cols> PgRange<'_, '_, '_, K, V> {
     }
 }
 
-impl<K: Key + Cols, V: Cols> Iterator for PgRange<'_, '_, '_, K, V> {
+impl<K: Key + Cols, V: Cols> Iterator for PgRange<'_, K, V> {
     type Item = Result<KvRow<K, V>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -954,7 +968,7 @@ impl<K: Key + Cols, V: Cols> Iterator for PgRange<'_, '_, '_, K, V> {
     }
 }
 
-impl<K: Key + Cols, V: Cols> DoubleEndedIterator for PgRange<'_, '_, '_, K, V> {
+impl<K: Key + Cols, V: Cols> DoubleEndedIterator for PgRange<'_, K, V> {
     fn next_back(&mut self) -> Option<Self::Item> {
         if self.back.is_empty() {
             match self.fill(false) {

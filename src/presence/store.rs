@@ -14,7 +14,7 @@
 //! transaction: state, event and notices together, so a change is told
 //! exactly as often as it is recorded.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::ReadableDatabase;
 
 use super::Change;
 use crate::auth::{Action, Directory};
@@ -138,7 +138,8 @@ pub fn read_events(
 
 /// Drop the oldest events so at most `keep` remain. Called by the writer
 /// in the transaction that added events.
-pub fn trim_events(txn: &redb::WriteTransaction, keep: u64) -> Result<(), StoreError> {
+pub fn trim_events<'t>(txn: impl Into<crate::store::Tx<'t>>, keep: u64) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut meta = txn.open_table(META)?;
     let next = meta.get(NEXT_EVENT)?.map_or(1, |g| g.value());
     let first = meta.get(FIRST_EVENT)?.map_or(1, |g| g.value());
@@ -179,10 +180,11 @@ impl Flags {
 
 /// Record contacts: each device's `last_seen` becomes the later of the
 /// stored one and the given time. Writer only.
-pub fn record_contacts(
-    txn: &WriteTransaction,
+pub fn record_contacts<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     contacts: impl IntoIterator<Item = (u32, Micros)>,
 ) -> Result<(), StoreError> {
+    let txn = txn.into();
     let mut last_seen = txn.open_table(LAST_SEEN)?;
     for (dev, t) in contacts {
         if last_seen.get(dev)?.is_none_or(|g| g.value() < t) {
@@ -211,12 +213,13 @@ pub struct Notices<'a> {
 /// state, the owner's notices and an event saying where they went; then
 /// trim the feed. `now` is the channel items' add time. Returns whether
 /// a channel got an item.
-pub fn record_changes(
-    txn: &WriteTransaction,
+pub fn record_changes<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     changes: &[Change],
     now: Micros,
     to: &Notices<'_>,
 ) -> Result<bool, StoreError> {
+    let txn = txn.into();
     if changes.is_empty() {
         return Ok(false);
     }
@@ -253,12 +256,13 @@ pub fn record_changes(
 /// device, an item on their chosen channel), each only while the owner
 /// still has the access it needs (a withdrawn grant stops the notices at
 /// once).
-fn tell_owner(
-    txn: &WriteTransaction,
+fn tell_owner<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     c: &Change,
     now: Micros,
     to: &Notices<'_>,
 ) -> Result<notify::Delivery, StoreError> {
+    let txn = txn.into();
     let dir = to.directory;
     let Some(d) = dir.device_by_num(c.device) else {
         return Ok(notify::Delivery::default());

@@ -23,8 +23,7 @@
 use std::iter::Peekable;
 use std::ops::Bound;
 
-use redb::{AccessGuard, ReadTransaction, ReadableTable, StorageError, WriteTransaction};
-
+use super::kv::{Guard as AccessGuard, Range};
 use super::parts::{PartKey, ReadingsTable};
 use super::{StoreError, READINGS, SEALED};
 
@@ -37,7 +36,7 @@ pub enum Place {
     Sealed,
 }
 
-/// A row of either table as redb yields it.
+/// A row of either table as the store yields it.
 pub type Row<'a> = (AccessGuard<'a, PartKey>, AccessGuard<'a, &'static [u8]>);
 
 /// A range of keys, as redb takes it.
@@ -52,8 +51,8 @@ pub fn keys(lo: PartKey, hi: PartKey) -> KeyRange {
 /// for a reversed range), each with the table it came from.
 pub struct Merged<'a, A, B>
 where
-    A: Iterator<Item = Result<Row<'a>, StorageError>>,
-    B: Iterator<Item = Result<Row<'a>, StorageError>>,
+    A: Iterator<Item = Result<Row<'a>, StoreError>>,
+    B: Iterator<Item = Result<Row<'a>, StoreError>>,
 {
     hot: Peekable<A>,
     sealed: Peekable<B>,
@@ -66,19 +65,19 @@ pub type Found<'a> = (AccessGuard<'a, &'static [u8]>, Place);
 /// A chunk from [`Merged`]: key, bytes, table.
 pub type Chunk<'a> = (PartKey, AccessGuard<'a, &'static [u8]>, Place);
 
-fn take<'a, I>(it: &mut Peekable<I>, place: Place) -> Option<Result<Chunk<'a>, StorageError>>
+fn take<'a, I>(it: &mut Peekable<I>, place: Place) -> Option<Result<Chunk<'a>, StoreError>>
 where
-    I: Iterator<Item = Result<Row<'a>, StorageError>>,
+    I: Iterator<Item = Result<Row<'a>, StoreError>>,
 {
     it.next().map(|r| r.map(|(k, v)| (k.value(), v, place)))
 }
 
 impl<'a, A, B> Iterator for Merged<'a, A, B>
 where
-    A: Iterator<Item = Result<Row<'a>, StorageError>>,
-    B: Iterator<Item = Result<Row<'a>, StorageError>>,
+    A: Iterator<Item = Result<Row<'a>, StoreError>>,
+    B: Iterator<Item = Result<Row<'a>, StoreError>>,
 {
-    type Item = Result<Chunk<'a>, StorageError>;
+    type Item = Result<Chunk<'a>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let h = match self.hot.peek() {
@@ -107,13 +106,12 @@ where
 }
 
 /// Ascending merged rows of `range` in two tables.
-type Forward<'a> =
-    Merged<'a, redb::Range<'a, PartKey, &'static [u8]>, redb::Range<'a, PartKey, &'static [u8]>>;
+type Forward<'a> = Merged<'a, Range<'a, PartKey, &'static [u8]>, Range<'a, PartKey, &'static [u8]>>;
 /// Descending merged rows of `range` in two tables.
 type Backward<'a> = Merged<
     'a,
-    std::iter::Rev<redb::Range<'a, PartKey, &'static [u8]>>,
-    std::iter::Rev<redb::Range<'a, PartKey, &'static [u8]>>,
+    std::iter::Rev<Range<'a, PartKey, &'static [u8]>>,
+    std::iter::Rev<Range<'a, PartKey, &'static [u8]>>,
 >;
 
 /// Both tables, opened in a read or a write transaction.
@@ -124,9 +122,9 @@ pub struct Pair<T> {
     pub sealed: T,
 }
 
-impl<T: ReadableTable<PartKey, &'static [u8]>> Pair<T> {
+impl<'t> Pair<ReadingsTable<'t>> {
     /// The chunks with keys in `range`, in key order.
-    pub fn range(&self, range: KeyRange) -> Result<Forward<'_>, StorageError> {
+    pub fn range(&self, range: KeyRange) -> Result<Forward<'_>, StoreError> {
         Ok(Merged {
             hot: self.hot.range(range)?.peekable(),
             sealed: self.sealed.range(range)?.peekable(),
@@ -135,7 +133,7 @@ impl<T: ReadableTable<PartKey, &'static [u8]>> Pair<T> {
     }
 
     /// The chunks with keys in `range`, last first.
-    pub fn range_rev(&self, range: KeyRange) -> Result<Backward<'_>, StorageError> {
+    pub fn range_rev(&self, range: KeyRange) -> Result<Backward<'_>, StoreError> {
         Ok(Merged {
             hot: self.hot.range(range)?.rev().peekable(),
             sealed: self.sealed.range(range)?.rev().peekable(),
@@ -144,7 +142,7 @@ impl<T: ReadableTable<PartKey, &'static [u8]>> Pair<T> {
     }
 
     /// The chunk under `key`, and where it is.
-    pub fn get(&self, key: PartKey) -> Result<Option<Found<'_>>, StorageError> {
+    pub fn get(&self, key: PartKey) -> Result<Option<Found<'_>>, StoreError> {
         if let Some(v) = self.hot.get(key)? {
             return Ok(Some((v, Place::Hot)));
         }
@@ -152,7 +150,7 @@ impl<T: ReadableTable<PartKey, &'static [u8]>> Pair<T> {
     }
 
     /// The table at `place`.
-    pub fn at(&self, place: Place) -> &T {
+    pub fn at(&self, place: Place) -> &ReadingsTable<'t> {
         match place {
             Place::Hot => &self.hot,
             Place::Sealed => &self.sealed,
@@ -164,10 +162,11 @@ impl<T: ReadableTable<PartKey, &'static [u8]>> Pair<T> {
 pub type Chunks<'t> = Pair<ReadingsTable<'t>>;
 
 /// Both tables in a read transaction.
-pub type ReadChunks = Pair<redb::ReadOnlyTable<PartKey, &'static [u8]>>;
+pub type ReadChunks<'t> = Pair<ReadingsTable<'t>>;
 
 /// Open both tables for writing.
-pub fn open(txn: &WriteTransaction) -> Result<Chunks<'_>, StoreError> {
+pub fn open<'t>(txn: impl Into<crate::store::Tx<'t>>) -> Result<Chunks<'t>, StoreError> {
+    let txn = txn.into();
     Ok(Pair {
         hot: txn.open_table(READINGS)?,
         sealed: txn.open_table(SEALED)?,
@@ -175,7 +174,8 @@ pub fn open(txn: &WriteTransaction) -> Result<Chunks<'_>, StoreError> {
 }
 
 /// Open both tables for reading.
-pub fn open_read(txn: &ReadTransaction) -> Result<ReadChunks, StoreError> {
+pub fn open_read<'t>(txn: impl Into<crate::store::Tx<'t>>) -> Result<ReadChunks<'t>, StoreError> {
+    let txn = txn.into();
     Ok(Pair {
         hot: txn.open_table(READINGS)?,
         sealed: txn.open_table(SEALED)?,
@@ -192,13 +192,13 @@ impl<'t> Chunks<'t> {
     }
 
     /// Remove the chunk `key` from `place`.
-    pub fn remove(&mut self, place: Place, key: PartKey) -> Result<(), StorageError> {
+    pub fn remove(&mut self, place: Place, key: PartKey) -> Result<(), StoreError> {
         self.at_mut(place).remove(key)?;
         Ok(())
     }
 
     /// Write the chunk `key` into `place`.
-    pub fn insert(&mut self, place: Place, key: PartKey, bytes: &[u8]) -> Result<(), StorageError> {
+    pub fn insert(&mut self, place: Place, key: PartKey, bytes: &[u8]) -> Result<(), StoreError> {
         self.at_mut(place).insert(key, bytes)?;
         Ok(())
     }

@@ -105,7 +105,11 @@ impl Store {
     }
 
     /// Allocate the next number of a named counter (starting at 1) in `txn`.
-    pub fn next_number(txn: &redb::WriteTransaction, name: &str) -> Result<u32, StoreError> {
+    pub fn next_number<'t>(
+        txn: impl Into<crate::store::Tx<'t>>,
+        name: &str,
+    ) -> Result<u32, StoreError> {
+        let txn = txn.into();
         let mut meta = txn.open_table(META)?;
         let next = meta.get(name)?.map_or(1, |v| v.value());
         meta.insert(name, next + 1)?;

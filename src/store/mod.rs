@@ -25,6 +25,7 @@ pub mod digest_log;
 mod directory;
 mod error;
 pub mod faults;
+pub mod kv;
 mod open;
 pub mod overlay;
 pub mod parts;
@@ -48,6 +49,7 @@ use faults::DiskFaults;
 
 use error::corrupt;
 pub use error::{panic_text, Damage, StoreError};
+pub use kv::{Guard, Table, Tx};
 pub use records::{
     AlertRecord, ChannelRecord, DeviceMeta, DeviceRecord, FileRecord, Role, UserRecord,
 };

@@ -34,7 +34,7 @@
 //! lookup or two and the rewrite of one bounded chunk per (device, sensor),
 //! however many readings the request has for it.
 
-use redb::Table;
+use super::kv::Table;
 
 use super::chunk::{self, Entry, MINUTE_US, PART_ENTRIES, SPAN_US};
 use super::chunks::{keys, Chunks, Place};
@@ -429,7 +429,7 @@ fn read_sensor(
 mod tests {
     use super::*;
     use crate::store::chunks::{open, open_read};
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableDatabase;
 
     const DEV: u32 = 1;
     const CODE: u32 = 2;

@@ -45,10 +45,11 @@ pub struct SeriesCsv {
 
 /// Every sensor `device` has readings of, in name order (B, D, I, L, N, S;
 /// then number), as a person reads it.
-pub fn device_sensors(
-    txn: &redb::ReadTransaction,
+pub fn device_sensors<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
     device: u32,
 ) -> Result<Vec<SensorId>, StoreError> {
+    let txn = txn.into();
     let t = txn.open_table(SENSORS)?;
     let mut all = Vec::new();
     for row in t.range((device, 0)..=(device, u32::MAX))? {

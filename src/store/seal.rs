@@ -24,8 +24,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redb::{ReadableTable, WriteTransaction};
-
 use super::chunk::{self, Entry, SPAN_MINUTES, SPAN_US};
 use super::chunks::{self, keys, Chunks, Place};
 use super::parts::{base, scan_start, PartKey};
@@ -153,7 +151,8 @@ impl Sealer {
 
     /// Every sensor of the data file is looked at from its first chunk:
     /// what a start does (older files, chunks a crash left hot).
-    pub fn load(&self, txn: &redb::ReadTransaction) -> Result<(), StoreError> {
+    pub fn load<'t>(&self, txn: impl Into<crate::store::Tx<'t>>) -> Result<(), StoreError> {
+        let txn = txn.into();
         if self.per_step == 0 {
             return Ok(());
         }
@@ -195,7 +194,12 @@ impl Sealer {
 
     /// One bounded step in `txn`: look at the due sensors in turn and
     /// seal what may be sealed, up to the step's budget of chunks.
-    pub fn step(&self, txn: &WriteTransaction, now: Micros) -> Result<SealStats, StoreError> {
+    pub fn step<'t>(
+        &self,
+        txn: impl Into<crate::store::Tx<'t>>,
+        now: Micros,
+    ) -> Result<SealStats, StoreError> {
+        let txn = txn.into();
         let mut table = chunks::open(txn)?;
         let mut stats = SealStats::default();
         let mut budget = self.per_step;

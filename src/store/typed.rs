@@ -40,13 +40,12 @@ use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
 
-use redb::{
-    AccessGuard, Key, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition,
-    TableHandle, Value, WriteTransaction,
-};
+use redb::{Key, TableDefinition, TableHandle, Value};
 
+use super::kv::{Guard, Table, Tx};
 use super::varint::Corrupt;
 use super::StoreError;
+use crate::pg::mirror::Cols;
 
 /// The key of `R`'s table, as redb hands it out.
 pub type KeyOf<'a, R> = <<R as Record>::Key as Value>::SelfType<'a>;
@@ -54,7 +53,7 @@ pub type KeyOf<'a, R> = <<R as Record>::Key as Value>::SelfType<'a>;
 /// A value stored in a record table.
 pub trait Record: Sized {
     /// The table's key type.
-    type Key: Key + 'static;
+    type Key: Key + Cols + 'static;
 
     /// The stored bytes.
     fn to_row(&self) -> Vec<u8>;
@@ -124,13 +123,19 @@ impl<R: Record> Records<R> {
     }
 
     /// Open it in a write transaction.
-    pub fn open<'t>(&self, txn: &'t WriteTransaction) -> Result<WriteRecords<'t, R>, StoreError> {
-        Ok(RecordTable::wrap(txn.open_table(self.def)?, self.def))
+    pub fn open<'t>(&self, txn: impl Into<Tx<'t>>) -> Result<WriteRecords<'t, R>, StoreError> {
+        Ok(RecordTable::wrap(
+            txn.into().open_table(self.def)?,
+            self.def,
+        ))
     }
 
     /// Open it in a read transaction.
-    pub fn read(&self, txn: &ReadTransaction) -> Result<ReadRecords<R>, StoreError> {
-        Ok(RecordTable::wrap(txn.open_table(self.def)?, self.def))
+    pub fn read<'t>(&self, txn: impl Into<Tx<'t>>) -> Result<ReadRecords<'t, R>, StoreError> {
+        Ok(RecordTable::wrap(
+            txn.into().open_table(self.def)?,
+            self.def,
+        ))
     }
 }
 
@@ -163,22 +168,25 @@ impl<R: Record> AnyTable for Records<R> {
 }
 
 /// A record table opened in a write transaction.
-pub type WriteRecords<'t, R> = RecordTable<Table<'t, <R as Record>::Key, &'static [u8]>, R>;
+pub type WriteRecords<'t, R> = RecordTable<'t, R>;
 /// A record table opened in a read transaction.
-pub type ReadRecords<R> = RecordTable<ReadOnlyTable<<R as Record>::Key, &'static [u8]>, R>;
+pub type ReadRecords<'t, R> = RecordTable<'t, R>;
 
-/// An open table of `R`s (`T` is redb's table, read-only or writable).
-pub struct RecordTable<T, R: Record> {
-    table: T,
+/// An open table of `R`s, in a transaction of either store.
+pub struct RecordTable<'t, R: Record> {
+    table: Table<'t, R::Key, &'static [u8]>,
     def: TableDefinition<'static, R::Key, &'static [u8]>,
     record: PhantomData<fn() -> R>,
 }
 
-/// A row's key as redb hands it out, and its decoded record.
-pub type Row<'a, R> = (AccessGuard<'a, <R as Record>::Key>, R);
+/// A row's key as the store hands it out, and its decoded record.
+pub type Row<'a, R> = (Guard<'a, <R as Record>::Key>, R);
 
-impl<T, R: Record> RecordTable<T, R> {
-    fn wrap(table: T, def: TableDefinition<'static, R::Key, &'static [u8]>) -> Self {
+impl<'t, R: Record> RecordTable<'t, R> {
+    fn wrap(
+        table: Table<'t, R::Key, &'static [u8]>,
+        def: TableDefinition<'static, R::Key, &'static [u8]>,
+    ) -> Self {
         RecordTable {
             table,
             def,
@@ -200,7 +208,7 @@ fn decode<R: Record>(
     })
 }
 
-impl<T: ReadableTable<R::Key, &'static [u8]>, R: Record> RecordTable<T, R> {
+impl<R: Record> RecordTable<'_, R> {
     /// The record at `key`, if there is one.
     pub fn get<'k>(&self, key: impl Borrow<KeyOf<'k, R>>) -> Result<Option<R>, StoreError> {
         let key = key.borrow();
@@ -253,20 +261,15 @@ impl<T: ReadableTable<R::Key, &'static [u8]>, R: Record> RecordTable<T, R> {
         &self,
         range: impl RangeBounds<KR> + 'a,
     ) -> Result<
-        impl DoubleEndedIterator<Item = Result<AccessGuard<'_, R::Key>, StoreError>> + '_,
+        impl DoubleEndedIterator<Item = Result<Guard<'_, R::Key>, StoreError>> + '_,
         StoreError,
     >
     where
         KR: Borrow<KeyOf<'a, R>> + 'a,
     {
-        Ok(self
-            .table
-            .range(range)?
-            .map(|row| row.map(|(k, _)| k).map_err(StoreError::from)))
+        Ok(self.table.range(range)?.map(|row| row.map(|(k, _)| k)))
     }
-}
 
-impl<R: Record> WriteRecords<'_, R> {
     /// Store `rec` at `key` (replacing what was there).
     pub fn insert<'k>(
         &mut self,

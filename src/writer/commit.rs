@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 
-use redb::{Durability, ReadableTable, WriteTransaction};
+use redb::Durability;
 
 use super::queue::{IngestOutcome, Job, SortKey};
 use super::{WriterState, NEXT_BATCH};
@@ -129,7 +129,13 @@ impl WriterState {
     /// command served is never expired): the `200` and the delivery are
     /// one fsync. A read error leaves that reply's rows empty: the
     /// readings are stored either way.
-    fn serve_inboxes(&self, txn: &WriteTransaction, jobs: &[Job], outcomes: &mut [IngestOutcome]) {
+    fn serve_inboxes<'t>(
+        &self,
+        txn: impl Into<crate::store::Tx<'t>>,
+        jobs: &[Job],
+        outcomes: &mut [IngestOutcome],
+    ) {
+        let txn = txn.into();
         let at = crate::codec::timefmt::now_micros();
         for (job, out) in jobs.iter().zip(outcomes.iter_mut()) {
             if let Some((dev, n)) = job.inbox_for {
@@ -143,7 +149,12 @@ impl WriterState {
 
     /// A bounded batch of due commands expires (`crate::commands`), and a
     /// bounded batch of deleted devices' rows goes (`crate::deletion`).
-    fn command_steps(&self, txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
+    fn command_steps<'t>(
+        &self,
+        txn: impl Into<crate::store::Tx<'t>>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let txn = txn.into();
         crate::deletion::sweep_step(txn, &self.ctx.deletions)?;
         if self.ctx.command_expiry.due(now) {
             let n = crate::commands::expire_step(txn, &self.ctx.command_expiry, now)?;
@@ -156,13 +167,14 @@ impl WriterState {
 
     /// Store the jobs' readings, record the devices heard from, and log
     /// the new followed readings for the digest as batch `seq`.
-    fn store_readings(
+    fn store_readings<'t>(
         &self,
-        txn: &WriteTransaction,
+        txn: impl Into<crate::store::Tx<'t>>,
         jobs: &[Job],
         seq: u64,
         now: i64,
     ) -> Result<Written, StoreError> {
+        let txn = txn.into();
         let mut outcomes: Vec<IngestOutcome> = jobs
             .iter()
             .map(|j| IngestOutcome {
@@ -217,14 +229,15 @@ impl WriterState {
     /// chunks, one (device, sensor) at a time in time order, marking each
     /// in `fresh`. Returns the devices that got a new reading, in device
     /// order, and the chunks written sealed.
-    fn merge_readings(
+    fn merge_readings<'t>(
         &self,
-        txn: &WriteTransaction,
+        txn: impl Into<crate::store::Tx<'t>>,
         jobs: &[Job],
         all: &[(usize, &(u32, Reading))],
         now: i64,
         fresh: &mut [Fresh],
     ) -> Result<(Vec<u32>, u64), StoreError> {
+        let txn = txn.into();
         let order = merged_keys(jobs, all.len());
         let mut contacts: Vec<u32> = Vec::new();
         let mut table = chunks::open(txn)?;

@@ -12,8 +12,6 @@
 //! gets the same channel indexes, inbox seqs and event numbers. Presence
 //! changes come after the digest's results.
 
-use redb::WriteTransaction;
-
 use super::WriterState;
 use crate::digest::PartDone;
 use crate::presence::{self, Change};
@@ -32,12 +30,13 @@ impl WriterState {
     /// Store every ready batch's results, then the presence `changes`.
     /// `now` is the channel items' add time. Returns whether a channel got
     /// items.
-    pub(super) fn apply_effects(
+    pub(super) fn apply_effects<'t>(
         &self,
-        txn: &WriteTransaction,
+        txn: impl Into<crate::store::Tx<'t>>,
         changes: &[Change],
         now: i64,
     ) -> Result<bool, StoreError> {
+        let txn = txn.into();
         let mut appended = false;
         for (seq, parts) in &self.ready {
             let mut failures = Vec::new();
@@ -65,12 +64,13 @@ impl WriterState {
 
     /// Store one part's results, in order. Returns whether a channel got
     /// items.
-    fn apply_part(
+    fn apply_part<'t>(
         &self,
-        txn: &WriteTransaction,
+        txn: impl Into<crate::store::Tx<'t>>,
         part: &PartDone,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let txn = txn.into();
         let mut appended = false;
         if !part.last_seen.is_empty() {
             presence::store::record_contacts(txn, part.last_seen.iter().copied())?;

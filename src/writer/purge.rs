@@ -30,7 +30,7 @@ impl WriterState {
             return Ok(());
         };
         self.purge_undo = Some(p.at.clone());
-        if let Err(e) = crate::purge::step(txn, p) {
+        if let Err(e) = crate::purge::step(&*txn, p) {
             // A chunk that does not decode must not fail the ingest in
             // this transaction: the purge alone is answered with it (what
             // its step wrote before the error is within its range).
