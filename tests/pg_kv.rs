@@ -80,6 +80,27 @@ const BLOBS: &[&[u8]] = &[
     b"", b"\0", b"\0\0", b"\x01", b"\xff", b"\xff\0", b"ab", b"a",
 ];
 const SMALL: &[u32] = &[0, 1, 2, 3, 7, 1000, u32::MAX - 1, u32::MAX];
+/// u64 parts a row may have (PostgreSQL's `bigint` holds up to i64::MAX).
+const WIDE: &[u64] = &[
+    0,
+    1,
+    2,
+    99,
+    u32::MAX as u64 + 1,
+    i64::MAX as u64 - 1,
+    i64::MAX as u64,
+];
+/// u64 parts asked for: those, and past them.
+const WIDE_EDGES: &[u64] = &[
+    0,
+    1,
+    2,
+    99,
+    i64::MAX as u64,
+    i64::MAX as u64 + 1,
+    u64::MAX - 1,
+    u64::MAX,
+];
 
 /// A range with one reading only (a tuple of bounds over `&str` would
 /// also be a range of `str`, and the call would not know which).
@@ -113,7 +134,12 @@ fn bytes<T: Value>(v: &T::SelfType<'_>) -> Vec<u8> {
 /// Run `steps` transactions of random operations on table `$def` in a
 /// redb file and in PostgreSQL, comparing every answer, then every row.
 macro_rules! exercise {
-    ($kv:expr, $seed:expr, $steps:expr, $K:ty, $V:ty, $name:expr, $key:expr, $val:expr) => {{
+    ($kv:expr, $seed:expr, $steps:expr, $K:ty, $V:ty, $name:expr, $key:expr, $val:expr) => {
+        exercise!($kv, $seed, $steps, $K, $V, $name, $key, $val, $key)
+    };
+    // `$edge`: the keys asked for (get, remove, range bounds), which may
+    // be keys no row can have (a part over `bigint`, `u64::MAX`).
+    ($kv:expr, $seed:expr, $steps:expr, $K:ty, $V:ty, $name:expr, $key:expr, $val:expr, $edge:expr) => {{
         const DEF: TableDefinition<$K, $V> = TableDefinition::new($name);
         let kv: &Arc<PgKv> = $kv;
         let dir = tempfile::tempdir().unwrap();
@@ -121,6 +147,7 @@ macro_rules! exercise {
         let mut r = Rng($seed);
         let key: fn(&mut Rng) -> <$K as Value>::SelfType<'static> = $key;
         let val: fn(&mut Rng) -> <$V as Value>::SelfType<'static> = $val;
+        let edge: fn(&mut Rng) -> <$K as Value>::SelfType<'static> = $edge;
         let kb = |k: &<$K as Value>::SelfType<'_>| bytes::<$K>(k);
         let vb = |v: &<$V as Value>::SelfType<'_>| bytes::<$V>(v);
         let cmp = |a: &<$K as Value>::SelfType<'_>, b: &<$K as Value>::SelfType<'_>| {
@@ -146,20 +173,20 @@ macro_rules! exercise {
                             assert_eq!(a, b, "insert {what}");
                         }
                         3 => {
-                            let k = key(&mut r);
+                            let k = edge(&mut r);
                             let a = rt.remove(k).unwrap().map(|g| vb(&g.value()));
                             let b = pt.remove(k).unwrap().map(|g| vb(&g.value()));
                             assert_eq!(a, b, "remove {what}");
                         }
                         4 => {
-                            let k = key(&mut r);
+                            let k = edge(&mut r);
                             let a = rt.get(k).unwrap().map(|g| vb(&g.value()));
                             let b = pt.get(k).unwrap().map(|g| vb(&g.value()));
                             assert_eq!(a, b, "get {what}");
                         }
                         5 | 6 => {
                             // A random range, read from random ends.
-                            let (mut lo, mut hi) = (key(&mut r), key(&mut r));
+                            let (mut lo, mut hi) = (edge(&mut r), edge(&mut r));
                             if cmp(&lo, &hi) == Ordering::Greater {
                                 std::mem::swap(&mut lo, &mut hi);
                             }
@@ -215,7 +242,7 @@ macro_rules! exercise {
                         }
                         8 => {
                             // Remove about a third of a range.
-                            let (mut lo, mut hi) = (key(&mut r), key(&mut r));
+                            let (mut lo, mut hi) = (edge(&mut r), edge(&mut r));
                             if cmp(&lo, &hi) == Ordering::Greater {
                                 std::mem::swap(&mut lo, &mut hi);
                             }
@@ -358,6 +385,19 @@ fn random_operations_answer_as_redb_does() {
             |r| r.below(2000) as u32,
             |r| (r.below(4) as u8, r.pick(&[i64::MIN, -1, 0, i64::MAX]))
         );
+        // A u64 key part: rows up to i64::MAX, asked for up to u64::MAX
+        // (the server's "to the end" bound, as in `(device, u64::MAX)`).
+        answers += exercise!(
+            &kv,
+            seed,
+            30,
+            (u32, u64),
+            &'static [u8],
+            "channel_items",
+            |r| (r.below(3) as u32, r.pick(WIDE)),
+            |r| r.pick(BLOBS),
+            |r| (r.below(3) as u32, r.pick(WIDE_EDGES))
+        );
     }
     assert!(answers > 10_000, "{answers} answers compared");
 }
@@ -437,7 +477,7 @@ fn a_read_is_one_snapshot() {
     let kv = database(&pg, "snap");
     kv.write(|tx| {
         tx.open_table(COUNTER)?.insert("n", 5)?;
-        Ok(())
+        Ok::<_, StoreError>(())
     })
     .unwrap();
     let read = kv.begin_read().unwrap();
@@ -447,7 +487,7 @@ fn a_read_is_one_snapshot() {
         let mut t = tx.open_table(COUNTER)?;
         t.insert("n", 6)?;
         t.insert("m", 1)?;
-        Ok(())
+        Ok::<_, StoreError>(())
     })
     .unwrap();
     assert_eq!(before.get("n").unwrap().unwrap().value(), 5);

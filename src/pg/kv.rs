@@ -192,27 +192,38 @@ impl PgKv {
     /// again, up to [`PgKv::attempts`] times, with a short random pause
     /// that grows. `f` must therefore only change things through the
     /// transaction (or undo its own other effects when it is run again).
-    pub fn write<T>(
+    ///
+    /// The transaction itself remembers a serialization failure, so a
+    /// retry happens even when `f` turned that error into one of its own
+    /// (or dropped it): the transaction is aborted either way.
+    pub fn write<T, E: From<StoreError>>(
         self: &Arc<Self>,
-        mut f: impl FnMut(&PgTxn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        mut f: impl FnMut(&PgTxn) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut pause = Duration::from_millis(1);
         let mut tried = 0;
         loop {
             tried += 1;
-            let res = self.begin_write().and_then(|txn| {
-                let out = f(&txn)?;
-                txn.commit()?;
-                Ok(out)
-            });
-            match res {
-                Err(StoreError::Retry(why)) if tried < self.attempts => {
-                    tracing::debug!(attempt = tried, reason = %why, "transaction retried");
-                    std::thread::sleep(jitter(pause));
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                other => return other,
+            let txn = self.begin_write()?;
+            let out = f(&txn);
+            let failed = txn.failed.borrow().clone();
+            let why = match (out, failed) {
+                (_, Some(StoreError::Retry(why))) => why,
+                (Ok(v), None) => match txn.commit() {
+                    Ok(()) => return Ok(v),
+                    Err(StoreError::Retry(why)) => why,
+                    Err(e) => return Err(e.into()),
+                },
+                // An error `f` did not pass on still failed the transaction.
+                (Ok(_), Some(e)) => return Err(e.into()),
+                (Err(e), _) => return Err(e),
+            };
+            if tried >= self.attempts {
+                return Err(StoreError::Retry(why).into());
             }
+            tracing::debug!(attempt = tried, reason = %why, "transaction retried");
+            std::thread::sleep(jitter(pause));
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -564,6 +575,13 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         Ok(cells)
     }
 
+    /// The cells of a key that may be stored; `None` for one no row can
+    /// have (a part over `bigint`'s range, which `insert` refuses).
+    fn stored_key(&self, key: &K::SelfType<'_>) -> Result<Option<Vec<Cell>>, StoreError> {
+        let (cells, cut) = K::bound_cells(key).map_err(StoreError::Io)?;
+        Ok(cut.is_none().then_some(cells))
+    }
+
     /// `"a" = $1 AND "b" = $2`.
     fn key_eq(&self) -> String {
         self.key
@@ -606,7 +624,9 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         &self,
         key: impl std::borrow::Borrow<K::SelfType<'a>>,
     ) -> Result<Option<Owned<V>>, StoreError> {
-        let cells = self.key_cells(key.borrow())?;
+        let Some(cells) = self.stored_key(key.borrow())? else {
+            return Ok(None);
+        };
         let sql = format!(
             "SELECT {} FROM {} WHERE {}",
             self.value_list(),
@@ -669,7 +689,9 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         key: impl std::borrow::Borrow<K::SelfType<'a>>,
     ) -> Result<Option<Owned<V>>, StoreError> {
         self.txn.writable()?;
-        let cells = self.key_cells(key.borrow())?;
+        let Some(cells) = self.stored_key(key.borrow())? else {
+            return Ok(None);
+        };
         let sql = format!(
             "DELETE FROM {} WHERE {} RETURNING {}",
             self.table,
@@ -692,17 +714,34 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
     where
         KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
     {
-        let bound = |b: Bound<&KR>| -> Result<Bound<Vec<Cell>>, StoreError> {
-            Ok(match b {
-                Bound::Included(k) => Bound::Included(self.key_cells(k.borrow())?),
-                Bound::Excluded(k) => Bound::Excluded(self.key_cells(k.borrow())?),
-                Bound::Unbounded => Bound::Unbounded,
+        // A part too large for `bigint` (`u64::MAX`: "to the end") is cut
+        // to `i64::MAX`, and the key compared only up to it: no stored key
+        // has a part that large, so every stored key is below such an
+        // upper bound's prefix (or at it), and above such a lower bound's.
+        let bound = |b: Bound<&KR>, upper: bool| -> Result<Bound<Vec<Cell>>, StoreError> {
+            let (k, incl) = match b {
+                Bound::Included(k) => (k, true),
+                Bound::Excluded(k) => (k, false),
+                Bound::Unbounded => return Ok(Bound::Unbounded),
+            };
+            let (mut cells, cut) = K::bound_cells(k.borrow()).map_err(StoreError::Io)?;
+            Ok(match cut {
+                None if incl => Bound::Included(cells),
+                None => Bound::Excluded(cells),
+                Some(n) => {
+                    cells.truncate(n);
+                    if upper {
+                        Bound::Included(cells)
+                    } else {
+                        Bound::Excluded(cells)
+                    }
+                }
             })
         };
         Ok(PgRange {
             table: self.clone(),
-            lo: bound(range.start_bound())?,
-            hi: bound(range.end_bound())?,
+            lo: bound(range.start_bound(), false)?,
+            hi: bound(range.end_bound(), true)?,
             front: VecDeque::new(),
             back: VecDeque::new(),
             done: false,
@@ -842,13 +881,14 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
     ) -> Result<Vec<KvRow<K, V>>, StoreError> {
         let mut params: Vec<Cell> = Vec::new();
         let mut cond = Vec::new();
-        let key = tuple(&self.key);
         for (b, incl, excl) in [(lo, ">=", ">"), (hi, "<=", "<")] {
             let (op, cells) = match b {
                 Bound::Included(c) => (incl, c),
                 Bound::Excluded(c) => (excl, c),
                 Bound::Unbounded => continue,
             };
+            // A bound cut short compares the key's first parts only.
+            let key = tuple(&self.key[..cells.len()]);
             let ps = params_from(params.len() + 1, cells.len());
             let ps = if ps.len() == 1 {
                 ps[0].clone()

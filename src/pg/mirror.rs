@@ -120,6 +120,23 @@ pub trait Cols: Value + 'static {
     /// The value read back from its cells (exactly as many as `kinds`).
     fn take(cells: &[Cell]) -> Result<Self::SelfType<'_>, String>;
 
+    /// As [`Cols::put`] for a range's bound, where a number too large
+    /// for `bigint` (`u64::MAX` as "to the end") is cut to `i64::MAX`
+    /// instead of refused: `true` if this value was cut (no stored key
+    /// can have a part that large, so the caller compares the key only up
+    /// to that part).
+    fn put_bound(v: &Self::SelfType<'_>, out: &mut Vec<Cell>) -> Result<bool, String> {
+        Self::put(v, out).map(|()| false)
+    }
+
+    /// Where [`Cols::put_bound`] first cut a part: the number of cells up
+    /// to and including it, or `None`. (Tuples say which of their parts.)
+    fn bound_cells(v: &Self::SelfType<'_>) -> Result<(Vec<Cell>, Option<usize>), String> {
+        let mut out = Vec::new();
+        let cut = Self::put_bound(v, &mut out)?;
+        Ok((out, cut.then_some(1)))
+    }
+
     /// How many columns.
     fn width() -> usize {
         let mut k = Vec::new();
@@ -158,8 +175,26 @@ macro_rules! int_cols {
 int_cols!(u8, Kind::Int2);
 int_cols!(u16, Kind::Int4);
 int_cols!(u32, Kind::Int8);
-int_cols!(u64, Kind::Int8);
 int_cols!(i64, Kind::Int8);
+
+impl Cols for u64 {
+    fn kinds(out: &mut Vec<Kind>) {
+        out.push(Kind::Int8);
+    }
+    fn put(v: &u64, out: &mut Vec<Cell>) -> Result<(), String> {
+        let i = i64::try_from(*v).map_err(|_| format!("{v} does not fit PostgreSQL's bigint"))?;
+        out.push(Cell::Int(i));
+        Ok(())
+    }
+    fn take(cells: &[Cell]) -> Result<u64, String> {
+        let i = int(cells)?;
+        u64::try_from(i).map_err(|_| format!("{i} is out of range here"))
+    }
+    fn put_bound(v: &u64, out: &mut Vec<Cell>) -> Result<bool, String> {
+        out.push(Cell::Int(i64::try_from(*v).unwrap_or(i64::MAX)));
+        Ok(*v > i64::MAX as u64)
+    }
+}
 
 impl Cols for &'static str {
     fn kinds(out: &mut Vec<Kind>) {
@@ -212,6 +247,21 @@ macro_rules! tuple_cols {
             fn put(v: &Self::SelfType<'_>, out: &mut Vec<Cell>) -> Result<(), String> {
                 $($t::put(&v.$i, out)?;)+
                 Ok(())
+            }
+            fn put_bound(v: &Self::SelfType<'_>, out: &mut Vec<Cell>) -> Result<bool, String> {
+                let mut cut = false;
+                $(cut |= $t::put_bound(&v.$i, out)?;)+
+                Ok(cut)
+            }
+            fn bound_cells(v: &Self::SelfType<'_>) -> Result<(Vec<Cell>, Option<usize>), String> {
+                let mut out = Vec::new();
+                let mut first = None;
+                $(
+                    if $t::put_bound(&v.$i, &mut out)? && first.is_none() {
+                        first = Some(out.len());
+                    }
+                )+
+                Ok((out, first))
             }
             // The last part's `at +=` is never read.
             #[allow(unused_assignments)]
