@@ -361,26 +361,25 @@ pub fn create(
 
 /// Store `rec` under a new id; `None` when its name is taken.
 fn insert_new(store: &Store, mut rec: AlertRecord) -> Result<Option<AlertRecord>, StoreError> {
-    let txn = store.db()?.begin_write()?;
-    {
-        let mut t = ALERTS.open(&txn)?;
+    store.write(|txn| {
+        let mut t = ALERTS.open(txn)?;
         if t.contains(rec.name.as_str())? {
             return Ok(None);
         }
-        rec.id = Store::next_number(&txn, "next_alert")?;
+        rec.id = Store::next_number(txn, "next_alert")?;
         t.insert(rec.name.as_str(), &rec)?;
-    }
-    txn.commit()?;
-    Ok(Some(rec))
+        Ok(Some(rec.clone()))
+    })
 }
 
 /// Delete alert `name` (id `id`) and its state (whole and per member) in
 /// one transaction, then forget it in the catalog. Blocking.
 pub fn delete(store: &Store, catalog: &Catalog, id: u32, name: &str) -> Result<(), StoreError> {
-    let txn = store.db()?.begin_write()?;
-    ALERTS.open(&txn)?.remove(name)?;
-    remove_state(&txn, id)?;
-    txn.commit()?;
+    store.write(|txn| {
+        ALERTS.open(txn)?.remove(name)?;
+        remove_state(txn, id)?;
+        Ok::<_, StoreError>(())
+    })?;
     catalog.remove_alert(name);
     Ok(())
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Directory;
@@ -365,14 +364,17 @@ fn start_writer(
 fn load_catalog(store: &Store) -> Result<Catalog, StoreError> {
     let channels = store.load_all(CHANNELS)?;
     let alerts = store.load_all(ALERTS)?;
-    let txn = store.db()?.begin_read()?;
-    let mut members = Vec::new();
-    for row in txn.open_table(CHANNEL_MEMBERS)?.iter()? {
-        members.push(row?.0.value());
-    }
-    let fired = crate::alerts::fired_ids(&txn)?;
+    let (members, fired, fired_members) = store.read(|txn| {
+        let mut members = Vec::new();
+        for row in txn.open_table(CHANNEL_MEMBERS)?.iter()? {
+            members.push(row?.0.value());
+        }
+        let fired = crate::alerts::fired_ids(txn)?;
+        let fired_members = crate::alerts::fired_members(txn)?;
+        Ok::<_, StoreError>((members, fired, fired_members))
+    })?;
     let catalog = Catalog::new(channels, members, alerts, &fired);
-    catalog.load_member_states(&crate::alerts::fired_members(&txn)?);
+    catalog.load_member_states(&fired_members);
     for t in store.load_all(crate::targets::RECORDS)? {
         catalog.targets().put(t);
     }

@@ -14,8 +14,6 @@
 //! functions returning [`ChannelError`]; `api/channels.rs` parses,
 //! authorises and calls them. Deleting a channel is `deletion.rs`'s.
 
-use redb::ReadableDatabase;
-
 use crate::catalog::Catalog;
 use crate::channel_labels;
 use crate::codec::names::log_safe;
@@ -112,60 +110,64 @@ pub fn append<'t>(
 }
 
 /// `(first kept, next)` indexes of a channel.
-pub fn bounds(db: &redb::Database, channel: u32) -> Result<(u64, u64), StoreError> {
-    let txn = db.begin_read()?;
-    let meta = txn.open_table(CHANNEL_META)?;
-    Ok(meta.get(channel)?.map_or((1, 1), |g| g.value()))
+pub fn bounds(store: &crate::store::Store, channel: u32) -> Result<(u64, u64), StoreError> {
+    store.read(|txn| {
+        let meta = txn.open_table(CHANNEL_META)?;
+        let bounds = meta.get(channel)?.map_or((1, 1), |g| g.value());
+        Ok(bounds)
+    })
 }
 
 /// Items with index > `after`, at most `limit`.
 pub fn read_after(
-    db: &redb::Database,
+    store: &crate::store::Store,
     channel: u32,
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Item)>, StoreError> {
-    let txn = db.begin_read()?;
-    let items = ITEMS.read(&txn)?;
-    let mut out = Vec::new();
-    if limit == 0 || after == u64::MAX {
-        return Ok(out);
-    }
-    for r in items.range((channel, after + 1)..=(channel, u64::MAX))? {
-        let (k, item) = r?;
-        out.push((k.value().1, item));
-        if out.len() >= limit {
-            break;
+    store.read(|txn| {
+        let items = ITEMS.read(txn)?;
+        let mut out = Vec::new();
+        if limit == 0 || after == u64::MAX {
+            return Ok(out);
         }
-    }
-    Ok(out)
+        for r in items.range((channel, after + 1)..=(channel, u64::MAX))? {
+            let (k, item) = r?;
+            out.push((k.value().1, item));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// The `after` that starts at the first item added at or after `since`.
 pub fn after_for_since(
-    db: &redb::Database,
+    store: &crate::store::Store,
     channel: u32,
     since: Micros,
 ) -> Result<u64, StoreError> {
-    let txn = db.begin_read()?;
-    let meta = txn.open_table(CHANNEL_META)?;
-    let (first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
-    let items = ITEMS.read(&txn)?;
-    // Smallest index in [first, next) with added >= since.
-    let (mut lo, mut hi) = (first, next);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let added = match items.get((channel, mid))? {
-            Some(item) => item.added,
-            None => Micros::MIN, // trimmed meanwhile: treat as old
-        };
-        if added >= since {
-            hi = mid;
-        } else {
-            lo = mid + 1;
+    store.read(|txn| {
+        let meta = txn.open_table(CHANNEL_META)?;
+        let (first, next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
+        let items = ITEMS.read(txn)?;
+        // Smallest index in [first, next) with added >= since.
+        let (mut lo, mut hi) = (first, next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let added = match items.get((channel, mid))? {
+                Some(item) => item.added,
+                None => Micros::MIN, // trimmed meanwhile: treat as old
+            };
+            if added >= since {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
         }
-    }
-    Ok(lo.saturating_sub(1))
+        Ok(lo.saturating_sub(1))
+    })
 }
 
 /// Why a channel management operation did not happen (`error.rs` makes
@@ -219,17 +221,15 @@ pub fn create(
 
 /// Store `rec` under a new number; `None` when its name is taken.
 fn insert_new(store: &Store, mut rec: ChannelRecord) -> Result<Option<ChannelRecord>, StoreError> {
-    let txn = store.db()?.begin_write()?;
-    {
-        let mut t = CHANNELS.open(&txn)?;
+    store.write(|txn| {
+        let mut t = CHANNELS.open(txn)?;
         if t.contains(rec.name.as_str())? {
             return Ok(None);
         }
-        rec.num = Store::next_number(&txn, "next_channel")?;
+        rec.num = Store::next_number(txn, "next_channel")?;
         t.insert(rec.name.as_str(), &rec)?;
-    }
-    txn.commit()?;
-    Ok(Some(rec))
+        Ok(Some(rec.clone()))
+    })
 }
 
 /// Set channel `name`'s description (empty clears it). The record is
@@ -241,7 +241,7 @@ pub fn describe(
     name: &str,
     description: String,
 ) -> Result<ChannelRecord, ChannelError> {
-    let rec = rewrite(store, name, |rec| rec.description = description)?
+    let rec = rewrite(store, name, |rec| rec.description.clone_from(&description))?
         .ok_or_else(|| ChannelError::Unknown(name.to_string()))?;
     catalog.put_channel(rec.clone());
     Ok(rec)
@@ -251,20 +251,17 @@ pub fn describe(
 fn rewrite(
     store: &Store,
     name: &str,
-    change: impl FnOnce(&mut ChannelRecord),
+    mut change: impl FnMut(&mut ChannelRecord),
 ) -> Result<Option<ChannelRecord>, StoreError> {
-    let txn = store.db()?.begin_write()?;
-    let rec = {
-        let mut t = CHANNELS.open(&txn)?;
+    store.write(|txn| {
+        let mut t = CHANNELS.open(txn)?;
         let Some(mut rec) = t.get(name)? else {
             return Ok(None);
         };
         change(&mut rec);
         t.insert(rec.name.as_str(), &rec)?;
-        rec
-    };
-    txn.commit()?;
-    Ok(Some(rec))
+        Ok(Some(rec))
+    })
 }
 
 /// A change of one channel member.
@@ -285,23 +282,24 @@ pub fn change_member(
     key: (u32, u32, u32),
     change: &Membership,
 ) -> Result<(), StoreError> {
-    let txn = store.db()?.begin_write()?;
-    {
-        let mut t = txn.open_table(CHANNEL_MEMBERS)?;
-        match change {
-            Membership::Add(_) => t.insert(key, ())?,
-            Membership::Remove => t.remove(key)?,
-        };
-    }
-    match change {
-        Membership::Add(Some(l)) => channel_labels::put(&txn, key, l)?,
-        Membership::Add(None) => {}
-        Membership::Remove => {
-            channel_labels::remove(&txn, key)?;
-            crate::alerts::forget_member(&txn, catalog, key.0, key.1, key.2)?;
+    store.write(|txn| {
+        {
+            let mut t = txn.open_table(CHANNEL_MEMBERS)?;
+            match change {
+                Membership::Add(_) => t.insert(key, ())?,
+                Membership::Remove => t.remove(key)?,
+            };
         }
-    }
-    txn.commit()?;
+        match change {
+            Membership::Add(Some(l)) => channel_labels::put(txn, key, l)?,
+            Membership::Add(None) => {}
+            Membership::Remove => {
+                channel_labels::remove(txn, key)?;
+                crate::alerts::forget_member(txn, catalog, key.0, key.1, key.2)?;
+            }
+        }
+        Ok::<_, StoreError>(())
+    })?;
     match change {
         Membership::Add(_) => catalog.add_member(key.0, key.1, key.2),
         Membership::Remove => catalog.remove_member(key.0, key.1, key.2),

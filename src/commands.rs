@@ -326,22 +326,19 @@ fn newly_read(rows: &[(u64, Row)], upto: u64) -> Option<u64> {
 /// the writer expires meanwhile is either served and delivered or gone
 /// and expired, never served and expired. Blocking.
 pub fn read_delivering(
-    db: &redb::Database,
+    store: &crate::store::Store,
     inbox_dev: u32,
     limit: usize,
 ) -> Result<inbox::Pending, StoreError> {
-    use redb::ReadableDatabase;
-    {
-        let txn = db.begin_read()?;
-        let pending = inbox::pending_in(&txn, inbox_dev, limit)?;
-        if newly_read(&pending.1, delivered_upto(&txn, inbox_dev)?).is_none() {
-            return Ok(pending);
-        }
+    let pending = store.read(|txn| {
+        let pending = inbox::pending_in(txn, inbox_dev, limit)?;
+        let fresh = newly_read(&pending.1, delivered_upto(txn, inbox_dev)?).is_some();
+        Ok::<_, StoreError>((pending, fresh))
+    })?;
+    if !pending.1 {
+        return Ok(pending.0);
     }
-    let txn = db.begin_write()?;
-    let pending = deliver_in(&txn, inbox_dev, limit, timefmt::now_micros())?;
-    txn.commit()?;
-    Ok(pending)
+    store.write(|txn| deliver_in(txn, inbox_dev, limit, timefmt::now_micros()))
 }
 
 /// In `txn`: up to `limit` of `inbox_dev`'s pending rows, the commands

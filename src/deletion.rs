@@ -23,8 +23,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redb::ReadableTable;
-
 use crate::app::App;
 use crate::auth::KIND_CHANNEL;
 use crate::auth::KIND_DEVICE;
@@ -156,29 +154,30 @@ fn remove_rows(
 ) -> Result<u64, StoreError> {
     let (inbox_of, below) = crate::inbox::route(&app.directory, d.num);
     let num = d.num;
-    let txn = app.store.db()?.begin_write()?;
-    DEVICES.open(&txn)?.remove(d.id.as_str())?;
-    txn.open_table(DELETED_DEVICES)?
-        .insert(num, timefmt::now_micros())?;
-    let inbox_rows = crate::inbox::remove_device(&txn, num, inbox_of, &below)?;
-    let mut all = usize::MAX;
-    remove_range!(txn, COMMANDS, (num, 0), (num, u64::MAX), &mut all);
-    txn.open_table(COMMAND_META)?.remove(num)?;
-    remove_grants(&txn, KIND_DEVICE, num)?;
-    remove_grants_to(&txn, &format!("device:{}", d.id))?;
-    remove_range!(txn, RETENTION, (num, 0), (num, u32::MAX), &mut all);
-    remove_range!(txn, SENSOR_LABELS, (num, 0), (num, u32::MAX), &mut all);
-    for (ch, sensor) in memberships {
-        txn.open_table(CHANNEL_MEMBERS)?
-            .remove((*ch, num, *sensor))?;
-        crate::channel_labels::remove(&txn, (*ch, num, *sensor))?;
-    }
-    for a in alerts {
-        ALERTS.open(&txn)?.remove(a.rec.name.as_str())?;
-        crate::alerts::remove_state(&txn, a.rec.id)?;
-    }
-    crate::alerts::remove_device_states(&txn, &channel_alert_ids(app), num)?;
-    txn.commit()?;
+    let inbox_rows = app.store.write(|txn| {
+        DEVICES.open(txn)?.remove(d.id.as_str())?;
+        txn.open_table(DELETED_DEVICES)?
+            .insert(num, timefmt::now_micros())?;
+        let inbox_rows = crate::inbox::remove_device(txn, num, inbox_of, &below)?;
+        let mut all = usize::MAX;
+        remove_range!(txn, COMMANDS, (num, 0), (num, u64::MAX), &mut all);
+        txn.open_table(COMMAND_META)?.remove(num)?;
+        remove_grants(txn, KIND_DEVICE, num)?;
+        remove_grants_to(txn, &format!("device:{}", d.id))?;
+        remove_range!(txn, RETENTION, (num, 0), (num, u32::MAX), &mut all);
+        remove_range!(txn, SENSOR_LABELS, (num, 0), (num, u32::MAX), &mut all);
+        for (ch, sensor) in memberships {
+            txn.open_table(CHANNEL_MEMBERS)?
+                .remove((*ch, num, *sensor))?;
+            crate::channel_labels::remove(txn, (*ch, num, *sensor))?;
+        }
+        for a in alerts {
+            ALERTS.open(txn)?.remove(a.rec.name.as_str())?;
+            crate::alerts::remove_state(txn, a.rec.id)?;
+        }
+        crate::alerts::remove_device_states(txn, &channel_alert_ids(app), num)?;
+        Ok::<_, StoreError>(inbox_rows)
+    })?;
     Ok(inbox_rows)
 }
 
@@ -292,37 +291,42 @@ pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> 
     let members = app.catalog.members_of(ch.num);
     let num = ch.num;
     let watching = app.catalog.alerts_on_channel(num);
-    let txn = app.store.db()?.begin_write()?;
-    CHANNELS.open(&txn)?.remove(ch.name.as_str())?;
-    for a in &watching {
-        ALERTS.open(&txn)?.remove(a.rec.name.as_str())?;
-        crate::alerts::remove_state(&txn, a.rec.id)?;
-    }
-    for (dev, sensor) in &members {
-        txn.open_table(CHANNEL_MEMBERS)?
-            .remove((num, *dev, *sensor))?;
-    }
-    let mut labels = usize::MAX;
-    remove_range!(
-        txn,
-        CHANNEL_LABELS,
-        (num, 0, 0),
-        (num, u32::MAX, u32::MAX),
-        &mut labels
-    );
-    remove_grants(&txn, KIND_CHANNEL, num)?;
-    let mut all = usize::MAX;
-    remove_range!(txn, CHANNEL_ITEMS, (num, 0), (num, u64::MAX), &mut all);
-    txn.open_table(CHANNEL_META)?.remove(num)?;
-    let items = (usize::MAX - all) as u64;
-    app.catalog.remove_channel(num);
-    if let Err(e) = txn.commit() {
-        app.catalog.put_channel(ch.clone());
-        for (dev, sensor) in &members {
-            app.catalog.add_member(num, *dev, *sensor);
+    let res = app.store.write(|txn| {
+        CHANNELS.open(txn)?.remove(ch.name.as_str())?;
+        for a in &watching {
+            ALERTS.open(txn)?.remove(a.rec.name.as_str())?;
+            crate::alerts::remove_state(txn, a.rec.id)?;
         }
-        return Err(e.into());
-    }
+        for (dev, sensor) in &members {
+            txn.open_table(CHANNEL_MEMBERS)?
+                .remove((num, *dev, *sensor))?;
+        }
+        let mut labels = usize::MAX;
+        remove_range!(
+            txn,
+            CHANNEL_LABELS,
+            (num, 0, 0),
+            (num, u32::MAX, u32::MAX),
+            &mut labels
+        );
+        remove_grants(txn, KIND_CHANNEL, num)?;
+        let mut all = usize::MAX;
+        remove_range!(txn, CHANNEL_ITEMS, (num, 0), (num, u64::MAX), &mut all);
+        txn.open_table(CHANNEL_META)?.remove(num)?;
+        let items = (usize::MAX - all) as u64;
+        app.catalog.remove_channel(num);
+        Ok::<_, StoreError>(items)
+    });
+    let items = match res {
+        Ok(items) => items,
+        Err(e) => {
+            app.catalog.put_channel(ch.clone());
+            for (dev, sensor) in &members {
+                app.catalog.add_member(num, *dev, *sensor);
+            }
+            return Err(e);
+        }
+    };
     for a in &watching {
         app.catalog.remove_alert(&a.rec.name);
     }
@@ -480,20 +484,22 @@ fn owned(app: &App, name: &str, cascade: bool) -> Result<Owned, WireError> {
 
 /// One alert (as `DELETE /v1/alerts/NAME` does): record and state.
 fn remove_alert(app: &App, a: &crate::catalog::AlertEntry) -> Result<(), StoreError> {
-    let txn = app.store.db()?.begin_write()?;
-    ALERTS.open(&txn)?.remove(a.rec.name.as_str())?;
-    crate::alerts::remove_state(&txn, a.rec.id)?;
-    txn.commit()?;
+    app.store.write(|txn| {
+        ALERTS.open(txn)?.remove(a.rec.name.as_str())?;
+        crate::alerts::remove_state(txn, a.rec.id)?;
+        Ok::<_, StoreError>(())
+    })?;
     app.catalog.remove_alert(&a.rec.name);
     Ok(())
 }
 
 /// The user's record, the grants to them, their presence notices.
 fn remove_user_rows(app: &App, name: &str) -> Result<(), StoreError> {
-    let txn = app.store.db()?.begin_write()?;
-    USERS.open(&txn)?.remove(name)?;
-    txn.open_table(PRESENCE_NOTIFY)?.remove(name)?;
-    remove_grants_to(&txn, &format!("user:{name}"))?;
-    txn.commit()?;
+    app.store.write(|txn| {
+        USERS.open(txn)?.remove(name)?;
+        txn.open_table(PRESENCE_NOTIFY)?.remove(name)?;
+        remove_grants_to(txn, &format!("user:{name}"))?;
+        Ok::<_, StoreError>(())
+    })?;
     Ok(())
 }

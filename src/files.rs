@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use redb::ReadableDatabase;
 use sha2::{Digest as _, Sha256};
 
 use crate::codec::timefmt;
@@ -105,23 +104,24 @@ impl Files {
     pub fn open(dir: PathBuf, store: &Store) -> Result<Files, StoreError> {
         fs::create_dir_all(&dir).map_err(io_err)?;
         let mut index = BTreeMap::new();
-        let txn = store.db()?.begin_read()?;
-        for row in FILES.read(&txn)?.iter()? {
-            let (_, f) = row?;
-            index.insert(f.name.clone(), Arc::new(f));
-        }
-        let used: HashSet<String> = index.values().map(|f| hex(&f.sha256)).collect();
-        for e in fs::read_dir(&dir).map_err(io_err)? {
-            let e = e.map_err(io_err)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") || (is_blob_name(&name) && !used.contains(&name)) {
-                let _ = fs::remove_file(e.path());
+        store.read(|txn| {
+            for row in FILES.read(txn)?.iter()? {
+                let (_, f) = row?;
+                index.insert(f.name.clone(), Arc::new(f));
             }
-        }
-        Ok(Files {
-            dir,
-            index: RwLock::new(index),
-            lock: Mutex::new(()),
+            let used: HashSet<String> = index.values().map(|f| hex(&f.sha256)).collect();
+            for e in fs::read_dir(&dir).map_err(io_err)? {
+                let e = e.map_err(io_err)?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") || (is_blob_name(&name) && !used.contains(&name)) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+            Ok(Files {
+                dir,
+                index: RwLock::new(index),
+                lock: Mutex::new(()),
+            })
         })
     }
 
@@ -184,8 +184,7 @@ impl Files {
             return Err(io_err(e).into());
         }
         let updated = timefmt::now_micros();
-        let txn = store.db()?.begin_write()?;
-        let rec = {
+        let rec = store.write(|txn| {
             let rec = match &old {
                 Some(o) => FileRecord {
                     size: done.size,
@@ -194,7 +193,7 @@ impl Files {
                     ..(**o).clone()
                 },
                 None => FileRecord {
-                    num: Store::next_number(&txn, "next_file")?,
+                    num: Store::next_number(txn, "next_file")?,
                     name: name.to_string(),
                     owner: owner.to_string(),
                     size: done.size,
@@ -204,10 +203,9 @@ impl Files {
                     prev_password: None,
                 },
             };
-            FILES.open(&txn)?.insert(name, &rec)?;
-            rec
-        };
-        txn.commit().map_err(StoreError::from)?;
+            FILES.open(txn)?.insert(name, &rec)?;
+            Ok::<_, StoreError>(rec)
+        })?;
         self.index
             .write()
             .insert(name.to_string(), Arc::new(rec.clone()));
@@ -226,9 +224,10 @@ impl Files {
         let Some(old) = self.get(name) else {
             return Ok(false);
         };
-        let txn = store.db()?.begin_write()?;
-        FILES.open(&txn)?.remove(name)?;
-        txn.commit()?;
+        store.write(|txn| {
+            FILES.open(txn)?.remove(name)?;
+            Ok::<_, StoreError>(())
+        })?;
         self.index.write().remove(name);
         self.forget_blob(&old.sha256);
         Ok(true)
@@ -248,9 +247,10 @@ impl Files {
             password: Some(crate::auth::hash_token(&password)),
             ..(*old).clone()
         };
-        let txn = store.db()?.begin_write()?;
-        FILES.open(&txn)?.insert(name, &rec)?;
-        txn.commit()?;
+        store.write(|txn| {
+            FILES.open(txn)?.insert(name, &rec)?;
+            Ok::<_, StoreError>(())
+        })?;
         self.index.write().insert(name.to_string(), Arc::new(rec));
         Ok(Some(password))
     }

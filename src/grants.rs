@@ -16,15 +16,14 @@ pub fn change(
     to: &str,
     level: Option<Level>,
 ) -> Result<(), StoreError> {
-    let txn = store.db()?.begin_write()?;
-    {
+    store.write(|txn| {
         let mut t = txn.open_table(GRANTS)?;
         match level {
             Some(l) => t.insert((kind, num, to), l as u8)?,
             None => t.remove((kind, num, to))?,
         };
-    }
-    txn.commit()?;
+        Ok::<_, StoreError>(())
+    })?;
     match level {
         Some(l) => directory.put_grant(kind, num, to, l),
         None => directory.remove_grant(kind, num, to),

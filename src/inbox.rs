@@ -15,8 +15,6 @@
 
 pub mod send;
 
-use redb::{ReadableDatabase, ReadableTable};
-
 use crate::codec::names::write_csv_text;
 use crate::codec::{timefmt, Micros};
 use crate::store::typed::record;
@@ -403,23 +401,28 @@ pub fn remove<'t>(
 }
 
 /// Pending count and the first `limit` rows, oldest first.
-pub fn pending(db: &redb::Database, device: u32, limit: usize) -> Result<Pending, StoreError> {
-    pending_in(&db.begin_read()?, device, limit)
+pub fn pending(
+    store: &crate::store::Store,
+    device: u32,
+    limit: usize,
+) -> Result<Pending, StoreError> {
+    store.read(|txn| pending_in(txn, device, limit))
 }
 
 /// Over every inbox: `(rows pending, inboxes with rows, inboxes holding
 /// at least `full` rows)`. One scan of `inbox_meta`; blocking.
-pub fn totals(db: &redb::Database, full: u64) -> Result<(u64, u64, u64), StoreError> {
-    let txn = db.begin_read()?;
-    let meta = txn.open_table(INBOX_META)?;
-    let (mut rows, mut pending, mut at_max) = (0, 0, 0);
-    for r in meta.iter()? {
-        let n = r?.1.value().1;
-        rows += n;
-        pending += u64::from(n > 0);
-        at_max += u64::from(n >= full && full > 0);
-    }
-    Ok((rows, pending, at_max))
+pub fn totals(store: &crate::store::Store, full: u64) -> Result<(u64, u64, u64), StoreError> {
+    store.read(|txn| {
+        let meta = txn.open_table(INBOX_META)?;
+        let (mut rows, mut pending, mut at_max) = (0, 0, 0);
+        for r in meta.iter()? {
+            let n = r?.1.value().1;
+            rows += n;
+            pending += u64::from(n > 0);
+            at_max += u64::from(n >= full && full > 0);
+        }
+        Ok((rows, pending, at_max))
+    })
 }
 
 /// Pending count and rows (oldest first) of one inbox.

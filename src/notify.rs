@@ -10,8 +10,6 @@
 //! trimmed to the channel's retention — and says where it went, in the
 //! words the event listings show ([`Delivery::describe`]).
 
-use redb::ReadableDatabase;
-
 use crate::auth::Directory;
 use crate::channels;
 use crate::inbox::{self, Pushed};
@@ -122,12 +120,13 @@ pub fn deliver<'t>(
 /// (`presence_notify`, read by `presence::store` when a change is
 /// stored). Blocking.
 pub fn presence_choice(store: &Store, user: &str) -> Result<(String, String), StoreError> {
-    let txn = store.db()?.begin_read()?;
-    let t = txn.open_table(PRESENCE_NOTIFY)?;
-    let v = t
-        .get(user)?
-        .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
-    Ok(v.unwrap_or_default())
+    store.read(|txn| {
+        let t = txn.open_table(PRESENCE_NOTIFY)?;
+        let v = t
+            .get(user)?
+            .map(|g| (g.value().0.to_string(), g.value().1.to_string()));
+        Ok(v.unwrap_or_default())
+    })
 }
 
 /// Set where `user` is told about presence changes: a device's inbox
@@ -139,16 +138,17 @@ pub fn set_presence_choice(
     device: &str,
     channel: &str,
 ) -> Result<(), StoreError> {
-    let txn = store.db()?.begin_write()?;
-    {
-        let mut t = txn.open_table(PRESENCE_NOTIFY)?;
-        if device.is_empty() && channel.is_empty() {
-            t.remove(user)?;
-        } else {
-            t.insert(user, (device, channel))?;
+    store.write(|txn| {
+        {
+            let mut t = txn.open_table(PRESENCE_NOTIFY)?;
+            if device.is_empty() && channel.is_empty() {
+                t.remove(user)?;
+            } else {
+                t.insert(user, (device, channel))?;
+            }
         }
-    }
-    txn.commit()?;
+        Ok::<_, StoreError>(())
+    })?;
     Ok(())
 }
 

@@ -110,19 +110,27 @@ fn copy<K: Key + 'static, V: Value + 'static>(
 /// Every table of the snapshot as `(name, rows, SHA-256 of its keys and
 /// values as stored)`, in `every_table!` order: two files with the same
 /// fingerprint hold the same rows byte for byte (`overlord export-store`
-/// round trips are checked with it). Blocking; reads everything.
-pub fn fingerprint(src: &ReadTransaction) -> Result<Vec<(String, u64, [u8; 32])>, StoreError> {
+/// round trips are checked with it), on either store (a PostgreSQL
+/// store's fingerprint equals the redb file's when they hold the same
+/// rows). Blocking; reads everything.
+pub fn fingerprint<'t>(
+    src: impl Into<store::Tx<'t>>,
+) -> Result<Vec<(String, u64, [u8; 32])>, StoreError> {
     use sha2::{Digest, Sha256};
-    fn one<K: Key + 'static, V: Value + 'static>(
-        src: &ReadTransaction,
+    fn one<K: Key + crate::pg::mirror::Cols, V: crate::pg::mirror::Cols>(
+        src: store::Tx<'_>,
         def: TableDefinition<K, V>,
     ) -> Result<(String, u64, [u8; 32]), StoreError> {
         let mut sha = Sha256::new();
         let mut rows = 0;
-        let table = match src.open_table(def) {
-            Ok(t) => Some(t),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
+        let table = match src {
+            // An old file may lack a table: no rows.
+            store::Tx::Read(r) => match r.open_table(def) {
+                Ok(t) => Some(store::Table::Read(t)),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+            other => Some(other.open_table(def)?),
         };
         if let Some(t) = table {
             for row in t.iter()? {
@@ -139,6 +147,7 @@ pub fn fingerprint(src: &ReadTransaction) -> Result<Vec<(String, u64, [u8; 32])>
         }
         Ok((def.name().to_string(), rows, sha.finalize().into()))
     }
+    let src = src.into();
     let mut out = Vec::new();
     macro_rules! each {
         ($($t:ident),*) => {$(

@@ -40,7 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use redb::{ReadableDatabase, ReadableTable};
 
 use crate::clock::Clock;
 use crate::codec::{Micros, SensorId};
@@ -90,14 +89,15 @@ impl Retention {
 
     /// Load the stored overrides. Blocking.
     pub fn load(store: &Store) -> Result<Overrides, StoreError> {
-        let txn = store.db()?.begin_read()?;
-        let t = txn.open_table(RETENTION)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            out.push((k.value(), v.value()));
-        }
-        Ok(out)
+        store.read(|txn| {
+            let t = txn.open_table(RETENTION)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Days to keep readings of `(device, sensor code)`; 0: forever.
@@ -165,19 +165,20 @@ impl Retention {
         days: Option<u32>,
     ) -> Result<(), StoreError> {
         let key = (device, sensor.map_or(0, SensorId::code));
-        let txn = store.db()?.begin_write()?;
-        {
-            let mut t = txn.open_table(RETENTION)?;
-            match days {
-                Some(d) => {
-                    t.insert(key, d)?;
-                }
-                None => {
-                    t.remove(key)?;
+        store.write(|txn| {
+            {
+                let mut t = txn.open_table(RETENTION)?;
+                match days {
+                    Some(d) => {
+                        t.insert(key, d)?;
+                    }
+                    None => {
+                        t.remove(key)?;
+                    }
                 }
             }
-        }
-        txn.commit()?;
+            Ok::<_, StoreError>(())
+        })?;
         let mut o = self.overrides.write();
         match days {
             Some(d) => o.insert(key, d),

@@ -28,7 +28,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redb::ReadableDatabase;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::rustls;
 
@@ -36,7 +35,7 @@ use crate::catalog::Catalog;
 use crate::codec::{timefmt, Micros};
 use crate::config::NotifyConfig;
 use crate::outbox::{self, Attempt, Outcome, Pending};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::targets::Kind;
 
 /// How often the outbox is scanned without a wake-up.
@@ -130,8 +129,7 @@ async fn scan_loop(shared: Arc<Shared>, wake: Arc<Notify>, mut stop: watch::Rece
     loop {
         let s = shared.clone();
         let waiting = crate::blocking::run("outbox scan", move || {
-            let txn = s.store.db()?.begin_read()?;
-            outbox::waiting_targets(&txn)
+            s.store.read(|txn| outbox::waiting_targets(txn))
         })
         .await;
         match waiting {
@@ -158,8 +156,7 @@ async fn drain(shared: Arc<Shared>, id: u32) {
     loop {
         let s = shared.clone();
         let head = crate::blocking::run("outbox read", move || {
-            let txn = s.store.db()?.begin_read()?;
-            outbox::head(&txn, id)
+            s.store.read(|txn| outbox::head(txn, id))
         })
         .await;
         let p = match head {
@@ -266,10 +263,8 @@ async fn record(shared: &Arc<Shared>, id: u32, a: Attempt) {
         let s = shared.clone();
         let a2 = a.clone();
         let done = crate::blocking::run("outbox finish", move || {
-            let txn = s.store.db()?.begin_write()?;
-            outbox::finish(&txn, id, &a2, s.config.history_kept)?;
-            txn.commit()?;
-            Ok::<_, StoreError>(())
+            s.store
+                .write(|txn| outbox::finish(txn, id, &a2, s.config.history_kept))
         })
         .await;
         match done {

@@ -183,13 +183,14 @@ pub fn describe(
     sensor: SensorId,
     given: &[(String, String)],
 ) -> Result<Labels, StoreError> {
-    let txn = store.db()?.begin_write()?;
-    let mut labels = get_in(&txn, dev, sensor)?;
-    for (k, v) in given {
-        let _ = labels.set(k, v);
-    }
-    put(&txn, dev, sensor, &labels)?;
-    txn.commit()?;
+    let labels = store.write(|txn| {
+        let mut labels = get_in(txn, dev, sensor)?;
+        for (k, v) in given {
+            let _ = labels.set(k, v);
+        }
+        put(txn, dev, sensor, &labels)?;
+        Ok::<_, StoreError>(labels)
+    })?;
     Ok(labels)
 }
 

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use redb::ReadableTable;
 
 use crate::codec::Micros;
 use crate::error::WireError;
@@ -297,37 +296,38 @@ fn insert_new(
     mut rec: TargetRecord,
     presence: bool,
 ) -> Result<Option<TargetRecord>, StoreError> {
-    let txn = store.db()?.begin_write()?;
-    {
-        let mut t = RECORDS.open(&txn)?;
-        if t.contains(rec.name.as_str())? {
-            return Ok(None);
+    store.write(|txn| {
+        {
+            let mut t = RECORDS.open(txn)?;
+            if t.contains(rec.name.as_str())? {
+                return Ok(None);
+            }
+            rec.id = Store::next_number(txn, "next_target")?;
+            t.insert(rec.name.as_str(), &rec)?;
         }
-        rec.id = Store::next_number(&txn, "next_target")?;
-        t.insert(rec.name.as_str(), &rec)?;
-    }
-    if presence {
-        txn.open_table(PRESENCE_TARGETS)?
-            .insert(rec.owner.as_str(), rec.id)?;
-    }
-    txn.commit()?;
-    Ok(Some(rec))
+        if presence {
+            txn.open_table(PRESENCE_TARGETS)?
+                .insert(rec.owner.as_str(), rec.id)?;
+        }
+        Ok(Some(rec.clone()))
+    })
 }
 
 /// Delete target `t`: the record, its owner's presence choice when it is
 /// this one, its waiting notifications (they are not sent), history and
 /// dead letters, in one transaction; then forget it. Blocking.
 pub fn delete(store: &Store, targets: &Targets, t: &TargetRecord) -> Result<(), StoreError> {
-    let txn = store.db()?.begin_write()?;
-    RECORDS.open(&txn)?.remove(t.name.as_str())?;
-    {
-        let mut p = txn.open_table(PRESENCE_TARGETS)?;
-        if p.get(t.owner.as_str())?.is_some_and(|g| g.value() == t.id) {
-            p.remove(t.owner.as_str())?;
+    store.write(|txn| {
+        RECORDS.open(txn)?.remove(t.name.as_str())?;
+        {
+            let mut p = txn.open_table(PRESENCE_TARGETS)?;
+            if p.get(t.owner.as_str())?.is_some_and(|g| g.value() == t.id) {
+                p.remove(t.owner.as_str())?;
+            }
         }
-    }
-    crate::outbox::remove_target(&txn, t.id)?;
-    txn.commit()?;
+        crate::outbox::remove_target(txn, t.id)?;
+        Ok::<_, StoreError>(())
+    })?;
     targets.remove(&t.name);
     Ok(())
 }
@@ -350,14 +350,8 @@ pub fn queue_test(
         value: String::new(),
         text: format!("test notification for {}", t.name),
     };
-    let queued = (|| {
-        let txn = store.db()?.begin_write()?;
-        let id = crate::outbox::push(&txn, t, &note, now, targets.max_waiting())?;
-        if id.is_some() {
-            txn.commit()?;
-        }
-        Ok::<_, StoreError>(id)
-    })()?;
+    let queued =
+        store.write(|txn| crate::outbox::push(txn, t, &note, now, targets.max_waiting()))?;
     queued.ok_or_else(|| TargetError::Full(t.name.clone()))
 }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableDatabase;
 
 use crate::alerts::EVENTS_HEADER;
 use crate::app::App;
@@ -298,16 +297,17 @@ pub async fn events(
     let app2 = app.clone();
     let id = a.rec.id;
     let rows = crate::blocking::wire("read failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
-        let t = crate::alerts::EVENTS.read(&txn)?;
-        let mut rows = Vec::new();
-        if after < u64::MAX {
-            for r in t.range((id, after + 1)..=(id, u64::MAX))?.take(limit) {
-                let (k, ev) = r?;
-                rows.push((k.value().1, ev));
+        app2.store.read(|txn| {
+            let t = crate::alerts::EVENTS.read(txn)?;
+            let mut rows = Vec::new();
+            if after < u64::MAX {
+                for r in t.range((id, after + 1)..=(id, u64::MAX))?.take(limit) {
+                    let (k, ev) = r?;
+                    rows.push((k.value().1, ev));
+                }
             }
-        }
-        Ok::<_, StoreError>(rows)
+            Ok::<_, StoreError>(rows)
+        })
     })
     .await?;
     let mut out = String::from(EVENTS_HEADER);
@@ -331,16 +331,17 @@ pub async fn dead_letters(app: &Arc<App>, req: Request<Incoming>) -> Result<Repl
         .authorize(&who, Action::ViewDeadLetters, Resource::None)?;
     let app2 = app.clone();
     let out = crate::blocking::wire("read failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
-        let t = crate::dead_letters::LETTERS.read(&txn)?;
-        let mut out = String::from("seq,reason\n");
-        for r in t.iter()? {
-            let (k, reasons) = r?;
-            out.push_str(&format!("{},", k.value()));
-            write_csv_text(&reasons.0, &mut out);
-            out.push('\n');
-        }
-        Ok::<_, StoreError>(out)
+        app2.store.read(|txn| {
+            let t = crate::dead_letters::LETTERS.read(txn)?;
+            let mut out = String::from("seq,reason\n");
+            for r in t.iter()? {
+                let (k, reasons) = r?;
+                out.push_str(&format!("{},", k.value()));
+                write_csv_text(&reasons.0, &mut out);
+                out.push('\n');
+            }
+            Ok::<_, StoreError>(out)
+        })
     })
     .await?;
     Ok(Reply::csv(out))

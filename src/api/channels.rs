@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableDatabase;
 
 use crate::api::inbox::{deliver_with, row_from};
 use crate::app::App;
@@ -97,7 +96,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
     let out = crate::blocking::wire("list failed", move || {
         let mut out = String::from(LIST_HEADER);
         for c in &visible {
-            let (first, next) = channels::bounds(&*app2.store.db()?, c.num)?;
+            let (first, next) = channels::bounds(&app2.store, c.num)?;
             let members = app2.catalog.members_of(c.num).len();
             out.push_str(&format!(
                 "{},{},{},{first},{next},{members},",
@@ -127,7 +126,7 @@ pub async fn members(
     let app2 = app.clone();
     let num = ch.num;
     let labels = crate::blocking::wire("read failed", move || {
-        channel_labels::of_channel(&app2.store.db()?.begin_read()?, num)
+        app2.store.read(|txn| channel_labels::of_channel(txn, num))
     })
     .await?;
     let mut out = String::from("device,sensor,label\n");
@@ -296,7 +295,7 @@ async fn first_after(app: &Arc<App>, form: &Form, num: u32) -> Result<u64, WireE
             })?;
             let app2 = app.clone();
             crate::blocking::wire("read failed", move || {
-                channels::after_for_since(&*app2.store.db()?, num, since)
+                channels::after_for_since(&app2.store, num, since)
             })
             .await
         }
@@ -322,7 +321,7 @@ async fn wait_for_items(
         events.borrow_and_update();
         let app2 = app.clone();
         let got = crate::blocking::wire("read failed", move || {
-            channels::read_after(&*app2.store.db()?, num, after, limit)
+            channels::read_after(&app2.store, num, after, limit)
         })
         .await?;
         let left = deadline.saturating_duration_since(Instant::now());

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableDatabase;
 
 use crate::app::App;
 use crate::auth::{authenticate, visible, Action, Principal, Resource};
@@ -95,8 +94,8 @@ pub async fn history(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result
     let (inbox_of, below) = inbox::route(&app.directory, d.num);
     let app2 = app.clone();
     let rows = crate::blocking::wire("history read failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
-        commands::history(&txn, inbox_of, &below, limit)
+        app2.store
+            .read(|txn| commands::history(txn, inbox_of, &below, limit))
     })
     .await?;
     let mut out = String::from(commands::HEADER);

@@ -427,7 +427,7 @@ pub async fn presence_events(app: &Arc<App>, req: Request<Incoming>) -> Result<R
     };
     let app2 = app.clone();
     let events = crate::blocking::wire("read failed", move || {
-        presence::read_events(&*app2.store.db()?, after, since, limit.saturating_mul(4))
+        presence::read_events(&app2.store, after, since, limit.saturating_mul(4))
     })
     .await?;
     let mut out = String::from(presence::EVENTS_HEADER);

@@ -65,7 +65,7 @@ async fn list_rows(
         limit
     };
     let (_, mut rows) = crate::blocking::wire("inbox read failed", move || {
-        inbox::pending(&*app2.store.db()?, device, read)
+        inbox::pending(&app2.store, device, read)
     })
     .await?;
     if let Some(b) = &below {

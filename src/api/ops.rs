@@ -31,7 +31,7 @@ pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
     let text = crate::blocking::wire("metrics failed", move || {
         let devices = app2.presence.state_counts();
         let (inbox_rows, inboxes_pending, inboxes_full) =
-            crate::inbox::totals(&*app2.store.db()?, app2.config.limits.max_inbox)?;
+            crate::inbox::totals(&app2.store, app2.config.limits.max_inbox)?;
         let snap = Snapshot {
             routes: super::endpoint_names(),
             devices,

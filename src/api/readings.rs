@@ -207,17 +207,13 @@ async fn query_reply(
 ) -> Result<Reply, WireError> {
     if let Some(bq) = bq {
         let db_app = app.clone();
-        let text = crate::blocking::wire("query failed", move || {
-            read_buckets(&*db_app.store.db()?, &bq)
-        })
-        .await?;
+        let text =
+            crate::blocking::wire("query failed", move || read_buckets(&db_app.store, &bq)).await?;
         return Ok(Reply::csv(text));
     }
     let db_app = app.clone();
-    let result = crate::blocking::wire("query failed", move || {
-        read_series(&*db_app.store.db()?, &q)
-    })
-    .await?;
+    let result =
+        crate::blocking::wire("query failed", move || read_series(&db_app.store, &q)).await?;
     Ok(series_reply(result))
 }
 
@@ -253,7 +249,7 @@ pub async fn aggregates(
     }
     let db_app = app.clone();
     let result = crate::blocking::wire("query failed", move || {
-        crate::store::aggregates::read_aggregates(&*db_app.store.db()?, &q)
+        crate::store::aggregates::read_aggregates(&db_app.store, &q)
     })
     .await?;
     let reply = series_reply(result);

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableDatabase;
 
 use crate::app::App;
 use crate::auth::{authenticate, visible, Action, Principal};
@@ -70,10 +69,9 @@ pub async fn latest(app: &Arc<App>, req: Request<Incoming>, id: &str) -> Result<
     let db_app = app.clone();
     let num = d.num;
     let (rows, labels) = crate::blocking::wire("query failed", move || {
-        let db = db_app.store.db()?;
-        let rows = crate::store::query::latest(&db, num)?;
+        let rows = crate::store::query::latest(&db_app.store, num)?;
         let labels = if with_labels {
-            sensors::of_device(&db.begin_read()?, num)?
+            db_app.store.read(|txn| sensors::of_device(txn, num))?
         } else {
             Vec::new()
         };
@@ -244,7 +242,7 @@ pub async fn labelled_query(
     };
     let (app2, num) = (app.clone(), d.num);
     let labels = crate::blocking::wire("labels failed", move || {
-        sensors::of_device(&app2.store.db()?.begin_read()?, num)
+        app2.store.read(|txn| sensors::of_device(txn, num))
     })
     .await?;
     let body = std::str::from_utf8(&reply.body).unwrap_or("");

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use redb::ReadableDatabase;
 
 use crate::app::App;
 use crate::auth::{valid_id, visible, Action, Principal, Resource};
@@ -175,33 +174,34 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Result<Reply, WireE
         .collect();
     let app2 = app.clone();
     crate::blocking::wire("target operation failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
-        let presence = txn.open_table(PRESENCE_TARGETS)?;
-        let mut out = String::from(LIST_HEADER);
-        for t in &mine {
-            let waiting = outbox::waiting(&txn, t.id)?;
-            let told = presence
-                .get(t.owner.as_str())?
-                .is_some_and(|g| g.value() == t.id);
-            for (i, f) in [&t.name, &t.owner, t.kind.as_str(), &t.to, t.format.as_str()]
-                .iter()
-                .enumerate()
-            {
-                if i > 0 {
-                    out.push(',');
+        app2.store.read(|txn| {
+            let presence = txn.open_table(PRESENCE_TARGETS)?;
+            let mut out = String::from(LIST_HEADER);
+            for t in &mine {
+                let waiting = outbox::waiting(txn, t.id)?;
+                let told = presence
+                    .get(t.owner.as_str())?
+                    .is_some_and(|g| g.value() == t.id);
+                for (i, f) in [&t.name, &t.owner, t.kind.as_str(), &t.to, t.format.as_str()]
+                    .iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_csv_text(f, &mut out);
                 }
-                write_csv_text(f, &mut out);
+                let yes = |b: bool| if b { "yes" } else { "no" };
+                out.push_str(&format!(
+                    ",{},{},{waiting},",
+                    yes(!t.secret.is_empty()),
+                    yes(told)
+                ));
+                timefmt::write_time(t.created, &mut out);
+                out.push('\n');
             }
-            let yes = |b: bool| if b { "yes" } else { "no" };
-            out.push_str(&format!(
-                ",{},{},{waiting},",
-                yes(!t.secret.is_empty()),
-                yes(told)
-            ));
-            timefmt::write_time(t.created, &mut out);
-            out.push('\n');
-        }
-        Ok::<_, StoreError>(Reply::csv(out))
+            Ok::<_, StoreError>(Reply::csv(out))
+        })
     })
     .await
 }
@@ -256,12 +256,13 @@ pub async fn deliveries(
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     crate::blocking::wire("target operation failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
-        let mut out = String::from(HISTORY_HEADER);
-        for (n, a) in outbox::history(&txn, t.id, after, limit)? {
-            a.write_csv(n, &mut out);
-        }
-        Ok::<_, StoreError>(Reply::csv(out))
+        app2.store.read(|txn| {
+            let mut out = String::from(HISTORY_HEADER);
+            for (n, a) in outbox::history(txn, t.id, after, limit)? {
+                a.write_csv(n, &mut out);
+            }
+            Ok::<_, StoreError>(Reply::csv(out))
+        })
     })
     .await
 }
@@ -279,19 +280,20 @@ pub async fn dead_letters(
     let limit = super::history_limit(app, &form)?;
     let app2 = app.clone();
     crate::blocking::wire("target operation failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
-        let mut out = String::from("event,time,error,body\n");
-        for (n, time, error, body) in outbox::dead(&txn, t.id, limit)? {
-            out.push_str(&outbox::event_id(n));
-            out.push(',');
-            timefmt::write_time(time, &mut out);
-            out.push(',');
-            write_csv_text(&error, &mut out);
-            out.push(',');
-            write_csv_text(&String::from_utf8_lossy(&body), &mut out);
-            out.push('\n');
-        }
-        Ok::<_, StoreError>(Reply::csv(out))
+        app2.store.read(|txn| {
+            let mut out = String::from("event,time,error,body\n");
+            for (n, time, error, body) in outbox::dead(txn, t.id, limit)? {
+                out.push_str(&outbox::event_id(n));
+                out.push(',');
+                timefmt::write_time(time, &mut out);
+                out.push(',');
+                write_csv_text(&error, &mut out);
+                out.push(',');
+                write_csv_text(&String::from_utf8_lossy(&body), &mut out);
+                out.push('\n');
+            }
+            Ok::<_, StoreError>(Reply::csv(out))
+        })
     })
     .await
 }

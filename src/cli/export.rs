@@ -112,10 +112,7 @@ fn write_pages(
     let mut first = true;
     let mut rows = 0u64;
     loop {
-        let page = store
-            .db()
-            .and_then(|db| read_series(&db, &q))
-            .map_err(|e| e.to_string())?;
+        let page = read_series(store, &q).map_err(|e| e.to_string())?;
         if first && q.sensors.is_empty() {
             // Columns from the first page's header: later pages use them.
             let header = page.text.lines().next().unwrap_or("time");

@@ -84,40 +84,41 @@ pub fn deliver(
     msg: &Message,
 ) -> Result<Vec<u64>, SendError> {
     let (max, kept) = (at.max_inbox, at.commands_kept);
-    let txn = at.store.db()?.begin_write()?;
-    if let Some((t, note)) = &msg.hook {
-        let waiting = at.catalog.targets().max_waiting();
-        if crate::outbox::push(&txn, t, note, timefmt::now_micros(), waiting)?.is_none() {
-            return Err(SendError::TargetFull(t.name.clone()));
+    let seqs = at.store.write(|txn| {
+        if let Some((t, note)) = &msg.hook {
+            let waiting = at.catalog.targets().max_waiting();
+            if crate::outbox::push(txn, t, note, timefmt::now_micros(), waiting)?.is_none() {
+                return Err(SendError::TargetFull(t.name.clone()));
+            }
         }
-    }
-    let mut seqs = Vec::with_capacity(to.len());
-    for (num, id) in to {
-        let (inbox_of, below) = super::route(at.directory, *num);
-        let routed = Row {
-            device: below,
-            ..msg.row.clone()
-        };
-        match super::push(&txn, inbox_of, std::slice::from_ref(&routed), max)? {
-            Ok(s) => {
-                if routed.kind == super::Kind::Command {
-                    commands::record(&txn, inbox_of, s[0], &routed, msg.expires, kept)?;
+        let mut seqs = Vec::with_capacity(to.len());
+        for (num, id) in to {
+            let (inbox_of, below) = super::route(at.directory, *num);
+            let routed = Row {
+                device: below,
+                ..msg.row.clone()
+            };
+            match super::push(txn, inbox_of, std::slice::from_ref(&routed), max)? {
+                Ok(s) => {
+                    if routed.kind == super::Kind::Command {
+                        commands::record(txn, inbox_of, s[0], &routed, msg.expires, kept)?;
+                    }
+                    seqs.push(s[0]);
                 }
-                seqs.push(s[0]);
-            }
-            Err(Full(len, max)) => {
-                // Dropping the transaction aborts it: nothing is queued
-                // (the ring is a spurious wake-up; it clears the list).
-                at.bells.ring_pending();
-                return Err(SendError::InboxFull {
-                    device: id.clone(),
-                    len,
-                    max,
-                });
+                Err(Full(len, max)) => {
+                    // Dropping the transaction aborts it: nothing is queued
+                    // (the ring is a spurious wake-up; it clears the list).
+                    at.bells.ring_pending();
+                    return Err(SendError::InboxFull {
+                        device: id.clone(),
+                        len,
+                        max,
+                    });
+                }
             }
         }
-    }
-    txn.commit().map_err(StoreError::from)?;
+        Ok(seqs)
+    })?;
     // MQTT inbox subscribers read the new rows.
     at.bells.ring_pending();
     Ok(seqs)
@@ -129,7 +130,7 @@ pub fn deliver(
 /// rows (`commands::read_delivering`: written only then, not on every
 /// poll). Blocking.
 pub fn read(store: &Store, num: u32, limit: usize) -> Result<super::Pending, StoreError> {
-    commands::read_delivering(&*store.db()?, num, limit)
+    commands::read_delivering(store, num, limit)
 }
 
 /// Remove every row of device `num`'s inbox with `seq <= upto`, durably,
@@ -141,10 +142,11 @@ pub fn ack(
     upto: u64,
     result: impl Fn(u64) -> Option<String>,
 ) -> Result<(u64, u64), StoreError> {
-    let txn = store.db()?.begin_write()?;
-    let r = super::ack(&txn, num, upto)?;
-    commands::acknowledge(&txn, num, upto, timefmt::now_micros(), result)?;
-    txn.commit()?;
+    let r = store.write(|txn| {
+        let r = super::ack(txn, num, upto)?;
+        commands::acknowledge(txn, num, upto, timefmt::now_micros(), &result)?;
+        Ok::<_, StoreError>(r)
+    })?;
     Ok(r)
 }
 

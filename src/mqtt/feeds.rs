@@ -86,7 +86,7 @@ pub async fn channel(
     let num = channel.num;
     let app2 = app.clone();
     let start = crate::blocking::run("channel feed bounds", move || {
-        channels::bounds(&*app2.store.db()?, num)
+        channels::bounds(&app2.store, num)
     });
     let mut after = match start.await {
         Ok((_, next)) => next.saturating_sub(1),
@@ -104,7 +104,7 @@ pub async fn channel(
         events.borrow_and_update();
         let app2 = app.clone();
         let read = crate::blocking::run("channel feed read", move || {
-            channels::read_after(&*app2.store.db()?, num, after, CHANNEL_BATCH)
+            channels::read_after(&app2.store, num, after, CHANNEL_BATCH)
         })
         .await;
         let items = match read {

@@ -14,8 +14,6 @@
 //! transaction: state, event and notices together, so a change is told
 //! exactly as often as it is recorded.
 
-use redb::ReadableDatabase;
-
 use super::Change;
 use crate::auth::{Action, Directory};
 use crate::catalog::Catalog;
@@ -112,28 +110,29 @@ impl Event {
 /// Events with index > `after` (or, with `since`, from the first event at
 /// or after that time), at most `limit`, oldest first. Blocking.
 pub fn read_events(
-    db: &redb::Database,
+    store: &crate::store::Store,
     after: u64,
     since: Option<Micros>,
     limit: usize,
 ) -> Result<Vec<(u64, Event)>, StoreError> {
-    let txn = db.begin_read()?;
-    let t = EVENTS.read(&txn)?;
-    let mut out = Vec::new();
-    if limit == 0 || after == u64::MAX {
-        return Ok(out);
-    }
-    for row in t.range(after + 1..)? {
-        let (k, ev) = row?;
-        if since.is_some_and(|s| ev.time < s) {
-            continue;
+    store.read(|txn| {
+        let t = EVENTS.read(txn)?;
+        let mut out = Vec::new();
+        if limit == 0 || after == u64::MAX {
+            return Ok(out);
         }
-        out.push((k.value(), ev));
-        if out.len() >= limit {
-            break;
+        for row in t.range(after + 1..)? {
+            let (k, ev) = row?;
+            if since.is_some_and(|s| ev.time < s) {
+                continue;
+            }
+            out.push((k.value(), ev));
+            if out.len() >= limit {
+                break;
+            }
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 /// Drop the oldest events so at most `keep` remain. Called by the writer

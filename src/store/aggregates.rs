@@ -17,8 +17,6 @@
 //! An `I` sum is exact (i128 cannot overflow with fewer than 2^64
 //! readings); an `N` sum is a float sum.
 
-use redb::ReadableDatabase;
-
 use super::parts::minute;
 use super::query::{SeriesCsv, SeriesQuery};
 use super::typed::record;
@@ -236,57 +234,61 @@ impl Agg {
 /// the sensors, oldest first, empty fields for a sensor without one.
 /// `q.sensors` empty means every `N` and `I` sensor the device has; the
 /// caller has checked that the sensors are `N` or `I`. Blocking.
-pub fn read_aggregates(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
-    let txn = db.begin_read()?;
-    let table = AGGREGATES.read(&txn)?;
-    let sensors = if q.sensors.is_empty() {
-        let mut all = super::query::device_sensors(&txn, q.device)?;
-        all.retain(|s| aggregated(s.kind));
-        all
-    } else {
-        q.sensors.clone()
-    };
-    let from = q.from.max(0);
-    let to = q.to;
-    let want = q.limit.saturating_add(1);
-    // One sorted stream of (minute start, aggregate) per sensor.
-    let mut series: Vec<Vec<(i64, Agg)>> = Vec::with_capacity(sensors.len());
-    for s in &sensors {
-        let mut out = Vec::new();
-        if from <= to {
-            for row in table
-                .range((q.device, s.code(), minute(from))..=(q.device, s.code(), minute(to)))?
-            {
-                let (k, agg) = row?;
-                let t = i64::from(k.value().2) * chunk::MINUTE_US;
-                if t < from || t > to {
-                    continue;
-                }
-                out.push((t, agg));
-                if out.len() >= want {
-                    break;
+pub fn read_aggregates(
+    store: &crate::store::Store,
+    q: &SeriesQuery,
+) -> Result<SeriesCsv, StoreError> {
+    store.read(|txn| {
+        let table = AGGREGATES.read(txn)?;
+        let sensors = if q.sensors.is_empty() {
+            let mut all = super::query::device_sensors(txn, q.device)?;
+            all.retain(|s| aggregated(s.kind));
+            all
+        } else {
+            q.sensors.clone()
+        };
+        let from = q.from.max(0);
+        let to = q.to;
+        let want = q.limit.saturating_add(1);
+        // One sorted stream of (minute start, aggregate) per sensor.
+        let mut series: Vec<Vec<(i64, Agg)>> = Vec::with_capacity(sensors.len());
+        for s in &sensors {
+            let mut out = Vec::new();
+            if from <= to {
+                for row in table
+                    .range((q.device, s.code(), minute(from))..=(q.device, s.code(), minute(to)))?
+                {
+                    let (k, agg) = row?;
+                    let t = i64::from(k.value().2) * chunk::MINUTE_US;
+                    if t < from || t > to {
+                        continue;
+                    }
+                    out.push((t, agg));
+                    if out.len() >= want {
+                        break;
+                    }
                 }
             }
+            series.push(out);
         }
-        series.push(out);
-    }
 
-    let mut text = String::from("time");
-    for s in &sensors {
-        for col in ["count", "min", "max", "mean"] {
-            text.push_str(&format!(",{s}_{col}"));
+        let mut text = String::from("time");
+        for s in &sensors {
+            for col in ["count", "min", "max", "mean"] {
+                text.push_str(&format!(",{s}_{col}"));
+            }
         }
-    }
-    text.push('\n');
-    let (rows, next_from) =
-        super::query::merge_rows(&series, q.limit, &mut text, |a, out| match a {
-            Some(a) => a.write_csv(out),
-            None => out.push_str(",,,"),
-        });
-    Ok(SeriesCsv {
-        text,
-        rows,
-        next_from,
+        text.push('\n');
+        let (rows, next_from) =
+            super::query::merge_rows(&series, q.limit, &mut text, |a, out| match a {
+                Some(a) => a.write_csv(out),
+                None => out.push_str(",,,"),
+            });
+        Ok(SeriesCsv {
+            text,
+            rows,
+            next_from,
+        })
     })
 }
 

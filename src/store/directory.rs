@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTable};
-
 use super::typed::{Record, Records};
 use super::{DeviceRecord, Store, StoreError, UserRecord};
 use super::{DEVICES, GRANTS, LAST_SEEN, META, PRESENCE, USERS};
@@ -13,15 +11,16 @@ use super::{DEVICES, GRANTS, LAST_SEEN, META, PRESENCE, USERS};
 impl Store {
     /// Every stored presence state: `(device, flags, since)`.
     pub fn load_presence(&self) -> Result<Vec<(u32, u8, i64)>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let t = txn.open_table(PRESENCE)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let (flags, since) = v.value();
-            out.push((k.value(), flags, since));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let t = txn.open_table(PRESENCE)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let (flags, since) = v.value();
+                out.push((k.value(), flags, since));
+            }
+            Ok(out)
+        })
     }
 
     /// Every device record.
@@ -36,14 +35,15 @@ impl Store {
 
     /// Last contact per device, as persisted by the digest.
     pub fn load_last_seen(&self) -> Result<Vec<(u32, i64)>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let t = txn.open_table(LAST_SEEN)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            out.push((k.value(), v.value()));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let t = txn.open_table(LAST_SEEN)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Create a device: allocate its number and store the record. Fails
@@ -65,43 +65,37 @@ impl Store {
     pub fn create_devices_with(
         &self,
         mut recs: Vec<DeviceRecord>,
-        then: impl FnOnce(&redb::WriteTransaction, &[DeviceRecord]) -> Result<(), StoreError>,
+        mut then: impl FnMut(super::Tx<'_>, &[DeviceRecord]) -> Result<(), StoreError>,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let txn = self.db()?.begin_write()?;
-        {
-            let mut devices = DEVICES.open(&txn)?;
-            let mut meta = txn.open_table(META)?;
-            let mut next = meta.get("next_device")?.map_or(1, |v| v.value());
-            for rec in &mut recs {
-                if devices.contains(rec.id.as_str())? {
-                    return Err(StoreError::Conflict(format!("device '{}' exists", rec.id)));
+        self.write(|txn| {
+            {
+                let mut devices = DEVICES.open(txn)?;
+                let mut meta = txn.open_table(META)?;
+                let mut next = meta.get("next_device")?.map_or(1, |v| v.value());
+                for rec in &mut recs {
+                    if devices.contains(rec.id.as_str())? {
+                        return Err(StoreError::Conflict(format!("device '{}' exists", rec.id)));
+                    }
+                    rec.num = u32::try_from(next)
+                        .map_err(|_| StoreError::Conflict("device numbers exhausted".into()))?;
+                    next += 1;
+                    devices.insert(rec.id.as_str(), rec)?;
                 }
-                rec.num = u32::try_from(next)
-                    .map_err(|_| StoreError::Conflict("device numbers exhausted".into()))?;
-                next += 1;
-                devices.insert(rec.id.as_str(), rec)?;
+                meta.insert("next_device", next)?;
             }
-            meta.insert("next_device", next)?;
-        }
-        then(&txn, &recs)?;
-        txn.commit()?;
+            then(txn, &recs)
+        })?;
         Ok(recs)
     }
 
     /// Replace a device record (same id and number). Blocking.
     pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
-        let txn = self.db()?.begin_write()?;
-        DEVICES.open(&txn)?.insert(rec.id.as_str(), rec)?;
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| DEVICES.open(txn)?.insert(rec.id.as_str(), rec))
     }
 
     /// Insert or replace a user record. Blocking.
     pub fn put_user(&self, rec: &UserRecord) -> Result<(), StoreError> {
-        let txn = self.db()?.begin_write()?;
-        USERS.open(&txn)?.insert(rec.name.as_str(), rec)?;
-        txn.commit()?;
-        Ok(())
+        self.write(|txn| USERS.open(txn)?.insert(rec.name.as_str(), rec))
     }
 
     /// Allocate the next number of a named counter (starting at 1) in `txn`.
@@ -118,23 +112,25 @@ impl Store {
 
     /// Every record of a table, in key order.
     pub fn load_all<R: Record>(&self, table: Records<R>) -> Result<Vec<R>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let t = table.read(&txn)?;
-        let all = t.iter()?.map(|r| Ok(r?.1)).collect();
-        all
+        self.read(|txn| {
+            let t = table.read(txn)?;
+            let all = t.iter()?.map(|r| Ok(r?.1)).collect();
+            all
+        })
     }
 
     /// Every grant: `(kind, number, grantee, level)`.
     pub fn load_grants(&self) -> Result<Vec<(u8, u32, String, u8)>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let t = txn.open_table(GRANTS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let (kind, num, who) = k.value();
-            out.push((kind, num, who.to_string(), v.value()));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let t = txn.open_table(GRANTS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let (kind, num, who) = k.value();
+                out.push((kind, num, who.to_string(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Size of the data file in bytes.

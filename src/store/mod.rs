@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 
 use error::IN_USE;
 use faults::DiskFaults;
@@ -113,6 +113,10 @@ enum Slot {
     Open(Arc<Db>),
     /// Closed after a failure; the error that kept it from reopening.
     Closed(ClosedBy),
+    /// The store is a PostgreSQL database, not a redb file
+    /// (docs/scale-out.md): transactions go through [`Store::write`] and
+    /// [`Store::read`]; [`Store::db`] has no file to lend.
+    Postgres(Arc<crate::pg::kv::PgKv>),
 }
 
 #[derive(Clone)]
@@ -142,6 +146,70 @@ impl From<&StoreError> for ClosedBy {
 }
 
 impl Store {
+    /// Run `f` in a write transaction and commit it: `Ok` means durable.
+    /// `f` returning an error rolls everything back. The one way a
+    /// management write (everything but the writer thread's rounds) opens
+    /// a transaction, on either store: on PostgreSQL `f` may be run again
+    /// when the database could not serialize it with others
+    /// (docs/scale-out.md (a)), so it must change nothing but the
+    /// transaction before it returns.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut f = f;
+        if let Some(kv) = self.postgres() {
+            return kv.write(|txn| f(Tx::Pg(txn)));
+        }
+        let db = self.db()?;
+        let txn = db.begin_write()?;
+        let out = f(Tx::Write(&txn))?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Run `f` in a read transaction: one snapshot of what was committed.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some(kv) = self.postgres() {
+            let txn = kv.begin_read()?;
+            return f(Tx::Pg(&txn));
+        }
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(StoreError::from)?;
+        f(Tx::Read(&txn))
+    }
+
+    /// A store on PostgreSQL: the schema is created or brought to this
+    /// binary's version first (docs/scale-out.md (f)). At most `sessions`
+    /// connections; a caller waits at most `wait` for one, and a statement
+    /// runs at most that long.
+    pub fn open_postgres(
+        target: crate::pg::Target,
+        sessions: usize,
+        wait: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        let kv = Arc::new(crate::pg::kv::PgKv::new(target, sessions, wait)?);
+        kv.migrate()?;
+        Ok(Store {
+            slot: RwLock::new(Slot::Postgres(kv)),
+            path: PathBuf::new(),
+            faults: None,
+            cache_bytes: 0,
+            damage: Arc::default(),
+        })
+    }
+
+    /// The PostgreSQL database, when the store is one.
+    pub fn postgres(&self) -> Option<Arc<crate::pg::kv::PgKv>> {
+        match &*self.slot.read() {
+            Slot::Postgres(kv) => Some(kv.clone()),
+            _ => None,
+        }
+    }
+
     /// The redb handle, for the writer thread and queries. Fails while the
     /// file is closed after a storage failure it could not be reopened from.
     pub fn db(&self) -> Result<Arc<Db>, StoreError> {
@@ -149,6 +217,9 @@ impl Store {
         match &*self.slot.read() {
             Slot::Open(db) => Ok(db.clone()),
             Slot::Closed(why) => Err(why.error()),
+            Slot::Postgres(_) => Err(StoreError::Io(
+                "this needs the redb data file; the store is PostgreSQL".into(),
+            )),
         }
     }
 
@@ -169,6 +240,7 @@ impl Store {
         match &*self.slot.read() {
             Slot::Closed(_) => true,
             Slot::Open(db) => db.read_only.is_some(),
+            Slot::Postgres(_) => false,
         }
     }
 }

@@ -144,6 +144,10 @@ impl Store {
     /// let go of it. On failure the store stays closed ([`Store::db`] fails)
     /// until a later call succeeds.
     pub fn reopen(&self) -> Result<(), StoreError> {
+        if self.postgres().is_some() {
+            // No file to reopen: a lost session is replaced by the pool.
+            return Ok(());
+        }
         let is_view = matches!(&*self.slot.read(), Slot::Open(db) if db.read_only.is_some());
         if is_view {
             return self.reopen_from_view();

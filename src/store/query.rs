@@ -9,8 +9,6 @@
 //! `(device, sensor, minute(to), max)`; the sensors' sorted streams are
 //! then merged by time.
 
-use redb::ReadableDatabase;
-
 use super::chunks::{self, keys};
 use super::parts::{minute, scan_start};
 use super::{chunk, StoreError, SENSORS};
@@ -61,59 +59,62 @@ pub fn device_sensors<'t>(
 }
 
 /// Run a query against the latest committed state. Blocking.
-pub fn read_series(db: &redb::Database, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
-    let txn = db.begin_read()?;
-    let table = chunks::open_read(&txn)?;
-    let sensors = if q.sensors.is_empty() {
-        device_sensors(&txn, q.device)?
-    } else {
-        q.sensors.clone()
-    };
+pub fn read_series(store: &crate::store::Store, q: &SeriesQuery) -> Result<SeriesCsv, StoreError> {
+    store.read(|txn| {
+        let table = chunks::open_read(txn)?;
+        let sensors = if q.sensors.is_empty() {
+            device_sensors(txn, q.device)?
+        } else {
+            q.sensors.clone()
+        };
 
-    let from = q.from.max(0);
-    let to = q.to;
-    // One sorted stream per sensor; each needs at most `limit + 1` entries
-    // for the merged result to have `limit + 1` distinct times.
-    let mut series: Vec<Vec<(Micros, Value)>> = Vec::with_capacity(sensors.len());
-    if from <= to {
-        let (m0, m1) = (scan_start(minute(from)), minute(to));
-        for s in &sensors {
-            let mut out = Vec::new();
-            let want = q.limit.saturating_add(1);
-            let dev = q.device;
-            for row in table.range(keys((dev, s.code(), m0, 0), (dev, s.code(), m1, u16::MAX)))? {
-                let (k, v, _) = row?;
-                let base = i64::from(k.2) * chunk::MINUTE_US;
-                chunk::decode(v.value(), s.kind, |off, value| {
-                    let t = base + i64::from(off);
-                    if t >= from && t <= to && out.len() < want {
-                        out.push((t, value));
+        let from = q.from.max(0);
+        let to = q.to;
+        // One sorted stream per sensor; each needs at most `limit + 1` entries
+        // for the merged result to have `limit + 1` distinct times.
+        let mut series: Vec<Vec<(Micros, Value)>> = Vec::with_capacity(sensors.len());
+        if from <= to {
+            let (m0, m1) = (scan_start(minute(from)), minute(to));
+            for s in &sensors {
+                let mut out = Vec::new();
+                let want = q.limit.saturating_add(1);
+                let dev = q.device;
+                for row in
+                    table.range(keys((dev, s.code(), m0, 0), (dev, s.code(), m1, u16::MAX)))?
+                {
+                    let (k, v, _) = row?;
+                    let base = i64::from(k.2) * chunk::MINUTE_US;
+                    chunk::decode(v.value(), s.kind, |off, value| {
+                        let t = base + i64::from(off);
+                        if t >= from && t <= to && out.len() < want {
+                            out.push((t, value));
+                        }
+                    })?;
+                    if out.len() >= want {
+                        break;
                     }
-                })?;
-                if out.len() >= want {
-                    break;
                 }
+                series.push(out);
             }
-            series.push(out);
         }
-    }
 
-    let mut text = String::with_capacity(64 + series.iter().map(Vec::len).sum::<usize>() * 32);
-    text.push_str("time");
-    for s in &sensors {
-        text.push(',');
-        text.push_str(&s.to_string());
-    }
-    text.push('\n');
-    let (rows, next_from) = merge_rows(&series, q.limit, &mut text, |v, out| {
-        if let Some(v) = v {
-            v.write_csv(out);
+        let mut text = String::with_capacity(64 + series.iter().map(Vec::len).sum::<usize>() * 32);
+        text.push_str("time");
+        for s in &sensors {
+            text.push(',');
+            text.push_str(&s.to_string());
         }
-    });
-    Ok(SeriesCsv {
-        text,
-        rows,
-        next_from,
+        text.push('\n');
+        let (rows, next_from) = merge_rows(&series, q.limit, &mut text, |v, out| {
+            if let Some(v) = v {
+                v.write_csv(out);
+            }
+        });
+        Ok(SeriesCsv {
+            text,
+            rows,
+            next_from,
+        })
     })
 }
 
@@ -193,96 +194,100 @@ fn as_number(v: &Value) -> Option<f64> {
 /// slice that has any value, `time` being the slice's start. Blocking;
 /// reads every reading in the range once and keeps only `buckets × sensors`
 /// pairs in memory.
-pub fn read_buckets(db: &redb::Database, q: &BucketQuery) -> Result<String, StoreError> {
-    let txn = db.begin_read()?;
-    let table = chunks::open_read(&txn)?;
-    let from = q.from.max(0);
-    let to = q.to;
-    let n = q.buckets.clamp(1, MAX_BUCKETS);
-    let span = i128::from(to) - i128::from(from) + 1;
-    let mut acc: Vec<Vec<Option<(f64, f64)>>> = vec![vec![None; n]; q.sensors.len()];
-    if span > 0 {
-        let (m0, m1) = (scan_start(minute(from)), minute(to));
-        for (s, slots) in q.sensors.iter().zip(acc.iter_mut()) {
-            let dev = q.device;
-            for row in table.range(keys((dev, s.code(), m0, 0), (dev, s.code(), m1, u16::MAX)))? {
-                let (k, v, _) = row?;
-                let base = i64::from(k.2) * chunk::MINUTE_US;
-                chunk::decode(v.value(), s.kind, |off, value| {
-                    let t = base + i64::from(off);
-                    if t < from || t > to {
-                        return;
-                    }
-                    let Some(x) = as_number(&value) else { return };
-                    let i = ((i128::from(t - from) * n as i128) / span) as usize;
-                    let slot = &mut slots[i.min(n - 1)];
-                    *slot = Some(match *slot {
-                        None => (x, x),
-                        Some((lo, hi)) => (lo.min(x), hi.max(x)),
-                    });
-                })?;
+pub fn read_buckets(store: &crate::store::Store, q: &BucketQuery) -> Result<String, StoreError> {
+    store.read(|txn| {
+        let table = chunks::open_read(txn)?;
+        let from = q.from.max(0);
+        let to = q.to;
+        let n = q.buckets.clamp(1, MAX_BUCKETS);
+        let span = i128::from(to) - i128::from(from) + 1;
+        let mut acc: Vec<Vec<Option<(f64, f64)>>> = vec![vec![None; n]; q.sensors.len()];
+        if span > 0 {
+            let (m0, m1) = (scan_start(minute(from)), minute(to));
+            for (s, slots) in q.sensors.iter().zip(acc.iter_mut()) {
+                let dev = q.device;
+                for row in
+                    table.range(keys((dev, s.code(), m0, 0), (dev, s.code(), m1, u16::MAX)))?
+                {
+                    let (k, v, _) = row?;
+                    let base = i64::from(k.2) * chunk::MINUTE_US;
+                    chunk::decode(v.value(), s.kind, |off, value| {
+                        let t = base + i64::from(off);
+                        if t < from || t > to {
+                            return;
+                        }
+                        let Some(x) = as_number(&value) else { return };
+                        let i = ((i128::from(t - from) * n as i128) / span) as usize;
+                        let slot = &mut slots[i.min(n - 1)];
+                        *slot = Some(match *slot {
+                            None => (x, x),
+                            Some((lo, hi)) => (lo.min(x), hi.max(x)),
+                        });
+                    })?;
+                }
             }
         }
-    }
-    let mut text = String::from("time");
-    for s in &q.sensors {
-        text.push_str(&format!(",{s}_min,{s}_max"));
-    }
-    text.push('\n');
-    for i in 0..n {
-        if acc.iter().all(|slots| slots[i].is_none()) {
-            continue;
-        }
-        let start = i128::from(from) + span * i as i128 / n as i128;
-        timefmt::write_time(start as Micros, &mut text);
-        for slots in &acc {
-            match slots[i] {
-                Some((lo, hi)) => text.push_str(&format!(",{lo},{hi}")),
-                None => text.push_str(",,"),
-            }
+        let mut text = String::from("time");
+        for s in &q.sensors {
+            text.push_str(&format!(",{s}_min,{s}_max"));
         }
         text.push('\n');
-    }
-    Ok(text)
+        for i in 0..n {
+            if acc.iter().all(|slots| slots[i].is_none()) {
+                continue;
+            }
+            let start = i128::from(from) + span * i as i128 / n as i128;
+            timefmt::write_time(start as Micros, &mut text);
+            for slots in &acc {
+                match slots[i] {
+                    Some((lo, hi)) => text.push_str(&format!(",{lo},{hi}")),
+                    None => text.push_str(",,"),
+                }
+            }
+            text.push('\n');
+        }
+        Ok(text)
+    })
 }
 
 /// The latest reading of every sensor of a device: `(sensor, time,
 /// value)`, in name order. Blocking; one reverse seek per sensor.
 pub fn latest(
-    db: &redb::Database,
+    store: &crate::store::Store,
     device: u32,
 ) -> Result<Vec<(SensorId, Micros, Value)>, StoreError> {
-    let txn = db.begin_read()?;
-    let table = chunks::open_read(&txn)?;
-    let sensors = device_sensors(&txn, device)?;
-    let mut out = Vec::with_capacity(sensors.len());
-    for s in sensors {
-        let mut best: Option<(Micros, Value)> = None;
-        let mut last_minute = None;
-        let all = keys(
-            (device, s.code(), 0, 0),
-            (device, s.code(), u32::MAX, u16::MAX),
-        );
-        for row in table.range_rev(all)? {
-            let (k, v, _) = row?;
-            let m = k.2;
-            // Every part of the newest base minute; chunks are ordered in
-            // time, so older ones cannot win.
-            if last_minute.is_some_and(|l| l != m) {
-                break;
-            }
-            last_minute = Some(m);
-            let base = i64::from(m) * chunk::MINUTE_US;
-            chunk::decode(v.value(), s.kind, |off, value| {
-                let t = base + i64::from(off);
-                if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
-                    best = Some((t, value));
+    store.read(|txn| {
+        let table = chunks::open_read(txn)?;
+        let sensors = device_sensors(txn, device)?;
+        let mut out = Vec::with_capacity(sensors.len());
+        for s in sensors {
+            let mut best: Option<(Micros, Value)> = None;
+            let mut last_minute = None;
+            let all = keys(
+                (device, s.code(), 0, 0),
+                (device, s.code(), u32::MAX, u16::MAX),
+            );
+            for row in table.range_rev(all)? {
+                let (k, v, _) = row?;
+                let m = k.2;
+                // Every part of the newest base minute; chunks are ordered in
+                // time, so older ones cannot win.
+                if last_minute.is_some_and(|l| l != m) {
+                    break;
                 }
-            })?;
+                last_minute = Some(m);
+                let base = i64::from(m) * chunk::MINUTE_US;
+                chunk::decode(v.value(), s.kind, |off, value| {
+                    let t = base + i64::from(off);
+                    if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                        best = Some((t, value));
+                    }
+                })?;
+            }
+            if let Some((t, v)) = best {
+                out.push((s, t, v));
+            }
         }
-        if let Some((t, v)) = best {
-            out.push((s, t, v));
-        }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }

@@ -1,0 +1,270 @@
+//! The server's own storage functions on PostgreSQL (issue 20): the same
+//! management operations, run through `Store` on a redb file and on a
+//! PostgreSQL database, give the same answers and leave the same rows in
+//! every table (`ops::fingerprint` on both); and on PostgreSQL, writers in
+//! several threads at once (as several nodes would be) still get dense
+//! numbers that are never given twice, because a write transaction that
+//! cannot be serialized is run again (`Store::write`).
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::pg::Pg;
+use overlord::catalog::Catalog;
+use overlord::channels::{self, Item, Membership};
+use overlord::codec::{SensorId, Value};
+use overlord::inbox::{self, Kind, Row};
+use overlord::pg::Target;
+use overlord::store::{ChannelRecord, DeviceRecord, Store, StoreError};
+
+fn device(id: &str) -> DeviceRecord {
+    DeviceRecord {
+        num: 0,
+        id: id.into(),
+        name: format!("{id} name"),
+        owner: "ann".into(),
+        token: [7; 32],
+        prev_token: None,
+        created: 1_700_000_000_000_000,
+        meta: Default::default(),
+    }
+}
+
+fn channel(name: &str) -> ChannelRecord {
+    ChannelRecord {
+        num: 0,
+        name: name.into(),
+        owner: "ann".into(),
+        retention: 3,
+        created: 1_700_000_000_000_000,
+        description: String::new(),
+    }
+}
+
+fn row(text: &str) -> Row {
+    Row {
+        kind: Kind::Message,
+        time: 1_700_000_000_000_000,
+        from: "user:ann".into(),
+        sensor: String::new(),
+        value: text.into(),
+        device: String::new(),
+    }
+}
+
+fn postgres(pg: &Pg, db: &str) -> Store {
+    pg.create_db(db);
+    Store::open_postgres(
+        Target::parse(&pg.url(db)).unwrap(),
+        8,
+        Duration::from_secs(30),
+    )
+    .expect("a store on PostgreSQL")
+}
+
+/// Management operations as the HTTP handlers run them; every answer,
+/// as text.
+fn scenario(store: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut say = |what: &str, v: String| out.push(format!("{what}: {v}"));
+    let catalog = Catalog::new(Vec::new(), Vec::new(), Vec::new(), &[]);
+
+    let devs = store
+        .create_devices(vec![device("d-a"), device("d-b"), device("ä-c")])
+        .unwrap();
+    say(
+        "devices",
+        format!("{:?}", devs.iter().map(|d| d.num).collect::<Vec<_>>()),
+    );
+    say(
+        "again",
+        format!("{:?}", store.create_device(device("d-b")).err()),
+    );
+
+    let g = channels::create(store, &catalog, channel("green"), 10).unwrap();
+    let h = channels::create(store, &catalog, channel("house"), 10).unwrap();
+    say("channels", format!("{} {}", g.num, h.num));
+    say(
+        "taken",
+        format!(
+            "{:?}",
+            channels::create(store, &catalog, channel("green"), 10).err()
+        ),
+    );
+    let d = channels::describe(store, &catalog, "green", "the greenhouse".into()).unwrap();
+    say("described", d.description);
+    let t = SensorId::parse("N1").unwrap().code();
+    channels::change_member(
+        store,
+        &catalog,
+        (g.num, devs[0].num, t),
+        &Membership::Add(Some("left".into())),
+    )
+    .unwrap();
+    channels::change_member(
+        store,
+        &catalog,
+        (g.num, devs[1].num, t),
+        &Membership::Add(None),
+    )
+    .unwrap();
+    channels::change_member(
+        store,
+        &catalog,
+        (g.num, devs[1].num, t),
+        &Membership::Remove,
+    )
+    .unwrap();
+
+    // Five items into a channel that keeps three: indexes 1..=5, 3..=5 kept.
+    for i in 0..5 {
+        let item = Item {
+            added: 1_700_000_000_000_000 + i,
+            time: 1_700_000_000_000_000 + i,
+            device: devs[0].num,
+            sensor: SensorId::parse("N1").unwrap(),
+            value: Value::Num(20.5 + i as f64),
+        };
+        let idx = store
+            .write(|tx| channels::append(tx, g.num, &item, g.retention))
+            .unwrap();
+        say("appended", idx.to_string());
+    }
+    say(
+        "bounds",
+        format!("{:?}", channels::bounds(store, g.num).unwrap()),
+    );
+    let items = channels::read_after(store, g.num, 0, 10).unwrap();
+    say(
+        "items",
+        format!(
+            "{:?}",
+            items
+                .iter()
+                .map(|(i, it)| (*i, it.value.clone()))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    // An inbox of at most three rows: the fourth is refused, nothing kept.
+    for text in ["one", "two", "three", "four"] {
+        let r = store
+            .write(|tx| inbox::push(tx, devs[0].num, &[row(text)], 3))
+            .unwrap();
+        say("pushed", format!("{r:?}"));
+    }
+    let (n, rows) = inbox::pending(store, devs[0].num, 10).unwrap();
+    say(
+        "pending",
+        format!(
+            "{n} {:?}",
+            rows.iter()
+                .map(|(s, r)| (*s, r.value.clone()))
+                .collect::<Vec<_>>()
+        ),
+    );
+    let acked = store.write(|tx| inbox::ack(tx, devs[0].num, 2)).unwrap();
+    say("acked", format!("{acked:?}"));
+    say(
+        "left",
+        format!("{:?}", inbox::pending(store, devs[0].num, 10).unwrap().0),
+    );
+
+    overlord::notify::set_presence_choice(store, "ann", "d-a", "").unwrap();
+    say(
+        "presence choice",
+        format!(
+            "{:?}",
+            overlord::notify::presence_choice(store, "ann").unwrap()
+        ),
+    );
+    say(
+        "loaded devices",
+        format!(
+            "{:?}",
+            store
+                .load_devices()
+                .unwrap()
+                .iter()
+                .map(|d| (d.num, d.id.clone()))
+                .collect::<Vec<_>>()
+        ),
+    );
+    out
+}
+
+#[test]
+fn management_operations_answer_and_store_alike_on_both_stores() {
+    let Some(pg) = Pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = Store::open(&dir.path().join("a.redb")).unwrap();
+    let db = postgres(&pg, "same");
+    let a = scenario(&file);
+    let b = scenario(&db);
+    assert_eq!(a, b);
+    assert!(a.iter().any(|l| l == "appended: 5"), "{a:?}");
+    assert!(a.iter().any(|l| l == "left: 1"), "{a:?}");
+    // Every table, row for row.
+    let on_file = file.read(|tx| overlord::ops::fingerprint(tx)).unwrap();
+    let on_db = db.read(|tx| overlord::ops::fingerprint(tx)).unwrap();
+    assert_eq!(on_file, on_db);
+    assert!(on_db.iter().map(|t| t.1).sum::<u64>() > 15, "{on_db:?}");
+    // The store has no file to lend; it says so.
+    assert!(matches!(db.db(), Err(StoreError::Io(_))));
+}
+
+/// Six threads at once, each creating devices and channels and pushing
+/// to one inbox: every number is given once and none is skipped.
+#[test]
+fn writers_at_once_get_dense_numbers_given_once() {
+    let Some(pg) = Pg::start() else { return };
+    let store = Arc::new(postgres(&pg, "busy"));
+    let first = store.create_device(device("target")).unwrap().num;
+    let catalog = Arc::new(Catalog::new(Vec::new(), Vec::new(), Vec::new(), &[]));
+    let start = Arc::new(Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let (store, catalog, start) = (store.clone(), catalog.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut seqs = Vec::new();
+                for i in 0..12 {
+                    store.create_device(device(&format!("t{t}-{i}"))).unwrap();
+                    channels::create(&store, &catalog, channel(&format!("c{t}-{i}")), 1000)
+                        .unwrap();
+                    let s = store
+                        .write(|tx| inbox::push(tx, first, &[row("x")], 10_000))
+                        .unwrap()
+                        .unwrap();
+                    seqs.extend(s);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=72).collect::<Vec<u64>>(), "inbox seqs");
+    let mut nums: Vec<u32> = store
+        .load_devices()
+        .unwrap()
+        .iter()
+        .map(|d| d.num)
+        .collect();
+    nums.sort_unstable();
+    assert_eq!(nums, (1..=73).collect::<Vec<u32>>(), "device numbers");
+    let mut chans: Vec<u32> = store
+        .load_all(overlord::store::CHANNELS)
+        .unwrap()
+        .iter()
+        .map(|c| c.num)
+        .collect();
+    chans.sort_unstable();
+    assert_eq!(chans, (1..=72).collect::<Vec<u32>>(), "channel numbers");
+    assert_eq!(inbox::pending(&store, first, 1).unwrap().0, 72);
+}
