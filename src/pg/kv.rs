@@ -208,7 +208,12 @@ impl PgKv {
             let out = f(&txn);
             let failed = txn.failed.borrow().clone();
             let why = match (out, failed) {
-                (_, Some(StoreError::Retry(why))) => why,
+                (_, Some(StoreError::Retry(why))) => {
+                    // Rolled back, and its session back in the pool,
+                    // before the pause.
+                    drop(txn);
+                    why
+                }
                 (Ok(v), None) => match txn.commit() {
                     Ok(()) => return Ok(v),
                     Err(StoreError::Retry(why)) => why,
@@ -242,7 +247,13 @@ impl PgKv {
         let conn = self.checkout()?;
         let res = self.rt.block_on(conn.client.batch_execute(sql));
         if let Err(e) = res {
-            let err = self.classify(&e);
+            // A session that cannot begin (a standby refuses
+            // `SERIALIZABLE` with 0A000) is closed; the next is made
+            // afresh, and may reach the new primary.
+            let err = match self.classify(&e) {
+                StoreError::Io(why) => StoreError::Unavailable(why),
+                other => other,
+            };
             self.checkin(conn, false);
             return Err(err);
         }
@@ -290,14 +301,26 @@ impl PgKv {
         let client = self
             .rt
             .block_on(async {
-                let client = target.connect().await?;
+                // The whole start-up within the caller's wait for a
+                // session (the string's own `connect_timeout` may be
+                // longer).
+                let client = tokio::time::timeout(wait, target.connect())
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "PostgreSQL at {}: no session within {} ms",
+                            target.shown,
+                            wait.as_millis()
+                        )
+                    })??;
                 client
                     .batch_execute(&format!(
                         "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
-                        wait.as_millis(),
+                        // At least a second: 0 would mean none.
+                        wait.max(Duration::from_secs(1)).as_millis(),
                         // A node that stalls inside a transaction does not
                         // hold its locks for ever.
-                        (wait * 4).as_millis()
+                        (wait.max(Duration::from_secs(1)) * 4).as_millis()
                     ))
                     .await
                     .map_err(|e| target.error(&e))?;
@@ -326,20 +349,28 @@ impl PgKv {
     fn classify(&self, e: &tokio_postgres::Error) -> StoreError {
         let text = self.target.error(e);
         let Some(code) = e.code() else {
-            // No SQLSTATE: the connection (closed, reset, timed out).
-            return StoreError::Unavailable(text);
+            // No SQLSTATE: the connection (closed, reset, timed out), or
+            // a value the driver could not send, which is ours to fix,
+            // not the client's to retry.
+            let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+            return if e.is_closed() || io {
+                StoreError::Unavailable(text)
+            } else {
+                StoreError::Io(text)
+            };
         };
         match code.code() {
             // serialization_failure, deadlock_detected
             "40001" | "40P01" => StoreError::Retry(text),
-            // disk_full, insufficient_resources
-            "53100" | "53000" => StoreError::DiskFull,
-            // read_only_sql_transaction (a standby), admin_shutdown,
-            // crash_shutdown, cannot_connect_now, query_canceled (the
-            // statement timeout), lock_not_available, too_many_connections
-            "25006" | "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "53300" => {
-                StoreError::Unavailable(text)
-            }
+            // disk_full
+            "53100" => StoreError::DiskFull,
+            // read_only_sql_transaction (a standby, or a primary fenced
+            // read-only), admin_shutdown, crash_shutdown,
+            // cannot_connect_now, query_canceled (the statement timeout),
+            // lock_not_available, insufficient_resources,
+            // too_many_connections, out_of_memory
+            "25006" | "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "53000" | "53300"
+            | "53200" => StoreError::Unavailable(text),
             c if c.starts_with("08") => StoreError::Unavailable(text),
             _ => StoreError::Io(text),
         }
@@ -397,14 +428,24 @@ impl PgTxn {
     /// Commit. For a write transaction, `Ok` means PostgreSQL has made it
     /// durable (the session runs with `synchronous_commit = on`).
     pub fn commit(self) -> Result<(), StoreError> {
-        if let Some(e) = self.failed.borrow_mut().take() {
+        if let Some(e) = self.failed.borrow().clone() {
+            // Rolled back by `Drop`, which also decides whether the
+            // session is reused.
             return Err(e);
         }
         let conn = self.conn.borrow_mut().take();
         let Some(conn) = conn else {
             return Err(StoreError::Io("transaction already finished".into()));
         };
-        match self.kv.rt.block_on(conn.client.batch_execute("COMMIT")) {
+        // Not under the statement timeout: cancelling a commit that waits
+        // for a synchronous standby would report success for a
+        // transaction the standby may not have (PostgreSQL commits it
+        // locally anyway). A server that vanished is still noticed
+        // (`tcp_user_timeout`).
+        let commit = conn
+            .client
+            .batch_execute("SET LOCAL statement_timeout = 0; COMMIT");
+        match self.kv.rt.block_on(commit) {
             Ok(()) => {
                 self.kv.checkin(conn, true);
                 Ok(())
@@ -422,7 +463,10 @@ impl PgTxn {
                     )),
                     other => other,
                 };
-                self.kv.checkin(conn, false);
+                // A serialization failure leaves the session as good as
+                // before; anything else closes it.
+                let reuse = matches!(err, StoreError::Retry(_));
+                self.kv.checkin(conn, reuse);
                 Err(err)
             }
         }
@@ -510,11 +554,13 @@ impl Drop for PgTxn {
         if let Some(conn) = self.conn.get_mut().take() {
             // Rolled back: a failed transaction, or one given up. A
             // session whose rollback fails is closed, not reused.
-            let ok = self
-                .kv
-                .rt
-                .block_on(conn.client.batch_execute("ROLLBACK"))
-                .is_ok();
+            let lost = matches!(&*self.failed.borrow(), Some(StoreError::Unavailable(_)));
+            let ok = !lost
+                && self
+                    .kv
+                    .rt
+                    .block_on(conn.client.batch_execute("ROLLBACK"))
+                    .is_ok();
             self.kv.checkin(conn, ok);
         }
     }
@@ -906,8 +952,11 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
             .collect::<Vec<_>>()
             .join(", ");
         let all: Vec<String> = self.key.iter().chain(&self.value).cloned().collect();
+        // The limit is a parameter: one prepared statement per shape of
+        // range, not one per page size.
+        params.push(Cell::Int(limit));
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {} LIMIT {}",
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT ${}",
             list(&all),
             self.table,
             if cond.is_empty() {
@@ -916,7 +965,7 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
                 format!(" WHERE {}", cond.join(" AND "))
             },
             order,
-            limit
+            params.len()
         );
         let rows = self.txn.query(&sql, &refs(&params))?;
         rows.iter()
