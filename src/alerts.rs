@@ -361,7 +361,7 @@ pub fn create(
 
 /// Store `rec` under a new id; `None` when its name is taken.
 fn insert_new(store: &Store, mut rec: AlertRecord) -> Result<Option<AlertRecord>, StoreError> {
-    store.write(|txn| {
+    store.write_if(|txn| {
         let mut t = ALERTS.open(txn)?;
         if t.contains(rec.name.as_str())? {
             return Ok(None);

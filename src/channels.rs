@@ -221,7 +221,7 @@ pub fn create(
 
 /// Store `rec` under a new number; `None` when its name is taken.
 fn insert_new(store: &Store, mut rec: ChannelRecord) -> Result<Option<ChannelRecord>, StoreError> {
-    store.write(|txn| {
+    store.write_if(|txn| {
         let mut t = CHANNELS.open(txn)?;
         if t.contains(rec.name.as_str())? {
             return Ok(None);
@@ -253,7 +253,7 @@ fn rewrite(
     name: &str,
     mut change: impl FnMut(&mut ChannelRecord),
 ) -> Result<Option<ChannelRecord>, StoreError> {
-    store.write(|txn| {
+    store.write_if(|txn| {
         let mut t = CHANNELS.open(txn)?;
         let Some(mut rec) = t.get(name)? else {
             return Ok(None);

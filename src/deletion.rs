@@ -291,6 +291,7 @@ pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> 
     let members = app.catalog.members_of(ch.num);
     let num = ch.num;
     let watching = app.catalog.alerts_on_channel(num);
+    let forgotten = std::cell::Cell::new(false);
     let res = app.store.write(|txn| {
         CHANNELS.open(txn)?.remove(ch.name.as_str())?;
         for a in &watching {
@@ -315,10 +316,14 @@ pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> 
         txn.open_table(CHANNEL_META)?.remove(num)?;
         let items = (usize::MAX - all) as u64;
         app.catalog.remove_channel(num);
+        forgotten.set(true);
         Ok::<_, StoreError>(items)
     });
     let items = match res {
         Ok(items) => items,
+        // Put back only what was taken out (a transaction refused at its
+        // start never got that far).
+        Err(e) if !forgotten.get() => return Err(e),
         Err(e) => {
             app.catalog.put_channel(ch.clone());
             for (dev, sensor) in &members {

@@ -296,7 +296,7 @@ fn insert_new(
     mut rec: TargetRecord,
     presence: bool,
 ) -> Result<Option<TargetRecord>, StoreError> {
-    store.write(|txn| {
+    store.write_if(|txn| {
         {
             let mut t = RECORDS.open(txn)?;
             if t.contains(rec.name.as_str())? {
@@ -350,8 +350,9 @@ pub fn queue_test(
         value: String::new(),
         text: format!("test notification for {}", t.name),
     };
+    // A full outbox: nothing queued, nothing committed.
     let queued =
-        store.write(|txn| crate::outbox::push(txn, t, &note, now, targets.max_waiting()))?;
+        store.write_if(|txn| crate::outbox::push(txn, t, &note, now, targets.max_waiting()))?;
     queued.ok_or_else(|| TargetError::Full(t.name.clone()))
 }
 

@@ -106,6 +106,59 @@ impl Db {
     }
 }
 
+/// A write transaction of either store, owned (see [`Store::begin_write`]).
+// One at a time, on the writer's stack: boxing redb's would allocate per
+// round for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum WriteTxn {
+    /// redb's.
+    Redb(redb::WriteTransaction),
+    /// PostgreSQL's.
+    Pg(crate::pg::kv::PgTxn),
+}
+
+impl WriteTxn {
+    /// Whether the commit waits for the disk. redb may skip the fsync of
+    /// a commit whose contents can be derived again after a crash (the
+    /// writer's effects-only rounds); PostgreSQL's commits always wait
+    /// (`synchronous_commit = on`), so there this changes nothing.
+    pub fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
+        if let WriteTxn::Redb(t) = self {
+            let d = if durable {
+                redb::Durability::Immediate
+            } else {
+                redb::Durability::None
+            };
+            t.set_durability(d)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Commit: `Ok` means stored (durably, unless redb was told not to).
+    pub fn commit(self) -> Result<(), StoreError> {
+        match self {
+            WriteTxn::Redb(t) => Ok(t.commit()?),
+            WriteTxn::Pg(t) => t.commit(),
+        }
+    }
+}
+
+impl<'a> From<&'a WriteTxn> for Tx<'a> {
+    fn from(t: &'a WriteTxn) -> Self {
+        match t {
+            WriteTxn::Redb(t) => Tx::Write(t),
+            WriteTxn::Pg(t) => Tx::Pg(t),
+        }
+    }
+}
+
+impl<'a> From<&'a mut WriteTxn> for Tx<'a> {
+    fn from(t: &'a mut WriteTxn) -> Self {
+        Tx::from(&*t)
+    }
+}
+
 /// redb's page cache when nothing else is configured (`cache_mb`).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
@@ -166,6 +219,39 @@ impl Store {
         let out = f(Tx::Write(&txn))?;
         txn.commit().map_err(StoreError::from)?;
         Ok(out)
+    }
+
+    /// As [`Store::write`], but committing only when `f` returns `Some`:
+    /// `None` (a refusal decided inside, e.g. a name that is taken) rolls
+    /// back, so redb does not spend a commit and its fsync on nothing.
+    pub fn write_if<T, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(Tx<'_>) -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        let mut f = f;
+        if let Some(kv) = self.postgres() {
+            // Nothing written commits without a flush there.
+            return kv.write(|txn| f(Tx::Pg(txn)));
+        }
+        let db = self.db()?;
+        let txn = db.begin_write()?;
+        let Some(out) = f(Tx::Write(&txn))? else {
+            return Ok(None);
+        };
+        txn.commit().map_err(StoreError::from)?;
+        Ok(Some(out))
+    }
+
+    /// A write transaction the caller commits, tried once: for the writer
+    /// thread, whose rounds keep in-memory state that a transaction run
+    /// again would repeat, and whose failed round goes through its own
+    /// recovery (`writer::recover`) instead. Everything else uses
+    /// [`Store::write`].
+    pub fn begin_write(&self) -> Result<WriteTxn, StoreError> {
+        if let Some(kv) = self.postgres() {
+            return Ok(WriteTxn::Pg(kv.begin_write()?));
+        }
+        Ok(WriteTxn::Redb(self.db()?.begin_write()?))
     }
 
     /// Run `f` in a read transaction: one snapshot of what was committed.

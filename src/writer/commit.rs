@@ -20,8 +20,6 @@
 
 use std::borrow::Cow;
 
-use redb::Durability;
-
 use super::queue::{IngestOutcome, Job, SortKey};
 use super::{WriterState, NEXT_BATCH};
 use crate::codec::{Reading, Value};
@@ -88,13 +86,12 @@ impl WriterState {
         durable: bool,
         changes: &[Change],
     ) -> Result<Written, StoreError> {
-        let mut txn = self.store.db()?.begin_write()?;
+        let mut txn = self.store.begin_write()?;
         let effects_only = jobs.is_empty() && !durable;
         if effects_only {
             // Digest results only: they are re-derived from the log after a
             // crash, so they need not wait for an fsync of their own.
-            txn.set_durability(Durability::None)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
+            txn.set_durable(false)?;
         }
         let mut written = self.store_readings(&txn, jobs, seq, now)?;
         let fired = self.ready_has_firings();
@@ -107,8 +104,7 @@ impl WriterState {
             // non-durable one durable. (Under load the results ride in the
             // next readings commit, which is durable anyway; see
             // BENCHMARKS.md for what this costs when idle.)
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
+            txn.set_durable(true)?;
         }
         if let Err(e) = self.sweeper.step(&txn, &self.ctx.retention, now) {
             // Retention must never stop ingest: give up this pass (the

@@ -69,6 +69,7 @@ impl WriterState {
             && !self.sweeper.running()
             && !self.purging()
             && !self.store.is_closed()
+            && self.store.postgres().is_none()
             && self.store.damaged().is_none()
             && self.store.data_file_len() > self.compacted_len.saturating_mul(2) + MIN_GROWTH
     }

@@ -55,7 +55,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use redb::ReadableDatabase;
 use tokio::sync::watch;
 
 use crate::auth::Directory;
@@ -158,14 +157,13 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::bounded(ctx.queue.max(1));
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
     let (purges, purge_rx) = crossbeam_channel::bounded(crate::purge::QUEUE);
-    let next_seq = {
-        let txn = store.db()?.begin_read()?;
+    let next_seq = store.read(|txn| {
         let meta = txn.open_table(META)?;
         let v = meta.get(NEXT_BATCH)?.map_or(0, |g| g.value());
-        v
-    };
+        Ok::<_, StoreError>(v)
+    })?;
     let sealer = Sealer::new(ctx.seal_idle, ctx.seal_chunks_per_step);
-    sealer.load(&store.db()?.begin_read()?)?;
+    store.read(|txn| sealer.load(txn))?;
     metrics.seal_pending.set(sealer.pending() as u64);
     let sweeper = crate::retention::Sweeper::new(ctx.clock.clone());
     let started = ctx.clock.instant();

@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use redb::{Durability, WriteTransaction};
-
 use super::WriterState;
 use crate::purge::{Progress, Purge};
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteTxn};
 
 impl WriterState {
     /// Take `p` up when no purge is running (the caller only receives
@@ -25,7 +23,7 @@ impl WriterState {
 
     /// The running purge's step in `txn`; the transaction that finishes
     /// it is fsynced, since its reply promises the readings are gone.
-    pub(super) fn purge_step(&mut self, txn: &mut WriteTransaction) -> Result<(), StoreError> {
+    pub(super) fn purge_step(&mut self, txn: &mut WriteTxn) -> Result<(), StoreError> {
         let Some(p) = self.purge.as_mut() else {
             return Ok(());
         };
@@ -39,8 +37,7 @@ impl WriterState {
             return Ok(());
         }
         if p.at.done {
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
+            txn.set_durable(true)?;
         }
         Ok(())
     }

@@ -9,8 +9,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use redb::ReadableDatabase;
-
 use super::{WriterState, NEXT_BATCH};
 use crate::alerts;
 use crate::store::{StoreError, DIGEST_LOG, META};
@@ -18,14 +16,15 @@ use crate::store::{StoreError, DIGEST_LOG, META};
 impl WriterState {
     /// Hand every undigested batch in the log to the digest, oldest first.
     pub(super) fn replay(&mut self) -> Result<(), StoreError> {
-        let txn = self.store.db()?.begin_read()?;
-        let log = DIGEST_LOG.read(&txn)?;
-        let mut n = 0;
-        for row in log.iter()? {
-            let (_, batch) = row?;
+        let batches: Vec<crate::store::digest_log::DigestBatch> = self.store.read(|txn| {
+            let log = DIGEST_LOG.read(txn)?;
+            let all = log.iter()?.map(|r| r.map(|(_, b)| b)).collect();
+            all
+        })?;
+        let n = batches.len();
+        for batch in batches {
             self.next_seq = self.next_seq.max(batch.seq + 1);
             self.dispatch(batch);
-            n += 1;
         }
         if n > 0 {
             tracing::info!(batches = n, "replaying undigested batches");
@@ -73,18 +72,19 @@ impl WriterState {
     /// Reload what the digest depends on from the store, then replay the
     /// digest log (see [`WriterState::recover`]).
     fn resync(&mut self) -> Result<(), StoreError> {
-        {
-            let txn = self.store.db()?.begin_read()?;
-            let fired: HashSet<u32> = alerts::fired_ids(&txn)?.into_iter().collect();
-            for a in self.ctx.catalog.alerts() {
-                a.set_fired(fired.contains(&a.rec.id));
-            }
-            let members = alerts::fired_members(&txn)?;
-            self.ctx.catalog.load_member_states(&members);
+        let (fired, members, next) = self.store.read(|txn| {
+            let fired: HashSet<u32> = alerts::fired_ids(txn)?.into_iter().collect();
+            let members = alerts::fired_members(txn)?;
             let meta = txn.open_table(META)?;
-            if let Some(n) = meta.get(NEXT_BATCH)? {
-                self.next_seq = self.next_seq.max(n.value());
-            }
+            let next = meta.get(NEXT_BATCH)?.map(|n| n.value());
+            Ok::<_, StoreError>((fired, members, next))
+        })?;
+        for a in self.ctx.catalog.alerts() {
+            a.set_fired(fired.contains(&a.rec.id));
+        }
+        self.ctx.catalog.load_member_states(&members);
+        if let Some(n) = next {
+            self.next_seq = self.next_seq.max(n);
         }
         self.replay()
     }

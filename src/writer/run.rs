@@ -157,11 +157,21 @@ impl WriterState {
             // The retry below starts the purge's step again.
             self.purge_rollback();
         }
-        if let Err(e @ (StoreError::DiskFull | StoreError::Io(_))) = &result {
+        if let Err(
+            e @ (StoreError::DiskFull
+            | StoreError::Io(_)
+            | StoreError::Retry(_)
+            | StoreError::Unavailable(_)),
+        ) = &result
+        {
             // redb refuses everything after a failed write or fsync until
             // the file is reopened: do that, then try the batch once more
             // (if the disk is still failing, the reopen fails and the batch
-            // is refused with what the disk says now).
+            // is refused with what the disk says now). On PostgreSQL the
+            // same path serves a round that could not be serialized with
+            // a management write, or a lost session: the round is never
+            // run again as it was (it keeps state a re-run would repeat);
+            // the writer reloads what it depends on and tries it once more.
             tracing::warn!(error = %e, "commit failed; reopening the data file");
             match self.recover() {
                 Ok(()) => {

@@ -14,8 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use redb::{Durability, ReadableDatabase};
-
 use super::WriterState;
 use crate::codec::timefmt;
 use crate::store::seal::SealStats;
@@ -78,21 +76,16 @@ impl WriterState {
                 }
                 // The step's progress was not committed: look again at
                 // every sensor, from its first chunk.
-                if let Ok(db) = self.store.db() {
-                    if let Ok(txn) = db.begin_read() {
-                        let _ = self.sealer.load(&txn);
-                    }
-                }
+                let _ = self.store.read(|txn| self.sealer.load(txn));
             }
         }
         self.metrics.seal_pending.set(self.sealer.pending() as u64);
     }
 
     fn seal_txn(&mut self, durable: bool) -> Result<SealStats, StoreError> {
-        let mut txn = self.store.db()?.begin_write()?;
+        let mut txn = self.store.begin_write()?;
         if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
+            txn.set_durable(false)?;
         }
         let stats = self.sealer.step(&txn, timefmt::now_micros())?;
         txn.commit()?;
