@@ -114,6 +114,11 @@ pub struct OpenOptions {
     /// The clock presence, retention and commits read: the system clock,
     /// or one a test moves forward (see [`crate::clock`]).
     pub clock: Clock,
+    /// Serve from this PostgreSQL database (a connection string) instead
+    /// of the data file. Not a setting yet: what runs on PostgreSQL so
+    /// far is listed in docs/scale-out.md, and the test suite runs on it
+    /// with `TEST_STORE=postgres`.
+    pub postgres: Option<String>,
 }
 
 impl OpenOptions {
@@ -124,6 +129,7 @@ impl OpenOptions {
             digest_hook: None,
             disk_faults: None,
             clock: Clock::system(),
+            postgres: None,
         }
     }
 }
@@ -146,8 +152,9 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         digest_hook,
         disk_faults,
         clock,
+        postgres,
     } = options;
-    let loaded = load(&config, disk_faults)?;
+    let loaded = load(&config, disk_faults, postgres.as_deref())?;
     let metrics = Arc::new(Metrics::default());
     let digest = Digest::start(
         config.digest.workers,
@@ -224,6 +231,12 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     })
 }
 
+/// Sessions to PostgreSQL (besides none yet for `LISTEN`).
+const POSTGRES_SESSIONS: usize = 16;
+/// The longest a caller waits for a PostgreSQL session, and a statement
+/// may run.
+const POSTGRES_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What [`open`] reads from the data file before any thread starts.
 struct Loaded {
     store: Arc<Store>,
@@ -239,13 +252,24 @@ struct Loaded {
 /// Open the store and load the in-memory state: users and devices (with
 /// a first administrator if there is none), grants, files, presence, the
 /// catalog and the retention policy.
-fn load(config: &Config, disk: Option<DiskFaults>) -> Result<Loaded, StoreError> {
-    let store = Arc::new(Store::open_verified(
-        &config.data_file,
-        disk,
-        config.cache_bytes(),
-        config.verify_on_start,
-    )?);
+fn load(
+    config: &Config,
+    disk: Option<DiskFaults>,
+    postgres: Option<&str>,
+) -> Result<Loaded, StoreError> {
+    let store = Arc::new(match postgres {
+        Some(url) => Store::open_postgres(
+            crate::pg::Target::parse(url).map_err(StoreError::Io)?,
+            POSTGRES_SESSIONS,
+            POSTGRES_WAIT,
+        )?,
+        None => Store::open_verified(
+            &config.data_file,
+            disk,
+            config.cache_bytes(),
+            config.verify_on_start,
+        )?,
+    });
     let mut users_list = store.load_users()?;
     let admin_token = first_admin(&store, &mut users_list)?;
     let directory = Arc::new(Directory::new(store.load_devices()?, users_list));

@@ -298,10 +298,16 @@ pub fn delete_channel(app: &App, ch: &ChannelRecord) -> Result<u64, StoreError> 
             ALERTS.open(txn)?.remove(a.rec.name.as_str())?;
             crate::alerts::remove_state(txn, a.rec.id)?;
         }
-        for (dev, sensor) in &members {
-            txn.open_table(CHANNEL_MEMBERS)?
-                .remove((num, *dev, *sensor))?;
-        }
+        // The members as stored, not as this node's catalog has them (a
+        // member added on another node meanwhile goes too).
+        let mut gone = usize::MAX;
+        remove_range!(
+            txn,
+            CHANNEL_MEMBERS,
+            (num, 0, 0),
+            (num, u32::MAX, u32::MAX),
+            &mut gone
+        );
         let mut labels = usize::MAX;
         remove_range!(
             txn,

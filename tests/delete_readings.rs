@@ -8,8 +8,7 @@
 mod common;
 
 use common::{as_user, hour_ago, m, rfc3339, scrape_until, TestServer};
-use overlord::store::{sealed, Store, READINGS, SEALED};
-use redb::{ReadableDatabase, ReadableTable};
+use overlord::store::{sealed, READINGS, SEALED};
 
 /// Rows 10 s apart from `t0`: `N1` = i, `L2` = i odd, `I3` = 2i.
 const ROWS: i64 = 900; // 2.5 hours: 3 chunks per sensor
@@ -63,20 +62,23 @@ fn delete(s: &TestServer, query: &str) -> common::Reply {
 /// Every chunk in a stopped server's data file (hot ones in `readings`,
 /// sealed ones in `sealed`), and how many are sealed.
 fn chunk_forms(data: &std::path::Path) -> (usize, usize) {
-    let store = Store::open(data).unwrap();
-    let db = store.db().unwrap();
-    let txn = db.begin_read().unwrap();
+    let store = common::open_store(data);
     let mut all = 0;
     let mut sealed_n = 0;
-    for (table, want_sealed) in [(READINGS, false), (SEALED, true)] {
-        for row in txn.open_table(table).unwrap().iter().unwrap() {
-            let (_, v) = row.unwrap();
-            let is = sealed::is_sealed(v.value());
-            assert_eq!(is, want_sealed, "a chunk in the wrong table");
-            all += 1;
-            sealed_n += usize::from(is);
-        }
-    }
+    store
+        .read(|txn| {
+            for (table, want_sealed) in [(READINGS, false), (SEALED, true)] {
+                for row in txn.open_table(table)?.iter()? {
+                    let (_, v) = row?;
+                    let is = sealed::is_sealed(v.value());
+                    assert_eq!(is, want_sealed, "a chunk in the wrong table");
+                    all += 1;
+                    sealed_n += usize::from(is);
+                }
+            }
+            Ok::<_, overlord::store::StoreError>(())
+        })
+        .unwrap();
     (all, sealed_n)
 }
 

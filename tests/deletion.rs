@@ -5,8 +5,7 @@
 mod common;
 
 use common::{as_user, basic, column, hour_ago, rfc3339, TestServer};
-use overlord::store::{Store, DELETED_DEVICES, READINGS, SEALED, SENSORS};
-use redb::ReadableDatabase;
+use overlord::store::{DELETED_DEVICES, READINGS, SEALED, SENSORS};
 
 /// Two hours of readings of N1 and L2 for `id`, one a minute.
 fn readings(s: &TestServer, id: &str, tok: &str) {
@@ -22,34 +21,26 @@ fn readings(s: &TestServer, id: &str, tok: &str) {
 /// `(readings rows, sensors rows)` of device number `num` in a stopped
 /// server's data file, and whether it is tombstoned.
 fn rows_of(data: &std::path::Path, num: u32) -> (usize, usize, bool) {
-    let store = Store::open(data).unwrap();
-    let db = store.db().unwrap();
-    let txn = db.begin_read().unwrap();
+    let store = common::open_store(data);
     let m = u32::MAX;
-    // Hot and sealed chunks alike.
-    let readings: usize = [READINGS, SEALED]
-        .into_iter()
-        .map(|t| {
-            txn.open_table(t)
-                .unwrap()
-                .range((num, 0, 0, 0)..=(num, m, m, u16::MAX))
-                .unwrap()
-                .count()
+    store
+        .read(|txn| {
+            // Hot and sealed chunks alike.
+            let readings: usize = [READINGS, SEALED]
+                .into_iter()
+                .map(|t| {
+                    txn.open_table(t)
+                        .unwrap()
+                        .range((num, 0, 0, 0)..=(num, m, m, u16::MAX))
+                        .unwrap()
+                        .count()
+                })
+                .sum();
+            let sensors = txn.open_table(SENSORS)?.range((num, 0)..=(num, m))?.count();
+            let tomb = txn.open_table(DELETED_DEVICES)?.get(num)?.is_some();
+            Ok::<_, overlord::store::StoreError>((readings, sensors, tomb))
         })
-        .sum();
-    let sensors = txn
-        .open_table(SENSORS)
         .unwrap()
-        .range((num, 0)..=(num, m))
-        .unwrap()
-        .count();
-    let tomb = txn
-        .open_table(DELETED_DEVICES)
-        .unwrap()
-        .get(num)
-        .unwrap()
-        .is_some();
-    (readings, sensors, tomb)
 }
 
 #[test]

@@ -106,7 +106,8 @@ struct Conn {
 /// need a runtime hop for each checkout as well.
 pub struct PgKv {
     target: Target,
-    rt: tokio::runtime::Runtime,
+    /// Taken out only in `Drop` (see there).
+    rt: std::mem::ManuallyDrop<tokio::runtime::Runtime>,
     pool: Mutex<Pool>,
     freed: Condvar,
     max: usize,
@@ -138,7 +139,7 @@ impl PgKv {
             .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL runtime: {e}")))?;
         Ok(PgKv {
             target,
-            rt,
+            rt: std::mem::ManuallyDrop::new(rt),
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 open: 0,
@@ -374,6 +375,18 @@ impl PgKv {
             c if c.starts_with("08") => StoreError::Unavailable(text),
             _ => StoreError::Io(text),
         }
+    }
+}
+
+impl Drop for PgKv {
+    fn drop(&mut self) {
+        // The last handle may go on a thread that runs async tasks (the
+        // sender's): dropping a runtime there panics, shutting it down in
+        // the background does not. Its sessions close with it.
+        self.pool.get_mut().idle.clear();
+        // SAFETY: `rt` is not used again; this is the only place it is taken.
+        let rt = unsafe { std::mem::ManuallyDrop::take(&mut self.rt) };
+        rt.shutdown_background();
     }
 }
 
@@ -1087,4 +1100,22 @@ fn cells(row: &Row, from: usize, kinds: &[Kind]) -> Result<Vec<Cell>, StoreError
             got.map_err(|e| StoreError::Io(format!("column {i}: {e}")))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last handle may be dropped by a task (the sender's): that must
+    /// not panic ("Cannot drop a runtime in a context where blocking is
+    /// not allowed"), as dropping its runtime plainly would.
+    #[test]
+    fn dropped_inside_async_code() {
+        let target = Target::parse("host=127.0.0.1 port=1 user=u dbname=d").unwrap();
+        let kv = Arc::new(PgKv::new(target, 1, Duration::from_millis(10)).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move { drop(kv) });
+    }
 }

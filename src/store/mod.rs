@@ -212,6 +212,7 @@ impl Store {
     ) -> Result<T, E> {
         let mut f = f;
         if let Some(kv) = self.postgres() {
+            self.in_use();
             return kv.write(|txn| f(Tx::Pg(txn)));
         }
         let db = self.db()?;
@@ -230,6 +231,7 @@ impl Store {
     ) -> Result<Option<T>, E> {
         let mut f = f;
         if let Some(kv) = self.postgres() {
+            self.in_use();
             // Nothing written commits without a flush there.
             return kv.write(|txn| f(Tx::Pg(txn)));
         }
@@ -249,6 +251,7 @@ impl Store {
     /// [`Store::write`].
     pub fn begin_write(&self) -> Result<WriteTxn, StoreError> {
         if let Some(kv) = self.postgres() {
+            self.in_use();
             return Ok(WriteTxn::Pg(kv.begin_write()?));
         }
         Ok(WriteTxn::Redb(self.db()?.begin_write()?))
@@ -260,6 +263,7 @@ impl Store {
         f: impl FnOnce(Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         if let Some(kv) = self.postgres() {
+            self.in_use();
             let txn = kv.begin_read()?;
             return f(Tx::Pg(&txn));
         }
@@ -294,6 +298,12 @@ impl Store {
             Slot::Postgres(kv) => Some(kv.clone()),
             _ => None,
         }
+    }
+
+    /// Note this store as the one this thread is using: a value that
+    /// does not decode marks it damaged, not another (see `error.rs`).
+    fn in_use(&self) {
+        IN_USE.with(|u| *u.borrow_mut() = Arc::downgrade(&self.damage));
     }
 
     /// The redb handle, for the writer thread and queries. Fails while the

@@ -34,6 +34,21 @@ pub struct TestServer {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// The store a test server with data file `data` used, opened again to
+/// look inside it (the server stopped): the redb file, or with
+/// `TEST_STORE=postgres` its PostgreSQL database.
+pub fn open_store(data: &Path) -> overlord::store::Store {
+    match pg::store_for(data) {
+        Some(url) => overlord::store::Store::open_postgres(
+            overlord::pg::Target::parse(&url).unwrap(),
+            2,
+            Duration::from_secs(30),
+        )
+        .expect("open the test database"),
+        None => overlord::store::Store::open(data).expect("open the data file"),
+    }
+}
+
 /// Default test config: small limits so the bounds are reachable.
 pub fn config(dir: &Path) -> Config {
     let mut c = Config {
@@ -87,8 +102,11 @@ impl TestServer {
     /// Start with `options` (what `app::open` takes: the config and any
     /// test seams); `admin` is the token from an earlier start. Every
     /// other constructor comes here.
-    pub fn open(options: OpenOptions, admin: Option<String>) -> TestServer {
+    pub fn open(mut options: OpenOptions, admin: Option<String>) -> TestServer {
         let dir = options.config.data_file.parent().unwrap().to_path_buf();
+        if options.postgres.is_none() {
+            options.postgres = pg::store_for(&options.config.data_file);
+        }
         let mqtt_listener = overlord::mqtt::bind(&options.config.mqtt).expect("mqtt port");
         let mqtt = mqtt_listener.as_ref().map(|l| l.local_addr().unwrap());
         let clock = options.clock.clone();

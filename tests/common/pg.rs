@@ -119,7 +119,7 @@ impl Pg {
                 .unwrap()
                 .port();
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=50",
+                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=300",
                 pg._dir.path().display()
             );
             let log = pg._dir.path().join("log");
@@ -225,6 +225,55 @@ impl Pg {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+impl Pg {
+    /// Stop now and remove its directory (for the one shared by a whole
+    /// test binary, which no `Drop` reaches).
+    pub fn stop_now(&self) {
+        if self.data.join("postmaster.pid").exists() {
+            let data = self.data.to_str().unwrap().to_string();
+            let _ = self.try_run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        }
+        let _ = std::fs::remove_dir_all(self._dir.path());
+    }
+}
+
+/// With `TEST_STORE=postgres`, the test servers of this binary
+/// serve from PostgreSQL (`OpenOptions::postgres`): one throw-away server
+/// for the whole binary, stopped when the process exits, and a database
+/// per data directory (a restart in the same directory finds its data).
+/// `None` otherwise.
+pub fn store_for(data_file: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    use std::sync::OnceLock;
+    static SHARED: OnceLock<Pg> = OnceLock::new();
+    extern "C" fn stop_shared() {
+        if let Some(pg) = SHARED.get() {
+            pg.stop_now();
+        }
+    }
+    if std::env::var("TEST_STORE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let pg = SHARED.get_or_init(|| {
+        let pg = Pg::start().expect("TEST_STORE=postgres needs PostgreSQL (initdb, pg_ctl)");
+        // SAFETY: registers a plain function; it runs once at exit.
+        unsafe { libc::atexit(stop_shared) };
+        pg
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_file.hash(&mut h);
+    let name = format!("t{:016x}", h.finish());
+    let have = pg.value(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+    );
+    if have == "0" {
+        pg.create_db(&name);
+    }
+    eprintln!("test store: PostgreSQL, database {name}");
+    Some(pg.url(&name))
 }
 
 impl Drop for Pg {
