@@ -496,8 +496,13 @@ impl PgTxn {
         }
     }
 
-    /// Run `sql` with `params`; the rows.
-    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    /// Run `run` with this transaction's session and `sql` prepared on it
+    /// (once per session); an error fails the transaction.
+    fn with_statement<T>(
+        &self,
+        sql: &str,
+        run: impl AsyncFnOnce(&Client, Statement) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
         if let Some(e) = &*self.failed.borrow() {
             return Err(e.clone());
         }
@@ -514,7 +519,7 @@ impl PgTxn {
                     s
                 }
             };
-            conn.client.query(&stmt, params).await
+            run(&conn.client, stmt).await
         });
         res.map_err(|e| {
             let err = self.kv.classify(&e);
@@ -523,41 +528,25 @@ impl PgTxn {
         })
     }
 
+    /// Run `sql` with `params`; the rows.
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        self.with_statement(sql, async |client, stmt| client.query(&stmt, params).await)
+    }
+
     /// Run `sql` once for each parameter list, pipelined (sent without
     /// waiting for each answer); how many rows they changed in all.
     fn execute_many(&self, sql: &str, params: &[Vec<Cell>]) -> Result<u64, StoreError> {
         if params.is_empty() {
             return Ok(0);
         }
-        if let Some(e) = &*self.failed.borrow() {
-            return Err(e.clone());
-        }
-        let mut slot = self.conn.borrow_mut();
-        let Some(conn) = slot.as_mut() else {
-            return Err(StoreError::Io("transaction already finished".into()));
-        };
-        let res = self.kv.rt.block_on(async {
-            let stmt = match conn.prepared.get(sql) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = conn.client.prepare(sql).await?;
-                    conn.prepared.insert(sql.to_string(), s.clone());
-                    s
-                }
-            };
-            let client = &conn.client;
+        self.with_statement(sql, async |client, stmt| {
             let runs = params.iter().map(|p| {
                 let refs = refs(p);
                 let stmt = &stmt;
                 async move { client.execute(stmt, &refs).await }
             });
             let done = futures_util::future::try_join_all(runs).await?;
-            Ok::<u64, tokio_postgres::Error>(done.iter().sum())
-        });
-        res.map_err(|e| {
-            let err = self.kv.classify(&e);
-            *self.failed.borrow_mut() = Some(err.clone());
-            err
+            Ok(done.iter().sum())
         })
     }
 }

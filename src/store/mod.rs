@@ -210,16 +210,7 @@ impl Store {
         &self,
         f: impl FnMut(Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut f = f;
-        if let Some(kv) = self.postgres() {
-            self.in_use();
-            return kv.write(|txn| f(Tx::Pg(txn)));
-        }
-        let db = self.db()?;
-        let txn = db.begin_write()?;
-        let out = f(Tx::Write(&txn))?;
-        txn.commit().map_err(StoreError::from)?;
-        Ok(out)
+        self.write_when(f, |_| true)
     }
 
     /// As [`Store::write`], but committing only when `f` returns `Some`:
@@ -229,19 +220,30 @@ impl Store {
         &self,
         f: impl FnMut(Tx<'_>) -> Result<Option<T>, E>,
     ) -> Result<Option<T>, E> {
+        self.write_when(f, Option::is_some)
+    }
+
+    /// [`Store::write`] and [`Store::write_if`]: redb commits when
+    /// `commit` says so of what `f` returned, else rolls back.
+    fn write_when<R, E: From<StoreError>>(
+        &self,
+        f: impl FnMut(Tx<'_>) -> Result<R, E>,
+        commit: impl Fn(&R) -> bool,
+    ) -> Result<R, E> {
         let mut f = f;
         if let Some(kv) = self.postgres() {
             self.in_use();
-            // Nothing written commits without a flush there.
+            // A transaction that wrote nothing commits without a flush
+            // there.
             return kv.write(|txn| f(Tx::Pg(txn)));
         }
         let db = self.db()?;
         let txn = db.begin_write()?;
-        let Some(out) = f(Tx::Write(&txn))? else {
-            return Ok(None);
-        };
-        txn.commit().map_err(StoreError::from)?;
-        Ok(Some(out))
+        let out = f(Tx::Write(&txn))?;
+        if commit(&out) {
+            txn.commit().map_err(StoreError::from)?;
+        }
+        Ok(out)
     }
 
     /// A write transaction the caller commits, tried once: for the writer
