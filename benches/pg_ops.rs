@@ -82,6 +82,26 @@ fn each(c: &mut Criterion, name: &str, store: &Store) {
     g.bench_function("inbox_read_10", |b| {
         b.iter(|| inbox::pending(store, target, 10).unwrap())
     });
+    // The floor under those: one statement in a read transaction (a
+    // round trip), and a transaction with none.
+    g.bench_function("read_one_row", |b| {
+        b.iter(|| {
+            store
+                .read(|tx| {
+                    let t = tx.open_table(overlord::store::INBOX_META)?;
+                    let v = t.get(target)?.map(|g| g.value());
+                    Ok::<_, overlord::store::StoreError>(v)
+                })
+                .unwrap()
+        })
+    });
+    g.bench_function("read_nothing", |b| {
+        b.iter(|| {
+            store
+                .read(|_| Ok::<_, overlord::store::StoreError>(()))
+                .unwrap()
+        })
+    });
     g.finish();
 }
 

@@ -108,13 +108,33 @@ pub struct PgKv {
     target: Target,
     /// Taken out only in `Drop` (see there).
     rt: std::mem::ManuallyDrop<tokio::runtime::Runtime>,
-    pool: Mutex<Pool>,
-    freed: Condvar,
+    pool: Arc<Sessions>,
     max: usize,
     wait: Duration,
     /// How many times [`PgKv::write`] runs a transaction that could not
     /// be serialized before it answers [`StoreError::Retry`].
     pub attempts: u32,
+}
+
+/// The pool's state, shared with the tasks that roll a transaction back
+/// without the caller waiting (they hold this, not the `PgKv`).
+struct Sessions {
+    pool: Mutex<Pool>,
+    freed: Condvar,
+}
+
+impl Sessions {
+    /// Give a session back; one that failed is closed instead.
+    fn checkin(&self, conn: Conn, healthy: bool) {
+        let mut pool = self.pool.lock();
+        if healthy && !conn.client.is_closed() {
+            pool.idle.push(conn);
+        } else {
+            pool.open -= 1;
+        }
+        drop(pool);
+        self.freed.notify_one();
+    }
 }
 
 struct Pool {
@@ -140,11 +160,13 @@ impl PgKv {
         Ok(PgKv {
             target,
             rt: std::mem::ManuallyDrop::new(rt),
-            pool: Mutex::new(Pool {
-                idle: Vec::new(),
-                open: 0,
+            pool: Arc::new(Sessions {
+                pool: Mutex::new(Pool {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                freed: Condvar::new(),
             }),
-            freed: Condvar::new(),
             max: max.max(1),
             wait,
             attempts: ATTEMPTS,
@@ -244,33 +266,36 @@ impl PgKv {
         self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
     }
 
-    fn begin(self: &Arc<Self>, sql: &str, write: bool) -> Result<PgTxn, StoreError> {
+    /// A transaction on a pooled session. Its `BEGIN` is sent with its
+    /// first statement, in one round trip (tokio-postgres sends requests
+    /// in order without waiting for each answer).
+    fn begin(self: &Arc<Self>, sql: &'static str, write: bool) -> Result<PgTxn, StoreError> {
         let conn = self.checkout()?;
-        let res = self.rt.block_on(conn.client.batch_execute(sql));
-        if let Err(e) = res {
-            // A session that cannot begin (a standby refuses
-            // `SERIALIZABLE` with 0A000) is closed; the next is made
-            // afresh, and may reach the new primary.
-            let err = match self.classify(&e) {
-                StoreError::Io(why) => StoreError::Unavailable(why),
-                other => other,
-            };
-            self.checkin(conn, false);
-            return Err(err);
-        }
         Ok(PgTxn {
             kv: self.clone(),
             conn: RefCell::new(Some(conn)),
             failed: RefCell::new(None),
+            begin: std::cell::Cell::new(Some(sql)),
             write,
         })
+    }
+
+    /// What a failed `BEGIN` means: a session that cannot begin (a
+    /// standby refuses `SERIALIZABLE` with 0A000) is unavailable, not a
+    /// bug; it is closed, and the next is made afresh (and may reach the
+    /// new primary).
+    fn begin_failed(&self, e: &tokio_postgres::Error) -> StoreError {
+        match self.classify(e) {
+            StoreError::Io(why) => StoreError::Unavailable(why),
+            other => other,
+        }
     }
 
     /// A session from the pool, a new one if there is room, else wait
     /// for one at most [`PgKv::wait`].
     fn checkout(&self) -> Result<Conn, StoreError> {
         let deadline = Instant::now() + self.wait;
-        let mut pool = self.pool.lock();
+        let mut pool = self.pool.pool.lock();
         loop {
             while let Some(conn) = pool.idle.pop() {
                 if !conn.client.is_closed() {
@@ -282,11 +307,11 @@ impl PgKv {
                 pool.open += 1;
                 drop(pool);
                 return self.connect().inspect_err(|_| {
-                    self.pool.lock().open -= 1;
-                    self.freed.notify_one();
+                    self.pool.pool.lock().open -= 1;
+                    self.pool.freed.notify_one();
                 });
             }
-            if self.freed.wait_until(&mut pool, deadline).timed_out() {
+            if self.pool.freed.wait_until(&mut pool, deadline).timed_out() {
                 return Err(StoreError::Unavailable(format!(
                     "no PostgreSQL session free within {} ms ({} open)",
                     self.wait.as_millis(),
@@ -336,14 +361,7 @@ impl PgKv {
 
     /// Give a session back; one that failed is closed instead.
     fn checkin(&self, conn: Conn, healthy: bool) {
-        let mut pool = self.pool.lock();
-        if healthy && !conn.client.is_closed() {
-            pool.idle.push(conn);
-        } else {
-            pool.open -= 1;
-        }
-        drop(pool);
-        self.freed.notify_one();
+        self.pool.checkin(conn, healthy);
     }
 
     /// What an error from PostgreSQL means to a caller.
@@ -383,7 +401,7 @@ impl Drop for PgKv {
         // The last handle may go on a thread that runs async tasks (the
         // sender's): dropping a runtime there panics, shutting it down in
         // the background does not. Its sessions close with it.
-        self.pool.get_mut().idle.clear();
+        self.pool.pool.lock().idle.clear();
         // SAFETY: `rt` is not used again; this is the only place it is taken.
         let rt = unsafe { std::mem::ManuallyDrop::take(&mut self.rt) };
         rt.shutdown_background();
@@ -406,6 +424,8 @@ pub struct PgTxn {
     conn: RefCell<Option<Conn>>,
     /// The error that aborted it: every later statement answers it.
     failed: RefCell<Option<StoreError>>,
+    /// Its `BEGIN`, until sent with the first statement.
+    begin: std::cell::Cell<Option<&'static str>>,
     write: bool,
 }
 
@@ -450,6 +470,11 @@ impl PgTxn {
         let Some(conn) = conn else {
             return Err(StoreError::Io("transaction already finished".into()));
         };
+        if self.begin.get().is_some() {
+            // Nothing was sent: nothing to commit.
+            self.kv.checkin(conn, true);
+            return Ok(());
+        }
         // Not under the statement timeout: cancelling a commit that waits
         // for a synchronous standby would report success for a
         // transaction the standby may not have (PostgreSQL commits it
@@ -510,22 +535,42 @@ impl PgTxn {
         let Some(conn) = slot.as_mut() else {
             return Err(StoreError::Io("transaction already finished".into()));
         };
+        let begin = self.begin.take();
         let res = self.kv.rt.block_on(async {
-            let stmt = match conn.prepared.get(sql) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = conn.client.prepare(sql).await?;
-                    conn.prepared.insert(sql.to_string(), s.clone());
-                    s
+            let client = &conn.client;
+            let began = async {
+                match begin {
+                    Some(b) => client.batch_execute(b).await.map_err(|e| (true, e)),
+                    None => Ok(()),
                 }
             };
-            run(&conn.client, stmt).await
+            let work = async {
+                let stmt = match conn.prepared.get(sql) {
+                    Some(s) => s.clone(),
+                    None => client.prepare(sql).await.map_err(|e| (false, e))?,
+                };
+                let out = run(client, stmt.clone()).await.map_err(|e| (false, e))?;
+                Ok((stmt, out))
+            };
+            // `BEGIN` is polled first, so sent first.
+            let (_, (stmt, out)) = futures_util::future::try_join(began, work).await?;
+            Ok::<_, (bool, tokio_postgres::Error)>((stmt, out))
         });
-        res.map_err(|e| {
-            let err = self.kv.classify(&e);
-            *self.failed.borrow_mut() = Some(err.clone());
-            err
-        })
+        match res {
+            Ok((stmt, out)) => {
+                conn.prepared.entry(sql.to_string()).or_insert(stmt);
+                Ok(out)
+            }
+            Err((at_begin, e)) => {
+                let err = if at_begin {
+                    self.kv.begin_failed(&e)
+                } else {
+                    self.kv.classify(&e)
+                };
+                *self.failed.borrow_mut() = Some(err.clone());
+                Err(err)
+            }
+        }
     }
 
     /// Run `sql` with `params`; the rows.
@@ -553,17 +598,25 @@ impl PgTxn {
 
 impl Drop for PgTxn {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.get_mut().take() {
-            // Rolled back: a failed transaction, or one given up. A
-            // session whose rollback fails is closed, not reused.
-            let lost = matches!(&*self.failed.borrow(), Some(StoreError::Unavailable(_)));
-            let ok = !lost
-                && self
-                    .kv
-                    .rt
-                    .block_on(conn.client.batch_execute("ROLLBACK"))
-                    .is_ok();
-            self.kv.checkin(conn, ok);
+        let Some(conn) = self.conn.get_mut().take() else {
+            return;
+        };
+        let sessions = self.kv.pool.clone();
+        if matches!(&*self.failed.borrow(), Some(StoreError::Unavailable(_))) {
+            // Failed for the connection's sake: closed, not reused.
+            sessions.checkin(conn, false);
+        } else if self.begin.get().is_some() {
+            // Nothing was sent.
+            sessions.checkin(conn, true);
+        } else {
+            // Rolled back (a read, a failed transaction, one given up)
+            // without the caller waiting for the answer; the session
+            // goes back to the pool when it comes, or is closed if the
+            // rollback fails.
+            self.kv.rt.spawn(async move {
+                let ok = conn.client.batch_execute("ROLLBACK").await.is_ok();
+                sessions.checkin(conn, ok);
+            });
         }
     }
 }
