@@ -676,6 +676,17 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         Ok(cells)
     }
 
+    /// Run `sql`, which selects or returns the value columns of at most
+    /// one row; that value (for a set, the empty value), if a row came.
+    fn one_value(&self, sql: &str, cells: &[Cell]) -> Result<Option<Owned<V>>, StoreError> {
+        let rows = self.txn.query(sql, &refs(cells))?;
+        match rows.first() {
+            None => Ok(None),
+            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
+            Some(r) => self.read_value(r, 0).map(Some),
+        }
+    }
+
     /// The cells of a key that may be stored; `None` for one no row can
     /// have (a part over `bigint`'s range, which `insert` refuses).
     fn stored_key(&self, key: &K::SelfType<'_>) -> Result<Option<Vec<Cell>>, StoreError> {
@@ -734,12 +745,7 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
             self.table,
             self.key_eq()
         );
-        let rows = self.txn.query(&sql, &refs(&cells))?;
-        match rows.first() {
-            None => Ok(None),
-            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
-            Some(r) => self.read_value(r, 0).map(Some),
-        }
+        self.one_value(&sql, &cells)
     }
 
     /// Store `value` at `key`; the value that was there.
@@ -776,12 +782,7 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
             ps = params_from(1, all.len()).join(", "),
             pk = list(&self.key),
         );
-        let rows = self.txn.query(&sql, &refs(&cells))?;
-        match rows.first() {
-            None => Ok(None),
-            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
-            Some(r) => self.read_value(r, 0).map(Some),
-        }
+        self.one_value(&sql, &cells)
     }
 
     /// Remove the row at `key`; its value, if there was one.
@@ -799,12 +800,7 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
             self.key_eq(),
             self.value_list()
         );
-        let rows = self.txn.query(&sql, &refs(&cells))?;
-        match rows.first() {
-            None => Ok(None),
-            Some(_) if self.value.is_empty() => Ok(Some(Owned::new(Vec::new()))),
-            Some(r) => self.read_value(r, 0).map(Some),
-        }
+        self.one_value(&sql, &cells)
     }
 
     /// The rows with keys in `range`, in key order, both ways.
