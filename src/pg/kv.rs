@@ -17,9 +17,12 @@
 //! cannot (`40001`, or `40P01` for a deadlock). [`PgKv::write`] runs the
 //! whole transaction again on that error, a bounded number of times. So a
 //! function that was right under redb's single writer is right with many
-//! nodes writing at once: the counter is never lost, the check never
-//! stale. A read transaction is `REPEATABLE READ READ ONLY`: one snapshot
-//! of committed data, as a redb read transaction is.
+//! nodes writing at once, for what it reads through the transaction: the
+//! counter is never lost, the check never stale (a decision taken from a
+//! node's in-memory cache is as fresh as the cache). A read transaction
+//! is `REPEATABLE READ READ ONLY`: one snapshot of committed data, as a
+//! redb read transaction is, though not part of the writers' serial
+//! order; a read that decides a write reads again in the write.
 //!
 //! **Order.** redb orders integer keys numerically, strings and bytes by
 //! their bytes, and tuples part by part. PostgreSQL's row comparison
@@ -30,18 +33,21 @@
 //! redb would, in the same order (`tests/pg_kv.rs` checks it against redb
 //! with random operations).
 //!
-//! **Bounds.** A connection is waited for at most [`PgKv::wait`]; each
-//! statement runs under `statement_timeout` (the same bound); a range is
-//! read in pages (16 rows first, then growing to 2,048), never whole.
+//! **Bounds.** A session is waited for, and a new one started, within
+//! the pool's wait; each statement runs under `statement_timeout` (the
+//! wait, at least 1 s), except `COMMIT` (see [`PgTxn::commit`]); a range
+//! is read in pages (16 rows first, then growing to 2,048), never whole.
+//! `BEGIN` is sent with a transaction's first statement, and a rollback
+//! is not waited for.
 //!
 //! **Errors.** A serialization failure or deadlock is
-//! [`StoreError::Retry`]; a lost or refused connection, a server shutting
-//! down, or a read-only server (a standby after a failover) is
-//! [`StoreError::Unavailable`], and that connection is dropped, so the
-//! next one is made afresh (a multi-host string with
-//! `target_session_attrs=read-write` then finds the new primary); a full
-//! disk is [`StoreError::DiskFull`]. After an error a transaction only
-//! repeats it: PostgreSQL has aborted it.
+//! [`StoreError::Retry`] (the session is kept); a lost or refused
+//! connection, a server shutting down, a read-only server or a `BEGIN`
+//! refused (a standby after a failover) is [`StoreError::Unavailable`],
+//! and that session is closed, so the next one is made afresh (a
+//! multi-host string with `target_session_attrs=read-write` then finds
+//! the new primary); a full disk is [`StoreError::DiskFull`]. After an
+//! error a transaction only repeats it: PostgreSQL has aborted it.
 //!
 //! Blocking, like redb: every method waits on this store's own runtime
 //! and must be called from a thread that is not running async tasks (the
