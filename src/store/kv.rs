@@ -42,12 +42,6 @@ impl<'a> From<&'a WriteTransaction> for Tx<'a> {
     }
 }
 
-impl<'a> From<&'a mut WriteTransaction> for Tx<'a> {
-    fn from(t: &'a mut WriteTransaction) -> Self {
-        Tx::Write(t)
-    }
-}
-
 impl<'a> From<&Tx<'a>> for Tx<'a> {
     fn from(t: &Tx<'a>) -> Self {
         *t

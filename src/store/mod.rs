@@ -153,12 +153,6 @@ impl<'a> From<&'a WriteTxn> for Tx<'a> {
     }
 }
 
-impl<'a> From<&'a mut WriteTxn> for Tx<'a> {
-    fn from(t: &'a mut WriteTxn) -> Self {
-        Tx::from(&*t)
-    }
-}
-
 /// redb's page cache when nothing else is configured (`cache_mb`).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
