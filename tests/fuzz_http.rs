@@ -24,22 +24,7 @@ mod common;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
-use common::TestServer;
-
-/// xorshift64*: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use common::{Rng, TestServer};
 
 fn seeds(tok: &str, t: i64) -> Vec<Vec<u8>> {
     let csv = format!("time,N1,I2,S3\n{t},21.5,3,door open\n{},21.7,,\n", t + 60);

@@ -13,30 +13,13 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::pg::Pg;
+use common::Rng;
 use overlord::pg::kv::{PgKv, PgTxn};
 use overlord::pg::Target;
 use overlord::store::StoreError;
 use redb::{
     Database, Key, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, Value,
 };
-
-/// xorshift64*: the same sequence for a seed, on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len() as u64) as usize]
-    }
-}
 
 /// A database whose default collation is a language's (ICU's root
 /// locale: "a" < "B" < "ä"), not byte order, so that a text key ordered

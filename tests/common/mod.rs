@@ -34,6 +34,29 @@ pub struct TestServer {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// xorshift64*: small, deterministic, no dependency; the same sequence
+/// for a seed on every machine.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// One of `from`.
+    pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len())]
+    }
+}
+
 /// The store a test server with data file `data` used, opened again to
 /// look inside it (the server stopped): the redb file, or with
 /// `TEST_STORE=postgres` its PostgreSQL database.
