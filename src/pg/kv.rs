@@ -179,11 +179,6 @@ impl PgKv {
         })
     }
 
-    /// The server, named without its password.
-    pub fn shown(&self) -> &str {
-        &self.target.shown
-    }
-
     /// Bring the schema to this binary's version (creating it in an
     /// empty database); the version it had.
     pub fn migrate(&self) -> Result<i32, StoreError> {
@@ -903,22 +898,6 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
     {
         let gone = self.matching(range, |k, v| !keep(k, v))?;
         self.delete_keys(gone.iter().map(|(k, _)| k))
-    }
-
-    /// Remove the rows in `range` for which `take` is true; they are
-    /// returned, in key order.
-    pub fn extract_from_if<'a, KR, F>(
-        &mut self,
-        range: impl RangeBounds<KR> + 'a,
-        take: F,
-    ) -> Result<Vec<KvRow<K, V>>, StoreError>
-    where
-        KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
-        F: for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool,
-    {
-        let gone = self.matching(range, take)?;
-        self.delete_keys(gone.iter().map(|(k, _)| k))?;
-        Ok(gone)
     }
 
     /// Remove and return the row with the least key.
