@@ -10,7 +10,7 @@ use crate::auth::Directory;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::codec::{self, timefmt};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::digest::{Digest, DigestHook};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -114,11 +114,6 @@ pub struct OpenOptions {
     /// The clock presence, retention and commits read: the system clock,
     /// or one a test moves forward (see [`crate::clock`]).
     pub clock: Clock,
-    /// Serve from this PostgreSQL database (a connection string) instead
-    /// of the data file. Not a setting yet: what runs on PostgreSQL so
-    /// far is listed in docs/scale-out.md, and the test suite runs on it
-    /// with `TEST_STORE=postgres`.
-    pub postgres: Option<String>,
 }
 
 impl OpenOptions {
@@ -129,7 +124,6 @@ impl OpenOptions {
             digest_hook: None,
             disk_faults: None,
             clock: Clock::system(),
-            postgres: None,
         }
     }
 }
@@ -152,9 +146,8 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
         digest_hook,
         disk_faults,
         clock,
-        postgres,
     } = options;
-    let loaded = load(&config, disk_faults, postgres.as_deref())?;
+    let loaded = load(&config, disk_faults)?;
     let metrics = Arc::new(Metrics::default());
     let digest = Digest::start(
         config.digest.workers,
@@ -231,12 +224,6 @@ pub fn open(options: OpenOptions) -> Result<Opened, StoreError> {
     })
 }
 
-/// Sessions to PostgreSQL (besides none yet for `LISTEN`).
-const POSTGRES_SESSIONS: usize = 16;
-/// The longest a caller waits for a PostgreSQL session, and a statement
-/// may run.
-const POSTGRES_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// What [`open`] reads from the data file before any thread starts.
 struct Loaded {
     store: Arc<Store>,
@@ -252,18 +239,10 @@ struct Loaded {
 /// Open the store and load the in-memory state: users and devices (with
 /// a first administrator if there is none), grants, files, presence, the
 /// catalog and the retention policy.
-fn load(
-    config: &Config,
-    disk: Option<DiskFaults>,
-    postgres: Option<&str>,
-) -> Result<Loaded, StoreError> {
-    let store = Arc::new(match postgres {
-        Some(url) => Store::open_postgres(
-            crate::pg::Target::parse(url).map_err(StoreError::Io)?,
-            POSTGRES_SESSIONS,
-            POSTGRES_WAIT,
-        )?,
-        None => Store::open_verified(
+fn load(config: &Config, disk: Option<DiskFaults>) -> Result<Loaded, StoreError> {
+    let store = Arc::new(match config.store.kind {
+        StoreKind::Postgres => Store::open_node(&config.store)?,
+        StoreKind::Redb => Store::open_verified(
             &config.data_file,
             disk,
             config.cache_bytes(),

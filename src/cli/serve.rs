@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use overlord::app::{self, OpenOptions};
-use overlord::config::{Config, LogConfig, LogFormat, LogLevel};
+use overlord::config::{Config, LogConfig, LogFormat, LogLevel, StoreKind};
 use overlord::server::{self, Listeners};
 use overlord::tls::TlsAcceptor;
 use overlord::users;
@@ -41,11 +41,32 @@ fn init_log(log: &LogConfig) {
     }
 }
 
+/// What the server serves from, as messages name it: the data file's
+/// path, or `PostgreSQL at HOST:PORT/DB` (never the password).
+struct StoreName {
+    text: String,
+    on_file: bool,
+}
+
+fn store_name(config: &Config) -> StoreName {
+    match config.store.kind {
+        StoreKind::Redb => StoreName {
+            text: config.data_file.display().to_string(),
+            on_file: true,
+        },
+        StoreKind::Postgres => StoreName {
+            text: overlord::pg::Target::parse(&config.store.postgres_url)
+                .map(|t| format!("PostgreSQL at {}", t.shown))
+                .unwrap_or_else(|e| e),
+            on_file: false,
+        },
+    }
+}
+
 /// Log to stderr, take the port, open the data file (printing a new
 /// administrator's token once), and serve until a shutdown signal.
 pub fn serve(config: Config) -> Result<(), String> {
     init_log(&config.log);
-    let data_file = config.data_file.clone();
     // Take the ports (and load the certificate) before touching the data
     // file: a second server started on a taken port must fail without
     // creating a data file or an administrator token.
@@ -64,8 +85,14 @@ pub fn serve(config: Config) -> Result<(), String> {
         ("mqtts://", mqtt.tls.as_ref().map(|t| &t.0)),
     ]
     .map(|(scheme, l)| (scheme, l.and_then(|l| l.local_addr().ok())));
-    let mut opened =
-        app::open(OpenOptions::new(config)).map_err(|e| format!("{}: {e}", data_file.display()))?;
+    let store_name = store_name(&config);
+    let mut opened = app::open(OpenOptions::new(config)).map_err(|e| match e {
+        overlord::store::StoreError::InUse if !store_name.on_file => format!(
+            "{}: another Overlord node serves this database; one node serves a database at a time (docs/scale-out.md)",
+            store_name.text
+        ),
+        e => format!("{}: {e}", store_name.text),
+    })?;
     opened.mqtt = mqtt;
     let mut out = std::io::stdout().lock();
     if let Some(token) = &opened.admin_token {
@@ -73,7 +100,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             out,
             "Created the administrator '{}' in {}. Its API token is shown only now:\nadmin token: {token}\nUse it as `Authorization: Bearer TOKEN`. For another: stop the server, run `overlord user token {}`.",
             users::FIRST_ADMIN,
-            data_file.display(),
+            store_name.text,
             users::FIRST_ADMIN
         );
     }
@@ -97,7 +124,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         ] {
             if let Some(addr) = l.and_then(|l| l.local_addr().ok()) {
                 let _ = writeln!(out, "listening on {scheme}{addr}");
-                tracing::info!(%addr, data_file = %data_file.display(), "overlord started {}", if scheme.is_empty() { "(http)" } else { "(https)" });
+                tracing::info!(%addr, store = %store_name.text, "overlord started {}", if scheme.is_empty() { "(http)" } else { "(https)" });
             }
         }
         for (scheme, addr) in mqtt_addrs {

@@ -78,17 +78,71 @@ impl Default for StorageConfig {
     }
 }
 
-/// `[store]`: PostgreSQL, for `overlord export-store` (docs/scale-out.md).
-/// The server itself runs on the data file; its `Debug` hides the
-/// connection string's password.
-#[derive(Clone, Default, Deserialize)]
+/// Which store the server serves from (`[store] kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The data file (`data_file`): the embedded default.
+    #[default]
+    Redb,
+    /// A PostgreSQL database (`postgres_url`); docs/scale-out.md.
+    Postgres,
+}
+
+/// `[store]`: which store the server runs on, and the PostgreSQL
+/// database (also `overlord export-store`'s default target). Its `Debug`
+/// hides the connection string's password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// The PostgreSQL connection string `overlord export-store` uses when
-    /// no `--url` is given (`host=... port=... user=... dbname=...`, or a
-    /// `postgresql://` URL). May hold a password: set it with
-    /// `OVERLORD_STORE__POSTGRES_URL` rather than in the file.
+    /// `redb` (the data file) or `postgres` (`postgres_url`).
+    pub kind: StoreKind,
+    /// The PostgreSQL connection string (`host=... port=... user=...
+    /// dbname=...`, or a `postgresql://` URL; several hosts with
+    /// `target_session_attrs=read-write` for failover). May hold a
+    /// password: set it with `OVERLORD_STORE__POSTGRES_URL` rather than
+    /// in the file.
     pub postgres_url: String,
+    /// Sessions (connections) a node keeps to PostgreSQL at most, besides
+    /// the one that holds its lock on the database.
+    pub pool_size: usize,
+    /// The longest a request waits for a session, a new session takes to
+    /// start, and a statement may run; past it the request gets `503`
+    /// with `Retry-After`.
+    pub timeout_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Redb,
+            postgres_url: String::new(),
+            pool_size: 16,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The checks serving from PostgreSQL needs before anything opens:
+    /// a connection string that parses, and a pool of at least one.
+    pub fn check(&self) -> Result<(), String> {
+        if self.kind != StoreKind::Postgres {
+            return Ok(());
+        }
+        if self.postgres_url.trim().is_empty() {
+            return Err(
+                "[store] kind = \"postgres\" needs postgres_url (or OVERLORD_STORE__POSTGRES_URL)"
+                    .into(),
+            );
+        }
+        crate::pg::Target::parse(&self.postgres_url)
+            .map_err(|e| format!("[store] postgres_url: {e}"))?;
+        if self.pool_size == 0 || self.timeout_secs == 0 {
+            return Err("[store] pool_size and timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -101,7 +155,10 @@ impl std::fmt::Debug for StoreConfig {
                 .unwrap_or_else(|_| "<does not parse>".into())
         };
         f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
             .field("postgres_url", &shown)
+            .field("pool_size", &self.pool_size)
+            .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
 }

@@ -31,7 +31,7 @@ pub mod limits;
 pub mod log;
 mod notify;
 
-pub use data::{PresenceConfig, RetentionConfig, StorageConfig, StoreConfig};
+pub use data::{PresenceConfig, RetentionConfig, StorageConfig, StoreConfig, StoreKind};
 pub use doors::{DashboardConfig, FieldMap, MqttConfig, ThingSpeakConfig, TlsConfig};
 pub use env::ENV_PREFIX;
 pub use limits::{DigestConfig, Limits, QuotaConfig};
@@ -86,7 +86,7 @@ pub struct Config {
     pub log: LogConfig,
     /// The ThingSpeak-compatible door: where `fieldN` goes.
     pub thingspeak: ThingSpeakConfig,
-    /// PostgreSQL (`overlord export-store`; docs/scale-out.md).
+    /// Which store: the data file or PostgreSQL (docs/scale-out.md).
     pub store: StoreConfig,
 }
 
@@ -163,9 +163,11 @@ impl Config {
                 .ok_or_else(|| format!("{k}: not valid UTF-8"))?;
             env::apply_env(&mut table, &defaults, k, key, v)?;
         }
-        toml::Value::Table(table)
+        let config: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        config.store.check()?;
+        Ok(config)
     }
 
     /// `cache_mb` in bytes: redb's page cache for the data file (the
@@ -256,6 +258,40 @@ mod tests {
         assert_eq!(c.smtp.password, d.smtp.password);
         assert_eq!(c.smtp.from, d.smtp.from);
         assert_eq!(c.store.postgres_url, d.store.postgres_url);
+        assert_eq!(c.store.kind, d.store.kind);
+        assert_eq!(c.store.pool_size, d.store.pool_size);
+        assert_eq!(c.store.timeout_secs, d.store.timeout_secs);
+    }
+
+    #[test]
+    fn a_postgres_store_needs_a_connection_string_that_parses() {
+        let env = [("OVERLORD_STORE__KIND", "postgres")];
+        let e = Config::from_toml_and_env("", env).unwrap_err();
+        assert!(e.contains("needs postgres_url"), "{e}");
+        let env = [
+            ("OVERLORD_STORE__KIND", "postgres"),
+            (
+                "OVERLORD_STORE__POSTGRES_URL",
+                "host=db1 user=ov password=s3cret",
+            ),
+        ];
+        let c = Config::from_toml_and_env("", env).unwrap();
+        assert_eq!(c.store.kind, StoreKind::Postgres);
+        let bad = [
+            ("OVERLORD_STORE__KIND", "postgres"),
+            (
+                "OVERLORD_STORE__POSTGRES_URL",
+                "host=db1 password=s3cret port=x",
+            ),
+        ];
+        let e = Config::from_toml_and_env("", bad).unwrap_err();
+        assert!(e.contains("postgres_url") && !e.contains("s3cret"), "{e}");
+        let e = Config::from_toml_and_env("", [("OVERLORD_STORE__KIND", "mysql")]).unwrap_err();
+        assert!(e.contains("mysql"), "{e}");
+        // A connection string alone is export-store's target, not a switch.
+        let c =
+            Config::from_toml_and_env("", [("OVERLORD_STORE__POSTGRES_URL", "host=db1")]).unwrap();
+        assert_eq!(c.store.kind, StoreKind::Redb);
     }
 
     #[test]

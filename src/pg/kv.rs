@@ -120,6 +120,8 @@ pub struct PgKv {
     /// How many times [`PgKv::write`] runs a transaction that could not
     /// be serialized before it answers [`StoreError::Retry`].
     pub attempts: u32,
+    /// This node's hold on the database ([`super::hold`]).
+    hold: Arc<super::hold::Hold>,
 }
 
 /// The pool's state, shared with the tasks that roll a transaction back
@@ -176,7 +178,29 @@ impl PgKv {
             max: max.max(1),
             wait,
             attempts: ATTEMPTS,
+            hold: Arc::default(),
         })
+    }
+
+    /// The database this store is.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Take this node's hold on the database and keep it ([`super::hold`]):
+    /// [`StoreError::InUse`] while another node has it. From then on a
+    /// write transaction begins only while the hold is kept. A tool that
+    /// only reads, or copies into a database no node serves, does not
+    /// take it.
+    pub fn hold(&self) -> Result<(), StoreError> {
+        // A node just stopped or killed frees it a moment later, when
+        // PostgreSQL sees its session end; a few seconds cover that.
+        super::hold::take(
+            &self.rt,
+            &self.target,
+            &self.hold,
+            self.wait.min(Duration::from_secs(3)),
+        )
     }
 
     /// Bring the schema to this binary's version (creating it in an
@@ -259,6 +283,7 @@ impl PgKv {
     /// Begin a `SERIALIZABLE` write transaction (see [`PgKv::write`] for
     /// the retry it needs).
     pub fn begin_write(self: &Arc<Self>) -> Result<PgTxn, StoreError> {
+        self.hold.allows_writes()?;
         self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE", true)
     }
 

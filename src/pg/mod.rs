@@ -12,6 +12,7 @@
 //! errors name the server by [`Target::shown`] (hosts, ports, database,
 //! user) and any text that carries the password has it replaced.
 
+pub mod hold;
 pub mod kv;
 pub mod migrate;
 pub mod mirror;
@@ -33,6 +34,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A parsed connection string, and how to name it without its password.
+#[derive(Clone)]
 pub struct Target {
     config: Config,
     password: Option<String>,
@@ -123,6 +125,14 @@ impl Target {
     /// returns once its WAL is flushed, whatever the server's default).
     /// The connection's task runs on the current tokio runtime.
     pub async fn connect(&self) -> Result<Client, String> {
+        Ok(self.connect_watched().await?.0)
+    }
+
+    /// [`Target::connect`], and a receiver that completes when the
+    /// session's connection ends (closed by either side, or lost).
+    pub async fn connect_watched(
+        &self,
+    ) -> Result<(Client, tokio::sync::oneshot::Receiver<()>), String> {
         let hosts = self
             .config
             .get_hosts()
@@ -152,10 +162,12 @@ impl Target {
                 )
             })?
             .map_err(|e| self.error(&e))?;
+        let (ended, watch) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             // Ends when the client is dropped; an error here is what the
             // next statement reports too.
             let _ = conn.await;
+            let _ = ended.send(());
         });
         client
             .batch_execute(&format!(
@@ -164,7 +176,7 @@ impl Target {
             ))
             .await
             .map_err(|e| self.error(&e))?;
-        Ok(client)
+        Ok((client, watch))
     }
 }
 

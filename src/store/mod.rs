@@ -268,8 +268,10 @@ impl Store {
         f(Tx::Read(&txn))
     }
 
-    /// A store on PostgreSQL: the schema is created or brought to this
-    /// binary's version first (docs/scale-out.md (f)). At most `sessions`
+    /// A store on PostgreSQL for a tool or a test, without a node's hold
+    /// (a node opens with [`Store::open_node`]): the schema is created or
+    /// brought to this binary's version first (docs/scale-out.md (f)). At
+    /// most `sessions`
     /// connections; a caller waits at most `wait` for one, and a statement
     /// runs at most that long.
     pub fn open_postgres(
@@ -279,13 +281,30 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let kv = Arc::new(crate::pg::kv::PgKv::new(target, sessions, wait)?);
         kv.migrate()?;
-        Ok(Store {
+        Ok(Store::on_postgres(kv))
+    }
+
+    /// The store a node serves from PostgreSQL (`[store] kind =
+    /// "postgres"`): take this node's hold on the database first (a
+    /// second node is [`StoreError::InUse`], `crate::pg::hold` says why),
+    /// then bring the schema to this binary's version, then pool.
+    pub fn open_node(config: &crate::config::StoreConfig) -> Result<Store, StoreError> {
+        let target = crate::pg::Target::parse(&config.postgres_url).map_err(StoreError::Io)?;
+        let wait = std::time::Duration::from_secs(config.timeout_secs.max(1));
+        let kv = Arc::new(crate::pg::kv::PgKv::new(target, config.pool_size, wait)?);
+        kv.hold()?;
+        kv.migrate()?;
+        Ok(Store::on_postgres(kv))
+    }
+
+    fn on_postgres(kv: Arc<crate::pg::kv::PgKv>) -> Store {
+        Store {
             slot: RwLock::new(Slot::Postgres(kv)),
             path: PathBuf::new(),
             faults: None,
             cache_bytes: 0,
             damage: Arc::default(),
-        })
+        }
     }
 
     /// The PostgreSQL database, when the store is one.

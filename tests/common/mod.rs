@@ -127,8 +127,12 @@ impl TestServer {
     /// other constructor comes here.
     pub fn open(mut options: OpenOptions, admin: Option<String>) -> TestServer {
         let dir = options.config.data_file.parent().unwrap().to_path_buf();
-        if options.postgres.is_none() {
-            options.postgres = pg::store_for(&options.config.data_file);
+        if options.config.store.kind == overlord::config::StoreKind::Redb {
+            if let Some(url) = pg::store_for(&options.config.data_file) {
+                options.config.store.kind = overlord::config::StoreKind::Postgres;
+                options.config.store.postgres_url = url;
+                options.config.store.timeout_secs = 30;
+            }
         }
         let mqtt_listener = overlord::mqtt::bind(&options.config.mqtt).expect("mqtt port");
         let mqtt = mqtt_listener.as_ref().map(|l| l.local_addr().unwrap());
