@@ -49,8 +49,8 @@ pub async fn metrics(app: &Arc<App>) -> Result<Reply, WireError> {
 }
 
 /// `GET /v1/admin/backup` (administrators): a consistent copy of the data
-/// file, taken while the server keeps serving. A read transaction pins
-/// the last commit; a blocking thread copies it into a fresh redb file
+/// file (on PostgreSQL: of the database, as a data file), taken while the
+/// server keeps serving. A read transaction pins the last commit; a blocking thread copies it into a fresh redb file
 /// beside the data file, which is then unlinked and streamed from the open
 /// handle (`Content-Length` known, never buffered whole).
 pub async fn backup(
@@ -64,10 +64,14 @@ pub async fn backup(
         .authorize(&who, Action::Administer, crate::auth::Resource::None)?;
     let app2 = app.clone();
     let (file, len, rows) = crate::blocking::wire("backup failed", move || {
-        let txn = app2.store.db()?.begin_read()?;
         let tmp = crate::ops::temp_beside(&app2.config.data_file, "backup");
-        let copied = crate::ops::backup_copy(&txn, &tmp, &|_| {});
-        drop(txn);
+        let copied = match app2.store.postgres() {
+            Some(kv) => backup_postgres(&kv, &tmp, app2.config.cache_bytes()),
+            None => {
+                let txn = app2.store.db()?.begin_read()?;
+                crate::ops::backup_copy(&txn, &tmp, &|_| {})
+            }
+        };
         let opened = copied.and_then(|rows| {
             let f = std::fs::File::open(&tmp).map_err(|e| StoreError::Io(e.to_string()))?;
             let len = f
@@ -90,6 +94,32 @@ pub async fn backup(
         hyper::header::CONTENT_DISPOSITION,
         "attachment; filename=\"overlord-backup.redb\"".into(),
     ))
+}
+
+/// The backup of a store on PostgreSQL: the same redb file, written
+/// from one `REPEATABLE READ` snapshot of the database by
+/// `overlord export-store --to redb`'s copy (so it is also the way back
+/// to a single data file). Its uploaded files' contents, which that copy
+/// also fetches, are dropped: a backup never holds them (see the doc).
+fn backup_postgres(
+    kv: &crate::pg::kv::PgKv,
+    tmp: &std::path::Path,
+    cache_bytes: usize,
+) -> Result<u64, StoreError> {
+    let blobs = crate::ops::temp_beside(tmp, "blobs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    let copied = rt.block_on(crate::pg::transfer::to_redb(
+        kv.target(),
+        tmp,
+        &blobs,
+        cache_bytes,
+        &|_| {},
+    ));
+    let _ = std::fs::remove_dir_all(&blobs);
+    copied.map(|c| c.rows).map_err(StoreError::Io)
 }
 
 /// `GET /v1/devices/ID/retention`: how long the device's readings are

@@ -22,6 +22,11 @@ pub fn backup(config: &Config, file: &Path, url: Option<&str>) -> Result<(), Str
         return Err(format!("{} exists; give a new file name", file.display()));
     }
     let Some(url) = url else {
+        super::file_only(
+            config,
+            "backup FILE",
+            "use --url to have the running node write the database into a data file, or pg_dump",
+        )?;
         let rows = offline(&config.data_file, Advice::Url, |data| {
             let store = Store::open(data)?;
             let txn = store.db()?.begin_read()?;
@@ -130,6 +135,11 @@ fn download(url: &str, path: &str, token: &str, dest: &Path) -> Result<u64, Stri
 /// (server stopped); the old one is kept as `<data file>.pre-restore-<UTC time>`.
 /// Prints `ok,BYTES,KEPT`.
 pub fn restore(config: &Config, file: &Path) -> Result<(), String> {
+    super::file_only(
+        config,
+        "restore",
+        "copy the backup into an empty database with `overlord export-store --to postgres FILE`",
+    )?;
     let len = Store::file_len(file);
     let bar = progress(len, "bytes");
     // Only "in use" is about the data file: any other failure names the

@@ -9,6 +9,11 @@ use super::{offline, Advice};
 /// copy beside the data file (see `ops::check`). Prints `what,rows,state`
 /// lines, then `ok`; damage is an error (a non-zero exit).
 pub fn check(config: &Config) -> Result<(), String> {
+    super::file_only(
+        config,
+        "check",
+        "PostgreSQL checks its own pages (data checksums, amcheck)",
+    )?;
     let path = &config.data_file;
     if !path.exists() {
         return Err(super::no_data_file(path));

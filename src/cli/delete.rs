@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use overlord::app::{self, OpenOptions, Opened};
+use overlord::app::Opened;
 use overlord::config::Config;
 
-use super::{offline, Advice};
+use super::{offline_app, Advice};
 
 /// Delete device `id` and all its data; prints
 /// `ok,<inbox rows>,<channel memberships>,<alerts>` as the HTTP API does.
@@ -73,9 +73,7 @@ fn with_app<T>(
     config: &Config,
     op: impl FnOnce(&overlord::app::App) -> Result<T, String>,
 ) -> Result<T, String> {
-    let opened = offline(&config.data_file, Advice::StopOrHttp, |_| {
-        app::open(OpenOptions::new(config.clone()))
-    })?;
+    let opened = offline_app(config, Advice::StopOrHttp)?;
     let result = op(&opened.app);
     if result.is_ok() {
         // The writer removes the readings a bounded batch per commit, at

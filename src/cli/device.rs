@@ -10,7 +10,7 @@ use overlord::config::Config;
 use overlord::store::Store;
 use overlord::{devices, users};
 
-use super::{offline, read_input, Advice};
+use super::{offline_store, read_input, Advice};
 
 /// `overlord device ...`.
 #[derive(Subcommand)]
@@ -110,7 +110,7 @@ pub fn device(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
 
 /// The subcommands that change device records in the data file itself.
 fn on_records(config: &Config, cmd: DeviceCmd) -> Result<(), String> {
-    let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
+    let store = offline_store(config, Advice::StopOrHttp)?;
     let directory = Directory::new(
         store.load_devices().map_err(|e| e.to_string())?,
         store.load_users().map_err(|e| e.to_string())?,

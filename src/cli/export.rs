@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use overlord::app::{self, App, OpenOptions, Opened};
+use overlord::app::{App, Opened};
 use overlord::codec::csvbody::{self, CsvReadings};
 use overlord::codec::{timefmt, Reading, SensorId};
 use overlord::config::Config;
@@ -14,7 +14,7 @@ use overlord::store::query::{read_series, SeriesQuery};
 use overlord::store::Store;
 use overlord::users;
 
-use super::{offline, progress, read_input, wire_text, Advice};
+use super::{offline_app, offline_store, progress, read_input, wire_text, Advice};
 
 // `overlord export`'s flags (no doc comment here: the command's help
 // text is the doc comment on `Command::Export` in main.rs).
@@ -52,7 +52,7 @@ pub fn export(config: &Config, args: ExportArgs) -> Result<(), String> {
         out,
         safe,
     } = args;
-    let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
+    let store = offline_store(config, Advice::StopOrHttp)?;
     let d = store
         .load_devices()
         .map_err(|e| e.to_string())?
@@ -159,10 +159,7 @@ pub fn import(config: Config, file: &Path, device: Option<&str>) -> Result<(), S
     let limits = config.codec_limits();
     let parsed = csvbody::parse_csv(&body, timefmt::now_micros(), &limits).map_err(wire_text)?;
     drop(body);
-    let data_file = config.data_file.clone();
-    let opened = offline(&data_file, Advice::Stop, |_| {
-        app::open(OpenOptions::new(config))
-    })?;
+    let opened = offline_app(&config, Advice::Stop)?;
     let result = submit_all(&opened.app, parsed, device);
     if let Some(token) = &opened.admin_token {
         eprintln!(

@@ -11,6 +11,11 @@ use super::{offline_or_create, Advice};
 /// no rows; an existing file is refused (nothing is overwritten). Prints
 /// `created,PATH`. The first `serve` still creates the administrator.
 pub fn init(config: &Config) -> Result<(), String> {
+    super::file_only(
+        config,
+        "init",
+        "a node makes the database's schema when it starts, and the offline `user` and `device` commands work on the database",
+    )?;
     let data = &config.data_file;
     if data.exists() {
         return Err(format!("{} exists already", data.display()));

@@ -14,8 +14,10 @@
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use overlord::app;
+use overlord::config::{Config, StoreKind};
 use overlord::error::WireError;
-use overlord::store::StoreError;
+use overlord::store::{Store, StoreError};
 
 pub mod backup;
 pub mod check;
@@ -41,6 +43,16 @@ pub enum Advice {
     Url,
 }
 
+impl Advice {
+    fn text(self) -> &'static str {
+        match self {
+            Advice::Stop => "stop it first",
+            Advice::StopOrHttp => "stop it first, or use the HTTP API (see docs/api.md)",
+            Advice::Url => "use --url to have it make the backup",
+        }
+    }
+}
+
 /// Run `op` on the data file at `data` with the server stopped: the one
 /// way an offline command opens it (`op` is `Store::open`, `app::open` or
 /// an `ops` step). A missing file is `no data file at PATH` (a command
@@ -56,6 +68,52 @@ pub fn offline<T>(
         return Err(no_data_file(data));
     }
     offline_or_create(data, advice, op)
+}
+
+/// The store an offline command works on, with the server stopped: the
+/// data file ([`offline`]), or with `[store] kind = "postgres"` the
+/// database, taking the node's hold on it, so a running node is refused
+/// as a running server on the file is.
+pub fn offline_store(config: &Config, advice: Advice) -> Result<Store, String> {
+    match config.store.kind {
+        StoreKind::Redb => offline(&config.data_file, advice, Store::open),
+        StoreKind::Postgres => {
+            Store::open_node(&config.store).map_err(|e| on_postgres(config, advice, e))
+        }
+    }
+}
+
+/// The server's whole state opened by an offline command (its writer
+/// runs; shut it down after), on the data file or the database.
+pub fn offline_app(config: &Config, advice: Advice) -> Result<app::Opened, String> {
+    let open = || app::open(app::OpenOptions::new(config.clone()));
+    match config.store.kind {
+        StoreKind::Redb => offline(&config.data_file, advice, |_| open()),
+        StoreKind::Postgres => open().map_err(|e| on_postgres(config, advice, e)),
+    }
+}
+
+/// A failure to open the PostgreSQL store, as an offline command says it.
+fn on_postgres(config: &Config, advice: Advice, e: StoreError) -> String {
+    let at = overlord::pg::Target::parse(&config.store.postgres_url)
+        .map(|t| format!("PostgreSQL at {}", t.shown))
+        .unwrap_or_else(|e| e);
+    match e {
+        StoreError::InUse => format!("{at} is served by a running node; {}", advice.text()),
+        other => format!("{at}: {other}"),
+    }
+}
+
+/// Refuse a command that only works on the data file when the
+/// configuration serves from PostgreSQL (`[store] kind = "postgres"`),
+/// rather than run it on a data file the server does not use.
+pub fn file_only(config: &Config, command: &str, instead: &str) -> Result<(), String> {
+    match config.store.kind {
+        StoreKind::Redb => Ok(()),
+        StoreKind::Postgres => Err(format!(
+            "`overlord {command}` works on a redb data file, and this configuration serves from PostgreSQL ([store] kind = \"postgres\"); {instead}"
+        )),
+    }
 }
 
 /// What an offline command says when the data file is not there.
@@ -74,14 +132,11 @@ pub fn offline_or_create<T>(
     op: impl FnOnce(&Path) -> Result<T, StoreError>,
 ) -> Result<T, String> {
     op(data).map_err(|e| match e {
-        StoreError::InUse => {
-            let advice = match advice {
-                Advice::Stop => "stop it first",
-                Advice::StopOrHttp => "stop it first, or use the HTTP API (see docs/api.md)",
-                Advice::Url => "use --url to have it make the backup",
-            };
-            format!("{} is in use by a running server; {advice}", data.display())
-        }
+        StoreError::InUse => format!(
+            "{} is in use by a running server; {}",
+            data.display(),
+            advice.text()
+        ),
         other => format!("{}: {other}", data.display()),
     })
 }

@@ -5,9 +5,8 @@ use clap::Subcommand;
 use overlord::codec::SensorId;
 use overlord::config::Config;
 use overlord::retention::{parse_days, Retention};
-use overlord::store::Store;
 
-use super::{offline, wire_text, Advice};
+use super::{offline_store, wire_text, Advice};
 
 /// `overlord retention ...`.
 #[derive(Subcommand)]
@@ -34,7 +33,7 @@ pub enum RetentionCmd {
 
 /// Run one `retention` subcommand on the data file (server stopped).
 pub fn retention(config: &Config, cmd: RetentionCmd) -> Result<(), String> {
-    let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
+    let store = offline_store(config, Advice::StopOrHttp)?;
     let policy = Retention::new(
         &config.retention,
         Retention::load(&store).map_err(|e| e.to_string())?,

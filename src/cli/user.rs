@@ -4,10 +4,10 @@
 
 use clap::Subcommand;
 use overlord::config::Config;
-use overlord::store::{self, Store};
+use overlord::store;
 use overlord::users;
 
-use super::{offline, Advice};
+use super::{offline_store, Advice};
 
 /// `overlord user ...`.
 #[derive(Subcommand)]
@@ -49,7 +49,7 @@ pub fn user(config: &Config, cmd: UserCmd) -> Result<(), String> {
         // Through the server's state: the writer removes device readings.
         return super::delete::delete_user(config, name, *cascade);
     }
-    let store = offline(&config.data_file, Advice::StopOrHttp, Store::open)?;
+    let store = offline_store(config, Advice::StopOrHttp)?;
     match cmd {
         UserCmd::Token { name, admin } => {
             // The same rule as `POST /v1/users`: a user's name goes into
