@@ -1,0 +1,457 @@
+//! The server on PostgreSQL (`[store] kind = "postgres"`, issue 20), as a
+//! user runs it: the real binary, talking HTTP/1.0 on loopback, on a
+//! throw-away PostgreSQL. A `200` means committed there: every
+//! acknowledged reading is stored exactly once after the node is killed
+//! with `SIGKILL` under load, after PostgreSQL itself is killed and
+//! started again under load (the node answers `503` with `Retry-After`
+//! meanwhile and recovers without a restart), and after a failover to a
+//! synchronous standby. One node serves a database at a time; the
+//! offline commands and `GET /v1/admin/backup` work on the database.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::pg::Pg;
+use common::process::Proc;
+
+/// The `[store]` section serving from `url`.
+fn store_section(url: &str) -> String {
+    format!("[store]\nkind = \"postgres\"\npostgres_url = \"{url}\"\ntimeout_secs = 5\n")
+}
+
+fn http(addr: SocketAddr, req: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(req.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn admin_req(p: &Proc, admin: &str, method: &str, path: &str, form: &str) -> String {
+    let r = http(
+        p.addr,
+        &format!(
+            "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.0 2"), "{method} {path}: {r}");
+    r.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// Create device `id`; its token.
+fn create_device(p: &Proc, admin: &str, id: &str) -> String {
+    let body = admin_req(p, admin, "POST", "/v1/devices", &format!("id={id}"));
+    common::token_of(&body)
+}
+
+/// Run `overlord --config CFG ARGS` to its end (bounded); status and
+/// stdout and stderr.
+fn run(cfg: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_overlord"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("OVERLORD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("overlord {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What the load saw.
+#[derive(Default)]
+struct Seen {
+    /// Reading number -> value, for every `200`.
+    acked: Mutex<BTreeMap<i64, i64>>,
+    /// `503` answers with `Retry-After`.
+    busy: AtomicU64,
+    /// Anything else (neither `200` nor `503` with `Retry-After`).
+    other: Mutex<Vec<String>>,
+}
+
+/// Readings from `THREADS` clients, one HTTP/1.0 connection each, device
+/// `crash`, reading `k` with value `7k` at `base + k`, until `stop` (or
+/// 3,000 requests a thread). A board's way: each request stands alone.
+fn load(
+    addr: SocketAddr,
+    token: String,
+    base: i64,
+    first: i64,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    const THREADS: i64 = 4;
+    (0..THREADS)
+        .map(|th| {
+            let (token, stop, seen) = (token.clone(), stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut k = first + th;
+                for _ in 0..3_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let req = format!(
+                        "GET /v1/readings?device=crash&token={token}&I1={}&time={} HTTP/1.0\r\n\r\n",
+                        k * 7,
+                        base + k
+                    );
+                    match http(addr, &req) {
+                        Ok(r) if r.starts_with("HTTP/1.0 200") && r.contains("\r\n\r\nok,1,") => {
+                            seen.acked.lock().unwrap().insert(k, k * 7);
+                        }
+                        Ok(r) if r.starts_with("HTTP/1.0 503") && r.contains("\r\nRetry-After: ") => {
+                            seen.busy.fetch_add(1, Ordering::Relaxed);
+                            // A board waits before it tries again.
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        // The node was killed (mid-answer, or before it).
+                        Ok(r) if r.is_empty() => break,
+                        Err(_) => break,
+                        Ok(r) => seen.other.lock().unwrap().push(r),
+                    }
+                    k += THREADS;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every acknowledged reading stored exactly once, with its value.
+fn assert_all_stored_once(p: &Proc, admin: &str, base: i64, acked: &BTreeMap<i64, i64>) {
+    let body = admin_req(
+        p,
+        admin,
+        "GET",
+        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
+        "",
+    );
+    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
+    for line in body.lines().skip(1) {
+        let (t, v) = line.split_once(',').unwrap();
+        let prev = stored.insert(t.to_string(), v.parse().unwrap());
+        assert!(prev.is_none(), "reading at {t} stored twice");
+    }
+    for (k, v) in acked {
+        let t = common::rfc3339(base + k);
+        assert_eq!(
+            stored.get(&t),
+            Some(v),
+            "acknowledged reading {k} at {t} lost"
+        );
+    }
+}
+
+/// Wait (bounded) until a reading is acknowledged again: the node is
+/// serving writes.
+fn until_writes_succeed(p: &Proc, token: &str, t: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http(
+            p.addr,
+            &format!("GET /v1/readings?device=crash&token={token}&I2=1&time={t} HTTP/1.0\r\n\r\n"),
+        )
+        .unwrap();
+        if r.starts_with("HTTP/1.0 200") {
+            return;
+        }
+        assert!(
+            r.starts_with("HTTP/1.0 503") && r.contains("\r\nRetry-After: "),
+            "while PostgreSQL comes back: {r}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_node_serves_a_database_and_its_commands_and_backup_work_there() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("node");
+    let url = pg.url("node");
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut a = Proc::start(dir_a.path(), &store_section(&url));
+    let admin = a
+        .admin
+        .clone()
+        .expect("the first start on an empty database");
+    let token = create_device(&a, &admin, "crash");
+    let r = http(
+        a.addr,
+        &format!("POST /v1/readings?device=crash&token={token} HTTP/1.0\r\nContent-Type: text/csv\r\nContent-Length: 14\r\n\r\ntime,I1\n100,5\n"),
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+    // No data file: the readings are in PostgreSQL.
+    assert!(!dir_a.path().join("o.redb").exists());
+    let rows = pg.value("node", "SELECT count(*) FROM devices");
+    assert_eq!(rows, "1", "the device is a row in PostgreSQL");
+
+    // A second node on the same database is refused, as a second server
+    // on a data file is.
+    std::fs::write(
+        dir_b.path().join("overlord.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n{}",
+            dir_b.path().join("o.redb").display(),
+            store_section(&url)
+        ),
+    )
+    .unwrap();
+    let cfg_b = dir_b.path().join("overlord.toml");
+    let (ok, _, err) = run(&cfg_b, &[]);
+    assert!(!ok, "a second node must not start");
+    assert!(
+        err.contains("another Overlord node serves this database"),
+        "{err}"
+    );
+    // So are the offline commands while a node serves it.
+    let (ok, _, err) = run(&cfg_b, &["user", "token", "admin"]);
+    assert!(!ok && err.contains("served by a running node"), "{err}");
+    // The commands that need a data file say so instead of making one.
+    for args in [
+        &["check"][..],
+        &["compact"],
+        &["init"],
+        &["backup", "x.redb"],
+    ] {
+        let (ok, _, err) = run(&cfg_b, args);
+        assert!(
+            !ok && err.contains("serves from PostgreSQL"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!dir_b.path().join("o.redb").exists(), "no data file made");
+
+    // The backup of a node on PostgreSQL is a data file holding it.
+    let mut s = TcpStream::connect(a.addr).unwrap();
+    s.write_all(
+        format!("GET /v1/admin/backup HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    let backup = dir_b.path().join("backup.redb");
+    std::fs::write(&backup, &raw[split + 4..]).unwrap();
+    let copy = overlord::store::Store::open(&backup).expect("a data file");
+    let devices = copy.load_devices().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].id, "crash");
+    drop(copy);
+
+    // Killed, the node frees the database at once for the next one.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let (ok, out, err) = run(&cfg_b, &["user", "token", "ann"]);
+    assert!(ok, "{err}");
+    let ann = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string();
+    let b = Proc::start(dir_b.path(), &store_section(&url));
+    assert!(b.admin.is_none(), "the database has its administrator");
+    let body = admin_req(
+        &b,
+        &admin,
+        "GET",
+        "/v1/devices/crash/readings?sensors=I1",
+        "",
+    );
+    assert!(body.lines().nth(1).unwrap().ends_with(",5"), "{body}");
+    // The token the offline command issued works on the node.
+    let r = http(
+        b.addr,
+        &format!("GET /v1/devices HTTP/1.0\r\nAuthorization: Bearer {ann}\r\n\r\n"),
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+}
+
+#[test]
+fn sigkill_of_the_node_under_load_loses_no_acknowledged_reading() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("crash");
+    let extra = store_section(&pg.url("crash"));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = Proc::start(tmp.path(), &extra);
+    let admin = p.admin.clone().unwrap();
+    let token = create_device(&p, &admin, "crash");
+    let base = common::hour_ago() - 86_400;
+    let mut acked = BTreeMap::new();
+    for cycle in 0..3 {
+        let seen = Arc::new(Seen::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = load(
+            p.addr,
+            token.clone(),
+            base,
+            cycle * 20_000,
+            stop.clone(),
+            seen.clone(),
+        );
+        // Not a wait for the server: the kill lands this far into the
+        // load, a different moment each cycle.
+        std::thread::sleep(Duration::from_millis(400 + 150 * cycle as u64));
+        p.child.kill().unwrap(); // SIGKILL
+        p.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            seen.other.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.other.lock().unwrap()
+        );
+        acked.extend(seen.acked.lock().unwrap().clone());
+        p = Proc::start(tmp.path(), &extra);
+    }
+    assert!(
+        acked.len() > 20,
+        "the load got acknowledgements: {}",
+        acked.len()
+    );
+    assert_all_stored_once(&p, &admin, base, &acked);
+}
+
+#[test]
+fn postgres_killed_under_load_gives_503_then_the_node_recovers_by_itself() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("away");
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::start(tmp.path(), &store_section(&pg.url("away")));
+    let admin = p.admin.clone().unwrap();
+    let token = create_device(&p, &admin, "crash");
+    let base = common::hour_ago() - 86_400;
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
+    // Under load: wait until some readings are in, then kill PostgreSQL.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.acked.lock().unwrap().len() < 50 {
+        assert!(Instant::now() < deadline, "no load got through");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pg.stop_immediate();
+    // While it is away, writes are refused with 503 and Retry-After (the
+    // load counts them; anything else is a failure below).
+    let busy_before = seen.busy.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.busy.load(Ordering::Relaxed) < busy_before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no 503 while PostgreSQL was away"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let acked_while_away = seen.acked.lock().unwrap().len();
+    pg.start_again();
+    // The same process: it reconnects by itself.
+    until_writes_succeed(&p, &token, base - 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.acked.lock().unwrap().len() < acked_while_away + 50 {
+        assert!(Instant::now() < deadline, "the load did not resume");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        seen.other.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.other.lock().unwrap()
+    );
+    let acked = seen.acked.lock().unwrap().clone();
+    assert_all_stored_once(&p, &admin, base, &acked);
+}
+
+#[test]
+fn failover_to_a_synchronous_standby_loses_no_acknowledged_reading() {
+    let Some(primary) = Pg::start() else { return };
+    primary.create_db("fo");
+    let standby = primary.start_replica(true);
+    // Both hosts; the node keeps to the one that takes writes.
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=fo target_session_attrs=read-write connect_timeout=2",
+        primary.port, standby.port
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::start(tmp.path(), &store_section(&url));
+    let admin = p.admin.clone().unwrap();
+    let token = create_device(&p, &admin, "crash");
+    let base = common::hour_ago() - 86_400;
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.acked.lock().unwrap().len() < 50 {
+        assert!(Instant::now() < deadline, "no load got through");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The primary dies; an operator (here: the test) promotes the standby.
+    primary.stop_immediate();
+    standby.promote();
+    until_writes_succeed(&p, &token, base - 1);
+    let resumed = seen.acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.acked.lock().unwrap().len() < resumed + 50 {
+        assert!(Instant::now() < deadline, "the load did not resume");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        seen.other.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.other.lock().unwrap()
+    );
+    assert!(
+        seen.busy.load(Ordering::Relaxed) > 0,
+        "the failover happened under load: some writes were refused while no primary took them"
+    );
+    let acked = seen.acked.lock().unwrap().clone();
+    // Read on the promoted standby: what the node acknowledged before the
+    // failover reached it (synchronous replication) and nothing twice.
+    assert_all_stored_once(&p, &admin, base, &acked);
+}
