@@ -13,6 +13,13 @@
 //! reading the old content (POSIX unlink semantics), consistent with the
 //! `ETag` it was sent.
 //!
+//! **On PostgreSQL** (`[store] kind = "postgres"`) the contents are in the
+//! database too (`pg::blobs`, table `file_blobs`), written in the
+//! transaction that commits the record and removed in the one that stops
+//! the last record using them; the files directory is then a cache that a
+//! download fills from the database when a content is missing (a node
+//! started on a new machine), checked against the digest.
+//!
 //! Everything here blocks (disk, redb): call it off the async workers.
 
 use std::collections::{BTreeMap, HashSet};
@@ -79,6 +86,8 @@ pub struct Files {
     /// Serialises finishing uploads, deletes and password changes: the
     /// rename of a blob, the commit and the removal of old blobs.
     lock: Mutex<()>,
+    /// The database that holds every content, on PostgreSQL.
+    pg: Option<Arc<crate::pg::kv::PgKv>>,
 }
 
 fn io_err(e: io::Error) -> StoreError {
@@ -121,6 +130,7 @@ impl Files {
                 dir,
                 index: RwLock::new(index),
                 lock: Mutex::new(()),
+                pg: store.postgres(),
             })
         })
     }
@@ -138,6 +148,34 @@ impl Files {
     /// Where the content with this digest is.
     pub fn blob_path(&self, sha256: &[u8; 32]) -> PathBuf {
         self.dir.join(hex(sha256))
+    }
+
+    /// Open the content with this digest: from the files directory, or,
+    /// on PostgreSQL, fetched from the database into it first (a node
+    /// whose directory lacks it). `NotFound` when neither has it.
+    pub fn open_blob(&self, sha256: &[u8; 32]) -> io::Result<fs::File> {
+        let path = self.blob_path(sha256);
+        match fs::File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let Some(pg) = &self.pg else {
+            return fs::File::open(&path);
+        };
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp = self.dir.join(format!(".tmp-{}", hex(&r)));
+        let fetched = crate::pg::blobs::fetch(pg, sha256, &tmp);
+        let placed = match fetched {
+            Ok(true) => fs::rename(&tmp, &path).and_then(|()| sync_dir(&self.dir)),
+            Ok(false) => Err(io::ErrorKind::NotFound.into()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::File::open(&path)
     }
 
     /// Start an upload: a new temp file in the files directory.
@@ -185,6 +223,14 @@ impl Files {
         }
         let updated = timefmt::now_micros();
         let rec = store.write(|txn| {
+            if let crate::store::kv::Tx::Pg(p) = txn {
+                crate::pg::blobs::put(p, &done.sha256, &blob)?;
+                if let Some(o) = &old {
+                    if o.sha256 != done.sha256 && !used_elsewhere(txn, name, &o.sha256)? {
+                        crate::pg::blobs::remove(p, &o.sha256)?;
+                    }
+                }
+            }
             let rec = match &old {
                 Some(o) => FileRecord {
                     size: done.size,
@@ -226,6 +272,11 @@ impl Files {
         };
         store.write(|txn| {
             FILES.open(txn)?.remove(name)?;
+            if let crate::store::kv::Tx::Pg(p) = txn {
+                if !used_elsewhere(txn, name, &old.sha256)? {
+                    crate::pg::blobs::remove(p, &old.sha256)?;
+                }
+            }
             Ok::<_, StoreError>(())
         })?;
         self.index.write().remove(name);
@@ -263,6 +314,22 @@ impl Files {
             let _ = fs::remove_file(self.blob_path(sha256));
         }
     }
+}
+
+/// Does a file other than `name` use the content `sha256`, as stored (not
+/// as this node's index knows it)?
+fn used_elsewhere(
+    txn: crate::store::kv::Tx<'_>,
+    name: &str,
+    sha256: &[u8; 32],
+) -> Result<bool, StoreError> {
+    for row in FILES.open(txn)?.iter()? {
+        let (n, f) = row?;
+        if n.value() != name && &f.sha256 == sha256 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// An upload in progress: a temp file and the running digest. Dropped

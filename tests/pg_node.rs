@@ -455,3 +455,107 @@ fn failover_to_a_synchronous_standby_loses_no_acknowledged_reading() {
     // failover reached it (synchronous replication) and nothing twice.
     assert_all_stored_once(&p, &admin, base, &acked);
 }
+
+/// Send `head` and `body` on a new connection; the status line and
+/// headers, and the body, as bytes.
+fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a reply");
+    (
+        String::from_utf8_lossy(&raw[..split]).into_owned(),
+        raw[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn uploaded_files_live_in_the_database_and_a_node_on_a_new_machine_serves_them() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("files");
+    let extra = store_section(&pg.url("files"));
+    // Two "machines": each node has a files directory of its own.
+    let (box_a, box_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Proc::start(box_a.path(), &extra);
+    let admin = a.admin.clone().unwrap();
+    // Over two of the database's 1 MiB parts, bytes that show a misplaced
+    // part.
+    let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15);
+    let content: Vec<u8> = (0..2_500_000).map(|_| rng.next() as u8).collect();
+    let put = |p: &Proc, name: &str, body: &[u8]| {
+        let (head, reply) = exchange(
+            p.addr,
+            &format!(
+                "PUT /v1/files/{name} HTTP/1.0\r\nAuthorization: Bearer {admin}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+            body,
+        );
+        assert!(
+            head.starts_with("HTTP/1.0 20"),
+            "{head}\n{}",
+            String::from_utf8_lossy(&reply)
+        );
+    };
+    put(&a, "fw.bin", &content);
+    put(&a, "same.bin", &content);
+    put(&a, "gone.bin", b"short-lived");
+    assert_eq!(
+        pg.value("files", "SELECT count(DISTINCT sha256) FROM file_blobs"),
+        "2",
+        "one copy per distinct content"
+    );
+    assert_eq!(
+        pg.value("files", "SELECT count(*) FROM file_blobs"),
+        "4",
+        "3 parts + 1"
+    );
+    // The box dies; a node starts on another one, with an empty directory.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let b = Proc::start(box_b.path(), &extra);
+    let get = |p: &Proc, name: &str, range: &str| {
+        exchange(
+            p.addr,
+            &format!(
+                "GET /v1/files/{name} HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n{range}\r\n"
+            ),
+            b"",
+        )
+    };
+    let (head, body) = get(&b, "fw.bin", "");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(body == content, "the whole content, from the database");
+    // A resumed download across the boundary of two parts.
+    let (head, body) = get(&b, "fw.bin", "Range: bytes=1048000-2100000\r\n");
+    assert!(head.starts_with("HTTP/1.0 206"), "{head}");
+    assert!(body == content[1_048_000..=2_100_000], "the range's bytes");
+    // Replacing one of two files with the same content keeps it; deleting
+    // the last user of a content removes it from the database.
+    put(&b, "same.bin", b"new content");
+    assert_eq!(
+        pg.value("files", "SELECT count(DISTINCT sha256) FROM file_blobs"),
+        "3"
+    );
+    let (head, _) = exchange(
+        b.addr,
+        &format!("DELETE /v1/files/gone.bin HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n"),
+        b"",
+    );
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert_eq!(
+        pg.value("files", "SELECT count(DISTINCT sha256) FROM file_blobs"),
+        "2"
+    );
+    let (head, body) = get(&b, "same.bin", "");
+    assert!(
+        head.starts_with("HTTP/1.0 200") && body == b"new content",
+        "{head}"
+    );
+}

@@ -230,8 +230,8 @@ async fn open_current(
     mut f: Arc<FileRecord>,
 ) -> Result<(Arc<FileRecord>, std::fs::File), WireError> {
     for _ in 0..3 {
-        let path = app.files.blob_path(&f.sha256);
-        match crate::blocking::value("open failed", move || std::fs::File::open(path)).await? {
+        let (files, sha256) = (app.files.clone(), f.sha256);
+        match crate::blocking::value("open failed", move || files.open_blob(&sha256)).await? {
             Ok(file) => return Ok((f, file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 f = app.files.get(name).ok_or_else(|| unknown(name))?;

@@ -599,9 +599,27 @@ impl PgTxn {
         }
     }
 
-    /// Run `sql` with `params`; the rows.
-    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    /// Run `sql` with `params`; the rows. (Also for the few places that
+    /// keep something outside redb's tables: `pg::blobs`.)
+    pub(crate) fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
         self.with_statement(sql, async |client, stmt| client.query(&stmt, params).await)
+    }
+
+    /// Run a statement that changes rows; how many it changed. Refused
+    /// in a read transaction.
+    pub(crate) fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.writable()?;
+        self.with_statement(sql, async |client, stmt| {
+            client.execute(&stmt, params).await
+        })
     }
 
     /// Run `sql` once for each parameter list, pipelined (sent without

@@ -12,6 +12,7 @@
 //! errors name the server by [`Target::shown`] (hosts, ports, database,
 //! user) and any text that carries the password has it replaced.
 
+pub mod blobs;
 pub mod hold;
 pub mod kv;
 pub mod migrate;
