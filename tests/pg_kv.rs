@@ -146,7 +146,7 @@ macro_rules! exercise {
                 // Bulk first, so that ranges span several pages.
                 let ops = if step == 0 { 600 } else { 1 + r.below(30) };
                 for _ in 0..ops {
-                    let op = if step == 0 { 0 } else { r.below(10) };
+                    let op = if step == 0 { 0 } else { r.below(12) };
                     let what = format!("seed {} step {step} op {op}", $seed);
                     match op {
                         0..=2 => {
@@ -240,6 +240,39 @@ macro_rules! exercise {
                             let span = Span(Bound::Included(lo), Bound::Included(hi));
                             rt.retain_in(span, keep).unwrap();
                             pt.retain_in(span, keep).unwrap();
+                        }
+                        10 => {
+                            // Many rows at once (a key may come twice:
+                            // its last state counts), as redb does them
+                            // one by one.
+                            let batch: Vec<_> = (0..1 + r.below(40))
+                                .map(|_| {
+                                    let k = key(&mut r);
+                                    let v = (r.below(3) != 0).then(|| val(&mut r));
+                                    (k, v)
+                                })
+                                .collect();
+                            for (k, v) in &batch {
+                                match v {
+                                    Some(v) => drop(rt.insert(*k, *v).unwrap()),
+                                    None => drop(rt.remove(*k).unwrap()),
+                                }
+                            }
+                            pt.set_many(batch).unwrap();
+                        }
+                        11 => {
+                            let keys: Vec<_> = (0..r.below(40)).map(|_| edge(&mut r)).collect();
+                            let a: Vec<_> = keys
+                                .iter()
+                                .map(|k| rt.get(*k).unwrap().map(|g| vb(&g.value())))
+                                .collect();
+                            let b: Vec<_> = pt
+                                .get_many(keys.iter().copied())
+                                .unwrap()
+                                .into_iter()
+                                .map(|g| g.map(|g| vb(&g.value())))
+                                .collect();
+                            assert_eq!(a, b, "get_many {what}");
                         }
                         _ => {
                             let front = r.below(2) == 0;

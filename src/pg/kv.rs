@@ -77,6 +77,12 @@ pub struct Owned<V: Value + 'static> {
 }
 
 impl<V: Value + 'static> Owned<V> {
+    /// A value held as the bytes redb would hold (for a cache of rows
+    /// read earlier in the same transaction: `store::chunks`).
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Self {
+        Owned::new(bytes)
+    }
+
     fn new(bytes: Vec<u8>) -> Self {
         Owned {
             bytes,
@@ -665,6 +671,18 @@ impl Drop for PgTxn {
     }
 }
 
+/// Rows of cells as one array per column (the first `n` columns).
+fn columns(rows: &[Vec<Cell>], n: usize) -> Vec<Vec<Cell>> {
+    (0..n)
+        .map(|c| rows.iter().map(|r| r[c].clone()).collect())
+        .collect()
+}
+
+/// Each column array as a statement parameter.
+fn refs_of(cols: &[Vec<Cell>]) -> Vec<&(dyn ToSql + Sync)> {
+    cols.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
+}
+
 fn refs(cells: &[Cell]) -> Vec<&(dyn ToSql + Sync)> {
     cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
@@ -679,6 +697,61 @@ pub struct PgTable<'t, K, V> {
     /// The key's kinds, then the value's.
     kinds: Vec<Kind>,
     kv: PhantomData<fn() -> (K, V)>,
+}
+
+/// A chunk's key: device, sensor, minute, part (`store::parts::PartKey`).
+type ChunkKey = (u32, u32, u32, u16);
+
+impl PgTable<'_, ChunkKey, &'static [u8]> {
+    /// For each series `(device, sensor, lo, hi)` (minutes), in one
+    /// statement: its chunks with a minute in `lo..=hi`, the last one
+    /// before `lo`, the first one after `hi`, and its last one; each row
+    /// as (index of its series, key, bytes), possibly twice.
+    pub fn series_windows(
+        &self,
+        series: &[(u32, u32, u32, u32)],
+    ) -> Result<Vec<(usize, ChunkKey, Vec<u8>)>, StoreError> {
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let col = |f: fn(&(u32, u32, u32, u32)) -> u32| -> Vec<i64> {
+            series.iter().map(|s| i64::from(f(s))).collect()
+        };
+        let (dev, code, lo, hi) = (col(|s| s.0), col(|s| s.1), col(|s| s.2), col(|s| s.3));
+        let t = &self.table;
+        let this = "device = s.dev AND sensor = s.code";
+        let sql = format!(
+            "SELECT s.i, r.minute, r.part, r.data \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+               WITH ORDINALITY AS s(dev, code, lo, hi, i) \
+             CROSS JOIN LATERAL ( \
+               (SELECT minute, part, data FROM {t} WHERE {this} AND minute >= s.lo AND minute <= s.hi) \
+               UNION ALL (SELECT minute, part, data FROM {t} WHERE {this} AND minute < s.lo \
+                 ORDER BY minute DESC, part DESC LIMIT 1) \
+               UNION ALL (SELECT minute, part, data FROM {t} WHERE {this} AND minute > s.hi \
+                 ORDER BY minute, part LIMIT 1) \
+               UNION ALL (SELECT minute, part, data FROM {t} WHERE {this} \
+                 ORDER BY minute DESC, part DESC LIMIT 1) \
+             ) r"
+        );
+        let rows = self.txn.query(&sql, &[&dev, &code, &lo, &hi])?;
+        rows.iter()
+            .map(|r| {
+                let i: i64 = r.try_get(0).map_err(|e| self.txn.kv.classify(&e))?;
+                let m: i64 = r.try_get(1).map_err(|e| self.txn.kv.classify(&e))?;
+                let p: i32 = r.try_get(2).map_err(|e| self.txn.kv.classify(&e))?;
+                let data: Vec<u8> = r.try_get(3).map_err(|e| self.txn.kv.classify(&e))?;
+                let s = &series[(i - 1) as usize];
+                let key = (
+                    s.0,
+                    s.1,
+                    u32::try_from(m).map_err(|_| StoreError::Corrupt(format!("minute {m}")))?,
+                    u16::try_from(p).map_err(|_| StoreError::Corrupt(format!("part {p}")))?,
+                );
+                Ok(((i - 1) as usize, key, data))
+            })
+            .collect()
+    }
 }
 
 /// `"a", "b"` for a list of quoted names.
@@ -792,6 +865,66 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         self.one_value(&sql, &cells)
     }
 
+    /// The values at many keys, in their order, in one statement (the
+    /// keys go as one array per column and are joined with the table).
+    pub fn get_many<'a>(
+        &self,
+        keys: impl IntoIterator<Item = K::SelfType<'a>>,
+    ) -> Result<Vec<Option<Owned<V>>>, StoreError>
+    where
+        K: 'a,
+    {
+        let mut cells = Vec::new();
+        let mut slots = Vec::new();
+        for k in keys {
+            // A key no stored key can equal (a part past `bigint`) has no value.
+            match self.stored_key(&k)? {
+                Some(c) => {
+                    slots.push(Some(cells.len() as i64 + 1));
+                    cells.push(c);
+                }
+                None => slots.push(None),
+            }
+        }
+        let mut found: HashMap<i64, Owned<V>> = HashMap::new();
+        if !cells.is_empty() {
+            let nk = self.key.len();
+            let names: Vec<String> = (0..nk).map(|c| format!("c{c}")).collect();
+            let on = self
+                .key
+                .iter()
+                .zip(&names)
+                .map(|(k, n)| format!("t.{k} = u.{n}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let vals = if self.value.is_empty() {
+                "1".to_string()
+            } else {
+                self.value
+                    .iter()
+                    .map(|v| format!("t.{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let sql = format!(
+                "SELECT u.i, {vals} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, i) \
+                 JOIN {t} AS t ON {on}",
+                arrays = self.arrays(0..nk),
+                names = names.join(", "),
+                t = self.table,
+            );
+            let cols = columns(&cells, nk);
+            for row in self.txn.query(&sql, &refs_of(&cols))? {
+                let i: i64 = row.try_get(0).map_err(|e| self.txn.kv.classify(&e))?;
+                found.insert(i, self.read_value(&row, 1)?);
+            }
+        }
+        Ok(slots
+            .into_iter()
+            .map(|s| s.and_then(|i| found.remove(&i)))
+            .collect())
+    }
+
     /// Store `value` at `key`; the value that was there.
     pub fn insert<'a, 'b>(
         &mut self,
@@ -827,6 +960,100 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
             pk = list(&self.key),
         );
         self.one_value(&sql, &cells)
+    }
+
+    /// Set many rows at once (`Some`: insert or replace, `None`: remove),
+    /// without reading what they held, in at most two statements
+    /// whatever the count: the rows go as one array per column
+    /// (`unnest`). A key given twice takes its last state. For changes a
+    /// caller buffered during its transaction (`store::chunks`' round
+    /// cache) and the writer's per-round bookkeeping.
+    pub fn set_many<'a>(
+        &self,
+        rows: impl IntoIterator<Item = (K::SelfType<'a>, Option<V::SelfType<'a>>)>,
+    ) -> Result<(), StoreError>
+    where
+        K: 'a,
+        V: 'a,
+    {
+        self.txn.writable()?;
+        let mut last: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut all: Vec<(Vec<Cell>, Option<Vec<Cell>>)> = Vec::new();
+        for (k, v) in rows {
+            let key = self.key_cells(&k)?;
+            let value = match v {
+                Some(v) => {
+                    let mut cells = Vec::new();
+                    V::put(&v, &mut cells).map_err(StoreError::Io)?;
+                    Some(cells)
+                }
+                None => None,
+            };
+            let id = K::as_bytes(&k).as_ref().to_vec();
+            match last.get(&id) {
+                Some(&i) => all[i] = (key, value),
+                None => {
+                    last.insert(id, all.len());
+                    all.push((key, value));
+                }
+            }
+        }
+        let (mut puts, mut dels) = (Vec::new(), Vec::new());
+        for (mut key, value) in all {
+            match value {
+                Some(v) => {
+                    key.extend(v);
+                    puts.push(key);
+                }
+                None => dels.push(key),
+            }
+        }
+        let nk = self.key.len();
+        if !dels.is_empty() {
+            let sql = format!(
+                "DELETE FROM {t} WHERE ({k}) IN (SELECT * FROM unnest({arrays}))",
+                t = self.table,
+                k = list(&self.key),
+                arrays = self.arrays(0..nk),
+            );
+            let cols = columns(&dels, nk);
+            self.txn.execute(&sql, &refs_of(&cols))?;
+        }
+        if !puts.is_empty() {
+            let all: Vec<String> = self.key.iter().chain(&self.value).cloned().collect();
+            let on_conflict = if self.value.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!(
+                    "DO UPDATE SET {}",
+                    self.value
+                        .iter()
+                        .map(|v| format!("{v} = EXCLUDED.{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let sql = format!(
+                "INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}) ON CONFLICT ({pk}) {on_conflict}",
+                t = self.table,
+                cols = list(&all),
+                arrays = self.arrays(0..all.len()),
+                pk = list(&self.key),
+            );
+            let cols = columns(&puts, all.len());
+            self.txn.execute(&sql, &refs_of(&cols))?;
+        }
+        Ok(())
+    }
+
+    /// `$1::bigint[], $2::text[], ...` for the columns `which` (by
+    /// position: the key's, then the value's).
+    fn arrays(&self, which: std::ops::Range<usize>) -> String {
+        which
+            .enumerate()
+            .map(|(n, c)| format!("${}::{}[]", n + 1, self.kinds[c].sql_name()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Remove the row at `key`; its value, if there was one.

@@ -185,6 +185,23 @@ pub fn record_contacts<'t>(
 ) -> Result<(), StoreError> {
     let txn = txn.into();
     let mut last_seen = txn.open_table(LAST_SEEN)?;
+    if let Some(pg) = last_seen.postgres() {
+        // The same rule in two round trips, however many devices: look
+        // them all up, write the later ones.
+        let mut latest: std::collections::BTreeMap<u32, Micros> = Default::default();
+        for (dev, t) in contacts {
+            let e = latest.entry(dev).or_insert(t);
+            *e = (*e).max(t);
+        }
+        let had = pg.get_many(latest.keys().copied())?;
+        return pg.set_many(
+            latest
+                .iter()
+                .zip(had)
+                .filter(|((_, t), h)| h.as_ref().is_none_or(|g| g.value() < **t))
+                .map(|((dev, t), _)| (*dev, Some(*t))),
+        );
+    }
     for (dev, t) in contacts {
         if last_seen.get(dev)?.is_none_or(|g| g.value() < t) {
             last_seen.insert(dev, t)?;

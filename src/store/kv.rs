@@ -120,6 +120,15 @@ fn read_only() -> StoreError {
 }
 
 impl<'a, K: Key + Cols, V: Cols> Table<'a, K, V> {
+    /// The table as PostgreSQL has it, for the few callers that batch
+    /// what redb does row by row (`store::chunks`' round cache).
+    pub fn postgres(&self) -> Option<&PgTable<'a, K, V>> {
+        match self {
+            Table::Pg(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// The value at `key`.
     pub fn get<'k>(
         &self,

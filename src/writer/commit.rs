@@ -242,8 +242,14 @@ impl WriterState {
         let mut incoming: Vec<(i64, &Value)> = Vec::new();
         let mut idx: Vec<usize> = Vec::new();
         let mut touched: Vec<(u32, u32, u32, bool)> = Vec::new();
+        let mut heard: Vec<(u32, u32)> = Vec::new();
         let mut sealed = 0;
         let seal = self.sealer.enabled(); // writes seal what they finish
+        if table.hot.postgres().is_some() {
+            // One read per table for the whole round, not several per
+            // chunk (`chunks::Pair::prefetch`).
+            table.prefetch(&series_minutes(&order, all))?;
+        }
         let mut i = 0;
         while i < order.len() {
             // One (device, sensor) at a time, its readings in time order.
@@ -290,14 +296,53 @@ impl WriterState {
             }
             // A sensor's first reading makes it known (one write per
             // sensor ever, not per commit).
-            if sensor_new > 0 && sensors.get((dev, code))?.is_none() {
-                sensors.insert((dev, code), now.max(0) as u64)?;
+            if sensor_new > 0 {
+                if sensors.postgres().is_some() {
+                    heard.push((dev, code)); // all at once, below
+                } else if sensors.get((dev, code))?.is_none() {
+                    sensors.insert((dev, code), now.max(0) as u64)?;
+                }
             }
             i = j;
         }
+        if let Some(pg) = sensors.postgres() {
+            // One round trip to look, one to write, for the whole round.
+            let had = pg.get_many(heard.iter().copied())?;
+            let first = now.max(0) as u64;
+            pg.set_many(
+                heard
+                    .iter()
+                    .zip(had)
+                    .filter(|(_, h)| h.is_none())
+                    .map(|(k, _)| (*k, Some(first))),
+            )?;
+        }
+        // The round's cached chunk writes go out before anything else
+        // reads them (the commit).
+        table.flush()?;
         self.sealer.touched(&touched);
         Ok((contacts, sealed))
     }
+}
+
+/// Each (device, sensor) of `order` with the first and last minute of its
+/// readings (in time order within a sensor).
+fn series_minutes(
+    order: &[SortKey],
+    all: &[(usize, &(u32, Reading))],
+) -> Vec<(u32, u32, u32, u32)> {
+    let mut out: Vec<(u32, u32, u32, u32)> = Vec::new();
+    for k in order {
+        let m = parts::minute(all[k.4 as usize].1 .1.time);
+        match out.last_mut() {
+            Some(s) if (s.0, s.1) == (k.0, k.1) => {
+                s.2 = s.2.min(m);
+                s.3 = s.3.max(m);
+            }
+            _ => out.push((k.0, k.1, m, m)),
+        }
+    }
+    out
 }
 
 /// The storage-key order of every reading of the jobs, as indexes into
