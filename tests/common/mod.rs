@@ -528,13 +528,18 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// Write `<data>.toml` beside `data`: a config naming that data file and
-/// an ephemeral loopback port. Returns its path.
+/// an ephemeral loopback port (with `TEST_STORE=postgres`, and the
+/// database a test server on `data` uses). Returns its path.
 pub fn config_file(data: &std::path::Path) -> PathBuf {
     let cfg = data.with_extension("toml");
+    let store = match pg::store_for(data) {
+        Some(url) => format!("[store]\nkind = \"postgres\"\npostgres_url = \"{url}\"\n"),
+        None => String::new(),
+    };
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_file = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n{store}",
             data.display()
         ),
     )
