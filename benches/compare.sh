@@ -31,6 +31,10 @@
 #   STORAGE=only     only what storage changes: P2 (one and two connections,
 #                    no line protocol), P3, the day and the second set,
 #                    against VictoriaMetrics (no nginx, influxdb, P1 or P6)
+#   PG=0             no second Overlord node on PostgreSQL ([store] kind =
+#                    "postgres", a throw-away PostgreSQL in the temp dir);
+#                    by default P1, P2, P3 and P6 are measured on it too,
+#                    with the CPU PostgreSQL's processes spent during P2
 
 set -u -o pipefail
 
@@ -48,6 +52,7 @@ P2_ROWS=100000
 P2_POSTS=10
 TLS=${TLS:-0}
 STORAGE=${STORAGE:-all}
+PG=${PG:-1}
 
 log() { printf '\n=== %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -60,7 +65,8 @@ if [ "${SKIP_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
     # does not take the others with it.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk apache2-utils hyperfine curl >/dev/null 2>&1 \
         || note "some load tools failed to install"
-    for pkg in nginx-light victoria-metrics influxdb; do
+    pg_pkg=""; [ "$PG" != 0 ] && pg_pkg=postgresql
+    for pkg in nginx-light victoria-metrics influxdb $pg_pkg; do
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
             || note "$pkg: install failed (skipped)"
     done
@@ -74,6 +80,9 @@ HAVE_INFLUX=0; command -v influxd >/dev/null && HAVE_INFLUX=1
 HAVE_WRK=0; command -v wrk >/dev/null && HAVE_WRK=1
 HAVE_HF=0; command -v hyperfine >/dev/null && [ "${NO_HYPERFINE:-0}" != 1 ] && HAVE_HF=1
 if [ "$STORAGE" = only ]; then HAVE_NGINX=0; HAVE_INFLUX=0; fi
+# PostgreSQL's server tools (Debian keeps them off PATH).
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+HAVE_PG=0; [ "$PG" != 0 ] && [ "$TLS" != only ] && [ -x "${PG_BIN:-/nonexistent}/pg_ctl" ] && HAVE_PG=1
 
 # ---------------------------------------------------------------- build
 if [ -n "${BENCH_BIN:-}" ]; then
@@ -214,6 +223,7 @@ note "$(ab -V | head -1)"
 [ $HAVE_NGINX = 1 ] && note "$(nginx -v 2>&1)" || note "nginx: skipped"
 [ $HAVE_VM = 1 ] && note "victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)" || note "victoria-metrics: skipped"
 [ $HAVE_INFLUX = 1 ] && note "$(influxd version 2>&1 | head -1)" || note "influxdb: skipped"
+[ $HAVE_PG = 1 ] && note "$("$PG_BIN/postgres" --version)" || note "postgresql: skipped"
 
 # ---------------------------------------------------------------- servers
 # start_overlord DIR PORT -> sets OV_PID OV_ADDR OV_TOKEN
@@ -233,6 +243,7 @@ $per_source
 # request limit (default 50/s) so the benchmark measures the server.
 device_requests_per_sec = 0.0
 ${OV_TLS_CONF:-}
+${OV_STORE_CONF:-}
 EOF
     # These benchmarks are HTTP: no MQTT listener (a build older than it
     # has none and would refuse the section).
@@ -244,6 +255,43 @@ EOF
     OV_TOKEN=$(sed -n 's/^admin token: //p' "$dir/stdout")
     [ -n "$OV_TOKEN" ] || { echo "overlord did not start:"; cat "$dir/stderr"; exit 1; }
 }
+
+# start_postgres DIR PORT -> PG_PID PG_URL (PG_PID empty when skipped): a
+# throw-away cluster in DIR, as the postgres user when run as root (initdb
+# refuses root), defaults but for the loopback port and socket directory;
+# fsync stays on: a node's 200 means committed and flushed.
+start_postgres() {
+    local dir=$1 port=$2 as=()
+    PG_PID=""; PG_URL=""
+    [ $HAVE_PG = 1 ] || return 0
+    mkdir -p "$dir"
+    # As root, the postgres user must reach DIR: it may pass through the
+    # temp dir (not list it) and owns DIR.
+    if [ "$(id -u)" = 0 ]; then chmod o+x "$TMP"; chown postgres "$dir"; as=(runuser -u postgres --); fi
+    if ! "${as[@]}" "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-locale -E UTF8 > "$dir/initdb.log" 2>&1; then
+        note "initdb failed (skipped)"; return 0
+    fi
+    if ! "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir" start > /dev/null 2>&1; then
+        note "postgresql did not start (skipped)"; return 0
+    fi
+    PG_PID=$(head -1 "$dir/data/postmaster.pid"); PIDS+=("$PG_PID")
+    "${as[@]}" "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE overlord' postgres > /dev/null
+    PG_URL="host=127.0.0.1 port=$port user=postgres dbname=overlord"
+}
+# CPU ticks of PostgreSQL's processes: the postmaster, its live children,
+# and (through the postmaster's cutime/cstime) the children it reaped.
+pg_ticks() {
+    local p t=0 v
+    [ -n "${PG_PID:-}" ] || { echo 0; return; }
+    t=$(awk '{ print $14 + $15 + $16 + $17 }' /proc/"$PG_PID"/stat 2>/dev/null)
+    for p in $(pgrep -P "$PG_PID"); do
+        v=$(awk '{ print $14 + $15 }' /proc/"$p"/stat 2>/dev/null); t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+# Total CPU ticks of one process (every thread).
+proc_ticks() { awk '{ print $14 + $15 }' /proc/"$1"/stat 2>/dev/null || echo 0; }
 
 # start_vm DIR PORT -> VM_PID VM_ADDR (VM_PID empty when skipped)
 start_vm() {
@@ -364,12 +412,30 @@ else
     VM_PID=""; IF_PID=""
 fi
 note "overlord pid $OV_PID on $OV_ADDR; nginx ${NG_PID:-skipped}; victoria-metrics ${VM_PID:-skipped}; influxd ${IF_PID:-skipped}"
+# The same server on PostgreSQL ([store] kind = "postgres"): OVPG_*.
+OVPG_PID=""
+start_postgres "$TMP/pg" "$(free_port 28220)"
+if [ -n "$PG_PID" ]; then
+    saved=("$OV_PID" "$OV_ADDR" "$OV_TOKEN")
+    OV_STORE_CONF="[store]
+kind = \"postgres\"
+postgres_url = \"$PG_URL\"" start_overlord "$TMP/ovpg" "$(free_port 28230)"
+    OVPG_PID=$OV_PID; OVPG_ADDR=$OV_ADDR; OVPG_TOKEN=$OV_TOKEN
+    OV_PID=${saved[0]}; OV_ADDR=${saved[1]}; OV_TOKEN=${saved[2]}
+    note "overlord on PostgreSQL: pid $OVPG_PID on $OVPG_ADDR; postgres pid $PG_PID"
+fi
 
 R=$(curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=dev1')
 DEV_TOKEN=$(echo "$R" | awk -F, 'NR == 2 { print $2 }')
 [ -n "$DEV_TOKEN" ] || { echo "could not create dev1: $R"; exit 1; }
 [ "$TLS" != only ] && note "creating $DEVICES devices over HTTP: $("$LOAD" devices --addr "$OV_ADDR" --token "$OV_TOKEN" --count $DEVICES --prefix d)"
 curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=p3dev0000' > /dev/null
+if [ -n "$OVPG_PID" ]; then
+    R=$(curl -s -X POST -H "Authorization: Bearer $OVPG_TOKEN" "http://$OVPG_ADDR/v1/devices" -d 'id=dev1')
+    PG_DEV_TOKEN=$(echo "$R" | awk -F, 'NR == 2 { print $2 }')
+    [ "$TLS" != only ] && note "creating $DEVICES devices on the PostgreSQL node: $("$LOAD" devices --addr "$OVPG_ADDR" --token "$OVPG_TOKEN" --count $DEVICES --prefix d)"
+    curl -s -X POST -H "Authorization: Bearer $OVPG_TOKEN" "http://$OVPG_ADDR/v1/devices" -d 'id=p3dev0000' > /dev/null
+fi
 
 # ---------------------------------------------------------------- P1
 # ab_run NAME URL [ab options...] -> prints and records req/s
@@ -528,8 +594,9 @@ for round in $(seq 1 "$P1_ROUNDS"); do
     [ "$round" = 1 ] && commit_report "$c0" "$c1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1000 }')"
     [ -n "$VM_PID" ] && ab_run victoria-metrics "http://$VM_ADDR/api/v1/import/csv?format=1:label:device,2:metric:N1" -p "$TMP/vm_one.csv" -T text/csv
     [ -n "$IF_PID" ] && ab_run influxdb "http://$IF_ADDR/write?db=bench" -p "$TMP/influx_one.txt" -T text/plain
+    [ -n "$OVPG_PID" ] && ab_run overlord-postgres "http://$OVPG_ADDR/v1/readings?device=dev1&token=$PG_DEV_TOKEN&N1=21.5"
 done
-for n in nginx overlord overlord-fixed-time victoria-metrics influxdb; do put "p1.$n" "$(best "p1.$n")"; done
+for n in nginx overlord overlord-fixed-time victoria-metrics influxdb overlord-postgres; do put "p1.$n" "$(best "p1.$n")"; done
 
 # ---------------------------------------------------------------- wrk
 if [ $HAVE_WRK = 1 ]; then
@@ -592,12 +659,22 @@ for round in $(seq 1 "$P2_ROUNDS"); do
     # of their own (10 to 14 days ago: the CSV rounds' days would be
     # retries).
     [ "$STORAGE" != only ] && ingest_run overlord-lineproto influx "$OV_ADDR" "$((start - 6 * 86400))" --token "$OV_TOKEN"
+    if [ -n "$OVPG_PID" ]; then
+        # Where the CPU goes: the node's process and PostgreSQL's.
+        o0=$(proc_ticks "$OVPG_PID"); g0=$(pg_ticks); t0=$(ms_now)
+        ingest_run overlord-postgres overlord "$OVPG_ADDR" "$start" --token "$OVPG_TOKEN"
+        t1=$(ms_now); o1=$(proc_ticks "$OVPG_PID"); g1=$(pg_ticks)
+        rows=$((P2_ROWS * P2_POSTS * 4))
+        echo "$o0 $o1 $g0 $g1 $t0 $t1 $(getconf CLK_TCK) $rows" | awk '{ hz = $7; o = ($2 - $1) / hz; g = ($4 - $3) / hz; w = ($6 - $5) / 1000;
+            printf "    PostgreSQL node CPU: overlord %.2f s, postgres %.2f s over %.2f s wall; per reading: overlord %.2f us, postgres %.2f us\n", o, g, w, 1e6 * o / $8, 1e6 * g / $8 }'
+    fi
 done
 start=$((BASE_DAY - 9 * 86400))
 ingest_run overlord-2conns overlord "$OV_ADDR" "$start" --token "$OV_TOKEN" --conns 2
 [ -n "$VM_PID" ] && ingest_run victoria-metrics-2conns vm "$VM_ADDR" "$start" --conns 2
 [ -n "$IF_PID" ] && ingest_run influxdb-2conns influx "$IF_ADDR" "$start" --conns 2
-for n in overlord overlord-2conns overlord-lineproto victoria-metrics victoria-metrics-2conns influxdb influxdb-2conns; do
+[ -n "$OVPG_PID" ] && ingest_run overlord-postgres-2conns overlord "$OVPG_ADDR" "$start" --token "$OVPG_TOKEN" --conns 2
+for n in overlord overlord-2conns overlord-lineproto victoria-metrics victoria-metrics-2conns influxdb influxdb-2conns overlord-postgres overlord-postgres-2conns; do
     put "p2.$n" "$(best "p2.$n")"
 done
 put rss.overlord "$(vmhwm "$OV_PID")"
@@ -614,6 +691,13 @@ OV_Q="http://$OV_ADDR/v1/devices/p3dev0000/readings?sensors=N1&from=$P3_START&to
 HF_CMDS=(-n overlord "curl -sf -o /dev/null -H 'Authorization: Bearer $OV_TOKEN' '$OV_Q'")
 rows=$(curl -s -H "Authorization: Bearer $OV_TOKEN" "$OV_Q" | tail -n +2 | wc -l)
 note "overlord returns $rows rows (plus a header)"
+if [ -n "$OVPG_PID" ]; then
+    note "insert (PostgreSQL node): $("$LOAD" ingest --addr "$OVPG_ADDR" --format overlord --token "$OVPG_TOKEN" --devices 1 --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200)"
+    OVPG_Q="http://$OVPG_ADDR/v1/devices/p3dev0000/readings?sensors=N1&from=$P3_START&to=$P3_END&limit=100000"
+    rows=$(curl -s -H "Authorization: Bearer $OVPG_TOKEN" "$OVPG_Q" | tail -n +2 | wc -l)
+    note "overlord on PostgreSQL returns $rows rows (plus a header)"
+    HF_CMDS+=(-n overlord-postgres "curl -sf -o /dev/null -H 'Authorization: Bearer $OVPG_TOKEN' '$OVPG_Q'")
+fi
 if [ -n "$VM_PID" ]; then
     "$LOAD" ingest --addr "$VM_ADDR" --format vm --devices 1 --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200 > /dev/null
     curl -s -XPOST "http://$VM_ADDR/internal/force_flush" > /dev/null
@@ -644,6 +728,7 @@ else
     p3_fetch() {
         case $1 in
             overlord) curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OV_TOKEN" "$OV_Q" ;;
+            overlord-postgres) curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OVPG_TOKEN" "$OVPG_Q" ;;
             victoria-metrics) curl -sf -o /dev/null -w '%{time_total}\n' "$VM_Q" ;;
             influxdb) curl -sf -o /dev/null -w '%{time_total}\n' -H 'Accept: application/csv' "$IF_Q" ;;
         esac
@@ -662,10 +747,17 @@ out=$("$LOAD" latency --addr "$OV_ADDR" --token "$OV_TOKEN" --rate 10000 --batch
 note "$out"
 put p6.p99 "$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
 put p6.p50 "$(echo "$out" | sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p')"
+if [ -n "$OVPG_PID" ]; then
+    out=$("$LOAD" latency --addr "$OVPG_ADDR" --token "$OVPG_TOKEN" --rate 10000 --batch 100 --secs "${P6_SECS:-10}" 2>&1) || true
+    note "PostgreSQL node: $out"
+    put p6.postgres.p99 "$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
+fi
 fi # STORAGE != only
 
 log "stopping the P1-P3 servers"
 stop_pid "$OV_PID"
+[ -n "$OVPG_PID" ] && stop_pid "$OVPG_PID"
+[ -n "$PG_PID" ] && stop_pid "$PG_PID"
 [ -n "$NG_PID" ] && stop_pid "$NG_PID"
 [ -n "$VM_PID" ] && stop_pid "$VM_PID"
 [ -n "$IF_PID" ] && stop_pid "$IF_PID"
@@ -799,6 +891,15 @@ Q=$(get p3.overlord)
 row "P3 86,400-row query, median ms, vs v-m" "$(fmt "$Q" %s)" "$(fmt "$(get p3.victoria-metrics)" %s)" "$(ratio "$(get p3.victoria-metrics)" "$Q")"
 row "P3 86,400-row query, median ms, vs influxdb" "$(fmt "$Q" %s)" "$(fmt "$(get p3.influxdb)" %s)" "$(ratio "$(get p3.influxdb)" "$Q")"
 row "P6 ack-to-delivery p99 ms vs goal 50 ms" "$(fmt "$(get p6.p99)" %s)" "50" "$(ratio 50 "$(get p6.p99)")"
+if [ -n "$OVPG_PID" ]; then
+    PGP1=$(get p1.overlord-postgres); PGP2=$(get p2.overlord-postgres); PGP3=$(get p3.overlord-postgres)
+    row "PostgreSQL node: P1 ab req/s vs redb node" "$(fmt "$PGP1" %.0f)" "$(fmt "$OV" %.0f)" "$(ratio "$PGP1" "$OV")"
+    row "PostgreSQL node: P2 rows/s vs influxdb (goal >= 1)" "$(fmt "$PGP2" %.0f)" "$(fmt "$(get p2.influxdb)" %.0f)" "$(ratio "$PGP2" "$(get p2.influxdb)")"
+    row "PostgreSQL node: P2 rows/s vs redb node" "$(fmt "$PGP2" %.0f)" "$(fmt "$O2" %.0f)" "$(ratio "$PGP2" "$O2")"
+    row "PostgreSQL node: P2 2 conns vs redb 2 conns" "$(fmt "$(get p2.overlord-postgres-2conns)" %.0f)" "$(fmt "$(get p2.overlord-2conns)" %.0f)" "$(ratio "$(get p2.overlord-postgres-2conns)" "$(get p2.overlord-2conns)")"
+    row "PostgreSQL node: P3 median ms vs redb (goal >= 0.5)" "$(fmt "$PGP3" %s)" "$(fmt "$Q" %s)" "$(ratio "$Q" "$PGP3")"
+    row "PostgreSQL node: P6 p99 ms vs goal 50 ms" "$(fmt "$(get p6.postgres.p99)" %s)" "50" "$(ratio 50 "$(get p6.postgres.p99)")"
+fi
 bpr() { [ -n "$1" ] && awk -v s="$1" -v n="$DAY_READINGS" 'BEGIN { printf "%.2f", s / n }'; }
 BO=$(bpr "$(get day.overlord)")
 row "bytes/reading on disk vs victoria-metrics" "$BO" "$(fmt "$(bpr "$(get day.victoria-metrics)")" %s)" "$(ratio "$(bpr "$(get day.victoria-metrics)")" "$BO")"
