@@ -33,9 +33,11 @@ fn rounds(seed: u64, count: usize) -> Vec<String> {
                 2 => (head[d] + 1_000, 50_000),
                 // late: into the last few hours
                 3 => (head[d] - rng.below(4 * 3_600) as i64 * 1_000_000, 7_000_000),
-                // backfill, days before everything
+                // backfill, days or weeks before everything (a round whose
+                // readings of one sensor span more than a week is not
+                // cached: both paths run)
                 4 => (
-                    base - (1 + rng.below(5)) as i64 * 86_400_000_000,
+                    base - (1 + rng.below(40)) as i64 * 86_400_000_000,
                     13_000_000,
                 ),
                 // a jump past the chunk's hour

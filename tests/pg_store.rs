@@ -268,3 +268,63 @@ fn writers_at_once_get_dense_numbers_given_once() {
     assert_eq!(chans, (1..=72).collect::<Vec<u32>>(), "channel numbers");
     assert_eq!(inbox::pending(&store, first, 1).unwrap().0, 72);
 }
+
+/// The node's own config for database `db`.
+fn node_config(pg: &Pg, db: &str) -> overlord::config::StoreConfig {
+    overlord::config::StoreConfig {
+        kind: overlord::config::StoreKind::Postgres,
+        postgres_url: pg.url(db),
+        pool_size: 4,
+        timeout_secs: 10,
+    }
+}
+
+#[test]
+fn a_node_whose_claim_was_taken_writes_nothing_more() {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("claim");
+    let a = Store::open_node(&node_config(&pg, "claim")).expect("the node");
+    a.create_device(device("d-1"))
+        .expect("a write while it holds the claim");
+    // A second node is refused while the first holds the lock.
+    assert!(matches!(
+        Store::open_node(&node_config(&pg, "claim")),
+        Err(StoreError::InUse)
+    ));
+    // Another node claims the database behind this one's back (as one
+    // would after a failover the first did not notice yet: the lock is
+    // not replicated, the claim is): from then on the first writes
+    // nothing, and says why.
+    pg.sql("claim", "UPDATE node_hold SET epoch = epoch + 1");
+    let e = a.create_device(device("d-2")).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("claim")),
+        "{e:?}"
+    );
+    assert_eq!(pg.value("claim", "SELECT count(*) FROM devices"), "1");
+    // When it finds its lock session gone and takes the lock again, it
+    // sees the claim moved: it never writes again (a restart reloads what
+    // it caches).
+    pg.sql(
+        "claim",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = {} AND granted",
+            overlord::pg::hold::KEY & 0xffff_ffff
+        ),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match a.create_device(device("d-3")) {
+            Err(StoreError::Unavailable(m)) if m.contains("until it is restarted") => break,
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "not refused for good");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pg.value("claim", "SELECT count(*) FROM devices"), "1");
+    // Restarted, a node claims afresh and writes.
+    drop(a);
+    let b = Store::open_node(&node_config(&pg, "claim")).expect("a new start");
+    b.create_device(device("d-4")).expect("writes again");
+}

@@ -13,14 +13,25 @@
 //! **How.** A session-level advisory lock ([`KEY`]) on a session of its
 //! own, held for the node's life. PostgreSQL releases it when that
 //! session ends, so a node killed with `SIGKILL` (or its machine) frees
-//! the database for the next start, with no lease to expire. If the
-//! session is lost while the node runs (PostgreSQL restarted, a
-//! failover, the network), writes are refused with `503` until the lock
-//! is taken again on a new session; if another node took it meanwhile,
-//! they stay refused and the log says so, so two nodes never write side
-//! by side.
+//! the database for the next start, with no lease to expire.
+//!
+//! The lock alone does not fence: a node whose lock session died
+//! silently (a primary gone without closing the socket, then a failover:
+//! locks are not replicated) would keep writing through its pool until
+//! it noticed, and another node could have taken the lock meanwhile. So
+//! the node that takes the lock also **claims** the database: it bumps
+//! `node_hold.epoch` (migration 3) and every write transaction of the
+//! node begins by checking, under a share lock on that row, that the
+//! epoch is still its own (`PgKv::begin_write`). A node that claims after
+//! it waits for the previous one's writes in flight, and from then on
+//! those fail (`22012`, answered `503`). When the lock session is lost,
+//! writes are refused at once, and the lock is taken again on a new
+//! session; if the epoch moved meanwhile (another node, or an offline
+//! command, held the database in between and may have changed what this
+//! node caches), this node never writes again until it is restarted, and
+//! the log says so.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +50,9 @@ pub const KEY: i64 = 0x4f56_524c_4e4f_4445;
 /// statement's own timeout.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
+/// What a write is told once another node has claimed the database.
+pub const LOST: &str = "another node claimed the database while this one was cut off; this node refuses writes until it is restarted";
+
 /// Whether this node holds its database now.
 #[derive(Default)]
 pub struct Hold {
@@ -46,17 +60,38 @@ pub struct Hold {
     taken: AtomicBool,
     /// The session holding it is alive.
     held: AtomicBool,
+    /// Another node claimed the database since: never again.
+    lost: AtomicBool,
+    /// This node's claim (`node_hold.epoch`).
+    epoch: AtomicI64,
 }
 
 impl Hold {
     /// Writes may go ahead: never held (a tool, not a node), or held now.
     pub fn allows_writes(&self) -> Result<(), StoreError> {
+        if self.lost.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(LOST.into()));
+        }
         if !self.taken.load(Ordering::Acquire) || self.held.load(Ordering::Acquire) {
             Ok(())
         } else {
             Err(StoreError::Unavailable(
                 "this node's hold on the database was lost (PostgreSQL restarted or failed over); writes wait until it is taken again".into(),
             ))
+        }
+    }
+
+    /// The epoch a write must find, for a node (`None` for a tool).
+    pub fn fence(&self) -> Option<i64> {
+        self.taken
+            .load(Ordering::Acquire)
+            .then(|| self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Another node claimed the database: refuse writes for good.
+    pub fn lost_for_good(&self) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            tracing::error!("{LOST}");
         }
     }
 }
@@ -72,16 +107,21 @@ async fn try_take(target: &Target) -> Result<Option<(Client, oneshot::Receiver<(
     Ok(row.get::<_, bool>(0).then_some((client, ended)))
 }
 
+/// The lock's session, taken and not yet claimed.
+pub struct Taken {
+    client: Client,
+    ended: oneshot::Receiver<()>,
+}
+
 /// Take the lock for this node, waiting at most `wait` for one that a
 /// node just stopped or killed still holds (PostgreSQL frees it when it
-/// notices that session's end, a moment later), then keep it on `rt`.
+/// notices that session's end, a moment later).
 /// [`StoreError::InUse`] when another node holds it.
 pub fn take(
     rt: &tokio::runtime::Runtime,
     target: &Target,
-    hold: &Arc<Hold>,
     wait: Duration,
-) -> Result<(), StoreError> {
+) -> Result<Taken, StoreError> {
     let deadline = tokio::time::Instant::now() + wait;
     let (client, ended) = rt.block_on(async {
         loop {
@@ -102,9 +142,41 @@ pub fn take(
             }
         }
     })?;
+    Ok(Taken { client, ended })
+}
+
+/// Bump the claim on the lock's session; the new epoch.
+async fn bump(target: &Target, client: &Client) -> Result<i64, String> {
+    let row = client
+        .query_one(
+            "UPDATE node_hold SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+            &[],
+        )
+        .await
+        .map_err(|e| target.error(&e))?;
+    Ok(row.get(0))
+}
+
+/// Claim the database with the lock `taken` (the schema is this
+/// binary's), then keep both on `rt` for the node's life.
+pub fn claim(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    hold: &Arc<Hold>,
+    taken: Taken,
+) -> Result<(), StoreError> {
+    let epoch = rt
+        .block_on(bump(target, &taken.client))
+        .map_err(StoreError::Unavailable)?;
+    hold.epoch.store(epoch, Ordering::Release);
     hold.taken.store(true, Ordering::Release);
     hold.held.store(true, Ordering::Release);
-    rt.spawn(keep(target.clone(), client, ended, hold.clone()));
+    rt.spawn(keep(
+        target.clone(),
+        taken.client,
+        taken.ended,
+        hold.clone(),
+    ));
     Ok(())
 }
 
@@ -125,24 +197,57 @@ async fn keep(target: Target, client: Client, ended: oneshot::Receiver<()>, hold
             "lost the session holding this node's lock on the database; writes are refused until it is taken again"
         );
         let mut pause = PAUSE;
-        let mut told = false;
         (client, ended) = loop {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
-            match try_take(&target).await {
-                Ok(Some(got)) => break got,
-                Ok(None) if !told => {
-                    told = true;
-                    tracing::error!(
-                        database = %target.shown,
-                        "another node took the database while this one was cut off; this node refuses writes: stop one of them"
-                    );
+            match retake(&target, &hold).await {
+                Retaken::Yes(got) => break got,
+                Retaken::NotYet => {}
+                Retaken::Claimed => {
+                    hold.lost_for_good();
+                    // Keep nothing: let the other node (or a restart of
+                    // this one) have the lock.
+                    return;
                 }
-                Ok(None) | Err(_) => {}
             }
         };
         hold.held.store(true, Ordering::Release);
         tracing::info!(database = %target.shown, "holds the database again; writes resume");
+    }
+}
+
+/// What one try to take the lock again gave.
+enum Retaken {
+    /// Taken and claimed again: the session.
+    Yes((Client, oneshot::Receiver<()>)),
+    /// Not now (no session, the lock busy, a statement failed).
+    NotYet,
+    /// Someone claimed the database in between.
+    Claimed,
+}
+
+/// Take the lock again and, if the claim is still this node's, claim
+/// again; if anyone held the database in between, what this node caches
+/// may be stale, and it must not write again.
+async fn retake(target: &Target, hold: &Hold) -> Retaken {
+    let Ok(Some((client, ended))) = try_take(target).await else {
+        return Retaken::NotYet;
+    };
+    let mine = hold.epoch.load(Ordering::Acquire);
+    match client
+        .query_one("SELECT epoch FROM node_hold WHERE id = 1", &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+    {
+        Ok(e) if e == mine => match bump(target, &client).await {
+            Ok(next) => {
+                hold.epoch.store(next, Ordering::Release);
+                Retaken::Yes((client, ended))
+            }
+            Err(_) => Retaken::NotYet,
+        },
+        Ok(_) => Retaken::Claimed,
+        Err(_) => Retaken::NotYet,
     }
 }
 

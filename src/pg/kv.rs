@@ -201,12 +201,14 @@ impl PgKv {
     pub fn hold(&self) -> Result<(), StoreError> {
         // A node just stopped or killed frees it a moment later, when
         // PostgreSQL sees its session end; a few seconds cover that.
-        super::hold::take(
+        let taken = super::hold::take(
             &self.rt,
             &self.target,
-            &self.hold,
             self.wait.min(Duration::from_secs(3)),
-        )
+        )?;
+        // The schema (with the claim's table) before the claim.
+        self.migrate()?;
+        super::hold::claim(&self.rt, &self.target, &self.hold, taken)
     }
 
     /// Bring the schema to this binary's version (creating it in an
@@ -290,24 +292,41 @@ impl PgKv {
     /// the retry it needs).
     pub fn begin_write(self: &Arc<Self>) -> Result<PgTxn, StoreError> {
         self.hold.allows_writes()?;
-        self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE", true)
+        let sql = match self.hold.fence() {
+            // A node's write checks, first, that its claim is still the
+            // database's ([`super::hold`]); it fails with 22012 if not.
+            Some(epoch) => format!(
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; \
+                 SELECT 1 / (epoch = {epoch})::int FROM node_hold WHERE id = 1 FOR SHARE"
+            )
+            .into(),
+            None => "BEGIN ISOLATION LEVEL SERIALIZABLE".into(),
+        };
+        self.begin(sql, true)
     }
 
     /// Begin a read transaction: one snapshot of committed data.
     pub fn begin_read(self: &Arc<Self>) -> Result<PgTxn, StoreError> {
-        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
+        self.begin(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into(),
+            false,
+        )
     }
 
     /// A transaction on a pooled session. Its `BEGIN` is sent with its
     /// first statement, in one round trip (tokio-postgres sends requests
     /// in order without waiting for each answer).
-    fn begin(self: &Arc<Self>, sql: &'static str, write: bool) -> Result<PgTxn, StoreError> {
+    fn begin(
+        self: &Arc<Self>,
+        sql: std::borrow::Cow<'static, str>,
+        write: bool,
+    ) -> Result<PgTxn, StoreError> {
         let conn = self.checkout()?;
         Ok(PgTxn {
             kv: self.clone(),
             conn: RefCell::new(Some(conn)),
             failed: RefCell::new(None),
-            begin: std::cell::Cell::new(Some(sql)),
+            begin: RefCell::new(Some(sql)),
             write,
         })
     }
@@ -317,6 +336,15 @@ impl PgKv {
     /// bug; it is closed, and the next is made afresh (and may reach the
     /// new primary).
     fn begin_failed(&self, e: &tokio_postgres::Error) -> StoreError {
+        if e.code().is_some_and(|c| c.code() == "22012") {
+            // The claim check's division by zero: the database's claim is
+            // not the one this write began with (another node claimed it;
+            // the keeper finds out and says so, `super::hold`).
+            return StoreError::Unavailable(
+                "this node's claim on the database is not the current one; writes are refused"
+                    .into(),
+            );
+        }
         match self.classify(e) {
             StoreError::Io(why) => StoreError::Unavailable(why),
             other => other,
@@ -457,7 +485,7 @@ pub struct PgTxn {
     /// The error that aborted it: every later statement answers it.
     failed: RefCell<Option<StoreError>>,
     /// Its `BEGIN`, until sent with the first statement.
-    begin: std::cell::Cell<Option<&'static str>>,
+    begin: RefCell<Option<std::borrow::Cow<'static, str>>>,
     write: bool,
 }
 
@@ -502,7 +530,7 @@ impl PgTxn {
         let Some(conn) = conn else {
             return Err(StoreError::Io("transaction already finished".into()));
         };
-        if self.begin.get().is_some() {
+        if self.begin.borrow().is_some() {
             // Nothing was sent: nothing to commit.
             self.kv.checkin(conn, true);
             return Ok(());
@@ -567,12 +595,12 @@ impl PgTxn {
         let Some(conn) = slot.as_mut() else {
             return Err(StoreError::Io("transaction already finished".into()));
         };
-        let begin = self.begin.take();
+        let begin = self.begin.borrow_mut().take();
         let res = self.kv.rt.block_on(async {
             let client = &conn.client;
             let began = async {
                 match begin {
-                    Some(b) => client.batch_execute(b).await.map_err(|e| (true, e)),
+                    Some(b) => client.batch_execute(&b).await.map_err(|e| (true, e)),
                     None => Ok(()),
                 }
             };
@@ -655,7 +683,7 @@ impl Drop for PgTxn {
         if matches!(&*self.failed.borrow(), Some(StoreError::Unavailable(_))) {
             // Failed for the connection's sake: closed, not reused.
             sessions.checkin(conn, false);
-        } else if self.begin.get().is_some() {
+        } else if self.begin.borrow().is_some() {
             // Nothing was sent.
             sessions.checkin(conn, true);
         } else {

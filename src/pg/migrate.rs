@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "text keys in byte order",
         include_str!("migrations/0002_byte_order.sql"),
     ),
+    (
+        3,
+        "the serving node's claim",
+        include_str!("migrations/0003_node_hold.sql"),
+    ),
 ];
 
 /// The schema version this binary writes and reads.

@@ -100,6 +100,19 @@ pub async fn to_postgres(
     // advisory lock, then finds its rows.
     let tx = client.transaction().await.map_err(pg)?;
     migrate::migrate(target, &tx).await?;
+    // Never under a node serving the database (its session holds the
+    // node lock, `pg::hold`); and no node starts on it until this commits.
+    let free: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&super::hold::KEY])
+        .await
+        .map_err(pg)?
+        .get(0);
+    if !free {
+        return Err(format!(
+            "PostgreSQL at {}: a node serves this database; stop it first",
+            target.shown
+        ));
+    }
     let tables: Vec<&str> = mirror::SPECS
         .iter()
         .map(|s| s.table)

@@ -138,6 +138,9 @@ pub struct Pair<T> {
     cache: Option<RefCell<Cache>>,
 }
 
+/// The widest window of minutes a round caches for one series (a week).
+const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
+
 /// What a round knows of the series it writes, and the changes it has
 /// not sent yet.
 #[derive(Default)]
@@ -442,9 +445,14 @@ impl<'t> Pair<ReadingsTable<'t>> {
         // before m, or to the one before that window (which starts before
         // m); so the window from there to the last minute, with the rows
         // either side, answers every lookup of the round.
+        // A series whose readings span more than a week (a board whose
+        // clock was reset sends 1970 beside today) is not cached: its
+        // window would be its whole history. Its lookups go to the
+        // database, as on redb.
         let windows: Vec<(u32, u32, u32, u32)> = series
             .iter()
             .map(|&(d, c, m0, m1)| (d, c, m0.saturating_sub(super::chunk::SPAN_MINUTES + 1), m1))
+            .filter(|w| w.3 - w.2 <= MAX_WINDOW_MINUTES)
             .collect();
         let mut per: Vec<Vec<(PartKey, Vec<u8>, Place)>> = vec![Vec::new(); windows.len()];
         for (table, place) in [(hot, Place::Hot), (sealed, Place::Sealed)] {

@@ -292,8 +292,8 @@ impl Store {
         let target = crate::pg::Target::parse(&config.postgres_url).map_err(StoreError::Io)?;
         let wait = std::time::Duration::from_secs(config.timeout_secs.max(1));
         let kv = Arc::new(crate::pg::kv::PgKv::new(target, config.pool_size, wait)?);
+        // Takes the hold, migrates, then claims (`PgKv::hold`).
         kv.hold()?;
-        kv.migrate()?;
         Ok(Store::on_postgres(kv))
     }
 
