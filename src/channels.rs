@@ -109,6 +109,44 @@ pub fn append<'t>(
     Ok(next)
 }
 
+/// [`append`] for several items of one channel, in order: the same rows,
+/// indexes and bounds as one call each. On PostgreSQL the items (and the
+/// ones retention drops) go in one statement, not three per item.
+pub fn append_many<'t>(
+    txn: impl Into<crate::store::Tx<'t>>,
+    channel: u32,
+    items: &[Item],
+    retention: u64,
+) -> Result<(), StoreError> {
+    let txn = txn.into();
+    if !matches!(txn, crate::store::Tx::Pg(_)) {
+        for item in items {
+            append(txn, channel, item, retention)?;
+        }
+        return Ok(());
+    }
+    let mut meta = txn.open_table(CHANNEL_META)?;
+    let raw = txn.open_table(ITEMS.def())?;
+    let Some(pg) = raw.postgres() else {
+        return Err(StoreError::Io(
+            "a PostgreSQL transaction without its table".into(),
+        ));
+    };
+    let (mut first, mut next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
+    let mut rows: Vec<((u32, u64), Option<Vec<u8>>)> = Vec::new();
+    for item in items {
+        rows.push(((channel, next), Some(crate::store::Record::to_row(item))));
+        next += 1;
+        while next - first > retention.max(1) {
+            rows.push(((channel, first), None));
+            first += 1;
+        }
+    }
+    pg.set_many(rows.iter().map(|(k, v)| (*k, v.as_deref())))?;
+    meta.insert(channel, (first, next))?;
+    Ok(())
+}
+
 /// `(first kept, next)` indexes of a channel.
 pub fn bounds(store: &crate::store::Store, channel: u32) -> Result<(u64, u64), StoreError> {
     store.read(|txn| {

@@ -328,3 +328,51 @@ fn a_node_whose_claim_was_taken_writes_nothing_more() {
     let b = Store::open_node(&node_config(&pg, "claim")).expect("a new start");
     b.create_device(device("d-4")).expect("writes again");
 }
+
+#[test]
+fn many_items_at_once_index_and_trim_as_one_at_a_time() {
+    let Some(pg) = Pg::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = Store::open(&dir.path().join("items.redb")).unwrap();
+    let db = postgres(&pg, "items");
+    let item = |k: u64| Item {
+        added: 1_700_000_000_000_000 + k as i64,
+        time: 1_690_000_000_000_000 + k as i64 * 1_000_000,
+        device: 3,
+        sensor: SensorId::parse("N1").unwrap(),
+        value: Value::Num(k as f64 + 0.5),
+    };
+    // Batches below, at and over the retention (5), on two channels.
+    let mut k = 0;
+    for (channel, n) in [(1u32, 3usize), (1, 5), (2, 1), (1, 12), (2, 9), (1, 1)] {
+        let batch: Vec<Item> = (0..n)
+            .map(|_| {
+                k += 1;
+                item(k)
+            })
+            .collect();
+        file.write(|tx| {
+            for i in &batch {
+                channels::append(tx, channel, i, 5)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        db.write(|tx| channels::append_many(tx, channel, &batch, 5))
+            .unwrap();
+    }
+    let tables = |s: &Store| {
+        s.read(|tx| overlord::ops::fingerprint(tx))
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _, _)| n == "channel_items" || n == "channel_meta")
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (tables(&file), tables(&db));
+    assert_eq!(
+        a.iter().map(|t| t.1).sum::<u64>(),
+        12,
+        "5 + 5 items, 2 meta rows: {a:?}"
+    );
+    assert_eq!(a, b);
+}

@@ -75,14 +75,28 @@ impl WriterState {
         if !part.last_seen.is_empty() {
             presence::store::record_contacts(txn, part.last_seen.iter().copied())?;
         }
+        // On PostgreSQL a channel's items of the part go together (one
+        // statement, `channels::append_many`); each channel's items keep
+        // their order, which is all its indexes depend on.
+        let grouped = matches!(txn, crate::store::Tx::Pg(_));
+        let mut groups: Vec<(u32, u64, Vec<channels::Item>)> = Vec::new();
         for a in &part.appends {
             // A channel deleted meanwhile gets nothing.
             let Some(ch) = self.ctx.catalog.channel_by_num(a.channel) else {
                 continue;
             };
             let item = channels::Item::of_reading(now, a.device, &a.reading);
-            channels::append(txn, ch.num, &item, ch.retention)?;
             appended = true;
+            if !grouped {
+                channels::append(txn, ch.num, &item, ch.retention)?;
+            } else if let Some(g) = groups.iter_mut().find(|g| g.0 == ch.num) {
+                g.2.push(item);
+            } else {
+                groups.push((ch.num, ch.retention, vec![item]));
+            }
+        }
+        for (channel, retention, items) in &groups {
+            channels::append_many(txn, *channel, items, *retention)?;
         }
         for &(id, fired) in &part.alert_states {
             alerts::store_state(txn, id, fired)?;
