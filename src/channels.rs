@@ -109,6 +109,9 @@ pub fn append<'t>(
     Ok(next)
 }
 
+/// A channel item's key: channel, index.
+type ItemKey = (u32, u64);
+
 /// [`append`] for several items of one channel, in order: the same rows,
 /// indexes and bounds as one call each. On PostgreSQL the items (and the
 /// ones retention drops) go in one statement, not three per item.
@@ -133,7 +136,8 @@ pub fn append_many<'t>(
         ));
     };
     let (mut first, mut next) = meta.get(channel)?.map_or((1, 1), |g| g.value());
-    let mut rows: Vec<((u32, u64), Option<Vec<u8>>)> = Vec::new();
+    // (channel, index) and the item's bytes, or `None`: trimmed.
+    let mut rows: Vec<(ItemKey, Option<Vec<u8>>)> = Vec::new();
     for item in items {
         rows.push(((channel, next), Some(crate::store::Record::to_row(item))));
         next += 1;
