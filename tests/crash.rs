@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::Proc;
+use common::process::{assert_all_stored_once, Proc};
 
 fn start(dir: &std::path::Path) -> Proc {
     start_with(dir, "")
@@ -171,27 +171,7 @@ fn sigkill_under_load_loses_no_acknowledged_reading() {
         acked.len()
     );
 
-    let body = admin_req(
-        &p,
-        &admin,
-        "GET",
-        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
-        "",
-    );
-    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
-    for line in body.lines().skip(1) {
-        let (t, v) = line.split_once(',').unwrap();
-        let prev = stored.insert(t.to_string(), v.parse().unwrap());
-        assert!(prev.is_none(), "reading at {t} stored twice");
-    }
-    for (k, v) in &acked {
-        let t = common::rfc3339(base + k);
-        assert_eq!(
-            stored.get(&t),
-            Some(v),
-            "acknowledged reading {k} at {t} lost"
-        );
-    }
+    assert_all_stored_once(&p, &admin, base, &acked);
     // The digest hand-off survived the kills too: the device's last
     // contact was recorded (replayed from the digest log if need be).
     let list = admin_req(&p, &admin, "GET", "/v1/devices", "");
@@ -209,31 +189,6 @@ fn metric(p: &Proc, name: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Check that every acknowledged reading is stored exactly once.
-fn assert_all_stored_once(p: &Proc, admin: &str, base: i64, acked: &BTreeMap<i64, i64>) {
-    let body = admin_req(
-        p,
-        admin,
-        "GET",
-        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
-        "",
-    );
-    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
-    for line in body.lines().skip(1) {
-        let (t, v) = line.split_once(',').unwrap();
-        let prev = stored.insert(t.to_string(), v.parse().unwrap());
-        assert!(prev.is_none(), "reading at {t} stored twice");
-    }
-    for (k, v) in acked {
-        let t = common::rfc3339(base + k);
-        assert_eq!(
-            stored.get(&t),
-            Some(v),
-            "acknowledged reading {k} at {t} lost"
-        );
-    }
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pg::Pg;
-use common::process::Proc;
+use common::process::{assert_all_stored_once, Proc};
 
 /// The `[store]` section serving from `url`.
 fn store_section(url: &str) -> String {
@@ -96,6 +96,18 @@ struct Seen {
     other: Mutex<Vec<String>>,
 }
 
+impl Seen {
+    /// Wait (at most 30 s) until `n` readings were acknowledged; `what`
+    /// says what did not happen otherwise.
+    fn until_acked(&self, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.acked.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// Readings from `THREADS` clients, one HTTP/1.0 connection each, device
 /// `crash`, reading `k` with value `7k` at `base + k`, until `stop` (or
 /// 3,000 requests a thread). A board's way: each request stands alone.
@@ -141,31 +153,6 @@ fn load(
             })
         })
         .collect()
-}
-
-/// Every acknowledged reading stored exactly once, with its value.
-fn assert_all_stored_once(p: &Proc, admin: &str, base: i64, acked: &BTreeMap<i64, i64>) {
-    let body = admin_req(
-        p,
-        admin,
-        "GET",
-        "/v1/devices/crash/readings?sensors=I1&limit=1000000",
-        "",
-    );
-    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
-    for line in body.lines().skip(1) {
-        let (t, v) = line.split_once(',').unwrap();
-        let prev = stored.insert(t.to_string(), v.parse().unwrap());
-        assert!(prev.is_none(), "reading at {t} stored twice");
-    }
-    for (k, v) in acked {
-        let t = common::rfc3339(base + k);
-        assert_eq!(
-            stored.get(&t),
-            Some(v),
-            "acknowledged reading {k} at {t} lost"
-        );
-    }
 }
 
 /// Wait (bounded) until a reading is acknowledged again: the node is
@@ -365,11 +352,7 @@ fn postgres_killed_under_load_gives_503_then_the_node_recovers_by_itself() {
     let stop = Arc::new(AtomicBool::new(false));
     let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
     // Under load: wait until some readings are in, then kill PostgreSQL.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.acked.lock().unwrap().len() < 50 {
-        assert!(Instant::now() < deadline, "no load got through");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    seen.until_acked(50, "no load got through");
     pg.stop_immediate();
     // While it is away, writes are refused with 503 and Retry-After (the
     // load counts them; anything else is a failure below).
@@ -386,11 +369,7 @@ fn postgres_killed_under_load_gives_503_then_the_node_recovers_by_itself() {
     pg.start_again();
     // The same process: it reconnects by itself.
     until_writes_succeed(&p, &token, base - 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.acked.lock().unwrap().len() < acked_while_away + 50 {
-        assert!(Instant::now() < deadline, "the load did not resume");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    seen.until_acked(acked_while_away + 50, "the load did not resume");
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
@@ -422,21 +401,13 @@ fn failover_to_a_synchronous_standby_loses_no_acknowledged_reading() {
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
     let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.acked.lock().unwrap().len() < 50 {
-        assert!(Instant::now() < deadline, "no load got through");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    seen.until_acked(50, "no load got through");
     // The primary dies; an operator (here: the test) promotes the standby.
     primary.stop_immediate();
     standby.promote();
     until_writes_succeed(&p, &token, base - 1);
     let resumed = seen.acked.lock().unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.acked.lock().unwrap().len() < resumed + 50 {
-        assert!(Instant::now() < deadline, "the load did not resume");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    seen.until_acked(resumed + 50, "the load did not resume");
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();

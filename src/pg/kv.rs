@@ -963,18 +963,7 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         let mut cells = self.key_cells(key.borrow())?;
         V::put(value.borrow(), &mut cells).map_err(StoreError::Io)?;
         let all: Vec<String> = self.key.iter().chain(&self.value).cloned().collect();
-        let on_conflict = if self.value.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!(
-                "DO UPDATE SET {}",
-                self.value
-                    .iter()
-                    .map(|v| format!("{v} = EXCLUDED.{v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let on_conflict = self.on_conflict();
         // The CTEs see one snapshot: `old` is the row before the insert.
         let sql = format!(
             "WITH old AS (SELECT {vals} FROM {t} WHERE {eq}), \
@@ -1049,18 +1038,7 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
         }
         if !puts.is_empty() {
             let all: Vec<String> = self.key.iter().chain(&self.value).cloned().collect();
-            let on_conflict = if self.value.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!(
-                    "DO UPDATE SET {}",
-                    self.value
-                        .iter()
-                        .map(|v| format!("{v} = EXCLUDED.{v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let on_conflict = self.on_conflict();
             let sql = format!(
                 "INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}) ON CONFLICT ({pk}) {on_conflict}",
                 t = self.table,
@@ -1072,6 +1050,23 @@ impl<'t, K: Key + Cols, V: Cols> PgTable<'t, K, V> {
             self.txn.execute(&sql, &refs_of(&cols))?;
         }
         Ok(())
+    }
+
+    /// What an insert does to a row that is there: replace its value
+    /// (a set, with no value columns: nothing).
+    fn on_conflict(&self) -> String {
+        if self.value.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!(
+                "DO UPDATE SET {}",
+                self.value
+                    .iter()
+                    .map(|v| format!("{v} = EXCLUDED.{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     }
 
     /// `$1::bigint[], $2::text[], ...` for the columns `which` (by

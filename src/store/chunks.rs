@@ -156,7 +156,7 @@ struct Known {
     lower: PartKey,
     upper: PartKey,
     rows: BTreeMap<PartKey, (Vec<u8>, Place)>,
-    last: Option<(PartKey, Vec<u8>, Place)>,
+    last: Option<Cached>,
 }
 
 impl Known {
@@ -230,8 +230,15 @@ fn contains(range: &KeyRange, key: PartKey) -> bool {
     std::ops::RangeBounds::contains(range, &key)
 }
 
+/// A row the cache holds: key, bytes, table.
+type Cached = (PartKey, Vec<u8>, Place);
+
+/// A range split into what the cache knows (in the order asked) and what
+/// is left to read from the database.
+type Split = (Vec<Cached>, Option<KeyRange>);
+
 /// The rows of `known` in `range` (empty for an empty range).
-fn rows_in(known: &Known, range: KeyRange) -> Vec<(PartKey, Vec<u8>, Place)> {
+fn rows_in(known: &Known, range: KeyRange) -> Vec<Cached> {
     let empty = match (range.0, range.1) {
         (Bound::Included(a), Bound::Included(b)) => a > b,
         (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
@@ -250,7 +257,7 @@ fn rows_in(known: &Known, range: KeyRange) -> Vec<(PartKey, Vec<u8>, Place)> {
 }
 
 /// A cached row as the store yields it.
-fn chunk_of<'a>((k, v, p): (PartKey, Vec<u8>, Place)) -> Chunk<'a> {
+fn chunk_of<'a>((k, v, p): Cached) -> Chunk<'a> {
     (k, AccessGuard::Pg(crate::pg::kv::Owned::from_bytes(v)), p)
 }
 
@@ -331,6 +338,28 @@ impl<'t> Pair<ReadingsTable<'t>> {
         })
     }
 
+    /// The rows of `range`: `split`, what the cache knows (in the order
+    /// asked) and what is left to read from the database; without it, all
+    /// from the database.
+    fn rows(
+        &self,
+        range: KeyRange,
+        rev: bool,
+        split: Option<Split>,
+    ) -> Result<Rows<'_, 't>, StoreError> {
+        let Some((known, rest)) = split else {
+            return self.db_rows(range, rev);
+        };
+        let known: Vec<Chunk<'_>> = known.into_iter().map(chunk_of).collect();
+        Ok(Rows {
+            pair: self,
+            known: known.into_iter(),
+            rest,
+            rev,
+            db: None,
+        })
+    }
+
     /// The chunks with keys in `range`, in key order.
     pub fn range(&self, range: KeyRange) -> Result<Rows<'_, 't>, StoreError> {
         let Some(cache) = &self.cache else {
@@ -349,20 +378,7 @@ impl<'t> Pair<ReadingsTable<'t>> {
                 _ => None,
             }
         };
-        let Some((known, rest)) = split else {
-            return self.db_rows(range, false);
-        };
-        Ok(Rows {
-            pair: self,
-            known: known
-                .into_iter()
-                .map(chunk_of)
-                .collect::<Vec<_>>()
-                .into_iter(),
-            rest,
-            rev: false,
-            db: None,
-        })
+        self.rows(range, false, split)
     }
 
     /// The chunks with keys in `range`, last first.
@@ -394,20 +410,7 @@ impl<'t> Pair<ReadingsTable<'t>> {
                 _ => None,
             }
         };
-        let Some((known, rest)) = split else {
-            return self.db_rows(range, true);
-        };
-        Ok(Rows {
-            pair: self,
-            known: known
-                .into_iter()
-                .map(chunk_of)
-                .collect::<Vec<_>>()
-                .into_iter(),
-            rest,
-            rev: true,
-            db: None,
-        })
+        self.rows(range, true, split)
     }
 
     /// The chunk under `key`, and where it is.
@@ -454,7 +457,7 @@ impl<'t> Pair<ReadingsTable<'t>> {
             .map(|&(d, c, m0, m1)| (d, c, m0.saturating_sub(super::chunk::SPAN_MINUTES + 1), m1))
             .filter(|w| w.3 - w.2 <= MAX_WINDOW_MINUTES)
             .collect();
-        let mut per: Vec<Vec<(PartKey, Vec<u8>, Place)>> = vec![Vec::new(); windows.len()];
+        let mut per: Vec<Vec<Cached>> = vec![Vec::new(); windows.len()];
         for (table, place) in [(hot, Place::Hot), (sealed, Place::Sealed)] {
             for (i, key, data) in table.series_windows(&windows)? {
                 per[i].push((key, data, place));

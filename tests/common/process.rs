@@ -71,3 +71,36 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Every acknowledged reading of device `crash`'s sensor `I1` stored
+/// exactly once, with its value: `acked` maps reading `k` (at `base + k`
+/// seconds) to the value a `200` acknowledged. The crash tests' check.
+pub fn assert_all_stored_once(
+    p: &Proc,
+    admin: &str,
+    base: i64,
+    acked: &std::collections::BTreeMap<i64, i64>,
+) {
+    let r = super::raw(
+        p.addr,
+        format!(
+            "GET /v1/devices/crash/readings?sensors=I1&limit=1000000 HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut stored: std::collections::BTreeMap<String, i64> = Default::default();
+    for line in r.body.lines().skip(1) {
+        let (t, v) = line.split_once(',').unwrap();
+        let prev = stored.insert(t.to_string(), v.parse().unwrap());
+        assert!(prev.is_none(), "reading at {t} stored twice");
+    }
+    for (k, v) in acked {
+        let t = super::rfc3339(base + k);
+        assert_eq!(
+            stored.get(&t),
+            Some(v),
+            "acknowledged reading {k} at {t} lost"
+        );
+    }
+}
