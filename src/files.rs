@@ -90,14 +90,6 @@ pub struct Files {
     pg: Option<Arc<crate::pg::kv::PgKv>>,
 }
 
-fn io_err(e: io::Error) -> StoreError {
-    if e.kind() == io::ErrorKind::StorageFull {
-        StoreError::DiskFull
-    } else {
-        StoreError::Io(e.to_string())
-    }
-}
-
 fn is_blob_name(n: &str) -> bool {
     n.len() == 64 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -111,7 +103,7 @@ impl Files {
     /// crash left behind (temp files, blobs no record names). Only names
     /// this module writes are ever removed.
     pub fn open(dir: PathBuf, store: &Store) -> Result<Files, StoreError> {
-        fs::create_dir_all(&dir).map_err(io_err)?;
+        fs::create_dir_all(&dir)?;
         let mut index = BTreeMap::new();
         store.read(|txn| {
             for row in FILES.read(txn)?.iter()? {
@@ -119,8 +111,8 @@ impl Files {
                 index.insert(f.name.clone(), Arc::new(f));
             }
             let used: HashSet<String> = index.values().map(|f| hex(&f.sha256)).collect();
-            for e in fs::read_dir(&dir).map_err(io_err)? {
-                let e = e.map_err(io_err)?;
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with(".tmp-") || (is_blob_name(&name) && !used.contains(&name)) {
                     let _ = fs::remove_file(e.path());
@@ -145,6 +137,14 @@ impl Files {
         self.index.read().values().cloned().collect()
     }
 
+    /// A new `.tmp-*` name in the files directory (removed at start if a
+    /// crash leaves it).
+    fn temp_path(&self) -> io::Result<PathBuf> {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(self.dir.join(format!(".tmp-{}", hex(&r))))
+    }
+
     /// Where the content with this digest is.
     pub fn blob_path(&self, sha256: &[u8; 32]) -> PathBuf {
         self.dir.join(hex(sha256))
@@ -162,9 +162,7 @@ impl Files {
         let Some(pg) = &self.pg else {
             return fs::File::open(&path);
         };
-        let mut r = [0u8; 8];
-        getrandom::fill(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
-        let tmp = self.dir.join(format!(".tmp-{}", hex(&r)));
+        let tmp = self.temp_path()?;
         let fetched = crate::pg::blobs::fetch(pg, sha256, &tmp);
         let placed = match fetched {
             Ok(true) => fs::rename(&tmp, &path).and_then(|()| sync_dir(&self.dir)),
@@ -180,14 +178,11 @@ impl Files {
 
     /// Start an upload: a new temp file in the files directory.
     pub fn begin_upload(&self) -> Result<Upload, StoreError> {
-        let mut r = [0u8; 8];
-        getrandom::fill(&mut r).map_err(|e| StoreError::Io(e.to_string()))?;
-        let path = self.dir.join(format!(".tmp-{}", hex(&r)));
+        let path = self.temp_path()?;
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
-            .map_err(io_err)?;
+            .open(&path)?;
         Ok(Upload {
             path,
             file: Some(file),
@@ -219,7 +214,7 @@ impl Files {
         let placed = fs::rename(&done.temp, &blob).and_then(|()| sync_dir(&self.dir));
         if let Err(e) = placed {
             let _ = fs::remove_file(&done.temp);
-            return Err(io_err(e).into());
+            return Err(StoreError::from(e).into());
         }
         let updated = timefmt::now_micros();
         let rec = store.write(|txn| {
@@ -358,7 +353,7 @@ impl Upload {
             .file
             .as_mut()
             .ok_or_else(|| StoreError::Io("upload already finished".into()))?;
-        f.write_all(chunk).map_err(io_err)?;
+        f.write_all(chunk)?;
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
         Ok(())
@@ -378,7 +373,7 @@ impl Upload {
             .ok_or_else(|| StoreError::Io("upload already finished".into()))?;
         if let Err(e) = f.sync_all() {
             let _ = fs::remove_file(&self.path);
-            return Err(io_err(e));
+            return Err(StoreError::from(e));
         }
         let temp = std::mem::take(&mut self.path);
         let sha256 = std::mem::take(&mut self.hasher).finalize().into();

@@ -212,8 +212,7 @@ pub fn create_new(dest: &Path, cache_bytes: Option<usize>) -> Result<Database, S
         .read(true)
         .write(true)
         .create_new(true)
-        .open(dest)
-        .map_err(io)?;
+        .open(dest)?;
     let mut builder = Database::builder();
     if let Some(bytes) = cache_bytes {
         builder.set_cache_size(bytes);
@@ -240,7 +239,9 @@ pub fn sync_dir_of(path: &Path) -> Result<(), StoreError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::from)
 }
 
 /// A backup of the snapshot `src` of a data file opened with the server
@@ -253,7 +254,7 @@ pub fn backup_file(
 ) -> Result<u64, StoreError> {
     let tmp = temp_beside(dest, "backup");
     let result = backup_copy(src, &tmp, progress).and_then(|n| {
-        std::fs::rename(&tmp, dest).map_err(io)?;
+        std::fs::rename(&tmp, dest)?;
         sync_dir_of(dest)?;
         Ok(n)
     });
@@ -298,33 +299,29 @@ pub fn restore(
     }
     let tmp = temp_beside(data, "restore");
     let result = (|| {
-        let mut src = File::open(from).map_err(io)?;
-        let mut dst = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io)?;
+        let mut src = File::open(from)?;
+        let mut dst = File::options().write(true).create_new(true).open(&tmp)?;
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
         loop {
-            let n = std::io::Read::read(&mut src, &mut buf).map_err(io)?;
+            let n = std::io::Read::read(&mut src, &mut buf)?;
             if n == 0 {
                 break;
             }
-            dst.write_all(&buf[..n]).map_err(io)?;
+            dst.write_all(&buf[..n])?;
             done += n as u64;
             progress(done);
         }
-        dst.sync_all().map_err(io)?;
+        dst.sync_all()?;
         drop(dst);
         let kept = if data.exists() {
             let kept = pre_restore_name(data);
-            std::fs::hard_link(data, &kept).map_err(io)?;
+            std::fs::hard_link(data, &kept)?;
             Some(kept)
         } else {
             None
         };
-        std::fs::rename(&tmp, data).map_err(io)?;
+        std::fs::rename(&tmp, data)?;
         sync_dir_of(data)?;
         Ok(kept)
     })();
@@ -373,14 +370,6 @@ pub fn compact(data: &Path) -> Result<(u64, u64), StoreError> {
         .map_err(|e| StoreError::Io(format!("compaction failed: {e}")))?;
     drop(db);
     Ok((before, store::Store::file_len(data)))
-}
-
-fn io(e: std::io::Error) -> StoreError {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        StoreError::DiskFull
-    } else {
-        StoreError::Io(e.to_string())
-    }
 }
 
 /// What [`check`] found: one `(what, rows, state)` line per table and for
@@ -433,7 +422,7 @@ fn read_table<K: Key + 'static, V: Value + 'static>(
 /// the checksum of every page. A redb panic (it panics on some pages that
 /// do not decode) is caught and reported as damage. Blocking.
 pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
-    let len = std::fs::metadata(path).map_err(io)?.len();
+    let len = std::fs::metadata(path)?.len();
     let mut report = CheckReport::default();
     if len == 0 {
         report.damaged = true;
@@ -449,7 +438,7 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
 }
 
 fn check_copy(path: &Path, copy: &Path, report: &mut CheckReport) -> Result<(), StoreError> {
-    std::fs::copy(path, copy).map_err(io)?;
+    std::fs::copy(path, copy)?;
     let opened = std::panic::catch_unwind(|| Database::builder().open(copy));
     let mut db = match opened {
         Ok(Ok(db)) => db,

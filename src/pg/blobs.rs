@@ -23,14 +23,6 @@ use super::kv::{PgKv, PgTxn};
 use super::mirror::BLOB_PART;
 use crate::store::StoreError;
 
-fn io(e: std::io::Error) -> StoreError {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        StoreError::DiskFull
-    } else {
-        StoreError::Io(e.to_string())
-    }
-}
-
 /// Store the content with digest `sha256`, read from `path`, unless the
 /// database has it already (another file with the same bytes).
 pub fn put(txn: &PgTxn, sha256: &[u8; 32], path: &Path) -> Result<(), StoreError> {
@@ -42,11 +34,11 @@ pub fn put(txn: &PgTxn, sha256: &[u8; 32], path: &Path) -> Result<(), StoreError
     if !have.is_empty() {
         return Ok(());
     }
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = File::open(path)?;
     let mut buf = vec![0u8; BLOB_PART];
     let mut part = 0i32;
     loop {
-        let n = super::transfer::read_full(&mut file, &mut buf).map_err(io)?;
+        let n = super::transfer::read_full(&mut file, &mut buf)?;
         if n == 0 && part > 0 {
             return Ok(());
         }
@@ -81,8 +73,7 @@ pub fn fetch(kv: &Arc<PgKv>, sha256: &[u8; 32], dest: &Path) -> Result<bool, Sto
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(dest)
-        .map_err(io)?;
+        .open(dest)?;
     let mut sha = Sha256::new();
     let mut next = 0i32;
     loop {
@@ -109,7 +100,7 @@ pub fn fetch(kv: &Arc<PgKv>, sha256: &[u8; 32], dest: &Path) -> Result<bool, Sto
                 )));
             }
             sha.update(bytes);
-            out.write_all(bytes).map_err(io)?;
+            out.write_all(bytes)?;
             next += 1;
             if bytes.len() < BLOB_PART {
                 break;
@@ -119,7 +110,7 @@ pub fn fetch(kv: &Arc<PgKv>, sha256: &[u8; 32], dest: &Path) -> Result<bool, Sto
             break;
         }
     }
-    out.sync_all().map_err(io)?;
+    out.sync_all()?;
     if sha.finalize().as_slice() != sha256 {
         return Err(StoreError::Corrupt(
             "file_blobs: a content does not match its SHA-256".into(),

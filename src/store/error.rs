@@ -55,6 +55,18 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// A file operation's failure: a full disk is [`StoreError::DiskFull`]
+/// (`507`), anything else [`StoreError::Io`].
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::DiskFull
+        } else {
+            StoreError::Io(e.to_string())
+        }
+    }
+}
+
 impl From<redb::StorageError> for StoreError {
     fn from(e: redb::StorageError) -> Self {
         match e {
