@@ -155,6 +155,48 @@ fn load(
         .collect()
 }
 
+/// A node under [`load`] from the start of a test to its end: device
+/// `crash`, its readings a day ago.
+struct UnderLoad {
+    token: String,
+    base: i64,
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl UnderLoad {
+    fn start(p: &Proc, admin: &str) -> UnderLoad {
+        let token = create_device(p, admin, "crash");
+        let base = common::hour_ago() - 86_400;
+        let seen = Arc::new(Seen::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
+        UnderLoad {
+            token,
+            base,
+            seen,
+            stop,
+            threads,
+        }
+    }
+
+    /// Stop the load; every answer was a `200` or a `503` with
+    /// `Retry-After`, and every acknowledged reading is stored once.
+    /// What the load saw, for more checks.
+    fn finish(self, p: &Proc, admin: &str) -> Arc<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let other = self.seen.other.lock().unwrap().clone();
+        assert!(other.is_empty(), "{other:?}");
+        let acked = self.seen.acked.lock().unwrap().clone();
+        assert_all_stored_once(p, admin, self.base, &acked);
+        self.seen
+    }
+}
+
 /// Wait (bounded) until a reading is acknowledged again: the node is
 /// serving writes.
 fn until_writes_succeed(p: &Proc, token: &str, t: i64) {
@@ -346,11 +388,8 @@ fn postgres_killed_under_load_gives_503_then_the_node_recovers_by_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::start(tmp.path(), &store_section(&pg.url("away")));
     let admin = p.admin.clone().unwrap();
-    let token = create_device(&p, &admin, "crash");
-    let base = common::hour_ago() - 86_400;
-    let seen = Arc::new(Seen::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
+    let run = UnderLoad::start(&p, &admin);
+    let (token, base, seen) = (&run.token, run.base, &run.seen);
     // Under load: wait until some readings are in, then kill PostgreSQL.
     seen.until_acked(50, "no load got through");
     pg.stop_immediate();
@@ -368,19 +407,9 @@ fn postgres_killed_under_load_gives_503_then_the_node_recovers_by_itself() {
     let acked_while_away = seen.acked.lock().unwrap().len();
     pg.start_again();
     // The same process: it reconnects by itself.
-    until_writes_succeed(&p, &token, base - 1);
+    until_writes_succeed(&p, token, base - 1);
     seen.until_acked(acked_while_away + 50, "the load did not resume");
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert!(
-        seen.other.lock().unwrap().is_empty(),
-        "{:?}",
-        seen.other.lock().unwrap()
-    );
-    let acked = seen.acked.lock().unwrap().clone();
-    assert_all_stored_once(&p, &admin, base, &acked);
+    run.finish(&p, &admin);
 }
 
 #[test]
@@ -396,35 +425,22 @@ fn failover_to_a_synchronous_standby_loses_no_acknowledged_reading() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::start(tmp.path(), &store_section(&url));
     let admin = p.admin.clone().unwrap();
-    let token = create_device(&p, &admin, "crash");
-    let base = common::hour_ago() - 86_400;
-    let seen = Arc::new(Seen::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
+    let run = UnderLoad::start(&p, &admin);
+    let (token, base, seen) = (&run.token, run.base, &run.seen);
     seen.until_acked(50, "no load got through");
     // The primary dies; an operator (here: the test) promotes the standby.
     primary.stop_immediate();
     standby.promote();
-    until_writes_succeed(&p, &token, base - 1);
+    until_writes_succeed(&p, token, base - 1);
     let resumed = seen.acked.lock().unwrap().len();
     seen.until_acked(resumed + 50, "the load did not resume");
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert!(
-        seen.other.lock().unwrap().is_empty(),
-        "{:?}",
-        seen.other.lock().unwrap()
-    );
+    // Read on the promoted standby: what the node acknowledged before the
+    // failover reached it (synchronous replication) and nothing twice.
+    let seen = run.finish(&p, &admin);
     assert!(
         seen.busy.load(Ordering::Relaxed) > 0,
         "the failover happened under load: some writes were refused while no primary took them"
     );
-    let acked = seen.acked.lock().unwrap().clone();
-    // Read on the promoted standby: what the node acknowledged before the
-    // failover reached it (synchronous replication) and nothing twice.
-    assert_all_stored_once(&p, &admin, base, &acked);
 }
 
 /// Send `head` and `body` on a new connection; the status line and
