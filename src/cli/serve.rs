@@ -64,7 +64,9 @@ fn store_name(config: &Config) -> StoreName {
 }
 
 /// Log to stderr, take the port, open the data file (printing a new
-/// administrator's token once), and serve until a shutdown signal.
+/// administrator's token once), and serve until a shutdown signal. On a
+/// database another node serves, with `[store] node_listen` set: follow
+/// it (forward every connection to it) until this node can serve.
 pub fn serve(config: Config) -> Result<(), String> {
     init_log(&config.log);
     // Take the ports (and load the certificate) before touching the data
@@ -75,7 +77,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         .thread_name("overlord-http")
         .build()
         .map_err(|e| e.to_string())?;
-    let listeners = rt.block_on(bind(&config))?;
+    let mut listeners = rt.block_on(bind(&config))?;
+    let node_listener = rt.block_on(bind_node(&config))?;
     let config_reload_secs = config.tls.reload_check_secs;
     // The MQTT ports too, before the data file (empty `[mqtt] listen`:
     // off; `tls_listen` only with `[tls]`, sharing its acceptor).
@@ -86,38 +89,49 @@ pub fn serve(config: Config) -> Result<(), String> {
     ]
     .map(|(scheme, l)| (scheme, l.and_then(|l| l.local_addr().ok())));
     let store_name = store_name(&config);
-    let mut opened = app::open(OpenOptions::new(config)).map_err(|e| match e {
-        overlord::store::StoreError::InUse if !store_name.on_file => format!(
-            "{}: another Overlord node serves this database; one node serves a database at a time (docs/scale-out.md)",
-            store_name.text
-        ),
-        e => format!("{}: {e}", store_name.text),
-    })?;
-    opened.mqtt = mqtt;
-    let mut out = std::io::stdout().lock();
-    if let Some(token) = &opened.admin_token {
-        let _ = writeln!(
-            out,
-            "Created the administrator '{}' in {}. Its API token is shown only now:\nadmin token: {token}\nUse it as `Authorization: Bearer TOKEN`. For another: stop the server, run `overlord user token {}`.",
-            users::FIRST_ADMIN,
-            store_name.text,
-            users::FIRST_ADMIN
-        );
-    }
-    rt.block_on(async move {
-        // Installed before "listening": a SIGHUP from then on reloads the
-        // certificate, or is logged; it never stops the server (`systemctl
-        // reload` sends one).
-        match &listeners.tls {
-            Some((_, acceptor)) => {
-                let every = Duration::from_secs(config_reload_secs);
-                overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
-                    .map_err(|e| e.to_string())?;
+    let joins = node_listener.is_some();
+    let opened = match app::open(OpenOptions::new(config.clone())) {
+        Ok(opened) => Some(opened),
+        // Another node serves: follow it.
+        // PostgreSQL not reachable yet: a node that may follow waits for
+        // it as a follower does (answering 503 meanwhile).
+        Err(
+            e @ (overlord::store::StoreError::InUse | overlord::store::StoreError::Unavailable(_)),
+        ) if joins => {
+            if !matches!(e, overlord::store::StoreError::InUse) {
+                tracing::warn!(error = %e, "cannot open the database yet; following until it can");
             }
-            None => log_hangups().map_err(|e| e.to_string())?,
+            None
+        }
+        Err(overlord::store::StoreError::InUse) if !store_name.on_file => return Err(format!(
+            "{}: another Overlord node serves this database; set [store] node_listen on every node to run several (docs/scale-out.md)",
+            store_name.text
+        )),
+        Err(e) => return Err(format!("{}: {e}", store_name.text)),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut node_listener = node_listener;
+    rt.block_on(async move {
+        // A node that serves says where the others forward to before it
+        // says it listens.
+        if let Some(opened) = &opened {
+            if let Some(l) = node_listener.take() {
+                listeners.forwarded = Some(advertise(&config, opened, l).await?);
+            }
+        }
+        // The new administrator's token first (tests and scripts read
+        // up to "listening on").
+        let node_was_following = opened.is_none();
+        // A follower knows where to forward before it says it listens.
+        let following = match node_was_following {
+            true => Some(start_tracking(&config).await?),
+            false => None,
+        };
+        if let Some(opened) = &opened {
+            show_admin(&mut out, opened, &store_name.text);
         }
         // Before the first "listening on": see `shutdown_signal`.
-        let shutdown = server::shutdown_signal();
+        let mut shutdown = Box::pin(server::shutdown_signal());
         for (scheme, l) in [
             ("", listeners.plain.as_ref()),
             ("https://", listeners.tls.as_ref().map(|t| &t.0)),
@@ -132,6 +146,53 @@ pub fn serve(config: Config) -> Result<(), String> {
                 let _ = writeln!(out, "mqtt listening on {scheme}{m}");
             }
         }
+        let mut opened = match opened {
+            Some(opened) => opened,
+            None => {
+                let _ = writeln!(
+                    out,
+                    "following: another node serves {}; connections are forwarded to it",
+                    store_name.text
+                );
+                let _ = out.flush();
+                tracing::info!(store = %store_name.text, "following the node that serves the database");
+                let hangups = log_hangups().map_err(|e| e.to_string())?;
+                let (leader, tracker) = following.expect("tracking while following");
+                let got = follow(&config, &listeners, &mqtt, leader, shutdown.as_mut()).await;
+                tracker.abort();
+                hangups.abort();
+                match got {
+                    None => return Ok(()),
+                    Some(opened) => {
+                        let opened = opened?;
+                        let _ = writeln!(out, "serving: this node now serves {}", store_name.text);
+                        tracing::info!(store = %store_name.text, "this node now serves the database");
+                        opened
+                    }
+                }
+            }
+        };
+        opened.mqtt = mqtt;
+        if node_was_following {
+            show_admin(&mut out, &opened, &store_name.text);
+        }
+        if let Some(l) = node_listener {
+            // Taken over from the node it followed.
+            listeners.forwarded = Some(advertise(&config, &opened, l).await?);
+        }
+        // Installed before serving: a SIGHUP from then on reloads the
+        // certificate, or is logged; it never stops the server
+        // (`systemctl reload` sends one).
+        match &listeners.tls {
+            Some((_, acceptor)) => {
+                let every = Duration::from_secs(config_reload_secs);
+                overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            None => {
+                log_hangups().map_err(|e| e.to_string())?;
+            }
+        }
         let _ = out.flush();
         drop(out);
         // The accept loop runs on a runtime worker, not on this thread:
@@ -143,6 +204,157 @@ pub fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     })
+}
+
+/// On the first start with an empty store: the administrator's token,
+/// shown this once.
+fn show_admin(out: &mut impl Write, opened: &app::Opened, store: &str) {
+    if let Some(token) = &opened.admin_token {
+        let _ = writeln!(
+            out,
+            "Created the administrator '{}' in {store}. Its API token is shown only now:\nadmin token: {token}\nUse it as `Authorization: Bearer TOKEN`. For another: stop the server, run `overlord user token {}`.",
+            users::FIRST_ADMIN,
+            users::FIRST_ADMIN
+        );
+    }
+}
+
+/// Follow the node that serves the database (`server::forward`): forward
+/// every connection on this node's doors to it, and try to take the
+/// database every second. The opened node once it could (or why it
+/// cannot), or `None` on a shutdown signal meanwhile.
+async fn follow(
+    config: &Config,
+    listeners: &Listeners,
+    mqtt: &overlord::mqtt::Listeners,
+    leader: overlord::server::forward::Leader,
+    shutdown: std::pin::Pin<&mut (impl std::future::Future<Output = ()> + ?Sized)>,
+) -> Option<Result<app::Opened, String>> {
+    use overlord::server::forward::{self, Door, Doors};
+    // The MQTT doors are std listeners (the MQTT server takes them so):
+    // followed through a second handle on the same socket.
+    let mut mqtt_doors = Vec::new();
+    for (door, l) in [
+        (Door::Mqtt, mqtt.plain.as_ref()),
+        (Door::Mqtts, mqtt.tls.as_ref().map(|t| &t.0)),
+    ] {
+        if let Some(l) = l {
+            match l.try_clone().and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => mqtt_doors.push((door, l)),
+                Err(e) => return Some(Err(format!("cannot follow on the MQTT port: {e}"))),
+            }
+        }
+    }
+    let mut doors = Doors::default();
+    for (door, l) in [
+        (Door::Http, listeners.plain.as_ref()),
+        (Door::Https, listeners.tls.as_ref().map(|t| &t.0)),
+    ] {
+        if let Some(l) = l {
+            doors.listeners.push((door, l));
+        }
+    }
+    doors
+        .listeners
+        .extend(mqtt_doors.iter().map(|(d, l)| (*d, l)));
+    let until = async {
+        tokio::select! {
+            opened = take_over(config.clone(), leader.clone()) => Some(opened),
+            () = shutdown => None,
+        }
+    };
+    forward::follow(doors, leader.clone(), &config.limits, until).await
+}
+
+/// Start keeping track of where the serving node is (`forward::track`),
+/// and wait (at most 10 s) for its first look.
+async fn start_tracking(
+    config: &Config,
+) -> Result<
+    (
+        overlord::server::forward::Leader,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
+    use overlord::server::forward;
+    let target = overlord::pg::Target::parse(&config.store.postgres_url)?;
+    let leader = forward::Leader::default();
+    let (first, looked) = tokio::sync::oneshot::channel();
+    let tracker = tokio::spawn(forward::track(target, leader.clone(), first));
+    let _ = tokio::time::timeout(Duration::from_secs(10), looked).await;
+    Ok((leader, tracker))
+}
+
+/// Try to open the store as a node every [`forward::FOLLOW_EVERY`] while
+/// the serving node does not answer on its `node_listen` (one that does
+/// takes its claim back itself, after PostgreSQL restarted), until no
+/// other node holds it; the opened node, or why it cannot open.
+async fn take_over(
+    config: Config,
+    leader: overlord::server::forward::Leader,
+) -> Result<app::Opened, String> {
+    use overlord::server::forward;
+    loop {
+        let serving = leader.read().clone();
+        if let Some(s) = serving {
+            if forward::alive(&s).await {
+                tokio::time::sleep(forward::FOLLOW_EVERY).await;
+                continue;
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let c = config.clone();
+        // Its own thread: opening blocks (and makes its own runtime).
+        std::thread::Builder::new()
+            .name("overlord-take-over".into())
+            .spawn(move || {
+                let _ = tx.send(app::open(OpenOptions::new(c)));
+            })
+            .map_err(|e| e.to_string())?;
+        match rx.await {
+            Ok(Ok(opened)) => return Ok(opened),
+            Ok(Err(overlord::store::StoreError::InUse)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "following: cannot open the database yet"),
+            Err(_) => return Err("the thread opening the database stopped".into()),
+        }
+        tokio::time::sleep(overlord::server::forward::FOLLOW_EVERY).await;
+    }
+}
+
+/// Bind `[store] node_listen`, when set.
+async fn bind_node(config: &Config) -> Result<Option<tokio::net::TcpListener>, String> {
+    let listen = config.store.node_listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} ([store] node_listen): {e}"))?;
+    Ok(Some(l))
+}
+
+/// Publish where the other nodes forward to this one (`node_address`, or
+/// the address `l` is bound to) with a new key, under this node's claim.
+async fn advertise(
+    config: &Config,
+    opened: &app::Opened,
+    l: tokio::net::TcpListener,
+) -> Result<(tokio::net::TcpListener, overlord::server::forward::Key), String> {
+    let addr = match config.store.node_address.trim() {
+        "" => l.local_addr().map_err(|e| e.to_string())?.to_string(),
+        a => a.to_owned(),
+    };
+    let key = overlord::server::forward::Key::random();
+    let Some(kv) = opened.app.store.postgres() else {
+        return Err("[store] node_listen is for kind = \"postgres\"".into());
+    };
+    let k = key.clone();
+    overlord::blocking::value("advertise", move || kv.advertise(&addr, k.as_str()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot publish node_address: {e}"))?;
+    Ok((l, key))
 }
 
 /// Bind plain HTTP on `listen` (unless it is empty) and HTTPS on `[tls]
@@ -203,16 +415,17 @@ fn bind_mqtt(config: &Config, http: &Listeners) -> Result<overlord::mqtt::Listen
 }
 
 /// Without `[tls]` there is nothing to reload on `SIGHUP`: log it.
-fn log_hangups() -> std::io::Result<()> {
+fn log_hangups() -> std::io::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: nothing to reload ([tls] is off)");
+                tracing::info!("SIGHUP: nothing to reload ([tls] is off, or this node follows)");
             }
-        });
+        }))
     }
-    Ok(())
+    #[cfg(not(unix))]
+    Ok(tokio::spawn(async {}))
 }

@@ -110,6 +110,14 @@ pub struct StoreConfig {
     /// start, and a statement may run; past it the request gets `503`
     /// with `Retry-After`.
     pub timeout_secs: u64,
+    /// Where this node takes the connections other nodes forward to it
+    /// while it serves the database (`crate::server::forward`); empty:
+    /// no other node may join, a second one is refused at start. Set on
+    /// every node of a cluster.
+    pub node_listen: String,
+    /// `host:port` the other nodes reach `node_listen` at; empty: the
+    /// address it is bound to (which must then name one, not `0.0.0.0`).
+    pub node_address: String,
 }
 
 impl Default for StoreConfig {
@@ -119,6 +127,8 @@ impl Default for StoreConfig {
             postgres_url: String::new(),
             pool_size: 16,
             timeout_secs: 10,
+            node_listen: String::new(),
+            node_address: String::new(),
         }
     }
 }
@@ -128,7 +138,23 @@ impl StoreConfig {
     /// a connection string that parses, and a pool of at least one.
     pub fn check(&self) -> Result<(), String> {
         if self.kind != StoreKind::Postgres {
-            return Ok(());
+            return match self.node_listen.is_empty() {
+                true => Ok(()),
+                false => Err(
+                    "[store] node_listen is for kind = \"postgres\" (nodes sharing one database)"
+                        .into(),
+                ),
+            };
+        }
+        if !self.node_listen.is_empty() && self.node_address.is_empty() {
+            if let Ok(a) = self.node_listen.parse::<std::net::SocketAddr>() {
+                if a.ip().is_unspecified() {
+                    return Err(format!(
+                        "[store] node_listen = \"{}\" names no address the other nodes can reach: set node_address",
+                        self.node_listen
+                    ));
+                }
+            }
         }
         if self.postgres_url.trim().is_empty() {
             return Err(
@@ -159,6 +185,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("postgres_url", &shown)
             .field("pool_size", &self.pool_size)
             .field("timeout_secs", &self.timeout_secs)
+            .field("node_listen", &self.node_listen)
+            .field("node_address", &self.node_address)
             .finish()
     }
 }

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::app::App;
@@ -151,6 +151,39 @@ pub struct Running {
     permits: Arc<Semaphore>,
     max: u32,
     accept: Vec<tokio::task::JoinHandle<()>>,
+    adopt: Adopt,
+}
+
+/// Serves MQTT connections another node forwarded to this one
+/// (`crate::server::forward`), under the same cap as its own.
+#[derive(Clone)]
+pub struct Adopt {
+    hub: Arc<Hub>,
+    permits: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Adopt {
+    /// Serve `stream` from `peer`, over TLS when it came to the other
+    /// node's MQTTS door (closed if this node has none); closed when the
+    /// connections are at their cap.
+    pub fn serve(&self, stream: TcpStream, peer: std::net::SocketAddr, tls: bool) {
+        let tls = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(a)) => Some(a.clone()),
+            (true, None) => return,
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.hub.app.metrics.mqtt_refused.inc();
+            return;
+        };
+        let (hub, stop) = (self.hub.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            stream::serve(hub, stream, peer, tls, stop).await;
+            drop(permit);
+        });
+    }
 }
 
 /// Serve MQTT on `listeners` until `stop` holds `true`. Must be called on
@@ -168,6 +201,12 @@ pub fn start(
         next_conn: Default::default(),
         sessions: Default::default(),
     });
+    let adopt = Adopt {
+        hub: hub.clone(),
+        permits: permits.clone(),
+        tls: listeners.tls.as_ref().map(|(_, a)| a.clone()),
+        stop: stop.clone(),
+    };
     let tls = listeners.tls.map(|(l, a)| (l, Some(a)));
     let mut accept = Vec::new();
     for (listener, tls) in listeners.plain.map(|l| (l, None)).into_iter().chain(tls) {
@@ -182,10 +221,16 @@ pub fn start(
         permits,
         max: max as u32,
         accept,
+        adopt,
     })
 }
 
 impl Running {
+    /// What serves forwarded MQTT connections.
+    pub fn adopt(&self) -> Adopt {
+        self.adopt.clone()
+    }
+
     /// Wait (at most `grace`) for every connection to finish: each ends
     /// its publishes in progress, acknowledges them and closes.
     pub async fn finish(self, grace: Duration) {

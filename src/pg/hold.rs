@@ -96,6 +96,19 @@ impl Hold {
     }
 }
 
+/// Where the serving node takes forwarded connections and their key, as
+/// it published them (`PgKv::advertise`); empty before it has.
+pub async fn serving(target: &Target, client: &Client) -> Result<(String, String), String> {
+    let row = client
+        .query_one(
+            "SELECT forward_to, forward_key FROM node_hold WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(|e| target.error(&e))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Try the lock on a new session; the session and its end signal when
 /// it was taken, `Ok(None)` when another session holds it.
 async fn try_take(target: &Target) -> Result<Option<(Client, oneshot::Receiver<()>)>, String> {
@@ -124,8 +137,12 @@ pub fn take(
 ) -> Result<Taken, StoreError> {
     let deadline = tokio::time::Instant::now() + wait;
     let (client, ended) = rt.block_on(async {
+        // Whether another session was seen holding it: then running out
+        // of time means it is still held.
+        let mut held = false;
         loop {
             match tokio::time::timeout_at(deadline, try_take(target)).await {
+                Err(_) if held => return Err(StoreError::InUse),
                 Err(_) => {
                     return Err(StoreError::Unavailable(format!(
                         "PostgreSQL at {}: no session within {} ms",
@@ -138,7 +155,10 @@ pub fn take(
                 Ok(Ok(None)) if tokio::time::Instant::now() + PAUSE >= deadline => {
                     return Err(StoreError::InUse)
                 }
-                Ok(Ok(None)) => tokio::time::sleep(PAUSE).await,
+                Ok(Ok(None)) => {
+                    held = true;
+                    tokio::time::sleep(PAUSE).await
+                }
             }
         }
     })?;

@@ -211,6 +211,34 @@ impl PgKv {
         super::hold::claim(&self.rt, &self.target, &self.hold, taken)
     }
 
+    /// Publish, under this node's claim, where it takes the connections
+    /// other nodes forward to it and the key they open with
+    /// (`crate::server::forward`); the others read them from `node_hold`.
+    pub fn advertise(&self, forward_to: &str, key: &str) -> Result<(), StoreError> {
+        let Some(epoch) = self.hold.fence() else {
+            return Err(StoreError::Io("only a serving node advertises".into()));
+        };
+        let conn = self.checkout()?;
+        let res = self.rt.block_on(conn.client.execute(
+            "UPDATE node_hold SET forward_to = $1, forward_key = $2 WHERE id = 1 AND epoch = $3",
+            &[&forward_to, &key, &epoch],
+        ));
+        match res {
+            Ok(rows) => {
+                self.checkin(conn, true);
+                match rows {
+                    1 => Ok(()),
+                    _ => Err(StoreError::Unavailable(super::hold::LOST.into())),
+                }
+            }
+            Err(e) => {
+                let err = self.classify(&e);
+                self.checkin(conn, false);
+                Err(err)
+            }
+        }
+    }
+
     /// Bring the schema to this binary's version (creating it in an
     /// empty database); the version it had.
     pub fn migrate(&self) -> Result<i32, StoreError> {

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "the serving node's claim",
         include_str!("migrations/0003_node_hold.sql"),
     ),
+    (
+        4,
+        "where the serving node takes forwarded connections",
+        include_str!("migrations/0004_node_forward.sql"),
+    ),
 ];
 
 /// The schema version this binary writes and reads.

@@ -29,6 +29,7 @@ use crate::tls::TlsAcceptor;
 
 mod admission;
 mod conn;
+pub mod forward;
 
 pub use admission::reserved_slots;
 use admission::{refuse, Gate};
@@ -47,6 +48,10 @@ pub struct Listeners {
     pub plain: Option<TcpListener>,
     /// HTTPS, with the acceptor that makes its handshakes.
     pub tls: Option<(TcpListener, TlsAcceptor)>,
+    /// `[store] node_listen`: connections other nodes forward to this one
+    /// while it serves the database, and the key they must open with
+    /// ([`forward`]).
+    pub forwarded: Option<(TcpListener, forward::Key)>,
 }
 
 /// Serve plain HTTP on `listener` until `shutdown` completes, then shut
@@ -58,7 +63,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let listeners = Listeners {
         plain: Some(listener),
-        tls: None,
+        ..Listeners::default()
     };
     serve(listeners, opened, shutdown).await
 }
@@ -84,7 +89,7 @@ pub async fn serve(
         app, writer, mqtt, ..
     } = opened;
     let limits = app.config.limits.clone();
-    let gate = Gate::new(&limits);
+    let gate = Arc::new(Gate::new(&limits));
     // Graceful shutdown: `stop` tells every connection to finish its
     // request in flight and close; each holds a permit until it is gone, so
     // taking back every permit means every connection has finished.
@@ -99,7 +104,8 @@ pub async fn serve(
         stop: stop_rx,
         hsts: app.config.tls.hsts,
     });
-    accept_loop(listeners, &shared, &gate, shutdown).await;
+    let adopt = mqtt.as_ref().map(|m| m.adopt());
+    accept_loop(listeners, &shared, &gate, adopt, shutdown).await;
     tracing::info!("shutting down: finishing in-flight requests");
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
     let _ = stop_tx.send(true);
@@ -138,17 +144,41 @@ fn hyper_builder(limits: &crate::config::Limits) -> http1::Builder {
 async fn accept_loop(
     listeners: Listeners,
     shared: &Arc<Shared>,
-    gate: &Gate,
+    gate: &Arc<Gate>,
+    mqtt: Option<crate::mqtt::Adopt>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let Listeners { plain, tls } = listeners;
+    let Listeners {
+        plain,
+        tls,
+        forwarded,
+    } = listeners;
     let (tls_listener, acceptor) = tls.unzip();
+    let (node_listener, key) = forwarded.unzip();
+    let pending = forward::pending_preambles();
     tokio::pin!(shutdown);
     loop {
         // One accept path for both ports; `tls` says which one it was.
         let (accepted, tls) = tokio::select! {
             r = accept(plain.as_ref()) => (r, None),
             r = accept(tls_listener.as_ref()) => (r, acceptor.clone()),
+            r = accept(node_listener.as_ref()) => {
+                // Another node's: its preamble says which door, and whose.
+                if let (Ok((stream, from)), Some(key), Ok(slot)) =
+                    (r, key.clone(), pending.clone().try_acquire_owned())
+                {
+                    let to = Forwarded {
+                        shared: shared.clone(),
+                        gate: gate.clone(),
+                        tls: acceptor.clone(),
+                        mqtt: mqtt.clone(),
+                    };
+                    tokio::spawn(async move {
+                        to.take(stream, from, &key, slot).await;
+                    });
+                }
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
@@ -173,6 +203,58 @@ async fn accept_loop(
             shared.app.metrics.connections.add(-1);
             drop(admitted);
         });
+    }
+}
+
+/// What serves a connection another node forwarded: the same service,
+/// slots and TLS as this node's own doors.
+struct Forwarded {
+    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    tls: Option<TlsAcceptor>,
+    mqtt: Option<crate::mqtt::Adopt>,
+}
+
+impl Forwarded {
+    /// Read the preamble (holding `slot` meanwhile), then serve the
+    /// connection as if it had come to the door it names from the client
+    /// it names.
+    async fn take(
+        self,
+        mut stream: TcpStream,
+        from: SocketAddr,
+        key: &forward::Key,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let Some((door, peer)) = forward::opened(&mut stream, from, key).await else {
+            return;
+        };
+        drop(slot);
+        let _ = stream.set_nodelay(true);
+        use forward::Door;
+        let tls = match door {
+            Door::Http => None,
+            Door::Https => match self.tls {
+                Some(a) => Some(a),
+                None => return,
+            },
+            Door::Mqtt | Door::Mqtts => {
+                if let Some(m) = &self.mqtt {
+                    m.serve(stream, peer, door == Door::Mqtts);
+                }
+                return;
+            }
+        };
+        let shared = self.shared;
+        let Some(admitted) = self.gate.admit(peer.ip()) else {
+            shared.app.metrics.connections_refused.inc();
+            refuse(stream, tls.is_some()).await;
+            return;
+        };
+        shared.app.metrics.connections.add(1);
+        connection(&shared, stream, peer, tls).await;
+        shared.app.metrics.connections.add(-1);
+        drop(admitted);
     }
 }
 
