@@ -15,212 +15,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::nodes::{
+    admin_req, create_device, http, load, run, store_section, until_writes_succeed, OnBroken, Seen,
+    UnderLoad,
+};
 use common::pg::Pg;
 use common::process::{assert_all_stored_once, Proc};
-
-/// The `[store]` section serving from `url`.
-fn store_section(url: &str) -> String {
-    format!("[store]\nkind = \"postgres\"\npostgres_url = \"{url}\"\ntimeout_secs = 5\n")
-}
-
-fn http(addr: SocketAddr, req: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(req.as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
-fn admin_req(p: &Proc, admin: &str, method: &str, path: &str, form: &str) -> String {
-    let r = http(
-        p.addr,
-        &format!(
-            "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-            form.len()
-        ),
-    )
-    .unwrap();
-    assert!(r.starts_with("HTTP/1.0 2"), "{method} {path}: {r}");
-    r.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
-/// Create device `id`; its token.
-fn create_device(p: &Proc, admin: &str, id: &str) -> String {
-    let body = admin_req(p, admin, "POST", "/v1/devices", &format!("id={id}"));
-    common::token_of(&body)
-}
-
-/// Run `overlord --config CFG ARGS` to its end (bounded); status and
-/// stdout and stderr.
-fn run(cfg: &Path, args: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_overlord"))
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("OVERLORD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("overlord {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// What the load saw.
-#[derive(Default)]
-struct Seen {
-    /// Reading number -> value, for every `200`.
-    acked: Mutex<BTreeMap<i64, i64>>,
-    /// `503` answers with `Retry-After`.
-    busy: AtomicU64,
-    /// Anything else (neither `200` nor `503` with `Retry-After`).
-    other: Mutex<Vec<String>>,
-}
-
-impl Seen {
-    /// Wait (at most 30 s) until `n` readings were acknowledged; `what`
-    /// says what did not happen otherwise.
-    fn until_acked(&self, n: usize, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.acked.lock().unwrap().len() < n {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// Readings from `THREADS` clients, one HTTP/1.0 connection each, device
-/// `crash`, reading `k` with value `7k` at `base + k`, until `stop` (or
-/// 3,000 requests a thread). A board's way: each request stands alone.
-fn load(
-    addr: SocketAddr,
-    token: String,
-    base: i64,
-    first: i64,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Seen>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    const THREADS: i64 = 4;
-    (0..THREADS)
-        .map(|th| {
-            let (token, stop, seen) = (token.clone(), stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let mut k = first + th;
-                for _ in 0..3_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let req = format!(
-                        "GET /v1/readings?device=crash&token={token}&I1={}&time={} HTTP/1.0\r\n\r\n",
-                        k * 7,
-                        base + k
-                    );
-                    match http(addr, &req) {
-                        Ok(r) if r.starts_with("HTTP/1.0 200") && r.contains("\r\n\r\nok,1,") => {
-                            seen.acked.lock().unwrap().insert(k, k * 7);
-                        }
-                        Ok(r) if r.starts_with("HTTP/1.0 503") && r.contains("\r\nRetry-After: ") => {
-                            seen.busy.fetch_add(1, Ordering::Relaxed);
-                            // A board waits before it tries again.
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        // The node was killed (mid-answer, or before it).
-                        Ok(r) if r.is_empty() => break,
-                        Err(_) => break,
-                        Ok(r) => seen.other.lock().unwrap().push(r),
-                    }
-                    k += THREADS;
-                }
-            })
-        })
-        .collect()
-}
-
-/// A node under [`load`] from the start of a test to its end: device
-/// `crash`, its readings a day ago.
-struct UnderLoad {
-    token: String,
-    base: i64,
-    seen: Arc<Seen>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl UnderLoad {
-    fn start(p: &Proc, admin: &str) -> UnderLoad {
-        let token = create_device(p, admin, "crash");
-        let base = common::hour_ago() - 86_400;
-        let seen = Arc::new(Seen::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = load(p.addr, token.clone(), base, 0, stop.clone(), seen.clone());
-        UnderLoad {
-            token,
-            base,
-            seen,
-            stop,
-            threads,
-        }
-    }
-
-    /// Stop the load; every answer was a `200` or a `503` with
-    /// `Retry-After`, and every acknowledged reading is stored once.
-    /// What the load saw, for more checks.
-    fn finish(self, p: &Proc, admin: &str) -> Arc<Seen> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let other = self.seen.other.lock().unwrap().clone();
-        assert!(other.is_empty(), "{other:?}");
-        let acked = self.seen.acked.lock().unwrap().clone();
-        assert_all_stored_once(p, admin, self.base, &acked);
-        self.seen
-    }
-}
-
-/// Wait (bounded) until a reading is acknowledged again: the node is
-/// serving writes.
-fn until_writes_succeed(p: &Proc, token: &str, t: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = http(
-            p.addr,
-            &format!("GET /v1/readings?device=crash&token={token}&I2=1&time={t} HTTP/1.0\r\n\r\n"),
-        )
-        .unwrap();
-        if r.starts_with("HTTP/1.0 200") {
-            return;
-        }
-        assert!(
-            r.starts_with("HTTP/1.0 503") && r.contains("\r\nRetry-After: "),
-            "while PostgreSQL comes back: {r}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "writes did not resume within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn one_node_serves_a_database_and_its_commands_and_backup_work_there() {
@@ -349,12 +153,13 @@ fn sigkill_of_the_node_under_load_loses_no_acknowledged_reading() {
         let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
         let threads = load(
-            p.addr,
+            &[p.addr],
             token.clone(),
             base,
             cycle * 20_000,
             stop.clone(),
             seen.clone(),
+            OnBroken::Stop,
         );
         // Not a wait for the server: the kill lands this far into the
         // load, a different moment each cycle.

@@ -276,6 +276,7 @@ fn node_config(pg: &Pg, db: &str) -> overlord::config::StoreConfig {
         postgres_url: pg.url(db),
         pool_size: 4,
         timeout_secs: 10,
+        ..Default::default()
     }
 }
 

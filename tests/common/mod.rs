@@ -14,6 +14,7 @@ use overlord::config::Config;
 
 pub mod browser;
 pub mod mqtt;
+pub mod nodes;
 pub mod pg;
 pub mod process;
 

@@ -32,12 +32,18 @@ impl Proc {
             ),
         )
         .unwrap();
+        // `PROC_STDERR=<log filter>` (e.g. `info`) shows the processes'
+        // logs, to see what a failing test's nodes did.
+        let shown = std::env::var("PROC_STDERR").ok();
         let child = Command::new(env!("CARGO_BIN_EXE_overlord"))
             .arg("--config")
             .arg(&cfg)
-            .env("OVERLORD_LOG", "warn")
+            .env("OVERLORD_LOG", shown.as_deref().unwrap_or("warn"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match shown {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start overlord");
         // From here on, Drop kills and reaps the process on any failure.
