@@ -1,8 +1,9 @@
 //! `examples/cluster/up.sh` as a user runs it: it starts a throw-away
-//! PostgreSQL primary with a synchronous standby and a node on them,
-//! prints `node http://...` and `admin token: ...`, serves until
-//! interrupted, and then stops everything it started and removes its temp
-//! dir. NODES above 1 is refused while one node serves a database.
+//! PostgreSQL primary with a synchronous standby and two nodes on them,
+//! prints `node http://...` for each and `admin token: ...`, serves until
+//! interrupted (either node answers for both), and then stops everything
+//! it started and removes its temp dir. A node count it cannot start is
+//! refused.
 
 #![cfg(unix)]
 
@@ -63,16 +64,18 @@ fn have_postgres() -> bool {
 }
 
 #[test]
-fn up_starts_a_node_on_postgresql_and_stops_everything_when_interrupted() {
+fn up_starts_two_nodes_on_postgresql_and_stops_everything_when_interrupted() {
     if !have_postgres() {
         return;
     }
-    let refused = script().arg("2").output().unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("one node per database"));
+    for bad in ["0", "17", "two"] {
+        let refused = script().arg(bad).output().unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("usage:"));
+    }
 
     let mut up = Up(script()
-        .arg("1")
+        .arg("2")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -92,12 +95,16 @@ fn up_starts_a_node_on_postgresql_and_stops_everything_when_interrupted() {
         rx.recv_timeout(Duration::from_secs(180))
             .expect("up.sh printed its lines within 180 s")
     };
-    let node = next_line();
-    let addr: SocketAddr = node
-        .strip_prefix("node http://")
-        .unwrap_or_else(|| panic!("{node}"))
-        .parse()
-        .unwrap();
+    let nodes: Vec<SocketAddr> = (0..2)
+        .map(|_| {
+            let node = next_line();
+            node.strip_prefix("node http://")
+                .unwrap_or_else(|| panic!("{node}"))
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let (addr, other) = (nodes[0], nodes[1]);
     let admin = next_line();
     let admin = admin.strip_prefix("admin token: ").unwrap().to_string();
     let mut err = BufReader::new(up.0.stderr.take().unwrap());
@@ -126,6 +133,13 @@ fn up_starts_a_node_on_postgresql_and_stops_everything_when_interrupted() {
         format!("GET /v1/readings?device=gh3&token={tok}&N1=21.5 HTTP/1.0\r\n\r\n").as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // The other node answers for the same database at once.
+    let r = common::raw(
+        other,
+        format!("GET /v1/devices/gh3/readings?sensors=N1 HTTP/1.0\r\nAuthorization: Bearer {admin}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.ends_with(",21.5\n"), "{}", r.body);
 
     // Interrupted, it stops what it started and removes its dir.
     assert!(up.interrupt(), "up.sh did not stop within 60 s");
@@ -135,5 +149,7 @@ fn up_starts_a_node_on_postgresql_and_stops_everything_when_interrupted() {
         !std::path::Path::new(&state).exists(),
         "temp dir left: {rest}"
     );
-    assert!(TcpStream::connect(addr).is_err(), "the node still listens");
+    for a in nodes {
+        assert!(TcpStream::connect(a).is_err(), "a node still listens");
+    }
 }

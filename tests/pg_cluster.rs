@@ -9,7 +9,8 @@
 //! the rest; killing the serving node makes a follower take over, and
 //! no acknowledged reading is lost or stored twice; PostgreSQL killed
 //! and started again under load is ridden out by both nodes without a
-//! restart, the serving node keeping the database.
+//! restart, the serving node keeping the database; and a failover to a
+//! synchronous standby under load is followed by both nodes.
 
 #![cfg(unix)]
 
@@ -353,4 +354,37 @@ fn postgres_restarted_under_load_two_nodes_ride_it_out_and_the_serving_node_keep
     // The serving node took its claim back; the follower did not take it.
     assert_eq!(c.forward_to(), before);
     run.finish(c.node(1), &c.admin);
+}
+
+#[test]
+fn failover_to_a_synchronous_standby_under_load_two_nodes_carry_on() {
+    let Some(primary) = Pg::start() else { return };
+    primary.create_db("fo");
+    let standby = primary.start_replica(true);
+    // Both hosts; the nodes keep to the one that takes writes.
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=fo target_session_attrs=read-write connect_timeout=2",
+        primary.port, standby.port
+    );
+    let extra = format!("{}node_listen = \"127.0.0.1:0\"\n", store_section(&url));
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = Proc::start(dirs[0].path(), &extra);
+    let b = Proc::start(dirs[1].path(), &extra);
+    let admin = a.admin.clone().unwrap();
+    let token = common::token_of(&admin_at(b.addr, &admin, "POST", "/v1/devices", "id=crash"));
+    let run = UnderLoad::on(&[a.addr, b.addr], token.clone(), OnBroken::Stop);
+    run.seen.until_acked(50, "no load got through");
+    // The primary dies; an operator (here: the test) promotes the standby.
+    primary.stop_immediate();
+    standby.promote();
+    until_writes_succeed(&b, &token, run.base - 1);
+    let n = run.seen.acked.lock().unwrap().len();
+    run.seen.until_acked(n + 50, "the load did not resume");
+    // Read through the follower, from the promoted standby: everything
+    // acknowledged before the failover reached it, nothing twice.
+    let seen = run.finish(&b, &admin);
+    assert!(
+        seen.busy.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the failover happened under load"
+    );
 }

@@ -6,8 +6,10 @@
 # then stays in the foreground until interrupted (Ctrl-C), and stops
 # everything it started, by pid, and removes the temp dir.
 #
-# One node per database for now: many nodes on one PostgreSQL are the
-# next step of issue 20 (docs/scale-out.md), so NODES above 1 is refused.
+# Every node has `[store] node_listen`: the first serves the database, the
+# others forward every connection to it and one takes over when it stops
+# (docs/scale-out.md, "Many nodes"). Any node's address will do for any
+# client.
 #
 # Needs Debian's `postgresql` package (initdb, pg_ctl, pg_basebackup; as
 # root they run as the `postgres` user, since initdb refuses root) and the
@@ -17,12 +19,8 @@
 set -euo pipefail
 
 NODES=${1:-1}
-if ! [[ "$NODES" =~ ^[0-9]+$ ]] || [ "$NODES" -lt 1 ]; then
-    echo "usage: $0 [NODES]   (NODES >= 1, default 1)" >&2
-    exit 2
-fi
-if [ "$NODES" -gt 1 ]; then
-    echo "up.sh: one node per database for now; many nodes on one PostgreSQL are not built yet (docs/scale-out.md)" >&2
+if ! [[ "$NODES" =~ ^[0-9]+$ ]] || [ "$NODES" -lt 1 ] || [ "$NODES" -gt 16 ]; then
+    echo "usage: $0 [NODES]   (1 to 16 nodes, default 1)" >&2
     exit 2
 fi
 
@@ -158,6 +156,7 @@ listen = ""
 [store]
 kind = "postgres"
 postgres_url = "$URL"
+node_listen = "127.0.0.1:0"
 CONF
     "$OVERLORD" --config "$dir/overlord.toml" > "$dir/stdout" 2> "$dir/stderr" &
     NODE_PIDS+=($!)
