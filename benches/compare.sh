@@ -31,10 +31,12 @@
 #   STORAGE=only     only what storage changes: P2 (one and two connections,
 #                    no line protocol), P3, the day and the second set,
 #                    against VictoriaMetrics (no nginx, influxdb, P1 or P6)
-#   PG=0             no second Overlord node on PostgreSQL ([store] kind =
+#   PG=0             no Overlord nodes on PostgreSQL ([store] kind =
 #                    "postgres", a throw-away PostgreSQL in the temp dir);
-#                    by default P1, P2, P3 and P6 are measured on it too,
-#                    with the CPU PostgreSQL's processes spent during P2
+#                    by default P1, P2, P3 and P6 are measured on one
+#                    node there, with the CPU PostgreSQL's processes spent
+#                    during P2, and through a second node that forwards to
+#                    it (two nodes, docs/scale-out.md "Many nodes")
 
 set -u -o pipefail
 
@@ -252,6 +254,11 @@ EOF
     OV_PID=$!; PIDS+=("$OV_PID")
     for i in $(seq 1 200); do grep -q '^listening on' "$dir/stdout" 2>/dev/null && break; sleep 0.1; done
     OV_ADDR="127.0.0.1:$port"
+    if [ "${3:-}" = follower ]; then
+        # A second node on the same database: it makes no administrator.
+        grep -q '^following:' "$dir/stdout" || { echo "the second node does not follow:"; cat "$dir/stdout" "$dir/stderr"; exit 1; }
+        return 0
+    fi
     OV_TOKEN=$(sed -n 's/^admin token: //p' "$dir/stdout")
     [ -n "$OV_TOKEN" ] || { echo "overlord did not start:"; cat "$dir/stderr"; exit 1; }
 }
@@ -417,12 +424,15 @@ OVPG_PID=""
 start_postgres "$TMP/pg" "$(free_port 28220)"
 if [ -n "$PG_PID" ]; then
     saved=("$OV_PID" "$OV_ADDR" "$OV_TOKEN")
-    OV_STORE_CONF="[store]
-kind = \"postgres\"
-postgres_url = \"$PG_URL\"" start_overlord "$TMP/ovpg" "$(free_port 28230)"
+    # node_listen: a second node (OVF_*) follows it, forwarding every
+    # connection to it (docs/scale-out.md, "Many nodes").
+    pg_store() { printf '[store]\nkind = "postgres"\npostgres_url = "%s"\nnode_listen = "127.0.0.1:%s"\n' "$PG_URL" "$1"; }
+    OV_STORE_CONF=$(pg_store "$(free_port 28240)") start_overlord "$TMP/ovpg" "$(free_port 28230)"
     OVPG_PID=$OV_PID; OVPG_ADDR=$OV_ADDR; OVPG_TOKEN=$OV_TOKEN
+    OV_STORE_CONF=$(pg_store "$(free_port 28260)") start_overlord "$TMP/ovpg2" "$(free_port 28250)" follower
+    OVF_PID=$OV_PID; OVF_ADDR=$OV_ADDR
     OV_PID=${saved[0]}; OV_ADDR=${saved[1]}; OV_TOKEN=${saved[2]}
-    note "overlord on PostgreSQL: pid $OVPG_PID on $OVPG_ADDR; postgres pid $PG_PID"
+    note "overlord on PostgreSQL: pid $OVPG_PID on $OVPG_ADDR, a second node (forwarding to it) pid $OVF_PID on $OVF_ADDR; postgres pid $PG_PID"
 fi
 
 R=$(curl -s -X POST -H "Authorization: Bearer $OV_TOKEN" "http://$OV_ADDR/v1/devices" -d 'id=dev1')
@@ -595,8 +605,9 @@ for round in $(seq 1 "$P1_ROUNDS"); do
     [ -n "$VM_PID" ] && ab_run victoria-metrics "http://$VM_ADDR/api/v1/import/csv?format=1:label:device,2:metric:N1" -p "$TMP/vm_one.csv" -T text/csv
     [ -n "$IF_PID" ] && ab_run influxdb "http://$IF_ADDR/write?db=bench" -p "$TMP/influx_one.txt" -T text/plain
     [ -n "$OVPG_PID" ] && ab_run overlord-postgres "http://$OVPG_ADDR/v1/readings?device=dev1&token=$PG_DEV_TOKEN&N1=21.5"
+    [ -n "$OVPG_PID" ] && ab_run overlord-postgres-2nodes "http://$OVF_ADDR/v1/readings?device=dev1&token=$PG_DEV_TOKEN&N1=21.5"
 done
-for n in nginx overlord overlord-fixed-time victoria-metrics influxdb overlord-postgres; do put "p1.$n" "$(best "p1.$n")"; done
+for n in nginx overlord overlord-fixed-time victoria-metrics influxdb overlord-postgres overlord-postgres-2nodes; do put "p1.$n" "$(best "p1.$n")"; done
 
 # ---------------------------------------------------------------- wrk
 if [ $HAVE_WRK = 1 ]; then
@@ -667,6 +678,13 @@ for round in $(seq 1 "$P2_ROUNDS"); do
         rows=$((P2_ROWS * P2_POSTS * 4))
         echo "$o0 $o1 $g0 $g1 $t0 $t1 $(getconf CLK_TCK) $rows" | awk '{ hz = $7; o = ($2 - $1) / hz; g = ($4 - $3) / hz; w = ($6 - $5) / 1000;
             printf "    PostgreSQL node CPU: overlord %.2f s, postgres %.2f s over %.2f s wall; per reading: overlord %.2f us, postgres %.2f us\n", o, g, w, 1e6 * o / $8, 1e6 * g / $8 }'
+        # The same rows through the second node (days of their own, 16 to
+        # 20 days ago), and what forwarding costs it.
+        f0=$(proc_ticks "$OVF_PID"); t0=$(ms_now)
+        ingest_run overlord-postgres-2nodes overlord "$OVF_ADDR" "$((start - 12 * 86400))" --token "$OVPG_TOKEN"
+        t1=$(ms_now); f1=$(proc_ticks "$OVF_PID")
+        echo "$f0 $f1 $t0 $t1 $(getconf CLK_TCK) $rows" | awk '{ f = ($2 - $1) / $5; w = ($4 - $3) / 1000;
+            printf "    the forwarding node: %.2f s CPU over %.2f s wall, %.3f us per reading\n", f, w, 1e6 * f / $6 }'
     fi
 done
 start=$((BASE_DAY - 9 * 86400))
@@ -674,7 +692,7 @@ ingest_run overlord-2conns overlord "$OV_ADDR" "$start" --token "$OV_TOKEN" --co
 [ -n "$VM_PID" ] && ingest_run victoria-metrics-2conns vm "$VM_ADDR" "$start" --conns 2
 [ -n "$IF_PID" ] && ingest_run influxdb-2conns influx "$IF_ADDR" "$start" --conns 2
 [ -n "$OVPG_PID" ] && ingest_run overlord-postgres-2conns overlord "$OVPG_ADDR" "$start" --token "$OVPG_TOKEN" --conns 2
-for n in overlord overlord-2conns overlord-lineproto victoria-metrics victoria-metrics-2conns influxdb influxdb-2conns overlord-postgres overlord-postgres-2conns; do
+for n in overlord overlord-2conns overlord-lineproto victoria-metrics victoria-metrics-2conns influxdb influxdb-2conns overlord-postgres overlord-postgres-2conns overlord-postgres-2nodes; do
     put "p2.$n" "$(best "p2.$n")"
 done
 put rss.overlord "$(vmhwm "$OV_PID")"
@@ -697,6 +715,8 @@ if [ -n "$OVPG_PID" ]; then
     rows=$(curl -s -H "Authorization: Bearer $OVPG_TOKEN" "$OVPG_Q" | tail -n +2 | wc -l)
     note "overlord on PostgreSQL returns $rows rows (plus a header)"
     HF_CMDS+=(-n overlord-postgres "curl -sf -o /dev/null -H 'Authorization: Bearer $OVPG_TOKEN' '$OVPG_Q'")
+    OVF_Q="http://$OVF_ADDR/v1/devices/p3dev0000/readings?sensors=N1&from=$P3_START&to=$P3_END&limit=100000"
+    HF_CMDS+=(-n overlord-postgres-2nodes "curl -sf -o /dev/null -H 'Authorization: Bearer $OVPG_TOKEN' '$OVF_Q'")
 fi
 if [ -n "$VM_PID" ]; then
     "$LOAD" ingest --addr "$VM_ADDR" --format vm --devices 1 --prefix p3dev --sensors 1 --start $P3_START --step 1 --steps 86400 --rows-per-post 43200 > /dev/null
@@ -729,6 +749,7 @@ else
         case $1 in
             overlord) curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OV_TOKEN" "$OV_Q" ;;
             overlord-postgres) curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OVPG_TOKEN" "$OVPG_Q" ;;
+            overlord-postgres-2nodes) curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $OVPG_TOKEN" "$OVF_Q" ;;
             victoria-metrics) curl -sf -o /dev/null -w '%{time_total}\n' "$VM_Q" ;;
             influxdb) curl -sf -o /dev/null -w '%{time_total}\n' -H 'Accept: application/csv' "$IF_Q" ;;
         esac
@@ -751,11 +772,15 @@ if [ -n "$OVPG_PID" ]; then
     out=$("$LOAD" latency --addr "$OVPG_ADDR" --token "$OVPG_TOKEN" --rate 10000 --batch 100 --secs "${P6_SECS:-10}" 2>&1) || true
     note "PostgreSQL node: $out"
     put p6.postgres.p99 "$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
+    out=$("$LOAD" latency --addr "$OVF_ADDR" --token "$OVPG_TOKEN" --rate 10000 --batch 100 --secs "${P6_SECS:-10}" 2>&1) || true
+    note "through the second node: $out"
+    put p6.postgres-2nodes.p99 "$(echo "$out" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
 fi
 fi # STORAGE != only
 
 log "stopping the P1-P3 servers"
 stop_pid "$OV_PID"
+[ -n "$OVPG_PID" ] && stop_pid "$OVF_PID"
 [ -n "$OVPG_PID" ] && stop_pid "$OVPG_PID"
 [ -n "$PG_PID" ] && stop_pid "$PG_PID"
 [ -n "$NG_PID" ] && stop_pid "$NG_PID"
@@ -899,6 +924,11 @@ if [ -n "$OVPG_PID" ]; then
     row "PostgreSQL node: P2 2 conns vs redb 2 conns" "$(fmt "$(get p2.overlord-postgres-2conns)" %.0f)" "$(fmt "$(get p2.overlord-2conns)" %.0f)" "$(ratio "$(get p2.overlord-postgres-2conns)" "$(get p2.overlord-2conns)")"
     row "PostgreSQL node: P3 median ms vs redb (goal >= 0.5)" "$(fmt "$PGP3" %s)" "$(fmt "$Q" %s)" "$(ratio "$Q" "$PGP3")"
     row "PostgreSQL node: P6 p99 ms vs goal 50 ms" "$(fmt "$(get p6.postgres.p99)" %s)" "50" "$(ratio 50 "$(get p6.postgres.p99)")"
+    row "two nodes, via the second: P1 vs one node" "$(fmt "$(get p1.overlord-postgres-2nodes)" %.0f)" "$(fmt "$PGP1" %.0f)" "$(ratio "$(get p1.overlord-postgres-2nodes)" "$PGP1")"
+    row "two nodes, via the second: P2 vs influxdb" "$(fmt "$(get p2.overlord-postgres-2nodes)" %.0f)" "$(fmt "$(get p2.influxdb)" %.0f)" "$(ratio "$(get p2.overlord-postgres-2nodes)" "$(get p2.influxdb)")"
+    row "two nodes, via the second: P2 vs one node" "$(fmt "$(get p2.overlord-postgres-2nodes)" %.0f)" "$(fmt "$PGP2" %.0f)" "$(ratio "$(get p2.overlord-postgres-2nodes)" "$PGP2")"
+    row "two nodes, via the second: P3 ms vs redb" "$(fmt "$(get p3.overlord-postgres-2nodes)" %s)" "$(fmt "$Q" %s)" "$(ratio "$Q" "$(get p3.overlord-postgres-2nodes)")"
+    row "two nodes, via the second: P6 p99 ms vs 50" "$(fmt "$(get p6.postgres-2nodes.p99)" %s)" "50" "$(ratio 50 "$(get p6.postgres-2nodes.p99)")"
 fi
 bpr() { [ -n "$1" ] && awk -v s="$1" -v n="$DAY_READINGS" 'BEGIN { printf "%.2f", s / n }'; }
 BO=$(bpr "$(get day.overlord)")
