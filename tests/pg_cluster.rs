@@ -10,7 +10,9 @@
 //! no acknowledged reading is lost or stored twice; PostgreSQL killed
 //! and started again under load is ridden out by both nodes without a
 //! restart, the serving node keeping the database; and a failover to a
-//! synchronous standby under load is followed by both nodes.
+//! synchronous standby under load is followed by both nodes. A serving
+//! node that finds its claim taken stops (a follower serves), and a
+//! follower stopped with SIGTERM exits cleanly.
 
 #![cfg(unix)]
 
@@ -124,7 +126,7 @@ fn metric(addr: SocketAddr, name: &str) -> i64 {
 
 #[test]
 fn two_nodes_on_one_database_answer_as_one_server() {
-    let Some(c) = Cluster::start("two", 2) else {
+    let Some(mut c) = Cluster::start("two", 2) else {
         return;
     };
     let (a, b) = (c.addr(0), c.addr(1));
@@ -237,6 +239,24 @@ fn two_nodes_on_one_database_answer_as_one_server() {
         let r = board_reading(to, &token, "N1", 1, t0 + 100);
         assert!(r.starts_with("HTTP/1.0 401"), "{r}");
     }
+
+    // A follower stopped as a service manager stops it (SIGTERM) exits
+    // cleanly; the serving node is untouched.
+    let f = c.nodes[1].as_mut().unwrap();
+    // SAFETY: signals a child this test spawned and has not reaped.
+    unsafe { libc::kill(f.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = f.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the follower did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    c.nodes[1] = None;
+    let (st, _) = get(a, &c.admin, "/v1/devices/d1");
+    assert_eq!(st, 200);
 }
 
 #[test]
@@ -387,4 +407,37 @@ fn failover_to_a_synchronous_standby_under_load_two_nodes_carry_on() {
         seen.busy.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "the failover happened under load"
     );
+}
+
+#[test]
+fn a_serving_node_whose_claim_was_taken_stops_and_a_follower_serves() {
+    let Some(mut c) = Cluster::start("fence", 2) else {
+        return;
+    };
+    let token = common::token_of(&c.admin(0, "POST", "/v1/devices", "id=crash"));
+    let before = c.forward_to();
+    // What a serving node cut off from the database finds when it comes
+    // back after another node claimed it: a newer claim, and its lock's
+    // session gone.
+    c.pg.sql(c.db, "UPDATE node_hold SET epoch = epoch + 1");
+    c.pg.sql(
+        c.db,
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'",
+    );
+    // It stops by itself, saying why (a non-zero status, for a
+    // supervisor to start it again as a follower)...
+    let p = c.nodes[0].as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the fenced node kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    c.nodes[0] = None;
+    // ...and the follower takes the database over.
+    until_writes_succeed(c.node(1), &token, common::hour_ago());
+    assert_ne!(c.forward_to(), before);
 }

@@ -195,6 +195,11 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         let _ = out.flush();
         drop(out);
+        // One of several nodes stops when another claims the database
+        // (it was cut off for a while and a follower took over): it
+        // would refuse writes until restarted, and as a follower again
+        // it forwards instead.
+        let (shutdown, fenced) = stop_when_fenced(shutdown, joins.then(|| opened.app.store.postgres()).flatten());
         // The accept loop runs on a runtime worker, not on this thread:
         // a connection task spawned from a worker starts on that worker
         // (tokio's LIFO slot) instead of waking another thread for every
@@ -202,8 +207,50 @@ pub fn serve(config: Config) -> Result<(), String> {
         tokio::spawn(server::serve(listeners, opened, shutdown))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        match fenced.load(std::sync::atomic::Ordering::Acquire) {
+            true => Err(format!(
+                "{}: another node took the database over while this one was cut off from it; this node stopped (start it again to follow that node)",
+                store_name.text
+            )),
+            false => Ok(()),
+        }
     })
+}
+
+/// How often a serving node with `node_listen` checks that its claim on
+/// the database is still its own.
+const FENCE_CHECK: Duration = Duration::from_secs(1);
+
+/// `shutdown`, or the moment `kv` (when given) finds its claim taken by
+/// another node, which the flag returned then says.
+fn stop_when_fenced(
+    shutdown: std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send + 'static>>,
+    kv: Option<std::sync::Arc<overlord::pg::kv::PgKv>>,
+) -> (
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let fenced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Some(kv) = kv else {
+        return (shutdown, fenced);
+    };
+    let flag = fenced.clone();
+    let stop = async move {
+        let lost = async {
+            while !kv.claim_lost() {
+                tokio::time::sleep(FENCE_CHECK).await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = lost => {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+                tracing::error!("another node claimed the database; stopping this node");
+            }
+        }
+    };
+    (Box::pin(stop), fenced)
 }
 
 /// On the first start with an empty store: the administrator's token,
@@ -263,7 +310,16 @@ async fn follow(
             () = shutdown => None,
         }
     };
-    forward::follow(doors, leader.clone(), &config.limits, until).await
+    let (got, forwarded) = forward::follow(doors, leader.clone(), &config.limits, until).await;
+    if got.is_none() {
+        // Stopped while following: the connections it forwarded finish
+        // (bounded), as a serving node's requests in flight do.
+        let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+        if !forwarded.drain(grace).await {
+            tracing::warn!("forwarded connections did not finish within the grace period");
+        }
+    }
+    got
 }
 
 /// Start keeping track of where the serving node is (`forward::track`),

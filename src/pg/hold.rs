@@ -88,6 +88,11 @@ impl Hold {
             .then(|| self.epoch.load(Ordering::Acquire))
     }
 
+    /// Whether another node claimed the database since this one did.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
     /// Another node claimed the database: refuse writes for good.
     pub fn lost_for_good(&self) {
         if !self.lost.swap(true, Ordering::AcqRel) {

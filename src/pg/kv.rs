@@ -211,6 +211,12 @@ impl PgKv {
         super::hold::claim(&self.rt, &self.target, &self.hold, taken)
     }
 
+    /// Whether another node claimed the database after this one did
+    /// (this node then refuses writes until it is restarted).
+    pub fn claim_lost(&self) -> bool {
+        self.hold.is_lost()
+    }
+
     /// Publish, under this node's claim, where it takes the connections
     /// other nodes forward to it and the key they open with
     /// (`crate::server::forward`); the others read them from `node_hold`.

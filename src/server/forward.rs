@@ -48,8 +48,9 @@ pub const PREAMBLE: usize = 160;
 /// What a forwarded connection starts with.
 const MAGIC: &str = "OVERLORD-FORWARD/1";
 
-/// How long a forwarded connection may take to send its preamble.
-const PREAMBLE_WAIT: Duration = Duration::from_secs(5);
+/// How long a forwarded connection may take to send its preamble (and
+/// wait for a slot to be read in).
+pub const PREAMBLE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a follower waits for the serving node to accept.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
@@ -58,7 +59,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// take the claim itself.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
-/// Preambles being read at once, at most; more connections are closed.
+/// Preambles being read at once, at most; more connections wait for a
+/// slot (at most [`PREAMBLE_WAIT`]).
 const PENDING_PREAMBLES: usize = 64;
 
 /// The door a connection came in by on the node that took it.
@@ -267,15 +269,26 @@ pub struct Doors<'a> {
     pub listeners: Vec<(Door, &'a TcpListener)>,
 }
 
+/// The connections a follower forwarded, still open.
+pub struct Forwarding(Arc<Gate>);
+
+impl Forwarding {
+    /// Wait (at most `grace`) until every forwarded connection has
+    /// ended; whether they all did.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.0.drain(grace).await
+    }
+}
+
 /// Follow: accept on `doors` and forward each admitted connection to the
-/// serving node named by `leader`, until `until` completes; its output.
-/// Connections forwarded by then carry on by themselves.
+/// serving node named by `leader`, until `until` completes; its output,
+/// and the connections forwarded by then, which carry on by themselves.
 pub async fn follow<T>(
     doors: Doors<'_>,
     leader: Leader,
     limits: &crate::config::Limits,
     until: impl std::future::Future<Output = T>,
-) -> T {
+) -> (T, Forwarding) {
     let gate = Arc::new(Gate::new(limits));
     tokio::pin!(until);
     let mut accepts: Vec<_> = doors.listeners.iter().map(|(d, l)| accept(*d, l)).collect();
@@ -283,7 +296,7 @@ pub async fn follow<T>(
         let next = futures_util::future::select_all(accepts.iter_mut());
         let ((door, accepted), i, _) = tokio::select! {
             r = next => r,
-            out = &mut until => return out,
+            out = &mut until => return (out, Forwarding(gate)),
         };
         // That door's accept again (the others' stay pending).
         accepts[i] = accept(door, doors.listeners[i].1);

@@ -164,17 +164,16 @@ async fn accept_loop(
             r = accept(tls_listener.as_ref()) => (r, acceptor.clone()),
             r = accept(node_listener.as_ref()) => {
                 // Another node's: its preamble says which door, and whose.
-                if let (Ok((stream, from)), Some(key), Ok(slot)) =
-                    (r, key.clone(), pending.clone().try_acquire_owned())
-                {
+                if let (Ok((stream, from)), Some(key)) = (r, key.clone()) {
                     let to = Forwarded {
                         shared: shared.clone(),
                         gate: gate.clone(),
                         tls: acceptor.clone(),
                         mqtt: mqtt.clone(),
                     };
+                    let pending = pending.clone();
                     tokio::spawn(async move {
-                        to.take(stream, from, &key, slot).await;
+                        to.take(stream, from, &key, pending).await;
                     });
                 }
                 continue;
@@ -216,7 +215,8 @@ struct Forwarded {
 }
 
 impl Forwarded {
-    /// Read the preamble (holding `slot` meanwhile), then serve the
+    /// Read the preamble (holding one of the `pending` slots meanwhile:
+    /// waited for as long as a preamble may take), then serve the
     /// connection as if it had come to the door it names from the client
     /// it names.
     async fn take(
@@ -224,8 +224,14 @@ impl Forwarded {
         mut stream: TcpStream,
         from: SocketAddr,
         key: &forward::Key,
-        slot: tokio::sync::OwnedSemaphorePermit,
+        pending: Arc<tokio::sync::Semaphore>,
     ) {
+        let Ok(Ok(slot)) =
+            tokio::time::timeout(forward::PREAMBLE_WAIT, pending.acquire_owned()).await
+        else {
+            tracing::warn!(%from, "too many forwarded connections opening at once; closed");
+            return;
+        };
         let Some((door, peer)) = forward::opened(&mut stream, from, key).await else {
             return;
         };
