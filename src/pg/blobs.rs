@@ -66,8 +66,8 @@ pub fn remove(txn: &PgTxn, sha256: &[u8; 32]) -> Result<(), StoreError> {
 const PARTS_PER_FETCH: i64 = 8;
 
 /// Write the content with digest `sha256` from the database into `dest`
-/// (a new file), fsynced and checked against the digest. `Ok(false)`
-/// when the database has no such content.
+/// (a new file), fsynced and checked against the digest, read as of one
+/// snapshot. `Ok(false)` when the database has no such content.
 pub fn fetch(kv: &Arc<PgKv>, sha256: &[u8; 32], dest: &Path) -> Result<bool, StoreError> {
     let key: &[u8] = sha256;
     let mut out = std::fs::OpenOptions::new()
@@ -76,11 +76,12 @@ pub fn fetch(kv: &Arc<PgKv>, sha256: &[u8; 32], dest: &Path) -> Result<bool, Sto
         .open(dest)?;
     let mut sha = Sha256::new();
     let mut next = 0i32;
+    // Every page from one snapshot: a content removed meanwhile (its last
+    // file deleted during this download) is then either read whole or not
+    // found, never cut short.
+    let txn = kv.begin_read()?;
     loop {
-        // Each page in a read transaction of its own: the content never
-        // changes once written (it is named by its digest), so pages
-        // from different snapshots are the same bytes.
-        let rows = kv.begin_read()?.query(
+        let rows = txn.query(
             "SELECT part, bytes FROM file_blobs WHERE sha256 = $1 AND part >= $2 ORDER BY part LIMIT $3",
             &[&key, &next, &PARTS_PER_FETCH],
         )?;
