@@ -106,19 +106,19 @@ fn backup_postgres(
     tmp: &std::path::Path,
     cache_bytes: usize,
 ) -> Result<u64, StoreError> {
-    let blobs = crate::ops::temp_beside(tmp, "blobs");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StoreError::Io(e.to_string()))?;
+    // The data file alone, as a backup on redb is: the files' contents
+    // stay where they are (in the database).
     let copied = rt.block_on(crate::pg::transfer::to_redb(
         kv.target(),
         tmp,
-        &blobs,
+        None,
         cache_bytes,
         &|_| {},
     ));
-    let _ = std::fs::remove_dir_all(&blobs);
     copied.map(|c| c.rows).map_err(StoreError::Io)
 }
 

@@ -130,7 +130,7 @@ pub fn export_store(config: &Config, args: ExportStoreArgs) -> Result<(), String
             let r = rt.block_on(pg::transfer::to_redb(
                 &target,
                 &file,
-                &files_dir,
+                Some(&files_dir),
                 cache,
                 &|n| bar.set_position(n),
             ));

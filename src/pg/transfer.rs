@@ -287,26 +287,29 @@ pub(super) fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usiz
 }
 
 /// Copy the database at `target` into a new data file `dest` (which must
-/// not exist) and its uploaded files' contents into `files_dir` (which
-/// must not exist or be empty). redb's cache for the new file is
+/// not exist) and, given `files_dir` (which must not exist or be empty),
+/// its uploaded files' contents there (a backup, like redb's, is the data
+/// file alone and passes none). redb's cache for the new file is
 /// `cache_bytes` (the server's `cache_mb`): with the fetches' bound it
 /// bounds the command's memory whatever the store's size. Returns what
 /// was copied.
 pub async fn to_redb(
     target: &Target,
     dest: &Path,
-    files_dir: &Path,
+    files_dir: Option<&Path>,
     cache_bytes: usize,
     progress: Progress<'_>,
 ) -> Result<Copied, String> {
     if dest.exists() {
         return Err(format!("{} exists; give a new file name", dest.display()));
     }
-    if std::fs::read_dir(files_dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(format!(
-            "{} is not empty; it would receive the uploaded files' contents",
-            files_dir.display()
-        ));
+    if let Some(files_dir) = files_dir {
+        if std::fs::read_dir(files_dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(format!(
+                "{} is not empty; it would receive the uploaded files' contents",
+                files_dir.display()
+            ));
+        }
     }
     let pg = |e: tokio_postgres::Error| target.error(&e);
     let mut client = target.connect().await?;
@@ -319,15 +322,35 @@ pub async fn to_redb(
         .map_err(pg)?;
     migrate::expect_readable(target, &tx).await?;
     let tmp = ops::temp_beside(dest, "import");
-    let tmp_dir = ops::temp_beside(files_dir, "import");
-    let result = write_redb(target, &tx, &tmp, &tmp_dir, cache_bytes, progress).await;
-    let result =
-        result.and_then(|copied| put_in_place(&tmp, dest, &tmp_dir, files_dir).map(|()| copied));
+    let dirs = files_dir.map(|d| (ops::temp_beside(d, "import"), d));
+    let tmp_dir = dirs.as_ref().map(|(t, _)| t.as_path());
+    let result = write_redb(target, &tx, &tmp, tmp_dir, cache_bytes, progress).await;
+    let result = result.and_then(|copied| {
+        match &dirs {
+            Some((tmp_dir, files_dir)) => put_in_place(&tmp, dest, tmp_dir, files_dir),
+            None => place_data(&tmp, dest),
+        }
+        .map(|()| copied)
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        let _ = std::fs::remove_dir_all(&tmp_dir);
+        if let Some((tmp_dir, _)) = &dirs {
+            let _ = std::fs::remove_dir_all(tmp_dir);
+        }
     }
     result
+}
+
+/// Rename the finished data file into place, made durable.
+fn place_data(tmp: &Path, dest: &Path) -> Result<(), String> {
+    if dest.exists() {
+        return Err(format!(
+            "{} appeared meanwhile; nothing was written there",
+            dest.display()
+        ));
+    }
+    std::fs::rename(tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    ops::sync_dir_of(dest).map_err(|e| e.to_string())
 }
 
 /// Rename the finished files directory, then the data file, into place,
@@ -354,7 +377,7 @@ fn put_in_place(tmp: &Path, dest: &Path, tmp_dir: &Path, files_dir: &Path) -> Re
                     dest.display()
                 ));
             }
-            std::fs::rename(tmp, dest).map_err(|e| io(dest, e))
+            place_data(tmp, dest)
         });
     if let Err(e) = data {
         let _ = std::fs::rename(files_dir, tmp_dir);
@@ -363,14 +386,14 @@ fn put_in_place(tmp: &Path, dest: &Path, tmp_dir: &Path, files_dir: &Path) -> Re
         }
         return Err(e);
     }
-    ops::sync_dir_of(dest).map_err(|e| e.to_string())
+    Ok(())
 }
 
 async fn write_redb(
     target: &Target,
     tx: &Transaction<'_>,
     tmp: &Path,
-    tmp_dir: &Path,
+    tmp_dir: Option<&Path>,
     cache_bytes: usize,
     progress: Progress<'_>,
 ) -> Result<Copied, String> {
@@ -387,8 +410,10 @@ async fn write_redb(
         )*};
     }
     ops::every_table!(import_all);
-    std::fs::create_dir(tmp_dir).map_err(|e| io(tmp_dir, e))?;
-    import_blobs(target, tx, &txn, tmp_dir, &mut copied).await?;
+    if let Some(tmp_dir) = tmp_dir {
+        std::fs::create_dir(tmp_dir).map_err(|e| io(tmp_dir, e))?;
+        import_blobs(target, tx, &txn, tmp_dir, &mut copied).await?;
+    }
     txn.commit().map_err(|e| e.to_string())?;
     progress(copied.rows);
     Ok(copied)
