@@ -97,6 +97,18 @@ impl Cluster {
     }
 }
 
+/// How node `p` ended, once it has by itself (within 30 s, else `what`).
+fn exit_of(mut p: Proc, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `GET` with the administrator's token; status and body.
 fn get(addr: SocketAddr, admin: &str, path: &str) -> (u16, String) {
     let r = common::raw(
@@ -242,19 +254,11 @@ fn two_nodes_on_one_database_answer_as_one_server() {
 
     // A follower stopped as a service manager stops it (SIGTERM) exits
     // cleanly; the serving node is untouched.
-    let f = c.nodes[1].as_mut().unwrap();
+    let f = c.nodes[1].take().unwrap();
     // SAFETY: signals a child this test spawned and has not reaped.
     unsafe { libc::kill(f.child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = f.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the follower did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_of(f, "the follower did not stop");
     assert!(status.success(), "{status:?}");
-    c.nodes[1] = None;
     let (st, _) = get(a, &c.admin, "/v1/devices/d1");
     assert_eq!(st, 200);
 }
@@ -378,14 +382,10 @@ fn postgres_restarted_under_load_two_nodes_ride_it_out_and_the_serving_node_keep
 
 #[test]
 fn failover_to_a_synchronous_standby_under_load_two_nodes_carry_on() {
-    let Some(primary) = Pg::start() else { return };
-    primary.create_db("fo");
-    let standby = primary.start_replica(true);
-    // Both hosts; the nodes keep to the one that takes writes.
-    let url = format!(
-        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=fo target_session_attrs=read-write connect_timeout=2",
-        primary.port, standby.port
-    );
+    // Both hosts: the nodes keep to the one that takes writes.
+    let Some((primary, standby, url)) = Pg::with_standby("fo") else {
+        return;
+    };
     let extra = format!("{}node_listen = \"127.0.0.1:0\"\n", store_section(&url));
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let a = Proc::start(dirs[0].path(), &extra);
@@ -426,17 +426,8 @@ fn a_serving_node_whose_claim_was_taken_stops_and_a_follower_serves() {
     );
     // It stops by itself, saying why (a non-zero status, for a
     // supervisor to start it again as a follower)...
-    let p = c.nodes[0].as_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the fenced node kept running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_of(c.nodes[0].take().unwrap(), "the fenced node kept running");
     assert!(!status.success());
-    c.nodes[0] = None;
     // ...and the follower takes the database over.
     until_writes_succeed(c.node(1), &token, common::hour_ago());
     assert_ne!(c.forward_to(), before);

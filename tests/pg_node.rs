@@ -219,14 +219,10 @@ fn postgres_killed_under_load_gives_503_then_the_node_recovers_by_itself() {
 
 #[test]
 fn failover_to_a_synchronous_standby_loses_no_acknowledged_reading() {
-    let Some(primary) = Pg::start() else { return };
-    primary.create_db("fo");
-    let standby = primary.start_replica(true);
-    // Both hosts; the node keeps to the one that takes writes.
-    let url = format!(
-        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=fo target_session_attrs=read-write connect_timeout=2",
-        primary.port, standby.port
-    );
+    // Both hosts: the node keeps to the one that takes writes.
+    let Some((primary, standby, url)) = Pg::with_standby("fo") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::start(tmp.path(), &store_section(&url));
     let admin = p.admin.clone().unwrap();

@@ -151,11 +151,18 @@ impl Drop for SourceSlot {
 /// Answer a connection over the cap with `503` and close it. On the
 /// HTTPS port a plain-text reply would be noise to a TLS client: it is
 /// closed at once.
-pub(super) async fn refuse(mut stream: TcpStream, tls: bool) {
+pub(super) async fn refuse(stream: TcpStream, tls: bool) {
     if tls {
         return;
     }
-    let body = WireError::overloaded("too many connections; retry shortly").body();
+    raw_503(stream, "too many connections; retry shortly").await;
+}
+
+/// `503 overloaded` with `detail` and `Retry-After: 1`, sent before the
+/// request is read (so in HTTP/1.1 whatever the client speaks), then a
+/// close; at most 2 s.
+pub(super) async fn raw_503(mut stream: TcpStream, detail: &str) {
+    let body = WireError::overloaded(detail).body();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/csv; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
         body.len()
@@ -166,6 +173,25 @@ pub(super) async fn refuse(mut stream: TcpStream, tls: bool) {
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+/// A connection an accept loop got, ready to admit (`TCP_NODELAY` set);
+/// after a failed accept (`EMFILE` and friends) `None`, once a short
+/// pause has passed, so the loop backs off instead of spinning.
+pub(super) async fn accepted(
+    r: std::io::Result<(TcpStream, std::net::SocketAddr)>,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    match r {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::admission::Gate;
-use crate::error::WireError;
 
 /// The preamble's length in bytes: fixed, so the serving node reads
 /// exactly it and not a byte of the client's own.
@@ -300,15 +299,9 @@ pub async fn follow<T>(
         };
         // That door's accept again (the others' stay pending).
         accepts[i] = accept(door, doors.listeners[i].1);
-        let (stream, peer) = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((stream, peer)) = super::admission::accepted(accepted).await else {
+            continue;
         };
-        let _ = stream.set_nodelay(true);
         let Some(admitted) = gate.admit(peer.ip()) else {
             tokio::spawn(super::admission::refuse(stream, door != Door::Http));
             continue;
@@ -390,18 +383,12 @@ fn seldom() -> bool {
 }
 
 /// `503` + `Retry-After` for a plain HTTP client while no node serves.
-async fn unavailable(mut stream: TcpStream) {
-    let body = WireError::overloaded("no node serves the database right now; retry shortly").body();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/csv; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(CONNECT_WAIT, write).await;
+async fn unavailable(stream: TcpStream) {
+    super::admission::raw_503(
+        stream,
+        "no node serves the database right now; retry shortly",
+    )
+    .await;
 }
 
 /// After the serving node has closed its side, how long the client's

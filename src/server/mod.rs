@@ -180,16 +180,9 @@ async fn accept_loop(
             }
             () = &mut shutdown => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((stream, peer)) = admission::accepted(accepted).await else {
+            continue;
         };
-        let _ = stream.set_nodelay(true);
         let Some(admitted) = gate.admit(peer.ip()) else {
             shared.app.metrics.connections_refused.inc();
             tokio::spawn(refuse(stream, tls.is_some()));

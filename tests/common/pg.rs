@@ -369,6 +369,20 @@ impl Pg {
 
     /// A connection string for database `db` (no password: trust on
     /// loopback in the throw-away server).
+    /// A primary with database `db` and a synchronous streaming standby
+    /// of it, and a connection string naming both hosts that keeps to the
+    /// one taking writes (what a node uses to follow a failover).
+    pub fn with_standby(db: &str) -> Option<(Pg, Pg, String)> {
+        let primary = Pg::start()?;
+        primary.create_db(db);
+        let standby = primary.start_replica(true);
+        let url = format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname={db} target_session_attrs=read-write connect_timeout=2",
+            primary.port, standby.port
+        );
+        Some((primary, standby, url))
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={db}",
