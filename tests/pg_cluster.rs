@@ -17,6 +17,7 @@
 #![cfg(unix)]
 
 mod common;
+mod tls_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -431,4 +432,60 @@ fn a_serving_node_whose_claim_was_taken_stops_and_a_follower_serves() {
     // ...and the follower takes the database over.
     until_writes_succeed(c.node(1), &token, common::hour_ago());
     assert_ne!(c.forward_to(), before);
+}
+
+#[test]
+fn https_passes_through_a_follower_to_the_serving_node() {
+    if !common::have("curl") {
+        return;
+    }
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("tls");
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, _) = tls_support::self_signed(certs.path());
+    // Both nodes load the same certificate; only the serving node's
+    // handshakes are made (the follower passes the bytes through).
+    let extra = format!(
+        "{}node_listen = \"127.0.0.1:0\"\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\n",
+        store_section(&pg.url("tls")),
+        cert.display(),
+        certs.path().join("key.pem").display()
+    );
+    let env = [("OVERLORD_MQTT__TLS_LISTEN", "127.0.0.1:0")];
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = Proc::start_with(dirs[0].path(), &extra, &env);
+    let b = Proc::start_with(dirs[1].path(), &extra, &env);
+    let admin = a.admin.clone().unwrap();
+    let port = b.https.expect("the follower listens for HTTPS").port();
+    let curl = |args: &[&str]| {
+        let o = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&cert)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let auth = format!("Authorization: Bearer {admin}");
+    let made = curl(&[
+        "-H",
+        &auth,
+        "-d",
+        "id=th1",
+        &format!("https://localhost:{port}/v1/devices"),
+    ]);
+    let tok = common::token_of(&made);
+    let ok = curl(&[&format!(
+        "https://localhost:{port}/v1/readings?device=th1&token={tok}&N1=21.5"
+    )]);
+    assert!(ok.starts_with("ok,1,"), "{ok}");
+    // Stored where the serving node's plain door reads it.
+    let (st, rows) = get(a.addr, &admin, "/v1/devices/th1/readings?sensors=N1");
+    assert_eq!(st, 200);
+    assert!(rows.ends_with(",21.5\n"), "{rows}");
 }

@@ -14,6 +14,8 @@ pub struct Proc {
     pub addr: SocketAddr,
     /// Where it serves MQTT.
     pub mqtt: SocketAddr,
+    /// Where it serves HTTPS, when `[tls]` is on.
+    pub https: Option<SocketAddr>,
     /// The administrator's token, when this start created the data file.
     pub admin: Option<String>,
 }
@@ -23,6 +25,11 @@ impl Proc {
     /// per-device request limit, and `extra` appended to the config file
     /// (more sections); returns once it listens. Panics if it exits first.
     pub fn start(dir: &Path, extra: &str) -> Proc {
+        Proc::start_with(dir, extra, &[])
+    }
+
+    /// [`Proc::start`] with environment variables `env` set too.
+    pub fn start_with(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Proc {
         let cfg = dir.join("overlord.toml");
         std::fs::write(
             &cfg,
@@ -39,6 +46,7 @@ impl Proc {
             .arg("--config")
             .arg(&cfg)
             .env("OVERLORD_LOG", shown.as_deref().unwrap_or("warn"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(match shown {
                 Some(_) => Stdio::inherit(),
@@ -52,6 +60,7 @@ impl Proc {
             child,
             addr: unset,
             mqtt: unset,
+            https: None,
             admin: None,
         };
         let out = p.child.stdout.take().expect("piped stdout");
@@ -60,6 +69,8 @@ impl Proc {
                 p.admin = Some(t.to_string());
             } else if let Some(a) = line.strip_prefix("mqtt listening on ") {
                 p.mqtt = a.parse().expect("mqtt address");
+            } else if let Some(a) = line.strip_prefix("listening on https://") {
+                p.https = Some(a.parse().expect("https address"));
             } else if let Some(a) = line.strip_prefix("listening on ") {
                 p.addr = a.parse().expect("address");
             }
