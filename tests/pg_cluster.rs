@@ -11,8 +11,10 @@
 //! and started again under load is ridden out by both nodes without a
 //! restart, the serving node keeping the database; and a failover to a
 //! synchronous standby under load is followed by both nodes. A serving
-//! node that finds its claim taken stops (a follower serves), and a
-//! follower stopped with SIGTERM exits cleanly.
+//! node frozen long enough is taken over by a follower (its port still
+//! takes connections, but it answers no probe), and stops by itself once
+//! it thaws and finds its claim taken; a follower stopped with SIGTERM
+//! exits cleanly. HTTPS passes through a follower to the serving node.
 
 #![cfg(unix)]
 
@@ -411,27 +413,38 @@ fn failover_to_a_synchronous_standby_under_load_two_nodes_carry_on() {
 }
 
 #[test]
-fn a_serving_node_whose_claim_was_taken_stops_and_a_follower_serves() {
+fn a_frozen_serving_node_is_taken_over_and_stops_when_it_thaws() {
     let Some(mut c) = Cluster::start("fence", 2) else {
         return;
     };
     let token = common::token_of(&c.admin(0, "POST", "/v1/devices", "id=crash"));
     let before = c.forward_to();
-    // What a serving node cut off from the database finds when it comes
-    // back after another node claimed it: a newer claim, and its lock's
-    // session gone.
-    c.pg.sql(c.db, "UPDATE node_hold SET epoch = epoch + 1");
+    // The serving node freezes (a stalled VM, a stopped process) and
+    // PostgreSQL drops its lock's session meanwhile: its port still takes
+    // connections, but it answers nothing, not even the follower's probe.
+    let a = c.node(0).child.id() as i32;
+    // SAFETY: signals a child this test spawned and has not reaped.
+    unsafe { libc::kill(a, libc::SIGSTOP) };
     c.pg.sql(
         c.db,
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'",
     );
-    // It stops by itself, saying why (a non-zero status, for a
-    // supervisor to start it again as a follower)...
+    // The follower takes the database over (bounded wait on what it
+    // publishes, then on a write through it).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.forward_to() == before {
+        assert!(Instant::now() < deadline, "the follower did not take over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    until_writes_succeed(c.node(1), &token, common::hour_ago());
+    // Thawed, the old node finds its claim taken (the follower holds the
+    // lock now) and stops by itself with a non-zero status, for its
+    // service manager to start it again as a follower.
+    // SAFETY: as above.
+    unsafe { libc::kill(a, libc::SIGCONT) };
     let status = exit_of(c.nodes[0].take().unwrap(), "the fenced node kept running");
     assert!(!status.success());
-    // ...and the follower takes the database over.
-    until_writes_succeed(c.node(1), &token, common::hour_ago());
-    assert_ne!(c.forward_to(), before);
+    until_writes_succeed(c.node(1), &token, common::hour_ago() + 1);
 }
 
 #[test]
@@ -441,20 +454,24 @@ fn https_passes_through_a_follower_to_the_serving_node() {
     }
     let Some(pg) = Pg::start() else { return };
     pg.create_db("tls");
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, _) = tls_support::self_signed(certs.path());
-    // Both nodes load the same certificate; only the serving node's
-    // handshakes are made (the follower passes the bytes through).
-    let extra = format!(
-        "{}node_listen = \"127.0.0.1:0\"\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\n",
-        store_section(&pg.url("tls")),
-        cert.display(),
-        certs.path().join("key.pem").display()
-    );
-    let env = [("OVERLORD_MQTT__TLS_LISTEN", "127.0.0.1:0")];
+    // Each node its own certificate: a client that trusts only the
+    // serving node's gets through the follower, so the handshake is the
+    // serving node's (the follower passes the bytes through).
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = Proc::start_with(dirs[0].path(), &extra, &env);
-    let b = Proc::start_with(dirs[1].path(), &extra, &env);
+    let extra = |dir: &std::path::Path| {
+        let (cert, _) = tls_support::self_signed(&dir.join("tls"));
+        let conf = format!(
+            "{}node_listen = \"127.0.0.1:0\"\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nlisten = \"127.0.0.1:0\"\n",
+            store_section(&pg.url("tls")),
+            cert.display(),
+            dir.join("tls/key.pem").display()
+        );
+        (cert, conf)
+    };
+    let ((cert, conf_a), (_, conf_b)) = (extra(dirs[0].path()), extra(dirs[1].path()));
+    let env = [("OVERLORD_MQTT__TLS_LISTEN", "127.0.0.1:0")];
+    let a = Proc::start_with(dirs[0].path(), &conf_a, &env);
+    let b = Proc::start_with(dirs[1].path(), &conf_b, &env);
     let admin = a.admin.clone().unwrap();
     let port = b.https.expect("the follower listens for HTTPS").port();
     let curl = |args: &[&str]| {

@@ -90,7 +90,15 @@ pub fn serve(config: Config) -> Result<(), String> {
     .map(|(scheme, l)| (scheme, l.and_then(|l| l.local_addr().ok())));
     let store_name = store_name(&config);
     let joins = node_listener.is_some();
-    let opened = match app::open(OpenOptions::new(config.clone())) {
+    // A node that may follow leaves a serving node that answers alone:
+    // it may only be waiting for PostgreSQL to come back to take its own
+    // claim again.
+    let served = joins && rt.block_on(serving_node_answers(&config));
+    let opened = match served {
+        true => Err(overlord::store::StoreError::InUse),
+        false => app::open(OpenOptions::new(config.clone())),
+    };
+    let opened = match opened {
         Ok(opened) => Some(opened),
         // Another node serves: follow it.
         // PostgreSQL not reachable yet: a node that may follow waits for
@@ -158,11 +166,23 @@ pub fn serve(config: Config) -> Result<(), String> {
                 tracing::info!(store = %store_name.text, "following the node that serves the database");
                 let hangups = log_hangups().map_err(|e| e.to_string())?;
                 let (leader, tracker) = following.expect("tracking while following");
-                let got = follow(&config, &listeners, &mqtt, leader, shutdown.as_mut()).await;
+                let (got, forwarded) =
+                    follow(&config, &listeners, &mqtt, leader, shutdown.as_mut()).await;
                 tracker.abort();
                 hangups.abort();
                 match got {
-                    None => return Ok(()),
+                    None => {
+                        // Stopped while following: no more connections
+                        // (the ports close), and the ones it forwarded
+                        // finish (bounded), as a serving node's requests
+                        // in flight do.
+                        drop((listeners, mqtt));
+                        let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+                        if !forwarded.drain(grace).await {
+                            tracing::warn!("forwarded connections did not finish within the grace period");
+                        }
+                        return Ok(());
+                    }
                     Some(opened) => {
                         let opened = opened?;
                         let _ = writeln!(out, "serving: this node now serves {}", store_name.text);
@@ -276,7 +296,10 @@ async fn follow(
     mqtt: &overlord::mqtt::Listeners,
     leader: overlord::server::forward::Leader,
     shutdown: std::pin::Pin<&mut (impl std::future::Future<Output = ()> + ?Sized)>,
-) -> Option<Result<app::Opened, String>> {
+) -> (
+    Option<Result<app::Opened, String>>,
+    overlord::server::forward::Forwarding,
+) {
     use overlord::server::forward::{self, Door, Doors};
     // The MQTT doors are std listeners (the MQTT server takes them so):
     // followed through a second handle on the same socket.
@@ -288,7 +311,12 @@ async fn follow(
         if let Some(l) = l {
             match l.try_clone().and_then(tokio::net::TcpListener::from_std) {
                 Ok(l) => mqtt_doors.push((door, l)),
-                Err(e) => return Some(Err(format!("cannot follow on the MQTT port: {e}"))),
+                Err(e) => {
+                    return (
+                        Some(Err(format!("cannot follow on the MQTT port: {e}"))),
+                        forward::Forwarding::none(),
+                    )
+                }
             }
         }
     }
@@ -310,16 +338,25 @@ async fn follow(
             () = shutdown => None,
         }
     };
-    let (got, forwarded) = forward::follow(doors, leader.clone(), &config.limits, until).await;
-    if got.is_none() {
-        // Stopped while following: the connections it forwarded finish
-        // (bounded), as a serving node's requests in flight do.
-        let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
-        if !forwarded.drain(grace).await {
-            tracing::warn!("forwarded connections did not finish within the grace period");
-        }
-    }
-    got
+    let mqtt_max = config.mqtt.max_connections.clamp(1, 1 << 24);
+    forward::follow(doors, leader.clone(), &config.limits, mqtt_max, until).await
+}
+
+/// Whether `node_hold` names a serving node that answers its probe
+/// (bounded: a few seconds when PostgreSQL or the node do not answer).
+async fn serving_node_answers(config: &Config) -> bool {
+    use overlord::server::forward;
+    let look = async {
+        let target = overlord::pg::Target::parse(&config.store.postgres_url).ok()?;
+        let client = target.connect().await.ok()?;
+        let (addr, key) = overlord::pg::hold::serving(&target, &client).await.ok()?;
+        let key = forward::Key::parse(&key)?;
+        Some(forward::alive(&forward::Serving { addr, key }).await)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), look).await,
+        Ok(Some(true))
+    )
 }
 
 /// Start keeping track of where the serving node is (`forward::track`),
@@ -378,16 +415,29 @@ async fn take_over(
     }
 }
 
-/// Bind `[store] node_listen`, when set.
-async fn bind_node(config: &Config) -> Result<Option<tokio::net::TcpListener>, String> {
+/// Bind `[store] node_listen`, when set: the address is taken now (a
+/// taken port stops the start), but it listens only once this node
+/// serves, so a follower's refuses connections (and is never taken for a
+/// serving node's).
+async fn bind_node(config: &Config) -> Result<Option<tokio::net::TcpSocket>, String> {
     let listen = config.store.node_listen.trim();
     if listen.is_empty() {
         return Ok(None);
     }
-    let l = tokio::net::TcpListener::bind(listen)
+    let err = |e: std::io::Error| format!("cannot listen on {listen} ([store] node_listen): {e}");
+    let addr = tokio::net::lookup_host(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen} ([store] node_listen): {e}"))?;
-    Ok(Some(l))
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| format!("[store] node_listen = \"{listen}\" names no address"))?;
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    Ok(Some(socket))
 }
 
 /// Publish where the other nodes forward to this one (`node_address`, or
@@ -395,8 +445,11 @@ async fn bind_node(config: &Config) -> Result<Option<tokio::net::TcpListener>, S
 async fn advertise(
     config: &Config,
     opened: &app::Opened,
-    l: tokio::net::TcpListener,
+    socket: tokio::net::TcpSocket,
 ) -> Result<(tokio::net::TcpListener, overlord::server::forward::Key), String> {
+    let l = socket
+        .listen(1024)
+        .map_err(|e| format!("cannot listen on [store] node_listen: {e}"))?;
     let addr = match config.store.node_address.trim() {
         "" => l.local_addr().map_err(|e| e.to_string())?.to_string(),
         a => a.to_owned(),

@@ -252,26 +252,36 @@ enum Retaken {
 }
 
 /// Take the lock again and, if the claim is still this node's, claim
-/// again; if anyone held the database in between, what this node caches
-/// may be stale, and it must not write again.
+/// again; if anyone claimed the database in between (whether or not it
+/// still holds the lock: a node that took over holds it), what this node
+/// caches may be stale, and it must not write again.
 async fn retake(target: &Target, hold: &Hold) -> Retaken {
-    let Ok(Some((client, ended))) = try_take(target).await else {
+    let Ok((client, ended)) = target.connect_watched().await else {
         return Retaken::NotYet;
     };
     let mine = hold.epoch.load(Ordering::Acquire);
-    match client
-        .query_one("SELECT epoch FROM node_hold WHERE id = 1", &[])
-        .await
-        .map(|r| r.get::<_, i64>(0))
-    {
-        Ok(e) if e == mine => match bump(target, &client).await {
-            Ok(next) => {
-                hold.epoch.store(next, Ordering::Release);
-                Retaken::Yes((client, ended))
-            }
-            Err(_) => Retaken::NotYet,
-        },
-        Ok(_) => Retaken::Claimed,
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1), (SELECT epoch FROM node_hold WHERE id = 1)",
+            &[&KEY],
+        )
+        .await;
+    let Ok(row) = row else {
+        return Retaken::NotYet;
+    };
+    let (took, epoch): (bool, i64) = (row.get(0), row.get(1));
+    if epoch != mine {
+        // (If the lock was taken here, dropping the session frees it.)
+        return Retaken::Claimed;
+    }
+    if !took {
+        return Retaken::NotYet;
+    }
+    match bump(target, &client).await {
+        Ok(next) => {
+            hold.epoch.store(next, Ordering::Release);
+            Retaken::Yes((client, ended))
+        }
         Err(_) => Retaken::NotYet,
     }
 }

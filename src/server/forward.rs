@@ -3,7 +3,9 @@
 //! (as built)").
 //!
 //! A node on PostgreSQL with `[store] node_listen` set binds that address
-//! beside its public ports. When it serves the database it publishes, in
+//! beside its public ports, and listens on it only while it serves (a
+//! follower's refuses connections). When it serves the database it
+//! publishes, in
 //! `node_hold` under its claim, the address the others reach it at and a
 //! random key ([`crate::pg::kv::PgKv::advertise`]). A node that finds the
 //! database served ([`crate::store::StoreError::InUse`]) becomes a
@@ -18,9 +20,10 @@
 //! node a client reaches: `200` means committed, the digest runs once,
 //! presence is decided once, a revoked token is refused everywhere at once.
 //!
-//! Meanwhile the follower tries to take the claim every second; when the
-//! serving node dies (its session ends, PostgreSQL frees the lock) one
-//! follower takes it, opens the store as a node does on start, publishes
+//! Meanwhile the follower asks the serving node every second whether it
+//! serves (a keyed probe on `node_listen`, [`alive`]), and tries to take
+//! the claim only when it gets no answer; when the serving node dies or
+//! freezes (and PostgreSQL frees its lock) one follower takes it, opens the store as a node does on start, publishes
 //! its own address, and serves on the ports it already holds; the other
 //! followers forward to it from then on. While no node serves, a follower
 //! answers plain HTTP with `503` + `Retry-After` and closes the other
@@ -47,8 +50,7 @@ pub const PREAMBLE: usize = 160;
 /// What a forwarded connection starts with.
 const MAGIC: &str = "OVERLORD-FORWARD/1";
 
-/// How long a forwarded connection may take to send its preamble (and
-/// wait for a slot to be read in).
+/// How long a forwarded connection may take to send its preamble.
 pub const PREAMBLE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a follower waits for the serving node to accept.
@@ -58,9 +60,10 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// take the claim itself.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
-/// Preambles being read at once, at most; more connections wait for a
-/// slot (at most [`PREAMBLE_WAIT`]).
-const PENDING_PREAMBLES: usize = 64;
+/// Preambles being read at once, at most; a connection beyond them is
+/// closed at once (a follower sends its preamble with its first bytes,
+/// so each is read in moments).
+const PENDING_PREAMBLES: usize = 256;
 
 /// The door a connection came in by on the node that took it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +76,13 @@ pub enum Door {
     Mqtt,
     /// MQTT over TLS (`[mqtt] tls_listen`).
     Mqtts,
+    /// Not a client's: a follower asking whether this node serves; it
+    /// answers [`ALIVE`] and closes.
+    Probe,
 }
+
+/// What a serving node answers a [`Door::Probe`].
+pub const ALIVE: &[u8] = b"serving\n";
 
 impl Door {
     fn name(self) -> &'static str {
@@ -82,13 +91,20 @@ impl Door {
             Door::Https => "https",
             Door::Mqtt => "mqtt",
             Door::Mqtts => "mqtts",
+            Door::Probe => "probe",
         }
     }
 
     fn parse(s: &str) -> Option<Door> {
-        [Door::Http, Door::Https, Door::Mqtt, Door::Mqtts]
-            .into_iter()
-            .find(|d| d.name() == s)
+        [
+            Door::Http,
+            Door::Https,
+            Door::Mqtt,
+            Door::Mqtts,
+            Door::Probe,
+        ]
+        .into_iter()
+        .find(|d| d.name() == s)
     }
 }
 
@@ -194,14 +210,27 @@ pub(super) async fn opened(
     None
 }
 
-/// Whether the serving node `s` takes connections on its `node_listen`
-/// (a follower tries to take over only when it does not: a serving node
-/// that is alive takes its claim back itself after PostgreSQL returns).
+/// Whether the serving node `s` serves: it answers a keyed probe on its
+/// `node_listen` within [`CONNECT_WAIT`]. A follower tries to take over
+/// only when it does not (a serving node that is alive takes its claim
+/// back itself after PostgreSQL returns); a node that is frozen, or an
+/// address that now belongs to something else, does not answer.
 pub async fn alive(s: &Serving) -> bool {
-    matches!(
-        tokio::time::timeout(CONNECT_WAIT, TcpStream::connect(&s.addr)).await,
-        Ok(Ok(_))
-    )
+    let ask = async {
+        let mut up = TcpStream::connect(&s.addr).await.ok()?;
+        let me = up.local_addr().ok()?;
+        up.write_all(&Preamble::encode(Door::Probe, me, &s.key))
+            .await
+            .ok()?;
+        let mut got = Vec::with_capacity(ALIVE.len());
+        (&mut up)
+            .take(ALIVE.len() as u64)
+            .read_to_end(&mut got)
+            .await
+            .ok()?;
+        (got == ALIVE).then_some(())
+    };
+    matches!(tokio::time::timeout(CONNECT_WAIT, ask).await, Ok(Some(())))
 }
 
 /// The bound on preambles read at once on the serving node.
@@ -269,40 +298,65 @@ pub struct Doors<'a> {
 }
 
 /// The connections a follower forwarded, still open.
-pub struct Forwarding(Arc<Gate>);
+pub struct Forwarding(Vec<Arc<Gate>>);
 
 impl Forwarding {
-    /// Wait (at most `grace`) until every forwarded connection has
+    /// Nothing forwarded.
+    pub fn none() -> Forwarding {
+        Forwarding(Vec::new())
+    }
+
+    /// Wait (at most `grace` in all) until every forwarded connection has
     /// ended; whether they all did.
     pub async fn drain(&self, grace: Duration) -> bool {
-        self.0.drain(grace).await
+        let until = tokio::time::Instant::now() + grace;
+        let mut all = true;
+        for g in &self.0 {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            all &= g.drain(left).await;
+        }
+        all
     }
 }
 
 /// Follow: accept on `doors` and forward each admitted connection to the
 /// serving node named by `leader`, until `until` completes; its output,
 /// and the connections forwarded by then, which carry on by themselves.
+///
+/// The HTTP doors share one set of slots (`limits`), the MQTT doors
+/// another (`[mqtt] max_connections`, no cap per source), as on the
+/// serving node.
 pub async fn follow<T>(
     doors: Doors<'_>,
     leader: Leader,
     limits: &crate::config::Limits,
+    mqtt_max: usize,
     until: impl std::future::Future<Output = T>,
 ) -> (T, Forwarding) {
     let gate = Arc::new(Gate::new(limits));
+    let mqtt_gate = Arc::new(Gate::new(&crate::config::Limits {
+        max_connections: mqtt_max,
+        max_connections_per_source: 0,
+        ..limits.clone()
+    }));
     tokio::pin!(until);
     let mut accepts: Vec<_> = doors.listeners.iter().map(|(d, l)| accept(*d, l)).collect();
     loop {
         let next = futures_util::future::select_all(accepts.iter_mut());
         let ((door, accepted), i, _) = tokio::select! {
             r = next => r,
-            out = &mut until => return (out, Forwarding(gate)),
+            out = &mut until => return (out, Forwarding(vec![gate, mqtt_gate])),
         };
         // That door's accept again (the others' stay pending).
         accepts[i] = accept(door, doors.listeners[i].1);
         let Some((stream, peer)) = super::admission::accepted(accepted).await else {
             continue;
         };
-        let Some(admitted) = gate.admit(peer.ip()) else {
+        let slots = match door {
+            Door::Mqtt | Door::Mqtts => &mqtt_gate,
+            _ => &gate,
+        };
+        let Some(admitted) = slots.admit(peer.ip()) else {
             tokio::spawn(super::admission::refuse(stream, door != Door::Http));
             continue;
         };
@@ -373,7 +427,7 @@ async fn forward(client: TcpStream, peer: SocketAddr, door: Door, to: Option<Ser
 
 /// Whether to log a failed forward now: at most once a second (while the
 /// serving node is gone, every connection fails the same way).
-fn seldom() -> bool {
+pub(super) fn seldom() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
@@ -425,13 +479,20 @@ async fn pass(
     to: &mut (impl AsyncWrite + Unpin),
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
+    let copied = async {
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            to.write_all(&buf[..n]).await?;
         }
-        to.write_all(&buf[..n]).await?;
-    }
+    };
+    // Ended or failed (a reset), the other side is told: a client gone
+    // ends its session on the serving node at once.
+    let r: std::io::Result<()> = copied.await;
+    let _ = to.shutdown().await;
+    r
 }
 
 /// TCP keepalive on a follower's connection to the serving node, so one

@@ -163,19 +163,27 @@ async fn accept_loop(
             r = accept(plain.as_ref()) => (r, None),
             r = accept(tls_listener.as_ref()) => (r, acceptor.clone()),
             r = accept(node_listener.as_ref()) => {
-                // Another node's: its preamble says which door, and whose.
-                if let (Ok((stream, from)), Some(key)) = (r, key.clone()) {
-                    let to = Forwarded {
-                        shared: shared.clone(),
-                        gate: gate.clone(),
-                        tls: acceptor.clone(),
-                        mqtt: mqtt.clone(),
-                    };
-                    let pending = pending.clone();
-                    tokio::spawn(async move {
-                        to.take(stream, from, &key, pending).await;
-                    });
-                }
+                // Another node's: its preamble says which door, and
+                // whose. Read by a task holding one of the `pending`
+                // slots; beyond them, closed.
+                let Some((stream, from)) = admission::accepted(r).await else {
+                    continue;
+                };
+                let (Some(key), Ok(slot)) = (key.clone(), pending.clone().try_acquire_owned()) else {
+                    if forward::seldom() {
+                        tracing::warn!(%from, "too many forwarded connections opening at once; closed");
+                    }
+                    continue;
+                };
+                let to = Forwarded {
+                    shared: shared.clone(),
+                    gate: gate.clone(),
+                    tls: acceptor.clone(),
+                    mqtt: mqtt.clone(),
+                };
+                tokio::spawn(async move {
+                    to.take(stream, from, &key, slot).await;
+                });
                 continue;
             }
             () = &mut shutdown => break,
@@ -208,30 +216,31 @@ struct Forwarded {
 }
 
 impl Forwarded {
-    /// Read the preamble (holding one of the `pending` slots meanwhile:
-    /// waited for as long as a preamble may take), then serve the
+    /// Read the preamble (holding `slot` meanwhile), then serve the
     /// connection as if it had come to the door it names from the client
-    /// it names.
+    /// it names; a probe is answered that this node serves.
     async fn take(
         self,
         mut stream: TcpStream,
         from: SocketAddr,
         key: &forward::Key,
-        pending: Arc<tokio::sync::Semaphore>,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let Ok(Ok(slot)) =
-            tokio::time::timeout(forward::PREAMBLE_WAIT, pending.acquire_owned()).await
-        else {
-            tracing::warn!(%from, "too many forwarded connections opening at once; closed");
-            return;
-        };
         let Some((door, peer)) = forward::opened(&mut stream, from, key).await else {
             return;
         };
         drop(slot);
-        let _ = stream.set_nodelay(true);
         use forward::Door;
         let tls = match door {
+            Door::Probe => {
+                use tokio::io::AsyncWriteExt;
+                let answer = async {
+                    let _ = stream.write_all(forward::ALIVE).await;
+                    let _ = stream.shutdown().await;
+                };
+                let _ = tokio::time::timeout(forward::PREAMBLE_WAIT, answer).await;
+                return;
+            }
             Door::Http => None,
             Door::Https => match self.tls {
                 Some(a) => Some(a),
