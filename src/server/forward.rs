@@ -449,12 +449,18 @@ async fn unavailable(stream: TcpStream) {
 /// side is still passed on (nothing it sends can be answered any more).
 const AFTER_SERVER_CLOSED: Duration = Duration::from_secs(1);
 
+/// After the client has closed its sending side, how long the serving
+/// node's reply is still passed on, at most: far longer than any reply
+/// it bounds itself (a long-poll's wait, a large download), so only a
+/// serving node that froze mid-reply is cut off by it.
+const AFTER_CLIENT_CLOSED: Duration = Duration::from_secs(600);
+
 /// Pass bytes both ways until both sides are done. A client that closes
 /// its sending side (a board after its request) still gets the whole
 /// reply: the serving node bounds that (its own timeouts, a long-poll's
-/// wait). Once the serving node has closed, the client's side is cut
-/// after [`AFTER_SERVER_CLOSED`], so a client that vanished without a
-/// word holds nothing here.
+/// wait; [`AFTER_CLIENT_CLOSED`] in the end). Once the serving node has
+/// closed, the client's side is cut after [`AFTER_SERVER_CLOSED`], so a
+/// client that vanished without a word holds nothing here.
 async fn splice(client: TcpStream, up: TcpStream) {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = up.into_split();
@@ -466,7 +472,9 @@ async fn splice(client: TcpStream, up: TcpStream) {
     };
     tokio::pin!(to_server, to_client);
     tokio::select! {
-        () = &mut to_server => to_client.await,
+        () = &mut to_server => {
+            let _ = tokio::time::timeout(AFTER_CLIENT_CLOSED, to_client).await;
+        }
         () = &mut to_client => {
             let _ = tokio::time::timeout(AFTER_SERVER_CLOSED, to_server).await;
         }
