@@ -37,11 +37,22 @@ struct Cluster {
     nodes: Vec<Option<Proc>>,
     _dirs: Vec<tempfile::TempDir>,
     admin: String,
+    /// Settings every node gets from its environment.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Cluster {
     /// A database `db` and `n` nodes on it, started one after the other.
     fn start(db: &'static str, n: usize) -> Option<Cluster> {
+        Cluster::start_with(db, n, &[])
+    }
+
+    /// [`Cluster::start`], the nodes with settings `env`.
+    fn start_with(
+        db: &'static str,
+        n: usize,
+        env: &[(&'static str, &'static str)],
+    ) -> Option<Cluster> {
         let pg = Pg::start()?;
         pg.create_db(db);
         let mut c = Cluster {
@@ -50,6 +61,7 @@ impl Cluster {
             nodes: Vec::new(),
             _dirs: Vec::new(),
             admin: String::new(),
+            env: env.to_vec(),
         };
         for _ in 0..n {
             c.add();
@@ -69,7 +81,8 @@ impl Cluster {
             "{}node_listen = \"127.0.0.1:0\"\n",
             store_section(&self.pg.url(self.db))
         );
-        self.nodes.push(Some(Proc::start(dir.path(), &extra)));
+        self.nodes
+            .push(Some(Proc::start_with(dir.path(), &extra, &self.env)));
         self._dirs.push(dir);
         self.nodes.len() - 1
     }
@@ -268,19 +281,22 @@ fn two_nodes_on_one_database_answer_as_one_server() {
 
 #[test]
 fn only_a_node_with_the_key_may_forward_a_connection() {
-    let Some(c) = Cluster::start("key", 1) else {
+    // One connection per source, to see which source the node counts.
+    let one = [("OVERLORD_LIMITS__MAX_CONNECTIONS_PER_SOURCE", "1")];
+    let Some(c) = Cluster::start_with("key", 1, &one) else {
         return;
     };
     let to: SocketAddr = c.forward_to().parse().unwrap();
     let key =
         c.pg.value(c.db, "SELECT forward_key FROM node_hold WHERE id = 1");
     assert_eq!(key.len(), 64);
-    let preamble = |key: &str| {
-        let mut p = format!("OVERLORD-FORWARD/1 http 192.0.2.7:4000 {key}").into_bytes();
+    let from = |client: &str, key: &str| {
+        let mut p = format!("OVERLORD-FORWARD/1 http {client} {key}").into_bytes();
         p.resize(159, b' ');
         p.push(b'\n');
         p
     };
+    let preamble = |key: &str| from("192.0.2.7:4000", key);
     let ask = |preamble: Vec<u8>| {
         let mut s = TcpStream::connect(to).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -309,6 +325,32 @@ fn only_a_node_with_the_key_may_forward_a_connection() {
     // The published key: served as if it came to the HTTP door.
     let r = ask(preamble(&key));
     assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+
+    // ...and from the client it names: with a connection of 192.0.2.9
+    // open (a keep-alive request answered), another from it is over the
+    // cap of one per source, while one from 192.0.2.10 is served. (Sources
+    // of their own: a connection just closed may hold its slot a moment.)
+    let mut open = TcpStream::connect(to).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    open.write_all(&from("192.0.2.9:4000", &key)).unwrap();
+    open.write_all(b"GET /healthz HTTP/1.1\r\nHost: o\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = open.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let again = ask(from("192.0.2.9:4001", &key));
+    assert!(
+        again.starts_with("HTTP/1.1 503") && again.contains("too many connections"),
+        "{again}"
+    );
+    let other = ask(from("192.0.2.10:4000", &key));
+    assert!(other.starts_with("HTTP/1.0 200"), "{other}");
+    drop(open);
 }
 
 #[test]
