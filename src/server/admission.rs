@@ -49,8 +49,11 @@ impl Gate {
     }
 
     /// Admit a connection from `ip`, or `None` when there is no slot for
-    /// it. Only the accept loop admits, so what it sees free stays free
-    /// until it takes one.
+    /// it. The accept loop admits, and so do the tasks that serve
+    /// connections another node forwarded (`server::forward`): between
+    /// them what one sees free may be taken first by the other, so a
+    /// source may take one of the reserved slots a moment early; never
+    /// more than `max_connections` in all, nor more than its cap.
     pub(super) fn admit(&self, ip: IpAddr) -> Option<Admitted> {
         let source = self.sources.admit(ip, self.permits.available_permits())?;
         let permit = self.permits.clone().try_acquire_owned().ok()?;
