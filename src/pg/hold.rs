@@ -8,7 +8,9 @@
 //! a second node on the same database would answer from stale caches (a
 //! token revoked on one still accepted by the other) and replay the
 //! other's digest log (a reading fanned out twice). So a second node is
-//! refused at start, as a second process on a redb file is.
+//! refused at start, as a second process on a redb file is, or, with
+//! `[store] node_listen`, follows the serving node and forwards to it
+//! (`crate::server::forward`).
 //!
 //! **How.** A session-level advisory lock ([`KEY`]) on a session of its
 //! own, held for the node's life. PostgreSQL releases it when that
@@ -29,7 +31,9 @@
 //! session; if the epoch moved meanwhile (another node, or an offline
 //! command, held the database in between and may have changed what this
 //! node caches), this node never writes again until it is restarted, and
-//! the log says so.
+//! the log says so; the epoch is read even when another node holds the
+//! lock by then (one that took over), and a node with `node_listen` then
+//! stops by itself.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
