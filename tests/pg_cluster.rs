@@ -516,33 +516,7 @@ fn https_passes_through_a_follower_to_the_serving_node() {
     let b = Proc::start_with(dirs[1].path(), &conf_b, &env);
     let admin = a.admin.clone().unwrap();
     let port = b.https.expect("the follower listens for HTTPS").port();
-    let curl = |args: &[&str]| {
-        let o = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--cacert"])
-            .arg(&cert)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let auth = format!("Authorization: Bearer {admin}");
-    let made = curl(&[
-        "-H",
-        &auth,
-        "-d",
-        "id=th1",
-        &format!("https://localhost:{port}/v1/devices"),
-    ]);
-    let tok = common::token_of(&made);
-    let ok = curl(&[&format!(
-        "https://localhost:{port}/v1/readings?device=th1&token={tok}&N1=21.5"
-    )]);
-    assert!(ok.starts_with("ok,1,"), "{ok}");
+    tls_support::device_and_reading(&cert, port, &admin);
     // Stored where the serving node's plain door reads it.
     let (st, rows) = get(a.addr, &admin, "/v1/devices/th1/readings?sensors=N1");
     assert_eq!(st, 200);

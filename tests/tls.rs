@@ -79,33 +79,8 @@ fn curl_with_cacert_works_over_https_beside_plain_http() {
     let (cert, _) = self_signed(tmp.path());
     let s = Server::start(tmp.path(), "127.0.0.1:0", "", &[]);
     let port = s.https.port();
-    let curl = |args: &[&str]| {
-        let o = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--cacert"])
-            .arg(&cert)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let auth = format!("Authorization: Bearer {}", s.admin);
-    let made = curl(&[
-        "-H",
-        &auth,
-        "-d",
-        "id=th1",
-        &format!("https://localhost:{port}/v1/devices"),
-    ]);
-    let tok = common::token_of(&made);
-    let ok = curl(&[&format!(
-        "https://127.0.0.1:{port}/v1/readings?device=th1&token={tok}&N1=21.5"
-    )]);
-    assert!(ok.starts_with("ok,1,"), "{ok}");
+    let curl = |args: &[&str]| tls_support::curl(&cert, args);
+    let tok = tls_support::device_and_reading(&cert, port, &s.admin);
     let back = curl(&[&format!(
         "https://localhost:{port}/v1/devices/th1/readings?token={tok}&sensors=N1"
     )]);

@@ -15,6 +15,55 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+/// `curl -sS --max-time 20 --cacert CERT ARGS`, which must succeed; its
+/// output.
+pub fn curl(cert: &Path, args: &[&str]) -> String {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(cert)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Over HTTPS on `port`, trusting only `cert`: create device `th1` as the
+/// administrator (by the name `localhost`), then send it a reading `N1 =
+/// 21.5` (by the address `127.0.0.1`); the device's token.
+pub fn device_and_reading(cert: &Path, port: u16, admin: &str) -> String {
+    let auth = format!("Authorization: Bearer {admin}");
+    let made = curl(
+        cert,
+        &[
+            "-H",
+            &auth,
+            "-d",
+            "id=th1",
+            &format!("https://localhost:{port}/v1/devices"),
+        ],
+    );
+    let tok = made
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_once(','))
+        .unwrap_or_else(|| panic!("no id,token row in {made:?}"))
+        .1
+        .to_string();
+    let ok = curl(
+        cert,
+        &[&format!(
+            "https://127.0.0.1:{port}/v1/readings?device=th1&token={tok}&N1=21.5"
+        )],
+    );
+    assert!(ok.starts_with("ok,1,"), "{ok}");
+    tok
+}
+
 /// Run `overlord tls self-signed --host localhost --host 127.0.0.1 --out
 /// DIR`; the certificate's path and the fingerprint it printed.
 pub fn self_signed(dir: &Path) -> (PathBuf, String) {
