@@ -268,6 +268,16 @@ fn two_nodes_on_one_database_answer_as_one_server() {
         assert!(r.starts_with("HTTP/1.0 401"), "{r}");
     }
 
+    // The serving node counts what comes through the follower: each
+    // connection once (read on its own door, which is not forwarded).
+    let m0 = metric(a, "overlord_forwarded_connections_total");
+    assert!(m0 >= 20, "at least the 20 readings sent through it: {m0}");
+    for _ in 0..3 {
+        let r = common::raw(b, b"GET /healthz HTTP/1.0\r\n\r\n");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(metric(a, "overlord_forwarded_connections_total"), m0 + 3);
+
     // A follower stopped as a service manager stops it (SIGTERM) exits
     // cleanly; the serving node is untouched.
     let f = c.nodes[1].take().unwrap();

@@ -47,6 +47,12 @@ const SCALARS: &[(&str, &str, &str, Read)] = &[
         |m, _| m.connections_refused.get(),
     ),
     (
+        "overlord_forwarded_connections_total",
+        "Connections another node forwarded to this one (several nodes on one database), any door.",
+        COUNTER,
+        |m, _| m.connections_forwarded.get(),
+    ),
+    (
         "overlord_mqtt_connections_open",
         "Open MQTT connections (CONNECT accepted).",
         GAUGE,

@@ -148,6 +148,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections refused at the cap.
     pub connections_refused: Counter,
+    /// Connections another node forwarded to this one, with the key.
+    pub connections_forwarded: Counter,
     /// MQTT connections open now (after CONNECT was accepted).
     pub mqtt_connections: Gauge,
     /// MQTT connections refused at `[mqtt] max_connections`.
@@ -225,6 +227,7 @@ impl Default for Metrics {
             http_5xx: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            connections_forwarded: Counter::default(),
             mqtt_connections: Gauge::default(),
             mqtt_refused: Counter::default(),
             mqtt_publishes: Counter::default(),

@@ -230,6 +230,9 @@ impl Forwarded {
             return;
         };
         drop(slot);
+        if door != forward::Door::Probe {
+            self.shared.app.metrics.connections_forwarded.inc();
+        }
         use forward::Door;
         let tls = match door {
             Door::Probe => {
