@@ -278,6 +278,19 @@ fn two_nodes_on_one_database_answer_as_one_server() {
     }
     assert_eq!(metric(a, "overlord_forwarded_connections_total"), m0 + 3);
 
+    // A SIGHUP (`systemctl reload`) does not stop a follower.
+    // SAFETY: signals a child this test spawned and has not reaped.
+    unsafe { libc::kill(c.node(1).child.id() as i32, libc::SIGHUP) };
+    let r = common::raw(b, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(c.nodes[1]
+        .as_mut()
+        .unwrap()
+        .child
+        .try_wait()
+        .unwrap()
+        .is_none());
+
     // A follower stopped as a service manager stops it (SIGTERM) exits
     // cleanly; the serving node is untouched.
     let f = c.nodes[1].take().unwrap();

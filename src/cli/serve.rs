@@ -138,6 +138,19 @@ pub fn serve(config: Config) -> Result<(), String> {
         if let Some(opened) = &opened {
             show_admin(&mut out, opened, &store_name.text);
         }
+        // Installed before "listening": a SIGHUP from then on reloads the
+        // certificate, or is logged; it never stops the server
+        // (`systemctl reload` sends one). A follower has no certificate
+        // in use (TLS passes through it): it logs, until it serves.
+        let hangups = match (&opened, &listeners.tls) {
+            (Some(opened), Some((_, acceptor))) => {
+                let every = Duration::from_secs(config_reload_secs);
+                overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
+                    .map_err(|e| e.to_string())?;
+                None
+            }
+            _ => Some(log_hangups().map_err(|e| e.to_string())?),
+        };
         // Before the first "listening on": see `shutdown_signal`.
         let mut shutdown = Box::pin(server::shutdown_signal());
         for (scheme, l) in [
@@ -164,12 +177,10 @@ pub fn serve(config: Config) -> Result<(), String> {
                 );
                 let _ = out.flush();
                 tracing::info!(store = %store_name.text, "following the node that serves the database");
-                let hangups = log_hangups().map_err(|e| e.to_string())?;
                 let (leader, tracker) = following.expect("tracking while following");
                 let (got, forwarded) =
                     follow(&config, &listeners, &mqtt, leader, shutdown.as_mut()).await;
                 tracker.abort();
-                hangups.abort();
                 match got {
                     None => {
                         // Stopped while following: no more connections
@@ -200,17 +211,13 @@ pub fn serve(config: Config) -> Result<(), String> {
             // Taken over from the node it followed.
             listeners.forwarded = Some(advertise(&config, &opened, l).await?);
         }
-        // Installed before serving: a SIGHUP from then on reloads the
-        // certificate, or is logged; it never stops the server
-        // (`systemctl reload` sends one).
-        match &listeners.tls {
-            Some((_, acceptor)) => {
-                let every = Duration::from_secs(config_reload_secs);
-                overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
-                    .map_err(|e| e.to_string())?;
-            }
-            None => {
-                log_hangups().map_err(|e| e.to_string())?;
+        // Taken over with a certificate: from now on a SIGHUP reloads it.
+        if let (true, Some((_, acceptor))) = (node_was_following, &listeners.tls) {
+            let every = Duration::from_secs(config_reload_secs);
+            overlord::tls::watch(acceptor.clone(), every, opened.app.metrics.clone())
+                .map_err(|e| e.to_string())?;
+            if let Some(h) = &hangups {
+                h.abort();
             }
         }
         let _ = out.flush();
@@ -288,8 +295,9 @@ fn show_admin(out: &mut impl Write, opened: &app::Opened, store: &str) {
 
 /// Follow the node that serves the database (`server::forward`): forward
 /// every connection on this node's doors to it, and try to take the
-/// database every second. The opened node once it could (or why it
-/// cannot), or `None` on a shutdown signal meanwhile.
+/// database whenever it does not answer ([`take_over`]). The opened node
+/// once it could (or why it cannot), or `None` on a shutdown signal
+/// meanwhile.
 async fn follow(
     config: &Config,
     listeners: &Listeners,
