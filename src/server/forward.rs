@@ -178,7 +178,7 @@ impl Preamble {
 }
 
 /// On the serving node: read a forwarded connection's preamble (bounded
-/// in time, and in how many are read at once by `pending`); the door and
+/// in time; the caller bounds how many are read at once); the door and
 /// client it names, or `None` (logged) for a connection without the key.
 pub(super) async fn opened(
     stream: &mut TcpStream,
@@ -202,8 +202,8 @@ pub(super) async fn opened(
             return Some(found);
         }
     }
-    // A follower's check that this node is alive connects and closes
-    // without a byte: not worth a line.
+    // A connection that closes without a byte (a port check, a load
+    // balancer's probe of the wrong port) is not worth a line.
     if got > 0 {
         tracing::warn!(%from, "a connection on node_listen without this node's key; closed");
     }
