@@ -220,29 +220,18 @@ impl PgKv {
     /// Publish, under this node's claim, where it takes the connections
     /// other nodes forward to it and the key they open with
     /// (`crate::server::forward`); the others read them from `node_hold`.
-    pub fn advertise(&self, forward_to: &str, key: &str) -> Result<(), StoreError> {
-        let Some(epoch) = self.hold.fence() else {
+    /// A write transaction as any other: it begins by checking the claim.
+    pub fn advertise(self: &Arc<Self>, forward_to: &str, key: &str) -> Result<(), StoreError> {
+        if self.hold.fence().is_none() {
             return Err(StoreError::Io("only a serving node advertises".into()));
-        };
-        let conn = self.checkout()?;
-        let res = self.rt.block_on(conn.client.execute(
-            "UPDATE node_hold SET forward_to = $1, forward_key = $2 WHERE id = 1 AND epoch = $3",
-            &[&forward_to, &key, &epoch],
-        ));
-        match res {
-            Ok(rows) => {
-                self.checkin(conn, true);
-                match rows {
-                    1 => Ok(()),
-                    _ => Err(StoreError::Unavailable(super::hold::LOST.into())),
-                }
-            }
-            Err(e) => {
-                let err = self.classify(&e);
-                self.checkin(conn, false);
-                Err(err)
-            }
         }
+        self.write(|txn| {
+            txn.execute(
+                "UPDATE node_hold SET forward_to = $1, forward_key = $2 WHERE id = 1",
+                &[&forward_to, &key],
+            )
+        })?;
+        Ok(())
     }
 
     /// Bring the schema to this binary's version (creating it in an
