@@ -346,7 +346,7 @@ async fn follow(
             () = shutdown => None,
         }
     };
-    let mqtt_max = config.mqtt.max_connections.clamp(1, 1 << 24);
+    let mqtt_max = overlord::mqtt::connection_cap(&config.mqtt);
     forward::follow(doors, leader.clone(), &config.limits, mqtt_max, until).await
 }
 
@@ -357,9 +357,8 @@ async fn serving_node_answers(config: &Config) -> bool {
     let look = async {
         let target = overlord::pg::Target::parse(&config.store.postgres_url).ok()?;
         let client = target.connect().await.ok()?;
-        let (addr, key) = overlord::pg::hold::serving(&target, &client).await.ok()?;
-        let key = forward::Key::parse(&key)?;
-        Some(forward::alive(&forward::Serving { addr, key }).await)
+        let serving = forward::lookup(&target, &client).await.ok()??;
+        Some(forward::alive(&serving).await)
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(10), look).await,

@@ -186,6 +186,12 @@ impl Adopt {
     }
 }
 
+/// Open MQTT connections at most: `[mqtt] max_connections`, at least 1
+/// (and at most 2^24, a semaphore's size).
+pub fn connection_cap(config: &MqttConfig) -> usize {
+    config.max_connections.clamp(1, 1 << 24)
+}
+
 /// Serve MQTT on `listeners` until `stop` holds `true`. Must be called on
 /// a tokio runtime.
 pub fn start(
@@ -193,7 +199,7 @@ pub fn start(
     listeners: Listeners,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Running> {
-    let max = app.config.mqtt.max_connections.clamp(1, 1 << 24);
+    let max = connection_cap(&app.config.mqtt);
     let permits = Arc::new(Semaphore::new(max));
     let hub = Arc::new(Hub {
         app,

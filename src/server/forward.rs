@@ -252,6 +252,17 @@ pub struct Serving {
 /// published one.
 pub type Leader = Arc<RwLock<Option<Serving>>>;
 
+/// The serving node as published in `node_hold`; `None` before one has.
+pub async fn lookup(
+    target: &crate::pg::Target,
+    client: &tokio_postgres::Client,
+) -> Result<Option<Serving>, String> {
+    let (addr, key) = crate::pg::hold::serving(target, client).await?;
+    Ok(Key::parse(&key)
+        .filter(|_| !addr.is_empty())
+        .map(|key| Serving { addr, key }))
+}
+
 /// Keep `leader` up to date from `node_hold`, every [`FOLLOW_EVERY`], on
 /// one session (made again when it fails); `first` is told once the
 /// first look is done (found or not). Runs until aborted.
@@ -270,13 +281,8 @@ pub async fn track(
             }
         }
         if let Some(c) = &client {
-            match crate::pg::hold::serving(&target, c).await {
-                Ok((addr, key)) => {
-                    let now = Key::parse(&key)
-                        .filter(|_| !addr.is_empty())
-                        .map(|key| Serving { addr, key });
-                    *leader.write() = now;
-                }
+            match lookup(&target, c).await {
+                Ok(now) => *leader.write() = now,
                 Err(e) => {
                     tracing::warn!(error = %e, "following: cannot read where the serving node is");
                     client = None;
