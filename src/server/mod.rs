@@ -191,19 +191,34 @@ async fn accept_loop(
         let Some((stream, peer)) = admission::accepted(accepted).await else {
             continue;
         };
-        let Some(admitted) = gate.admit(peer.ip()) else {
-            shared.app.metrics.connections_refused.inc();
-            tokio::spawn(refuse(stream, tls.is_some()));
-            continue;
-        };
-        let shared = shared.clone();
-        shared.app.metrics.connections.add(1);
-        tokio::spawn(async move {
-            connection(&shared, stream, peer, tls).await;
-            shared.app.metrics.connections.add(-1);
-            drop(admitted);
-        });
+        if let Some(serve) = admit(shared, gate, stream, peer, tls) {
+            tokio::spawn(serve);
+        }
     }
+}
+
+/// Give the connection from `peer` a slot in `gate`: the future that
+/// serves it (counted open meanwhile, the slot given back at its end), or
+/// `None` when there is no slot, the refusal sent on a task of its own.
+fn admit(
+    shared: &Arc<Shared>,
+    gate: &Gate,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let Some(admitted) = gate.admit(peer.ip()) else {
+        shared.app.metrics.connections_refused.inc();
+        tokio::spawn(refuse(stream, tls.is_some()));
+        return None;
+    };
+    let shared = shared.clone();
+    shared.app.metrics.connections.add(1);
+    Some(async move {
+        connection(&shared, stream, peer, tls).await;
+        shared.app.metrics.connections.add(-1);
+        drop(admitted);
+    })
 }
 
 /// What serves a connection another node forwarded: the same service,
@@ -256,16 +271,9 @@ impl Forwarded {
                 return;
             }
         };
-        let shared = self.shared;
-        let Some(admitted) = self.gate.admit(peer.ip()) else {
-            shared.app.metrics.connections_refused.inc();
-            refuse(stream, tls.is_some()).await;
-            return;
-        };
-        shared.app.metrics.connections.add(1);
-        connection(&shared, stream, peer, tls).await;
-        shared.app.metrics.connections.add(-1);
-        drop(admitted);
+        if let Some(serve) = admit(&self.shared, &self.gate, stream, peer, tls) {
+            serve.await;
+        }
     }
 }
 
