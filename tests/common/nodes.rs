@@ -156,31 +156,23 @@ pub fn load(
                         k * 7,
                         base + k
                     );
-                    match http(addr, &req) {
-                        Ok(r) if r.starts_with("HTTP/1.0 200") && r.contains("\r\n\r\nok,1,") => {
-                            seen.acked.lock().unwrap().insert(k, k * 7);
+                    // No answer at all (a node killed mid-answer, or
+                    // before it) reads as an empty one.
+                    let r = http(addr, &req).unwrap_or_default();
+                    if r.starts_with("HTTP/1.0 200") && r.contains("\r\n\r\nok,1,") {
+                        seen.acked.lock().unwrap().insert(k, k * 7);
+                    } else if busy(&r) {
+                        seen.busy.fetch_add(1, Ordering::Relaxed);
+                        // A board waits before it tries again.
+                        std::thread::sleep(Duration::from_millis(20));
+                    } else if r.is_empty() {
+                        seen.broken.fetch_add(1, Ordering::Relaxed);
+                        if on_broken == OnBroken::Stop {
+                            break;
                         }
-                        Ok(r) if busy(&r) => {
-                            seen.busy.fetch_add(1, Ordering::Relaxed);
-                            // A board waits before it tries again.
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        // A node was killed (mid-answer, or before it).
-                        Ok(r) if r.is_empty() => {
-                            seen.broken.fetch_add(1, Ordering::Relaxed);
-                            if on_broken == OnBroken::Stop {
-                                break;
-                            }
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(_) => {
-                            seen.broken.fetch_add(1, Ordering::Relaxed);
-                            if on_broken == OnBroken::Stop {
-                                break;
-                            }
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Ok(r) => seen.other.lock().unwrap().push(r),
+                        std::thread::sleep(Duration::from_millis(20));
+                    } else {
+                        seen.other.lock().unwrap().push(r);
                     }
                     k += THREADS;
                 }
